@@ -1,0 +1,63 @@
+// Token sources and the deterministic, stateless training sampler.
+//
+// A TokenSource is one read-only stream of token ids, the concatenation of its files in order:
+//   - a byte-level text file: each byte is one token (ids 0..255);
+//   - a directory: its regular files (hidden files skipped), sorted by name, as byte-level text;
+//   - llm.c shards, a file whose name ends in ".bin" or a glob (*, ?, [) matching files, sorted by
+//     name; shards and text files may not be mixed. A shard is a 256 x int32 header (1024 bytes)
+//     then the tokens: magic 20240520 version 1 -> uint16 ids, magic 20240801 version 7 -> uint32;
+//     header[2] = token count, and the file size must equal 1024 + count * width.
+// Files are memory-mapped; open() costs O(number of files), not O(tokens).
+//
+// Vocabulary check: ids >= vocab_size are detected lazily in read() (the copy loop compares each
+// id, a negligible cost next to the copy), with an error naming the shard and token offset.
+// validate() scans the whole source up front for those who want the error at once (O(tokens)).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace sl {
+
+class TokenSource {
+ public:
+  // Throws sl::Error naming the file at fault: missing file, bad magic/version, truncated or
+  // overlong body, empty source.
+  static TokenSource open(const std::string& spec, int64_t vocab_size);
+
+  int64_t size() const;                                   // total tokens
+  void read(int64_t pos, int64_t n, int32_t* out) const;  // tokens [pos, pos+n), may span files
+  void validate() const;                                  // checks every id < vocab_size
+  std::string describe() const;  // e.g. "llmc v1 uint16, 3 shards, 1.2M tokens"
+  const std::string& spec() const;
+  int64_t vocab_size() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<const Impl> impl_;  // copies share the mappings
+};
+
+// Training windows. Window i (0 <= i < batch) of step s is the (seq_len+1)-token slice starting at
+//   start = Rng(seed, stream_id(s, i)).below(size - seq_len)
+// (core/rng.h), so it depends on (seed, step, i) only: resume is exact by construction, and
+// different steps draw independent windows. inputs[i, t] = src[start + t],
+// targets[i, t] = src[start + t + 1]; inputs and targets are [batch, seq_len] row-major.
+// Throws if the source holds fewer than seq_len + 1 tokens.
+void sample_batch(const TokenSource& src, uint64_t seed, int64_t step, int64_t batch,
+                  int64_t seq_len, int32_t* inputs, int32_t* targets);
+
+// Held-out evaluation: window w covers inputs src[w*seq_len, (w+1)*seq_len) and targets shifted
+// by one, so windows never overlap and each target token is scored once. The eval set is the
+// first eval_windows(...) = min(ceil(n_tokens / seq_len), (size - 1) / seq_len) windows (at least
+// 1; n_tokens <= 0 means the whole source). Batches hold `batch` consecutive windows, the last
+// possibly fewer: batch b covers windows [b*batch, min((b+1)*batch, W)). Since every window has
+// seq_len targets, the eval loss is the plain mean over all windows' tokens.
+int64_t eval_windows(const TokenSource& src, int64_t n_tokens, int64_t seq_len);
+// Number of batches: ceil(eval_windows / batch).
+int64_t eval_batches(const TokenSource& src, int64_t n_tokens, int64_t batch, int64_t seq_len);
+// Fills batch b; returns its number of windows (rows written to inputs/targets [rows, seq_len]).
+int64_t eval_batch(const TokenSource& src, int64_t n_tokens, int64_t batch, int64_t seq_len,
+                   int64_t b, int32_t* inputs, int32_t* targets);
+
+}  // namespace sl

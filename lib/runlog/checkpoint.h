@@ -1,0 +1,41 @@
+// Atomic checkpoints: RUN/ckpt/state.h5, the latest complete training state.
+//
+// Layout of state.h5 (HDF5, default format, readable by h5py):
+//   /            attribute schema = "scalinglab.ckpt/1"
+//   /arrays/NAME float32 [n] contiguous; NAME is e.g. an HF parameter name
+//                ("model.layers.0.self_attn.q_proj.weight") or its AdamW moment ("adam_m.<name>")
+//   /ints        group whose int64 scalar attributes are the named integers (step, tokens, ...)
+//   /strings     group whose UTF-8 string attributes are the named strings (config, spec, ...)
+// Names must be non-empty and contain no '/'.
+//
+// write_checkpoint() writes DIR/state.h5.tmp, fsyncs it, renames it over DIR/state.h5 and fsyncs
+// DIR, so a crash at any point leaves the previous complete checkpoint (a stale state.h5.tmp is
+// ignored by readers and replaced by the next write).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sl {
+
+struct Checkpoint {
+  std::map<std::string, std::vector<float>> arrays;
+  std::map<std::string, int64_t> ints;
+  std::map<std::string, std::string> strings;
+  std::string source;  // the file it was read from ("" if built in memory); used in errors
+
+  // Validating accessors for resume: each throws sl::Error naming the file and the entry, e.g.
+  // "checkpoint RUN/ckpt/state.h5: array 'x' has 10 elements, expected 12" or "... no array 'x'".
+  const std::vector<float>& array(const std::string& name, size_t expected_size) const;
+  int64_t int_value(const std::string& name) const;
+  const std::string& string_value(const std::string& name) const;
+};
+
+// Path of the checkpoint file inside `dir`.
+std::string checkpoint_path(const std::string& dir);
+void write_checkpoint(const std::string& dir, const Checkpoint& c);
+Checkpoint read_checkpoint(const std::string& dir);
+bool checkpoint_exists(const std::string& dir);  // DIR/state.h5 exists (tmp files don't count)
+
+}  // namespace sl

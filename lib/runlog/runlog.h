@@ -1,0 +1,106 @@
+// The HDF5 run log RUN/log.h5, schema "scalinglab.run/1" (DESIGN.md "Files").
+//
+// Layout:
+//   /                 attributes: schema, run_id, arch, pattern, config, version, device, status
+//                     (variable-length UTF-8 strings); n_params, n_params_nonembedding, seq_len,
+//                     batch_tokens, tokens_planned (int64); flops_per_token (float64)
+//   /train/{step,tokens}                              int64   [n_train]  chunked, extendible
+//   /train/{loss,lr,grad_norm,tokens_per_s,time_s}    float64 [n_train]
+//   /eval/{step,tokens} int64, /eval/loss float64     [n_eval]
+//   /budgets/tokens int64, /budgets/loss float64      [n_budget]
+//
+// Concurrency and crashes. The writer holds the file in SWMR-write mode (libver latest), so any
+// number of readers may open it with H5F_ACC_SWMR_READ while training runs, and a writer killed
+// with SIGKILL leaves a file that SWMR readers still open. Rows are buffered in memory and written
+// in flush() (called explicitly, e.g. at every checkpoint, and automatically when the oldest
+// unwritten row is older than autoflush_seconds). flush() writes each column of a group and then
+// the group's key column (step, or tokens for /budgets) last, so a reader that trims every group
+// to its shortest column and drops rows whose key still holds the fill value -1 sees an exact
+// prefix of the appended rows, whenever the writer died.
+//
+// Status. Attributes cannot be changed safely under SWMR, so set_status() flushes, closes the
+// SWMR writer, reopens the file read-write without SWMR, rewrites the `status` attribute,
+// flushes and fsyncs, and reopens SWMR-write. During those few milliseconds a reader's open may
+// fail; read_runlog() retries for up to ~2 s.
+//
+// Resume. A killed writer leaves the superblock marked "open for SWMR write", which HDF5 refuses
+// to open for writing. resume() therefore reads the old log through the SWMR reader, keeps the
+// rows the checkpoint covers, writes them to a fresh log.h5.tmp, fsyncs it and renames it over
+// log.h5, then continues appending there. No step is ever logged twice.
+//
+// File locking is disabled on every file this module opens (H5Pset_file_locking), because
+// HDF5's flock-based locks reject a SWMR reader on some file systems and outlive nothing useful.
+// Other readers (h5py, h5dump) may need HDF5_USE_FILE_LOCKING=FALSE while a run is live.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sl {
+
+inline constexpr const char* kRunLogSchema = "scalinglab.run/1";
+
+// Root attributes of log.h5. status is one of running|completed|diverged|failed|preempted.
+struct RunAttrs {
+  std::string run_id, arch, pattern, config, version, device, status = "running";
+  int64_t n_params = 0, n_params_nonembedding = 0, seq_len = 0, batch_tokens = 0,
+          tokens_planned = 0;
+  double flops_per_token = 0;
+};
+
+// One optimizer step. loss in nats/token, tokens = tokens seen after this step, time_s = wall
+// seconds since the run (first) started.
+struct TrainRow {
+  int64_t step, tokens;
+  double loss, lr, grad_norm, tokens_per_s, time_s;
+};
+
+class RunLogWriter {  // move-only, closes in destructor
+ public:
+  // Creates a new log; throws if `path` exists.
+  static RunLogWriter create(const std::string& path, const RunAttrs& attrs);
+  // Reopens an existing log (live-killed or cleanly closed) for appending, keeping only rows with
+  // step <= keep_step (/train, /eval) and tokens <= keep_budget_tokens (/budgets). The status
+  // attribute is set back to "running".
+  static RunLogWriter resume(const std::string& path, int64_t keep_step,
+                             int64_t keep_budget_tokens);
+
+  RunLogWriter(RunLogWriter&&) noexcept;
+  RunLogWriter& operator=(RunLogWriter&&) noexcept;
+  RunLogWriter(const RunLogWriter&) = delete;
+  RunLogWriter& operator=(const RunLogWriter&) = delete;
+  ~RunLogWriter();
+
+  void append_train(const TrainRow& r);
+  void append_eval(int64_t step, int64_t tokens, double loss);
+  void append_budget(int64_t tokens, double loss);
+  void flush();                                // data on disk (fsynced), visible to SWMR readers
+  void set_status(const std::string& status);  // root attribute, durable on return
+  void close();                                // flushes; idempotent
+
+  // Buffered rows older than this are written on the next append (default 2 s; 0 = every append,
+  // < 0 = only on flush()). Auto-flushes do not fsync.
+  void set_autoflush_seconds(double s);
+  const std::string& path() const;
+
+ private:
+  struct Impl;
+  explicit RunLogWriter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct RunLog {
+  RunAttrs attrs;
+  std::vector<TrainRow> train;
+  std::vector<int64_t> eval_step, eval_tokens;
+  std::vector<double> eval_loss;
+  std::vector<int64_t> budget_tokens;
+  std::vector<double> budget_loss;
+};
+
+// Reads a log whether its writer is live, killed, or closed (opens with SWMR read). Throws
+// sl::Error naming the file and the dataset/attribute at fault, including a wrong schema.
+RunLog read_runlog(const std::string& path);
+
+}  // namespace sl
