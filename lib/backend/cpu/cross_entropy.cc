@@ -1,0 +1,54 @@
+// Softmax cross-entropy over the vocabulary, one row per token:
+//   loss_t = logsumexp(logits_t) - logits_t[target_t],  lse taken after subtracting the row max.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+
+namespace sl::cpu {
+
+// logits [BT, V] -> losses [BT] (0 where target < 0); dlogits (if non-null) += dscale *
+// (softmax - onehot(target)) on non-ignored rows. Returns the sum of losses, added in token order
+// in double so it does not depend on the thread count.
+template <class T>
+double cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets, int64_t BT,
+                     int64_t V, T dscale) {
+  for (int64_t t = 0; t < BT; ++t) {
+    if (targets[t] >= V) fail("cross_entropy: target " + std::to_string(targets[t]) +
+                              " out of range for vocab " + std::to_string(V));
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < BT; ++t) {
+    const int32_t tgt = targets[t];
+    if (tgt < 0) {
+      losses[t] = T(0);
+      continue;
+    }
+    const T* lr = logits + t * V;
+    const T mx = *std::max_element(lr, lr + V);
+    T sum = 0;
+    for (int64_t i = 0; i < V; ++i) sum += std::exp(lr[i] - mx);
+    const T lse = mx + std::log(sum);
+    losses[t] = lse - lr[tgt];
+    if (dlogits) {
+      T* dr = dlogits + t * V;
+      for (int64_t i = 0; i < V; ++i) dr[i] += dscale * std::exp(lr[i] - lse);
+      dr[tgt] -= dscale;
+    }
+  }
+  double total = 0;
+  for (int64_t t = 0; t < BT; ++t) {
+    if (targets[t] >= 0) total += double(losses[t]);
+  }
+  return total;
+}
+
+template double cross_entropy<float>(float*, float*, const float*, const int32_t*, int64_t,
+                                     int64_t, float);
+template double cross_entropy<double>(double*, double*, const double*, const int32_t*, int64_t,
+                                      int64_t, double);
+
+}  // namespace sl::cpu

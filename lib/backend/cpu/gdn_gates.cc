@@ -1,0 +1,83 @@
+// Gated DeltaNet gates, per token t and head h:
+//   beta = beta_scale * sigmoid(b)                    (beta_scale = 2: negative eigenvalues)
+//   g    = -exp(A_log[h]) * softplus(a + dt_bias[h])  (log of the per-step state decay, <= 0)
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "backend/cpu/scalar_math.h"
+
+namespace sl::cpu {
+
+// b, a [BT, H] token stride ld -> beta, g [BT, H] contiguous.
+template <class T>
+void gdn_gates_forward(T* beta, T* g, const T* b, const T* a, int64_t ld, const T* A_log,
+                       const T* dt_bias, int64_t BT, int64_t H, T beta_scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < BT; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      beta[t * H + h] = beta_scale * sigmoid(b[t * ld + h]);
+      g[t * H + h] = -std::exp(A_log[h]) * softplus(a[t * ld + h] + dt_bias[h]);
+    }
+  }
+}
+
+// With z = a + dt_bias and softplus' = sigmoid:
+//   db += dbeta * beta_scale * s (1 - s),  s = sigmoid(b)
+//   da += dg * (-exp(A_log) sigmoid(z)),   ddt_bias[h] += sum_t of the same
+//   dA_log[h] += sum_t dg * g              (dg/dA_log = g)
+// db, da have the token stride ld of b, a. A null dbeta or dg counts as zero. The [H] reductions
+// run serially over tokens (cheap next to everything else) so their order is fixed.
+template <class T>
+void gdn_gates_backward(T* db, T* da, T* dA_log, T* ddt_bias, const T* dbeta, const T* dg,
+                        const T* b, const T* a, int64_t ld, const T* A_log, const T* dt_bias,
+                        int64_t BT, int64_t H, T beta_scale) {
+  if (db && dbeta) {
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < BT; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        const T s = sigmoid(b[t * ld + h]);
+        db[t * ld + h] += dbeta[t * H + h] * beta_scale * s * (T(1) - s);
+      }
+    }
+  }
+  if (!dg) return;
+  if (da) {
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < BT; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        const T z = a[t * ld + h] + dt_bias[h];
+        da[t * ld + h] += -dg[t * H + h] * std::exp(A_log[h]) * sigmoid(z);
+      }
+    }
+  }
+  if (dA_log || ddt_bias) {
+    std::vector<T> acc_A(static_cast<size_t>(H), T(0)), acc_dt(static_cast<size_t>(H), T(0));
+    for (int64_t t = 0; t < BT; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        const T z = a[t * ld + h] + dt_bias[h];
+        const T e = std::exp(A_log[h]);
+        acc_A[h] += dg[t * H + h] * (-e * softplus(z));
+        acc_dt[h] += -dg[t * H + h] * e * sigmoid(z);
+      }
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      if (dA_log) dA_log[h] += acc_A[h];
+      if (ddt_bias) ddt_bias[h] += acc_dt[h];
+    }
+  }
+}
+
+template void gdn_gates_forward<float>(float*, float*, const float*, const float*, int64_t,
+                                       const float*, const float*, int64_t, int64_t, float);
+template void gdn_gates_forward<double>(double*, double*, const double*, const double*, int64_t,
+                                        const double*, const double*, int64_t, int64_t, double);
+template void gdn_gates_backward<float>(float*, float*, float*, float*, const float*,
+                                        const float*, const float*, const float*, int64_t,
+                                        const float*, const float*, int64_t, int64_t, float);
+template void gdn_gates_backward<double>(double*, double*, double*, double*, const double*,
+                                         const double*, const double*, const double*, int64_t,
+                                         const double*, const double*, int64_t, int64_t, double);
+
+}  // namespace sl::cpu

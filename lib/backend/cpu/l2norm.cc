@@ -1,0 +1,56 @@
+// Per-head L2 normalisation (GDN q and k):  y = scale * x * rnorm,  rnorm = (sum_c x^2 + eps)^-1/2
+#include <cmath>
+#include <cstdint>
+
+#include "backend/cpu/ops.h"
+
+namespace sl::cpu {
+
+// x [BT, H, C] token stride ldx -> y [BT, H, C] contiguous, rnorm [BT, H].
+template <class T>
+void l2norm_forward(T* y, T* rnorm, const T* x, int64_t ldx, int64_t BT, int64_t H, int64_t C,
+                    T scale, T eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < BT; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      const T* xr = x + t * ldx + h * C;
+      T ss = 0;
+      for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+      const T rn = T(1) / std::sqrt(ss + eps);
+      rnorm[t * H + h] = rn;
+      T* yr = y + (t * H + h) * C;
+      for (int64_t c = 0; c < C; ++c) yr[c] = scale * (xr[c] * rn);
+    }
+  }
+}
+
+// dx (token stride ldx) += scale * rnorm * (dy - x rnorm^2 sum_c dy_c x_c)
+template <class T>
+void l2norm_backward(T* dx, const T* dy, const T* x, int64_t ldx, const T* rnorm, int64_t BT,
+                     int64_t H, int64_t C, T scale) {
+  if (!dx) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < BT; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      const T* xr = x + t * ldx + h * C;
+      const T* dyr = dy + (t * H + h) * C;
+      const T rn = rnorm[t * H + h];
+      T dot = 0;
+      for (int64_t c = 0; c < C; ++c) dot += dyr[c] * xr[c];
+      const T k = dot * rn * rn;
+      T* dxr = dx + t * ldx + h * C;
+      for (int64_t c = 0; c < C; ++c) dxr[c] += scale * rn * (dyr[c] - xr[c] * k);
+    }
+  }
+}
+
+template void l2norm_forward<float>(float*, float*, const float*, int64_t, int64_t, int64_t,
+                                    int64_t, float, float);
+template void l2norm_forward<double>(double*, double*, const double*, int64_t, int64_t, int64_t,
+                                     int64_t, double, double);
+template void l2norm_backward<float>(float*, const float*, const float*, int64_t, const float*,
+                                     int64_t, int64_t, int64_t, float);
+template void l2norm_backward<double>(double*, const double*, const double*, int64_t,
+                                      const double*, int64_t, int64_t, int64_t, double);
+
+}  // namespace sl::cpu
