@@ -1,0 +1,352 @@
+#include "data/tokens.h"
+
+#include <fcntl.h>
+#include <glob.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace sl {
+
+namespace {
+
+constexpr int64_t kHeaderBytes = 256 * 4;  // llm.c: 256 x int32
+constexpr int32_t kMagicV1 = 20240520;     // version 1, uint16 tokens (GPT-2 vocab)
+constexpr int32_t kMagicV7 = 20240801;     // version 7, uint32 tokens (Llama 3 vocab)
+
+// One memory-mapped file and where its tokens start. Text files have width 1 and version 0.
+struct File {
+  std::string path;
+  void* map = nullptr;  // the whole file, PROT_READ (nullptr for an empty file)
+  size_t map_len = 0;
+  const uint8_t* tokens = nullptr;  // first token (after the header for shards)
+  int width = 1;                    // bytes per token: 1 (text), 2 (v1), 4 (v7)
+  int version = 0;                  // llm.c version, 0 for text
+  int64_t count = 0;                // tokens in this file
+};
+
+bool is_glob(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string human(int64_t n) {
+  char buf[32];
+  if (n < 1000) return std::to_string(n);
+  if (n < 1000000)
+    std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+  else if (n < 1000000000)
+    std::snprintf(buf, sizeof buf, "%.1fM", n / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
+  return buf;
+}
+
+// Maps `path` read-only. `kind` ("data file" or "shard") prefixes errors.
+File map_file(const std::string& path, const char* kind) {
+  File f;
+  f.path = path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) fail(std::string(kind) + " '" + path + "': no such file");
+    fail(std::string(kind) + " '" + path + "': cannot open: " + std::strerror(errno));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    fail(std::string(kind) + " '" + path + "': cannot stat: " + std::strerror(errno));
+  }
+  f.map_len = static_cast<size_t>(st.st_size);
+  if (f.map_len > 0) {
+    f.map = ::mmap(nullptr, f.map_len, PROT_READ, MAP_SHARED, fd, 0);
+    if (f.map == MAP_FAILED) {
+      const std::string e = std::strerror(errno);
+      ::close(fd);
+      f.map = nullptr;
+      fail(std::string(kind) + " '" + path + "': cannot mmap: " + e);
+    }
+  }
+  ::close(fd);  // the mapping keeps the file referenced
+  f.tokens = static_cast<const uint8_t*>(f.map);
+  return f;
+}
+
+// Validates the llm.c header of a mapped shard and sets width/version/count/tokens.
+void parse_shard(File& f) {
+  const std::string where = "shard '" + f.path + "'";
+  const int64_t size = static_cast<int64_t>(f.map_len);
+  if (size < kHeaderBytes)
+    fail(where + ": file holds " + std::to_string(size) + " bytes, less than the " +
+         std::to_string(kHeaderBytes) + "-byte header");
+  int32_t header[3];
+  std::memcpy(header, f.map, sizeof header);
+  if (header[0] == kMagicV1) {
+    if (header[1] != 1)
+      fail(where + ": magic 20240520 with version " + std::to_string(header[1]) + " (expected 1)");
+    f.width = 2;
+  } else if (header[0] == kMagicV7) {
+    if (header[1] != 7)
+      fail(where + ": magic 20240801 with version " + std::to_string(header[1]) + " (expected 7)");
+    f.width = 4;
+  } else {
+    fail(where + ": bad magic " + std::to_string(header[0]) + " (expected 20240520 or 20240801)");
+  }
+  f.version = header[1];
+  // llm.c writes the count as int32; read it unsigned so counts in [2^31, 2^32) still work.
+  f.count = static_cast<int64_t>(static_cast<uint32_t>(header[2]));
+  const int64_t body = size - kHeaderBytes;
+  if (body != f.count * f.width) {
+    std::string msg = where + ": header says " + std::to_string(f.count) + " tokens, file holds " +
+                      std::to_string(body / f.width);
+    if (body % f.width != 0) msg += " and " + std::to_string(body % f.width) + " stray bytes";
+    fail(msg);
+  }
+  f.tokens = static_cast<const uint8_t*>(f.map) + kHeaderBytes;
+}
+
+// Regular, non-hidden files of a directory, sorted by name.
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name[0] == '.') continue;
+    if (e.is_regular_file(ec)) out.push_back(e.path().string());
+  }
+  if (ec) fail("data directory '" + dir + "': cannot list: " + ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+struct TokenSource::Impl {
+  std::string spec;
+  int64_t vocab = 0;
+  bool shards = false;
+  std::vector<File> files;
+  std::vector<int64_t> offsets;  // offsets[k] = first global token of files[k]; back() = size
+
+  ~Impl() {
+    for (File& f : files)
+      if (f.map) ::munmap(f.map, f.map_len);
+  }
+
+  // Copies tokens [pos, pos+n) of file k to out, checking ids against the vocabulary.
+  void copy(const File& f, int64_t pos, int64_t n, int32_t* out) const {
+    const char* kind = shards ? "shard" : "data file";
+    auto bad = [&](int64_t i, uint64_t id) {
+      fail(std::string(kind) + " '" + f.path + "': token id " + std::to_string(id) +
+           " at offset " + std::to_string(pos + i) + " >= vocab_size " + std::to_string(vocab));
+    };
+    const uint64_t v = static_cast<uint64_t>(vocab);
+    if (f.width == 1) {
+      const uint8_t* p = f.tokens + pos;
+      for (int64_t i = 0; i < n; ++i) {
+        out[i] = p[i];
+        if (p[i] >= v) bad(i, p[i]);
+      }
+    } else if (f.width == 2) {
+      // Unaligned-safe little-endian loads: the body starts at byte 1024 of a page-aligned map,
+      // so uint16 access is aligned, but memcpy says so without relying on it.
+      const uint8_t* p = f.tokens + 2 * pos;
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t t;
+        std::memcpy(&t, p + 2 * i, 2);
+        out[i] = t;
+        if (t >= v) bad(i, t);
+      }
+    } else {
+      const uint8_t* p = f.tokens + 4 * pos;
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t t;
+        std::memcpy(&t, p + 4 * i, 4);
+        if (t >= v) bad(i, t);
+        out[i] = static_cast<int32_t>(t);
+      }
+    }
+  }
+};
+
+TokenSource TokenSource::open(const std::string& spec, int64_t vocab_size) {
+  if (spec.empty()) fail("data: empty path");
+  if (vocab_size <= 0) fail("data '" + spec + "': vocab_size " + std::to_string(vocab_size) +
+                            " must be positive");
+  auto impl = std::make_shared<Impl>();
+  impl->spec = spec;
+  impl->vocab = vocab_size;
+
+  std::vector<std::string> paths;
+  bool dir_text = false;
+  if (is_glob(spec)) {
+    glob_t g{};
+    const int rc = ::glob(spec.c_str(), 0, nullptr, &g);
+    if (rc == GLOB_NOMATCH) {
+      globfree(&g);
+      fail("data file '" + spec + "': no such file (the pattern matches nothing)");
+    }
+    if (rc != 0) {
+      globfree(&g);
+      fail("data file '" + spec + "': glob failed");
+    }
+    for (size_t i = 0; i < g.gl_pathc; ++i) {
+      struct stat st;
+      if (::stat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode)) paths.push_back(g.gl_pathv[i]);
+    }
+    globfree(&g);
+    std::sort(paths.begin(), paths.end());
+    if (paths.empty()) fail("data file '" + spec + "': the pattern matches no regular file");
+  } else {
+    struct stat st;
+    if (::stat(spec.c_str(), &st) != 0) fail("data file '" + spec + "': no such file");
+    if (S_ISDIR(st.st_mode)) {
+      paths = list_dir(spec);
+      dir_text = true;
+      if (paths.empty()) fail("data directory '" + spec + "': holds no files");
+    } else {
+      paths.push_back(spec);
+    }
+  }
+
+  size_t n_bin = 0;
+  for (const std::string& p : paths) n_bin += ends_with(p, ".bin");
+  if (dir_text) n_bin = 0;  // a directory is always byte-level text (see tokens.h)
+  if (n_bin != 0 && n_bin != paths.size())
+    fail("data '" + spec + "': mixes .bin shards and text files");
+  impl->shards = n_bin != 0;
+
+  impl->offsets.push_back(0);
+  for (const std::string& p : paths) {
+    File f = map_file(p, impl->shards ? "shard" : "data file");
+    impl->files.push_back(f);  // owned by impl from here on, so an error below still unmaps it
+    if (impl->shards) {
+      parse_shard(impl->files.back());
+    } else {
+      impl->files.back().count = static_cast<int64_t>(f.map_len);
+    }
+    impl->offsets.push_back(impl->offsets.back() + impl->files.back().count);
+  }
+  if (impl->offsets.back() == 0) fail("data '" + spec + "': empty source (0 tokens)");
+  TokenSource s;
+  s.impl_ = std::move(impl);
+  return s;
+}
+
+int64_t TokenSource::size() const { return impl_->offsets.back(); }
+const std::string& TokenSource::spec() const { return impl_->spec; }
+int64_t TokenSource::vocab_size() const { return impl_->vocab; }
+
+void TokenSource::read(int64_t pos, int64_t n, int32_t* out) const {
+  const Impl& m = *impl_;
+  if (pos < 0 || n < 0 || pos > size() - n)
+    fail("data '" + m.spec + "': read of tokens [" + std::to_string(pos) + ", " +
+         std::to_string(pos + n) + ") outside the source's " + std::to_string(size()) + " tokens");
+  // File k holds global tokens [offsets[k], offsets[k+1]); start in the last file whose first
+  // token is <= pos (empty files share an offset with their successor and are skipped).
+  size_t k = std::upper_bound(m.offsets.begin(), m.offsets.end(), pos) - m.offsets.begin() - 1;
+  while (n > 0) {
+    const int64_t local = pos - m.offsets[k];
+    const int64_t take = std::min(n, m.files[k].count - local);
+    if (take > 0) {
+      m.copy(m.files[k], local, take, out);
+      out += take;
+      pos += take;
+      n -= take;
+    }
+    ++k;
+  }
+}
+
+void TokenSource::validate() const {
+  // Chunked so the scratch buffer stays small; read() does the checking.
+  constexpr int64_t kChunk = 1 << 20;
+  std::vector<int32_t> buf(kChunk);
+  for (int64_t pos = 0; pos < size(); pos += kChunk) read(pos, std::min(kChunk, size() - pos), buf.data());
+}
+
+std::string TokenSource::describe() const {
+  const Impl& m = *impl_;
+  std::string kind;
+  if (m.shards) {
+    bool v1 = false, v7 = false;
+    for (const File& f : m.files) (f.version == 1 ? v1 : v7) = true;
+    if (v1) kind = "llmc v1 uint16";
+    if (v7) kind += std::string(v1 ? " + " : "") + "llmc v7 uint32";
+  } else {
+    kind = "byte-level text";
+  }
+  const size_t nf = m.files.size();
+  return kind + ", " + std::to_string(nf) + (m.shards ? " shard" : " file") + (nf == 1 ? "" : "s") +
+         ", " + human(size()) + " tokens";
+}
+
+namespace {
+
+void check_window(const TokenSource& src, int64_t seq_len) {
+  if (seq_len <= 0) fail("data '" + src.spec() + "': seq_len " + std::to_string(seq_len) +
+                         " must be positive");
+  if (src.size() < seq_len + 1)
+    fail("data '" + src.spec() + "': " + std::to_string(src.size()) +
+         " tokens, fewer than seq_len + 1 = " + std::to_string(seq_len + 1));
+}
+
+}  // namespace
+
+void sample_batch(const TokenSource& src, uint64_t seed, int64_t step, int64_t batch,
+                  int64_t seq_len, int32_t* inputs, int32_t* targets) {
+  check_window(src, seq_len);
+  if (batch <= 0) fail("data '" + src.spec() + "': batch " + std::to_string(batch) +
+                       " must be positive");
+  const uint64_t n_starts = static_cast<uint64_t>(src.size() - seq_len);  // starts 0..size-seq_len-1
+  for (int64_t i = 0; i < batch; ++i) {
+    Rng rng(seed, stream_id(static_cast<uint64_t>(step), static_cast<uint64_t>(i)));
+    const int64_t start = static_cast<int64_t>(rng.below(n_starts));
+    // Two overlapping reads instead of a (seq_len+1) scratch buffer: no allocation per window.
+    src.read(start, seq_len, inputs + i * seq_len);
+    src.read(start + 1, seq_len, targets + i * seq_len);
+  }
+}
+
+int64_t eval_windows(const TokenSource& src, int64_t n_tokens, int64_t seq_len) {
+  check_window(src, seq_len);
+  const int64_t max_windows = (src.size() - 1) / seq_len;  // >= 1 by check_window
+  if (n_tokens <= 0) return max_windows;
+  return std::min((n_tokens + seq_len - 1) / seq_len, max_windows);
+}
+
+int64_t eval_batches(const TokenSource& src, int64_t n_tokens, int64_t batch, int64_t seq_len) {
+  if (batch <= 0) fail("data '" + src.spec() + "': eval batch " + std::to_string(batch) +
+                       " must be positive");
+  const int64_t w = eval_windows(src, n_tokens, seq_len);
+  return (w + batch - 1) / batch;
+}
+
+int64_t eval_batch(const TokenSource& src, int64_t n_tokens, int64_t batch, int64_t seq_len,
+                   int64_t b, int32_t* inputs, int32_t* targets) {
+  const int64_t nb = eval_batches(src, n_tokens, batch, seq_len);
+  if (b < 0 || b >= nb)
+    fail("data '" + src.spec() + "': eval batch " + std::to_string(b) + " of " +
+         std::to_string(nb));
+  const int64_t w = eval_windows(src, n_tokens, seq_len);
+  const int64_t first = b * batch;
+  const int64_t rows = std::min(batch, w - first);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t start = (first + r) * seq_len;
+    src.read(start, seq_len, inputs + r * seq_len);
+    src.read(start + 1, seq_len, targets + r * seq_len);
+  }
+  return rows;
+}
+
+}  // namespace sl
