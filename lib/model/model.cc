@@ -1,0 +1,443 @@
+#include "model/model.h"
+
+#include <cmath>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace sl {
+
+// Saved activations of one block (shapes per token; BT = B*T rows).
+struct Model::Layer {
+  int64_t index = 0;
+  char type = 'A';
+  // attention block
+  Tensor qkv;             // [BT, 3d] = x Wqkv^T (q | k | v), pre-norm
+  Tensor q, k;            // [BT, d] after QK-norm and RoPE
+  Tensor q_rstd, k_rstd;  // [BT]
+  Tensor att, lse;        // [BT, d] attention output (heads concatenated), [B, H, T]
+  Tensor o, o_rstd;       // [BT, d] = att Wo^T, input of post_attention_layernorm; [BT]
+  // GDN block
+  Tensor u, u_rstd;       // [BT, d] input_layernorm(x); [BT]
+  Tensor proj;            // [BT, P] = u Wproj^T: q0 | k0 | v0 | b | a | gate
+  Tensor conv;            // [BT, Cc] silu(causal conv(q0 | k0 | v0))
+  Tensor gq, gk, q_rn, k_rn;  // [BT, H, k_h] L2-normed q (scaled) and k; [BT, H] 1/norms
+  Tensor gv;              // [BT, H, v_h] contiguous copy of the conv'd v
+  Tensor beta, g;         // [BT, H]
+  Tensor states;          // [B, H, NC, k_h, v_h]
+  Tensor go, go_rstd, on; // [BT, H v_h] recurrence output, [BT H] rstd, gated-normed output
+  Tensor n, n_rstd;       // [BT, d] post_attention_layernorm(y) = MLP input (GDN block)
+  // both
+  Tensor y;               // [BT, d] residual after the mixer
+  Tensor gu, h, mo;       // MLP: [BT, 2m] gate|up, [BT, m] silu(gate)*up, [BT, d] down
+  Tensor mo_rstd;         // [BT] post_feedforward_layernorm rstd (attention block)
+};
+
+// Gradient scratch shared by all layers (backward runs one layer at a time).
+namespace {
+struct Dims {
+  int64_t d, H, hd, m, dk, dv, Cc, P, K, V;
+};
+Dims dims_of(const ModelSpec& s) {
+  Dims D;
+  D.d = s.d_model;
+  D.H = s.n_heads;
+  D.hd = s.head_dim();
+  D.m = s.d_mlp;
+  D.dk = s.gdn_key_dim;
+  D.dv = s.gdn_value_dim;
+  D.Cc = 2 * D.H * D.dk + D.H * D.dv;  // conv channels q | k | v
+  D.P = D.Cc + 2 * D.H + D.H * D.dv;   // fused GDN input projection width
+  D.K = s.conv_kernel;
+  D.V = s.vocab_size;
+  return D;
+}
+int64_t num_chunks(int64_t T) { return (T + 63) / 64; }
+}  // namespace
+
+Tensor Model::act(int64_t n) {
+  Tensor t = be_.alloc(n, be_.act_dtype());
+  arena_.push_back(t);
+  return t;
+}
+
+Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
+    : spec_(spec), be_(backend), B_(B), T_(T) {
+  spec_.finalize();
+  table_ = build_param_table(spec_);
+  n_params_ = count_params(table_, true);
+  params_ = be_.alloc(n_params_, be_.param_dtype());
+  grads_ = be_.alloc(n_params_, be_.param_dtype());
+  params_c_ = be_.act_dtype() == be_.param_dtype() ? params_ : be_.alloc(n_params_, be_.act_dtype());
+
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B * T, H = D.H;
+  res_.resize(spec_.n_layers() + 1);
+  for (auto& r : res_) r = act(BT * D.d);
+  for (int64_t l = 0; l < spec_.n_layers(); ++l) {
+    auto L = std::make_unique<Layer>();
+    L->index = l;
+    L->type = spec_.pattern[l];
+    if (L->type == 'A') {
+      L->qkv = act(BT * 3 * D.d);
+      L->q = act(BT * D.d);
+      L->k = act(BT * D.d);
+      L->q_rstd = act(BT);
+      L->k_rstd = act(BT);
+      L->att = act(BT * D.d);
+      L->lse = act(B * H * T);
+      L->o = act(BT * D.d);
+      L->o_rstd = act(BT);
+      L->mo_rstd = act(BT);
+    } else {
+      L->u = act(BT * D.d);
+      L->u_rstd = act(BT);
+      L->proj = act(BT * D.P);
+      L->conv = act(BT * D.Cc);
+      L->gq = act(BT * H * D.dk);
+      L->gk = act(BT * H * D.dk);
+      L->q_rn = act(BT * H);
+      L->k_rn = act(BT * H);
+      L->gv = act(BT * H * D.dv);
+      L->beta = act(BT * H);
+      L->g = act(BT * H);
+      L->states = act(B * H * num_chunks(T) * D.dk * D.dv);
+      L->go = act(BT * H * D.dv);
+      L->go_rstd = act(BT * H);
+      L->on = act(BT * H * D.dv);
+      L->n = act(BT * D.d);
+      L->n_rstd = act(BT);
+    }
+    L->y = act(BT * D.d);
+    L->gu = act(BT * 2 * D.m);
+    L->h = act(BT * D.m);
+    L->mo = act(BT * D.d);
+    layers_.push_back(std::move(L));
+  }
+  xf_ = act(BT * D.d);
+  xf_rstd_ = act(BT);
+  logits_ = act(BT * D.V);
+  dlogits_ = act(BT * D.V);
+  losses_ = act(BT);
+  dres_a_ = act(BT * D.d);
+  dres_b_ = act(BT * D.d);
+  // One scratch region for the per-layer activation gradients, carved up in backward_*; sized
+  // for the larger of the two block types.
+  const int64_t attn_scratch = BT * (3 * D.d + 5 * D.d + 3 * D.m + D.d);
+  const int64_t gdn_scratch =
+      BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + 2 * H + 2 * D.d + 3 * D.m + D.d);
+  scratch_ = act(std::max(attn_scratch, gdn_scratch));
+  ids_.resize(BT);
+  targets_.resize(BT);
+}
+
+Model::~Model() {
+  for (Tensor t : arena_) be_.free(t);
+  if (params_c_.data != params_.data) be_.free(params_c_);
+  be_.free(params_);
+  be_.free(grads_);
+}
+
+int64_t Model::layer_index(const Layer& L) const { return L.index; }
+
+Tensor Model::W(int64_t layer, const char* suffix, int64_t n) const {
+  // Linear scan is fine: a few dozen look-ups per step against a table of ~20 entries per layer.
+  const std::string name = "model.layers." + std::to_string(layer) + "." + suffix;
+  for (const auto& p : table_)
+    if (p.name == name) return params_c_.at(p.offset, n < 0 ? p.numel : n);
+  fail("internal error: no parameter " + name);
+}
+Tensor Model::dW(int64_t layer, const char* suffix, int64_t n) const {
+  const std::string name = "model.layers." + std::to_string(layer) + "." + suffix;
+  for (const auto& p : table_)
+    if (p.name == name) return grads_.at(p.offset, n < 0 ? p.numel : n);
+  fail("internal error: no parameter " + name);
+}
+
+void Model::init(uint64_t seed) {
+  std::vector<float> host(n_params_);
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const ParamInfo& p = table_[i];
+    // One stream per parameter: adding a layer does not change the others' initial values.
+    Rng rng(seed, i);
+    float* w = host.data() + p.offset;
+    switch (p.kind) {
+      case ParamKind::linear:
+      case ParamKind::embedding:
+        for (int64_t j = 0; j < p.numel; ++j) w[j] = static_cast<float>(0.02 * rng.normal());
+        break;
+      case ParamKind::norm:
+        for (int64_t j = 0; j < p.numel; ++j) w[j] = 1.f;
+        break;
+      case ParamKind::conv: {
+        // torch Conv1d default (kaiming_uniform_, a = sqrt(5)): bound = 1/sqrt(fan_in), fan_in = K.
+        const double bound = 1.0 / std::sqrt(static_cast<double>(spec_.conv_kernel));
+        for (int64_t j = 0; j < p.numel; ++j)
+          w[j] = static_cast<float>(bound * (2.0 * rng.uniform() - 1.0));
+        break;
+      }
+      case ParamKind::a_log:
+        // A ~ Uniform(0, 16), kept away from 0 so log(A) is finite.
+        for (int64_t j = 0; j < p.numel; ++j)
+          w[j] = static_cast<float>(std::log(std::max(16.0 * rng.uniform(), 1e-4)));
+        break;
+      case ParamKind::dt_bias:
+        // dt ~ logUniform(1e-3, 0.1), clamped >= 1e-4; dt_bias = softplus^{-1}(dt).
+        for (int64_t j = 0; j < p.numel; ++j) {
+          double dt = std::exp(std::log(1e-3) + rng.uniform() * (std::log(0.1) - std::log(1e-3)));
+          dt = std::max(dt, 1e-4);
+          w[j] = static_cast<float>(dt + std::log(-std::expm1(-dt)));
+        }
+        break;
+    }
+  }
+  set_params(host);
+}
+
+std::vector<float> Model::get_params() const {
+  std::vector<float> host(n_params_);
+  be_.download(host.data(), params_);
+  return host;
+}
+void Model::set_params(const std::vector<float>& host) {
+  SL_ASSERT(static_cast<int64_t>(host.size()) == n_params_);
+  be_.upload(params_, host.data());
+  sync_compute_params();
+}
+void Model::sync_compute_params() {
+  if (params_c_.data != params_.data) be_.convert(params_c_, params_);
+}
+void Model::zero_grad() { be_.zero(grads_); }
+Tensor Model::logits() const { return logits_; }
+
+// ---- MLP (SwiGLU): mo = down(silu(gate(in)) * up(in)) ----------------------------------------
+// The layer index is recovered from the Layer pointer so W() can name its parameters.
+void Model::forward_mlp(Layer& L, Tensor in, Tensor mo) {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_, l = layer_index(L);
+  be_.matmul_forward(L.gu, in, D.d, W(l, "mlp.gate_proj.weight", 2 * D.m * D.d), BT, D.d,
+                     2 * D.m, false);  // gate | up adjacent: one [2m, d] GEMM
+  be_.swiglu_forward(L.h, L.gu, BT, D.m);
+  be_.matmul_forward(mo, L.h, D.m, W(l, "mlp.down_proj.weight"), BT, D.m, D.d, false);
+}
+// dmo: gradient of mo; din += gradient of the MLP input.
+void Model::backward_mlp(Layer& L, Tensor in, Tensor dmo, Tensor din) {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_, l = layer_index(L);
+  Tensor dh = scratch_.at(0, BT * D.m), dgu = scratch_.at(BT * D.m, BT * 2 * D.m);
+  be_.zero(dh);
+  be_.zero(dgu);
+  be_.matmul_backward(dh, dW(l, "mlp.down_proj.weight"), dmo, L.h, D.m,
+                      W(l, "mlp.down_proj.weight"), BT, D.m, D.d);
+  be_.swiglu_backward(dgu, dh, L.gu, BT, D.m);
+  be_.matmul_backward(din, dW(l, "mlp.gate_proj.weight", 2 * D.m * D.d), dgu, in, D.d,
+                      W(l, "mlp.gate_proj.weight", 2 * D.m * D.d), BT, D.d, 2 * D.m);
+}
+
+// ---- attention block (OLMo 3, post-norm) ------------------------------------------------------
+//   qkv = x [Wq;Wk;Wv]^T      q = rope(rms(q0; q_norm))  k = rope(rms(k0; k_norm))  (full-d norms)
+//   o = attn(q, k, v) Wo^T    y = x + rms(o; post_attention_layernorm)
+//   out = y + rms(mlp(y); post_feedforward_layernorm)
+void Model::forward_attention(Layer& L, Tensor x, Tensor out) {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_, l = layer_index(L), d = D.d;
+  const float eps = static_cast<float>(spec_.norm_eps), theta = static_cast<float>(spec_.rope_theta);
+  be_.matmul_forward(L.qkv, x, d, W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d,
+                     false);
+  be_.rmsnorm_forward(L.q, L.q_rstd, L.qkv, 3 * d, W(l, "self_attn.q_norm.weight"), BT, d, eps);
+  be_.rmsnorm_forward(L.k, L.k_rstd, L.qkv.at(d), 3 * d, W(l, "self_attn.k_norm.weight"), BT, d,
+                      eps);
+  be_.rope_forward(L.q, B_, T_, D.H, D.hd, theta);
+  be_.rope_forward(L.k, B_, T_, D.H, D.hd, theta);
+  be_.attention_forward(L.att, L.lse, L.q, L.k, L.qkv.at(2 * d), 3 * d, B_, T_, D.H, D.hd);
+  be_.matmul_forward(L.o, L.att, d, W(l, "self_attn.o_proj.weight"), BT, d, d, false);
+  // y = x + rms(o): the normed o goes through the output buffer as a temporary.
+  be_.rmsnorm_forward(out, L.o_rstd, L.o, d, W(l, "post_attention_layernorm.weight"), BT, d, eps);
+  be_.copy2d(L.y, d, x, d, BT, d, false);
+  be_.axpy(L.y, out, 1.f, BT * d);
+  forward_mlp(L, L.y, L.mo);
+  be_.rmsnorm_forward(out, L.mo_rstd, L.mo, d, W(l, "post_feedforward_layernorm.weight"), BT, d,
+                      eps);
+  be_.axpy(out, L.y, 1.f, BT * d);
+}
+
+void Model::backward_attention(Layer& L, Tensor x, Tensor dout, Tensor dx) {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_, l = layer_index(L), d = D.d;
+  const float theta = static_cast<float>(spec_.rope_theta);
+  // Scratch after the MLP's region [0, 3 BT m).
+  int64_t off = 3 * BT * D.m;
+  auto take = [&](int64_t n) {
+    Tensor t = scratch_.at(off, n);
+    off += n;
+    be_.zero(t);
+    return t;
+  };
+  Tensor dmo = take(BT * d), dy = take(BT * d), dov = take(BT * d), datt = take(BT * d),
+         dq = take(BT * d), dk = take(BT * d), dqkv = take(BT * 3 * d);
+  // out = y + rms(mo): dy = dout + (MLP path)
+  be_.rmsnorm_backward(dmo, dW(l, "post_feedforward_layernorm.weight"), dout, L.mo, d,
+                       W(l, "post_feedforward_layernorm.weight"), L.mo_rstd, BT, d);
+  be_.axpy(dy, dout, 1.f, BT * d);
+  backward_mlp(L, L.y, dmo, dy);
+  // y = x + rms(o): dx += dy + (attention path)
+  be_.axpy(dx, dy, 1.f, BT * d);
+  be_.rmsnorm_backward(dov, dW(l, "post_attention_layernorm.weight"), dy, L.o, d,
+                       W(l, "post_attention_layernorm.weight"), L.o_rstd, BT, d);
+  be_.matmul_backward(datt, dW(l, "self_attn.o_proj.weight"), dov, L.att, d,
+                      W(l, "self_attn.o_proj.weight"), BT, d, d);
+  be_.attention_backward(dq, dk, dqkv.at(2 * d), datt, L.q, L.k, L.qkv.at(2 * d), 3 * d,
+                         L.att, L.lse, B_, T_, D.H, D.hd);
+  be_.rope_backward(dq, B_, T_, D.H, D.hd, theta);
+  be_.rope_backward(dk, B_, T_, D.H, D.hd, theta);
+  be_.rmsnorm_backward(dqkv, dW(l, "self_attn.q_norm.weight"), dq, L.qkv, 3 * d,
+                       W(l, "self_attn.q_norm.weight"), L.q_rstd, BT, d);
+  be_.rmsnorm_backward(dqkv.at(d), dW(l, "self_attn.k_norm.weight"), dk, L.qkv.at(d), 3 * d,
+                       W(l, "self_attn.k_norm.weight"), L.k_rstd, BT, d);
+  be_.matmul_backward(dx, dW(l, "self_attn.q_proj.weight", 3 * d * d), dqkv, x, d,
+                      W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d);
+}
+
+// ---- Gated DeltaNet block (OLMo Hybrid, pre-norm) ---------------------------------------------
+//   u = rms(x; input_layernorm);  proj = u [Wq;Wk;Wv;Wb;Wa;Wg]^T = q0|k0|v0|b|a|gate
+//   [q1|k1|v1] = silu(causal_conv(q0|k0|v0));  q = l2n(q1)/sqrt(k_h), k = l2n(k1), v = v1
+//   beta = 2 sigmoid(b);  g = -exp(A_log) softplus(a + dt_bias);  o = gated_delta_rule(...)
+//   y = x + (w_o * rms(o) * silu(gate)) Wo^T;  out = y + mlp(rms(y; post_attention_layernorm))
+void Model::forward_gdn(Layer& L, Tensor x, Tensor out) {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_, l = layer_index(L), d = D.d, H = D.H;
+  const float eps = static_cast<float>(spec_.norm_eps);
+  const float l2eps = static_cast<float>(spec_.l2norm_eps);
+  const float qscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D.dk)));
+  be_.rmsnorm_forward(L.u, L.u_rstd, x, d, W(l, "input_layernorm.weight"), BT, d, eps);
+  be_.matmul_forward(L.proj, L.u, d, W(l, "linear_attn.q_proj.weight", D.P * d), BT, d, D.P,
+                     false);
+  be_.conv1d_silu_forward(L.conv, L.proj, D.P, W(l, "linear_attn.conv1d.weight"), B_, T_, D.Cc,
+                          D.K);
+  be_.l2norm_forward(L.gq, L.q_rn, L.conv, D.Cc, BT, H, D.dk, qscale, l2eps);
+  be_.l2norm_forward(L.gk, L.k_rn, L.conv.at(H * D.dk), D.Cc, BT, H, D.dk, 1.f, l2eps);
+  be_.copy2d(L.gv, H * D.dv, L.conv.at(2 * H * D.dk), D.Cc, BT, H * D.dv, false);
+  be_.gdn_gates_forward(L.beta, L.g, L.proj.at(D.Cc), L.proj.at(D.Cc + H), D.P,
+                        W(l, "linear_attn.A_log"), W(l, "linear_attn.dt_bias"), BT, H,
+                        spec_.allow_neg_eigval ? 2.f : 1.f);
+  be_.gdn_forward(L.go, L.states, L.gq, L.gk, L.gv, L.beta, L.g, B_, T_, H, D.dk, D.dv);
+  be_.gated_rmsnorm_forward(L.on, L.go_rstd, L.go, L.proj.at(D.Cc + 2 * H), D.P,
+                            W(l, "linear_attn.o_norm.weight"), BT * H, H, D.dv,
+                            static_cast<float>(spec_.gdn_norm_eps));
+  be_.matmul_forward(L.y, L.on, H * D.dv, W(l, "linear_attn.o_proj.weight"), BT, H * D.dv, d,
+                     false);
+  be_.axpy(L.y, x, 1.f, BT * d);
+  be_.rmsnorm_forward(L.n, L.n_rstd, L.y, d, W(l, "post_attention_layernorm.weight"), BT, d, eps);
+  forward_mlp(L, L.n, L.mo);
+  be_.copy2d(out, d, L.y, d, BT, d, false);
+  be_.axpy(out, L.mo, 1.f, BT * d);
+}
+
+void Model::backward_gdn(Layer& L, Tensor x, Tensor dout, Tensor dx) {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_, l = layer_index(L), d = D.d, H = D.H;
+  const float qscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D.dk)));
+  int64_t off = 3 * BT * D.m;
+  auto take = [&](int64_t n) {
+    Tensor t = scratch_.at(off, n);
+    off += n;
+    be_.zero(t);
+    return t;
+  };
+  Tensor dn = take(BT * d), dy = take(BT * d), don = take(BT * H * D.dv),
+         dgo = take(BT * H * D.dv), dgq = take(BT * H * D.dk), dgk = take(BT * H * D.dk),
+         dgv = take(BT * H * D.dv), dbeta = take(BT * H), dg = take(BT * H),
+         dconv = take(BT * D.Cc), dproj = take(BT * D.P), du = take(BT * d);
+  // out = y + mlp(rms(y)): dy = dout + (MLP path)
+  be_.axpy(dy, dout, 1.f, BT * d);
+  backward_mlp(L, L.n, dout, dn);
+  be_.rmsnorm_backward(dy, dW(l, "post_attention_layernorm.weight"), dn, L.y, d,
+                       W(l, "post_attention_layernorm.weight"), L.n_rstd, BT, d);
+  // y = x + on Wo^T: dx += dy + (mixer path)
+  be_.axpy(dx, dy, 1.f, BT * d);
+  be_.matmul_backward(don, dW(l, "linear_attn.o_proj.weight"), dy, L.on, H * D.dv,
+                      W(l, "linear_attn.o_proj.weight"), BT, H * D.dv, d);
+  be_.gated_rmsnorm_backward(dgo, dproj.at(D.Cc + 2 * H), dW(l, "linear_attn.o_norm.weight"), don,
+                             L.go, L.proj.at(D.Cc + 2 * H), D.P, W(l, "linear_attn.o_norm.weight"),
+                             L.go_rstd, BT * H, H, D.dv);
+  be_.gdn_backward(dgq, dgk, dgv, dbeta, dg, dgo, L.states, L.gq, L.gk, L.gv, L.beta, L.g, B_, T_,
+                   H, D.dk, D.dv);
+  be_.gdn_gates_backward(dproj.at(D.Cc), dproj.at(D.Cc + H), dW(l, "linear_attn.A_log"),
+                         dW(l, "linear_attn.dt_bias"), dbeta, dg, L.proj.at(D.Cc),
+                         L.proj.at(D.Cc + H), D.P, W(l, "linear_attn.A_log"),
+                         W(l, "linear_attn.dt_bias"), BT, H, spec_.allow_neg_eigval ? 2.f : 1.f);
+  be_.l2norm_backward(dconv, dgq, L.conv, D.Cc, L.q_rn, BT, H, D.dk, qscale);
+  be_.l2norm_backward(dconv.at(H * D.dk), dgk, L.conv.at(H * D.dk), D.Cc, L.k_rn, BT, H, D.dk,
+                      1.f);
+  be_.copy2d(dconv.at(2 * H * D.dk), D.Cc, dgv, H * D.dv, BT, H * D.dv, true);
+  be_.conv1d_silu_backward(dproj, dW(l, "linear_attn.conv1d.weight"), dconv, L.proj, D.P,
+                           W(l, "linear_attn.conv1d.weight"), B_, T_, D.Cc, D.K);
+  be_.matmul_backward(du, dW(l, "linear_attn.q_proj.weight", D.P * d), dproj, L.u, d,
+                      W(l, "linear_attn.q_proj.weight", D.P * d), BT, d, D.P);
+  be_.rmsnorm_backward(dx, dW(l, "input_layernorm.weight"), du, x, d,
+                       W(l, "input_layernorm.weight"), L.u_rstd, BT, d);
+}
+
+void Model::backward() {
+  if (!have_dlogits_) fail("backward: call forward() with targets and dloss != 0 first");
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_;
+  const ParamInfo& fnorm = table_[table_.size() - 2];
+  const ParamInfo& head = table_.back();
+  const ParamInfo& emb = table_.front();
+  // Tail: logits = rms(x_L) W_head^T.
+  Tensor dxf = scratch_.at(0, BT * D.d);
+  be_.zero(dxf);
+  be_.matmul_backward(dxf, grads_.at(head.offset, head.numel), dlogits_, xf_, D.d,
+                      params_c_.at(head.offset, head.numel), BT, D.d, D.V);
+  Tensor dcur = dres_a_, dprev = dres_b_;
+  be_.zero(dcur);
+  be_.rmsnorm_backward(dcur, grads_.at(fnorm.offset, fnorm.numel), dxf, res_.back(), D.d,
+                       params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_, BT, D.d);
+  for (int64_t l = spec_.n_layers() - 1; l >= 0; --l) {
+    be_.zero(dprev);
+    if (layers_[l]->type == 'A')
+      backward_attention(*layers_[l], res_[l], dcur, dprev);
+    else
+      backward_gdn(*layers_[l], res_[l], dcur, dprev);
+    std::swap(dcur, dprev);
+  }
+  be_.embedding_backward(grads_.at(emb.offset, emb.numel), ids_.data(), dcur, BT, D.d);
+}
+
+double Model::forward(const int32_t* ids, const int32_t* targets, float dloss) {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_;
+  std::copy(ids, ids + BT, ids_.begin());
+  const ParamInfo& emb = table_.front();
+  be_.embedding_forward(res_[0], ids_.data(), params_c_.at(emb.offset, emb.numel), BT, D.d);
+  for (int64_t l = 0; l < spec_.n_layers(); ++l) {
+    if (layers_[l]->type == 'A')
+      forward_attention(*layers_[l], res_[l], res_[l + 1]);
+    else
+      forward_gdn(*layers_[l], res_[l], res_[l + 1]);
+  }
+  const ParamInfo& fnorm = table_[table_.size() - 2];
+  const ParamInfo& head = table_.back();
+  be_.rmsnorm_forward(xf_, xf_rstd_, res_.back(), D.d, params_c_.at(fnorm.offset, fnorm.numel), BT,
+                      D.d, static_cast<float>(spec_.norm_eps));
+  be_.matmul_forward(logits_, xf_, D.d, params_c_.at(head.offset, head.numel), BT, D.d, D.V, false);
+  have_dlogits_ = false;
+  if (!targets) return 0.0;
+  std::copy(targets, targets + BT, targets_.begin());
+  int64_t n_valid = 0;
+  for (int64_t i = 0; i < BT; ++i) n_valid += targets_[i] >= 0;
+  if (n_valid == 0) fail("forward: no valid targets in the batch");
+  Tensor dl;
+  if (dloss != 0.f) {
+    be_.zero(dlogits_);
+    dl = dlogits_;
+    have_dlogits_ = true;
+  }
+  double sum = be_.cross_entropy(losses_, dl, logits_, targets_.data(), BT, D.V,
+                                 dloss / static_cast<float>(n_valid));
+  return sum / static_cast<double>(n_valid);
+}
+
+}  // namespace sl

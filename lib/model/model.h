@@ -1,0 +1,86 @@
+// Model: forward and backward of the MODEL.md family (any pattern of A and G blocks), written once
+// against the Backend interface. Parameters and their gradients live in one flat buffer each, with
+// named views from the parameter table (spec.h); activations in buffers sized once for (B, T) at
+// construction, so a training step allocates nothing.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/backend.h"
+#include "model/spec.h"
+
+namespace sl {
+
+class Model {
+ public:
+  // B sequences of T tokens per forward/backward call.
+  Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelSpec& spec() const { return spec_; }
+  const std::vector<ParamInfo>& params() const { return table_; }
+  int64_t num_params() const { return n_params_; }
+  int64_t batch() const { return B_; }
+  int64_t seq_len() const { return T_; }
+  Backend& backend() { return be_; }
+
+  // Flat buffers (backend memory, param_dtype): master parameters and their gradients.
+  Tensor param_buffer() const { return params_; }
+  Tensor grad_buffer() const { return grads_; }
+  Tensor param(const ParamInfo& p) const { return params_.at(p.offset, p.numel); }
+  Tensor grad(const ParamInfo& p) const { return grads_.at(p.offset, p.numel); }
+
+  // MODEL.md initialisation from a seed (deterministic across backends: drawn on the host).
+  void init(uint64_t seed);
+  // Host copies of the master parameters in table order (checkpoints, export, tests).
+  std::vector<float> get_params() const;
+  void set_params(const std::vector<float>& host);
+  // After the optimizer changed the master parameters: refresh the compute copy (a no-op when the
+  // compute and master dtypes agree, as on the CPU).
+  void sync_compute_params();
+
+  // ids, targets: host int32 [B, T]. Returns the mean cross-entropy (nats/token) over targets >= 0.
+  // dloss != 0 also prepares the backward pass: the loss gradient is scaled by dloss (e.g.
+  // 1/n_microbatches for gradient accumulation), so backward() adds dloss * d(mean loss)/dparam.
+  double forward(const int32_t* ids, const int32_t* targets, float dloss = 0.f);
+  // Accumulates parameter gradients (+=) for the last forward(); call zero_grad() to start over.
+  void backward();
+  void zero_grad();
+  // Logits of the last forward [B*T, V] (act_dtype).
+  Tensor logits() const;
+
+ private:
+  struct Layer;  // saved activations of one block
+  void forward_attention(Layer& L, Tensor x, Tensor out);
+  void forward_gdn(Layer& L, Tensor x, Tensor out);
+  void backward_attention(Layer& L, Tensor x, Tensor dout, Tensor dx);
+  void backward_gdn(Layer& L, Tensor x, Tensor dout, Tensor dx);
+  void forward_mlp(Layer& L, Tensor in, Tensor out_mlp);
+  void backward_mlp(Layer& L, Tensor in, Tensor dout_mlp, Tensor din);
+  // Compute-dtype view of a layer's parameter by HF suffix; n > numel spans the fused block of
+  // adjacent parameters that starts there (e.g. q|k|v as one [3d, d] matrix).
+  Tensor W(int64_t layer, const char* suffix, int64_t n = -1) const;
+  Tensor dW(int64_t layer, const char* suffix, int64_t n = -1) const;  // gradient view
+  Tensor act(int64_t n);
+  int64_t layer_index(const Layer& L) const;                               // arena allocation (construction only)
+
+  ModelSpec spec_;
+  Backend& be_;
+  int64_t B_, T_;
+  std::vector<ParamInfo> table_;
+  std::vector<std::vector<int>> layer_params_;  // per layer: indices into table_
+  int64_t n_params_ = 0;
+  Tensor params_, grads_, params_c_;  // params_c_ == params_ unless dtypes differ
+  std::vector<Tensor> arena_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<Tensor> res_;  // residual stream: res_[0] = embedding, res_[l+1] = layer l output
+  Tensor xf_, xf_rstd_, logits_, dlogits_, losses_;
+  Tensor dres_a_, dres_b_, scratch_;  // backward residual grads and per-layer grad scratch
+  std::vector<int32_t> ids_, targets_;
+  bool have_dlogits_ = false;
+};
+
+}  // namespace sl
