@@ -1,0 +1,431 @@
+// Gated DeltaNet recurrence on the CPU: the naive recurrence (reference) and the chunkwise WY/UT
+// form (the design the CUDA tensor-core kernel follows), forward and analytic backward of each.
+//
+// Notation per (b, h): a_t = exp(g_t) <= 1, state S in R^{dk x dv}.
+//   S_t     = a_t S_{t-1} + k_t delta_t^T,   delta_t = beta_t (v_t - a_t S_{t-1}^T k_t),
+//   o_t     = S_t^T q_t.
+//
+// Parallelism: one OpenMP task per (b, h) with a static schedule. Every (b, h) touches only its
+// own slices of every output, and the work done for one (b, h) does not depend on the thread
+// that runs it, so results are bitwise reproducible (for any thread count, in fact). Eigen does
+// not parallelise products inside an OpenMP parallel region, so its products are serial here.
+//
+// Gradients: every backward ACCUMULATES (+=) into dq, dk, dv, dbeta, dg. Unlike the Backend
+// convention, none of the five gradient pointers may be null here: the backend wrapper passes
+// scratch buffers where the caller does not want a gradient.
+#include "backend/cpu/gated_deltanet.h"
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace sl::cpu {
+namespace {
+
+template <class T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+// A [rows, cols] block of a [B, T, H, cols] tensor for one (b, h): row stride H*cols.
+template <class T>
+using CStrided = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using Strided = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
+// One (b, h) column of a [B, T, H] tensor: element stride H.
+template <class T>
+using CStridedVec = Eigen::Map<const Vec<T>, 0, Eigen::InnerStride<>>;
+template <class T>
+using StridedVec = Eigen::Map<Vec<T>, 0, Eigen::InnerStride<>>;
+
+// Offsets for one (b, h): token t of a [B, T, H, d] tensor, and chunk c of states.
+inline int64_t tok(int64_t b, int64_t t, int64_t h, int64_t T_, int64_t H, int64_t d) {
+  return ((b * T_ + t) * H + h) * d;
+}
+inline int64_t state_off(int64_t b, int64_t h, int64_t c, int64_t H, int64_t NC, int64_t dk,
+                         int64_t dv) {
+  return ((b * H + h) * NC + c) * dk * dv;
+}
+
+// ================================================================================================
+// Recurrent form
+// ================================================================================================
+
+// One forward step on a dk x dv row-major state, in place: S <- a S; u = v - S^T k;
+// delta = beta u; S <- S + k delta^T. Writes u and delta (dv each).
+template <class T>
+void recurrent_step(T* S, T* u, T* delta, const T* k, const T* v, T beta, T a, int64_t dk,
+                    int64_t dv) {
+  for (int64_t i = 0; i < dk * dv; ++i) S[i] *= a;
+  for (int64_t j = 0; j < dv; ++j) u[j] = v[j];
+  for (int64_t i = 0; i < dk; ++i) {
+    const T ki = k[i];
+    for (int64_t j = 0; j < dv; ++j) u[j] -= S[i * dv + j] * ki;
+  }
+  for (int64_t j = 0; j < dv; ++j) delta[j] = beta * u[j];
+  for (int64_t i = 0; i < dk; ++i) {
+    const T ki = k[i];
+    for (int64_t j = 0; j < dv; ++j) S[i * dv + j] += ki * delta[j];
+  }
+}
+
+}  // namespace
+
+template <class T>
+void gdn_recurrent_forward(T* out, T* states, const T* q, const T* k, const T* v, const T* beta,
+                           const T* g, int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+  const int64_t NC = gdn_num_chunks(T_);
+#pragma omp parallel
+  {
+    std::vector<T> S(dk * dv), u(dv), delta(dv);
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      std::fill(S.begin(), S.end(), T(0));
+      for (int64_t t = 0; t < T_; ++t) {
+        if (t % kGdnChunk == 0) {  // save S entering chunk t/64 for the backward
+          std::copy(S.begin(), S.end(), states + state_off(b, h, t / kGdnChunk, H, NC, dk, dv));
+        }
+        const int64_t th = (b * T_ + t) * H + h;
+        recurrent_step(S.data(), u.data(), delta.data(), k + th * dk, v + th * dv, beta[th],
+                       std::exp(g[th]), dk, dv);
+        // o_t = S_t^T q_t
+        const T* qt = q + th * dk;
+        T* ot = out + th * dv;
+        for (int64_t j = 0; j < dv; ++j) ot[j] = 0;
+        for (int64_t i = 0; i < dk; ++i) {
+          for (int64_t j = 0; j < dv; ++j) ot[j] += S[i * dv + j] * qt[i];
+        }
+      }
+    }
+  }
+}
+
+// BPTT in reverse time. dS is the gradient w.r.t. S_t (the state after step t). Per step, with
+// P = a_t S_{t-1} (decayed state), u = v_t - P^T k_t, delta = beta_t u:
+//   o_t = S_t^T q_t:            dq_t += S_t do_t;             dS += q_t do_t^T
+//   S_t = P + k_t delta^T:      ddelta = dS^T k_t;            dk_t += dS delta
+//   delta = beta (v - P^T k):   dbeta_t += ddelta . u;        dv_t += beta ddelta;
+//                               dk_t -= beta P ddelta;        dP = dS - beta k_t ddelta^T
+//   P = a S_{t-1}, a = e^{g}:   dg_t += <dP, P>;              dS_{t-1} = a dP
+// The states inside a chunk are recomputed from the saved chunk-entry state (no T states kept).
+template <class T>
+void gdn_recurrent_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout,
+                            const T* states, const T* q, const T* k, const T* v, const T* beta,
+                            const T* g, int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+  const int64_t NC = gdn_num_chunks(T_);
+  const int64_t SS = dk * dv;
+#pragma omp parallel
+  {
+    // Sc[j] = state after step j-1 of the chunk (Sc[0] = chunk entry); U/D = u and delta rows.
+    std::vector<T> Sc((kGdnChunk + 1) * SS), U(kGdnChunk * dv), D(kGdnChunk * dv);
+    std::vector<T> dS(SS), dd(dv), dkt(dk);
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      std::fill(dS.begin(), dS.end(), T(0));
+      for (int64_t c = NC - 1; c >= 0; --c) {
+        const int64_t t0 = c * kGdnChunk, Cn = std::min(kGdnChunk, T_ - t0);
+        const T* S0 = states + state_off(b, h, c, H, NC, dk, dv);
+        std::copy(S0, S0 + SS, Sc.begin());
+        for (int64_t j = 0; j < Cn; ++j) {  // recompute the chunk's states
+          const int64_t th = (b * T_ + t0 + j) * H + h;
+          std::copy(Sc.begin() + j * SS, Sc.begin() + (j + 1) * SS, Sc.begin() + (j + 1) * SS);
+          recurrent_step(Sc.data() + (j + 1) * SS, U.data() + j * dv, D.data() + j * dv,
+                         k + th * dk, v + th * dv, beta[th], std::exp(g[th]), dk, dv);
+        }
+        for (int64_t j = Cn - 1; j >= 0; --j) {
+          const int64_t th = (b * T_ + t0 + j) * H + h;
+          const T* Sprev = Sc.data() + j * SS;
+          const T* Scur = Sc.data() + (j + 1) * SS;
+          const T* qt = q + th * dk;
+          const T* kt = k + th * dk;
+          const T* dot = dout + th * dv;
+          const T* u = U.data() + j * dv;
+          const T* delta = D.data() + j * dv;
+          const T bt = beta[th], a = std::exp(g[th]);
+          // Output: dq_t += S_t do_t, dS += q_t do_t^T.
+          for (int64_t i = 0; i < dk; ++i) {
+            T acc = 0;
+            for (int64_t jj = 0; jj < dv; ++jj) {
+              acc += Scur[i * dv + jj] * dot[jj];
+              dS[i * dv + jj] += qt[i] * dot[jj];
+            }
+            dq[th * dk + i] += acc;
+          }
+          // ddelta = dS^T k_t; dk_t = dS delta (accumulated locally, added once).
+          std::fill(dd.begin(), dd.end(), T(0));
+          for (int64_t i = 0; i < dk; ++i) {
+            T acc = 0;
+            for (int64_t jj = 0; jj < dv; ++jj) {
+              dd[jj] += dS[i * dv + jj] * kt[i];
+              acc += dS[i * dv + jj] * delta[jj];
+            }
+            dkt[i] = acc;
+          }
+          T db = 0;
+          for (int64_t jj = 0; jj < dv; ++jj) {
+            db += dd[jj] * u[jj];
+            dv_[th * dv + jj] += bt * dd[jj];
+          }
+          dbeta[th] += db;
+          // With P = a S_{t-1}: dk_t -= beta P ddelta; dP = dS - beta k ddelta^T (in place in
+          // dS); dg_t += <dP, P>; then dS_{t-1} = a dP.
+          T dgt = 0;
+          for (int64_t i = 0; i < dk; ++i) {
+            T acc = 0;
+            for (int64_t jj = 0; jj < dv; ++jj) {
+              const T P = a * Sprev[i * dv + jj];
+              acc += P * dd[jj];
+              T& dP = dS[i * dv + jj];
+              dP -= bt * kt[i] * dd[jj];
+              dgt += dP * P;
+              dP *= a;
+            }
+            dk_[th * dk + i] += dkt[i] - bt * acc;
+          }
+          dg[th] += dgt;
+        }
+      }
+    }
+  }
+}
+
+// ================================================================================================
+// Chunk (WY/UT) form
+// ================================================================================================
+// Per (b, h) and chunk of C steps with entry state S0 [dk, dv]; rows t = 0..C-1 of Q, K [C, dk],
+// V [C, dv]; gamma_t = sum_{j<=t} g_j (inclusive, within the chunk), Gam_t = exp(gamma_t),
+// e_s = exp(gamma_{C-1} - gamma_s), E_ts = exp(gamma_t - gamma_s) for s <= t else 0.
+// Unrolling the recurrence inside the chunk gives
+//   S_t = Gam_t S0 + sum_{s<=t} E_ts k_s delta_s^T, hence
+//   delta_t + sum_{s<t} L_ts delta_s = beta_t (v_t - Gam_t S0^T k_t),  L_ts = beta_t E_ts k_t.k_s:
+//   Delta  = (I + L)^{-1} diag(beta) Ub,      Ub = V - diag(Gam) K S0             [C, dv]
+//   O      = diag(Gam) Q S0 + A Delta,        A = (Q K^T) . E  (elementwise)        [C, dv]
+//   S_next = Gam_{C-1} S0 + K^T diag(e) Delta                                       [dk, dv]
+// Every exponent above is gamma_t - gamma_s with s <= t (or gamma_t - 0), so it is <= 0: no
+// overflow however strong the decay (large positive exponents are the NaN pitfall).
+namespace {
+
+// The intermediates of one chunk, shared by forward and backward (recomputed in backward).
+template <class T>
+struct ChunkWork {
+  Vec<T> bet, gam, Gam, e;   // [C]: beta, gamma, exp(gamma), exp(gamma_last - gamma)
+  Mat<T> E;                  // [C, C] exp(gamma_t - gamma_s), s <= t; 0 above the diagonal
+  Mat<T> KK;                 // [C, C] K K^T
+  Mat<T> L;                  // [C, C] strictly lower L_ts = beta_t E_ts KK_ts (0 elsewhere)
+  Mat<T> A;                  // [C, C] (Q K^T) . E
+  Mat<T> Ub;                 // [C, dv] V - diag(Gam) K S0
+  Mat<T> Delta;              // [C, dv]
+
+  template <class MQ, class MK, class MV, class MS>
+  void compute(const MQ& Q, const MK& K, const MV& V, const MS& S0, const CStridedVec<T>& beta,
+               const CStridedVec<T>& g) {
+    const int64_t C = Q.rows();
+    bet = beta;
+    gam.resize(C);
+    T acc = 0;
+    for (int64_t t = 0; t < C; ++t) gam(t) = acc += g(t);
+    Gam = gam.array().exp();
+    e = (gam(C - 1) - gam.array()).exp();
+    E.setZero(C, C);
+    for (int64_t t = 0; t < C; ++t) {
+      for (int64_t s = 0; s <= t; ++s) E(t, s) = std::exp(gam(t) - gam(s));
+    }
+    KK.noalias() = K * K.transpose();
+    L.setZero(C, C);
+    for (int64_t t = 0; t < C; ++t) {
+      for (int64_t s = 0; s < t; ++s) L(t, s) = bet(t) * E(t, s) * KK(t, s);
+    }
+    A.noalias() = Q * K.transpose();
+    A = A.cwiseProduct(E);
+    Ub = V;
+    Ub.noalias() -= Gam.asDiagonal() * (K * S0);
+    // Forward substitution with the unit lower triangular I + L (the diagonal of L is not read).
+    Delta = bet.asDiagonal() * Ub;
+    L.template triangularView<Eigen::UnitLower>().solveInPlace(Delta);
+  }
+};
+
+}  // namespace
+
+template <class T>
+void gdn_chunk_forward(T* out, T* states, const T* q, const T* k, const T* v, const T* beta,
+                       const T* g, int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+  const int64_t NC = gdn_num_chunks(T_);
+#pragma omp parallel
+  {
+    ChunkWork<T> w;
+    Mat<T> S(dk, dv);
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      S.setZero();
+      for (int64_t c = 0; c < NC; ++c) {
+        const int64_t t0 = c * kGdnChunk, C = std::min(kGdnChunk, T_ - t0);
+        Eigen::Map<Mat<T>>(states + state_off(b, h, c, H, NC, dk, dv), dk, dv) = S;
+        CStrided<T> Q(q + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk));
+        CStrided<T> K(k + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk));
+        CStrided<T> V(v + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv));
+        CStridedVec<T> bt(beta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
+        CStridedVec<T> gt(g + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
+        w.compute(Q, K, V, S, bt, gt);
+        // O = diag(Gam) Q S0 + A Delta
+        Strided<T> O(out + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv));
+        O.noalias() = w.Gam.asDiagonal() * (Q * S);
+        O.noalias() += w.A * w.Delta;
+        // S_next = Gam_{C-1} S0 + K^T diag(e) Delta
+        S *= w.Gam(C - 1);
+        S.noalias() += K.transpose() * (w.e.asDiagonal() * w.Delta);
+      }
+    }
+  }
+}
+
+// Analytic backward of the chunk form, chunks in reverse order carrying dS = dL/dS_next (zero
+// after the last chunk). Per chunk, with dO [C, dv] and the recomputed intermediates:
+//
+//  (1) S_next = Gam_{C-1} S0 + K^T diag(e) Delta   and   O = diag(Gam) Q S0 + A Delta:
+//      dDelta  = A^T dO + diag(e) K dS                                              [C, dv]
+//      dA      = (dO Delta^T) . [s <= t],   dQK = dA . E                            [C, C]
+//      dQ     += dQK K + diag(Gam) dO S0^T
+//      dK     += dQK^T Q + diag(e) Delta dS^T
+//      dS0     = Q^T diag(Gam) dO + Gam_{C-1} dS
+//      dgamma_t += sum_s dA_ts A_ts - sum_s' dA_s't A_s't          (A_ts = (q_t.k_s) E_ts)
+//      dgamma_t += Gam_t q_t . (S0 do_t)
+//      r_s = k_s . (dS delta_s):  dgamma_{C-1} += Gam_{C-1} <S0, dS> + sum_s e_s r_s,
+//                                 dgamma_s -= e_s r_s
+//  (2) Delta = (I + L)^{-1} X,  X = diag(beta) Ub:
+//      dX = (I + L)^{-T} dDelta          (back substitution with the unit upper (I + L)^T)
+//      dL = -dX Delta^T, strictly lower part only
+//  (3) L_ts = beta_t E_ts KK_ts (s < t):
+//      dbeta_t += sum_s dL_ts E_ts KK_ts      (no division by beta, which may be ~0)
+//      dgamma_t += sum_s dL_ts L_ts,  dgamma_s -= sum_t dL_ts L_ts
+//      G_ts = dL_ts beta_t E_ts = dKK_ts:  dK += (G + G^T) K
+//  (4) X = diag(beta) (V - diag(Gam) K S0):
+//      dbeta_t += dX_t . Ub_t;   dV += diag(beta) dX =: Y
+//      Z = diag(Gam) Y S0^T [C, dk]:  dK -= Z;  dgamma_t -= Z_t . k_t
+//      dS0 -= K^T diag(Gam) Y
+//  (5) gamma = inclusive cumsum of g within the chunk:  dg_j += sum_{t >= j} dgamma_t. (The
+//      cross-chunk dependence of later chunks on g runs through Gam_{C-1} in S_next, i.e. through
+//      dgamma_{C-1} above.)
+//  Carry dS <- dS0 to the previous chunk.
+template <class T>
+void gdn_chunk_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, const T* states,
+                        const T* q, const T* k, const T* v, const T* beta, const T* g, int64_t B,
+                        int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+  const int64_t NC = gdn_num_chunks(T_);
+#pragma omp parallel
+  {
+    ChunkWork<T> w;
+    Mat<T> dS(dk, dv), dS0(dk, dv), dDelta, dA, dL, G, Y, Z, dQl, dKl;
+    Vec<T> dgam, dbet;
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      dS.setZero();
+      for (int64_t c = NC - 1; c >= 0; --c) {
+        const int64_t t0 = c * kGdnChunk, C = std::min(kGdnChunk, T_ - t0);
+        Eigen::Map<const Mat<T>> S0(states + state_off(b, h, c, H, NC, dk, dv), dk, dv);
+        CStrided<T> Q(q + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk));
+        CStrided<T> K(k + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk));
+        CStrided<T> V(v + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv));
+        CStrided<T> dO(dout + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv));
+        CStridedVec<T> bt(beta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
+        CStridedVec<T> gt(g + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
+        w.compute(Q, K, V, S0, bt, gt);
+        const T GamL = w.Gam(C - 1);
+        dgam.setZero(C);
+        dbet.setZero(C);
+
+        // (1) Through O and S_next.
+        dDelta.noalias() = w.A.transpose() * dO;
+        dDelta.noalias() += w.e.asDiagonal() * (K * dS);
+        dA.noalias() = dO * w.Delta.transpose();
+        for (int64_t t = 0; t < C; ++t) {
+          for (int64_t s = 0; s < C; ++s) {
+            if (s > t) {
+              dA(t, s) = 0;  // masked (not part of A); dA becomes dQK below
+              continue;
+            }
+            const T wts = dA(t, s) * w.A(t, s);  // gamma path of E_ts
+            dgam(t) += wts;
+            dgam(s) -= wts;
+            dA(t, s) *= w.E(t, s);
+          }
+        }
+        // Inter-chunk output term: Z = diag(Gam) dO S0^T is dQ's share, and Z_t . q_t dgamma_t's.
+        Z.noalias() = w.Gam.asDiagonal() * (dO * S0.transpose());
+        dgam += Z.cwiseProduct(Q).rowwise().sum();
+        dQl = Z;
+        dQl.noalias() += dA * K;
+        // dK from A and from S_next; r_s = k_s . (dS delta_s) from the rows of Delta dS^T.
+        Z.noalias() = w.Delta * dS.transpose();
+        {
+          Vec<T> r = Z.cwiseProduct(K).rowwise().sum();
+          Vec<T> er = w.e.cwiseProduct(r);
+          dgam -= er;
+          dgam(C - 1) += er.sum() + GamL * S0.cwiseProduct(dS).sum();
+        }
+        dKl = w.e.asDiagonal() * Z;
+        dKl.noalias() += dA.transpose() * Q;
+        dS0.noalias() = Q.transpose() * (w.Gam.asDiagonal() * dO);
+        dS0 += GamL * dS;
+
+        // (2) dX = (I + L)^{-T} dDelta (in place in dDelta); dL = -dX Delta^T (strictly lower).
+        w.L.transpose().template triangularView<Eigen::UnitUpper>().solveInPlace(dDelta);
+        const Mat<T>& dX = dDelta;
+        dL.noalias() = dX * w.Delta.transpose();
+        // (3) Through L_ts = beta_t E_ts KK_ts; G = dKK (strictly lower).
+        G.setZero(C, C);
+        for (int64_t t = 0; t < C; ++t) {
+          for (int64_t s = 0; s < t; ++s) {
+            const T d = -dL(t, s);
+            dbet(t) += d * w.E(t, s) * w.KK(t, s);
+            const T wts = d * w.L(t, s);
+            dgam(t) += wts;
+            dgam(s) -= wts;
+            G(t, s) = d * w.bet(t) * w.E(t, s);
+          }
+        }
+        dKl.noalias() += G * K;
+        dKl.noalias() += G.transpose() * K;
+        // (4) Through X = diag(beta) Ub.
+        dbet += dX.cwiseProduct(w.Ub).rowwise().sum();
+        Y = w.bet.asDiagonal() * dX;
+        Z.noalias() = w.Gam.asDiagonal() * (Y * S0.transpose());
+        dKl -= Z;
+        dgam -= Z.cwiseProduct(K).rowwise().sum();
+        dS0.noalias() -= K.transpose() * (w.Gam.asDiagonal() * Y);
+
+        // Accumulate into the outputs.
+        Strided<T>(dq + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk)) += dQl;
+        Strided<T>(dk_ + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk)) += dKl;
+        Strided<T>(dv_ + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv)) += Y;
+        StridedVec<T>(dbeta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H)) += dbet;
+        // (5) dg_j += sum_{t >= j} dgamma_t (reverse cumulative sum).
+        StridedVec<T> dgv(dg + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
+        T acc = 0;
+        for (int64_t j = C - 1; j >= 0; --j) dgv(j) += acc += dgam(j);
+        dS = dS0;
+      }
+    }
+  }
+}
+
+#define SL_GDN_INSTANTIATE(T)                                                                  \
+  template void gdn_recurrent_forward<T>(T*, T*, const T*, const T*, const T*, const T*,      \
+                                         const T*, int64_t, int64_t, int64_t, int64_t, int64_t); \
+  template void gdn_recurrent_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,   \
+                                          const T*, const T*, const T*, const T*, int64_t,     \
+                                          int64_t, int64_t, int64_t, int64_t);                 \
+  template void gdn_chunk_forward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, \
+                                     int64_t, int64_t, int64_t, int64_t, int64_t);             \
+  template void gdn_chunk_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,       \
+                                      const T*, const T*, const T*, const T*, int64_t, int64_t, \
+                                      int64_t, int64_t, int64_t);
+SL_GDN_INSTANTIATE(float)
+SL_GDN_INSTANTIATE(double)
+#undef SL_GDN_INSTANTIATE
+
+}  // namespace sl::cpu

@@ -1,0 +1,301 @@
+// Gated DeltaNet recurrence (backend/cpu/gated_deltanet.h): the chunk (WY/UT) form against the
+// naive recurrence, both against central finite differences, strong decay without NaN, and float
+// against double.
+#define BOOST_TEST_MODULE gated_deltanet
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/gated_deltanet.h"
+
+namespace {
+
+using sl::cpu::gdn_num_chunks;
+
+struct Dims {
+  int64_t B, T, H, dk, dv;
+};
+
+// Inputs as the model produces them (generated in double, converted to T for float runs):
+// q, k L2-normalised per head, q also scaled by 1/sqrt(dk); beta = beta_scale * sigmoid(b);
+// g = -exp(A_log[h]) * softplus(a + dt_bias[h]).
+struct Inputs {
+  Dims d;
+  std::vector<double> q, k, v, beta, g;
+};
+
+double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
+
+// `strong`: A_log near log 16, softplus argument up to 5, beta near 2 (the NaN-pitfall regime).
+Inputs make_inputs(Dims d, uint64_t seed, bool strong = false) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> nrm(0.0, 1.0);
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  Inputs in{d, {}, {}, {}, {}, {}};
+  const int64_t BTH = d.B * d.T * d.H;
+  in.q.resize(BTH * d.dk);
+  in.k.resize(BTH * d.dk);
+  in.v.resize(BTH * d.dv);
+  in.beta.resize(BTH);
+  in.g.resize(BTH);
+  auto l2rows = [&](std::vector<double>& x, double scale) {
+    for (int64_t r = 0; r < BTH; ++r) {
+      double ss = 0;
+      for (int64_t i = 0; i < d.dk; ++i) ss += x[r * d.dk + i] * x[r * d.dk + i];
+      const double rn = scale / std::sqrt(ss + 1e-6);
+      for (int64_t i = 0; i < d.dk; ++i) x[r * d.dk + i] *= rn;
+    }
+  };
+  for (auto& x : in.q) x = nrm(rng);
+  for (auto& x : in.k) x = nrm(rng);
+  for (auto& x : in.v) x = nrm(rng);
+  l2rows(in.q, 1.0 / std::sqrt(static_cast<double>(d.dk)));
+  l2rows(in.k, 1.0);
+  std::vector<double> A_log(d.H), dt_bias(d.H);
+  for (int64_t h = 0; h < d.H; ++h) {
+    // A = exp(A_log) ~ Uniform(0, 16) (strong: in [15, 16]); dt in [1e-3, 0.1] log-uniform,
+    // dt_bias = inverse softplus of dt.
+    A_log[h] = strong ? std::log(15.0 + uni(rng)) : std::log(16.0 * (0.02 + 0.98 * uni(rng)));
+    const double dt = std::exp(std::log(1e-3) + uni(rng) * (std::log(0.1) - std::log(1e-3)));
+    dt_bias[h] = dt + std::log(-std::expm1(-dt));
+  }
+  for (int64_t i = 0; i < BTH; ++i) {
+    const int64_t h = i % d.H;
+    if (strong) {
+      // softplus argument in [-10, 5]: g from ~-7e-4 down to ~-16 * softplus(5) ~ -80.
+      in.g[i] = -std::exp(A_log[h]) * softplus(-10.0 + 15.0 * uni(rng));
+      in.beta[i] = 2.0 / (1.0 + std::exp(-(4.0 + 6.0 * uni(rng))));  // in (1.96, 2)
+    } else {
+      in.g[i] = -std::exp(A_log[h]) * softplus(2.0 * nrm(rng) + dt_bias[h]);
+      in.beta[i] = 2.0 / (1.0 + std::exp(-2.0 * nrm(rng)));
+    }
+  }
+  return in;
+}
+
+template <class T>
+std::vector<T> cast(const std::vector<double>& x) {
+  return std::vector<T>(x.begin(), x.end());
+}
+
+std::vector<double> randn(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> nrm(0.0, 1.0);
+  std::vector<double> x(n);
+  for (auto& e : x) e = nrm(rng);
+  return x;
+}
+
+template <class T>
+struct Result {
+  std::vector<T> out, states, dq, dk, dv, dbeta, dg;
+};
+
+// Forward then (if dout is non-empty) backward of one form, in precision T.
+template <class T>
+Result<T> run(bool chunk, const Inputs& in, const std::vector<double>& dout_d) {
+  const Dims& d = in.d;
+  const auto q = cast<T>(in.q), k = cast<T>(in.k), v = cast<T>(in.v);
+  const auto beta = cast<T>(in.beta), g = cast<T>(in.g);
+  Result<T> r;
+  r.out.assign(d.B * d.T * d.H * d.dv, T(0));
+  r.states.assign(d.B * d.H * gdn_num_chunks(d.T) * d.dk * d.dv, T(0));
+  if (chunk) {
+    sl::cpu::gdn_chunk_forward<T>(r.out.data(), r.states.data(), q.data(), k.data(), v.data(),
+                                  beta.data(), g.data(), d.B, d.T, d.H, d.dk, d.dv);
+  } else {
+    sl::cpu::gdn_recurrent_forward<T>(r.out.data(), r.states.data(), q.data(), k.data(),
+                                      v.data(), beta.data(), g.data(), d.B, d.T, d.H, d.dk,
+                                      d.dv);
+  }
+  if (dout_d.empty()) return r;
+  const auto dout = cast<T>(dout_d);
+  r.dq.assign(q.size(), T(0));
+  r.dk.assign(k.size(), T(0));
+  r.dv.assign(v.size(), T(0));
+  r.dbeta.assign(beta.size(), T(0));
+  r.dg.assign(g.size(), T(0));
+  auto bwd = chunk ? sl::cpu::gdn_chunk_backward<T> : sl::cpu::gdn_recurrent_backward<T>;
+  bwd(r.dq.data(), r.dk.data(), r.dv.data(), r.dbeta.data(), r.dg.data(), dout.data(),
+      r.states.data(), q.data(), k.data(), v.data(), beta.data(), g.data(), d.B, d.T, d.H, d.dk,
+      d.dv);
+  return r;
+}
+
+// max|a - b| / max(max|b|, 1e-30); b is the reference. Any non-finite value gives infinity.
+template <class A, class B>
+double rel_err(const std::vector<A>& a, const std::vector<B>& b) {
+  BOOST_REQUIRE_EQUAL(a.size(), b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double x = static_cast<double>(a[i]), y = static_cast<double>(b[i]);
+    if (!std::isfinite(x) || !std::isfinite(y)) return INFINITY;
+    num = std::max(num, std::abs(x - y));
+    den = std::max(den, std::abs(y));
+  }
+  return num / std::max(den, 1e-30);
+}
+
+template <class T>
+bool all_finite(const std::vector<T>& x) {
+  return std::all_of(x.begin(), x.end(), [](T e) { return std::isfinite(e); });
+}
+
+// Compares every output and gradient of a against reference b; returns the largest error.
+template <class TA, class TB>
+double compare_all(const Result<TA>& a, const Result<TB>& b, double tol, const std::string& what) {
+  const std::pair<const char*, double> errs[] = {
+      {"out", rel_err(a.out, b.out)},       {"states", rel_err(a.states, b.states)},
+      {"dq", rel_err(a.dq, b.dq)},          {"dk", rel_err(a.dk, b.dk)},
+      {"dv", rel_err(a.dv, b.dv)},          {"dbeta", rel_err(a.dbeta, b.dbeta)},
+      {"dg", rel_err(a.dg, b.dg)}};
+  double worst = 0;
+  for (const auto& [name, e] : errs) {
+    BOOST_TEST_INFO(what << " " << name << " rel err " << e);
+    BOOST_CHECK_LT(e, tol);
+    worst = std::max(worst, e);
+  }
+  return worst;
+}
+
+// Central finite differences (step 1e-6) of loss = sum(out * R) for every element of q, k, v,
+// beta, g, against the analytic gradients (dout = R) of the chosen form, in double.
+void gradcheck(bool chunk, Dims d, uint64_t seed) {
+  Inputs in = make_inputs(d, seed);
+  const auto R = randn(d.B * d.T * d.H * d.dv, seed + 1);
+  const Result<double> an = run<double>(chunk, in, R);
+  auto loss = [&](const Inputs& x) {
+    const auto r = run<double>(chunk, x, {});
+    double s = 0;
+    for (size_t i = 0; i < R.size(); ++i) s += r.out[i] * R[i];
+    return s;
+  };
+  const double h = 1e-6;
+  auto fd = [&](std::vector<double> Inputs::*field) {
+    std::vector<double> grad((in.*field).size());
+    for (size_t i = 0; i < grad.size(); ++i) {
+      const double x0 = (in.*field)[i];
+      (in.*field)[i] = x0 + h;
+      const double lp = loss(in);
+      (in.*field)[i] = x0 - h;
+      const double lm = loss(in);
+      (in.*field)[i] = x0;
+      grad[i] = (lp - lm) / (2 * h);
+    }
+    return grad;
+  };
+  const std::pair<const char*, double> errs[] = {
+      {"dq", rel_err(an.dq, fd(&Inputs::q))},       {"dk", rel_err(an.dk, fd(&Inputs::k))},
+      {"dv", rel_err(an.dv, fd(&Inputs::v))},       {"dbeta", rel_err(an.dbeta, fd(&Inputs::beta))},
+      {"dg", rel_err(an.dg, fd(&Inputs::g))}};
+  for (const auto& [name, e] : errs) {
+    BOOST_TEST_MESSAGE((chunk ? "chunk" : "recurrent") << " gradcheck T=" << d.T << " " << name
+                                                       << " rel err " << e);
+    BOOST_TEST_INFO(name << " rel err " << e);
+    BOOST_CHECK_LT(e, 1e-6);
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gdn_chunk_matches_recurrence_fp64) {
+  std::vector<Dims> cases;
+  for (int64_t T : {1, 5, 63, 64, 65, 130, 200}) cases.push_back({2, T, 2, 8, 12});
+  cases.push_back({2, 130, 2, 16, 32});
+  double worst = 0;
+  for (const Dims& d : cases) {
+    const Inputs in = make_inputs(d, 1000 + d.T + d.dk);
+    const auto dout = randn(d.B * d.T * d.H * d.dv, 7 + d.T);
+    const auto rec = run<double>(false, in, dout);
+    const auto chk = run<double>(true, in, dout);
+    const std::string what = "T=" + std::to_string(d.T) + " dk=" + std::to_string(d.dk);
+    const double e = compare_all(chk, rec, 1e-10, what);
+    BOOST_TEST_MESSAGE("chunk vs recurrent fp64 " << what << ": max rel err " << e);
+    worst = std::max(worst, e);
+  }
+  BOOST_TEST_MESSAGE("chunk vs recurrent fp64: worst rel err " << worst);
+}
+
+BOOST_AUTO_TEST_CASE(gdn_recurrent_gradcheck_fp64) {
+  // B=2, H=1 checks batch indexing; T=67 crosses a chunk boundary (recompute from states).
+  gradcheck(false, {2, 67, 1, 4, 6}, 11);
+  gradcheck(false, {1, 1, 2, 4, 6}, 12);   // T = 1
+}
+
+BOOST_AUTO_TEST_CASE(gdn_chunk_gradcheck_fp64) {
+  // B=1, H=2 checks head indexing; T=67 is a full chunk then a partial one.
+  gradcheck(true, {1, 67, 2, 4, 6}, 21);
+  gradcheck(true, {1, 1, 2, 4, 6}, 22);   // T = 1
+}
+
+BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {
+  const Dims d{2, 130, 2, 8, 12};
+  const Inputs in = make_inputs(d, 31, /*strong=*/true);
+  double gmin = 0;
+  for (double x : in.g) gmin = std::min(gmin, x);
+  BOOST_TEST_MESSAGE("strong decay: min g " << gmin);
+  BOOST_CHECK_LT(gmin, -60.0);  // the regime is really reached
+  const auto dout = randn(d.B * d.T * d.H * d.dv, 32);
+  const auto rec = run<double>(false, in, dout);
+  const auto chk = run<double>(true, in, dout);
+  for (const auto* r : {&rec, &chk}) {
+    for (const auto* x : {&r->out, &r->states, &r->dq, &r->dk, &r->dv, &r->dbeta, &r->dg}) {
+      BOOST_CHECK(all_finite(*x));
+    }
+  }
+  const double e64 = compare_all(chk, rec, 1e-9, "strong decay chunk vs recurrent fp64");
+  BOOST_TEST_MESSAGE("strong decay chunk vs recurrent fp64: max rel err " << e64);
+  for (bool chunk : {false, true}) {
+    const auto f = run<float>(chunk, in, dout);
+    for (const auto* x : {&f.out, &f.states, &f.dq, &f.dk, &f.dv, &f.dbeta, &f.dg}) {
+      BOOST_CHECK(all_finite(*x));
+    }
+    const double e32 = compare_all(f, chunk ? chk : rec, 1e-3, "strong decay fp32 vs fp64");
+    BOOST_TEST_MESSAGE("strong decay " << (chunk ? "chunk" : "recurrent")
+                                       << " fp32 vs fp64: max rel err " << e32);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gdn_float_matches_double) {
+  for (const Dims& d : {Dims{2, 1, 2, 8, 12}, Dims{2, 200, 2, 16, 32}}) {
+    const Inputs in = make_inputs(d, 41 + d.T);
+    const auto dout = randn(d.B * d.T * d.H * d.dv, 42 + d.T);
+    const auto f = run<float>(true, in, dout);
+    const auto ref = run<double>(true, in, dout);
+    const double e = compare_all(f, ref, 1e-4, "chunk fp32 vs fp64 T=" + std::to_string(d.T));
+    BOOST_TEST_MESSAGE("chunk fp32 vs fp64 T=" << d.T << ": max rel err " << e);
+  }
+}
+
+// Backward accumulates (+=) and is bitwise reproducible run to run.
+BOOST_AUTO_TEST_CASE(gdn_backward_accumulates_and_reproducible) {
+  const Dims d{2, 100, 3, 8, 12};
+  const Inputs in = make_inputs(d, 51);
+  const auto dout = randn(d.B * d.T * d.H * d.dv, 52);
+  for (bool chunk : {false, true}) {
+    const auto r1 = run<double>(chunk, in, dout);
+    const auto r2 = run<double>(chunk, in, dout);
+    BOOST_CHECK(r1.out == r2.out);
+    BOOST_CHECK(r1.dq == r2.dq && r1.dk == r2.dk && r1.dv == r2.dv);
+    BOOST_CHECK(r1.dbeta == r2.dbeta && r1.dg == r2.dg);
+    // A second backward into the same buffers doubles them (x + x is exact in floating point).
+    auto q = in.q, k = in.k, v = in.v, beta = in.beta, g = in.g;
+    Result<double> acc = r1;
+    auto bwd =
+        chunk ? sl::cpu::gdn_chunk_backward<double> : sl::cpu::gdn_recurrent_backward<double>;
+    bwd(acc.dq.data(), acc.dk.data(), acc.dv.data(), acc.dbeta.data(), acc.dg.data(), dout.data(),
+        r1.states.data(), q.data(), k.data(), v.data(), beta.data(), g.data(), d.B, d.T, d.H,
+        d.dk, d.dv);
+    auto twice = [](std::vector<double> x) {
+      for (auto& e : x) e *= 2;
+      return x;
+    };
+    BOOST_CHECK(acc.dq == twice(r1.dq) && acc.dk == twice(r1.dk) && acc.dv == twice(r1.dv));
+    BOOST_CHECK(acc.dbeta == twice(r1.dbeta) && acc.dg == twice(r1.dg));
+  }
+}
