@@ -1,0 +1,634 @@
+// CPU reference ops (backend/cpu/ops.h): every gradient of every op against central finite
+// differences in double, the accumulate (+=) and null-skip conventions, strided layouts, direct
+// references (naive attention, the RoPE formula, log-softmax, a hand-computed AdamW step), float
+// against double, and thread-count independence of the reductions.
+#define BOOST_TEST_MODULE cpu_ops
+#include <boost/test/unit_test.hpp>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "common/gradcheck.h"
+
+namespace {
+
+namespace cpu = sl::cpu;
+using Vec = std::vector<double>;
+
+constexpr double kGradTol = 1e-6;
+
+Vec randv(size_t n, uint64_t seed, double lo = -1, double hi = 1) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  Vec v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+
+// max |a - b| / max |b|
+template <class A>
+double rel_diff(const A& a, const Vec& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    num = std::max(num, std::abs(double(a[i]) - b[i]));
+    den = std::max(den, std::abs(b[i]));
+  }
+  return num / std::max(den, 1e-30);
+}
+
+// One differentiable input x of an op and the buffer its backward writes d loss / d x into.
+struct Grad {
+  std::string name;
+  Vec* x;
+  Vec* dx;
+};
+
+// Checks every gradient of an op against central differences of `loss` (which runs the forward
+// from the current inputs and returns sum(outputs * R)). `backward` runs the forward then the
+// backward with upstream gradient R. When `accumulates`, the gradient buffers are pre-filled
+// with random values that backward must add to (analytic = after - before); padding of strided
+// inputs is included, so it must get zero gradient and stay untouched. Returns the worst error.
+double check_grads(const std::string& op, const std::vector<Grad>& grads,
+                   const std::function<double()>& loss, const std::function<void()>& backward,
+                   bool accumulates = true) {
+  std::vector<Vec> before;
+  uint64_t seed = 1000;
+  for (const Grad& g : grads) {
+    *g.dx = accumulates ? randv(g.x->size(), seed++, -3, 3) : Vec(g.x->size(), 0.0);
+    before.push_back(*g.dx);
+  }
+  backward();
+  double worst = 0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const Grad& g = grads[i];
+    Vec analytic(g.x->size());
+    for (size_t j = 0; j < analytic.size(); ++j) analytic[j] = (*g.dx)[j] - before[i][j];
+    const Vec x0 = *g.x;
+    auto f = [&](const Vec& xs) {
+      *g.x = xs;
+      return loss();
+    };
+    const auto r = sl::test::gradcheck_detail(f, x0, analytic);
+    *g.x = x0;
+    BOOST_TEST_MESSAGE(op << " d" << g.name << ": rel err " << r.rel_err << " (max |grad| "
+                          << r.max_ref << ")");
+    BOOST_TEST(r.rel_err < kGradTol, op << " d" << g.name << " rel err " << r.rel_err
+                                        << " worst index " << r.worst);
+    BOOST_TEST(r.max_ref > 0.0, op << " d" << g.name << " is identically zero");
+    worst = std::max(worst, r.rel_err);
+  }
+  return worst;
+}
+
+// Naive O(T^2) causal attention in double: out [B, T, H, hd], lse [B, H, T].
+void naive_attention(Vec& out, Vec& lse, const Vec& q, const Vec& k, const Vec& v, int64_t ldv,
+                     int64_t B, int64_t T, int64_t H, int64_t hd) {
+  const int64_t ld = H * hd;
+  out.assign(static_cast<size_t>(B * T * ld), 0.0);
+  lse.assign(static_cast<size_t>(B * H * T), 0.0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        Vec s(static_cast<size_t>(t + 1));
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= t; ++j) {
+          double acc = 0;
+          for (int64_t c = 0; c < hd; ++c) {
+            acc += q[(b * T + t) * ld + h * hd + c] * k[(b * T + j) * ld + h * hd + c];
+          }
+          s[j] = acc / std::sqrt(double(hd));
+          mx = std::max(mx, s[j]);
+        }
+        double z = 0;
+        for (double x : s) z += std::exp(x - mx);
+        lse[(b * H + h) * T + t] = mx + std::log(z);
+        for (int64_t j = 0; j <= t; ++j) {
+          const double p = std::exp(s[j] - mx) / z;
+          for (int64_t c = 0; c < hd; ++c) {
+            out[(b * T + t) * ld + h * hd + c] += p * v[(b * T + j) * ldv + h * hd + c];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// ---- embedding --------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(embedding_gradcheck_fp64) {
+  const int64_t V = 7, d = 5, BT = 9;
+  const std::vector<int32_t> ids = {3, 0, 6, 3, 3, 1, 6, 2, 0};  // repeats must add up
+  Vec wte = randv(V * d, 1), R = randv(BT * d, 2), out(BT * d), dwte;
+  auto loss = [&] {
+    cpu::embedding_forward(out.data(), ids.data(), wte.data(), BT, d);
+    return dot(out, R);
+  };
+  auto bwd = [&] { cpu::embedding_backward(dwte.data(), ids.data(), R.data(), BT, d); };
+  check_grads("embedding", {{"wte", &wte, &dwte}}, loss, bwd);
+  loss();
+  for (int64_t t = 0; t < BT; ++t) {
+    for (int64_t c = 0; c < d; ++c) BOOST_TEST(out[t * d + c] == wte[ids[t] * d + c]);
+  }
+}
+
+// ---- matmul -----------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(matmul_gradcheck_strided_fp64) {
+  const int64_t M = 5, K = 7, N = 4, ldx = 9;
+  Vec x = randv(M * ldx, 3), w = randv(N * K, 4), R = randv(M * N, 5), y(M * N), dx, dw;
+  auto loss = [&] {
+    cpu::matmul_forward(y.data(), x.data(), ldx, w.data(), M, K, N, false);
+    return dot(y, R);
+  };
+  auto bwd = [&] { cpu::matmul_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(),
+                                        M, K, N); };
+  check_grads("matmul", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
+}
+
+BOOST_AUTO_TEST_CASE(matmul_forward_matches_naive_and_accumulates_fp64) {
+  const int64_t M = 6, K = 5, N = 3, ldx = 8;
+  Vec x = randv(M * ldx, 6), w = randv(N * K, 7), y0 = randv(M * N, 8);
+  Vec y = y0, yacc = y0;
+  cpu::matmul_forward(y.data(), x.data(), ldx, w.data(), M, K, N, false);
+  cpu::matmul_forward(yacc.data(), x.data(), ldx, w.data(), M, K, N, true);
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      double ref = 0;
+      for (int64_t c = 0; c < K; ++c) ref += x[i * ldx + c] * w[j * K + c];
+      BOOST_TEST(std::abs(y[i * N + j] - ref) < 1e-14);
+      BOOST_TEST(std::abs(yacc[i * N + j] - (y0[i * N + j] + ref)) < 1e-14);
+    }
+  }
+}
+
+// ---- RMSNorm ----------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(rmsnorm_gradcheck_strided_fp64) {
+  const int64_t R_ = 6, C = 11, ldx = 13;
+  Vec x = randv(R_ * ldx, 9), w = randv(C, 10, 0.5, 1.5), R = randv(R_ * C, 11);
+  Vec y(R_ * C), rstd(R_), dx, dw;
+  auto loss = [&] {
+    cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), R_, C, 1e-6);
+    return dot(y, R);
+  };
+  auto bwd = [&] {
+    loss();
+    cpu::rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), rstd.data(),
+                          R_, C);
+  };
+  check_grads("rmsnorm", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
+}
+
+BOOST_AUTO_TEST_CASE(rmsnorm_forward_matches_formula_fp64) {
+  const int64_t R_ = 3, C = 5;
+  Vec x = randv(R_ * C, 12), w = randv(C, 13), y(R_ * C), rstd(R_);
+  cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), C, w.data(), R_, C, 1e-6);
+  for (int64_t r = 0; r < R_; ++r) {
+    double ms = 0;
+    for (int64_t c = 0; c < C; ++c) ms += x[r * C + c] * x[r * C + c] / C;
+    for (int64_t c = 0; c < C; ++c) {
+      BOOST_TEST(std::abs(y[r * C + c] - w[c] * x[r * C + c] / std::sqrt(ms + 1e-6)) < 1e-14);
+    }
+  }
+}
+
+// ---- RoPE -------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(rope_gradcheck_fp64) {
+  const int64_t B = 2, T = 5, H = 3, hd = 8;
+  const double theta = 500000;
+  const int64_t n = B * T * H * hd;
+  Vec x = randv(n, 14), R = randv(n, 15), y, dx;
+  auto loss = [&] {
+    y = x;
+    cpu::rope_forward(y.data(), B, T, H, hd, theta);
+    return dot(y, R);
+  };
+  // rope_backward transforms dy in place into dx (not an accumulating op).
+  auto bwd = [&] {
+    dx = R;
+    cpu::rope_backward(dx.data(), B, T, H, hd, theta);
+  };
+  check_grads("rope", {{"x", &x, &dx}}, loss, bwd, false);
+}
+
+BOOST_AUTO_TEST_CASE(rope_matches_formula_fp64) {
+  const int64_t B = 1, T = 40, H = 2, hd = 6;
+  const double theta = 10000;
+  Vec x = randv(B * T * H * hd, 16), y = x;
+  cpu::rope_forward(y.data(), B, T, H, hd, theta);
+  for (int64_t t : {0, 1, 37}) {
+    for (int64_t h = 0; h < H; ++h) {
+      const double* xh = x.data() + (t * H + h) * hd;
+      const double* yh = y.data() + (t * H + h) * hd;
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        const double ang = double(t) / std::pow(theta, 2.0 * double(i) / double(hd));
+        const double e1 = xh[i] * std::cos(ang) - xh[i + hd / 2] * std::sin(ang);
+        const double e2 = xh[i + hd / 2] * std::cos(ang) + xh[i] * std::sin(ang);
+        BOOST_TEST(std::abs(yh[i] - e1) < 1e-14);
+        BOOST_TEST(std::abs(yh[i + hd / 2] - e2) < 1e-14);
+      }
+    }
+  }
+  // Position 0 is the identity.
+  for (int64_t c = 0; c < H * hd; ++c) BOOST_TEST(y[c] == x[c]);
+  // Backward undoes forward (the rotation is orthogonal).
+  cpu::rope_backward(y.data(), B, T, H, hd, theta);
+  BOOST_TEST(rel_diff(y, x) < 1e-14);
+}
+
+// ---- attention --------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(attention_matches_naive_fp64) {
+  // T > 64 crosses a query-block boundary of the implementation.
+  const int64_t B = 2, T = 70, H = 3, hd = 5, ldv = H * hd + 4;
+  Vec q = randv(B * T * H * hd, 17, -2, 2), k = randv(B * T * H * hd, 18, -2, 2);
+  Vec v = randv(B * T * ldv, 19);
+  Vec out(B * T * H * hd), lse(B * H * T), ref_out, ref_lse;
+  cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), ldv, B, T, H, hd);
+  naive_attention(ref_out, ref_lse, q, k, v, ldv, B, T, H, hd);
+  BOOST_TEST(rel_diff(out, ref_out) < 1e-13);
+  BOOST_TEST(rel_diff(lse, ref_lse) < 1e-13);
+}
+
+BOOST_AUTO_TEST_CASE(attention_gradcheck_strided_fp64) {
+  const int64_t B = 2, T = 67, H = 2, hd = 4, ldv = H * hd + 3;
+  Vec q = randv(B * T * H * hd, 20, -2, 2), k = randv(B * T * H * hd, 21, -2, 2);
+  Vec v = randv(B * T * ldv, 22), R = randv(B * T * H * hd, 23);
+  Vec out(B * T * H * hd), lse(B * H * T), dq, dk, dv;
+  auto loss = [&] {
+    cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), ldv, B, T, H,
+                           hd);
+    return dot(out, R);
+  };
+  auto bwd = [&] {
+    loss();
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), R.data(), q.data(), k.data(),
+                            v.data(), ldv, out.data(), lse.data(), B, T, H, hd);
+  };
+  check_grads("attention", {{"q", &q, &dq}, {"k", &k, &dk}, {"v", &v, &dv}}, loss, bwd);
+}
+
+// ---- SwiGLU -----------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(swiglu_gradcheck_fp64) {
+  const int64_t R_ = 5, m = 7;
+  Vec gu = randv(R_ * 2 * m, 24, -4, 4), R = randv(R_ * m, 25), h(R_ * m), dgu;
+  auto loss = [&] {
+    cpu::swiglu_forward(h.data(), gu.data(), R_, m);
+    return dot(h, R);
+  };
+  auto bwd = [&] { cpu::swiglu_backward(dgu.data(), R.data(), gu.data(), R_, m); };
+  check_grads("swiglu", {{"gu", &gu, &dgu}}, loss, bwd);
+  loss();
+  const double g = gu[2], u = gu[m + 2];
+  BOOST_TEST(std::abs(h[2] - g / (1 + std::exp(-g)) * u) < 1e-15);
+}
+
+// ---- conv1d + SiLU ----------------------------------------------------------------------------
+
+namespace {
+
+void conv1d_check(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, uint64_t seed) {
+  Vec x = randv(B * T * ldx, seed, -2, 2), w = randv(C * K, seed + 1);
+  Vec R = randv(B * T * C, seed + 2), y(B * T * C), dx, dw;
+  auto loss = [&] {
+    cpu::conv1d_silu_forward(y.data(), x.data(), ldx, w.data(), B, T, C, K);
+    return dot(y, R);
+  };
+  auto bwd = [&] {
+    cpu::conv1d_silu_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), B, T, C,
+                              K);
+  };
+  check_grads("conv1d_silu T=" + std::to_string(T), {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
+  // Direct formula at the last token of the last sequence, channel 1.
+  loss();
+  const int64_t b = B - 1, t = T - 1, c = 1;
+  double z = 0;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t s = t - K + 1 + j;
+    if (s >= 0) z += w[c * K + j] * x[(b * T + s) * ldx + c];
+  }
+  BOOST_TEST(std::abs(y[(b * T + t) * C + c] - z / (1 + std::exp(-z))) < 1e-14);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(conv1d_silu_gradcheck_strided_fp64) {
+  conv1d_check(2, 9, 5, 4, 8, 26);
+  conv1d_check(3, 2, 3, 4, 3, 29);  // T < K: only the zero-padded left edge
+}
+
+// ---- L2 norm ----------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(l2norm_gradcheck_strided_fp64) {
+  const int64_t BT = 5, H = 3, C = 4, ldx = H * C + 2;
+  const double scale = 0.5, eps = 1e-6;
+  Vec x = randv(BT * ldx, 32), R = randv(BT * H * C, 33), y(BT * H * C), rnorm(BT * H), dx;
+  auto loss = [&] {
+    cpu::l2norm_forward(y.data(), rnorm.data(), x.data(), ldx, BT, H, C, scale, eps);
+    return dot(y, R);
+  };
+  auto bwd = [&] {
+    loss();
+    cpu::l2norm_backward(dx.data(), R.data(), x.data(), ldx, rnorm.data(), BT, H, C, scale);
+  };
+  check_grads("l2norm", {{"x", &x, &dx}}, loss, bwd);
+  loss();
+  double ss = 0;  // token 2, head 1
+  for (int64_t c = 0; c < C; ++c) ss += x[2 * ldx + C + c] * x[2 * ldx + C + c];
+  BOOST_TEST(std::abs(y[(2 * H + 1) * C] - scale * x[2 * ldx + C] / std::sqrt(ss + eps)) < 1e-15);
+}
+
+// ---- GDN gates --------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(gdn_gates_gradcheck_strided_fp64) {
+  const int64_t BT = 6, H = 3, ld = 7;
+  const double beta_scale = 2;
+  Vec b = randv(BT * ld, 34, -3, 3), a = randv(BT * ld, 35, -3, 3);
+  Vec A_log = randv(H, 36, -1, 2.7), dt_bias = randv(H, 37, -5, 1);
+  Vec R1 = randv(BT * H, 38), R2 = randv(BT * H, 39);
+  Vec beta(BT * H), g(BT * H), db, da, dA_log, ddt_bias;
+  auto loss = [&] {
+    cpu::gdn_gates_forward(beta.data(), g.data(), b.data(), a.data(), ld, A_log.data(),
+                           dt_bias.data(), BT, H, beta_scale);
+    return dot(beta, R1) + dot(g, R2);
+  };
+  auto bwd = [&] {
+    cpu::gdn_gates_backward(db.data(), da.data(), dA_log.data(), ddt_bias.data(), R1.data(),
+                            R2.data(), b.data(), a.data(), ld, A_log.data(), dt_bias.data(), BT, H,
+                            beta_scale);
+  };
+  check_grads("gdn_gates",
+              {{"b", &b, &db}, {"a", &a, &da}, {"A_log", &A_log, &dA_log},
+               {"dt_bias", &dt_bias, &ddt_bias}},
+              loss, bwd);
+  loss();
+  const double z = a[ld + 2] + dt_bias[2];
+  BOOST_TEST(std::abs(g[H + 2] + std::exp(A_log[2]) * std::log1p(std::exp(z))) < 1e-14);
+  BOOST_TEST(std::abs(beta[H + 2] - beta_scale / (1 + std::exp(-b[ld + 2]))) < 1e-15);
+}
+
+// ---- gated RMSNorm ----------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(gated_rmsnorm_gradcheck_strided_fp64) {
+  const int64_t BT = 4, H = 3, C = 5, R_ = BT * H, ldg = H * C + 2;
+  Vec x = randv(R_ * C, 40), gate = randv(BT * ldg, 41, -3, 3), w = randv(C, 42, 0.5, 1.5);
+  Vec R = randv(R_ * C, 43), y(R_ * C), rstd(R_), dx, dgate, dw;
+  auto loss = [&] {
+    cpu::gated_rmsnorm_forward(y.data(), rstd.data(), x.data(), gate.data(), ldg, w.data(), R_, H,
+                               C, 1e-5);
+    return dot(y, R);
+  };
+  auto bwd = [&] {
+    loss();
+    cpu::gated_rmsnorm_backward(dx.data(), dgate.data(), dw.data(), R.data(), x.data(),
+                                gate.data(), ldg, w.data(), rstd.data(), R_, H, C);
+  };
+  check_grads("gated_rmsnorm", {{"x", &x, &dx}, {"gate", &gate, &dgate}, {"w", &w, &dw}}, loss,
+              bwd);
+}
+
+// ---- cross-entropy ----------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(cross_entropy_gradcheck_fp64) {
+  const int64_t BT = 7, V = 11;
+  const double dscale = 0.7;
+  const std::vector<int32_t> targets = {3, -1, 0, 10, -100, 5, 5};
+  Vec logits = randv(BT * V, 44, -3, 3), losses(BT), dlogits;
+  auto loss = [&] {
+    return dscale * cpu::cross_entropy(losses.data(), static_cast<double*>(nullptr),
+                                       logits.data(), targets.data(), BT, V, 1.0);
+  };
+  auto bwd = [&] {
+    cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), BT, V,
+                       dscale);
+  };
+  check_grads("cross_entropy", {{"logits", &logits, &dlogits}}, loss, bwd);
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_ignored_targets_and_stability_fp64) {
+  const int64_t BT = 4, V = 6;
+  const std::vector<int32_t> targets = {2, -1, 5, -7};
+  Vec logits = randv(BT * V, 45, -2, 2);
+  for (int64_t i = 0; i < V; ++i) logits[2 * V + i] += 1000;  // would overflow a naive exp
+  Vec losses(BT, 123.0), dlogits = randv(BT * V, 46), d0 = dlogits;
+  const double sum = cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(),
+                                        targets.data(), BT, V, 1.0);
+  double ref_sum = 0;
+  for (int64_t t = 0; t < BT; ++t) {
+    if (targets[t] < 0) {
+      BOOST_TEST(losses[t] == 0.0);
+      for (int64_t i = 0; i < V; ++i) BOOST_TEST(dlogits[t * V + i] == d0[t * V + i]);
+      continue;
+    }
+    const double mx = *std::max_element(logits.begin() + t * V, logits.begin() + (t + 1) * V);
+    double z = 0;
+    for (int64_t i = 0; i < V; ++i) z += std::exp(logits[t * V + i] - mx);
+    const double ref = mx + std::log(z) - logits[t * V + targets[t]];
+    BOOST_TEST(std::isfinite(losses[t]));
+    BOOST_TEST(std::abs(losses[t] - ref) < 1e-12);
+    ref_sum += ref;
+    double gsum = 0;  // softmax - onehot sums to zero
+    for (int64_t i = 0; i < V; ++i) gsum += dlogits[t * V + i] - d0[t * V + i];
+    BOOST_TEST(std::abs(gsum) < 1e-12);
+  }
+  BOOST_TEST(std::abs(sum - ref_sum) < 1e-12);
+}
+
+// ---- AdamW ------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(adamw_matches_hand_computed_fp64) {
+  // Step 1 from zero moments: g' = 2 * 0.5 = 1, m = 0.1, v = 0.001, m^ = v^ = 1, so
+  // p = 1 - 0.1 * (1 / (1 + 1e-8) + 0.01 * 1).
+  Vec p = {1.0, -2.0}, g = {0.5, 0.0}, m = {0.0, 0.0}, v = {0.0, 0.0};
+  cpu::adamw(p.data(), g.data(), m.data(), v.data(), 2, 0.1, 0.9, 0.999, 1e-8, 0.01, 2.0, 1);
+  BOOST_TEST(std::abs(m[0] - 0.1) < 1e-16);
+  BOOST_TEST(std::abs(v[0] - 0.001) < 1e-18);
+  BOOST_TEST(std::abs(p[0] - (1.0 - 0.1 * (1.0 / (1.0 + 1e-8) + 0.01))) < 1e-15);
+  BOOST_TEST(std::abs(p[1] - (-2.0 + 0.1 * 0.01 * 2.0)) < 1e-15);  // zero grad: decay only
+  // Step 2 with g = -0.25 (g' = -0.5): m = 0.09 - 0.05 = 0.04, v = 0.000999 + 0.00025,
+  // m^ = 0.04 / 0.19, v^ = 0.001249 / (1 - 0.999^2).
+  const double p1 = p[0];
+  g = {-0.25, 0.0};
+  cpu::adamw(p.data(), g.data(), m.data(), v.data(), 2, 0.1, 0.9, 0.999, 1e-8, 0.01, 2.0, 2);
+  const double mh = 0.04 / 0.19, vh = 0.001249 / (1 - 0.998001);
+  BOOST_TEST(std::abs(m[0] - 0.04) < 1e-15);
+  BOOST_TEST(std::abs(v[0] - 0.001249) < 1e-15);
+  BOOST_TEST(std::abs(p[0] - (p1 - 0.1 * (mh / (std::sqrt(vh) + 1e-8) + 0.01 * p1))) < 1e-14);
+}
+
+BOOST_AUTO_TEST_CASE(adamw_fp32_close_to_fp64) {
+  const int64_t n = 1000;
+  Vec p = randv(n, 47), g = randv(n, 48), m = randv(n, 49, -0.1, 0.1), v = randv(n, 50, 0, 0.01);
+  auto pf = to_float(p), gf = to_float(g), mf = to_float(m), vf = to_float(v);
+  cpu::adamw(p.data(), g.data(), m.data(), v.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5, 7);
+  cpu::adamw(pf.data(), gf.data(), mf.data(), vf.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5, 7);
+  BOOST_TEST(rel_diff(pf, p) < 1e-6);
+  BOOST_TEST(rel_diff(mf, m) < 1e-6);
+  BOOST_TEST(rel_diff(vf, v) < 1e-6);
+}
+
+// ---- conventions ------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(null_gradients_are_skipped_fp64) {
+  // rmsnorm: dx alone, dw alone, both: each result equals the joint one.
+  const int64_t R_ = 4, C = 6;
+  Vec x = randv(R_ * C, 51), w = randv(C, 52), dy = randv(R_ * C, 53), y(R_ * C), rstd(R_);
+  cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), C, w.data(), R_, C, 1e-6);
+  Vec dx(R_ * C), dw(C), dx1(R_ * C), dw1(C);
+  cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), C, w.data(), rstd.data(), R_,
+                        C);
+  cpu::rmsnorm_backward(dx1.data(), static_cast<double*>(nullptr), dy.data(), x.data(), C,
+                        w.data(), rstd.data(), R_, C);
+  cpu::rmsnorm_backward(static_cast<double*>(nullptr), dw1.data(), dy.data(), x.data(), C,
+                        w.data(), rstd.data(), R_, C);
+  BOOST_TEST(dx == dx1);
+  BOOST_TEST(dw == dw1);
+  // matmul: dw only.
+  const int64_t M = 3, K = 4, N = 5;
+  Vec xm = randv(M * K, 54), wm = randv(N * K, 55), dym = randv(M * N, 56), dwm(N * K), dwm1(N * K);
+  Vec dxm(M * K);
+  cpu::matmul_backward(dxm.data(), dwm.data(), dym.data(), xm.data(), K, wm.data(), M, K, N);
+  cpu::matmul_backward(static_cast<double*>(nullptr), dwm1.data(), dym.data(), xm.data(), K,
+                       wm.data(), M, K, N);
+  BOOST_TEST(dwm == dwm1);
+  // attention: dv only and dq only.
+  const int64_t B = 1, T = 9, H = 2, hd = 3, n = B * T * H * hd;
+  Vec q = randv(n, 57), k = randv(n, 58), v = randv(n, 59), o(n), lse(B * H * T), dO = randv(n, 60);
+  cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), H * hd, B, T, H, hd);
+  Vec dq(n), dk(n), dv(n), dq1(n), dv1(n);
+  cpu::attention_backward(dq.data(), dk.data(), dv.data(), dO.data(), q.data(), k.data(), v.data(),
+                          H * hd, o.data(), lse.data(), B, T, H, hd);
+  double* null = nullptr;
+  cpu::attention_backward(null, null, dv1.data(), dO.data(), q.data(), k.data(), v.data(), H * hd,
+                          o.data(), lse.data(), B, T, H, hd);
+  cpu::attention_backward(dq1.data(), null, null, dO.data(), q.data(), k.data(), v.data(), H * hd,
+                          o.data(), lse.data(), B, T, H, hd);
+  BOOST_TEST(dv == dv1);
+  BOOST_TEST(dq == dq1);
+}
+
+BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
+  // Weight-gradient reductions over rows/tokens split columns across threads, so they are
+  // bitwise equal for any thread count.
+  const int64_t R_ = 301, C = 150, BT = 37, H = 2, Cg = 75, K = 4;
+  auto x = to_float(randv(R_ * C, 61)), w = to_float(randv(C, 62));
+  auto dy = to_float(randv(R_ * C, 63));
+  std::vector<float> y(R_ * C), rstd(R_);
+  auto gate = to_float(randv(R_ * C, 64));
+  auto wc = to_float(randv(C * K, 65));
+  std::vector<int32_t> ids(R_);
+  for (int64_t i = 0; i < R_; ++i) ids[i] = int32_t((i * 7) % 13);
+  auto run = [&](int threads) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    std::vector<float> dw(C), dwg(Cg), dwc(C * K), dwte(13 * C);
+    cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), C, w.data(), R_, C, 1e-6f);
+    cpu::rmsnorm_backward(static_cast<float*>(nullptr), dw.data(), dy.data(), x.data(), C,
+                          w.data(), rstd.data(), R_, C);
+    // gated_rmsnorm on rows of Cg = C / H: BT*H rows use the first BT*H*Cg elements.
+    cpu::gated_rmsnorm_forward(y.data(), rstd.data(), x.data(), gate.data(), H * Cg, w.data(),
+                               BT * H, H, Cg, 1e-5f);
+    cpu::gated_rmsnorm_backward(static_cast<float*>(nullptr), static_cast<float*>(nullptr),
+                                dwg.data(), dy.data(), x.data(), gate.data(), H * Cg, w.data(),
+                                rstd.data(), BT * H, H, Cg);
+    cpu::conv1d_silu_backward(static_cast<float*>(nullptr), dwc.data(), dy.data(), x.data(), C,
+                              wc.data(), 1, R_, C, K);
+    cpu::embedding_backward(dwte.data(), ids.data(), dy.data(), R_, C);
+    omp_set_num_threads(saved);
+    return std::vector<std::vector<float>>{dw, dwg, dwc, dwte};
+  };
+  const auto r1 = run(1), r3 = run(3), r3b = run(3);
+  BOOST_TEST(r1 == r3);
+  BOOST_TEST(r3 == r3b);
+}
+
+// ---- float against double ---------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
+  const double tol = 1e-4;
+  {  // rmsnorm forward + backward
+    const int64_t R_ = 9, C = 33, ldx = 35;
+    Vec x = randv(R_ * ldx, 70), w = randv(C, 71, 0.5, 1.5), dy = randv(R_ * C, 72);
+    Vec y(R_ * C), rstd(R_), dx(R_ * ldx), dw(C);
+    cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), R_, C, 1e-6);
+    cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), ldx, w.data(), rstd.data(),
+                          R_, C);
+    auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
+    std::vector<float> yf(R_ * C), rstdf(R_), dxf(R_ * ldx), dwf(C);
+    cpu::rmsnorm_forward(yf.data(), rstdf.data(), xf.data(), ldx, wf.data(), R_, C, 1e-6f);
+    cpu::rmsnorm_backward(dxf.data(), dwf.data(), dyf.data(), xf.data(), ldx, wf.data(),
+                          rstdf.data(), R_, C);
+    BOOST_TEST(rel_diff(yf, y) < tol);
+    BOOST_TEST(rel_diff(dxf, dx) < tol);
+    BOOST_TEST(rel_diff(dwf, dw) < tol);
+  }
+  {  // attention forward + backward
+    const int64_t B = 1, T = 80, H = 2, hd = 16, n = B * T * H * hd;
+    Vec q = randv(n, 73, -2, 2), k = randv(n, 74, -2, 2), v = randv(n, 75), dO = randv(n, 76);
+    Vec o(n), lse(B * H * T), dq(n), dk(n), dv(n);
+    cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), H * hd, B, T, H,
+                           hd);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), dO.data(), q.data(), k.data(),
+                            v.data(), H * hd, o.data(), lse.data(), B, T, H, hd);
+    auto qf = to_float(q), kf = to_float(k), vf = to_float(v), dOf = to_float(dO);
+    std::vector<float> of(n), lsef(B * H * T), dqf(n), dkf(n), dvf(n);
+    cpu::attention_forward(of.data(), lsef.data(), qf.data(), kf.data(), vf.data(), H * hd, B, T,
+                           H, hd);
+    cpu::attention_backward(dqf.data(), dkf.data(), dvf.data(), dOf.data(), qf.data(), kf.data(),
+                            vf.data(), H * hd, of.data(), lsef.data(), B, T, H, hd);
+    BOOST_TEST(rel_diff(of, o) < tol);
+    BOOST_TEST(rel_diff(lsef, lse) < tol);
+    BOOST_TEST(rel_diff(dqf, dq) < tol);
+    BOOST_TEST(rel_diff(dkf, dk) < tol);
+    BOOST_TEST(rel_diff(dvf, dv) < tol);
+  }
+  {  // cross-entropy
+    const int64_t BT = 5, V = 300;
+    const std::vector<int32_t> targets = {1, 299, -1, 0, 150};
+    Vec logits = randv(BT * V, 77, -5, 5), losses(BT), dl(BT * V);
+    const double s = cpu::cross_entropy(losses.data(), dl.data(), logits.data(), targets.data(),
+                                        BT, V, 0.25);
+    auto lf = to_float(logits);
+    std::vector<float> lossesf(BT), dlf(BT * V);
+    const double sf = cpu::cross_entropy(lossesf.data(), dlf.data(), lf.data(), targets.data(), BT,
+                                         V, 0.25f);
+    BOOST_TEST(std::abs(sf - s) / std::abs(s) < tol);
+    BOOST_TEST(rel_diff(dlf, dl) < tol);
+  }
+  {  // conv1d + SiLU backward
+    const int64_t B = 2, T = 20, C = 12, K = 4;
+    Vec x = randv(B * T * C, 78), w = randv(C * K, 79), dy = randv(B * T * C, 80);
+    Vec y(B * T * C), dx(B * T * C), dw(C * K);
+    cpu::conv1d_silu_forward(y.data(), x.data(), C, w.data(), B, T, C, K);
+    cpu::conv1d_silu_backward(dx.data(), dw.data(), dy.data(), x.data(), C, w.data(), B, T, C, K);
+    auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
+    std::vector<float> yf(B * T * C), dxf(B * T * C), dwf(C * K);
+    cpu::conv1d_silu_forward(yf.data(), xf.data(), C, wf.data(), B, T, C, K);
+    cpu::conv1d_silu_backward(dxf.data(), dwf.data(), dyf.data(), xf.data(), C, wf.data(), B, T, C,
+                              K);
+    BOOST_TEST(rel_diff(yf, y) < tol);
+    BOOST_TEST(rel_diff(dxf, dx) < tol);
+    BOOST_TEST(rel_diff(dwf, dw) < tol);
+  }
+}
