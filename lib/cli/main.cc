@@ -1,0 +1,26 @@
+// scalinglab: one executable, subcommands like git. Every subcommand reports bad input by throwing
+// sl::Error; main prints its one line and exits non-zero (2), leaving files as they were.
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"scalinglab: scaling laws and token savings of hybrid vs dense language models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "scalinglab 0.1.0");
+  sl::cli::register_train(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const sl::Error& e) {
+    std::fprintf(stderr, "scalinglab: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "scalinglab: unexpected error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,55 @@
+// The run configuration (TOML), DESIGN.md "Run config". Every key is declared here with its
+// meaning; the loader rejects unknown keys and wrong types with one line naming the file and key.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/spec.h"
+
+namespace sl {
+
+struct TrainConfig {
+  // [model]: arch ("dense" | "hybrid") or pattern ("GGGA", repeated to n_layers when shorter),
+  // size = ladder preset (MODEL.md); d_model / n_layers / n_heads override the preset;
+  // vocab_size (256 = byte level); d_mlp, gdn_key_dim, gdn_value_dim (0 = MODEL.md defaults).
+  ModelSpec model;
+  std::string size;  // the preset name given, "" if the shape was explicit
+
+  // [train]
+  int64_t seq_len = 256;        // tokens per sequence
+  int64_t batch_size = 16;      // sequences per optimizer step
+  int64_t tokens = 4'000'000;   // training tokens; steps = ceil(tokens / (batch_size * seq_len))
+  double lr = 3e-3;             // peak learning rate
+  std::string schedule = "cosine";  // "cosine" | "wsd" | "constant"
+  int64_t warmup_tokens = 200'000;  // linear warmup from 0 to lr
+  double min_lr_ratio = 0.1;    // cosine: final lr = min_lr_ratio * lr
+  double decay_fraction = 0.2;  // wsd: linear decay to 0 over the last fraction of the tokens
+  double weight_decay = 0.1;    // AdamW, decoupled; matrices, embeddings and conv only
+  double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
+  double grad_clip = 1.0;       // global L2 norm clip (<= 0: off)
+  uint64_t seed = 0;            // init and data order
+  int64_t eval_every = 100;     // steps between held-out evaluations (and at the end)
+  int64_t eval_tokens = 65'536; // held-out tokens per evaluation (first windows of data.val)
+  int64_t checkpoint_every = 500;  // steps (and always on SIGTERM/SIGUSR1 and at the end)
+  int64_t inject_nan_step = -1;    // testing aid: poison the weights before this step (-1: off)
+
+  // [data]: a text file/dir (byte level) or llm.c .bin shard(s) (glob allowed). Relative paths in
+  // a config file are relative to that file; in --set overrides, to the working directory.
+  std::string train_data, val_data;
+
+  int64_t steps() const { return (tokens + batch_size * seq_len - 1) / (batch_size * seq_len); }
+  int64_t tokens_per_step() const { return batch_size * seq_len; }
+};
+
+// Loads `path` (if non-empty) and applies `--set section.key=value` overrides (the value is parsed
+// as a TOML value, else taken as a string). Throws sl::Error naming the file and key.
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+TrainConfig parse_config(const std::string& toml_text, const std::string& origin,
+                         const std::string& base_dir, const std::vector<std::string>& overrides);
+// The fully resolved config as TOML (what RUN/config.toml holds); parse_config(to_toml(c)) == c.
+std::string to_toml(const TrainConfig& c);
+// Stable run id: 12 hex digits of a 64-bit FNV-1a hash of the resolved TOML.
+std::string run_id_of(const TrainConfig& c);
+
+}  // namespace sl

@@ -1,0 +1,261 @@
+#include "train/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "data/tokens.h"
+#include "model/model.h"
+#include "runlog/checkpoint.h"
+#include "runlog/runlog.h"
+#include "train/schedule.h"
+
+namespace sl {
+
+namespace {
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// AdamW state: first and second moments, same dtype and layout as the master parameters.
+struct Optimizer {
+  Backend& be;
+  Tensor m, v;
+  Optimizer(Backend& b, int64_t n) : be(b), m(b.alloc(n, b.param_dtype())), v(b.alloc(n, b.param_dtype())) {}
+  ~Optimizer() {
+    be.free(m);
+    be.free(v);
+  }
+};
+
+// Mean loss over the held-out set (eval_batch layout: the last batch may hold fewer windows;
+// the rest of its rows are ignored targets).
+double evaluate(Model& model, const TokenSource& val, int64_t eval_tokens) {
+  const int64_t B = model.batch(), T = model.seq_len();
+  std::vector<int32_t> in(B * T), tgt(B * T);
+  const int64_t nb = eval_batches(val, eval_tokens, B, T);
+  double sum = 0;
+  int64_t count = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t rows = eval_batch(val, eval_tokens, B, T, b, in.data(), tgt.data());
+    for (int64_t i = rows * T; i < B * T; ++i) {
+      in[i] = 0;
+      tgt[i] = -1;
+    }
+    sum += model.forward(in.data(), tgt.data(), 0.f) * static_cast<double>(rows * T);
+    count += rows * T;
+  }
+  return sum / static_cast<double>(count);
+}
+
+Checkpoint make_checkpoint(const Model& model, const Optimizer& opt, const TrainConfig& cfg,
+                           int64_t step, double time_s) {
+  Checkpoint c;
+  std::vector<float> p = model.get_params(), m(p.size()), v(p.size());
+  model.backend().download(m.data(), opt.m);
+  model.backend().download(v.data(), opt.v);
+  for (const ParamInfo& info : model.params()) {
+    auto slice = [&](const std::vector<float>& all) {
+      return std::vector<float>(all.begin() + info.offset, all.begin() + info.offset + info.numel);
+    };
+    c.arrays["param:" + info.name] = slice(p);
+    c.arrays["adam_m:" + info.name] = slice(m);
+    c.arrays["adam_v:" + info.name] = slice(v);
+  }
+  c.ints["step"] = step;
+  c.ints["tokens"] = step * cfg.tokens_per_step();
+  c.ints["time_ms"] = static_cast<int64_t>(time_s * 1000.0);
+  c.strings["config"] = to_toml(cfg);
+  c.strings["pattern"] = cfg.model.pattern;
+  return c;
+}
+
+// Restores parameters and AdamW moments; returns the step the checkpoint was taken after.
+int64_t restore_checkpoint(const Checkpoint& c, Model& model, Optimizer& opt, double& time_s) {
+  const int64_t n = model.num_params();
+  std::vector<float> p(n), m(n), v(n);
+  for (const ParamInfo& info : model.params()) {
+    auto put = [&](const std::string& key, std::vector<float>& dst) {
+      const auto& a = c.array(key + info.name, static_cast<size_t>(info.numel));
+      std::copy(a.begin(), a.end(), dst.begin() + info.offset);
+    };
+    put("param:", p);
+    put("adam_m:", m);
+    put("adam_v:", v);
+  }
+  model.set_params(p);
+  model.backend().upload(opt.m, m.data());
+  model.backend().upload(opt.v, v.data());
+  time_s = static_cast<double>(c.int_value("time_ms")) / 1000.0;
+  return c.int_value("step");
+}
+
+}  // namespace
+
+void install_stop_handlers() {
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
+}
+bool stop_requested() { return g_stop_signal.load() != 0; }
+
+int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
+  // ---- validate everything before touching RUN/ ----------------------------------------------
+  if (opts.out_dir.empty()) fail("train: --out RUN is required");
+  const int64_t V = cfg.model.vocab_size;
+  TokenSource train = TokenSource::open(cfg.train_data, V);
+  TokenSource val = TokenSource::open(cfg.val_data, V);
+  if (train.size() < cfg.seq_len + 1)
+    fail("data.train '" + cfg.train_data + "': holds " + std::to_string(train.size()) +
+         " tokens, fewer than seq_len + 1 = " + std::to_string(cfg.seq_len + 1));
+  if (val.size() < cfg.seq_len + 1)
+    fail("data.val '" + cfg.val_data + "': holds " + std::to_string(val.size()) +
+         " tokens, fewer than seq_len + 1 = " + std::to_string(cfg.seq_len + 1));
+  const std::string run = opts.out_dir;
+  const std::string log_path = run + "/log.h5", ckpt_dir = run + "/ckpt";
+  const bool have_ckpt = opts.resume && checkpoint_exists(ckpt_dir);
+  if (!opts.resume && (path_exists(log_path) || path_exists(ckpt_dir)))
+    fail("run directory '" + run + "' already holds a run (use --resume to continue it)");
+  std::unique_ptr<Checkpoint> ckpt;
+  if (have_ckpt) {
+    ckpt = std::make_unique<Checkpoint>(read_checkpoint(ckpt_dir));
+    // The model must be the same; training settings (tokens, eval, ...) may change on resume.
+    TrainConfig old = parse_config(ckpt->string_value("config"), ckpt_dir + "/state.h5", "", {});
+    if (old.model.pattern != cfg.model.pattern || old.model.d_model != cfg.model.d_model ||
+        old.model.vocab_size != cfg.model.vocab_size || old.model.n_heads != cfg.model.n_heads)
+      fail("train --resume: the checkpoint in '" + ckpt_dir + "' is for model " +
+           old.model.pattern + " d" + std::to_string(old.model.d_model) + ", the config asks for " +
+           cfg.model.pattern + " d" + std::to_string(cfg.model.d_model));
+  }
+  std::unique_ptr<Backend> be = make_backend(opts.device);
+
+  // ---- model, optimizer, schedule -------------------------------------------------------------
+  Model model(cfg.model, *be, cfg.batch_size, cfg.seq_len);
+  model.init(cfg.seed);
+  Optimizer opt(*be, model.num_params());
+  const int64_t tps = cfg.tokens_per_step(), total = cfg.steps();
+  Schedule sched{cfg.schedule,       cfg.lr,
+                 total,              (cfg.warmup_tokens + tps - 1) / tps,
+                 cfg.min_lr_ratio,   cfg.decay_fraction};
+  int64_t step = 0;
+  double time_base = 0;
+  if (ckpt) step = restore_checkpoint(*ckpt, model, opt, time_base);
+
+  // ---- run directory ---------------------------------------------------------------------------
+  make_dirs(run);
+  const std::string cfg_text = to_toml(cfg);
+  atomic_write_file(run + "/config.toml", cfg_text);
+  RunAttrs attrs;
+  attrs.run_id = run_id_of(cfg);
+  attrs.arch = cfg.model.arch;
+  attrs.pattern = cfg.model.pattern;
+  attrs.config = cfg_text;
+  attrs.version = "scalinglab 0.1.0";
+  attrs.device = be->name();
+  attrs.n_params = model.num_params();
+  attrs.n_params_nonembedding = count_params(model.params(), false);
+  attrs.flops_per_token = cfg.model.flops_per_token(cfg.seq_len);
+  attrs.seq_len = cfg.seq_len;
+  attrs.batch_tokens = tps;
+  attrs.tokens_planned = total * tps;
+  RunLogWriter log = ckpt ? RunLogWriter::resume(log_path, step, step * tps)
+                          : (path_exists(log_path) ? (std::remove(log_path.c_str()),
+                                                      RunLogWriter::create(log_path, attrs))
+                                                   : RunLogWriter::create(log_path, attrs));
+  if (!opts.quiet)
+    std::printf("train: %s %s d%lld, %lld params (%lld non-embedding), %lld steps x %lld tokens, "
+                "device %s%s\n",
+                cfg.model.arch.c_str(), cfg.model.pattern.c_str(),
+                static_cast<long long>(cfg.model.d_model), static_cast<long long>(attrs.n_params),
+                static_cast<long long>(attrs.n_params_nonembedding),
+                static_cast<long long>(total), static_cast<long long>(tps), be->name().c_str(),
+                ckpt ? (", resumed at step " + std::to_string(step)).c_str() : "");
+
+  auto checkpoint = [&](double time_s) {
+    write_checkpoint(ckpt_dir, make_checkpoint(model, opt, cfg, step, time_s));
+    log.flush();
+  };
+
+  // ---- loop ------------------------------------------------------------------------------------
+  install_stop_handlers();
+  const auto t0 = Clock::now();
+  std::vector<int32_t> in(tps), tgt(tps);
+  double last_eval = std::numeric_limits<double>::quiet_NaN();
+  while (step < total) {
+    if (stop_requested()) {
+      checkpoint(time_base + seconds_since(t0));
+      log.set_status("preempted");
+      log.close();
+      std::fprintf(stderr, "train: signal %d: checkpoint at step %lld written, status preempted\n",
+                   g_stop_signal.load(), static_cast<long long>(step));
+      return 0;
+    }
+    const auto ts = Clock::now();
+    if (step == cfg.inject_nan_step) {
+      std::vector<float> p = model.get_params();
+      p[model.params()[1].offset] = std::numeric_limits<float>::quiet_NaN();
+      model.set_params(p);
+    }
+    const double lr = sched.at(step);
+    model.zero_grad();
+    sample_batch(train, cfg.seed, step, cfg.batch_size, cfg.seq_len, in.data(), tgt.data());
+    const double loss = model.forward(in.data(), tgt.data(), 1.f);
+    model.backward();
+    const double gnorm = std::sqrt(be->sum_squares(model.grad_buffer(), model.num_params()));
+    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+      log.set_status("diverged");
+      log.close();
+      std::fprintf(stderr,
+                   "scalinglab: train: diverged at step %lld (loss %g, grad norm %g); status "
+                   "diverged, the last good checkpoint in '%s' is kept\n",
+                   static_cast<long long>(step), loss, gnorm, ckpt_dir.c_str());
+      return 3;
+    }
+    const double clip = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? cfg.grad_clip / gnorm : 1.0;
+    for (const ParamInfo& p : model.params()) {
+      be->adamw(model.param(p), model.grad(p), opt.m.at(p.offset, p.numel),
+                opt.v.at(p.offset, p.numel), p.numel, static_cast<float>(lr),
+                static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2),
+                static_cast<float>(cfg.adam_eps),
+                p.decay() ? static_cast<float>(cfg.weight_decay) : 0.f, static_cast<float>(clip),
+                step + 1);
+    }
+    model.sync_compute_params();
+    ++step;
+    const double dt = seconds_since(ts);
+    log.append_train({step, step * tps, loss, lr, gnorm, static_cast<double>(tps) / dt,
+                      time_base + seconds_since(t0)});
+    const bool last = step == total;
+    if (step % cfg.eval_every == 0 || last) {
+      last_eval = evaluate(model, val, cfg.eval_tokens);
+      log.append_eval(step, step * tps, last_eval);
+      log.flush();
+      if (!opts.quiet)
+        std::printf("step %6lld/%lld  loss %.4f  val %.4f  lr %.2e  %.0f tok/s\n",
+                    static_cast<long long>(step), static_cast<long long>(total), loss, last_eval,
+                    lr, static_cast<double>(tps) / dt);
+      std::fflush(stdout);
+    }
+    if (step % cfg.checkpoint_every == 0 || last) checkpoint(time_base + seconds_since(t0));
+  }
+  log.set_status("completed");
+  log.close();
+  if (!opts.quiet)
+    std::printf("train: completed %lld steps, held-out loss %.4f nats/token; log %s\n",
+                static_cast<long long>(step), last_eval, log_path.c_str());
+  return 0;
+}
+
+}  // namespace sl
