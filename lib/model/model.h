@@ -25,7 +25,7 @@ class Model {
   int64_t num_params() const { return n_params_; }
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
-  Backend& backend() { return be_; }
+  Backend& backend() const { return be_; }
 
   // Flat buffers (backend memory, param_dtype): master parameters and their gradients.
   Tensor param_buffer() const { return params_; }
