@@ -53,6 +53,14 @@ double rel_diff(const A& a, const Vec& b) {
   return num / std::max(den, 1e-30);
 }
 
+// Asserts rel_diff(a, b) < tol and logs the value (shown with --log_level=message).
+template <class A>
+void expect_close(const std::string& what, const A& a, const Vec& b, double tol) {
+  const double e = rel_diff(a, b);
+  BOOST_TEST_MESSAGE(what << ": rel diff " << e);
+  BOOST_TEST(e < tol, what << ": rel diff " << e);
+}
+
 // One differentiable input x of an op and the buffer its backward writes d loss / d x into.
 struct Grad {
   std::string name;
@@ -579,9 +587,9 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     cpu::rmsnorm_forward(yf.data(), rstdf.data(), xf.data(), ldx, wf.data(), R_, C, 1e-6f);
     cpu::rmsnorm_backward(dxf.data(), dwf.data(), dyf.data(), xf.data(), ldx, wf.data(),
                           rstdf.data(), R_, C);
-    BOOST_TEST(rel_diff(yf, y) < tol);
-    BOOST_TEST(rel_diff(dxf, dx) < tol);
-    BOOST_TEST(rel_diff(dwf, dw) < tol);
+    expect_close("fp32 rmsnorm y", yf, y, tol);
+    expect_close("fp32 rmsnorm dx", dxf, dx, tol);
+    expect_close("fp32 rmsnorm dw", dwf, dw, tol);
   }
   {  // attention forward + backward
     const int64_t B = 1, T = 80, H = 2, hd = 16, n = B * T * H * hd;
@@ -597,11 +605,11 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
                            H, hd);
     cpu::attention_backward(dqf.data(), dkf.data(), dvf.data(), dOf.data(), qf.data(), kf.data(),
                             vf.data(), H * hd, of.data(), lsef.data(), B, T, H, hd);
-    BOOST_TEST(rel_diff(of, o) < tol);
-    BOOST_TEST(rel_diff(lsef, lse) < tol);
-    BOOST_TEST(rel_diff(dqf, dq) < tol);
-    BOOST_TEST(rel_diff(dkf, dk) < tol);
-    BOOST_TEST(rel_diff(dvf, dv) < tol);
+    expect_close("fp32 attention o", of, o, tol);
+    expect_close("fp32 attention lse", lsef, lse, tol);
+    expect_close("fp32 attention dq", dqf, dq, tol);
+    expect_close("fp32 attention dk", dkf, dk, tol);
+    expect_close("fp32 attention dv", dvf, dv, tol);
   }
   {  // cross-entropy
     const int64_t BT = 5, V = 300;
@@ -614,7 +622,7 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const double sf = cpu::cross_entropy(lossesf.data(), dlf.data(), lf.data(), targets.data(), BT,
                                          V, 0.25f);
     BOOST_TEST(std::abs(sf - s) / std::abs(s) < tol);
-    BOOST_TEST(rel_diff(dlf, dl) < tol);
+    expect_close("fp32 cross_entropy dl", dlf, dl, tol);
   }
   {  // conv1d + SiLU backward
     const int64_t B = 2, T = 20, C = 12, K = 4;
@@ -627,8 +635,8 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     cpu::conv1d_silu_forward(yf.data(), xf.data(), C, wf.data(), B, T, C, K);
     cpu::conv1d_silu_backward(dxf.data(), dwf.data(), dyf.data(), xf.data(), C, wf.data(), B, T, C,
                               K);
-    BOOST_TEST(rel_diff(yf, y) < tol);
-    BOOST_TEST(rel_diff(dxf, dx) < tol);
-    BOOST_TEST(rel_diff(dwf, dw) < tol);
+    expect_close("fp32 conv1d_silu y", yf, y, tol);
+    expect_close("fp32 conv1d_silu dx", dxf, dx, tol);
+    expect_close("fp32 conv1d_silu dw", dwf, dw, tol);
   }
 }
