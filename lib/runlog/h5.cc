@@ -29,7 +29,7 @@ std::string detail() {
 
 void fail(const std::string& what) {
   const std::string d = detail();
-  ::sl::fail(d.empty() ? what : what + ": " + d);
+  throw LibError(d.empty() ? what : what + ": " + d);
 }
 
 hid_t check(hid_t id, const std::string& what) {
@@ -89,7 +89,16 @@ Id open_attr(hid_t obj, const std::string& name, const std::string& where) {
 
 void write_string_attr(hid_t obj, const std::string& name, const std::string& value) {
   Id t = utf8_vlen_type();
-  Id a = create_attr(obj, name, t);
+  Id a;
+  if (H5Aexists(obj, name.c_str()) > 0) {
+    Id old(check(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "cannot open attribute '" + name + "'"),
+           H5Aclose);
+    Id old_type(check(H5Aget_type(old), "H5Aget_type"), H5Tclose);
+    Id old_space(check(H5Aget_space(old), "H5Aget_space"), H5Sclose);
+    if (H5Tis_variable_str(old_type) > 0 && H5Sget_simple_extent_npoints(old_space) == 1)
+      a = std::move(old);
+  }
+  if (!a.valid()) a = create_attr(obj, name, t);
   const char* p = value.c_str();
   check_status(H5Awrite(a, t, &p), "cannot write attribute '" + name + "'");
 }

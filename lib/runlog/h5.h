@@ -54,7 +54,15 @@ void quiet();
 // The innermost message on HDF5's error stack ("" if empty), then clears the stack.
 std::string detail();
 
-// Throws sl::Error("<what>: <innermost HDF5 message>").
+// An error the HDF5 library reported (as opposed to a file that is valid HDF5 but not what we
+// expect). Readers of a live file retry these: they can be transient while a writer rewrites
+// metadata.
+class LibError : public ::sl::Error {
+ public:
+  using ::sl::Error::Error;
+};
+
+// Throws LibError("<what>: <innermost HDF5 message>").
 [[noreturn]] void fail(const std::string& what);
 
 // Returns `id` if >= 0, else throws fail(what). For calls that return an identifier.
@@ -66,7 +74,9 @@ void check_status(herr_t status, const std::string& what);
 // (needed for SWMR).
 Id file_access(bool latest);
 
-// Scalar attributes on an object (file, group or dataset).
+// Scalar attributes on an object (file, group or dataset). A string attribute that exists as a
+// variable-length string is overwritten in place (never missing for a concurrent reader); any
+// other existing attribute of that name is replaced.
 void write_string_attr(hid_t obj, const std::string& name, const std::string& value);
 void write_int_attr(hid_t obj, const std::string& name, int64_t value);
 void write_double_attr(hid_t obj, const std::string& name, double value);

@@ -183,6 +183,10 @@ RunLog read_once(const std::string& path) {
   a.batch_tokens = h5::read_int_attr(file, "batch_tokens", where);
   a.tokens_planned = h5::read_int_attr(file, "tokens_planned", where);
   a.status = h5::read_string_attr(file, "status", where);
+  // A torn read of an attribute being rewritten (set_status) is retried like a library error.
+  bool status_ok = false;
+  for (const char* k : kStatuses) status_ok |= a.status == k;
+  if (!status_ok) throw h5::LibError(where + ": invalid status '" + a.status + "'");
   a.config = h5::read_string_attr(file, "config", where);
   a.version = h5::read_string_attr(file, "version", where);
   a.device = h5::read_string_attr(file, "device", where);
@@ -207,12 +211,13 @@ RunLog read_once(const std::string& path) {
 RunLog read_runlog(const std::string& path) {
   if (!path_exists(path)) fail("run log '" + path + "': no such file");
   // A writer changing `status` holds the file outside SWMR for a few milliseconds; opens and
-  // reads during that window fail, so retry for up to ~2 s before reporting the error.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  // reads during that window fail inside HDF5, so retry those for up to 1 s before reporting.
+  // Errors about content (schema, missing attribute) are final at once.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   for (;;) {
     try {
       return read_once(path);
-    } catch (const Error&) {
+    } catch (const h5::LibError&) {
       if (std::chrono::steady_clock::now() >= deadline) throw;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

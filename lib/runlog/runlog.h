@@ -21,16 +21,19 @@
 // Status. Attributes cannot be changed safely under SWMR, so set_status() flushes, closes the
 // SWMR writer, reopens the file read-write without SWMR, rewrites the `status` attribute,
 // flushes and fsyncs, and reopens SWMR-write. During those few milliseconds a reader's open may
-// fail; read_runlog() retries for up to ~2 s.
+// fail; read_runlog() retries HDF5-level failures for up to 1 s.
 //
 // Resume. A killed writer leaves the superblock marked "open for SWMR write", which HDF5 refuses
 // to open for writing. resume() therefore reads the old log through the SWMR reader, keeps the
 // rows the checkpoint covers, writes them to a fresh log.h5.tmp, fsyncs it and renames it over
 // log.h5, then continues appending there. No step is ever logged twice.
 //
-// File locking is disabled on every file this module opens (H5Pset_file_locking), because
-// HDF5's flock-based locks reject a SWMR reader on some file systems and outlive nothing useful.
-// Other readers (h5py, h5dump) may need HDF5_USE_FILE_LOCKING=FALSE while a run is live.
+// File locking is disabled on every file this module opens (H5Pset_file_locking, 1.10.7+):
+// HDF5's flock-based locks fail on some network file systems, and SWMR needs no lock.
+// Outside tools: a closed log opens anywhere (h5dump, h5py). A live or killed one must be opened
+// as a SWMR reader (h5py: File(p, "r", swmr=True) with HDF5_USE_FILE_LOCKING=FALSE); h5dump
+// refuses it until `h5clear -s log.h5` clears the "open for SWMR write" mark (only do that on a
+// killed run's file; resume() produces a clean file anyway).
 #pragma once
 #include <cstdint>
 #include <memory>
