@@ -6,4 +6,5 @@
 namespace sl::cli {
 void register_train(CLI::App& app);
 void register_fit(CLI::App& app);
+void register_bench(CLI::App& app);
 }  // namespace sl::cli

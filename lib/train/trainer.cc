@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "runlog/checkpoint.h"
 #include "runlog/runlog.h"
+#include "train/optimizer.h"
 #include "train/schedule.h"
 
 namespace sl {
@@ -28,17 +29,6 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
-
-// AdamW state: first and second moments, same dtype and layout as the master parameters.
-struct Optimizer {
-  Backend& be;
-  Tensor m, v;
-  Optimizer(Backend& b, int64_t n) : be(b), m(b.alloc(n, b.param_dtype())), v(b.alloc(n, b.param_dtype())) {}
-  ~Optimizer() {
-    be.free(m);
-    be.free(v);
-  }
-};
 
 // Mean loss over the held-out set (eval_batch layout: the last batch may hold fewer windows;
 // the rest of its rows are ignored targets).
@@ -60,12 +50,12 @@ double evaluate(Model& model, const TokenSource& val, int64_t eval_tokens) {
   return sum / static_cast<double>(count);
 }
 
-Checkpoint make_checkpoint(const Model& model, const Optimizer& opt, const TrainConfig& cfg,
+Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConfig& cfg,
                            int64_t step, double time_s) {
   Checkpoint c;
   std::vector<float> p = model.get_params(), m(p.size()), v(p.size());
-  model.backend().download(m.data(), opt.m);
-  model.backend().download(v.data(), opt.v);
+  model.backend().download(m.data(), opt.m());
+  model.backend().download(v.data(), opt.v());
   for (const ParamInfo& info : model.params()) {
     auto slice = [&](const std::vector<float>& all) {
       return std::vector<float>(all.begin() + info.offset, all.begin() + info.offset + info.numel);
@@ -83,7 +73,7 @@ Checkpoint make_checkpoint(const Model& model, const Optimizer& opt, const Train
 }
 
 // Restores parameters and AdamW moments; returns the step the checkpoint was taken after.
-int64_t restore_checkpoint(const Checkpoint& c, Model& model, Optimizer& opt, double& time_s) {
+int64_t restore_checkpoint(const Checkpoint& c, Model& model, AdamW& opt, double& time_s) {
   const int64_t n = model.num_params();
   std::vector<float> p(n), m(n), v(n);
   for (const ParamInfo& info : model.params()) {
@@ -96,8 +86,8 @@ int64_t restore_checkpoint(const Checkpoint& c, Model& model, Optimizer& opt, do
     put("adam_v:", v);
   }
   model.set_params(p);
-  model.backend().upload(opt.m, m.data());
-  model.backend().upload(opt.v, v.data());
+  model.backend().upload(opt.m(), m.data());
+  model.backend().upload(opt.v(), v.data());
   time_s = static_cast<double>(c.int_value("time_ms")) / 1000.0;
   return c.int_value("step");
 }
@@ -144,7 +134,7 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   // ---- model, optimizer, schedule -------------------------------------------------------------
   Model model(cfg.model, *be, cfg.batch_size, cfg.seq_len);
   model.init(cfg.seed);
-  Optimizer opt(*be, model.num_params());
+  AdamW opt(model, {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip});
   const int64_t tps = cfg.tokens_per_step(), total = cfg.steps();
   Schedule sched{cfg.schedule,       cfg.lr,
                  total,              (cfg.warmup_tokens + tps - 1) / tps,
@@ -213,7 +203,7 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
     sample_batch(train, cfg.seed, step, cfg.batch_size, cfg.seq_len, in.data(), tgt.data());
     const double loss = model.forward(in.data(), tgt.data(), 1.f);
     model.backward();
-    const double gnorm = std::sqrt(be->sum_squares(model.grad_buffer(), model.num_params()));
+    const double gnorm = opt.grad_norm();
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       log.set_status("diverged");
       log.close();
@@ -223,16 +213,7 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
                    static_cast<long long>(step), loss, gnorm, ckpt_dir.c_str());
       return 3;
     }
-    const double clip = cfg.grad_clip > 0 && gnorm > cfg.grad_clip ? cfg.grad_clip / gnorm : 1.0;
-    for (const ParamInfo& p : model.params()) {
-      be->adamw(model.param(p), model.grad(p), opt.m.at(p.offset, p.numel),
-                opt.v.at(p.offset, p.numel), p.numel, static_cast<float>(lr),
-                static_cast<float>(cfg.beta1), static_cast<float>(cfg.beta2),
-                static_cast<float>(cfg.adam_eps),
-                p.decay() ? static_cast<float>(cfg.weight_decay) : 0.f, static_cast<float>(clip),
-                step + 1);
-    }
-    model.sync_compute_params();
+    opt.update(lr, gnorm, step + 1);
     ++step;
     const double dt = seconds_since(ts);
     log.append_train({step, step * tps, loss, lr, gnorm, static_cast<double>(tps) / dt,

@@ -1,0 +1,127 @@
+// `scalinglab bench [--arch dense,hybrid] [--sizes L0,L1] [--device cpu|cuda[:i]] [--seq-len T]
+//                   [--batch B] [--vocab V] [--steps N] [--warmup W] [--json FILE]`
+// Training throughput of full optimizer steps (forward + backward + AdamW) on random tokens, per
+// ladder size and architecture: tokens/s, achieved FLOP/s by ModelSpec::flops_per_token, and MFU
+// when --peak-tflops is given.
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/backend.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/model.h"
+#include "train/optimizer.h"
+
+namespace sl::cli {
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  struct Args {
+    std::string archs = "dense,hybrid", sizes = "L0,L1", device = "cpu", json;
+    int64_t seq_len = 256, batch = 16, vocab = 256, steps = 5, warmup = 1;
+    int threads = 0;
+    double peak_tflops = 0;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("bench", "Training tokens/s and MFU per ladder size");
+  cmd->add_option("--arch", a->archs, "Comma-separated: dense, hybrid, or A/G patterns");
+  cmd->add_option("--sizes", a->sizes, "Comma-separated ladder presets (L0..L5, S1, S3, S4)");
+  cmd->add_option("--device", a->device, "cpu | cuda[:i]");
+  cmd->add_option("--seq-len", a->seq_len, "Tokens per sequence");
+  cmd->add_option("--batch", a->batch, "Sequences per step");
+  cmd->add_option("--vocab", a->vocab, "Vocabulary size");
+  cmd->add_option("--steps", a->steps, "Timed steps");
+  cmd->add_option("--warmup", a->warmup, "Untimed steps first");
+  cmd->add_option("--peak-tflops", a->peak_tflops, "Device peak (for MFU), e.g. 989 for H100 bf16");
+  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--json", a->json, "Also write the results as JSON");
+  cmd->callback([a]() {
+    if (a->threads > 0) omp_set_num_threads(a->threads);
+    nlohmann::json rows = nlohmann::json::array();
+    std::printf("%-8s %-4s %5s %3s %11s %11s %12s %10s %6s\n", "arch", "size", "d", "L", "params",
+                "non-emb", "tokens/s", "GFLOP/s", "MFU");
+    for (const std::string& arch : split(a->archs)) {
+      for (const std::string& size : split(a->sizes)) {
+        const LadderSize* ls = find_ladder(size);
+        if (!ls) fail("bench --sizes: unknown ladder preset '" + size + "'");
+        ModelSpec s;
+        s.arch = arch;
+        s.d_model = ls->d_model;
+        s.n_heads = ls->n_heads;
+        s.vocab_size = a->vocab;
+        if (arch == "dense")
+          s.pattern = std::string(ls->n_layers, 'A');
+        else if (arch == "hybrid")
+          s.pattern = hybrid_pattern(ls->n_layers);
+        else
+          s.pattern = arch;
+        s.finalize();
+        auto be = make_backend(a->device);
+        Model model(s, *be, a->batch, a->seq_len);
+        model.init(0);
+        AdamW opt(model, {});
+        const int64_t n = a->batch * a->seq_len;
+        std::vector<int32_t> in(n), tgt(n);
+        Rng rng(1, 0);
+        for (int64_t i = 0; i < n; ++i) {
+          in[i] = static_cast<int32_t>(rng.below(a->vocab));
+          tgt[i] = static_cast<int32_t>(rng.below(a->vocab));
+        }
+        auto step = [&](int64_t t) {
+          model.zero_grad();
+          model.forward(in.data(), tgt.data(), 1.f);
+          model.backward();
+          opt.update(1e-4, opt.grad_norm(), t);
+        };
+        for (int64_t i = 0; i < a->warmup; ++i) step(i + 1);
+        be->synchronize();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < a->steps; ++i) step(a->warmup + i + 1);
+        be->synchronize();
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double tps = static_cast<double>(n * a->steps) / dt;
+        const double flops = tps * s.flops_per_token(a->seq_len);
+        const double mfu = a->peak_tflops > 0 ? flops / (a->peak_tflops * 1e12) : 0;
+        const int64_t np = model.num_params(), nne = count_params(model.params(), false);
+        std::printf("%-8s %-4s %5lld %3lld %11lld %11lld %12.0f %10.2f %6s\n", arch.c_str(),
+                    size.c_str(), static_cast<long long>(s.d_model),
+                    static_cast<long long>(s.n_layers()), static_cast<long long>(np),
+                    static_cast<long long>(nne), tps, flops / 1e9,
+                    mfu > 0 ? (std::to_string(mfu * 100).substr(0, 4) + "%").c_str() : "-");
+        std::fflush(stdout);
+        rows.push_back({{"arch", arch}, {"size", size}, {"pattern", s.pattern},
+                        {"d_model", s.d_model}, {"n_layers", s.n_layers()}, {"n_params", np},
+                        {"n_params_nonembedding", nne}, {"device", be->name()},
+                        {"seq_len", a->seq_len}, {"batch", a->batch}, {"vocab", a->vocab},
+                        {"tokens_per_s", tps}, {"flops_per_token", s.flops_per_token(a->seq_len)},
+                        {"flops_per_s", flops}, {"mfu", mfu}});
+      }
+    }
+    if (!a->json.empty()) {
+      std::ofstream f(a->json);
+      if (!f) fail("bench --json '" + a->json + "': cannot write");
+      f << rows.dump(2) << "\n";
+    }
+  });
+}
+
+}  // namespace sl::cli
