@@ -1,10 +1,10 @@
 // Counter-based random numbers: SplitMix64 over a key derived from (seed, stream).
 //
-// Value k of the generator Rng(seed, stream) is mix64(key + (k + 1) * kGamma), with
-// key = mix64(seed ^ kSeedSalt) ^ mix64(stream + kStreamSalt): a pure function of (seed, stream, k).
-// So a draw can be reproduced from its coordinates alone (the data sampler keys a generator by
-// (seed, step, window) and needs no state to resume), and two streams of one seed are
-// independent for all practical purposes. The formulas are part of the reproducibility contract:
+// Value k (k = 1, 2, ...) of Rng(seed, stream) is mix64(key + k * kGamma), where
+//   key = mix64(seed ^ kSeedSalt) ^ mix64(stream + kStreamSalt),
+// a pure function of (seed, stream, k). So a draw can be reproduced from its coordinates alone
+// (the data sampler keys a generator by (seed, step, window) and needs no state to resume), and
+// two streams of one seed are independent for all practical purposes. The formulas are part of the reproducibility contract:
 // changing them changes every run's data order and initial weights.
 #pragma once
 #include <cmath>
@@ -12,7 +12,7 @@
 
 namespace sl {
 
-// SplitMix64's finalizer (Steele, Lea, Flood 2014): a bijection on 64-bit words with full avalanche.
+// SplitMix64's finalizer (Steele, Lea, Flood 2014): a bijection on 64-bit words, full avalanche.
 inline constexpr uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;

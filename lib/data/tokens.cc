@@ -38,7 +38,8 @@ struct File {
 bool is_glob(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string human(int64_t n) {
@@ -147,8 +148,8 @@ struct TokenSource::Impl {
   void copy(const File& f, int64_t pos, int64_t n, int32_t* out) const {
     const char* kind = shards ? "shard" : "data file";
     auto bad = [&](int64_t i, uint64_t id) {
-      fail(std::string(kind) + " '" + f.path + "': token id " + std::to_string(id) +
-           " at offset " + std::to_string(pos + i) + " >= vocab_size " + std::to_string(vocab));
+      fail(std::string(kind) + " '" + f.path + "': token id " + std::to_string(id) + " at offset " +
+           std::to_string(pos + i) + " >= vocab_size " + std::to_string(vocab));
     };
     const uint64_t v = static_cast<uint64_t>(vocab);
     if (f.width == 1) {
@@ -181,8 +182,8 @@ struct TokenSource::Impl {
 
 TokenSource TokenSource::open(const std::string& spec, int64_t vocab_size) {
   if (spec.empty()) fail("data: empty path");
-  if (vocab_size <= 0) fail("data '" + spec + "': vocab_size " + std::to_string(vocab_size) +
-                            " must be positive");
+  if (vocab_size <= 0)
+    fail("data '" + spec + "': vocab_size " + std::to_string(vocab_size) + " must be positive");
   auto impl = std::make_shared<Impl>();
   impl->spec = spec;
   impl->vocab = vocab_size;
@@ -272,7 +273,8 @@ void TokenSource::validate() const {
   // Chunked so the scratch buffer stays small; read() does the checking.
   constexpr int64_t kChunk = 1 << 20;
   std::vector<int32_t> buf(kChunk);
-  for (int64_t pos = 0; pos < size(); pos += kChunk) read(pos, std::min(kChunk, size() - pos), buf.data());
+  for (int64_t pos = 0; pos < size(); pos += kChunk)
+    read(pos, std::min(kChunk, size() - pos), buf.data());
 }
 
 std::string TokenSource::describe() const {
@@ -294,8 +296,8 @@ std::string TokenSource::describe() const {
 namespace {
 
 void check_window(const TokenSource& src, int64_t seq_len) {
-  if (seq_len <= 0) fail("data '" + src.spec() + "': seq_len " + std::to_string(seq_len) +
-                         " must be positive");
+  if (seq_len <= 0)
+    fail("data '" + src.spec() + "': seq_len " + std::to_string(seq_len) + " must be positive");
   if (src.size() < seq_len + 1)
     fail("data '" + src.spec() + "': " + std::to_string(src.size()) +
          " tokens, fewer than seq_len + 1 = " + std::to_string(seq_len + 1));
@@ -306,9 +308,10 @@ void check_window(const TokenSource& src, int64_t seq_len) {
 void sample_batch(const TokenSource& src, uint64_t seed, int64_t step, int64_t batch,
                   int64_t seq_len, int32_t* inputs, int32_t* targets) {
   check_window(src, seq_len);
-  if (batch <= 0) fail("data '" + src.spec() + "': batch " + std::to_string(batch) +
-                       " must be positive");
-  const uint64_t n_starts = static_cast<uint64_t>(src.size() - seq_len);  // starts 0..size-seq_len-1
+  if (batch <= 0)
+    fail("data '" + src.spec() + "': batch " + std::to_string(batch) + " must be positive");
+  const uint64_t n_starts =
+      static_cast<uint64_t>(src.size() - seq_len);  // starts 0..size-seq_len-1
   for (int64_t i = 0; i < batch; ++i) {
     Rng rng(seed, stream_id(static_cast<uint64_t>(step), static_cast<uint64_t>(i)));
     const int64_t start = static_cast<int64_t>(rng.below(n_starts));
@@ -326,8 +329,8 @@ int64_t eval_windows(const TokenSource& src, int64_t n_tokens, int64_t seq_len) 
 }
 
 int64_t eval_batches(const TokenSource& src, int64_t n_tokens, int64_t batch, int64_t seq_len) {
-  if (batch <= 0) fail("data '" + src.spec() + "': eval batch " + std::to_string(batch) +
-                       " must be positive");
+  if (batch <= 0)
+    fail("data '" + src.spec() + "': eval batch " + std::to_string(batch) + " must be positive");
   const int64_t w = eval_windows(src, n_tokens, seq_len);
   return (w + batch - 1) / batch;
 }

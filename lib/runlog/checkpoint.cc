@@ -50,8 +50,7 @@ void write_checkpoint(const std::string& dir, const Checkpoint& c) {
   for (const auto& [name, v] : c.ints) check_name(final_path, "int", name);
   for (const auto& [name, v] : c.strings) check_name(final_path, "string", name);
   make_dirs(dir);
-  if (path_exists(tmp) && ::unlink(tmp.c_str()) != 0)
-    fail(where + ": cannot remove stale file");
+  if (path_exists(tmp) && ::unlink(tmp.c_str()) != 0) fail(where + ": cannot remove stale file");
   {
     Id fapl = h5::file_access(false);
     Id file(h5::check(H5Fcreate(tmp.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl),
@@ -103,16 +102,14 @@ Checkpoint read_checkpoint(const std::string& dir) {
 
   Id arrays = open_group(file, "arrays", where);
   std::vector<std::string> names;
-  h5::check_status(
-      H5Literate(arrays, H5_INDEX_NAME, H5_ITER_NATIVE, nullptr, collect_link, &names),
-      where + ": cannot list /arrays");
+  h5::check_status(H5Literate(arrays, H5_INDEX_NAME, H5_ITER_NATIVE, nullptr, collect_link, &names),
+                   where + ": cannot list /arrays");
   for (const std::string& name : names) {
     const std::string what = where + ": array '" + name + "'";
     Id ds(h5::check(H5Dopen2(arrays, name.c_str(), H5P_DEFAULT), what + " cannot be opened"),
           H5Dclose);
     Id type(h5::check(H5Dget_type(ds), what), H5Tclose);
-    if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 4)
-      fail(what + " is not float32");
+    if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 4) fail(what + " is not float32");
     Id space(h5::check(H5Dget_space(ds), what), H5Sclose);
     if (H5Sget_simple_extent_ndims(space) != 1) fail(what + " is not 1-D");
     const hssize_t n = H5Sget_simple_extent_npoints(space);
@@ -126,9 +123,8 @@ Checkpoint read_checkpoint(const std::string& dir) {
 
   Id ints = open_group(file, "ints", where);
   names.clear();
-  h5::check_status(
-      H5Aiterate2(ints, H5_INDEX_NAME, H5_ITER_NATIVE, nullptr, collect_attr, &names),
-      where + ": cannot list /ints");
+  h5::check_status(H5Aiterate2(ints, H5_INDEX_NAME, H5_ITER_NATIVE, nullptr, collect_attr, &names),
+                   where + ": cannot list /ints");
   for (const std::string& name : names) c.ints[name] = h5::read_int_attr(ints, name, where);
 
   Id strings = open_group(file, "strings", where);
@@ -154,8 +150,8 @@ const std::vector<float>& Checkpoint::array(const std::string& name, size_t expe
 int64_t Checkpoint::int_value(const std::string& name) const {
   auto it = ints.find(name);
   if (it == ints.end())
-    fail("checkpoint " + (source.empty() ? std::string("(memory)") : source) + ": no int '" +
-         name + "'");
+    fail("checkpoint " + (source.empty() ? std::string("(memory)") : source) + ": no int '" + name +
+         "'");
   return it->second;
 }
 

@@ -123,16 +123,15 @@ hsize_t extent(hid_t ds, const std::string& what) {
 
 // One table read back: columns as int64 or double, trimmed to rows that are complete.
 struct TableData {
-  std::vector<std::vector<int64_t>> ints;   // indexed by column (empty for float columns)
-  std::vector<std::vector<double>> reals;   // indexed by column (empty for int columns)
+  std::vector<std::vector<int64_t>> ints;  // indexed by column (empty for float columns)
+  std::vector<std::vector<double>> reals;  // indexed by column (empty for int columns)
 };
 
 TableData read_table(hid_t file, const TableSpec& t, const std::string& where) {
   const std::string gname = std::string("/") + t.group;
   const htri_t exists = H5Lexists(file, t.group, H5P_DEFAULT);
   if (exists <= 0) fail(where + ": missing group " + gname);
-  Id g(h5::check(H5Gopen2(file, t.group, H5P_DEFAULT), where + ": cannot open " + gname),
-       H5Gclose);
+  Id g(h5::check(H5Gopen2(file, t.group, H5P_DEFAULT), where + ": cannot open " + gname), H5Gclose);
   std::vector<Id> ds;
   hsize_t n = std::numeric_limits<hsize_t>::max();
   for (const char* col : t.columns) {
@@ -267,8 +266,8 @@ struct RunLogWriter::Impl {
       tb.cols.resize(spec.columns.size());
       for (size_t c = 0; c < spec.columns.size(); ++c) {
         const std::string what = where() + ": dataset /" + spec.group + "/" + spec.columns[c];
-        tb.cols[c].ds = Id(h5::check(H5Dopen2(tb.group, spec.columns[c], H5P_DEFAULT), what),
-                           H5Dclose);
+        tb.cols[c].ds =
+            Id(h5::check(H5Dopen2(tb.group, spec.columns[c], H5P_DEFAULT), what), H5Dclose);
         const hsize_t n = extent(tb.cols[c].ds, what);
         if (c == 0) tb.written = n;
         if (n != tb.written)
@@ -299,8 +298,7 @@ struct RunLogWriter::Impl {
     const hsize_t n = at + k;
     h5::check_status(H5Dset_extent(col.ds, &n), what);
     Id fspace(h5::check(H5Dget_space(col.ds), what), H5Sclose);
-    h5::check_status(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &at, nullptr, &k, nullptr),
-                     what);
+    h5::check_status(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &at, nullptr, &k, nullptr), what);
     Id mspace(h5::check(H5Screate_simple(1, &k, nullptr), what), H5Sclose);
     h5::check_status(H5Dwrite(col.ds, memtype, mspace, fspace, H5P_DEFAULT, buf.data()), what);
     h5::check_status(H5Dflush(col.ds), what);

@@ -143,8 +143,12 @@ BOOST_AUTO_TEST_CASE(llmc_v1_shards_read_back_exactly_across_shard_boundaries) {
       BOOST_TEST((out == std::vector<int32_t>(all.begin() + pos, all.begin() + pos + n)));
     }
   }
-  expect_one_line_error([&] { std::vector<int32_t> o(10); s.read(3495, 10, o.data()); },
-                        {"train_*.bin", "outside"});
+  expect_one_line_error(
+      [&] {
+        std::vector<int32_t> o(10);
+        s.read(3495, 10, o.data());
+      },
+      {"train_*.bin", "outside"});
 }
 
 BOOST_AUTO_TEST_CASE(llmc_v7_uint32_shards_read_back_exactly) {
@@ -184,7 +188,8 @@ BOOST_AUTO_TEST_CASE(bad_magic_or_version_errors_name_the_shard) {
                         {"shard '" + ver + "'", "version 7 (expected 1)"});
   const std::string tiny = d.path + "/tiny.bin";
   write_bytes(tiny, "short");
-  expect_one_line_error([&] { TokenSource::open(tiny, 50304); }, {"shard '" + tiny + "'", "header"});
+  expect_one_line_error([&] { TokenSource::open(tiny, 50304); },
+                        {"shard '" + tiny + "'", "header"});
 }
 
 BOOST_AUTO_TEST_CASE(truncated_or_overlong_shard_bodies_are_rejected_at_open) {
@@ -360,10 +365,10 @@ BOOST_AUTO_TEST_CASE(rng_is_counter_based_and_its_distributions_have_the_right_m
   }
   BOOST_TEST(umin >= 0.0);
   BOOST_TEST(umax < 1.0);
-  BOOST_TEST(std::abs(su / n - 0.5) < 0.003);      // se = 0.29 / sqrt(n) = 4.6e-4
-  BOOST_TEST(std::abs(sn / n) < 0.01);             // se = 1.6e-3
-  BOOST_TEST(std::abs(sn2 / n - 1.0) < 0.015);     // se = sqrt(2 / n) = 2.2e-3
-  BOOST_TEST(std::abs(sn4 / n - 3.0) < 0.1);       // kurtosis of a normal, se ~ 0.015
+  BOOST_TEST(std::abs(su / n - 0.5) < 0.003);   // se = 0.29 / sqrt(n) = 4.6e-4
+  BOOST_TEST(std::abs(sn / n) < 0.01);          // se = 1.6e-3
+  BOOST_TEST(std::abs(sn2 / n - 1.0) < 0.015);  // se = sqrt(2 / n) = 2.2e-3
+  BOOST_TEST(std::abs(sn4 / n - 3.0) < 0.1);    // kurtosis of a normal, se ~ 0.015
   std::set<uint64_t> seen;
   for (int i = 0; i < 1000; ++i) seen.insert(r.below(10));
   BOOST_TEST(seen.size() == 10u);

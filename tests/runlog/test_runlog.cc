@@ -55,8 +55,13 @@ sl::RunAttrs sample_attrs() {
 
 // Row i of the synthetic training curve; every field distinct so swaps are caught.
 TrainRow row(int64_t i) {
-  return TrainRow{i, (i + 1) * 4096, 5.0 / (1.0 + 0.01 * i), 3e-3 * (i % 7) / 7.0,
-                  1.0 + 0.5 * std::sin(0.1 * i), 1e5 + i, 0.25 * i};
+  return TrainRow{i,
+                  (i + 1) * 4096,
+                  5.0 / (1.0 + 0.01 * i),
+                  3e-3 * (i % 7) / 7.0,
+                  1.0 + 0.5 * std::sin(0.1 * i),
+                  1e5 + i,
+                  0.25 * i};
 }
 
 void check_row(const TrainRow& got, int64_t i) {
