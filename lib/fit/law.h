@@ -1,0 +1,152 @@
+// Robust multi-start fits of power-law scaling laws with Ceres, and their bootstrap.
+//
+// A law with T power-law terms (T = 2: Chinchilla, T = 1: a per-size data law)
+//
+//   L(x) = E + sum_k A_k / x_k^alpha_k,        Chinchilla: x = (N, D), A_1 = A, A_2 = B,
+//                                                          alpha_1 = alpha, alpha_2 = beta
+//
+// is fitted as in Hoffmann et al. (2022) and Besiroglu et al. (Epoch AI, 2024): with internal
+// parameters theta = (e, a_1, alpha_1, ..., a_T, alpha_T), E = exp(e), A_k = exp(a_k), the log
+// residual of point i is
+//
+//   r_i(theta) = LSE(e, a_1 - alpha_1 log x_1i, ..., a_T - alpha_T log x_Ti) - log L_i
+//
+// (LSE = log-sum-exp), and the objective is the weighted Huber sum
+//
+//   f(theta) = sum_i w_i h(r_i),  h(r) = r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) else,
+//
+// minimised from every point of a start grid (Hoffmann's 4,500 points for Chinchilla), keeping the
+// best. The objective value is the same number Epoch AI reports (scipy.special.huber summed).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fit/points.h"
+
+namespace sl::fit {
+
+// The data of one fit, in log space.
+struct LawData {
+  int terms = 2;                      // T: 2 for Chinchilla (N, D), 1 for a data law (D)
+  std::vector<double> log_x[2];       // log x_k for each point (k < terms)
+  std::vector<double> log_loss;       // log L_i
+  std::vector<double> weight;         // w_i > 0
+  size_t size() const { return log_loss.size(); }
+};
+
+// Chinchilla data: x = (N, D). Throws sl::Error if there are fewer points than the 5 parameters
+// or fewer than 2 distinct N or D.
+LawData chinchilla_data(const Points& p);
+// Data law for one model size: x = D. Throws sl::Error if fewer than 3 points or distinct D.
+LawData data_law_data(const std::vector<double>& d, const std::vector<double>& loss,
+                      const std::vector<double>& weight);
+
+// Natural parameter names in theta order: {"E", "A", "alpha", "B", "beta"} for T = 2 and
+// {"E", "B", "beta"} for T = 1.
+std::vector<std::string> param_names(int terms);
+// Natural values (E, A_k, alpha_k) from theta, and back.
+std::vector<double> natural_params(int terms, const std::vector<double>& theta);
+std::vector<double> internal_params(int terms, const std::vector<double>& natural);
+
+// Hoffmann et al.'s start grid in theta: alpha_k in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1},
+// a_k in {0, 5, ..., 25}: 5 * 5 * 5 * 6 * 6 = 4,500 starts for T = 2, 150 for T = 1.
+std::vector<std::vector<double>> hoffmann_grid(int terms);
+
+// How the Huber sum is handed to Ceres.
+enum class Formulation {
+  // One residual block with 1 + P residuals (P = 1 + 2T): residual 0 is sqrt(2 f) (so Ceres' cost
+  // 1/2 |residuals|^2 is exactly f), with Jacobian row grad f / sqrt(2 f); residuals 1..P are 0 with
+  // a Jacobian R, R^T R = sum_i w_i c_i J_i^T J_i, c_i = h''(r_i) + h'(r_i)^2 / (2 h(r_i) + kappa):
+  // the Gauss-Newton curvature of the Huber sum (points in the quadratic zone) plus a small
+  // IRLS-like term for the linear zone that keeps the model positive far from an optimum. Exact
+  // cost and gradient; a better curvature model than ceres::HuberLoss' (whose Triggs correction is
+  // clamped for Huber, giving linear convergence), and O(P^2) work for Ceres per iteration.
+  kCompressed,
+  // One residual block per point (autodiff of LogLawResidual) with ceres::HuberLoss(delta) scaled
+  // by w_i: the textbook Ceres formulation. Same objective, slower; kept as the reference.
+  kPerPoint,
+};
+
+// Bounds on one natural parameter (E, A, B > 0 are bounded through their logs).
+struct Bound {
+  double lo = -std::numeric_limits<double>::infinity();  // lower bound (natural units)
+  double hi = std::numeric_limits<double>::infinity();   // upper bound (natural units)
+};
+
+struct FitOptions {
+  double huber_delta = 1e-3;  // Huber threshold delta on log residuals (Hoffmann, Epoch AI)
+  std::vector<std::vector<double>> starts;  // start points in theta; empty: hoffmann_grid(T)
+  int num_threads = 0;        // threads for the start grid and the bootstrap; 0: all cores
+  int max_iterations = 500;   // Ceres iterations per start (a start that hits it did not converge)
+  double function_tolerance = 1e-8;   // grid starts: stop when |df| / f < this
+  double parameter_tolerance = 1e-8;  // grid starts: stop when |dtheta| / |theta| < this
+  double gradient_tolerance = 1e-12;  // stop when max |projected gradient| < this
+  // The best start is then polished with these tighter tolerances; its termination decides
+  // FitResult::converged. The bootstrap refits use them too.
+  double polish_function_tolerance = 1e-12;   // |df| / f for the polish
+  double polish_parameter_tolerance = 1e-10;  // |dtheta| / |theta| for the polish
+  double best_rtol = 1e-5;  // a start ends "at the best" when f <= f_best (1 + best_rtol)
+  double kappa = 1e-4;      // kappa of the compressed curvature model (see Formulation)
+  Formulation formulation = Formulation::kCompressed;  // see Formulation
+  std::map<std::string, Bound> bounds;  // by natural parameter name ("E", "A", "alpha", ...)
+};
+
+struct FitResult {
+  int terms = 2;
+  std::vector<std::string> names;  // natural parameter names (param_names(terms))
+  std::vector<double> theta;       // internal parameters at the optimum
+  std::vector<double> values;      // natural parameters at the optimum, in names order
+  double objective = 0;            // f at the optimum (weighted Huber sum)
+  int n_points = 0;
+  int starts = 0;                  // grid starts run
+  int starts_at_best = 0;          // starts that ended within best_rtol of the best objective
+  int starts_failed = 0;           // starts whose evaluation failed (non-finite at the start)
+  int best_start = -1;             // index of the best start in the grid
+  bool converged = false;          // the polished best start met a convergence criterion
+  std::string termination;         // Ceres' message for the polished best start
+  int iterations = 0;              // Ceres iterations of the polish
+  std::vector<std::string> bound_hit;  // parameters at (within 1e-6 of) a bound
+  std::vector<std::string> warnings;   // not converged, bounds hit: for stderr
+  double seconds = 0;              // wall time of the grid and the polish
+  double value(const std::string& name) const;  // natural parameter by name
+};
+
+// Multi-start fit. Throws sl::Error if no start produced a finite objective.
+FitResult fit_law(const LawData& data, const FitOptions& options);
+
+// One local solve from `start` (theta) with the polish tolerances; for tests and the bootstrap.
+FitResult fit_law_from(const LawData& data, const FitOptions& options,
+                       const std::vector<double>& start);
+
+struct BootstrapResult {
+  int n = 0;              // replicates
+  uint64_t seed = 0;
+  uint64_t stream = 0;    // replicate k draws from Rng(seed, stream_id(stream, k))
+  int n_failed = 0;       // replicates whose refit failed (their samples are NaN)
+  int n_not_converged = 0;  // replicates that stopped at max_iterations (kept)
+  std::vector<std::string> names;
+  std::vector<std::vector<double>> samples;  // [replicate][parameter], natural values
+  std::vector<double> se;                    // standard deviation over replicates (ddof 1)
+  std::vector<double> ci_lo, ci_hi;          // 2.5% and 97.5% percentiles (linear interpolation)
+  double seconds = 0;
+};
+
+// Resamples the points with replacement (replicate k from Rng(seed, stream_id(stream, k)), so
+// results do not depend on the thread count) and refits each replicate from `full.theta` with
+// the polish tolerances.
+BootstrapResult bootstrap_law(const LawData& data, const FitResult& full,
+                              const FitOptions& options, int replicates, uint64_t seed,
+                              uint64_t stream = 0);
+
+// Percentile q in [0, 1] of the non-NaN values of `v` (linear interpolation between order
+// statistics, as numpy's default; +-inf values take part in the order); NaN if there are none.
+double percentile(std::vector<double> v, double q);
+
+// Runs fn(task) for task in [0, n) on `threads` threads (0: all cores); rethrows the first error.
+void parallel_for(int n, int threads, const std::function<void(int task, int thread)>& fn);
+
+}  // namespace sl::fit

@@ -1,0 +1,145 @@
+#include "fit/report.h"
+
+#include <cmath>
+
+#include "fit/chinchilla.h"
+
+namespace sl::fit {
+
+using nlohmann::json;
+
+json num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_delta) {
+  json j;
+  j["form"] = fit.terms == 2 ? "chinchilla" : "data_law";
+  j["n_points"] = fit.n_points;
+  json params = json::object();
+  for (size_t k = 0; k < fit.names.size(); ++k) params[fit.names[k]] = num(fit.values[k]);
+  j["params"] = params;
+  j["objective"] = num(fit.objective);
+  j["huber_delta"] = huber_delta;
+  j["starts"] = fit.starts;
+  j["starts_at_best"] = fit.starts_at_best;
+  j["starts_failed"] = fit.starts_failed;
+  j["converged"] = fit.converged;
+  j["termination"] = fit.termination;
+  j["iterations"] = fit.iterations;
+  j["bound_hit"] = fit.bound_hit;
+  j["warnings"] = fit.warnings;
+  j["seconds"] = fit.seconds;
+  if (fit.terms == 2) {
+    Chinchilla c = Chinchilla::from(fit);
+    j["compute_optimal"] = {{"G", num(c.G())}, {"a", num(c.a())}, {"b", num(c.b())},
+                            {"gamma", num(c.gamma())}, {"K", num(c.K())}};
+  }
+  if (boot && boot->n > 0) {
+    json se = json::object(), ci = json::object();
+    for (size_t k = 0; k < boot->names.size(); ++k) {
+      se[boot->names[k]] = num(boot->se[k]);
+      ci[boot->names[k]] = json::array({num(boot->ci_lo[k]), num(boot->ci_hi[k])});
+    }
+    j["bootstrap"] = {{"n", boot->n},
+                      {"seed", boot->seed},
+                      {"se", se},
+                      {"ci95", ci},
+                      {"failed", boot->n_failed},
+                      {"not_converged", boot->n_not_converged},
+                      {"seconds", boot->seconds}};
+  }
+  return j;
+}
+
+namespace {
+
+json ratio_json(const Ratio& r, const char* value_key, const char* base_key,
+                const char* cand_key, bool with_boot) {
+  json j;
+  j[value_key] = num(r.value);
+  j["status"] = r.status;
+  j[base_key] = num(r.baseline);
+  j[cand_key] = num(r.candidate);
+  if (with_boot) {
+    j["ci95"] = json::array({num(r.ci_lo), num(r.ci_hi)});
+    if (std::isinf(r.ci_hi))
+      j["ci95_note"] = "upper bound unbounded: L* was unreachable for the baseline in more than "
+                       "2.5% of the bootstrap replicates";
+    j["bootstrap"] = {{"ok", r.boot_ok},
+                      {"unreachable_baseline", r.boot_unreachable_baseline},
+                      {"unreachable_candidate", r.boot_unreachable_candidate},
+                      {"unreachable_both", r.boot_unreachable_both}};
+  }
+  return j;
+}
+
+}  // namespace
+
+json savings_json(const SavingsResult& r, double huber_delta) {
+  const bool boot = r.bootstrap > 0;
+  json j;
+  j["baseline"] = r.baseline.name;
+  j["candidate"] = r.candidate.name;
+  j["target_loss"] = r.target_loss;
+  j["target_rule"] = r.target_rule;
+  json pts = json::array();
+  for (const SavingsPoint& p : r.points) {
+    json q = {{"n", p.n}};
+    q.update(ratio_json(p.savings, "savings", "tokens_baseline", "tokens_candidate", boot));
+    q["loss_floor_baseline"] = num(p.floor_baseline);
+    q["loss_floor_candidate"] = num(p.floor_candidate);
+    pts.push_back(q);
+  }
+  j["points"] = pts;
+  j["compute_multiplier"] = ratio_json(r.compute_multiplier, "value", "compute_baseline",
+                                       "compute_candidate", boot);
+  json co = json::object(), fits = json::object(), per = json::object();
+  for (const ArchFit* a : {&r.baseline, &r.candidate}) {
+    Chinchilla c = Chinchilla::from(a->fit);
+    json table = json::array();
+    for (double cc : r.at_c)
+      table.push_back({{"c", cc},
+                       {"n_opt", num(c.n_opt(cc))},
+                       {"d_opt", num(c.d_opt(cc))},
+                       {"loss", num(c.loss_opt(cc))}});
+    co[a->name] = {{"G", num(c.G())}, {"a", num(c.a())}, {"b", num(c.b())},
+                   {"compute_at_target", num(c.compute_for_loss(r.target_loss))},
+                   {"points", table}};
+    json f = fit_json(a->fit, boot ? &a->boot : nullptr, huber_delta);
+    f["n_dropped_status"] = a->points.n_dropped_status;
+    f["n_dropped_highest"] = a->points.n_dropped_highest;
+    fits[a->name] = f;
+    json sizes = json::array();
+    for (const PerSizeFit& s : a->sizes) {
+      json e = {{"size", s.key}, {"n", s.n}, {"n_points", s.n_points}};
+      if (!s.skipped.empty()) {
+        e["skipped"] = s.skipped;
+      } else {
+        e["E"] = num(s.fit.value("E"));
+        e["B"] = num(s.fit.value("B"));
+        e["beta"] = num(s.fit.value("beta"));
+        e["objective"] = num(s.fit.objective);
+        e["converged"] = s.fit.converged;
+        e["bound_hit"] = s.fit.bound_hit;
+        e["tokens_at_target"] = num(s.tokens_at_target);
+      }
+      sizes.push_back(e);
+    }
+    per[a->name] = sizes;
+  }
+  json ps = json::array();
+  for (const PerSizeSavings& s : r.per_size) {
+    json e = {{"size", s.key}, {"n_baseline", s.n_baseline}, {"n_candidate", s.n_candidate}};
+    e.update(ratio_json(s.savings, "savings", "tokens_baseline", "tokens_candidate", false));
+    ps.push_back(e);
+  }
+  per["savings"] = ps;
+  j["compute_optimal"] = co;
+  j["fits"] = fits;
+  j["per_size"] = per;
+  j["bootstrap"] = {{"n", r.bootstrap}, {"seed", r.seed}};
+  j["warnings"] = r.warnings;
+  j["seconds"] = r.seconds;
+  return j;
+}
+
+}  // namespace sl::fit

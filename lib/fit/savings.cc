@@ -1,0 +1,256 @@
+#include "fit/savings.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+
+#include "core/error.h"
+#include "fit/chinchilla.h"
+
+namespace sl::fit {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Value of a replicate's ratio: b/c, +inf (baseline unreachable), 0 (candidate unreachable) or
+// NaN (neither reachable, or a failed refit).
+double replicate_ratio(double b, double c, Ratio* r) {
+  if (std::isnan(b) || std::isnan(c)) return std::nan("");
+  bool rb = std::isfinite(b), rc = std::isfinite(c);
+  if (rb && rc) {
+    ++r->boot_ok;
+    return b / c;
+  }
+  if (!rb && !rc) {
+    ++r->boot_unreachable_both;
+    return std::nan("");
+  }
+  if (!rb) {
+    ++r->boot_unreachable_baseline;
+    return kInf;
+  }
+  ++r->boot_unreachable_candidate;
+  return 0.0;
+}
+
+void set_ci(Ratio* r, const std::vector<double>& values) {
+  r->ci_lo = percentile(values, 0.025);
+  r->ci_hi = percentile(values, 0.975);
+}
+
+double median(std::vector<double> v) {
+  SL_ASSERT(!v.empty());
+  std::sort(v.begin(), v.end());
+  size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+std::string fmt(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+// Per-size data laws of one architecture at target loss `target`.
+std::vector<PerSizeFit> fit_sizes(const Points& p, double target, const FitOptions& opt) {
+  std::vector<std::string> keys;
+  std::map<std::string, std::vector<size_t>> rows;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (!rows.count(p.size_key[i])) keys.push_back(p.size_key[i]);
+    rows[p.size_key[i]].push_back(i);
+  }
+  std::vector<PerSizeFit> out;
+  for (const std::string& key : keys) {
+    PerSizeFit s;
+    s.key = key;
+    std::vector<double> n, d, l, w;
+    for (size_t i : rows[key]) {
+      n.push_back(p.n[i]);
+      d.push_back(p.d[i]);
+      l.push_back(p.loss[i]);
+      w.push_back(p.weight[i]);
+    }
+    s.n = median(n);
+    s.n_points = static_cast<int>(d.size());
+    std::vector<double> dd = d;
+    std::sort(dd.begin(), dd.end());
+    if (std::unique(dd.begin(), dd.end()) - dd.begin() < 3) {
+      s.skipped = "fewer than 3 distinct token budgets";
+    } else {
+      s.fit = fit_law(data_law_data(d, l, w), opt);
+      s.tokens_at_target = DataLaw::from_values(s.fit.values).tokens_for_loss(target);
+    }
+    out.push_back(std::move(s));
+  }
+  // Sizes in increasing N.
+  std::stable_sort(out.begin(), out.end(),
+                   [](const PerSizeFit& a, const PerSizeFit& b) { return a.n < b.n; });
+  return out;
+}
+
+}  // namespace
+
+Ratio make_ratio(double baseline, double candidate) {
+  Ratio r;
+  r.baseline = baseline;
+  r.candidate = candidate;
+  bool rb = std::isfinite(baseline), rc = std::isfinite(candidate);
+  if (rb && rc) {
+    r.status = "ok";
+    r.value = baseline / candidate;
+  } else if (!rb && !rc) {
+    r.status = "unreachable_both";
+  } else if (!rb) {
+    r.status = "unreachable_baseline";
+  } else {
+    r.status = "unreachable_candidate";
+  }
+  return r;
+}
+
+SavingsResult savings_from_points(const Points& pb, const Points& pc,
+                                  const SavingsOptions& o) {
+  auto t0 = std::chrono::steady_clock::now();
+  SavingsResult res;
+  res.baseline.name = o.baseline;
+  res.candidate.name = o.candidate;
+  res.baseline.points = pb;
+  res.candidate.points = pc;
+  res.bootstrap = o.bootstrap;
+  res.seed = o.seed;
+  res.at_c = o.at_c;
+
+  // Target loss L*.
+  std::vector<double> all = pb.loss;
+  all.insert(all.end(), pc.loss.begin(), pc.loss.end());
+  if (o.target == "median" || o.target.empty()) {
+    res.target_rule = "median";
+    res.target_loss = median(all);
+  } else if (o.target == "min") {
+    res.target_rule = "min";
+    res.target_loss = *std::min_element(all.begin(), all.end());
+  } else {
+    char* end = nullptr;
+    double v = std::strtod(o.target.c_str(), &end);
+    if (end == o.target.c_str() || *end != '\0' || !std::isfinite(v) || v <= 0)
+      fail("--target-loss: '" + o.target + "' is not median, min or a positive number");
+    res.target_rule = "value";
+    res.target_loss = v;
+  }
+  for (double n : o.at_n)
+    if (!(n > 0) || !std::isfinite(n)) fail("--at-n: sizes must be positive, got " + fmt(n));
+  for (double c : o.at_c)
+    if (!(c > 0) || !std::isfinite(c)) fail("--at-c: compute values must be positive, got " + fmt(c));
+
+  auto data_of = [](const Points& p, const std::string& name) {
+    try {
+      return chinchilla_data(p);
+    } catch (const Error& e) {
+      fail(name + ": " + e.what());
+    }
+  };
+  const LawData db = data_of(pb, o.baseline), dc = data_of(pc, o.candidate);
+  res.baseline.fit = fit_law(db, o.fit);
+  res.candidate.fit = fit_law(dc, o.fit);
+  for (ArchFit* a : {&res.baseline, &res.candidate})
+    for (const std::string& w : a->fit.warnings)
+      res.warnings.push_back(a->name + " fit: " + w);
+  const Chinchilla lb = Chinchilla::from(res.baseline.fit), lc = Chinchilla::from(res.candidate.fit);
+  const double L = res.target_loss;
+
+  for (double n : o.at_n) {
+    SavingsPoint sp;
+    sp.n = n;
+    sp.floor_baseline = lb.floor(n);
+    sp.floor_candidate = lc.floor(n);
+    sp.savings = make_ratio(lb.tokens_for_loss(n, L), lc.tokens_for_loss(n, L));
+    if (sp.savings.status != "ok")
+      res.warnings.push_back("S(N = " + fmt(n) + "): L* = " + fmt(L) + " is unreachable for " +
+                             (sp.savings.status == "unreachable_both"
+                                  ? std::string("both architectures")
+                                  : sp.savings.status == "unreachable_baseline" ? o.baseline
+                                                                                : o.candidate) +
+                             " (loss floor E + A/N^alpha: " + o.baseline + " " +
+                             fmt(sp.floor_baseline) + ", " + o.candidate + " " +
+                             fmt(sp.floor_candidate) + ")");
+    res.points.push_back(sp);
+  }
+  res.compute_multiplier = make_ratio(lb.compute_for_loss(L), lc.compute_for_loss(L));
+  if (res.compute_multiplier.status != "ok")
+    res.warnings.push_back("compute multiplier: L* = " + fmt(L) +
+                           " is at or below E for " + res.compute_multiplier.status.substr(12));
+
+  // Paired bootstrap: replicate k resamples each architecture's points (streams 2k and 2k + 1 of
+  // one seed, stratified by architecture) and combines the two refits of the same k.
+  if (o.bootstrap > 0) {
+    res.baseline.boot = bootstrap_law(db, res.baseline.fit, o.fit, o.bootstrap, o.seed, 0);
+    res.candidate.boot = bootstrap_law(dc, res.candidate.fit, o.fit, o.bootstrap, o.seed, 1);
+    const auto& sb = res.baseline.boot.samples;
+    const auto& sc = res.candidate.boot.samples;
+    for (SavingsPoint& sp : res.points) {
+      std::vector<double> v;
+      for (int k = 0; k < o.bootstrap; ++k) {
+        if (std::isnan(sb[k][0]) || std::isnan(sc[k][0])) continue;
+        Chinchilla b = Chinchilla::from_values(sb[k]), c = Chinchilla::from_values(sc[k]);
+        v.push_back(replicate_ratio(b.tokens_for_loss(sp.n, L), c.tokens_for_loss(sp.n, L),
+                                    &sp.savings));
+      }
+      set_ci(&sp.savings, v);
+    }
+    std::vector<double> v;
+    for (int k = 0; k < o.bootstrap; ++k) {
+      if (std::isnan(sb[k][0]) || std::isnan(sc[k][0])) continue;
+      Chinchilla b = Chinchilla::from_values(sb[k]), c = Chinchilla::from_values(sc[k]);
+      v.push_back(replicate_ratio(b.compute_for_loss(L), c.compute_for_loss(L),
+                                  &res.compute_multiplier));
+    }
+    set_ci(&res.compute_multiplier, v);
+    for (ArchFit* a : {&res.baseline, &res.candidate}) {
+      if (a->boot.n_failed > 0)
+        res.warnings.push_back(a->name + " bootstrap: " + std::to_string(a->boot.n_failed) +
+                               " of " + std::to_string(a->boot.n) + " refits failed");
+      if (a->boot.n_not_converged > 0)
+        res.warnings.push_back(a->name + " bootstrap: " + std::to_string(a->boot.n_not_converged) +
+                               " of " + std::to_string(a->boot.n) +
+                               " refits stopped at the iteration limit");
+    }
+  }
+
+  if (o.per_size) {
+    FitOptions small = o.fit;
+    small.starts.clear();  // Hoffmann's grid for T = 1 (150 starts)
+    res.baseline.sizes = fit_sizes(pb, L, small);
+    res.candidate.sizes = fit_sizes(pc, L, small);
+    for (const PerSizeFit& b : res.baseline.sizes) {
+      if (!b.skipped.empty()) continue;
+      for (const PerSizeFit& c : res.candidate.sizes) {
+        if (c.key != b.key || !c.skipped.empty()) continue;
+        PerSizeSavings ps;
+        ps.key = b.key;
+        ps.n_baseline = b.n;
+        ps.n_candidate = c.n;
+        ps.savings = make_ratio(b.tokens_at_target, c.tokens_at_target);
+        res.per_size.push_back(ps);
+      }
+    }
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+SavingsResult savings_analysis(const Table& table, const DataSpec& spec,
+                               const SavingsOptions& o) {
+  if (spec.group_col.empty()) fail("fit savings: give --group-col (e.g. arch)");
+  if (o.baseline == o.candidate) fail("fit savings: baseline and candidate are the same group");
+  DataSpec sb = spec, sc = spec;
+  sb.group = o.baseline;
+  sc.group = o.candidate;
+  Points pb = extract_points(table, sb);
+  Points pc = extract_points(table, sc);
+  return savings_from_points(pb, pc, o);
+}
+
+}  // namespace sl::fit

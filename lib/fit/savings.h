@@ -1,0 +1,105 @@
+// The token-savings factor of a candidate architecture over a baseline:
+//
+//   S(N) = D_baseline(N, L*) / D_candidate(N, L*),   D(N, L) = (B / (L - E - A / N^alpha))^(1/beta),
+//
+// from one Chinchilla fit per architecture, with paired-bootstrap CIs; the compute multiplier at
+// equal loss on the compute-optimal frontiers, C_baseline(L*) / C_candidate(L*); N_opt(C), D_opt(C)
+// per architecture; and per-size data laws L_N(D) = E_N + B_N / D^beta_N as a model-free check of
+// the savings at the sizes actually trained.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "fit/law.h"
+#include "fit/points.h"
+#include "fit/table.h"
+
+namespace sl::fit {
+
+struct SavingsOptions {
+  std::string baseline = "dense";    // group value of the baseline architecture
+  std::string candidate = "hybrid";  // group value of the candidate architecture
+  // L*: "median" (of all observed losses of both architectures, as in OLMo-core's ladder
+  // analysis), "min" (the lowest observed loss), or a number.
+  std::string target = "median";
+  std::vector<double> at_n = {1e8, 1e9, 7e9, 7e10};  // model sizes N for S(N)
+  std::vector<double> at_c = {1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24};  // C for N_opt, D_opt
+  int bootstrap = 1000;  // paired bootstrap replicates (0: no CIs)
+  uint64_t seed = 0;     // bootstrap seed
+  bool per_size = true;  // fit the per-size data laws
+  FitOptions fit;        // options of every fit
+};
+
+// A ratio baseline / candidate of two quantities that can be unreachable (+inf): tokens or
+// compute to reach L*. Status "ok", "unreachable_baseline", "unreachable_candidate" or
+// "unreachable_both"; `value` is NaN unless ok.
+struct Ratio {
+  std::string status;
+  double value = std::nan("");
+  double baseline = std::nan(""), candidate = std::nan("");
+  // Paired-bootstrap 95% percentile CI. A replicate where only the baseline cannot reach L* counts
+  // as +inf, only the candidate as 0, neither is left out; so ci_hi can be +inf ("unbounded").
+  double ci_lo = std::nan(""), ci_hi = std::nan("");
+  int boot_ok = 0, boot_unreachable_baseline = 0, boot_unreachable_candidate = 0,
+      boot_unreachable_both = 0;
+};
+
+// Make the ratio of two (possibly +inf) quantities.
+Ratio make_ratio(double baseline, double candidate);
+
+struct SavingsPoint {
+  double n = 0;
+  double floor_baseline = 0, floor_candidate = 0;  // E + A / N^alpha of each fit
+  Ratio savings;                                   // tokens: D_baseline / D_candidate
+};
+
+struct PerSizeFit {
+  std::string key;       // the size (DataSpec::size_cols or N)
+  double n = 0;          // N of the size (median over its points)
+  int n_points = 0;
+  std::string skipped;   // why no fit ("" if fitted)
+  FitResult fit;         // E, B, beta
+  double tokens_at_target = std::nan("");  // D_N(L*), +inf if L* <= E_N
+};
+
+struct PerSizeSavings {
+  std::string key;
+  double n_baseline = 0, n_candidate = 0;
+  Ratio savings;  // D_N,baseline(L*) / D_N,candidate(L*) (no CIs)
+};
+
+struct ArchFit {
+  std::string name;
+  Points points;
+  FitResult fit;
+  BootstrapResult boot;  // n = 0 without bootstrap
+  std::vector<PerSizeFit> sizes;
+};
+
+struct SavingsResult {
+  ArchFit baseline, candidate;
+  double target_loss = 0;
+  std::string target_rule;  // "median", "min" or "value"
+  std::vector<SavingsPoint> points;
+  Ratio compute_multiplier;  // C_baseline(L*) / C_candidate(L*) on the compute-optimal frontiers
+  std::vector<double> at_c;
+  std::vector<PerSizeSavings> per_size;
+  std::vector<std::string> warnings;
+  int bootstrap = 0;
+  uint64_t seed = 0;
+  double seconds = 0;
+};
+
+// Fits both architectures (rows of `spec.group_col` equal to options.baseline / candidate; the
+// rest of `spec` applies to both) and computes everything above. Throws sl::Error on bad input.
+SavingsResult savings_analysis(const Table& table, const DataSpec& spec,
+                               const SavingsOptions& options);
+
+// The same from points already extracted (used by the tests).
+SavingsResult savings_from_points(const Points& baseline, const Points& candidate,
+                                  const SavingsOptions& options);
+
+}  // namespace sl::fit
