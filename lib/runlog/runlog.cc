@@ -6,6 +6,7 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <thread>
 
@@ -383,9 +384,45 @@ RunLogWriter RunLogWriter::create(const std::string& path, const RunAttrs& attrs
   return RunLogWriter(std::move(impl));
 }
 
+namespace {
+
+// Reads a log that SWMR readers refuse because a writer died while it held the file open
+// outside SWMR (inside set_status()), leaving the superblock marked "open for write". The mark is
+// cleared on a private copy, as h5clear does (HDF5's private fapl property "clear_status_flags",
+// registered in 1.10 and used by h5clear and HDF5's own tests); the original is left untouched.
+RunLog read_runlog_clearing_marks(const std::string& path) {
+  const std::string copy = path + ".recover";
+  std::error_code ec;
+  std::filesystem::copy_file(path, copy, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) fail("run log '" + path + "': cannot copy to " + copy + ": " + ec.message());
+  try {
+    Id fapl = h5::file_access(true);
+    hbool_t clear = true;
+    h5::check_status(H5Pset(fapl, "clear_status_flags", &clear),
+                     "run log '" + path + "': cannot request clearing of status flags");
+    Id file(h5::check(H5Fopen(copy.c_str(), H5F_ACC_RDWR, fapl),
+                      "run log '" + path + "': unreadable even with status flags cleared"),
+            H5Fclose);
+    if (!file.reset()) h5::fail("run log '" + copy + "': close");
+    RunLog log = read_runlog(copy);
+    std::filesystem::remove(copy, ec);
+    return log;
+  } catch (...) {
+    std::filesystem::remove(copy, ec);
+    throw;
+  }
+}
+
+}  // namespace
+
 RunLogWriter RunLogWriter::resume(const std::string& path, int64_t keep_step,
                                   int64_t keep_budget_tokens) {
-  RunLog old = read_runlog(path);
+  RunLog old;
+  try {
+    old = read_runlog(path);
+  } catch (const h5::LibError&) {
+    old = read_runlog_clearing_marks(path);
+  }
   const std::string tmp = path + ".tmp";
   if (path_exists(tmp) && ::unlink(tmp.c_str()) != 0)
     fail("run log '" + tmp + "': cannot remove stale file");

@@ -26,7 +26,9 @@
 // Resume. A killed writer leaves the superblock marked "open for SWMR write", which HDF5 refuses
 // to open for writing. resume() therefore reads the old log through the SWMR reader, keeps the
 // rows the checkpoint covers, writes them to a fresh log.h5.tmp, fsyncs it and renames it over
-// log.h5, then continues appending there. No step is ever logged twice.
+// log.h5, then continues appending there. No step is ever logged twice. A writer killed inside
+// set_status()'s non-SWMR window leaves a file SWMR readers refuse ("already open for write");
+// resume() then clears that mark on a copy (as h5clear does) and reads the copy.
 //
 // File locking is disabled on every file this module opens (H5Pset_file_locking, 1.10.7+):
 // HDF5's flock-based locks fail on some network file systems, and SWMR needs no lock.

@@ -439,3 +439,30 @@ BOOST_AUTO_TEST_CASE(concurrent_readers_never_fail_while_the_writer_appends_and_
   BOOST_TEST_MESSAGE("rows visible at the last read: " << last);
   BOOST_TEST(last > 0u);
 }
+
+BOOST_AUTO_TEST_CASE(resume_recovers_a_writer_killed_while_outside_swmr_mode) {
+  // set_status() briefly holds the file open read-write without SWMR; a SIGKILL then leaves the
+  // superblock marked "open for write", which SWMR readers refuse. resume() must still recover.
+  TmpDir d;
+  const std::string path = d.path + "/log.h5";
+  Child child([&](int fd, int) {
+    {
+      RunLogWriter w = RunLogWriter::create(path, sample_attrs());
+      for (int64_t i = 0; i < 40; ++i) w.append_train(row(i));
+      w.close();
+    }
+    sl::h5::Id fapl = sl::h5::file_access(true);
+    sl::h5::Id f(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl), H5Fclose);  // as in set_status()
+    report(fd, f.valid() ? 1 : -1);
+    for (;;) pause();
+  });
+  BOOST_REQUIRE(child.wait_for(1) == 1);
+  child.kill9();
+  expect_one_line_error([&] { sl::read_runlog(path); }, {path, "cannot open"});
+  {
+    RunLogWriter w = RunLogWriter::resume(path, 29, 0);
+    for (int64_t i = 30; i < 50; ++i) w.append_train(row(i));
+  }
+  check_prefix(sl::read_runlog(path), 50);
+  BOOST_TEST(!std::filesystem::exists(path + ".recover"));
+}
