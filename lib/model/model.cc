@@ -61,6 +61,13 @@ Tensor Model::act(int64_t n) {
   arena_.push_back(t);
   return t;
 }
+// Normalisation statistics, softmax lse, GDN gates and states stay in fp32 (or f64 on the f64
+// reference) even when activations are bf16: they feed exp/rsqrt and long recurrences.
+Tensor Model::stat(int64_t n) {
+  Tensor t = be_.alloc(n, be_.act_dtype() == DType::f64 ? DType::f64 : DType::f32);
+  arena_.push_back(t);
+  return t;
+}
 
 Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
     : spec_(spec), be_(backend), B_(B), T_(T) {
@@ -83,31 +90,31 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
       L->qkv = act(BT * 3 * D.d);
       L->q = act(BT * D.d);
       L->k = act(BT * D.d);
-      L->q_rstd = act(BT);
-      L->k_rstd = act(BT);
+      L->q_rstd = stat(BT);
+      L->k_rstd = stat(BT);
       L->att = act(BT * D.d);
-      L->lse = act(B * H * T);
+      L->lse = stat(B * H * T);
       L->o = act(BT * D.d);
-      L->o_rstd = act(BT);
-      L->mo_rstd = act(BT);
+      L->o_rstd = stat(BT);
+      L->mo_rstd = stat(BT);
     } else {
       L->u = act(BT * D.d);
-      L->u_rstd = act(BT);
+      L->u_rstd = stat(BT);
       L->proj = act(BT * D.P);
       L->conv = act(BT * D.Cc);
       L->gq = act(BT * H * D.dk);
       L->gk = act(BT * H * D.dk);
-      L->q_rn = act(BT * H);
-      L->k_rn = act(BT * H);
+      L->q_rn = stat(BT * H);
+      L->k_rn = stat(BT * H);
       L->gv = act(BT * H * D.dv);
-      L->beta = act(BT * H);
-      L->g = act(BT * H);
-      L->states = act(B * H * num_chunks(T) * D.dk * D.dv);
+      L->beta = stat(BT * H);
+      L->g = stat(BT * H);
+      L->states = stat(B * H * num_chunks(T) * D.dk * D.dv);
       L->go = act(BT * H * D.dv);
-      L->go_rstd = act(BT * H);
+      L->go_rstd = stat(BT * H);
       L->on = act(BT * H * D.dv);
       L->n = act(BT * D.d);
-      L->n_rstd = act(BT);
+      L->n_rstd = stat(BT);
     }
     L->y = act(BT * D.d);
     L->gu = act(BT * 2 * D.m);
@@ -116,17 +123,19 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
     layers_.push_back(std::move(L));
   }
   xf_ = act(BT * D.d);
-  xf_rstd_ = act(BT);
+  xf_rstd_ = stat(BT);
   logits_ = act(BT * D.V);
   dlogits_ = act(BT * D.V);
-  losses_ = act(BT);
+  losses_ = stat(BT);
+  dbeta_ = stat(BT * H);
+  dg_ = stat(BT * H);
   dres_a_ = act(BT * D.d);
   dres_b_ = act(BT * D.d);
   // One scratch region for the per-layer activation gradients, carved up in backward_*; sized
   // for the larger of the two block types.
   const int64_t attn_scratch = BT * (3 * D.d + 5 * D.d + 3 * D.m + D.d);
   const int64_t gdn_scratch =
-      BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + 2 * H + 2 * D.d + 3 * D.m + D.d);
+      BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + 2 * D.d + 3 * D.m + D.d);
   scratch_ = act(std::max(attn_scratch, gdn_scratch));
   ids_.resize(BT);
   targets_.resize(BT);
@@ -347,8 +356,11 @@ void Model::backward_gdn(Layer& L, Tensor x, Tensor dout, Tensor dx) {
   };
   Tensor dn = take(BT * d), dy = take(BT * d), don = take(BT * H * D.dv),
          dgo = take(BT * H * D.dv), dgq = take(BT * H * D.dk), dgk = take(BT * H * D.dk),
-         dgv = take(BT * H * D.dv), dbeta = take(BT * H), dg = take(BT * H),
+         dgv = take(BT * H * D.dv),
          dconv = take(BT * D.Cc), dproj = take(BT * D.P), du = take(BT * d);
+  Tensor dbeta = dbeta_, dg = dg_;  // fp32 like beta and g
+  be_.zero(dbeta);
+  be_.zero(dg);
   // out = y + mlp(rms(y)): dy = dout + (MLP path)
   be_.axpy(dy, dout, 1.f, BT * d);
   backward_mlp(L, L.n, dout, dn);

@@ -64,8 +64,9 @@ class Model {
   // adjacent parameters that starts there (e.g. q|k|v as one [3d, d] matrix).
   Tensor W(int64_t layer, const char* suffix, int64_t n = -1) const;
   Tensor dW(int64_t layer, const char* suffix, int64_t n = -1) const;  // gradient view
-  Tensor act(int64_t n);
-  int64_t layer_index(const Layer& L) const;                               // arena allocation (construction only)
+  Tensor act(int64_t n);   // activation buffer (act_dtype), allocated at construction only
+  Tensor stat(int64_t n);  // fp32 (f64 on the f64 backend) statistics buffer, likewise
+  int64_t layer_index(const Layer& L) const;
 
   ModelSpec spec_;
   Backend& be_;
@@ -78,6 +79,7 @@ class Model {
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<Tensor> res_;  // residual stream: res_[0] = embedding, res_[l+1] = layer l output
   Tensor xf_, xf_rstd_, logits_, dlogits_, losses_;
+  Tensor dbeta_, dg_;                 // fp32 gradients of the GDN gates
   Tensor dres_a_, dres_b_, scratch_;  // backward residual grads and per-layer grad scratch
   std::vector<int32_t> ids_, targets_;
   bool have_dlogits_ = false;
