@@ -86,6 +86,12 @@ class CompressedHuberCost final : public ceres::CostFunction {
     for (int j = 1; j <= kP; ++j) residuals[j] = 0.0;
     if (jacobians == nullptr || jacobians[0] == nullptr) return true;
 
+    // h'(r_i) and c_i = h''(r_i) + h'(r_i)^2 / (2 h(r_i) + kappa) (h'' = 1 inside, 0 outside).
+    const double d = delta_;
+    tmp_ = r_.abs();
+    hp_ = (tmp_ <= d).select(r_, d * r_.sign());
+    c_ = weight_ * (tmp_ <= d).select(1.0 + r_.square() / (r_.square() + kappa_),
+                                      (d * d) / (2.0 * d * tmp_ - d * d + kappa_));
     // J_i rows, p_ij = x_ij / s_i.
     tmp_ = s_.inverse();
     jac_.col(0) = (x0_ * tmp_).matrix();
@@ -94,12 +100,12 @@ class CompressedHuberCost final : public ceres::CostFunction {
       jac_.col(2 + 2 * k) = -(jac_.col(1 + 2 * k).array() * log_x_[k]).matrix();
     }
     Eigen::Matrix<double, kP, 1> grad = jac_.transpose() * (weight_ * hp_).matrix();
-    // M = sum_i w_i c_i J_i^T J_i as a rank-n update with rows scaled by sqrt(w_i c_i).
-    tmp_ = (weight_ * c_).sqrt();
-    for (int j = 0; j < kP; ++j) jac_.col(j).array() *= tmp_;
-    Eigen::Matrix<double, kP, kP> M = Eigen::Matrix<double, kP, kP>::Zero();
-    M.template selfadjointView<Eigen::Lower>().rankUpdate(jac_.transpose());
-    M = M.template selfadjointView<Eigen::Lower>();
+    // M = sum_i w_i c_i J_i^T J_i, entry by entry (P (P + 1) / 2 dot products of length n).
+    Eigen::Matrix<double, kP, kP> M;
+    for (int a = 0; a < kP; ++a) {
+      tmp_ = c_ * jac_.col(a).array();
+      for (int b = a; b < kP; ++b) M(a, b) = M(b, a) = (tmp_ * jac_.col(b).array()).sum();
+    }
 
     Eigen::Map<Eigen::Matrix<double, 1 + kP, kP, Eigen::RowMajor>> J(jacobians[0]);
     if (F > 0)
@@ -120,7 +126,7 @@ class CompressedHuberCost final : public ceres::CostFunction {
   }
 
  private:
-  // Residuals r_i, the Huber sum f, h'(r_i) and the curvature weights c_i at theta.
+  // Residuals r_i and the Huber sum f at theta.
   bool Compute(const double* theta) const {
     // Direct evaluation: exp(e) + sum_k exp(a_k - alpha_k log x_k); falls back to the shifted
     // LSE per point only if something overflows.
@@ -149,11 +155,8 @@ class CompressedHuberCost final : public ceres::CostFunction {
     }
     const double d = delta_;
     tmp_ = r_.abs();
-    // h(r), h'(r), and c = h''(r) + h'(r)^2 / (2 h(r) + kappa).
+    // f = sum_i w_i h(r_i).
     f_ = (weight_ * (tmp_ <= d).select(0.5 * r_.square(), d * (tmp_ - 0.5 * d))).sum();
-    hp_ = (tmp_ <= d).select(r_, d * r_.sign());
-    c_ = (tmp_ <= d).select(1.0 + r_.square() / (r_.square() + kappa_),
-                            (d * d) / (2.0 * d * tmp_ - d * d + kappa_));
     return std::isfinite(f_);
   }
 

@@ -6,7 +6,7 @@
 
 namespace sl::fit {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 json num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 

@@ -72,3 +72,47 @@ BOOST_AUTO_TEST_CASE(reproduces_epoch_fit_and_bootstrap) {
     BOOST_TEST(std::abs(b.ci_hi[k] / hi - 1) < 0.05, b.names[k] << " CI high " << b.ci_hi[k]);
   }
 }
+
+BOOST_AUTO_TEST_CASE(formulations_agree) {
+  // The textbook formulation (one residual block per point, ceres::HuberLoss, autodiff of the
+  // templated residual) and the compressed one reach the same optimum from the same starts.
+  LawData data = chinchilla_data(epoch_points());
+  FitOptions compressed, per_point;
+  per_point.formulation = Formulation::kPerPoint;
+  per_point.max_iterations = 2000;
+  const std::vector<std::vector<double>> starts = {{0.5, 5, 0.5, 5, 0.5}, {0, 10, 1, 10, 1}};
+  for (const auto& s : starts) {
+    FitResult a = fit_law_from(data, compressed, s);
+    FitResult b = fit_law_from(data, per_point, s);
+    std::printf("compressed f %.9e (%d iterations), per-point f %.9e (%d iterations)\n",
+                a.objective, a.iterations, b.objective, b.iterations);
+    BOOST_TEST(std::abs(a.objective / b.objective - 1) < 1e-6);
+    for (size_t k = 0; k < a.values.size(); ++k)
+      BOOST_TEST(std::abs(a.values[k] / b.values[k] - 1) < 2e-3, a.names[k]);
+  }
+  // Both objectives are the same function: evaluate the per-point one at the compressed optimum.
+  FitResult a = fit_law_from(data, compressed, starts[0]);
+  FitOptions one = per_point;
+  one.max_iterations = 1;
+  FitResult b = fit_law_from(data, one, a.theta);
+  BOOST_TEST(b.objective <= a.objective * (1 + 1e-9));
+  BOOST_TEST(b.objective >= a.objective * (1 - 1e-6));
+}
+
+BOOST_AUTO_TEST_CASE(results_do_not_depend_on_threads) {
+  LawData data = chinchilla_data(epoch_points());
+  FitOptions one, two;
+  one.num_threads = 1;
+  two.num_threads = 2;
+  // A 200-start slice of the grid keeps this quick.
+  std::vector<std::vector<double>> grid = hoffmann_grid(2);
+  for (size_t i = 0; i < grid.size(); i += 22) one.starts.push_back(grid[i]);
+  two.starts = one.starts;
+  FitResult a = fit_law(data, one), b = fit_law(data, two);
+  BOOST_TEST(a.theta == b.theta);
+  BOOST_TEST(a.starts_at_best == b.starts_at_best);
+  BootstrapResult ba = bootstrap_law(data, a, one, 50, 42), bb = bootstrap_law(data, b, two, 50, 42);
+  BOOST_TEST(ba.samples == bb.samples);
+  BootstrapResult bc = bootstrap_law(data, a, one, 50, 43);
+  BOOST_TEST(ba.samples != bc.samples);
+}
