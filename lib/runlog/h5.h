@@ -1,4 +1,5 @@
-// Internal HDF5 helpers shared by the run log and the checkpoint (not a public interface).
+// Internal HDF5 helpers shared by the run log, the checkpoint and the HF fixture reader
+// (model/hf_parity.cc); not a public interface.
 // The HDF5 library here is the serial, non-thread-safe build: callers keep HDF5 calls on one
 // thread at a time.
 #pragma once
