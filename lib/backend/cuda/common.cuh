@@ -1,0 +1,203 @@
+// Shared pieces of the CUDA ops: error checks, the dtype-dispatching device pointer, warp/block
+// reductions, the scalar activations, and the deterministic column reduction used by every
+// parameter-gradient sum over tokens.
+//
+// Dtypes: every op reads and writes its tensors through DPtr, which carries the element type
+// (f32 or bf16) at run time and converts to/from fp32 on every access. All arithmetic is fp32;
+// the branch on the dtype is uniform across a launch, so it costs next to nothing in these
+// memory-bound kernels, and any mix of f32/bf16 tensors works (the tests run every op both
+// all-f32 and with the Model's mix). f64 is rejected on the host (dptr()).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+#define SL_CUDA_CHECK(expr)                                                                     \
+  do {                                                                                          \
+    const cudaError_t sl_err_ = (expr);                                                         \
+    if (sl_err_ != cudaSuccess)                                                                 \
+      ::sl::fail(std::string("cuda: ") + #expr + ": " + cudaGetErrorString(sl_err_) + " at " + \
+                 __FILE__ + ":" + std::to_string(__LINE__));                                    \
+  } while (0)
+// After a kernel launch: reports bad launch configurations at the call site.
+#define SL_CUDA_LAUNCHED() SL_CUDA_CHECK(cudaGetLastError())
+// Grid-stride loop over [0, n) in a kernel.
+#define SL_GRID_STRIDE(i, n)                                                \
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < (n); \
+       i += int64_t{gridDim.x} * blockDim.x)
+
+namespace sl::cuda {
+
+// A device pointer with its element type; null when the tensor is (a skipped gradient output).
+struct DPtr {
+  void* p = nullptr;
+  bool bf = false;  // bf16 if true, else f32
+
+  __host__ __device__ explicit operator bool() const { return p != nullptr; }
+  __device__ float ld(int64_t i) const {
+    return bf ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i])
+              : static_cast<const float*>(p)[i];
+  }
+  __device__ void st(int64_t i, float v) const {
+    if (bf)
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
+    else
+      static_cast<float*>(p)[i] = v;
+  }
+  // p[i] += v (rounded once to the element type).
+  __device__ void add(int64_t i, float v) const { st(i, ld(i) + v); }
+};
+
+// Host: the DPtr of a tensor, checking the dtype. `op` and `what` name the argument in errors.
+inline DPtr dptr(const Tensor& t, const char* op, const char* what) {
+  if (!t.data) return {};
+  if (t.dtype == DType::f64)
+    fail(std::string("cuda ") + op + ": " + what +
+         " is f64; the CUDA backend supports f32 and bf16 tensors");
+  return {t.data, t.dtype == DType::bf16};
+}
+
+// A device buffer that grows on demand and is reused by every op (ops run one after another on
+// one stream). Growing frees the old buffer; cudaFree waits for the kernels still using it.
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    if (p_) cudaFree(p_);
+  }
+  void* get(size_t bytes) {
+    if (bytes > cap_) {
+      if (p_) SL_CUDA_CHECK(cudaFree(p_));
+      p_ = nullptr;
+      cap_ = std::max(bytes, cap_ + cap_ / 2);
+      SL_CUDA_CHECK(cudaMalloc(&p_, cap_));
+    }
+    return p_;
+  }
+  template <class T>
+  T* get_as(size_t n) {
+    return static_cast<T*>(get(n * sizeof(T)));
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// What every launcher needs: the stream, a float workspace and an int32 staging buffer for
+// host index arrays, and the device limits some kernels size themselves by.
+struct Ctx {
+  cudaStream_t stream = nullptr;
+  Scratch* work = nullptr;    // per-op workspace (recomputed intermediates, per-tile partials)
+  Scratch* reduce = nullptr;  // partial sums of colsum() and of the double reductions only
+  Scratch* index = nullptr;   // int32 copies of host ids / targets / orderings
+  int num_sms = 1;
+  size_t smem_optin = 48 << 10;  // max dynamic shared memory per block after opt-in (bytes)
+};
+
+// Grid for a grid-stride loop over n elements with `threads` per block.
+inline unsigned grid_for(int64_t n, int threads) {
+  const int64_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(std::clamp<int64_t>(b, 1, 8192));
+}
+
+// Copies a host int32 array into the index buffer (at element offset `at`) on the stream. From
+// pageable memory cudaMemcpyAsync returns once the source has been staged, so the caller may
+// reuse its array immediately.
+inline int32_t* upload_index(Ctx& ctx, const int32_t* host, int64_t n, int64_t at = 0,
+                             int64_t total = -1) {
+  int32_t* d = ctx.index->get_as<int32_t>(static_cast<size_t>(total < 0 ? at + n : total));
+  SL_CUDA_CHECK(cudaMemcpyAsync(d + at, host, static_cast<size_t>(n) * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, ctx.stream));
+  return d;
+}
+
+// ---- scalar math (same formulas as backend/cpu/scalar_math.h, in fp32) ------------------------
+__device__ inline float sigmoidf_(float z) {
+  if (z >= 0.f) return 1.f / (1.f + expf(-z));
+  const float e = expf(z);
+  return e / (1.f + e);
+}
+__device__ inline float siluf_(float z) { return z * sigmoidf_(z); }
+__device__ inline float silu_gradf_(float z) {
+  const float s = sigmoidf_(z);
+  return s * (1.f + z * (1.f - s));
+}
+__device__ inline float softplusf_(float z) { return fmaxf(z, 0.f) + log1pf(expf(-fabsf(z))); }
+
+// ---- reductions ---------------------------------------------------------------------------------
+template <class T>
+__device__ inline T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ inline float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Sum over the block (blockDim.x a multiple of 32, <= 1024), in a fixed order; every thread gets
+// the result. `sh` holds 32 elements; the call begins and ends with a barrier so it can be reused.
+template <class T>
+__device__ inline T block_sum(T v, T* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  T s = 0;
+  for (int w = 0; w < nw; ++w) s += sh[w];
+  __syncthreads();
+  return s;
+}
+
+// ---- deterministic column sums: out[c] += sum_r f(r, c) -------------------------------------
+// For parameter gradients reduced over tokens (norm weights, conv weights, A_log, dt_bias).
+// Stage 1: a (32 columns x 8 rows) block sums a chunk of rows per column into partial[chunk, c];
+// stage 2 adds the chunks in order. Fixed partition and order, so the result is bitwise
+// reproducible (no atomics). F is a functor with `__device__ float operator()(int64_t r, int64_t c)`.
+template <class F>
+__global__ void colsum_partial_kernel(F f, int64_t R, int64_t C, int64_t rows_per_chunk,
+                                      float* partial) {
+  __shared__ float sh[8][33];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
+  const int64_t r1 = min(R, r0 + rows_per_chunk);
+  float acc = 0.f;
+  if (c < C) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) acc += f(r, c);
+  }
+  sh[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float s = 0.f;
+    for (int y = 0; y < 8; ++y) s += sh[y][threadIdx.x];
+    partial[blockIdx.y * C + c] = s;
+  }
+}
+__global__ void colsum_finish_kernel(const float* partial, int64_t nchunks, int64_t C, DPtr out);
+
+template <class F>
+void colsum(Ctx& ctx, const F& f, int64_t R, int64_t C, DPtr out) {
+  if (!out || R <= 0 || C <= 0) return;
+  const int64_t col_blocks = (C + 31) / 32;
+  // About 4 blocks per SM in total, each chunk at least 64 rows.
+  const int64_t want = std::max<int64_t>(1, 4 * ctx.num_sms / col_blocks);
+  const int64_t rows_per_chunk = std::max<int64_t>(64, (R + want - 1) / want);
+  const int64_t nchunks = (R + rows_per_chunk - 1) / rows_per_chunk;
+  float* partial = ctx.reduce->get_as<float>(static_cast<size_t>(nchunks * C));
+  colsum_partial_kernel<<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(nchunks)),
+                          dim3(32, 8), 0, ctx.stream>>>(f, R, C, rows_per_chunk, partial);
+  SL_CUDA_LAUNCHED();
+  colsum_finish_kernel<<<grid_for(C, 256), 256, 0, ctx.stream>>>(partial, nchunks, C, out);
+  SL_CUDA_LAUNCHED();
+}
+
+}  // namespace sl::cuda

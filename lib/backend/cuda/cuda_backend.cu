@@ -1,0 +1,361 @@
+// CudaBackend: device set-up, memory, host transfers, and the dispatch of every op to its
+// launcher in ops.h (one .cu file per op group), checking each tensor's dtype on the way.
+#include "backend/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/cuda/ops.h"
+
+namespace sl {
+
+using cuda::DPtr;
+
+int cuda_device_count(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky-free error state
+    if (why) *why = cudaGetErrorString(e);
+    return 0;
+  }
+  if (n == 0 && why) *why = "no CUDA device";
+  return n;
+}
+
+struct CudaBackend::Impl {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cuda::Scratch work, reduce, index;
+  cuda::Ctx ctx;
+  // RoPE cos/sin tables [T, hd/2] per (T, hd, theta), built once on the host in double.
+  std::map<std::tuple<int64_t, int64_t, float>, float*> rope;
+
+  ~Impl() {
+    for (auto& kv : rope) cudaFree(kv.second);
+    if (cublas) cublasDestroy(cublas);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+namespace {
+
+DPtr P(const Tensor& t, const char* op, const char* what) { return cuda::dptr(t, op, what); }
+
+}  // namespace
+
+CudaBackend::CudaBackend(int device, DType act) : device_(device), act_(act) {
+  if (act != DType::bf16 && act != DType::f32)
+    fail("cuda: activation dtype must be bf16 or f32, not " + std::string(dtype_name(act)));
+  std::string why;
+  const int n = cuda_device_count(&why);
+  if (n == 0) fail("--device cuda:" + std::to_string(device) + ": no CUDA device available (" + why + ")");
+  if (device < 0 || device >= n)
+    fail("--device cuda:" + std::to_string(device) + ": no such device (" + std::to_string(n) +
+         " CUDA device" + (n == 1 ? "" : "s") + " present)");
+  SL_CUDA_CHECK(cudaSetDevice(device));
+  impl_ = std::make_unique<Impl>();
+  SL_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
+  if (cublasCreate(&impl_->cublas) != CUBLAS_STATUS_SUCCESS) fail("cuda: cublasCreate failed");
+  if (cublasSetStream(impl_->cublas, impl_->stream) != CUBLAS_STATUS_SUCCESS)
+    fail("cuda: cublasSetStream failed");
+  cudaDeviceProp prop{};
+  SL_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  cuda::Ctx& c = impl_->ctx;
+  c.stream = impl_->stream;
+  c.work = &impl_->work;
+  c.reduce = &impl_->reduce;
+  c.index = &impl_->index;
+  c.num_sms = prop.multiProcessorCount;
+  c.smem_optin = prop.sharedMemPerBlockOptin;
+}
+
+CudaBackend::~CudaBackend() {
+  if (impl_) cudaStreamSynchronize(impl_->stream);
+}
+
+std::string CudaBackend::name() const { return "cuda:" + std::to_string(device_); }
+
+// ---- memory --------------------------------------------------------------------------------------
+
+Tensor CudaBackend::alloc(int64_t n, DType t) {
+  if (t == DType::f64) fail("cuda: f64 tensors are not supported (use the cpu64 backend)");
+  const size_t bytes = std::max<size_t>(static_cast<size_t>(n) * dtype_size(t), 256);
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    fail("cuda: out of device memory allocating " + std::to_string(bytes) + " bytes (" +
+         cudaGetErrorString(e) + ")");
+  }
+  SL_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, impl_->stream));
+  return Tensor(p, t, n);
+}
+
+void CudaBackend::free(Tensor t) {
+  if (t.data) SL_CUDA_CHECK(cudaFree(t.data));
+}
+
+void CudaBackend::zero(Tensor t) {
+  if (t.n > 0)
+    SL_CUDA_CHECK(cudaMemsetAsync(t.data, 0, static_cast<size_t>(t.n) * dtype_size(t.dtype),
+                                  impl_->stream));
+}
+
+void CudaBackend::upload(Tensor dst, const float* src) {
+  if (dst.n <= 0) return;
+  P(dst, "upload", "dst");
+  if (dst.dtype == DType::f32) {
+    SL_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, static_cast<size_t>(dst.n) * sizeof(float),
+                                  cudaMemcpyHostToDevice, impl_->stream));
+  } else {
+    std::vector<__nv_bfloat16> h(static_cast<size_t>(dst.n));
+    for (int64_t i = 0; i < dst.n; ++i) h[i] = __float2bfloat16(src[i]);
+    SL_CUDA_CHECK(cudaMemcpyAsync(dst.data, h.data(), h.size() * sizeof(__nv_bfloat16),
+                                  cudaMemcpyHostToDevice, impl_->stream));
+  }
+  SL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+}
+
+void CudaBackend::download(float* dst, Tensor src) {
+  if (src.n <= 0) return;
+  P(src, "download", "src");
+  if (src.dtype == DType::f32) {
+    SL_CUDA_CHECK(cudaMemcpyAsync(dst, src.data, static_cast<size_t>(src.n) * sizeof(float),
+                                  cudaMemcpyDeviceToHost, impl_->stream));
+    SL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+  } else {
+    std::vector<__nv_bfloat16> h(static_cast<size_t>(src.n));
+    SL_CUDA_CHECK(cudaMemcpyAsync(h.data(), src.data, h.size() * sizeof(__nv_bfloat16),
+                                  cudaMemcpyDeviceToHost, impl_->stream));
+    SL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+    for (int64_t i = 0; i < src.n; ++i) dst[i] = __bfloat162float(h[i]);
+  }
+}
+
+void CudaBackend::convert(Tensor dst, Tensor src) {
+  SL_ASSERT(dst.n == src.n);
+  cuda::convert(impl_->ctx, P(dst, "convert", "dst"), P(src, "convert", "src"), src.n);
+}
+
+void CudaBackend::synchronize() { SL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+
+// ---- elementwise / copies ---------------------------------------------------------------------
+
+void CudaBackend::axpy(Tensor y, Tensor x, float alpha, int64_t n) {
+  cuda::axpy(impl_->ctx, P(y, "axpy", "y"), P(x, "axpy", "x"), alpha, n);
+}
+void CudaBackend::copy2d(Tensor dst, int64_t ld_dst, Tensor src, int64_t ld_src, int64_t rows,
+                         int64_t cols, bool accumulate) {
+  cuda::copy2d(impl_->ctx, P(dst, "copy2d", "dst"), ld_dst, P(src, "copy2d", "src"), ld_src, rows,
+               cols, accumulate);
+}
+double CudaBackend::sum_squares(Tensor x, int64_t n) {
+  return cuda::sum_squares(impl_->ctx, P(x, "sum_squares", "x"), n);
+}
+void CudaBackend::scale(Tensor x, float s, int64_t n) {
+  cuda::scale(impl_->ctx, P(x, "scale", "x"), s, n);
+}
+
+// ---- ops ----------------------------------------------------------------------------------------
+
+void CudaBackend::embedding_forward(Tensor out, const int32_t* ids, Tensor wte, int64_t BT,
+                                    int64_t d) {
+  // An out-of-range id would read outside wte on the device: check on the host, which has them.
+  const int64_t V = d > 0 ? wte.n / d : 0;
+  for (int64_t t = 0; t < BT; ++t) {
+    if (ids[t] < 0 || ids[t] >= V)
+      fail("embedding: token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+           " out of range for vocab " + std::to_string(V));
+  }
+  cuda::embedding_forward(impl_->ctx, P(out, "embedding_forward", "out"), ids,
+                          P(wte, "embedding_forward", "wte"), BT, d);
+}
+void CudaBackend::embedding_backward(Tensor dwte, const int32_t* ids, Tensor dout, int64_t BT,
+                                     int64_t d) {
+  cuda::embedding_backward(impl_->ctx, P(dwte, "embedding_backward", "dwte"), ids,
+                           P(dout, "embedding_backward", "dout"), BT, d);
+}
+void CudaBackend::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
+                                 int64_t N, bool accumulate) {
+  cuda::matmul_forward(impl_->ctx, impl_->cublas, y, x, ldx, w, M, K, N, accumulate);
+}
+void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
+                                  int64_t M, int64_t K, int64_t N) {
+  cuda::matmul_backward(impl_->ctx, impl_->cublas, dx, dw, dy, x, ldx, w, M, K, N);
+}
+void CudaBackend::rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
+                                  int64_t R, int64_t C, float eps) {
+  const char* op = "rmsnorm_forward";
+  cuda::rmsnorm_forward(impl_->ctx, P(y, op, "y"), P(rstd, op, "rstd"), P(x, op, "x"), ldx,
+                        P(w, op, "w"), R, C, eps);
+}
+void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
+                                   Tensor w, Tensor rstd, int64_t R, int64_t C) {
+  const char* op = "rmsnorm_backward";
+  cuda::rmsnorm_backward(impl_->ctx, P(dx, op, "dx"), P(dw, op, "dw"), P(dy, op, "dy"),
+                         P(x, op, "x"), ldx, P(w, op, "w"), P(rstd, op, "rstd"), R, C);
+}
+
+namespace {
+// cos/sin(t * theta^(-2i/hd)) for t < T, i < hd/2, in double then rounded, as backend/cpu/rope.cc.
+std::vector<float> rope_table_host(int64_t T, int64_t hd, float theta) {
+  const int64_t half = hd / 2;
+  std::vector<float> tab(static_cast<size_t>(2 * T * half));
+  for (int64_t i = 0; i < half; ++i) {
+    const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * double(i) / double(hd));
+    for (int64_t t = 0; t < T; ++t) {
+      const double ang = double(t) * inv_freq;
+      tab[t * half + i] = static_cast<float>(std::cos(ang));
+      tab[T * half + t * half + i] = static_cast<float>(std::sin(ang));
+    }
+  }
+  return tab;
+}
+}  // namespace
+
+void CudaBackend::rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd,
+                               float theta) {
+  rope(x, B, T, H, hd, theta, 1.f);
+}
+// The rotation is orthogonal: its gradient is the rotation by the opposite angle.
+void CudaBackend::rope_backward(Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd,
+                                float theta) {
+  rope(dx, B, T, H, hd, theta, -1.f);
+}
+void CudaBackend::rope(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta,
+                       float sign) {
+  if (hd % 2 != 0) fail("rope: head dim " + std::to_string(hd) + " must be even");
+  auto key = std::make_tuple(T, hd, theta);
+  auto it = impl_->rope.find(key);
+  if (it == impl_->rope.end()) {
+    const std::vector<float> tab = rope_table_host(T, hd, theta);
+    float* d = nullptr;
+    SL_CUDA_CHECK(cudaMalloc(&d, std::max<size_t>(tab.size(), 1) * sizeof(float)));
+    SL_CUDA_CHECK(cudaMemcpy(d, tab.data(), tab.size() * sizeof(float), cudaMemcpyHostToDevice));
+    it = impl_->rope.emplace(key, d).first;
+  }
+  const float* cs = it->second;
+  const float* sn = cs + T * (hd / 2);
+  cuda::rope(impl_->ctx, P(x, "rope", "x"), cs, sn, B, T, H, hd, sign);
+}
+
+void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
+                                    int64_t ldv, int64_t B, int64_t T, int64_t H, int64_t hd) {
+  const char* op = "attention_forward";
+  cuda::attention_forward(impl_->ctx, P(out, op, "out"), P(lse, op, "lse"), P(q, op, "q"),
+                          P(k, op, "k"), P(v, op, "v"), ldv, B, T, H, hd);
+}
+void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
+                                     Tensor k, Tensor v, int64_t ldv, Tensor out, Tensor lse,
+                                     int64_t B, int64_t T, int64_t H, int64_t hd) {
+  const char* op = "attention_backward";
+  cuda::attention_backward(impl_->ctx, P(dq, op, "dq"), P(dk, op, "dk"), P(dv, op, "dv"),
+                           P(dout, op, "dout"), P(q, op, "q"), P(k, op, "k"), P(v, op, "v"), ldv,
+                           P(out, op, "out"), P(lse, op, "lse"), B, T, H, hd);
+}
+void CudaBackend::swiglu_forward(Tensor h, Tensor gu, int64_t R, int64_t m) {
+  cuda::swiglu_forward(impl_->ctx, P(h, "swiglu_forward", "h"), P(gu, "swiglu_forward", "gu"), R,
+                       m);
+}
+void CudaBackend::swiglu_backward(Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m) {
+  const char* op = "swiglu_backward";
+  cuda::swiglu_backward(impl_->ctx, P(dgu, op, "dgu"), P(dh, op, "dh"), P(gu, op, "gu"), R, m);
+}
+void CudaBackend::conv1d_silu_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B,
+                                      int64_t T, int64_t C, int64_t K) {
+  const char* op = "conv1d_silu_forward";
+  cuda::conv1d_silu_forward(impl_->ctx, P(y, op, "y"), P(x, op, "x"), ldx, P(w, op, "w"), B, T, C,
+                            K);
+}
+void CudaBackend::conv1d_silu_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
+                                       Tensor w, int64_t B, int64_t T, int64_t C, int64_t K) {
+  const char* op = "conv1d_silu_backward";
+  cuda::conv1d_silu_backward(impl_->ctx, P(dx, op, "dx"), P(dw, op, "dw"), P(dy, op, "dy"),
+                             P(x, op, "x"), ldx, P(w, op, "w"), B, T, C, K);
+}
+void CudaBackend::l2norm_forward(Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT,
+                                 int64_t H, int64_t C, float scale, float eps) {
+  const char* op = "l2norm_forward";
+  cuda::l2norm_forward(impl_->ctx, P(y, op, "y"), P(rnorm, op, "rnorm"), P(x, op, "x"), ldx, BT,
+                       H, C, scale, eps);
+}
+void CudaBackend::l2norm_backward(Tensor dx, Tensor dy, Tensor x, int64_t ldx, Tensor rnorm,
+                                  int64_t BT, int64_t H, int64_t C, float scale) {
+  const char* op = "l2norm_backward";
+  cuda::l2norm_backward(impl_->ctx, P(dx, op, "dx"), P(dy, op, "dy"), P(x, op, "x"), ldx,
+                        P(rnorm, op, "rnorm"), BT, H, C, scale);
+}
+void CudaBackend::gdn_gates_forward(Tensor beta, Tensor g, Tensor b, Tensor a, int64_t ld,
+                                    Tensor A_log, Tensor dt_bias, int64_t BT, int64_t H,
+                                    float beta_scale) {
+  const char* op = "gdn_gates_forward";
+  cuda::gdn_gates_forward(impl_->ctx, P(beta, op, "beta"), P(g, op, "g"), P(b, op, "b"),
+                          P(a, op, "a"), ld, P(A_log, op, "A_log"), P(dt_bias, op, "dt_bias"), BT,
+                          H, beta_scale);
+}
+void CudaBackend::gdn_gates_backward(Tensor db, Tensor da, Tensor dA_log, Tensor ddt_bias,
+                                     Tensor dbeta, Tensor dg, Tensor b, Tensor a, int64_t ld,
+                                     Tensor A_log, Tensor dt_bias, int64_t BT, int64_t H,
+                                     float beta_scale) {
+  const char* op = "gdn_gates_backward";
+  cuda::gdn_gates_backward(impl_->ctx, P(db, op, "db"), P(da, op, "da"), P(dA_log, op, "dA_log"),
+                           P(ddt_bias, op, "ddt_bias"), P(dbeta, op, "dbeta"), P(dg, op, "dg"),
+                           P(b, op, "b"), P(a, op, "a"), ld, P(A_log, op, "A_log"),
+                           P(dt_bias, op, "dt_bias"), BT, H, beta_scale);
+}
+void CudaBackend::gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta,
+                              Tensor g, int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) {
+  const char* op = "gdn_forward";
+  cuda::gdn_forward(impl_->ctx, P(out, op, "out"), P(states, op, "states"), P(q, op, "q"),
+                    P(k, op, "k"), P(v, op, "v"), P(beta, op, "beta"), P(g, op, "g"), B, T, H, dk,
+                    dv);
+}
+void CudaBackend::gdn_backward(Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg,
+                               Tensor dout, Tensor states, Tensor q, Tensor k, Tensor v,
+                               Tensor beta, Tensor g, int64_t B, int64_t T, int64_t H, int64_t dk,
+                               int64_t dv) {
+  const char* op = "gdn_backward";
+  cuda::gdn_backward(impl_->ctx, P(dq, op, "dq"), P(dk_, op, "dk"), P(dv_, op, "dv"),
+                     P(dbeta, op, "dbeta"), P(dg, op, "dg"), P(dout, op, "dout"),
+                     P(states, op, "states"), P(q, op, "q"), P(k, op, "k"), P(v, op, "v"),
+                     P(beta, op, "beta"), P(g, op, "g"), B, T, H, dk, dv);
+}
+void CudaBackend::gated_rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, Tensor gate, int64_t ldg,
+                                        Tensor w, int64_t R, int64_t H, int64_t C, float eps) {
+  const char* op = "gated_rmsnorm_forward";
+  cuda::gated_rmsnorm_forward(impl_->ctx, P(y, op, "y"), P(rstd, op, "rstd"), P(x, op, "x"),
+                              P(gate, op, "gate"), ldg, P(w, op, "w"), R, H, C, eps);
+}
+void CudaBackend::gated_rmsnorm_backward(Tensor dx, Tensor dgate, Tensor dw, Tensor dy, Tensor x,
+                                         Tensor gate, int64_t ldg, Tensor w, Tensor rstd,
+                                         int64_t R, int64_t H, int64_t C) {
+  const char* op = "gated_rmsnorm_backward";
+  cuda::gated_rmsnorm_backward(impl_->ctx, P(dx, op, "dx"), P(dgate, op, "dgate"),
+                               P(dw, op, "dw"), P(dy, op, "dy"), P(x, op, "x"),
+                               P(gate, op, "gate"), ldg, P(w, op, "w"), P(rstd, op, "rstd"), R, H,
+                               C);
+}
+double CudaBackend::cross_entropy(Tensor losses, Tensor dlogits, Tensor logits,
+                                  const int32_t* targets, int64_t BT, int64_t V, float dscale) {
+  const char* op = "cross_entropy";
+  return cuda::cross_entropy(impl_->ctx, P(losses, op, "losses"), P(dlogits, op, "dlogits"),
+                             P(logits, op, "logits"), targets, BT, V, dscale);
+}
+void CudaBackend::adamw(Tensor p, Tensor g, Tensor m, Tensor v, int64_t n, float lr, float b1,
+                        float b2, float eps, float wd, float grad_scale, int64_t t) {
+  SL_ASSERT(t >= 1);
+  // Bias corrections in double (1 - b2^t is tiny for small t), as the CPU reference.
+  const float bc1 = static_cast<float>(1.0 - std::pow(double(b1), double(t)));
+  const float bc2 = static_cast<float>(1.0 - std::pow(double(b2), double(t)));
+  const char* op = "adamw";
+  cuda::adamw(impl_->ctx, P(p, op, "p"), P(g, op, "g"), P(m, op, "m"), P(v, op, "v"), n, lr, b1,
+              b2, eps, wd, grad_scale, bc1, bc2);
+}
+
+}  // namespace sl

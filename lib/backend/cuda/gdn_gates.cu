@@ -1,0 +1,82 @@
+// Gated DeltaNet gates, per token t and head h, fp32:
+//   beta = beta_scale * sigmoid(b)                    (beta_scale = 2: negative eigenvalues)
+//   g    = -exp(A_log[h]) * softplus(a + dt_bias[h])  (log of the per-step state decay, <= 0)
+// softplus is the exact max(z,0) + log1p(e^-|z|) (no threshold), so its derivative is exactly
+// sigmoid(z) however large z is: the A_log/dt_bias gradients stay right under strong decay.
+#include "backend/cuda/ops.h"
+
+namespace sl::cuda {
+namespace {
+
+// b, a [BT, H] token stride ld -> beta, g [BT, H] contiguous.
+__global__ void gdn_gates_forward_kernel(DPtr beta, DPtr g, DPtr b, DPtr a, int64_t ld,
+                                         DPtr A_log, DPtr dt_bias, int64_t BT, int64_t H,
+                                         float beta_scale) {
+  SL_GRID_STRIDE(i, BT * H) {
+    const int64_t t = i / H, h = i % H;
+    beta.st(i, beta_scale * sigmoidf_(b.ld(t * ld + h)));
+    g.st(i, -expf(A_log.ld(h)) * softplusf_(a.ld(t * ld + h) + dt_bias.ld(h)));
+  }
+}
+
+// db += dbeta * beta_scale * s (1 - s);  da += dg * (-exp(A_log) sigmoid(a + dt_bias))
+__global__ void gdn_gates_backward_kernel(DPtr db, DPtr da, DPtr dbeta, DPtr dg, DPtr b, DPtr a,
+                                          int64_t ld, DPtr A_log, DPtr dt_bias, int64_t BT,
+                                          int64_t H, float beta_scale) {
+  SL_GRID_STRIDE(i, BT * H) {
+    const int64_t t = i / H, h = i % H;
+    if (db && dbeta) {
+      const float s = sigmoidf_(b.ld(t * ld + h));
+      db.add(t * ld + h, dbeta.ld(i) * beta_scale * s * (1.f - s));
+    }
+    if (da && dg) {
+      const float z = a.ld(t * ld + h) + dt_bias.ld(h);
+      da.add(t * ld + h, -dg.ld(i) * expf(A_log.ld(h)) * sigmoidf_(z));
+    }
+  }
+}
+
+// dA_log[h] += sum_t dg * (-exp(A_log) softplus(z))   (= dg * g)
+struct GateDALog {
+  DPtr dg, a, A_log, dt_bias;
+  int64_t ld, H;
+  __device__ float operator()(int64_t t, int64_t h) const {
+    const float z = a.ld(t * ld + h) + dt_bias.ld(h);
+    return dg.ld(t * H + h) * (-expf(A_log.ld(h)) * softplusf_(z));
+  }
+};
+// ddt_bias[h] += sum_t dg * (-exp(A_log) sigmoid(z))
+struct GateDDtBias {
+  DPtr dg, a, A_log, dt_bias;
+  int64_t ld, H;
+  __device__ float operator()(int64_t t, int64_t h) const {
+    const float z = a.ld(t * ld + h) + dt_bias.ld(h);
+    return -dg.ld(t * H + h) * expf(A_log.ld(h)) * sigmoidf_(z);
+  }
+};
+
+}  // namespace
+
+void gdn_gates_forward(Ctx& ctx, DPtr beta, DPtr g, DPtr b, DPtr a, int64_t ld, DPtr A_log,
+                       DPtr dt_bias, int64_t BT, int64_t H, float beta_scale) {
+  if (BT * H <= 0) return;
+  gdn_gates_forward_kernel<<<grid_for(BT * H, 256), 256, 0, ctx.stream>>>(
+      beta, g, b, a, ld, A_log, dt_bias, BT, H, beta_scale);
+  SL_CUDA_LAUNCHED();
+}
+
+void gdn_gates_backward(Ctx& ctx, DPtr db, DPtr da, DPtr dA_log, DPtr ddt_bias, DPtr dbeta,
+                        DPtr dg, DPtr b, DPtr a, int64_t ld, DPtr A_log, DPtr dt_bias, int64_t BT,
+                        int64_t H, float beta_scale) {
+  if (BT * H <= 0) return;
+  if ((db && dbeta) || (da && dg)) {
+    gdn_gates_backward_kernel<<<grid_for(BT * H, 256), 256, 0, ctx.stream>>>(
+        db, da, dbeta, dg, b, a, ld, A_log, dt_bias, BT, H, beta_scale);
+    SL_CUDA_LAUNCHED();
+  }
+  if (!dg) return;
+  colsum(ctx, GateDALog{dg, a, A_log, dt_bias, ld, H}, BT, H, dA_log);
+  colsum(ctx, GateDDtBias{dg, a, A_log, dt_bias, ld, H}, BT, H, ddt_bias);
+}
+
+}  // namespace sl::cuda

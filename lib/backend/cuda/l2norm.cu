@@ -1,0 +1,63 @@
+// Per-head L2 normalisation (GDN q and k), fp32 math:
+//   y = scale * x * rnorm,  rnorm = (sum_c x^2 + eps)^(-1/2)
+// One warp per (token, head) row of C = k_h elements.
+#include "backend/cuda/ops.h"
+
+namespace sl::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+
+// x [BT, H, C] token stride ldx -> y [BT, H, C] contiguous, rnorm [BT, H].
+__global__ void l2norm_forward_kernel(DPtr y, DPtr rnorm, DPtr x, int64_t ldx, int64_t BT,
+                                      int64_t H, int64_t C, float scale, float eps) {
+  const int64_t row = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;  // t*H + h
+  const int lane = threadIdx.x % 32;
+  if (row >= BT * H) return;
+  const int64_t xo = (row / H) * ldx + (row % H) * C;
+  float ss = 0.f;
+  for (int64_t c = lane; c < C; c += 32) {
+    const float v = x.ld(xo + c);
+    ss += v * v;
+  }
+  const float rn = 1.f / sqrtf(warp_sum(ss) + eps);
+  if (lane == 0) rnorm.st(row, rn);
+  for (int64_t c = lane; c < C; c += 32) y.st(row * C + c, scale * (x.ld(xo + c) * rn));
+}
+
+// dx += scale * rnorm * (dy - x rnorm^2 sum_c dy_c x_c)
+__global__ void l2norm_backward_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr rnorm,
+                                       int64_t BT, int64_t H, int64_t C, float scale) {
+  const int64_t row = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= BT * H) return;
+  const int64_t xo = (row / H) * ldx + (row % H) * C;
+  const float rn = rnorm.ld(row);
+  float dot = 0.f;
+  for (int64_t c = lane; c < C; c += 32) dot += dy.ld(row * C + c) * x.ld(xo + c);
+  const float k = warp_sum(dot) * rn * rn;
+  for (int64_t c = lane; c < C; c += 32)
+    dx.add(xo + c, scale * rn * (dy.ld(row * C + c) - x.ld(xo + c) * k));
+}
+
+}  // namespace
+
+void l2norm_forward(Ctx& ctx, DPtr y, DPtr rnorm, DPtr x, int64_t ldx, int64_t BT, int64_t H,
+                    int64_t C, float scale, float eps) {
+  const int64_t rows = BT * H;
+  if (rows <= 0) return;
+  l2norm_forward_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), 32 * kWarps, 0,
+                          ctx.stream>>>(y, rnorm, x, ldx, BT, H, C, scale, eps);
+  SL_CUDA_LAUNCHED();
+}
+
+void l2norm_backward(Ctx& ctx, DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr rnorm, int64_t BT,
+                     int64_t H, int64_t C, float scale) {
+  const int64_t rows = BT * H;
+  if (rows <= 0 || !dx) return;
+  l2norm_backward_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), 32 * kWarps, 0,
+                           ctx.stream>>>(dx, dy, x, ldx, rnorm, BT, H, C, scale);
+  SL_CUDA_LAUNCHED();
+}
+
+}  // namespace sl::cuda

@@ -1,0 +1,605 @@
+// Every CUDA op against CpuBackend<float> on fresh random inputs, in two modes:
+//   f32:   every tensor fp32 on the GPU too -> relative error under 1e-4 (same math, other order);
+//   mixed: the Model's dtypes (activations and compute weights bf16; parameter gradients, stats
+//          and optimizer state fp32) -> relative error under 1e-2.
+// Both backends see identical inputs (values destined for a bf16 tensor are rounded to bf16 on the
+// host first). Forward outputs are poisoned with NaN before the call (an unwritten element shows
+// up as NaN, and no output may be NaN); gradient outputs are pre-filled and compared by their
+// increment, which checks the accumulate (+=) convention. The error is max|gpu - cpu| / max|cpu|.
+// Gated DeltaNet pitfalls get their own cases: T not a multiple of 64, T = 1, strong decay (also
+// through the gates, A_log near log 16), beta up to 2 (the triangular solve), no decay.
+#define BOOST_TEST_MODULE cuda_ops
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "cuda/gpu_test.h"
+
+using sl::test::GpuOrSkip;
+BOOST_TEST_GLOBAL_FIXTURE(GpuOrSkip);
+
+namespace {
+
+using sl::DType;
+using sl::Tensor;
+
+enum class Kind { in, out, inout, acc };  // acc: gradient output, compared by its increment
+enum class Cls { act, weight, pgrad, stat };
+enum class Mode { f32, mixed };
+const char* mode_name(Mode m) { return m == Mode::f32 ? "f32" : "mixed"; }
+double tol_of(Mode m) { return m == Mode::f32 ? 1e-4 : 1e-2; }
+
+using Fill = std::function<void(std::vector<float>&, std::mt19937_64&)>;
+struct Spec {
+  std::string name;
+  int64_t n;
+  Kind kind;
+  Cls cls;
+  float lo = -1.f, hi = 1.f;
+  Fill fill = nullptr;  // custom initial values (replaces uniform(lo, hi))
+};
+using Bufs = std::map<std::string, Tensor>;
+// Runs the op on a backend; returns its scalar result (cross_entropy, sum_squares) or 0.
+using OpFn = std::function<double(sl::Backend&, Bufs&)>;
+
+sl::CpuBackend<float>& cpu() {
+  static sl::CpuBackend<float> be;
+  return be;
+}
+sl::CudaBackend& gpu(Mode m) {
+  static sl::CudaBackend f32(0, DType::f32), bf16(0, DType::bf16);
+  return m == Mode::f32 ? f32 : bf16;
+}
+DType gpu_dtype(Mode m, Cls c) {
+  return m == Mode::mixed && (c == Cls::act || c == Cls::weight) ? DType::bf16 : DType::f32;
+}
+
+// Worst error per (op, mode), printed as a table at the end.
+std::map<std::string, std::map<std::string, double>>& table() {
+  static std::map<std::string, std::map<std::string, double>> t;
+  return t;
+}
+struct PrintTable {
+  ~PrintTable() {
+    if (table().empty()) return;
+    sl::test::report("| op | f32 rel err | mixed (bf16) rel err |");
+    sl::test::report("|---|---|---|");
+    for (const auto& [op, by_mode] : table()) {
+      char line[256];
+      auto get = [&](const char* m) {
+        auto it = by_mode.find(m);
+        return it == by_mode.end() ? std::string("-") : std::to_string(it->second);
+      };
+      std::snprintf(line, sizeof line, "| %s | %s | %s |", op.c_str(), get("f32").c_str(),
+                    get("mixed").c_str());
+      sl::test::report(line);
+    }
+  }
+};
+BOOST_TEST_GLOBAL_FIXTURE(PrintTable);
+
+uint64_t seed_of(const std::string& s) { return std::hash<std::string>{}(s); }
+
+// Runs `fn` on the CPU and on the GPU in `mode` and compares every out/inout/acc tensor.
+void check_op(const std::string& op, const std::vector<Spec>& specs, const OpFn& fn, Mode mode,
+              double tol = -1) {
+  if (tol < 0) tol = tol_of(mode);
+  sl::Backend& c = cpu();
+  sl::CudaBackend& g = gpu(mode);
+  Bufs bc, bg;
+  std::map<std::string, std::vector<float>> init;
+  for (const Spec& s : specs) {
+    const DType dt = gpu_dtype(mode, s.cls);
+    std::vector<float> h(static_cast<size_t>(s.n));
+    std::mt19937_64 rng(seed_of(op + "/" + s.name));
+    if (s.kind == Kind::out) {
+      std::fill(h.begin(), h.end(), std::numeric_limits<float>::quiet_NaN());
+    } else if (s.kind == Kind::acc) {
+      // Small prefill so the increment is measured accurately; zero for bf16 gradients, whose
+      // single rounding of (prefill + increment) would swamp the increment.
+      std::uniform_real_distribution<float> u(-0.01f, 0.01f);
+      for (auto& v : h) v = dt == DType::bf16 ? 0.f : u(rng);
+    } else if (s.fill) {
+      s.fill(h, rng);
+    } else {
+      std::uniform_real_distribution<float> u(s.lo, s.hi);
+      for (auto& v : h) v = u(rng);
+    }
+    if (dt == DType::bf16)
+      for (auto& v : h) v = sl::test::round_bf16(v);
+    bc[s.name] = c.alloc(s.n, DType::f32);
+    bg[s.name] = g.alloc(s.n, dt);
+    c.upload(bc[s.name], h.data());
+    g.upload(bg[s.name], h.data());
+    init[s.name] = std::move(h);
+  }
+  const double rc = fn(c, bc);
+  const double rg = fn(g, bg);
+  g.synchronize();
+  double worst = 0;
+  const std::string tag = op + " [" + mode_name(mode) + "]";
+  if (rc != 0 || rg != 0) {
+    const double e = std::abs(rg - rc) / std::max(std::abs(rc), 1e-30);
+    sl::test::report(tag + " scalar: rel err " + std::to_string(e));
+    BOOST_TEST(std::isfinite(rg), tag << " scalar is not finite");
+    BOOST_TEST(e < tol, tag << " scalar rel err " << e);
+    worst = std::max(worst, e);
+  }
+  for (const Spec& s : specs) {
+    if (s.kind == Kind::in) continue;
+    std::vector<float> hc(static_cast<size_t>(s.n)), hg(static_cast<size_t>(s.n));
+    c.download(hc.data(), bc[s.name]);
+    g.download(hg.data(), bg[s.name]);
+    const bool nan = sl::test::has_nan(hg);
+    if (s.kind == Kind::acc) {
+      const std::vector<float>& h0 = init[s.name];
+      for (size_t i = 0; i < hc.size(); ++i) {
+        hc[i] -= h0[i];
+        hg[i] -= h0[i];
+      }
+    }
+    const double e = sl::test::rel_err(hg, hc);
+    BOOST_TEST_MESSAGE(tag << " " << s.name << ": rel err " << e);
+    BOOST_TEST(!nan, tag << " " << s.name << " has NaN/inf (unwritten or overflow)");
+    BOOST_TEST(e < tol, tag << " " << s.name << ": rel err " << e << " >= " << tol);
+    double mx = 0;
+    for (float v : hc) mx = std::max(mx, double(std::abs(v)));
+    BOOST_TEST(mx > 0, tag << " " << s.name << " is identically zero on the CPU");
+    worst = std::max(worst, nan ? std::numeric_limits<double>::infinity() : e);
+  }
+  auto& cell = table()[op][mode_name(mode)];
+  cell = std::max(cell, worst);
+  for (auto& [n, t] : bc) c.free(t);
+  for (auto& [n, t] : bg) g.free(t);
+}
+
+void check_both(const std::string& op, const std::vector<Spec>& specs, const OpFn& fn) {
+  check_op(op, specs, fn, Mode::f32);
+  check_op(op, specs, fn, Mode::mixed);
+}
+
+// Rows of `dim` with unit L2 norm (times `scale`), every `ld` elements (as the model's GDN q, k).
+Fill unit_rows(int64_t dim, float scale = 1.f) {
+  return [dim, scale](std::vector<float>& h, std::mt19937_64& rng) {
+    std::normal_distribution<float> nd;
+    for (size_t r = 0; r + dim <= h.size(); r += dim) {
+      double ss = 0;
+      for (int64_t i = 0; i < dim; ++i) ss += double(h[r + i] = nd(rng)) * h[r + i];
+      for (int64_t i = 0; i < dim; ++i) h[r + i] *= scale / float(std::sqrt(ss));
+    }
+  };
+}
+
+std::vector<int32_t> random_ids(int64_t n, int64_t V, uint64_t seed, bool some_ignored = false) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& v : ids) v = static_cast<int32_t>(rng() % V);
+  if (some_ignored)
+    for (size_t i = 0; i < ids.size(); i += 7) ids[i] = -1;
+  return ids;
+}
+
+}  // namespace
+
+// ---- elementwise ------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(elementwise_match_cpu) {
+  const int64_t n = 10007, rows = 37, cols = 29, ldd = 41, lds = 33;
+  check_both("axpy", {{"y", n, Kind::inout, Cls::act}, {"x", n, Kind::in, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.axpy(b["y"], b["x"], 0.7f, n);
+               return 0.0;
+             });
+  check_both("scale", {{"x", n, Kind::inout, Cls::act}}, [&](sl::Backend& be, Bufs& b) {
+    be.scale(b["x"], -1.3f, n);
+    return 0.0;
+  });
+  for (bool acc : {false, true}) {
+    check_both(acc ? "copy2d+=" : "copy2d",
+               {{"dst", rows * ldd, Kind::inout, Cls::act}, {"src", rows * lds, Kind::in, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.copy2d(b["dst"].at(3), ldd, b["src"].at(1), lds, rows, cols, acc);
+                 return 0.0;
+               });
+  }
+  check_both("sum_squares", {{"x", 1 << 20, Kind::in, Cls::pgrad}},
+             [&](sl::Backend& be, Bufs& b) { return be.sum_squares(b["x"], 1 << 20); });
+}
+
+BOOST_AUTO_TEST_CASE(convert_roundtrip_and_zero) {
+  sl::CudaBackend& g = gpu(Mode::mixed);
+  const int64_t n = 4099;
+  std::vector<float> h(n), back(n);
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> nd;
+  for (auto& v : h) v = nd(rng);
+  Tensor f = g.alloc(n, DType::f32), b = g.alloc(n, DType::bf16), f2 = g.alloc(n, DType::f32);
+  g.upload(f, h.data());
+  g.convert(b, f);
+  g.convert(f2, b);
+  g.download(back.data(), f2);
+  for (int64_t i = 0; i < n; ++i) BOOST_TEST(back[i] == sl::test::round_bf16(h[i]));
+  g.zero(f2);
+  g.download(back.data(), f2);
+  BOOST_TEST(*std::max_element(back.begin(), back.end()) == 0.f);
+  g.free(f);
+  g.free(b);
+  g.free(f2);
+}
+
+// ---- embedding, matmul, norms, rope, swiglu -----------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(embedding_matches_cpu) {
+  const int64_t BT = 300, d = 48, V = 17;  // repeated ids: the scatter-add must sum them
+  const auto ids = random_ids(BT, V, 11);
+  check_both("embedding_forward", {{"wte", V * d, Kind::in, Cls::weight}, {"out", BT * d, Kind::out, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.embedding_forward(b["out"], ids.data(), b["wte"], BT, d);
+               return 0.0;
+             });
+  check_both("embedding_backward",
+             {{"dwte", V * d, Kind::acc, Cls::pgrad}, {"dout", BT * d, Kind::in, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.embedding_backward(b["dwte"], ids.data(), b["dout"], BT, d);
+               return 0.0;
+             });
+}
+
+BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
+  const int64_t M = 203, K = 96, N = 80, ldx = K + 5;
+  for (bool acc : {false, true}) {
+    check_both(acc ? "matmul_forward+=" : "matmul_forward",
+               {{"x", M * ldx, Kind::in, Cls::act},
+                {"w", N * K, Kind::in, Cls::weight},
+                {"y", M * N, acc ? Kind::inout : Kind::out, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.matmul_forward(b["y"], b["x"], ldx, b["w"], M, K, N, acc);
+                 return 0.0;
+               });
+  }
+  const std::vector<Spec> bw = {{"x", M * ldx, Kind::in, Cls::act},
+                                {"w", N * K, Kind::in, Cls::weight},
+                                {"dy", M * N, Kind::in, Cls::act},
+                                {"dx", M * ldx, Kind::acc, Cls::act},
+                                {"dw", N * K, Kind::acc, Cls::pgrad}};
+  check_both("matmul_backward", bw, [&](sl::Backend& be, Bufs& b) {
+    be.matmul_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N);
+    return 0.0;
+  });
+  // A null gradient output is skipped (dw only, then dx only).
+  std::vector<Spec> only_dw = bw;
+  only_dw.erase(only_dw.begin() + 3);
+  check_both("matmul_backward(dx=null)", only_dw, [&](sl::Backend& be, Bufs& b) {
+    be.matmul_backward(Tensor(), b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N);
+    return 0.0;
+  });
+}
+
+BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
+  const int64_t R = 211, C = 96, ldx = 3 * C;  // q slice of a fused qkv row
+  check_both("rmsnorm_forward",
+             {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
+              {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+              {"y", R * C, Kind::out, Cls::act},
+              {"rstd", R, Kind::out, Cls::stat}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f);
+               return 0.0;
+             });
+  check_both("rmsnorm_backward",
+             {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
+              {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+              {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
+              {"dy", R * C, Kind::in, Cls::act},
+              {"dx", R * ldx, Kind::acc, Cls::act},
+              {"dw", C, Kind::acc, Cls::pgrad}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], b["rstd"], R,
+                                   C);
+               return 0.0;
+             });
+}
+
+BOOST_AUTO_TEST_CASE(rope_matches_cpu) {
+  struct Cfg {
+    int64_t B, T, H, hd;
+  };
+  for (Cfg c : {Cfg{2, 100, 3, 32}, Cfg{1, 2048, 2, 64}, Cfg{1, 5, 1, 8}}) {
+    const int64_t n = c.B * c.T * c.H * c.hd;
+    const std::string tag = "T=" + std::to_string(c.T) + " hd=" + std::to_string(c.hd);
+    check_both("rope_forward " + tag, {{"x", n, Kind::inout, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.rope_forward(b["x"], c.B, c.T, c.H, c.hd, 5e5f);
+                 return 0.0;
+               });
+    check_both("rope_backward " + tag, {{"x", n, Kind::inout, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.rope_backward(b["x"], c.B, c.T, c.H, c.hd, 5e5f);
+                 return 0.0;
+               });
+  }
+}
+
+BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
+  const int64_t R = 150, m = 136;
+  check_both("swiglu_forward",
+             {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f}, {"h", R * m, Kind::out, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.swiglu_forward(b["h"], b["gu"], R, m);
+               return 0.0;
+             });
+  check_both("swiglu_backward",
+             {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f},
+              {"dh", R * m, Kind::in, Cls::act},
+              {"dgu", R * 2 * m, Kind::acc, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.swiglu_backward(b["dgu"], b["dh"], b["gu"], R, m);
+               return 0.0;
+             });
+}
+
+// ---- attention ------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
+  struct Cfg {
+    int64_t B, T, H, hd;
+    float qscale;
+  };
+  // T not a multiple of the tiles, T = 1, tiny and model head dims, long T, peaky softmax.
+  for (Cfg c : {Cfg{2, 100, 2, 32, 1.f}, Cfg{1, 1, 2, 16, 1.f}, Cfg{2, 64, 4, 8, 1.f},
+                Cfg{1, 300, 3, 64, 1.f}, Cfg{1, 2048, 2, 64, 1.f}, Cfg{1, 130, 2, 64, 6.f}}) {
+    const int64_t BT = c.B * c.T, D = c.H * c.hd, ldv = 3 * D;  // v inside a fused qkv row
+    const std::string tag = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
+                            " H=" + std::to_string(c.H) + " hd=" + std::to_string(c.hd) +
+                            (c.qscale != 1.f ? " peaky" : "");
+    const std::vector<Spec> specs = {
+        {"q", BT * D, Kind::in, Cls::act, -c.qscale, c.qscale},
+        {"k", BT * D, Kind::in, Cls::act},
+        {"v", BT * ldv, Kind::in, Cls::act},
+        {"out", BT * D, Kind::out, Cls::act},
+        {"lse", c.B * c.H * c.T, Kind::out, Cls::stat},
+        {"dout", BT * D, Kind::in, Cls::act},
+        {"dq", BT * D, Kind::acc, Cls::act},
+        {"dk", BT * D, Kind::acc, Cls::act},
+        {"dv", BT * ldv, Kind::acc, Cls::act}};
+    check_both("attention " + tag, specs, [&](sl::Backend& be, Bufs& b) {
+      be.attention_forward(b["out"], b["lse"], b["q"], b["k"], b["v"].at(2 * D), ldv, c.B, c.T,
+                           c.H, c.hd);
+      be.attention_backward(b["dq"], b["dk"], b["dv"].at(2 * D), b["dout"], b["q"], b["k"],
+                            b["v"].at(2 * D), ldv, b["out"], b["lse"], c.B, c.T, c.H, c.hd);
+      return 0.0;
+    });
+  }
+}
+
+// ---- GDN pieces -----------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
+  const int64_t B = 2, T = 77, C = 40, K = 4, ldx = C + 13;
+  check_both("conv1d_silu_forward",
+             {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
+              {"w", C * K, Kind::in, Cls::weight},
+              {"y", B * T * C, Kind::out, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.conv1d_silu_forward(b["y"], b["x"], ldx, b["w"], B, T, C, K);
+               return 0.0;
+             });
+  check_both("conv1d_silu_backward",
+             {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
+              {"w", C * K, Kind::in, Cls::weight},
+              {"dy", B * T * C, Kind::in, Cls::act},
+              {"dx", B * T * ldx, Kind::acc, Cls::act},
+              {"dw", C * K, Kind::acc, Cls::pgrad}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], B, T, C, K);
+               return 0.0;
+             });
+}
+
+BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
+  const int64_t BT = 190, H = 3, C = 48, ldx = 2 * H * C + 20;
+  const float scale = 1.f / std::sqrt(float(C));
+  check_both("l2norm_forward",
+             {{"x", BT * ldx, Kind::in, Cls::act, -3.f, 3.f},
+              {"y", BT * H * C, Kind::out, Cls::act},
+              {"rnorm", BT * H, Kind::out, Cls::stat}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.l2norm_forward(b["y"], b["rnorm"], b["x"], ldx, BT, H, C, scale, 1e-6f);
+               return 0.0;
+             });
+  check_both("l2norm_backward",
+             {{"x", BT * ldx, Kind::in, Cls::act, -3.f, 3.f},
+              {"dy", BT * H * C, Kind::in, Cls::act},
+              {"rnorm", BT * H, Kind::in, Cls::stat, 0.1f, 0.3f},
+              {"dx", BT * ldx, Kind::acc, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.l2norm_backward(b["dx"], b["dy"], b["x"], ldx, b["rnorm"], BT, H, C, scale);
+               return 0.0;
+             });
+  // bf16 L2-norm drift: the norm is taken in fp32, so every bf16 output row has norm `scale`
+  // up to bf16 rounding of its entries (|rel| < 2^-8 per entry), however large the input.
+  sl::CudaBackend& g = gpu(Mode::mixed);
+  std::vector<float> hx(BT * ldx);
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<float> u(-300.f, 300.f);
+  for (auto& v : hx) v = sl::test::round_bf16(u(rng));
+  Tensor x = g.alloc(BT * ldx, DType::bf16), y = g.alloc(BT * H * C, DType::bf16),
+         rn = g.alloc(BT * H, DType::f32);
+  g.upload(x, hx.data());
+  g.l2norm_forward(y, rn, x, ldx, BT, H, C, scale, 1e-6f);
+  std::vector<float> hy(BT * H * C);
+  g.download(hy.data(), y);
+  double worst = 0;
+  for (int64_t r = 0; r < BT * H; ++r) {
+    double ss = 0;
+    for (int64_t c = 0; c < C; ++c) ss += double(hy[r * C + c]) * hy[r * C + c];
+    worst = std::max(worst, std::abs(std::sqrt(ss) / scale - 1.0));
+  }
+  sl::test::report("l2norm bf16 row-norm drift: max |norm/scale - 1| = " + std::to_string(worst));
+  BOOST_TEST(worst < 4e-3);
+  g.free(x);
+  g.free(y);
+  g.free(rn);
+}
+
+BOOST_AUTO_TEST_CASE(gdn_gates_match_cpu_including_strong_decay) {
+  const int64_t BT = 260, H = 4, ld = 3 * H;
+  for (bool strong : {false, true}) {
+    const std::string tag = strong ? " strong decay" : "";
+    // Strong decay: A_log near log 16 and large a + dt_bias, so g reaches ~ -100.
+    const float alo = strong ? std::log(15.f) : -2.f, ahi = strong ? std::log(16.f) : 2.7f;
+    const float plo = strong ? 0.f : -3.f, phi = strong ? 6.f : 3.f;
+    const std::vector<Spec> fw = {{"ba", BT * ld, Kind::in, Cls::act, plo, phi},
+                                  {"A_log", H, Kind::in, Cls::weight, alo, ahi},
+                                  {"dt_bias", H, Kind::in, Cls::weight, -4.f, 1.f},
+                                  {"beta", BT * H, Kind::out, Cls::stat},
+                                  {"g", BT * H, Kind::out, Cls::stat}};
+    check_both("gdn_gates_forward" + tag, fw, [&](sl::Backend& be, Bufs& b) {
+      be.gdn_gates_forward(b["beta"], b["g"], b["ba"], b["ba"].at(H), ld, b["A_log"],
+                           b["dt_bias"], BT, H, 2.f);
+      return 0.0;
+    });
+    check_both("gdn_gates_backward" + tag,
+               {{"ba", BT * ld, Kind::in, Cls::act, plo, phi},
+                {"A_log", H, Kind::in, Cls::weight, alo, ahi},
+                {"dt_bias", H, Kind::in, Cls::weight, -4.f, 1.f},
+                {"dbeta", BT * H, Kind::in, Cls::stat},
+                {"dg", BT * H, Kind::in, Cls::stat},
+                {"dba", BT * ld, Kind::acc, Cls::act},
+                {"dA_log", H, Kind::acc, Cls::pgrad},
+                {"ddt_bias", H, Kind::acc, Cls::pgrad}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.gdn_gates_backward(b["dba"], b["dba"].at(H), b["dA_log"], b["ddt_bias"],
+                                       b["dbeta"], b["dg"], b["ba"], b["ba"].at(H), ld,
+                                       b["A_log"], b["dt_bias"], BT, H, 2.f);
+                 return 0.0;
+               });
+  }
+}
+
+namespace {
+
+struct GdnCase {
+  int64_t B, T, H, dk, dv;
+  float glo, ghi;  // log decay range per step
+  float blo, bhi;  // beta range
+  const char* what;
+};
+
+void check_gdn(const GdnCase& c) {
+  const int64_t BT = c.B * c.T, NC = (c.T + 63) / 64;
+  const std::string tag = std::string("gdn ") + c.what + " (B=" + std::to_string(c.B) +
+                          " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
+                          " dk=" + std::to_string(c.dk) + " dv=" + std::to_string(c.dv) + ")";
+  const std::vector<Spec> specs = {
+      {"q", BT * c.H * c.dk, Kind::in, Cls::act, 0, 0, unit_rows(c.dk, 1.f / std::sqrt(float(c.dk)))},
+      {"k", BT * c.H * c.dk, Kind::in, Cls::act, 0, 0, unit_rows(c.dk)},
+      {"v", BT * c.H * c.dv, Kind::in, Cls::act},
+      {"beta", BT * c.H, Kind::in, Cls::stat, c.blo, c.bhi},
+      {"g", BT * c.H, Kind::in, Cls::stat, c.glo, c.ghi},
+      {"out", BT * c.H * c.dv, Kind::out, Cls::act},
+      {"states", c.B * c.H * NC * c.dk * c.dv, Kind::out, Cls::stat},
+      {"dout", BT * c.H * c.dv, Kind::in, Cls::act},
+      {"dq", BT * c.H * c.dk, Kind::acc, Cls::act},
+      {"dk", BT * c.H * c.dk, Kind::acc, Cls::act},
+      {"dv", BT * c.H * c.dv, Kind::acc, Cls::act},
+      {"dbeta", BT * c.H, Kind::acc, Cls::stat},
+      {"dg", BT * c.H, Kind::acc, Cls::stat}};
+  check_both(tag, specs, [&](sl::Backend& be, Bufs& b) {
+    be.gdn_forward(b["out"], b["states"], b["q"], b["k"], b["v"], b["beta"], b["g"], c.B, c.T,
+                   c.H, c.dk, c.dv);
+    be.gdn_backward(b["dq"], b["dk"], b["dv"], b["dbeta"], b["dg"], b["dout"], b["states"],
+                    b["q"], b["k"], b["v"], b["beta"], b["g"], c.B, c.T, c.H, c.dk, c.dv);
+    return 0.0;
+  });
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gdn_chunk_matches_cpu) {
+  check_gdn({2, 100, 2, 16, 24, -0.3f, 0.f, 0.f, 2.f, "T%64!=0"});
+  check_gdn({1, 64, 2, 8, 12, -0.3f, 0.f, 0.f, 2.f, "one full chunk"});
+  check_gdn({1, 1, 2, 8, 12, -0.3f, 0.f, 0.f, 2.f, "T=1"});
+  check_gdn({2, 200, 3, 48, 96, -0.2f, 0.f, 0.f, 2.f, "model dims"});
+  check_gdn({1, 129, 2, 32, 64, -1e-3f, 0.f, 1.5f, 2.f, "no decay, beta near 2"});
+}
+
+BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {
+  // g down to -100 per step (A_log ~ log 16 with large softplus): e^g underflows to 0 inside a
+  // chunk; every exponent must stay <= 0 and the solve finite.
+  check_gdn({2, 150, 2, 16, 32, -100.f, -5.f, 0.f, 2.f, "strong decay"});
+  check_gdn({1, 70, 2, 16, 32, -30.f, 0.f, 0.f, 2.f, "mixed decay"});
+}
+
+BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
+  const int64_t BT = 150, H = 3, C = 40, R = BT * H, ldg = H * C + 17;
+  check_both("gated_rmsnorm_forward",
+             {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
+              {"gate", BT * ldg, Kind::in, Cls::act, -4.f, 4.f},
+              {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+              {"y", R * C, Kind::out, Cls::act},
+              {"rstd", R, Kind::out, Cls::stat}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"], ldg, b["w"], R, H, C,
+                                        1e-5f);
+               return 0.0;
+             });
+  check_both("gated_rmsnorm_backward",
+             {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
+              {"gate", BT * ldg, Kind::in, Cls::act, -4.f, 4.f},
+              {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+              {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
+              {"dy", R * C, Kind::in, Cls::act},
+              {"dx", R * C, Kind::acc, Cls::act},
+              {"dgate", BT * ldg, Kind::acc, Cls::act},
+              {"dw", C, Kind::acc, Cls::pgrad}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.gated_rmsnorm_backward(b["dx"], b["dgate"], b["dw"], b["dy"], b["x"], b["gate"],
+                                         ldg, b["w"], b["rstd"], R, H, C);
+               return 0.0;
+             });
+}
+
+// ---- loss and optimizer -----------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(cross_entropy_matches_cpu) {
+  const int64_t BT = 97, V = 50304;
+  const auto tgt = random_ids(BT, V, 21, true);
+  check_both("cross_entropy",
+             {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f},
+              {"losses", BT, Kind::out, Cls::stat},
+              {"dlogits", BT * V, Kind::acc, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               return be.cross_entropy(b["losses"], b["dlogits"], b["logits"], tgt.data(), BT, V,
+                                       0.37f);
+             });
+  check_both("cross_entropy(no grad)",
+             {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f},
+              {"losses", BT, Kind::out, Cls::stat}},
+             [&](sl::Backend& be, Bufs& b) {
+               return be.cross_entropy(b["losses"], Tensor(), b["logits"], tgt.data(), BT, V,
+                                       1.f);
+             });
+}
+
+BOOST_AUTO_TEST_CASE(adamw_matches_cpu) {
+  const int64_t n = 20011;
+  check_both("adamw",
+             {{"p", n, Kind::inout, Cls::pgrad},
+              {"g", n, Kind::in, Cls::pgrad},
+              {"m", n, Kind::inout, Cls::pgrad, -0.1f, 0.1f},
+              {"v", n, Kind::inout, Cls::pgrad, 0.f, 0.01f}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.adamw(b["p"], b["g"], b["m"], b["v"], n, 3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f,
+                        3);
+               return 0.0;
+             });
+}
