@@ -105,7 +105,8 @@ void write_json(const std::string& path, const nlohmann::ordered_json& j) {
 }
 
 nlohmann::ordered_json data_json(const FitArgs& a, const fit::Points* p) {
-  nlohmann::ordered_json d = {{"file", a.data}, {"n_col", a.spec.n_col}, {"loss_col", a.spec.loss_col}};
+  nlohmann::ordered_json d = {
+      {"file", a.data}, {"n_col", a.spec.n_col}, {"loss_col", a.spec.loss_col}};
   if (a.spec.flops_col.empty())
     d["d_col"] = a.spec.d_col;
   else
@@ -124,7 +125,8 @@ nlohmann::ordered_json data_json(const FitArgs& a, const fit::Points* p) {
 }
 
 void warn(const std::vector<std::string>& warnings) {
-  for (const std::string& w : warnings) std::fprintf(stderr, "scalinglab fit: warning: %s\n", w.c_str());
+  for (const std::string& w : warnings)
+    std::fprintf(stderr, "scalinglab fit: warning: %s\n", w.c_str());
 }
 
 void run_chinchilla(const FitArgs& a) {
@@ -205,7 +207,8 @@ void add_common(CLI::App* cmd, FitArgs* a) {
       ->required();
   cmd->add_option("--out", a->out, "Output JSON file")->required();
   cmd->add_option("--n-col", a->spec.n_col, "Column of N (parameters)")->capture_default_str();
-  auto* d = cmd->add_option("--d-col", a->spec.d_col, "Column of D (tokens)")->capture_default_str();
+  auto* d =
+      cmd->add_option("--d-col", a->spec.d_col, "Column of D (tokens)")->capture_default_str();
   auto* c = cmd->add_option("--flops-col", a->spec.flops_col,
                             "Column of compute C; D = C / (6 N) (instead of --d-col)");
   d->excludes(c);

@@ -13,11 +13,16 @@ struct Chinchilla {
   double E = 0, A = 0, alpha = 0, B = 0, beta = 0;
 
   // From natural values in param_names(2) order (E, A, alpha, B, beta).
-  static Chinchilla from_values(const std::vector<double>& v) { return {v[0], v[1], v[2], v[3], v[4]}; }
+  static Chinchilla from_values(const std::vector<double>& v) {
+    return {v[0], v[1], v[2], v[3], v[4]};
+  }
   static Chinchilla from(const FitResult& r) { return from_values(r.values); }
 
-  double loss(double n, double d) const { return E + A / std::pow(n, alpha) + B / std::pow(d, beta); }
-  // The loss at size N with unlimited data: E + A / N^alpha. Targets at or below it are unreachable.
+  double loss(double n, double d) const {
+    return E + A / std::pow(n, alpha) + B / std::pow(d, beta);
+  }
+  // The loss at size N with unlimited data: E + A / N^alpha. Targets at or below it are
+  // unreachable.
   double floor(double n) const { return E + A / std::pow(n, alpha); }
   // Tokens D to reach loss `target` at size N: (B / (target - floor(N)))^(1 / beta); +inf where
   // unreachable (target <= floor(N)).
@@ -30,7 +35,8 @@ struct Chinchilla {
   // Compute-optimal allocation for C = 6 N D (Hoffmann et al., appendix D.2): minimising L at
   // fixed C gives N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b with G = (alpha A / (beta B))^(1/(alpha +
   // beta)), a = beta / (alpha + beta), b = alpha / (alpha + beta); then
-  // L_opt(C) = E + K (C/6)^-gamma with gamma = alpha beta / (alpha + beta), K = A G^-alpha + B G^beta.
+  // L_opt(C) = E + K (C/6)^-gamma with gamma = alpha beta / (alpha + beta), K = A G^-alpha + B
+  // G^beta.
   double G() const { return std::pow(alpha * A / (beta * B), 1.0 / (alpha + beta)); }
   double a() const { return beta / (alpha + beta); }
   double b() const { return alpha / (alpha + beta); }

@@ -49,12 +49,12 @@ struct LogLawResidual {
 
 // The compressed formulation (see Formulation::kCompressed in law.h). With
 //   p_ij = exp(u_ij) / sum_l exp(u_il)   (softmax of the LSE terms; u_i0 = e),
-// the Jacobian of r_i is J_i = d r_i / d theta = (p_i0, p_i1, -p_i1 log x_1i, p_i2, -p_i2 log x_2i).
-// Residual 0 is F = sqrt(2 f) with Jacobian grad f / F, grad f = sum_i w_i h'(r_i) J_i; residuals
-// 1..P are identically 0 with Jacobian R, R^T R = M = sum_i w_i c_i J_i^T J_i. Ceres' model of the
-// cost 1/2 |res + Jac step|^2 is then f + grad f . s + 1/2 s^T (M + grad f grad f^T / 2f) s.
-// Evaluations at the same theta share the transcendental work (Ceres evaluates the cost at a trial
-// point and, if accepted, the Jacobian at the same point).
+// the Jacobian of r_i is J_i = d r_i / d theta = (p_i0, p_i1, -p_i1 log x_1i, p_i2, -p_i2 log
+// x_2i). Residual 0 is F = sqrt(2 f) with Jacobian grad f / F, grad f = sum_i w_i h'(r_i) J_i;
+// residuals 1..P are identically 0 with Jacobian R, R^T R = M = sum_i w_i c_i J_i^T J_i. Ceres'
+// model of the cost 1/2 |res + Jac step|^2 is then f + grad f . s + 1/2 s^T (M + grad f grad f^T /
+// 2f) s. Evaluations at the same theta share the transcendental work (Ceres evaluates the cost at a
+// trial point and, if accepted, the Jacobian at the same point).
 template <int kTerms>
 class CompressedHuberCost final : public ceres::CostFunction {
  public:
@@ -119,8 +119,8 @@ class CompressedHuberCost final : public ceres::CostFunction {
       J.bottomRows(kP) = llt.matrixU();
     } else {
       Eigen::SelfAdjointEigenSolver<Eigen::Matrix<double, kP, kP>> es(M);
-      J.bottomRows(kP) = es.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal() *
-                         es.eigenvectors().transpose();
+      J.bottomRows(kP) =
+          es.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal() * es.eigenvectors().transpose();
     }
     return true;
   }
@@ -141,7 +141,8 @@ class CompressedHuberCost final : public ceres::CostFunction {
       for (int i = 0; i < n_; ++i) {
         double u[kTerms + 1];
         u[0] = theta[0];
-        for (int k = 0; k < kTerms; ++k) u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * log_x_[k][i];
+        for (int k = 0; k < kTerms; ++k)
+          u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * log_x_[k][i];
         double m = *std::max_element(u, u + kTerms + 1);
         x0_[i] = std::exp(u[0] - m);
         s_[i] = x0_[i];
@@ -295,8 +296,7 @@ void finish(const LawData& data, const LocalSolver& solver, const LocalSolver::O
   res->converged = polished.termination == ceres::CONVERGENCE;
   res->termination = polished.message;
   res->iterations = polished.iterations;
-  if (!res->converged)
-    res->warnings.push_back("fit did not converge (" + polished.message + ")");
+  if (!res->converged) res->warnings.push_back("fit did not converge (" + polished.message + ")");
   for (size_t j = 0; j < res->theta.size(); ++j) {
     for (double b : {solver.lo()[j], solver.hi()[j]}) {
       if (!std::isfinite(b)) continue;
@@ -416,7 +416,8 @@ LawData chinchilla_data(const Points& p) {
     fail("chinchilla fit: " + std::to_string(p.size()) +
          " points, fewer than its 5 parameters (E, A, alpha, B, beta)");
   if (count_distinct(p.n) < 2) fail("chinchilla fit: all points have the same N; need >= 2 sizes");
-  if (count_distinct(p.d) < 2) fail("chinchilla fit: all points have the same D; need >= 2 budgets");
+  if (count_distinct(p.d) < 2)
+    fail("chinchilla fit: all points have the same D; need >= 2 budgets");
   LawData d;
   d.terms = 2;
   for (size_t i = 0; i < p.size(); ++i) {
@@ -460,6 +461,8 @@ FitResult fit_law(const LawData& data, const FitOptions& options) {
   const int n = static_cast<int>(starts.size());
   std::vector<double> cost(n, std::numeric_limits<double>::infinity());
   std::vector<std::vector<double>> theta(n);
+  std::vector<int> iterations(n, 0);
+  std::vector<char> hit_limit(n, 0);
   const int threads = std::min(resolve_threads(options.num_threads), std::max(n, 1));
   std::vector<std::unique_ptr<LocalSolver>> solvers(threads);
   parallel_for(n, threads, [&](int k, int tid) {
@@ -467,6 +470,8 @@ FitResult fit_law(const LawData& data, const FitOptions& options) {
     LocalSolver::Outcome o = solvers[tid]->Solve(starts[k], /*polish=*/false);
     cost[k] = o.cost;
     theta[k] = std::move(o.theta);
+    iterations[k] = o.iterations;
+    hit_limit[k] = o.termination == ceres::NO_CONVERGENCE;
   });
   int best = -1;
   int failed = 0;
@@ -478,7 +483,8 @@ FitResult fit_law(const LawData& data, const FitOptions& options) {
     if (best < 0 || cost[k] < cost[best]) best = k;
   }
   if (best < 0) fail("fit: no start point gave a finite objective");
-  LocalSolver& solver = solvers[0] ? *solvers[0] : *(solvers[0] = std::make_unique<LocalSolver>(data, options));
+  LocalSolver& solver =
+      solvers[0] ? *solvers[0] : *(solvers[0] = std::make_unique<LocalSolver>(data, options));
   LocalSolver::Outcome polished = solver.Solve(theta[best], /*polish=*/true);
   if (!std::isfinite(polished.cost) || polished.cost > cost[best]) {
     // Keep the grid optimum if the polish failed (it cannot do worse than its start).
@@ -489,9 +495,11 @@ FitResult fit_law(const LawData& data, const FitOptions& options) {
   res.starts = n;
   res.starts_failed = failed;
   res.best_start = best;
-  const double f_best = std::min(polished.cost, cost[best]);
-  for (int k = 0; k < n; ++k)
-    if (cost[k] <= f_best * (1 + options.best_rtol) + 1e-300) ++res.starts_at_best;
+  for (int k = 0; k < n; ++k) {
+    if (cost[k] <= cost[best] * (1 + options.best_rtol) + 1e-300) ++res.starts_at_best;
+    res.starts_at_limit += hit_limit[k];
+    res.grid_iterations += iterations[k];
+  }
   finish(data, solver, polished, &res);
   res.seconds = seconds_since(t0);
   return res;
@@ -533,9 +541,8 @@ LawData resample(const LawData& data, Rng& rng, std::vector<int>& counts) {
 
 }  // namespace
 
-BootstrapResult bootstrap_law(const LawData& data, const FitResult& full,
-                              const FitOptions& options, int replicates, uint64_t seed,
-                              uint64_t stream) {
+BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const FitOptions& options,
+                              int replicates, uint64_t seed, uint64_t stream) {
   auto t0 = std::chrono::steady_clock::now();
   if (replicates < 0) fail("bootstrap: the number of replicates must be >= 0");
   BootstrapResult b;

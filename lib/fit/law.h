@@ -31,10 +31,10 @@ namespace sl::fit {
 
 // The data of one fit, in log space.
 struct LawData {
-  int terms = 2;                      // T: 2 for Chinchilla (N, D), 1 for a data law (D)
-  std::vector<double> log_x[2];       // log x_k for each point (k < terms)
-  std::vector<double> log_loss;       // log L_i
-  std::vector<double> weight;         // w_i > 0
+  int terms = 2;                 // T: 2 for Chinchilla (N, D), 1 for a data law (D)
+  std::vector<double> log_x[2];  // log x_k for each point (k < terms)
+  std::vector<double> log_loss;  // log L_i
+  std::vector<double> weight;    // w_i > 0
   size_t size() const { return log_loss.size(); }
 };
 
@@ -59,7 +59,8 @@ std::vector<std::vector<double>> hoffmann_grid(int terms);
 // How the Huber sum is handed to Ceres.
 enum class Formulation {
   // One residual block with 1 + P residuals (P = 1 + 2T): residual 0 is sqrt(2 f) (so Ceres' cost
-  // 1/2 |residuals|^2 is exactly f), with Jacobian row grad f / sqrt(2 f); residuals 1..P are 0 with
+  // 1/2 |residuals|^2 is exactly f), with Jacobian row grad f / sqrt(2 f); residuals 1..P are 0
+  // with
   // a Jacobian R, R^T R = sum_i w_i c_i J_i^T J_i, c_i = h''(r_i) + h'(r_i)^2 / (2 h(r_i) + kappa):
   // the Gauss-Newton curvature of the Huber sum (points in the quadratic zone) plus a small
   // IRLS-like term for the linear zone that keeps the model positive far from an optimum. Exact
@@ -80,8 +81,8 @@ struct Bound {
 struct FitOptions {
   double huber_delta = 1e-3;  // Huber threshold delta on log residuals (Hoffmann, Epoch AI)
   std::vector<std::vector<double>> starts;  // start points in theta; empty: hoffmann_grid(T)
-  int num_threads = 0;        // threads for the start grid and the bootstrap; 0: all cores
-  int max_iterations = 500;   // Ceres iterations per start (a start that hits it did not converge)
+  int num_threads = 0;       // threads for the start grid and the bootstrap; 0: all cores
+  int max_iterations = 500;  // Ceres iterations per start (a start that hits it did not converge)
   double function_tolerance = 1e-8;   // grid starts: stop when |df| / f < this
   double parameter_tolerance = 1e-8;  // grid starts: stop when |dtheta| / |theta| < this
   double gradient_tolerance = 1e-12;  // stop when max |projected gradient| < this
@@ -102,16 +103,18 @@ struct FitResult {
   std::vector<double> values;      // natural parameters at the optimum, in names order
   double objective = 0;            // f at the optimum (weighted Huber sum)
   int n_points = 0;
-  int starts = 0;                  // grid starts run
-  int starts_at_best = 0;          // starts that ended within best_rtol of the best objective
-  int starts_failed = 0;           // starts whose evaluation failed (non-finite at the start)
-  int best_start = -1;             // index of the best start in the grid
-  bool converged = false;          // the polished best start met a convergence criterion
-  std::string termination;         // Ceres' message for the polished best start
-  int iterations = 0;              // Ceres iterations of the polish
+  int starts = 0;                      // grid starts run
+  int starts_at_best = 0;              // starts that ended within best_rtol of the best start's f
+  int starts_failed = 0;               // starts whose evaluation failed (non-finite at the start)
+  int starts_at_limit = 0;             // starts that stopped at max_iterations
+  long grid_iterations = 0;            // Ceres iterations summed over the starts
+  int best_start = -1;                 // index of the best start in the grid
+  bool converged = false;              // the polished best start met a convergence criterion
+  std::string termination;             // Ceres' message for the polished best start
+  int iterations = 0;                  // Ceres iterations of the polish
   std::vector<std::string> bound_hit;  // parameters at (within 1e-6 of) a bound
   std::vector<std::string> warnings;   // not converged, bounds hit: for stderr
-  double seconds = 0;              // wall time of the grid and the polish
+  double seconds = 0;                  // wall time of the grid and the polish
   double value(const std::string& name) const;  // natural parameter by name
 };
 
@@ -123,10 +126,10 @@ FitResult fit_law_from(const LawData& data, const FitOptions& options,
                        const std::vector<double>& start);
 
 struct BootstrapResult {
-  int n = 0;              // replicates
+  int n = 0;  // replicates
   uint64_t seed = 0;
-  uint64_t stream = 0;    // replicate k draws from Rng(seed, stream_id(stream, k))
-  int n_failed = 0;       // replicates whose refit failed (their samples are NaN)
+  uint64_t stream = 0;      // replicate k draws from Rng(seed, stream_id(stream, k))
+  int n_failed = 0;         // replicates whose refit failed (their samples are NaN)
   int n_not_converged = 0;  // replicates that stopped at max_iterations (kept)
   std::vector<std::string> names;
   std::vector<std::vector<double>> samples;  // [replicate][parameter], natural values
@@ -138,9 +141,8 @@ struct BootstrapResult {
 // Resamples the points with replacement (replicate k from Rng(seed, stream_id(stream, k)), so
 // results do not depend on the thread count) and refits each replicate from `full.theta` with
 // the polish tolerances.
-BootstrapResult bootstrap_law(const LawData& data, const FitResult& full,
-                              const FitOptions& options, int replicates, uint64_t seed,
-                              uint64_t stream = 0);
+BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const FitOptions& options,
+                              int replicates, uint64_t seed, uint64_t stream = 0);
 
 // Percentile q in [0, 1] of the non-NaN values of `v` (linear interpolation between order
 // statistics, as numpy's default; +-inf values take part in the order); NaN if there are none.

@@ -11,13 +11,13 @@ namespace sl::fit {
 // Which columns hold what, and which rows to use. Defaults fit a collected sweep (sweep.csv/.h5).
 struct DataSpec {
   std::string n_col = "n_params_nonembedding";  // N: parameters (non-embedding by convention)
-  std::string d_col = "tokens";  // D: training tokens (ignored when flops_col is set)
-  std::string flops_col;         // C: training compute; if set, D = C / (6 N)
+  std::string d_col = "tokens";   // D: training tokens (ignored when flops_col is set)
+  std::string flops_col;          // C: training compute; if set, D = C / (6 N)
   std::string loss_col = "loss";  // L: final loss (nats/token)
-  std::string group_col;         // e.g. "arch": keep rows whose value equals `group`
-  std::string group;             // the value to keep (required when group_col is set)
-  std::string weight_col;        // per-point weights (> 0), optional
-  bool flops_weighted = false;   // weight each point by its compute 6 N D (times weight_col)
+  std::string group_col;          // e.g. "arch": keep rows whose value equals `group`
+  std::string group;              // the value to keep (required when group_col is set)
+  std::string weight_col;         // per-point weights (> 0), optional
+  bool flops_weighted = false;    // weight each point by its compute 6 N D (times weight_col)
   // Rows whose status is not "completed" are dropped when the table has this column (a collected
   // sweep has one; a plain CSV usually not). Empty: no status filter.
   std::string status_col = "status";
@@ -31,11 +31,11 @@ struct DataSpec {
 // the objective then stays comparable with an unweighted fit).
 struct Points {
   std::vector<double> n, d, loss, weight;
-  std::vector<std::string> where;  // "file.csv: line 18" for each point, for messages
+  std::vector<std::string> where;     // "file.csv: line 18" for each point, for messages
   std::vector<std::string> size_key;  // model size of each point (DataSpec::size_cols)
-  int n_rows_total = 0;            // rows in the table
-  int n_dropped_status = 0;        // rows dropped by the status filter
-  int n_dropped_highest = 0;       // points dropped by drop_highest
+  int n_rows_total = 0;               // rows in the table
+  int n_dropped_status = 0;           // rows dropped by the status filter
+  int n_dropped_highest = 0;          // points dropped by drop_highest
   size_t size() const { return loss.size(); }
 };
 

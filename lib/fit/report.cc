@@ -22,6 +22,8 @@ json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_de
   j["starts"] = fit.starts;
   j["starts_at_best"] = fit.starts_at_best;
   j["starts_failed"] = fit.starts_failed;
+  j["starts_at_limit"] = fit.starts_at_limit;
+  j["grid_iterations"] = fit.grid_iterations;
   j["converged"] = fit.converged;
   j["termination"] = fit.termination;
   j["iterations"] = fit.iterations;
@@ -30,8 +32,11 @@ json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_de
   j["seconds"] = fit.seconds;
   if (fit.terms == 2) {
     Chinchilla c = Chinchilla::from(fit);
-    j["compute_optimal"] = {{"G", num(c.G())}, {"a", num(c.a())}, {"b", num(c.b())},
-                            {"gamma", num(c.gamma())}, {"K", num(c.K())}};
+    j["compute_optimal"] = {{"G", num(c.G())},
+                            {"a", num(c.a())},
+                            {"b", num(c.b())},
+                            {"gamma", num(c.gamma())},
+                            {"K", num(c.K())}};
   }
   if (boot && boot->n > 0) {
     json se = json::object(), ci = json::object();
@@ -52,8 +57,8 @@ json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_de
 
 namespace {
 
-json ratio_json(const Ratio& r, const char* value_key, const char* base_key,
-                const char* cand_key, bool with_boot) {
+json ratio_json(const Ratio& r, const char* value_key, const char* base_key, const char* cand_key,
+                bool with_boot) {
   json j;
   j[value_key] = num(r.value);
   j["status"] = r.status;
@@ -62,8 +67,9 @@ json ratio_json(const Ratio& r, const char* value_key, const char* base_key,
   if (with_boot) {
     j["ci95"] = json::array({num(r.ci_lo), num(r.ci_hi)});
     if (std::isinf(r.ci_hi))
-      j["ci95_note"] = "upper bound unbounded: L* was unreachable for the baseline in more than "
-                       "2.5% of the bootstrap replicates";
+      j["ci95_note"] =
+          "upper bound unbounded: L* was unreachable for the baseline in more than "
+          "2.5% of the bootstrap replicates";
     j["bootstrap"] = {{"ok", r.boot_ok},
                       {"unreachable_baseline", r.boot_unreachable_baseline},
                       {"unreachable_candidate", r.boot_unreachable_candidate},
@@ -90,8 +96,8 @@ json savings_json(const SavingsResult& r, double huber_delta) {
     pts.push_back(q);
   }
   j["points"] = pts;
-  j["compute_multiplier"] = ratio_json(r.compute_multiplier, "value", "compute_baseline",
-                                       "compute_candidate", boot);
+  j["compute_multiplier"] =
+      ratio_json(r.compute_multiplier, "value", "compute_baseline", "compute_candidate", boot);
   json co = json::object(), fits = json::object(), per = json::object();
   for (const ArchFit* a : {&r.baseline, &r.candidate}) {
     Chinchilla c = Chinchilla::from(a->fit);
@@ -101,7 +107,9 @@ json savings_json(const SavingsResult& r, double huber_delta) {
                        {"n_opt", num(c.n_opt(cc))},
                        {"d_opt", num(c.d_opt(cc))},
                        {"loss", num(c.loss_opt(cc))}});
-    co[a->name] = {{"G", num(c.G())}, {"a", num(c.a())}, {"b", num(c.b())},
+    co[a->name] = {{"G", num(c.G())},
+                   {"a", num(c.a())},
+                   {"b", num(c.b())},
                    {"compute_at_target", num(c.compute_for_loss(r.target_loss))},
                    {"points", table}};
     json f = fit_json(a->fit, boot ? &a->boot : nullptr, huber_delta);

@@ -11,7 +11,8 @@ namespace sl::fit {
 // {"form": "chinchilla" | "data_law", "n_points", "params": {...}, "objective", "starts",
 //  "starts_at_best", "converged", "bound_hit": [...], "bootstrap": {...} (if boot && boot->n > 0),
 //  ...}; for Chinchilla also "compute_optimal": {"G", "a", "b", "gamma", "K"}.
-nlohmann::ordered_json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_delta);
+nlohmann::ordered_json fit_json(const FitResult& fit, const BootstrapResult* boot,
+                                double huber_delta);
 
 // {"baseline", "candidate", "target_loss", "points": [{"n", "savings", "ci95", "status", ...}],
 //  "compute_multiplier", "compute_optimal", "fits", "per_size", ...}.

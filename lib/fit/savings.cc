@@ -111,8 +111,7 @@ Ratio make_ratio(double baseline, double candidate) {
   return r;
 }
 
-SavingsResult savings_from_points(const Points& pb, const Points& pc,
-                                  const SavingsOptions& o) {
+SavingsResult savings_from_points(const Points& pb, const Points& pc, const SavingsOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
   SavingsResult res;
   res.baseline.name = o.baseline;
@@ -143,7 +142,8 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc,
   for (double n : o.at_n)
     if (!(n > 0) || !std::isfinite(n)) fail("--at-n: sizes must be positive, got " + fmt(n));
   for (double c : o.at_c)
-    if (!(c > 0) || !std::isfinite(c)) fail("--at-c: compute values must be positive, got " + fmt(c));
+    if (!(c > 0) || !std::isfinite(c))
+      fail("--at-c: compute values must be positive, got " + fmt(c));
 
   auto data_of = [](const Points& p, const std::string& name) {
     try {
@@ -156,9 +156,9 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc,
   res.baseline.fit = fit_law(db, o.fit);
   res.candidate.fit = fit_law(dc, o.fit);
   for (ArchFit* a : {&res.baseline, &res.candidate})
-    for (const std::string& w : a->fit.warnings)
-      res.warnings.push_back(a->name + " fit: " + w);
-  const Chinchilla lb = Chinchilla::from(res.baseline.fit), lc = Chinchilla::from(res.candidate.fit);
+    for (const std::string& w : a->fit.warnings) res.warnings.push_back(a->name + " fit: " + w);
+  const Chinchilla lb = Chinchilla::from(res.baseline.fit),
+                   lc = Chinchilla::from(res.candidate.fit);
   const double L = res.target_loss;
 
   for (double n : o.at_n) {
@@ -168,20 +168,19 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc,
     sp.floor_candidate = lc.floor(n);
     sp.savings = make_ratio(lb.tokens_for_loss(n, L), lc.tokens_for_loss(n, L));
     if (sp.savings.status != "ok")
-      res.warnings.push_back("S(N = " + fmt(n) + "): L* = " + fmt(L) + " is unreachable for " +
-                             (sp.savings.status == "unreachable_both"
-                                  ? std::string("both architectures")
-                                  : sp.savings.status == "unreachable_baseline" ? o.baseline
-                                                                                : o.candidate) +
-                             " (loss floor E + A/N^alpha: " + o.baseline + " " +
-                             fmt(sp.floor_baseline) + ", " + o.candidate + " " +
-                             fmt(sp.floor_candidate) + ")");
+      res.warnings.push_back(
+          "S(N = " + fmt(n) + "): L* = " + fmt(L) + " is unreachable for " +
+          (sp.savings.status == "unreachable_both"       ? std::string("both architectures")
+           : sp.savings.status == "unreachable_baseline" ? o.baseline
+                                                         : o.candidate) +
+          " (loss floor E + A/N^alpha: " + o.baseline + " " + fmt(sp.floor_baseline) + ", " +
+          o.candidate + " " + fmt(sp.floor_candidate) + ")");
     res.points.push_back(sp);
   }
   res.compute_multiplier = make_ratio(lb.compute_for_loss(L), lc.compute_for_loss(L));
   if (res.compute_multiplier.status != "ok")
-    res.warnings.push_back("compute multiplier: L* = " + fmt(L) +
-                           " is at or below E for " + res.compute_multiplier.status.substr(12));
+    res.warnings.push_back("compute multiplier: L* = " + fmt(L) + " is at or below E for " +
+                           res.compute_multiplier.status.substr(12));
 
   // Paired bootstrap: replicate k resamples each architecture's points (streams 2k and 2k + 1 of
   // one seed, stratified by architecture) and combines the two refits of the same k.
@@ -195,8 +194,8 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc,
       for (int k = 0; k < o.bootstrap; ++k) {
         if (std::isnan(sb[k][0]) || std::isnan(sc[k][0])) continue;
         Chinchilla b = Chinchilla::from_values(sb[k]), c = Chinchilla::from_values(sc[k]);
-        v.push_back(replicate_ratio(b.tokens_for_loss(sp.n, L), c.tokens_for_loss(sp.n, L),
-                                    &sp.savings));
+        v.push_back(
+            replicate_ratio(b.tokens_for_loss(sp.n, L), c.tokens_for_loss(sp.n, L), &sp.savings));
       }
       set_ci(&sp.savings, v);
     }
@@ -204,8 +203,8 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc,
     for (int k = 0; k < o.bootstrap; ++k) {
       if (std::isnan(sb[k][0]) || std::isnan(sc[k][0])) continue;
       Chinchilla b = Chinchilla::from_values(sb[k]), c = Chinchilla::from_values(sc[k]);
-      v.push_back(replicate_ratio(b.compute_for_loss(L), c.compute_for_loss(L),
-                                  &res.compute_multiplier));
+      v.push_back(
+          replicate_ratio(b.compute_for_loss(L), c.compute_for_loss(L), &res.compute_multiplier));
     }
     set_ci(&res.compute_multiplier, v);
     for (ArchFit* a : {&res.baseline, &res.candidate}) {
@@ -241,8 +240,7 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc,
   return res;
 }
 
-SavingsResult savings_analysis(const Table& table, const DataSpec& spec,
-                               const SavingsOptions& o) {
+SavingsResult savings_analysis(const Table& table, const DataSpec& spec, const SavingsOptions& o) {
   if (spec.group_col.empty()) fail("fit savings: give --group-col (e.g. arch)");
   if (o.baseline == o.candidate) fail("fit savings: baseline and candidate are the same group");
   DataSpec sb = spec, sc = spec;

@@ -1,6 +1,7 @@
 // The token-savings factor of a candidate architecture over a baseline:
 //
-//   S(N) = D_baseline(N, L*) / D_candidate(N, L*),   D(N, L) = (B / (L - E - A / N^alpha))^(1/beta),
+//   S(N) = D_baseline(N, L*) / D_candidate(N, L*),   D(N, L) = (B / (L - E - A /
+//   N^alpha))^(1/beta),
 //
 // from one Chinchilla fit per architecture, with paired-bootstrap CIs; the compute multiplier at
 // equal loss on the compute-optimal frontiers, C_baseline(L*) / C_candidate(L*); N_opt(C), D_opt(C)
@@ -25,7 +26,7 @@ struct SavingsOptions {
   // L*: "median" (of all observed losses of both architectures, as in OLMo-core's ladder
   // analysis), "min" (the lowest observed loss), or a number.
   std::string target = "median";
-  std::vector<double> at_n = {1e8, 1e9, 7e9, 7e10};  // model sizes N for S(N)
+  std::vector<double> at_n = {1e8, 1e9, 7e9, 7e10};                       // model sizes N for S(N)
   std::vector<double> at_c = {1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24};  // C for N_opt, D_opt
   int bootstrap = 1000;  // paired bootstrap replicates (0: no CIs)
   uint64_t seed = 0;     // bootstrap seed
@@ -57,11 +58,11 @@ struct SavingsPoint {
 };
 
 struct PerSizeFit {
-  std::string key;       // the size (DataSpec::size_cols or N)
-  double n = 0;          // N of the size (median over its points)
+  std::string key;  // the size (DataSpec::size_cols or N)
+  double n = 0;     // N of the size (median over its points)
   int n_points = 0;
-  std::string skipped;   // why no fit ("" if fitted)
-  FitResult fit;         // E, B, beta
+  std::string skipped;                     // why no fit ("" if fitted)
+  FitResult fit;                           // E, B, beta
   double tokens_at_target = std::nan("");  // D_N(L*), +inf if L* <= E_N
 };
 

@@ -133,7 +133,8 @@ Table read_csv(const std::string& path) {
   std::vector<Table::Column> cols(header.size());
   for (size_t j = 0; j < header.size(); ++j) {
     cols[j].name = header[j];
-    if (header[j].empty()) fail(path + ": line 1: column " + std::to_string(j + 1) + " has no name");
+    if (header[j].empty())
+      fail(path + ": line 1: column " + std::to_string(j + 1) + " has no name");
   }
   std::vector<int> row_lines;
   while (pos < text.size()) {
@@ -201,8 +202,8 @@ void read_dataset(hid_t file, const std::string& name, ReadCtx* ctx) {
   H5T_class_t cls = H5Tget_class(ftype);
   if (cls == H5T_INTEGER || cls == H5T_FLOAT) {
     col.values.resize(n);
-    if (n > 0 && H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                         col.values.data()) < 0)
+    if (n > 0 &&
+        H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col.values.data()) < 0)
       fail(what + ": cannot read as numbers");
     col.text.reserve(n);
     for (double v : col.values) col.text.push_back(format_number(v));
@@ -213,8 +214,7 @@ void read_dataset(hid_t file, const std::string& name, ReadCtx* ctx) {
       H5Tset_size(mtype, H5T_VARIABLE);
       H5Tset_cset(mtype, H5Tget_cset(ftype));
       std::vector<char*> buf(n, nullptr);
-      if (n > 0 &&
-          H5Dread(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
+      if (n > 0 && H5Dread(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
         fail(what + ": cannot read as variable-length strings");
       for (hsize_t i = 0; i < n; ++i) col.text[i] = buf[i] ? buf[i] : "";
       if (n > 0) H5Dvlen_reclaim(mtype, space, H5P_DEFAULT, buf.data());
@@ -289,7 +289,8 @@ Table read_hdf5(const std::string& path) {
 
 Table read_table(const std::string& path) {
   auto ends_with = [&](const std::string& suf) {
-    return path.size() >= suf.size() && path.compare(path.size() - suf.size(), suf.size(), suf) == 0;
+    return path.size() >= suf.size() &&
+           path.compare(path.size() - suf.size(), suf.size(), suf) == 0;
   };
   if (ends_with(".h5") || ends_with(".hdf5") || ends_with(".H5")) return read_hdf5(path);
   return read_csv(path);

@@ -2,7 +2,6 @@
 // bootstrap CIs; checks the two Ceres formulations agree.
 #define BOOST_TEST_MODULE fit_chinchilla
 #include <boost/test/unit_test.hpp>
-
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -31,9 +30,11 @@ Points epoch_points() {
 // Published values (../shared/data/chinchilla_epoch/README.md).
 const std::map<std::string, double> kPublished = {
     {"A", 477.8}, {"B", 2143.4}, {"E", 1.8172}, {"alpha", 0.3473}, {"beta", 0.3672}};
-const std::map<std::string, std::pair<double, double>> kPublishedCi = {
-    {"E", {1.769, 1.871}}, {"alpha", {0.317, 0.373}}, {"beta", {0.331, 0.415}},
-    {"A", {285, 744}},     {"B", {1042, 5810}}};
+const std::map<std::string, std::pair<double, double>> kPublishedCi = {{"E", {1.769, 1.871}},
+                                                                       {"alpha", {0.317, 0.373}},
+                                                                       {"beta", {0.331, 0.415}},
+                                                                       {"A", {285, 744}},
+                                                                       {"B", {1042, 5810}}};
 
 }  // namespace
 
@@ -65,9 +66,10 @@ BOOST_AUTO_TEST_CASE(reproduces_epoch_fit_and_bootstrap) {
   BOOST_TEST(b.n_failed == 0);
   for (size_t k = 0; k < b.names.size(); ++k) {
     auto [lo, hi] = kPublishedCi.at(b.names[k]);
-    std::printf("  %-5s se %9.4f  ci95 [%9.4f, %9.4f]  published [%9.4f, %9.4f]  (%+.1f%%, %+.1f%%)\n",
-                b.names[k].c_str(), b.se[k], b.ci_lo[k], b.ci_hi[k], lo, hi,
-                100 * (b.ci_lo[k] / lo - 1), 100 * (b.ci_hi[k] / hi - 1));
+    std::printf(
+        "  %-5s se %9.4f  ci95 [%9.4f, %9.4f]  published [%9.4f, %9.4f]  (%+.1f%%, %+.1f%%)\n",
+        b.names[k].c_str(), b.se[k], b.ci_lo[k], b.ci_hi[k], lo, hi, 100 * (b.ci_lo[k] / lo - 1),
+        100 * (b.ci_hi[k] / hi - 1));
     BOOST_TEST(std::abs(b.ci_lo[k] / lo - 1) < 0.05, b.names[k] << " CI low " << b.ci_lo[k]);
     BOOST_TEST(std::abs(b.ci_hi[k] / hi - 1) < 0.05, b.names[k] << " CI high " << b.ci_hi[k]);
   }
@@ -111,7 +113,8 @@ BOOST_AUTO_TEST_CASE(results_do_not_depend_on_threads) {
   FitResult a = fit_law(data, one), b = fit_law(data, two);
   BOOST_TEST(a.theta == b.theta);
   BOOST_TEST(a.starts_at_best == b.starts_at_best);
-  BootstrapResult ba = bootstrap_law(data, a, one, 50, 42), bb = bootstrap_law(data, b, two, 50, 42);
+  BootstrapResult ba = bootstrap_law(data, a, one, 50, 42),
+                  bb = bootstrap_law(data, b, two, 50, 42);
   BOOST_TEST(ba.samples == bb.samples);
   BootstrapResult bc = bootstrap_law(data, a, one, 50, 43);
   BOOST_TEST(ba.samples != bc.samples);

@@ -1,9 +1,8 @@
 // Token savings S(N), the compute multiplier, compute-optimal allocation and per-size data laws
 // on synthetic data drawn from two known laws.
 #define BOOST_TEST_MODULE fit_savings
-#include <boost/test/unit_test.hpp>
-
 #include <algorithm>
+#include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstdio>
 
@@ -40,14 +39,15 @@ BOOST_AUTO_TEST_CASE(recovers_savings_from_noisy_ladders) {
     std::printf("N %8.3g  S %.4f  truth %.4f  (%+.2f%%)  CI [%.4f, %.4f]\n", p.n, p.savings.value,
                 truth, 100 * (p.savings.value / truth - 1), p.savings.ci_lo, p.savings.ci_hi);
     BOOST_TEST(p.savings.status == "ok");
-    BOOST_TEST(std::abs(p.savings.value / truth - 1) < tol, "S(" << p.n << ") = "
-                                                                  << p.savings.value);
+    BOOST_TEST(std::abs(p.savings.value / truth - 1) < tol,
+               "S(" << p.n << ") = " << p.savings.value);
     BOOST_TEST(p.savings.ci_lo <= truth);
     BOOST_TEST(truth <= p.savings.ci_hi);
     BOOST_TEST(p.savings.boot_ok == 200);
   }
   // Compute multiplier at equal loss on the compute-optimal frontiers.
-  double cm = syn::baseline_law().compute_for_loss(3.2) / syn::candidate_law().compute_for_loss(3.2);
+  double cm =
+      syn::baseline_law().compute_for_loss(3.2) / syn::candidate_law().compute_for_loss(3.2);
   std::printf("compute multiplier %.4f truth %.4f CI [%.4f, %.4f]\n", r.compute_multiplier.value,
               cm, r.compute_multiplier.ci_lo, r.compute_multiplier.ci_hi);
   BOOST_TEST(r.compute_multiplier.status == "ok");

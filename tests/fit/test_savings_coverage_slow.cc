@@ -2,7 +2,6 @@
 // 30 points each, 1% log-normal noise), the CI must contain the true S(N) at least 90% of the time.
 #define BOOST_TEST_MODULE fit_savings_coverage_slow
 #include <boost/test/unit_test.hpp>
-
 #include <cstdio>
 
 #include "fit/savings.h"

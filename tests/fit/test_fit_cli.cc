@@ -1,0 +1,182 @@
+// `scalinglab fit chinchilla|savings` end to end through the executable: JSON shapes, exit codes,
+// one-line errors and warnings on stderr. Skips (with a message) when the executable has no `fit`
+// command, e.g. before it is built: the fit tests do not depend on the scalinglab target.
+#define BOOST_TEST_MODULE fit_cli
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "synthetic_data.h"
+
+namespace fs = std::filesystem;
+namespace syn = sl::fit::testing;
+
+namespace {
+
+const std::string kChinchilla =
+    std::string(SL_SOURCE_DIR) + "/../shared/data/chinchilla_epoch/svg_extracted_data.csv";
+
+fs::path tmp_dir() {
+  fs::path d = fs::temp_directory_path() / ("sl_fit_cli_" + std::to_string(getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+struct Run {
+  int code = -1;
+  std::string out;  // stdout and stderr
+};
+
+Run run(const std::string& args) {
+  fs::path log = tmp_dir() / "out.txt";
+  std::string cmd = std::string(SL_EXE) + " " + args + " > " + log.string() + " 2>&1";
+  int st = std::system(cmd.c_str());
+  Run r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::ifstream f(log);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  r.out = ss.str();
+  return r;
+}
+
+bool have_fit() {
+  if (!fs::exists(SL_EXE)) return false;
+  return run("fit --help").code == 0;
+}
+
+nlohmann::json load(const fs::path& p) {
+  std::ifstream f(p);
+  return nlohmann::json::parse(f);
+}
+
+// A sweep-like CSV with both architectures (synthetic laws, 1% noise).
+fs::path write_sweep() {
+  fs::path p = tmp_dir() / "sweep.csv";
+  std::ofstream f(p);
+  f << "run_id,arch,n_params_nonembedding,tokens,loss,status\n";
+  int id = 0;
+  for (int a = 0; a < 2; ++a) {
+    sl::fit::Points pts =
+        syn::ladder(a == 0 ? syn::baseline_law() : syn::candidate_law(), 0.01, 5, a);
+    for (size_t i = 0; i < pts.size(); ++i)
+      f << "r" << id++ << "," << (a == 0 ? "dense" : "hybrid") << "," << pts.n[i] << "," << pts.d[i]
+        << "," << pts.loss[i] << ",completed\n";
+  }
+  return p;
+}
+
+#define SKIP_WITHOUT_FIT()                                                       \
+  if (!have_fit()) {                                                             \
+    BOOST_TEST_MESSAGE("skipped: " SL_EXE " has no `fit` command (not built?)"); \
+    return;                                                                      \
+  }
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(chinchilla_fit_json) {
+  SKIP_WITHOUT_FIT();
+  fs::path out = tmp_dir() / "fit.json";
+  Run r = run("fit chinchilla --data " + kChinchilla +
+              " --n-col 'Model Size' --flops-col 'Training FLOP' --loss-col loss"
+              " --drop-highest 5 --bootstrap 200 --seed 1 --out " +
+              out.string());
+  BOOST_TEST_MESSAGE(r.out);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  nlohmann::json j = load(out);
+  BOOST_TEST(j["form"] == "chinchilla");
+  BOOST_TEST(j["n_points"] == 240);
+  BOOST_TEST(std::abs(j["params"]["E"].get<double>() / 1.8172 - 1) < 5e-3);
+  BOOST_TEST(std::abs(j["params"]["alpha"].get<double>() / 0.3473 - 1) < 5e-3);
+  BOOST_TEST(j["starts"] == 4500);
+  BOOST_TEST(j["starts_at_best"].get<int>() > 0);
+  BOOST_TEST(j["converged"] == true);
+  BOOST_TEST(j["bound_hit"].empty());
+  BOOST_TEST(j["bootstrap"]["n"] == 200);
+  BOOST_TEST(j["bootstrap"]["ci95"]["beta"].size() == 2u);
+  BOOST_TEST(j["bootstrap"]["se"]["B"].is_number());
+}
+
+BOOST_AUTO_TEST_CASE(savings_json) {
+  SKIP_WITHOUT_FIT();
+  fs::path data = write_sweep(), out = tmp_dir() / "savings.json";
+  Run r = run("fit savings --data " + data.string() +
+              " --group-col arch --baseline dense --candidate hybrid --target-loss 3.0"
+              " --at-n 1e8,1e9,7e9 --bootstrap 100 --seed 2 --out " +
+              out.string());
+  BOOST_TEST_MESSAGE(r.out);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  nlohmann::json j = load(out);
+  BOOST_TEST(j["baseline"] == "dense");
+  BOOST_TEST(j["candidate"] == "hybrid");
+  BOOST_TEST(j["target_loss"] == 3.0);
+  BOOST_REQUIRE(j["points"].size() == 3u);
+  BOOST_TEST(j["points"][0]["n"] == 1e8);
+  BOOST_TEST(j["points"][0]["status"] == "ok");
+  BOOST_TEST(j["points"][0]["ci95"].size() == 2u);
+  BOOST_TEST(j["compute_multiplier"]["value"].is_number());
+  BOOST_TEST(j["fits"]["dense"]["n_points"] == 30);
+  BOOST_TEST(j["per_size"]["dense"].size() == syn::kSizes.size());
+
+  // A target below the loss floors: the points say so, and stderr warns.
+  r = run("fit savings --data " + data.string() +
+          " --group-col arch --target-loss 2.0 --at-n 1e8 --bootstrap 0 --out " + out.string());
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  BOOST_TEST(r.out.find("warning: S(N = 1e+08): L* = 2 is unreachable") != std::string::npos,
+             r.out);
+  j = load(out);
+  BOOST_TEST(j["points"][0]["savings"].is_null());
+  BOOST_TEST(j["points"][0]["status"] == "unreachable_both");
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_exits_nonzero_with_one_line) {
+  SKIP_WITHOUT_FIT();
+  fs::path data = write_sweep(), out = tmp_dir() / "bad.json";
+  auto one_line_error = [&](const std::string& args, const std::string& part) {
+    Run r = run(args + " --out " + out.string());
+    BOOST_TEST(r.code != 0, args);
+    BOOST_TEST(r.out.find(part) != std::string::npos, r.out);
+    BOOST_TEST(r.out.find('\n') == r.out.size() - 1, r.out);
+  };
+  one_line_error("fit chinchilla --data " + data.string() + " --loss-col val_loss",
+                 "no column 'val_loss'");
+  one_line_error("fit chinchilla --data " + data.string() + " --group-col arch --group moe",
+                 "no rows with arch = 'moe'");
+  // A NaN on line 4 of the file.
+  fs::path nan = tmp_dir() / "nan.csv";
+  {
+    std::ifstream in(data);
+    std::ofstream o(nan);
+    std::string line;
+    for (int i = 1; std::getline(in, line); ++i) {
+      if (i == 4) line = line.substr(0, line.rfind(',', line.rfind(',') - 1)) + ",nan,completed";
+      o << line << "\n";
+    }
+  }
+  one_line_error("fit chinchilla --data " + nan.string(), "nan.csv: line 4: column 'loss'");
+  one_line_error("fit chinchilla --data " + (tmp_dir() / "missing.csv").string(), "cannot open");
+
+  // Not converged: the fit still writes its JSON, says so there and on stderr.
+  Run r = run("fit chinchilla --data " + data.string() +
+              " --group-col arch --group dense --max-iterations 2 --out " + out.string());
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(r.out.find("warning: fit did not converge") != std::string::npos, r.out);
+  BOOST_TEST(load(out)["converged"] == false);
+  // A bound that binds.
+  r = run("fit chinchilla --data " + data.string() +
+          " --group-col arch --group dense --bound alpha=0:0.3 --out " + out.string());
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(
+      r.out.find("warning: parameter alpha sits on its upper bound 0.3") != std::string::npos,
+      r.out);
+  BOOST_TEST(load(out)["bound_hit"][0] == "alpha");
+  fs::remove_all(tmp_dir());
+}
