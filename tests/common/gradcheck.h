@@ -6,7 +6,7 @@
 //   std::vector<double> g = ...;                      // analytic d loss / d x at x
 //   double err = sl::test::gradcheck(loss, x, g);     // max relative error, want < 1e-6 in fp64
 //
-// The error is  max_i |g_i - n_i| / max(max_i |n_i|, 1e-30)  with n the central-difference
+// The error is  max_i |g_i - n_i| / max(max_i |n_i|, 1e-8)  with n the central-difference
 // gradient n_i = (f(x + h e_i) - f(x - h e_i)) / (2h): normalised by the largest numerical
 // gradient entry, so tiny entries are not judged on their own relative scale (their absolute
 // roundoff ~ eps*|f|/h would dominate). In double with h = 1e-6 the truncation error is
@@ -28,7 +28,7 @@ namespace sl::test {
 using ScalarFn = std::function<double(const std::vector<double>&)>;
 
 struct GradCheckResult {
-  double rel_err = 0;       // max |analytic - numeric| / max(max |numeric|, 1e-30)
+  double rel_err = 0;       // max |analytic - numeric| / max(max |numeric|, 1e-8)
   double max_abs_diff = 0;  // max |analytic - numeric|
   double max_ref = 0;       // max |numeric|
   int64_t worst = -1;       // index into x of the largest |analytic - numeric|
@@ -69,7 +69,9 @@ inline GradCheckResult gradcheck_detail(const ScalarFn& f, const std::vector<dou
   } else {
     for (int64_t i : indices) visit(static_cast<size_t>(i));
   }
-  r.rel_err = r.max_abs_diff / std::max(r.max_ref, 1e-30);
+  // The 1e-8 floor: a gradient that is identically zero (e.g. dg at T = 1, where the state
+  // entering the only step is 0) is judged by its absolute roundoff, not by 0/0.
+  r.rel_err = r.max_abs_diff / std::max(r.max_ref, 1e-8);
   return r;
 }
 
