@@ -1,5 +1,5 @@
 // `scalinglab train --config RUN.toml [--set key=value ...] --out RUN [--device cpu|cuda[:i]]
-//                   [--resume] [--threads N]`
+//                   [--resume] [--threads N] [--init-from HF_DIR]`
 #include <omp.h>
 
 #include <cstdlib>
@@ -14,7 +14,7 @@ namespace sl::cli {
 
 void register_train(CLI::App& app) {
   struct Args {
-    std::string config, out, device = "cpu";
+    std::string config, out, device = "cpu", init_from;
     std::vector<std::string> sets;
     bool resume = false, quiet = false;
     int threads = 0;
@@ -28,10 +28,12 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--resume", args->resume, "Continue from RUN/ckpt (start fresh if none)");
   cmd->add_flag("--quiet", args->quiet, "No progress lines");
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--init-from", args->init_from,
+                  "Start from the weights of an HF directory (model.safetensors, config.json)");
   cmd->callback([args]() {
     if (args->threads > 0) omp_set_num_threads(args->threads);
     TrainConfig cfg = load_config(args->config, args->sets);
-    TrainOptions opts{args->out, args->device, args->resume, args->quiet};
+    TrainOptions opts{args->out, args->device, args->resume, args->quiet, args->init_from};
     int rc = run_training(cfg, opts);
     if (rc != 0) std::exit(rc);
   });

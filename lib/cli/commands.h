@@ -7,4 +7,6 @@ namespace sl::cli {
 void register_train(CLI::App& app);
 void register_fit(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_export(CLI::App& app);
+void register_doctor(CLI::App& app);
 }  // namespace sl::cli

@@ -199,7 +199,9 @@ std::string hf_config_json(const ModelSpec& spec_in, int64_t max_position_embedd
     fail("export: pattern '" + s.pattern +
          "' has no attention layer; OlmoHybridForCausalLM requires at least one");
   if (!dense && (s.gdn_norm_eps != kHfGdnNormEps || s.l2norm_eps != kHfL2normEps))
-    fail("export: gdn_norm_eps/l2norm_eps differ from the values OlmoHybrid hard-codes (1e-5, 1e-6)");
+    fail(
+        "export: gdn_norm_eps/l2norm_eps differ from the values OlmoHybrid hard-codes (1e-5, "
+        "1e-6)");
   const ojson rope = {{"rope_theta", s.rope_theta}, {"rope_type", "default"}};
   ojson c;
   c["architectures"] = {dense ? "Olmo3ForCausalLM" : "OlmoHybridForCausalLM"};
@@ -289,8 +291,9 @@ ModelSpec spec_from_hf_config(const std::string& text, const std::string& where)
   s.d_mlp = get_int("intermediate_size", 0, true);
   const int64_t L = get_int("num_hidden_layers", 0, true);
   if (get_int("num_key_value_heads", s.n_heads, false) != s.n_heads)
-    key_fail("num_key_value_heads", "differs from num_attention_heads (grouped-query attention "
-                                    "is not part of our model)");
+    key_fail("num_key_value_heads",
+             "differs from num_attention_heads (grouped-query attention "
+             "is not part of our model)");
   if (s.n_heads > 0 && get_int("head_dim", s.d_model / s.n_heads, false) != s.d_model / s.n_heads)
     key_fail("head_dim", "must be hidden_size / num_attention_heads");
   if (c.value("hidden_act", std::string("silu")) != "silu") key_fail("hidden_act", "must be silu");
@@ -330,8 +333,9 @@ ModelSpec spec_from_hf_config(const std::string& text, const std::string& where)
   if (rope.is_object() && rope.contains("full_attention")) rope = rope["full_attention"];
   if (rope.is_null()) {
     if (hybrid)
-      key_fail("rope_parameters", "is null: NoPE attention (as in the released OLMo Hybrid "
-                                  "checkpoints) is not part of our model");
+      key_fail("rope_parameters",
+               "is null: NoPE attention (as in the released OLMo Hybrid "
+               "checkpoints) is not part of our model");
     s.rope_theta = get_num("rope_theta", 5e5);  // Olmo3Config.default_theta
   } else {
     if (!rope.is_object()) key_fail("rope_parameters", "must be an object");
@@ -347,7 +351,8 @@ ModelSpec spec_from_hf_config(const std::string& text, const std::string& where)
     if (get_int("linear_num_key_heads", s.n_heads, false) != s.n_heads ||
         get_int("linear_num_value_heads", s.n_heads, false) != s.n_heads)
       key_fail("linear_num_key_heads", "and linear_num_value_heads must equal num_attention_heads");
-    const int64_t kh_default = s.n_heads > 0 ? static_cast<int64_t>(0.75 * s.d_model / s.n_heads) : 0;
+    const int64_t kh_default =
+        s.n_heads > 0 ? static_cast<int64_t>(0.75 * s.d_model / s.n_heads) : 0;
     s.gdn_key_dim = get_int("linear_key_head_dim", kh_default, false);
     s.gdn_value_dim = get_int("linear_value_head_dim", 2 * s.gdn_key_dim, false);
     s.conv_kernel = get_int("linear_conv_kernel_dim", 4, false);
@@ -408,7 +413,8 @@ HfTensors params_to_hf(const std::vector<ParamInfo>& table, const std::vector<fl
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 // Replaces the suffix `from` of `name` by `to` (name must end with from).
 std::string swap_suffix(const std::string& name, const std::string& from, const std::string& to) {
@@ -446,7 +452,8 @@ HfTensors hub_to_module_names(HfTensors in, const std::string& where) {
     for (char c : {'q', 'k', 'v'}) {
       auto it = parts.find(c);
       if (it == parts.end())
-        fail(where + ": tensor '" + prefix + "." + c + "_conv1d.weight' is missing (the q, k and "
+        fail(where + ": tensor '" + prefix + "." + c +
+             "_conv1d.weight' is missing (the q, k and "
              "v convolutions come together)");
       const HfTensor& t = it->second;
       if (t.shape.size() != 3 || (c != 'q' && t.shape[2] != cat.shape[2]))
@@ -531,8 +538,7 @@ std::vector<float> load_hf_params(const std::string& dir, const ModelSpec& spec)
       return std::string(buf);
     };
     if (h.pattern != s.pattern) differ("the layer pattern", h.pattern, s.pattern);
-    if (h.rope_theta != s.rope_theta)
-      differ("rope_theta", num(h.rope_theta), num(s.rope_theta));
+    if (h.rope_theta != s.rope_theta) differ("rope_theta", num(h.rope_theta), num(s.rope_theta));
     if (h.norm_eps != s.norm_eps) differ("rms_norm_eps", num(h.norm_eps), num(s.norm_eps));
     if (h.n_heads != s.n_heads)
       differ("num_attention_heads", std::to_string(h.n_heads), std::to_string(s.n_heads));

@@ -21,10 +21,10 @@ namespace sl {
 
 // One named host tensor of a safetensors file.
 struct HfTensor {
-  std::string dtype = "F32";    // on disk: F32 F64 F16 BF16 (-> data) or I32 I64 (-> ints)
-  std::vector<int64_t> shape;   // row-major
-  std::vector<float> data;      // floating-point dtypes, converted to float
-  std::vector<int64_t> ints;    // integer dtypes
+  std::string dtype = "F32";   // on disk: F32 F64 F16 BF16 (-> data) or I32 I64 (-> ints)
+  std::vector<int64_t> shape;  // row-major
+  std::vector<float> data;     // floating-point dtypes, converted to float
+  std::vector<int64_t> ints;   // integer dtypes
   int64_t numel() const;
 };
 using HfTensors = std::map<std::string, HfTensor>;

@@ -28,7 +28,8 @@ std::vector<int64_t> dataset_shape(hid_t ds, const std::string& what) {
 }
 
 Id open_dataset(hid_t loc, const std::string& name, const std::string& where) {
-  if (H5Lexists(loc, name.c_str(), H5P_DEFAULT) <= 0) fail(where + ": missing dataset '" + name + "'");
+  if (H5Lexists(loc, name.c_str(), H5P_DEFAULT) <= 0)
+    fail(where + ": missing dataset '" + name + "'");
   return Id(h5::check(H5Dopen2(loc, name.c_str(), H5P_DEFAULT),
                       where + ": cannot open dataset '" + name + "'"),
             H5Dclose);
@@ -61,8 +62,7 @@ std::vector<int32_t> read_int32(hid_t loc, const std::string& name, const std::s
 
 HfTensors read_group(hid_t file, const char* group, const std::string& where) {
   if (H5Lexists(file, group, H5P_DEFAULT) <= 0) fail(where + ": missing group /" + group);
-  Id g(h5::check(H5Gopen2(file, group, H5P_DEFAULT), where + ": cannot open /" + group),
-       H5Gclose);
+  Id g(h5::check(H5Gopen2(file, group, H5P_DEFAULT), where + ": cannot open /" + group), H5Gclose);
   std::vector<std::string> names;
   h5::check_status(H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, nullptr, collect_link, &names),
                    where + ": cannot list /" + group);
@@ -122,8 +122,7 @@ HfFixture read_hf_fixture(const std::string& path) {
   return f;
 }
 
-TensorError tensor_error(const std::string& name, const float* ours, const float* ref,
-                         int64_t n) {
+TensorError tensor_error(const std::string& name, const float* ours, const float* ref, int64_t n) {
   double num = 0, den = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double d = std::abs(static_cast<double>(ours[i]) - static_cast<double>(ref[i]));
@@ -138,9 +137,7 @@ TensorError tensor_error(const std::string& name, const float* ours, const float
   return e;
 }
 
-double ParityReport::max_rel() const {
-  return std::max({logits.rel, loss.rel, worst_grad.rel});
-}
+double ParityReport::max_rel() const { return std::max({logits.rel, loss.rel, worst_grad.rel}); }
 
 ParityReport check_hf_parity(const HfFixture& f, Backend& be) {
   Model model(f.spec, be, f.B, f.T);

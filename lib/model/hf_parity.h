@@ -18,7 +18,7 @@ struct HfFixture {
   std::string path;
   std::string model_type;  // "olmo3" | "olmo_hybrid"
   std::string transformers_version, torch_version;
-  ModelSpec spec;                     // from the fixture's HF config.json text (attr config_json)
+  ModelSpec spec;  // from the fixture's HF config.json text (attr config_json)
   int64_t B = 0, T = 0;
   std::vector<int32_t> ids, targets;  // [B, T]; targets = next token, -1 = ignored (last column)
   HfTensors weights, grads;           // HF names and shapes

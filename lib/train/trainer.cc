@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "data/tokens.h"
+#include "model/hf_io.h"
 #include "model/model.h"
 #include "runlog/checkpoint.h"
 #include "runlog/runlog.h"
@@ -134,6 +135,9 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   // ---- model, optimizer, schedule -------------------------------------------------------------
   Model model(cfg.model, *be, cfg.batch_size, cfg.seq_len);
   model.init(cfg.seed);
+  // Before RUN/ is touched: a mismatching HF directory fails here, naming the tensor.
+  if (!opts.init_from.empty() && !ckpt)
+    model.set_params(load_hf_params(opts.init_from, model.spec()));
   AdamW opt(model, {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip});
   const int64_t tps = cfg.tokens_per_step(), total = cfg.steps();
   Schedule sched{cfg.schedule,       cfg.lr,
@@ -171,7 +175,9 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
                 static_cast<long long>(cfg.model.d_model), static_cast<long long>(attrs.n_params),
                 static_cast<long long>(attrs.n_params_nonembedding),
                 static_cast<long long>(total), static_cast<long long>(tps), be->name().c_str(),
-                ckpt ? (", resumed at step " + std::to_string(step)).c_str() : "");
+                ckpt ? (", resumed at step " + std::to_string(step)).c_str()
+                     : !opts.init_from.empty() ? (", initialised from " + opts.init_from).c_str()
+                                               : "");
 
   auto checkpoint = [&](double time_s) {
     write_checkpoint(ckpt_dir, make_checkpoint(model, opt, cfg, step, time_s));

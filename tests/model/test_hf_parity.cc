@@ -5,7 +5,6 @@
 // config.json parser; the safetensors writer round-trips; bad input names the tensor and shapes.
 #define BOOST_TEST_MODULE hf_parity
 #include <boost/test/unit_test.hpp>
-
 #include <cstdio>
 #include <string>
 
@@ -97,8 +96,7 @@ BOOST_AUTO_TEST_CASE(hybrid_matches_hf_fp64) {
 BOOST_AUTO_TEST_CASE(hf_save_pretrained_output_loads) {
   for (const char* kind : {"dense", "hybrid"}) {
     const std::string dir = kFixtures + "/hf_saved/hf_" + kind;
-    const sl::HfFixture f =
-        sl::read_hf_fixture(kFixtures + "/hf_" + std::string(kind) + ".h5");
+    const sl::HfFixture f = sl::read_hf_fixture(kFixtures + "/hf_" + std::string(kind) + ".h5");
     const sl::ModelSpec s =
         sl::spec_from_hf_config(sl::read_file(dir + "/config.json"), dir + "/config.json");
     BOOST_TEST(s.pattern == f.spec.pattern);
@@ -165,8 +163,9 @@ BOOST_AUTO_TEST_CASE(mismatched_tensor_is_named_with_both_shapes) {
   sl::HfTensors w = f.weights;
   w["model.layers.1.mlp.up_proj.weight"].shape = {64, 64};
   std::string e = error_of([&] { sl::params_from_hf(table, w, "ckpt"); });
-  BOOST_TEST(contains(e, "'model.layers.1.mlp.up_proj.weight' has shape [64, 64], the config "
-                         "expects [128, 32]"),
+  BOOST_TEST(contains(e,
+                      "'model.layers.1.mlp.up_proj.weight' has shape [64, 64], the config "
+                      "expects [128, 32]"),
              e);
   w = f.weights;
   w.erase("model.layers.3.self_attn.k_norm.weight");
