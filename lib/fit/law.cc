@@ -23,8 +23,7 @@ namespace {
 constexpr int kMaxTerms = 2;
 constexpr int kMaxParams = 1 + 2 * kMaxTerms;
 
-// The log residual of one point, templated for autodiff (the per-point reference formulation and
-// the derivative check in the tests):
+// The log residual of one point, templated for autodiff (Formulation::kPerPoint):
 //   r(theta) = LSE(e, a_1 - alpha_1 log x_1, ..., a_T - alpha_T log x_T) - log L,
 // computed as m + log(sum_j exp(u_j - m)) with m = max_j u_j, so that no exp overflows.
 template <int kTerms>
@@ -47,14 +46,17 @@ struct LogLawResidual {
   }
 };
 
-// The compressed formulation (see Formulation::kCompressed in law.h). With
-//   p_ij = exp(u_ij) / sum_l exp(u_il)   (softmax of the LSE terms; u_i0 = e),
-// the Jacobian of r_i is J_i = d r_i / d theta = (p_i0, p_i1, -p_i1 log x_1i, p_i2, -p_i2 log
-// x_2i). Residual 0 is F = sqrt(2 f) with Jacobian grad f / F, grad f = sum_i w_i h'(r_i) J_i;
+// The compressed formulation (see Formulation::kCompressed in law.h). With the softmax weights of
+// the LSE terms
+//   p_ij = exp(u_ij) / sum_l exp(u_il),   u_i0 = e,  u_ik = a_k - alpha_k log x_ki,
+// the Jacobian of r_i is
+//   J_i = d r_i / d theta = (p_i0, p_i1, -p_i1 log x_1i, p_i2, -p_i2 log x_2i).
+// Residual 0 is F = sqrt(2 f) with Jacobian row grad f / F, grad f = sum_i w_i h'(r_i) J_i;
 // residuals 1..P are identically 0 with Jacobian R, R^T R = M = sum_i w_i c_i J_i^T J_i. Ceres'
-// model of the cost 1/2 |res + Jac step|^2 is then f + grad f . s + 1/2 s^T (M + grad f grad f^T /
-// 2f) s. Evaluations at the same theta share the transcendental work (Ceres evaluates the cost at a
-// trial point and, if accepted, the Jacobian at the same point).
+// model of its cost 1/2 |res + Jac s|^2 is then
+//   f + grad f . s + 1/2 s^T (M + grad f grad f^T / (2 f)) s.
+// Evaluations at the same theta share the transcendental work (Ceres evaluates the cost at a
+// trial point and, if it accepts the step, the Jacobian at the same point).
 template <int kTerms>
 class CompressedHuberCost final : public ceres::CostFunction {
  public:
