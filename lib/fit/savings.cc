@@ -223,6 +223,10 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
     small.starts.clear();  // Hoffmann's grid for T = 1 (150 starts)
     res.baseline.sizes = fit_sizes(pb, L, small);
     res.candidate.sizes = fit_sizes(pc, L, small);
+    for (const ArchFit* a : {&res.baseline, &res.candidate})
+      for (const PerSizeFit& s : a->sizes)
+        for (const std::string& w : s.fit.warnings)
+          res.warnings.push_back(a->name + " size " + s.key + " data law: " + w);
     for (const PerSizeFit& b : res.baseline.sizes) {
       if (!b.skipped.empty()) continue;
       for (const PerSizeFit& c : res.candidate.sizes) {
