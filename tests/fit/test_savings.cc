@@ -78,6 +78,8 @@ BOOST_AUTO_TEST_CASE(unreachable_target_is_reported_not_computed) {
   o.target = "2.172";
   o.at_n = {1e8, 1e9, 7e10};
   o.bootstrap = 20;
+  o.per_size = false;
+  o.fit.starts = {{0.5, 6, 0.35, 7.5, 0.35}};  // noiseless: one start finds the truth
   SavingsResult r = savings_from_points(b, c, o);
   BOOST_TEST(r.points[0].savings.status == "unreachable_both");  // floors ~2.61 at 1e8
   BOOST_TEST(r.points[1].savings.status == "unreachable_baseline");
