@@ -5,9 +5,11 @@
 // pass). Exits 1 if any check fails. Without --backend every backend present is checked and an
 // absent CUDA is reported, not failed; --backend cuda without a usable GPU fails.
 //
-// Errors are normwise relative: max |ours - ref| / max |ref| over a tensor (model/hf_parity.h).
-// Tolerances: 1e-4 where activations are fp32 or fp64 (the bar; fp32 vs HF's fp32 lands
-// near 1e-5), 3e-2 for bf16 activations; finite differences in fp64: 1e-6.
+// Errors. fp32/fp64 activations: max |ours - ref| / max |ref| per tensor (model/hf_parity.h),
+// tolerance 1e-4 (fp32 against HF's fp32 lands near 1e-5). bf16 activations (the CUDA default):
+// norm-relative ||ours - ref|| / max(||ref||, 1e-2 ||all grads||) per tensor, tolerance 5e-2, and
+// loss within 1e-3 relative: the bars tests/cuda/test_model.cc sets for bf16 against the CPU.
+// Finite differences in fp64: 1e-6.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -38,7 +40,8 @@ struct Row {
   bool pass() const { return err < tol; }  // NaN fails
 };
 
-double tolerance_for(const Backend& be) { return be.act_dtype() == DType::bf16 ? 3e-2 : 1e-4; }
+bool is_bf16(const Backend& be) { return be.act_dtype() == DType::bf16; }
+double tolerance_for(const Backend& be) { return is_bf16(be) ? 5e-2 : 1e-4; }
 
 // A tiny hybrid (G then A) with weights perturbed off their init so norm and gate gradients are
 // generic; B = 2 sequences of T = 9 tokens, one ignored target.
@@ -125,19 +128,37 @@ void check_backend(Backend& be_ref, const std::string& fixtures, const Tiny& tin
   for (const char* f : {"hf_dense", "hf_hybrid"}) {
     const HfFixture fx = read_hf_fixture(fixtures + "/" + f + ".h5");
     const ParityReport r = check_hf_parity(fx, *be);
-    rows.push_back({name, std::string(f) + " logits", r.logits.rel, tol});
-    rows.push_back({name, std::string(f) + " loss", r.loss.rel, tol});
+    if (!is_bf16(*be)) {
+      rows.push_back({name, std::string(f) + " logits", r.logits.rel, tol});
+      rows.push_back({name, std::string(f) + " loss", r.loss.rel, tol});
+      rows.push_back({name, std::string(f) + " grads (worst " + r.worst_grad.name + ")",
+                      r.worst_grad.rel, tol});
+      continue;
+    }
+    double all = 0, worst = 0;
+    std::string worst_name;
+    for (const TensorError& g : r.grads) all += g.l2_ref * g.l2_ref;
+    for (const TensorError& g : r.grads) {
+      const double e = g.l2_abs / std::max(g.l2_ref, 1e-2 * std::sqrt(all));
+      if (!(e <= worst)) worst = e, worst_name = g.name;  // NaN counts as worst
+    }
     rows.push_back(
-        {name, std::string(f) + " grads (worst " + r.worst_grad.name + ")", r.worst_grad.rel, tol});
+        {name, std::string(f) + " logits (norm-rel)", r.logits.l2_abs / r.logits.l2_ref, tol});
+    rows.push_back({name, std::string(f) + " loss", r.loss.rel, 1e-3});
+    rows.push_back(
+        {name, std::string(f) + " grads (norm-rel, worst " + worst_name + ")", worst, tol});
   }
   if (be->act_dtype() == DType::f64) {
     rows.push_back({name, "gradcheck: finite differences", finite_difference_check(tiny), 1e-6});
   } else {
     auto ref_be = make_backend("cpu64");
     const std::vector<float> ref = tiny_grad(tiny, *ref_be), g = tiny_grad(tiny, *be);
-    rows.push_back({name, "gradcheck: grads vs cpu64",
-                    tensor_error("grads", g.data(), ref.data(), static_cast<int64_t>(g.size())).rel,
-                    tol});
+    const TensorError e =
+        tensor_error("grads", g.data(), ref.data(), static_cast<int64_t>(g.size()));
+    if (is_bf16(*be))
+      rows.push_back({name, "gradcheck: grads vs cpu64 (norm-rel)", e.l2_abs / e.l2_ref, tol});
+    else
+      rows.push_back({name, "gradcheck: grads vs cpu64", e.rel, tol});
   }
 }
 

@@ -123,17 +123,22 @@ HfFixture read_hf_fixture(const std::string& path) {
 }
 
 TensorError tensor_error(const std::string& name, const float* ours, const float* ref, int64_t n) {
-  double num = 0, den = 0;
+  double num = 0, den = 0, ss_diff = 0, ss_ref = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const double d = std::abs(static_cast<double>(ours[i]) - static_cast<double>(ref[i]));
+    const double r = static_cast<double>(ref[i]);
+    const double d = std::abs(static_cast<double>(ours[i]) - r);
     // NaN in ours must not hide behind max(): count it as an infinite error.
     num = std::isnan(d) ? INFINITY : std::max(num, d);
-    den = std::max(den, std::abs(static_cast<double>(ref[i])));
+    den = std::max(den, std::abs(r));
+    ss_diff += d * d;
+    ss_ref += r * r;
   }
   TensorError e;
   e.name = name;
   e.abs = num;
   e.rel = num == 0 ? 0 : num / std::max(den, 1e-300);
+  e.l2_abs = std::isnan(ss_diff) ? INFINITY : std::sqrt(ss_diff);
+  e.l2_ref = std::sqrt(ss_ref);
   return e;
 }
 

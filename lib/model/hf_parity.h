@@ -33,9 +33,12 @@ HfFixture read_hf_fixture(const std::string& path);
 
 // Normwise relative error of one tensor: rel = max_i |ours_i - ref_i| / max_i |ref_i|
 // (abs = the numerator). Elementwise relative errors are meaningless where ref_i ~ 0.
+// l2_abs = ||ours - ref||_2 and l2_ref = ||ref||_2 serve the looser norm-relative comparison of
+// bf16 backends.
 struct TensorError {
   std::string name;
   double rel = 0, abs = 0;
+  double l2_abs = 0, l2_ref = 0;
 };
 TensorError tensor_error(const std::string& name, const float* ours, const float* ref, int64_t n);
 
