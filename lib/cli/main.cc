@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "scalinglab 0.1.0");
   sl::cli::register_train(app);
   sl::cli::register_bench(app);
+  sl::cli::register_fit(app);
   sl::cli::register_export(app);
   sl::cli::register_doctor(app);
   try {

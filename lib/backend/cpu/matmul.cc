@@ -1,6 +1,10 @@
-// Linear layer y = x w^T (HF Linear: weight [out, in]) on Eigen's GEMM, which is itself
-// OpenMP-parallel (so no outer omp loop here) and deterministic for a given thread count.
+// Linear layer y = x w^T (HF Linear: weight [out, in]) on single-threaded Eigen GEMMs over fixed
+// row blocks, spread over OpenMP threads. Eigen's own GEMM parallelism is disabled project-wide
+// (EIGEN_DONT_PARALLELIZE): its threads spin-wait on each other, which on a shared or loaded
+// machine made two threads 4-5x slower than one. Fixed-size blocks also make every output element
+// independent of the thread count (same reduction order), so results are bitwise reproducible.
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/cpu/ops.h"
@@ -15,36 +19,56 @@ using StridedMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using ConstStridedMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
 
+// Rows per task: large enough that packing the shared operand once per block is amortised.
+constexpr int64_t kRowBlock = 64;
+
 }  // namespace
 
-// y [M, N] (=|+=) x [M, K] ld ldx . w [N, K]^T
+// y [M, N] (=|+=) x [M, K] ld ldx . w [N, K]^T, blocks of rows of y.
 template <class T>
 void matmul_forward(T* y, const T* x, int64_t ldx, const T* w, int64_t M, int64_t K, int64_t N,
                     bool accumulate) {
-  ConstStridedMap<T> X(x, M, K, Eigen::OuterStride<>(ldx));
   Eigen::Map<const RowMat<T>> W(w, N, K);
-  Eigen::Map<RowMat<T>> Y(y, M, N);
-  if (accumulate) {
-    Y.noalias() += X * W.transpose();
-  } else {
-    Y.noalias() = X * W.transpose();
+  const int64_t nb = (M + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t r0 = b * kRowBlock, rows = std::min(kRowBlock, M - r0);
+    ConstStridedMap<T> X(x + r0 * ldx, rows, K, Eigen::OuterStride<>(ldx));
+    Eigen::Map<RowMat<T>> Y(y + r0 * N, rows, N);
+    if (accumulate) {
+      Y.noalias() += X * W.transpose();
+    } else {
+      Y.noalias() = X * W.transpose();
+    }
   }
 }
 
-// dx [M, K] ld ldx += dy [M, N] . w [N, K];   dw [N, K] += dy^T . x
+// dx [M, K] ld ldx += dy [M, N] . w [N, K]   (blocks of rows of dx)
+// dw [N, K] += dy^T . x                      (blocks of rows of dw, each reducing over all M)
 template <class T>
 void matmul_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, int64_t M,
                      int64_t K, int64_t N) {
-  Eigen::Map<const RowMat<T>> DY(dy, M, N);
   if (dx) {
-    StridedMap<T> DX(dx, M, K, Eigen::OuterStride<>(ldx));
     Eigen::Map<const RowMat<T>> W(w, N, K);
-    DX.noalias() += DY * W;
+    const int64_t nb = (M + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t r0 = b * kRowBlock, rows = std::min(kRowBlock, M - r0);
+      Eigen::Map<const RowMat<T>> DY(dy + r0 * N, rows, N);
+      StridedMap<T> DX(dx + r0 * ldx, rows, K, Eigen::OuterStride<>(ldx));
+      DX.noalias() += DY * W;
+    }
   }
   if (dw) {
     ConstStridedMap<T> X(x, M, K, Eigen::OuterStride<>(ldx));
-    Eigen::Map<RowMat<T>> DW(dw, N, K);
-    DW.noalias() += DY.transpose() * X;
+    const int64_t nb = (N + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t n0 = b * kRowBlock, rows = std::min(kRowBlock, N - n0);
+      ConstStridedMap<T> DY(dy + n0, M, rows, Eigen::OuterStride<>(N));  // columns n0.. of dy
+      Eigen::Map<RowMat<T>> DW(dw + n0 * K, rows, K);
+      DW.noalias() += DY.transpose() * X;
+    }
   }
 }
 
