@@ -17,8 +17,7 @@ std::unique_ptr<Backend> make_backend(const std::string& device) {
     int index = 0;
     if (device != "cuda") {
       const std::string num = device.size() > 5 && device[4] == ':' ? device.substr(5) : "";
-      if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos ||
-          num.size() > 4)
+      if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos || num.size() > 4)
         fail("--device '" + device + "': expected cuda or cuda:N");
       index = std::stoi(num);
     }
@@ -26,7 +25,8 @@ std::unique_ptr<Backend> make_backend(const std::string& device) {
     return std::make_unique<CudaBackend>(index);
 #else
     (void)index;
-    fail("--device " + device + ": this build has no CUDA backend (nvcc was not found at build time)");
+    fail("--device " + device +
+         ": this build has no CUDA backend (nvcc was not found at build time)");
 #endif
   }
   fail("--device '" + device + "': expected cpu, cpu64, cuda or cuda:N");

@@ -2,8 +2,12 @@
 // parameters and tokens: the loss and every parameter gradient, for a tiny dense and a tiny hybrid
 // model, with T not a multiple of 64 and an ignored target. Two GPU configurations:
 //   CudaBackend(act = f32): the same kernels on fp32 activations -> loss and gradients to ~1e-4;
-//   CudaBackend(act = bf16): the training configuration (bf16 activations and compute weights,
-//     fp32 master weights and gradients) -> loss within 1e-2, gradients normwise within 3e-2.
+//   CudaBackend(act = bf16): the training configuration (bf16 activations, activation gradients
+//     and compute weights; fp32 master weights and gradients) -> loss within 1e-3, the whole
+//     gradient within 6e-2 and each tensor's within 8e-2, norm-relative. Measured on an H100:
+//     dense 1.2e-2, hybrid GGGA 4.4e-2 (whole gradient). The f32 run above pins the kernels'
+//     math to the CPU's; what remains here is the rounding of the model's bf16 buffers, which a
+//     chain of Gated DeltaNet blocks amplifies more than attention blocks.
 // Plus the backend factory ("cuda", "cuda:N") and its errors.
 #define BOOST_TEST_MODULE cuda_model
 #include <algorithm>
@@ -62,14 +66,18 @@ double norm_err(const float* a, const float* b, int64_t n) {
   }
   return std::sqrt(num / std::max(den, 1e-60));
 }
-double max_err(const float* a, const float* b, int64_t n) {
-  return sl::test::rel_err(std::vector<float>(a, a + n), std::vector<float>(b, b + n));
-}
 
-// One GPU step against the CPU step: the loss, and each parameter's gradient by max-relative
-// (max|a-b|/max|b|) or, when `normwise`, norm-relative error (||a-b||/||b||).
+// One GPU step against the CPU step. For the bf16 backend the parameters are first rounded to
+// bf16, so the GPU's compute copy holds exactly the CPU's weights and the comparison measures the
+// bf16 activations alone. Per parameter tensor, the gradient error is
+//   max|a - b| / max(max|b|, 1e-3 G)          (f32: max-relative), or
+//   ||a - b|| / max(||b||, 1e-2 ||g||)        (bf16: norm-relative)
+// with G = max |b| and ||g|| the norm over the whole model: the floor keeps gradients that are
+// zero by construction (dq/dk of attention when T = 1) from dividing rounding noise by ~0. The
+// whole gradient vector's norm-relative error is checked too.
 void compare(const std::string& what, sl::DType act, const sl::ModelSpec& spec, int64_t B,
-             int64_t T, double loss_tol, double grad_tol, bool normwise) {
+             int64_t T, double loss_tol, double grad_tol, double global_tol) {
+  const bool normwise = act == sl::DType::bf16;
   sl::CpuBackend<float> cpu;
   std::vector<float> params;
   {
@@ -80,12 +88,14 @@ void compare(const std::string& what, sl::DType act, const sl::ModelSpec& spec, 
   // Move norms, gates and biases off their init so every gradient is generic.
   sl::Rng rng(3, 0);
   for (auto& v : params) v += static_cast<float>(0.02 * rng.normal());
+  if (act == sl::DType::bf16)
+    for (auto& v : params) v = sl::test::round_bf16(v);
   std::vector<int32_t> ids(B * T), tgt(B * T);
   for (int64_t i = 0; i < B * T; ++i) {
     ids[i] = static_cast<int32_t>(rng.below(spec.vocab_size));
     tgt[i] = static_cast<int32_t>(rng.below(spec.vocab_size));
   }
-  tgt[1] = -1;  // an ignored target
+  tgt[1 % (B * T)] = -1;  // an ignored target
   const Step c = run_step(cpu, spec, B, T, params, ids, tgt);
   sl::CudaBackend gpu(0, act);
   const Step g = run_step(gpu, spec, B, T, params, ids, tgt);
@@ -95,44 +105,64 @@ void compare(const std::string& what, sl::DType act, const sl::ModelSpec& spec, 
   BOOST_TEST(std::isfinite(g.loss));
   BOOST_TEST(le < loss_tol, tag << " loss " << g.loss << " vs cpu " << c.loss);
   BOOST_TEST(!sl::test::has_nan(g.grads), tag << " gradient has NaN/inf");
+  const int64_t n = static_cast<int64_t>(c.grads.size());
+  double gmax = 0;
+  for (float v : c.grads) gmax = std::max(gmax, double(std::abs(v)));
+  double gnorm = 0;
+  for (float v : c.grads) gnorm += double(v) * v;
+  gnorm = std::sqrt(gnorm);
+  const double global = norm_err(g.grads.data(), c.grads.data(), n);
+  BOOST_TEST(global < global_tol, tag << " whole gradient norm-rel err " << global);
   const std::vector<sl::ParamInfo> table = sl::build_param_table(spec);
-  double worst_max = 0, worst_norm = 0;
+  double worst = 0;
   std::string worst_name;
   for (const sl::ParamInfo& p : table) {
     const float* a = g.grads.data() + p.offset;
     const float* b = c.grads.data() + p.offset;
-    const double em = max_err(a, b, p.numel), en = norm_err(a, b, p.numel);
-    const double e = normwise ? en : em;
-    BOOST_TEST_MESSAGE(tag << " " << p.name << ": max-rel " << em << " norm-rel " << en);
+    double e;
+    if (normwise) {
+      double num = 0, den = 0;
+      for (int64_t i = 0; i < p.numel; ++i) {
+        num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+        den += double(b[i]) * b[i];
+      }
+      e = std::sqrt(num) / std::max(std::sqrt(den), 1e-2 * gnorm);
+    } else {
+      e = sl::test::rel_err(std::vector<float>(a, a + p.numel), std::vector<float>(b, b + p.numel),
+                            1e-3 * gmax);
+    }
+    BOOST_TEST_MESSAGE(tag << " " << p.name << ": rel err " << e);
     BOOST_TEST(e < grad_tol, tag << " d" << p.name << ": rel err " << e);
-    if (e > (normwise ? worst_norm : worst_max)) worst_name = p.name;
-    worst_max = std::max(worst_max, em);
-    worst_norm = std::max(worst_norm, en);
+    if (e > worst) {
+      worst = e;
+      worst_name = p.name;
+    }
   }
   char line[512];
   std::snprintf(line, sizeof line,
-                "model %s: loss cpu %.6f gpu %.6f (rel %.2e); grads over %zu tensors: worst "
-                "max-rel %.2e, worst norm-rel %.2e (%s)",
-                tag.c_str(), c.loss, g.loss, le, table.size(), worst_max, worst_norm,
-                worst_name.c_str());
+                "model %s: loss cpu %.6f gpu %.6f (rel %.1e); whole gradient norm-rel %.1e; worst "
+                "%s tensor %.1e (%s) over %zu tensors",
+                tag.c_str(), c.loss, g.loss, le, global, normwise ? "norm-rel" : "max-rel", worst,
+                worst_name.c_str(), table.size());
   sl::test::report(line);
 }
 
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(dense_step_matches_cpu) {
-  compare("dense AA B=2 T=100", sl::DType::f32, tiny("AA"), 2, 100, 1e-5, 1e-4, false);
-  compare("dense AA B=2 T=100", sl::DType::bf16, tiny("AA"), 2, 100, 1e-2, 3e-2, true);
+  compare("dense AA B=2 T=100", sl::DType::f32, tiny("AA"), 2, 100, 1e-5, 1e-4, 1e-4);
+  compare("dense AA B=2 T=100", sl::DType::bf16, tiny("AA"), 2, 100, 1e-3, 8e-2, 6e-2);
 }
 
 BOOST_AUTO_TEST_CASE(hybrid_step_matches_cpu) {
-  compare("hybrid GGGA B=2 T=100", sl::DType::f32, tiny("GGGA"), 2, 100, 1e-5, 1e-4, false);
-  compare("hybrid GGGA B=2 T=100", sl::DType::bf16, tiny("GGGA"), 2, 100, 1e-2, 3e-2, true);
-  compare("hybrid GA B=2 T=130", sl::DType::bf16, tiny("GA"), 2, 130, 1e-2, 3e-2, true);
+  compare("hybrid GGGA B=2 T=100", sl::DType::f32, tiny("GGGA"), 2, 100, 1e-5, 1e-4, 1e-4);
+  compare("hybrid GGGA B=2 T=100", sl::DType::bf16, tiny("GGGA"), 2, 100, 1e-3, 8e-2, 6e-2);
+  compare("hybrid GA B=2 T=130", sl::DType::bf16, tiny("GA"), 2, 130, 1e-3, 8e-2, 6e-2);
 }
 
 BOOST_AUTO_TEST_CASE(hybrid_step_t1_matches_cpu) {
-  compare("hybrid GGA B=3 T=1", sl::DType::f32, tiny("GGA"), 3, 1, 1e-5, 1e-4, false);
+  compare("hybrid GGA B=3 T=1", sl::DType::f32, tiny("GGA"), 3, 1, 1e-5, 1e-4, 1e-4);
+  compare("hybrid GGA B=3 T=1", sl::DType::bf16, tiny("GGA"), 3, 1, 1e-3, 8e-2, 6e-2);
 }
 
 BOOST_AUTO_TEST_CASE(factory_makes_cuda_backends) {

@@ -1,7 +1,8 @@
 // Fused AdamW with decoupled weight decay, one thread per parameter, fp32 math (the moments and
 // master weights are fp32 tensors in the model):
 //   g' = grad_scale g;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
-//   p -= lr * ( (m / bc1) / (sqrt(v / bc2) + eps) + wd p ),   bc = 1 - b^t (from the host, in double)
+//   p -= lr * ( (m / bc1) / (sqrt(v / bc2) + eps) + wd p ),   bc = 1 - b^t (from the host, in
+//   double)
 #include "backend/cuda/ops.h"
 
 namespace sl::cuda {

@@ -55,8 +55,8 @@ __device__ inline float dot(const float* a, const float* b, int n) {
 // smem: Qs [64][hd+1], Ks [32][hd+1], Vs [32][hd+1].
 template <int NV>
 __global__ void __launch_bounds__(256)
-    attention_forward_kernel(DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int T,
-                             int H, int hd, float scale) {
+    attention_forward_kernel(DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int T, int H,
+                             int hd, float scale) {
   constexpr int kBq = 8 * kRows;
   extern __shared__ float sm[];
   const int ldq = hd + 1;  // odd stride: lanes reading different rows hit different banks
@@ -120,8 +120,8 @@ __global__ void __launch_bounds__(256)
 }
 
 // D[b, h, t] = sum_c dO[b, t, h, c] O[b, t, h, c]; one warp per (b, t, h).
-__global__ void attention_dot_kernel(float* D, DPtr dout, DPtr out, int64_t B, int64_t T,
-                                     int64_t H, int64_t hd) {
+__global__ void attention_dot_kernel(float* D, DPtr dout, DPtr out, int64_t B, int64_t T, int64_t H,
+                                     int64_t hd) {
   const int64_t row = blockIdx.x * int64_t{8} + threadIdx.x / 32;  // (b*T + t)*H + h
   const int lane = threadIdx.x % 32;
   if (row >= B * T * H) return;
@@ -203,8 +203,8 @@ __global__ void __launch_bounds__(256)
 // query tiles t >= s. smem: Ks, Vs, Qs, dOs [32][hd+1], lse_s, D_s [32].
 template <int NV>
 __global__ void __launch_bounds__(128)
-    attention_dkv_kernel(DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v, int64_t ldv,
-                         DPtr lse, const float* D, int T, int H, int hd, float scale) {
+    attention_dkv_kernel(DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v, int64_t ldv, DPtr lse,
+                         const float* D, int T, int H, int hd, float scale) {
   extern __shared__ float sm[];
   const int ldq = hd + 1;
   float* Ks = sm;
@@ -299,38 +299,45 @@ void backward_nv(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k,
                  int64_t hd) {
   const float scale = 1.f / sqrtf(static_cast<float>(hd));
   if (dq) {
-    const size_t smem =
-        static_cast<size_t>((2 * 8 * kRows + 2 * kTile) * (hd + 1)) * sizeof(float);
+    const size_t smem = static_cast<size_t>((2 * 8 * kRows + 2 * kTile) * (hd + 1)) * sizeof(float);
     allow_smem(attention_dq_kernel<NV>, smem, ctx, "backward (dq)");
     const dim3 grid(static_cast<unsigned>((T + 8 * kRows - 1) / (8 * kRows)),
                     static_cast<unsigned>(B * H));
-    attention_dq_kernel<NV><<<grid, 256, smem, ctx.stream>>>(
-        dq, dout, q, k, v, ldv, lse, D, static_cast<int>(T), static_cast<int>(H),
-        static_cast<int>(hd), scale);
+    attention_dq_kernel<NV>
+        <<<grid, 256, smem, ctx.stream>>>(dq, dout, q, k, v, ldv, lse, D, static_cast<int>(T),
+                                          static_cast<int>(H), static_cast<int>(hd), scale);
     SL_CUDA_LAUNCHED();
   }
   if (dk || dv) {
     const size_t smem = static_cast<size_t>(4 * kTile * (hd + 1) + 2 * kTile) * sizeof(float);
     allow_smem(attention_dkv_kernel<NV>, smem, ctx, "backward (dk, dv)");
     const dim3 grid(static_cast<unsigned>((T + kTile - 1) / kTile), static_cast<unsigned>(B * H));
-    attention_dkv_kernel<NV><<<grid, 128, smem, ctx.stream>>>(
-        dk, dv, dout, q, k, v, ldv, lse, D, static_cast<int>(T), static_cast<int>(H),
-        static_cast<int>(hd), scale);
+    attention_dkv_kernel<NV>
+        <<<grid, 128, smem, ctx.stream>>>(dk, dv, dout, q, k, v, ldv, lse, D, static_cast<int>(T),
+                                          static_cast<int>(H), static_cast<int>(hd), scale);
     SL_CUDA_LAUNCHED();
   }
 }
 
 }  // namespace
 
-void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
-                       int64_t B, int64_t T, int64_t H, int64_t hd) {
+void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int64_t B,
+                       int64_t T, int64_t H, int64_t hd) {
   if (B * T * H <= 0) return;
   check_dims(T, H, hd, "forward");
   switch ((hd + 31) / 32) {
-    case 1: forward_nv<1>(ctx, out, lse, q, k, v, ldv, B, T, H, hd); break;
-    case 2: forward_nv<2>(ctx, out, lse, q, k, v, ldv, B, T, H, hd); break;
-    case 3: forward_nv<3>(ctx, out, lse, q, k, v, ldv, B, T, H, hd); break;
-    default: forward_nv<4>(ctx, out, lse, q, k, v, ldv, B, T, H, hd); break;
+    case 1:
+      forward_nv<1>(ctx, out, lse, q, k, v, ldv, B, T, H, hd);
+      break;
+    case 2:
+      forward_nv<2>(ctx, out, lse, q, k, v, ldv, B, T, H, hd);
+      break;
+    case 3:
+      forward_nv<3>(ctx, out, lse, q, k, v, ldv, B, T, H, hd);
+      break;
+    default:
+      forward_nv<4>(ctx, out, lse, q, k, v, ldv, B, T, H, hd);
+      break;
   }
 }
 
@@ -344,10 +351,18 @@ void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, 
       D, dout, out, B, T, H, hd);
   SL_CUDA_LAUNCHED();
   switch ((hd + 31) / 32) {
-    case 1: backward_nv<1>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd); break;
-    case 2: backward_nv<2>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd); break;
-    case 3: backward_nv<3>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd); break;
-    default: backward_nv<4>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd); break;
+    case 1:
+      backward_nv<1>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd);
+      break;
+    case 2:
+      backward_nv<2>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd);
+      break;
+    case 3:
+      backward_nv<3>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd);
+      break;
+    default:
+      backward_nv<4>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd);
+      break;
   }
 }
 

@@ -18,12 +18,12 @@
 #include "core/error.h"
 #include "core/tensor.h"
 
-#define SL_CUDA_CHECK(expr)                                                                     \
-  do {                                                                                          \
-    const cudaError_t sl_err_ = (expr);                                                         \
-    if (sl_err_ != cudaSuccess)                                                                 \
+#define SL_CUDA_CHECK(expr)                                                                    \
+  do {                                                                                         \
+    const cudaError_t sl_err_ = (expr);                                                        \
+    if (sl_err_ != cudaSuccess)                                                                \
       ::sl::fail(std::string("cuda: ") + #expr + ": " + cudaGetErrorString(sl_err_) + " at " + \
-                 __FILE__ + ":" + std::to_string(__LINE__));                                    \
+                 __FILE__ + ":" + std::to_string(__LINE__));                                   \
   } while (0)
 // After a kernel launch: reports bad launch configurations at the call site.
 #define SL_CUDA_LAUNCHED() SL_CUDA_CHECK(cudaGetLastError())
@@ -162,7 +162,8 @@ __device__ inline T block_sum(T v, T* sh) {
 // For parameter gradients reduced over tokens (norm weights, conv weights, A_log, dt_bias).
 // Stage 1: a (32 columns x 8 rows) block sums a chunk of rows per column into partial[chunk, c];
 // stage 2 adds the chunks in order. Fixed partition and order, so the result is bitwise
-// reproducible (no atomics). F is a functor with `__device__ float operator()(int64_t r, int64_t c)`.
+// reproducible (no atomics). F is a functor with `__device__ float operator()(int64_t r, int64_t
+// c)`.
 template <class F>
 __global__ void colsum_partial_kernel(F f, int64_t R, int64_t C, int64_t rows_per_chunk,
                                       float* partial) {

@@ -20,8 +20,8 @@ __device__ inline void lse_merge(float& m, float& s, float m2, float s2) {
 }
 
 __global__ void __launch_bounds__(kThreads)
-    cross_entropy_kernel(DPtr losses, DPtr dlogits, DPtr logits, const int32_t* targets,
-                         int64_t V, float dscale) {
+    cross_entropy_kernel(DPtr losses, DPtr dlogits, DPtr logits, const int32_t* targets, int64_t V,
+                         float dscale) {
   __shared__ float shm[kThreads / 32], shs[kThreads / 32], sh_lse;
   const int64_t row = blockIdx.x;
   const int32_t tgt = targets[row];

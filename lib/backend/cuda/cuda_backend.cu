@@ -1,7 +1,5 @@
 // CudaBackend: device set-up, memory, host transfers, and the dispatch of every op to its
 // launcher in ops.h (one .cu file per op group), checking each tensor's dtype on the way.
-#include "backend/cuda/cuda_backend.h"
-
 #include <cublas_v2.h>
 
 #include <cmath>
@@ -10,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/ops.h"
 
 namespace sl {
@@ -54,7 +53,8 @@ CudaBackend::CudaBackend(int device, DType act) : device_(device), act_(act) {
     fail("cuda: activation dtype must be bf16 or f32, not " + std::string(dtype_name(act)));
   std::string why;
   const int n = cuda_device_count(&why);
-  if (n == 0) fail("--device cuda:" + std::to_string(device) + ": no CUDA device available (" + why + ")");
+  if (n == 0)
+    fail("--device cuda:" + std::to_string(device) + ": no CUDA device available (" + why + ")");
   if (device < 0 || device >= n)
     fail("--device cuda:" + std::to_string(device) + ": no such device (" + std::to_string(n) +
          " CUDA device" + (n == 1 ? "" : "s") + " present)");
@@ -81,7 +81,8 @@ CudaBackend::~CudaBackend() {
 
 std::string CudaBackend::name() const { return "cuda:" + std::to_string(device_); }
 
-// ---- memory --------------------------------------------------------------------------------------
+// ---- memory
+// --------------------------------------------------------------------------------------
 
 Tensor CudaBackend::alloc(int64_t n, DType t) {
   if (t == DType::f64) fail("cuda: f64 tensors are not supported (use the cpu64 backend)");
@@ -103,8 +104,8 @@ void CudaBackend::free(Tensor t) {
 
 void CudaBackend::zero(Tensor t) {
   if (t.n > 0)
-    SL_CUDA_CHECK(cudaMemsetAsync(t.data, 0, static_cast<size_t>(t.n) * dtype_size(t.dtype),
-                                  impl_->stream));
+    SL_CUDA_CHECK(
+        cudaMemsetAsync(t.data, 0, static_cast<size_t>(t.n) * dtype_size(t.dtype), impl_->stream));
 }
 
 void CudaBackend::upload(Tensor dst, const float* src) {
@@ -189,14 +190,14 @@ void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int
                                   int64_t M, int64_t K, int64_t N) {
   cuda::matmul_backward(impl_->ctx, impl_->cublas, dx, dw, dy, x, ldx, w, M, K, N);
 }
-void CudaBackend::rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
-                                  int64_t R, int64_t C, float eps) {
+void CudaBackend::rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R,
+                                  int64_t C, float eps) {
   const char* op = "rmsnorm_forward";
   cuda::rmsnorm_forward(impl_->ctx, P(y, op, "y"), P(rstd, op, "rstd"), P(x, op, "x"), ldx,
                         P(w, op, "w"), R, C, eps);
 }
-void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
-                                   Tensor w, Tensor rstd, int64_t R, int64_t C) {
+void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
+                                   Tensor rstd, int64_t R, int64_t C) {
   const char* op = "rmsnorm_backward";
   cuda::rmsnorm_backward(impl_->ctx, P(dx, op, "dx"), P(dw, op, "dw"), P(dy, op, "dy"),
                          P(x, op, "x"), ldx, P(w, op, "w"), P(rstd, op, "rstd"), R, C);
@@ -219,8 +220,7 @@ std::vector<float> rope_table_host(int64_t T, int64_t hd, float theta) {
 }
 }  // namespace
 
-void CudaBackend::rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd,
-                               float theta) {
+void CudaBackend::rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta) {
   rope(x, B, T, H, hd, theta, 1.f);
 }
 // The rotation is orthogonal: its gradient is the rotation by the opposite angle.
@@ -282,8 +282,8 @@ void CudaBackend::conv1d_silu_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x
 void CudaBackend::l2norm_forward(Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT,
                                  int64_t H, int64_t C, float scale, float eps) {
   const char* op = "l2norm_forward";
-  cuda::l2norm_forward(impl_->ctx, P(y, op, "y"), P(rnorm, op, "rnorm"), P(x, op, "x"), ldx, BT,
-                       H, C, scale, eps);
+  cuda::l2norm_forward(impl_->ctx, P(y, op, "y"), P(rnorm, op, "rnorm"), P(x, op, "x"), ldx, BT, H,
+                       C, scale, eps);
 }
 void CudaBackend::l2norm_backward(Tensor dx, Tensor dy, Tensor x, int64_t ldx, Tensor rnorm,
                                   int64_t BT, int64_t H, int64_t C, float scale) {
@@ -333,13 +333,12 @@ void CudaBackend::gated_rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, Tensor 
                               P(gate, op, "gate"), ldg, P(w, op, "w"), R, H, C, eps);
 }
 void CudaBackend::gated_rmsnorm_backward(Tensor dx, Tensor dgate, Tensor dw, Tensor dy, Tensor x,
-                                         Tensor gate, int64_t ldg, Tensor w, Tensor rstd,
-                                         int64_t R, int64_t H, int64_t C) {
+                                         Tensor gate, int64_t ldg, Tensor w, Tensor rstd, int64_t R,
+                                         int64_t H, int64_t C) {
   const char* op = "gated_rmsnorm_backward";
-  cuda::gated_rmsnorm_backward(impl_->ctx, P(dx, op, "dx"), P(dgate, op, "dgate"),
-                               P(dw, op, "dw"), P(dy, op, "dy"), P(x, op, "x"),
-                               P(gate, op, "gate"), ldg, P(w, op, "w"), P(rstd, op, "rstd"), R, H,
-                               C);
+  cuda::gated_rmsnorm_backward(impl_->ctx, P(dx, op, "dx"), P(dgate, op, "dgate"), P(dw, op, "dw"),
+                               P(dy, op, "dy"), P(x, op, "x"), P(gate, op, "gate"), ldg,
+                               P(w, op, "w"), P(rstd, op, "rstd"), R, H, C);
 }
 double CudaBackend::cross_entropy(Tensor losses, Tensor dlogits, Tensor logits,
                                   const int32_t* targets, int64_t BT, int64_t V, float dscale) {
@@ -354,8 +353,8 @@ void CudaBackend::adamw(Tensor p, Tensor g, Tensor m, Tensor v, int64_t n, float
   const float bc1 = static_cast<float>(1.0 - std::pow(double(b1), double(t)));
   const float bc2 = static_cast<float>(1.0 - std::pow(double(b2), double(t)));
   const char* op = "adamw";
-  cuda::adamw(impl_->ctx, P(p, op, "p"), P(g, op, "g"), P(m, op, "m"), P(v, op, "v"), n, lr, b1,
-              b2, eps, wd, grad_scale, bc1, bc2);
+  cuda::adamw(impl_->ctx, P(p, op, "p"), P(g, op, "g"), P(m, op, "m"), P(v, op, "v"), n, lr, b1, b2,
+              eps, wd, grad_scale, bc1, bc2);
 }
 
 }  // namespace sl

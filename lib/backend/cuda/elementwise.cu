@@ -31,7 +31,9 @@ __global__ void copy2d_kernel(DPtr dst, int64_t ld_dst, DPtr src, int64_t ld_src
       dst.st(r * ld_dst + c, v);
   }
 }
-__global__ void scale_kernel(DPtr x, float s, int64_t n) { SL_GRID_STRIDE(i, n) x.st(i, x.ld(i) * s); }
+__global__ void scale_kernel(DPtr x, float s, int64_t n) {
+  SL_GRID_STRIDE(i, n) x.st(i, x.ld(i) * s);
+}
 
 // Stage 1 of sum_squares: a fixed grid, each block sums its grid-stride share in double.
 constexpr int kSumBlocks = 1024, kSumThreads = 256;
@@ -69,8 +71,8 @@ void axpy(Ctx& ctx, DPtr y, DPtr x, float alpha, int64_t n) {
 void copy2d(Ctx& ctx, DPtr dst, int64_t ld_dst, DPtr src, int64_t ld_src, int64_t rows,
             int64_t cols, bool accumulate) {
   if (rows * cols <= 0) return;
-  copy2d_kernel<<<grid_for(rows * cols, 256), 256, 0, ctx.stream>>>(dst, ld_dst, src, ld_src,
-                                                                    rows, cols, accumulate);
+  copy2d_kernel<<<grid_for(rows * cols, 256), 256, 0, ctx.stream>>>(dst, ld_dst, src, ld_src, rows,
+                                                                    cols, accumulate);
   SL_CUDA_LAUNCHED();
 }
 void scale(Ctx& ctx, DPtr x, float s, int64_t n) {

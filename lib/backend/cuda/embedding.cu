@@ -45,8 +45,7 @@ void embedding_forward(Ctx& ctx, DPtr out, const int32_t* ids, DPtr wte, int64_t
   SL_CUDA_LAUNCHED();
 }
 
-void embedding_backward(Ctx& ctx, DPtr dwte, const int32_t* ids, DPtr dout, int64_t BT,
-                        int64_t d) {
+void embedding_backward(Ctx& ctx, DPtr dwte, const int32_t* ids, DPtr dout, int64_t BT, int64_t d) {
   if (!dwte || BT * d <= 0) return;
   // Host: stable sort of positions by id, then the segment boundaries.
   std::vector<int32_t> host(static_cast<size_t>(2 * BT + 1));

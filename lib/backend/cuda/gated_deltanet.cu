@@ -1,5 +1,6 @@
-// Gated DeltaNet recurrence on the GPU: the chunkwise (WY/UT) form of backend/cpu/gated_deltanet.cc,
-// forward and analytic backward, the same equations in the same order, chunk kC = 64, fp32 state.
+// Gated DeltaNet recurrence on the GPU: the chunkwise (WY/UT) form of
+// backend/cpu/gated_deltanet.cc, forward and analytic backward, the same equations in the same
+// order, chunk kC = 64, fp32 state.
 //
 // Per (b, h), state S in R^{dk x dv}, S_0 = 0:  S <- e^{g_t} S;  delta = beta_t (v_t - S^T k_t);
 // S <- S + k_t delta^T;  o_t = S^T q_t.  Per chunk of C steps with entry state S0 (notation of
@@ -27,19 +28,15 @@
 namespace sl::cuda {
 namespace {
 
-constexpr int kC = 64;    // chunk length (= cpu::kGdnChunk; the states layout depends on it)
-constexpr int kVT = 32;   // value columns per block
+constexpr int kC = 64;   // chunk length (= cpu::kGdnChunk; the states layout depends on it)
+constexpr int kVT = 32;  // value columns per block
 constexpr int kThreads = 256;
 
 struct GdnDims {
   int B, T, H, DK, DV, NC;
   // Element offsets: token t of sequence b, head h, for q/k rows, v/out rows and beta/g.
-  __device__ int64_t qk(int b, int t, int h) const {
-    return ((int64_t{b} * T + t) * H + h) * DK;
-  }
-  __device__ int64_t vo(int b, int t, int h) const {
-    return ((int64_t{b} * T + t) * H + h) * DV;
-  }
+  __device__ int64_t qk(int b, int t, int h) const { return ((int64_t{b} * T + t) * H + h) * DK; }
+  __device__ int64_t vo(int b, int t, int h) const { return ((int64_t{b} * T + t) * H + h) * DV; }
   __device__ int64_t gate(int b, int t, int h) const { return (int64_t{b} * T + t) * H + h; }
   __device__ int64_t state(int b, int h, int c) const {
     return ((int64_t{b} * H + h) * NC + c) * DK * DV;
@@ -215,9 +212,8 @@ __global__ void __launch_bounds__(kThreads)
 // smem: Qs, Ks, Zs [kC][DK+1]; As, Ls, Ws [kC][kC+1]; Ub, Dl, dOs, dDs [kC][kVT+1];
 //       S0, dS [DK][kVT+1]; gam, Gam, ev, bet, dgam, dbet, rr [kC]; red [32].
 __global__ void __launch_bounds__(kThreads)
-    gdn_backward_kernel(float* dq_p, float* dk_p, float* dbeta_p, float* dg_p, DPtr dv_,
-                        DPtr dout, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
-                        GdnDims D) {
+    gdn_backward_kernel(float* dq_p, float* dk_p, float* dbeta_p, float* dg_p, DPtr dv_, DPtr dout,
+                        DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g, GdnDims D) {
   extern __shared__ float sm[];
   const int ldk = D.DK + 1, ldc = kC + 1, ldv = kVT + 1;
   float* Qs = sm;
@@ -463,8 +459,8 @@ __global__ void add_tiles_kernel(DPtr out, const float* part, int64_t n, int nti
 GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv, const char* what) {
   if (B * T * H > (int64_t{1} << 40) || T > (int64_t{1} << 30) || dk < 1 || dv < 1)
     fail(std::string("cuda gdn ") + what + ": unsupported sizes");
-  return {static_cast<int>(B), static_cast<int>(T), static_cast<int>(H), static_cast<int>(dk),
-          static_cast<int>(dv), static_cast<int>((T + kC - 1) / kC)};
+  return {static_cast<int>(B),  static_cast<int>(T),  static_cast<int>(H),
+          static_cast<int>(dk), static_cast<int>(dv), static_cast<int>((T + kC - 1) / kC)};
 }
 
 template <class K>
@@ -504,8 +500,8 @@ void gdn_backward(Ctx& ctx, DPtr dq, DPtr dk_, DPtr dv_, DPtr dbeta, DPtr dg, DP
   float* dk_p = dq_p + ntiles * n_qk;
   float* dbeta_p = dk_p + ntiles * n_qk;
   float* dg_p = dbeta_p + ntiles * n_gate;
-  const size_t floats = 3 * kC * (dk + 1) + 3 * kC * (kC + 1) + (4 * kC + 2 * dk) * (kVT + 1) +
-                        7 * kC + 32;
+  const size_t floats =
+      3 * kC * (dk + 1) + 3 * kC * (kC + 1) + (4 * kC + 2 * dk) * (kVT + 1) + 7 * kC + 32;
   const size_t smem = floats * sizeof(float);
   allow_smem(gdn_backward_kernel, smem, ctx, D, "backward");
   const dim3 grid(static_cast<unsigned>(B * H), static_cast<unsigned>(ntiles));

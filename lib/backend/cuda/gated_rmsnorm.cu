@@ -33,8 +33,8 @@ __global__ void gated_rmsnorm_forward_kernel(DPtr y, DPtr rstd, DPtr x, DPtr gat
 // With s = silu(gate), dn = dy * w * s:
 //   dx += rstd * (dn - n * mean_c(dn * n));   dgate += dy * w * n * silu'(gate)
 __global__ void gated_rmsnorm_backward_kernel(DPtr dx, DPtr dgate, DPtr dy, DPtr x, DPtr gate,
-                                              int64_t ldg, DPtr w, DPtr rstd, int64_t R,
-                                              int64_t H, int64_t C) {
+                                              int64_t ldg, DPtr w, DPtr rstd, int64_t R, int64_t H,
+                                              int64_t C) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;
@@ -72,8 +72,8 @@ struct GatedRmsnormDw {
 void gated_rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, DPtr gate, int64_t ldg, DPtr w,
                            int64_t R, int64_t H, int64_t C, float eps) {
   if (R <= 0) return;
-  gated_rmsnorm_forward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps,
-                                 0, ctx.stream>>>(y, rstd, x, gate, ldg, w, R, H, C, eps);
+  gated_rmsnorm_forward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps, 0,
+                                 ctx.stream>>>(y, rstd, x, gate, ldg, w, R, H, C, eps);
   SL_CUDA_LAUNCHED();
 }
 
@@ -81,9 +81,8 @@ void gated_rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dgate, DPtr dw, DPtr dy, DPt
                             int64_t ldg, DPtr w, DPtr rstd, int64_t R, int64_t H, int64_t C) {
   if (R <= 0) return;
   if (dx || dgate) {
-    gated_rmsnorm_backward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps),
-                                    32 * kWarps, 0, ctx.stream>>>(dx, dgate, dy, x, gate, ldg, w,
-                                                                  rstd, R, H, C);
+    gated_rmsnorm_backward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps,
+                                    0, ctx.stream>>>(dx, dgate, dy, x, gate, ldg, w, rstd, R, H, C);
     SL_CUDA_LAUNCHED();
   }
   colsum(ctx, GatedRmsnormDw{dy, x, gate, rstd, ldg, H, C}, R, C, dw);

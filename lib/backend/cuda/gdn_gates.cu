@@ -9,9 +9,8 @@ namespace sl::cuda {
 namespace {
 
 // b, a [BT, H] token stride ld -> beta, g [BT, H] contiguous.
-__global__ void gdn_gates_forward_kernel(DPtr beta, DPtr g, DPtr b, DPtr a, int64_t ld,
-                                         DPtr A_log, DPtr dt_bias, int64_t BT, int64_t H,
-                                         float beta_scale) {
+__global__ void gdn_gates_forward_kernel(DPtr beta, DPtr g, DPtr b, DPtr a, int64_t ld, DPtr A_log,
+                                         DPtr dt_bias, int64_t BT, int64_t H, float beta_scale) {
   SL_GRID_STRIDE(i, BT * H) {
     const int64_t t = i / H, h = i % H;
     beta.st(i, beta_scale * sigmoidf_(b.ld(t * ld + h)));
@@ -65,9 +64,9 @@ void gdn_gates_forward(Ctx& ctx, DPtr beta, DPtr g, DPtr b, DPtr a, int64_t ld, 
   SL_CUDA_LAUNCHED();
 }
 
-void gdn_gates_backward(Ctx& ctx, DPtr db, DPtr da, DPtr dA_log, DPtr ddt_bias, DPtr dbeta,
-                        DPtr dg, DPtr b, DPtr a, int64_t ld, DPtr A_log, DPtr dt_bias, int64_t BT,
-                        int64_t H, float beta_scale) {
+void gdn_gates_backward(Ctx& ctx, DPtr db, DPtr da, DPtr dA_log, DPtr ddt_bias, DPtr dbeta, DPtr dg,
+                        DPtr b, DPtr a, int64_t ld, DPtr A_log, DPtr dt_bias, int64_t BT, int64_t H,
+                        float beta_scale) {
   if (BT * H <= 0) return;
   if ((db && dbeta) || (da && dg)) {
     gdn_gates_backward_kernel<<<grid_for(BT * H, 256), 256, 0, ctx.stream>>>(

@@ -3,8 +3,8 @@
 // plain fp32 (the handle's default math mode: no TF32), so the all-f32 path matches the CPU.
 //
 // Row-major to cuBLAS's column-major: a row-major [R, C] matrix with leading dimension L is the
-// column-major [C, R] matrix (its transpose) with the same L. Hence, with w [N, K], x [M, K] ld ldx,
-// dy [M, N]:
+// column-major [C, R] matrix (its transpose) with the same L. Hence, with w [N, K], x [M, K] ld
+// ldx, dy [M, N]:
 //   y^T  [N, M] = w . x^T     = gemm(T, N; m=N, n=M, k=K; A = w (ld K), B = x (ld ldx))
 //   dx^T [K, M] = w^T . dy^T  = gemm(N, N; m=K, n=M, k=N; A = w (ld K), B = dy (ld N))
 //   dw^T [K, N] = x^T . dy    = gemm(N, T; m=K, n=N, k=M; A = x (ld ldx), B = dy (ld N))
@@ -18,14 +18,22 @@ namespace {
 
 const char* cublas_status(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "success";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
-    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
-    default: return "error";
+    case CUBLAS_STATUS_SUCCESS:
+      return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "architecture mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "execution failed";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "not supported";
+    default:
+      return "error";
   }
 }
 
@@ -47,10 +55,10 @@ void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t 
          " x " + dtype_name(B.dtype) + " -> " + dtype_name(C.dtype) +
          " (inputs must share a dtype; f32 inputs need an f32 output)");
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  const cublasStatus_t s = cublasGemmEx(
-      h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha, A.data,
-      at, static_cast<int>(lda), B.data, bt, static_cast<int>(ldb), &beta, C.data, ct,
-      static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  const cublasStatus_t s =
+      cublasGemmEx(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &alpha,
+                   A.data, at, static_cast<int>(lda), B.data, bt, static_cast<int>(ldb), &beta,
+                   C.data, ct, static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS)
     fail(std::string("cuda matmul (") + what + "): cublasGemmEx failed: " + cublas_status(s) +
          " (m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) + ")");

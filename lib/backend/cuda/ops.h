@@ -32,8 +32,8 @@ void matmul_backward(Ctx& ctx, cublasHandle_t h, const Tensor& dx, const Tensor&
                      int64_t K, int64_t N);
 
 // rmsnorm.cu
-void rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R,
-                     int64_t C, float eps);
+void rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R, int64_t C,
+                     float eps);
 void rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
                       int64_t R, int64_t C);
 
@@ -42,8 +42,8 @@ void rope(Ctx& ctx, DPtr x, const float* cs, const float* sn, int64_t B, int64_t
           int64_t hd, float sign);
 
 // attention.cu
-void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
-                       int64_t B, int64_t T, int64_t H, int64_t hd);
+void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int64_t B,
+                       int64_t T, int64_t H, int64_t hd);
 void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v,
                         int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T, int64_t H,
                         int64_t hd);
@@ -67,9 +67,9 @@ void l2norm_backward(Ctx& ctx, DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr rnorm
 // gdn_gates.cu
 void gdn_gates_forward(Ctx& ctx, DPtr beta, DPtr g, DPtr b, DPtr a, int64_t ld, DPtr A_log,
                        DPtr dt_bias, int64_t BT, int64_t H, float beta_scale);
-void gdn_gates_backward(Ctx& ctx, DPtr db, DPtr da, DPtr dA_log, DPtr ddt_bias, DPtr dbeta,
-                        DPtr dg, DPtr b, DPtr a, int64_t ld, DPtr A_log, DPtr dt_bias, int64_t BT,
-                        int64_t H, float beta_scale);
+void gdn_gates_backward(Ctx& ctx, DPtr db, DPtr da, DPtr dA_log, DPtr ddt_bias, DPtr dbeta, DPtr dg,
+                        DPtr b, DPtr a, int64_t ld, DPtr A_log, DPtr dt_bias, int64_t BT, int64_t H,
+                        float beta_scale);
 
 // gated_deltanet.cu (chunkwise WY/UT form, chunk 64, fp32 state)
 void gdn_forward(Ctx& ctx, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,

@@ -26,8 +26,8 @@ __global__ void rmsnorm_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ldx, D
 }
 
 // With dn = dy * w:  dx += rstd * (dn - n * mean_c(dn * n)).
-__global__ void rmsnorm_backward_dx_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr w,
-                                           DPtr rstd, int64_t R, int64_t C) {
+__global__ void rmsnorm_backward_dx_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
+                                           int64_t R, int64_t C) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;
@@ -53,8 +53,8 @@ struct RmsnormDw {
 
 }  // namespace
 
-void rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R,
-                     int64_t C, float eps) {
+void rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R, int64_t C,
+                     float eps) {
   if (R <= 0) return;
   const unsigned blocks = static_cast<unsigned>((R + kWarps - 1) / kWarps);
   rmsnorm_forward_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(y, rstd, x, ldx, w, R, C, eps);
@@ -67,7 +67,7 @@ void rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, 
   if (dx) {
     const unsigned blocks = static_cast<unsigned>((R + kWarps - 1) / kWarps);
     rmsnorm_backward_dx_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(dx, dy, x, ldx, w, rstd, R,
-                                                                      C);
+                                                                       C);
     SL_CUDA_LAUNCHED();
   }
   colsum(ctx, RmsnormDw{dy, x, rstd, ldx, C}, R, C, dw);
