@@ -104,6 +104,21 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
        {{"seq_len", pos_int(c.seq_len)},
         {"batch_size", pos_int(c.batch_size)},
         {"tokens", pos_int(c.tokens)},
+        {"budgets",
+         [&](const toml::node& n, const std::string& k) {
+           const toml::array* a = n.as_array();
+           if (!a)
+             rd.bad(k, std::string("must be an array of token counts (got ") + type_name(n) + ")");
+           c.budgets.clear();
+           for (size_t i = 0; i < a->size(); ++i) {
+             const std::string ki = k + "[" + std::to_string(i) + "]";
+             const int64_t b = rd.integer(*a->get(i), ki);
+             if (b <= 0) rd.bad(ki, "must be positive");
+             if (!c.budgets.empty() && b <= c.budgets.back())
+               rd.bad(ki, "must be larger than the budget before it (sorted, distinct)");
+             c.budgets.push_back(b);
+           }
+         }},
         {"lr", num(c.lr)},
         {"schedule",
          [&](const toml::node& n, const std::string& k) {
@@ -234,6 +249,21 @@ TrainConfig parse_config(const std::string& text, const std::string& origin,
   }
   apply_table(over, Reader{"--set", fs::current_path().string()}, c, m);
   resolve_model(m, origin, c);
+  if (!c.budgets.empty()) {
+    if (c.schedule != "wsd")
+      fail(origin + ": key 'train.budgets' needs schedule = \"wsd\" (got \"" + c.schedule + "\")");
+    for (size_t i = 0; i < c.budgets.size(); ++i) {
+      const std::string ki = "train.budgets[" + std::to_string(i) + "]";
+      if (c.budgets[i] <= c.warmup_tokens)
+        fail(origin + ": key '" + ki + "' (" + std::to_string(c.budgets[i]) +
+             " tokens) must exceed train.warmup_tokens (" + std::to_string(c.warmup_tokens) + ")");
+      if (i > 0 && c.steps_for(c.budgets[i]) == c.steps_for(c.budgets[i - 1]))
+        fail(origin + ": key '" + ki + "' falls on the same optimizer step as the budget before " +
+             "it (" + std::to_string(c.tokens_per_step()) + " tokens per step)");
+    }
+    // The run ends at the last budget's cooldown.
+    c.tokens = c.budgets.back();
+  }
   if (c.train_data.empty()) fail(origin + ": key 'data.train' is required");
   if (c.val_data.empty()) fail(origin + ": key 'data.val' is required");
   return c;
@@ -276,7 +306,13 @@ std::string to_toml(const TrainConfig& c) {
     << "\nvocab_size = " << s.vocab_size << "\nd_mlp = " << s.d_mlp
     << "\ngdn_key_dim = " << s.gdn_key_dim << "\ngdn_value_dim = " << s.gdn_value_dim << "\n";
   o << "\n[train]\nseq_len = " << c.seq_len << "\nbatch_size = " << c.batch_size
-    << "\ntokens = " << c.tokens << "\nlr = " << f(c.lr) << "\nschedule = " << q(c.schedule)
+    << "\ntokens = " << c.tokens;
+  if (!c.budgets.empty()) {
+    o << "\nbudgets = [";
+    for (size_t i = 0; i < c.budgets.size(); ++i) o << (i ? ", " : "") << c.budgets[i];
+    o << "]";
+  }
+  o << "\nlr = " << f(c.lr) << "\nschedule = " << q(c.schedule)
     << "\nwarmup_tokens = " << c.warmup_tokens << "\nmin_lr_ratio = " << f(c.min_lr_ratio)
     << "\ndecay_fraction = " << f(c.decay_fraction) << "\nweight_decay = " << f(c.weight_decay)
     << "\nbeta1 = " << f(c.beta1) << "\nbeta2 = " << f(c.beta2) << "\nadam_eps = " << f(c.adam_eps)

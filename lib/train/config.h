@@ -20,6 +20,13 @@ struct TrainConfig {
   int64_t seq_len = 256;        // tokens per sequence
   int64_t batch_size = 16;      // sequences per optimizer step
   int64_t tokens = 4'000'000;   // training tokens; steps = ceil(tokens / (batch_size * seq_len))
+  // WSD budget branches (schedule = "wsd" only): token budgets D_1 < ... < D_n. One run trains the
+  // stable branch (constant lr after warmup) and, at the step where a standalone WSD run to D_i
+  // would start its decay, branches a cooldown (lr linearly to 0 over decay_fraction of D_i),
+  // evaluates, appends a /budgets row and returns to the saved stable-branch state. The run ends
+  // with the cooldown of D_n, so `tokens` is set to D_n. Every D_i must exceed warmup_tokens and
+  // the D_i must fall on distinct optimizer steps. Empty: one budget, `tokens`.
+  std::vector<int64_t> budgets;
   double lr = 3e-3;             // peak learning rate
   std::string schedule = "cosine";  // "cosine" | "wsd" | "constant"
   int64_t warmup_tokens = 200'000;  // linear warmup from 0 to lr
@@ -40,6 +47,8 @@ struct TrainConfig {
 
   int64_t steps() const { return (tokens + batch_size * seq_len - 1) / (batch_size * seq_len); }
   int64_t tokens_per_step() const { return batch_size * seq_len; }
+  // Optimizer steps to reach `t` tokens (the last step may overshoot t).
+  int64_t steps_for(int64_t t) const { return (t + tokens_per_step() - 1) / tokens_per_step(); }
 };
 
 // Loads `path` (if non-empty) and applies `--set section.key=value` overrides (the value is parsed

@@ -12,8 +12,8 @@ double Schedule::at(int64_t step) const {
   if (kind == "wsd") {
     // Stable at lr, then linear to 0 over the last decay_fraction of the run: the value at step
     // s of the decay phase is lr * (total - s) / decay_steps, reaching lr/decay_steps at the end.
-    const int64_t decay = std::max<int64_t>(1, std::llround(decay_fraction * total_steps));
-    const int64_t start = total_steps - decay;
+    const int64_t decay = total_steps - decay_start();
+    const int64_t start = decay_start();
     if (step < start) return lr;
     return lr * static_cast<double>(total_steps - step) / decay;
   }
@@ -22,6 +22,11 @@ double Schedule::at(int64_t step) const {
   const double p = std::min(1.0, static_cast<double>(step - warmup_steps) / span);
   const double lo = min_lr_ratio * lr;
   return lo + (lr - lo) * 0.5 * (1.0 + std::cos(std::numbers::pi * p));
+}
+
+int64_t Schedule::decay_start() const {
+  if (kind != "wsd") return total_steps;
+  return total_steps - std::max<int64_t>(1, std::llround(decay_fraction * total_steps));
 }
 
 }  // namespace sl

@@ -15,6 +15,8 @@ struct Schedule {
 
   // Learning rate for optimizer step `step` (0-based).
   double at(int64_t step) const;
+  // wsd: the first step of the decay phase (total_steps for other kinds: they never branch).
+  int64_t decay_start() const;
 };
 
 }  // namespace sl

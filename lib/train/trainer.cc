@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -52,7 +53,7 @@ double evaluate(Model& model, const TokenSource& val, int64_t eval_tokens) {
 }
 
 Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConfig& cfg,
-                           int64_t step, double time_s) {
+                           int64_t step, int64_t budgets_done, double time_s) {
   Checkpoint c;
   std::vector<float> p = model.get_params(), m(p.size()), v(p.size());
   model.backend().download(m.data(), opt.m());
@@ -68,6 +69,7 @@ Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConf
   c.ints["step"] = step;
   c.ints["tokens"] = step * cfg.tokens_per_step();
   c.ints["time_ms"] = static_cast<int64_t>(time_s * 1000.0);
+  c.ints["budgets_done"] = budgets_done;
   c.strings["config"] = to_toml(cfg);
   c.strings["pattern"] = cfg.model.pattern;
   return c;
@@ -92,6 +94,47 @@ int64_t restore_checkpoint(const Checkpoint& c, Model& model, AdamW& opt, double
   time_s = static_cast<double>(c.int_value("time_ms")) / 1000.0;
   return c.int_value("step");
 }
+
+// One token budget of the run: a standalone WSD run to `steps` would follow `sched` and start its
+// decay at `start`. Budgets other than the last are branched off the stable branch at `start`.
+struct Budget {
+  int64_t steps, start;
+  Schedule sched;
+};
+
+// A copy of the training state (master parameters, AdamW moments) on the backend, taken on the
+// stable branch before a cooldown branch and put back after it, so the branch costs no host
+// round trip and the stable branch continues bitwise as if the branch never happened.
+class StateSnapshot {
+ public:
+  StateSnapshot(Model& model, AdamW& opt) : model_(model), opt_(opt) {
+    Backend& be = model_.backend();
+    for (Tensor* t : {&p_, &m_, &v_}) *t = be.alloc(model_.num_params(), be.param_dtype());
+  }
+  ~StateSnapshot() {
+    for (Tensor t : {p_, m_, v_}) model_.backend().free(t);
+  }
+  StateSnapshot(const StateSnapshot&) = delete;
+  StateSnapshot& operator=(const StateSnapshot&) = delete;
+  void save() {
+    Backend& be = model_.backend();
+    be.convert(p_, model_.param_buffer());
+    be.convert(m_, opt_.m());
+    be.convert(v_, opt_.v());
+  }
+  void restore() {
+    Backend& be = model_.backend();
+    be.convert(model_.param_buffer(), p_);
+    be.convert(opt_.m(), m_);
+    be.convert(opt_.v(), v_);
+    model_.sync_compute_params();
+  }
+
+ private:
+  Model& model_;
+  AdamW& opt_;
+  Tensor p_, m_, v_;
+};
 
 }  // namespace
 
@@ -140,12 +183,36 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
     model.set_params(load_hf_params(opts.init_from, model.spec()));
   AdamW opt(model, {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip});
   const int64_t tps = cfg.tokens_per_step(), total = cfg.steps();
-  Schedule sched{cfg.schedule,       cfg.lr,
-                 total,              (cfg.warmup_tokens + tps - 1) / tps,
-                 cfg.min_lr_ratio,   cfg.decay_fraction};
-  int64_t step = 0;
+  const int64_t warmup_steps = (cfg.warmup_tokens + tps - 1) / tps;
+  // The main line is a standalone run to the last budget (with budgets, D_n = cfg.tokens).
+  const Schedule sched{cfg.schedule,     cfg.lr,           total,
+                       warmup_steps,     cfg.min_lr_ratio, cfg.decay_fraction};
+  std::vector<Budget> budgets;
+  for (int64_t d : cfg.budgets) {
+    Schedule s = sched;
+    s.total_steps = cfg.steps_for(d);
+    budgets.push_back({s.total_steps, s.decay_start(), s});
+  }
+  if (budgets.empty()) budgets.push_back({total, total, sched});
+  const int64_t n_budgets = static_cast<int64_t>(budgets.size());
+  int64_t step = 0, budgets_done = 0;
   double time_base = 0;
-  if (ckpt) step = restore_checkpoint(*ckpt, model, opt, time_base);
+  if (ckpt) {
+    step = restore_checkpoint(*ckpt, model, opt, time_base);
+    // Checkpoints from before budget branches: every branch that starts before `step` is done.
+    if (ckpt->ints.count("budgets_done")) {
+      budgets_done = std::min(ckpt->int_value("budgets_done"), n_budgets);
+    } else {
+      while (budgets_done < n_budgets - 1 && budgets[budgets_done].start < step) ++budgets_done;
+    }
+    // A pending branch must start at or after the checkpoint, or its cooldown cannot be replayed
+    // from the stable branch (the budgets were changed between the runs).
+    if (budgets_done < n_budgets - 1 && budgets[budgets_done].start < step)
+      fail("train --resume: budget " + std::to_string(budgets[budgets_done].steps * tps) +
+           " tokens branches at step " + std::to_string(budgets[budgets_done].start) +
+           ", before the checkpoint's step " + std::to_string(step) + " (were train.budgets " +
+           "changed?)");
+  }
 
   // ---- run directory ---------------------------------------------------------------------------
   make_dirs(run);
@@ -164,7 +231,9 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   attrs.seq_len = cfg.seq_len;
   attrs.batch_tokens = tps;
   attrs.tokens_planned = total * tps;
-  RunLogWriter log = ckpt ? RunLogWriter::resume(log_path, step, step * tps)
+  // Budget rows are kept exactly for the budgets the checkpoint counts as done.
+  const int64_t keep_budget_tokens = budgets_done > 0 ? budgets[budgets_done - 1].steps * tps : 0;
+  RunLogWriter log = ckpt ? RunLogWriter::resume(log_path, step, keep_budget_tokens)
                           : (path_exists(log_path) ? (std::remove(log_path.c_str()),
                                                       RunLogWriter::create(log_path, attrs))
                                                    : RunLogWriter::create(log_path, attrs));
@@ -180,8 +249,18 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
                                                : "");
 
   auto checkpoint = [&](double time_s) {
-    write_checkpoint(ckpt_dir, make_checkpoint(model, opt, cfg, step, time_s));
+    write_checkpoint(ckpt_dir, make_checkpoint(model, opt, cfg, step, budgets_done, time_s));
     log.flush();
+  };
+
+  auto diverged = [&](int64_t at, double loss, double gnorm, const char* where) {
+    log.set_status("diverged");
+    log.close();
+    std::fprintf(stderr,
+                 "scalinglab: train: diverged at step %lld%s (loss %g, grad norm %g); status "
+                 "diverged, the last good checkpoint in '%s' is kept\n",
+                 static_cast<long long>(at), where, loss, gnorm, ckpt_dir.c_str());
+    return 3;
   };
 
   // ---- loop ------------------------------------------------------------------------------------
@@ -189,6 +268,44 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   const auto t0 = Clock::now();
   std::vector<int32_t> in(tps), tgt(tps);
   double last_eval = std::numeric_limits<double>::quiet_NaN();
+  std::unique_ptr<StateSnapshot> snap;
+  if (n_budgets > 1) snap = std::make_unique<StateSnapshot>(model, opt);
+
+  // The cooldown branch of budget `b`, run from the stable branch at step == b.start: exactly the
+  // steps a standalone WSD run to b.steps would take from there (same lr, batches, AdamW step
+  // count), so on the CPU its loss is bitwise the standalone run's. Branch steps are not logged
+  // in /train (their step numbers repeat the stable branch's) and never checkpointed: a signal
+  // during a branch abandons it and restores the stable state, and the resumed run replays the
+  // whole cooldown from its start. Returns 0 done, 1 stopped (state restored), 3 diverged.
+  auto run_branch = [&](const Budget& b) -> int {
+    snap->save();
+    for (int64_t s = step; s < b.steps; ++s) {
+      if (stop_requested()) {
+        snap->restore();
+        return 1;
+      }
+      model.zero_grad();
+      sample_batch(train, cfg.seed, s, cfg.batch_size, cfg.seq_len, in.data(), tgt.data());
+      const double loss = model.forward(in.data(), tgt.data(), 1.f);
+      model.backward();
+      const double gnorm = opt.grad_norm();
+      if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+        const std::string where = " of the cooldown to budget " + std::to_string(b.steps * tps);
+        return diverged(s, loss, gnorm, where.c_str());
+      }
+      opt.update(b.sched.at(s), gnorm, s + 1);
+    }
+    const double eval = evaluate(model, val, cfg.eval_tokens);
+    snap->restore();
+    log.append_budget(b.steps * tps, eval);
+    if (!opts.quiet)
+      std::printf("budget %lld tokens (cooldown from step %lld to %lld)  val %.4f\n",
+                  static_cast<long long>(b.steps * tps), static_cast<long long>(b.start),
+                  static_cast<long long>(b.steps), eval);
+    std::fflush(stdout);
+    return 0;
+  };
+
   while (step < total) {
     if (stop_requested()) {
       checkpoint(time_base + seconds_since(t0));
@@ -197,6 +314,16 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
       std::fprintf(stderr, "train: signal %d: checkpoint at step %lld written, status preempted\n",
                    g_stop_signal.load(), static_cast<long long>(step));
       return 0;
+    }
+    if (budgets_done < n_budgets - 1 && budgets[budgets_done].start == step) {
+      const int rc = run_branch(budgets[budgets_done]);
+      if (rc == 3) return rc;
+      if (rc == 0) {
+        ++budgets_done;
+        // The branch's work is kept even if the run is preempted before the next checkpoint.
+        checkpoint(time_base + seconds_since(t0));
+      }
+      continue;  // the next branch may start at the same step; a stop is handled at the top
     }
     const auto ts = Clock::now();
     if (step == cfg.inject_nan_step) {
@@ -210,15 +337,7 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
     const double loss = model.forward(in.data(), tgt.data(), 1.f);
     model.backward();
     const double gnorm = opt.grad_norm();
-    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
-      log.set_status("diverged");
-      log.close();
-      std::fprintf(stderr,
-                   "scalinglab: train: diverged at step %lld (loss %g, grad norm %g); status "
-                   "diverged, the last good checkpoint in '%s' is kept\n",
-                   static_cast<long long>(step), loss, gnorm, ckpt_dir.c_str());
-      return 3;
-    }
+    if (!std::isfinite(loss) || !std::isfinite(gnorm)) return diverged(step, loss, gnorm, "");
     opt.update(lr, gnorm, step + 1);
     ++step;
     const double dt = seconds_since(ts);
@@ -234,6 +353,12 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
                     static_cast<long long>(step), static_cast<long long>(total), loss, last_eval,
                     lr, static_cast<double>(tps) / dt);
       std::fflush(stdout);
+    }
+    if (last) {
+      // The main line ends with the last budget's cooldown: its row, then the final checkpoint
+      // that counts it as done (a resume of the completed run adds nothing).
+      log.append_budget(total * tps, last_eval);
+      budgets_done = n_budgets;
     }
     if (step % cfg.checkpoint_every == 0 || last) checkpoint(time_base + seconds_since(t0));
   }

@@ -1,0 +1,171 @@
+// WSD budget branches (DESIGN.md "Schedules and token budgets"): one run with train.budgets must
+// record, for every budget, the held-out loss of a standalone WSD run to that budget (same seed).
+// On the CPU with the same thread count the branch replays the standalone run's steps exactly, so
+// the losses are compared bitwise; and a run preempted repeatedly (also inside cooldown branches)
+// and resumed must log exactly what the uninterrupted run logs.
+#define BOOST_TEST_MODULE wsd_budgets
+#include <boost/test/unit_test.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runlog/runlog.h"
+#include "train/config.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+pid_t spawn(const std::vector<std::string>& args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    std::vector<char*> argv;
+    std::string exe = SL_EXE;
+    argv.push_back(exe.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+struct Fixture {
+  fs::path dir;
+  Fixture() {
+    dir = fs::temp_directory_path() / ("sl_wsd_" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::ofstream train(dir / "train.txt"), val(dir / "val.txt");
+    for (const char* f : {"GPL-3", "Apache-2.0"})
+      train << slurp(std::string("/usr/share/common-licenses/") + f);
+    val << slurp("/usr/share/common-licenses/GPL-2");
+    // 128 tokens per step; budgets of 30, 50 and 80 steps: the cooldowns of 50 (from step 40)
+    // and 80 (from step 64) overlap the stable branch past the earlier budgets' ends.
+    std::ofstream cfg(dir / "tiny.toml");
+    cfg << "[model]\narch = \"hybrid\"\nd_model = 32\nn_layers = 4\nn_heads = 2\n"
+        << "[train]\nseq_len = 32\nbatch_size = 4\nlr = 3e-3\nschedule = \"wsd\"\n"
+        << "warmup_tokens = 1000\neval_every = 20\neval_tokens = 2048\ncheckpoint_every = 7\n"
+        << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
+  }
+  ~Fixture() { fs::remove_all(dir); }
+  std::vector<std::string> args(const std::string& out, const std::string& set) const {
+    return {"train", "--config", (dir / "tiny.toml").string(), "--out", (dir / out).string(),
+            "--quiet", "--threads", "1", "--set", set};
+  }
+  sl::RunLog log(const std::string& out) const {
+    return sl::read_runlog((dir / out / "log.h5").string());
+  }
+};
+
+const char* kBudgets = "train.budgets=[3840, 6400, 10240]";
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(budget_losses_equal_standalone_wsd_runs) {
+  Fixture f;
+  BOOST_REQUIRE_EQUAL(wait_exit(spawn(f.args("multi", kBudgets))), 0);
+  sl::RunLog multi = f.log("multi");
+  BOOST_TEST(multi.attrs.status == "completed");
+  BOOST_REQUIRE_EQUAL(multi.budget_tokens.size(), 3u);
+  // The main line is the standalone run to the last budget: steps 1..80, none logged twice.
+  BOOST_REQUIRE_EQUAL(multi.train.size(), 80u);
+  for (size_t i = 0; i < multi.train.size(); ++i) BOOST_REQUIRE_EQUAL(multi.train[i].step, i + 1);
+  const int64_t budgets[] = {3840, 6400, 10240};
+  for (int i = 0; i < 3; ++i) {
+    const std::string out = "single" + std::to_string(i);
+    BOOST_REQUIRE_EQUAL(
+        wait_exit(spawn(f.args(out, "train.tokens=" + std::to_string(budgets[i])))), 0);
+    sl::RunLog single = f.log(out);
+    BOOST_REQUIRE_EQUAL(single.budget_tokens.size(), 1u);
+    BOOST_TEST(multi.budget_tokens[i] == budgets[i]);
+    BOOST_TEST(single.budget_tokens[0] == budgets[i]);
+    BOOST_TEST_MESSAGE("budget " << budgets[i] << ": branch " << multi.budget_loss[i]
+                                 << ", standalone " << single.budget_loss[0]);
+    BOOST_TEST(multi.budget_loss[i] == single.budget_loss[0]);  // bitwise on the CPU
+    BOOST_TEST(single.budget_loss[0] == single.eval_loss.back());
+  }
+  // The budgets differ from each other (the branches really trained).
+  BOOST_TEST(multi.budget_loss[0] > multi.budget_loss[2]);
+}
+
+// SIGTERM at staggered times until the run completes: every resume (from a checkpoint on the
+// stable branch, from one taken right after a branch, or after a branch was abandoned) must give
+// the uninterrupted run's logs exactly.
+BOOST_AUTO_TEST_CASE(preempted_budget_run_resumes_exactly) {
+  Fixture f;
+  BOOST_REQUIRE_EQUAL(wait_exit(spawn(f.args("ref", kBudgets))), 0);
+  int preempted = 0;
+  for (int attempt = 0; attempt < 60; ++attempt) {
+    std::vector<std::string> a = f.args("cut", kBudgets);
+    if (attempt > 0) a.push_back("--resume");
+    pid_t pid = spawn(a);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + 37 * (attempt % 7)));
+    kill(pid, SIGTERM);
+    BOOST_REQUIRE_EQUAL(wait_exit(pid), 0);
+    sl::RunLog l = f.log("cut");
+    if (l.attrs.status == "completed") break;
+    BOOST_REQUIRE(l.attrs.status == "preempted");
+    ++preempted;
+  }
+  BOOST_TEST_MESSAGE("preempted " << preempted << " times");
+  BOOST_TEST(preempted >= 2);
+  sl::RunLog ref = f.log("ref"), cut = f.log("cut");
+  BOOST_REQUIRE(cut.attrs.status == "completed");
+  BOOST_REQUIRE_EQUAL(cut.train.size(), ref.train.size());
+  for (size_t i = 0; i < ref.train.size(); ++i) {
+    BOOST_REQUIRE_EQUAL(cut.train[i].step, ref.train[i].step);
+    BOOST_REQUIRE_EQUAL(cut.train[i].loss, ref.train[i].loss);
+  }
+  BOOST_REQUIRE(cut.budget_tokens == ref.budget_tokens);
+  BOOST_TEST(cut.budget_loss == ref.budget_loss, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(bad_budgets_are_rejected) {
+  auto err = [](const std::string& set) {
+    try {
+      sl::parse_config("[train]\nschedule = \"wsd\"\nwarmup_tokens = 1000\n"
+                       "[data]\ntrain = \"t\"\nval = \"v\"\n",
+                       "x.toml", "", {set});
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  BOOST_TEST(err("train.budgets=[5000, 4000]").find("train.budgets[1]") != std::string::npos);
+  BOOST_TEST(err("train.budgets=[500, 8000]").find("warmup_tokens") != std::string::npos);
+  BOOST_TEST(err("train.budgets=[\"a\"]").find("train.budgets[0]") != std::string::npos);
+  BOOST_TEST(err("train.schedule=\"cosine\"").find("no error") != std::string::npos);
+  sl::TrainConfig c = sl::parse_config("[train]\nschedule = \"wsd\"\nbudgets = [2e6, 4e6]\n"
+                                       "[data]\ntrain = \"t\"\nval = \"v\"\n",
+                                       "x.toml", "", {});
+  BOOST_TEST(c.tokens == 4000000);
+  BOOST_TEST(sl::parse_config(sl::to_toml(c), "y", "", {}).budgets == c.budgets,
+             boost::test_tools::per_element());
+}
