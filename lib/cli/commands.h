@@ -9,4 +9,5 @@ void register_fit(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_export(CLI::App& app);
 void register_doctor(CLI::App& app);
+void register_sweep(CLI::App& app);
 }  // namespace sl::cli

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   sl::cli::register_fit(app);
   sl::cli::register_export(app);
   sl::cli::register_doctor(app);
+  sl::cli::register_sweep(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,521 @@
+#include "sweep/sweep.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "runlog/checkpoint.h"
+#include "runlog/h5.h"
+#include "runlog/runlog.h"
+
+namespace sl::sweep {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("'" + path + "': cannot open");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string num17(double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
+
+// One explicit shape of the grid: a ladder preset (overrides = model.size) or [[sweep.shape]].
+struct Shape {
+  std::string name;
+  std::vector<std::string> overrides;
+};
+
+struct Grid {
+  std::vector<std::string> archs, patterns;
+  std::vector<Shape> shapes;
+  std::vector<double> ratios;
+  std::vector<int64_t> budgets;
+  std::vector<int64_t> seeds;
+  std::vector<double> lrs;
+};
+
+Grid read_grid(const toml::table& root, const std::string& origin, std::string& name) {
+  const toml::table* sw = root["sweep"].as_table();
+  if (!sw) fail(origin + ": missing section [sweep]");
+  auto bad = [&](const std::string& key, const std::string& what) -> void {
+    fail(origin + ": key 'sweep." + key + "' " + what);
+  };
+  auto array = [&](const toml::node& n, const std::string& key) -> const toml::array& {
+    const toml::array* a = n.as_array();
+    if (!a) bad(key, "must be an array");
+    if (a->empty()) bad(key, "is empty (a grid needs at least one value)");
+    return *a;
+  };
+  auto strings = [&](const toml::node& n, const std::string& key) {
+    std::vector<std::string> out;
+    for (const auto& e : array(n, key)) {
+      auto v = e.value_exact<std::string>();
+      if (!v || v->empty()) bad(key, "must hold non-empty strings");
+      out.push_back(*v);
+    }
+    return out;
+  };
+  auto numbers = [&](const toml::node& n, const std::string& key) {
+    std::vector<double> out;
+    for (const auto& e : array(n, key)) {
+      if (!e.is_number()) bad(key, "must hold numbers");
+      const double v = *e.value<double>();
+      if (!(v > 0) || !std::isfinite(v)) bad(key, "must hold positive numbers");
+      out.push_back(v);
+    }
+    return out;
+  };
+  Grid g;
+  for (const auto& [k, node] : *sw) {
+    const std::string key(k.str());
+    if (key == "name") {
+      auto v = node.value_exact<std::string>();
+      if (!v || v->empty()) bad(key, "must be a non-empty string");
+      name = *v;
+    } else if (key == "archs") {
+      g.archs = strings(node, key);
+    } else if (key == "patterns") {
+      g.patterns = strings(node, key);
+    } else if (key == "sizes") {
+      for (const std::string& s : strings(node, key)) {
+        if (!find_ladder(s)) bad(key, "names no ladder preset: '" + s + "'");
+        g.shapes.push_back({s, {"model.size=\"" + s + "\""}});
+      }
+    } else if (key == "shape") {
+      const toml::array* a = node.as_array();
+      if (!a || a->empty()) bad(key, "must be one or more [[sweep.shape]] tables");
+      for (const auto& e : *a) {
+        const toml::table* t = e.as_table();
+        if (!t) bad(key, "must be one or more [[sweep.shape]] tables");
+        Shape sh;
+        int64_t d = 0, L = 0;
+        for (const auto& [sk, sv] : *t) {
+          const std::string s(sk.str());
+          if (s == "name") {
+            sh.name = sv.value_or(std::string());
+            continue;
+          }
+          if (s != "d_model" && s != "n_layers" && s != "n_heads")
+            bad("shape." + s, "is unknown (name, d_model, n_layers, n_heads)");
+          auto v = sv.value_exact<int64_t>();
+          if (!v || *v <= 0) bad("shape." + s, "must be a positive integer");
+          if (s == "d_model") d = *v;
+          if (s == "n_layers") L = *v;
+          sh.overrides.push_back("model." + s + "=" + std::to_string(*v));
+        }
+        if (!d || !L) bad("shape", "needs d_model and n_layers");
+        if (sh.name.empty()) sh.name = "d" + std::to_string(d) + "L" + std::to_string(L);
+        g.shapes.push_back(sh);
+      }
+    } else if (key == "budgets_per_param") {
+      g.ratios = numbers(node, key);
+    } else if (key == "budgets") {
+      for (double v : numbers(node, key)) {
+        if (std::floor(v) != v) bad(key, "must hold whole token counts");
+        g.budgets.push_back(static_cast<int64_t>(v));
+      }
+    } else if (key == "seeds") {
+      for (const auto& e : array(node, key)) {
+        auto v = e.value_exact<int64_t>();
+        if (!v || *v < 0) bad(key, "must hold integers >= 0");
+        g.seeds.push_back(*v);
+      }
+    } else if (key == "lrs") {
+      g.lrs = numbers(node, key);
+    } else {
+      bad(key, "is unknown (name, archs, patterns, sizes, shape, budgets_per_param, budgets, "
+               "seeds, lrs)");
+    }
+  }
+  if (name.empty()) bad("name", "is required");
+  if (g.archs.empty() == g.patterns.empty()) bad("archs", "or sweep.patterns is required (one)");
+  if (g.shapes.empty()) bad("sizes", "or [[sweep.shape]] is required");
+  if (g.ratios.empty() == g.budgets.empty())
+    bad("budgets_per_param", "or sweep.budgets is required (one)");
+  if (g.seeds.empty()) g.seeds = {0};
+  return g;
+}
+
+}  // namespace
+
+Sweep load_sweep(const std::string& path) {
+  Sweep s;
+  s.path = path;
+  s.text = slurp(path);
+  toml::table root;
+  try {
+    root = toml::parse(s.text, path);
+  } catch (const toml::parse_error& e) {
+    fail(path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
+  }
+  Grid g = read_grid(root, path, s.name);
+  // The grid decides the model's kind and shape: the shared [model] may not set them too.
+  if (const toml::table* m = root["model"].as_table()) {
+    for (const char* k : {"arch", "pattern", "size", "d_model", "n_layers", "n_heads"})
+      if (m->contains(k))
+        fail(path + ": key 'model." + std::string(k) + "' is set by the grid ([sweep])");
+  }
+  if (const toml::table* t = root["train"].as_table()) {
+    for (const char* k : {"tokens", "budgets", "seed"})
+      if (t->contains(k))
+        fail(path + ": key 'train." + std::string(k) + "' is set by the grid ([sweep])");
+    if (t->contains("lr") && !g.lrs.empty())
+      fail(path + ": key 'train.lr' is set by the grid (sweep.lrs)");
+  }
+  toml::table base = root;
+  base.erase("sweep");
+  std::ostringstream bt;
+  bt << base;
+  const std::string base_text = bt.str();
+  const std::string base_dir = fs::absolute(fs::path(path)).parent_path().string();
+  const std::vector<double> lrs = g.lrs.empty() ? std::vector<double>{0.0} : g.lrs;
+
+  struct Kind {
+    std::string label, set;
+  };
+  std::vector<Kind> kinds;
+  for (const auto& a : g.archs) kinds.push_back({a, "model.arch=\"" + a + "\""});
+  // A pattern sweep labels each run's arch with its pattern, so fits can group by it.
+  for (const auto& p : g.patterns) kinds.push_back({p, "model.pattern=\"" + p + "\""});
+
+  std::set<std::string> ids;
+  for (const Kind& kind : kinds) {
+    for (const Shape& shape : g.shapes) {
+      for (int64_t seed : g.seeds) {
+        for (double lr : lrs) {
+          std::vector<std::string> sets = shape.overrides;
+          sets.push_back(kind.set);
+          if (!g.patterns.empty()) sets.push_back("model.arch=\"" + kind.label + "\"");
+          sets.push_back("train.seed=" + std::to_string(seed));
+          if (lr > 0) sets.push_back("train.lr=" + num17(lr));
+          const std::string what = path + ": run " + kind.label + " " + shape.name + " seed " +
+                                   std::to_string(seed);
+          TrainConfig probe;
+          try {
+            probe = parse_config(base_text, path, base_dir, sets);
+          } catch (const Error& e) {
+            fail(std::string(e.what()) + " (" + what + ")");
+          }
+          const int64_t n_ne = count_params(build_param_table(probe.model), false);
+          const int64_t tps = probe.tokens_per_step();
+          // Budgets fall on whole optimizer steps, so the recorded tokens are the trained tokens.
+          std::vector<int64_t> budgets;
+          for (double r : g.ratios)
+            budgets.push_back(std::max<int64_t>(1, std::llround(r * n_ne / tps)) * tps);
+          for (int64_t b : g.budgets) budgets.push_back(probe.steps_for(b) * tps);
+          std::sort(budgets.begin(), budgets.end());
+          for (size_t i = 0; i < budgets.size(); ++i) {
+            if (budgets[i] <= probe.warmup_tokens)
+              fail(path + ": budget " + std::to_string(budgets[i]) + " tokens of " + what +
+                   " is not above train.warmup_tokens = " + std::to_string(probe.warmup_tokens));
+            if (i > 0 && budgets[i] == budgets[i - 1])
+              fail(path + ": two budgets of " + what + " round to the same " +
+                   std::to_string(budgets[i]) + " tokens (" + std::to_string(tps) +
+                   " tokens per step)");
+          }
+          auto add = [&](const std::vector<int64_t>& run_budgets) {
+            std::vector<std::string> rs = sets;
+            if (probe.schedule == "wsd") {
+              std::string list = "train.budgets=[";
+              for (size_t i = 0; i < run_budgets.size(); ++i)
+                list += (i ? "," : "") + std::to_string(run_budgets[i]);
+              rs.push_back(list + "]");
+            } else {
+              rs.push_back("train.tokens=" + std::to_string(run_budgets[0]));
+            }
+            SweepRun r;
+            try {
+              r.config = parse_config(base_text, path, base_dir, rs);
+            } catch (const Error& e) {
+              fail(std::string(e.what()) + " (" + what + ")");
+            }
+            r.index = static_cast<int64_t>(s.runs.size());
+            r.run_id = run_id_of(r.config);
+            r.arch = r.config.model.arch;
+            r.size = shape.name;
+            r.budgets = run_budgets;
+            r.n_params = count_params(build_param_table(r.config.model), true);
+            r.n_params_nonembedding = n_ne;
+            // WSD: the stable branch to the last budget plus every other budget's cooldown.
+            double tokens = static_cast<double>(run_budgets.back());
+            for (size_t i = 0; i + 1 < run_budgets.size(); ++i)
+              tokens += r.config.decay_fraction * static_cast<double>(run_budgets[i]);
+            r.flops = tokens * r.config.model.flops_per_token(r.config.seq_len);
+            if (!ids.insert(r.run_id).second)
+              fail(path + ": " + what + " duplicates another run of the grid (same config)");
+            s.runs.push_back(std::move(r));
+          };
+          if (probe.schedule == "wsd") {
+            add(budgets);
+          } else {
+            for (int64_t b : budgets) add({b});
+          }
+        }
+      }
+    }
+  }
+  return s;
+}
+
+std::string run_dir(const std::string& dir, const std::string& run_id) {
+  return dir + "/runs/" + run_id;
+}
+
+void prepare_dir(const Sweep& s, const std::string& dir) {
+  const std::string sweep_file = dir + "/sweep.toml";
+  if (path_exists(sweep_file) && slurp(sweep_file) != s.text)
+    fail("sweep directory '" + dir + "' was created by another sweep file (its sweep.toml " +
+         "differs from '" + s.path + "'); use another --dir");
+  if (!path_exists(sweep_file) && path_exists(dir) && !fs::is_empty(dir))
+    fail("'" + dir + "' exists, is not empty and holds no sweep.toml: not a sweep directory");
+  for (const SweepRun& r : s.runs) {
+    const std::string cfg = run_dir(dir, r.run_id) + "/config.toml";
+    if (path_exists(cfg) && slurp(cfg) != to_toml(r.config))
+      fail("'" + cfg + "' differs from the plan's config for this run id");
+  }
+  // Every check passed: write.
+  make_dirs(dir + "/runs");
+  if (!path_exists(sweep_file)) atomic_write_file(sweep_file, s.text);
+  std::ostringstream plan;
+  plan << "index\trun_id\tarch\tpattern\tsize\td_model\tn_layers\tn_params_nonembedding\tseed"
+          "\tlr\tbudgets\n";
+  for (const SweepRun& r : s.runs) {
+    plan << r.index << "\t" << r.run_id << "\t" << r.arch << "\t" << r.config.model.pattern << "\t"
+         << r.size << "\t" << r.config.model.d_model << "\t" << r.config.model.n_layers() << "\t"
+         << r.n_params_nonembedding << "\t" << r.config.seed << "\t" << num17(r.config.lr) << "\t";
+    for (size_t i = 0; i < r.budgets.size(); ++i) plan << (i ? "," : "") << r.budgets[i];
+    plan << "\n";
+    const std::string rd = run_dir(dir, r.run_id);
+    make_dirs(rd);
+    if (!path_exists(rd + "/config.toml")) atomic_write_file(rd + "/config.toml", to_toml(r.config));
+  }
+  atomic_write_file(dir + "/plan.tsv", plan.str());
+}
+
+std::vector<SweepRun> load_plan(const std::string& dir) {
+  const std::string p = dir + "/plan.tsv";
+  if (!path_exists(p)) fail("'" + p + "': no plan (run `scalinglab sweep launch` first)");
+  std::istringstream in(slurp(p));
+  std::string line;
+  std::getline(in, line);  // header
+  std::vector<SweepRun> out;
+  int lineno = 1;
+  while (std::getline(in, line)) {
+    ++lineno;
+    std::vector<std::string> cells;
+    std::istringstream ls(line);
+    for (std::string c; std::getline(ls, c, '\t');) cells.push_back(c);
+    if (cells.size() != 11) fail(p + ": line " + std::to_string(lineno) + ": expected 11 cells");
+    SweepRun r;
+    try {
+      r.index = std::stoll(cells[0]);
+      for (std::istringstream bs(cells[10]); std::getline(bs, line, ',');)
+        r.budgets.push_back(std::stoll(line));
+    } catch (const std::exception&) {
+      fail(p + ": line " + std::to_string(lineno) + ": malformed number");
+    }
+    if (r.index != static_cast<int64_t>(out.size()) || r.budgets.empty())
+      fail(p + ": line " + std::to_string(lineno) + ": malformed (index or budgets)");
+    r.run_id = cells[1];
+    r.arch = cells[2];
+    r.size = cells[4];
+    const std::string cfg = run_dir(dir, r.run_id) + "/config.toml";
+    r.config = load_config(cfg, {});
+    r.n_params = count_params(build_param_table(r.config.model), true);
+    r.n_params_nonembedding = count_params(build_param_table(r.config.model), false);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+int try_lock(const std::string& rd) {
+  make_dirs(rd);
+  const std::string p = rd + "/lock";
+  int fd = ::open(p.c_str(), O_RDWR | O_CREAT, 0644);
+  if (fd < 0) fail("'" + p + "': cannot open");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+void unlock(int fd) {
+  if (fd >= 0) ::close(fd);  // closing the last descriptor releases the flock
+}
+
+RunStatus run_status(const std::string& rd, bool locked_by_me) {
+  RunStatus st;
+  st.last_loss = std::numeric_limits<double>::quiet_NaN();
+  bool locked = false;
+  if (!locked_by_me && path_exists(rd + "/lock")) {
+    int fd = ::open((rd + "/lock").c_str(), O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+      locked = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
+      ::close(fd);
+    }
+  }
+  std::string log_status;
+  if (path_exists(rd + "/log.h5")) {
+    try {
+      RunLog log = read_runlog(rd + "/log.h5");
+      log_status = log.attrs.status;
+      st.step = log.train.empty() ? 0 : log.train.back().step;
+      st.steps_planned = log.attrs.batch_tokens ? log.attrs.tokens_planned / log.attrs.batch_tokens
+                                                : 0;
+      st.budgets_done = static_cast<int64_t>(log.budget_tokens.size());
+      if (!log.eval_loss.empty()) st.last_loss = log.eval_loss.back();
+    } catch (const Error&) {
+      log_status = "unreadable";
+    }
+  }
+  if (locked) {
+    st.status = "running";
+  } else if (log_status == "completed" || log_status == "diverged" || log_status == "preempted") {
+    st.status = log_status;
+  } else if (path_exists(rd + "/failed")) {
+    st.status = "failed";
+  } else if (log_status.empty()) {
+    st.status = "pending";
+  } else {
+    // "running" with nobody holding the lock: the process was killed; it resumes like a
+    // preempted run (from its last checkpoint).
+    st.status = "preempted";
+  }
+  return st;
+}
+
+double estimate_seconds(const SweepRun& r, double flops_per_s) {
+  return flops_per_s > 0 ? r.flops / flops_per_s : 0;
+}
+
+int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
+  struct Row {
+    std::string run_id, arch, pattern, size, status;
+    int64_t d_model, n_layers, n_params, n_ne, seed, tokens;
+    double lr, loss;
+  };
+  std::vector<Row> rows;
+  for (const SweepRun& r : runs) {
+    const std::string rd = run_dir(dir, r.run_id);
+    RunStatus st = run_status(rd);
+    Row base{r.run_id, r.arch, r.config.model.pattern, r.size, st.status, r.config.model.d_model,
+             r.config.model.n_layers(), r.n_params, r.n_params_nonembedding,
+             static_cast<int64_t>(r.config.seed), 0, r.config.lr,
+             std::numeric_limits<double>::quiet_NaN()};
+    std::vector<std::pair<int64_t, double>> reached;
+    if (path_exists(rd + "/log.h5")) {
+      try {
+        RunLog log = read_runlog(rd + "/log.h5");
+        for (size_t i = 0; i < log.budget_tokens.size(); ++i)
+          reached.emplace_back(log.budget_tokens[i], log.budget_loss[i]);
+      } catch (const Error&) {
+      }
+    }
+    // One row per planned budget: reached ones carry their loss, the rest NaN (the fitter skips
+    // NaN losses; the status column says why).
+    for (int64_t b : r.budgets) {
+      Row row = base;
+      row.tokens = b;
+      for (const auto& [t, l] : reached)
+        if (t == b) row.loss = l;
+      rows.push_back(row);
+    }
+  }
+  // CSV
+  std::ostringstream csv;
+  csv << "run_id,arch,pattern,size,d_model,n_layers,n_params,n_params_nonembedding,seed,lr,tokens,"
+         "loss,status\n";
+  for (const Row& r : rows)
+    csv << r.run_id << "," << r.arch << "," << r.pattern << "," << r.size << "," << r.d_model << ","
+        << r.n_layers << "," << r.n_params << "," << r.n_ne << "," << r.seed << "," << num17(r.lr)
+        << "," << r.tokens << "," << (std::isnan(r.loss) ? "nan" : num17(r.loss)) << ","
+        << r.status << "\n";
+  // HDF5: written to a temporary name and renamed, like everything else that replaces a file.
+  h5::quiet();
+  const std::string h5p = dir + "/sweep.h5", tmp = h5p + ".tmp";
+  {
+    h5::Id fapl = h5::file_access(false);
+    h5::Id f(h5::check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), "create " + tmp),
+             H5Fclose);
+    const hsize_t n = rows.size();
+    auto space = [&]() { return h5::Id(H5Screate_simple(1, &n, nullptr), H5Sclose); };
+    auto strings = [&](const char* name, auto get) {
+      std::vector<std::string> v;
+      std::vector<const char*> p;
+      for (const Row& r : rows) v.push_back(get(r));
+      for (const auto& x : v) p.push_back(x.c_str());
+      h5::Id t(H5Tcopy(H5T_C_S1), H5Tclose);
+      H5Tset_size(t, H5T_VARIABLE);
+      H5Tset_cset(t, H5T_CSET_UTF8);
+      h5::Id sp = space();
+      h5::Id d(h5::check(H5Dcreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), name),
+               H5Dclose);
+      if (n) h5::check_status(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, p.data()), name);
+    };
+    auto ints = [&](const char* name, auto get) {
+      std::vector<int64_t> v;
+      for (const Row& r : rows) v.push_back(get(r));
+      h5::Id sp = space();
+      h5::Id d(h5::check(H5Dcreate2(f, name, H5T_NATIVE_INT64, sp, H5P_DEFAULT, H5P_DEFAULT,
+                                    H5P_DEFAULT),
+                         name),
+               H5Dclose);
+      if (n)
+        h5::check_status(H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()),
+                         name);
+    };
+    auto doubles = [&](const char* name, auto get) {
+      std::vector<double> v;
+      for (const Row& r : rows) v.push_back(get(r));
+      h5::Id sp = space();
+      h5::Id d(h5::check(H5Dcreate2(f, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                                    H5P_DEFAULT),
+                         name),
+               H5Dclose);
+      if (n)
+        h5::check_status(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()),
+                         name);
+    };
+    strings("run_id", [](const Row& r) { return r.run_id; });
+    strings("arch", [](const Row& r) { return r.arch; });
+    strings("pattern", [](const Row& r) { return r.pattern; });
+    strings("size", [](const Row& r) { return r.size; });
+    ints("d_model", [](const Row& r) { return r.d_model; });
+    ints("n_layers", [](const Row& r) { return r.n_layers; });
+    ints("n_params", [](const Row& r) { return r.n_params; });
+    ints("n_params_nonembedding", [](const Row& r) { return r.n_ne; });
+    ints("seed", [](const Row& r) { return r.seed; });
+    doubles("lr", [](const Row& r) { return r.lr; });
+    ints("tokens", [](const Row& r) { return r.tokens; });
+    doubles("loss", [](const Row& r) { return r.loss; });
+    strings("status", [](const Row& r) { return r.status; });
+    if (!f.reset()) h5::fail("close " + tmp);
+  }
+  fs::rename(tmp, h5p);
+  atomic_write_file(dir + "/sweep.csv", csv.str());
+  return static_cast<int64_t>(rows.size());
+}
+
+}  // namespace sl::sweep
