@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config python3
   libeigen3-dev libceres-dev libhdf5-dev hdf5-tools libcli11-dev libboost-test-dev
-  libtomlplusplus-dev nlohmann-json3-dev gnuplot-nox fortunes)
+  libtomlplusplus-dev nlohmann-json3-dev gnuplot-nox fortunes
+  slurm-wlm munge)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
