@@ -1,0 +1,140 @@
+// The sweep front end and the local executor: grid expansion and stable ids, bad sweep files
+// (one line naming the file and key, nothing written), and two launchers on one sweep directory
+// (each run trained exactly once, no step logged twice), then collect.
+#define BOOST_TEST_MODULE sweep_local
+#include <boost/test/unit_test.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "runlog/runlog.h"
+#include "sweep/sweep.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct Fixture {
+  fs::path dir;
+  Fixture() {
+    dir = fs::temp_directory_path() / ("sl_sweep_local_" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::ofstream train(dir / "train.txt"), val(dir / "val.txt");
+    train << slurp("/usr/share/common-licenses/GPL-3");
+    val << slurp("/usr/share/common-licenses/GPL-2");
+  }
+  ~Fixture() { fs::remove_all(dir); }
+  std::string write(const std::string& name, const std::string& grid,
+                    const std::string& train = "") const {
+    std::ofstream s(dir / name);
+    s << "[sweep]\nname = \"t\"\n" << grid << "\n[[sweep.shape]]\nd_model = 32\nn_layers = 2\n"
+      << "n_heads = 2\n[train]\nseq_len = 32\nbatch_size = 4\n"
+      << (train.find("schedule") == std::string::npos ? "schedule = \"wsd\"\n" : "")
+      << "warmup_tokens = 512\neval_every = 20\neval_tokens = 1024\ncheckpoint_every = 5\n" << train
+      << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
+    return (dir / name).string();
+  }
+};
+
+std::string error_of(const std::string& path) {
+  try {
+    sl::sweep::load_sweep(path);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(expansion_and_stable_ids) {
+  Fixture f;
+  const std::string p = f.write("a.toml", "archs = [\"dense\", \"hybrid\"]\nbudgets_per_param = "
+                                          "[5, 10]\nseeds = [0, 1]\nlrs = [1e-3, 3e-3]");
+  sl::sweep::Sweep s = sl::sweep::load_sweep(p);
+  BOOST_REQUIRE_EQUAL(s.runs.size(), 8u);  // 2 archs x 1 shape x 2 seeds x 2 lrs, WSD budgets
+  for (const auto& r : s.runs) {
+    BOOST_REQUIRE_EQUAL(r.budgets.size(), 2u);
+    BOOST_TEST(r.budgets[0] % 128 == 0);
+    BOOST_TEST(r.config.budgets == r.budgets, boost::test_tools::per_element());
+    BOOST_TEST(r.run_id == sl::run_id_of(r.config));
+  }
+  BOOST_TEST(sl::sweep::load_sweep(p).runs[5].run_id == s.runs[5].run_id);  // stable
+  // Cosine: one run per budget.
+  const std::string c = f.write("c.toml", "archs = [\"dense\"]\nbudgets = [2560, 5120, 7680]",
+                                "schedule = \"cosine\"\n");
+  sl::sweep::Sweep cs = sl::sweep::load_sweep(c);
+  BOOST_REQUIRE_EQUAL(cs.runs.size(), 3u);
+  BOOST_TEST(cs.runs[2].config.tokens == 7680);
+  BOOST_TEST(cs.runs[2].config.budgets.empty());
+}
+
+BOOST_AUTO_TEST_CASE(bad_sweep_files) {
+  Fixture f;
+  BOOST_TEST(error_of(f.write("u.toml", "archs = [\"dense\"]\nbudgets = [2560]\nfoo = 1"))
+                 .find("'sweep.foo'") != std::string::npos);
+  BOOST_TEST(error_of(f.write("e.toml", "archs = []\nbudgets = [2560]")).find("'sweep.archs'") !=
+             std::string::npos);
+  BOOST_TEST(error_of(f.write("w.toml", "archs = [\"dense\"]\nbudgets = [256, 2560]"))
+                 .find("warmup_tokens") != std::string::npos);
+  BOOST_TEST(error_of(f.write("k.toml", "archs = [\"dense\"]\nbudgets = [2560]", "bogus = 1\n"))
+                 .find("'train.bogus'") != std::string::npos);
+  // A sweep directory made by another sweep file is refused, and left as it was.
+  sl::sweep::Sweep a = sl::sweep::load_sweep(f.write("a.toml", "archs = [\"dense\"]\n"
+                                                               "budgets = [2560]"));
+  sl::sweep::Sweep b = sl::sweep::load_sweep(f.write("b.toml", "archs = [\"hybrid\"]\n"
+                                                               "budgets = [2560]"));
+  const std::string d = (f.dir / "sw").string();
+  sl::sweep::prepare_dir(a, d);
+  const std::string before = slurp(d + "/plan.tsv");
+  BOOST_CHECK_THROW(sl::sweep::prepare_dir(b, d), std::exception);
+  BOOST_TEST(slurp(d + "/plan.tsv") == before);
+}
+
+BOOST_AUTO_TEST_CASE(two_launchers_run_each_run_once) {
+  Fixture f;
+  const std::string p = f.write("s.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [3840, 7680]\n"
+                                          "seeds = [0, 1]");
+  const std::string d = (f.dir / "sw").string();
+  const std::string cmd = std::string(SL_EXE) + " sweep launch " + p + " --dir " + d +
+                          " --jobs 1 --threads 1 > /dev/null";
+  // Two launchers at once: every run is trained by exactly one of them.
+  const int rc = std::system(("(" + cmd + ") & (" + cmd + "); wait").c_str());
+  BOOST_REQUIRE_EQUAL(rc, 0);
+  std::system((std::string(SL_EXE) + " sweep launch " + p + " --dir " + d + " > /dev/null").c_str());
+  for (const auto& r : sl::sweep::load_plan(d)) {
+    const std::string rd = sl::sweep::run_dir(d, r.run_id);
+    sl::RunLog l = sl::read_runlog(rd + "/log.h5");
+    BOOST_TEST(l.attrs.status == "completed");
+    BOOST_REQUIRE_EQUAL(l.train.size(), 60u);
+    for (size_t i = 0; i < l.train.size(); ++i) BOOST_REQUIRE_EQUAL(l.train[i].step, i + 1);
+    // One start line per run in its log: nobody trained it twice.
+    const std::string log = slurp(rd + "/train.log");
+    size_t starts = 0;
+    for (size_t at = 0; (at = log.find("train: ", at)) != std::string::npos; ++at)
+      if (log.compare(at, 16, "train: completed") != 0) ++starts;
+    BOOST_TEST(starts == 1u, r.run_id << ":\n" << log);
+  }
+  BOOST_REQUIRE_EQUAL(std::system((std::string(SL_EXE) + " sweep collect --dir " + d +
+                                   " > /dev/null").c_str()),
+                      0);
+  BOOST_TEST(slurp(d + "/sweep.csv").find("nan") == std::string::npos);
+  std::istringstream csv(slurp(d + "/sweep.csv"));
+  int rows = -1;
+  for (std::string l; std::getline(csv, l);) ++rows;
+  BOOST_TEST(rows == 8);  // 4 runs x 2 budgets
+}
