@@ -10,4 +10,5 @@ void register_bench(CLI::App& app);
 void register_export(CLI::App& app);
 void register_doctor(CLI::App& app);
 void register_sweep(CLI::App& app);
+void register_data(CLI::App& app);
 }  // namespace sl::cli

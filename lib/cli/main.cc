@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   sl::cli::register_export(app);
   sl::cli::register_doctor(app);
   sl::cli::register_sweep(app);
+  sl::cli::register_data(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,7 +13,10 @@
 #include <filesystem>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/rng.h"
 
 namespace sl {
@@ -24,14 +27,16 @@ constexpr int64_t kHeaderBytes = 256 * 4;  // llm.c: 256 x int32
 constexpr int32_t kMagicV1 = 20240520;     // version 1, uint16 tokens (GPT-2 vocab)
 constexpr int32_t kMagicV7 = 20240801;     // version 7, uint32 tokens (Llama 3 vocab)
 
-// One memory-mapped file and where its tokens start. Text files have width 1 and version 0.
+// One memory-mapped file and where its tokens start. Text files have width 1 and version 0; raw
+// shards have version 0 and raw = true.
 struct File {
   std::string path;
   void* map = nullptr;  // the whole file, PROT_READ (nullptr for an empty file)
   size_t map_len = 0;
   const uint8_t* tokens = nullptr;  // first token (after the header for shards)
   int width = 1;                    // bytes per token: 1 (text), 2 (v1), 4 (v7)
-  int version = 0;                  // llm.c version, 0 for text
+  int version = 0;                  // llm.c version, 0 for text and raw
+  bool raw = false;                 // a headerless ".raw" shard (sidecar gives width and count)
   int64_t count = 0;                // tokens in this file
 };
 
@@ -114,6 +119,39 @@ void parse_shard(File& f) {
     fail(msg);
   }
   f.tokens = static_cast<const uint8_t*>(f.map) + kHeaderBytes;
+}
+
+// Validates a headerless ".raw" shard against its sidecar "<path>.json" (see tokens.h).
+void parse_raw(File& f) {
+  const std::string side = f.path + ".json";
+  const std::string where = "shard '" + f.path + "'";
+  if (!path_exists(side)) fail(where + ": raw shard without its sidecar '" + side + "'");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(side));
+  } catch (const nlohmann::json::exception& e) {
+    fail("sidecar '" + side + "': not valid JSON: " + std::string(e.what()));
+  }
+  if (!j.is_object() || j.value("format", "") != "scalinglab.raw/1")
+    fail("sidecar '" + side + "': key 'format' must be \"scalinglab.raw/1\"");
+  const std::string dtype = j.value("dtype", "");
+  if (dtype == "uint16")
+    f.width = 2;
+  else if (dtype == "uint32")
+    f.width = 4;
+  else
+    fail("sidecar '" + side + "': key 'dtype' is '" + dtype + "' (expected uint16 or uint32)");
+  if (!j.contains("tokens") || !j["tokens"].is_number_integer() || j["tokens"].get<int64_t>() < 0)
+    fail("sidecar '" + side + "': key 'tokens' must be a non-negative integer");
+  f.count = j["tokens"].get<int64_t>();
+  f.raw = true;
+  const int64_t size = static_cast<int64_t>(f.map_len);
+  if (size != f.count * f.width) {
+    std::string msg = where + ": sidecar says " + std::to_string(f.count) + " tokens, file holds " +
+                      std::to_string(size / f.width);
+    if (size % f.width != 0) msg += " and " + std::to_string(size % f.width) + " stray bytes";
+    fail(msg);
+  }
 }
 
 // Regular, non-hidden files of a directory, sorted by name.
@@ -221,17 +259,19 @@ TokenSource TokenSource::open(const std::string& spec, int64_t vocab_size) {
   }
 
   size_t n_bin = 0;
-  for (const std::string& p : paths) n_bin += ends_with(p, ".bin");
+  for (const std::string& p : paths) n_bin += ends_with(p, ".bin") || ends_with(p, ".raw");
   if (dir_text) n_bin = 0;  // a directory is always byte-level text (see tokens.h)
   if (n_bin != 0 && n_bin != paths.size())
-    fail("data '" + spec + "': mixes .bin shards and text files");
+    fail("data '" + spec + "': mixes .bin/.raw shards and text files");
   impl->shards = n_bin != 0;
 
   impl->offsets.push_back(0);
   for (const std::string& p : paths) {
     File f = map_file(p, impl->shards ? "shard" : "data file");
     impl->files.push_back(f);  // owned by impl from here on, so an error below still unmaps it
-    if (impl->shards) {
+    if (impl->shards && ends_with(p, ".raw")) {
+      parse_raw(impl->files.back());
+    } else if (impl->shards) {
       parse_shard(impl->files.back());
     } else {
       impl->files.back().count = static_cast<int64_t>(f.map_len);
@@ -281,10 +321,18 @@ std::string TokenSource::describe() const {
   const Impl& m = *impl_;
   std::string kind;
   if (m.shards) {
-    bool v1 = false, v7 = false;
-    for (const File& f : m.files) (f.version == 1 ? v1 : v7) = true;
-    if (v1) kind = "llmc v1 uint16";
-    if (v7) kind += std::string(v1 ? " + " : "") + "llmc v7 uint32";
+    // Kinds in a fixed order, joined by " + " when a glob mixes them.
+    bool v1 = false, v7 = false, r16 = false, r32 = false;
+    for (const File& f : m.files) {
+      if (f.raw)
+        (f.width == 2 ? r16 : r32) = true;
+      else
+        (f.version == 1 ? v1 : v7) = true;
+    }
+    const std::pair<bool, const char*> kinds[] = {
+        {v1, "llmc v1 uint16"}, {v7, "llmc v7 uint32"}, {r16, "raw uint16"}, {r32, "raw uint32"}};
+    for (const auto& [on, name] : kinds)
+      if (on) kind += std::string(kind.empty() ? "" : " + ") + name;
   } else {
     kind = "byte-level text";
   }
@@ -305,20 +353,74 @@ void check_window(const TokenSource& src, int64_t seq_len) {
 
 }  // namespace
 
+uint64_t window_permutation(uint64_t seed, uint64_t epoch, uint64_t n, uint64_t i) {
+  SL_ASSERT(n >= 1 && i < n);
+  // A balanced Feistel network on 2*half bits, the smallest even width covering [0, n): a
+  // bijection of [0, 4^half) for any round function. Cycle walking (re-apply until the value
+  // lands in [0, n)) restricts it to a bijection of [0, n); since 4^half < 4n, a walk takes fewer
+  // than 4 rounds on average. Six rounds, each F(r) = mix64(r ^ round_key) masked to half bits.
+  int bits = 0;
+  while (bits < 64 && (uint64_t{1} << bits) < n) ++bits;
+  const int half = std::max(1, (bits + 1) / 2);
+  const uint64_t mask = (uint64_t{1} << half) - 1;
+  constexpr int kRounds = 6;
+  uint64_t keys[kRounds];
+  const uint64_t base = mix64(stream_id(seed ^ 0x452821E638D01377ull, epoch));
+  for (int r = 0; r < kRounds; ++r) keys[r] = mix64(base + (r + 1) * Rng::kGamma);
+  uint64_t x = i;
+  do {
+    uint64_t l = x >> half, r = x & mask;
+    for (int k = 0; k < kRounds; ++k) {
+      const uint64_t t = l ^ (mix64(r ^ keys[k]) & mask);
+      l = r;
+      r = t;
+    }
+    x = (l << half) | r;
+  } while (x >= n);
+  return x;
+}
+
+int64_t train_windows(const TokenSource& src, int64_t seq_len) {
+  check_window(src, seq_len);
+  return (src.size() - 1) / seq_len;  // >= 1 by check_window
+}
+
+int64_t epoch_of(const TokenSource& src, int64_t step, int64_t batch, int64_t seq_len) {
+  if (step < 0 || batch <= 0)
+    fail("data '" + src.spec() + "': step " + std::to_string(step) + " / batch " +
+         std::to_string(batch) + " out of range");
+  return step * batch / train_windows(src, seq_len);
+}
+
+void sample_batch_rank(const TokenSource& src, uint64_t seed, int64_t step,
+                       int64_t batch_per_rank, int64_t seq_len, int64_t rank, int64_t world,
+                       int32_t* inputs, int32_t* targets) {
+  const int64_t w = train_windows(src, seq_len);
+  if (batch_per_rank <= 0)
+    fail("data '" + src.spec() + "': batch " + std::to_string(batch_per_rank) +
+         " must be positive");
+  if (world <= 0 || rank < 0 || rank >= world)
+    fail("data '" + src.spec() + "': rank " + std::to_string(rank) + " of world " +
+         std::to_string(world) + " out of range");
+  if (step < 0) fail("data '" + src.spec() + "': step " + std::to_string(step) + " is negative");
+  const int64_t first = step * batch_per_rank * world + rank * batch_per_rank;
+  // The epoch changes at most a few times per batch; recomputing its keys per row is cheap
+  // (6 mix64) next to reading seq_len tokens.
+  for (int64_t j = 0; j < batch_per_rank; ++j) {
+    const int64_t c = first + j;
+    const uint64_t epoch = static_cast<uint64_t>(c / w);
+    const int64_t win = static_cast<int64_t>(
+        window_permutation(seed, epoch, static_cast<uint64_t>(w), static_cast<uint64_t>(c % w)));
+    const int64_t start = win * seq_len;
+    // Two overlapping reads instead of a (seq_len+1) scratch buffer: no allocation per window.
+    src.read(start, seq_len, inputs + j * seq_len);
+    src.read(start + 1, seq_len, targets + j * seq_len);
+  }
+}
+
 void sample_batch(const TokenSource& src, uint64_t seed, int64_t step, int64_t batch,
                   int64_t seq_len, int32_t* inputs, int32_t* targets) {
-  check_window(src, seq_len);
-  if (batch <= 0)
-    fail("data '" + src.spec() + "': batch " + std::to_string(batch) + " must be positive");
-  const uint64_t n_starts =
-      static_cast<uint64_t>(src.size() - seq_len);  // starts 0..size-seq_len-1
-  for (int64_t i = 0; i < batch; ++i) {
-    Rng rng(seed, stream_id(static_cast<uint64_t>(step), static_cast<uint64_t>(i)));
-    const int64_t start = static_cast<int64_t>(rng.below(n_starts));
-    // Two overlapping reads instead of a (seq_len+1) scratch buffer: no allocation per window.
-    src.read(start, seq_len, inputs + i * seq_len);
-    src.read(start + 1, seq_len, targets + i * seq_len);
-  }
+  sample_batch_rank(src, seed, step, batch, seq_len, 0, 1, inputs, targets);
 }
 
 int64_t eval_windows(const TokenSource& src, int64_t n_tokens, int64_t seq_len) {

@@ -249,60 +249,143 @@ BOOST_AUTO_TEST_CASE(empty_short_or_mixed_sources_are_rejected) {
   sl::sample_batch(s, 0, 0, 1, 9, in.data(), tg.data());  // exactly seq_len + 1 tokens is fine
   BOOST_TEST(in[0] == '0');
   BOOST_TEST(tg[8] == '9');
-  expect_one_line_error([&] { TokenSource::open(d.path + "/*", 256); }, {"mixes .bin shards"});
+  expect_one_line_error([&] { TokenSource::open(d.path + "/*", 256); }, {"mixes .bin/.raw shards"});
 }
 
-BOOST_AUTO_TEST_CASE(sampler_is_a_pure_function_of_seed_step_and_window) {
+BOOST_AUTO_TEST_CASE(sampler_is_a_pure_function_of_seed_and_draw_counter) {
   TmpDir d;
   write_shard(d.path + "/a.bin", 1, tokens(20000, 50304, 1));
   const TokenSource s = TokenSource::open(d.path + "/a.bin", 50304);
   const int64_t B = 8, T = 64;
-  auto batch = [&](uint64_t seed, int64_t step) {
-    std::vector<int32_t> in(B * T), tg(B * T);
-    sl::sample_batch(s, seed, step, B, T, in.data(), tg.data());
+  auto batch = [&](uint64_t seed, int64_t step, int64_t b) {
+    std::vector<int32_t> in(b * T), tg(b * T);
+    sl::sample_batch(s, seed, step, b, T, in.data(), tg.data());
     return std::make_pair(in, tg);
   };
-  const auto a = batch(7, 100);
-  BOOST_TEST((a == batch(7, 100)));  // same seed and step: same windows, in any order of calls
-  BOOST_TEST((a.first != batch(7, 101).first));
-  BOOST_TEST((a.first != batch(8, 100).first));
-  // Window i of a batch of 8 equals window i of a batch of 3: windows depend on (seed, step, i).
-  std::vector<int32_t> in3(3 * T), tg3(3 * T);
-  sl::sample_batch(s, 7, 100, 3, T, in3.data(), tg3.data());
-  BOOST_TEST((in3 == std::vector<int32_t>(a.first.begin(), a.first.begin() + 3 * T)));
-  // Targets are inputs shifted by one, and each window is a real slice of the source.
+  const auto a = batch(7, 100, B);
+  BOOST_TEST((a == batch(7, 100, B)));  // same seed and step: same windows, in any order of calls
+  BOOST_TEST((a.first != batch(7, 101, B).first));
+  BOOST_TEST((a.first != batch(8, 100, B).first));
+  // Rows are draws c = step * batch + i: step 100 of batch 8 = steps 200 and 201 of batch 4.
+  auto h0 = batch(7, 200, 4).first, h1 = batch(7, 201, 4).first;
+  h0.insert(h0.end(), h1.begin(), h1.end());
+  BOOST_TEST((h0 == a.first));
+  // Targets are inputs shifted by one, and each window is the slice at a multiple of seq_len.
   const auto all = read_all(s);
   for (int64_t i = 0; i < B; ++i) {
     const int32_t* in = a.first.data() + i * T;
     const int32_t* tg = a.second.data() + i * T;
     BOOST_TEST(std::memcmp(in + 1, tg, (T - 1) * sizeof(int32_t)) == 0);
-    auto it = std::search(all.begin(), all.end(), in, in + T);
-    BOOST_REQUIRE(it != all.end());
-    BOOST_TEST(*(it + T) == tg[T - 1]);
+    bool found = false;
+    for (int64_t w = 0; w < (s.size() - 1) / T && !found; ++w)
+      found = std::equal(in, in + T, all.begin() + w * T) && all[w * T + T] == tg[T - 1];
+    BOOST_TEST(found);
   }
 }
 
-BOOST_AUTO_TEST_CASE(sampler_reaches_every_start_position_evenly) {
-  // 20 tokens 0..19 and seq_len 4: the 16 possible starts 0..15 are drawn evenly, so the last
-  // token is reachable and no start is favoured (chi-square over 16 cells).
+BOOST_AUTO_TEST_CASE(window_permutation_is_a_bijection_for_every_size) {
+  for (uint64_t n = 1; n <= 300; ++n)
+    for (uint64_t seed : {0ull, 1ull, 12345ull}) {
+      std::vector<int> seen(n, 0);
+      for (uint64_t i = 0; i < n; ++i) ++seen.at(sl::window_permutation(seed, 3, n, i));
+      BOOST_TEST(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; }),
+                 "n=" << n << " seed=" << seed);
+    }
+  // A large domain: no collision among the first 200k images (a birthday check would flag ~1e-6
+  // of bias; a bijection has none), and images spread over the whole range.
+  const uint64_t n = (uint64_t{1} << 40) + 12345;
+  std::set<uint64_t> img;
+  uint64_t hi = 0;
+  for (uint64_t i = 0; i < 200000; ++i) {
+    const uint64_t v = sl::window_permutation(9, 0, n, i);
+    BOOST_REQUIRE(v < n);
+    img.insert(v);
+    hi = std::max(hi, v);
+  }
+  BOOST_TEST(img.size() == 200000u);
+  BOOST_TEST(hi > n / 2);
+}
+
+// A source whose token at position p is p (uint32 shard), so a window's first input names it.
+TokenSource counting_source(const TmpDir& d, int64_t n) {
+  std::vector<uint32_t> t(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) t[static_cast<size_t>(i)] = static_cast<uint32_t>(i);
+  write_shard(d.path + "/count.bin", 7, t);
+  return TokenSource::open(d.path + "/count.bin", n);
+}
+
+BOOST_AUTO_TEST_CASE(every_window_is_drawn_exactly_once_per_epoch_and_epochs_differ) {
   TmpDir d;
-  std::string text;
-  for (int i = 0; i < 20; ++i) text.push_back(static_cast<char>(i));
-  write_bytes(d.path + "/r.txt", text);
-  const TokenSource s = TokenSource::open(d.path + "/r.txt", 256);
-  std::vector<int> count(16, 0);
-  const int64_t steps = 4000, B = 4, T = 4;
+  const int64_t T = 4, W = 37, B = 5;
+  const TokenSource s = counting_source(d, W * T + 3);  // 2 spare tokens: still W windows
+  BOOST_REQUIRE(sl::train_windows(s, T) == W);
+  const int64_t epochs = 4, steps = (epochs * W + B - 1) / B;
+  std::vector<int64_t> draws;  // window index of draw c
   std::vector<int32_t> in(B * T), tg(B * T);
   for (int64_t step = 0; step < steps; ++step) {
-    sl::sample_batch(s, 3, step, B, T, in.data(), tg.data());
-    for (int64_t i = 0; i < B; ++i) ++count.at(static_cast<size_t>(in[i * T]));
+    sl::sample_batch(s, 11, step, B, T, in.data(), tg.data());
+    for (int64_t i = 0; i < B; ++i) {
+      BOOST_REQUIRE(in[i * T] % T == 0);
+      for (int64_t t = 0; t < T; ++t) {
+        BOOST_REQUIRE(in[i * T + t] == in[i * T] + t);
+        BOOST_REQUIRE(tg[i * T + t] == in[i * T] + t + 1);
+      }
+      draws.push_back(in[i * T] / T);
+    }
+    BOOST_TEST(sl::epoch_of(s, step, B, T) == step * B / W);
   }
-  const double expect = steps * B / 16.0;
-  double chi2 = 0;
-  for (int c : count) chi2 += (c - expect) * (c - expect) / expect;
-  BOOST_TEST_MESSAGE("chi2 (15 dof) = " << chi2);
-  BOOST_TEST(chi2 < 37.7);  // p = 0.001 critical value for 15 degrees of freedom
-  BOOST_TEST(*std::min_element(count.begin(), count.end()) > 0);
+  std::vector<std::vector<int64_t>> order;
+  for (int64_t e = 0; e < epochs; ++e) {
+    std::vector<int64_t> ep(draws.begin() + e * W, draws.begin() + (e + 1) * W);
+    order.push_back(ep);
+    std::sort(ep.begin(), ep.end());
+    for (int64_t w = 0; w < W; ++w) BOOST_TEST(ep[w] == w, "epoch " << e << " misses window " << w);
+  }
+  for (int64_t e = 1; e < epochs; ++e) BOOST_TEST((order[e] != order[e - 1]));
+  std::vector<int64_t> identity(W);
+  for (int64_t w = 0; w < W; ++w) identity[w] = w;
+  BOOST_TEST((order[0] != identity));
+}
+
+BOOST_AUTO_TEST_CASE(resume_at_any_step_reads_the_same_tokens) {
+  // Statelessness: steps drawn in a fresh process order (backwards, skipping) equal the steps of
+  // one uninterrupted pass, across epoch boundaries.
+  TmpDir d;
+  const int64_t T = 8, B = 3;
+  const TokenSource s = counting_source(d, 50 * T + 1);
+  std::vector<std::vector<int32_t>> pass;
+  std::vector<int32_t> in(B * T), tg(B * T);
+  for (int64_t step = 0; step < 60; ++step) {
+    sl::sample_batch(s, 5, step, B, T, in.data(), tg.data());
+    pass.push_back(in);
+  }
+  for (int64_t step = 59; step >= 0; step -= 7) {
+    sl::sample_batch(s, 5, step, B, T, in.data(), tg.data());
+    BOOST_TEST((in == pass[step]), "step " << step);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(ranks_partition_the_single_rank_batch) {
+  TmpDir d;
+  const int64_t T = 16, per_rank = 3, world = 4;
+  const TokenSource s = counting_source(d, 40 * T + 1);  // 40 windows: steps cross epochs
+  for (int64_t step : {0, 1, 2, 3, 7, 100}) {
+    std::vector<int32_t> all(per_rank * world * T), alltg(all.size());
+    sl::sample_batch(s, 3, step, per_rank * world, T, all.data(), alltg.data());
+    std::vector<int32_t> joined, joinedtg;
+    for (int64_t r = 0; r < world; ++r) {
+      std::vector<int32_t> in(per_rank * T), tg(per_rank * T);
+      sl::sample_batch_rank(s, 3, step, per_rank, T, r, world, in.data(), tg.data());
+      joined.insert(joined.end(), in.begin(), in.end());
+      joinedtg.insert(joinedtg.end(), tg.begin(), tg.end());
+    }
+    BOOST_TEST((joined == all), "step " << step);
+    BOOST_TEST((joinedtg == alltg));
+  }
+  std::vector<int32_t> in(T), tg(T);
+  expect_one_line_error(
+      [&] { sl::sample_batch_rank(s, 3, 0, 1, T, 4, 4, in.data(), tg.data()); },
+      {"count.bin", "rank 4 of world 4"});
 }
 
 BOOST_AUTO_TEST_CASE(eval_windows_are_consecutive_non_overlapping_from_the_start) {
