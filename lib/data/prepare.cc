@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -65,7 +66,15 @@ class Stream {
   Stream(const std::string& path, const char* filter) : path_(path) {
     if (*filter) {
       piped_ = true;
-      const std::string cmd = std::string(filter) + " -dc -- " + shell_quote(path);
+      // The decompressor's stderr goes to a temporary file, so its complaint ends up inside our
+      // one-line error instead of on the terminal beside it.
+      char tmpl[] = "/tmp/sl_prepare_stderr_XXXXXX";
+      const int fd = ::mkstemp(tmpl);
+      if (fd < 0) fail("archive '" + path + "': cannot create a temporary file");
+      ::close(fd);
+      err_path_ = tmpl;
+      const std::string cmd = std::string(filter) + " -dc -- " + shell_quote(path) + " 2>" +
+                              shell_quote(err_path_);
       f_ = ::popen(cmd.c_str(), "r");
     } else {
       f_ = std::fopen(path.c_str(), "rb");
@@ -75,6 +84,7 @@ class Stream {
   }
   ~Stream() {
     if (f_) piped_ ? ::pclose(f_) : std::fclose(f_);
+    if (!err_path_.empty()) ::unlink(err_path_.c_str());
   }
   // Reads up to n bytes; returns how many (less only at the end of the stream).
   size_t read(void* p, size_t n) {
@@ -85,8 +95,14 @@ class Stream {
   }
   void read_exact(void* p, size_t n, const std::string& what) {
     if (read(p, n) != n)
-      fail("archive '" + path_ + "': truncated in " + what + " at offset " +
-           std::to_string(offset_));
+      fail_truncated("archive '" + path_ + "': truncated in " + what + " at offset " +
+                     std::to_string(offset_));
+  }
+  // A short read from a decompressor usually means the decompressor failed (a cut or corrupt
+  // .xz): report its error if it has one, else `msg`.
+  [[noreturn]] void fail_truncated(const std::string& msg) {
+    if (piped_) close();
+    fail(msg);
   }
   void skip(int64_t n, const std::string& what) {
     char buf[1 << 14];
@@ -105,9 +121,17 @@ class Stream {
     f_ = nullptr;
     if (piped_) {
       const int st = ::pclose(f);
-      if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+      if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        std::string msg;
+        try {
+          msg = read_file(err_path_);
+        } catch (const Error&) {
+        }
+        msg = msg.substr(0, msg.find('\n'));
         fail("archive '" + path_ + "': '" + filter_ + " -dc' failed (exit status " +
-             std::to_string(WIFEXITED(st) ? WEXITSTATUS(st) : -1) + ")");
+             std::to_string(WIFEXITED(st) ? WEXITSTATUS(st) : -1) + (msg.empty() ? "" : ": ") +
+             msg + ")");
+      }
     } else {
       std::fclose(f);
     }
@@ -115,7 +139,7 @@ class Stream {
   int64_t offset() const { return offset_; }
 
  private:
-  std::string path_;
+  std::string path_, err_path_;
   const char* filter_ = "";
   FILE* f_ = nullptr;
   bool piped_ = false;
@@ -156,7 +180,7 @@ void read_tar(const std::string& path, const char* filter,
     const size_t got = in.read(h, 512);
     if (got == 0) break;  // no end-of-archive blocks: tolerated, like GNU tar
     const std::string where = "archive '" + path + "': header at offset " + std::to_string(at);
-    if (got < 512) fail(where + " truncated");
+    if (got < 512) in.fail_truncated(where + " truncated");
     if (std::all_of(h, h + 512, [](uint8_t b) { return b == 0; })) break;  // end of archive
     // Checksum: sum of the header bytes with the checksum field read as 8 spaces.
     int64_t sum = 0;
@@ -203,8 +227,10 @@ void read_tar(const std::string& path, const char* filter,
       name = long_name;
     pax_path.clear();
     long_name.clear();
-    if (type == '0' || type == '\0' || type == '7') {
-      if (name.rfind("./", 0) == 0) name = name.substr(2);
+    if (name.rfind("./", 0) == 0) name = name.substr(2);
+    // Hidden members (a path component starting with '.') are skipped, as in a directory walk.
+    const bool hidden = (!name.empty() && name[0] == '.') || name.find("/.") != std::string::npos;
+    if ((type == '0' || type == '\0' || type == '7') && !hidden && !name.empty()) {
       fn(name, read_data("member '" + name + "'"));
     } else {
       in.skip(padded, "member '" + name + "'");  // directories, links, devices, global pax

@@ -8,7 +8,8 @@
 //     path (byte order);
 //   - a member of a tar archive (".tar", ".tar.xz"/".txz", ".tar.gz"/".tgz", ".tar.zst"): its
 //     member path, in archive order (ustar, GNU long names and pax "path" records understood;
-//     compressed archives are read through `xz|gzip|zstd -dc`).
+//     compressed archives are read through `xz|gzip|zstd -dc`); hidden members (a path component
+//     starting with '.') are skipped as in the directory walk.
 // --include/--exclude globs (fnmatch, '*' also matches '/') filter on the document path: a
 // document is kept when it matches some include (or none are given) and no exclude.
 //
