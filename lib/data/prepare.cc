@@ -382,7 +382,7 @@ PrepareResult prepare(const PrepareOptions& opt) {
     }
     rec["documents"] = res.train.documents + res.val.documents - docs_before;
     if (opt.verbose)
-      std::fprintf(stderr, "data prepare: %s: %lld documents\n", in.c_str(),
+      std::fprintf(stdout, "data prepare: %s: %lld documents\n", in.c_str(),
                    static_cast<long long>(rec["documents"].get<int64_t>()));
     inputs.push_back(rec);
   }

@@ -43,7 +43,7 @@ struct PrepareOptions {
   int64_t shard_tokens = 100'000'000;  // llm.c's FineWeb shard size
   ShardFormat format = ShardFormat::kLlmc;
   std::vector<std::string> include, exclude;
-  bool verbose = false;  // progress lines on stderr
+  bool verbose = false;  // progress lines on stdout (stderr is kept for the one error line)
 };
 
 struct PrepareSplit {
