@@ -11,4 +11,5 @@ void register_export(CLI::App& app);
 void register_doctor(CLI::App& app);
 void register_sweep(CLI::App& app);
 void register_data(CLI::App& app);
+void register_report(CLI::App& app);
 }  // namespace sl::cli
