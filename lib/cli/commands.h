@@ -12,4 +12,5 @@ void register_doctor(CLI::App& app);
 void register_sweep(CLI::App& app);
 void register_data(CLI::App& app);
 void register_report(CLI::App& app);
+void register_study(CLI::App& app);
 }  // namespace sl::cli

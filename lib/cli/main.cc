@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   sl::cli::register_sweep(app);
   sl::cli::register_data(app);
   sl::cli::register_report(app);
+  sl::cli::register_study(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

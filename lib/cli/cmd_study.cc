@@ -1,0 +1,194 @@
+// `scalinglab study STUDY.toml --out DIR [--device cpu|cuda]`: the whole pipeline in one command.
+// STUDY.toml is a sweep file (sweeps/README.md); the study plans it into DIR/sweep, runs it with
+// the local executor (`sweep launch`, a child process whose output goes to DIR/launch.log),
+// collects DIR/sweep/sweep.{h5,csv} and writes the report to DIR/report. Re-running resumes:
+// completed runs are skipped and preempted ones continue from their checkpoints.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "report/report.h"
+#include "sweep/sweep.h"
+
+namespace sl::cli {
+namespace {
+namespace fs = std::filesystem;
+
+// Ctrl-C / SIGTERM reach the launch child, which stops its runs at a checkpoint; the study then
+// exits and a rerun resumes.
+std::atomic<pid_t> g_launch{-1};
+std::atomic<int> g_stop{0};
+extern "C" void on_study_signal(int sig) {
+  g_stop.store(sig);
+  const pid_t c = g_launch.load();
+  if (c > 0) kill(-c, SIGTERM);  // its own process group: the launcher and its train children
+}
+
+struct StudyArgs {
+  std::string file, out, device = "cpu";
+  int jobs = 1, threads = 0, gpus = 0;
+  report::ReportOptions report;
+};
+
+std::string clock_text(double s) {
+  char buf[32];
+  const long t = std::lround(std::max(0.0, s));
+  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  return buf;
+}
+
+// Progress of the sweep by training FLOPs (runs differ in size by orders of magnitude).
+struct Progress {
+  int done = 0, total = 0;
+  double fraction = 0;
+  std::string losses;  // "run_id 3.412" for each running run
+};
+
+Progress progress(const std::vector<sweep::SweepRun>& runs, const std::string& dir) {
+  Progress p;
+  double flops = 0, flops_done = 0;
+  for (const sweep::SweepRun& r : runs) {
+    const sweep::RunStatus st = sweep::run_status(sweep::run_dir(dir, r.run_id));
+    ++p.total;
+    flops += r.flops;
+    const bool finished = st.status == "completed" || st.status == "diverged";
+    if (finished) ++p.done;
+    const double f = finished ? 1.0
+                     : st.steps_planned > 0
+                         ? static_cast<double>(st.step) / static_cast<double>(st.steps_planned)
+                         : 0.0;
+    flops_done += r.flops * f;
+    if (st.status == "running" && std::isfinite(st.last_loss)) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%s%s %s val %.3f", p.losses.empty() ? "" : ", ",
+                    r.arch.c_str(), r.size.c_str(), st.last_loss);
+      p.losses += buf;
+    }
+  }
+  p.fraction = flops > 0 ? flops_done / flops : 1.0;
+  return p;
+}
+
+// Runs `scalinglab sweep launch` as a child; on a terminal, redraws one progress line every 2 s.
+int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::SweepRun>& runs) {
+  const std::string exe = fs::read_symlink("/proc/self/exe").string();
+  std::vector<std::string> args = {exe,        "sweep",  "launch", a.file, "--dir",
+                                   dir,        "--device", a.device, "--jobs",
+                                   std::to_string(a.jobs)};
+  if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
+  if (a.gpus > 0) args.insert(args.end(), {"--gpus", std::to_string(a.gpus)});
+  const std::string log = a.out + "/launch.log";
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) fail("study: fork failed");
+  if (pid == 0) {
+    setpgid(0, 0);
+    FILE* f = std::fopen(log.c_str(), "a");
+    if (f) {
+      dup2(fileno(f), 1);
+      dup2(fileno(f), 2);
+    }
+    std::vector<char*> argv;
+    for (auto& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  g_launch.store(pid);
+  signal(SIGINT, on_study_signal);
+  signal(SIGTERM, on_study_signal);
+  const bool tty = isatty(1);
+  const auto t0 = std::chrono::steady_clock::now();
+  const double f0 = progress(runs, dir).fraction;
+  int status = 0;
+  while (true) {
+    const pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (tty) {
+      const Progress p = progress(runs, dir);
+      const double el =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double gained = p.fraction - f0;
+      const std::string eta =
+          gained > 1e-3 ? clock_text(el * (1 - p.fraction) / gained) : std::string("--");
+      std::printf("\r\033[K  runs %d/%d  %3.0f%%  elapsed %s  ETA %s  %s", p.done, p.total,
+                  100 * p.fraction, clock_text(el).c_str(), eta.c_str(), p.losses.c_str());
+      std::fflush(stdout);
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+  g_launch.store(-1);
+  if (tty) std::printf("\r\033[K");
+  if (g_stop.load())
+    fail("study: stopped by signal " + std::to_string(g_stop.load()) +
+         " (runs checkpointed); rerun the same command to resume");
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+void register_study(CLI::App& app) {
+  auto a = std::make_shared<StudyArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "study", "Plan, run (local executor), collect, fit and report a sweep file; resumable");
+  cmd->add_option("STUDY_TOML", a->file, "Study file (a sweep file, e.g. experiments/*.toml)")
+      ->required();
+  cmd->add_option("--out", a->out, "Study directory: sweep/, report/, launch.log")->required();
+  cmd->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
+  cmd->add_option("--jobs", a->jobs, "cpu: runs at a time (small models: one per core)")
+      ->capture_default_str();
+  cmd->add_option("--threads", a->threads, "CPU threads per run (default: cores / jobs)");
+  cmd->add_option("--gpus", a->gpus, "cuda: GPUs to use");
+  cmd->add_option("--bootstrap", a->report.bootstrap, "Paired bootstrap replicates of the report")
+      ->capture_default_str();
+  cmd->add_option("--baseline", a->report.baseline, "Baseline arch (default dense)");
+  cmd->add_option("--candidate", a->report.candidate, "Candidate arch (default hybrid)");
+  cmd->callback([a]() {
+    const sweep::Sweep s = sweep::load_sweep(a->file);
+    a->out = fs::absolute(a->out).lexically_normal().string();
+    const std::string dir = a->out + "/sweep";
+    make_dirs(a->out);
+    sweep::prepare_dir(s, dir);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::printf("study '%s': %zu runs in %s (launch log %s/launch.log)\n", s.name.c_str(),
+                s.runs.size(), dir.c_str(), a->out.c_str());
+    std::fflush(stdout);
+    const int rc = launch(*a, dir, s.runs);
+    const Progress p = progress(s.runs, dir);
+    std::printf("study: %d of %d runs completed in %s\n", p.done, p.total,
+                clock_text(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                               .count())
+                    .c_str());
+    if (rc != 0 || p.done < p.total)
+      fail("study: " + std::to_string(p.total - p.done) + " runs did not complete (see " +
+           a->out + "/launch.log and `scalinglab sweep status --dir " + dir +
+           "`); rerun the study to resume");
+    const int64_t rows = sweep::collect(sweep::load_plan(dir), dir);
+    std::printf("study: collected %lld rows -> %s/sweep.h5\n", static_cast<long long>(rows),
+                dir.c_str());
+    std::fflush(stdout);
+    const report::ReportResult r = report::write_report(dir, a->out + "/report", a->report);
+    for (const std::string& w : r.warnings)
+      std::fprintf(stderr, "scalinglab study: warning: %s\n", w.c_str());
+    std::printf("study: report %s/report/report.md (%zu files), total %s\n", a->out.c_str(),
+                r.files.size(),
+                clock_text(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                               .count())
+                    .c_str());
+  });
+}
+
+}  // namespace sl::cli
