@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The main job for now: set up, then train a small hybrid (OLMo Hybrid pattern GGGA, d=128) on the
-# bundled English corpus on the CPU, and print where its log is.
+# The main job: set up, then run the quickstart study on the CPU: dense vs hybrid (OLMo 3 vs OLMo
+# Hybrid) on 3 tiny sizes x 3 WSD budgets on the bundled English corpus, collected, fitted and
+# reported (experiments/quickstart.toml). Prints where the report is. Rerunning resumes: completed
+# runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-OUT=${OUT:-runs/quickstart-hybrid}
-rm -rf "$OUT"
+OUT=${OUT:-runs/quickstart-study}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-./build/bin/scalinglab train --config experiments/quickstart_hybrid.toml --out "$OUT"
-echo "log: $OUT/log.h5  (h5dump -g /eval $OUT/log.h5; config $OUT/config.toml; checkpoint $OUT/ckpt/)"
+# Tiny models use one core well: one run per core.
+./build/bin/scalinglab study experiments/quickstart.toml --out "$OUT" --jobs "$(nproc)"
+echo "report: $OUT/report/report.md  (figures $OUT/report/*.pdf|png, table params.tex; runs $OUT/sweep/runs/)"
