@@ -511,7 +511,15 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
     Figure f;
     f.name = "residuals";
     std::ostringstream plot;
-    plot << "set logscale x\nset xlabel 'training tokens D'\n"
+    double d_lo = kInf, d_hi = 0;
+    for (const auto& [a, rs] : rows)
+      for (const Row& r : rs) {
+        d_lo = std::min(d_lo, r.d);
+        d_hi = std::max(d_hi, r.d);
+      }
+    plot << "set logscale x\nset xlabel 'training tokens D'\nset xrange ["
+         << fmt("%.6g", d_lo / 1.3) << ":" << fmt("%.6g", d_hi * 1.3) << "]\n"
+         << log_tics("x", d_lo / 1.3, d_hi * 1.3)
          << "set ylabel 'residual (L_{obs} - L_{fit}) / L_{fit} (%)'\nset format y '%g'\n"
          << "set title 'Fit residuals per architecture'\nplot 0 with lines lc rgb '#666666' "
             "notitle";
