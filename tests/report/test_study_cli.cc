@@ -1,0 +1,84 @@
+// `scalinglab study` end to end through the executable on a 6-run micro sweep (two patterns x
+// three shapes x three WSD budgets, a few seconds on 2 cores): every report file, resume (a rerun
+// trains nothing), no progress line when stdout is not a terminal, one-line errors.
+#define BOOST_TEST_MODULE study_cli
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "report/report.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int run(const std::string& args, const std::string& out) {
+  const std::string cmd = "OMP_WAIT_POLICY=PASSIVE " + std::string(SL_EXE) + " " + args + " > " +
+                          out + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+const std::string kCorpus = SL_SOURCE_DIR "/data/corpus/english";
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(micro_study_and_resume) {
+  if (!fs::exists(kCorpus + "/train.txt")) {
+    BOOST_TEST_MESSAGE("skipped: no bundled corpus (bash data/make_english_corpus.sh)");
+    return;
+  }
+  const std::string dir =
+      fs::temp_directory_path().string() + "/sl_study_test_" + std::to_string(::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/study.toml")
+      << "[sweep]\nname = \"micro\"\npatterns = [\"AA\", \"GA\"]\nbudgets = [2048, 4096, 8192]\n"
+         "seeds = [0]\n"
+         "[[sweep.shape]]\nd_model = 16\nn_layers = 2\nn_heads = 2\n"
+         "[[sweep.shape]]\nd_model = 24\nn_layers = 2\nn_heads = 2\n"
+         "[[sweep.shape]]\nd_model = 32\nn_layers = 2\nn_heads = 2\n"
+         "[model]\nvocab_size = 256\n"
+         "[train]\nschedule = \"wsd\"\nlr = 3e-3\nseq_len = 16\nbatch_size = 8\n"
+         "warmup_tokens = 512\neval_every = 16\neval_tokens = 1024\ncheckpoint_every = 64\n"
+         "[data]\ntrain = \""
+      << kCorpus << "/train.txt\"\nval = \"" << kCorpus << "/val.txt\"\n";
+  const std::string out = dir + "/study", args = "study " + dir + "/study.toml --out " + out +
+                                                 " --jobs 2 --threads 1 --bootstrap 20";
+  BOOST_TEST(run(args, dir + "/out1.txt") == 0, slurp(dir + "/out1.txt"));
+  const std::string out1 = slurp(dir + "/out1.txt");
+  BOOST_TEST(out1.find("6 of 6 runs completed") != std::string::npos, out1);
+  BOOST_TEST(out1.find('\r') == std::string::npos);  // no progress line without a terminal
+  for (const char* f : {"sweep/sweep.h5", "sweep/sweep.csv", "report/report.md",
+                        "report/savings.json", "report/fit_AA.json", "report/fit_GA.json",
+                        "report/params.tex"})
+    BOOST_TEST(fs::exists(out + "/" + f), f);
+  for (const std::string& f : sl::report::figure_names()) {
+    BOOST_TEST(fs::exists(out + "/report/" + f + ".gp"), f);
+    BOOST_TEST(fs::exists(out + "/report/" + f + ".dat"), f);
+  }
+  // Figure (a) drew the runs' held-out curves from their log.h5.
+  BOOST_TEST(slurp(out + "/report/loss_vs_tokens.dat").find(" run ") != std::string::npos);
+  // Resume: nothing left to train.
+  BOOST_TEST(run(args, dir + "/out2.txt") == 0, slurp(dir + "/out2.txt"));
+  BOOST_TEST(slurp(out + "/launch.log").find("0 of 6 runs to do") != std::string::npos);
+  // Bad input: one line naming the file.
+  BOOST_TEST(run("study " + dir + "/missing.toml --out " + out, dir + "/out3.txt") != 0);
+  const std::string err = slurp(dir + "/out3.txt");
+  BOOST_TEST(err.find("missing.toml") != std::string::npos, err);
+  fs::remove_all(dir);
+}
