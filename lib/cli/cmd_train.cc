@@ -31,6 +31,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--init-from", args->init_from,
                   "Start from the weights of an HF directory (model.safetensors, config.json)");
   cmd->callback([args]() {
+    install_stop_handlers();  // as early as possible: a scheduler may signal a task at once
     if (args->threads > 0) omp_set_num_threads(args->threads);
     TrainConfig cfg = load_config(args->config, args->sets);
     TrainOptions opts{args->out, args->device, args->resume, args->quiet, args->init_from};

@@ -58,7 +58,15 @@ void check_status_value(const std::string& path, const std::string& s) {
 void create_file(const std::string& path, const RunAttrs& a) {
   check_status_value(path, a.status);
   Id fapl = h5::file_access(true);
-  Id file(h5::check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl),
+  // Paged file-space allocation: no metadata object smaller than a page straddles a 4 KiB page
+  // boundary. Linux checks for a fatal signal between the pages of a write(), so a SIGKILLed
+  // writer can leave a straddling object header half old, half new, i.e. with a checksum that
+  // no reader will ever accept; a write within one page is never torn that way.
+  Id fcpl(h5::check(H5Pcreate(H5P_FILE_CREATE), "H5Pcreate"), H5Pclose);
+  h5::check_status(H5Pset_file_space_strategy(fcpl, H5F_FSPACE_STRATEGY_PAGE, false, 1),
+                   "H5Pset_file_space_strategy");
+  h5::check_status(H5Pset_file_space_page_size(fcpl, 4096), "H5Pset_file_space_page_size");
+  Id file(h5::check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, fcpl, fapl),
                     "run log '" + path + "': cannot create"),
           H5Fclose);
   h5::write_string_attr(file, "schema", kRunLogSchema);
@@ -165,6 +173,12 @@ TableData read_table(hid_t file, const TableSpec& t, const std::string& where) {
 RunLog read_once(const std::string& path) {
   const std::string where = "run log '" + path + "'";
   Id fapl = h5::file_access(true);
+  // A SWMR reader retries a metadata read whose checksum fails (a torn write) with a sleep that
+  // doubles each time; HDF5 1.10's default of 100 attempts means 2^100 ns, i.e. a reader of a
+  // log whose writer was SIGKILLed mid-write hangs forever (seen in ~2% of such trials). 16
+  // attempts sleep at most 2^16 ns in all; read_runlog's own retry loop covers a live writer.
+  h5::check_status(H5Pset_metadata_read_attempts(fapl, 16),
+                   where + ": H5Pset_metadata_read_attempts");
   Id file(h5::check(H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl),
                     where + ": cannot open"),
           H5Fclose);

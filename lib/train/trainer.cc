@@ -146,6 +146,9 @@ void install_stop_handlers() {
 bool stop_requested() { return g_stop_signal.load() != 0; }
 
 int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
+  // A stop signal that arrives while the data and model are set up is kept and honoured at the
+  // top of the loop (checkpoint, status preempted, exit 0), not lost to the default action.
+  install_stop_handlers();
   // ---- validate everything before touching RUN/ ----------------------------------------------
   if (opts.out_dir.empty()) fail("train: --out RUN is required");
   const int64_t V = cfg.model.vocab_size;
@@ -264,7 +267,6 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   };
 
   // ---- loop ------------------------------------------------------------------------------------
-  install_stop_handlers();
   const auto t0 = Clock::now();
   std::vector<int32_t> in(tps), tgt(tps);
   double last_eval = std::numeric_limits<double>::quiet_NaN();

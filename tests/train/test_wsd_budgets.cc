@@ -126,9 +126,29 @@ BOOST_AUTO_TEST_CASE(preempted_budget_run_resumes_exactly) {
     std::vector<std::string> a = f.args("cut", kBudgets);
     if (attempt > 0) a.push_back("--resume");
     pid_t pid = spawn(a);
-    std::this_thread::sleep_for(std::chrono::milliseconds(150 + 37 * (attempt % 7)));
-    kill(pid, SIGTERM);
-    BOOST_REQUIRE_EQUAL(wait_exit(pid), 0);
+    // Signal only once the run is live (its log says running): before that the process may still
+    // be loading its libraries on a busy machine, when SIGTERM's default action would kill it.
+    int status = 0;
+    bool exited = false;
+    for (int k = 0; k < 12000 && !exited; ++k) {
+      exited = waitpid(pid, &status, WNOHANG) == pid;
+      std::error_code ec;
+      if (!exited && fs::exists(f.dir / "cut" / "log.h5", ec)) {
+        try {
+          if (f.log("cut").attrs.status == "running") break;
+        } catch (const std::exception&) {  // between the resume's rewrite and its rename
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!exited) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20 + 37 * (attempt % 7)));
+      kill(pid, SIGTERM);
+      status = 0;
+      waitpid(pid, &status, 0);
+    }
+    BOOST_REQUIRE(WIFEXITED(status));
+    BOOST_REQUIRE_EQUAL(WEXITSTATUS(status), 0);
     sl::RunLog l = f.log("cut");
     if (l.attrs.status == "completed") break;
     BOOST_REQUIRE(l.attrs.status == "preempted");
