@@ -1,5 +1,7 @@
 // `scalinglab train --config RUN.toml [--set key=value ...] --out RUN [--device cpu|cuda[:i]]
-//                   [--resume] [--threads N] [--init-from HF_DIR]`
+//                   [--resume] [--threads N] [--init-from HF_DIR] [--nproc N]`
+// --nproc N: data parallelism over N GPUs of this node (train/dist.h); under srun every task
+// is a rank by itself and --nproc is not used.
 #include <omp.h>
 
 #include <cstdlib>
@@ -8,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "train/config.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 
 namespace sl::cli {
@@ -17,7 +20,7 @@ void register_train(CLI::App& app) {
     std::string config, out, device = "cpu", init_from;
     std::vector<std::string> sets;
     bool resume = false, quiet = false;
-    int threads = 0;
+    int threads = 0, nproc = 1;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("train", "Train one model (a run directory with log.h5)");
@@ -30,10 +33,21 @@ void register_train(CLI::App& app) {
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)");
   cmd->add_option("--init-from", args->init_from,
                   "Start from the weights of an HF directory (model.safetensors, config.json)");
-  cmd->callback([args]() {
+  CLI::Option* nproc_opt = cmd->add_option("--nproc", args->nproc,
+                  "Data-parallel ranks on this node, one per GPU (NCCL; needs --device cuda)");
+  cmd->callback([args, nproc_opt]() {
     install_stop_handlers();  // as early as possible: a scheduler may signal a task at once
     if (args->threads > 0) omp_set_num_threads(args->threads);
     TrainConfig cfg = load_config(args->config, args->sets);
+    // --nproc 1 runs one rank through NCCL too (a check that the collectives change nothing).
+    if (nproc_opt->count() > 0 && std::getenv("SL_WORLD") == nullptr) {
+      if (args->device.rfind("cuda", 0) != 0 || args->device.find(':') != std::string::npos)
+        fail("train --nproc " + std::to_string(args->nproc) +
+             ": needs --device cuda (rank r uses cuda:r), not " + args->device);
+      const int rc = launch_ranks(args->nproc);
+      if (rc != 0) std::exit(rc);
+      return;
+    }
     TrainOptions opts{args->out, args->device, args->resume, args->quiet, args->init_from};
     int rc = run_training(cfg, opts);
     if (rc != 0) std::exit(rc);

@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <unordered_map>
 
@@ -73,6 +74,12 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
     : spec_(spec), be_(backend), B_(B), T_(T) {
   spec_.finalize();
   table_ = build_param_table(spec_);
+  layer_params_.assign(static_cast<size_t>(spec_.n_layers()), {});
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const std::string& n = table_[i].name;
+    if (n.rfind("model.layers.", 0) == 0)
+      layer_params_[std::stoul(n.substr(13))].push_back(static_cast<int>(i));
+  }
   n_params_ = count_params(table_, true);
   params_ = be_.alloc(n_params_, be_.param_dtype());
   grads_ = be_.alloc(n_params_, be_.param_dtype());
@@ -407,6 +414,7 @@ void Model::backward() {
   be_.zero(dcur);
   be_.rmsnorm_backward(dcur, grads_.at(fnorm.offset, fnorm.numel), dxf, res_.back(), D.d,
                        params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_, BT, D.d);
+  grads_ready(table_.size() - 2, table_.size() - 1);
   for (int64_t l = spec_.n_layers() - 1; l >= 0; --l) {
     be_.zero(dprev);
     if (layers_[l]->type == 'A')
@@ -414,8 +422,20 @@ void Model::backward() {
     else
       backward_gdn(*layers_[l], res_[l], dcur, dprev);
     std::swap(dcur, dprev);
+    const std::vector<int>& ps = layer_params_[static_cast<size_t>(l)];
+    grads_ready(static_cast<size_t>(*std::min_element(ps.begin(), ps.end())),
+                static_cast<size_t>(*std::max_element(ps.begin(), ps.end())));
   }
   be_.embedding_backward(grads_.at(emb.offset, emb.numel), ids_.data(), dcur, BT, D.d);
+  grads_ready(0, 0);
+}
+
+// The table is laid out in order (embedding, block 0..L-1, final norm, LM head) with each block's
+// parameters adjacent, so parameters first..last span one contiguous gradient range.
+void Model::grads_ready(size_t first, size_t last) {
+  if (!grads_ready_) return;
+  const int64_t begin = table_[first].offset, end = table_[last].offset + table_[last].numel;
+  grads_ready_(grads_.at(begin, end - begin));
 }
 
 double Model::forward(const int32_t* ids, const int32_t* targets, float dloss) {

@@ -4,6 +4,7 @@
 // construction, so a training step allocates nothing.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -49,6 +50,10 @@ class Model {
   // Accumulates parameter gradients (+=) for the last forward(); call zero_grad() to start over.
   void backward();
   void zero_grad();
+  // Called during backward() with each range of the gradient buffer as soon as the range is final
+  // (the tail, i.e. final norm and LM head; then each block from the last to the first; then the
+  // embedding), so data parallelism can average it over ranks while the rest of the backward runs.
+  void set_grads_ready(std::function<void(Tensor grads)> fn) { grads_ready_ = std::move(fn); }
   // Logits of the last forward [B*T, V] (act_dtype).
   Tensor logits() const;
 
@@ -83,6 +88,8 @@ class Model {
   Tensor dres_a_, dres_b_, scratch_;  // backward residual grads and per-layer grad scratch
   std::vector<int32_t> ids_, targets_;
   bool have_dlogits_ = false;
+  std::function<void(Tensor)> grads_ready_;
+  void grads_ready(size_t first_param, size_t last_param);  // table_ indices, inclusive
 };
 
 }  // namespace sl

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "core/backend.h"
@@ -18,6 +19,7 @@
 #include "model/model.h"
 #include "runlog/checkpoint.h"
 #include "runlog/runlog.h"
+#include "train/dist.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -51,6 +53,30 @@ double evaluate(Model& model, const TokenSource& val, int64_t eval_tokens) {
   }
   return sum / static_cast<double>(count);
 }
+
+// The run log as the training loop sees it: rank 0 of a data-parallel run writes RUN/log.h5, the
+// other ranks (which hold the same numbers) write nothing.
+struct LeadLog {
+  std::optional<RunLogWriter> w;
+  void append_train(const TrainRow& r) {
+    if (w) w->append_train(r);
+  }
+  void append_eval(int64_t step, int64_t tokens, double loss) {
+    if (w) w->append_eval(step, tokens, loss);
+  }
+  void append_budget(int64_t tokens, double loss) {
+    if (w) w->append_budget(tokens, loss);
+  }
+  void flush() {
+    if (w) w->flush();
+  }
+  void set_status(const std::string& st) {
+    if (w) w->set_status(st);
+  }
+  void close() {
+    if (w) w->close();
+  }
+};
 
 Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConfig& cfg,
                            int64_t step, int64_t budgets_done, double time_s) {
@@ -151,6 +177,21 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   install_stop_handlers();
   // ---- validate everything before touching RUN/ ----------------------------------------------
   if (opts.out_dir.empty()) fail("train: --out RUN is required");
+  // Data parallelism (train/dist.h): rank r of `world` trains on rows r*Bl..(r+1)*Bl-1 of every
+  // global batch of B = train.batch_size rows (Bl = B / world) on GPU cuda:<local rank>.
+  const DistEnv dist = dist_env();
+  const bool lead = dist.rank == 0;
+  std::string device = opts.device;
+  if (dist.launched) {
+    if (cfg.batch_size % dist.world != 0)
+      fail("train: train.batch_size = " + std::to_string(cfg.batch_size) +
+           " is not divisible by the " + std::to_string(dist.world) + " data-parallel ranks");
+    if (device.rfind("cuda", 0) != 0)
+      fail("train: data parallelism (" + std::to_string(dist.world) +
+           " ranks) needs --device cuda, not " + device);
+    if (device == "cuda") device = "cuda:" + std::to_string(dist.local_rank);
+  }
+  const int64_t local_batch = cfg.batch_size / dist.world;
   const int64_t V = cfg.model.vocab_size;
   TokenSource train = TokenSource::open(cfg.train_data, V);
   TokenSource val = TokenSource::open(cfg.val_data, V);
@@ -176,10 +217,13 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
            old.model.pattern + " d" + std::to_string(old.model.d_model) + ", the config asks for " +
            cfg.model.pattern + " d" + std::to_string(cfg.model.d_model));
   }
-  std::unique_ptr<Backend> be = make_backend(opts.device);
+  std::unique_ptr<Backend> be = make_backend(device);
+  // Joining is collective: past it every rank has validated, so rank 0 may touch RUN/.
+  std::unique_ptr<Comm> comm = dist.launched ? make_comm(*be, dist, opts.out_dir) : nullptr;
 
   // ---- model, optimizer, schedule -------------------------------------------------------------
-  Model model(cfg.model, *be, cfg.batch_size, cfg.seq_len);
+  Model model(cfg.model, *be, local_batch, cfg.seq_len);
+  if (comm) model.set_grads_ready([&comm](Tensor g) { comm->allreduce_mean_async(g); });
   model.init(cfg.seed);
   // Before RUN/ is touched: a mismatching HF directory fails here, naming the tensor.
   if (!opts.init_from.empty() && !ckpt)
@@ -217,10 +261,12 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
            "changed?)");
   }
 
-  // ---- run directory ---------------------------------------------------------------------------
-  make_dirs(run);
+  // ---- run directory (rank 0) -------------------------------------------------------------------
   const std::string cfg_text = to_toml(cfg);
-  atomic_write_file(run + "/config.toml", cfg_text);
+  if (lead) {
+    make_dirs(run);
+    atomic_write_file(run + "/config.toml", cfg_text);
+  }
   RunAttrs attrs;
   attrs.run_id = run_id_of(cfg);
   attrs.arch = cfg.model.arch;
@@ -236,30 +282,64 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   attrs.tokens_planned = total * tps;
   // Budget rows are kept exactly for the budgets the checkpoint counts as done.
   const int64_t keep_budget_tokens = budgets_done > 0 ? budgets[budgets_done - 1].steps * tps : 0;
-  RunLogWriter log = ckpt ? RunLogWriter::resume(log_path, step, keep_budget_tokens)
-                          : (path_exists(log_path) ? (std::remove(log_path.c_str()),
-                                                      RunLogWriter::create(log_path, attrs))
-                                                   : RunLogWriter::create(log_path, attrs));
-  if (!opts.quiet)
+  LeadLog log;
+  if (lead) {
+    if (ckpt) {
+      log.w.emplace(RunLogWriter::resume(log_path, step, keep_budget_tokens));
+    } else {
+      if (path_exists(log_path)) std::remove(log_path.c_str());
+      log.w.emplace(RunLogWriter::create(log_path, attrs));
+    }
+  }
+  const bool say = lead && !opts.quiet;
+  if (say)
     std::printf("train: %s %s d%lld, %lld params (%lld non-embedding), %lld steps x %lld tokens, "
                 "device %s%s\n",
                 cfg.model.arch.c_str(), cfg.model.pattern.c_str(),
                 static_cast<long long>(cfg.model.d_model), static_cast<long long>(attrs.n_params),
                 static_cast<long long>(attrs.n_params_nonembedding),
-                static_cast<long long>(total), static_cast<long long>(tps), be->name().c_str(),
+                static_cast<long long>(total), static_cast<long long>(tps),
+                (be->name() + (dist.world > 1 ? " x " + std::to_string(dist.world) + " ranks" : ""))
+                    .c_str(),
                 ckpt ? (", resumed at step " + std::to_string(step)).c_str()
                      : !opts.init_from.empty() ? (", initialised from " + opts.init_from).c_str()
                                                : "");
 
+  std::vector<int32_t> in(local_batch * cfg.seq_len), tgt(local_batch * cfg.seq_len);
   auto checkpoint = [&](double time_s) {
+    if (!lead) return;
     write_checkpoint(ckpt_dir, make_checkpoint(model, opt, cfg, step, budgets_done, time_s));
     log.flush();
+  };
+  // A stop is decided together: a rank that stopped alone would leave the others waiting in a
+  // collective. (Every rank calls this at the same points of the same control flow.)
+  auto stop_all = [&]() {
+    if (!comm) return stop_requested();
+    double s = stop_requested() ? 1.0 : 0.0;
+    comm->allreduce_sum(&s, 1);
+    return s > 0;
+  };
+  // One optimizer step's gradient on this rank's rows of global batch `s`; returns the loss
+  // averaged over all ranks (the gradients are averaged during backward()).
+  auto grad_step = [&](int64_t s) {
+    model.zero_grad();
+    sample_batch_rank(train, cfg.seed, s, local_batch, cfg.seq_len, dist.rank, dist.world,
+                      in.data(), tgt.data());
+    double loss = model.forward(in.data(), tgt.data(), 1.f);
+    model.backward();
+    if (comm) {
+      comm->wait();
+      comm->allreduce_sum(&loss, 1);
+      loss /= dist.world;
+    }
+    return loss;
   };
 
   auto diverged = [&](int64_t at, double loss, double gnorm, const char* where) {
     log.set_status("diverged");
     log.close();
-    std::fprintf(stderr,
+    if (lead)
+      std::fprintf(stderr,
                  "scalinglab: train: diverged at step %lld%s (loss %g, grad norm %g); status "
                  "diverged, the last good checkpoint in '%s' is kept\n",
                  static_cast<long long>(at), where, loss, gnorm, ckpt_dir.c_str());
@@ -268,7 +348,6 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
 
   // ---- loop ------------------------------------------------------------------------------------
   const auto t0 = Clock::now();
-  std::vector<int32_t> in(tps), tgt(tps);
   double last_eval = std::numeric_limits<double>::quiet_NaN();
   std::unique_ptr<StateSnapshot> snap;
   if (n_budgets > 1) snap = std::make_unique<StateSnapshot>(model, opt);
@@ -282,14 +361,11 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   auto run_branch = [&](const Budget& b) -> int {
     snap->save();
     for (int64_t s = step; s < b.steps; ++s) {
-      if (stop_requested()) {
+      if (stop_all()) {
         snap->restore();
         return 1;
       }
-      model.zero_grad();
-      sample_batch(train, cfg.seed, s, cfg.batch_size, cfg.seq_len, in.data(), tgt.data());
-      const double loss = model.forward(in.data(), tgt.data(), 1.f);
-      model.backward();
+      const double loss = grad_step(s);
       const double gnorm = opt.grad_norm();
       if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
         const std::string where = " of the cooldown to budget " + std::to_string(b.steps * tps);
@@ -300,7 +376,7 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
     const double eval = evaluate(model, val, cfg.eval_tokens);
     snap->restore();
     log.append_budget(b.steps * tps, eval);
-    if (!opts.quiet)
+    if (say)
       std::printf("budget %lld tokens (cooldown from step %lld to %lld)  val %.4f\n",
                   static_cast<long long>(b.steps * tps), static_cast<long long>(b.start),
                   static_cast<long long>(b.steps), eval);
@@ -308,12 +384,14 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
     return 0;
   };
 
+  int64_t epoch = -1;
   while (step < total) {
-    if (stop_requested()) {
+    if (stop_all()) {
       checkpoint(time_base + seconds_since(t0));
       log.set_status("preempted");
       log.close();
-      std::fprintf(stderr, "train: signal %d: checkpoint at step %lld written, status preempted\n",
+      if (lead)
+        std::fprintf(stderr, "train: signal %d: checkpoint at step %lld written, status preempted\n",
                    g_stop_signal.load(), static_cast<long long>(step));
       return 0;
     }
@@ -327,6 +405,16 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
       }
       continue;  // the next branch may start at the same step; a stop is handled at the top
     }
+    // The sampler draws every training window once per epoch (data/tokens.h); say when a new
+    // pass over the data begins, since repeated tokens change what a loss curve means.
+    if (const int64_t ep = epoch_of(train, step, cfg.batch_size, cfg.seq_len); ep != epoch) {
+      if (say && (epoch >= 0 || ep > 0))
+        std::printf("epoch %lld begins at step %lld (%lld windows of %lld tokens per epoch)\n",
+                    static_cast<long long>(ep), static_cast<long long>(step),
+                    static_cast<long long>(train_windows(train, cfg.seq_len)),
+                    static_cast<long long>(cfg.seq_len));
+      epoch = ep;
+    }
     const auto ts = Clock::now();
     if (step == cfg.inject_nan_step) {
       std::vector<float> p = model.get_params();
@@ -334,10 +422,7 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
       model.set_params(p);
     }
     const double lr = sched.at(step);
-    model.zero_grad();
-    sample_batch(train, cfg.seed, step, cfg.batch_size, cfg.seq_len, in.data(), tgt.data());
-    const double loss = model.forward(in.data(), tgt.data(), 1.f);
-    model.backward();
+    const double loss = grad_step(step);
     const double gnorm = opt.grad_norm();
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) return diverged(step, loss, gnorm, "");
     opt.update(lr, gnorm, step + 1);
@@ -350,7 +435,7 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
       last_eval = evaluate(model, val, cfg.eval_tokens);
       log.append_eval(step, step * tps, last_eval);
       log.flush();
-      if (!opts.quiet)
+      if (say)
         std::printf("step %6lld/%lld  loss %.4f  val %.4f  lr %.2e  %.0f tok/s\n",
                     static_cast<long long>(step), static_cast<long long>(total), loss, last_eval,
                     lr, static_cast<double>(tps) / dt);
@@ -366,7 +451,7 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   }
   log.set_status("completed");
   log.close();
-  if (!opts.quiet)
+  if (say)
     std::printf("train: completed %lld steps, held-out loss %.4f nats/token; log %s\n",
                 static_cast<long long>(step), last_eval, log_path.c_str());
   return 0;

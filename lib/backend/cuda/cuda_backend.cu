@@ -79,6 +79,8 @@ CudaBackend::~CudaBackend() {
   if (impl_) cudaStreamSynchronize(impl_->stream);
 }
 
+void* CudaBackend::stream_handle() const { return impl_->stream; }
+
 std::string CudaBackend::name() const { return "cuda:" + std::to_string(device_); }
 
 // ---- memory

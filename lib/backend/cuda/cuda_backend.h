@@ -29,6 +29,11 @@ class CudaBackend final : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   std::string name() const override;
+  // The device index and the CUDA stream all ops run on (a cudaStream_t; void* keeps CUDA types
+  // out of this header), for work that must be ordered with the ops (NCCL collectives).
+  int device() const { return device_; }
+  void* stream_handle() const;
+
   DType act_dtype() const override { return act_; }
   DType param_dtype() const override { return DType::f32; }
 

@@ -1,0 +1,147 @@
+#include "train/dist.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+#ifdef SL_HAVE_NCCL
+#include "backend/cuda/nccl_comm.h"
+#endif
+
+namespace sl {
+namespace {
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < 0 || x > 1 << 20)
+    fail(std::string("environment variable ") + name + "='" + v + "': expected an integer >= 0");
+  return static_cast<int>(x);
+}
+
+std::string env_str(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::atomic<int> g_forward{0};
+extern "C" void on_launcher_signal(int sig) { g_forward.store(sig); }
+
+}  // namespace
+
+DistEnv dist_env() {
+  DistEnv e;
+  if (!env_str("SL_WORLD").empty()) {
+    e.world = env_int("SL_WORLD", 1);
+    e.rank = env_int("SL_RANK", 0);
+    e.local_rank = env_int("SL_LOCAL_RANK", e.rank);
+    e.key = env_str("SL_DIST_KEY");
+    e.launched = true;
+  } else if (!env_str("SLURM_STEP_ID").empty() && env_int("SLURM_NTASKS", 1) > 1) {
+    e.world = env_int("SLURM_NTASKS", 1);
+    e.rank = env_int("SLURM_PROCID", 0);
+    e.local_rank = env_int("SLURM_LOCALID", 0);
+    e.key = env_str("SLURM_JOB_ID") + "." + env_str("SLURM_STEP_ID") + "." +
+            std::to_string(env_int("SLURM_RESTART_COUNT", 0));
+    e.launched = true;
+  }
+  if (e.world < 1 || e.rank >= e.world)
+    fail("data parallel: rank " + std::to_string(e.rank) + " of world " +
+         std::to_string(e.world) + " (from SL_RANK/SL_WORLD or SLURM_PROCID/SLURM_NTASKS)");
+  if (e.launched && e.key.empty()) e.key = "default";
+  return e;
+}
+
+std::string rendezvous_path(const std::string& run_dir, const std::string& key) {
+  std::string r = run_dir;
+  while (r.size() > 1 && r.back() == '/') r.pop_back();
+  const std::filesystem::path p(r);
+  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : ".";
+  return (dir / ("." + p.filename().string() + ".nccl-" + key)).string();
+}
+
+std::unique_ptr<Comm> make_comm(Backend& be, const DistEnv& env, const std::string& run_dir) {
+#ifdef SL_HAVE_NCCL
+  return make_nccl_comm(be, env.rank, env.world, rendezvous_path(run_dir, env.key));
+#else
+  (void)be;
+  (void)run_dir;
+  fail("data parallel (" + std::to_string(env.world) +
+       " ranks): this build has no NCCL (CUDA and nccl.h were not found at build time)");
+#endif
+}
+
+int launch_ranks(int nproc) {
+  if (nproc < 1) fail("train --nproc " + std::to_string(nproc) + ": expected >= 1");
+  // The same command line again for every rank (the ranks see SL_WORLD and do not relaunch).
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+  if (args.empty()) fail("train --nproc: cannot read /proc/self/cmdline");
+  const std::string key = std::to_string(getpid()) + "-" +
+                          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  struct sigaction sa {};
+  sa.sa_handler = on_launcher_signal;
+  for (int s : {SIGTERM, SIGUSR1, SIGINT}) sigaction(s, &sa, nullptr);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < nproc; ++r) {
+    const pid_t pid = fork();
+    if (pid < 0) fail("train --nproc: fork failed");
+    if (pid == 0) {
+      setenv("SL_WORLD", std::to_string(nproc).c_str(), 1);
+      setenv("SL_RANK", std::to_string(r).c_str(), 1);
+      setenv("SL_LOCAL_RANK", std::to_string(r).c_str(), 1);
+      setenv("SL_DIST_KEY", key.c_str(), 1);
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int rc = 0, alive = nproc;
+  bool stopping = false;
+  auto kill_all = [&](int sig) {
+    for (pid_t p : pids)
+      if (p > 0) kill(p, sig);
+  };
+  std::chrono::steady_clock::time_point failed_at{};
+  while (alive > 0) {
+    if (const int sig = g_forward.exchange(0)) kill_all(sig);  // the ranks checkpoint together
+    int st = 0;
+    const pid_t pid = waitpid(-1, &st, WNOHANG);
+    if (pid > 0) {
+      for (pid_t& p : pids)
+        if (p == pid) p = -1;
+      --alive;
+      const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      if (code != 0 && rc == 0) {
+        rc = code;
+        stopping = true;
+        failed_at = std::chrono::steady_clock::now();
+        kill_all(SIGTERM);
+      }
+      continue;
+    }
+    // A rank that failed leaves the others blocked in a collective: give them 10 s to notice.
+    if (stopping && std::chrono::steady_clock::now() - failed_at > std::chrono::seconds(10))
+      kill_all(SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return rc;
+}
+
+}  // namespace sl
