@@ -10,10 +10,13 @@
 // norm-relative ||ours - ref|| / max(||ref||, 1e-2 ||all grads||) per tensor, tolerance 5e-2, and
 // loss within 1e-3 relative: the bars tests/cuda/test_model.cc sets for bf16 against the CPU.
 // Where FIXTURES/hf_bf16_floor.json exists (tests/reference/bf16_floor.py: transformers' own
-// models run under bf16 autocast on a GPU against the same fp32 references), a tensor's bf16
-// tolerance is max(5e-2, 2 x HF's own bf16 error on it): a gradient that is a long sum of terms
-// of both signs (a norm weight's) loses relative precision in any bf16 implementation, and ours
-// must be no worse than twice the reference's. Finite differences in fp64: 1e-6.
+// models run under bf16 autocast on a GPU against the same fp32 references), bf16 gradients are
+// judged against HF's own bf16 errors, which are 1-14% per tensor on the hybrid fixture: any bf16
+// implementation loses that much on these O(1)-activation inputs. Two checks: the median over
+// tensors of ours / HF's must be <= 1.5 (no systematic loss of precision; measured 1.02 on an
+// H200), and each tensor's error <= max(5e-2, 3 x HF's) (no tensor grossly off; the ratio of two
+// independent bf16 roundings spreads, measured up to 2.4 over 121 tensors). A wrong gradient is
+// off by O(1). Finite differences in fp64: 1e-6.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -166,12 +169,14 @@ void check_backend(Backend& be_ref, const std::string& fixtures, const Tiny& tin
     // The row shows the tensor closest to (or furthest past) its own tolerance.
     const std::map<std::string, double>& hf = floor[f];
     double all = 0, worst = -1, worst_err = 0, worst_tol = tol;
+    std::vector<double> ratios;  // ours / HF's, per tensor
     std::string worst_name;
     for (const TensorError& g : r.grads) all += g.l2_ref * g.l2_ref;
     for (const TensorError& g : r.grads) {
       const double e = g.l2_abs / std::max(g.l2_ref, 1e-2 * std::sqrt(all));
       const auto it = hf.find(g.name);
-      const double t = it == hf.end() ? tol : std::max(tol, 2 * it->second);
+      const double t = it == hf.end() ? tol : std::max(tol, 3 * it->second);
+      if (it != hf.end()) ratios.push_back(e / it->second);
       if (verbose)
         std::printf("%-8s %-10s %-52s %10.2e %9.2e  (HF bf16 %s)\n", name.c_str(), f,
                     g.name.c_str(), e, t,
@@ -184,6 +189,13 @@ void check_backend(Backend& be_ref, const std::string& fixtures, const Tiny& tin
     rows.push_back({name, std::string(f) + " loss", r.loss.rel, 1e-3});
     rows.push_back({name, std::string(f) + " grads (norm-rel, worst " + worst_name + ")",
                     worst_err, worst_tol});
+    if (!ratios.empty()) {
+      std::sort(ratios.begin(), ratios.end());
+      const size_t n = ratios.size();
+      const double median = n % 2 ? ratios[n / 2] : 0.5 * (ratios[n / 2 - 1] + ratios[n / 2]);
+      rows.push_back({name, std::string(f) + " grads: median of ours / HF's own bf16 error",
+                      std::isnan(median) ? INFINITY : median, 1.5});
+    }
   }
   if (be->act_dtype() == DType::f64) {
     rows.push_back({name, "gradcheck: finite differences", finite_difference_check(tiny), 1e-6});
@@ -247,7 +259,7 @@ void register_doctor(CLI::App& app) {
       std::printf("%-8s %-72s %10s %9s  %s\n", "backend", "check", "max error", "tolerance",
                   "pass");
     for (const Row& r : rows) {
-      std::printf("%-8s %-72s %10.2e %9.0e  %s\n", r.backend.c_str(), r.check.c_str(), r.err, r.tol,
+      std::printf("%-8s %-72s %10.2e %9.1e  %s\n", r.backend.c_str(), r.check.c_str(), r.err, r.tol,
                   r.pass() ? "yes" : "NO");
       failed = failed || !r.pass();
     }

@@ -29,8 +29,10 @@ struct Model::Layer {
   Tensor states;          // [B, H, NC, k_h, v_h]
   Tensor go, go_rstd, on; // [BT, H v_h] recurrence output, [BT H] rstd, gated-normed output
   Tensor n, n_rstd;       // [BT, d] post_attention_layernorm(y) = MLP input (GDN block)
+  // attention block: compute-dtype copies of the residual where a GEMM reads it (post-norm)
+  Tensor xb, yb;          // [BT, d] x and y as act dtype (aliases of x, y when that is fp32)
   // both
-  Tensor y;               // [BT, d] residual after the mixer
+  Tensor y;               // [BT, d] residual after the mixer (fp32, like the residual stream)
   Tensor gu, h, mo;       // MLP: [BT, 2m] gate|up, [BT, m] silu(gate)*up, [BT, d] down
   Tensor mo_rstd;         // [BT] post_feedforward_layernorm rstd (attention block)
 };
@@ -69,6 +71,17 @@ Tensor Model::stat(int64_t n) {
   arena_.push_back(t);
   return t;
 }
+// The residual stream and its gradient are stat (fp32) tensors: with bf16 activations every
+// block adds its output into them, and a bf16 sum loses the small updates (what torch.autocast
+// does too: the residual adds run in fp32). A GEMM reads them through a compute-dtype copy.
+bool Model::split_residual() const {
+  return be_.act_dtype() != (be_.act_dtype() == DType::f64 ? DType::f64 : DType::f32);
+}
+Tensor Model::as_act(Tensor src, Tensor buf, int64_t rows, int64_t cols) {
+  if (!split_residual()) return src;
+  be_.copy2d(buf, cols, src, cols, rows, cols, false);
+  return buf;
+}
 
 Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
     : spec_(spec), be_(backend), B_(B), T_(T) {
@@ -88,7 +101,7 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
   const Dims D = dims_of(spec_);
   const int64_t BT = B * T, H = D.H;
   res_.resize(spec_.n_layers() + 1);
-  for (auto& r : res_) r = act(BT * D.d);
+  for (auto& r : res_) r = stat(BT * D.d);
   for (int64_t l = 0; l < spec_.n_layers(); ++l) {
     auto L = std::make_unique<Layer>();
     L->index = l;
@@ -104,6 +117,10 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
       L->o = act(BT * D.d);
       L->o_rstd = stat(BT);
       L->mo_rstd = stat(BT);
+      if (split_residual()) {
+        L->xb = act(BT * D.d);
+        L->yb = act(BT * D.d);
+      }
     } else {
       L->u = act(BT * D.d);
       L->u_rstd = stat(BT);
@@ -123,7 +140,7 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
       L->n = act(BT * D.d);
       L->n_rstd = stat(BT);
     }
-    L->y = act(BT * D.d);
+    L->y = stat(BT * D.d);
     L->gu = act(BT * 2 * D.m);
     L->h = act(BT * D.m);
     L->mo = act(BT * D.d);
@@ -136,8 +153,11 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
   losses_ = stat(BT);
   dbeta_ = stat(BT * H);
   dg_ = stat(BT * H);
-  dres_a_ = act(BT * D.d);
-  dres_b_ = act(BT * D.d);
+  dres_a_ = stat(BT * D.d);
+  dres_b_ = stat(BT * D.d);
+  dmid_ = stat(BT * D.d);
+  dxf_ = stat(BT * D.d);
+  gcopy_ = split_residual() ? act(BT * D.d) : Tensor{};
   // One scratch region for the per-layer activation gradients, carved up in backward_*; sized
   // for the larger of the two block types.
   const int64_t attn_scratch = BT * (3 * D.d + 5 * D.d + 3 * D.m + D.d);
@@ -259,7 +279,8 @@ void Model::forward_attention(Layer& L, Tensor x, Tensor out) {
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_, l = layer_index(L), d = D.d;
   const float eps = static_cast<float>(spec_.norm_eps), theta = static_cast<float>(spec_.rope_theta);
-  be_.matmul_forward(L.qkv, x, d, W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d,
+  const Tensor xb = as_act(x, L.xb, BT, d);
+  be_.matmul_forward(L.qkv, xb, d, W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d,
                      false);
   be_.rmsnorm_forward(L.q, L.q_rstd, L.qkv, 3 * d, W(l, "self_attn.q_norm.weight"), BT, d, eps);
   be_.rmsnorm_forward(L.k, L.k_rstd, L.qkv.at(d), 3 * d, W(l, "self_attn.k_norm.weight"), BT, d,
@@ -272,7 +293,7 @@ void Model::forward_attention(Layer& L, Tensor x, Tensor out) {
   be_.rmsnorm_forward(out, L.o_rstd, L.o, d, W(l, "post_attention_layernorm.weight"), BT, d, eps);
   be_.copy2d(L.y, d, x, d, BT, d, false);
   be_.axpy(L.y, out, 1.f, BT * d);
-  forward_mlp(L, L.y, L.mo);
+  forward_mlp(L, as_act(L.y, L.yb, BT, d), L.mo);
   be_.rmsnorm_forward(out, L.mo_rstd, L.mo, d, W(l, "post_feedforward_layernorm.weight"), BT, d,
                       eps);
   be_.axpy(out, L.y, 1.f, BT * d);
@@ -290,13 +311,15 @@ void Model::backward_attention(Layer& L, Tensor x, Tensor dout, Tensor dx) {
     be_.zero(t);
     return t;
   };
-  Tensor dmo = take(BT * d), dy = take(BT * d), dov = take(BT * d), datt = take(BT * d),
-         dq = take(BT * d), dk = take(BT * d), dqkv = take(BT * 3 * d);
+  Tensor dmo = take(BT * d), dov = take(BT * d), datt = take(BT * d), dq = take(BT * d),
+         dk = take(BT * d), dqkv = take(BT * 3 * d);
+  Tensor dy = dmid_;  // fp32 like the residual
+  be_.zero(dy);
   // out = y + rms(mo): dy = dout + (MLP path)
   be_.rmsnorm_backward(dmo, dW(l, "post_feedforward_layernorm.weight"), dout, L.mo, d,
                        W(l, "post_feedforward_layernorm.weight"), L.mo_rstd, BT, d);
   be_.axpy(dy, dout, 1.f, BT * d);
-  backward_mlp(L, L.y, dmo, dy);
+  backward_mlp(L, split_residual() ? L.yb : L.y, dmo, dy);
   // y = x + rms(o): dx += dy + (attention path)
   be_.axpy(dx, dy, 1.f, BT * d);
   be_.rmsnorm_backward(dov, dW(l, "post_attention_layernorm.weight"), dy, L.o, d,
@@ -311,8 +334,9 @@ void Model::backward_attention(Layer& L, Tensor x, Tensor dout, Tensor dx) {
                        W(l, "self_attn.q_norm.weight"), L.q_rstd, BT, d);
   be_.rmsnorm_backward(dqkv.at(d), dW(l, "self_attn.k_norm.weight"), dk, L.qkv.at(d), 3 * d,
                        W(l, "self_attn.k_norm.weight"), L.k_rstd, BT, d);
-  be_.matmul_backward(dx, dW(l, "self_attn.q_proj.weight", 3 * d * d), dqkv, x, d,
-                      W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d);
+  be_.matmul_backward(dx, dW(l, "self_attn.q_proj.weight", 3 * d * d), dqkv,
+                      split_residual() ? L.xb : x, d, W(l, "self_attn.q_proj.weight", 3 * d * d),
+                      BT, d, 3 * d);
 }
 
 // ---- Gated DeltaNet block (OLMo Hybrid, pre-norm) ---------------------------------------------
@@ -361,22 +385,24 @@ void Model::backward_gdn(Layer& L, Tensor x, Tensor dout, Tensor dx) {
     be_.zero(t);
     return t;
   };
-  Tensor dn = take(BT * d), dy = take(BT * d), don = take(BT * H * D.dv),
+  Tensor dn = take(BT * d), don = take(BT * H * D.dv),
          dgo = take(BT * H * D.dv), dgq = take(BT * H * D.dk), dgk = take(BT * H * D.dk),
          dgv = take(BT * H * D.dv),
          dconv = take(BT * D.Cc), dproj = take(BT * D.P), du = take(BT * d);
   Tensor dbeta = dbeta_, dg = dg_;  // fp32 like beta and g
   be_.zero(dbeta);
   be_.zero(dg);
+  Tensor dy = dmid_;  // fp32 like the residual
+  be_.zero(dy);
   // out = y + mlp(rms(y)): dy = dout + (MLP path)
   be_.axpy(dy, dout, 1.f, BT * d);
-  backward_mlp(L, L.n, dout, dn);
+  backward_mlp(L, L.n, as_act(dout, gcopy_, BT, d), dn);
   be_.rmsnorm_backward(dy, dW(l, "post_attention_layernorm.weight"), dn, L.y, d,
                        W(l, "post_attention_layernorm.weight"), L.n_rstd, BT, d);
   // y = x + on Wo^T: dx += dy + (mixer path)
   be_.axpy(dx, dy, 1.f, BT * d);
-  be_.matmul_backward(don, dW(l, "linear_attn.o_proj.weight"), dy, L.on, H * D.dv,
-                      W(l, "linear_attn.o_proj.weight"), BT, H * D.dv, d);
+  be_.matmul_backward(don, dW(l, "linear_attn.o_proj.weight"), as_act(dy, gcopy_, BT, d), L.on,
+                      H * D.dv, W(l, "linear_attn.o_proj.weight"), BT, H * D.dv, d);
   be_.gated_rmsnorm_backward(dgo, dproj.at(D.Cc + 2 * H), dW(l, "linear_attn.o_norm.weight"), don,
                              L.go, L.proj.at(D.Cc + 2 * H), D.P, W(l, "linear_attn.o_norm.weight"),
                              L.go_rstd, BT * H, H, D.dv);
@@ -406,7 +432,7 @@ void Model::backward() {
   const ParamInfo& head = table_.back();
   const ParamInfo& emb = table_.front();
   // Tail: logits = rms(x_L) W_head^T.
-  Tensor dxf = scratch_.at(0, BT * D.d);
+  Tensor dxf = dxf_;
   be_.zero(dxf);
   be_.matmul_backward(dxf, grads_.at(head.offset, head.numel), dlogits_, xf_, D.d,
                       params_c_.at(head.offset, head.numel), BT, D.d, D.V);

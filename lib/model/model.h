@@ -71,6 +71,11 @@ class Model {
   Tensor dW(int64_t layer, const char* suffix, int64_t n = -1) const;  // gradient view
   Tensor act(int64_t n);   // activation buffer (act_dtype), allocated at construction only
   Tensor stat(int64_t n);  // fp32 (f64 on the f64 backend) statistics buffer, likewise
+  // True when activations are narrower than stat tensors (bf16): the residual stream is then
+  // fp32 and GEMMs read it through compute-dtype copies. as_act returns src itself otherwise,
+  // else src [rows, cols] converted into buf.
+  bool split_residual() const;
+  Tensor as_act(Tensor src, Tensor buf, int64_t rows, int64_t cols);
   int64_t layer_index(const Layer& L) const;
 
   ModelSpec spec_;
@@ -86,6 +91,8 @@ class Model {
   Tensor xf_, xf_rstd_, logits_, dlogits_, losses_;
   Tensor dbeta_, dg_;                 // fp32 gradients of the GDN gates
   Tensor dres_a_, dres_b_, scratch_;  // backward residual grads and per-layer grad scratch
+  Tensor dmid_, dxf_;  // fp32 gradients of the mid-block residual y and of the final norm input
+  Tensor gcopy_;       // act-dtype copy of an fp32 gradient that a GEMM reads (bf16 only)
   std::vector<int32_t> ids_, targets_;
   bool have_dlogits_ = false;
   std::function<void(Tensor)> grads_ready_;

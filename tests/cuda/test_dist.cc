@@ -2,8 +2,8 @@
 //   - one rank through NCCL gives the plain run's losses bit for bit (the collectives and the
 //     overlap change nothing);
 //   - with two GPUs (skipped, saying so, on a one-GPU machine): 200 steps at the same global
-//     batch follow the one-GPU loss curve within bf16 noise (10-step means within 1%), and a run
-//     preempted on 2 GPUs resumes on 1 and ends where the 1-GPU run ends.
+//     batch follow the one-GPU loss curve within bf16 noise (measured against an fp32 CPU run),
+//     and a run stopped on 2 GPUs resumes on 1, replaying the 2-GPU steps exactly.
 // NCCL_NVLS_ENABLE=0 is the launcher's default (no NVLink multicast on shared machines).
 #define BOOST_TEST_MODULE cuda_dist
 #include <algorithm>
@@ -94,6 +94,11 @@ BOOST_AUTO_TEST_CASE(one_rank_through_nccl_equals_the_plain_run) {
   BOOST_TEST(b.attrs.status == "completed");
 }
 
+// "Within bf16 noise", measured: the same run on the CPU in fp32 differs from the 1-GPU bf16 run
+// by the bf16 noise itself, amplified by 200 steps of training. The 2-GPU run (whose arithmetic
+// differs from the 1-GPU run's only in the order of fp32 sums) must stay within twice that (or
+// 1%). Step 1, before any divergence can grow, must agree to 1e-3 in loss and gradient norm: a
+// wrong average (a sum, a block left out of the reduction) would be off by O(1) there.
 BOOST_AUTO_TEST_CASE(two_gpus_follow_the_one_gpu_curve_and_resume_on_one) {
   if (gpus() < 2) {
     std::printf("GPU_SKIP: two_gpus_*: %d CUDA device(s), 2 needed\n", gpus());
@@ -102,17 +107,33 @@ BOOST_AUTO_TEST_CASE(two_gpus_follow_the_one_gpu_curve_and_resume_on_one) {
   Dir d;
   BOOST_REQUIRE_EQUAL(d.train("one", ""), 0);
   BOOST_REQUIRE_EQUAL(d.train("two", "--nproc 2"), 0);
-  const sl::RunLog one = d.log("one"), two = d.log("two");
+  const std::string cpu_cmd = std::string(SL_EXE) + " train --config " +
+                              (d.path / "small.toml").string() + " --out " +
+                              (d.path / "cpu").string() + " --device cpu --quiet";
+  BOOST_REQUIRE_EQUAL(std::system(cpu_cmd.c_str()), 0);
+  const sl::RunLog one = d.log("one"), two = d.log("two"), cpu = d.log("cpu");
   BOOST_REQUIRE_EQUAL(one.train.size(), 200u);
   BOOST_REQUIRE_EQUAL(two.train.size(), 200u);
-  const std::vector<double> m1 = means10(one), m2 = means10(two);
-  double worst = 0;
-  for (size_t i = 0; i < m1.size(); ++i) worst = std::max(worst, std::abs(m2[i] / m1[i] - 1));
-  BOOST_TEST_MESSAGE("2 GPUs vs 1: worst 10-step mean rel diff " << worst << ", final val "
-                                                               << two.eval_loss.back() << " vs "
-                                                               << one.eval_loss.back());
-  BOOST_TEST(worst < 1e-2);
-  BOOST_TEST(std::abs(two.eval_loss.back() / one.eval_loss.back() - 1) < 1e-2);
+  BOOST_REQUIRE_EQUAL(cpu.train.size(), 200u);
+  const double l1 = std::abs(two.train[0].loss / one.train[0].loss - 1);
+  const double g1 = std::abs(two.train[0].grad_norm / one.train[0].grad_norm - 1);
+  BOOST_TEST_MESSAGE("step 1, 2 GPUs vs 1: loss rel diff " << l1 << ", grad norm " << g1);
+  BOOST_TEST(l1 < 1e-3);
+  BOOST_TEST(g1 < 1e-3);
+  auto worst = [](const sl::RunLog& a, const sl::RunLog& b) {
+    const std::vector<double> ma = means10(a), mb = means10(b);
+    double w = 0;
+    for (size_t i = 0; i < ma.size(); ++i) w = std::max(w, std::abs(ma[i] / mb[i] - 1));
+    return w;
+  };
+  const double noise = worst(one, cpu), dp = worst(two, one);
+  const double bar = std::max(1e-2, 2 * noise);
+  BOOST_TEST_MESSAGE("worst 10-step mean rel diff: 1 GPU vs CPU fp32 (bf16 noise) "
+                     << noise << ", 2 GPUs vs 1 " << dp << "; final val 1 GPU "
+                     << one.eval_loss.back() << ", 2 GPUs " << two.eval_loss.back() << ", CPU "
+                     << cpu.eval_loss.back());
+  BOOST_TEST(dp < bar);
+  BOOST_TEST(std::abs(two.eval_loss.back() / one.eval_loss.back() - 1) < bar);
   BOOST_TEST(one.train.back().loss < 0.8 * one.train.front().loss);  // it learned
 
   // Half the run on 2 GPUs, the rest on 1 from its checkpoint.
@@ -122,6 +143,8 @@ BOOST_AUTO_TEST_CASE(two_gpus_follow_the_one_gpu_curve_and_resume_on_one) {
   BOOST_REQUIRE_EQUAL(mixed.train.size(), 200u);
   for (size_t i = 0; i < mixed.train.size(); ++i)
     BOOST_REQUIRE_EQUAL(mixed.train[i].step, static_cast<int64_t>(i + 1));
-  BOOST_TEST_MESSAGE("2 then 1 GPU: final val " << mixed.eval_loss.back());
-  BOOST_TEST(std::abs(mixed.eval_loss.back() / one.eval_loss.back() - 1) < 1e-2);
+  for (size_t i = 0; i < 100; ++i) BOOST_REQUIRE_EQUAL(mixed.train[i].loss, two.train[i].loss);
+  BOOST_TEST_MESSAGE("2 then 1 GPU: final val " << mixed.eval_loss.back() << ", worst 10-step "
+                                                << worst(mixed, one));
+  BOOST_TEST(worst(mixed, one) < bar);
 }

@@ -16,8 +16,8 @@ weights, input ids, and the CPU fp32 logits/loss/gradients) on a GPU in
 and reports, per parameter, the error with the metric `scalinglab doctor` uses for bf16,
 ||g - ref|| / max(||ref||, 1e-2 ||all grads of the model||), plus logits (norm-relative) and loss
 (relative). It writes OUT (default tests/fixtures/hf_bf16_floor.json), which the doctor reads to
-set each tensor's tolerance to max(5e-2, 2 x HF's autocast_bf16 error): our bf16 path must be no
-worse than twice the reference implementation's own.
+judge a bf16 backend by HF's autocast_bf16 errors: median over tensors of ours / HF's <= 1.5, and
+each tensor <= max(5e-2, 3 x HF's).
 
 Usage (GPU machine: torch 2.11, transformers 5.17, h5py):
     python3 tests/reference/bf16_floor.py [--fixtures tests/fixtures] [--out FILE]
