@@ -3,8 +3,9 @@
 # (Linux kernel 6.1 sources, GPL-2.0), with `scalinglab data prepare` (lib/data/prepare.h):
 #   data/corpus/linux-c/      C sources (*.c, *.h) of the core kernel: kernel/ mm/ fs/ net/
 #                             include/ lib/ block/ crypto/ security/ ipc/ init/ io_uring/ virt/
-#                             and arch/x86/ (drivers/, the other arches, sound/, tools/ left out:
-#                             ~900 MB of mostly driver code and register tables)
+#                             arch/x86/, and of drivers/{net,usb,md,block,pci} (the rest of
+#                             drivers/ - gpu/ alone is 468 MB, mostly register tables - the other
+#                             arches, sound/ and tools/ are left out)
 #   data/corpus/linux-docs/   Documentation/ (reStructuredText and plain text; images and SVG
 #                             skipped)
 # Each holds llm.c v1 shards (train_*.bin, val_*.bin; vocab 256) and manifest.json (counts,
@@ -48,7 +49,8 @@ fi
 [ -f "$tarball" ] || die "$tarball: missing (is $pkg installed correctly?)"
 tar_sha="$(sha256sum "$tarball" | cut -d' ' -f1)"
 
-c_dirs=(kernel mm fs net include lib block crypto security ipc init io_uring virt arch/x86)
+c_dirs=(kernel mm fs net include lib block crypto security ipc init io_uring virt arch/x86
+  drivers/net drivers/usb drivers/md drivers/block drivers/pci)
 c_args=()
 for d in "${c_dirs[@]}"; do c_args+=(--include "$top/$d/*.c" --include "$top/$d/*.h"); done
 docs_args=(--include "$top/Documentation/*")

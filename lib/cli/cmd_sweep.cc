@@ -23,6 +23,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "cli/commands.h"
@@ -104,22 +105,59 @@ void write_failed(const std::string& rd, int rc) {
   atomic_write_file(rd + "/failed", "exit code " + std::to_string(rc) + "\n");
 }
 
-void print_plan(const std::vector<SweepRun>& runs, double flops_per_s, const std::string& dir) {
+// Measured FLOP/s per (arch, size) from `scalinglab bench --json FILE` (rows with arch, pattern,
+// size, flops_per_s); a run whose arch (or pattern) and size were benchmarked is estimated at that
+// rate, every other run at the default.
+using Rates = std::map<std::pair<std::string, std::string>, double>;
+Rates read_bench_rates(const std::string& path) {
+  Rates rates;
+  if (path.empty()) return rates;
+  std::ifstream in(path);
+  if (!in) fail("sweep plan --bench '" + path + "': cannot open");
+  try {
+    const nlohmann::json rows = nlohmann::json::parse(in);
+    for (const auto& r : rows) {
+      const double f = r.at("flops_per_s").get<double>();
+      if (!(f > 0)) continue;
+      rates[{r.at("arch").get<std::string>(), r.at("size").get<std::string>()}] = f;
+      rates[{r.at("pattern").get<std::string>(), r.at("size").get<std::string>()}] = f;
+    }
+  } catch (const std::exception& e) {
+    fail("sweep plan --bench '" + path + "': not a bench --json file (" + e.what() + ")");
+  }
+  return rates;
+}
+
+void print_plan(const std::vector<SweepRun>& runs, double flops_per_s, const std::string& dir,
+                const Rates& rates = {}) {
   std::printf("%-5s %-12s %-8s %-7s %10s %-28s %10s %8s%s\n", "index", "run_id", "arch", "size",
               "N", "tokens", "FLOPs", "est_h", dir.empty() ? "" : "  status");
-  double total_flops = 0;
+  double total_flops = 0, total_s = 0;
+  int measured = 0;
   for (const SweepRun& r : runs) {
     total_flops += r.flops;
+    double rate = flops_per_s;
+    for (const std::string& a : {r.arch, r.config.model.pattern}) {
+      const auto it = rates.find({a, r.size});
+      if (it != rates.end()) {
+        rate = it->second;
+        ++measured;
+        break;
+      }
+    }
+    total_s += sweep::estimate_seconds(r, rate);
     std::string st;
     if (!dir.empty()) st = "  " + sweep::run_status(sweep::run_dir(dir, r.run_id)).status;
     std::printf("%-5lld %-12s %-8s %-7s %10s %-28s %10.3g %8.3f%s\n",
                 static_cast<long long>(r.index), r.run_id.c_str(), r.arch.c_str(), r.size.c_str(),
                 human(static_cast<double>(r.n_params_nonembedding)).c_str(),
                 budgets_text(r).c_str(), r.flops,
-                sweep::estimate_seconds(r, flops_per_s) / 3600.0, st.c_str());
+                sweep::estimate_seconds(r, rate) / 3600.0, st.c_str());
   }
-  std::printf("%zu runs, %.3g FLOPs, about %.2f device-hours at %.3g FLOP/s\n", runs.size(),
-              total_flops, total_flops / flops_per_s / 3600.0, flops_per_s);
+  std::printf("%zu runs, %.3g FLOPs, about %.2f device-hours (%d runs at their benchmarked "
+              "FLOP/s, %zu at %.3g FLOP/s)\n",
+              runs.size(), total_flops, total_s / 3600.0, measured, runs.size() - measured,
+              flops_per_s);
 }
 
 // status/collect read SWEEP/ only; a sweep file given with them must be the one that made it.
@@ -407,12 +445,15 @@ void register_sweep(CLI::App& app) {
   plan->add_option("--flops-per-s", *flops_per_s,
                    "Sustained FLOP/s for the estimate (default 5e10 on cpu, 2e14 on cuda)");
   plan->add_option("--device", a->device, "cpu | cuda (for the default FLOP/s)");
-  plan->callback([a, flops_per_s]() {
+  auto bench = std::make_shared<std::string>();
+  plan->add_option("--bench", *bench,
+                   "Measured rates: a `scalinglab bench --json` file (per arch and size)");
+  plan->callback([a, flops_per_s, bench]() {
     sweep::Sweep s = sweep::load_sweep(a->file);
     double f = *flops_per_s > 0 ? *flops_per_s : a->device.rfind("cuda", 0) == 0 ? 2e14 : 5e10;
     std::string dir = a->dir.empty() || !path_exists(a->dir + "/plan.tsv") ? "" : abs_dir(a->dir);
     std::printf("sweep '%s': %s\n", s.name.c_str(), a->file.c_str());
-    print_plan(s.runs, f, dir);
+    print_plan(s.runs, f, dir, read_bench_rates(*bench));
   });
 
   CLI::App* launch = cmd->add_subcommand("launch", "Run the sweep's pending and preempted runs");

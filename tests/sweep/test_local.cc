@@ -138,3 +138,32 @@ BOOST_AUTO_TEST_CASE(two_launchers_run_each_run_once) {
   for (std::string l; std::getline(csv, l);) ++rows;
   BOOST_TEST(rows == 8);  // 4 runs x 2 budgets
 }
+
+// `sweep plan --bench FILE`: runs whose arch and size were benchmarked are estimated at the
+// measured FLOP/s, the others at the default; a file that is not bench JSON is one error line.
+BOOST_AUTO_TEST_CASE(plan_estimates_from_bench_numbers) {
+  Fixture f;
+  const std::string p = f.write("b.toml", "archs = [\"dense\", \"hybrid\"]\nbudgets = [2560]");
+  const sl::sweep::Sweep s = sl::sweep::load_sweep(p);
+  BOOST_REQUIRE_EQUAL(s.runs.size(), 2u);
+  const std::string size = s.runs[0].size;
+  const fs::path bench = f.dir / "bench.json", out = f.dir / "plan.txt";
+  // dense measured at 1e6 FLOP/s; hybrid not measured (default 5e10 on the CPU).
+  std::ofstream(bench) << "[{\"arch\": \"dense\", \"pattern\": \"AA\", \"size\": \"" << size
+                       << "\", \"flops_per_s\": 1e6}]\n";
+  const std::string cmd = std::string(SL_EXE) + " sweep plan " + p + " --bench " +
+                          bench.string() + " > " + out.string() + " 2>&1";
+  BOOST_REQUIRE_EQUAL(std::system(cmd.c_str()), 0);
+  const std::string text = slurp(out.string());
+  BOOST_TEST_MESSAGE(text);
+  const double want_h = (s.runs[0].flops / 1e6 + s.runs[1].flops / 5e10) / 3600.0;
+  char expect[64];
+  std::snprintf(expect, sizeof expect, "about %.2f device-hours (1 runs", want_h);
+  BOOST_TEST(text.find(expect) != std::string::npos, text);
+  std::ofstream(bench) << "{\"not\": \"bench\"}\n";
+  const std::string bad = std::string(SL_EXE) + " sweep plan " + p + " --bench " +
+                          bench.string() + " > " + out.string() + " 2>&1";
+  BOOST_TEST(std::system(bad.c_str()) != 0);
+  const std::string err = slurp(out.string());
+  BOOST_TEST(err.find("not a bench --json file") != std::string::npos, err);
+}
