@@ -369,6 +369,45 @@ int launch_slurm(const std::string& name, const std::vector<SweepRun>& runs, con
   return rc_all;
 }
 
+// Slurm's view of a Slurm sweep: plan index -> "JOB_TASK STATE" for every array task that squeue
+// still lists (pending, configuring, requeued, ...), from SWEEP/slurm/jobs.tsv and each array's
+// .idx file (task i runs plan index = line i+1). Empty without jobs.tsv or without squeue.
+std::map<int64_t, std::string> slurm_states(const std::string& dir) {
+  std::map<int64_t, std::string> out;
+  const std::string sdir = dir + "/slurm";
+  std::ifstream jobs(sdir + "/jobs.tsv");
+  if (!jobs) return out;
+  std::map<std::string, std::vector<int64_t>> idx_of_job;  // job id -> plan index per task
+  std::string line, ids;
+  while (std::getline(jobs, line)) {
+    std::istringstream ls(line);
+    std::string job, sbatch;
+    if (!(ls >> job >> sbatch)) continue;
+    std::ifstream idx(sbatch.substr(0, sbatch.size() - 7) + ".idx");  // .sbatch -> .idx
+    std::vector<int64_t>& v = idx_of_job[job];
+    for (int64_t i; idx >> i;) v.push_back(i);
+    ids += (ids.empty() ? "" : ",") + job;
+  }
+  if (ids.empty()) return out;
+  int rc = 0;
+  const std::string text =
+      run_capture("squeue -h -r -j " + ids + " -o '%i %T' 2>/dev/null", rc);
+  if (rc != 0) return out;  // no squeue here, or the jobs are long gone
+  std::istringstream in(text);
+  std::string task, state;
+  while (in >> task >> state) {
+    const size_t us = task.find('_');
+    if (us == std::string::npos) continue;
+    const auto it = idx_of_job.find(task.substr(0, us));
+    const std::string n = task.substr(us + 1);
+    if (it == idx_of_job.end() || n.empty() || n.find_first_not_of("0123456789") != n.npos)
+      continue;
+    const size_t t = std::stoul(n);
+    if (t < it->second.size()) out[it->second[t]] = task + " " + state;
+  }
+  return out;
+}
+
 // One Slurm array task: the run at plan index `index`, resumed from its checkpoint if any. On
 // USR1 (the time-limit warning of --signal=B:USR1@90) the trainer checkpoints and the task
 // requeues itself; on TERM (scancel, or Slurm's own requeue/preemption, which requeue by
@@ -483,18 +522,26 @@ void register_sweep(CLI::App& app) {
     if (rc != 0) std::exit(rc);
   });
 
-  CLI::App* status = cmd->add_subcommand("status", "Per-run status from log.h5 and the locks");
+  CLI::App* status = cmd->add_subcommand(
+      "status", "Per-run status from log.h5, the locks and (Slurm sweeps) squeue");
   common(status, false);
   status->callback([a]() {
     const std::string dir = abs_dir(a->dir);
     if (!a->file.empty()) check_same_sweep(a->file, dir);
     std::vector<SweepRun> runs = sweep::load_plan(dir);
+    const std::map<int64_t, std::string> queued = slurm_states(dir);
     std::map<std::string, int> counts;
     std::printf("%-5s %-12s %-8s %-7s %-28s %13s %7s %8s  %s\n", "index", "run_id", "arch", "size",
                 "tokens", "step", "budgets", "val", "status");
     for (const SweepRun& r : runs) {
       sweep::RunStatus st = sweep::run_status(sweep::run_dir(dir, r.run_id));
-      ++counts[st.status];
+      // A run not training (no lock held) whose array task Slurm holds is queued, not idle.
+      const auto q = queued.find(r.index);
+      if (q != queued.end() && st.status != "running" && st.status != "completed")
+        st.status = (q->second.find("PENDING") != std::string::npos ? "queued (slurm "
+                                                                     : "starting (slurm ") +
+                    q->second + ")";
+      ++counts[st.status.substr(0, st.status.find(' '))];
       std::printf("%-5lld %-12s %-8s %-7s %-28s %6lld/%-6lld %3lld/%-3zu %8.4f  %s\n",
                   static_cast<long long>(r.index), r.run_id.c_str(), r.arch.c_str(),
                   r.size.c_str(), budgets_text(r).c_str(), static_cast<long long>(st.step),

@@ -102,6 +102,11 @@ BOOST_AUTO_TEST_CASE(slurm_array_with_requeue) {
   BOOST_TEST(script.find("#SBATCH --array=0-5%2") != std::string::npos);
   BOOST_TEST(script.find("#SBATCH --requeue") != std::string::npos);
   BOOST_TEST(script.find("#SBATCH --signal=B:USR1@90") != std::string::npos);
+  // Right after submission at most 2 tasks run (%2): status shows the others queued in Slurm.
+  const std::string early = sh(exe + " sweep status --dir " + sd, &rc);
+  BOOST_TEST_MESSAGE("sweep status right after launch:\n" << early);
+  BOOST_REQUIRE_EQUAL(rc, 0);
+  BOOST_TEST(early.find("queued (slurm " + job + "_") != std::string::npos, early);
 
   // Plan index i is array task i (all 6 runs were to do); run ids from plan.tsv.
   std::vector<std::string> ids;
