@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/files.h"
 #include "cuda/gpu_test.h"
 #include "runlog/runlog.h"
 
@@ -22,19 +23,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 struct Dir {
-  fs::path path;
+  sl::test::TempDir tmp{"sl_cuda_cli_"};
+  fs::path path = tmp.path;
   Dir() {
-    path = fs::temp_directory_path() / ("sl_cuda_cli_" + std::to_string(getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
     std::ofstream(path / "train.txt") << slurp("/usr/share/common-licenses/GPL-3")
                                       << slurp("/usr/share/common-licenses/Apache-2.0");
     std::ofstream(path / "val.txt") << slurp("/usr/share/common-licenses/GPL-2");
@@ -47,7 +41,6 @@ struct Dir {
         << "eval_tokens = 8192\ncheckpoint_every = 10\n"
         << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
   }
-  ~Dir() { fs::remove_all(path); }
   int sh(const std::string& args) const {
     const std::string cmd = std::string(SL_EXE) + " " + args + " 2>&1";
     BOOST_TEST_MESSAGE("$ " << cmd);

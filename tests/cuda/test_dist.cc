@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "cuda/gpu_test.h"
 #include "runlog/runlog.h"
 
@@ -25,19 +26,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 struct Dir {
-  fs::path path;
+  sl::test::TempDir tmp{"sl_cuda_dist_"};
+  fs::path path = tmp.path;
   Dir() {
-    path = fs::temp_directory_path() / ("sl_cuda_dist_" + std::to_string(getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
     std::ofstream train(path / "train.txt");
     for (const char* f : {"GPL-3", "Apache-2.0", "GFDL-1.3", "LGPL-3"})
       train << slurp(std::string("/usr/share/common-licenses/") + f);
@@ -51,7 +45,6 @@ struct Dir {
         << "eval_tokens = 16384\ncheckpoint_every = 50\n"
         << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
   }
-  ~Dir() { fs::remove_all(path); }
   int train(const std::string& out, const std::string& extra) const {
     const std::string cmd = std::string(SL_EXE) + " train --config " +
                             (path / "small.toml").string() + " --out " + (path / out).string() +

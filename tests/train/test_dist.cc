@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "core/error.h"
 #include "data/tokens.h"
 #include "train/dist.h"
@@ -32,19 +33,12 @@ struct CleanEnv {
   }
 };
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 struct Dir {
-  fs::path path;
+  sl::test::TempDir tmp{"sl_dist_"};
+  fs::path path = tmp.path;
   Dir() {
-    path = fs::temp_directory_path() / ("sl_dist_" + std::to_string(getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
     std::ofstream(path / "train.txt") << slurp("/usr/share/common-licenses/GPL-3");
     std::ofstream(path / "val.txt") << slurp("/usr/share/common-licenses/GPL-2");
     std::ofstream(path / "tiny.toml")
@@ -52,7 +46,6 @@ struct Dir {
         << "[train]\nseq_len = 32\nbatch_size = 4\ntokens = 2048\neval_tokens = 512\n"
         << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
   }
-  ~Dir() { fs::remove_all(path); }
   // Runs the binary with `env` prefixed; returns the exit code, stderr in *err.
   int run(const std::string& env, const std::string& args, std::string* err) const {
     const fs::path e = path / "stderr.txt";
