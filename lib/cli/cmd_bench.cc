@@ -5,6 +5,7 @@
 // when --peak-tflops is given.
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "core/profiled_backend.h"
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -40,6 +42,7 @@ void register_bench(CLI::App& app) {
     int64_t seq_len = 256, batch = 16, vocab = 256, steps = 5, warmup = 1;
     int threads = 0;
     double peak_tflops = 0;
+    bool profile = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "Training tokens/s and MFU per ladder size");
@@ -54,6 +57,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--peak-tflops", a->peak_tflops, "Device peak (for MFU), e.g. 989 for H100 bf16");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   cmd->add_option("--json", a->json, "Also write the results as JSON");
+  cmd->add_flag("--profile", a->profile,
+                "After the timed steps, time every op (synchronizing around each) and print where "
+                "a step's time goes");
   cmd->callback([a]() {
     if (a->threads > 0) omp_set_num_threads(a->threads);
     nlohmann::json rows = nlohmann::json::array();
@@ -75,7 +81,10 @@ void register_bench(CLI::App& app) {
         else
           s.pattern = arch;
         s.finalize();
-        auto be = make_backend(a->device);
+        auto dev = make_backend(a->device);
+        ProfiledBackend prof(*dev);
+        prof.enable(false);
+        Backend* be = &prof;
         Model model(s, *be, a->batch, a->seq_len);
         model.init(0);
         AdamW opt(model, {});
@@ -114,6 +123,32 @@ void register_bench(CLI::App& app) {
                         {"seq_len", a->seq_len}, {"batch", a->batch}, {"vocab", a->vocab},
                         {"tokens_per_s", tps}, {"flops_per_token", s.flops_per_token(a->seq_len)},
                         {"flops_per_s", flops}, {"mfu", mfu}});
+        if (a->profile) {
+          // The same steps again with every op timed; shares of the summed op time.
+          prof.enable(true);
+          prof.reset();
+          const auto p0 = std::chrono::steady_clock::now();
+          for (int64_t i = 0; i < a->steps; ++i) step(a->warmup + a->steps + i + 1);
+          const double pt =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
+          prof.enable(false);
+          std::vector<std::pair<std::string, ProfiledBackend::Stat>> ops(prof.stats().begin(),
+                                                                         prof.stats().end());
+          std::sort(ops.begin(), ops.end(),
+                    [](const auto& x, const auto& y) { return x.second.seconds > y.second.seconds; });
+          double sum = 0;
+          for (const auto& o : ops) sum += o.second.seconds;
+          const double per = 1e3 / static_cast<double>(a->steps);
+          std::printf("  profile %s %s: %.2f ms/step unprofiled, %.2f ms/step profiled "
+                      "(%.2f in ops)\n", arch.c_str(), size.c_str(), dt * per, pt * per,
+                      sum * per);
+          std::printf("  %-24s %10s %12s %7s\n", "op", "calls/step", "ms/step", "share");
+          for (const auto& [name, st] : ops)
+            std::printf("  %-24s %10.0f %12.3f %6.1f%%\n", name.c_str(),
+                        static_cast<double>(st.calls) / static_cast<double>(a->steps),
+                        st.seconds * per, 100.0 * st.seconds / sum);
+          std::fflush(stdout);
+        }
       }
     }
     if (!a->json.empty()) {
