@@ -6,13 +6,19 @@
 //     and a run stopped on 2 GPUs resumes on 1, replaying the 2-GPU steps exactly.
 // NCCL_NVLS_ENABLE=0 is the launcher's default (no NVLink multicast on shared machines).
 #define BOOST_TEST_MODULE cuda_dist
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/files.h"
@@ -140,4 +146,49 @@ BOOST_AUTO_TEST_CASE(two_gpus_follow_the_one_gpu_curve_and_resume_on_one) {
   BOOST_TEST_MESSAGE("2 then 1 GPU: final val " << mixed.eval_loss.back() << ", worst 10-step "
                                                 << worst(mixed, one));
   BOOST_TEST(worst(mixed, one) < bar);
+}
+
+// SIGTERM to `train --nproc 2` (as Slurm or a user would send it to the launcher): the launcher
+// forwards it, the ranks agree to stop at the same step, rank 0 checkpoints and marks the run
+// preempted, everything exits 0; `--resume` on 2 GPUs continues without a gap or a repeat.
+BOOST_AUTO_TEST_CASE(two_gpu_run_preempted_by_sigterm_resumes) {
+  if (gpus() < 2) {
+    std::printf("GPU_SKIP: two_gpu_run_preempted_*: %d CUDA device(s), 2 needed\n", gpus());
+    return;
+  }
+  Dir d;
+  const std::string out = (d.path / "pre").string();
+  const pid_t pid = fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cfg = (d.path / "small.toml").string();
+    execl(SL_EXE, SL_EXE, "train", "--config", cfg.c_str(), "--out", out.c_str(), "--device",
+          "cuda", "--quiet", "--nproc", "2", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait for 30 logged steps (the log is readable while the run is live).
+  size_t seen = 0;
+  for (int i = 0; i < 6000 && seen < 30; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    try {
+      if (fs::exists(out + "/log.h5")) seen = d.log("pre").train.size();
+    } catch (const std::exception&) {
+    }
+  }
+  BOOST_REQUIRE_GE(seen, 30u);
+  kill(pid, SIGTERM);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  BOOST_REQUIRE(WIFEXITED(st));
+  BOOST_REQUIRE_EQUAL(WEXITSTATUS(st), 0);
+  const sl::RunLog cut = d.log("pre");
+  BOOST_TEST_MESSAGE("preempted at step " << cut.train.back().step);
+  BOOST_REQUIRE(cut.attrs.status == "preempted");
+  BOOST_REQUIRE_LT(cut.train.size(), 200u);
+  BOOST_REQUIRE_EQUAL(d.train("pre", "--nproc 2 --resume"), 0);
+  const sl::RunLog done = d.log("pre");
+  BOOST_TEST(done.attrs.status == "completed");
+  BOOST_REQUIRE_EQUAL(done.train.size(), 200u);
+  for (size_t i = 0; i < done.train.size(); ++i)
+    BOOST_REQUIRE_EQUAL(done.train[i].step, static_cast<int64_t>(i + 1));
 }
