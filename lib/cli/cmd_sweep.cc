@@ -67,12 +67,14 @@ std::string budgets_text(const SweepRun& r) {
 
 // Starts `scalinglab train` for run r with stdout/stderr appended to RUN/train.log. `keep_fd` is
 // the run's lock (inherited on purpose); `close_fds` are other runs' locks the child must not hold.
+// nproc > 1: data parallel over that many GPUs of this node (train --nproc).
 pid_t spawn_train(const std::string& dir, const SweepRun& r, const std::string& device,
-                  int threads, const std::vector<int>& close_fds) {
+                  int threads, const std::vector<int>& close_fds, int nproc = 1) {
   const std::string rd = sweep::run_dir(dir, r.run_id), exe = self_exe();
   std::vector<std::string> args = {exe, "train", "--config", rd + "/config.toml", "--out", rd,
                                    "--resume", "--device", device};
   if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
+  if (nproc > 1) args.insert(args.end(), {"--nproc", std::to_string(nproc)});
   const std::string log = rd + "/train.log";
   std::fflush(nullptr);
   pid_t pid = fork();
@@ -300,6 +302,18 @@ std::string shell_quote(const std::string& s) {
 }
 
 int launch_slurm(const std::string& name, const std::vector<SweepRun>& runs, const LaunchArgs& a) {
+  // Tasks with several GPUs train data parallel (one rank per GPU): every run's global batch
+  // must split evenly, checked before anything is submitted.
+  if (a.gpus_per_task > 1) {
+    if (a.device.rfind("cuda", 0) != 0)
+      fail("sweep launch --gpus-per-task " + std::to_string(a.gpus_per_task) +
+           ": needs --device cuda");
+    for (const SweepRun& r : runs)
+      if (r.config.batch_size % a.gpus_per_task != 0)
+        fail("sweep launch --gpus-per-task " + std::to_string(a.gpus_per_task) + ": run " +
+             r.run_id + " (index " + std::to_string(r.index) + ") has train.batch_size " +
+             std::to_string(r.config.batch_size) + ", not divisible");
+  }
   std::vector<int64_t> idx;
   for (const SweepRun& r : runs)
     if (todo(sweep::run_status(sweep::run_dir(a.dir, r.run_id)).status, a.retry_failed))
@@ -348,6 +362,7 @@ int launch_slurm(const std::string& name, const std::vector<SweepRun>& runs, con
        << "exec " << shell_quote(exe) << " sweep run-task " << shell_quote(a.dir)
        << " --index \"$IDX\" --device " << a.device;
     if (a.threads > 0) sh << " --threads " << a.threads;
+    if (a.gpus_per_task > 1) sh << " --nproc " << a.gpus_per_task;
     sh << "\n";
     atomic_write_file(base + ".sbatch", sh.str());
     std::printf("sweep launch (slurm): wrote %s.sbatch (%zu tasks, %lld at a time)\n",
@@ -412,7 +427,8 @@ std::map<int64_t, std::string> slurm_states(const std::string& dir) {
 // USR1 (the time-limit warning of --signal=B:USR1@90) the trainer checkpoints and the task
 // requeues itself; on TERM (scancel, or Slurm's own requeue/preemption, which requeue by
 // themselves) it only checkpoints, so a cancel stays a cancel.
-int run_task(const std::string& dir, int64_t index, const std::string& device, int threads) {
+int run_task(const std::string& dir, int64_t index, const std::string& device, int threads,
+             int nproc) {
   std::vector<SweepRun> runs = sweep::load_plan(dir);
   if (index < 0 || index >= static_cast<int64_t>(runs.size()))
     fail("sweep run-task: --index " + std::to_string(index) + " is outside the plan (" +
@@ -443,7 +459,7 @@ int run_task(const std::string& dir, int64_t index, const std::string& device, i
               static_cast<long long>(index), r.run_id.c_str(), r.arch.c_str(), r.size.c_str(),
               before.c_str(), restart ? restart : "0");
   std::fflush(stdout);
-  const pid_t pid = spawn_train(dir, r, device, threads, {});
+  const pid_t pid = spawn_train(dir, r, device, threads, {}, nproc);
   g_child.store(pid);
   if (g_signal.load()) kill(pid, SIGTERM);  // a signal that came before the child existed
   int status = 0;
@@ -569,8 +585,10 @@ void register_sweep(CLI::App& app) {
   task->add_option("--index", *index, "Plan index (plan.tsv)")->required();
   task->add_option("--device", a->device, "cpu | cuda[:i]");
   task->add_option("--threads", a->threads, "CPU threads");
-  task->callback([a, index]() {
-    const int rc = run_task(abs_dir(a->dir), *index, a->device, a->threads);
+  auto nproc = std::make_shared<int>(1);
+  task->add_option("--nproc", *nproc, "GPUs of this task to train on, data parallel (cuda)");
+  task->callback([a, index, nproc]() {
+    const int rc = run_task(abs_dir(a->dir), *index, a->device, a->threads, *nproc);
     if (rc != 0) std::exit(rc);
   });
 }

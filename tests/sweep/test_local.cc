@@ -167,3 +167,29 @@ BOOST_AUTO_TEST_CASE(plan_estimates_from_bench_numbers) {
   const std::string err = slurp(out.string());
   BOOST_TEST(err.find("not a bench --json file") != std::string::npos, err);
 }
+
+// Slurm tasks with several GPUs train data parallel: the sbatch script asks for the GPUs and
+// hands run-task `--nproc G` (run-task passes it to train); a batch that does not split over G
+// GPUs, or G GPUs on the CPU, is refused before anything is written or submitted.
+BOOST_AUTO_TEST_CASE(multi_gpu_slurm_tasks_run_data_parallel) {
+  Fixture f;
+  const std::string p = f.write("g.toml", "archs = [\"dense\"]\nbudgets = [2560]");
+  const std::string d = (f.dir / "sw").string(), out = (f.dir / "out.txt").string();
+  auto launch = [&](const std::string& extra) {
+    const std::string cmd = std::string(SL_EXE) + " sweep launch " + p + " --dir " + d +
+                            " --executor slurm --dry-run " + extra + " > " + out + " 2>&1";
+    return std::system(cmd.c_str());
+  };
+  BOOST_TEST(launch("--device cuda --gpus-per-task 3") != 0);  // batch_size 4
+  BOOST_TEST(slurp(out).find("not divisible") != std::string::npos, slurp(out));
+  BOOST_TEST(launch("--device cpu --gpus-per-task 2") != 0);
+  BOOST_TEST(slurp(out).find("needs --device cuda") != std::string::npos, slurp(out));
+  BOOST_TEST(!fs::exists(d + "/slurm"));
+  BOOST_REQUIRE_EQUAL(launch("--device cuda --gpus-per-task 2"), 0);
+  std::string script;
+  for (const auto& e : fs::directory_iterator(d + "/slurm"))
+    if (e.path().extension() == ".sbatch") script = slurp(e.path().string());
+  BOOST_TEST_MESSAGE(script);
+  BOOST_TEST(script.find("#SBATCH --gpus-per-task=2\n") != std::string::npos, script);
+  BOOST_TEST(script.find("--device cuda --nproc 2\n") != std::string::npos, script);
+}
