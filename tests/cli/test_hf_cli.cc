@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "model/hf_io.h"
 #include "runlog/checkpoint.h"
 
@@ -25,12 +26,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 struct Result {
   int rc;

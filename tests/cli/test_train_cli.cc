@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/files.h"
 #include "runlog/checkpoint.h"
 #include "runlog/runlog.h"
 
@@ -58,12 +59,7 @@ int wait_exit(const Proc& p) {
   return 128 + WTERMSIG(status);
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 int run(const std::vector<std::string>& args, std::string* err = nullptr) {
   static int counter = 0;

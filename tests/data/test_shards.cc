@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/prepare.h"
@@ -44,12 +45,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   BOOST_REQUIRE(f.good());
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 void expect_one_line_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
   try {

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/files.h"
 #include "core/error.h"
 #include "report/report.h"
 
@@ -22,12 +23,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 std::string g4(const json& v) {
   if (v.is_null()) return "inf";  // only ci95's upper end is null (unbounded)

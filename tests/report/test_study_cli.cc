@@ -13,18 +13,14 @@
 #include <sstream>
 #include <string>
 
+#include "common/files.h"
 #include "report/report.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 int run(const std::string& args, const std::string& out) {
   const std::string cmd = "OMP_WAIT_POLICY=PASSIVE " + std::string(SL_EXE) + " " + args + " > " +

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/files.h"
 #include "runlog/runlog.h"
 #include "sweep/sweep.h"
 
@@ -20,12 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 struct Fixture {
   fs::path dir;

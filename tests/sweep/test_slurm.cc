@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/files.h"
 #include "fit/table.h"
 #include "runlog/runlog.h"
 
@@ -28,12 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 std::string sh(const std::string& cmd, int* rc = nullptr) {
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");

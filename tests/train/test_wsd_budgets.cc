@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/files.h"
 #include "runlog/runlog.h"
 #include "train/config.h"
 
@@ -26,12 +27,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using sl::test::slurp;
 
 pid_t spawn(const std::vector<std::string>& args) {
   pid_t pid = fork();
