@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "core/backend.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "sweep/sweep.h"
@@ -188,7 +189,11 @@ bool todo(const std::string& status, bool retry_failed) {
 
 int launch_local(const std::vector<SweepRun>& runs, const LaunchArgs& a) {
   const bool gpu = a.device.rfind("cuda", 0) == 0;
-  const int slots = gpu ? std::max(1, a.gpus) * std::max(1, a.per_gpu) : std::max(1, a.jobs);
+  // --gpus 0 (the default): every GPU present.
+  const int gpus = gpu ? (a.gpus > 0 ? a.gpus : cuda_devices()) : 0;
+  if (gpu && gpus == 0)
+    fail("sweep launch --device " + a.device + ": no CUDA device here (or --gpus G)");
+  const int slots = gpu ? gpus * std::max(1, a.per_gpu) : std::max(1, a.jobs);
   int threads = a.threads;
   if (!gpu && threads <= 0)
     threads = std::max<int>(1, static_cast<int>(std::thread::hardware_concurrency()) / slots);
@@ -517,7 +522,7 @@ void register_sweep(CLI::App& app) {
       ->check(CLI::IsMember({"local", "slurm"}));
   launch->add_option("--device", a->device, "cpu | cuda");
   launch->add_option("--jobs", a->jobs, "local, cpu: runs at a time");
-  launch->add_option("--gpus", a->gpus, "local, cuda: GPUs to use (0..G-1)");
+  launch->add_option("--gpus", a->gpus, "local, cuda: GPUs to use (0..G-1; default: all present)");
   launch->add_option("--per-gpu", a->per_gpu, "local, cuda: runs per GPU");
   launch->add_option("--threads", a->threads, "CPU threads per run (default: cores / jobs)");
   launch->add_flag("--retry-failed", a->retry_failed, "Also rerun runs whose status is failed");

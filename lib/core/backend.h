@@ -169,5 +169,7 @@ class Backend {
 
 // Factory: "cpu" (float), "cpu64" (double, for gradient checks), "cuda", "cuda:1".
 std::unique_ptr<Backend> make_backend(const std::string& device);
+// Number of usable CUDA devices (0 without a GPU or in a build without CUDA).
+int cuda_devices();
 
 }  // namespace sl

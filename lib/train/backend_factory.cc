@@ -9,6 +9,14 @@
 
 namespace sl {
 
+int cuda_devices() {
+#ifdef SL_HAVE_CUDA
+  return cuda_device_count();
+#else
+  return 0;
+#endif
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& device) {
   if (device == "cpu") return std::make_unique<CpuBackend<float>>();
   if (device == "cpu64") return std::make_unique<CpuBackend<double>>();

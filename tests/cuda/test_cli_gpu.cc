@@ -110,8 +110,11 @@ BOOST_AUTO_TEST_CASE(local_sweep_spreads_runs_over_the_gpus) {
       << "warmup_tokens = 2048\neval_every = 20\neval_tokens = 4096\ncheckpoint_every = 10\n"
       << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
   const std::string sw = (d.path / "sw").string();
+  // With 2 or more GPUs present, the default (--gpus omitted: all of them) is used on a 2-GPU
+  // machine and --gpus 2 elsewhere.
+  const std::string gpus_arg = sl::cuda_device_count() == G ? "" : " --gpus " + std::to_string(G);
   BOOST_REQUIRE_EQUAL(d.sh("sweep launch " + (d.path / "sweep.toml").string() + " --dir " + sw +
-                           " --device cuda --gpus " + std::to_string(G) + " --per-gpu 2"),
+                           " --device cuda --per-gpu 2" + gpus_arg),
                       0);
   std::set<std::string> devices;
   int completed = 0;
