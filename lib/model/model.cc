@@ -30,7 +30,8 @@ struct Model::Layer {
   Tensor go, go_rstd, on; // [BT, H v_h] recurrence output, [BT H] rstd, gated-normed output
   Tensor n, n_rstd;       // [BT, d] post_attention_layernorm(y) = MLP input (GDN block)
   // attention block: compute-dtype copies of the residual where a GEMM reads it (post-norm)
-  Tensor xb, yb;          // [BT, d] x and y as act dtype (aliases of x, y when that is fp32)
+  Tensor xb, yb;          // [BT, d] x and y as act dtype (x = res_[l] and y themselves when
+                          // activations are fp32: then nothing is copied)
   // both
   Tensor y;               // [BT, d] residual after the mixer (fp32, like the residual stream)
   Tensor gu, h, mo;       // MLP: [BT, 2m] gate|up, [BT, m] silu(gate)*up, [BT, d] down
@@ -117,10 +118,6 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
       L->o = act(BT * D.d);
       L->o_rstd = stat(BT);
       L->mo_rstd = stat(BT);
-      if (split_residual()) {
-        L->xb = act(BT * D.d);
-        L->yb = act(BT * D.d);
-      }
     } else {
       L->u = act(BT * D.d);
       L->u_rstd = stat(BT);
@@ -141,6 +138,10 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
       L->n_rstd = stat(BT);
     }
     L->y = stat(BT * D.d);
+    if (L->type == 'A') {
+      L->xb = split_residual() ? act(BT * D.d) : res_[l];
+      L->yb = split_residual() ? act(BT * D.d) : L->y;
+    }
     L->gu = act(BT * 2 * D.m);
     L->h = act(BT * D.m);
     L->mo = act(BT * D.d);
@@ -160,9 +161,10 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
   gcopy_ = split_residual() ? act(BT * D.d) : Tensor{};
   // One scratch region for the per-layer activation gradients, carved up in backward_*; sized
   // for the larger of the two block types.
-  const int64_t attn_scratch = BT * (3 * D.d + 5 * D.d + 3 * D.m + D.d);
+  // (The mid-block residual gradient dy is dmid_, fp32, not scratch.)
+  const int64_t attn_scratch = BT * (3 * D.d + 4 * D.d + 3 * D.m + D.d);
   const int64_t gdn_scratch =
-      BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + 2 * D.d + 3 * D.m + D.d);
+      BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d + 3 * D.m + D.d);
   scratch_ = act(std::max(attn_scratch, gdn_scratch));
   ids_.resize(BT);
   targets_.resize(BT);
@@ -299,7 +301,7 @@ void Model::forward_attention(Layer& L, Tensor x, Tensor out) {
   be_.axpy(out, L.y, 1.f, BT * d);
 }
 
-void Model::backward_attention(Layer& L, Tensor x, Tensor dout, Tensor dx) {
+void Model::backward_attention(Layer& L, Tensor /*x: read as L.xb*/, Tensor dout, Tensor dx) {
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_, l = layer_index(L), d = D.d;
   const float theta = static_cast<float>(spec_.rope_theta);
@@ -319,7 +321,7 @@ void Model::backward_attention(Layer& L, Tensor x, Tensor dout, Tensor dx) {
   be_.rmsnorm_backward(dmo, dW(l, "post_feedforward_layernorm.weight"), dout, L.mo, d,
                        W(l, "post_feedforward_layernorm.weight"), L.mo_rstd, BT, d);
   be_.axpy(dy, dout, 1.f, BT * d);
-  backward_mlp(L, split_residual() ? L.yb : L.y, dmo, dy);
+  backward_mlp(L, L.yb, dmo, dy);
   // y = x + rms(o): dx += dy + (attention path)
   be_.axpy(dx, dy, 1.f, BT * d);
   be_.rmsnorm_backward(dov, dW(l, "post_attention_layernorm.weight"), dy, L.o, d,
@@ -335,8 +337,7 @@ void Model::backward_attention(Layer& L, Tensor x, Tensor dout, Tensor dx) {
   be_.rmsnorm_backward(dqkv.at(d), dW(l, "self_attn.k_norm.weight"), dk, L.qkv.at(d), 3 * d,
                        W(l, "self_attn.k_norm.weight"), L.k_rstd, BT, d);
   be_.matmul_backward(dx, dW(l, "self_attn.q_proj.weight", 3 * d * d), dqkv,
-                      split_residual() ? L.xb : x, d, W(l, "self_attn.q_proj.weight", 3 * d * d),
-                      BT, d, 3 * d);
+                      L.xb, d, W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d);
 }
 
 // ---- Gated DeltaNet block (OLMo Hybrid, pre-norm) ---------------------------------------------
