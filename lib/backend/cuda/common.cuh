@@ -92,6 +92,8 @@ class Scratch {
   size_t cap_ = 0;
 };
 
+struct GemmPlans;  // matmul.cu: the cuBLASLt handle, its workspace and the cached GEMM plans
+
 // What every launcher needs: the stream, a float workspace and an int32 staging buffer for
 // host index arrays, and the device limits some kernels size themselves by.
 struct Ctx {
@@ -99,6 +101,7 @@ struct Ctx {
   Scratch* work = nullptr;    // per-op workspace (recomputed intermediates, per-tile partials)
   Scratch* reduce = nullptr;  // partial sums of colsum() and of the double reductions only
   Scratch* index = nullptr;   // int32 copies of host ids / targets / orderings
+  GemmPlans* gemm = nullptr;
   int num_sms = 1;
   size_t smem_optin = 48 << 10;  // max dynamic shared memory per block after opt-in (bytes)
 };

@@ -1,7 +1,5 @@
 // CudaBackend: device set-up, memory, host transfers, and the dispatch of every op to its
 // launcher in ops.h (one .cu file per op group), checking each tensor's dtype on the way.
-#include <cublas_v2.h>
-
 #include <cmath>
 #include <map>
 #include <string>
@@ -29,7 +27,7 @@ int cuda_device_count(std::string* why) {
 
 struct CudaBackend::Impl {
   cudaStream_t stream = nullptr;
-  cublasHandle_t cublas = nullptr;
+  cuda::GemmPlans* gemm = nullptr;
   cuda::Scratch work, reduce, index;
   cuda::Ctx ctx;
   // RoPE cos/sin tables [T, hd/2] per (T, hd, theta), built once on the host in double.
@@ -37,7 +35,7 @@ struct CudaBackend::Impl {
 
   ~Impl() {
     for (auto& kv : rope) cudaFree(kv.second);
-    if (cublas) cublasDestroy(cublas);
+    cuda::gemm_plans_destroy(gemm);
     if (stream) cudaStreamDestroy(stream);
   }
 };
@@ -61,9 +59,7 @@ CudaBackend::CudaBackend(int device, DType act) : device_(device), act_(act) {
   SL_CUDA_CHECK(cudaSetDevice(device));
   impl_ = std::make_unique<Impl>();
   SL_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
-  if (cublasCreate(&impl_->cublas) != CUBLAS_STATUS_SUCCESS) fail("cuda: cublasCreate failed");
-  if (cublasSetStream(impl_->cublas, impl_->stream) != CUBLAS_STATUS_SUCCESS)
-    fail("cuda: cublasSetStream failed");
+  impl_->gemm = cuda::gemm_plans_create(impl_->stream);
   cudaDeviceProp prop{};
   SL_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   cuda::Ctx& c = impl_->ctx;
@@ -71,6 +67,7 @@ CudaBackend::CudaBackend(int device, DType act) : device_(device), act_(act) {
   c.work = &impl_->work;
   c.reduce = &impl_->reduce;
   c.index = &impl_->index;
+  c.gemm = impl_->gemm;
   c.num_sms = prop.multiProcessorCount;
   c.smem_optin = prop.sharedMemPerBlockOptin;
 }
@@ -186,11 +183,11 @@ void CudaBackend::embedding_backward(Tensor dwte, const int32_t* ids, Tensor dou
 }
 void CudaBackend::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
                                  int64_t N, bool accumulate) {
-  cuda::matmul_forward(impl_->ctx, impl_->cublas, y, x, ldx, w, M, K, N, accumulate);
+  cuda::matmul_forward(impl_->ctx, y, x, ldx, w, M, K, N, accumulate);
 }
 void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
                                   int64_t M, int64_t K, int64_t N) {
-  cuda::matmul_backward(impl_->ctx, impl_->cublas, dx, dw, dy, x, ldx, w, M, K, N);
+  cuda::matmul_backward(impl_->ctx, dx, dw, dy, x, ldx, w, M, K, N);
 }
 void CudaBackend::rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R,
                                   int64_t C, float eps) {

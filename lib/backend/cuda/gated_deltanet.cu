@@ -1,26 +1,36 @@
-// Gated DeltaNet recurrence on the GPU: the chunkwise (WY/UT) form of
-// backend/cpu/gated_deltanet.cc, forward and analytic backward, the same equations in the same
-// order, chunk kC = 64, fp32 state.
+// Gated DeltaNet recurrence on the GPU: the chunkwise WY/UT form of backend/cpu/gated_deltanet.cc,
+// forward and analytic backward, chunk kC = 64, fp32 state, every matrix product on tensor cores.
 //
 // Per (b, h), state S in R^{dk x dv}, S_0 = 0:  S <- e^{g_t} S;  delta = beta_t (v_t - S^T k_t);
 // S <- S + k_t delta^T;  o_t = S^T q_t.  Per chunk of C steps with entry state S0 (notation of
 // the CPU file: gamma = inclusive cumsum of g in the chunk, Gam = e^gamma, e_s = e^{gamma_last -
 // gamma_s}, E_ts = e^{gamma_t - gamma_s} for s <= t):
-//   L_ts  = beta_t E_ts k_t.k_s (s < t),   A = (Q K^T) . E,   Ub = V - diag(Gam) K S0
-//   Delta = (I + L)^{-1} diag(beta) Ub     (forward substitution)
+//   KKE_ts = E_ts k_t.k_s (s < t),  L = diag(beta) KKE,  A = (Q K^T) . E (s <= t)
+//   Tinv  = (I + L)^{-1}                                   (the UT transform)
+//   Ub    = V - diag(Gam) K S0,  Delta = Tinv diag(beta) Ub
 //   O     = diag(Gam) Q S0 + A Delta,      S_next = Gam_last S0 + K^T diag(e) Delta
 // Every exponent is gamma_t - gamma_s with s <= t (or gamma_t - 0): <= 0, so no overflow however
-// strong the decay, and the unit-lower solve has no division, so no NaN from the triangular solve.
+// strong the decay; Tinv is built by substitution and block products with no division, so the
+// triangular solve cannot make a NaN.
+//
+// Tensor cores, fp32-faithful: every product runs on WMMA TF32 tiles (m16n16k8) in the 3xTF32
+// split a = a_hi + a_lo, ab ~ a_hi b_hi + a_hi b_lo + a_lo b_hi (relative error ~2^-21, i.e.
+// fp32-level). Plain TF32 was tried on the forward and doubled the model's bf16 gradient error
+// (docs/PERFORMANCE.md): the state and Delta are fp32 quantities, so they keep fp32 precision.
 //
 // Parallelism: the value columns of S evolve independently (delta_t[j] only involves S[:, j]), so a
-// block owns one (b, h) and a tile of kVT value columns, and walks the chunks in order (backward:
-// in reverse). The [C, C] matrices (A, L) are recomputed per tile (cheap next to the rest). Each
-// block's working set lives in shared memory; math is fp32 SIMT, no tensor cores in this first
-// version. Backward: dv is per column and written directly (+=); dq, dk, dbeta and dg are sums
-// over the column tiles, so each tile writes its share to an fp32 workspace [ntiles, ...] (every
-// row of every chunk written, padded tails included) and a second kernel adds the tiles in order:
-// no atomics, deterministic.
+// block owns one (b, h) and a tile of VT value columns, and walks the chunks in order (backward:
+// in reverse). The [C, C] matrices (A, KKE, Tinv) are recomputed per tile. Everything a chunk
+// needs lives in shared memory, zero-padded to the tile grid (rows to 64, dk to a multiple of 16,
+// value columns to VT), so padded tails (T not a multiple of 64, dv not a multiple of VT) feed
+// zeros into every product and are never written out. Backward: dv is per column and written
+// directly (+=); dq, dk, dbeta and dg are sums over the column tiles, so each tile writes its share
+// to an fp32 workspace [ntiles, ...] and a second kernel adds the tiles in order: no atomics,
+// deterministic.
+#include <mma.h>
+
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "backend/cuda/ops.h"
@@ -28,12 +38,15 @@
 namespace sl::cuda {
 namespace {
 
-constexpr int kC = 64;   // chunk length (= cpu::kGdnChunk; the states layout depends on it)
-constexpr int kVT = 32;  // value columns per block
+namespace wmma = nvcuda::wmma;
+
+constexpr int kC = 64;  // chunk length (= cpu::kGdnChunk; the states layout depends on it)
 constexpr int kThreads = 256;
+constexpr int kLdc = kC + 4;  // leading dim of the [C, C] matrices (multiple of 4 for WMMA)
 
 struct GdnDims {
   int B, T, H, DK, DV, NC;
+  int DKp;  // DK rounded up to 16 (the WMMA tile)
   // Element offsets: token t of sequence b, head h, for q/k rows, v/out rows and beta/g.
   __device__ int64_t qk(int b, int t, int h) const { return ((int64_t{b} * T + t) * H + h) * DK; }
   __device__ int64_t vo(int b, int t, int h) const { return ((int64_t{b} * T + t) * H + h) * DV; }
@@ -43,123 +56,187 @@ struct GdnDims {
   }
 };
 
-__device__ inline float dotp(const float* a, const float* b, int n) {
-  float acc = 0.f;
-  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
+// ---- block-wide products in shared memory ------------------------------------------------------
 
-// Loads the chunk rows t < Cn of one head: Qs/Ks [kC][ldk] from q/k, a [kC][ldv] tile of value
-// columns j0.. j0+nv from `v` (v or dout), beta into bet and raw g into gam.
-__device__ inline void load_chunk(float* Qs, float* Ks, int ldk, DPtr q, DPtr k, const GdnDims& D,
-                                  int b, int h, int t0, int Cn) {
-  for (int i = threadIdx.x; i < Cn * D.DK; i += blockDim.x) {
-    const int t = i / D.DK, c = i % D.DK;
-    const int64_t o = D.qk(b, t0 + t, h) + c;
-    Qs[t * ldk + c] = q.ld(o);
-    Ks[t * ldk + c] = k.ld(o);
+template <class Frag>
+__device__ inline void split_tf32(Frag& hi, Frag& lo) {
+#pragma unroll
+  for (int i = 0; i < hi.num_elements; ++i) {
+    const float x = hi.x[i], h = wmma::__float_to_tf32(x);
+    hi.x[i] = h;
+    lo.x[i] = wmma::__float_to_tf32(x - h);
   }
 }
+
+// C[M, N] = (accumulate ? C : 0) + op(A)[M, K] op(B)[K, N], fp32 row-major in shared memory.
+// TA: A is stored transposed ([K, M], leading dim lda); TB: B is stored transposed ([N, K]).
+// M, N multiples of 16, K of 8, leading dims multiples of 4, tiles 32-byte aligned. Warps take
+// the 16 x 16 output tiles round-robin, so consecutive calls with the same M, N give each warp
+// the same tiles (calls accumulating into one C need no barrier between them). C must not
+// overlap A or B. The caller puts barriers before (inputs written) and after (C read by others).
+template <bool TA, bool TB>
+__device__ void mm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
+                   int N, int K, bool accumulate) {
+  using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
+  using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / 16;
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> c;
+    if (accumulate)
+      wmma::load_matrix_sync(c, C + i0 * ldc + j0, ldc, wmma::mem_row_major);
+    else
+      wmma::fill_fragment(c, 0.f);
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> ah, al;
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> bh, bl;
+      wmma::load_matrix_sync(ah, TA ? A + k0 * lda + i0 : A + i0 * lda + k0, lda);
+      wmma::load_matrix_sync(bh, TB ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb);
+      split_tf32(ah, al);
+      split_tf32(bh, bl);
+      wmma::mma_sync(c, al, bh, c);
+      wmma::mma_sync(c, ah, bl, c);
+      wmma::mma_sync(c, ah, bh, c);
+    }
+    wmma::store_matrix_sync(C + i0 * ldc + j0, c, ldc, wmma::mem_row_major);
+  }
+  __syncwarp();
+}
+
+// Ts = (I + L)^{-1} with L_ts = bet_t KKE_ts (s < t; KKE strictly lower, [kC][kLdc]), by 16 x 16
+// blocks: the four diagonal blocks by substitution (one thread per column), then the
+// off-diagonal blocks by distance d = I - J from the diagonal,
+//   T_IJ = -T_II sum_{K=J}^{I-1} L_IK T_KJ,
+// whose T_KJ (K - J < d) are already known. P: scratch of 3 * 256 floats. Barrier at both ends.
+__device__ void unit_lower_inverse(float* Ts, const float* KKE, const float* bet, float* P) {
+  const int tid = threadIdx.x, nth = blockDim.x;
+  __syncthreads();
+  for (int i = tid; i < kC * kC; i += nth) Ts[(i / kC) * kLdc + i % kC] = 0.f;
+  __syncthreads();
+  if (tid < kC) {
+    const int o = (tid / 16) * 16, j = o + tid % 16;  // column j of the diagonal block at o
+    Ts[j * kLdc + j] = 1.f;
+    for (int i = j + 1; i < o + 16; ++i) {
+      float acc = 0.f;
+      for (int s = j; s < i; ++s) acc += KKE[i * kLdc + s] * Ts[s * kLdc + j];
+      Ts[i * kLdc + j] = -bet[i] * acc;
+    }
+  }
+  for (int d = 1; d < kC / 16; ++d) {
+    const int nb = kC / 16 - d;  // blocks (I, J) = (J + d, J), J < nb
+    __syncthreads();
+    for (int e = tid; e < nb * 256; e += nth) {
+      const int J = e / 256, r = (e % 256) / 16, c = e % 16, row = 16 * (J + d) + r;
+      float acc = 0.f;
+      for (int k = 16 * J; k < 16 * (J + d); ++k) acc += KKE[row * kLdc + k] * Ts[k * kLdc + 16 * J + c];
+      P[e] = bet[row] * acc;
+    }
+    __syncthreads();
+    for (int e = tid; e < nb * 256; e += nth) {
+      const int J = e / 256, r = (e % 256) / 16, c = e % 16, I = J + d, row = 16 * I + r;
+      float acc = 0.f;
+      for (int k = 0; k <= r; ++k) acc += Ts[row * kLdc + 16 * I + k] * P[J * 256 + k * 16 + c];
+      Ts[row * kLdc + 16 * J + c] = -acc;
+    }
+  }
+  __syncthreads();
+}
+
+// ---- chunk loads ------------------------------------------------------------------------------
+
+// Qs/Ks [kC][ldk] <- rows t < Cn of q/k (one head), zero elsewhere (rows >= Cn, columns >= DK).
+__device__ inline void load_qk(float* Qs, float* Ks, int ldk, DPtr q, DPtr k, const GdnDims& D,
+                               int b, int h, int t0, int Cn) {
+  for (int i = threadIdx.x; i < kC * D.DKp; i += blockDim.x) {
+    const int t = i / D.DKp, c = i % D.DKp;
+    const bool in = t < Cn && c < D.DK;
+    const int64_t o = in ? D.qk(b, t0 + t, h) + c : 0;
+    Qs[t * ldk + c] = in ? q.ld(o) : 0.f;
+    Ks[t * ldk + c] = in ? k.ld(o) : 0.f;
+  }
+}
+// Vs [kC][ldv] <- value columns j0 .. j0 + nv of `v` (v or dout) for rows t < Cn, zero elsewhere.
+template <int VT>
 __device__ inline void load_vtile(float* Vs, int ldv, DPtr v, const GdnDims& D, int b, int h,
                                   int t0, int Cn, int j0, int nv) {
-  for (int i = threadIdx.x; i < Cn * nv; i += blockDim.x) {
-    const int t = i / nv, j = i % nv;
-    Vs[t * ldv + j] = v.ld(D.vo(b, t0 + t, h) + j0 + j);
+  for (int i = threadIdx.x; i < kC * VT; i += blockDim.x) {
+    const int t = i / VT, j = i % VT;
+    Vs[t * ldv + j] = t < Cn && j < nv ? v.ld(D.vo(b, t0 + t, h) + j0 + j) : 0.f;
   }
 }
-
-// gamma = inclusive cumsum of g within the chunk (in place, sequential like the CPU), then
-// Gam = e^gamma and e = e^{gamma_last - gamma}. Ends with a barrier.
-__device__ inline void chunk_gates(float* gam, float* Gam, float* ev, int Cn) {
+// bet, gam <- beta, g for t < Cn; zero past the chunk's end (so padded rows have beta 0 and the
+// cumsum stays gamma_last). Then gamma = inclusive cumsum, Gam = e^gamma, e = e^{gamma_last -
+// gamma}. Ends with a barrier.
+__device__ inline void load_gates(float* bet, float* gam, float* Gam, float* ev, DPtr beta, DPtr g,
+                                  const GdnDims& D, int b, int h, int t0, int Cn) {
+  for (int t = threadIdx.x; t < kC; t += blockDim.x) {
+    bet[t] = t < Cn ? beta.ld(D.gate(b, t0 + t, h)) : 0.f;
+    gam[t] = t < Cn ? g.ld(D.gate(b, t0 + t, h)) : 0.f;
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     float acc = 0.f;
-    for (int t = 0; t < Cn; ++t) gam[t] = acc += gam[t];
+    for (int t = 0; t < kC; ++t) gam[t] = acc += gam[t];
   }
   __syncthreads();
-  for (int t = threadIdx.x; t < Cn; t += blockDim.x) {
+  for (int t = threadIdx.x; t < kC; t += blockDim.x) {
     Gam[t] = expf(gam[t]);
     ev[t] = expf(gam[Cn - 1] - gam[t]);
   }
   __syncthreads();
 }
 
-// A_ts = (q_t.k_s) E_ts (s <= t), L_ts = beta_t E_ts (k_t.k_s) (s < t), zero elsewhere.
-__device__ inline void chunk_AL(float* As, float* Ls, int ldc, const float* Qs, const float* Ks,
-                                int ldk, int DK, const float* gam, const float* bet, int Cn) {
-  for (int i = threadIdx.x; i < Cn * Cn; i += blockDim.x) {
-    const int t = i / Cn, s = i % Cn;
-    float a = 0.f, l = 0.f;
-    if (s <= t) {
-      const float E = expf(gam[t] - gam[s]);
-      a = dotp(Qs + t * ldk, Ks + s * ldk, DK) * E;
-      if (s < t) l = bet[t] * E * dotp(Ks + t * ldk, Ks + s * ldk, DK);
-    }
-    As[t * ldc + s] = a;
-    Ls[t * ldc + s] = l;
+// After As = Q K^T and KKE = K K^T: A . E (s <= t) and KKE . E (s < t), zero elsewhere.
+__device__ inline void mask_decay(float* As, float* KKE, const float* gam) {
+  for (int i = threadIdx.x; i < kC * kC; i += blockDim.x) {
+    const int t = i / kC, s = i % kC;
+    const float E = s <= t ? expf(gam[t] - gam[s]) : 0.f;
+    As[t * kLdc + s] *= E;
+    KKE[t * kLdc + s] = s < t ? KKE[t * kLdc + s] * E : 0.f;
   }
 }
 
-// X <- (I + L)^{-1} X in place (forward substitution, unit lower triangular, L's diagonal not
-// read); one thread per column, four partial sums to shorten the dependency chain.
-__device__ inline void solve_unit_lower(const float* Ls, int ldc, float* X, int ldv, int Cn,
-                                        int nv) {
-  const int j = threadIdx.x;
-  if (j >= nv) return;
-  for (int t = 1; t < Cn; ++t) {
-    const float* lt = Ls + t * ldc;
-    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
-    int s = 0;
-    for (; s + 3 < t; s += 4) {
-      a0 += lt[s] * X[s * ldv + j];
-      a1 += lt[s + 1] * X[(s + 1) * ldv + j];
-      a2 += lt[s + 2] * X[(s + 2) * ldv + j];
-      a3 += lt[s + 3] * X[(s + 3) * ldv + j];
-    }
-    for (; s < t; ++s) a0 += lt[s] * X[s * ldv + j];
-    X[t * ldv + j] -= (a0 + a1) + (a2 + a3);
+template <int VT>
+struct Layout {
+  static constexpr int ldv = VT + 4;
+  // Shared memory floats: `big` [kC][DKp+4] buffers, `cc` [kC][kLdc], `vt` [kC][ldv], `st`
+  // [DKp][ldv], then the gate vectors and a 32-float reduction buffer.
+  static size_t bytes(int DKp, int big, int cc, int vt, int st, int vecs) {
+    return sizeof(float) * (size_t{static_cast<unsigned>(big)} * kC * (DKp + 4) +
+                            size_t{static_cast<unsigned>(cc)} * kC * kLdc +
+                            size_t{static_cast<unsigned>(vt)} * kC * ldv +
+                            size_t{static_cast<unsigned>(st)} * DKp * ldv +
+                            size_t{static_cast<unsigned>(vecs)} * kC + 32);
   }
-}
+};
+constexpr int kFwd[5] = {2, 3, 3, 1, 4};  // big, cc, vt, st, vecs
+constexpr int kBwd[5] = {3, 4, 6, 2, 6};
 
-// X <- (I + L)^{-T} X in place (back substitution with the unit upper (I + L)^T).
-__device__ inline void solve_unit_lower_transposed(const float* Ls, int ldc, float* X, int ldv,
-                                                   int Cn, int nv) {
-  const int j = threadIdx.x;
-  if (j >= nv) return;
-  for (int t = Cn - 2; t >= 0; --t) {
-    float a0 = 0.f, a1 = 0.f;
-    int s = t + 1;
-    for (; s + 1 < Cn; s += 2) {
-      a0 += Ls[s * ldc + t] * X[s * ldv + j];
-      a1 += Ls[(s + 1) * ldc + t] * X[(s + 1) * ldv + j];
-    }
-    if (s < Cn) a0 += Ls[s * ldc + t] * X[s * ldv + j];
-    X[t * ldv + j] -= a0 + a1;
-  }
-}
-
-// Grid (B*H, ceil(dv / kVT)), kThreads threads.
-// smem: Qs, Ks [kC][DK+1]; As, Ls [kC][kC+1]; Ds [kC][kVT+1] (X, then Delta);
-//       Ss [DK][kVT+1] (the state tile); gam, Gam, ev, bet [kC].
+// Grid (B*H, ceil(dv / VT)), kThreads threads. See Layout / kFwd for the shared memory.
+template <int VT>
 __global__ void __launch_bounds__(kThreads)
     gdn_forward_kernel(DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
                        GdnDims D) {
-  extern __shared__ float sm[];
-  const int ldk = D.DK + 1, ldc = kC + 1, ldv = kVT + 1;
+  extern __shared__ __align__(128) float sm[];
+  constexpr int ldv = Layout<VT>::ldv;
+  const int ldk = D.DKp + 4;
   float* Qs = sm;
   float* Ks = Qs + kC * ldk;
   float* As = Ks + kC * ldk;
-  float* Ls = As + kC * ldc;
-  float* Ds = Ls + kC * ldc;
-  float* Ss = Ds + kC * ldv;
-  float* gam = Ss + D.DK * ldv;
+  float* KKE = As + kC * kLdc;
+  float* Ts = KKE + kC * kLdc;
+  float* Xs = Ts + kC * kLdc;   // K S0, then X = diag(beta) Ub, then diag(e) Delta
+  float* Ds = Xs + kC * ldv;    // V, then Delta
+  float* Os = Ds + kC * ldv;    // scratch of the inverse, then the output
+  float* Ss = Os + kC * ldv;    // the state tile [DKp][ldv]
+  float* gam = Ss + D.DKp * ldv;
   float* Gam = gam + kC;
   float* ev = Gam + kC;
   float* bet = ev + kC;
   const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
-  const int j0 = blockIdx.y * kVT, nv = min(kVT, D.DV - j0);
+  const int j0 = blockIdx.y * VT, nv = min(VT, D.DV - j0);
   const int tid = threadIdx.x, nth = blockDim.x;
-  for (int i = tid; i < D.DK * ldv; i += nth) Ss[i] = 0.f;
+  for (int i = tid; i < D.DKp * ldv; i += nth) Ss[i] = 0.f;
 
   for (int c = 0; c < D.NC; ++c) {
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
@@ -167,273 +244,240 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t so = D.state(b, h, c) + j0;
     for (int i = tid; i < D.DK * nv; i += nth)
       states.st(so + int64_t{i / nv} * D.DV + i % nv, Ss[(i / nv) * ldv + i % nv]);
-    load_chunk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
-    load_vtile(Ds, ldv, v, D, b, h, t0, Cn, j0, nv);
-    for (int t = tid; t < Cn; t += nth) {
-      bet[t] = beta.ld(D.gate(b, t0 + t, h));
-      gam[t] = g.ld(D.gate(b, t0 + t, h));
-    }
-    chunk_gates(gam, Gam, ev, Cn);
-    chunk_AL(As, Ls, ldc, Qs, Ks, ldk, D.DK, gam, bet, Cn);
-    // X = diag(beta) (V - diag(Gam) K S0)
-    for (int i = tid; i < Cn * nv; i += nth) {
-      const int t = i / nv, j = i % nv;
-      float ks = 0.f;
-      for (int r = 0; r < D.DK; ++r) ks += Ks[t * ldk + r] * Ss[r * ldv + j];
-      Ds[t * ldv + j] = bet[t] * (Ds[t * ldv + j] - Gam[t] * ks);
-    }
+    load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
+    load_vtile<VT>(Ds, ldv, v, D, b, h, t0, Cn, j0, nv);
+    load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
+    mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false);   // Q K^T
+    mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false);  // K K^T
+    mm<false, false>(Xs, ldv, Ks, ldk, Ss, ldv, kC, VT, D.DKp, false);  // K S0
     __syncthreads();
-    solve_unit_lower(Ls, ldc, Ds, ldv, Cn, nv);
-    __syncthreads();
-    // O = diag(Gam) Q S0 + A Delta
-    for (int i = tid; i < Cn * nv; i += nth) {
-      const int t = i / nv, j = i % nv;
-      float qs = 0.f, ad = 0.f;
-      for (int r = 0; r < D.DK; ++r) qs += Qs[t * ldk + r] * Ss[r * ldv + j];
-      for (int s = 0; s <= t; ++s) ad += As[t * ldc + s] * Ds[s * ldv + j];
-      out.st(D.vo(b, t0 + t, h) + j0 + j, Gam[t] * qs + ad);
+    mask_decay(As, KKE, gam);
+    for (int i = tid; i < kC * VT; i += nth) {  // X = diag(beta) (V - diag(Gam) K S0)
+      const int t = i / VT, j = i % VT;
+      Xs[t * ldv + j] = bet[t] * (Ds[t * ldv + j] - Gam[t] * Xs[t * ldv + j]);
     }
+    unit_lower_inverse(Ts, KKE, bet, Os);
+    mm<false, false>(Ds, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);     // Delta = Tinv X
+    mm<false, false>(Os, ldv, Qs, ldk, Ss, ldv, kC, VT, D.DKp, false);  // Q S0
     __syncthreads();
-    // S_next = Gam_last S0 + K^T diag(e) Delta
     const float GamL = Gam[Cn - 1];
-    for (int i = tid; i < D.DK * nv; i += nth) {
-      const int r = i / nv, j = i % nv;
-      float acc = 0.f;
-      for (int s = 0; s < Cn; ++s) acc += Ks[s * ldk + r] * ev[s] * Ds[s * ldv + j];
-      Ss[r * ldv + j] = GamL * Ss[r * ldv + j] + acc;
+    for (int i = tid; i < kC * VT; i += nth) {
+      const int t = i / VT, j = i % VT;
+      Os[t * ldv + j] *= Gam[t];
+      Xs[t * ldv + j] = ev[t] * Ds[t * ldv + j];
+    }
+    for (int i = tid; i < D.DKp * VT; i += nth) Ss[(i / VT) * ldv + i % VT] *= GamL;
+    __syncthreads();
+    mm<false, false>(Os, ldv, As, kLdc, Ds, ldv, kC, VT, kC, true);        // O += A Delta
+    mm<true, false>(Ss, ldv, Ks, ldk, Xs, ldv, D.DKp, VT, kC, true);       // S += K^T diag(e) Delta
+    __syncthreads();
+    for (int i = tid; i < Cn * nv; i += nth) {
+      const int t = i / nv, j = i % nv;
+      out.st(D.vo(b, t0 + t, h) + j0 + j, Os[t * ldv + j]);
     }
   }
 }
 
 // Backward, chunks in reverse carrying dS = dL/dS_next (zero after the last chunk); the steps
-// (1)-(5) are those of gdn_chunk_backward in backend/cpu/gated_deltanet.cc.
+// (1)-(5) are those of gdn_chunk_backward in backend/cpu/gated_deltanet.cc, with the triangular
+// solves replaced by products with Tinv and dK accumulated in shared memory.
 // Grid (B*H, ntiles), kThreads threads. Outputs: dv_ (+=, this tile's columns); partials for
 // this tile (=): dq_p, dk_p [B, T, H, DK], dbeta_p, dg_p [B, T, H], each at offset tile * size.
-// smem: Qs, Ks, Zs [kC][DK+1]; As, Ls, Ws [kC][kC+1]; Ub, Dl, dOs, dDs [kC][kVT+1];
-//       S0, dS [DK][kVT+1]; gam, Gam, ev, bet, dgam, dbet, rr [kC]; red [32].
+template <int VT>
 __global__ void __launch_bounds__(kThreads)
     gdn_backward_kernel(float* dq_p, float* dk_p, float* dbeta_p, float* dg_p, DPtr dv_, DPtr dout,
                         DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g, GdnDims D) {
-  extern __shared__ float sm[];
-  const int ldk = D.DK + 1, ldc = kC + 1, ldv = kVT + 1;
+  extern __shared__ __align__(128) float sm[];
+  constexpr int ldv = Layout<VT>::ldv;
+  const int ldk = D.DKp + 4;
   float* Qs = sm;
   float* Ks = Qs + kC * ldk;
-  float* Zs = Ks + kC * ldk;
+  float* Zs = Ks + kC * ldk;    // dO S0^T -> dQ; then Delta dS^T -> dK
   float* As = Zs + kC * ldk;
-  float* Ls = As + kC * ldc;
-  float* Ws = Ls + kC * ldc;
-  float* Ub = Ws + kC * ldc;
-  float* Dl = Ub + kC * ldv;
+  float* KKE = As + kC * kLdc;
+  float* Ts = KKE + kC * kLdc;
+  float* Ws = Ts + kC * kLdc;   // scratch of the inverse, dA -> dQK, then d -> G
+  float* Ub = Ws + kC * kLdc;   // V, then Ub = V - diag(Gam) K S0
+  float* Dl = Ub + kC * ldv;    // Delta
   float* dOs = Dl + kC * ldv;
-  float* dDs = dOs + kC * ldv;
-  float* S0 = dDs + kC * ldv;
-  float* dS = S0 + D.DK * ldv;
-  float* gam = dS + D.DK * ldv;
+  float* dDs = dOs + kC * ldv;  // dDelta, then -diag(Gam) Y
+  float* Tmp = dDs + kC * ldv;  // X, K dS, diag(Gam) dO, dX -> Y
+  float* KS = Tmp + kC * ldv;   // K S0
+  float* S0 = KS + kC * ldv;    // [DKp][ldv]
+  float* dS = S0 + D.DKp * ldv;
+  float* gam = dS + D.DKp * ldv;
   float* Gam = gam + kC;
   float* ev = Gam + kC;
   float* bet = ev + kC;
   float* dgam = bet + kC;
   float* dbet = dgam + kC;
-  float* rr = dbet + kC;
-  float* red = rr + kC;
+  float* red = dbet + kC;
   const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
-  const int j0 = blockIdx.y * kVT, nv = min(kVT, D.DV - j0);
-  const int tid = threadIdx.x, nth = blockDim.x;
+  const int j0 = blockIdx.y * VT, nv = min(VT, D.DV - j0);
+  const int tid = threadIdx.x, nth = blockDim.x, warp = tid / 32, lane = tid % 32;
+  const int nw = nth / 32;
   const int64_t n_gate = int64_t{D.B} * D.T * D.H;
   float* dqp = dq_p + blockIdx.y * n_gate * D.DK;
   float* dkp = dk_p + blockIdx.y * n_gate * D.DK;
   float* dbp = dbeta_p + blockIdx.y * n_gate;
   float* dgp = dg_p + blockIdx.y * n_gate;
-  for (int i = tid; i < D.DK * ldv; i += nth) dS[i] = 0.f;
+  for (int i = tid; i < D.DKp * ldv; i += nth) dS[i] = 0.f;
 
   for (int c = D.NC - 1; c >= 0; --c) {
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
     __syncthreads();
     const int64_t so = D.state(b, h, c) + j0;
-    for (int i = tid; i < D.DK * nv; i += nth)
-      S0[(i / nv) * ldv + i % nv] = states.ld(so + int64_t{i / nv} * D.DV + i % nv);
-    load_chunk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
-    load_vtile(Ub, ldv, v, D, b, h, t0, Cn, j0, nv);
-    load_vtile(dOs, ldv, dout, D, b, h, t0, Cn, j0, nv);
-    for (int t = tid; t < Cn; t += nth) {
-      bet[t] = beta.ld(D.gate(b, t0 + t, h));
-      gam[t] = g.ld(D.gate(b, t0 + t, h));
-      dgam[t] = 0.f;
-      dbet[t] = 0.f;
+    for (int i = tid; i < D.DKp * VT; i += nth) {
+      const int r = i / VT, j = i % VT;
+      S0[r * ldv + j] = r < D.DK && j < nv ? states.ld(so + int64_t{r} * D.DV + j) : 0.f;
     }
-    chunk_gates(gam, Gam, ev, Cn);
+    load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
+    load_vtile<VT>(Ub, ldv, v, D, b, h, t0, Cn, j0, nv);
+    load_vtile<VT>(dOs, ldv, dout, D, b, h, t0, Cn, j0, nv);
+    for (int t = tid; t < kC; t += nth) dgam[t] = dbet[t] = 0.f;
+    load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
     const float GamL = Gam[Cn - 1];
-    chunk_AL(As, Ls, ldc, Qs, Ks, ldk, D.DK, gam, bet, Cn);
-    // Recompute Ub = V - diag(Gam) K S0 and Delta = (I + L)^{-1} diag(beta) Ub.
-    for (int i = tid; i < Cn * nv; i += nth) {
-      const int t = i / nv, j = i % nv;
-      float ks = 0.f;
-      for (int r = 0; r < D.DK; ++r) ks += Ks[t * ldk + r] * S0[r * ldv + j];
-      const float u = Ub[t * ldv + j] - Gam[t] * ks;
+    // Recompute A, KKE, Tinv, Ub and Delta.
+    mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false);
+    mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false);
+    mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false);
+    __syncthreads();
+    mask_decay(As, KKE, gam);
+    for (int i = tid; i < kC * VT; i += nth) {
+      const int t = i / VT, j = i % VT;
+      const float u = Ub[t * ldv + j] - Gam[t] * KS[t * ldv + j];
       Ub[t * ldv + j] = u;
-      Dl[t * ldv + j] = bet[t] * u;
+      Tmp[t * ldv + j] = bet[t] * u;
     }
-    __syncthreads();
-    solve_unit_lower(Ls, ldc, Dl, ldv, Cn, nv);
-    __syncthreads();
+    unit_lower_inverse(Ts, KKE, bet, Ws);
+    mm<false, false>(Dl, ldv, Ts, kLdc, Tmp, ldv, kC, VT, kC, false);  // Delta = Tinv X
 
     // (1) Through O and S_next.
     //   dDelta = A^T dO + diag(e) K dS;  dA = dO Delta^T (s <= t);  Z = diag(Gam) dO S0^T
-    for (int i = tid; i < Cn * nv; i += nth) {
-      const int t = i / nv, j = i % nv;
-      float ad = 0.f, kd = 0.f;
-      for (int s = t; s < Cn; ++s) ad += As[s * ldc + t] * dOs[s * ldv + j];
-      for (int r = 0; r < D.DK; ++r) kd += Ks[t * ldk + r] * dS[r * ldv + j];
-      dDs[t * ldv + j] = ad + ev[t] * kd;
+    mm<true, false>(dDs, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false);
+    mm<false, true>(Zs, ldk, dOs, ldv, S0, ldv, kC, D.DKp, VT, false);
+    __syncthreads();
+    mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false);  // K dS
+    mm<false, true>(Ws, kLdc, dOs, ldv, Dl, ldv, kC, kC, VT, false);     // dO Delta^T
+    __syncthreads();
+    for (int i = tid; i < kC * VT; i += nth) {
+      const int t = i / VT, j = i % VT;
+      dDs[t * ldv + j] += ev[t] * Tmp[t * ldv + j];
+      Tmp[t * ldv + j] = Gam[t] * dOs[t * ldv + j];  // for dS0 below
     }
-    for (int i = tid; i < Cn * Cn; i += nth) {
-      const int t = i / Cn, s = i % Cn;
-      float a = 0.f;
-      if (s <= t) {
-        for (int j = 0; j < nv; ++j) a += dOs[t * ldv + j] * Dl[s * ldv + j];
-      }
-      Ws[t * ldc + s] = a;
+    for (int i = tid; i < kC * D.DKp; i += nth) Zs[(i / D.DKp) * ldk + i % D.DKp] *= Gam[i / D.DKp];
+    for (int i = tid; i < kC * kC; i += nth) {
+      const int t = i / kC, s = i % kC;
+      if (s > t) Ws[t * kLdc + s] = 0.f;
     }
+    __syncthreads();
+    // dgamma_t += sum_s dA_ts A_ts - sum_u dA_ut A_ut + Z_t . q_t   (a warp per row)
+    for (int t = warp; t < kC; t += nw) {
+      float acc = 0.f;
+      for (int s = lane; s < kC; s += 32)
+        acc += Ws[t * kLdc + s] * As[t * kLdc + s] - Ws[s * kLdc + t] * As[s * kLdc + t];
+      for (int r = lane; r < D.DKp; r += 32) acc += Zs[t * ldk + r] * Qs[t * ldk + r];
+      acc = warp_sum(acc);
+      if (lane == 0) dgam[t] += acc;
+    }
+    __syncthreads();
+    for (int i = tid; i < kC * kC; i += nth) {  // dQK = dA . E
+      const int t = i / kC, s = i % kC;
+      if (s <= t) Ws[t * kLdc + s] *= expf(gam[t] - gam[s]);
+    }
+    __syncthreads();
+    mm<false, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true);  // dQ = Z + dQK K
+    __syncthreads();
     for (int i = tid; i < Cn * D.DK; i += nth) {
       const int t = i / D.DK, r = i % D.DK;
-      float a = 0.f;
-      for (int j = 0; j < nv; ++j) a += dOs[t * ldv + j] * S0[r * ldv + j];
-      Zs[t * ldk + r] = Gam[t] * a;
+      dqp[D.qk(b, t0 + t, h) + r] = Zs[t * ldk + r];
     }
     __syncthreads();
-    // dgamma_t += sum_s dA_ts A_ts - sum_u dA_ut A_ut + Z_t . q_t
-    for (int t = tid; t < Cn; t += nth) {
+    mm<false, true>(Zs, ldk, Dl, ldv, dS, ldv, kC, D.DKp, VT, false);  // Z2 = Delta dS^T
+    __syncthreads();
+    // r_t = e_t k_t . Z2_t;  dgamma_t -= r_t;  dgamma_last += sum_t r_t + Gam_last <S0, dS>.
+    // Then Z2 <- diag(e) Z2, the first term of dK (each warp scales the rows it has read).
+    float rsum = 0.f;
+    for (int t = warp; t < kC; t += nw) {
       float acc = 0.f;
-      for (int s = 0; s <= t; ++s) acc += Ws[t * ldc + s] * As[t * ldc + s];
-      for (int u = t; u < Cn; ++u) acc -= Ws[u * ldc + t] * As[u * ldc + t];
-      dgam[t] += acc + dotp(Zs + t * ldk, Qs + t * ldk, D.DK);
+      for (int r = lane; r < D.DKp; r += 32) acc += Zs[t * ldk + r] * Ks[t * ldk + r];
+      acc = ev[t] * warp_sum(acc);
+      if (lane == 0) dgam[t] -= acc;
+      rsum += acc;
+      __syncwarp();
+      for (int r = lane; r < D.DKp; r += 32) Zs[t * ldk + r] *= ev[t];
     }
+    float part = lane == 0 ? rsum : 0.f;  // rsum is the same on every lane of a warp
+    for (int i = tid; i < D.DKp * VT; i += nth) {
+      const int r = i / VT, j = i % VT;
+      part += GamL * S0[r * ldv + j] * dS[r * ldv + j];
+    }
+    const float last = block_sum(part, red);  // barriers: dS reads done
+    if (tid == 0) dgam[Cn - 1] += last;
+    for (int i = tid; i < D.DKp * VT; i += nth) dS[(i / VT) * ldv + i % VT] *= GamL;
     __syncthreads();
-    // dQK = dA . E
-    for (int i = tid; i < Cn * Cn; i += nth) {
-      const int t = i / Cn, s = i % Cn;
-      if (s <= t) Ws[t * ldc + s] *= expf(gam[t] - gam[s]);
-    }
-    __syncthreads();
-    // dQ = Z + dQK K  (this tile's share; written)
-    for (int i = tid; i < Cn * D.DK; i += nth) {
-      const int t = i / D.DK, r = i % D.DK;
-      float acc = Zs[t * ldk + r];
-      for (int s = 0; s <= t; ++s) acc += Ws[t * ldc + s] * Ks[s * ldk + r];
-      dqp[D.qk(b, t0 + t, h) + r] = acc;
-    }
-    __syncthreads();
-    // Z2 = Delta dS^T
-    for (int i = tid; i < Cn * D.DK; i += nth) {
-      const int t = i / D.DK, r = i % D.DK;
-      float acc = 0.f;
-      for (int j = 0; j < nv; ++j) acc += Dl[t * ldv + j] * dS[r * ldv + j];
-      Zs[t * ldk + r] = acc;
-    }
-    __syncthreads();
-    // dK = diag(e) Z2 + dQK^T Q  (written; later steps add to it)
-    for (int i = tid; i < Cn * D.DK; i += nth) {
-      const int t = i / D.DK, r = i % D.DK;
-      float acc = ev[t] * Zs[t * ldk + r];
-      for (int u = t; u < Cn; ++u) acc += Ws[u * ldc + t] * Qs[u * ldk + r];
-      dkp[D.qk(b, t0 + t, h) + r] = acc;
-    }
-    // r_t = k_t . Z2_t;  dgamma_t -= e_t r_t;  dgamma_last += sum_t e_t r_t + Gam_last <S0, dS>
-    for (int t = tid; t < Cn; t += nth) {
-      rr[t] = ev[t] * dotp(Zs + t * ldk, Ks + t * ldk, D.DK);
-      dgam[t] -= rr[t];
-    }
-    float part = 0.f;
-    for (int i = tid; i < D.DK * nv; i += nth) {
-      const int r = i / nv, j = i % nv;
-      part += S0[r * ldv + j] * dS[r * ldv + j];
-    }
-    const float s0ds = block_sum(part, red);  // barriers: rr complete, dS reads done
-    if (tid == 0) {
-      float acc = 0.f;
-      for (int t = 0; t < Cn; ++t) acc += rr[t];
-      dgam[Cn - 1] += acc + GamL * s0ds;
-    }
-    // dS0 = Q^T diag(Gam) dO + Gam_last dS   (in place: each element reads only its own dS)
-    for (int i = tid; i < D.DK * nv; i += nth) {
-      const int r = i / nv, j = i % nv;
-      float acc = 0.f;
-      for (int t = 0; t < Cn; ++t) acc += Qs[t * ldk + r] * Gam[t] * dOs[t * ldv + j];
-      dS[r * ldv + j] = GamL * dS[r * ldv + j] + acc;
-    }
+    mm<true, false>(Zs, ldk, Ws, kLdc, Qs, ldk, kC, D.DKp, kC, true);   // dK += dQK^T Q
+    mm<true, false>(dS, ldv, Qs, ldk, Tmp, ldv, D.DKp, VT, kC, true);   // dS0 += Q^T diag(Gam) dO
     __syncthreads();
 
-    // (2) dX = (I + L)^{-T} dDelta (in place in dDs);  d_ts = -(dX Delta^T)_ts, s < t.
-    solve_unit_lower_transposed(Ls, ldc, dDs, ldv, Cn, nv);
+    // (2) dX = Tinv^T dDelta;  d_ts = -(dX Delta^T)_ts, s < t.
+    mm<true, false>(Tmp, ldv, Ts, kLdc, dDs, ldv, kC, VT, kC, false);
     __syncthreads();
-    for (int i = tid; i < Cn * Cn; i += nth) {
-      const int t = i / Cn, s = i % Cn;
-      float a = 0.f;
-      if (s < t) {
-        for (int j = 0; j < nv; ++j) a -= dDs[t * ldv + j] * Dl[s * ldv + j];
-      }
-      Ws[t * ldc + s] = a;
+    mm<false, true>(Ws, kLdc, Tmp, ldv, Dl, ldv, kC, kC, VT, false);
+    __syncthreads();
+    for (int i = tid; i < kC * kC; i += nth) {
+      const int t = i / kC, s = i % kC;
+      Ws[t * kLdc + s] = s < t ? -Ws[t * kLdc + s] : 0.f;
     }
     __syncthreads();
-    // (3) Through L_ts = beta_t E_ts KK_ts:
-    //   dbeta_t += sum_s d_ts E_ts KK_ts;  dgamma_t += sum_s d_ts L_ts - sum_u d_ut L_ut
-    for (int t = tid; t < Cn; t += nth) {
+    // (3) Through L_ts = beta_t KKE_ts:  dbeta_t += sum_s d_ts KKE_ts;
+    //     dgamma_t += sum_s d_ts L_ts - sum_u d_ut L_ut.
+    // (4) Through X = diag(beta) Ub:  dbeta_t += dX_t . Ub_t.   (a warp per row)
+    for (int t = warp; t < kC; t += nw) {
       float db = 0.f, dgt = 0.f;
-      for (int s = 0; s < t; ++s) {
-        const float d = Ws[t * ldc + s];
-        db += d * expf(gam[t] - gam[s]) * dotp(Ks + t * ldk, Ks + s * ldk, D.DK);
-        dgt += d * Ls[t * ldc + s];
+      for (int s = lane; s < kC; s += 32) {
+        const float dk = Ws[t * kLdc + s] * KKE[t * kLdc + s];
+        db += dk;
+        dgt += bet[t] * dk - Ws[s * kLdc + t] * bet[s] * KKE[s * kLdc + t];
       }
-      for (int u = t + 1; u < Cn; ++u) dgt -= Ws[u * ldc + t] * Ls[u * ldc + t];
-      dbet[t] += db;
-      dgam[t] += dgt;
+      for (int j = lane; j < VT; j += 32) db += Tmp[t * ldv + j] * Ub[t * ldv + j];
+      db = warp_sum(db);
+      dgt = warp_sum(dgt);
+      if (lane == 0) {
+        dbet[t] += db;
+        dgam[t] += dgt;
+      }
     }
     __syncthreads();
-    // G_ts = d_ts beta_t E_ts (= dKK_ts);  dK += (G + G^T) K
-    for (int i = tid; i < Cn * Cn; i += nth) {
-      const int t = i / Cn, s = i % Cn;
-      if (s < t) Ws[t * ldc + s] *= bet[t] * expf(gam[t] - gam[s]);
+    // G_ts = d_ts beta_t E_ts (= dKK_ts);  Y = diag(beta) dX;  dV += Y;  dDs <- -diag(Gam) Y
+    for (int i = tid; i < kC * kC; i += nth) {
+      const int t = i / kC, s = i % kC;
+      if (s < t) Ws[t * kLdc + s] *= bet[t] * expf(gam[t] - gam[s]);
     }
+    for (int i = tid; i < kC * VT; i += nth) {
+      const int t = i / VT, j = i % VT;
+      const float y = bet[t] * Tmp[t * ldv + j];
+      dDs[t * ldv + j] = -Gam[t] * y;
+      if (dv_ && t < Cn && j < nv) dv_.add(D.vo(b, t0 + t, h) + j0 + j, y);
+    }
+    __syncthreads();
+    // dgamma_t -= Z_t . k_t with Z = diag(Gam) Y S0^T, i.e. += (-Gam_t Y_t) . (K S0)_t
+    for (int t = warp; t < kC; t += nw) {
+      float acc = 0.f;
+      for (int j = lane; j < VT; j += 32) acc += dDs[t * ldv + j] * KS[t * ldv + j];
+      acc = warp_sum(acc);
+      if (lane == 0) dgam[t] += acc;
+    }
+    // dK += (G + G^T) K - diag(Gam) Y S0^T;   dS0 -= K^T diag(Gam) Y
+    mm<false, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true);
+    mm<true, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true);
+    mm<false, true>(Zs, ldk, dDs, ldv, S0, ldv, kC, D.DKp, VT, true);
+    mm<true, false>(dS, ldv, Ks, ldk, dDs, ldv, D.DKp, VT, kC, true);
     __syncthreads();
     for (int i = tid; i < Cn * D.DK; i += nth) {
       const int t = i / D.DK, r = i % D.DK;
-      float acc = 0.f;
-      for (int s = 0; s < t; ++s) acc += Ws[t * ldc + s] * Ks[s * ldk + r];
-      for (int u = t + 1; u < Cn; ++u) acc += Ws[u * ldc + t] * Ks[u * ldk + r];
-      dkp[D.qk(b, t0 + t, h) + r] += acc;
+      dkp[D.qk(b, t0 + t, h) + r] = Zs[t * ldk + r];
     }
-    // (4) Through X = diag(beta) Ub:  dbeta_t += dX_t . Ub_t;  Y = diag(beta) dX;  dV += Y
-    for (int t = tid; t < Cn; t += nth) {
-      float acc = 0.f;
-      for (int j = 0; j < nv; ++j) acc += dDs[t * ldv + j] * Ub[t * ldv + j];
-      dbet[t] += acc;
-    }
-    __syncthreads();
-    for (int i = tid; i < Cn * nv; i += nth) {
-      const int t = i / nv, j = i % nv;
-      const float y = bet[t] * dDs[t * ldv + j];
-      dDs[t * ldv + j] = y;
-      if (dv_) dv_.add(D.vo(b, t0 + t, h) + j0 + j, y);
-    }
-    __syncthreads();
-    //   Z = diag(Gam) Y S0^T:  dK -= Z;  dgamma_t -= Z_t . k_t;   dS0 -= K^T diag(Gam) Y
-    for (int i = tid; i < Cn * D.DK; i += nth) {
-      const int t = i / D.DK, r = i % D.DK;
-      float acc = 0.f;
-      for (int j = 0; j < nv; ++j) acc += dDs[t * ldv + j] * S0[r * ldv + j];
-      acc *= Gam[t];
-      Zs[t * ldk + r] = acc;
-      dkp[D.qk(b, t0 + t, h) + r] -= acc;
-    }
-    for (int i = tid; i < D.DK * nv; i += nth) {
-      const int r = i / nv, j = i % nv;
-      float acc = 0.f;
-      for (int t = 0; t < Cn; ++t) acc += Ks[t * ldk + r] * Gam[t] * dDs[t * ldv + j];
-      dS[r * ldv + j] -= acc;
-    }
-    __syncthreads();
-    for (int t = tid; t < Cn; t += nth) dgam[t] -= dotp(Zs + t * ldk, Ks + t * ldk, D.DK);
-    __syncthreads();
     // (5) dg_j = sum_{t >= j} dgamma_t (this chunk's rows; the cross-chunk path went through
     // dgamma_last above); dbeta.
     if (tid == 0) {
@@ -457,21 +501,70 @@ __global__ void add_tiles_kernel(DPtr out, const float* part, int64_t n, int nti
 }
 
 GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv, const char* what) {
-  if (B * T * H > (int64_t{1} << 40) || T > (int64_t{1} << 30) || dk < 1 || dv < 1)
+  if (B * T * H > (int64_t{1} << 40) || T > (int64_t{1} << 30) || dk < 1 || dv < 1 || dk > 4096)
     fail(std::string("cuda gdn ") + what + ": unsupported sizes");
+  const int dkp = static_cast<int>((dk + 15) / 16 * 16);
   return {static_cast<int>(B),  static_cast<int>(T),  static_cast<int>(H),
-          static_cast<int>(dk), static_cast<int>(dv), static_cast<int>((T + kC - 1) / kC)};
+          static_cast<int>(dk), static_cast<int>(dv), static_cast<int>((T + kC - 1) / kC), dkp};
+}
+
+// The value tile: 32 columns where the shared memory allows, else 16. 0 if neither fits.
+int pick_vt(const Ctx& ctx, const GdnDims& D, const int (&n)[5]) {
+  if (Layout<32>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]) <= ctx.smem_optin) return 32;
+  if (Layout<16>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]) <= ctx.smem_optin) return 16;
+  return 0;
 }
 
 template <class K>
-void allow_smem(K kernel, size_t bytes, const Ctx& ctx, const GdnDims& D, const char* what) {
-  if (bytes > ctx.smem_optin)
-    fail(std::string("cuda gdn ") + what + ": key dim " + std::to_string(D.DK) + " needs " +
-         std::to_string(bytes) + " bytes of shared memory per block, the device allows " +
-         std::to_string(ctx.smem_optin));
+void allow_smem(K kernel, size_t bytes) {
   if (bytes > (48u << 10))
     SL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(bytes)));
+}
+
+[[noreturn]] void too_big(const Ctx& ctx, const GdnDims& D, const int (&n)[5], const char* what) {
+  fail(std::string("cuda gdn ") + what + ": key dim " + std::to_string(D.DK) + " needs " +
+       std::to_string(Layout<16>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4])) +
+       " bytes of shared memory per block, the device allows " + std::to_string(ctx.smem_optin));
+}
+
+template <int VT>
+void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v,
+                DPtr beta, DPtr g) {
+  const auto& n = kFwd;
+  const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
+  allow_smem(gdn_forward_kernel<VT>, smem);
+  const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
+  gdn_forward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(out, states, q, k, v, beta, g, D);
+  SL_CUDA_LAUNCHED();
+}
+
+template <int VT>
+void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr dbeta, DPtr dg,
+                 DPtr dout, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g) {
+  const int ntiles = (D.DV + VT - 1) / VT;
+  const int64_t n_gate = int64_t{D.B} * D.T * D.H, n_qk = n_gate * D.DK;
+  float* part = ctx.work->get_as<float>(static_cast<size_t>(ntiles * (2 * n_qk + 2 * n_gate)));
+  float* dq_p = part;
+  float* dk_p = dq_p + ntiles * n_qk;
+  float* dbeta_p = dk_p + ntiles * n_qk;
+  float* dg_p = dbeta_p + ntiles * n_gate;
+  const auto& n = kBwd;
+  const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
+  allow_smem(gdn_backward_kernel<VT>, smem);
+  const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>(ntiles));
+  gdn_backward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(
+      dq_p, dk_p, dbeta_p, dg_p, dv_, dout, states, q, k, v, beta, g, D);
+  SL_CUDA_LAUNCHED();
+  const std::pair<DPtr, const float*> outs[] = {
+      {dq, dq_p}, {dk_, dk_p}, {dbeta, dbeta_p}, {dg, dg_p}};
+  for (int o = 0; o < 4; ++o) {
+    const int64_t nn = o < 2 ? n_qk : n_gate;
+    if (!outs[o].first) continue;
+    add_tiles_kernel<<<grid_for(nn, 256), 256, 0, ctx.stream>>>(outs[o].first, outs[o].second, nn,
+                                                                ntiles);
+    SL_CUDA_LAUNCHED();
+  }
 }
 
 }  // namespace
@@ -480,12 +573,14 @@ void gdn_forward(Ctx& ctx, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr b
                  int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) {
   if (B * T * H <= 0) return;
   const GdnDims D = dims(B, T, H, dk, dv, "forward");
-  const size_t floats = 2 * kC * (dk + 1) + 2 * kC * (kC + 1) + (kC + dk) * (kVT + 1) + 4 * kC;
-  const size_t smem = floats * sizeof(float);
-  allow_smem(gdn_forward_kernel, smem, ctx, D, "forward");
-  const dim3 grid(static_cast<unsigned>(B * H), static_cast<unsigned>((dv + kVT - 1) / kVT));
-  gdn_forward_kernel<<<grid, kThreads, smem, ctx.stream>>>(out, states, q, k, v, beta, g, D);
-  SL_CUDA_LAUNCHED();
+  switch (pick_vt(ctx, D, kFwd)) {
+    case 32:
+      return forward_vt<32>(ctx, D, out, states, q, k, v, beta, g);
+    case 16:
+      return forward_vt<16>(ctx, D, out, states, q, k, v, beta, g);
+    default:
+      too_big(ctx, D, kFwd, "forward");
+  }
 }
 
 void gdn_backward(Ctx& ctx, DPtr dq, DPtr dk_, DPtr dv_, DPtr dbeta, DPtr dg, DPtr dout,
@@ -493,29 +588,13 @@ void gdn_backward(Ctx& ctx, DPtr dq, DPtr dk_, DPtr dv_, DPtr dbeta, DPtr dg, DP
                   int64_t H, int64_t dk, int64_t dv) {
   if (B * T * H <= 0) return;
   const GdnDims D = dims(B, T, H, dk, dv, "backward");
-  const int ntiles = static_cast<int>((dv + kVT - 1) / kVT);
-  const int64_t n_gate = B * T * H, n_qk = n_gate * dk;
-  float* part = ctx.work->get_as<float>(static_cast<size_t>(ntiles * (2 * n_qk + 2 * n_gate)));
-  float* dq_p = part;
-  float* dk_p = dq_p + ntiles * n_qk;
-  float* dbeta_p = dk_p + ntiles * n_qk;
-  float* dg_p = dbeta_p + ntiles * n_gate;
-  const size_t floats =
-      3 * kC * (dk + 1) + 3 * kC * (kC + 1) + (4 * kC + 2 * dk) * (kVT + 1) + 7 * kC + 32;
-  const size_t smem = floats * sizeof(float);
-  allow_smem(gdn_backward_kernel, smem, ctx, D, "backward");
-  const dim3 grid(static_cast<unsigned>(B * H), static_cast<unsigned>(ntiles));
-  gdn_backward_kernel<<<grid, kThreads, smem, ctx.stream>>>(dq_p, dk_p, dbeta_p, dg_p, dv_, dout,
-                                                            states, q, k, v, beta, g, D);
-  SL_CUDA_LAUNCHED();
-  const std::pair<DPtr, const float*> outs[] = {
-      {dq, dq_p}, {dk_, dk_p}, {dbeta, dbeta_p}, {dg, dg_p}};
-  for (int o = 0; o < 4; ++o) {
-    const int64_t n = o < 2 ? n_qk : n_gate;
-    if (!outs[o].first) continue;
-    add_tiles_kernel<<<grid_for(n, 256), 256, 0, ctx.stream>>>(outs[o].first, outs[o].second, n,
-                                                               ntiles);
-    SL_CUDA_LAUNCHED();
+  switch (pick_vt(ctx, D, kBwd)) {
+    case 32:
+      return backward_vt<32>(ctx, D, dq, dk_, dv_, dbeta, dg, dout, states, q, k, v, beta, g);
+    case 16:
+      return backward_vt<16>(ctx, D, dq, dk_, dv_, dbeta, dg, dout, states, q, k, v, beta, g);
+    default:
+      too_big(ctx, D, kBwd, "backward");
   }
 }
 

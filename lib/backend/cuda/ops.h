@@ -4,8 +4,6 @@
 // output is skipped. Host int32 arrays (ids, targets) are host pointers, staged into ctx.index.
 // Everything is enqueued on ctx.stream; only cross_entropy and sum_squares wait for the result.
 #pragma once
-#include <cublas_v2.h>
-
 #include <cstdint>
 
 #include "backend/cuda/common.cuh"
@@ -24,10 +22,12 @@ double sum_squares(Ctx& ctx, DPtr x, int64_t n);
 void embedding_forward(Ctx& ctx, DPtr out, const int32_t* ids, DPtr wte, int64_t BT, int64_t d);
 void embedding_backward(Ctx& ctx, DPtr dwte, const int32_t* ids, DPtr dout, int64_t BT, int64_t d);
 
-// matmul.cu (cuBLAS GEMM, fp32 accumulation)
-void matmul_forward(Ctx& ctx, cublasHandle_t h, const Tensor& y, const Tensor& x, int64_t ldx,
-                    const Tensor& w, int64_t M, int64_t K, int64_t N, bool accumulate);
-void matmul_backward(Ctx& ctx, cublasHandle_t h, const Tensor& dx, const Tensor& dw,
+// matmul.cu (cuBLASLt GEMMs through ctx.gemm, fp32 accumulation)
+GemmPlans* gemm_plans_create(cudaStream_t stream);
+void gemm_plans_destroy(GemmPlans* g);
+void matmul_forward(Ctx& ctx, const Tensor& y, const Tensor& x, int64_t ldx, const Tensor& w,
+                    int64_t M, int64_t K, int64_t N, bool accumulate);
+void matmul_backward(Ctx& ctx, const Tensor& dx, const Tensor& dw,
                      const Tensor& dy, const Tensor& x, int64_t ldx, const Tensor& w, int64_t M,
                      int64_t K, int64_t N);
 
