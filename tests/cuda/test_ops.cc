@@ -360,9 +360,12 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
     int64_t B, T, H, hd;
     float qscale;
   };
-  // T not a multiple of the tiles, T = 1, tiny and model head dims, long T, peaky softmax.
+  // T not a multiple of the tiles, T = 1, tiny and model head dims, long T, peaky softmax, a head
+  // dim that is not a multiple of the 16-wide tensor-core tile, and hd = 128 (whose dK/dV kernel
+  // takes 32-row tiles to fit in shared memory).
   for (Cfg c : {Cfg{2, 100, 2, 32, 1.f}, Cfg{1, 1, 2, 16, 1.f}, Cfg{2, 64, 4, 8, 1.f},
-                Cfg{1, 300, 3, 64, 1.f}, Cfg{1, 2048, 2, 64, 1.f}, Cfg{1, 130, 2, 64, 6.f}}) {
+                Cfg{1, 300, 3, 64, 1.f}, Cfg{1, 2048, 2, 64, 1.f}, Cfg{1, 130, 2, 64, 6.f},
+                Cfg{2, 90, 2, 40, 1.f}, Cfg{1, 200, 2, 128, 1.f}}) {
     const int64_t BT = c.B * c.T, D = c.H * c.hd, ldv = 3 * D;  // v inside a fused qkv row
     const std::string tag = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
                             " H=" + std::to_string(c.H) + " hd=" + std::to_string(c.hd) +
@@ -544,6 +547,8 @@ BOOST_AUTO_TEST_CASE(gdn_chunk_matches_cpu) {
   check_gdn({2, 200, 3, 48, 96, -0.2f, 0.f, 0.f, 2.f, "model dims"});
   check_gdn({1, 129, 2, 32, 64, -1e-3f, 0.f, 1.5f, 2.f, "no decay, beta near 2"});
   check_gdn({1, 2048, 2, 48, 96, -0.1f, 0.f, 0.f, 2.f, "T=2048"});
+  // dk = 128: the backward's shared memory only fits 16-column value tiles.
+  check_gdn({1, 130, 2, 128, 80, -0.2f, 0.f, 0.f, 2.f, "dk=128"});
 }
 
 BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {

@@ -4,119 +4,119 @@
 //   S = scale Q K^T (s <= t),  lse_t = logsumexp_s S_ts,  P = exp(S - lse),  O = P V
 //   D_t = dO_t . O_t,  dS = P (dO V^T - D),  dQ += scale dS K,  dK += scale dS^T Q,  dV += P^T dO
 //
-// First version, correctness first: fp32 SIMT math on tiles staged in shared memory (bf16 inputs
-// are widened on load), no tensor cores. The backward runs two kernels, one over key blocks
-// (dK, dV) and one over query blocks (dQ), each recomputing P: no atomics, so the result is
-// deterministic.
+// Tiles of BQ query rows x BQ keys staged in shared memory (fp32, widened from bf16 on load,
+// zero-padded to BQ rows and hd to a multiple of 16); every product is a block-wide 3xTF32
+// tensor-core product (tile_mma.cuh), so the result is fp32-accurate while q, k, v, dout from bf16
+// cost one MMA per product. The softmax runs a warp per row. The backward runs two kernels, one
+// over key blocks (dK, dV) and one over query blocks (dQ), each recomputing P and dP: no atomics,
+// so the result is deterministic (FlashAttention-2 adds dQ with atomics instead).
 //
-// Thread layout: a warp owns kRows query rows (forward, dQ) or kRows keys (dK/dV) and walks
-// tiles of 32 keys (queries) with one key (query) per lane, so the 32 scores of a tile are one
-// register per lane; the P.V-style products then broadcast the lane values with shuffles. Each
-// lane holds output columns c = lane + 32 v, v < NV = ceil(hd / 32) (hd <= 128).
+// BQ = 64 where the shared memory allows it (head dims up to 128 in the forward and the dQ
+// kernel; up to 64 in the dK/dV kernel, which holds six [BQ, hd] tiles), else 32.
 #include <string>
 
 #include "backend/cuda/ops.h"
+#include "backend/cuda/tile_mma.cuh"
 
 namespace sl::cuda {
 namespace {
 
-constexpr int kRows = 8;   // rows (or keys) per warp
-constexpr int kTile = 32;  // keys (or queries) per tile = lanes
-constexpr unsigned kFull = 0xffffffffu;
+constexpr int kThreads = 256;
 
-// Dynamic shared memory above the 48 KiB default needs an opt-in per kernel.
-template <class K>
-void allow_smem(K kernel, size_t bytes, const Ctx& ctx, const char* what) {
-  if (bytes > ctx.smem_optin)
-    fail(std::string("cuda attention ") + what + ": needs " + std::to_string(bytes) +
-         " bytes of shared memory, the device allows " + std::to_string(ctx.smem_optin));
-  if (bytes > (48u << 10))
-    SL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(bytes)));
+struct AttnDims {
+  int T, H, hd, hdp;  // hdp: hd rounded up to 16
+  int64_t ldv;        // token stride of v (a view into a wider buffer)
+  float scale;
+  bool xq, xk, xv, xo;  // q, k, v, dout stored as bf16: exact in TF32
+  __device__ int64_t ld() const { return int64_t{H} * hd; }  // token stride of q, k, out, dout
+};
+
+__device__ inline int ex(bool a, bool b) { return (a ? kExactA : 0) | (b ? kExactB : 0); }
+
+// dst [n][ldt] <- rows [r0, r0 + n) of one head of a [B*T, *] tensor (token stride tok, head
+// offset col), zero past T and in the padding columns hd .. hdp.
+__device__ inline void load_head_rows(float* dst, int ldt, DPtr src, int64_t base, int64_t tok,
+                                      int64_t col, int r0, int n, const AttnDims& A) {
+  load_tile(dst, ldt, src, (base + r0) * tok + col, tok, max(0, min(n, A.T - r0)), n, A.hd, A.hdp);
 }
 
-// Loads rows [r0, r0 + n) of one head of a [B*T, *] tensor (token stride ld, head offset col)
-// into smem rows of stride ldq, zero past T.
-__device__ inline void load_rows(float* dst, int ldq, DPtr src, int64_t base, int64_t ld,
-                                 int64_t col, int r0, int n, int T, int hd) {
-  for (int i = threadIdx.x; i < n * hd; i += blockDim.x) {
-    const int r = i / hd, c = i % hd, t = r0 + r;
-    dst[r * ldq + c] = t < T ? src.ld((base + t) * ld + col + c) : 0.f;
-  }
+// Shared memory bytes: `tiles` [BQ][hdp+4] tiles, `sq` [BQ][BQ+4] score tiles, `vecs` [BQ] rows.
+size_t smem_bytes(int BQ, int hdp, int tiles, int sq, int vecs) {
+  return sizeof(float) *
+         static_cast<size_t>(tiles * BQ * (hdp + 4) + sq * BQ * (BQ + 4) + vecs * BQ);
 }
+constexpr int kFwd[3] = {4, 1, 2}, kDq[3] = {5, 2, 2}, kDkv[3] = {6, 2, 2};
 
-__device__ inline float dot(const float* a, const float* b, int n) {
-  float acc = 0.f;
-  for (int c = 0; c < n; ++c) acc += a[c] * b[c];
-  return acc;
-}
-
-// Grid (ceil(T / 64), B*H), 256 threads: 8 warps x kRows = 64 query rows per block.
-// smem: Qs [64][hd+1], Ks [32][hd+1], Vs [32][hd+1].
-template <int NV>
-__global__ void __launch_bounds__(256)
-    attention_forward_kernel(DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int T, int H,
-                             int hd, float scale) {
-  constexpr int kBq = 8 * kRows;
-  extern __shared__ float sm[];
-  const int ldq = hd + 1;  // odd stride: lanes reading different rows hit different banks
+// Grid (ceil(T / BQ), B*H). smem: Qs, Ks, Vs, Os [BQ][ld]; Ss [BQ][lds]; m, l [BQ].
+template <int BQ>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_kernel(DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, AttnDims A) {
+  extern __shared__ __align__(128) float sm[];
+  const int ld = A.hdp + 4, lds = BQ + 4;
   float* Qs = sm;
-  float* Ks = Qs + kBq * ldq;
-  float* Vs = Ks + kTile * ldq;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const int r0 = blockIdx.x * kBq, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t ld = int64_t{H} * hd, base = int64_t{b} * T;
-  load_rows(Qs, ldq, q, base, ld, int64_t{h} * hd, r0, kBq, T, hd);
-
-  float m[kRows], l[kRows], o[kRows][NV];
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    m[i] = -INFINITY;
-    l[i] = 0.f;
-#pragma unroll
-    for (int x = 0; x < NV; ++x) o[i][x] = 0.f;
+  float* Ks = Qs + BQ * ld;
+  float* Vs = Ks + BQ * ld;
+  float* Os = Vs + BQ * ld;
+  float* Ss = Os + BQ * ld;
+  float* mrow = Ss + BQ * lds;
+  float* lrow = mrow + BQ;
+  const int bh = blockIdx.y, b = bh / A.H, h = bh % A.H;
+  const int r0 = blockIdx.x * BQ, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int nw = blockDim.x / 32;
+  const int64_t base = int64_t{b} * A.T, col = int64_t{h} * A.hd;
+  load_head_rows(Qs, ld, q, base, A.ld(), col, r0, BQ, A);
+  for (int i = threadIdx.x; i < BQ * ld; i += blockDim.x) Os[i] = 0.f;
+  for (int i = threadIdx.x; i < BQ; i += blockDim.x) {
+    mrow[i] = -INFINITY;
+    lrow[i] = 0.f;
   }
-  const int t_end = min(T, r0 + kBq);  // this block needs keys [0, t_end)
-  for (int s0 = 0; s0 < t_end; s0 += kTile) {
+  const int t_end = min(A.T, r0 + BQ);  // this block needs keys [0, t_end)
+  for (int s0 = 0; s0 < t_end; s0 += BQ) {
     __syncthreads();  // the previous tile is consumed
-    load_rows(Ks, ldq, k, base, ld, int64_t{h} * hd, s0, kTile, T, hd);
-    load_rows(Vs, ldq, v, base, ldv, int64_t{h} * hd, s0, kTile, T, hd);
+    load_head_rows(Ks, ld, k, base, A.ld(), col, s0, BQ, A);
+    load_head_rows(Vs, ld, v, base, A.ldv, col, s0, BQ, A);
     __syncthreads();
+    mm<false, true>(Ss, lds, Qs, ld, Ks, ld, BQ, BQ, A.hdp, false, ex(A.xq, A.xk));
+    __syncthreads();
+    // Online softmax, a warp per row: P = exp(S - m_new) in place, O and l rescaled by
+    // e^{m_old - m_new}. Rows past T see no key: m stays -inf, P = 0, nothing is rescaled.
+    for (int row = warp; row < BQ; row += nw) {
+      const int t = r0 + row;
+      float sc[BQ / 32], mx = -INFINITY;
 #pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      const int row = warp * kRows + i, t = r0 + row;
-      if (t >= T || s0 > t) continue;  // warp-uniform
-      const int s = s0 + lane;
-      const float sc = s <= t ? scale * dot(Qs + row * ldq, Ks + lane * ldq, hd) : -INFINITY;
-      const float mnew = fmaxf(m[i], warp_max(sc));  // finite: key s0 <= t is in the tile
-      const float p = s <= t ? expf(sc - mnew) : 0.f;
-      const float corr = expf(m[i] - mnew);  // 0 on the first tile (m = -inf)
-      l[i] = l[i] * corr + warp_sum(p);
-      m[i] = mnew;
-#pragma unroll
-      for (int x = 0; x < NV; ++x) o[i][x] *= corr;
-      const int jn = min(kTile, t - s0 + 1);
-      for (int j = 0; j < jn; ++j) {
-        const float pj = __shfl_sync(kFull, p, j);
-#pragma unroll
-        for (int x = 0; x < NV; ++x) {
-          const int c = lane + 32 * x;
-          if (c < hd) o[i][x] += pj * Vs[j * ldq + c];
-        }
+      for (int j = 0; j < BQ / 32; ++j) {
+        const int s = lane + 32 * j;
+        sc[j] = t < A.T && s0 + s <= t ? A.scale * Ss[row * lds + s] : -INFINITY;
+        mx = fmaxf(mx, sc[j]);
       }
-    }
-  }
+      mx = warp_max(mx);
+      const float mold = mrow[row], mnew = fmaxf(mold, mx);
+      const bool none = mnew == -INFINITY;
+      const float corr = none ? 1.f : expf(mold - mnew);
+      float psum = 0.f;
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const int t = r0 + warp * kRows + i;
-    if (t >= T) continue;
-#pragma unroll
-    for (int x = 0; x < NV; ++x) {
-      const int c = lane + 32 * x;
-      if (c < hd) out.st((base + t) * ld + int64_t{h} * hd + c, o[i][x] / l[i]);
+      for (int j = 0; j < BQ / 32; ++j) {
+        const float p = none ? 0.f : expf(sc[j] - mnew);
+        Ss[row * lds + lane + 32 * j] = p;
+        psum += p;
+      }
+      psum = warp_sum(psum);
+      if (lane == 0) {
+        lrow[row] = lrow[row] * corr + psum;
+        mrow[row] = mnew;
+      }
+      for (int c = lane; c < A.hdp; c += 32) Os[row * ld + c] *= corr;
     }
-    if (lane == 0) lse.st(int64_t{bh} * T + t, m[i] + logf(l[i]));
+    __syncthreads();
+    mm<false, false>(Os, ld, Ss, lds, Vs, ld, BQ, A.hdp, BQ, true, ex(false, A.xv));
   }
+  __syncthreads();
+  for (int i = threadIdx.x; i < BQ * A.hd; i += blockDim.x) {
+    const int r = i / A.hd, c = i % A.hd, t = r0 + r;
+    if (t < A.T) out.st((base + t) * A.ld() + col + c, Os[r * ld + c] / lrow[r]);
+  }
+  for (int r = threadIdx.x; r < BQ; r += blockDim.x)
+    if (r0 + r < A.T) lse.st(int64_t{bh} * A.T + r0 + r, mrow[r] + logf(lrow[r]));
 }
 
 // D[b, h, t] = sum_c dO[b, t, h, c] O[b, t, h, c]; one warp per (b, t, h).
@@ -132,191 +132,163 @@ __global__ void attention_dot_kernel(float* D, DPtr dout, DPtr out, int64_t B, i
   if (lane == 0) D[(b * H + h) * T + t] = acc;
 }
 
-// dQ: grid (ceil(T / 64), B*H), 256 threads, warps own kRows query rows.
-// smem: Qs, dOs [64][hd+1], Ks, Vs [32][hd+1].
-template <int NV>
-__global__ void __launch_bounds__(256)
-    attention_dq_kernel(DPtr dq, DPtr dout, DPtr q, DPtr k, DPtr v, int64_t ldv, DPtr lse,
-                        const float* D, int T, int H, int hd, float scale) {
-  constexpr int kBq = 8 * kRows;
-  extern __shared__ float sm[];
-  const int ldq = hd + 1;
+// After Ss = Q K^T and dPs = dO V^T for query rows t0.. and keys s0..: Ss <- P, dPs <- dS =
+// P (dP - D), zero where s > t or t >= T. lse_r, D_r: the rows' lse and D.
+template <int BQ>
+__device__ inline void scores_to_grads(float* Ss, float* dPs, const float* lse_r, const float* D_r,
+                                       int t0, int s0, const AttnDims& A) {
+  constexpr int lds = BQ + 4;
+  for (int i = threadIdx.x; i < BQ * BQ; i += blockDim.x) {
+    const int r = i / BQ, c = i % BQ, t = t0 + r, s = s0 + c;
+    const float p = t < A.T && s <= t ? expf(A.scale * Ss[r * lds + c] - lse_r[r]) : 0.f;
+    Ss[r * lds + c] = p;
+    dPs[r * lds + c] = p * (dPs[r * lds + c] - D_r[r]);
+  }
+}
+
+// Loads the rows' lse and D (zero past T).
+__device__ inline void load_rows_stats(float* lse_r, float* D_r, DPtr lse, const float* D, int bh,
+                                       int t0, int n, int T) {
+  for (int r = threadIdx.x; r < n; r += blockDim.x) {
+    const int t = t0 + r;
+    lse_r[r] = t < T ? lse.ld(int64_t{bh} * T + t) : 0.f;
+    D_r[r] = t < T ? D[int64_t{bh} * T + t] : 0.f;
+  }
+}
+
+// dQ: grid (ceil(T / BQ), B*H). smem: Qs, dOs, dQs, Ks, Vs [BQ][ld]; Ss, dPs [BQ][lds]; lse, D.
+template <int BQ>
+__global__ void __launch_bounds__(kThreads)
+    attention_dq_kernel(DPtr dq, DPtr dout, DPtr q, DPtr k, DPtr v, DPtr lse, const float* D,
+                        AttnDims A) {
+  extern __shared__ __align__(128) float sm[];
+  const int ld = A.hdp + 4, lds = BQ + 4;
   float* Qs = sm;
-  float* dOs = Qs + kBq * ldq;
-  float* Ks = dOs + kBq * ldq;
-  float* Vs = Ks + kTile * ldq;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const int r0 = blockIdx.x * kBq, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t ld = int64_t{H} * hd, base = int64_t{b} * T;
-  load_rows(Qs, ldq, q, base, ld, int64_t{h} * hd, r0, kBq, T, hd);
-  load_rows(dOs, ldq, dout, base, ld, int64_t{h} * hd, r0, kBq, T, hd);
-  float lse_r[kRows], D_r[kRows], acc[kRows][NV];
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const int t = r0 + warp * kRows + i;
-    lse_r[i] = t < T ? lse.ld(int64_t{bh} * T + t) : 0.f;
-    D_r[i] = t < T ? D[int64_t{bh} * T + t] : 0.f;
-#pragma unroll
-    for (int x = 0; x < NV; ++x) acc[i][x] = 0.f;
-  }
-  const int t_end = min(T, r0 + kBq);
-  for (int s0 = 0; s0 < t_end; s0 += kTile) {
+  float* dOs = Qs + BQ * ld;
+  float* dQs = dOs + BQ * ld;
+  float* Ks = dQs + BQ * ld;
+  float* Vs = Ks + BQ * ld;
+  float* Ss = Vs + BQ * ld;
+  float* dPs = Ss + BQ * lds;
+  float* lse_r = dPs + BQ * lds;
+  float* D_r = lse_r + BQ;
+  const int bh = blockIdx.y, b = bh / A.H, h = bh % A.H, r0 = blockIdx.x * BQ;
+  const int64_t base = int64_t{b} * A.T, col = int64_t{h} * A.hd;
+  load_head_rows(Qs, ld, q, base, A.ld(), col, r0, BQ, A);
+  load_head_rows(dOs, ld, dout, base, A.ld(), col, r0, BQ, A);
+  load_rows_stats(lse_r, D_r, lse, D, bh, r0, BQ, A.T);
+  for (int i = threadIdx.x; i < BQ * ld; i += blockDim.x) dQs[i] = 0.f;
+  const int t_end = min(A.T, r0 + BQ);
+  for (int s0 = 0; s0 < t_end; s0 += BQ) {
     __syncthreads();
-    load_rows(Ks, ldq, k, base, ld, int64_t{h} * hd, s0, kTile, T, hd);
-    load_rows(Vs, ldq, v, base, ldv, int64_t{h} * hd, s0, kTile, T, hd);
+    load_head_rows(Ks, ld, k, base, A.ld(), col, s0, BQ, A);
+    load_head_rows(Vs, ld, v, base, A.ldv, col, s0, BQ, A);
     __syncthreads();
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      const int row = warp * kRows + i, t = r0 + row;
-      if (t >= T || s0 > t) continue;
-      const int s = s0 + lane;
-      float ds = 0.f;
-      if (s <= t) {
-        const float p = expf(scale * dot(Qs + row * ldq, Ks + lane * ldq, hd) - lse_r[i]);
-        const float dp = dot(dOs + row * ldq, Vs + lane * ldq, hd);
-        ds = p * (dp - D_r[i]);
-      }
-      const int jn = min(kTile, t - s0 + 1);
-      for (int j = 0; j < jn; ++j) {
-        const float dsj = __shfl_sync(kFull, ds, j);
-#pragma unroll
-        for (int x = 0; x < NV; ++x) {
-          const int c = lane + 32 * x;
-          if (c < hd) acc[i][x] += dsj * Ks[j * ldq + c];
-        }
-      }
-    }
+    mm<false, true>(Ss, lds, Qs, ld, Ks, ld, BQ, BQ, A.hdp, false, ex(A.xq, A.xk));
+    mm<false, true>(dPs, lds, dOs, ld, Vs, ld, BQ, BQ, A.hdp, false, ex(A.xo, A.xv));
+    __syncthreads();
+    scores_to_grads<BQ>(Ss, dPs, lse_r, D_r, r0, s0, A);
+    __syncthreads();
+    mm<false, false>(dQs, ld, dPs, lds, Ks, ld, BQ, A.hdp, BQ, true, ex(false, A.xk));
   }
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const int t = r0 + warp * kRows + i;
-    if (t >= T) continue;
-#pragma unroll
-    for (int x = 0; x < NV; ++x) {
-      const int c = lane + 32 * x;
-      if (c < hd) dq.add((base + t) * ld + int64_t{h} * hd + c, scale * acc[i][x]);
-    }
+  __syncthreads();
+  for (int i = threadIdx.x; i < BQ * A.hd; i += blockDim.x) {
+    const int r = i / A.hd, c = i % A.hd, t = r0 + r;
+    if (t < A.T) dq.add((base + t) * A.ld() + col + c, A.scale * dQs[r * ld + c]);
   }
 }
 
-// dK, dV: grid (ceil(T / 32), B*H), 128 threads, warps own kRows keys of the block's 32 and walk
-// query tiles t >= s. smem: Ks, Vs, Qs, dOs [32][hd+1], lse_s, D_s [32].
-template <int NV>
-__global__ void __launch_bounds__(128)
-    attention_dkv_kernel(DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v, int64_t ldv, DPtr lse,
-                         const float* D, int T, int H, int hd, float scale) {
-  extern __shared__ float sm[];
-  const int ldq = hd + 1;
+// dK, dV: grid (ceil(T / BQ), B*H), a block per BQ keys walking the query tiles t >= s.
+// smem: Ks, Vs, dKs, dVs, Qs, dOs [BQ][ld]; Ss, dPs [BQ][lds]; lse, D [BQ].
+template <int BQ>
+__global__ void __launch_bounds__(kThreads)
+    attention_dkv_kernel(DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v, DPtr lse,
+                         const float* D, AttnDims A) {
+  extern __shared__ __align__(128) float sm[];
+  const int ld = A.hdp + 4, lds = BQ + 4;
   float* Ks = sm;
-  float* Vs = Ks + kTile * ldq;
-  float* Qs = Vs + kTile * ldq;
-  float* dOs = Qs + kTile * ldq;
-  float* lse_s = dOs + kTile * ldq;
-  float* D_s = lse_s + kTile;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const int s_base = blockIdx.x * kTile, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t ld = int64_t{H} * hd, base = int64_t{b} * T;
-  load_rows(Ks, ldq, k, base, ld, int64_t{h} * hd, s_base, kTile, T, hd);
-  load_rows(Vs, ldq, v, base, ldv, int64_t{h} * hd, s_base, kTile, T, hd);
-  float adk[kRows][NV], adv[kRows][NV];
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-#pragma unroll
-    for (int x = 0; x < NV; ++x) adk[i][x] = adv[i][x] = 0.f;
-  }
-  for (int t0 = s_base; t0 < T; t0 += kTile) {
+  float* Vs = Ks + BQ * ld;
+  float* dKs = Vs + BQ * ld;
+  float* dVs = dKs + BQ * ld;
+  float* Qs = dVs + BQ * ld;
+  float* dOs = Qs + BQ * ld;
+  float* Ss = dOs + BQ * ld;
+  float* dPs = Ss + BQ * lds;
+  float* lse_r = dPs + BQ * lds;
+  float* D_r = lse_r + BQ;
+  const int bh = blockIdx.y, b = bh / A.H, h = bh % A.H, s0 = blockIdx.x * BQ;
+  const int64_t base = int64_t{b} * A.T, col = int64_t{h} * A.hd;
+  load_head_rows(Ks, ld, k, base, A.ld(), col, s0, BQ, A);
+  load_head_rows(Vs, ld, v, base, A.ldv, col, s0, BQ, A);
+  for (int i = threadIdx.x; i < BQ * ld; i += blockDim.x) dKs[i] = dVs[i] = 0.f;
+  for (int t0 = s0; t0 < A.T; t0 += BQ) {
     __syncthreads();
-    load_rows(Qs, ldq, q, base, ld, int64_t{h} * hd, t0, kTile, T, hd);
-    load_rows(dOs, ldq, dout, base, ld, int64_t{h} * hd, t0, kTile, T, hd);
-    if (threadIdx.x < kTile) {
-      const int t = t0 + threadIdx.x;
-      lse_s[threadIdx.x] = t < T ? lse.ld(int64_t{bh} * T + t) : 0.f;
-      D_s[threadIdx.x] = t < T ? D[int64_t{bh} * T + t] : 0.f;
-    }
+    load_head_rows(Qs, ld, q, base, A.ld(), col, t0, BQ, A);
+    load_head_rows(dOs, ld, dout, base, A.ld(), col, t0, BQ, A);
+    load_rows_stats(lse_r, D_r, lse, D, bh, t0, BQ, A.T);
     __syncthreads();
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      const int key = warp * kRows + i, s = s_base + key;
-      if (s >= T || t0 + kTile - 1 < s) continue;  // no query of this tile sees key s
-      const int t = t0 + lane;
-      float p = 0.f, ds = 0.f;
-      if (t < T && t >= s) {
-        p = expf(scale * dot(Qs + lane * ldq, Ks + key * ldq, hd) - lse_s[lane]);
-        const float dp = dot(dOs + lane * ldq, Vs + key * ldq, hd);
-        ds = p * (dp - D_s[lane]);
-      }
-      for (int j = 0; j < kTile; ++j) {
-        const float pj = __shfl_sync(kFull, p, j), dsj = __shfl_sync(kFull, ds, j);
-#pragma unroll
-        for (int x = 0; x < NV; ++x) {
-          const int c = lane + 32 * x;
-          if (c < hd) {
-            adv[i][x] += pj * dOs[j * ldq + c];
-            adk[i][x] += dsj * Qs[j * ldq + c];
-          }
-        }
-      }
-    }
+    mm<false, true>(Ss, lds, Qs, ld, Ks, ld, BQ, BQ, A.hdp, false, ex(A.xq, A.xk));
+    mm<false, true>(dPs, lds, dOs, ld, Vs, ld, BQ, BQ, A.hdp, false, ex(A.xo, A.xv));
+    __syncthreads();
+    scores_to_grads<BQ>(Ss, dPs, lse_r, D_r, t0, s0, A);
+    __syncthreads();
+    // Ss, dPs are [t][s]: stored transposed for dV = P^T dO and dK = dS^T Q.
+    mm<true, false>(dVs, ld, Ss, lds, dOs, ld, BQ, A.hdp, BQ, true, ex(false, A.xo));
+    mm<true, false>(dKs, ld, dPs, lds, Qs, ld, BQ, A.hdp, BQ, true, ex(false, A.xq));
   }
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const int s = s_base + warp * kRows + i;
-    if (s >= T) continue;
-#pragma unroll
-    for (int x = 0; x < NV; ++x) {
-      const int c = lane + 32 * x;
-      if (c >= hd) continue;
-      if (dk) dk.add((base + s) * ld + int64_t{h} * hd + c, scale * adk[i][x]);
-      if (dv) dv.add((base + s) * ldv + int64_t{h} * hd + c, adv[i][x]);
-    }
+  __syncthreads();
+  for (int i = threadIdx.x; i < BQ * A.hd; i += blockDim.x) {
+    const int r = i / A.hd, c = i % A.hd, s = s0 + r;
+    if (s >= A.T) continue;
+    if (dk) dk.add((base + s) * A.ld() + col + c, A.scale * dKs[r * ld + c]);
+    if (dv) dv.add((base + s) * A.ldv + col + c, dVs[r * ld + c]);
   }
 }
 
-void check_dims(int64_t T, int64_t H, int64_t hd, const char* what) {
+AttnDims dims(int64_t T, int64_t H, int64_t hd, int64_t ldv, DPtr q, DPtr k, DPtr v, DPtr dout,
+              const char* what) {
   if (hd < 1 || hd > 128)
     fail(std::string("cuda attention ") + what + ": head dim " + std::to_string(hd) +
          " not supported (1..128)");
   if (T > (int64_t{1} << 30) || H > 65535)
     fail(std::string("cuda attention ") + what + ": T or H too large");
+  return {static_cast<int>(T),
+          static_cast<int>(H),
+          static_cast<int>(hd),
+          static_cast<int>((hd + 15) / 16 * 16),
+          ldv,
+          1.f / sqrtf(static_cast<float>(hd)),
+          q.bf,
+          k.bf,
+          v.bf,
+          dout.bf};
 }
 
-template <int NV>
-void forward_nv(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int64_t B,
-                int64_t T, int64_t H, int64_t hd) {
-  const size_t smem = static_cast<size_t>((8 * kRows + 2 * kTile) * (hd + 1)) * sizeof(float);
-  allow_smem(attention_forward_kernel<NV>, smem, ctx, "forward");
-  const dim3 grid(static_cast<unsigned>((T + 8 * kRows - 1) / (8 * kRows)),
-                  static_cast<unsigned>(B * H));
-  attention_forward_kernel<NV><<<grid, 256, smem, ctx.stream>>>(
-      out, lse, q, k, v, ldv, static_cast<int>(T), static_cast<int>(H), static_cast<int>(hd),
-      1.f / sqrtf(static_cast<float>(hd)));
+// Launches kernel<64> if its shared memory fits, else kernel<32>.
+template <class K64, class K32, class... Args>
+void launch(Ctx& ctx, K64 k64, K32 k32, const int (&n)[3], const AttnDims& A, int64_t BH,
+            const char* what, Args... args) {
+  int BQ = 64;
+  size_t smem = smem_bytes(64, A.hdp, n[0], n[1], n[2]);
+  if (smem > ctx.smem_optin) {
+    BQ = 32;
+    smem = smem_bytes(32, A.hdp, n[0], n[1], n[2]);
+  }
+  if (smem > ctx.smem_optin)
+    fail(std::string("cuda attention ") + what + ": head dim " + std::to_string(A.hd) + " needs " +
+         std::to_string(smem) + " bytes of shared memory, the device allows " +
+         std::to_string(ctx.smem_optin));
+  const dim3 grid(static_cast<unsigned>((A.T + BQ - 1) / BQ), static_cast<unsigned>(BH));
+  if (BQ == 64) {
+    SL_CUDA_CHECK(cudaFuncSetAttribute(k64, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+    k64<<<grid, kThreads, smem, ctx.stream>>>(args..., A);
+  } else {
+    SL_CUDA_CHECK(cudaFuncSetAttribute(k32, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+    k32<<<grid, kThreads, smem, ctx.stream>>>(args..., A);
+  }
   SL_CUDA_LAUNCHED();
-}
-
-template <int NV>
-void backward_nv(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v,
-                 int64_t ldv, DPtr lse, const float* D, int64_t B, int64_t T, int64_t H,
-                 int64_t hd) {
-  const float scale = 1.f / sqrtf(static_cast<float>(hd));
-  if (dq) {
-    const size_t smem = static_cast<size_t>((2 * 8 * kRows + 2 * kTile) * (hd + 1)) * sizeof(float);
-    allow_smem(attention_dq_kernel<NV>, smem, ctx, "backward (dq)");
-    const dim3 grid(static_cast<unsigned>((T + 8 * kRows - 1) / (8 * kRows)),
-                    static_cast<unsigned>(B * H));
-    attention_dq_kernel<NV>
-        <<<grid, 256, smem, ctx.stream>>>(dq, dout, q, k, v, ldv, lse, D, static_cast<int>(T),
-                                          static_cast<int>(H), static_cast<int>(hd), scale);
-    SL_CUDA_LAUNCHED();
-  }
-  if (dk || dv) {
-    const size_t smem = static_cast<size_t>(4 * kTile * (hd + 1) + 2 * kTile) * sizeof(float);
-    allow_smem(attention_dkv_kernel<NV>, smem, ctx, "backward (dk, dv)");
-    const dim3 grid(static_cast<unsigned>((T + kTile - 1) / kTile), static_cast<unsigned>(B * H));
-    attention_dkv_kernel<NV>
-        <<<grid, 128, smem, ctx.stream>>>(dk, dv, dout, q, k, v, ldv, lse, D, static_cast<int>(T),
-                                          static_cast<int>(H), static_cast<int>(hd), scale);
-    SL_CUDA_LAUNCHED();
-  }
 }
 
 }  // namespace
@@ -324,46 +296,27 @@ void backward_nv(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k,
 void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int64_t B,
                        int64_t T, int64_t H, int64_t hd) {
   if (B * T * H <= 0) return;
-  check_dims(T, H, hd, "forward");
-  switch ((hd + 31) / 32) {
-    case 1:
-      forward_nv<1>(ctx, out, lse, q, k, v, ldv, B, T, H, hd);
-      break;
-    case 2:
-      forward_nv<2>(ctx, out, lse, q, k, v, ldv, B, T, H, hd);
-      break;
-    case 3:
-      forward_nv<3>(ctx, out, lse, q, k, v, ldv, B, T, H, hd);
-      break;
-    default:
-      forward_nv<4>(ctx, out, lse, q, k, v, ldv, B, T, H, hd);
-      break;
-  }
+  const AttnDims A = dims(T, H, hd, ldv, q, k, v, {}, "forward");
+  launch(ctx, attention_forward_kernel<64>, attention_forward_kernel<32>, kFwd, A, B * H, "forward",
+         out, lse, q, k, v);
 }
 
 void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v,
                         int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T, int64_t H,
                         int64_t hd) {
   if (B * T * H <= 0 || (!dq && !dk && !dv)) return;
-  check_dims(T, H, hd, "backward");
+  const AttnDims A = dims(T, H, hd, ldv, q, k, v, dout, "backward");
   float* D = ctx.work->get_as<float>(static_cast<size_t>(B * H * T));
   attention_dot_kernel<<<static_cast<unsigned>((B * T * H + 7) / 8), 256, 0, ctx.stream>>>(
       D, dout, out, B, T, H, hd);
   SL_CUDA_LAUNCHED();
-  switch ((hd + 31) / 32) {
-    case 1:
-      backward_nv<1>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd);
-      break;
-    case 2:
-      backward_nv<2>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd);
-      break;
-    case 3:
-      backward_nv<3>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd);
-      break;
-    default:
-      backward_nv<4>(ctx, dq, dk, dv, dout, q, k, v, ldv, lse, D, B, T, H, hd);
-      break;
-  }
+  const float* Dc = D;
+  if (dq)
+    launch(ctx, attention_dq_kernel<64>, attention_dq_kernel<32>, kDq, A, B * H, "backward (dq)",
+           dq, dout, q, k, v, lse, Dc);
+  if (dk || dv)
+    launch(ctx, attention_dkv_kernel<64>, attention_dkv_kernel<32>, kDkv, A, B * H,
+           "backward (dk, dv)", dk, dv, dout, q, k, v, lse, Dc);
 }
 
 }  // namespace sl::cuda

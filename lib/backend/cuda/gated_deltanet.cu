@@ -13,10 +13,8 @@
 // strong the decay; Tinv is built by substitution and block products with no division, so the
 // triangular solve cannot make a NaN.
 //
-// Tensor cores, fp32-faithful: every product runs on WMMA TF32 tiles (m16n16k8) in the 3xTF32
-// split a = a_hi + a_lo, ab ~ a_hi b_hi + a_hi b_lo + a_lo b_hi (relative error ~2^-21, i.e.
-// fp32-level). Plain TF32 was tried on the forward and doubled the model's bf16 gradient error
-// (docs/PERFORMANCE.md): the state and Delta are fp32 quantities, so they keep fp32 precision.
+// Tensor cores, fp32-faithful: every product is a block-wide 3xTF32 WMMA product (tile_mma.cuh);
+// q, k, v and dout tiles widened from bf16 are exact in TF32 and skip their lo products.
 //
 // Parallelism: the value columns of S evolve independently (delta_t[j] only involves S[:, j]), so a
 // block owns one (b, h) and a tile of VT value columns, and walks the chunks in order (backward:
@@ -27,18 +25,14 @@
 // directly (+=); dq, dk, dbeta and dg are sums over the column tiles, so each tile writes its share
 // to an fp32 workspace [ntiles, ...] and a second kernel adds the tiles in order: no atomics,
 // deterministic.
-#include <mma.h>
-
 #include <string>
-#include <type_traits>
 #include <utility>
 
 #include "backend/cuda/ops.h"
+#include "backend/cuda/tile_mma.cuh"
 
 namespace sl::cuda {
 namespace {
-
-namespace wmma = nvcuda::wmma;
 
 constexpr int kC = 64;  // chunk length (= cpu::kGdnChunk; the states layout depends on it)
 constexpr int kThreads = 256;
@@ -47,6 +41,8 @@ constexpr int kLdc = kC + 4;  // leading dim of the [C, C] matrices (multiple of
 struct GdnDims {
   int B, T, H, DK, DV, NC;
   int DKp;  // DK rounded up to 16 (the WMMA tile)
+  // Inputs stored as bf16, hence exact in TF32 once widened: q, k, v, dout.
+  bool xq, xk, xv, xo;
   // Element offsets: token t of sequence b, head h, for q/k rows, v/out rows and beta/g.
   __device__ int64_t qk(int b, int t, int h) const { return ((int64_t{b} * T + t) * H + h) * DK; }
   __device__ int64_t vo(int b, int t, int h) const { return ((int64_t{b} * T + t) * H + h) * DV; }
@@ -56,52 +52,8 @@ struct GdnDims {
   }
 };
 
-// ---- block-wide products in shared memory ------------------------------------------------------
-
-template <class Frag>
-__device__ inline void split_tf32(Frag& hi, Frag& lo) {
-#pragma unroll
-  for (int i = 0; i < hi.num_elements; ++i) {
-    const float x = hi.x[i], h = wmma::__float_to_tf32(x);
-    hi.x[i] = h;
-    lo.x[i] = wmma::__float_to_tf32(x - h);
-  }
-}
-
-// C[M, N] = (accumulate ? C : 0) + op(A)[M, K] op(B)[K, N], fp32 row-major in shared memory.
-// TA: A is stored transposed ([K, M], leading dim lda); TB: B is stored transposed ([N, K]).
-// M, N multiples of 16, K of 8, leading dims multiples of 4, tiles 32-byte aligned. Warps take
-// the 16 x 16 output tiles round-robin, so consecutive calls with the same M, N give each warp
-// the same tiles (calls accumulating into one C need no barrier between them). C must not
-// overlap A or B. The caller puts barriers before (inputs written) and after (C read by others).
-template <bool TA, bool TB>
-__device__ void mm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
-                   int N, int K, bool accumulate) {
-  using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
-  using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
-  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / 16;
-  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
-    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16;
-    wmma::fragment<wmma::accumulator, 16, 16, 8, float> c;
-    if (accumulate)
-      wmma::load_matrix_sync(c, C + i0 * ldc + j0, ldc, wmma::mem_row_major);
-    else
-      wmma::fill_fragment(c, 0.f);
-    for (int k0 = 0; k0 < K; k0 += 8) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> ah, al;
-      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> bh, bl;
-      wmma::load_matrix_sync(ah, TA ? A + k0 * lda + i0 : A + i0 * lda + k0, lda);
-      wmma::load_matrix_sync(bh, TB ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb);
-      split_tf32(ah, al);
-      split_tf32(bh, bl);
-      wmma::mma_sync(c, al, bh, c);
-      wmma::mma_sync(c, ah, bl, c);
-      wmma::mma_sync(c, ah, bh, c);
-    }
-    wmma::store_matrix_sync(C + i0 * ldc + j0, c, ldc, wmma::mem_row_major);
-  }
-  __syncwarp();
-}
+// The `exact` bits of mm() for operands that are (a) / (b) widened from bf16.
+__device__ inline int ex(bool a, bool b) { return (a ? kExactA : 0) | (b ? kExactB : 0); }
 
 // Ts = (I + L)^{-1} with L_ts = bet_t KKE_ts (s < t; KKE strictly lower, [kC][kLdc]), by 16 x 16
 // blocks: the four diagonal blocks by substitution (one thread per column), then the
@@ -128,7 +80,8 @@ __device__ void unit_lower_inverse(float* Ts, const float* KKE, const float* bet
     for (int e = tid; e < nb * 256; e += nth) {
       const int J = e / 256, r = (e % 256) / 16, c = e % 16, row = 16 * (J + d) + r;
       float acc = 0.f;
-      for (int k = 16 * J; k < 16 * (J + d); ++k) acc += KKE[row * kLdc + k] * Ts[k * kLdc + 16 * J + c];
+      for (int k = 16 * J; k < 16 * (J + d); ++k)
+        acc += KKE[row * kLdc + k] * Ts[k * kLdc + 16 * J + c];
       P[e] = bet[row] * acc;
     }
     __syncthreads();
@@ -147,22 +100,15 @@ __device__ void unit_lower_inverse(float* Ts, const float* KKE, const float* bet
 // Qs/Ks [kC][ldk] <- rows t < Cn of q/k (one head), zero elsewhere (rows >= Cn, columns >= DK).
 __device__ inline void load_qk(float* Qs, float* Ks, int ldk, DPtr q, DPtr k, const GdnDims& D,
                                int b, int h, int t0, int Cn) {
-  for (int i = threadIdx.x; i < kC * D.DKp; i += blockDim.x) {
-    const int t = i / D.DKp, c = i % D.DKp;
-    const bool in = t < Cn && c < D.DK;
-    const int64_t o = in ? D.qk(b, t0 + t, h) + c : 0;
-    Qs[t * ldk + c] = in ? q.ld(o) : 0.f;
-    Ks[t * ldk + c] = in ? k.ld(o) : 0.f;
-  }
+  const int64_t stride = int64_t{D.H} * D.DK;
+  load_tile(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
+  load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
 }
 // Vs [kC][ldv] <- value columns j0 .. j0 + nv of `v` (v or dout) for rows t < Cn, zero elsewhere.
 template <int VT>
 __device__ inline void load_vtile(float* Vs, int ldv, DPtr v, const GdnDims& D, int b, int h,
                                   int t0, int Cn, int j0, int nv) {
-  for (int i = threadIdx.x; i < kC * VT; i += blockDim.x) {
-    const int t = i / VT, j = i % VT;
-    Vs[t * ldv + j] = t < Cn && j < nv ? v.ld(D.vo(b, t0 + t, h) + j0 + j) : 0.f;
-  }
+  load_tile(Vs, ldv, v, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
 }
 // bet, gam <- beta, g for t < Cn; zero past the chunk's end (so padded rows have beta 0 and the
 // cumsum stays gamma_last). Then gamma = inclusive cumsum, Gam = e^gamma, e = e^{gamma_last -
@@ -225,10 +171,10 @@ __global__ void __launch_bounds__(kThreads)
   float* As = Ks + kC * ldk;
   float* KKE = As + kC * kLdc;
   float* Ts = KKE + kC * kLdc;
-  float* Xs = Ts + kC * kLdc;   // K S0, then X = diag(beta) Ub, then diag(e) Delta
-  float* Ds = Xs + kC * ldv;    // V, then Delta
-  float* Os = Ds + kC * ldv;    // scratch of the inverse, then the output
-  float* Ss = Os + kC * ldv;    // the state tile [DKp][ldv]
+  float* Xs = Ts + kC * kLdc;  // K S0, then X = diag(beta) Ub, then diag(e) Delta
+  float* Ds = Xs + kC * ldv;   // V, then Delta
+  float* Os = Ds + kC * ldv;   // scratch of the inverse, then the output
+  float* Ss = Os + kC * ldv;   // the state tile [DKp][ldv]
   float* gam = Ss + D.DKp * ldv;
   float* Gam = gam + kC;
   float* ev = Gam + kC;
@@ -247,9 +193,9 @@ __global__ void __launch_bounds__(kThreads)
     load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
     load_vtile<VT>(Ds, ldv, v, D, b, h, t0, Cn, j0, nv);
     load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
-    mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false);   // Q K^T
-    mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false);  // K K^T
-    mm<false, false>(Xs, ldv, Ks, ldk, Ss, ldv, kC, VT, D.DKp, false);  // K S0
+    mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));   // Q K^T
+    mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xk, D.xk));  // K K^T
+    mm<false, false>(Xs, ldv, Ks, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
     __syncthreads();
     mask_decay(As, KKE, gam);
     for (int i = tid; i < kC * VT; i += nth) {  // X = diag(beta) (V - diag(Gam) K S0)
@@ -257,8 +203,8 @@ __global__ void __launch_bounds__(kThreads)
       Xs[t * ldv + j] = bet[t] * (Ds[t * ldv + j] - Gam[t] * Xs[t * ldv + j]);
     }
     unit_lower_inverse(Ts, KKE, bet, Os);
-    mm<false, false>(Ds, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);     // Delta = Tinv X
-    mm<false, false>(Os, ldv, Qs, ldk, Ss, ldv, kC, VT, D.DKp, false);  // Q S0
+    mm<false, false>(Ds, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
+    mm<false, false>(Os, ldv, Qs, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xq, false));  // Q S0
     __syncthreads();
     const float GamL = Gam[Cn - 1];
     for (int i = tid; i < kC * VT; i += nth) {
@@ -268,8 +214,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     for (int i = tid; i < D.DKp * VT; i += nth) Ss[(i / VT) * ldv + i % VT] *= GamL;
     __syncthreads();
-    mm<false, false>(Os, ldv, As, kLdc, Ds, ldv, kC, VT, kC, true);        // O += A Delta
-    mm<true, false>(Ss, ldv, Ks, ldk, Xs, ldv, D.DKp, VT, kC, true);       // S += K^T diag(e) Delta
+    mm<false, false>(Os, ldv, As, kLdc, Ds, ldv, kC, VT, kC, true);  // O += A Delta
+    mm<true, false>(Ss, ldv, Ks, ldk, Xs, ldv, D.DKp, VT, kC, true,
+                    ex(D.xk, false));  // S += K^T diag(e) Delta
     __syncthreads();
     for (int i = tid; i < Cn * nv; i += nth) {
       const int t = i / nv, j = i % nv;
@@ -292,13 +239,13 @@ __global__ void __launch_bounds__(kThreads)
   const int ldk = D.DKp + 4;
   float* Qs = sm;
   float* Ks = Qs + kC * ldk;
-  float* Zs = Ks + kC * ldk;    // dO S0^T -> dQ; then Delta dS^T -> dK
+  float* Zs = Ks + kC * ldk;  // dO S0^T -> dQ; then Delta dS^T -> dK
   float* As = Zs + kC * ldk;
   float* KKE = As + kC * kLdc;
   float* Ts = KKE + kC * kLdc;
-  float* Ws = Ts + kC * kLdc;   // scratch of the inverse, dA -> dQK, then d -> G
-  float* Ub = Ws + kC * kLdc;   // V, then Ub = V - diag(Gam) K S0
-  float* Dl = Ub + kC * ldv;    // Delta
+  float* Ws = Ts + kC * kLdc;  // scratch of the inverse, dA -> dQK, then d -> G
+  float* Ub = Ws + kC * kLdc;  // V, then Ub = V - diag(Gam) K S0
+  float* Dl = Ub + kC * ldv;   // Delta
   float* dOs = Dl + kC * ldv;
   float* dDs = dOs + kC * ldv;  // dDelta, then -diag(Gam) Y
   float* Tmp = dDs + kC * ldv;  // X, K dS, diag(Gam) dO, dX -> Y
@@ -338,9 +285,9 @@ __global__ void __launch_bounds__(kThreads)
     load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
     const float GamL = Gam[Cn - 1];
     // Recompute A, KKE, Tinv, Ub and Delta.
-    mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false);
-    mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false);
-    mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false);
+    mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));
+    mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xk, D.xk));
+    mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false, ex(D.xk, false));
     __syncthreads();
     mask_decay(As, KKE, gam);
     for (int i = tid; i < kC * VT; i += nth) {
@@ -354,11 +301,11 @@ __global__ void __launch_bounds__(kThreads)
 
     // (1) Through O and S_next.
     //   dDelta = A^T dO + diag(e) K dS;  dA = dO Delta^T (s <= t);  Z = diag(Gam) dO S0^T
-    mm<true, false>(dDs, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false);
-    mm<false, true>(Zs, ldk, dOs, ldv, S0, ldv, kC, D.DKp, VT, false);
+    mm<true, false>(dDs, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false, ex(false, D.xo));
+    mm<false, true>(Zs, ldk, dOs, ldv, S0, ldv, kC, D.DKp, VT, false, ex(D.xo, false));
     __syncthreads();
-    mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false);  // K dS
-    mm<false, true>(Ws, kLdc, dOs, ldv, Dl, ldv, kC, kC, VT, false);     // dO Delta^T
+    mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K dS
+    mm<false, true>(Ws, kLdc, dOs, ldv, Dl, ldv, kC, kC, VT, false, ex(D.xo, false));  // dO Delta^T
     __syncthreads();
     for (int i = tid; i < kC * VT; i += nth) {
       const int t = i / VT, j = i % VT;
@@ -386,7 +333,8 @@ __global__ void __launch_bounds__(kThreads)
       if (s <= t) Ws[t * kLdc + s] *= expf(gam[t] - gam[s]);
     }
     __syncthreads();
-    mm<false, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true);  // dQ = Z + dQK K
+    mm<false, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true,
+                     ex(false, D.xk));  // dQ = Z + dQK K
     __syncthreads();
     for (int i = tid; i < Cn * D.DK; i += nth) {
       const int t = i / D.DK, r = i % D.DK;
@@ -416,8 +364,10 @@ __global__ void __launch_bounds__(kThreads)
     if (tid == 0) dgam[Cn - 1] += last;
     for (int i = tid; i < D.DKp * VT; i += nth) dS[(i / VT) * ldv + i % VT] *= GamL;
     __syncthreads();
-    mm<true, false>(Zs, ldk, Ws, kLdc, Qs, ldk, kC, D.DKp, kC, true);   // dK += dQK^T Q
-    mm<true, false>(dS, ldv, Qs, ldk, Tmp, ldv, D.DKp, VT, kC, true);   // dS0 += Q^T diag(Gam) dO
+    mm<true, false>(Zs, ldk, Ws, kLdc, Qs, ldk, kC, D.DKp, kC, true,
+                    ex(false, D.xq));  // dK += dQK^T Q
+    mm<true, false>(dS, ldv, Qs, ldk, Tmp, ldv, D.DKp, VT, kC, true,
+                    ex(D.xq, false));  // dS0 += Q^T diag(Gam) dO
     __syncthreads();
 
     // (2) dX = Tinv^T dDelta;  d_ts = -(dX Delta^T)_ts, s < t.
@@ -469,10 +419,10 @@ __global__ void __launch_bounds__(kThreads)
       if (lane == 0) dgam[t] += acc;
     }
     // dK += (G + G^T) K - diag(Gam) Y S0^T;   dS0 -= K^T diag(Gam) Y
-    mm<false, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true);
-    mm<true, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true);
+    mm<false, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
+    mm<true, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
     mm<false, true>(Zs, ldk, dDs, ldv, S0, ldv, kC, D.DKp, VT, true);
-    mm<true, false>(dS, ldv, Ks, ldk, dDs, ldv, D.DKp, VT, kC, true);
+    mm<true, false>(dS, ldv, Ks, ldk, dDs, ldv, D.DKp, VT, kC, true, ex(D.xk, false));
     __syncthreads();
     for (int i = tid; i < Cn * D.DK; i += nth) {
       const int t = i / D.DK, r = i % D.DK;
@@ -500,12 +450,22 @@ __global__ void add_tiles_kernel(DPtr out, const float* part, int64_t n, int nti
   }
 }
 
-GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv, const char* what) {
+GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv, DPtr q, DPtr k, DPtr v,
+             DPtr dout, const char* what) {
   if (B * T * H > (int64_t{1} << 40) || T > (int64_t{1} << 30) || dk < 1 || dv < 1 || dk > 4096)
     fail(std::string("cuda gdn ") + what + ": unsupported sizes");
   const int dkp = static_cast<int>((dk + 15) / 16 * 16);
-  return {static_cast<int>(B),  static_cast<int>(T),  static_cast<int>(H),
-          static_cast<int>(dk), static_cast<int>(dv), static_cast<int>((T + kC - 1) / kC), dkp};
+  return {static_cast<int>(B),
+          static_cast<int>(T),
+          static_cast<int>(H),
+          static_cast<int>(dk),
+          static_cast<int>(dv),
+          static_cast<int>((T + kC - 1) / kC),
+          dkp,
+          q.bf,
+          k.bf,
+          v.bf,
+          dout.bf};
 }
 
 // The value tile: 32 columns where the shared memory allows, else 16. 0 if neither fits.
@@ -553,8 +513,8 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr d
   const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
   allow_smem(gdn_backward_kernel<VT>, smem);
   const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>(ntiles));
-  gdn_backward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(
-      dq_p, dk_p, dbeta_p, dg_p, dv_, dout, states, q, k, v, beta, g, D);
+  gdn_backward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(dq_p, dk_p, dbeta_p, dg_p, dv_,
+                                                                dout, states, q, k, v, beta, g, D);
   SL_CUDA_LAUNCHED();
   const std::pair<DPtr, const float*> outs[] = {
       {dq, dq_p}, {dk_, dk_p}, {dbeta, dbeta_p}, {dg, dg_p}};
@@ -572,7 +532,7 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr d
 void gdn_forward(Ctx& ctx, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
                  int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) {
   if (B * T * H <= 0) return;
-  const GdnDims D = dims(B, T, H, dk, dv, "forward");
+  const GdnDims D = dims(B, T, H, dk, dv, q, k, v, {}, "forward");
   switch (pick_vt(ctx, D, kFwd)) {
     case 32:
       return forward_vt<32>(ctx, D, out, states, q, k, v, beta, g);
@@ -587,7 +547,7 @@ void gdn_backward(Ctx& ctx, DPtr dq, DPtr dk_, DPtr dv_, DPtr dbeta, DPtr dg, DP
                   DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g, int64_t B, int64_t T,
                   int64_t H, int64_t dk, int64_t dv) {
   if (B * T * H <= 0) return;
-  const GdnDims D = dims(B, T, H, dk, dv, "backward");
+  const GdnDims D = dims(B, T, H, dk, dv, q, k, v, dout, "backward");
   switch (pick_vt(ctx, D, kBwd)) {
     case 32:
       return backward_vt<32>(ctx, D, dq, dk_, dv_, dbeta, dg, dout, states, q, k, v, beta, g);

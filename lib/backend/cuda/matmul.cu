@@ -118,9 +118,8 @@ const GemmPlans::Plan& plan(GemmPlans& G, cublasOperation_t ta, cublasOperation_
                             int64_t n, int64_t k, cudaDataType_t at, const void* A, int64_t lda,
                             const void* B, int64_t ldb, cudaDataType_t ct, const void* C,
                             int64_t ldc, bool accumulate) {
-  const GemmPlans::Key key{ta,         tb,           m,           n,           k,
-                           lda,        ldb,          ldc,         at,          ct,
-                           accumulate, alignment(A), alignment(B), alignment(C)};
+  const GemmPlans::Key key{
+      ta, tb, m, n, k, lda, ldb, ldc, at, ct, accumulate, alignment(A), alignment(B), alignment(C)};
   auto it = G.plans.find(key);
   if (it != G.plans.end()) return it->second;
   GemmPlans::Plan p;
@@ -180,8 +179,8 @@ void gemm(Ctx& ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64
             : nullptr;
   if (p && p->have_algo) {
     const cublasStatus_t s =
-        cublasLtMatmul(G.lt, p->op, &alpha, A.data, p->a, B.data, p->b, &beta, C.data, p->c,
-                       C.data, p->c, &p->algo, G.workspace, G.workspace_bytes, ctx.stream);
+        cublasLtMatmul(G.lt, p->op, &alpha, A.data, p->a, B.data, p->b, &beta, C.data, p->c, C.data,
+                       p->c, &p->algo, G.workspace, G.workspace_bytes, ctx.stream);
     if (s != CUBLAS_STATUS_SUCCESS)
       fail(std::string("cuda matmul (") + what + "): cublasLtMatmul failed: " + cublas_status(s) +
            where());

@@ -1,0 +1,117 @@
+// Block-wide matrix products on shared-memory tiles, on tensor cores at fp32-level accuracy.
+//
+// WMMA TF32 (m16n16k8) with the 3xTF32 split a = a_hi + a_lo (a_hi = tf32(a), a_lo = tf32(a -
+// a_hi)): ab ~ a_hi b_hi + a_hi b_lo + a_lo b_hi, relative error ~2^-21, i.e. what fp32 SIMT
+// math gives, at tensor-core speed. An operand that came from bf16 (8-bit mantissa) is exact in
+// TF32 (10 bits): its lo part is zero and the product that would use it is skipped, so bf16 x
+// bf16 products cost one MMA and bf16 x fp32 two.
+//
+// Plain TF32 (one MMA, 10-bit operands) was tried on the GDN forward and doubled the model's
+// bf16 gradient error (docs/PERFORMANCE.md): states and intermediates like Delta and P are fp32
+// quantities and keep fp32 precision here.
+#pragma once
+#include <mma.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "backend/cuda/common.cuh"
+
+namespace sl::cuda {
+
+namespace wmma = nvcuda::wmma;
+
+// `exact` bits for mm(): operand A / B holds values exactly representable in TF32 (from bf16).
+constexpr int kExactA = 1, kExactB = 2;
+
+template <class Frag>
+__device__ inline void split_tf32(Frag& hi, Frag& lo) {
+#pragma unroll
+  for (int i = 0; i < hi.num_elements; ++i) {
+    const float x = hi.x[i], h = wmma::__float_to_tf32(x);
+    hi.x[i] = h;
+    lo.x[i] = wmma::__float_to_tf32(x - h);
+  }
+}
+
+// C[M, N] = (accumulate ? C : 0) + op(A)[M, K] op(B)[K, N], fp32 row-major in shared memory.
+// TA: A is stored transposed ([K, M], leading dim lda); TB: B is stored transposed ([N, K]).
+// M, N multiples of 16, K of 8, leading dims multiples of 4, tile origins 32-byte aligned.
+// Warps take the 16 x 16 output tiles round-robin, so consecutive calls with the same M, N give
+// each warp the same tiles: calls accumulating into one C need no barrier between them. C must
+// not overlap A or B. The caller puts barriers before (inputs written) and after (C read by
+// other warps).
+template <bool TA, bool TB>
+__device__ void mm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
+                   int N, int K, bool accumulate, int exact = 0) {
+  using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
+  using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / 16;
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> c;
+    if (accumulate)
+      wmma::load_matrix_sync(c, C + i0 * ldc + j0, ldc, wmma::mem_row_major);
+    else
+      wmma::fill_fragment(c, 0.f);
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> ah, al;
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> bh, bl;
+      wmma::load_matrix_sync(ah, TA ? A + k0 * lda + i0 : A + i0 * lda + k0, lda);
+      wmma::load_matrix_sync(bh, TB ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb);
+      split_tf32(ah, al);
+      split_tf32(bh, bl);
+      if (!(exact & kExactA)) wmma::mma_sync(c, al, bh, c);
+      if (!(exact & kExactB)) wmma::mma_sync(c, ah, bl, c);
+      wmma::mma_sync(c, ah, bh, c);
+    }
+    wmma::store_matrix_sync(C + i0 * ldc + j0, c, ldc, wmma::mem_row_major);
+  }
+  __syncwarp();
+}
+
+// dst [NR][ldd] (fp32, shared) <- the [nr, nc] block of `src` at element offset `off` with row
+// stride `stride`, zero in the padding rows nr .. NR and columns nc .. NC. When every row start is
+// 16-byte aligned and nc is a whole number of 16-byte vectors, each thread moves 16 bytes per
+// load (8 bf16 or 4 f32) instead of one element: these tiles are reloaded for every chunk or key
+// block, and scalar 2-byte loads left the tensor-core kernels waiting on memory.
+__device__ inline void load_tile(float* dst, int ldd, DPtr src, int64_t off, int64_t stride, int nr,
+                                 int NR, int nc, int NC) {
+  const int vec = src.bf ? 8 : 4;  // elements per 16-byte load
+  const int esz = src.bf ? 2 : 4;
+  const bool vok = nc % vec == 0 && NC % vec == 0 && ldd % 4 == 0 &&
+                   (reinterpret_cast<uintptr_t>(src.p) + off * esz) % 16 == 0 &&
+                   (stride * esz) % 16 == 0;
+  if (!vok) {
+    for (int i = threadIdx.x; i < NR * NC; i += blockDim.x) {
+      const int r = i / NC, c = i % NC;
+      dst[r * ldd + c] = r < nr && c < nc ? src.ld(off + r * stride + c) : 0.f;
+    }
+    return;
+  }
+  const int cpr = NC / vec;  // vectors per row
+#pragma unroll 4
+  for (int i = threadIdx.x; i < NR * cpr; i += blockDim.x) {
+    const int r = i / cpr, c = (i % cpr) * vec;
+    float* d = dst + r * ldd + c;
+    if (r < nr && c < nc) {
+      const int64_t e = off + r * stride + c;
+      if (src.bf) {
+        const uint4 u =
+            *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(src.p) + e);
+        const __nv_bfloat162* p2 = reinterpret_cast<const __nv_bfloat162*>(&u);
+        const float2 a = __bfloat1622float2(p2[0]), b = __bfloat1622float2(p2[1]),
+                     cc = __bfloat1622float2(p2[2]), dd = __bfloat1622float2(p2[3]);
+        reinterpret_cast<float4*>(d)[0] = make_float4(a.x, a.y, b.x, b.y);
+        reinterpret_cast<float4*>(d)[1] = make_float4(cc.x, cc.y, dd.x, dd.y);
+      } else {
+        *reinterpret_cast<float4*>(d) =
+            *reinterpret_cast<const float4*>(static_cast<const float*>(src.p) + e);
+      }
+    } else {
+      for (int x = 0; x < vec; ++x) d[x] = 0.f;
+    }
+  }
+}
+
+}  // namespace sl::cuda
