@@ -21,7 +21,10 @@
 namespace sl::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+// Threads per block: the forward runs two 8-warp blocks per SM (87 KB of shared memory each for
+// hd = 64); the backward kernels fit one block per SM (122 KB, 140 KB) and run 16 warps to hide
+// more latency (S4 attention backward 78.5 -> 74.0 ms per step, docs/PERFORMANCE.md).
+constexpr int kThreadsFwd = 256, kThreadsBwd = 512;
 
 struct AttnDims {
   int T, H, hd, hdp;  // hdp: hd rounded up to 16
@@ -49,7 +52,7 @@ constexpr int kFwd[3] = {4, 1, 2}, kDq[3] = {5, 2, 2}, kDkv[3] = {6, 2, 2};
 
 // Grid (ceil(T / BQ), B*H). smem: Qs, Ks, Vs, Os [BQ][ld]; Ss [BQ][lds]; m, l [BQ].
 template <int BQ>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreadsFwd)
     attention_forward_kernel(DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, AttnDims A) {
   extern __shared__ __align__(128) float sm[];
   const int ld = A.hdp + 4, lds = BQ + 4;
@@ -158,7 +161,7 @@ __device__ inline void load_rows_stats(float* lse_r, float* D_r, DPtr lse, const
 
 // dQ: grid (ceil(T / BQ), B*H). smem: Qs, dOs, dQs, Ks, Vs [BQ][ld]; Ss, dPs [BQ][lds]; lse, D.
 template <int BQ>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreadsBwd)
     attention_dq_kernel(DPtr dq, DPtr dout, DPtr q, DPtr k, DPtr v, DPtr lse, const float* D,
                         AttnDims A) {
   extern __shared__ __align__(128) float sm[];
@@ -201,7 +204,7 @@ __global__ void __launch_bounds__(kThreads)
 // dK, dV: grid (ceil(T / BQ), B*H), a block per BQ keys walking the query tiles t >= s.
 // smem: Ks, Vs, dKs, dVs, Qs, dOs [BQ][ld]; Ss, dPs [BQ][lds]; lse, D [BQ].
 template <int BQ>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreadsBwd)
     attention_dkv_kernel(DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v, DPtr lse,
                          const float* D, AttnDims A) {
   extern __shared__ __align__(128) float sm[];
@@ -266,8 +269,8 @@ AttnDims dims(int64_t T, int64_t H, int64_t hd, int64_t ldv, DPtr q, DPtr k, DPt
 
 // Launches kernel<64> if its shared memory fits, else kernel<32>.
 template <class K64, class K32, class... Args>
-void launch(Ctx& ctx, K64 k64, K32 k32, const int (&n)[3], const AttnDims& A, int64_t BH,
-            const char* what, Args... args) {
+void launch(Ctx& ctx, K64 k64, K32 k32, int threads, const int (&n)[3], const AttnDims& A,
+            int64_t BH, const char* what, Args... args) {
   int BQ = 64;
   size_t smem = smem_bytes(64, A.hdp, n[0], n[1], n[2]);
   if (smem > ctx.smem_optin) {
@@ -282,11 +285,11 @@ void launch(Ctx& ctx, K64 k64, K32 k32, const int (&n)[3], const AttnDims& A, in
   if (BQ == 64) {
     SL_CUDA_CHECK(cudaFuncSetAttribute(k64, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
-    k64<<<grid, kThreads, smem, ctx.stream>>>(args..., A);
+    k64<<<grid, threads, smem, ctx.stream>>>(args..., A);
   } else {
     SL_CUDA_CHECK(cudaFuncSetAttribute(k32, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
-    k32<<<grid, kThreads, smem, ctx.stream>>>(args..., A);
+    k32<<<grid, threads, smem, ctx.stream>>>(args..., A);
   }
   SL_CUDA_LAUNCHED();
 }
@@ -297,8 +300,8 @@ void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int
                        int64_t T, int64_t H, int64_t hd) {
   if (B * T * H <= 0) return;
   const AttnDims A = dims(T, H, hd, ldv, q, k, v, {}, "forward");
-  launch(ctx, attention_forward_kernel<64>, attention_forward_kernel<32>, kFwd, A, B * H, "forward",
-         out, lse, q, k, v);
+  launch(ctx, attention_forward_kernel<64>, attention_forward_kernel<32>, kThreadsFwd, kFwd, A,
+         B * H, "forward", out, lse, q, k, v);
 }
 
 void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v,
@@ -312,10 +315,10 @@ void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, 
   SL_CUDA_LAUNCHED();
   const float* Dc = D;
   if (dq)
-    launch(ctx, attention_dq_kernel<64>, attention_dq_kernel<32>, kDq, A, B * H, "backward (dq)",
-           dq, dout, q, k, v, lse, Dc);
+    launch(ctx, attention_dq_kernel<64>, attention_dq_kernel<32>, kThreadsBwd, kDq, A, B * H,
+           "backward (dq)", dq, dout, q, k, v, lse, Dc);
   if (dk || dv)
-    launch(ctx, attention_dkv_kernel<64>, attention_dkv_kernel<32>, kDkv, A, B * H,
+    launch(ctx, attention_dkv_kernel<64>, attention_dkv_kernel<32>, kThreadsBwd, kDkv, A, B * H,
            "backward (dk, dv)", dk, dv, dout, q, k, v, lse, Dc);
 }
 

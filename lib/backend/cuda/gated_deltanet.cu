@@ -159,8 +159,9 @@ constexpr int kFwd[5] = {2, 3, 3, 1, 4};  // big, cc, vt, st, vecs
 constexpr int kBwd[5] = {3, 4, 6, 2, 6};
 
 // Grid (B*H, ceil(dv / VT)), kThreads threads. See Layout / kFwd for the shared memory.
+// Two blocks per SM fit its shared memory (d_k = 48: 115 KB each): registers are capped to match.
 template <int VT>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     gdn_forward_kernel(DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
                        GdnDims D) {
   extern __shared__ __align__(128) float sm[];

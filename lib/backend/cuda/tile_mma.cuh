@@ -1,8 +1,8 @@
 // Block-wide matrix products on shared-memory tiles, on tensor cores at fp32-level accuracy.
 //
-// WMMA TF32 (m16n16k8) with the 3xTF32 split a = a_hi + a_lo (a_hi = tf32(a), a_lo = tf32(a -
-// a_hi)): ab ~ a_hi b_hi + a_hi b_lo + a_lo b_hi, relative error ~2^-21, i.e. what fp32 SIMT
-// math gives, at tensor-core speed. An operand that came from bf16 (8-bit mantissa) is exact in
+// WMMA TF32 (m16n16k8) with the 3xTF32 split a = a_hi + a_lo (a_hi = a truncated to TF32,
+// a_lo = tf32(a - a_hi)): ab ~ a_hi b_hi + a_hi b_lo + a_lo b_hi, relative error ~2^-20, i.e.
+// fp32-level, at tensor-core speed. An operand that came from bf16 (8-bit mantissa) is exact in
 // TF32 (10 bits): its lo part is zero and the product that would use it is skipped, so bf16 x
 // bf16 products cost one MMA and bf16 x fp32 two.
 //
@@ -24,49 +24,74 @@ namespace wmma = nvcuda::wmma;
 // `exact` bits for mm(): operand A / B holds values exactly representable in TF32 (from bf16).
 constexpr int kExactA = 1, kExactB = 2;
 
+// hi = x with its 13 low mantissa bits cleared (a TF32 value, so lo = x - hi is exact in fp32),
+// lo = tf32(x - hi). An exact operand (widened bf16) is used as loaded: its low bits are zero.
 template <class Frag>
 __device__ inline void split_tf32(Frag& hi, Frag& lo) {
 #pragma unroll
   for (int i = 0; i < hi.num_elements; ++i) {
-    const float x = hi.x[i], h = wmma::__float_to_tf32(x);
+    const float x = hi.x[i], h = __uint_as_float(__float_as_uint(x) & 0xffffe000u);
     hi.x[i] = h;
     lo.x[i] = wmma::__float_to_tf32(x - h);
+  }
+}
+
+// One warp's share of mm(): output tiles of 16 x (16 NB), so each A fragment loaded from shared
+// memory feeds NB products (shared-memory loads and fragment splits, not the tensor cores,
+// bound these kernels).
+template <bool TA, bool TB, int NB>
+__device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
+                              int M, int N, int K, bool accumulate, int exact) {
+  using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
+  using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / (16 * NB);
+  const bool xa = exact & kExactA, xb = exact & kExactB;
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16 * NB;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> c[NB];
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      if (accumulate)
+        wmma::load_matrix_sync(c[n], C + i0 * ldc + j0 + 16 * n, ldc, wmma::mem_row_major);
+      else
+        wmma::fill_fragment(c[n], 0.f);
+    }
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> ah, al;
+      wmma::load_matrix_sync(ah, TA ? A + k0 * lda + i0 : A + i0 * lda + k0, lda);
+      if (!xa) split_tf32(ah, al);
+#pragma unroll
+      for (int n = 0; n < NB; ++n) {
+        const int j = j0 + 16 * n;
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> bh, bl;
+        wmma::load_matrix_sync(bh, TB ? B + j * ldb + k0 : B + k0 * ldb + j, ldb);
+        if (!xb) split_tf32(bh, bl);
+        if (!xa) wmma::mma_sync(c[n], al, bh, c[n]);
+        if (!xb) wmma::mma_sync(c[n], ah, bl, c[n]);
+        wmma::mma_sync(c[n], ah, bh, c[n]);
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < NB; ++n)
+      wmma::store_matrix_sync(C + i0 * ldc + j0 + 16 * n, c[n], ldc, wmma::mem_row_major);
   }
 }
 
 // C[M, N] = (accumulate ? C : 0) + op(A)[M, K] op(B)[K, N], fp32 row-major in shared memory.
 // TA: A is stored transposed ([K, M], leading dim lda); TB: B is stored transposed ([N, K]).
 // M, N multiples of 16, K of 8, leading dims multiples of 4, tile origins 32-byte aligned.
-// Warps take the 16 x 16 output tiles round-robin, so consecutive calls with the same M, N give
-// each warp the same tiles: calls accumulating into one C need no barrier between them. C must
-// not overlap A or B. The caller puts barriers before (inputs written) and after (C read by
-// other warps).
+// Warps take the output tiles round-robin and the tiling depends on M and N only, so consecutive
+// calls with the same M, N give each warp the same tiles: calls accumulating into one C need no
+// barrier between them. C must not overlap A or B. The caller puts barriers before (inputs
+// written) and after (C read by other warps).
 template <bool TA, bool TB>
 __device__ void mm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
                    int N, int K, bool accumulate, int exact = 0) {
-  using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
-  using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
-  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / 16;
-  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
-    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16;
-    wmma::fragment<wmma::accumulator, 16, 16, 8, float> c;
-    if (accumulate)
-      wmma::load_matrix_sync(c, C + i0 * ldc + j0, ldc, wmma::mem_row_major);
-    else
-      wmma::fill_fragment(c, 0.f);
-    for (int k0 = 0; k0 < K; k0 += 8) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> ah, al;
-      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> bh, bl;
-      wmma::load_matrix_sync(ah, TA ? A + k0 * lda + i0 : A + i0 * lda + k0, lda);
-      wmma::load_matrix_sync(bh, TB ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb);
-      split_tf32(ah, al);
-      split_tf32(bh, bl);
-      if (!(exact & kExactA)) wmma::mma_sync(c, al, bh, c);
-      if (!(exact & kExactB)) wmma::mma_sync(c, ah, bl, c);
-      wmma::mma_sync(c, ah, bh, c);
-    }
-    wmma::store_matrix_sync(C + i0 * ldc + j0, c, ldc, wmma::mem_row_major);
-  }
+  // 16 x 32 warp tiles when there are enough of them to keep every warp busy.
+  if (N % 32 == 0 && (M / 16) * (N / 32) >= int(blockDim.x / 32))
+    mm_warp_tiles<TA, TB, 2>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+  else
+    mm_warp_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   __syncwarp();
 }
 
