@@ -135,18 +135,44 @@ __global__ void attention_dot_kernel(float* D, DPtr dout, DPtr out, int64_t B, i
   if (lane == 0) D[(b * H + h) * T + t] = acc;
 }
 
-// After Ss = Q K^T and dPs = dO V^T for query rows t0.. and keys s0..: Ss <- P, dPs <- dS =
-// P (dP - D), zero where s > t or t >= T. lse_r, D_r: the rows' lse and D.
+// Shared memory of a backward kernel: Qs, dOs, Ks, Vs and nacc accumulators [BQ][ld], then Ss,
+// dPs [BQ][BQ+4], then lse_r, D_r [BQ] (smem_bytes with tiles = 4 + nacc, sq = 2, vecs = 2).
 template <int BQ>
-__device__ inline void scores_to_grads(float* Ss, float* dPs, const float* lse_r, const float* D_r,
-                                       int t0, int s0, const AttnDims& A) {
+struct BwdTiles {
+  float *Qs, *dOs, *Ks, *Vs, *acc[2], *Ss, *dPs, *lse_r, *D_r;
+  __device__ BwdTiles(float* sm, int ld, int nacc) {
+    const int tile = BQ * ld, sq = BQ * (BQ + 4);
+    Qs = sm;
+    dOs = Qs + tile;
+    Ks = dOs + tile;
+    Vs = Ks + tile;
+    acc[0] = Vs + tile;
+    acc[1] = nacc > 1 ? acc[0] + tile : nullptr;
+    Ss = acc[0] + nacc * tile;
+    dPs = Ss + sq;
+    lse_r = dPs + sq;
+    D_r = lse_r + BQ;
+  }
+};
+
+// The shared step of both backward kernels, for query rows t0.. (tiles Qs, dOs) against keys
+// s0.. (Ks, Vs): Ss <- P = exp(scale Q K^T - lse), dPs <- dS = P (dO V^T - D), both zero where
+// s > t or t >= T. lse_r, D_r: the rows' lse and D. Inputs ready on entry; ends with a barrier.
+template <int BQ>
+__device__ inline void probs_and_grads(float* Ss, float* dPs, const float* Qs, const float* dOs,
+                                       const float* Ks, const float* Vs, int ld, const float* lse_r,
+                                       const float* D_r, int t0, int s0, const AttnDims& A) {
   constexpr int lds = BQ + 4;
+  mm<false, true>(Ss, lds, Qs, ld, Ks, ld, BQ, BQ, A.hdp, false, ex(A.xq, A.xk));
+  mm<false, true>(dPs, lds, dOs, ld, Vs, ld, BQ, BQ, A.hdp, false, ex(A.xo, A.xv));
+  __syncthreads();
   for (int i = threadIdx.x; i < BQ * BQ; i += blockDim.x) {
     const int r = i / BQ, c = i % BQ, t = t0 + r, s = s0 + c;
     const float p = t < A.T && s <= t ? expf(A.scale * Ss[r * lds + c] - lse_r[r]) : 0.f;
     Ss[r * lds + c] = p;
     dPs[r * lds + c] = p * (dPs[r * lds + c] - D_r[r]);
   }
+  __syncthreads();
 }
 
 // Loads the rows' lse and D (zero past T).
@@ -159,22 +185,16 @@ __device__ inline void load_rows_stats(float* lse_r, float* D_r, DPtr lse, const
   }
 }
 
-// dQ: grid (ceil(T / BQ), B*H). smem: Qs, dOs, dQs, Ks, Vs [BQ][ld]; Ss, dPs [BQ][lds]; lse, D.
+// dQ: grid (ceil(T / BQ), B*H). smem: BwdTiles with one accumulator, dQs.
 template <int BQ>
 __global__ void __launch_bounds__(kThreadsBwd)
     attention_dq_kernel(DPtr dq, DPtr dout, DPtr q, DPtr k, DPtr v, DPtr lse, const float* D,
                         AttnDims A) {
   extern __shared__ __align__(128) float sm[];
   const int ld = A.hdp + 4, lds = BQ + 4;
-  float* Qs = sm;
-  float* dOs = Qs + BQ * ld;
-  float* dQs = dOs + BQ * ld;
-  float* Ks = dQs + BQ * ld;
-  float* Vs = Ks + BQ * ld;
-  float* Ss = Vs + BQ * ld;
-  float* dPs = Ss + BQ * lds;
-  float* lse_r = dPs + BQ * lds;
-  float* D_r = lse_r + BQ;
+  const BwdTiles<BQ> m(sm, ld, 1);
+  float *Qs = m.Qs, *dOs = m.dOs, *Ks = m.Ks, *Vs = m.Vs, *Ss = m.Ss, *dPs = m.dPs;
+  float *lse_r = m.lse_r, *D_r = m.D_r, *dQs = m.acc[0];
   const int bh = blockIdx.y, b = bh / A.H, h = bh % A.H, r0 = blockIdx.x * BQ;
   const int64_t base = int64_t{b} * A.T, col = int64_t{h} * A.hd;
   load_head_rows(Qs, ld, q, base, A.ld(), col, r0, BQ, A);
@@ -187,11 +207,7 @@ __global__ void __launch_bounds__(kThreadsBwd)
     load_head_rows(Ks, ld, k, base, A.ld(), col, s0, BQ, A);
     load_head_rows(Vs, ld, v, base, A.ldv, col, s0, BQ, A);
     __syncthreads();
-    mm<false, true>(Ss, lds, Qs, ld, Ks, ld, BQ, BQ, A.hdp, false, ex(A.xq, A.xk));
-    mm<false, true>(dPs, lds, dOs, ld, Vs, ld, BQ, BQ, A.hdp, false, ex(A.xo, A.xv));
-    __syncthreads();
-    scores_to_grads<BQ>(Ss, dPs, lse_r, D_r, r0, s0, A);
-    __syncthreads();
+    probs_and_grads<BQ>(Ss, dPs, Qs, dOs, Ks, Vs, ld, lse_r, D_r, r0, s0, A);
     mm<false, false>(dQs, ld, dPs, lds, Ks, ld, BQ, A.hdp, BQ, true, ex(false, A.xk));
   }
   __syncthreads();
@@ -202,23 +218,16 @@ __global__ void __launch_bounds__(kThreadsBwd)
 }
 
 // dK, dV: grid (ceil(T / BQ), B*H), a block per BQ keys walking the query tiles t >= s.
-// smem: Ks, Vs, dKs, dVs, Qs, dOs [BQ][ld]; Ss, dPs [BQ][lds]; lse, D [BQ].
+// smem: BwdTiles with two accumulators, dKs and dVs.
 template <int BQ>
 __global__ void __launch_bounds__(kThreadsBwd)
     attention_dkv_kernel(DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v, DPtr lse,
                          const float* D, AttnDims A) {
   extern __shared__ __align__(128) float sm[];
   const int ld = A.hdp + 4, lds = BQ + 4;
-  float* Ks = sm;
-  float* Vs = Ks + BQ * ld;
-  float* dKs = Vs + BQ * ld;
-  float* dVs = dKs + BQ * ld;
-  float* Qs = dVs + BQ * ld;
-  float* dOs = Qs + BQ * ld;
-  float* Ss = dOs + BQ * ld;
-  float* dPs = Ss + BQ * lds;
-  float* lse_r = dPs + BQ * lds;
-  float* D_r = lse_r + BQ;
+  const BwdTiles<BQ> m(sm, ld, 2);
+  float *Qs = m.Qs, *dOs = m.dOs, *Ks = m.Ks, *Vs = m.Vs, *Ss = m.Ss, *dPs = m.dPs;
+  float *lse_r = m.lse_r, *D_r = m.D_r, *dKs = m.acc[0], *dVs = m.acc[1];
   const int bh = blockIdx.y, b = bh / A.H, h = bh % A.H, s0 = blockIdx.x * BQ;
   const int64_t base = int64_t{b} * A.T, col = int64_t{h} * A.hd;
   load_head_rows(Ks, ld, k, base, A.ld(), col, s0, BQ, A);
@@ -230,11 +239,7 @@ __global__ void __launch_bounds__(kThreadsBwd)
     load_head_rows(dOs, ld, dout, base, A.ld(), col, t0, BQ, A);
     load_rows_stats(lse_r, D_r, lse, D, bh, t0, BQ, A.T);
     __syncthreads();
-    mm<false, true>(Ss, lds, Qs, ld, Ks, ld, BQ, BQ, A.hdp, false, ex(A.xq, A.xk));
-    mm<false, true>(dPs, lds, dOs, ld, Vs, ld, BQ, BQ, A.hdp, false, ex(A.xo, A.xv));
-    __syncthreads();
-    scores_to_grads<BQ>(Ss, dPs, lse_r, D_r, t0, s0, A);
-    __syncthreads();
+    probs_and_grads<BQ>(Ss, dPs, Qs, dOs, Ks, Vs, ld, lse_r, D_r, t0, s0, A);
     // Ss, dPs are [t][s]: stored transposed for dV = P^T dO and dK = dS^T Q.
     mm<true, false>(dVs, ld, Ss, lds, dOs, ld, BQ, A.hdp, BQ, true, ex(false, A.xo));
     mm<true, false>(dKs, ld, dPs, lds, Qs, ld, BQ, A.hdp, BQ, true, ex(false, A.xq));
