@@ -395,25 +395,34 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
 // -----------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
-  const int64_t B = 2, T = 77, C = 40, K = 4, ldx = C + 13;
-  check_both("conv1d_silu_forward",
-             {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
-              {"w", C * K, Kind::in, Cls::weight},
-              {"y", B * T * C, Kind::out, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.conv1d_silu_forward(b["y"], b["x"], ldx, b["w"], B, T, C, K);
-               return 0.0;
-             });
-  check_both("conv1d_silu_backward",
-             {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
-              {"w", C * K, Kind::in, Cls::weight},
-              {"dy", B * T * C, Kind::in, Cls::act},
-              {"dx", B * T * ldx, Kind::acc, Cls::act},
-              {"dw", C * K, Kind::acc, Cls::pgrad}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], B, T, C, K);
-               return 0.0;
-             });
+  // The model's K = 4 over several 32-step runs with a tail; T = 1 (only the zero history); K = 3
+  // and K = 8 (the largest the GPU kernel takes), T shorter than a run.
+  struct Cfg {
+    int64_t B, T, C, K;
+  };
+  for (Cfg cfg : {Cfg{2, 77, 40, 4}, Cfg{2, 1, 40, 4}, Cfg{1, 20, 33, 3}, Cfg{1, 45, 16, 8}}) {
+    const int64_t B = cfg.B, T = cfg.T, C = cfg.C, K = cfg.K, ldx = C + 13;
+    const std::string tag = " (T=" + std::to_string(T) + " K=" + std::to_string(K) + ")";
+    check_both("conv1d_silu_forward" + tag,
+               {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
+                {"w", C * K, Kind::in, Cls::weight},
+                {"y", B * T * C, Kind::out, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.conv1d_silu_forward(b["y"], b["x"], ldx, b["w"], B, T, C, K);
+                 return 0.0;
+               });
+    check_both("conv1d_silu_backward" + tag,
+               {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
+                {"w", C * K, Kind::in, Cls::weight},
+                {"dy", B * T * C, Kind::in, Cls::act},
+                {"dx", B * T * ldx, Kind::acc, Cls::act},
+                {"dw", C * K, Kind::acc, Cls::pgrad}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], B, T, C,
+                                         K);
+                 return 0.0;
+               });
+  }
 }
 
 BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
