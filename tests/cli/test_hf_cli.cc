@@ -54,8 +54,7 @@ Result run(const std::vector<std::string>& args) {
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(base + ".out"),
-           slurp(base + ".err")};
+  Result r{sl::test::exit_code(status), slurp(base + ".out"), slurp(base + ".err")};
   fs::remove(base + ".out");
   fs::remove(base + ".err");
   return r;
@@ -73,9 +72,8 @@ struct Scratch {
     fs::remove_all(dir);
     fs::create_directories(dir);
     std::ofstream train(dir / "train.txt"), val(dir / "val.txt");
-    for (const char* f : {"GPL-3", "Apache-2.0"})
-      train << slurp(std::string("/usr/share/common-licenses/") + f);
-    val << slurp("/usr/share/common-licenses/GPL-2");
+    train << sl::test::licenses({"GPL-3", "Apache-2.0"});
+    val << sl::test::licenses({"GPL-2"});
     std::ofstream cfg(dir / "tiny.toml");
     cfg << "[model]\narch = \"hybrid\"\nd_model = 32\nn_layers = 4\nn_heads = 2\n"
         << "[train]\nseq_len = 80\nbatch_size = 2\ntokens = 1600\nlr = 3e-3\n"

@@ -55,8 +55,7 @@ Proc spawn(const std::vector<std::string>& args, const std::string& err_path) {
 int wait_exit(const Proc& p) {
   int status = 0;
   waitpid(p.pid, &status, 0);
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + WTERMSIG(status);
+  return sl::test::exit_code(status);
 }
 
 using sl::test::slurp;
@@ -79,9 +78,8 @@ struct Fixture {
                                        std::to_string(std::rand()));
     fs::create_directories(dir);
     std::ofstream train(dir / "train.txt"), val(dir / "val.txt");
-    for (const char* f : {"GPL-3", "Apache-2.0", "LGPL-2.1"})
-      train << slurp(std::string("/usr/share/common-licenses/") + f);
-    val << slurp("/usr/share/common-licenses/GPL-2");
+    train << sl::test::licenses({"GPL-3", "Apache-2.0", "LGPL-2.1"});
+    val << sl::test::licenses({"GPL-2"});
     std::ofstream cfg(dir / "tiny.toml");
     cfg << "[model]\narch = \"hybrid\"\nd_model = 32\nn_layers = 4\nn_heads = 2\n"
         << "[train]\nseq_len = 32\nbatch_size = 4\ntokens = 12_800\nlr = 3e-3\n"

@@ -1,8 +1,10 @@
 // Small file helpers shared by the tests that drive the scalinglab binary.
 #pragma once
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <initializer_list>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -15,6 +17,20 @@ inline std::string slurp(const std::filesystem::path& p) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+// Real English text for training corpora: the named licence texts of Debian's base-files
+// (/usr/share/common-licenses), concatenated in the given order.
+inline std::string licenses(std::initializer_list<const char*> names) {
+  std::string s;
+  for (const char* n : names) s += slurp(std::string("/usr/share/common-licenses/") + n);
+  return s;
+}
+
+// The exit code from a std::system() or waitpid() status, the shell's way: 128 + the signal when
+// the process was killed.
+inline int exit_code(int status) {
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 // A fresh directory TMP/<prefix><pid>, removed with everything in it when the test ends.

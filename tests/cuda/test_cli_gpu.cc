@@ -29,9 +29,8 @@ struct Dir {
   sl::test::TempDir tmp{"sl_cuda_cli_"};
   fs::path path = tmp.path;
   Dir() {
-    std::ofstream(path / "train.txt") << slurp("/usr/share/common-licenses/GPL-3")
-                                      << slurp("/usr/share/common-licenses/Apache-2.0");
-    std::ofstream(path / "val.txt") << slurp("/usr/share/common-licenses/GPL-2");
+    std::ofstream(path / "train.txt") << sl::test::licenses({"GPL-3", "Apache-2.0"});
+    std::ofstream(path / "val.txt") << sl::test::licenses({"GPL-2"});
     // 60 steps of 8 x 64 tokens, constant lr after warmup: a run cut at step 30 and continued
     // follows the same schedule as one that never stopped.
     std::ofstream(path / "run.toml")
@@ -45,7 +44,7 @@ struct Dir {
     const std::string cmd = std::string(SL_EXE) + " " + args + " 2>&1";
     BOOST_TEST_MESSAGE("$ " << cmd);
     const int st = std::system(cmd.c_str());
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    return sl::test::exit_code(st);
   }
   int train(const std::string& out, const std::string& extra) const {
     return sh("train --config " + (path / "run.toml").string() + " --out " + (path / out).string() +

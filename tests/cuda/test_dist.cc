@@ -39,9 +39,8 @@ struct Dir {
   fs::path path = tmp.path;
   Dir() {
     std::ofstream train(path / "train.txt");
-    for (const char* f : {"GPL-3", "Apache-2.0", "GFDL-1.3", "LGPL-3"})
-      train << slurp(std::string("/usr/share/common-licenses/") + f);
-    std::ofstream(path / "val.txt") << slurp("/usr/share/common-licenses/GPL-2");
+    train << sl::test::licenses({"GPL-3", "Apache-2.0", "GFDL-1.3", "LGPL-3"});
+    std::ofstream(path / "val.txt") << sl::test::licenses({"GPL-2"});
     // 200 steps x 16 x 128 tokens of a small hybrid, constant lr after warmup (so a run
     // stopped half way and resumed is the same schedule).
     std::ofstream(path / "small.toml")
@@ -57,7 +56,7 @@ struct Dir {
                             " --device cuda --quiet " + extra + " 2>&1";
     BOOST_TEST_MESSAGE("$ " << cmd);
     const int st = std::system(cmd.c_str());
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    return sl::test::exit_code(st);
   }
   sl::RunLog log(const std::string& out) const {
     return sl::read_runlog((path / out / "log.h5").string());

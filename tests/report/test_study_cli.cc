@@ -26,7 +26,7 @@ int run(const std::string& args, const std::string& out) {
   const std::string cmd = "OMP_WAIT_POLICY=PASSIVE " + std::string(SL_EXE) + " " + args + " > " +
                           out + " 2>&1";
   const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+  return sl::test::exit_code(rc);
 }
 
 const std::string kCorpus = SL_SOURCE_DIR "/data/corpus/english";

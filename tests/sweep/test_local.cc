@@ -30,8 +30,8 @@ struct Fixture {
     fs::remove_all(dir);
     fs::create_directories(dir);
     std::ofstream train(dir / "train.txt"), val(dir / "val.txt");
-    train << slurp("/usr/share/common-licenses/GPL-3");
-    val << slurp("/usr/share/common-licenses/GPL-2");
+    train << sl::test::licenses({"GPL-3"});
+    val << sl::test::licenses({"GPL-2"});
   }
   ~Fixture() { fs::remove_all(dir); }
   std::string write(const std::string& name, const std::string& grid,

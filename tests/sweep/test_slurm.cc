@@ -68,9 +68,8 @@ BOOST_AUTO_TEST_CASE(slurm_array_with_requeue) {
   fs::create_directories(dir);
   {
     std::ofstream train(dir / "train.txt"), val(dir / "val.txt");
-    for (const char* f : {"GPL-3", "Apache-2.0", "LGPL-2.1"})
-      train << slurp(std::string("/usr/share/common-licenses/") + f);
-    val << slurp("/usr/share/common-licenses/GPL-2");
+    train << sl::test::licenses({"GPL-3", "Apache-2.0", "LGPL-2.1"});
+    val << sl::test::licenses({"GPL-2"});
     // 6 runs (2 patterns x 3 shapes), each one WSD run of 200 steps carrying 2 budgets.
     std::ofstream s(dir / "sweep.toml");
     s << "[sweep]\nname = \"slurmtest\"\npatterns = [\"AAAA\", \"GGGA\"]\n"

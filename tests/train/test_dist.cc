@@ -39,8 +39,8 @@ struct Dir {
   sl::test::TempDir tmp{"sl_dist_"};
   fs::path path = tmp.path;
   Dir() {
-    std::ofstream(path / "train.txt") << slurp("/usr/share/common-licenses/GPL-3");
-    std::ofstream(path / "val.txt") << slurp("/usr/share/common-licenses/GPL-2");
+    std::ofstream(path / "train.txt") << sl::test::licenses({"GPL-3"});
+    std::ofstream(path / "val.txt") << sl::test::licenses({"GPL-2"});
     std::ofstream(path / "tiny.toml")
         << "[model]\narch = \"hybrid\"\nd_model = 32\nn_layers = 2\nn_heads = 2\n"
         << "[train]\nseq_len = 32\nbatch_size = 4\ntokens = 2048\neval_tokens = 512\n"
@@ -53,7 +53,7 @@ struct Dir {
                             " " + args + " >/dev/null 2>" + e.string();
     const int st = std::system(cmd.c_str());
     *err = slurp(e);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    return sl::test::exit_code(st);
   }
 };
 
@@ -147,7 +147,7 @@ BOOST_AUTO_TEST_CASE(bad_data_parallel_requests_fail_before_writing) {
 // replicated state) resumes on 1, 2 or 4 ranks and reads the tokens it would have read.
 BOOST_AUTO_TEST_CASE(rank_strides_tile_the_global_batch_for_any_world) {
   const fs::path p = fs::temp_directory_path() / ("sl_dist_tokens_" + std::to_string(getpid()));
-  std::ofstream(p) << slurp("/usr/share/common-licenses/GPL-3");
+  std::ofstream(p) << sl::test::licenses({"GPL-3"});
   const sl::TokenSource src = sl::TokenSource::open(p.string(), 256);
   const int64_t B = 8, T = 16;
   for (int64_t step : {0, 1, 57, 1000}) {

@@ -49,7 +49,7 @@ pid_t spawn(const std::vector<std::string>& args) {
 int wait_exit(pid_t pid) {
   int status = 0;
   waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return sl::test::exit_code(status);
 }
 
 struct Fixture {
@@ -59,9 +59,8 @@ struct Fixture {
     fs::remove_all(dir);
     fs::create_directories(dir);
     std::ofstream train(dir / "train.txt"), val(dir / "val.txt");
-    for (const char* f : {"GPL-3", "Apache-2.0"})
-      train << slurp(std::string("/usr/share/common-licenses/") + f);
-    val << slurp("/usr/share/common-licenses/GPL-2");
+    train << sl::test::licenses({"GPL-3", "Apache-2.0"});
+    val << sl::test::licenses({"GPL-2"});
     // 128 tokens per step; budgets of 30, 50 and 80 steps: the cooldowns of 50 (from step 40)
     // and 80 (from step 64) overlap the stable branch past the earlier budgets' ends.
     std::ofstream cfg(dir / "tiny.toml");
