@@ -288,12 +288,10 @@ void launch(Ctx& ctx, K64 k64, K32 k32, int threads, const int (&n)[3], const At
          std::to_string(ctx.smem_optin));
   const dim3 grid(static_cast<unsigned>((A.T + BQ - 1) / BQ), static_cast<unsigned>(BH));
   if (BQ == 64) {
-    SL_CUDA_CHECK(cudaFuncSetAttribute(k64, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem)));
+    smem_opt_in(k64, smem);
     k64<<<grid, threads, smem, ctx.stream>>>(args..., A);
   } else {
-    SL_CUDA_CHECK(cudaFuncSetAttribute(k32, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem)));
+    smem_opt_in(k32, smem);
     k32<<<grid, threads, smem, ctx.stream>>>(args..., A);
   }
   SL_CUDA_LAUNCHED();

@@ -106,6 +106,15 @@ struct Ctx {
   size_t smem_optin = 48 << 10;  // max dynamic shared memory per block after opt-in (bytes)
 };
 
+// Lets `kernel` be launched with `bytes` of dynamic shared memory: above the 48 KB default a
+// kernel needs an explicit opt-in (up to Ctx::smem_optin, which callers check first).
+template <class K>
+void smem_opt_in(K kernel, size_t bytes) {
+  if (bytes > (48u << 10))
+    SL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(bytes)));
+}
+
 // Grid for a grid-stride loop over n elements with `threads` per block.
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;

@@ -148,11 +148,8 @@ struct Layout {
   // Shared memory floats: `big` [kC][DKp+4] buffers, `cc` [kC][kLdc], `vt` [kC][ldv], `st`
   // [DKp][ldv], then the gate vectors and a 32-float reduction buffer.
   static size_t bytes(int DKp, int big, int cc, int vt, int st, int vecs) {
-    return sizeof(float) * (size_t{static_cast<unsigned>(big)} * kC * (DKp + 4) +
-                            size_t{static_cast<unsigned>(cc)} * kC * kLdc +
-                            size_t{static_cast<unsigned>(vt)} * kC * ldv +
-                            size_t{static_cast<unsigned>(st)} * DKp * ldv +
-                            size_t{static_cast<unsigned>(vecs)} * kC + 32);
+    return sizeof(float) * static_cast<size_t>(big * kC * (DKp + 4) + cc * kC * kLdc +
+                                               vt * kC * ldv + st * DKp * ldv + vecs * kC + 32);
   }
 };
 constexpr int kFwd[5] = {2, 3, 3, 1, 4};  // big, cc, vt, st, vecs
@@ -476,13 +473,6 @@ int pick_vt(const Ctx& ctx, const GdnDims& D, const int (&n)[5]) {
   return 0;
 }
 
-template <class K>
-void allow_smem(K kernel, size_t bytes) {
-  if (bytes > (48u << 10))
-    SL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(bytes)));
-}
-
 [[noreturn]] void too_big(const Ctx& ctx, const GdnDims& D, const int (&n)[5], const char* what) {
   fail(std::string("cuda gdn ") + what + ": key dim " + std::to_string(D.DK) + " needs " +
        std::to_string(Layout<16>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4])) +
@@ -494,7 +484,7 @@ void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr 
                 DPtr beta, DPtr g) {
   const auto& n = kFwd;
   const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
-  allow_smem(gdn_forward_kernel<VT>, smem);
+  smem_opt_in(gdn_forward_kernel<VT>, smem);
   const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
   gdn_forward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(out, states, q, k, v, beta, g, D);
   SL_CUDA_LAUNCHED();
@@ -512,7 +502,7 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr d
   float* dg_p = dbeta_p + ntiles * n_gate;
   const auto& n = kBwd;
   const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
-  allow_smem(gdn_backward_kernel<VT>, smem);
+  smem_opt_in(gdn_backward_kernel<VT>, smem);
   const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>(ntiles));
   gdn_backward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(dq_p, dk_p, dbeta_p, dg_p, dv_,
                                                                 dout, states, q, k, v, beta, g, D);
