@@ -3,6 +3,8 @@
 // Training throughput of full optimizer steps (forward + backward + AdamW) on random tokens, per
 // ladder size and architecture: tokens/s, achieved FLOP/s by ModelSpec::flops_per_token, and MFU
 // when --peak-tflops is given.
+// `scalinglab bench --op attention[,gdn,...] [--batch B] [--seq-len T] [--heads H] [--head-dim hd]
+//                   [--reps N] [--warmup W]`: one op at a time instead (bench_ops.cc).
 #include <omp.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_ops.h"
 #include "cli/commands.h"
 #include "core/profiled_backend.h"
 #include "core/backend.h"
@@ -43,6 +46,8 @@ void register_bench(CLI::App& app) {
     int threads = 0;
     double peak_tflops = 0;
     bool profile = false;
+    std::string ops;
+    int64_t heads = 12, head_dim = 64, reps = 20;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "Training tokens/s and MFU per ladder size");
@@ -60,8 +65,28 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--profile", a->profile,
                 "After the timed steps, time every op (synchronizing around each) and print where "
                 "a step's time goes");
+  cmd->add_option("--op", a->ops,
+                  "Time single ops instead of training steps: attention, gdn, matmul, rmsnorm, "
+                  "swiglu, cross_entropy (comma-separated), forward and backward separately");
+  cmd->add_option("--heads", a->heads, "--op: heads H (width d = H x head dim)");
+  cmd->add_option("--head-dim", a->head_dim, "--op: head dim");
+  cmd->add_option("--reps", a->reps, "--op: timed calls per pass");
   cmd->callback([a]() {
     if (a->threads > 0) omp_set_num_threads(a->threads);
+    if (!a->ops.empty()) {
+      OpBenchArgs o;
+      o.device = a->device;
+      o.json = a->json;
+      o.batch = a->batch;
+      o.seq_len = a->seq_len;
+      o.heads = a->heads;
+      o.head_dim = a->head_dim;
+      o.vocab = a->vocab;
+      o.reps = a->reps;
+      o.warmup = a->warmup;
+      run_op_bench(o, split(a->ops));
+      return;
+    }
     nlohmann::json rows = nlohmann::json::array();
     std::printf("%-8s %-4s %5s %3s %11s %11s %12s %10s %6s\n", "arch", "size", "d", "L", "params",
                 "non-emb", "tokens/s", "GFLOP/s", "MFU");

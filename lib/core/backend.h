@@ -11,7 +11,9 @@
 //  - Scalars are float on the interface; backends compute in their own precision (double in the
 //    CPU<double> reference used by gradient checks).
 #pragma once
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -41,6 +43,18 @@ class Backend {
   // Copy with dtype conversion between two backend tensors of equal n (e.g. fp32 master -> bf16).
   virtual void convert(Tensor dst, Tensor src) = 0;
   virtual void synchronize() {}
+  // Milliseconds per call of `fn` (which enqueues work on this backend): the mean of `reps`
+  // back-to-back calls, timed by the device's own clock where it has one (CUDA events around
+  // the calls on the backend's stream), else by the host clock between two synchronize()s.
+  // For `scalinglab bench --op`; warm up before calling it.
+  virtual double time_ms(const std::function<void()>& fn, int reps) {
+    synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) fn();
+    synchronize();
+    const std::chrono::duration<double, std::milli> dt = std::chrono::steady_clock::now() - t0;
+    return dt.count() / (reps > 0 ? reps : 1);
+  }
 
   // ---- elementwise / copies -------------------------------------------------------------------
   // y[i] += alpha * x[i], i < n

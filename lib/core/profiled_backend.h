@@ -30,6 +30,9 @@ class ProfiledBackend final : public Backend {
   Tensor alloc(int64_t n, DType t) override { return in_.alloc(n, t); }
   void free(Tensor t) override { in_.free(t); }
   void synchronize() override { in_.synchronize(); }
+  double time_ms(const std::function<void()>& fn, int reps) override {
+    return in_.time_ms(fn, reps);
+  }
 
  private:
   // Times one forwarded call; `op` names the table row.

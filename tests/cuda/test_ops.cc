@@ -362,10 +362,13 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
   };
   // T not a multiple of the tiles, T = 1, tiny and model head dims, long T, peaky softmax, a head
   // dim that is not a multiple of the 16-wide tensor-core tile, and hd = 128 (whose dK/dV kernel
-  // takes 32-row tiles to fit in shared memory).
+  // takes 32-row tiles to fit in shared memory). In mixed mode head dims that are multiples of 8
+  // take the bf16 kernels (attention_flash.cu; 40 and 80 padded to 64 and 128), hd = 20 the
+  // fp32-exact ones.
   for (Cfg c : {Cfg{2, 100, 2, 32, 1.f}, Cfg{1, 1, 2, 16, 1.f}, Cfg{2, 64, 4, 8, 1.f},
                 Cfg{1, 300, 3, 64, 1.f}, Cfg{1, 2048, 2, 64, 1.f}, Cfg{1, 130, 2, 64, 6.f},
-                Cfg{2, 90, 2, 40, 1.f}, Cfg{1, 200, 2, 128, 1.f}}) {
+                Cfg{2, 90, 2, 40, 1.f}, Cfg{1, 200, 2, 128, 1.f}, Cfg{1, 1100, 1, 128, 1.f},
+                Cfg{2, 77, 3, 80, 1.f}, Cfg{1, 129, 2, 20, 1.f}}) {
     const int64_t BT = c.B * c.T, D = c.H * c.hd, ldv = 3 * D;  // v inside a fused qkv row
     const std::string tag = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
                             " H=" + std::to_string(c.H) + " hd=" + std::to_string(c.hd) +
@@ -388,6 +391,43 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
                             b["v"].at(2 * D), ldv, b["out"], b["lse"], c.B, c.T, c.H, c.hd);
       return 0.0;
     });
+  }
+}
+
+// The backward has a fixed reduction order (no atomics): the same inputs give the same bits.
+BOOST_AUTO_TEST_CASE(attention_backward_is_deterministic) {
+  for (int64_t hd : {64, 128}) {
+    sl::CudaBackend& g = gpu(Mode::mixed);
+    const int64_t B = 2, T = 700, H = 3, D = H * hd, BT = B * T;
+    std::mt19937_64 rng(42 + hd);
+    std::uniform_real_distribution<float> u(-1.f, 1.f);
+    auto make = [&](int64_t n, DType dt, bool fill) {
+      Tensor t = g.alloc(n, dt);
+      if (fill) {
+        std::vector<float> h(static_cast<size_t>(n));
+        for (auto& v : h) v = u(rng);
+        g.upload(t, h.data());
+      }
+      return t;
+    };
+    Tensor q = make(BT * D, DType::bf16, true), k = make(BT * D, DType::bf16, true),
+           v = make(BT * D, DType::bf16, true), dout = make(BT * D, DType::bf16, true),
+           out = make(BT * D, DType::bf16, false), lse = make(B * H * T, DType::f32, false);
+    g.attention_forward(out, lse, q, k, v, D, B, T, H, hd);
+    std::vector<std::vector<float>> runs;
+    for (int r = 0; r < 2; ++r) {
+      Tensor dq = make(BT * D, DType::bf16, false), dk = make(BT * D, DType::bf16, false),
+             dv = make(BT * D, DType::bf16, false);
+      g.attention_backward(dq, dk, dv, dout, q, k, v, D, out, lse, B, T, H, hd);
+      std::vector<float> all(static_cast<size_t>(3 * BT * D));
+      g.download(all.data(), dq);
+      g.download(all.data() + BT * D, dk);
+      g.download(all.data() + 2 * BT * D, dv);
+      runs.push_back(std::move(all));
+      for (Tensor t : {dq, dk, dv}) g.free(t);
+    }
+    BOOST_TEST((runs[0] == runs[1]), "hd=" << hd << ": two backward runs differ");
+    for (Tensor t : {q, k, v, dout, out, lse}) g.free(t);
   }
 }
 

@@ -1,4 +1,8 @@
-// Fused causal softmax attention, flash style: scores never leave the chip, the forward saves
+// Fused causal softmax attention, flash style. Two paths: bf16 inputs take the bf16 tensor-core
+// kernels of attention_flash.cu (FlashAttention-2 style, P rounded to bf16 for P V as
+// FlashAttention does); fp32 inputs (the doctor's and the tests' fp32 mode) the fp32-exact
+// kernels below.
+// scores never leave the chip, the forward saves
 // lse = logsumexp of each score row, the backward recomputes P from it. For one (b, h), with
 // Q, K, V [T, hd] and scale = 1/sqrt(hd):
 //   S = scale Q K^T (s <= t),  lse_t = logsumexp_s S_ts,  P = exp(S - lse),  O = P V
@@ -13,8 +17,11 @@
 //
 // BQ = 64 where the shared memory allows it (head dims up to 128 in the forward and the dQ
 // kernel; up to 64 in the dK/dV kernel, which holds six [BQ, hd] tiles), else 32.
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
+#include "backend/cuda/attention_flash.cuh"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/tile_mma.cuh"
 
@@ -297,11 +304,29 @@ void launch(Ctx& ctx, K64 k64, K32 k32, int threads, const int (&n)[3], const At
   SL_CUDA_LAUNCHED();
 }
 
+// SL_CUDA_ATTENTION=exact sends bf16 calls to the fp32-exact kernels too (before/after
+// comparisons in one binary, and a fallback if the bf16 kernels are ever in doubt).
+bool flash_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("SL_CUDA_ATTENTION");
+    return !(e && std::strcmp(e, "exact") == 0);
+  }();
+  return on;
+}
+
 }  // namespace
+
+void attention_row_dots(Ctx& ctx, float* D, DPtr dout, DPtr out, int64_t B, int64_t T, int64_t H,
+                        int64_t hd) {
+  attention_dot_kernel<<<static_cast<unsigned>((B * T * H + 7) / 8), 256, 0, ctx.stream>>>(
+      D, dout, out, B, T, H, hd);
+  SL_CUDA_LAUNCHED();
+}
 
 void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int64_t B,
                        int64_t T, int64_t H, int64_t hd) {
   if (B * T * H <= 0) return;
+  if (flash_enabled() && flash_attention_forward(ctx, out, lse, q, k, v, ldv, B, T, H, hd)) return;
   const AttnDims A = dims(T, H, hd, ldv, q, k, v, {}, "forward");
   launch(ctx, attention_forward_kernel<64>, attention_forward_kernel<32>, kThreadsFwd, kFwd, A,
          B * H, "forward", out, lse, q, k, v);
@@ -311,11 +336,12 @@ void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, 
                         int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T, int64_t H,
                         int64_t hd) {
   if (B * T * H <= 0 || (!dq && !dk && !dv)) return;
+  if (flash_enabled() &&
+      flash_attention_backward(ctx, dq, dk, dv, dout, q, k, v, ldv, out, lse, B, T, H, hd))
+    return;
   const AttnDims A = dims(T, H, hd, ldv, q, k, v, dout, "backward");
   float* D = ctx.work->get_as<float>(static_cast<size_t>(B * H * T));
-  attention_dot_kernel<<<static_cast<unsigned>((B * T * H + 7) / 8), 256, 0, ctx.stream>>>(
-      D, dout, out, B, T, H, hd);
-  SL_CUDA_LAUNCHED();
+  attention_row_dots(ctx, D, dout, out, B, T, H, hd);
   const float* Dc = D;
   if (dq)
     launch(ctx, attention_dq_kernel<64>, attention_dq_kernel<32>, kThreadsBwd, kDq, A, B * H,

@@ -145,6 +145,21 @@ void CudaBackend::convert(Tensor dst, Tensor src) {
 
 void CudaBackend::synchronize() { SL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
 
+double CudaBackend::time_ms(const std::function<void()>& fn, int reps) {
+  cudaEvent_t e0, e1;
+  SL_CUDA_CHECK(cudaEventCreate(&e0));
+  SL_CUDA_CHECK(cudaEventCreate(&e1));
+  SL_CUDA_CHECK(cudaEventRecord(e0, impl_->stream));
+  for (int i = 0; i < reps; ++i) fn();
+  SL_CUDA_CHECK(cudaEventRecord(e1, impl_->stream));
+  SL_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  SL_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  SL_CUDA_CHECK(cudaEventDestroy(e0));
+  SL_CUDA_CHECK(cudaEventDestroy(e1));
+  return static_cast<double>(ms) / (reps > 0 ? reps : 1);
+}
+
 // ---- elementwise / copies ---------------------------------------------------------------------
 
 void CudaBackend::axpy(Tensor y, Tensor x, float alpha, int64_t n) {

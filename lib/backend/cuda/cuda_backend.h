@@ -44,6 +44,7 @@ class CudaBackend final : public Backend {
   void download(float* dst, Tensor src) override;
   void convert(Tensor dst, Tensor src) override;
   void synchronize() override;
+  double time_ms(const std::function<void()>& fn, int reps) override;
 
   void axpy(Tensor y, Tensor x, float alpha, int64_t n) override;
   void copy2d(Tensor dst, int64_t ld_dst, Tensor src, int64_t ld_src, int64_t rows, int64_t cols,

@@ -1,0 +1,214 @@
+// `scalinglab bench --op NAME[,NAME...]`: one backend op at a time, forward and backward timed
+// separately by Backend::time_ms (CUDA events on a GPU) over several input sets used in turn, so
+// repeated calls do not read inputs left in the L2 by the call before. Prints ms per call and the
+// achieved TFLOP/s (ops whose work is matrix products) or GB/s (the fewest bytes the op must move,
+// for the memory-bound ones).
+//
+// Shapes follow the model: tokens BT = batch x seq_len, heads H, head dim hd, width d = H hd;
+// attention's v is a column block of a fused [BT, 3d] projection as in the model.
+#include "cli/bench_ops.h"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace sl::cli {
+namespace {
+
+constexpr int kSets = 3;  // input sets used in turn
+
+// One op's benchmark: forward and backward closures over input set i, with the work they do.
+struct OpCase {
+  std::function<void(int)> fwd, bwd;
+  double fwd_flops = 0, bwd_flops = 0;  // 0: not a matrix-product op (report GB/s)
+  double fwd_bytes = 0, bwd_bytes = 0;
+  std::string shape;
+};
+
+// Device tensors of one benchmark, freed at the end; filled with uniform(lo, hi) from a fixed
+// stream (never zeros: zeros run faster than real data on tensor cores).
+class Pool {
+ public:
+  explicit Pool(Backend& be) : be_(be) {}
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  ~Pool() {
+    for (Tensor& t : owned_) be_.free(t);
+  }
+  Tensor make(int64_t n, DType dt, float lo = -1.f, float hi = 1.f) {
+    Tensor t = be_.alloc(n, dt);
+    owned_.push_back(t);
+    std::vector<float> h(static_cast<size_t>(n));
+    for (auto& v : h) v = lo + (hi - lo) * static_cast<float>(rng_.uniform());
+    be_.upload(t, h.data());
+    return t;
+  }
+  // kSets tensors of the same shape.
+  std::vector<Tensor> sets(int64_t n, DType dt, float lo = -1.f, float hi = 1.f) {
+    std::vector<Tensor> v;
+    for (int i = 0; i < kSets; ++i) v.push_back(make(n, dt, lo, hi));
+    return v;
+  }
+
+ private:
+  Backend& be_;
+  Rng rng_{7, 0};
+  std::vector<Tensor> owned_;
+};
+
+std::string shape_str(const OpBenchArgs& a) {
+  return "B=" + std::to_string(a.batch) + " T=" + std::to_string(a.seq_len) +
+         " H=" + std::to_string(a.heads) + " hd=" + std::to_string(a.head_dim);
+}
+
+OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool& P) {
+  const DType act = be.act_dtype(), f32 = DType::f32;
+  const int64_t B = a.batch, T = a.seq_len, H = a.heads, hd = a.head_dim, BT = B * T, d = H * hd;
+  const double es = static_cast<double>(dtype_size(act));  // bytes per activation element
+  OpCase c;
+  c.shape = shape_str(a);
+  if (op == "attention") {
+    // Causal: half of the T x T scores. Forward: Q K^T and P V, 2 x 2 B H T^2 hd / 2 FLOPs;
+    // backward: five such products (S, dP, dV, dK, dQ) = 2.5 x the forward.
+    auto q = P.sets(BT * d, act), k = P.sets(BT * d, act), v = P.sets(BT * 3 * d, act);
+    auto dout = P.sets(BT * d, act), out = P.sets(BT * d, act);
+    auto lse = P.sets(B * H * T, f32), dq = P.sets(BT * d, act), dk = P.sets(BT * d, act),
+         dv = P.sets(BT * 3 * d, act);
+    c.fwd = [=, &be](int i) {
+      be.attention_forward(out[i], lse[i], q[i], k[i], v[i].at(2 * d), 3 * d, B, T, H, hd);
+    };
+    c.bwd = [=, &be](int i) {
+      be.attention_backward(dq[i], dk[i], dv[i].at(2 * d), dout[i], q[i], k[i], v[i].at(2 * d),
+                            3 * d, out[i], lse[i], B, T, H, hd);
+    };
+    // Outputs must be valid (lse finite) before timing the backward alone.
+    for (int i = 0; i < kSets; ++i) c.fwd(i);
+    c.fwd_flops = 2.0 * 2.0 * B * H * static_cast<double>(T) * T * hd / 2.0;
+    c.bwd_flops = 2.5 * c.fwd_flops;
+    c.fwd_bytes = es * 4.0 * BT * d;
+    c.bwd_bytes = es * 8.0 * BT * d;
+  } else if (op == "gdn") {
+    // Gated DeltaNet, the model's shape: dk = hd, dv = 2 hd. Memory-bound reporting (GB/s).
+    const int64_t dk = hd, dv = 2 * hd, NC = (T + 63) / 64;
+    auto q = P.sets(BT * H * dk, act, -0.2f, 0.2f), k = P.sets(BT * H * dk, act, -0.2f, 0.2f);
+    auto v = P.sets(BT * H * dv, act), beta = P.sets(BT * H, act, 0.f, 1.f);
+    auto g = P.sets(BT * H, f32, -0.2f, -0.01f), out = P.sets(BT * H * dv, act);
+    auto st = P.sets(B * H * NC * dk * dv, f32), dout = P.sets(BT * H * dv, act);
+    auto dq = P.sets(BT * H * dk, act), dkk = P.sets(BT * H * dk, act),
+         dvv = P.sets(BT * H * dv, act), dbeta = P.sets(BT * H, f32), dg = P.sets(BT * H, f32);
+    c.fwd = [=, &be](int i) {
+      be.gdn_forward(out[i], st[i], q[i], k[i], v[i], beta[i], g[i], B, T, H, dk, dv);
+    };
+    c.bwd = [=, &be](int i) {
+      be.gdn_backward(dq[i], dkk[i], dvv[i], dbeta[i], dg[i], dout[i], st[i], q[i], k[i], v[i],
+                      beta[i], g[i], B, T, H, dk, dv);
+    };
+    for (int i = 0; i < kSets; ++i) c.fwd(i);
+    c.shape += " dk=" + std::to_string(dk) + " dv=" + std::to_string(dv);
+    c.fwd_bytes = es * BT * H * (2.0 * dk + 2.0 * dv) + 4.0 * B * H * NC * dk * dv;
+    c.bwd_bytes = es * BT * H * (4.0 * dk + 3.0 * dv) + 4.0 * B * H * NC * dk * dv;
+  } else if (op == "matmul") {
+    // y [BT, N] = x [BT, K] w^T with K = N = d (an o_proj).
+    auto x = P.sets(BT * d, act), w = P.sets(d * d, act), y = P.sets(BT * d, act);
+    auto dy = P.sets(BT * d, act), dx = P.sets(BT * d, act), dw = P.sets(d * d, f32);
+    c.fwd = [=, &be](int i) { be.matmul_forward(y[i], x[i], d, w[i], BT, d, d, false); };
+    c.bwd = [=, &be](int i) { be.matmul_backward(dx[i], dw[i], dy[i], x[i], d, w[i], BT, d, d); };
+    c.shape = "M=" + std::to_string(BT) + " K=" + std::to_string(d) + " N=" + std::to_string(d);
+    c.fwd_flops = 2.0 * BT * d * d;
+    c.bwd_flops = 2.0 * c.fwd_flops;
+    c.fwd_bytes = es * 2.0 * BT * d;
+    c.bwd_bytes = es * 3.0 * BT * d;
+  } else if (op == "rmsnorm") {
+    auto x = P.sets(BT * d, act), w = P.sets(d, f32), y = P.sets(BT * d, act);
+    auto rstd = P.sets(BT, f32), dy = P.sets(BT * d, act), dx = P.sets(BT * d, act),
+         dw = P.sets(d, f32);
+    c.fwd = [=, &be](int i) { be.rmsnorm_forward(y[i], rstd[i], x[i], d, w[i], BT, d, 1e-6f); };
+    c.bwd = [=, &be](int i) {
+      be.rmsnorm_backward(dx[i], dw[i], dy[i], x[i], d, w[i], rstd[i], BT, d);
+    };
+    for (int i = 0; i < kSets; ++i) c.fwd(i);
+    c.shape = "R=" + std::to_string(BT) + " C=" + std::to_string(d);
+    c.fwd_bytes = es * 2.0 * BT * d;
+    c.bwd_bytes = es * 4.0 * BT * d;  // read dy, x, dx; write dx
+  } else if (op == "swiglu") {
+    const int64_t m = (8 * d / 3 + 127) / 128 * 128;  // the model's MLP width
+    auto gu = P.sets(BT * 2 * m, act), h = P.sets(BT * m, act), dh = P.sets(BT * m, act);
+    auto dgu = P.sets(BT * 2 * m, act);
+    c.fwd = [=, &be](int i) { be.swiglu_forward(h[i], gu[i], BT, m); };
+    c.bwd = [=, &be](int i) { be.swiglu_backward(dgu[i], dh[i], gu[i], BT, m); };
+    c.shape = "R=" + std::to_string(BT) + " m=" + std::to_string(m);
+    c.fwd_bytes = es * 3.0 * BT * m;
+    c.bwd_bytes = es * 7.0 * BT * m;  // read gu, dh, dgu; write dgu
+  } else if (op == "cross_entropy") {
+    // Forward: losses only; backward: losses and dlogits (one call; it returns the loss sum, so
+    // each call ends with a device synchronization).
+    const int64_t V = a.vocab;
+    auto logits = P.sets(BT * V, act, -4.f, 4.f), dl = P.sets(BT * V, act);
+    auto losses = P.sets(BT, f32);
+    auto tgt = std::make_shared<std::vector<int32_t>>(static_cast<size_t>(BT));
+    Rng r(3, 0);
+    for (auto& t : *tgt) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
+    c.fwd = [=, &be](int i) {
+      be.cross_entropy(losses[i], Tensor{}, logits[i], tgt->data(), BT, V, 1.f);
+    };
+    c.bwd = [=, &be](int i) {
+      be.cross_entropy(losses[i], dl[i], logits[i], tgt->data(), BT, V, 1.f);
+    };
+    c.shape = "BT=" + std::to_string(BT) + " V=" + std::to_string(V);
+    c.fwd_bytes = es * BT * V;
+    c.bwd_bytes = es * 3.0 * BT * V;
+  } else {
+    fail("bench --op: unknown op '" + op +
+         "' (attention, gdn, matmul, rmsnorm, swiglu, cross_entropy)");
+  }
+  return c;
+}
+
+}  // namespace
+
+void run_op_bench(const OpBenchArgs& a, const std::vector<std::string>& ops) {
+  if (a.batch < 1 || a.seq_len < 1 || a.heads < 1 || a.head_dim < 1 || a.reps < 1)
+    fail("bench --op: --batch, --seq-len, --heads, --head-dim and --reps must be >= 1");
+  auto be = make_backend(a.device);
+  nlohmann::json rows = nlohmann::json::array();
+  std::printf("%-14s %-5s %-36s %10s %10s %10s\n", "op", "pass", "shape", "ms", "TFLOP/s",
+              "GB/s");
+  for (const std::string& op : ops) {
+    Pool pool(*be);
+    const OpCase c = make_case(op, a, *be, pool);
+    for (int pass = 0; pass < 2; ++pass) {
+      const auto& fn = pass == 0 ? c.fwd : c.bwd;
+      int i = 0;
+      auto call = [&]() { fn(i++ % kSets); };
+      for (int w = 0; w < a.warmup; ++w) call();
+      const double ms = be->time_ms(call, static_cast<int>(a.reps));
+      const double flops = pass == 0 ? c.fwd_flops : c.bwd_flops;
+      const double bytes = pass == 0 ? c.fwd_bytes : c.bwd_bytes;
+      const double tflops = flops > 0 ? flops / (ms * 1e-3) / 1e12 : 0;
+      const double gbs = bytes / (ms * 1e-3) / 1e9;
+      char tf[32] = "-";
+      if (tflops > 0) std::snprintf(tf, sizeof tf, "%.1f", tflops);
+      std::printf("%-14s %-5s %-36s %10.4f %10s %10.1f\n", op.c_str(), pass == 0 ? "fwd" : "bwd",
+                  c.shape.c_str(), ms, tf, gbs);
+      std::fflush(stdout);
+      rows.push_back({{"op", op}, {"pass", pass == 0 ? "fwd" : "bwd"}, {"shape", c.shape},
+                      {"device", be->name()}, {"ms", ms}, {"flops", flops}, {"bytes", bytes},
+                      {"tflops", tflops}, {"gbs", gbs}});
+    }
+  }
+  if (!a.json.empty()) {
+    std::ofstream f(a.json);
+    if (!f) fail("bench --json '" + a.json + "': cannot write");
+    f << rows.dump(2) << "\n";
+  }
+}
+
+}  // namespace sl::cli
