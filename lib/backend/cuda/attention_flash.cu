@@ -11,15 +11,16 @@
 // k-step). Tiles wholly above the diagonal are skipped per warp; only diagonal tiles are masked.
 //
 // Backward: three kernels, no atomics, so the result is deterministic.
-//   1. D = rowsum(dO * O) (attention.cu's attention_dot_kernel);
+//   1. D = rowsum(dO * O) (flash_row_dots_kernel: 16-byte loads, a shuffle tree per row);
 //   2. flash_bwd_dkv_kernel: a block per 64 keys (warp w owns keys 16w .. 16w+15, its K and V
 //      fragments in registers for hd 64), walking the 64-row query tiles t >= s (Q, dO, lse, D
-//      double-buffered). Per tile, in registers: S^T = K Q^T, dP^T = V dO^T, P^T, dS^T; then
+//      double-buffered) in register steps of QS queries. Per step, in registers: S^T = K Q^T, dP^T = V dO^T, P^T, dS^T; then
 //      dV += P^T dO and dK += dS^T Q take P^T and dS^T as A operands straight from registers.
 //      dS^T is also stored (bf16, one 64 x 64 tile per (query tile, key tile) of the causal
 //      triangle) for
 //   3. flash_bwd_dq_kernel: a block per 64 query rows, dQ = scale sum_j dS_ij K_j over the
-//      stored tiles in a fixed order.
+//      stored tiles in a fixed order (three stages of cp.async in flight).
+// Gradient outputs are read-modify-written once per element at the end (store_row_pairs).
 // Storing dS costs 2 x 8 KB of traffic per 64 x 64 tile; recomputing S and dP in a dQ pass would
 // cost two more tile products (7 instead of 5 per tile), and atomics would make dQ depend on the
 // order blocks finish.
@@ -59,9 +60,41 @@ __device__ inline void load_rows(bf16* dst, const bf16* src, int64_t ld, int val
   }
 }
 
+// The lane's column pairs c = 8n + 2q (< hd) of one row of an output with row offset `row`:
+// p[row + c], p[row + c + 1] (=|+=) scale * v[n][2hf], v[n][2hf + 1]. When accumulating, every
+// old value is loaded before the first store: a load after a store through the same pointer
+// cannot be hoisted above it, so interleaved read-modify-writes would each pay a full memory
+// round trip. Pairs are 4-byte (bf16) or 8-byte (fp32) aligned (row + c even; eligible()).
+template <bool ACC, int NO>
+__device__ inline void store_row_pairs(DPtr p, int64_t row, int qd, int hd,
+                                       const float (&v)[NO][4], int hf, float scale) {
+  float2 old[NO];
+#pragma unroll
+  for (int n = 0; n < NO; ++n) {
+    old[n] = make_float2(0.f, 0.f);
+    const int c = n * 8 + 2 * qd;
+    if (ACC && c < hd)
+      old[n] = p.bf ? __bfloat1622float2(
+                          *reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(p.p) +
+                                                                   row + c))
+                    : *reinterpret_cast<const float2*>(static_cast<const float*>(p.p) + row + c);
+  }
+#pragma unroll
+  for (int n = 0; n < NO; ++n) {
+    const int c = n * 8 + 2 * qd;
+    if (c >= hd) break;
+    const float x = old[n].x + scale * v[n][2 * hf], y = old[n].y + scale * v[n][2 * hf + 1];
+    if (p.bf)
+      *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.p) + row + c) =
+          __floats2bfloat162_rn(x, y);
+    else
+      *reinterpret_cast<float2*>(static_cast<float*>(p.p) + row + c) = make_float2(x, y);
+  }
+}
+
 // Grid (ceil(T / BM), B*H); query blocks in reverse so the longest rows start first.
-template <int HD, int MT, int NW, int BN>
-__global__ void __launch_bounds__(NW * 32)
+template <int HD, int MT, int NW, int BN, int MINB>
+__global__ void __launch_bounds__(NW * 32, MINB)
     flash_fwd_kernel(DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                      FlashDims A) {
   constexpr int BM = 16 * MT * NW, LDS = HD + 8, KS = HD / 16, NS = BN / 8, NO = HD / 8;
@@ -126,8 +159,9 @@ __global__ void __launch_bounds__(NW * 32)
             mma_bf16(s[mt][2 * n2 + 1], qf[mt][kk], bk[2], bk[3]);
           }
         }
-      // Online softmax in the log2 domain: x = S scale log2(e), m the running row max, l the
-      // running (lane-partial) row sum, O and l rescaled by 2^(m_old - m_new). Tile 0 holds key
+      // Online softmax in the log2 domain: x = S scale log2(e), m the running row max of x, l the
+      // running (lane-partial) row sum, O and l rescaled by 2^(m_old - m_new); 2^(x - m) is one
+      // FFMA and one MUFU.EX2 (the max is taken on S itself: scale > 0). Tile 0 holds key
       // 0 <= t for every row, so m is finite from the first tile on (2^(-inf) = 0 there).
       const bool diag = s0 + BN - 1 > w0;
 #pragma unroll
@@ -140,23 +174,23 @@ __global__ void __launch_bounds__(NW * 32)
           for (int n = 0; n < NS; ++n)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              float x = s[mt][n][2 * hf + e] * A.scale_log2;
+              float& x = s[mt][n][2 * hf + e];
               if (diag && s0 + n * 8 + 2 * qd + e > t) x = -INFINITY;
-              s[mt][n][2 * hf + e] = x;
               mx = fmaxf(mx, x);
             }
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float mn = fmaxf(m[mt][hf], mx), corr = exp2_approx(m[mt][hf] - mn);
+          const float mn = fmaxf(m[mt][hf], mx * A.scale_log2);
+          const float corr = exp2_approx(m[mt][hf] - mn);
           m[mt][hf] = mn;
           float ls = 0.f;
 #pragma unroll
           for (int n = 0; n < NS; ++n)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              const float p = exp2_approx(s[mt][n][2 * hf + e] - mn);
-              s[mt][n][2 * hf + e] = p;
-              ls += p;
+              float& x = s[mt][n][2 * hf + e];
+              x = exp2_approx(fmaf(x, A.scale_log2, -mn));
+              ls += x;
             }
           l[mt][hf] = l[mt][hf] * corr + ls;
 #pragma unroll
@@ -195,15 +229,7 @@ __global__ void __launch_bounds__(NW * 32)
       ls += __shfl_xor_sync(0xffffffffu, ls, 2);
       const int t = w0 + mt * 16 + g + 8 * hf;
       if (t >= A.T) continue;
-      const float inv = 1.f / ls;
-      const int64_t row = (tok0 + t) * A.ld + h * A.hd;
-#pragma unroll
-      for (int n = 0; n < NO; ++n) {
-        const int c = n * 8 + 2 * qd;
-        if (c >= A.hd) break;
-        out.st(row + c, o[mt][n][2 * hf] * inv);
-        out.st(row + c + 1, o[mt][n][2 * hf + 1] * inv);
-      }
+      store_row_pairs<false>(out, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, o[mt], hf, 1.f / ls);
       if (qd == 0) lse[int64_t{bh} * A.T + t] = (m[mt][hf] + log2f(ls)) / kLog2e;
     }
 }
@@ -211,8 +237,8 @@ __global__ void __launch_bounds__(NW * 32)
 // dK, dV and the dS tiles. Grid (nqb, B*H): block kb owns keys [64 kb, 64 kb + 64) and walks the
 // query tiles i >= kb. QS: query columns per register step (64 for hd 64; 32 for hd 128, which
 // keeps its 2 x 64 accumulator registers); KVREG: K, V fragments kept in registers.
-template <int HD, int QS, bool KVREG>
-__global__ void __launch_bounds__(128)
+template <int HD, int QS, bool KVREG, int MINB>
+__global__ void __launch_bounds__(128, MINB)
     flash_bwd_dkv_kernel(DPtr dk, DPtr dv, bf16* dS, const bf16* q, const bf16* k, const bf16* v,
                          const bf16* dout, const float* lse, const float* D, FlashDims A) {
   constexpr int LDS = HD + 8, KS = HD / 16, NO = HD / 8, NQ = QS / 8, NT = 128, BT = kBT;
@@ -364,75 +390,73 @@ __global__ void __launch_bounds__(128)
   for (int hf = 0; hf < 2; ++hf) {
     const int s = ws + g + 8 * hf;
     if (s >= A.T) continue;
-#pragma unroll
-    for (int n = 0; n < NO; ++n) {
-      const int c = n * 8 + 2 * qd;
-      if (c >= A.hd) break;
-      if (dk) {
-        const int64_t i = (tok0 + s) * A.ld + h * A.hd + c;
-        dk.add(i, A.scale * dka[n][2 * hf]);
-        dk.add(i + 1, A.scale * dka[n][2 * hf + 1]);
-      }
-      if (dv) {
-        const int64_t i = (tok0 + s) * A.ldv + h * A.hd + c;
-        dv.add(i, dva[n][2 * hf]);
-        dv.add(i + 1, dva[n][2 * hf + 1]);
-      }
-    }
+    if (dk) store_row_pairs<true>(dk, (tok0 + s) * A.ld + h * A.hd, qd, A.hd, dka, hf, A.scale);
+    if (dv) store_row_pairs<true>(dv, (tok0 + s) * A.ldv + h * A.hd, qd, A.hd, dva, hf, 1.f);
   }
 }
 
 // dQ += scale sum_{j <= i} dS_ij K_j. Grid (nqb, B*H), query tiles in reverse (longest first);
-// warp w owns rows 16w .. 16w+15 of the tile. dS tiles (stored [key][query]) and K tiles are
-// double-buffered.
-template <int HD>
+// warp w owns rows 16w .. 16w+15 of the tile. Each shared-memory stage holds KT key tiles (their
+// dS tiles, stored [key][query], and K rows); NST stages, NST - 1 in flight while one is
+// multiplied: the kernel does little arithmetic per byte, so it lives on memory-level
+// parallelism and on few barriers per byte.
+template <int HD, int NST, int KT>
 __global__ void __launch_bounds__(128)
     flash_bwd_dq_kernel(DPtr dq, const bf16* dS, const bf16* k, FlashDims A) {
   constexpr int LDS = HD + 8, LDP = kBT + 8, NO = HD / 8, NT = 128, BT = kBT;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Ps = reinterpret_cast<bf16*>(smem);  // [2][BT][LDP]
-  bf16* Ks = Ps + 2 * BT * LDP;              // [2][BT][LDS]
+  bf16* Ps = reinterpret_cast<bf16*>(smem);  // [NST][KT][BT][LDP]
+  bf16* Ks = Ps + NST * KT * BT * LDP;       // [NST][KT][BT][LDS]
   const int i = static_cast<int>(gridDim.x - 1 - blockIdx.x), bh = blockIdx.y;
   const int b = bh / A.H, h = bh % A.H, t0 = i * BT;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
   const int64_t tok0 = int64_t{b} * A.T;
   const bf16* kh = k + tok0 * A.ld + h * A.hd;
   const bf16* row_tiles = dS + (int64_t{bh} * A.ntri() + int64_t{i} * (i + 1) / 2) * BT * BT;
-  auto load = [&](int j, int st) {
-    const bf16* src = row_tiles + int64_t{j} * BT * BT;
-    bf16* dst = Ps + st * BT * LDP;
+  const int ngroups = (i + KT) / KT;  // key tiles 0..i in groups of KT
+  // Issues group u's loads into stage u % NST (an empty commit group past the last keeps the
+  // group count, and so the wait below, uniform).
+  auto load = [&](int u) {
 #pragma unroll
-    for (int it = 0; it < BT * BT / 8 / NT; ++it) {
-      const int c = it * NT + static_cast<int>(threadIdx.x), r = c / (BT / 8), col = (c % (BT / 8)) * 8;
-      cp_async16(dst + r * LDP + col, src + r * BT + col, true);
+    for (int kt = 0; kt < KT; ++kt) {
+      const int j = u * KT + kt;
+      if (j > i) break;
+      const bf16* src = row_tiles + int64_t{j} * BT * BT;
+      bf16* dst = Ps + ((u % NST) * KT + kt) * BT * LDP;
+#pragma unroll
+      for (int it = 0; it < BT * BT / 8 / NT; ++it) {
+        const int c = it * NT + static_cast<int>(threadIdx.x);
+        const int r = c / (BT / 8), col = (c % (BT / 8)) * 8;
+        cp_async16(dst + r * LDP + col, src + r * BT + col, true);
+      }
+      load_rows<BT, HD, NT>(Ks + ((u % NST) * KT + kt) * BT * LDS, kh + j * BT * A.ld, A.ld,
+                            A.T - j * BT, A.hd, k);
     }
-    load_rows<BT, HD, NT>(Ks + st * BT * LDS, kh + j * BT * A.ld, A.ld, A.T - j * BT, A.hd, k);
+    cp_async_commit();
   };
-  load(0, 0);
-  cp_async_commit();
+#pragma unroll
+  for (int u = 0; u < NST - 1; ++u) load(u);
   float acc[NO][4] = {};
-  for (int j = 0; j <= i; ++j) {
-    const int st = j & 1;
-    if (j + 1 <= i) {
-      load(j + 1, st ^ 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+  for (int u = 0; u < ngroups; ++u) {
+    load(u + NST - 1);  // into the stage consumed at iteration u - 1
+    cp_async_wait<NST - 1>();
     __syncthreads();
-    const bf16* Pj = Ps + st * BT * LDP;
-    const bf16* Kj = Ks + st * BT * LDS;
 #pragma unroll
-    for (int kk = 0; kk < BT / 16; ++kk) {
-      unsigned a[4];
-      ldsm_x4_t(a, Pj + kk * 16 * LDP + 16 * warp + bt_frag_addr(lane, LDP));
+    for (int kt = 0; kt < KT; ++kt) {
+      if (u * KT + kt > i) break;
+      const bf16* Pj = Ps + ((u % NST) * KT + kt) * BT * LDP;
+      const bf16* Kj = Ks + ((u % NST) * KT + kt) * BT * LDS;
 #pragma unroll
-      for (int n2 = 0; n2 < NO / 2; ++n2) {
-        unsigned bk[4];
-        ldsm_x4_t(bk, Kj + kk * 16 * LDS + n2 * 16 + b_frag_addr(lane, LDS));
-        mma_bf16(acc[2 * n2], a, bk[0], bk[1]);
-        mma_bf16(acc[2 * n2 + 1], a, bk[2], bk[3]);
+      for (int kk = 0; kk < BT / 16; ++kk) {
+        unsigned a[4];
+        ldsm_x4_t(a, Pj + kk * 16 * LDP + 16 * warp + bt_frag_addr(lane, LDP));
+#pragma unroll
+        for (int n2 = 0; n2 < NO / 2; ++n2) {
+          unsigned bk[4];
+          ldsm_x4_t(bk, Kj + kk * 16 * LDS + n2 * 16 + b_frag_addr(lane, LDS));
+          mma_bf16(acc[2 * n2], a, bk[0], bk[1]);
+          mma_bf16(acc[2 * n2 + 1], a, bk[2], bk[3]);
+        }
       }
     }
     __syncthreads();
@@ -441,27 +465,52 @@ __global__ void __launch_bounds__(128)
   for (int hf = 0; hf < 2; ++hf) {
     const int t = t0 + 16 * warp + g + 8 * hf;
     if (t >= A.T) continue;
+    store_row_pairs<true>(dq, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, acc, hf, A.scale);
+  }
+}
+
+// D[b*H + h, t] = dO . O over one head's row, bf16 inputs with a power-of-two number L = hd / 8
+// of 16-byte chunks per row: L lanes per row, 32 / L rows per warp, a shuffle tree over the L.
+// Rows r = (b*T + t)*H + h are contiguous [r][hd] in both tensors.
+template <int L>
+__global__ void flash_row_dots_kernel(float* D, const bf16* dout, const bf16* out, int64_t rows,
+                                      int T, int H) {
+  const int64_t gt = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const int64_t r = gt / L;
+  const int c = static_cast<int>(gt % L) * 8;
+  float acc = 0.f;
+  if (r < rows) {
+    const uint4 a = *reinterpret_cast<const uint4*>(dout + r * (L * 8) + c);
+    const uint4 o = *reinterpret_cast<const uint4*>(out + r * (L * 8) + c);
+    const unsigned av[4] = {a.x, a.y, a.z, a.w}, ov[4] = {o.x, o.y, o.z, o.w};
 #pragma unroll
-    for (int n = 0; n < NO; ++n) {
-      const int c = n * 8 + 2 * qd;
-      if (c >= A.hd) break;
-      const int64_t idx = (tok0 + t) * A.ld + h * A.hd + c;
-      dq.add(idx, A.scale * acc[n][2 * hf]);
-      dq.add(idx + 1, A.scale * acc[n][2 * hf + 1]);
+    for (int e = 0; e < 4; ++e) {
+      const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&av[e]));
+      const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ov[e]));
+      acc += x.x * y.x + x.y * y.y;
     }
+  }
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (r < rows && c == 0) {
+    const int64_t h = r % H, bt = r / H, b = bt / T, t = bt % T;
+    D[(b * H + h) * T + t] = acc;
   }
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Whether the bf16 path takes this call: bf16 inputs read by cp.async (16-byte rows: hd and the
-// strides multiples of 8, 16-byte aligned bases), fp32 lse, head dim <= 128.
-bool eligible(std::initializer_list<DPtr> bf_inputs, DPtr lse, int64_t T, int64_t H, int64_t hd,
-              int64_t ldv) {
+// strides multiples of 8, 16-byte aligned bases), outputs of either dtype written as aligned
+// pairs (store_row_pairs), fp32 lse, head dim <= 128.
+bool eligible(std::initializer_list<DPtr> bf_inputs, std::initializer_list<DPtr> outputs, DPtr lse,
+              int64_t T, int64_t H, int64_t hd, int64_t ldv) {
   if (hd < 8 || hd > 128 || hd % 8 != 0 || ldv % 8 != 0 || lse.bf) return false;
   if (T > (int64_t{1} << 24) || H > 65535) return false;
   for (DPtr p : bf_inputs)
     if (!p.bf || !aligned16(p.p)) return false;
+  for (DPtr p : outputs)
+    if (p && reinterpret_cast<uintptr_t>(p.p) % (p.bf ? 4 : 8) != 0) return false;
   return true;
 }
 
@@ -478,33 +527,40 @@ void prepare(K kernel, size_t smem, const Ctx& ctx, const char* what) {
     fail(std::string("cuda attention ") + what + ": needs " + std::to_string(smem) +
          " bytes of shared memory, the device allows " + std::to_string(ctx.smem_optin));
   smem_opt_in(kernel, smem);
+  // The largest shared-memory carveout: the driver otherwise may pick a smaller one that fits
+  // fewer blocks per SM than the registers allow.
+  SL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     cudaSharedmemCarveoutMaxShared));
 }
 
-template <int HD, int MT, int NW, int BN>
+template <int HD, int MT, int NW, int BN, int MINB>
 void forward(Ctx& ctx, DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v,
              const FlashDims& A, int64_t BH) {
   constexpr int BM = 16 * MT * NW;
   const size_t smem = sizeof(bf16) * static_cast<size_t>((BM + 4 * BN) * (HD + 8));
-  auto kern = flash_fwd_kernel<HD, MT, NW, BN>;
+  auto kern = flash_fwd_kernel<HD, MT, NW, BN, MINB>;
   prepare(kern, smem, ctx, "forward");
   const dim3 grid(static_cast<unsigned>((A.T + BM - 1) / BM), static_cast<unsigned>(BH));
   kern<<<grid, NW * 32, smem, ctx.stream>>>(out, lse, q, k, v, A);
   SL_CUDA_LAUNCHED();
 }
 
-template <int HD, int QS, bool KVREG>
+template <int HD, int QS, bool KVREG, int MINB>
 void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, const bf16* k,
               const bf16* v, const bf16* dout, const float* lse, const float* D,
               const FlashDims& A, int64_t BH) {
   const dim3 grid(static_cast<unsigned>(A.nqb), static_cast<unsigned>(BH));
   const size_t smem_kv = sizeof(bf16) * 6 * kBT * (HD + 8) + sizeof(float) * 4 * kBT;
-  auto kv = flash_bwd_dkv_kernel<HD, QS, KVREG>;
+  auto kv = flash_bwd_dkv_kernel<HD, QS, KVREG, MINB>;
   prepare(kv, smem_kv, ctx, "backward (dk, dv)");
   kv<<<grid, 128, smem_kv, ctx.stream>>>(dk, dv, dS, q, k, v, dout, lse, D, A);
   SL_CUDA_LAUNCHED();
   if (!dq) return;
-  const size_t smem_q = sizeof(bf16) * 2 * kBT * ((kBT + 8) + (HD + 8));
-  auto qk = flash_bwd_dq_kernel<HD>;
+  // Three stages of one key tile each (two and four stages, or two tiles a stage, measured the
+  // same or slower).
+  constexpr int NST = 3, KT = 1;
+  const size_t smem_q = sizeof(bf16) * NST * KT * kBT * ((kBT + 8) + (HD + 8));
+  auto qk = flash_bwd_dq_kernel<HD, NST, KT>;
   prepare(qk, smem_q, ctx, "backward (dq)");
   qk<<<grid, 128, smem_q, ctx.stream>>>(dq, dS, k, A);
   SL_CUDA_LAUNCHED();
@@ -514,23 +570,26 @@ void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, cons
 
 bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
                              int64_t B, int64_t T, int64_t H, int64_t hd) {
-  if (!eligible({q, k, v}, lse, T, H, hd, ldv)) return false;
+  if (!eligible({q, k, v}, {out}, lse, T, H, hd, ldv)) return false;
   const FlashDims A = flash_dims(T, H, hd, ldv);
   auto* Q = static_cast<const bf16*>(q.p);
   auto* K = static_cast<const bf16*>(k.p);
   auto* V = static_cast<const bf16*>(v.p);
   auto* L = static_cast<float*>(lse.p);
+  // Tile shapes as measured best on an H200 (docs/PERFORMANCE.md): hd 64 with two 16-row MMA
+  // tiles per warp (each K fragment feeds two MMAs); hd 128, whose O accumulator is twice as
+  // large, one 16-row tile per warp and 32-key tiles, three blocks per SM.
   if (hd <= 64)
-    forward<64, 2, 4, 64>(ctx, out, L, Q, K, V, A, B * H);
+    forward<64, 2, 4, 64, 1>(ctx, out, L, Q, K, V, A, B * H);
   else
-    forward<128, 1, 8, 64>(ctx, out, L, Q, K, V, A, B * H);
+    forward<128, 1, 4, 32, 3>(ctx, out, L, Q, K, V, A, B * H);
   return true;
 }
 
 bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k,
                               DPtr v, int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T,
                               int64_t H, int64_t hd) {
-  if (!eligible({q, k, v, dout}, lse, T, H, hd, ldv)) return false;
+  if (!eligible({q, k, v, dout}, {dq, dk, dv}, lse, T, H, hd, ldv)) return false;
   const FlashDims A = flash_dims(T, H, hd, ldv);
   // Workspace: D [B*H, T] fp32, then the dS tiles [B*H][ntri][64][64] bf16.
   const int64_t ntri = int64_t{A.nqb} * (A.nqb + 1) / 2;
@@ -539,16 +598,34 @@ bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DP
       ctx.work->get(d_bytes + static_cast<size_t>(B * H * ntri) * kBT * kBT * sizeof(bf16)));
   auto* D = reinterpret_cast<float*>(w);
   auto* dS = reinterpret_cast<bf16*>(w + d_bytes);
-  attention_row_dots(ctx, D, dout, out, B, T, H, hd);
+  const int64_t rows = B * T * H;
+  auto dots = [&](auto kernel, int lanes) {
+    kernel<<<static_cast<unsigned>((rows * lanes + 255) / 256), 256, 0, ctx.stream>>>(
+        D, static_cast<const bf16*>(dout.p), static_cast<const bf16*>(out.p), rows,
+        static_cast<int>(T), static_cast<int>(H));
+    SL_CUDA_LAUNCHED();
+  };
+  if (!out.bf || !aligned16(out.p))
+    attention_row_dots(ctx, D, dout, out, B, T, H, hd);
+  else if (hd == 64)
+    dots(flash_row_dots_kernel<8>, 8);
+  else if (hd == 128)
+    dots(flash_row_dots_kernel<16>, 16);
+  else if (hd == 32)
+    dots(flash_row_dots_kernel<4>, 4);
+  else
+    attention_row_dots(ctx, D, dout, out, B, T, H, hd);
   auto* Q = static_cast<const bf16*>(q.p);
   auto* K = static_cast<const bf16*>(k.p);
   auto* V = static_cast<const bf16*>(v.p);
   auto* dO = static_cast<const bf16*>(dout.p);
   auto* L = static_cast<const float*>(lse.p);
+  // hd 64: 16-query register steps with K, V fragments in registers, three blocks per SM;
+  // hd 128: 32-query steps, K and V fragments re-read from shared memory (measured best).
   if (hd <= 64)
-    backward<64, 64, true>(ctx, dq, dk, dv, dS, Q, K, V, dO, L, D, A, B * H);
+    backward<64, 16, true, 3>(ctx, dq, dk, dv, dS, Q, K, V, dO, L, D, A, B * H);
   else
-    backward<128, 32, false>(ctx, dq, dk, dv, dS, Q, K, V, dO, L, D, A, B * H);
+    backward<128, 32, false, 1>(ctx, dq, dk, dv, dS, Q, K, V, dO, L, D, A, B * H);
   return true;
 }
 
