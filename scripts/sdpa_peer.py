@@ -40,8 +40,8 @@ def main():
         B, T, H, hd = (int(x) for x in shape.split("x"))
         sets = []
         for _ in range(3):
-            q, k, v, do = (torch.empty(B, T, H, hd, device=dev, dtype=torch.bfloat16).uniform_(-1, 1)
-                           for _ in range(4))
+            q, k, v, do = (torch.empty(B, T, H, hd, device=dev, dtype=torch.bfloat16)
+                           .uniform_(-1, 1) for _ in range(4))
             q, k, v = (t.requires_grad_() for t in (q, k, v))
             sets.append((q, k, v, do))
         fwd_flops = 2 * 2 * B * H * T * T * hd / 2
@@ -66,7 +66,8 @@ def main():
                 torch.cuda.synchronize()
                 ms = time_ms(fn, a.reps)
                 tag = f"B={B} T={T} H={H} hd={hd}"
-                print(f"sdpa-{a.backend:<7} {name:<5} {tag:<28} {ms:>10.4f} {flops / ms / 1e9:>10.1f}",
+                tflops = flops / ms / 1e9
+                print(f"sdpa-{a.backend:<7} {name:<5} {tag:<28} {ms:>10.4f} {tflops:>10.1f}",
                       flush=True)
 
 
