@@ -15,7 +15,8 @@
 //   2. flash_bwd_dkv_kernel: a block per 64 keys (warp w owns keys 16w .. 16w+15, its K and V
 //      fragments in registers for hd 64), walking the 64-row query tiles t >= s (Q, dO, lse, D
 //      double-buffered) in register steps of QS queries. Per step, in registers: S^T = K Q^T,
-//      dP^T = V dO^T, P^T, dS^T; then dV += P^T dO and dK += dS^T Q take P^T and dS^T as A operands straight from registers.
+//      dP^T = V dO^T, P^T, dS^T; then dV += P^T dO and dK += dS^T Q take P^T and dS^T as A
+//      operands straight from registers.
 //      dS^T is also stored (bf16, one 64 x 64 tile per (query tile, key tile) of the causal
 //      triangle) for
 //   3. flash_bwd_dq_kernel: a block per 64 query rows, dQ = scale sum_j dS_ij K_j over the
