@@ -94,7 +94,7 @@ __device__ inline void store_row_pairs(DPtr p, int64_t row, int qd, int hd,
 }
 
 // Grid (ceil(T / BM), B*H); query blocks in reverse so the longest rows start first.
-template <int HD, int MT, int NW, int BN, int MINB>
+template <int HD, int MT, int NW, int BN, int MINB, bool QREG>
 __global__ void __launch_bounds__(NW * 32, MINB)
     flash_fwd_kernel(DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                      FlashDims A) {
@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(NW * 32, MINB)
   float o[MT][NO][4] = {}, m[MT][2], l[MT][2] = {};
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY;
-  unsigned qf[MT][KS][4];
+  unsigned qf[QREG ? MT : 1][QREG ? KS : 1][4];  // QREG: Q fragments held for the whole pass
 
   for (int j = 0; j < nkb; ++j) {
     const bf16* Kj = Ks + (j & 1) * BN * LDS;
@@ -138,28 +138,39 @@ __global__ void __launch_bounds__(NW * 32, MINB)
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (j == 0) {
+    if (QREG && j == 0) {
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+      for (int mt = 0; mt < (QREG ? MT : 1); ++mt)
 #pragma unroll
-        for (int kk = 0; kk < KS; ++kk)
+        for (int kk = 0; kk < (QREG ? KS : 1); ++kk)
           ldsm_x4(qf[mt][kk], Qs + (warp * MT + mt) * 16 * LDS + kk * 16 + a_frag_addr(lane, LDS));
     }
     const int s0 = j * BN;
     if (s0 <= w0 + 16 * MT - 1) {  // else every key of the tile is after every row of the warp
       float s[MT][NS][4] = {};
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk)
+      for (int kk = 0; kk < KS; ++kk) {
+        unsigned qa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          if constexpr (QREG) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) qa[mt][r] = qf[mt][kk][r];
+          } else {
+            ldsm_x4(qa[mt], Qs + (warp * MT + mt) * 16 * LDS + kk * 16 + a_frag_addr(lane, LDS));
+          }
+        }
 #pragma unroll
         for (int n2 = 0; n2 < NS / 2; ++n2) {
           unsigned bk[4];
           ldsm_x4(bk, Kj + n2 * 16 * LDS + kk * 16 + bt_frag_addr(lane, LDS));
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
-            mma_bf16(s[mt][2 * n2], qf[mt][kk], bk[0], bk[1]);
-            mma_bf16(s[mt][2 * n2 + 1], qf[mt][kk], bk[2], bk[3]);
+            mma_bf16(s[mt][2 * n2], qa[mt], bk[0], bk[1]);
+            mma_bf16(s[mt][2 * n2 + 1], qa[mt], bk[2], bk[3]);
           }
         }
+      }
       // Online softmax in the log2 domain: x = S scale log2(e), m the running row max of x, l the
       // running (lane-partial) row sum, O and l rescaled by 2^(m_old - m_new); 2^(x - m) is one
       // FFMA and one MUFU.EX2 (the max is taken on S itself: scale > 0). Tile 0 holds key
@@ -534,12 +545,12 @@ void prepare(K kernel, size_t smem, const Ctx& ctx, const char* what) {
                                      cudaSharedmemCarveoutMaxShared));
 }
 
-template <int HD, int MT, int NW, int BN, int MINB>
+template <int HD, int MT, int NW, int BN, int MINB, bool QREG>
 void forward(Ctx& ctx, DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v,
              const FlashDims& A, int64_t BH) {
   constexpr int BM = 16 * MT * NW;
   const size_t smem = sizeof(bf16) * static_cast<size_t>((BM + 4 * BN) * (HD + 8));
-  auto kern = flash_fwd_kernel<HD, MT, NW, BN, MINB>;
+  auto kern = flash_fwd_kernel<HD, MT, NW, BN, MINB, QREG>;
   prepare(kern, smem, ctx, "forward");
   const dim3 grid(static_cast<unsigned>((A.T + BM - 1) / BM), static_cast<unsigned>(BH));
   kern<<<grid, NW * 32, smem, ctx.stream>>>(out, lse, q, k, v, A);
@@ -580,10 +591,15 @@ bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr 
   // Tile shapes as measured best on an H200 (docs/PERFORMANCE.md): hd 64 with two 16-row MMA
   // tiles per warp (each K fragment feeds two MMAs); hd 128, whose O accumulator is twice as
   // large, one 16-row tile per warp and 32-key tiles, three blocks per SM.
+  // Tile shapes as measured best on an H200 (docs/PERFORMANCE.md): 128-row query blocks of 4
+  // warps with two 16-row MMA tiles each (every K fragment feeds two MMAs), Q fragments re-read
+  // from shared memory per k-step (holding them in registers measured 4-10% slower: the
+  // registers serve the scheduler better); 64-key tiles for hd 64, 32 for hd 128, whose O
+  // accumulator is twice as large.
   if (hd <= 64)
-    forward<64, 2, 4, 64, 1>(ctx, out, L, Q, K, V, A, B * H);
+    forward<64, 2, 4, 64, 1, false>(ctx, out, L, Q, K, V, A, B * H);
   else
-    forward<128, 1, 4, 32, 3>(ctx, out, L, Q, K, V, A, B * H);
+    forward<128, 2, 4, 32, 1, false>(ctx, out, L, Q, K, V, A, B * H);
   return true;
 }
 
@@ -622,7 +638,8 @@ bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DP
   auto* dO = static_cast<const bf16*>(dout.p);
   auto* L = static_cast<const float*>(lse.p);
   // hd 64: 16-query register steps with K, V fragments in registers, three blocks per SM;
-  // hd 128: 32-query steps, K and V fragments re-read from shared memory (measured best).
+  // hd 128: 32-query steps, K and V fragments re-read from shared memory. (Measured best of:
+  // 16/32/64-query steps, K and V in registers or not, 2-4 blocks per SM.)
   if (hd <= 64)
     backward<64, 16, true, 3>(ctx, dq, dk, dv, dS, Q, K, V, dO, L, D, A, B * H);
   else
