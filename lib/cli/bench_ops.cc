@@ -8,6 +8,7 @@
 // attention's v is a column block of a fused [BT, 3d] projection as in the model.
 #include "cli/bench_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -24,6 +25,8 @@ namespace sl::cli {
 namespace {
 
 constexpr int kSets = 3;  // input sets used in turn
+constexpr const char* kOps[] = {"attention", "gdn", "matmul", "rmsnorm", "swiglu",
+                                "cross_entropy"};
 
 // One op's benchmark: forward and backward closures over input set i, with the work they do.
 struct OpCase {
@@ -166,8 +169,7 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     c.fwd_bytes = es * BT * V;
     c.bwd_bytes = es * 3.0 * BT * V;
   } else {
-    fail("bench --op: unknown op '" + op +
-         "' (attention, gdn, matmul, rmsnorm, swiglu, cross_entropy)");
+    fail("bench --op: no benchmark for op '" + op + "'");  // names are checked first
   }
   return c;
 }
@@ -177,6 +179,10 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
 void run_op_bench(const OpBenchArgs& a, const std::vector<std::string>& ops) {
   if (a.batch < 1 || a.seq_len < 1 || a.heads < 1 || a.head_dim < 1 || a.reps < 1)
     fail("bench --op: --batch, --seq-len, --heads, --head-dim and --reps must be >= 1");
+  for (const std::string& op : ops)
+    if (std::find(std::begin(kOps), std::end(kOps), op) == std::end(kOps))
+      fail("bench --op: unknown op '" + op +
+           "' (attention, gdn, matmul, rmsnorm, swiglu, cross_entropy)");
   auto be = make_backend(a.device);
   nlohmann::json rows = nlohmann::json::array();
   std::printf("%-14s %-5s %-36s %10s %10s %10s\n", "op", "pass", "shape", "ms", "TFLOP/s",

@@ -3,7 +3,8 @@
 // (S = scale Q K^T, s <= t; P = exp(S - lse); O = P V; dS = P (dO V^T - D), D = rowsum(dO O)).
 //
 // Forward (flash_fwd_kernel): a block of BM = 16 MT NW query rows (warp w owns rows
-// 16 MT w .. +16 MT, its Q fragments in registers for the whole pass); K and V tiles of BN keys
+// 16 MT w .. +16 MT; its Q fragments re-read from shared memory per k-step, or with QREG held in
+// registers for the whole pass); K and V tiles of BN keys
 // stream through two shared-memory stages with cp.async (tile j+1 loads while j is computed).
 // S = Q K^T stays in registers (fp32), the online softmax runs there (rows split across the 4
 // lanes of a quad, max and sum by two shuffles), P is rounded to bf16 in place and is the A

@@ -1,0 +1,78 @@
+// `scalinglab bench --op` through the real binary on the CPU backend: every op is timed forward
+// and backward (positive, finite times), matrix-product ops report TFLOP/s and memory-bound ones
+// GB/s, the JSON has one row per (op, pass); an unknown op or a bad count is one error line.
+// (Speeds themselves are never asserted: they belong to `bench`, not to tests.)
+#define BOOST_TEST_MODULE bench_cli
+#include <algorithm>
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "common/files.h"
+
+namespace {
+
+using sl::test::exit_code;
+using sl::test::slurp;
+using sl::test::TempDir;
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+Result bench(const TempDir& d, const std::string& args) {
+  const std::string out = (d.path / "stdout").string(), err = (d.path / "stderr").string();
+  const int st = std::system(
+      (std::string(SL_EXE) + " bench --device cpu --threads 1 " + args + " >" + out + " 2>" + err)
+          .c_str());
+  return {exit_code(st), slurp(out), slurp(err)};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(every_op_timed_forward_and_backward) {
+  TempDir d("sl_bench_cli_");
+  const std::string json = (d.path / "ops.json").string();
+  const Result r = bench(d, "--op attention,gdn,matmul,rmsnorm,swiglu,cross_entropy --batch 2 "
+                            "--seq-len 20 --heads 2 --head-dim 8 --vocab 64 --reps 2 --warmup 1 "
+                            "--json " + json);
+  BOOST_TEST_MESSAGE(r.out << r.err);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  const nlohmann::json rows = nlohmann::json::parse(slurp(json));
+  BOOST_REQUIRE_EQUAL(rows.size(), 12u);
+  std::set<std::string> seen;
+  for (const auto& row : rows) {
+    const std::string op = row.at("op"), pass = row.at("pass");
+    seen.insert(op + "/" + pass);
+    const double ms = row.at("ms");
+    BOOST_TEST((std::isfinite(ms) && ms > 0), op << " " << pass << " ms " << ms);
+    BOOST_TEST(double(row.at("bytes")) > 0, op);
+    const bool products = op == "attention" || op == "matmul";
+    BOOST_TEST((double(row.at("flops")) > 0) == products, op);
+    BOOST_TEST((double(row.at("tflops")) > 0) == products, op);
+    BOOST_TEST(double(row.at("gbs")) > 0, op);
+    BOOST_TEST(r.out.find(op) != std::string::npos);
+  }
+  BOOST_TEST(seen.size() == 12u);
+  // Attention: the causal forward counts 2 x 2 B H T^2 hd / 2, the backward 2.5 times that.
+  for (const auto& row : rows)
+    if (row.at("op") == "attention")
+      BOOST_TEST(double(row.at("flops")) ==
+                 (row.at("pass") == "fwd" ? 1.0 : 2.5) * 2 * 2 * 2 * 2 * 20.0 * 20 * 8 / 2);
+}
+
+BOOST_AUTO_TEST_CASE(bad_arguments_are_one_line) {
+  TempDir d("sl_bench_cli_bad_");
+  Result r = bench(d, "--op attention,softmaxx --batch 1 --seq-len 8 --heads 1 --head-dim 8");
+  BOOST_TEST(r.code != 0);
+  BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  BOOST_TEST(r.err.find("softmaxx") != std::string::npos, r.err);
+  r = bench(d, "--op rmsnorm --reps 0");
+  BOOST_TEST(r.code != 0);
+  BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  BOOST_TEST(r.err.find("--reps") != std::string::npos, r.err);
+}
