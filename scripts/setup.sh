@@ -4,7 +4,8 @@
 #   2. builds the small English corpus (data/make_english_corpus.sh);
 #   3. configures and builds in ./build (CUDA backend on when /usr/local/cuda/bin/nvcc exists),
 #      warnings as errors.
-# Environment: BUILD_DIR (default build), JOBS (default nproc).
+# Environment: BUILD_DIR (default build), JOBS (default nproc), SL_CUDA=ON|OFF (default ON: build
+# the CUDA backend where nvcc exists), SL_TARGETS (targets to build, default all: e.g. scalinglab).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +27,10 @@ fi
 bash data/make_english_corpus.sh >/dev/null
 
 BUILD_DIR=${BUILD_DIR:-build}
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSL_WERROR=ON >/dev/null
-cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}"
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSL_WERROR=ON -DSL_CUDA="${SL_CUDA:-ON}" >/dev/null
+if [ -n "${SL_TARGETS:-}" ]; then
+  # shellcheck disable=SC2086 # a list of target names
+  cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}" --target ${SL_TARGETS}
+else
+  cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}"
+fi

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -486,6 +487,116 @@ int run_task(const std::string& dir, int64_t index, const std::string& device, i
   return rc;
 }
 
+// "1h02m", "3m10s", "45s"; "-" when unknown.
+std::string fmt_duration(double s) {
+  if (!(s >= 0) || !std::isfinite(s)) return "-";
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  char b[32];
+  if (t >= 3600)
+    std::snprintf(b, sizeof b, "%lldh%02lldm", static_cast<long long>(t / 3600),
+                  static_cast<long long>(t / 60 % 60));
+  else if (t >= 60)
+    std::snprintf(b, sizeof b, "%lldm%02llds", static_cast<long long>(t / 60),
+                  static_cast<long long>(t % 60));
+  else
+    std::snprintf(b, sizeof b, "%llds", static_cast<long long>(t));
+  return b;
+}
+
+// The status table of every run and a totals line; `active`: runs running or queued in Slurm.
+struct StatusTable {
+  std::string text;
+  int64_t ended = 0, active = 0;
+};
+StatusTable status_table(const std::string& dir, const std::vector<SweepRun>& runs) {
+  const std::map<int64_t, std::string> queued = slurm_states(dir);
+  std::map<std::string, int> counts;
+  StatusTable t;
+  std::string& o = t.text;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-5s %-12s %-8s %-7s %-28s %13s %7s %9s %8s %8s %7s  %s\n",
+                "index", "run_id", "arch", "size", "tokens", "step", "budgets", "tok/s", "train",
+                "val", "ETA", "status");
+  o += line;
+  int64_t done_tokens = 0, left_tokens = 0;
+  double rate = 0;  // summed tokens/s of the running runs
+  for (const SweepRun& r : runs) {
+    sweep::RunStatus st = sweep::run_status(sweep::run_dir(dir, r.run_id));
+    // A run not training (no lock held) whose array task Slurm holds is queued, not idle.
+    const auto q = queued.find(r.index);
+    const bool in_slurm = q != queued.end() && st.status != "running" && st.status != "completed";
+    if (in_slurm)
+      st.status = (q->second.find("PENDING") != std::string::npos ? "queued (slurm "
+                                                                   : "starting (slurm ") +
+                  q->second + ")";
+    ++counts[st.status.substr(0, st.status.find(' '))];
+    const bool running = st.status == "running";
+    t.ended += st.ended();
+    t.active += running || in_slurm;
+    const int64_t planned = st.tokens_planned > 0 ? st.tokens_planned : r.config.tokens;
+    done_tokens += st.tokens;
+    if (!st.ended()) left_tokens += std::max<int64_t>(0, planned - st.tokens);
+    if (running) rate += st.tokens_per_s;
+    const double eta = running && st.tokens_per_s > 0
+                           ? static_cast<double>(planned - st.tokens) / st.tokens_per_s
+                           : -1;
+    std::snprintf(line, sizeof line,
+                  "%-5lld %-12s %-8s %-7s %-28s %6lld/%-6lld %3lld/%-3zu %9.0f %8.4f %8.4f %7s  "
+                  "%s\n",
+                  static_cast<long long>(r.index), r.run_id.c_str(), r.arch.c_str(), r.size.c_str(),
+                  budgets_text(r).c_str(), static_cast<long long>(st.step),
+                  static_cast<long long>(r.config.steps()),
+                  static_cast<long long>(st.budgets_done), r.budgets.size(), st.tokens_per_s,
+                  st.train_loss, st.last_loss, fmt_duration(eta).c_str(), st.status.c_str());
+    o += line;
+  }
+  std::snprintf(line, sizeof line, "%zu runs:", runs.size());
+  o += line;
+  for (const auto& [k, n] : counts) {
+    std::snprintf(line, sizeof line, " %d %s", n, k.c_str());
+    o += line;
+  }
+  std::snprintf(line, sizeof line, "; %.3g of %.3g tokens, %.0f tok/s running, ETA %s\n",
+                static_cast<double>(done_tokens), static_cast<double>(done_tokens + left_tokens),
+                rate, rate > 0 ? fmt_duration(static_cast<double>(left_tokens) / rate).c_str() : "-");
+  o += line;
+  return t;
+}
+
+// `sweep status --watch SECONDS`: on a terminal the table is redrawn in place, otherwise each
+// poll appends it as plain lines. Ends when every run has ended, or when nothing has been running
+// or queued for three polls in a row (a launcher that stopped with runs pending; one idle poll
+// can be the moment between two runs of a local launcher).
+void watch_status(const std::string& dir, const std::vector<SweepRun>& runs, double secs) {
+  const bool tty = ::isatty(STDOUT_FILENO) != 0;
+  int idle = 0;
+  for (;;) {
+    const StatusTable t = status_table(dir, runs);
+    char stamp[512];
+    const std::time_t now = std::time(nullptr);
+    char clock[16];
+    std::strftime(clock, sizeof clock, "%H:%M:%S", std::localtime(&now));
+    std::snprintf(stamp, sizeof stamp, "sweep %s  (%s, every %gs)\n", dir.c_str(), clock, secs);
+    if (tty)
+      std::fputs(("\033[H\033[2J" + std::string(stamp) + t.text).c_str(), stdout);
+    else
+      std::fputs((std::string(stamp) + t.text + "\n").c_str(), stdout);
+    std::fflush(stdout);
+    if (t.ended == static_cast<int64_t>(runs.size())) {
+      std::printf("sweep status: every run has ended\n");
+      return;
+    }
+    idle = t.active > 0 ? 0 : idle + 1;
+    if (idle >= 3) {
+      std::printf("sweep status: nothing running or queued; %lld of %zu runs have not ended "
+                  "(start them with sweep launch)\n",
+                  static_cast<long long>(runs.size() - t.ended), runs.size());
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(secs));
+  }
+}
+
 }  // namespace
 
 void register_sweep(CLI::App& app) {
@@ -546,33 +657,28 @@ void register_sweep(CLI::App& app) {
   CLI::App* status = cmd->add_subcommand(
       "status", "Per-run status from log.h5, the locks and (Slurm sweeps) squeue");
   common(status, false);
-  status->callback([a]() {
+  auto watch = std::make_shared<std::string>();
+  CLI::Option* watch_opt =
+      status->add_option("--watch", *watch,
+                         "Redraw the table every SECONDS (default 5) until every run has ended "
+                         "(or nothing is running or queued for three redraws)")
+          ->expected(0, 1);
+  status->callback([a, watch, watch_opt]() {
     const std::string dir = abs_dir(a->dir);
     if (!a->file.empty()) check_same_sweep(a->file, dir);
-    std::vector<SweepRun> runs = sweep::load_plan(dir);
-    const std::map<int64_t, std::string> queued = slurm_states(dir);
-    std::map<std::string, int> counts;
-    std::printf("%-5s %-12s %-8s %-7s %-28s %13s %7s %8s  %s\n", "index", "run_id", "arch", "size",
-                "tokens", "step", "budgets", "val", "status");
-    for (const SweepRun& r : runs) {
-      sweep::RunStatus st = sweep::run_status(sweep::run_dir(dir, r.run_id));
-      // A run not training (no lock held) whose array task Slurm holds is queued, not idle.
-      const auto q = queued.find(r.index);
-      if (q != queued.end() && st.status != "running" && st.status != "completed")
-        st.status = (q->second.find("PENDING") != std::string::npos ? "queued (slurm "
-                                                                     : "starting (slurm ") +
-                    q->second + ")";
-      ++counts[st.status.substr(0, st.status.find(' '))];
-      std::printf("%-5lld %-12s %-8s %-7s %-28s %6lld/%-6lld %3lld/%-3zu %8.4f  %s\n",
-                  static_cast<long long>(r.index), r.run_id.c_str(), r.arch.c_str(),
-                  r.size.c_str(), budgets_text(r).c_str(), static_cast<long long>(st.step),
-                  static_cast<long long>(r.config.steps()),
-                  static_cast<long long>(st.budgets_done), r.budgets.size(), st.last_loss,
-                  st.status.c_str());
+    const std::vector<SweepRun> runs = sweep::load_plan(dir);
+    if (watch_opt->count() == 0) {
+      std::fputs(status_table(dir, runs).text.c_str(), stdout);
+      return;
     }
-    std::printf("%zu runs:", runs.size());
-    for (const auto& [k, n] : counts) std::printf(" %d %s", n, k.c_str());
-    std::printf("\n");
+    double secs = 5;
+    if (!watch->empty()) {
+      char* end = nullptr;
+      secs = std::strtod(watch->c_str(), &end);
+      if (end == watch->c_str() || *end != '\0' || !(secs > 0) || secs > 86400)
+        fail("sweep status --watch '" + *watch + "': not a number of seconds in (0, 86400]");
+    }
+    watch_status(dir, runs, secs);
   });
 
   CLI::App* coll = cmd->add_subcommand("collect", "Write SWEEP/sweep.h5 and sweep.csv");

@@ -367,7 +367,7 @@ void unlock(int fd) {
 
 RunStatus run_status(const std::string& rd, bool locked_by_me) {
   RunStatus st;
-  st.last_loss = std::numeric_limits<double>::quiet_NaN();
+  st.last_loss = st.train_loss = std::numeric_limits<double>::quiet_NaN();
   bool locked = false;
   if (!locked_by_me && path_exists(rd + "/lock")) {
     int fd = ::open((rd + "/lock").c_str(), O_RDWR | O_CLOEXEC);
@@ -385,6 +385,12 @@ RunStatus run_status(const std::string& rd, bool locked_by_me) {
       st.steps_planned = log.attrs.batch_tokens ? log.attrs.tokens_planned / log.attrs.batch_tokens
                                                 : 0;
       st.budgets_done = static_cast<int64_t>(log.budget_tokens.size());
+      st.tokens_planned = log.attrs.tokens_planned;
+      if (!log.train.empty()) {
+        st.tokens = log.train.back().tokens;
+        st.train_loss = log.train.back().loss;
+        st.tokens_per_s = log.train.back().tokens_per_s;
+      }
       if (!log.eval_loss.empty()) st.last_loss = log.eval_loss.back();
     } catch (const Error&) {
       log_status = "unreadable";

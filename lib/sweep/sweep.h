@@ -53,7 +53,13 @@ std::string run_dir(const std::string& dir, const std::string& run_id);
 struct RunStatus {
   std::string status;
   int64_t step = 0, steps_planned = 0, budgets_done = 0;
-  double last_loss = 0;  // last held-out loss, NaN if none
+  int64_t tokens = 0, tokens_planned = 0;  // trained so far (last /train row), the run's total
+  double last_loss = 0;     // last held-out loss, NaN if none
+  double train_loss = 0;    // last /train loss, NaN if none
+  double tokens_per_s = 0;  // of the last /train row, 0 if none
+  // Whether the run has ended for good: completed, diverged or failed (pending and preempted
+  // runs may still be started or resumed).
+  bool ended() const { return status == "completed" || status == "diverged" || status == "failed"; }
 };
 // `locked_by_me`: the caller holds the lock (its own flock would otherwise read as "running").
 RunStatus run_status(const std::string& run_dir, bool locked_by_me = false);

@@ -135,6 +135,51 @@ BOOST_AUTO_TEST_CASE(two_launchers_run_each_run_once) {
   BOOST_TEST(rows == 8);  // 4 runs x 2 budgets
 }
 
+// `sweep status --watch`: follows a local launch to its end and exits by itself (plain lines when
+// stdout is a file), its last table showing every run completed with ETA totals; on a sweep that
+// nobody launches it stops after three idle polls; a bad interval is one error line.
+BOOST_AUTO_TEST_CASE(status_watch_ends_with_the_sweep) {
+  Fixture f;
+  // 600 steps a run: long enough for the watch to see them train.
+  const std::string p = f.write("w.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [76800]");
+  const std::string d = (f.dir / "sw").string(), out = (f.dir / "watch.txt").string();
+  const std::string exe = std::string(SL_EXE);
+  // Launch in the background; watch in the foreground (timeout guards against a watch that
+  // never ends: exit code 124).
+  const std::string cmd = "(" + exe + " sweep launch " + p + " --dir " + d +
+                          " --jobs 1 --threads 1 > /dev/null 2>&1 &) ; sleep 0.3; timeout 300 " +
+                          exe + " sweep status --dir " + d + " --watch 0.5 > " + out + " 2>&1";
+  const int rc = sl::test::exit_code(std::system(cmd.c_str()));
+  const std::string text = slurp(out);
+  BOOST_TEST_MESSAGE(text);
+  BOOST_REQUIRE_EQUAL(rc, 0);
+  BOOST_TEST(text.find("sweep status: every run has ended") != std::string::npos);
+  BOOST_TEST(text.find("  running") != std::string::npos, "no poll saw a run training");
+  const size_t last = text.rfind("index ");
+  BOOST_REQUIRE(last != std::string::npos);
+  const std::string final_table = text.substr(last);
+  BOOST_TEST(final_table.find("2 runs: 2 completed") != std::string::npos, final_table);
+  BOOST_TEST(final_table.find("\033[") == std::string::npos);  // no terminal codes in a file
+  for (const auto& r : sl::sweep::load_plan(d))
+    BOOST_TEST(sl::read_runlog(sl::sweep::run_dir(d, r.run_id) + "/log.h5").attrs.status ==
+               "completed");
+  // Nothing launched: three idle polls, then a line saying so.
+  const std::string p2 = f.write("w2.toml", "patterns = [\"AA\"]\nbudgets = [3840]");
+  const std::string d2 = (f.dir / "sw2").string();
+  sl::sweep::prepare_dir(sl::sweep::load_sweep(p2), d2);
+  const int rc2 = sl::test::exit_code(std::system(
+      ("timeout 60 " + exe + " sweep status --dir " + d2 + " --watch 0.2 > " + out + " 2>&1")
+          .c_str()));
+  BOOST_TEST(rc2 == 0);
+  BOOST_TEST(slurp(out).find("nothing running or queued; 1 of 1 runs have not ended") !=
+                 std::string::npos,
+             slurp(out));
+  const int rc3 = sl::test::exit_code(std::system(
+      (exe + " sweep status --dir " + d2 + " --watch 0 > " + out + " 2>&1").c_str()));
+  BOOST_TEST(rc3 != 0);
+  BOOST_TEST(slurp(out).find("--watch '0'") != std::string::npos, slurp(out));
+}
+
 // `sweep plan --bench FILE`: runs whose arch and size were benchmarked are estimated at the
 // measured FLOP/s, the others at the default; a file that is not bench JSON is one error line.
 BOOST_AUTO_TEST_CASE(plan_estimates_from_bench_numbers) {
