@@ -1,5 +1,5 @@
 // `scalinglab fit chinchilla|savings`: Chinchilla scaling-law fits with Ceres, bootstrap CIs and
-// the token-savings factor S(N) of a candidate architecture over a baseline (DESIGN.md, "Fitting").
+// the token-savings factor S(N) of a candidate arch over a baseline (docs/DESIGN.md "Fitting").
 //
 //   scalinglab fit chinchilla --data FILE.{csv,h5} [--n-col C] [--d-col C | --flops-col C]
 //       [--loss-col C] [--group-col arch --group VALUE] [--bootstrap K] [--seed S] --out fit.json

@@ -1,4 +1,4 @@
-// JSON documents of the fits (fit.json, savings.json; shapes in DESIGN.md "Fit outputs", with
+// JSON documents of the fits (fit.json, savings.json; shapes in docs/DESIGN.md "Fit outputs", with
 // the extra fields documented in analysis/README.md). Non-finite numbers are written as null.
 #pragma once
 #include <nlohmann/json.hpp>

@@ -230,7 +230,7 @@ std::string hf_config_json(const ModelSpec& spec_in, int64_t max_position_embedd
     c["linear_value_head_dim"] = s.gdn_value_dim;
     c["linear_conv_kernel_dim"] = s.conv_kernel;
     c["linear_allow_neg_eigval"] = s.allow_neg_eigval;
-    // Init ranges (MODEL.md); they only matter to HF when it initialises missing weights.
+    // Init ranges (docs/MODEL.md "Initialisation"); HF uses them only for missing weights.
     c["linear_a_log_min"] = 0.0;
     c["linear_a_log_max"] = 16.0;
     c["linear_dt_min"] = 0.001;

@@ -1,4 +1,4 @@
-// Model: forward and backward of the MODEL.md family (any pattern of A and G blocks), written once
+// Model: forward and backward of the docs/MODEL.md family (any pattern of A and G), written once
 // against the Backend interface. Parameters and their gradients live in one flat buffer each, with
 // named views from the parameter table (spec.h); activations in buffers sized once for (B, T) at
 // construction, so a training step allocates nothing.
@@ -34,7 +34,7 @@ class Model {
   Tensor param(const ParamInfo& p) const { return params_.at(p.offset, p.numel); }
   Tensor grad(const ParamInfo& p) const { return grads_.at(p.offset, p.numel); }
 
-  // MODEL.md initialisation from a seed (deterministic across backends: drawn on the host).
+  // docs/MODEL.md "Initialisation" from a seed (the same on every backend: drawn on the host).
   void init(uint64_t seed);
   // Host copies of the master parameters in table order (checkpoints, export, tests).
   std::vector<float> get_params() const;

@@ -1,4 +1,4 @@
-// ModelSpec: the shape of one model of the family in MODEL.md (OLMo 3 dense, OLMo Hybrid, or any
+// ModelSpec: the shape of one model of the docs/MODEL.md family (OLMo 3 dense, OLMo Hybrid, or any
 // pattern of `A` and `G` blocks), the ladder presets, and the parameter table with HF names.
 #pragma once
 #include <cstdint>
@@ -11,7 +11,7 @@ struct ModelSpec {
   std::string arch = "hybrid";  // "dense" | "hybrid" | "custom" (explicit pattern)
   std::string pattern;          // one char per layer: 'A' attention, 'G' Gated DeltaNet
   int64_t d_model = 128;
-  int64_t n_heads = 2;          // attention heads = GDN heads (MODEL.md)
+  int64_t n_heads = 2;          // attention heads = GDN heads (docs/MODEL.md "Notation")
   int64_t vocab_size = 256;
   int64_t d_mlp = 0;            // SwiGLU hidden size m; 0 -> ceil(8d/3 / 128) * 128
   int64_t gdn_key_dim = 0;      // k_h; 0 -> round_up(0.75 d / H, 16)
@@ -29,7 +29,7 @@ struct ModelSpec {
   int64_t n_gdn_layers() const;
   // Fill the derived defaults (d_mlp, k_h, v_h) and validate; throws sl::Error naming the field.
   void finalize();
-  // Per-token training FLOPs (forward + backward), MODEL.md "Counting":
+  // Per-token training FLOPs (forward + backward), docs/MODEL.md "Counting":
   //   6 (N_nonemb + V d) + 6 n_A T d + 18 n_G H k_h v_h
   // where the last term counts the GDN recurrence itself (forward: decay+S^T k, rank-1 update and
   // S^T q are 2 k_h v_h FLOPs each = 6 k_h v_h per head; backward twice that).
@@ -39,7 +39,7 @@ struct ModelSpec {
 // Hybrid layer pattern: "GGGA" repeated, truncated to n_layers (every 4th layer is attention).
 std::string hybrid_pattern(int64_t n_layers);
 
-// Ladder preset (MODEL.md): L0..L5 and the peer benchmark sizes S1, S3, S4.
+// Ladder preset (docs/MODEL.md "Ladder"): L0..L5 and the peer benchmark sizes S1, S3, S4.
 struct LadderSize {
   const char* name;
   int64_t d_model, n_layers, n_heads;

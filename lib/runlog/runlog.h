@@ -1,4 +1,4 @@
-// The HDF5 run log RUN/log.h5, schema "scalinglab.run/1" (DESIGN.md "Files").
+// The HDF5 run log RUN/log.h5, schema "scalinglab.run/1" (docs/DESIGN.md "Run log: log.h5").
 //
 // Layout:
 //   /                 attributes: schema, run_id, arch, pattern, config, version, device, status

@@ -1,5 +1,5 @@
-// Sweeps (DESIGN.md "Sweep file"): a SWEEP.toml grid expanded into run configs with stable ids, the
-// sweep directory, per-run status, locks, and the collected table.
+// Sweeps (docs/DESIGN.md "Sweep file"): a SWEEP.toml grid expanded into run configs with stable
+// ids, the sweep directory, per-run status, locks, and the collected table.
 //
 // Sweep directory SWEEP/:
 //   sweep.toml          the sweep file's text (a later launch with a different file is refused)

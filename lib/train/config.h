@@ -1,4 +1,4 @@
-// The run configuration (TOML), DESIGN.md "Run config". Every key is declared here with its
+// The run configuration (TOML), docs/DESIGN.md "Run config". Every key is declared here with its
 // meaning; the loader rejects unknown keys and wrong types with one line naming the file and key.
 #pragma once
 #include <cstdint>
@@ -11,8 +11,8 @@ namespace sl {
 
 struct TrainConfig {
   // [model]: arch ("dense" | "hybrid") or pattern ("GGGA", repeated to n_layers when shorter),
-  // size = ladder preset (MODEL.md); d_model / n_layers / n_heads override the preset;
-  // vocab_size (256 = byte level); d_mlp, gdn_key_dim, gdn_value_dim (0 = MODEL.md defaults).
+  // size = ladder preset (docs/MODEL.md "Ladder"); d_model / n_layers / n_heads override it;
+  // vocab_size (256 = byte level); d_mlp, gdn_key_dim, gdn_value_dim (0 = docs/MODEL.md defaults).
   ModelSpec model;
   std::string size;  // the preset name given, "" if the shape was explicit
 

@@ -1,4 +1,4 @@
-// Learning-rate schedules with linear warmup (DESIGN.md "Schedules and token budgets").
+// Learning-rate schedules with linear warmup (docs/DESIGN.md "Schedules and token budgets").
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,7 +1,7 @@
 // The training loop: AdamW with global-norm clipping on a Model, periodic held-out evaluation,
 // the HDF5 run log, atomic checkpoints, resume, and preemption signals.
 //
-// Run directory RUN/ (DESIGN.md "Files"): config.toml (fully resolved), log.h5, ckpt/state.h5.
+// RUN/ (docs/DESIGN.md "Run directory"): config.toml (fully resolved), log.h5, ckpt/state.h5.
 // Exit codes of run_training: 0 completed or preempted (SIGTERM/SIGUSR1/SIGINT: checkpoint written,
 // status "preempted"), 3 diverged (NaN/inf loss or gradient: status "diverged", the last good
 // checkpoint is kept). Bad input throws sl::Error before anything in RUN/ is touched.

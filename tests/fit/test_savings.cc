@@ -55,7 +55,7 @@ BOOST_AUTO_TEST_CASE(recovers_savings_from_noisy_ladders) {
   BOOST_TEST(r.compute_multiplier.ci_lo <= cm);
   BOOST_TEST(cm <= r.compute_multiplier.ci_hi);
 
-  // The JSON has DESIGN.md's shape.
+  // The JSON has the savings.json shape of docs/DESIGN.md "Fit outputs".
   auto j = savings_json(r, 1e-3);
   BOOST_TEST(j["baseline"] == "dense");
   BOOST_TEST(j["candidate"] == "hybrid");

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prints the installed transformers source of everything the parity fixtures depend on (the two
-model files, their configs, the causal-LM loss, PreTrainedModel._init_weights), so MODEL.md can be
+model files, their configs, the causal-LM loss, PreTrainedModel._init_weights), so docs/MODEL.md can be
 checked line by line against the version that made tests/fixtures/. Usage: python3 dump_hf_sources.py > hf_src.txt"""
 import importlib
 import inspect

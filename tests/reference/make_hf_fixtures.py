@@ -54,7 +54,7 @@ def common_kwargs():
 
 def dense_config(rope_format):
     rope = {"rope_type": "default", "rope_theta": THETA}
-    if rope_format == "per_layer_type":  # MODEL.md's form
+    if rope_format == "per_layer_type":  # what we export (docs/MODEL.md "HuggingFace correspondence")
         rope = {"full_attention": dict(rope), "sliding_attention": dict(rope)}
     return Olmo3Config(layer_types=["full_attention"] * 4, sliding_window=4096,
                        rope_parameters=rope, **common_kwargs())

@@ -1,4 +1,4 @@
-// WSD budget branches (DESIGN.md "Schedules and token budgets"): one run with train.budgets must
+// WSD budget branches (docs/DESIGN.md "Schedules and token budgets"): one train.budgets run must
 // record, for every budget, the held-out loss of a standalone WSD run to that budget (same seed).
 // On the CPU with the same thread count the branch replays the standalone run's steps exactly, so
 // the losses are compared bitwise; and a run preempted repeatedly (also inside cooldown branches)
