@@ -291,27 +291,32 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
 }
 
 BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
-  const int64_t R = 211, C = 96, ldx = 3 * C;  // q slice of a fused qkv row
-  check_both("rmsnorm_forward",
-             {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
-              {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
-              {"y", R * C, Kind::out, Cls::act},
-              {"rstd", R, Kind::out, Cls::stat}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f);
-               return 0.0;
-             });
-  check_both("rmsnorm_backward",
-             {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
-              {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
-              {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
-              {"dy", R * C, Kind::in, Cls::act},
-              {"dx", R * ldx, Kind::acc, Cls::act},
-              {"dw", C, Kind::acc, Cls::pgrad}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], b["rstd"], R, C);
-               return 0.0;
-             });
+  // C = 96: the 8-wide vector kernels; C = 90: the scalar ones.
+  for (const int64_t C : {96, 90}) {
+    const int64_t R = 211, ldx = 3 * C;  // q slice of a fused qkv row
+    const std::string tag = " C=" + std::to_string(C);
+    check_both("rmsnorm_forward" + tag,
+               {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
+                {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+                {"y", R * C, Kind::out, Cls::act},
+                {"rstd", R, Kind::out, Cls::stat}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f);
+                 return 0.0;
+               });
+    check_both("rmsnorm_backward" + tag,
+               {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
+                {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+                {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
+                {"dy", R * C, Kind::in, Cls::act},
+                {"dx", R * ldx, Kind::acc, Cls::act},
+                {"dw", C, Kind::acc, Cls::pgrad}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], b["rstd"], R,
+                                     C);
+                 return 0.0;
+               });
+  }
 }
 
 BOOST_AUTO_TEST_CASE(rope_matches_cpu) {
@@ -335,21 +340,26 @@ BOOST_AUTO_TEST_CASE(rope_matches_cpu) {
 }
 
 BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
-  const int64_t R = 150, m = 136;
-  check_both("swiglu_forward",
-             {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f}, {"h", R * m, Kind::out, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.swiglu_forward(b["h"], b["gu"], R, m);
-               return 0.0;
-             });
-  check_both("swiglu_backward",
-             {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f},
-              {"dh", R * m, Kind::in, Cls::act},
-              {"dgu", R * 2 * m, Kind::acc, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.swiglu_backward(b["dgu"], b["dh"], b["gu"], R, m);
-               return 0.0;
-             });
+  // m = 136: the 8-wide vector kernels; m = 131: the scalar ones.
+  for (const int64_t m : {136, 131}) {
+    const int64_t R = 150;
+    const std::string tag = " m=" + std::to_string(m);
+    check_both("swiglu_forward" + tag,
+               {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f},
+                {"h", R * m, Kind::out, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.swiglu_forward(b["h"], b["gu"], R, m);
+                 return 0.0;
+               });
+    check_both("swiglu_backward" + tag,
+               {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f},
+                {"dh", R * m, Kind::in, Cls::act},
+                {"dgu", R * 2 * m, Kind::acc, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.swiglu_backward(b["dgu"], b["dh"], b["gu"], R, m);
+                 return 0.0;
+               });
+  }
 }
 
 // ---- attention

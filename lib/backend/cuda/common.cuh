@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "core/error.h"
@@ -53,6 +54,47 @@ struct DPtr {
   // p[i] += v (rounded once to the element type).
   __device__ void add(int64_t i, float v) const { st(i, ld(i) + v); }
 };
+
+// Eight consecutive elements p[i .. i+8) as fp32, in one 16-byte load (bf16) or two (f32); i a
+// multiple of 8 and the base 16-byte aligned (vec8_ok). For the memory-bound kernels: scalar
+// 2-byte accesses leave most of the bandwidth unused.
+__device__ inline void ld8(DPtr p, int64_t i, float (&v)[8]) {
+  if (p.bf) {
+    const uint4 u = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.p) + i);
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[e]));
+      v[2 * e] = f.x;
+      v[2 * e + 1] = f.y;
+    }
+  } else {
+    const float4* q = reinterpret_cast<const float4*>(static_cast<const float*>(p.p) + i);
+    const float4 a = q[0], b = q[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  }
+}
+__device__ inline void st8(DPtr p, int64_t i, const float (&v)[8]) {
+  if (p.bf) {
+    unsigned w[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+      w[e] = *reinterpret_cast<const unsigned*>(&b);
+    }
+    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(p.p) + i) = make_uint4(w[0], w[1], w[2], w[3]);
+  } else {
+    float4* q = reinterpret_cast<float4*>(static_cast<float*>(p.p) + i);
+    q[0] = make_float4(v[0], v[1], v[2], v[3]);
+    q[1] = make_float4(v[4], v[5], v[6], v[7]);
+  }
+}
+// Host: whether ld8/st8 may be used on these tensors (16-byte aligned bases; null ones skipped).
+inline bool vec8_ok(std::initializer_list<DPtr> ps) {
+  for (const DPtr& p : ps)
+    if (p && reinterpret_cast<uintptr_t>(p.p) % 16 != 0) return false;
+  return true;
+}
 
 // Host: the DPtr of a tensor, checking the dtype. `op` and `what` name the argument in errors.
 inline DPtr dptr(const Tensor& t, const char* op, const char* what) {
