@@ -25,8 +25,9 @@ namespace sl::cli {
 namespace {
 
 constexpr int kSets = 3;  // input sets used in turn
-constexpr const char* kOps[] = {"attention", "gdn", "matmul", "rmsnorm", "swiglu",
-                                "cross_entropy"};
+constexpr const char* kOps[] = {"attention", "gdn",    "matmul",        "rmsnorm",
+                                "swiglu",    "rope",   "conv1d",        "l2norm",
+                                "gated_rmsnorm", "embedding", "cross_entropy", "adamw"};
 
 // One op's benchmark: forward and backward closures over input set i, with the work they do.
 struct OpCase {
@@ -150,6 +151,74 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     c.shape = "R=" + std::to_string(BT) + " m=" + std::to_string(m);
     c.fwd_bytes = es * 3.0 * BT * m;
     c.bwd_bytes = es * 7.0 * BT * m;  // read gu, dh, dgu; write dgu
+  } else if (op == "rope") {
+    // In place on q [BT, H, hd]; the backward is the inverse rotation.
+    auto x = P.sets(BT * d, act);
+    c.fwd = [=, &be](int i) { be.rope_forward(x[i], B, T, H, hd, 5e5f); };
+    c.bwd = [=, &be](int i) { be.rope_backward(x[i], B, T, H, hd, 5e5f); };
+    c.fwd_bytes = c.bwd_bytes = es * 2.0 * BT * d;
+  } else if (op == "conv1d") {
+    // The GDN block's causal depthwise conv + SiLU over q|k|v (C = H (2 hd + 2 hd)), K = 4, read
+    // from the fused projection (row stride C + gates).
+    const int64_t C = H * 4 * hd, ld = C + 3 * H, K = 4;
+    auto x = P.sets(BT * ld, act), w = P.sets(C * K, act, -0.5f, 0.5f), y = P.sets(BT * C, act);
+    auto dy = P.sets(BT * C, act), dx = P.sets(BT * ld, act), dw = P.sets(C * K, f32);
+    c.fwd = [=, &be](int i) { be.conv1d_silu_forward(y[i], x[i], ld, w[i], B, T, C, K); };
+    c.bwd = [=, &be](int i) {
+      be.conv1d_silu_backward(dx[i], dw[i], dy[i], x[i], ld, w[i], B, T, C, K);
+    };
+    c.shape += " C=" + std::to_string(C) + " K=4";
+    c.fwd_bytes = es * 2.0 * BT * C;
+    c.bwd_bytes = es * 4.0 * BT * C;
+  } else if (op == "l2norm") {
+    auto x = P.sets(BT * d, act), y = P.sets(BT * d, act), rn = P.sets(BT * H, f32);
+    auto dy = P.sets(BT * d, act), dx = P.sets(BT * d, act);
+    c.fwd = [=, &be](int i) { be.l2norm_forward(y[i], rn[i], x[i], d, BT, H, hd, 1.f, 1e-6f); };
+    c.bwd = [=, &be](int i) { be.l2norm_backward(dx[i], dy[i], x[i], d, rn[i], BT, H, hd, 1.f); };
+    for (int i = 0; i < kSets; ++i) c.fwd(i);
+    c.fwd_bytes = es * 2.0 * BT * d;
+    c.bwd_bytes = es * 4.0 * BT * d;
+  } else if (op == "gated_rmsnorm") {
+    // The GDN output norm: rows of one head (dv = 2 hd), gate from a [BT, H dv] block.
+    const int64_t dv = 2 * hd, R = BT * H;
+    auto x = P.sets(R * dv, act), gate = P.sets(R * dv, act), w = P.sets(dv, f32, 0.5f, 1.5f);
+    auto y = P.sets(R * dv, act), rstd = P.sets(R, f32), dy = P.sets(R * dv, act);
+    auto dx = P.sets(R * dv, act), dgate = P.sets(R * dv, act), dw = P.sets(dv, f32);
+    c.fwd = [=, &be](int i) {
+      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], H * dv, w[i], R, H, dv, 1e-6f);
+    };
+    c.bwd = [=, &be](int i) {
+      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], H * dv, w[i],
+                                rstd[i], R, H, dv);
+    };
+    for (int i = 0; i < kSets; ++i) c.fwd(i);
+    c.shape += " dv=" + std::to_string(dv);
+    c.fwd_bytes = es * 3.0 * R * dv;
+    c.bwd_bytes = es * 7.0 * R * dv;
+  } else if (op == "embedding") {
+    // Token embedding of a vocab x d table; the backward scatters into its gradient.
+    const int64_t V = a.vocab;
+    auto wte = P.sets(V * d, act), out = P.sets(BT * d, act), dout = P.sets(BT * d, act);
+    auto dwte = P.sets(V * d, f32);
+    auto ids = std::make_shared<std::vector<int32_t>>(static_cast<size_t>(BT));
+    Rng r(5, 0);
+    for (auto& t : *ids) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
+    c.fwd = [=, &be](int i) { be.embedding_forward(out[i], ids->data(), wte[i], BT, d); };
+    c.bwd = [=, &be](int i) { be.embedding_backward(dwte[i], ids->data(), dout[i], BT, d); };
+    c.shape += " V=" + std::to_string(V);
+    c.fwd_bytes = es * 2.0 * BT * d;
+    c.bwd_bytes = es * BT * d + 8.0 * BT * d;
+  } else if (op == "adamw") {
+    // One AdamW update of a d x d parameter tensor (fp32 p, g, m, v): the per-tensor launch the
+    // optimizer makes ~150 times a step at S4.
+    const int64_t n = d * d;
+    auto p = P.sets(n, f32), g = P.sets(n, f32), m = P.sets(n, f32), v = P.sets(n, f32, 0.f, 1.f);
+    c.fwd = [=, &be](int i) {
+      be.adamw(p[i], g[i], m[i], v[i], n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.f, 10);
+    };
+    c.bwd = c.fwd;  // no backward: the same update timed twice
+    c.shape = "n=" + std::to_string(n);
+    c.fwd_bytes = c.bwd_bytes = 4.0 * 7.0 * n;  // read p, g, m, v; write p, m, v
   } else if (op == "cross_entropy") {
     // Forward: losses only; backward: losses and dlogits (one call; it returns the loss sum, so
     // each call ends with a device synchronization).
@@ -182,7 +251,8 @@ void run_op_bench(const OpBenchArgs& a, const std::vector<std::string>& ops) {
   for (const std::string& op : ops)
     if (std::find(std::begin(kOps), std::end(kOps), op) == std::end(kOps))
       fail("bench --op: unknown op '" + op +
-           "' (attention, gdn, matmul, rmsnorm, swiglu, cross_entropy)");
+           "' (attention, gdn, matmul, rmsnorm, swiglu, rope, conv1d, l2norm, gated_rmsnorm, "
+           "embedding, cross_entropy, adamw)");
   auto be = make_backend(a.device);
   nlohmann::json rows = nlohmann::json::array();
   std::printf("%-14s %-5s %-36s %10s %10s %10s\n", "op", "pass", "shape", "ms", "TFLOP/s",
