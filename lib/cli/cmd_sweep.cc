@@ -87,6 +87,12 @@ pid_t spawn_train(const std::string& dir, const SweepRun& r, const std::string& 
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGUSR1, SIG_DFL);
+    // Blocked across exec, so a stop sent before the trainer's main() has installed its handlers
+    // (while the executable loads) stays pending instead of killing it; train unblocks them.
+    sigset_t stops;
+    sigemptyset(&stops);
+    for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&stops, s);
+    sigprocmask(SIG_BLOCK, &stops, nullptr);
     FILE* f = std::fopen(log.c_str(), "a");
     if (f) {
       dup2(fileno(f), 1);

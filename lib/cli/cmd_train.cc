@@ -4,6 +4,7 @@
 // is a rank by itself and --nproc is not used.
 #include <omp.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -37,6 +38,15 @@ void register_train(CLI::App& app) {
                   "Data-parallel ranks on this node, one per GPU (NCCL; needs --device cuda)");
   cmd->callback([args, nproc_opt]() {
     install_stop_handlers();  // as early as possible: a scheduler may signal a task at once
+    // Checked before anything else: OpenMP cannot start 100000 threads (it crashed, after the run
+    // directory existed), and more threads than cores only slow a run down.
+    if (args->threads < 0)
+      fail("train --threads " + std::to_string(args->threads) + ": must be >= 1 (or 0: all cores)");
+    if (const int cores = omp_get_num_procs(); args->threads > cores) {
+      std::fprintf(stderr, "scalinglab: train: --threads %d is more than the %d cores here; using %d\n",
+                   args->threads, cores, cores);
+      args->threads = cores;
+    }
     if (args->threads > 0) omp_set_num_threads(args->threads);
     TrainConfig cfg = load_config(args->config, args->sets);
     // --nproc 1 runs one rank through NCCL too (a check that the collectives change nothing).

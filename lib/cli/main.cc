@@ -3,10 +3,27 @@
 #include <cstdio>
 #include <exception>
 
+#include <signal.h>
+
+#include <cstring>
+
 #include "cli/commands.h"
 #include "core/error.h"
+#include "train/trainer.h"
 
 int main(int argc, char** argv) {
+  // `train` catches SIGTERM/SIGUSR1/SIGINT to checkpoint and exit as preempted; a signal that
+  // arrives while the command line is parsed and the data opened is kept for the loop, so take
+  // them before anything else (a scheduler may signal a task the moment it starts).
+  // A launcher may also block them across exec (sweep launch does), so that one sent while the
+  // process is still being loaded, before main, stays pending until here instead of killing it.
+  if (argc > 1 && std::strcmp(argv[1], "train") == 0) {
+    sl::install_stop_handlers();
+    sigset_t stops;
+    sigemptyset(&stops);
+    for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&stops, s);
+    sigprocmask(SIG_UNBLOCK, &stops, nullptr);
+  }
   CLI::App app{"scalinglab: scaling laws and token savings of hybrid vs dense language models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "scalinglab 0.1.0");

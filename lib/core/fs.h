@@ -1,6 +1,7 @@
 // Durable file-system helpers: the tmp + fsync + rename + directory-fsync pattern that makes a
 // file appear whole or not at all, even across a crash or power loss.
 #pragma once
+#include <cstddef>
 #include <string>
 
 namespace sl {
@@ -29,5 +30,25 @@ void rename_durable(const std::string& from, const std::string& to);
 std::string parent_dir(const std::string& path);
 
 bool path_exists(const std::string& path);
+
+// Writes `bytes` to a new file `path` (which must not exist) and fsyncs it. The space is reserved
+// first (posix_fallocate where the file system supports it), so a full disk or quota (ENOSPC,
+// EDQUOT) or a file-size limit (EFBIG; SIGXFSZ must be ignored) is found before anything is
+// written. On any failure the partial file is removed and one line naming `path`, the errno text
+// and the size needed is thrown: no stray temporary file is left behind.
+void write_new_file_durable(const std::string& path, const void* bytes, size_t size);
+
+// An exclusive advisory lock (flock) on `path`, created if missing, e.g. RUN/lock: one writer per
+// run directory. Returns the descriptor (the lock lives as long as it stays open) after writing
+// this process's pid into the file, or -1 when another process holds it, with *holder set to the
+// pid the holder wrote ("" when unknown). `inheritable`: without O_CLOEXEC, so a child exec'd by
+// the caller keeps holding it (sweep launch hands each train child its run's lock this way).
+int try_lock_file(const std::string& path, bool inheritable, std::string* holder);
+
+// A descriptor this process inherited that refers to the lock file `path` and holds its lock
+// (or took it now because nobody held it), -1 if none: a parent that locked RUN/lock and exec'd
+// us (sweep launch, `flock RUN/lock scalinglab train ...`) delegates the lock instead of
+// conflicting with it. Re-stamps the file with our pid.
+int inherited_lock_fd(const std::string& path);
 
 }  // namespace sl

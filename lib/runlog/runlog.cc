@@ -83,6 +83,10 @@ void create_file(const std::string& path, const RunAttrs& a) {
   h5::write_string_attr(file, "config", a.config);
   h5::write_string_attr(file, "version", a.version);
   h5::write_string_attr(file, "device", a.device);
+  // Created now, empty, because SWMR forbids creating attributes later (set_status leaves SWMR
+  // to change them, which may also create them in logs written before they existed).
+  h5::write_string_attr(file, "status_reason", a.status_reason);
+  h5::write_string_attr(file, "config_changes", a.config_changes);
 
   const hsize_t zero = 0, unlimited = H5S_UNLIMITED;
   Id space(h5::check(H5Screate_simple(1, &zero, &unlimited), "H5Screate_simple"), H5Sclose);
@@ -204,6 +208,10 @@ RunLog read_once(const std::string& path) {
   a.config = h5::read_string_attr(file, "config", where);
   a.version = h5::read_string_attr(file, "version", where);
   a.device = h5::read_string_attr(file, "device", where);
+  if (h5::has_attr(file, "status_reason"))
+    a.status_reason = h5::read_string_attr(file, "status_reason", where);
+  if (h5::has_attr(file, "config_changes"))
+    a.config_changes = h5::read_string_attr(file, "config_changes", where);
 
   TableData tr = read_table(file, tables()[kTrain], where);
   log.train.resize(tr.ints[0].size());
@@ -430,7 +438,7 @@ RunLog read_runlog_clearing_marks(const std::string& path) {
 }  // namespace
 
 RunLogWriter RunLogWriter::resume(const std::string& path, int64_t keep_step,
-                                  int64_t keep_budget_tokens) {
+                                  int64_t keep_budget_tokens, const Update* update) {
   RunLog old;
   try {
     old = read_runlog(path);
@@ -442,6 +450,13 @@ RunLogWriter RunLogWriter::resume(const std::string& path, int64_t keep_step,
     fail("run log '" + tmp + "': cannot remove stale file");
   RunAttrs attrs = old.attrs;
   attrs.status = "running";
+  attrs.status_reason.clear();
+  if (update) {
+    attrs.config = update->config;
+    attrs.tokens_planned = update->tokens_planned;
+    if (!update->change.empty())
+      attrs.config_changes += (attrs.config_changes.empty() ? "" : "\n") + update->change;
+  }
   {
     RunLogWriter w = create(tmp, attrs);
     w.set_autoflush_seconds(-1);
@@ -498,7 +513,7 @@ void RunLogWriter::flush() {
   impl_->flush_durable();
 }
 
-void RunLogWriter::set_status(const std::string& status) {
+void RunLogWriter::set_status(const std::string& status, const std::string& reason) {
   if (!impl_ || impl_->closed) fail("run log: set_status after close");
   Impl& m = *impl_;
   check_status_value(m.path, status);
@@ -511,6 +526,7 @@ void RunLogWriter::set_status(const std::string& status) {
                       m.where() + ": cannot reopen to set status"),
             H5Fclose);
     h5::write_string_attr(file, "status", status);
+    h5::write_string_attr(file, "status_reason", reason);
     h5::check_status(H5Fflush(file, H5F_SCOPE_GLOBAL), m.where() + ": flush");
     if (!file.reset()) h5::fail(m.where() + ": close");
   }
@@ -520,7 +536,15 @@ void RunLogWriter::set_status(const std::string& status) {
 
 void RunLogWriter::close() {
   if (!impl_ || impl_->closed) return;
-  impl_->flush_durable();
+  try {
+    impl_->flush_durable();
+  } catch (...) {
+    try {
+      impl_->close_handles();
+    } catch (...) {  // the flush error is the one to report
+    }
+    throw;
+  }
   impl_->close_handles();
 }
 

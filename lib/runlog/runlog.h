@@ -47,8 +47,13 @@ namespace sl {
 inline constexpr const char* kRunLogSchema = "scalinglab.run/1";
 
 // Root attributes of log.h5. status is one of running|completed|diverged|failed|preempted.
+// status_reason: why the run failed (the error line), "" otherwise. config_changes: one line per
+// resume that changed a config key the resume rules allow (train/trainer.h), e.g.
+// "step 20: train.tokens 12800 -> 25600"; config then holds the current config. Both are
+// optional attributes (logs written before them have neither and read as "").
 struct RunAttrs {
   std::string run_id, arch, pattern, config, version, device, status = "running";
+  std::string status_reason, config_changes;
   int64_t n_params = 0, n_params_nonembedding = 0, seq_len = 0, batch_tokens = 0,
           tokens_planned = 0;
   double flops_per_token = 0;
@@ -68,8 +73,14 @@ class RunLogWriter {  // move-only, closes in destructor
   // Reopens an existing log (live-killed or cleanly closed) for appending, keeping only rows with
   // step <= keep_step (/train, /eval) and tokens <= keep_budget_tokens (/budgets). The status
   // attribute is set back to "running".
+  // `update` (optional): the config the resumed run trains with (allowed changes only, see the
+  // trainer), its tokens_planned, and a line for config_changes (appended when non-empty).
+  struct Update {
+    std::string config, change;
+    int64_t tokens_planned = 0;
+  };
   static RunLogWriter resume(const std::string& path, int64_t keep_step,
-                             int64_t keep_budget_tokens);
+                             int64_t keep_budget_tokens, const Update* update = nullptr);
 
   RunLogWriter(RunLogWriter&&) noexcept;
   RunLogWriter& operator=(RunLogWriter&&) noexcept;
@@ -81,8 +92,11 @@ class RunLogWriter {  // move-only, closes in destructor
   void append_eval(int64_t step, int64_t tokens, double loss);
   void append_budget(int64_t tokens, double loss);
   void flush();                                // data on disk (fsynced), visible to SWMR readers
-  void set_status(const std::string& status);  // root attribute, durable on return
-  void close();                                // flushes; idempotent
+  // Root attributes status and status_reason, durable on return.
+  void set_status(const std::string& status, const std::string& reason = "");
+  // Flushes and closes; idempotent. If the flush fails (a full disk) the handles are still
+  // closed before the error is rethrown, so HDF5 holds no half-written file at exit.
+  void close();
 
   // Buffered rows older than this are written on the next append (default 2 s; 0 = every append,
   // < 0 = only on flush()). Auto-flushes do not fsync.

@@ -351,14 +351,8 @@ std::vector<SweepRun> load_plan(const std::string& dir) {
 
 int try_lock(const std::string& rd) {
   make_dirs(rd);
-  const std::string p = rd + "/lock";
-  int fd = ::open(p.c_str(), O_RDWR | O_CREAT, 0644);
-  if (fd < 0) fail("'" + p + "': cannot open");
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  // The lock `train` takes too (core/fs.h): the child inherits this descriptor and so holds it.
+  return try_lock_file(rd + "/lock", true, nullptr);
 }
 
 void unlock(int fd) {

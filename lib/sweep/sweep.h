@@ -64,9 +64,10 @@ struct RunStatus {
 // `locked_by_me`: the caller holds the lock (its own flock would otherwise read as "running").
 RunStatus run_status(const std::string& run_dir, bool locked_by_me = false);
 
-// An exclusive lock on RUN/lock (flock). try_lock returns -1 if another process holds it. The fd
-// is inherited by children (no O_CLOEXEC) on purpose: a train child keeps the run locked even if
-// its launcher is killed.
+// An exclusive lock on RUN/lock (flock; core/fs.h try_lock_file, which writes our pid into it).
+// try_lock returns -1 if another process holds it. The fd is inherited by children (no
+// O_CLOEXEC) on purpose: a train child keeps the run locked even if its launcher is killed, and
+// `train` itself takes this same lock, finding it already held through the inherited fd.
 int try_lock(const std::string& run_dir);
 void unlock(int fd);
 

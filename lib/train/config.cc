@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -71,12 +72,23 @@ struct Reader {
   }
 };
 
+// Upper bounds that keep every derived count (steps x batch x seq_len, tokens + one step, token
+// offsets) far from int64 overflow: tokens = 2^63 - 1 used to wrap to "completed, 0 steps".
+// 10^15 tokens is 100x the largest training runs published; 2^20 covers any batch or context.
+constexpr int64_t kMaxTokens = 1'000'000'000'000'000;
+constexpr int64_t kMaxBatchOrSeq = int64_t{1} << 20;
+
+std::string bound_text(int64_t max) {
+  return max == kMaxTokens ? "10^15" : std::to_string(max);
+}
+
 void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawModel& m) {
   using Setter = std::function<void(const toml::node&, const std::string&)>;
-  auto pos_int = [&](int64_t& dst) {
-    return [&rd, &dst](const toml::node& n, const std::string& k) {
+  auto pos_int = [&](int64_t& dst, int64_t max = std::numeric_limits<int64_t>::max()) {
+    return [&rd, &dst, max](const toml::node& n, const std::string& k) {
       dst = rd.integer(n, k);
       if (dst <= 0) rd.bad(k, "must be positive");
+      if (dst > max) rd.bad(k, "must be at most " + bound_text(max) + " (got " + std::to_string(dst) + ")");
     };
   };
   auto opt_int = [&](std::optional<int64_t>& dst) {
@@ -101,9 +113,9 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
         {"gdn_key_dim", opt_int(m.dk)},
         {"gdn_value_dim", opt_int(m.dv)}}},
       {"train",
-       {{"seq_len", pos_int(c.seq_len)},
-        {"batch_size", pos_int(c.batch_size)},
-        {"tokens", pos_int(c.tokens)},
+       {{"seq_len", pos_int(c.seq_len, kMaxBatchOrSeq)},
+        {"batch_size", pos_int(c.batch_size, kMaxBatchOrSeq)},
+        {"tokens", pos_int(c.tokens, kMaxTokens)},
         {"budgets",
          [&](const toml::node& n, const std::string& k) {
            const toml::array* a = n.as_array();
@@ -114,6 +126,7 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
              const std::string ki = k + "[" + std::to_string(i) + "]";
              const int64_t b = rd.integer(*a->get(i), ki);
              if (b <= 0) rd.bad(ki, "must be positive");
+             if (b > kMaxTokens) rd.bad(ki, "must be at most 10^15 (got " + std::to_string(b) + ")");
              if (!c.budgets.empty() && b <= c.budgets.back())
                rd.bad(ki, "must be larger than the budget before it (sorted, distinct)");
              c.budgets.push_back(b);
@@ -130,6 +143,7 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
          [&](const toml::node& n, const std::string& k) {
            c.warmup_tokens = rd.integer(n, k);
            if (c.warmup_tokens < 0) rd.bad(k, "must be >= 0");
+           if (c.warmup_tokens > kMaxTokens) rd.bad(k, "must be at most 10^15");
          }},
         {"min_lr_ratio", num(c.min_lr_ratio)},
         {"decay_fraction", num(c.decay_fraction)},
@@ -145,7 +159,7 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
            c.seed = static_cast<uint64_t>(s);
          }},
         {"eval_every", pos_int(c.eval_every)},
-        {"eval_tokens", pos_int(c.eval_tokens)},
+        {"eval_tokens", pos_int(c.eval_tokens, kMaxTokens)},
         {"checkpoint_every", pos_int(c.checkpoint_every)},
         {"inject_nan_step",
          [&](const toml::node& n, const std::string& k) { c.inject_nan_step = rd.integer(n, k); }}}},
@@ -271,6 +285,11 @@ TrainConfig parse_config(const std::string& text, const std::string& origin,
 
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
   if (path.empty()) return parse_config("", "--set", fs::current_path().string(), overrides);
+  // A FIFO or device would block in open() or never end; only regular files are configs.
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (!ec && fs::exists(st) && !fs::is_regular_file(st))
+    fail("config '" + path + "': not a regular file");
   std::ifstream f(path);
   if (!f) fail("config '" + path + "': cannot open");
   std::stringstream ss;

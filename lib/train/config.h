@@ -1,5 +1,8 @@
 // The run configuration (TOML), docs/DESIGN.md "Run config". Every key is declared here with its
 // meaning; the loader rejects unknown keys and wrong types with one line naming the file and key.
+// Counts are bounded so nothing derived from them overflows int64: tokens, budgets, warmup_tokens
+// and eval_tokens at most 10^15, seq_len and batch_size at most 2^20. Which keys a --resume may
+// change: train/trainer.h.
 #pragma once
 #include <cstdint>
 #include <string>

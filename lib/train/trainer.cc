@@ -4,11 +4,17 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "core/backend.h"
@@ -54,6 +60,134 @@ double evaluate(Model& model, const TokenSource& val, int64_t eval_tokens) {
   return sum / static_cast<double>(count);
 }
 
+// Test hook for the kill -9 window between the log and the checkpoint (tests/cli/
+// test_reliability.cc): SL_TEST_CRASH=<point>:<step> SIGKILLs the process at <point> of the
+// checkpoint taken after step <step>; points: "before_checkpoint" (log rows flushed, checkpoint
+// not yet written) and "after_checkpoint" (checkpoint renamed into place, nothing after it).
+// Unset (always, outside tests) it costs one getenv per checkpoint.
+void crash_point(const char* point, int64_t step) {
+  const char* v = std::getenv("SL_TEST_CRASH");
+  if (!v) return;
+  const std::string want = std::string(point) + ":" + std::to_string(step);
+  if (want == v) ::kill(::getpid(), SIGKILL);
+}
+
+// The run directory's single-writer lock: RUN/lock, the file `sweep launch` locks for the train
+// child it starts (which inherits the locked descriptor: see inherited_lock_fd). Held from before
+// the checkpoint is read until the process exits, so two trainers never interleave rows in one
+// log.h5 or race on the checkpoint's rename.
+class RunLock {
+ public:
+  RunLock() = default;
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+  ~RunLock() {
+    if (fd_ >= 0) ::close(fd_);  // an inherited descriptor's lock stays with its other holder
+  }
+  bool held() const { return fd_ >= 0; }
+  void acquire(const std::string& run) {
+    const std::string path = run + "/lock";
+    fd_ = inherited_lock_fd(path);
+    if (fd_ >= 0) return;
+    std::string holder;
+    fd_ = try_lock_file(path, false, &holder);
+    if (fd_ < 0)
+      fail("train: run directory '" + run + "' is in use by another process (" +
+           (holder.empty() ? std::string("pid unknown") : "pid " + holder) + ", lock " + path +
+           ")");
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// A resolved config (to_toml's output) as ("section.key", value text) in the file's order.
+std::vector<std::pair<std::string, std::string>> flat_config(const std::string& toml_text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string section, line;
+  for (size_t at = 0; at < toml_text.size();) {
+    const size_t nl = toml_text.find('\n', at);
+    line = toml_text.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    at = nl == std::string::npos ? toml_text.size() : nl + 1;
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '[') {
+      section = line.substr(1, line.find(']') - 1);
+      continue;
+    }
+    const size_t eq = line.find(" = ");
+    if (eq != std::string::npos) out.emplace_back(section + "." + line.substr(0, eq), line.substr(eq + 3));
+  }
+  return out;
+}
+
+// The keys a --resume may change. Every other key (the model, seq_len, batch_size, the optimizer
+// and schedule, seed, data, eval_tokens) decides what the steps already taken computed or what
+// the logged numbers mean, so a change would make the log describe a run that never happened.
+// tokens and budgets may change only as long as no step already taken (nor a budget already
+// reported) would have differed: check_resume_schedule below.
+const std::set<std::string>& resume_may_change() {
+  static const std::set<std::string> k = {"train.tokens", "train.budgets", "train.eval_every",
+                                          "train.checkpoint_every", "train.inject_nan_step"};
+  return k;
+}
+
+// The main line's schedule: a standalone run to cfg.tokens.
+Schedule main_schedule(const TrainConfig& cfg) {
+  const int64_t tps = cfg.tokens_per_step();
+  return Schedule{cfg.schedule,     cfg.lr,           cfg.steps(), (cfg.warmup_tokens + tps - 1) / tps,
+                  cfg.min_lr_ratio, cfg.decay_fraction};
+}
+
+// Compares the config of a checkpoint with the one a --resume asks for; throws naming the key a
+// resume may not change. Returns the allowed changes as one line ("" if none) for log.h5.
+std::string check_resume_config(const TrainConfig& old, const TrainConfig& cfg, int64_t step,
+                                int64_t budgets_done, const std::string& ckpt_dir) {
+  const auto fa = flat_config(to_toml(old)), fb = flat_config(to_toml(cfg));
+  const std::map<std::string, std::string> a(fa.begin(), fa.end()), b(fb.begin(), fb.end());
+  // In the file's order, so the key reported is the one set (model.d_model), not one derived
+  // from it (model.d_mlp).
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : fb) keys.push_back(k);
+  for (const auto& [k, v] : fa)
+    if (!b.count(k)) keys.push_back(k);
+  std::string changes;
+  for (const std::string& k : keys) {
+    const auto ia = a.find(k), ib = b.find(k);
+    const std::string va = ia == a.end() ? "(unset)" : ia->second;
+    const std::string vb = ib == b.end() ? "(unset)" : ib->second;
+    if (va == vb) continue;
+    if (!resume_may_change().count(k))
+      fail("train --resume: key '" + k + "' is " + vb + ", the checkpoint in '" + ckpt_dir +
+           "' was trained with " + va + " (a resumed run must keep it; start a new run directory)");
+    changes += (changes.empty() ? "" : ", ") + k + " " + va + " -> " + vb;
+  }
+  if (changes.empty()) return "";
+  if (cfg.steps() < step)
+    fail("train --resume: key 'train.tokens' is " + std::to_string(cfg.tokens) +
+         ", fewer than the " + std::to_string(step * cfg.tokens_per_step()) +
+         " tokens the checkpoint in '" + ckpt_dir + "' has trained (step " + std::to_string(step) +
+         ")");
+  // Every step already taken must have had the learning rate the new config gives it (a cosine
+  // schedule decays over the whole run, so its tokens can never change; a WSD run's can while
+  // the checkpoint is before both decays; a constant one's always).
+  const Schedule so = main_schedule(old), sn = main_schedule(cfg);
+  for (int64_t s = 0; s < step; ++s)
+    if (so.at(s) != sn.at(s))
+      fail("train --resume: key 'train.tokens' " + std::to_string(old.tokens) + " -> " +
+           std::to_string(cfg.tokens) + " changes the learning rate of step " + std::to_string(s) +
+           ", already taken by the checkpoint in '" + ckpt_dir + "' (schedule " + cfg.schedule +
+           ")");
+  // Budgets already reported keep their rows, so they must be the same budgets.
+  const std::vector<int64_t> ob = old.budgets.empty() ? std::vector<int64_t>{old.tokens} : old.budgets;
+  const std::vector<int64_t> nb = cfg.budgets.empty() ? std::vector<int64_t>{cfg.tokens} : cfg.budgets;
+  for (int64_t i = 0; i < budgets_done && i < static_cast<int64_t>(ob.size()); ++i)
+    if (i >= static_cast<int64_t>(nb.size()) || ob[i] != nb[i])
+      fail("train --resume: key 'train.budgets' drops or changes the budget of " +
+           std::to_string(ob[i]) + " tokens, already reported by the checkpoint in '" + ckpt_dir +
+           "'");
+  return "step " + std::to_string(step) + ": " + changes;
+}
+
 // The run log as the training loop sees it: rank 0 of a data-parallel run writes RUN/log.h5, the
 // other ranks (which hold the same numbers) write nothing.
 struct LeadLog {
@@ -76,10 +210,24 @@ struct LeadLog {
   void close() {
     if (w) w->close();
   }
+  // An error ended the run: status failed with the error as its reason, best effort (on a full
+  // disk even that may not be writable; the error itself is what the caller reports).
+  void fail_with(const std::string& reason) {
+    if (!w) return;
+    try {
+      w->set_status("failed", reason);
+    } catch (const std::exception&) {
+    }
+    try {
+      w->close();
+    } catch (const std::exception&) {
+    }
+  }
 };
 
 Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConfig& cfg,
-                           int64_t step, int64_t budgets_done, double time_s) {
+                           int64_t step, int64_t budgets_done, double time_s,
+                           int64_t train_tokens, int64_t val_tokens) {
   Checkpoint c;
   std::vector<float> p = model.get_params(), m(p.size()), v(p.size());
   model.backend().download(m.data(), opt.m());
@@ -96,6 +244,9 @@ Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConf
   c.ints["tokens"] = step * cfg.tokens_per_step();
   c.ints["time_ms"] = static_cast<int64_t>(time_s * 1000.0);
   c.ints["budgets_done"] = budgets_done;
+  // The sizes of the data sources: a resume on data that changed under the same path is refused.
+  c.ints["data_train_tokens"] = train_tokens;
+  c.ints["data_val_tokens"] = val_tokens;
   c.strings["config"] = to_toml(cfg);
   c.strings["pattern"] = cfg.model.pattern;
   return c;
@@ -168,10 +319,15 @@ void install_stop_handlers() {
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
+  // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG, reported in one line like a
+  // full disk, rather than kill the process with SIGXFSZ in the middle of a checkpoint.
+  std::signal(SIGXFSZ, SIG_IGN);
 }
 bool stop_requested() { return g_stop_signal.load() != 0; }
 
-int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
+namespace {
+
+int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog& log) {
   // A stop signal that arrives while the data and model are set up is kept and honoured at the
   // top of the loop (checkpoint, status preempted, exit 0), not lost to the default action.
   install_stop_handlers();
@@ -195,6 +351,10 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   const int64_t V = cfg.model.vocab_size;
   TokenSource train = TokenSource::open(cfg.train_data, V);
   TokenSource val = TokenSource::open(cfg.val_data, V);
+  // Every token id against vocab_size now, not when a bad one happens to be sampled (which would
+  // be after RUN/ exists, or never, training on bad data).
+  train.validate();
+  val.validate();
   if (train.size() < cfg.seq_len + 1)
     fail("data.train '" + cfg.train_data + "': holds " + std::to_string(train.size()) +
          " tokens, fewer than seq_len + 1 = " + std::to_string(cfg.seq_len + 1));
@@ -203,19 +363,23 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
          " tokens, fewer than seq_len + 1 = " + std::to_string(cfg.seq_len + 1));
   const std::string run = opts.out_dir;
   const std::string log_path = run + "/log.h5", ckpt_dir = run + "/ckpt";
+  // One writer per run directory: an existing one is locked before anything in it is read, so a
+  // second trainer is refused at once; a new one when it is created (below).
+  if (lead && path_exists(run)) lock.acquire(run);
   const bool have_ckpt = opts.resume && checkpoint_exists(ckpt_dir);
   if (!opts.resume && (path_exists(log_path) || path_exists(ckpt_dir)))
     fail("run directory '" + run + "' already holds a run (use --resume to continue it)");
   std::unique_ptr<Checkpoint> ckpt;
   if (have_ckpt) {
     ckpt = std::make_unique<Checkpoint>(read_checkpoint(ckpt_dir));
-    // The model must be the same; training settings (tokens, eval, ...) may change on resume.
-    TrainConfig old = parse_config(ckpt->string_value("config"), ckpt_dir + "/state.h5", "", {});
-    if (old.model.pattern != cfg.model.pattern || old.model.d_model != cfg.model.d_model ||
-        old.model.vocab_size != cfg.model.vocab_size || old.model.n_heads != cfg.model.n_heads)
-      fail("train --resume: the checkpoint in '" + ckpt_dir + "' is for model " +
-           old.model.pattern + " d" + std::to_string(old.model.d_model) + ", the config asks for " +
-           cfg.model.pattern + " d" + std::to_string(cfg.model.d_model));
+    for (const auto& [key, src] : {std::pair<const char*, const TokenSource*>{"train", &train},
+                                   {"val", &val}}) {
+      const std::string k = std::string("data_") + key + "_tokens";
+      if (ckpt->ints.count(k) && ckpt->ints.at(k) != src->size())
+        fail("train --resume: data." + std::string(key) + " '" + src->spec() + "' holds " +
+             std::to_string(src->size()) + " tokens, the checkpoint in '" + ckpt_dir +
+             "' was trained on " + std::to_string(ckpt->ints.at(k)) + " (the data changed)");
+    }
   }
   std::unique_ptr<Backend> be = make_backend(device);
   // Joining is collective: past it every rank has validated, so rank 0 may touch RUN/.
@@ -230,10 +394,8 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
     model.set_params(load_hf_params(opts.init_from, model.spec()));
   AdamW opt(model, {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip});
   const int64_t tps = cfg.tokens_per_step(), total = cfg.steps();
-  const int64_t warmup_steps = (cfg.warmup_tokens + tps - 1) / tps;
   // The main line is a standalone run to the last budget (with budgets, D_n = cfg.tokens).
-  const Schedule sched{cfg.schedule,     cfg.lr,           total,
-                       warmup_steps,     cfg.min_lr_ratio, cfg.decay_fraction};
+  const Schedule sched = main_schedule(cfg);
   std::vector<Budget> budgets;
   for (int64_t d : cfg.budgets) {
     Schedule s = sched;
@@ -244,14 +406,21 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   const int64_t n_budgets = static_cast<int64_t>(budgets.size());
   int64_t step = 0, budgets_done = 0;
   double time_base = 0;
+  std::string config_change;
   if (ckpt) {
-    step = restore_checkpoint(*ckpt, model, opt, time_base);
+    step = ckpt->int_value("step");
     // Checkpoints from before budget branches: every branch that starts before `step` is done.
     if (ckpt->ints.count("budgets_done")) {
       budgets_done = std::min(ckpt->int_value("budgets_done"), n_budgets);
     } else {
       while (budgets_done < n_budgets - 1 && budgets[budgets_done].start < step) ++budgets_done;
     }
+    // The config may change only where the steps taken would not have differed (see above).
+    const TrainConfig old =
+        parse_config(ckpt->string_value("config"), ckpt_dir + "/state.h5", "", {});
+    config_change = check_resume_config(old, cfg, step, budgets_done, ckpt_dir);
+    // Only now the tensors: a changed model is named by its key above, not by a tensor's shape.
+    restore_checkpoint(*ckpt, model, opt, time_base);
     // A pending branch must start at or after the checkpoint, or its cooldown cannot be replayed
     // from the stable branch (the budgets were changed between the runs).
     if (budgets_done < n_budgets - 1 && budgets[budgets_done].start < step)
@@ -265,6 +434,13 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   const std::string cfg_text = to_toml(cfg);
   if (lead) {
     make_dirs(run);
+    if (!lock.held()) {
+      lock.acquire(run);
+      // Another trainer may have started a run here while this one set up.
+      if ((!opts.resume || !ckpt) && checkpoint_exists(ckpt_dir))
+        fail("run directory '" + run + "' gained a checkpoint while this run set up (another " +
+             "trainer?); use --resume to continue it");
+    }
     atomic_write_file(run + "/config.toml", cfg_text);
   }
   RunAttrs attrs;
@@ -282,10 +458,11 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
   attrs.tokens_planned = total * tps;
   // Budget rows are kept exactly for the budgets the checkpoint counts as done.
   const int64_t keep_budget_tokens = budgets_done > 0 ? budgets[budgets_done - 1].steps * tps : 0;
-  LeadLog log;
   if (lead) {
     if (ckpt) {
-      log.w.emplace(RunLogWriter::resume(log_path, step, keep_budget_tokens));
+      // config.toml and log.h5 carry the same config: the one this run trains with now.
+      const RunLogWriter::Update up{cfg_text, config_change, attrs.tokens_planned};
+      log.w.emplace(RunLogWriter::resume(log_path, step, keep_budget_tokens, &up));
     } else {
       if (path_exists(log_path)) std::remove(log_path.c_str());
       log.w.emplace(RunLogWriter::create(log_path, attrs));
@@ -306,10 +483,16 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
                                                : "");
 
   std::vector<int32_t> in(local_batch * cfg.seq_len), tgt(local_batch * cfg.seq_len);
+  // The log's rows up to `step` are durable before the checkpoint of `step` exists: a kill at
+  // any instant then leaves a log that reaches at least the checkpoint, and a resume keeps the
+  // rows <= the checkpoint's step and retrains the rest (no gap, no step logged twice).
   auto checkpoint = [&](double time_s) {
     if (!lead) return;
-    write_checkpoint(ckpt_dir, make_checkpoint(model, opt, cfg, step, budgets_done, time_s));
     log.flush();
+    crash_point("before_checkpoint", step);
+    write_checkpoint(ckpt_dir, make_checkpoint(model, opt, cfg, step, budgets_done, time_s,
+                                               train.size(), val.size()));
+    crash_point("after_checkpoint", step);
   };
   // A stop is decided together: a rank that stopped alone would leave the others waiting in a
   // collective. (Every rank calls this at the same points of the same control flow.)
@@ -455,6 +638,22 @@ int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
     std::printf("train: completed %lld steps, held-out loss %.4f nats/token; log %s\n",
                 static_cast<long long>(step), last_eval, log_path.c_str());
   return 0;
+}
+
+}  // namespace
+
+int run_training(const TrainConfig& cfg, const TrainOptions& opts) {
+  // The lock and the log outlive the run's other state, so an error that ends the run (a full
+  // disk, a failed write) is recorded as status failed with its reason while the lock is still
+  // held, never leaving a log that says running.
+  RunLock lock;
+  LeadLog log;
+  try {
+    return run(cfg, opts, lock, log);
+  } catch (const std::exception& e) {
+    log.fail_with(e.what());
+    throw;
+  }
 }
 
 }  // namespace sl

@@ -5,6 +5,26 @@
 // Exit codes of run_training: 0 completed or preempted (SIGTERM/SIGUSR1/SIGINT: checkpoint written,
 // status "preempted"), 3 diverged (NaN/inf loss or gradient: status "diverged", the last good
 // checkpoint is kept). Bad input throws sl::Error before anything in RUN/ is touched.
+//
+// One writer per run: the trainer holds RUN/lock (flock, the lock `sweep launch` takes for its
+// child, which inherits it) for the whole run; a second trainer is refused in one line naming the
+// holder's pid. An error once the run exists (a full disk, a failed write) throws after setting
+// status "failed" with the error as status_reason.
+//
+// Log and checkpoint: the log rows up to step N are flushed (fsynced) before the checkpoint of
+// step N is written, and a resume keeps the rows <= the checkpoint's step, so a kill -9 at any
+// instant leaves no gap and no repeated step. (SL_TEST_CRASH=before_checkpoint:N or
+// after_checkpoint:N SIGKILLs the process there: a hook for tests/cli/test_reliability.cc.)
+//
+// Resume rules: the checkpoint's config (checksummed with it) is compared key by key with the
+// one given. Only train.tokens, train.budgets, train.eval_every, train.checkpoint_every and
+// train.inject_nan_step may differ; any other change (model, seq_len, batch_size, lr and the
+// rest of the optimizer and schedule, seed, data, eval_tokens) is refused naming the key, and so
+// is data whose token count changed. tokens/budgets may change only if every step already taken
+// keeps its learning rate bit for bit (never for cosine, whose decay spans the run; for WSD while
+// the checkpoint is before both decay starts; always for constant), tokens covers the
+// checkpoint, and the budgets already reported stay. config.toml and log.h5 then both hold the
+// new config, and log.h5's config_changes records the change.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,8 +1,11 @@
 // Checkpoints RUN/ckpt/state.h5 and atomic_write_file: exact round trip, atomic replacement
-// (crashes leave the previous checkpoint), named errors.
+// (crashes leave the previous checkpoint), named errors, checksums (a zeroed or flipped tensor is
+// refused naming it), and a write that does not fit leaving the previous checkpoint and no tmp.
 #define BOOST_TEST_MODULE checkpoint
+#include <hdf5.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "core/crc32.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "runlog/checkpoint.h"
@@ -229,4 +233,120 @@ BOOST_AUTO_TEST_CASE(atomic_write_file_replaces_contents_and_leaves_no_tmp) {
   expect_one_line_error([&] { sl::atomic_write_file(d.path + "/missing_dir/x", "y"); },
                         {d.path + "/missing_dir/x.tmp"});
   expect_one_line_error([&] { sl::read_file(d.path + "/nope"); }, {d.path + "/nope"});
+}
+
+// ---- integrity (issue 19, item 3): checksums per tensor, a failed write leaves nothing ----------
+
+namespace {
+
+// The byte offset of /arrays/NAME's data in the file (contiguous layout).
+haddr_t data_offset(const std::string& file, const std::string& name) {
+  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  BOOST_REQUIRE(f >= 0);
+  hid_t ds = H5Dopen2(f, ("/arrays/" + name).c_str(), H5P_DEFAULT);
+  BOOST_REQUIRE(ds >= 0);
+  const haddr_t off = H5Dget_offset(ds);
+  H5Dclose(ds);
+  H5Fclose(f);
+  BOOST_REQUIRE(off != HADDR_UNDEF);
+  return off;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(crc32_is_the_ieee_crc) {
+  // The standard check value of CRC-32/ISO-HDLC (zlib's crc32), whole and split in two.
+  const char* s = "123456789";
+  BOOST_TEST(sl::crc32(s, 9) == 0xCBF43926u);
+  BOOST_TEST(sl::crc32(s + 4, 5, sl::crc32(s, 4)) == 0xCBF43926u);
+  BOOST_TEST(sl::crc32(s, 0) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_zeroed_tensor_is_refused_naming_it) {
+  TmpDir d;
+  sl::write_checkpoint(d.path, make(1));
+  const std::string file = d.path + "/state.h5";
+  // Overwrite one tensor with zeros through HDF5 itself: a valid file whose data changed, as
+  // when a storage layer returns a zero-filled block.
+  {
+    hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    BOOST_REQUIRE(f >= 0);
+    hid_t ds = H5Dopen2(f, "/arrays/model.layers.0.self_attn.q_proj.weight", H5P_DEFAULT);
+    BOOST_REQUIRE(ds >= 0);
+    std::vector<float> zeros(12, 0.f);
+    BOOST_REQUIRE(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros.data()) >= 0);
+    H5Dclose(ds);
+    H5Fclose(f);
+  }
+  expect_one_line_error([&] { sl::read_checkpoint(d.path); },
+                        {file, "array 'model.layers.0.self_attn.q_proj.weight'", "checksum",
+                         "corrupt"});
+}
+
+BOOST_AUTO_TEST_CASE(a_flipped_byte_in_any_tensor_or_in_the_step_is_refused) {
+  TmpDir d;
+  const Checkpoint c = make(1);
+  sl::write_checkpoint(d.path, c);
+  const std::string file = d.path + "/state.h5";
+  const std::string pristine = [&] {
+    std::ifstream in(file, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  for (const auto& [name, v] : c.arrays) {
+    if (v.empty()) continue;
+    std::string bytes = pristine;
+    const haddr_t off = data_offset(file, name) + (v.size() * sizeof(float)) / 2;
+    bytes[off] = static_cast<char>(bytes[off] ^ 0x10);  // one bit
+    std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes;
+    expect_one_line_error([&] { sl::read_checkpoint(d.path); }, {"array '" + name + "'", "checksum"});
+  }
+  // The step counter lives in an attribute: changing it (to resume at the wrong step) is caught
+  // by the checksum of /ints.
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << pristine;
+  {
+    hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = H5Gopen2(f, "ints", H5P_DEFAULT);
+    hid_t a = H5Aopen(g, "step", H5P_DEFAULT);
+    const int64_t wrong = 999;
+    BOOST_REQUIRE(H5Awrite(a, H5T_NATIVE_INT64, &wrong) >= 0);
+    H5Aclose(a);
+    H5Gclose(g);
+    H5Fclose(f);
+  }
+  expect_one_line_error([&] { sl::read_checkpoint(d.path); }, {"/ints", "checksum"});
+  // Untouched, it still loads.
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << pristine;
+  check_equal(sl::read_checkpoint(d.path), c);
+}
+
+// A file-size limit (as a full disk or quota would) makes the write fail: one line, no stray
+// state.h5.tmp, the previous checkpoint untouched. Run in a child with RLIMIT_FSIZE so the limit
+// does not apply to the test itself.
+BOOST_AUTO_TEST_CASE(a_write_that_does_not_fit_leaves_the_previous_checkpoint_and_no_tmp) {
+  TmpDir d;
+  const Checkpoint small = make(1, 100);
+  sl::write_checkpoint(d.path, small);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{64 * 1024, 64 * 1024};
+    setrlimit(RLIMIT_FSIZE, &lim);
+    try {
+      sl::write_checkpoint(d.path, make(2, 100000));  // 400 KB of floats: over the limit
+      _exit(10);
+    } catch (const sl::Error& e) {
+      const std::string msg = e.what();
+      const bool ok = msg.find("state.h5.tmp") != std::string::npos &&
+                      msg.find("File too large") != std::string::npos &&
+                      msg.find('\n') == std::string::npos;
+      std::fprintf(stderr, "child error: %s\n", e.what());
+      _exit(ok ? 0 : 11);
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  BOOST_REQUIRE(WIFEXITED(status));
+  BOOST_TEST(WEXITSTATUS(status) == 0);
+  BOOST_TEST(!std::filesystem::exists(d.path + "/state.h5.tmp"));
+  check_equal(sl::read_checkpoint(d.path), small);
 }
