@@ -143,12 +143,7 @@ void run_chinchilla(const FitArgs& a) {
   nlohmann::ordered_json j = fit::fit_json(res, &boot, opt.huber_delta);
   j["data"] = data_json(a, &p);
   std::vector<std::string> warnings = res.warnings;
-  if (boot.n_failed > 0)
-    warnings.push_back("bootstrap: " + std::to_string(boot.n_failed) + " of " +
-                       std::to_string(boot.n) + " refits failed");
-  if (boot.n_not_converged > 0)
-    warnings.push_back("bootstrap: " + std::to_string(boot.n_not_converged) + " of " +
-                       std::to_string(boot.n) + " refits stopped at the iteration limit");
+  for (const std::string& w : fit::bootstrap_warnings(boot)) warnings.push_back("bootstrap: " + w);
   j["warnings"] = warnings;
   write_json(a.out, j);
   warn(warnings);

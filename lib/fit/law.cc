@@ -197,20 +197,168 @@ void bound_in_theta(int terms, const std::string& name, const Bound& b, int* ind
   }
 }
 
-// One Ceres problem for one data set, solved from many starts on one thread.
+// Smooth maps from an unconstrained u to a theta inside its box (MINUIT's transformations, James &
+// Roos 1975), so that a bounded fit runs Levenberg-Marquardt without Ceres' projected steps (which
+// stall on an active bound and still report convergence):
+//   [lo, hi]:  theta = lo + (hi - lo) (1 + sin u) / 2,    dtheta/du = (hi - lo) cos(u) / 2
+//   [lo, inf): theta = lo - 1 + sqrt(u^2 + 1),            dtheta/du =  u / sqrt(u^2 + 1)
+//   (-inf, hi]: theta = hi + 1 - sqrt(u^2 + 1),           dtheta/du = -u / sqrt(u^2 + 1)
+//   free:      theta = u.
+// A bound is reached at a finite u where dtheta/du = 0, so u is stationary there whichever way f
+// slopes: the map alone cannot tell an active bound from a start stuck on it. That is what the
+// active-set polish in theta (LocalSolver::PolishOnBox) decides, with the KKT conditions.
+struct BoxMap {
+  std::vector<double> lo, hi;  // bounds in theta (-inf / +inf: none)
+  bool any() const {
+    for (size_t j = 0; j < lo.size(); ++j)
+      if (std::isfinite(lo[j]) || std::isfinite(hi[j])) return true;
+    return false;
+  }
+  double theta(int j, double u) const {
+    const bool l = std::isfinite(lo[j]), h = std::isfinite(hi[j]);
+    if (l && h) return lo[j] + (hi[j] - lo[j]) * 0.5 * (1 + std::sin(u));
+    if (l) return lo[j] - 1 + std::sqrt(u * u + 1);
+    if (h) return hi[j] + 1 - std::sqrt(u * u + 1);
+    return u;
+  }
+  double dtheta(int j, double u) const {
+    const bool l = std::isfinite(lo[j]), h = std::isfinite(hi[j]);
+    if (l && h) return (hi[j] - lo[j]) * 0.5 * std::cos(u);
+    if (l) return u / std::sqrt(u * u + 1);
+    if (h) return -u / std::sqrt(u * u + 1);
+    return 1.0;
+  }
+  // The inverse, for a start: theta is first moved 1e-3 (of the box, or absolute for a one-sided
+  // bound) inside, off the stationary point at the bound.
+  double u(int j, double theta) const {
+    const bool l = std::isfinite(lo[j]), h = std::isfinite(hi[j]);
+    if (l && h) {
+      const double w = hi[j] - lo[j];
+      const double t = std::clamp(theta, lo[j] + 1e-3 * w, hi[j] - 1e-3 * w);
+      return std::asin(2 * (t - lo[j]) / w - 1);
+    }
+    if (l) {
+      const double q = std::max(theta - lo[j], 1e-3) + 1;
+      return std::sqrt(q * q - 1);
+    }
+    if (h) {
+      const double q = std::max(hi[j] - theta, 1e-3) + 1;
+      return std::sqrt(q * q - 1);
+    }
+    return theta;
+  }
+};
+
+// A cost function of theta seen as a function of u (BoxMap): residuals unchanged, Jacobian columns
+// scaled by dtheta_j/du_j (chain rule). For the compressed cost the curvature rows R become R D,
+// D = diag(dtheta/du), i.e. the Gauss-Newton model D M D of the Huber sum in u.
+class ReparamCost final : public ceres::CostFunction {
+ public:
+  ReparamCost(ceres::CostFunction* inner, const BoxMap* map) : inner_(inner), map_(map) {
+    set_num_residuals(inner->num_residuals());
+    *mutable_parameter_block_sizes() = inner->parameter_block_sizes();
+  }
+  bool Evaluate(double const* const* parameters, double* residuals,
+                double** jacobians) const override {
+    const int P = parameter_block_sizes()[0];
+    double theta[kMaxParams], d[kMaxParams];
+    for (int j = 0; j < P; ++j) {
+      theta[j] = map_->theta(j, parameters[0][j]);
+      d[j] = map_->dtheta(j, parameters[0][j]);
+    }
+    const double* tp = theta;
+    if (!inner_->Evaluate(&tp, residuals, jacobians)) return false;
+    if (jacobians != nullptr && jacobians[0] != nullptr)
+      for (int r = 0; r < num_residuals(); ++r)
+        for (int j = 0; j < P; ++j) jacobians[0][r * P + j] *= d[j];
+    return true;
+  }
+
+ private:
+  std::unique_ptr<ceres::CostFunction> inner_;
+  const BoxMap* map_;
+};
+
+// One Ceres problem for one data set, solved from many starts on one thread. Without bounds it
+// is one problem in theta. With bounds there are two: the grid (and the first stage of every
+// polish) runs in u (BoxMap, unconstrained), and the polish finishes in theta with an active set
+// (PolishOnBox), which lands exactly on active bounds and checks the KKT conditions.
 class LocalSolver {
  public:
   LocalSolver(const LawData& data, const FitOptions& o) : terms_(data.terms), opt_(o) {
     const int P = 1 + 2 * terms_;
+    map_.lo.assign(P, -std::numeric_limits<double>::infinity());
+    map_.hi.assign(P, std::numeric_limits<double>::infinity());
+    for (const auto& [name, b] : o.bounds) {
+      int j;
+      double lo, hi;
+      bound_in_theta(terms_, name, b, &j, &lo, &hi);
+      map_.lo[j] = lo;
+      map_.hi[j] = hi;
+    }
+    // The box of the theta problem: the user's bounds, and a floor under e = log E at
+    // E = 1e-12 min L. E >= 0 is the closure of E = exp(e) > 0; below the floor E changes every
+    // prediction by less than 1e-12 relative, so an optimum with E -> 0 ("collapsed") is held
+    // there instead of crawling towards e = -inf until the iteration limit.
+    min_loss_ = std::exp(*std::min_element(data.log_loss.begin(), data.log_loss.end()));
+    e_floor_ = std::log(1e-12 * min_loss_);
+    box_lo_ = map_.lo;
+    box_hi_ = map_.hi;
+    box_lo_[0] = std::max(box_lo_[0], std::min(e_floor_, box_hi_[0] - 1.0));
+    problem_ = MakeProblem(data, /*reparam=*/false, theta_);
+    for (int j = 0; j < P; ++j) {
+      if (std::isfinite(box_lo_[j])) problem_->SetParameterLowerBound(theta_, j, box_lo_[j]);
+      if (std::isfinite(box_hi_[j])) problem_->SetParameterUpperBound(theta_, j, box_hi_[j]);
+    }
+    if (map_.any()) problem_u_ = MakeProblem(data, /*reparam=*/true, u_);
+  }
+
+  struct Outcome {
+    std::vector<double> theta;
+    double cost = std::numeric_limits<double>::infinity();
+    ceres::TerminationType termination = ceres::FAILURE;
+    std::string message;
+    int iterations = 0;
+    bool kkt = true;  // bounded polish only: the KKT conditions hold at theta
+  };
+
+  Outcome Solve(const std::vector<double>& start, bool polish) {
+    const int P = 1 + 2 * terms_;
+    SL_ASSERT(static_cast<int>(start.size()) == P);
+    Outcome out;
+    if (!problem_u_) {
+      for (int j = 0; j < P; ++j) theta_[j] = std::clamp(start[j], box_lo_[j], box_hi_[j]);
+      out = Run(problem_.get(), theta_, polish);
+    } else {
+      for (int j = 0; j < P; ++j) u_[j] = map_.u(j, start[j]);
+      out = Run(problem_u_.get(), u_, polish);
+      for (int j = 0; j < P; ++j) out.theta[j] = map_.theta(j, u_[j]);
+    }
+    if (!polish || !std::isfinite(out.cost)) return out;
+    // Unbounded fits need the box polish only when E collapses (E < 1e-6 min L).
+    if (!problem_u_ && out.theta[0] > e_floor_ + std::log(1e6)) return out;
+    Outcome box = PolishOnBox(out.theta);
+    box.iterations += out.iterations;
+    return std::isfinite(box.cost) ? box : out;
+  }
+
+  const std::vector<double>& lo() const { return map_.lo; }
+  const std::vector<double>& hi() const { return map_.hi; }
+
+ private:
+  std::unique_ptr<ceres::Problem> MakeProblem(const LawData& data, bool reparam, double* x) {
     ceres::Problem::Options po;
     po.enable_fast_removal = false;
-    problem_ = std::make_unique<ceres::Problem>(po);
-    if (o.formulation == Formulation::kCompressed) {
+    auto problem = std::make_unique<ceres::Problem>(po);
+    auto wrap = [&](ceres::CostFunction* c) -> ceres::CostFunction* {
+      return reparam ? new ReparamCost(c, &map_) : c;
+    };
+    if (opt_.formulation == Formulation::kCompressed) {
       ceres::CostFunction* cost =
           terms_ == 2 ? static_cast<ceres::CostFunction*>(
-                            new CompressedHuberCost<2>(data, o.huber_delta, o.kappa))
-                      : new CompressedHuberCost<1>(data, o.huber_delta, o.kappa);
-      problem_->AddResidualBlock(cost, nullptr, theta_);
+                            new CompressedHuberCost<2>(data, opt_.huber_delta, opt_.kappa))
+                      : new CompressedHuberCost<1>(data, opt_.huber_delta, opt_.kappa);
+      problem->AddResidualBlock(wrap(cost), nullptr, x);
     } else {
       for (size_t i = 0; i < data.size(); ++i) {
         ceres::CostFunction* cost;
@@ -222,36 +370,16 @@ class LocalSolver {
           cost = new ceres::AutoDiffCostFunction<LogLawResidual<1>, 1, 3>(f);
         }
         // Ceres' cost is 1/2 rho(r^2); HuberLoss(delta) makes it exactly h(r), scaled by w_i.
-        auto* loss = new ceres::ScaledLoss(new ceres::HuberLoss(o.huber_delta), data.weight[i],
+        auto* loss = new ceres::ScaledLoss(new ceres::HuberLoss(opt_.huber_delta), data.weight[i],
                                            ceres::TAKE_OWNERSHIP);
-        problem_->AddResidualBlock(cost, loss, theta_);
+        problem->AddResidualBlock(wrap(cost), loss, x);
       }
     }
-    lo_.assign(P, -std::numeric_limits<double>::infinity());
-    hi_.assign(P, std::numeric_limits<double>::infinity());
-    for (const auto& [name, b] : o.bounds) {
-      int j;
-      double lo, hi;
-      bound_in_theta(terms_, name, b, &j, &lo, &hi);
-      lo_[j] = lo;
-      hi_[j] = hi;
-      if (std::isfinite(lo)) problem_->SetParameterLowerBound(theta_, j, lo);
-      if (std::isfinite(hi)) problem_->SetParameterUpperBound(theta_, j, hi);
-    }
+    return problem;
   }
 
-  struct Outcome {
-    std::vector<double> theta;
-    double cost = std::numeric_limits<double>::infinity();
-    ceres::TerminationType termination = ceres::FAILURE;
-    std::string message;
-    int iterations = 0;
-  };
-
-  Outcome Solve(const std::vector<double>& start, bool polish) {
+  Outcome Run(ceres::Problem* problem, double* x, bool polish) {
     const int P = 1 + 2 * terms_;
-    SL_ASSERT(static_cast<int>(start.size()) == P);
-    for (int j = 0; j < P; ++j) theta_[j] = std::clamp(start[j], lo_[j], hi_[j]);
     ceres::Solver::Options so;
     so.minimizer_type = ceres::TRUST_REGION;
     so.trust_region_strategy_type = ceres::LEVENBERG_MARQUARDT;
@@ -265,9 +393,9 @@ class LocalSolver {
     so.logging_type = ceres::SILENT;
     so.minimizer_progress_to_stdout = false;
     ceres::Solver::Summary summary;
-    ceres::Solve(so, problem_.get(), &summary);
+    ceres::Solve(so, problem, &summary);
     Outcome out;
-    out.theta.assign(theta_, theta_ + P);
+    out.theta.assign(x, x + P);
     out.termination = summary.termination_type;
     out.message = summary.message;
     out.iterations = summary.num_successful_steps + summary.num_unsuccessful_steps;
@@ -276,16 +404,145 @@ class LocalSolver {
     return out;
   }
 
-  const std::vector<double>& lo() const { return lo_; }
-  const std::vector<double>& hi() const { return hi_; }
+  // f and grad f at theta_ (theta space; clears the manifold).
+  bool Gradient(double* f, std::vector<double>* g) {
+    problem_->SetManifold(theta_, nullptr);
+    return problem_->Evaluate(ceres::Problem::EvaluateOptions(), f, nullptr, g, nullptr) &&
+           std::isfinite(*f);
+  }
 
- private:
+  // Active-set polish of a bounded fit in theta. The active set starts as the parameters within
+  // 1e-4 of a bound; active ones are held exactly on their bound (SubsetManifold) while the free
+  // ones are solved (Ceres' box bounds as a guard). A free parameter that ends on a bound joins
+  // the set; then the KKT conditions of min f s.t. lo <= theta <= hi are checked on the active
+  // ones, with g = grad f:
+  //   theta_j = lo_j: g_j >= 0,   theta_j = hi_j: g_j <= 0
+  // (f must not decrease inward). The most violating one (g_j pointing inward by more than
+  // 1e-9 f, relative to the parameter's scale max(1, |theta_j|)) is released and the free
+  // problem solved again. Each pass strictly lowers f or grows the set, so it ends; 4P passes cap
+  // it. The outcome converged iff the last free solve did and KKT holds.
+  Outcome PolishOnBox(const std::vector<double>& start) {
+    const int P = 1 + 2 * terms_;
+    const auto& lo = box_lo_;
+    const auto& hi = box_hi_;
+    std::vector<int> side(P, 0);  // -1: held on lo, +1: held on hi, 0: free
+    auto near = [](double t, double b, double tol) {
+      return std::isfinite(b) && std::abs(t - b) <= tol * std::max(1.0, std::abs(b));
+    };
+    for (int j = 0; j < P; ++j) {
+      theta_[j] = std::clamp(start[j], lo[j], hi[j]);
+      if (near(theta_[j], lo[j], 1e-4)) side[j] = -1;
+      else if (near(theta_[j], hi[j], 1e-4)) side[j] = 1;
+    }
+    // E below 1e-6 min L is on its way to the floor (its gradient, a factor E / L_i smaller than
+    // the others, makes the last decades a crawl): start it held there and let KKT release it.
+    if (theta_[0] < e_floor_ + std::log(1e6) && lo[0] == e_floor_) side[0] = -1;
+    Outcome out;
+    out.termination = ceres::CONVERGENCE;
+    out.message = "all parameters on bounds";
+    for (int pass = 0; pass < 4 * P; ++pass) {
+      std::vector<int> held;
+      for (int j = 0; j < P; ++j) {
+        if (side[j] < 0) theta_[j] = lo[j];
+        if (side[j] > 0) theta_[j] = hi[j];
+        if (side[j] != 0) held.push_back(j);
+      }
+      if (static_cast<int>(held.size()) < P) {
+        problem_->SetManifold(theta_,
+                              held.empty() ? nullptr : new ceres::SubsetManifold(P, held));
+        Outcome o = Run(problem_.get(), theta_, /*polish=*/true);
+        o.iterations += out.iterations;
+        out = o;
+        if (!std::isfinite(out.cost)) return out;
+      }
+      double f = 0;
+      std::vector<double> g;
+      if (!Gradient(&f, &g)) {
+        out.cost = std::numeric_limits<double>::infinity();
+        return out;
+      }
+      out.theta.assign(theta_, theta_ + P);
+      out.cost = f;
+      bool grew = false;
+      for (int j = 0; j < P; ++j) {
+        if (side[j] != 0) continue;
+        if (near(theta_[j], lo[j], 1e-12)) side[j] = -1, grew = true;
+        else if (near(theta_[j], hi[j], 1e-12)) side[j] = 1, grew = true;
+      }
+      if (grew) continue;
+      int worst = -1;
+      double worst_v = 1e-9 * std::max(f, 1e-300);
+      for (int j = 0; j < P; ++j) {
+        if (side[j] == 0) continue;
+        // Decrease of f per unit inward move (inward: +1 from lo, -1 from hi), scaled by the
+        // parameter's size. On E's floor the scale is the loss itself: there df/de = E df/dE
+        // vanishes with E, so the test uses the natural slope df/dE = g_0 / E (times min L),
+        // the quantity L-BFGS-B in natural units sees at E = 0.
+        const bool on_floor = j == 0 && side[0] < 0 && lo[0] == e_floor_;
+        const double v = on_floor ? side[j] * g[j] / std::exp(theta_[j]) * min_loss_
+                                  : side[j] * g[j] * std::max(1.0, std::abs(theta_[j]));
+        if (v > worst_v) worst = j, worst_v = v;
+      }
+      if (worst < 0) {
+        out.kkt = true;
+        return out;
+      }
+      side[worst] = 0;
+      if (worst == 0 && lo[0] == e_floor_ && theta_[0] < e_floor_ + std::log(1e6)) {
+        // E leaves its floor: in log E the way up is a plateau (df/de ~ E), so restart e at
+        // the best of a few values E = c min L with the other parameters held.
+        double best_f = f, best_e = theta_[0];
+        for (double c : {1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95}) {
+          theta_[0] = std::min(std::log(c * min_loss_), hi[0]);
+          double fc = 0;
+          std::vector<double> gc;
+          if (Gradient(&fc, &gc) && fc < best_f) best_f = fc, best_e = theta_[0];
+        }
+        theta_[0] = best_e;
+      }
+    }
+    out.kkt = false;
+    out.termination = ceres::NO_CONVERGENCE;
+    out.message = "active-set polish: KKT conditions not met after " + std::to_string(4 * P) +
+                  " passes";
+    return out;
+  }
+
   int terms_;
   FitOptions opt_;
+  BoxMap map_;                    // the user's bounds in theta
+  double e_floor_ = 0;            // log(1e-12 min L)
+  double min_loss_ = 0;           // min L of the data
+  std::vector<double> box_lo_, box_hi_;  // map_'s bounds and the floor under e
   double theta_[kMaxParams] = {};
-  std::unique_ptr<ceres::Problem> problem_;
-  std::vector<double> lo_, hi_;
+  double u_[kMaxParams] = {};
+  std::unique_ptr<ceres::Problem> problem_;    // in theta, with box bounds
+  std::unique_ptr<ceres::Problem> problem_u_;  // in u (BoxMap); only with bounds
 };
+
+std::string fmt_g(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+// The warning line of one identifiability flag.
+std::string flag_text(const std::string& flag, const FitResult& r, const std::string& why) {
+  if (flag == "E_collapsed")
+    return "E collapsed to " + fmt_g(r.values[0]) +
+           " (< 1e-3 min loss): the irreducible loss is not identified by these points";
+  if (flag == "ill_conditioned")
+    return "ill-conditioned optimum (Jacobian condition number " + fmt_g(r.condition_number) +
+           "): parameters trade off against each other";
+  if (flag == "exact")
+    return "exact fit: " + std::to_string(r.n_points) + " points for " +
+           std::to_string(r.values.size()) + " parameters, no residual degrees of freedom";
+  if (flag == "underdetermined") return "the points cannot identify the law: " + why;
+  const std::string name = flag.substr(0, flag.find('_'));
+  return name + " ran off to " + fmt_g(r.value(name)) +
+         (name == "alpha" || name == "beta" ? " (> 2)" : " (> 1e10)") +
+         ": exponent and coefficient trade off, the optimum is not a measurement";
+}
 
 void finish(const LawData& data, const LocalSolver& solver, const LocalSolver::Outcome& polished,
             FitResult* res) {
@@ -299,6 +556,10 @@ void finish(const LawData& data, const LocalSolver& solver, const LocalSolver::O
   res->termination = polished.message;
   res->iterations = polished.iterations;
   if (!res->converged) res->warnings.push_back("fit did not converge (" + polished.message + ")");
+  res->flags = identifiability_flags(data, res->theta, &res->condition_number, &res->dof);
+  const std::string why = underdetermined(data);
+  if (!why.empty()) res->flags.push_back("underdetermined");
+  for (const std::string& f : res->flags) res->warnings.push_back(flag_text(f, *res, why));
   for (size_t j = 0; j < res->theta.size(); ++j) {
     for (double b : {solver.lo()[j], solver.hi()[j]}) {
       if (!std::isfinite(b)) continue;
@@ -413,6 +674,70 @@ int count_distinct(const std::vector<double>& v) {
 
 }  // namespace
 
+std::string underdetermined(const LawData& data) {
+  const int P = 1 + 2 * data.terms;
+  std::set<std::vector<double>> points;
+  for (size_t i = 0; i < data.size(); ++i) {
+    std::vector<double> x;
+    for (int k = 0; k < data.terms; ++k) x.push_back(data.log_x[k][i]);
+    points.insert(x);
+  }
+  if (static_cast<int>(points.size()) < P)
+    return std::to_string(points.size()) + " distinct points for " + std::to_string(P) +
+           " parameters";
+  const char* what[2] = {data.terms == 2 ? "N" : "D", "D"};
+  for (int k = 0; k < data.terms; ++k) {
+    const int d = count_distinct(data.log_x[k]);
+    if (d < 3) return std::to_string(d) + " distinct " + what[k] + " (need 3)";
+  }
+  return "";
+}
+
+std::vector<std::string> identifiability_flags(const LawData& data, const std::vector<double>& theta,
+                                               double* condition_number, int* dof) {
+  const int T = data.terms, P = 1 + 2 * T;
+  const int n = static_cast<int>(data.size());
+  SL_ASSERT(static_cast<int>(theta.size()) == P);
+  std::vector<std::string> flags;
+  const std::vector<std::string> names = param_names(T);
+  const double min_loss = std::exp(*std::min_element(data.log_loss.begin(), data.log_loss.end()));
+  if (std::exp(theta[0]) < 1e-3 * min_loss) flags.push_back("E_collapsed");
+  for (int k = 0; k < T; ++k)
+    if (theta[2 + 2 * k] > 2) flags.push_back(names[2 + 2 * k] + "_runaway");
+  for (int k = 0; k < T; ++k)
+    if (theta[1 + 2 * k] > std::log(1e10)) flags.push_back(names[1 + 2 * k] + "_runaway");
+  // Weighted Jacobian of the log residuals, row i = sqrt(w_i) J_i with
+  // J_i = (p_i0, p_i1, -p_i1 log x_1i, ...), p_ij the softmax weights of the LSE terms.
+  Eigen::MatrixXd J(n, P);
+  for (int i = 0; i < n; ++i) {
+    double u[kMaxTerms + 1];
+    u[0] = theta[0];
+    for (int k = 0; k < T; ++k) u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * data.log_x[k][i];
+    const double m = *std::max_element(u, u + T + 1);
+    double sum = 0;
+    for (int k = 0; k <= T; ++k) sum += std::exp(u[k] - m);
+    const double sw = std::sqrt(data.weight[i]);
+    J(i, 0) = sw * std::exp(u[0] - m) / sum;
+    for (int k = 0; k < T; ++k) {
+      const double pk = std::exp(u[k + 1] - m) / sum;
+      J(i, 1 + 2 * k) = sw * pk;
+      J(i, 2 + 2 * k) = -sw * pk * data.log_x[k][i];
+    }
+  }
+  double cond = std::numeric_limits<double>::infinity();
+  if (n >= P) {
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(J);
+    const auto& sv = svd.singularValues();
+    if (sv(P - 1) > 1e-300 && sv(0) / sv(P - 1) < 1e300) cond = sv(0) / sv(P - 1);
+  }
+  if (!(cond <= 1e8)) flags.push_back("ill_conditioned");
+  const int d = n - P;
+  if (d <= 0) flags.push_back("exact");
+  if (condition_number) *condition_number = cond;
+  if (dof) *dof = d;
+  return flags;
+}
+
 LawData chinchilla_data(const Points& p) {
   if (p.size() < 5)
     fail("chinchilla fit: " + std::to_string(p.size()) +
@@ -524,6 +849,25 @@ FitResult fit_law_from(const LawData& data, const FitOptions& options,
 
 namespace {
 
+// The bootstrap's refit of a replicate: a local solve from the full-data optimum, and, where E
+// ends collapsed (E < 1e-6 min L), also from E = c min L, c in {0.3, 0.6, 0.9}: a collapsed E
+// sits on a plateau of log E (df/de ~ E) from which no local step climbs to a basin with E > 0
+// that a refit in natural units can reach (L-BFGS-B does on the hybrid ladder of
+// tests/fit/test_bounded.cc). The lowest f wins.
+LocalSolver::Outcome refit(const LawData& rep, LocalSolver& solver,
+                           const std::vector<double>& start) {
+  LocalSolver::Outcome o = solver.Solve(start, /*polish=*/true);
+  const double min_loss = std::exp(*std::min_element(rep.log_loss.begin(), rep.log_loss.end()));
+  if (std::isfinite(o.cost) && std::exp(o.theta[0]) >= 1e-6 * min_loss) return o;
+  for (double c : {0.3, 0.6, 0.9}) {
+    std::vector<double> s = start;
+    s[0] = std::log(c * min_loss);
+    LocalSolver::Outcome q = solver.Solve(s, /*polish=*/true);
+    if (q.cost < o.cost) o = std::move(q);
+  }
+  return o;
+}
+
 // Replicate data: the points drawn with replacement, each distinct point once with its weight
 // times its multiplicity (the same objective as the duplicated list, with less work).
 LawData resample(const LawData& data, Rng& rng, std::vector<int>& counts) {
@@ -543,6 +887,21 @@ LawData resample(const LawData& data, Rng& rng, std::vector<int>& counts) {
 
 }  // namespace
 
+FitResult bootstrap_refit(const LawData& rep, const FitOptions& options,
+                          const std::vector<double>& start) {
+  auto t0 = std::chrono::steady_clock::now();
+  LocalSolver solver(rep, options);
+  LocalSolver::Outcome o = refit(rep, solver, start);
+  if (!std::isfinite(o.cost)) fail("fit: the objective is not finite at the start point");
+  FitResult res;
+  res.starts = 1;
+  res.starts_at_best = 1;
+  res.best_start = 0;
+  finish(rep, solver, o, &res);
+  res.seconds = seconds_since(t0);
+  return res;
+}
+
 BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const FitOptions& options,
                               int replicates, uint64_t seed, uint64_t stream) {
   auto t0 = std::chrono::steady_clock::now();
@@ -554,23 +913,46 @@ BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const 
   b.names = full.names;
   const int P = static_cast<int>(full.theta.size());
   b.samples.assign(replicates, std::vector<double>(P, std::nan("")));
-  std::vector<char> failed(replicates, 0), not_conv(replicates, 0);
+  b.status.assign(replicates, "ok");
   parallel_for(replicates, options.num_threads, [&](int k, int) {
     Rng rng(seed, stream_id(stream, static_cast<uint64_t>(k)));
     std::vector<int> counts;
     LawData rep = resample(data, rng, counts);
-    LocalSolver solver(rep, options);
-    LocalSolver::Outcome o = solver.Solve(full.theta, /*polish=*/true);
-    if (!std::isfinite(o.cost)) {
-      failed[k] = 1;
+    // A resample that cannot identify the law has a set of optima, and whichever one the refit
+    // stops at says nothing about the data: leave it out of the CIs and count it.
+    if (!underdetermined(rep).empty()) {
+      b.status[k] = "underdetermined";
       return;
     }
-    not_conv[k] = o.termination != ceres::CONVERGENCE;
+    LocalSolver solver(rep, options);
+    LocalSolver::Outcome o = refit(rep, solver, full.theta);
+    if (!std::isfinite(o.cost)) {
+      b.status[k] = "failed";
+      return;
+    }
     b.samples[k] = natural_params(data.terms, o.theta);
+    std::vector<std::string> flags = identifiability_flags(rep, o.theta);
+    auto has = [&](const std::string& suffix) {
+      return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) {
+        return f.size() >= suffix.size() && f.compare(f.size() - suffix.size(), suffix.size(),
+                                                      suffix) == 0;
+      });
+    };
+    if (has("collapsed"))
+      b.status[k] = "collapsed";
+    else if (has("runaway"))
+      b.status[k] = "runaway";
+    else if (o.termination != ceres::CONVERGENCE)
+      b.status[k] = "not_converged";
   });
   for (int k = 0; k < replicates; ++k) {
-    b.n_failed += failed[k];
-    b.n_not_converged += not_conv[k];
+    const std::string& st = b.status[k];
+    b.n_failed += st == "failed";
+    b.n_underdetermined += st == "underdetermined";
+    b.n_collapsed += st == "collapsed";
+    b.n_runaway += st == "runaway";
+    b.n_not_converged += st == "not_converged";
+    b.n_used += std::isfinite(b.samples[k][0]);
   }
   b.se.assign(P, std::nan(""));
   b.ci_lo.assign(P, std::nan(""));
@@ -592,6 +974,25 @@ BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const 
   }
   b.seconds = seconds_since(t0);
   return b;
+}
+
+std::vector<std::string> bootstrap_warnings(const BootstrapResult& b) {
+  std::vector<std::string> w;
+  const std::string of = " of " + std::to_string(b.n) + " ";
+  if (b.n_underdetermined > 0)
+    w.push_back(std::to_string(b.n_underdetermined) + of +
+                "resamples cannot identify the law (too few distinct points, N or D): left out "
+                "of the CIs");
+  if (b.n_failed > 0) w.push_back(std::to_string(b.n_failed) + of + "refits failed");
+  if (b.n_collapsed > 0)
+    w.push_back(std::to_string(b.n_collapsed) + of + "refits have E collapsed to 0 (kept)");
+  if (b.n_runaway > 0)
+    w.push_back(std::to_string(b.n_runaway) + of +
+                "refits have an exponent > 2 or a coefficient > 1e10 (kept)");
+  if (b.n_not_converged > 0)
+    w.push_back(std::to_string(b.n_not_converged) + of +
+                "refits stopped at the iteration limit (kept)");
+  return w;
 }
 
 double percentile(std::vector<double> v, double q) {

@@ -28,6 +28,10 @@ json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_de
   j["termination"] = fit.termination;
   j["iterations"] = fit.iterations;
   j["bound_hit"] = fit.bound_hit;
+  j["flags"] = fit.flags;
+  j["identifiable"] = fit.flags.empty();
+  j["condition_number"] = num(fit.condition_number);
+  j["dof"] = fit.dof;
   j["warnings"] = fit.warnings;
   j["seconds"] = fit.seconds;
   if (fit.terms == 2) {
@@ -48,8 +52,12 @@ json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_de
                       {"seed", boot->seed},
                       {"se", se},
                       {"ci95", ci},
+                      {"used", boot->n_used},
                       {"failed", boot->n_failed},
                       {"not_converged", boot->n_not_converged},
+                      {"underdetermined", boot->n_underdetermined},
+                      {"collapsed", boot->n_collapsed},
+                      {"runaway", boot->n_runaway},
                       {"seconds", boot->seconds}};
   }
   return j;

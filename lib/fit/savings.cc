@@ -207,15 +207,9 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
           replicate_ratio(b.compute_for_loss(L), c.compute_for_loss(L), &res.compute_multiplier));
     }
     set_ci(&res.compute_multiplier, v);
-    for (ArchFit* a : {&res.baseline, &res.candidate}) {
-      if (a->boot.n_failed > 0)
-        res.warnings.push_back(a->name + " bootstrap: " + std::to_string(a->boot.n_failed) +
-                               " of " + std::to_string(a->boot.n) + " refits failed");
-      if (a->boot.n_not_converged > 0)
-        res.warnings.push_back(a->name + " bootstrap: " + std::to_string(a->boot.n_not_converged) +
-                               " of " + std::to_string(a->boot.n) +
-                               " refits stopped at the iteration limit");
-    }
+    for (ArchFit* a : {&res.baseline, &res.candidate})
+      for (const std::string& w : bootstrap_warnings(a->boot))
+        res.warnings.push_back(a->name + " bootstrap: " + w);
   }
 
   if (o.per_size) {
