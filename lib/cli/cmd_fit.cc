@@ -4,8 +4,8 @@
 //   scalinglab fit chinchilla --data FILE.{csv,h5} [--n-col C] [--d-col C | --flops-col C]
 //       [--loss-col C] [--group-col arch --group VALUE] [--bootstrap K] [--seed S] --out fit.json
 //   scalinglab fit savings --data FILE [column options] --group-col arch --baseline dense
-//       --candidate hybrid [--target-loss median|min|VALUE] [--at-n 1e8,1e9,7e9] [--bootstrap K]
-//       [--seed S] --out savings.json
+//       --candidate hybrid [--target-loss median|min|VALUE] [--at-n N1,N2 (default: trained sizes
+//       and 10x)] [--max-extrapolation 10] [--bootstrap K] [--seed S] --out savings.json
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -42,7 +42,8 @@ struct FitArgs {
   bool quiet = false;
   // savings only
   std::string baseline = "dense", candidate = "hybrid", target = "median";
-  std::vector<double> at_n = {1e8, 1e9, 7e9, 7e10};
+  std::vector<double> at_n;  // empty: the trained sizes and 10x the largest
+  double max_extrapolation = 10;
   std::vector<double> at_c = {1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24};
   bool no_per_size = false;
 };
@@ -166,6 +167,7 @@ void run_savings(const FitArgs& a) {
   o.candidate = a.candidate;
   o.target = a.target;
   o.at_n = a.at_n;
+  o.max_extrapolation = a.max_extrapolation;
   o.at_c = a.at_c;
   o.bootstrap = a.bootstrap;
   o.seed = a.seed;
@@ -187,7 +189,13 @@ void run_savings(const FitArgs& a) {
         std::printf("  N = %-9.3g S = %.3f", p.n, p.savings.value);
       else
         std::printf("  N = %-9.3g S undefined (%s)", p.n, p.savings.status.c_str());
-      if (r.bootstrap > 0) std::printf("  95%% CI [%.3f, %.3f]", p.savings.ci_lo, p.savings.ci_hi);
+      // No CI where S is undefined; every CI says how many replicates it rests on.
+      if (r.bootstrap > 0 && p.savings.status == "ok")
+        std::printf("  95%% CI [%.3f, %.3f] (%d of %d replicates)", p.savings.ci_lo,
+                    p.savings.ci_hi, p.savings.boot_n, r.bootstrap);
+      if (p.extrapolation > 1)
+        std::printf("  extrapolated %.3gx%s", p.extrapolation,
+                    p.extrapolation > a.max_extrapolation ? " (WARNING: beyond the guard)" : "");
       std::printf("\n");
     }
     if (r.compute_multiplier.status == "ok")
@@ -255,15 +263,19 @@ void register_fit(CLI::App& app) {
   sav->add_option("--candidate", sa->candidate, "Candidate group value")->capture_default_str();
   sav->add_option("--target-loss", sa->target, "L*: median | min | a loss value")
       ->capture_default_str();
-  sav->add_option("--at-n", sa->at_n, "Model sizes N for S(N), comma-separated")
-      ->delimiter(',')
+  sav->add_option("--at-n", sa->at_n,
+                  "Model sizes N for S(N), comma-separated (default: the trained sizes and 10x "
+                  "the largest)")
+      ->delimiter(',');
+  sav->add_option("--max-extrapolation", sa->max_extrapolation,
+                  "Warn for S(N) at N more than this factor outside the trained sizes")
       ->capture_default_str();
   sav->add_option("--at-c", sa->at_c, "Compute values C for N_opt(C), D_opt(C), comma-separated")
       ->delimiter(',')
       ->capture_default_str();
   sav->add_option("--size-col", sa->spec.size_cols,
-                  "Columns naming a model size for the per-size data laws (default: N), "
-                  "comma-separated, e.g. d_model,n_layers")
+                  "Columns naming a model size for the per-size data laws, comma-separated, e.g. "
+                  "d_model,n_layers (default: the column 'size' if the table has one, else N)")
       ->delimiter(',');
   sav->add_flag("--no-per-size", sa->no_per_size, "Skip the per-size data laws");
   sav->add_option("--bootstrap", sa->bootstrap, "Paired bootstrap replicates (0: no CIs)")

@@ -420,7 +420,8 @@ class LocalSolver {
   // (f must not decrease inward). The most violating one (g_j pointing inward by more than
   // 1e-9 f, relative to the parameter's scale max(1, |theta_j|)) is released and the free
   // problem solved again. Each pass strictly lowers f or grows the set, so it ends; 4P passes cap
-  // it. The outcome converged iff the last free solve did and KKT holds.
+  // it. The outcome converged iff the last free solve did and KKT holds. E's floor is special:
+  // E below 1e-6 min L is held there; released at most once (KKT), it stays held if it falls back.
   Outcome PolishOnBox(const std::vector<double>& start) {
     const int P = 1 + 2 * terms_;
     const auto& lo = box_lo_;
@@ -440,6 +441,7 @@ class LocalSolver {
     Outcome out;
     out.termination = ceres::CONVERGENCE;
     out.message = "all parameters on bounds";
+    bool e_released = false;
     for (int pass = 0; pass < 4 * P; ++pass) {
       std::vector<int> held;
       for (int j = 0; j < P; ++j) {
@@ -469,6 +471,10 @@ class LocalSolver {
         if (near(theta_[j], lo[j], 1e-12)) side[j] = -1, grew = true;
         else if (near(theta_[j], hi[j], 1e-12)) side[j] = 1, grew = true;
       }
+      // A free E that collapsed again (E < 1e-6 min L; the solve crawls in log E) joins the set
+      // on its floor: what is left between there and the floor changes predictions by < 1e-6.
+      if (side[0] == 0 && lo[0] == e_floor_ && theta_[0] < e_floor_ + std::log(1e6))
+        side[0] = -1, grew = true;
       if (grew) continue;
       int worst = -1;
       double worst_v = 1e-9 * std::max(f, 1e-300);
@@ -479,6 +485,8 @@ class LocalSolver {
         // vanishes with E, so the test uses the natural slope df/dE = g_0 / E (times min L),
         // the quantity L-BFGS-B in natural units sees at E = 0.
         const bool on_floor = j == 0 && side[0] < 0 && lo[0] == e_floor_;
+        // E released from its floor once and back: its optimum is within the floor's 1e-6.
+        if (on_floor && e_released) continue;
         const double v = on_floor ? side[j] * g[j] / std::exp(theta_[j]) * min_loss_
                                   : side[j] * g[j] * std::max(1.0, std::abs(theta_[j]));
         if (v > worst_v) worst = j, worst_v = v;
@@ -489,6 +497,7 @@ class LocalSolver {
       }
       side[worst] = 0;
       if (worst == 0 && lo[0] == e_floor_ && theta_[0] < e_floor_ + std::log(1e6)) {
+        e_released = true;
         // E leaves its floor: in log E the way up is a plateau (df/de ~ E), so restart e at
         // the best of a few values E = c min L with the other parameters held.
         double best_f = f, best_e = theta_[0];
