@@ -46,6 +46,8 @@ struct FitArgs {
   double max_extrapolation = 10;
   std::vector<double> at_c = {1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24};
   bool no_per_size = false;
+  bool sensitivity = false;
+  double sensitivity_alpha = 0.34;
 };
 
 double parse_bound_value(const std::string& s, const std::string& arg, double dflt) {
@@ -172,6 +174,8 @@ void run_savings(const FitArgs& a) {
   o.bootstrap = a.bootstrap;
   o.seed = a.seed;
   o.per_size = !a.no_per_size;
+  o.sensitivity = a.sensitivity;
+  o.sensitivity_alpha = a.sensitivity_alpha;
   if (a.spec.group_col.empty()) fail("fit savings: --group-col is required (e.g. arch)");
   if (!a.spec.group.empty()) fail("fit savings: use --baseline/--candidate, not --group");
   if (a.bootstrap < 0) fail("--bootstrap must be >= 0");
@@ -200,6 +204,20 @@ void run_savings(const FitArgs& a) {
     }
     if (r.compute_multiplier.status == "ok")
       std::printf("  compute multiplier at equal loss %.3f\n", r.compute_multiplier.value);
+    if (!r.sensitivity.empty()) {
+      std::printf("sensitivity of S to the model (no CIs):\n  %-24s %6s", "model", "params");
+      for (const fit::SavingsPoint& p : r.points) std::printf("  S(%-8.3g)", p.n);
+      std::printf("\n");
+      for (const fit::SensitivityRow& row : r.sensitivity) {
+        std::printf("  %-24s %6d", row.model.c_str(), row.n_params);
+        for (const fit::Ratio& s : row.savings)
+          if (s.status == "ok")
+            std::printf("  %11.3f", s.value);
+          else
+            std::printf("  %11s", "undefined");
+        std::printf("\n");
+      }
+    }
     std::printf("%.2f s -> %s\n", r.seconds, a.out.c_str());
   }
 }
@@ -278,6 +296,11 @@ void register_fit(CLI::App& app) {
                   "d_model,n_layers (default: the column 'size' if the table has one, else N)")
       ->delimiter(',');
   sav->add_flag("--no-per-size", sa->no_per_size, "Skip the per-size data laws");
+  sav->add_flag("--sensitivity", sa->sensitivity,
+                "Also S under Huber delta 0.1, shared E, shared E and alpha, fixed alpha");
+  sav->add_option("--sensitivity-alpha", sa->sensitivity_alpha,
+                  "alpha of the fixed-alpha sensitivity row")
+      ->capture_default_str();
   sav->add_option("--bootstrap", sa->bootstrap, "Paired bootstrap replicates (0: no CIs)")
       ->capture_default_str();
   sav->callback([sa]() { run_savings(*sa); });

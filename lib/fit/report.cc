@@ -159,6 +159,29 @@ json savings_json(const SavingsResult& r, double huber_delta) {
     ps.push_back(e);
   }
   per["savings"] = ps;
+  if (!r.sensitivity.empty()) {
+    json sens = json::array();
+    for (const SensitivityRow& row : r.sensitivity) {
+      json e = {{"model", row.model},
+                {"n_params", row.n_params},
+                {"objective", num(row.objective)},
+                {"converged", row.converged}};
+      for (const char* name : {"E", "A", "alpha", "B", "beta"})
+        e[name] = {{r.baseline.name, num(row.baseline.value(name))},
+                   {r.candidate.name, num(row.candidate.value(name))}};
+      e["flags"] = {{r.baseline.name, row.baseline.flags}, {r.candidate.name, row.candidate.flags}};
+      json pts = json::array();
+      for (size_t k = 0; k < row.savings.size(); ++k) {
+        json q = {{"n", r.points[k].n}};
+        q.update(ratio_json(row.savings[k], "savings", "tokens_baseline", "tokens_candidate",
+                            false));
+        pts.push_back(q);
+      }
+      e["points"] = pts;
+      sens.push_back(e);
+    }
+    j["sensitivity"] = sens;
+  }
   j["compute_optimal"] = co;
   j["fits"] = fits;
   j["per_size"] = per;

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "fit/chinchilla.h"
+#include "fit/joint.h"
 
 namespace sl::fit {
 
@@ -251,6 +252,42 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
     for (ArchFit* a : {&res.baseline, &res.candidate})
       for (const std::string& w : bootstrap_warnings(a->boot))
         res.warnings.push_back(a->name + " bootstrap: " + w);
+  }
+
+  if (o.sensitivity) {
+    // S under other modelling choices, at the same N: how much of the answer the 10 free
+    // parameters of two separate fits decide on a small ladder.
+    auto row_from = [&](const std::string& model, int n_params, double objective, bool converged,
+                        const FitResult& fb, const FitResult& fc) {
+      SensitivityRow row;
+      row.model = model;
+      row.n_params = n_params;
+      row.objective = objective;
+      row.converged = converged;
+      row.baseline = fb;
+      row.candidate = fc;
+      const Chinchilla b = Chinchilla::from(fb), c = Chinchilla::from(fc);
+      for (const SavingsPoint& sp : res.points)
+        row.savings.push_back(make_ratio(b.tokens_for_loss(sp.n, L), c.tokens_for_loss(sp.n, L)));
+      res.sensitivity.push_back(std::move(row));
+    };
+    const FitResult& sb = res.baseline.fit;
+    const FitResult& sc = res.candidate.fit;
+    row_from("separate", 10, sb.objective + sc.objective, sb.converged && sc.converged, sb, sc);
+    FitOptions ls = o.fit;
+    ls.huber_delta = 0.1;
+    const FitResult lb = fit_law(db, ls), lc = fit_law(dc, ls);
+    row_from("separate, delta 0.1", 10, lb.objective + lc.objective, lb.converged && lc.converged,
+             lb, lc);
+    JointOptions jo;
+    jo.fit = o.fit;
+    for (int variant = 0; variant < 3; ++variant) {
+      jo.share_e = true;
+      jo.share_alpha = variant == 1;
+      jo.fixed_alpha = variant == 2 ? o.sensitivity_alpha : std::nan("");
+      const JointResult j = fit_joint(db, dc, sb, sc, jo);
+      row_from(j.model, j.n_params, j.objective, j.converged, j.baseline, j.candidate);
+    }
   }
 
   if (o.per_size) {

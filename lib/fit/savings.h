@@ -35,6 +35,11 @@ struct SavingsOptions {
   int bootstrap = 1000;  // paired bootstrap replicates (0: no CIs)
   uint64_t seed = 0;     // bootstrap seed
   bool per_size = true;  // fit the per-size data laws
+  // Sensitivity of S to the model (SavingsResult::sensitivity): separate fits with Huber delta
+  // 0.1 (least squares for log residuals under 10%), shared E, shared E and alpha, shared E with
+  // alpha fixed at sensitivity_alpha (Hoffmann et al.'s 0.34 by default).
+  bool sensitivity = false;
+  double sensitivity_alpha = 0.34;
   FitOptions fit;        // options of every fit
 };
 
@@ -93,6 +98,16 @@ struct ArchFit {
   std::vector<PerSizeFit> sizes;
 };
 
+// S(N) at the same N as SavingsResult::points under one modelling choice (no CIs).
+struct SensitivityRow {
+  std::string model;             // "separate", "separate, delta 0.1", "shared E", ...
+  int n_params = 0;              // free parameters over both architectures
+  double objective = 0;          // f_baseline + f_candidate (each with the row's Huber delta)
+  bool converged = false;
+  FitResult baseline, candidate;  // the laws (values, flags)
+  std::vector<Ratio> savings;    // one per SavingsResult::points
+};
+
 struct SavingsResult {
   ArchFit baseline, candidate;
   double target_loss = 0;
@@ -101,6 +116,7 @@ struct SavingsResult {
   Ratio compute_multiplier;  // C_baseline(L*) / C_candidate(L*) on the compute-optimal frontiers
   std::vector<double> at_c;
   std::vector<PerSizeSavings> per_size;
+  std::vector<SensitivityRow> sensitivity;  // with SavingsOptions::sensitivity
   double n_trained_min = 0, n_trained_max = 0;  // trained N range over both architectures
   std::vector<std::string> warnings;
   int bootstrap = 0;

@@ -118,6 +118,15 @@ BOOST_AUTO_TEST_CASE(synthetic_sweep_report) {
   }
   BOOST_TEST(rows == 4);  // 2e6, 6e6, 2e7, 2e8
   BOOST_TEST(sav["points"][3]["extrapolation"].get<double>() == 10.0);
+  // The sensitivity table: one row per model, S at the same N as the headline.
+  BOOST_TEST(md.find("## Sensitivity of S(N) to the model") != std::string::npos);
+  BOOST_TEST_REQUIRE(sav["sensitivity"].size() == 5u);
+  for (const json& row : sav["sensitivity"]) {
+    std::string line = "| " + row["model"].get<std::string>() + " | " +
+                       std::to_string(row["n_params"].get<int>()) + " | " +
+                       g4(row["E"]["dense"]) + " / " + g4(row["E"]["hybrid"]);
+    BOOST_TEST(md.find(line) != std::string::npos, "report.md lacks: " + line);
+  }
   // The known laws: B_dense / B_hybrid = 1.5 with equal beta gives S = 1.5^(1/0.3) = 3.86.
   BOOST_TEST(sav["points"][0]["savings"].get<double>() > 2.5);
   BOOST_TEST(sav["points"][0]["savings"].get<double>() < 6.0);
