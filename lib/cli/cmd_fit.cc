@@ -32,7 +32,7 @@ namespace {
 struct FitArgs {
   std::string data, out;
   fit::DataSpec spec;
-  std::vector<std::string> bounds;
+  std::vector<std::string> bounds, fixed;
   int bootstrap = 0;
   uint64_t seed = 0;
   int threads = 0;
@@ -82,6 +82,18 @@ fit::FitOptions fit_options(const FitArgs& a) {
     bound.lo = parse_bound_value(b.substr(eq + 1, colon - eq - 1), b, bound.lo);
     bound.hi = parse_bound_value(b.substr(colon + 1), b, bound.hi);
     o.bounds[name] = bound;
+  }
+  for (const std::string& f : a.fixed) {
+    // NAME=VALUE.
+    const size_t eq = f.find('=');
+    if (eq == std::string::npos || eq + 1 >= f.size())
+      fail("--fix " + f + ": expected NAME=VALUE, e.g. alpha=0.34");
+    const std::string v = f.substr(eq + 1);
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (end == v.c_str() || *end != '\0' || !std::isfinite(x))
+      fail("--fix " + f + ": '" + v + "' is not a finite number");
+    o.fixed[f.substr(0, eq)] = x;
   }
   return o;
 }
@@ -245,6 +257,9 @@ void add_common(CLI::App* cmd, FitArgs* a) {
                   "Drop the K highest-loss points (Epoch AI's Chinchilla analysis drops 5)");
   cmd->add_option("--bound", a->bounds,
                   "Bound a parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be empty)");
+  cmd->add_option("--fix", a->fixed,
+                  "Hold a parameter at a value: NAME=VALUE (e.g. alpha=0.34 for a ladder whose "
+                  "sizes cannot measure alpha)");
   cmd->add_option("--seed", a->seed, "Bootstrap seed")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads (default: all cores)");
   cmd->add_option("--huber-delta", a->huber_delta, "Huber threshold on log residuals")

@@ -231,6 +231,7 @@ struct BoxMap {
     const bool l = std::isfinite(lo[j]), h = std::isfinite(hi[j]);
     if (l && h) {
       const double w = hi[j] - lo[j];
+      if (w == 0) return 0;  // a fixed parameter: theta = lo whatever u
       const double t = std::clamp(theta, lo[j] + 1e-3 * w, hi[j] - 1e-3 * w);
       return std::asin(2 * (t - lo[j]) / w - 1);
     }

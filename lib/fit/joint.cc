@@ -90,8 +90,14 @@ FitResult arch_result(const LawData& data, const std::vector<double>& theta, dou
 }  // namespace
 
 JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep_b,
-                      const FitResult& sep_c, const JointOptions& o) {
+                      const FitResult& sep_c, const JointOptions& options) {
   SL_ASSERT(db.terms == 2 && dc.terms == 2);
+  JointOptions o = options;
+  // FitOptions::fixed: alpha is the joint model's own fixed-alpha choice; nothing else is.
+  for (const auto& [name, v] : o.fit.fixed) {
+    if (name != "alpha") fail("joint fit: only alpha can be fixed, not " + name);
+    if (std::isnan(o.fixed_alpha)) o.fixed_alpha = v;
+  }
   const bool fixed_alpha = !std::isnan(o.fixed_alpha);
   if (fixed_alpha && !(o.fixed_alpha > 0)) fail("joint fit: a fixed alpha must be > 0");
   const LawData* data[2] = {&db, &dc};

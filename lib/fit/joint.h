@@ -37,8 +37,9 @@ struct JointResult {
   std::string termination;
 };
 
-// `sep_b`, `sep_c`: the separate fits of the two data sets (starts). Throws sl::Error if no start
-// gives a finite objective.
+// `sep_b`, `sep_c`: the separate fits of the two data sets (starts). An alpha in
+// options.fit.fixed acts as fixed_alpha (other fixed parameters are refused). Throws sl::Error if
+// no start gives a finite objective.
 JointResult fit_joint(const LawData& baseline, const LawData& candidate, const FitResult& sep_b,
                       const FitResult& sep_c, const JointOptions& options);
 

@@ -23,6 +23,22 @@ using namespace detail;
 
 namespace {
 
+// theta index of a fixed parameter, checked (a positive value for E, A, B).
+int fixed_index(int terms, const std::string& name, double v) {
+  const std::vector<std::string> names = param_names(terms);
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end()) {
+    std::string all;
+    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+    fail("fixed value for unknown parameter '" + name + "' (parameters: " + all + ")");
+  }
+  const int j = static_cast<int>(it - names.begin());
+  const bool is_log = j == 0 || j % 2 == 1;
+  if (!std::isfinite(v) || (is_log && !(v > 0)))
+    fail("fixed value of " + name + " must be finite" + (is_log ? " and > 0" : ""));
+  return j;
+}
+
 // One Ceres problem for one data set, solved from many starts on one thread. Without bounds it
 // is one problem in theta. With bounds there are two: the grid (and the first stage of every
 // polish) runs in u (BoxMap, unconstrained), and the polish finishes in theta with an active set
@@ -40,6 +56,15 @@ class LocalSolver {
       map_.lo[j] = lo;
       map_.hi[j] = hi;
     }
+    // A fixed parameter is a box of zero width: the u map makes it a constant (dtheta/du = 0),
+    // the active-set polish holds it and leaves it out of the KKT check.
+    for (const auto& [name, v] : o.fixed) {
+      if (o.bounds.count(name)) fail("parameter " + name + " is both fixed and bounded");
+      const int j = fixed_index(terms_, name, v);
+      const bool is_log = j == 0 || j % 2 == 1;
+      map_.lo[j] = map_.hi[j] = is_log ? std::log(v) : v;
+      held_.push_back(j);
+    }
     // The box of the theta problem: the user's bounds, and a floor under e = log E at
     // E = 1e-12 min L. E >= 0 is the closure of E = exp(e) > 0; below the floor E changes every
     // prediction by less than 1e-12 relative, so an optimum with E -> 0 ("collapsed") is held
@@ -51,6 +76,7 @@ class LocalSolver {
     box_lo_[0] = std::max(box_lo_[0], std::min(e_floor_, box_hi_[0] - 1.0));
     problem_ = MakeProblem(data, /*reparam=*/false, theta_);
     for (int j = 0; j < P; ++j) {
+      if (box_lo_[j] == box_hi_[j]) continue;  // fixed: held by the polish's manifold
       if (std::isfinite(box_lo_[j])) problem_->SetParameterLowerBound(theta_, j, box_lo_[j]);
       if (std::isfinite(box_hi_[j])) problem_->SetParameterUpperBound(theta_, j, box_hi_[j]);
     }
@@ -88,6 +114,7 @@ class LocalSolver {
 
   const std::vector<double>& lo() const { return map_.lo; }
   const std::vector<double>& hi() const { return map_.hi; }
+  const std::vector<int>& held() const { return held_; }
 
  private:
   std::unique_ptr<ceres::Problem> MakeProblem(const LawData& data, bool reparam, double* x) {
@@ -223,7 +250,7 @@ class LocalSolver {
       int worst = -1;
       double worst_v = 1e-9 * std::max(f, 1e-300);
       for (int j = 0; j < P; ++j) {
-        if (side[j] == 0) continue;
+        if (side[j] == 0 || lo[j] == hi[j]) continue;  // free, or fixed
         // Decrease of f per unit inward move (inward: +1 from lo, -1 from hi), scaled by the
         // parameter's size. On E's floor the scale is the loss itself: there df/de = E df/dE
         // vanishes with E, so the test uses the natural slope df/dE = g_0 / E (times min L),
@@ -267,6 +294,7 @@ class LocalSolver {
   double e_floor_ = 0;            // log(1e-12 min L)
   double min_loss_ = 0;           // min L of the data
   std::vector<double> box_lo_, box_hi_;  // map_'s bounds and the floor under e
+  std::vector<int> held_;                // theta indices of FitOptions::fixed
   double theta_[kMaxParams] = {};
   double u_[kMaxParams] = {};
   std::unique_ptr<ceres::Problem> problem_;    // in theta, with box bounds
@@ -309,11 +337,13 @@ void finish(const LawData& data, const LocalSolver& solver, const LocalSolver::O
   res->termination = polished.message;
   res->iterations = polished.iterations;
   if (!res->converged) res->warnings.push_back("fit did not converge (" + polished.message + ")");
-  res->flags = identifiability_flags(data, res->theta, &res->condition_number, &res->dof);
+  res->flags =
+      identifiability_flags(data, res->theta, &res->condition_number, &res->dof, solver.held());
   const std::string why = underdetermined(data);
   if (!why.empty()) res->flags.push_back("underdetermined");
   for (const std::string& f : res->flags) res->warnings.push_back(flag_text(f, *res, why));
   for (size_t j = 0; j < res->theta.size(); ++j) {
+    if (solver.lo()[j] == solver.hi()[j]) continue;  // fixed, not bounded
     for (double b : {solver.lo()[j], solver.hi()[j]}) {
       if (!std::isfinite(b)) continue;
       if (std::abs(res->theta[j] - b) <= 1e-6 * std::max(1.0, std::abs(b))) {
@@ -447,7 +477,8 @@ std::string underdetermined(const LawData& data) {
 }
 
 std::vector<std::string> identifiability_flags(const LawData& data, const std::vector<double>& theta,
-                                               double* condition_number, int* dof) {
+                                               double* condition_number, int* dof,
+                                               const std::vector<int>& held) {
   const int T = data.terms, P = 1 + 2 * T;
   const int n = static_cast<int>(data.size());
   SL_ASSERT(static_cast<int>(theta.size()) == P);
@@ -477,14 +508,21 @@ std::vector<std::string> identifiability_flags(const LawData& data, const std::v
       J(i, 2 + 2 * k) = -sw * pk * data.log_x[k][i];
     }
   }
+  // Only the free parameters' columns: a fixed one is not estimated.
+  std::vector<int> cols;
+  for (int j = 0; j < P; ++j)
+    if (std::find(held.begin(), held.end(), j) == held.end()) cols.push_back(j);
+  const int Pf = static_cast<int>(cols.size());
+  Eigen::MatrixXd Jf(n, Pf);
+  for (int c = 0; c < Pf; ++c) Jf.col(c) = J.col(cols[c]);
   double cond = std::numeric_limits<double>::infinity();
-  if (n >= P) {
-    Eigen::JacobiSVD<Eigen::MatrixXd> svd(J);
+  if (n >= Pf && Pf > 0) {
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(Jf);
     const auto& sv = svd.singularValues();
-    if (sv(P - 1) > 1e-300 && sv(0) / sv(P - 1) < 1e300) cond = sv(0) / sv(P - 1);
+    if (sv(Pf - 1) > 1e-300 && sv(0) / sv(Pf - 1) < 1e300) cond = sv(0) / sv(Pf - 1);
   }
   if (!(cond <= 1e8)) flags.push_back("ill_conditioned");
-  const int d = n - P;
+  const int d = n - Pf;
   if (d <= 0) flags.push_back("exact");
   if (condition_number) *condition_number = cond;
   if (dof) *dof = d;

@@ -95,6 +95,9 @@ struct FitOptions {
   double kappa = 1e-4;      // kappa of the compressed curvature model (see Formulation)
   Formulation formulation = Formulation::kCompressed;  // see Formulation
   std::map<std::string, Bound> bounds;  // by natural parameter name ("E", "A", "alpha", ...)
+  // Parameters held at a value (natural units, by name), e.g. {"alpha", 0.34} for a ladder whose
+  // sizes are too few or too close to measure alpha. Not combinable with a bound on the same name.
+  std::map<std::string, double> fixed;
 };
 
 struct FitResult {
@@ -134,9 +137,11 @@ struct FitResult {
 //   "exact"               no residual degrees of freedom (distinct points <= P): the law passes
 //                         through the points and nothing measures its error
 // `condition_number` and `dof` receive the numbers behind the last two.
+// `held`: theta indices held fixed (FitOptions::fixed), left out of the Jacobian and of P.
 std::vector<std::string> identifiability_flags(const LawData& data, const std::vector<double>& theta,
                                                double* condition_number = nullptr,
-                                               int* dof = nullptr);
+                                               int* dof = nullptr,
+                                               const std::vector<int>& held = {});
 
 // Why a data set cannot identify the law at all ("" if it can): fewer distinct points than
 // parameters, or fewer than 3 distinct values of some x_k. With 2 distinct N, E + A/N^alpha is
