@@ -172,8 +172,8 @@ class CompressedHuberCost final : public ceres::CostFunction {
 };
 
 // theta index of each natural parameter's bound, in log space for E, A_k.
-inline void bound_in_theta(int terms, const std::string& name, const Bound& b, int* index, double* lo,
-                    double* hi) {
+inline void bound_in_theta(int terms, const std::string& name, const Bound& b, int* index,
+                           double* lo, double* hi) {
   std::vector<std::string> names = param_names(terms);
   auto it = std::find(names.begin(), names.end(), name);
   if (it == names.end()) {

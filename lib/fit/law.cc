@@ -476,7 +476,8 @@ std::string underdetermined(const LawData& data) {
   return "";
 }
 
-std::vector<std::string> identifiability_flags(const LawData& data, const std::vector<double>& theta,
+std::vector<std::string> identifiability_flags(const LawData& data,
+                                               const std::vector<double>& theta,
                                                double* condition_number, int* dof,
                                                const std::vector<int>& held) {
   const int T = data.terms, P = 1 + 2 * T;

@@ -130,7 +130,8 @@ struct FitResult {
 };
 
 // Identifiability of an optimum theta of `data`, as flags (empty: none):
-//   "E_collapsed"         E < 1e-3 min L: the irreducible loss has gone to 0 (its CI is meaningless)
+//   "E_collapsed"         E < 1e-3 min L: the irreducible loss has gone to 0 (its CI means
+//                         nothing)
 //   "<alpha_k>_runaway"   an exponent > 2 (the fit trades exponent against coefficient)
 //   "<A_k>_runaway"       a coefficient > 1e10
 //   "ill_conditioned"     condition number of the weighted Jacobian > 1e8 (or rank-deficient)
@@ -138,7 +139,8 @@ struct FitResult {
 //                         through the points and nothing measures its error
 // `condition_number` and `dof` receive the numbers behind the last two.
 // `held`: theta indices held fixed (FitOptions::fixed), left out of the Jacobian and of P.
-std::vector<std::string> identifiability_flags(const LawData& data, const std::vector<double>& theta,
+std::vector<std::string> identifiability_flags(const LawData& data,
+                                               const std::vector<double>& theta,
                                                double* condition_number = nullptr,
                                                int* dof = nullptr,
                                                const std::vector<int>& held = {});

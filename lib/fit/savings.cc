@@ -172,7 +172,8 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
   }
   for (double n : o.at_n)
     if (!(n > 0) || !std::isfinite(n)) fail("--at-n: sizes must be positive, got " + fmt(n));
-  if (!(o.max_extrapolation >= 1)) fail("--max-extrapolation: the factor must be >= 1, got " + fmt(o.max_extrapolation));
+  if (!(o.max_extrapolation >= 1))
+    fail("--max-extrapolation: the factor must be >= 1, got " + fmt(o.max_extrapolation));
   res.n_trained_min = std::min(*std::min_element(pb.n.begin(), pb.n.end()),
                                *std::min_element(pc.n.begin(), pc.n.end()));
   res.n_trained_max = std::max(*std::max_element(pb.n.begin(), pb.n.end()),

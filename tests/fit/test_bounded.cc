@@ -73,8 +73,8 @@ BOOST_AUTO_TEST_CASE(bounded_fit_matches_lbfgsb) {
 }
 
 BOOST_AUTO_TEST_CASE(bootstrap_refits_match_lbfgsb_from_the_same_start) {
-  // The bootstrap's refit (bootstrap_refit from the full-data optimum, polish tolerances) of 30 fixed
-  // resamples per architecture is not worse than L-BFGS-B's refit from the same optimum.
+  // The bootstrap's refit (bootstrap_refit from the full-data optimum, polish tolerances) of 30
+  // fixed resamples per architecture is not worse than L-BFGS-B's refit from the same optimum.
   const nlohmann::json ref = reference();
   for (const char* arch : {"dense", "hybrid"}) {
     const Points p = arch_points(arch);

@@ -47,7 +47,8 @@ BOOST_AUTO_TEST_CASE(default_sizes_are_the_trained_ones_and_ten_times_the_larges
   small_ladders(&b, &c);
   const SavingsResult r = savings_from_points(b, c, quick(0));
   BOOST_TEST_REQUIRE(r.points.size() == 4u);
-  const double want[3] = {std::sqrt(2e7 * 2.14e7), std::sqrt(5e7 * 5.35e7), std::sqrt(1e8 * 1.07e8)};
+  const double want[3] = {std::sqrt(2e7 * 2.14e7), std::sqrt(5e7 * 5.35e7),
+                          std::sqrt(1e8 * 1.07e8)};
   for (int k = 0; k < 3; ++k) {
     BOOST_TEST(std::abs(r.points[k].n / want[k] - 1) < 1e-12);
     BOOST_TEST(r.points[k].extrapolation == 1.0);
