@@ -152,44 +152,59 @@ JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep
   // A / N^alpha at the mean log N: a' = a + (alpha' - alpha) mean(log N).
   std::vector<double> e_starts = {sep_b.theta[0], sep_c.theta[0]};
   for (double c : {0.05, 0.2, 0.4, 0.6, 0.8, 0.95}) e_starts.push_back(std::log(c * min_loss));
-  std::vector<double> alpha_starts = {sep_b.theta[2]};
-  if (o.share_alpha && !fixed_alpha)
-    alpha_starts = {sep_b.theta[2], sep_c.theta[2], 0.5 * (sep_b.theta[2] + sep_c.theta[2])};
-  double best = std::numeric_limits<double>::infinity();
-  std::vector<double> best_x;
-  ceres::Solver::Summary best_summary;
-  int starts = 0;
+  // alpha starts: NaN = each architecture its own (unshared only), else both at the value.
+  std::vector<double> alpha_starts = {sep_b.theta[2], sep_c.theta[2],
+                                      0.5 * (sep_b.theta[2] + sep_c.theta[2])};
+  if (!o.share_alpha) alpha_starts.insert(alpha_starts.begin(), std::nan(""));
+  if (fixed_alpha) alpha_starts = {o.fixed_alpha};
+  std::vector<std::vector<double>> theta_starts;  // in x
   for (double e0 : e_starts)
     for (double al0 : alpha_starts) {
       std::vector<double> theta_x(q);
       for (int a = 0; a < 2; ++a) {
         std::vector<double> t = sep[a]->theta;
-        const double alpha_new = fixed_alpha ? o.fixed_alpha
-                                 : o.share_alpha ? al0
-                                                 : t[2];
+        const double alpha_new = std::isnan(al0) ? t[2] : al0;
         t[1] += (alpha_new - t[2]) * mean_log_x(*data[a]);
         t[2] = alpha_new;
         t[0] = e0;
         for (int j = 0; j < kP; ++j)
           if (idx[a][j] >= 0) theta_x[idx[a][j]] = t[j];
       }
-      for (int i = 0; i < q; ++i) x[i] = map.u(i, theta_x[i]);
-      ceres::Solver::Options so;
-      so.linear_solver_type = ceres::DENSE_QR;
-      so.max_num_iterations = o.fit.max_iterations;
-      so.function_tolerance = o.fit.polish_function_tolerance;
-      so.parameter_tolerance = o.fit.polish_parameter_tolerance;
-      so.gradient_tolerance = o.fit.gradient_tolerance;
-      so.logging_type = ceres::SILENT;
-      ceres::Solver::Summary summary;
-      ceres::Solve(so, &problem, &summary);
-      ++starts;
-      if (summary.termination_type != ceres::FAILURE && summary.final_cost < best) {
-        best = summary.final_cost;
-        best_x = x;
-        best_summary = summary;
-      }
+      theta_starts.push_back(theta_x);
     }
+  for (const auto& [tb, tc] : o.starts) {
+    SL_ASSERT(tb.size() == kP && tc.size() == kP);
+    std::vector<double> theta_x(q);
+    // Shared entries take the candidate's value, then the baseline's (the same in a joint
+    // optimum).
+    for (int j = 0; j < kP; ++j)
+      if (idx[1][j] >= 0) theta_x[idx[1][j]] = tc[j];
+    for (int j = 0; j < kP; ++j)
+      if (idx[0][j] >= 0) theta_x[idx[0][j]] = tb[j];
+    theta_starts.push_back(theta_x);
+  }
+  double best = std::numeric_limits<double>::infinity();
+  std::vector<double> best_x;
+  ceres::Solver::Summary best_summary;
+  int starts = 0;
+  for (const std::vector<double>& theta_x : theta_starts) {
+    for (int i = 0; i < q; ++i) x[i] = map.u(i, theta_x[i]);
+    ceres::Solver::Options so;
+    so.linear_solver_type = ceres::DENSE_QR;
+    so.max_num_iterations = o.fit.max_iterations;
+    so.function_tolerance = o.fit.polish_function_tolerance;
+    so.parameter_tolerance = o.fit.polish_parameter_tolerance;
+    so.gradient_tolerance = o.fit.gradient_tolerance;
+    so.logging_type = ceres::SILENT;
+    ceres::Solver::Summary summary;
+    ceres::Solve(so, &problem, &summary);
+    ++starts;
+    if (summary.termination_type != ceres::FAILURE && summary.final_cost < best) {
+      best = summary.final_cost;
+      best_x = x;
+      best_summary = summary;
+    }
+  }
   if (best_x.empty()) fail("joint fit: no start gave a finite objective");
 
   JointResult r;

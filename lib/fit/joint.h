@@ -7,13 +7,16 @@
 //
 // minimised by Ceres over theta = (e | alpha shared?) + per-architecture (a_a, [alpha_a], b_a,
 // beta_a), from starts built from the two separate fits (E from either, c min L for c in
-// {0.05, 0.2, 0.4, 0.6, 0.8, 0.95}; alpha from either or their mean when shared). Bounds (by
+// {0.05, 0.2, 0.4, 0.6, 0.8, 0.95}; alpha each its own, or both from either or their mean) and
+// from JointOptions::starts. Bounds (by
 // natural name, FitOptions::bounds) apply to both architectures through the smooth box map of
 // cost.h (no active-set polish: an active bound is approached, not landed on); E has the floor
 // 1e-12 min L of law.h.
 #pragma once
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fit/law.h"
 
@@ -24,6 +27,9 @@ struct JointOptions {
   bool share_alpha = false;  // one alpha for both
   double fixed_alpha = std::nan("");  // alpha held at this value for both (NaN: free)
   FitOptions fit;            // Huber delta, bounds, tolerances, threads
+  // Extra starts: per-architecture theta pairs (baseline, candidate), e.g. the optimum of a more
+  // constrained joint model, so that a looser model can only end lower (nested models).
+  std::vector<std::pair<std::vector<double>, std::vector<double>>> starts;
 };
 
 struct JointResult {

@@ -280,15 +280,21 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
     const FitResult lb = fit_law(db, ls), lc = fit_law(dc, ls);
     row_from("separate, delta 0.1", 10, lb.objective + lc.objective, lb.converged && lc.converged,
              lb, lc);
+    // Most constrained first: each optimum starts the next, looser model, so the objectives
+    // nest (shared E <= shared E and alpha <= fixed alpha) as the models do.
     JointOptions jo;
     jo.fit = o.fit;
-    for (int variant = 0; variant < 3; ++variant) {
+    jo.fit.fixed.erase("alpha");
+    std::vector<JointResult> joint(3);
+    for (int variant = 2; variant >= 0; --variant) {
       jo.share_e = true;
       jo.share_alpha = variant == 1;
       jo.fixed_alpha = variant == 2 ? o.sensitivity_alpha : std::nan("");
-      const JointResult j = fit_joint(db, dc, sb, sc, jo);
-      row_from(j.model, j.n_params, j.objective, j.converged, j.baseline, j.candidate);
+      joint[variant] = fit_joint(db, dc, sb, sc, jo);
+      jo.starts.push_back({joint[variant].baseline.theta, joint[variant].candidate.theta});
     }
+    for (const JointResult& j : joint)
+      row_from(j.model, j.n_params, j.objective, j.converged, j.baseline, j.candidate);
   }
 
   if (o.per_size) {
