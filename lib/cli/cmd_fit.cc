@@ -80,7 +80,11 @@ fit::FitOptions fit_options(const FitArgs& a) {
     std::string name = b.substr(0, eq);
     fit::Bound bound;
     bound.lo = parse_bound_value(b.substr(eq + 1, colon - eq - 1), b, bound.lo);
-    bound.hi = parse_bound_value(b.substr(colon + 1), b, bound.hi);
+    const std::string hi = b.substr(colon + 1);
+    if (hi == "min")
+      bound.hi_is_min_loss = true;  // E=0:min: at most the lowest loss of the data fitted
+    else
+      bound.hi = parse_bound_value(hi, b, bound.hi);
     o.bounds[name] = bound;
   }
   for (const std::string& f : a.fixed) {
@@ -166,8 +170,11 @@ void run_chinchilla(const FitArgs& a) {
     std::printf("chinchilla fit of %d points: E %.4g  A %.4g  alpha %.4g  B %.4g  beta %.4g\n",
                 res.n_points, res.value("E"), res.value("A"), res.value("alpha"), res.value("B"),
                 res.value("beta"));
-    std::printf("objective %.6g, %d of %d starts at the best, %s, %.2f s", res.objective,
+    std::string flags;
+    for (const std::string& f : res.flags) flags += (flags.empty() ? "" : ", ") + f;
+    std::printf("objective %.6g, %d of %d starts at the best, %s, %s, %.2f s", res.objective,
                 res.starts_at_best, res.starts, res.converged ? "converged" : "NOT converged",
+                flags.empty() ? "identifiable" : ("NOT identifiable: " + flags).c_str(),
                 res.seconds);
     if (boot.n > 0) std::printf("; bootstrap %d refits %.2f s", boot.n, boot.seconds);
     std::printf(" -> %s\n", a.out.c_str());
@@ -256,7 +263,8 @@ void add_common(CLI::App* cmd, FitArgs* a) {
   cmd->add_option("--drop-highest", a->spec.drop_highest,
                   "Drop the K highest-loss points (Epoch AI's Chinchilla analysis drops 5)");
   cmd->add_option("--bound", a->bounds,
-                  "Bound a parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be empty)");
+                  "Bound a parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be empty; "
+                  "HI = min: the lowest loss fitted, e.g. E=0:min)");
   cmd->add_option("--fix", a->fixed,
                   "Hold a parameter at a value: NAME=VALUE (e.g. alpha=0.34 for a ladder whose "
                   "sizes cannot measure alpha)");

@@ -41,7 +41,7 @@ void register_report(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--bound", a->bounds,
                   "Bound a Chinchilla parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be "
-                  "empty)");
+                  "empty; HI = min: each architecture's lowest loss, e.g. E=0:min)");
   cmd->add_flag("--no-render", [a](int64_t) { a->o.render = false; },
                 "Write the gnuplot scripts and data only");
   cmd->callback([a]() {
@@ -59,9 +59,11 @@ void register_report(CLI::App& app) {
           fail("--bound " + b + ": '" + v + "' is not a number");
         return x;
       };
+      // HI = min: the lowest loss of each architecture's data (ReportOptions::bounds uses NaN).
+      const std::string hi = b.substr(colon + 1);
       a->o.bounds[b.substr(0, eq)] = {
           side(b.substr(eq + 1, colon - eq - 1), -std::numeric_limits<double>::infinity()),
-          side(b.substr(colon + 1), std::numeric_limits<double>::infinity())};
+          hi == "min" ? std::nan("") : side(hi, std::numeric_limits<double>::infinity())};
     }
     report::ReportResult r = report::write_report(a->sweep, a->out, a->o);
     for (const std::string& w : r.warnings)

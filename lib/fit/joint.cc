@@ -125,7 +125,10 @@ JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep
     for (double l : d->log_loss) min_loss = std::min(min_loss, std::exp(l));
   std::vector<double> lo(kP, -std::numeric_limits<double>::infinity()),
       hi(kP, std::numeric_limits<double>::infinity());
-  for (const auto& [name, b] : o.fit.bounds) {
+  for (const auto& [name, given] : o.fit.bounds) {
+    // A min-loss bound is the lowest loss of both data sets (one box for the joint vector).
+    Bound b = given;
+    if (b.hi_is_min_loss) b.hi = min_loss;
     int j;
     double l, h;
     bound_in_theta(2, name, b, &j, &l, &h);

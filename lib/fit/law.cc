@@ -49,7 +49,10 @@ class LocalSolver {
     const int P = 1 + 2 * terms_;
     map_.lo.assign(P, -std::numeric_limits<double>::infinity());
     map_.hi.assign(P, std::numeric_limits<double>::infinity());
-    for (const auto& [name, b] : o.bounds) {
+    min_loss_ = std::exp(*std::min_element(data.log_loss.begin(), data.log_loss.end()));
+    for (const auto& [name, given] : o.bounds) {
+      Bound b = given;
+      if (b.hi_is_min_loss) b.hi = min_loss_;
       int j;
       double lo, hi;
       bound_in_theta(terms_, name, b, &j, &lo, &hi);
@@ -69,7 +72,6 @@ class LocalSolver {
     // E = 1e-12 min L. E >= 0 is the closure of E = exp(e) > 0; below the floor E changes every
     // prediction by less than 1e-12 relative, so an optimum with E -> 0 ("collapsed") is held
     // there instead of crawling towards e = -inf until the iteration limit.
-    min_loss_ = std::exp(*std::min_element(data.log_loss.begin(), data.log_loss.end()));
     e_floor_ = std::log(1e-12 * min_loss_);
     box_lo_ = map_.lo;
     box_hi_ = map_.hi;

@@ -77,6 +77,9 @@ enum class Formulation {
 struct Bound {
   double lo = -std::numeric_limits<double>::infinity();  // lower bound (natural units)
   double hi = std::numeric_limits<double>::infinity();   // upper bound (natural units)
+  // The upper bound is the fitted data's lowest loss (OLMo-core's E <= min L, per data set; `hi`
+  // is then ignored). `--bound E=0:min`.
+  bool hi_is_min_loss = false;
 };
 
 struct FitOptions {

@@ -252,7 +252,13 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
   so.seed = o.seed;
   so.fit.num_threads = o.threads;
   so.fit.huber_delta = o.huber_delta;
-  for (const auto& [name, b] : o.bounds) so.fit.bounds[name] = {b.first, b.second};
+  for (const auto& [name, b] : o.bounds) {
+    fit::Bound fb;
+    fb.lo = b.first;
+    fb.hi = b.second;
+    fb.hi_is_min_loss = std::isnan(b.second);  // "E=0:min"
+    so.fit.bounds[name] = fb;
+  }
   so.sensitivity = true;
   so.sensitivity_alpha = o.sensitivity_alpha;
   so.at_c = log_grid(c_lo, c_hi * 1e6, 4);

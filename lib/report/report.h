@@ -28,7 +28,8 @@ struct ReportOptions {
   bool render = true;   // run gnuplot (false: scripts and data only)
   double huber_delta = 1e-3;       // Huber threshold of every fit (on log residuals)
   double sensitivity_alpha = 0.34;  // alpha of the fixed-alpha row of the sensitivity table
-  // Bounds of the Chinchilla fits, by natural name ("E", "A", "alpha", "B", "beta"): lo, hi.
+  // Bounds of the Chinchilla fits, by natural name ("E", "A", "alpha", "B", "beta"): lo, hi
+  // (hi NaN: the lowest loss of each architecture's data, OLMo-core's E <= min L).
   std::map<std::string, std::pair<double, double>> bounds;
   std::string gnuplot = "gnuplot";
 };

@@ -158,3 +158,19 @@ BOOST_AUTO_TEST_CASE(a_start_on_an_inactive_bound_ends_inside) {
   BOOST_TEST(r.objective <= full.objective * (1 + 1e-8));
   BOOST_TEST(std::abs(r.value("alpha") - full.value("alpha")) < 1e-5);
 }
+
+BOOST_AUTO_TEST_CASE(e_bounded_by_the_lowest_loss_of_each_data_set) {
+  // Bound::hi_is_min_loss (`--bound E=0:min`) is E <= min L of the data being fitted: the same fit
+  // as the explicit per-architecture value.
+  for (const char* arch : {"dense", "hybrid"}) {
+    const Points p = arch_points(arch);
+    const LawData data = chinchilla_data(p);
+    const FitOptions explicit_min = olmo_core_bounds(p);
+    FitOptions by_rule = explicit_min;
+    by_rule.bounds["E"] = Bound{};
+    by_rule.bounds["E"].lo = 0;
+    by_rule.bounds["E"].hi_is_min_loss = true;
+    const FitResult a = fit_law(data, explicit_min), b = fit_law(data, by_rule);
+    BOOST_TEST(a.theta == b.theta, arch);
+  }
+}
