@@ -91,7 +91,6 @@ class LocalSolver {
     ceres::TerminationType termination = ceres::FAILURE;
     std::string message;
     int iterations = 0;
-    bool kkt = true;  // bounded polish only: the KKT conditions hold at theta
   };
 
   Outcome Solve(const std::vector<double>& start, bool polish) {
@@ -264,10 +263,7 @@ class LocalSolver {
                                   : side[j] * g[j] * std::max(1.0, std::abs(theta_[j]));
         if (v > worst_v) worst = j, worst_v = v;
       }
-      if (worst < 0) {
-        out.kkt = true;
-        return out;
-      }
+      if (worst < 0) return out;  // KKT holds
       side[worst] = 0;
       if (worst == 0 && lo[0] == e_floor_ && theta_[0] < e_floor_ + std::log(1e6)) {
         e_released = true;
@@ -283,7 +279,6 @@ class LocalSolver {
         theta_[0] = best_e;
       }
     }
-    out.kkt = false;
     out.termination = ceres::NO_CONVERGENCE;
     out.message = "active-set polish: KKT conditions not met after " + std::to_string(4 * P) +
                   " passes";
