@@ -1,7 +1,7 @@
 // Bounded fits reach the bounded optimum: on a small 3 x 3 ladder per architecture with OLMo-core's
 // bounds (E in [0, min L], A, B in [1e-6, 1e4], alpha, beta in [0.01, 2], weights 6 N D), the full
 // fit and bootstrap-style refits match scipy's L-BFGS-B (tests/reference/bounded_lbfgsb.py, values
-// in tests/fixtures/small_ladder_lbfgsb.json) and say converged only where the KKT conditions
+// in tests/reference/small_ladder_lbfgsb.json) and say converged only where the KKT conditions
 // hold.
 #define BOOST_TEST_MODULE fit_bounded
 #include <boost/test/unit_test.hpp>
@@ -20,14 +20,14 @@ using namespace sl::fit;
 
 namespace {
 
-const std::string kFixtures = std::string(SL_SOURCE_DIR) + "/tests/fixtures";
+const std::string kReference = std::string(SL_SOURCE_DIR) + "/tests/reference";
 
 Points arch_points(const std::string& arch) {
   DataSpec spec;
   spec.group_col = "arch";
   spec.group = arch;
   spec.flops_weighted = true;
-  return extract_points(read_csv(kFixtures + "/small_ladder.csv"), spec);
+  return extract_points(read_csv(kReference + "/small_ladder.csv"), spec);
 }
 
 FitOptions olmo_core_bounds(const Points& p) {
@@ -44,7 +44,7 @@ FitOptions olmo_core_bounds(const Points& p) {
 }
 
 nlohmann::json reference() {
-  return nlohmann::json::parse(sl::test::slurp(kFixtures + "/small_ladder_lbfgsb.json"));
+  return nlohmann::json::parse(sl::test::slurp(kReference + "/small_ladder_lbfgsb.json"));
 }
 
 }  // namespace

@@ -112,7 +112,7 @@ BOOST_AUTO_TEST_CASE(savings_sensitivity_table) {
 }
 
 BOOST_AUTO_TEST_CASE(sensitivity_objectives_nest_on_a_bounded_ladder) {
-  // tests/fixtures/small_ladder.csv with bounds: each joint model is a constrained version of the
+  // tests/reference/small_ladder.csv with bounds: each joint model is a constrained version of the
   // one above it in the table, so its optimum cannot be lower. (Before the looser models were
   // started from the tighter optima, shared E ended above shared E and alpha here.)
   DataSpec spec;
@@ -128,7 +128,7 @@ BOOST_AUTO_TEST_CASE(sensitivity_objectives_nest_on_a_bounded_ladder) {
   o.fit.bounds["alpha"] = {0.01, 2};
   o.fit.bounds["beta"] = {0.01, 2};
   const SavingsResult r = savings_analysis(
-      read_csv(std::string(SL_SOURCE_DIR) + "/tests/fixtures/small_ladder.csv"), spec, o);
+      read_csv(std::string(SL_SOURCE_DIR) + "/tests/reference/small_ladder.csv"), spec, o);
   BOOST_TEST_REQUIRE(r.sensitivity.size() == 5u);
   const double sep = r.sensitivity[0].objective, e = r.sensitivity[2].objective,
                ea = r.sensitivity[3].objective, fa = r.sensitivity[4].objective;

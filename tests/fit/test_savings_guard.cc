@@ -17,7 +17,7 @@ namespace syn = sl::fit::testing;
 
 namespace {
 
-const std::string kLadder = std::string(SL_SOURCE_DIR) + "/tests/fixtures/small_ladder.csv";
+const std::string kLadder = std::string(SL_SOURCE_DIR) + "/tests/reference/small_ladder.csv";
 
 bool any_warning(const SavingsResult& r, const std::string& part) {
   return std::any_of(r.warnings.begin(), r.warnings.end(),

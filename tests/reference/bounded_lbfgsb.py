@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """L-BFGS-B reference optima of bounded Chinchilla fits on a small 3 x 3 ladder per architecture.
 
-The ladder (tests/fixtures/small_ladder.csv) mimics the real GPU ladder of issue 17: per
+The ladder (tests/reference/small_ladder.csv) mimics the real GPU ladder of issue 17: per
 architecture 3 sizes (0.85M, 1.6M, 3.0M non-embedding parameters) x 3 budgets (10, 20, 40 tokens
 per parameter), 18 points in all, losses from a known Chinchilla law per architecture times
 log-normal noise (sigma 0.01; numpy's default_rng(17)). With so few points the unbounded optimum runs
@@ -22,8 +22,8 @@ default_rng(1); weights w_i times the multiplicity, as scalinglab's bootstrap), 
 L-BFGS-B from the full-data optimum ("local", like the bootstrap's own refit) and the best of that
 and 60 random starts ("best").
 
-Writes tests/fixtures/small_ladder.csv (only with --write-data) and
-tests/fixtures/small_ladder_lbfgsb.json: per architecture the reference f and parameters, the
+Writes tests/reference/small_ladder.csv (only with --write-data) and
+tests/reference/small_ladder_lbfgsb.json: per architecture the reference f and parameters, the
 number of starts within 1e-9 (relative) of the best, and the resamples. Usage (Debian: apt-get install python3-scipy):
 
     /usr/bin/python3 tests/reference/bounded_lbfgsb.py [--write-data]
@@ -40,7 +40,7 @@ import scipy
 from scipy.optimize import minimize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIX = os.path.join(HERE, "..", "fixtures")
+FIX = HERE  # the data and the reference values live beside this script
 DATA = os.path.join(FIX, "small_ladder.csv")
 OUT = os.path.join(FIX, "small_ladder_lbfgsb.json")
 DELTA = 1e-3
