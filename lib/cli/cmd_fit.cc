@@ -4,8 +4,8 @@
 //   scalinglab fit chinchilla --data FILE.{csv,h5} [--n-col C] [--d-col C | --flops-col C]
 //       [--loss-col C] [--group-col arch --group VALUE] [--bootstrap K] [--seed S] --out fit.json
 //   scalinglab fit savings --data FILE [column options] --group-col arch --baseline dense
-//       --candidate hybrid [--target-loss median|min|VALUE] [--at-n 1e8,1e9,7e9] [--bootstrap K]
-//       [--seed S] --out savings.json
+//       --candidate hybrid [--target-loss median|min|VALUE] [--at-n N1,N2 (default: trained sizes
+//       and 10x)] [--max-extrapolation 10] [--bootstrap K] [--seed S] --out savings.json
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -32,7 +32,7 @@ namespace {
 struct FitArgs {
   std::string data, out;
   fit::DataSpec spec;
-  std::vector<std::string> bounds;
+  std::vector<std::string> bounds, fixed;
   int bootstrap = 0;
   uint64_t seed = 0;
   int threads = 0;
@@ -42,9 +42,12 @@ struct FitArgs {
   bool quiet = false;
   // savings only
   std::string baseline = "dense", candidate = "hybrid", target = "median";
-  std::vector<double> at_n = {1e8, 1e9, 7e9, 7e10};
+  std::vector<double> at_n;  // empty: the trained sizes and 10x the largest
+  double max_extrapolation = 10;
   std::vector<double> at_c = {1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24};
   bool no_per_size = false;
+  bool sensitivity = false;
+  double sensitivity_alpha = 0.34;
 };
 
 double parse_bound_value(const std::string& s, const std::string& arg, double dflt) {
@@ -77,8 +80,24 @@ fit::FitOptions fit_options(const FitArgs& a) {
     std::string name = b.substr(0, eq);
     fit::Bound bound;
     bound.lo = parse_bound_value(b.substr(eq + 1, colon - eq - 1), b, bound.lo);
-    bound.hi = parse_bound_value(b.substr(colon + 1), b, bound.hi);
+    const std::string hi = b.substr(colon + 1);
+    if (hi == "min")
+      bound.hi_is_min_loss = true;  // E=0:min: at most the lowest loss of the data fitted
+    else
+      bound.hi = parse_bound_value(hi, b, bound.hi);
     o.bounds[name] = bound;
+  }
+  for (const std::string& f : a.fixed) {
+    // NAME=VALUE.
+    const size_t eq = f.find('=');
+    if (eq == std::string::npos || eq + 1 >= f.size())
+      fail("--fix " + f + ": expected NAME=VALUE, e.g. alpha=0.34");
+    const std::string v = f.substr(eq + 1);
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (end == v.c_str() || *end != '\0' || !std::isfinite(x))
+      fail("--fix " + f + ": '" + v + "' is not a finite number");
+    o.fixed[f.substr(0, eq)] = x;
   }
   return o;
 }
@@ -143,12 +162,7 @@ void run_chinchilla(const FitArgs& a) {
   nlohmann::ordered_json j = fit::fit_json(res, &boot, opt.huber_delta);
   j["data"] = data_json(a, &p);
   std::vector<std::string> warnings = res.warnings;
-  if (boot.n_failed > 0)
-    warnings.push_back("bootstrap: " + std::to_string(boot.n_failed) + " of " +
-                       std::to_string(boot.n) + " refits failed");
-  if (boot.n_not_converged > 0)
-    warnings.push_back("bootstrap: " + std::to_string(boot.n_not_converged) + " of " +
-                       std::to_string(boot.n) + " refits stopped at the iteration limit");
+  for (const std::string& w : fit::bootstrap_warnings(boot)) warnings.push_back("bootstrap: " + w);
   j["warnings"] = warnings;
   write_json(a.out, j);
   warn(warnings);
@@ -156,8 +170,11 @@ void run_chinchilla(const FitArgs& a) {
     std::printf("chinchilla fit of %d points: E %.4g  A %.4g  alpha %.4g  B %.4g  beta %.4g\n",
                 res.n_points, res.value("E"), res.value("A"), res.value("alpha"), res.value("B"),
                 res.value("beta"));
-    std::printf("objective %.6g, %d of %d starts at the best, %s, %.2f s", res.objective,
+    std::string flags;
+    for (const std::string& f : res.flags) flags += (flags.empty() ? "" : ", ") + f;
+    std::printf("objective %.6g, %d of %d starts at the best, %s, %s, %.2f s", res.objective,
                 res.starts_at_best, res.starts, res.converged ? "converged" : "NOT converged",
+                flags.empty() ? "identifiable" : ("NOT identifiable: " + flags).c_str(),
                 res.seconds);
     if (boot.n > 0) std::printf("; bootstrap %d refits %.2f s", boot.n, boot.seconds);
     std::printf(" -> %s\n", a.out.c_str());
@@ -171,10 +188,13 @@ void run_savings(const FitArgs& a) {
   o.candidate = a.candidate;
   o.target = a.target;
   o.at_n = a.at_n;
+  o.max_extrapolation = a.max_extrapolation;
   o.at_c = a.at_c;
   o.bootstrap = a.bootstrap;
   o.seed = a.seed;
   o.per_size = !a.no_per_size;
+  o.sensitivity = a.sensitivity;
+  o.sensitivity_alpha = a.sensitivity_alpha;
   if (a.spec.group_col.empty()) fail("fit savings: --group-col is required (e.g. arch)");
   if (!a.spec.group.empty()) fail("fit savings: use --baseline/--candidate, not --group");
   if (a.bootstrap < 0) fail("--bootstrap must be >= 0");
@@ -192,11 +212,31 @@ void run_savings(const FitArgs& a) {
         std::printf("  N = %-9.3g S = %.3f", p.n, p.savings.value);
       else
         std::printf("  N = %-9.3g S undefined (%s)", p.n, p.savings.status.c_str());
-      if (r.bootstrap > 0) std::printf("  95%% CI [%.3f, %.3f]", p.savings.ci_lo, p.savings.ci_hi);
+      // No CI where S is undefined; every CI says how many replicates it rests on.
+      if (r.bootstrap > 0 && p.savings.status == "ok")
+        std::printf("  95%% CI [%.3f, %.3f] (%d of %d replicates)", p.savings.ci_lo,
+                    p.savings.ci_hi, p.savings.boot_n, r.bootstrap);
+      if (p.extrapolation > 1)
+        std::printf("  extrapolated %.3gx%s", p.extrapolation,
+                    p.extrapolation > a.max_extrapolation ? " (WARNING: beyond the guard)" : "");
       std::printf("\n");
     }
     if (r.compute_multiplier.status == "ok")
       std::printf("  compute multiplier at equal loss %.3f\n", r.compute_multiplier.value);
+    if (!r.sensitivity.empty()) {
+      std::printf("sensitivity of S to the model (no CIs):\n  %-24s %6s", "model", "params");
+      for (const fit::SavingsPoint& p : r.points) std::printf("  S(%-8.3g)", p.n);
+      std::printf("\n");
+      for (const fit::SensitivityRow& row : r.sensitivity) {
+        std::printf("  %-24s %6d", row.model.c_str(), row.n_params);
+        for (const fit::Ratio& s : row.savings)
+          if (s.status == "ok")
+            std::printf("  %11.3f", s.value);
+          else
+            std::printf("  %11s", "undefined");
+        std::printf("\n");
+      }
+    }
     std::printf("%.2f s -> %s\n", r.seconds, a.out.c_str());
   }
 }
@@ -223,7 +263,11 @@ void add_common(CLI::App* cmd, FitArgs* a) {
   cmd->add_option("--drop-highest", a->spec.drop_highest,
                   "Drop the K highest-loss points (Epoch AI's Chinchilla analysis drops 5)");
   cmd->add_option("--bound", a->bounds,
-                  "Bound a parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be empty)");
+                  "Bound a parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be empty; "
+                  "HI = min: the lowest loss fitted, e.g. E=0:min)");
+  cmd->add_option("--fix", a->fixed,
+                  "Hold a parameter at a value: NAME=VALUE (e.g. alpha=0.34 for a ladder whose "
+                  "sizes cannot measure alpha)");
   cmd->add_option("--seed", a->seed, "Bootstrap seed")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads (default: all cores)");
   cmd->add_option("--huber-delta", a->huber_delta, "Huber threshold on log residuals")
@@ -260,17 +304,26 @@ void register_fit(CLI::App& app) {
   sav->add_option("--candidate", sa->candidate, "Candidate group value")->capture_default_str();
   sav->add_option("--target-loss", sa->target, "L*: median | min | a loss value")
       ->capture_default_str();
-  sav->add_option("--at-n", sa->at_n, "Model sizes N for S(N), comma-separated")
-      ->delimiter(',')
+  sav->add_option("--at-n", sa->at_n,
+                  "Model sizes N for S(N), comma-separated (default: the trained sizes and 10x "
+                  "the largest)")
+      ->delimiter(',');
+  sav->add_option("--max-extrapolation", sa->max_extrapolation,
+                  "Warn for S(N) at N more than this factor outside the trained sizes")
       ->capture_default_str();
   sav->add_option("--at-c", sa->at_c, "Compute values C for N_opt(C), D_opt(C), comma-separated")
       ->delimiter(',')
       ->capture_default_str();
   sav->add_option("--size-col", sa->spec.size_cols,
-                  "Columns naming a model size for the per-size data laws (default: N), "
-                  "comma-separated, e.g. d_model,n_layers")
+                  "Columns naming a model size for the per-size data laws, comma-separated, e.g. "
+                  "d_model,n_layers (default: the column 'size' if the table has one, else N)")
       ->delimiter(',');
   sav->add_flag("--no-per-size", sa->no_per_size, "Skip the per-size data laws");
+  sav->add_flag("--sensitivity", sa->sensitivity,
+                "Also S under Huber delta 0.1, shared E, shared E and alpha, fixed alpha");
+  sav->add_option("--sensitivity-alpha", sa->sensitivity_alpha,
+                  "alpha of the fixed-alpha sensitivity row")
+      ->capture_default_str();
   sav->add_option("--bootstrap", sa->bootstrap, "Paired bootstrap replicates (0: no CIs)")
       ->capture_default_str();
   sav->callback([sa]() { run_savings(*sa); });

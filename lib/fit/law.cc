@@ -15,229 +15,74 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "fit/cost.h"
 
 namespace sl::fit {
 
+using namespace detail;
+
 namespace {
 
-constexpr int kMaxTerms = 2;
-constexpr int kMaxParams = 1 + 2 * kMaxTerms;
-
-// The log residual of one point, templated for autodiff (Formulation::kPerPoint):
-//   r(theta) = LSE(e, a_1 - alpha_1 log x_1, ..., a_T - alpha_T log x_T) - log L,
-// computed as m + log(sum_j exp(u_j - m)) with m = max_j u_j, so that no exp overflows.
-template <int kTerms>
-struct LogLawResidual {
-  double log_x[kTerms];
-  double log_loss;
-
-  template <typename S>
-  bool operator()(const S* theta, S* residual) const {
-    S u[kTerms + 1];
-    u[0] = theta[0];
-    for (int k = 0; k < kTerms; ++k) u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * log_x[k];
-    S m = u[0];
-    for (int k = 1; k <= kTerms; ++k)
-      if (u[k] > m) m = u[k];
-    S sum = S(0.0);
-    for (int k = 0; k <= kTerms; ++k) sum += exp(u[k] - m);
-    residual[0] = m + log(sum) - log_loss;
-    return true;
-  }
-};
-
-// The compressed formulation (see Formulation::kCompressed in law.h). With the softmax weights of
-// the LSE terms
-//   p_ij = exp(u_ij) / sum_l exp(u_il),   u_i0 = e,  u_ik = a_k - alpha_k log x_ki,
-// the Jacobian of r_i is
-//   J_i = d r_i / d theta = (p_i0, p_i1, -p_i1 log x_1i, p_i2, -p_i2 log x_2i).
-// Residual 0 is F = sqrt(2 f) with Jacobian row grad f / F, grad f = sum_i w_i h'(r_i) J_i;
-// residuals 1..P are identically 0 with Jacobian R, R^T R = M = sum_i w_i c_i J_i^T J_i. Ceres'
-// model of its cost 1/2 |res + Jac s|^2 is then
-//   f + grad f . s + 1/2 s^T (M + grad f grad f^T / (2 f)) s.
-// Evaluations at the same theta share the transcendental work (Ceres evaluates the cost at a
-// trial point and, if it accepts the step, the Jacobian at the same point).
-template <int kTerms>
-class CompressedHuberCost final : public ceres::CostFunction {
- public:
-  static constexpr int kP = 1 + 2 * kTerms;
-
-  CompressedHuberCost(const LawData& data, double delta, double kappa)
-      : n_(static_cast<int>(data.size())), delta_(delta), kappa_(kappa) {
-    set_num_residuals(1 + kP);
-    mutable_parameter_block_sizes()->push_back(kP);
-    for (int k = 0; k < kTerms; ++k)
-      log_x_[k] = Eigen::Map<const Eigen::ArrayXd>(data.log_x[k].data(), n_);
-    log_loss_ = Eigen::Map<const Eigen::ArrayXd>(data.log_loss.data(), n_);
-    weight_ = Eigen::Map<const Eigen::ArrayXd>(data.weight.data(), n_);
-    for (auto* a : {&x0_, &s_, &r_, &hp_, &c_, &tmp_}) a->resize(n_);
-    for (int k = 0; k < kTerms; ++k) x_[k].resize(n_);
-    jac_.resize(n_, kP);
-  }
-
-  bool Evaluate(double const* const* parameters, double* residuals,
-                double** jacobians) const override {
-    const double* theta = parameters[0];
-    if (!(has_cache_ && std::equal(theta, theta + kP, cached_theta_))) {
-      if (!Compute(theta)) return false;
-      std::copy(theta, theta + kP, cached_theta_);
-      has_cache_ = true;
-    }
-    const double F = std::sqrt(2.0 * f_);
-    residuals[0] = F;
-    for (int j = 1; j <= kP; ++j) residuals[j] = 0.0;
-    if (jacobians == nullptr || jacobians[0] == nullptr) return true;
-
-    // h'(r_i) and c_i = h''(r_i) + h'(r_i)^2 / (2 h(r_i) + kappa) (h'' = 1 inside, 0 outside).
-    const double d = delta_;
-    tmp_ = r_.abs();
-    hp_ = (tmp_ <= d).select(r_, d * r_.sign());
-    c_ = weight_ * (tmp_ <= d).select(1.0 + r_.square() / (r_.square() + kappa_),
-                                      (d * d) / (2.0 * d * tmp_ - d * d + kappa_));
-    // J_i rows, p_ij = x_ij / s_i.
-    tmp_ = s_.inverse();
-    jac_.col(0) = (x0_ * tmp_).matrix();
-    for (int k = 0; k < kTerms; ++k) {
-      jac_.col(1 + 2 * k) = (x_[k] * tmp_).matrix();
-      jac_.col(2 + 2 * k) = -(jac_.col(1 + 2 * k).array() * log_x_[k]).matrix();
-    }
-    Eigen::Matrix<double, kP, 1> grad = jac_.transpose() * (weight_ * hp_).matrix();
-    // M = sum_i w_i c_i J_i^T J_i, entry by entry (P (P + 1) / 2 dot products of length n).
-    Eigen::Matrix<double, kP, kP> M;
-    for (int a = 0; a < kP; ++a) {
-      tmp_ = c_ * jac_.col(a).array();
-      for (int b = a; b < kP; ++b) M(a, b) = M(b, a) = (tmp_ * jac_.col(b).array()).sum();
-    }
-
-    Eigen::Map<Eigen::Matrix<double, 1 + kP, kP, Eigen::RowMajor>> J(jacobians[0]);
-    if (F > 0)
-      J.row(0) = (grad / F).transpose();
-    else
-      J.row(0).setZero();
-    // R with R^T R = M (+ a relative 1e-12 ridge so that the Cholesky factor exists).
-    M.diagonal().array() += 1e-12 * std::max(M.trace(), 1e-300);
-    Eigen::LLT<Eigen::Matrix<double, kP, kP>> llt(M);
-    if (llt.info() == Eigen::Success) {
-      J.bottomRows(kP) = llt.matrixU();
-    } else {
-      Eigen::SelfAdjointEigenSolver<Eigen::Matrix<double, kP, kP>> es(M);
-      J.bottomRows(kP) =
-          es.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal() * es.eigenvectors().transpose();
-    }
-    return true;
-  }
-
- private:
-  // Residuals r_i and the Huber sum f at theta.
-  bool Compute(const double* theta) const {
-    // Direct evaluation: exp(e) + sum_k exp(a_k - alpha_k log x_k); falls back to the shifted
-    // LSE per point only if something overflows.
-    x0_.setConstant(std::exp(theta[0]));
-    s_ = x0_;
-    for (int k = 0; k < kTerms; ++k) {
-      x_[k] = (theta[1 + 2 * k] - theta[2 + 2 * k] * log_x_[k]).exp();
-      s_ += x_[k];
-    }
-    r_ = s_.log() - log_loss_;
-    if (!r_.allFinite() || !(s_ > 0).all()) {
-      for (int i = 0; i < n_; ++i) {
-        double u[kTerms + 1];
-        u[0] = theta[0];
-        for (int k = 0; k < kTerms; ++k)
-          u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * log_x_[k][i];
-        double m = *std::max_element(u, u + kTerms + 1);
-        x0_[i] = std::exp(u[0] - m);
-        s_[i] = x0_[i];
-        for (int k = 0; k < kTerms; ++k) {
-          x_[k][i] = std::exp(u[k + 1] - m);
-          s_[i] += x_[k][i];
-        }
-        r_[i] = m + std::log(s_[i]) - log_loss_[i];
-      }
-      if (!r_.allFinite()) return false;
-    }
-    const double d = delta_;
-    tmp_ = r_.abs();
-    // f = sum_i w_i h(r_i).
-    f_ = (weight_ * (tmp_ <= d).select(0.5 * r_.square(), d * (tmp_ - 0.5 * d))).sum();
-    return std::isfinite(f_);
-  }
-
-  int n_;
-  double delta_, kappa_;
-  Eigen::ArrayXd log_x_[kTerms], log_loss_, weight_;
-  // Cache of the last evaluation point.
-  mutable Eigen::ArrayXd x0_, x_[kTerms], s_, r_, hp_, c_, tmp_;
-  mutable Eigen::Matrix<double, Eigen::Dynamic, kP> jac_;
-  mutable double f_ = 0;
-  mutable double cached_theta_[kP] = {};
-  mutable bool has_cache_ = false;
-};
-
-// theta index of each natural parameter's bound, in log space for E, A_k.
-void bound_in_theta(int terms, const std::string& name, const Bound& b, int* index, double* lo,
-                    double* hi) {
-  std::vector<std::string> names = param_names(terms);
-  auto it = std::find(names.begin(), names.end(), name);
+// theta index of a fixed parameter, checked (a positive value for E, A, B).
+int fixed_index(int terms, const std::string& name, double v) {
+  const std::vector<std::string> names = param_names(terms);
+  const auto it = std::find(names.begin(), names.end(), name);
   if (it == names.end()) {
     std::string all;
-    for (auto& n : names) all += (all.empty() ? "" : ", ") + n;
-    fail("bound on unknown parameter '" + name + "' (parameters: " + all + ")");
+    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+    fail("fixed value for unknown parameter '" + name + "' (parameters: " + all + ")");
   }
-  *index = static_cast<int>(it - names.begin());
-  bool is_log = *index == 0 || *index % 2 == 1;
-  if (!(b.lo < b.hi)) fail("bound on " + name + ": lower bound must be < upper bound");
-  if (is_log) {
-    if (b.hi <= 0) fail("bound on " + name + ": upper bound must be > 0");
-    *lo = b.lo > 0 ? std::log(b.lo) : -std::numeric_limits<double>::infinity();
-    *hi = std::isfinite(b.hi) ? std::log(b.hi) : std::numeric_limits<double>::infinity();
-  } else {
-    *lo = b.lo;
-    *hi = b.hi;
-  }
+  const int j = static_cast<int>(it - names.begin());
+  const bool is_log = j == 0 || j % 2 == 1;
+  if (!std::isfinite(v) || (is_log && !(v > 0)))
+    fail("fixed value of " + name + " must be finite" + (is_log ? " and > 0" : ""));
+  return j;
 }
 
-// One Ceres problem for one data set, solved from many starts on one thread.
+// One Ceres problem for one data set, solved from many starts on one thread. Without bounds it
+// is one problem in theta. With bounds there are two: the grid (and the first stage of every
+// polish) runs in u (BoxMap, unconstrained), and the polish finishes in theta with an active set
+// (PolishOnBox), which lands exactly on active bounds and checks the KKT conditions.
 class LocalSolver {
  public:
   LocalSolver(const LawData& data, const FitOptions& o) : terms_(data.terms), opt_(o) {
     const int P = 1 + 2 * terms_;
-    ceres::Problem::Options po;
-    po.enable_fast_removal = false;
-    problem_ = std::make_unique<ceres::Problem>(po);
-    if (o.formulation == Formulation::kCompressed) {
-      ceres::CostFunction* cost =
-          terms_ == 2 ? static_cast<ceres::CostFunction*>(
-                            new CompressedHuberCost<2>(data, o.huber_delta, o.kappa))
-                      : new CompressedHuberCost<1>(data, o.huber_delta, o.kappa);
-      problem_->AddResidualBlock(cost, nullptr, theta_);
-    } else {
-      for (size_t i = 0; i < data.size(); ++i) {
-        ceres::CostFunction* cost;
-        if (terms_ == 2) {
-          auto* f = new LogLawResidual<2>{{data.log_x[0][i], data.log_x[1][i]}, data.log_loss[i]};
-          cost = new ceres::AutoDiffCostFunction<LogLawResidual<2>, 1, 5>(f);
-        } else {
-          auto* f = new LogLawResidual<1>{{data.log_x[0][i]}, data.log_loss[i]};
-          cost = new ceres::AutoDiffCostFunction<LogLawResidual<1>, 1, 3>(f);
-        }
-        // Ceres' cost is 1/2 rho(r^2); HuberLoss(delta) makes it exactly h(r), scaled by w_i.
-        auto* loss = new ceres::ScaledLoss(new ceres::HuberLoss(o.huber_delta), data.weight[i],
-                                           ceres::TAKE_OWNERSHIP);
-        problem_->AddResidualBlock(cost, loss, theta_);
-      }
-    }
-    lo_.assign(P, -std::numeric_limits<double>::infinity());
-    hi_.assign(P, std::numeric_limits<double>::infinity());
-    for (const auto& [name, b] : o.bounds) {
+    map_.lo.assign(P, -std::numeric_limits<double>::infinity());
+    map_.hi.assign(P, std::numeric_limits<double>::infinity());
+    min_loss_ = std::exp(*std::min_element(data.log_loss.begin(), data.log_loss.end()));
+    for (const auto& [name, given] : o.bounds) {
+      Bound b = given;
+      if (b.hi_is_min_loss) b.hi = min_loss_;
       int j;
       double lo, hi;
       bound_in_theta(terms_, name, b, &j, &lo, &hi);
-      lo_[j] = lo;
-      hi_[j] = hi;
-      if (std::isfinite(lo)) problem_->SetParameterLowerBound(theta_, j, lo);
-      if (std::isfinite(hi)) problem_->SetParameterUpperBound(theta_, j, hi);
+      map_.lo[j] = lo;
+      map_.hi[j] = hi;
     }
+    // A fixed parameter is a box of zero width: the u map makes it a constant (dtheta/du = 0),
+    // the active-set polish holds it and leaves it out of the KKT check.
+    for (const auto& [name, v] : o.fixed) {
+      if (o.bounds.count(name)) fail("parameter " + name + " is both fixed and bounded");
+      const int j = fixed_index(terms_, name, v);
+      const bool is_log = j == 0 || j % 2 == 1;
+      map_.lo[j] = map_.hi[j] = is_log ? std::log(v) : v;
+      held_.push_back(j);
+    }
+    // The box of the theta problem: the user's bounds, and a floor under e = log E at
+    // E = 1e-12 min L. E >= 0 is the closure of E = exp(e) > 0; below the floor E changes every
+    // prediction by less than 1e-12 relative, so an optimum with E -> 0 ("collapsed") is held
+    // there instead of crawling towards e = -inf until the iteration limit.
+    e_floor_ = std::log(1e-12 * min_loss_);
+    box_lo_ = map_.lo;
+    box_hi_ = map_.hi;
+    box_lo_[0] = std::max(box_lo_[0], std::min(e_floor_, box_hi_[0] - 1.0));
+    problem_ = MakeProblem(data, /*reparam=*/false, theta_);
+    for (int j = 0; j < P; ++j) {
+      if (box_lo_[j] == box_hi_[j]) continue;  // fixed: held by the polish's manifold
+      if (std::isfinite(box_lo_[j])) problem_->SetParameterLowerBound(theta_, j, box_lo_[j]);
+      if (std::isfinite(box_hi_[j])) problem_->SetParameterUpperBound(theta_, j, box_hi_[j]);
+    }
+    if (map_.any()) problem_u_ = MakeProblem(data, /*reparam=*/true, u_);
   }
 
   struct Outcome {
@@ -251,7 +96,62 @@ class LocalSolver {
   Outcome Solve(const std::vector<double>& start, bool polish) {
     const int P = 1 + 2 * terms_;
     SL_ASSERT(static_cast<int>(start.size()) == P);
-    for (int j = 0; j < P; ++j) theta_[j] = std::clamp(start[j], lo_[j], hi_[j]);
+    Outcome out;
+    if (!problem_u_) {
+      for (int j = 0; j < P; ++j) theta_[j] = std::clamp(start[j], box_lo_[j], box_hi_[j]);
+      out = Run(problem_.get(), theta_, polish);
+    } else {
+      for (int j = 0; j < P; ++j) u_[j] = map_.u(j, start[j]);
+      out = Run(problem_u_.get(), u_, polish);
+      for (int j = 0; j < P; ++j) out.theta[j] = map_.theta(j, u_[j]);
+    }
+    if (!polish || !std::isfinite(out.cost)) return out;
+    // Unbounded fits need the box polish only when E collapses (E < 1e-6 min L).
+    if (!problem_u_ && out.theta[0] > e_floor_ + std::log(1e6)) return out;
+    Outcome box = PolishOnBox(out.theta);
+    box.iterations += out.iterations;
+    return std::isfinite(box.cost) ? box : out;
+  }
+
+  const std::vector<double>& lo() const { return map_.lo; }
+  const std::vector<double>& hi() const { return map_.hi; }
+  const std::vector<int>& held() const { return held_; }
+
+ private:
+  std::unique_ptr<ceres::Problem> MakeProblem(const LawData& data, bool reparam, double* x) {
+    ceres::Problem::Options po;
+    po.enable_fast_removal = false;
+    auto problem = std::make_unique<ceres::Problem>(po);
+    auto wrap = [&](ceres::CostFunction* c) -> ceres::CostFunction* {
+      return reparam ? new ReparamCost(c, &map_) : c;
+    };
+    if (opt_.formulation == Formulation::kCompressed) {
+      ceres::CostFunction* cost =
+          terms_ == 2 ? static_cast<ceres::CostFunction*>(
+                            new CompressedHuberCost<2>(data, opt_.huber_delta, opt_.kappa))
+                      : new CompressedHuberCost<1>(data, opt_.huber_delta, opt_.kappa);
+      problem->AddResidualBlock(wrap(cost), nullptr, x);
+    } else {
+      for (size_t i = 0; i < data.size(); ++i) {
+        ceres::CostFunction* cost;
+        if (terms_ == 2) {
+          auto* f = new LogLawResidual<2>{{data.log_x[0][i], data.log_x[1][i]}, data.log_loss[i]};
+          cost = new ceres::AutoDiffCostFunction<LogLawResidual<2>, 1, 5>(f);
+        } else {
+          auto* f = new LogLawResidual<1>{{data.log_x[0][i]}, data.log_loss[i]};
+          cost = new ceres::AutoDiffCostFunction<LogLawResidual<1>, 1, 3>(f);
+        }
+        // Ceres' cost is 1/2 rho(r^2); HuberLoss(delta) makes it exactly h(r), scaled by w_i.
+        auto* loss = new ceres::ScaledLoss(new ceres::HuberLoss(opt_.huber_delta), data.weight[i],
+                                           ceres::TAKE_OWNERSHIP);
+        problem->AddResidualBlock(wrap(cost), loss, x);
+      }
+    }
+    return problem;
+  }
+
+  Outcome Run(ceres::Problem* problem, double* x, bool polish) {
+    const int P = 1 + 2 * terms_;
     ceres::Solver::Options so;
     so.minimizer_type = ceres::TRUST_REGION;
     so.trust_region_strategy_type = ceres::LEVENBERG_MARQUARDT;
@@ -265,9 +165,9 @@ class LocalSolver {
     so.logging_type = ceres::SILENT;
     so.minimizer_progress_to_stdout = false;
     ceres::Solver::Summary summary;
-    ceres::Solve(so, problem_.get(), &summary);
+    ceres::Solve(so, problem, &summary);
     Outcome out;
-    out.theta.assign(theta_, theta_ + P);
+    out.theta.assign(x, x + P);
     out.termination = summary.termination_type;
     out.message = summary.message;
     out.iterations = summary.num_successful_steps + summary.num_unsuccessful_steps;
@@ -276,16 +176,151 @@ class LocalSolver {
     return out;
   }
 
-  const std::vector<double>& lo() const { return lo_; }
-  const std::vector<double>& hi() const { return hi_; }
+  // f and grad f at theta_ (theta space; clears the manifold).
+  bool Gradient(double* f, std::vector<double>* g) {
+    problem_->SetManifold(theta_, nullptr);
+    return problem_->Evaluate(ceres::Problem::EvaluateOptions(), f, nullptr, g, nullptr) &&
+           std::isfinite(*f);
+  }
 
- private:
+  // Active-set polish of a bounded fit in theta. The active set starts as the parameters within
+  // 1e-4 of a bound; active ones are held exactly on their bound (SubsetManifold) while the free
+  // ones are solved (Ceres' box bounds as a guard). A free parameter that ends on a bound joins
+  // the set; then the KKT conditions of min f s.t. lo <= theta <= hi are checked on the active
+  // ones, with g = grad f:
+  //   theta_j = lo_j: g_j >= 0,   theta_j = hi_j: g_j <= 0
+  // (f must not decrease inward). The most violating one (g_j pointing inward by more than
+  // 1e-9 f, relative to the parameter's scale max(1, |theta_j|)) is released and the free
+  // problem solved again. Each pass strictly lowers f or grows the set, so it ends; 4P passes cap
+  // it. The outcome converged iff the last free solve did and KKT holds. E's floor is special:
+  // E below 1e-6 min L is held there; released at most once (KKT), it stays held if it falls back.
+  Outcome PolishOnBox(const std::vector<double>& start) {
+    const int P = 1 + 2 * terms_;
+    const auto& lo = box_lo_;
+    const auto& hi = box_hi_;
+    std::vector<int> side(P, 0);  // -1: held on lo, +1: held on hi, 0: free
+    auto near = [](double t, double b, double tol) {
+      return std::isfinite(b) && std::abs(t - b) <= tol * std::max(1.0, std::abs(b));
+    };
+    for (int j = 0; j < P; ++j) {
+      theta_[j] = std::clamp(start[j], lo[j], hi[j]);
+      if (near(theta_[j], lo[j], 1e-4)) side[j] = -1;
+      else if (near(theta_[j], hi[j], 1e-4)) side[j] = 1;
+    }
+    // E below 1e-6 min L is on its way to the floor (its gradient, a factor E / L_i smaller than
+    // the others, makes the last decades a crawl): start it held there and let KKT release it.
+    if (theta_[0] < e_floor_ + std::log(1e6) && lo[0] == e_floor_) side[0] = -1;
+    Outcome out;
+    out.termination = ceres::CONVERGENCE;
+    out.message = "all parameters on bounds";
+    bool e_released = false;
+    for (int pass = 0; pass < 4 * P; ++pass) {
+      std::vector<int> held;
+      for (int j = 0; j < P; ++j) {
+        if (side[j] < 0) theta_[j] = lo[j];
+        if (side[j] > 0) theta_[j] = hi[j];
+        if (side[j] != 0) held.push_back(j);
+      }
+      if (static_cast<int>(held.size()) < P) {
+        problem_->SetManifold(theta_,
+                              held.empty() ? nullptr : new ceres::SubsetManifold(P, held));
+        Outcome o = Run(problem_.get(), theta_, /*polish=*/true);
+        o.iterations += out.iterations;
+        out = o;
+        if (!std::isfinite(out.cost)) return out;
+      }
+      double f = 0;
+      std::vector<double> g;
+      if (!Gradient(&f, &g)) {
+        out.cost = std::numeric_limits<double>::infinity();
+        return out;
+      }
+      out.theta.assign(theta_, theta_ + P);
+      out.cost = f;
+      bool grew = false;
+      for (int j = 0; j < P; ++j) {
+        if (side[j] != 0) continue;
+        if (near(theta_[j], lo[j], 1e-12)) side[j] = -1, grew = true;
+        else if (near(theta_[j], hi[j], 1e-12)) side[j] = 1, grew = true;
+      }
+      // A free E that collapsed again (E < 1e-6 min L; the solve crawls in log E) joins the set
+      // on its floor: what is left between there and the floor changes predictions by < 1e-6.
+      if (side[0] == 0 && lo[0] == e_floor_ && theta_[0] < e_floor_ + std::log(1e6))
+        side[0] = -1, grew = true;
+      if (grew) continue;
+      int worst = -1;
+      double worst_v = 1e-9 * std::max(f, 1e-300);
+      for (int j = 0; j < P; ++j) {
+        if (side[j] == 0 || lo[j] == hi[j]) continue;  // free, or fixed
+        // Decrease of f per unit inward move (inward: +1 from lo, -1 from hi), scaled by the
+        // parameter's size. On E's floor the scale is the loss itself: there df/de = E df/dE
+        // vanishes with E, so the test uses the natural slope df/dE = g_0 / E (times min L),
+        // the quantity L-BFGS-B in natural units sees at E = 0.
+        const bool on_floor = j == 0 && side[0] < 0 && lo[0] == e_floor_;
+        // E released from its floor once and back: its optimum is within the floor's 1e-6.
+        if (on_floor && e_released) continue;
+        const double v = on_floor ? side[j] * g[j] / std::exp(theta_[j]) * min_loss_
+                                  : side[j] * g[j] * std::max(1.0, std::abs(theta_[j]));
+        if (v > worst_v) worst = j, worst_v = v;
+      }
+      if (worst < 0) return out;  // KKT holds
+      side[worst] = 0;
+      if (worst == 0 && lo[0] == e_floor_ && theta_[0] < e_floor_ + std::log(1e6)) {
+        e_released = true;
+        // E leaves its floor: in log E the way up is a plateau (df/de ~ E), so restart e at
+        // the best of a few values E = c min L with the other parameters held.
+        double best_f = f, best_e = theta_[0];
+        for (double c : {1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95}) {
+          theta_[0] = std::min(std::log(c * min_loss_), hi[0]);
+          double fc = 0;
+          std::vector<double> gc;
+          if (Gradient(&fc, &gc) && fc < best_f) best_f = fc, best_e = theta_[0];
+        }
+        theta_[0] = best_e;
+      }
+    }
+    out.termination = ceres::NO_CONVERGENCE;
+    out.message = "active-set polish: KKT conditions not met after " + std::to_string(4 * P) +
+                  " passes";
+    return out;
+  }
+
   int terms_;
   FitOptions opt_;
+  BoxMap map_;                    // the user's bounds in theta
+  double e_floor_ = 0;            // log(1e-12 min L)
+  double min_loss_ = 0;           // min L of the data
+  std::vector<double> box_lo_, box_hi_;  // map_'s bounds and the floor under e
+  std::vector<int> held_;                // theta indices of FitOptions::fixed
   double theta_[kMaxParams] = {};
-  std::unique_ptr<ceres::Problem> problem_;
-  std::vector<double> lo_, hi_;
+  double u_[kMaxParams] = {};
+  std::unique_ptr<ceres::Problem> problem_;    // in theta, with box bounds
+  std::unique_ptr<ceres::Problem> problem_u_;  // in u (BoxMap); only with bounds
 };
+
+std::string fmt_g(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+// The warning line of one identifiability flag.
+std::string flag_text(const std::string& flag, const FitResult& r, const std::string& why) {
+  if (flag == "E_collapsed")
+    return "E collapsed to " + fmt_g(r.values[0]) +
+           " (< 1e-3 min loss): the irreducible loss is not identified by these points";
+  if (flag == "ill_conditioned")
+    return "ill-conditioned optimum (Jacobian condition number " + fmt_g(r.condition_number) +
+           "): parameters trade off against each other";
+  if (flag == "exact")
+    return "exact fit: " + std::to_string(r.n_points) + " points for " +
+           std::to_string(r.values.size()) + " parameters, no residual degrees of freedom";
+  if (flag == "underdetermined") return "the points cannot identify the law: " + why;
+  const std::string name = flag.substr(0, flag.find('_'));
+  return name + " ran off to " + fmt_g(r.value(name)) +
+         (name == "alpha" || name == "beta" ? " (> 2)" : " (> 1e10)") +
+         ": exponent and coefficient trade off, the optimum is not a measurement";
+}
 
 void finish(const LawData& data, const LocalSolver& solver, const LocalSolver::Outcome& polished,
             FitResult* res) {
@@ -299,7 +334,13 @@ void finish(const LawData& data, const LocalSolver& solver, const LocalSolver::O
   res->termination = polished.message;
   res->iterations = polished.iterations;
   if (!res->converged) res->warnings.push_back("fit did not converge (" + polished.message + ")");
+  res->flags =
+      identifiability_flags(data, res->theta, &res->condition_number, &res->dof, solver.held());
+  const std::string why = underdetermined(data);
+  if (!why.empty()) res->flags.push_back("underdetermined");
+  for (const std::string& f : res->flags) res->warnings.push_back(flag_text(f, *res, why));
   for (size_t j = 0; j < res->theta.size(); ++j) {
+    if (solver.lo()[j] == solver.hi()[j]) continue;  // fixed, not bounded
     for (double b : {solver.lo()[j], solver.hi()[j]}) {
       if (!std::isfinite(b)) continue;
       if (std::abs(res->theta[j] - b) <= 1e-6 * std::max(1.0, std::abs(b))) {
@@ -413,6 +454,79 @@ int count_distinct(const std::vector<double>& v) {
 
 }  // namespace
 
+std::string underdetermined(const LawData& data) {
+  const int P = 1 + 2 * data.terms;
+  std::set<std::vector<double>> points;
+  for (size_t i = 0; i < data.size(); ++i) {
+    std::vector<double> x;
+    for (int k = 0; k < data.terms; ++k) x.push_back(data.log_x[k][i]);
+    points.insert(x);
+  }
+  if (static_cast<int>(points.size()) < P)
+    return std::to_string(points.size()) + " distinct points for " + std::to_string(P) +
+           " parameters";
+  const char* what[2] = {data.terms == 2 ? "N" : "D", "D"};
+  for (int k = 0; k < data.terms; ++k) {
+    const int d = count_distinct(data.log_x[k]);
+    if (d < 3) return std::to_string(d) + " distinct " + what[k] + " (need 3)";
+  }
+  return "";
+}
+
+std::vector<std::string> identifiability_flags(const LawData& data,
+                                               const std::vector<double>& theta,
+                                               double* condition_number, int* dof,
+                                               const std::vector<int>& held) {
+  const int T = data.terms, P = 1 + 2 * T;
+  const int n = static_cast<int>(data.size());
+  SL_ASSERT(static_cast<int>(theta.size()) == P);
+  std::vector<std::string> flags;
+  const std::vector<std::string> names = param_names(T);
+  const double min_loss = std::exp(*std::min_element(data.log_loss.begin(), data.log_loss.end()));
+  if (std::exp(theta[0]) < 1e-3 * min_loss) flags.push_back("E_collapsed");
+  for (int k = 0; k < T; ++k)
+    if (theta[2 + 2 * k] > 2) flags.push_back(names[2 + 2 * k] + "_runaway");
+  for (int k = 0; k < T; ++k)
+    if (theta[1 + 2 * k] > std::log(1e10)) flags.push_back(names[1 + 2 * k] + "_runaway");
+  // Weighted Jacobian of the log residuals, row i = sqrt(w_i) J_i with
+  // J_i = (p_i0, p_i1, -p_i1 log x_1i, ...), p_ij the softmax weights of the LSE terms.
+  Eigen::MatrixXd J(n, P);
+  for (int i = 0; i < n; ++i) {
+    double u[kMaxTerms + 1];
+    u[0] = theta[0];
+    for (int k = 0; k < T; ++k) u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * data.log_x[k][i];
+    const double m = *std::max_element(u, u + T + 1);
+    double sum = 0;
+    for (int k = 0; k <= T; ++k) sum += std::exp(u[k] - m);
+    const double sw = std::sqrt(data.weight[i]);
+    J(i, 0) = sw * std::exp(u[0] - m) / sum;
+    for (int k = 0; k < T; ++k) {
+      const double pk = std::exp(u[k + 1] - m) / sum;
+      J(i, 1 + 2 * k) = sw * pk;
+      J(i, 2 + 2 * k) = -sw * pk * data.log_x[k][i];
+    }
+  }
+  // Only the free parameters' columns: a fixed one is not estimated.
+  std::vector<int> cols;
+  for (int j = 0; j < P; ++j)
+    if (std::find(held.begin(), held.end(), j) == held.end()) cols.push_back(j);
+  const int Pf = static_cast<int>(cols.size());
+  Eigen::MatrixXd Jf(n, Pf);
+  for (int c = 0; c < Pf; ++c) Jf.col(c) = J.col(cols[c]);
+  double cond = std::numeric_limits<double>::infinity();
+  if (n >= Pf && Pf > 0) {
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(Jf);
+    const auto& sv = svd.singularValues();
+    if (sv(Pf - 1) > 1e-300 && sv(0) / sv(Pf - 1) < 1e300) cond = sv(0) / sv(Pf - 1);
+  }
+  if (!(cond <= 1e8)) flags.push_back("ill_conditioned");
+  const int d = n - Pf;
+  if (d <= 0) flags.push_back("exact");
+  if (condition_number) *condition_number = cond;
+  if (dof) *dof = d;
+  return flags;
+}
+
 LawData chinchilla_data(const Points& p) {
   if (p.size() < 5)
     fail("chinchilla fit: " + std::to_string(p.size()) +
@@ -524,6 +638,25 @@ FitResult fit_law_from(const LawData& data, const FitOptions& options,
 
 namespace {
 
+// The bootstrap's refit of a replicate: a local solve from the full-data optimum, and, where E
+// ends collapsed (E < 1e-6 min L), also from E = c min L, c in {0.3, 0.6, 0.9}: a collapsed E
+// sits on a plateau of log E (df/de ~ E) from which no local step climbs to a basin with E > 0
+// that a refit in natural units can reach (L-BFGS-B does on the hybrid ladder of
+// tests/fit/test_bounded.cc). The lowest f wins.
+LocalSolver::Outcome refit(const LawData& rep, LocalSolver& solver,
+                           const std::vector<double>& start) {
+  LocalSolver::Outcome o = solver.Solve(start, /*polish=*/true);
+  const double min_loss = std::exp(*std::min_element(rep.log_loss.begin(), rep.log_loss.end()));
+  if (std::isfinite(o.cost) && std::exp(o.theta[0]) >= 1e-6 * min_loss) return o;
+  for (double c : {0.3, 0.6, 0.9}) {
+    std::vector<double> s = start;
+    s[0] = std::log(c * min_loss);
+    LocalSolver::Outcome q = solver.Solve(s, /*polish=*/true);
+    if (q.cost < o.cost) o = std::move(q);
+  }
+  return o;
+}
+
 // Replicate data: the points drawn with replacement, each distinct point once with its weight
 // times its multiplicity (the same objective as the duplicated list, with less work).
 LawData resample(const LawData& data, Rng& rng, std::vector<int>& counts) {
@@ -543,6 +676,21 @@ LawData resample(const LawData& data, Rng& rng, std::vector<int>& counts) {
 
 }  // namespace
 
+FitResult bootstrap_refit(const LawData& rep, const FitOptions& options,
+                          const std::vector<double>& start) {
+  auto t0 = std::chrono::steady_clock::now();
+  LocalSolver solver(rep, options);
+  LocalSolver::Outcome o = refit(rep, solver, start);
+  if (!std::isfinite(o.cost)) fail("fit: the objective is not finite at the start point");
+  FitResult res;
+  res.starts = 1;
+  res.starts_at_best = 1;
+  res.best_start = 0;
+  finish(rep, solver, o, &res);
+  res.seconds = seconds_since(t0);
+  return res;
+}
+
 BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const FitOptions& options,
                               int replicates, uint64_t seed, uint64_t stream) {
   auto t0 = std::chrono::steady_clock::now();
@@ -554,23 +702,46 @@ BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const 
   b.names = full.names;
   const int P = static_cast<int>(full.theta.size());
   b.samples.assign(replicates, std::vector<double>(P, std::nan("")));
-  std::vector<char> failed(replicates, 0), not_conv(replicates, 0);
+  b.status.assign(replicates, "ok");
   parallel_for(replicates, options.num_threads, [&](int k, int) {
     Rng rng(seed, stream_id(stream, static_cast<uint64_t>(k)));
     std::vector<int> counts;
     LawData rep = resample(data, rng, counts);
-    LocalSolver solver(rep, options);
-    LocalSolver::Outcome o = solver.Solve(full.theta, /*polish=*/true);
-    if (!std::isfinite(o.cost)) {
-      failed[k] = 1;
+    // A resample that cannot identify the law has a set of optima, and whichever one the refit
+    // stops at says nothing about the data: leave it out of the CIs and count it.
+    if (!underdetermined(rep).empty()) {
+      b.status[k] = "underdetermined";
       return;
     }
-    not_conv[k] = o.termination != ceres::CONVERGENCE;
+    LocalSolver solver(rep, options);
+    LocalSolver::Outcome o = refit(rep, solver, full.theta);
+    if (!std::isfinite(o.cost)) {
+      b.status[k] = "failed";
+      return;
+    }
     b.samples[k] = natural_params(data.terms, o.theta);
+    std::vector<std::string> flags = identifiability_flags(rep, o.theta);
+    auto has = [&](const std::string& suffix) {
+      return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) {
+        return f.size() >= suffix.size() && f.compare(f.size() - suffix.size(), suffix.size(),
+                                                      suffix) == 0;
+      });
+    };
+    if (has("collapsed"))
+      b.status[k] = "collapsed";
+    else if (has("runaway"))
+      b.status[k] = "runaway";
+    else if (o.termination != ceres::CONVERGENCE)
+      b.status[k] = "not_converged";
   });
   for (int k = 0; k < replicates; ++k) {
-    b.n_failed += failed[k];
-    b.n_not_converged += not_conv[k];
+    const std::string& st = b.status[k];
+    b.n_failed += st == "failed";
+    b.n_underdetermined += st == "underdetermined";
+    b.n_collapsed += st == "collapsed";
+    b.n_runaway += st == "runaway";
+    b.n_not_converged += st == "not_converged";
+    b.n_used += std::isfinite(b.samples[k][0]);
   }
   b.se.assign(P, std::nan(""));
   b.ci_lo.assign(P, std::nan(""));
@@ -592,6 +763,25 @@ BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const 
   }
   b.seconds = seconds_since(t0);
   return b;
+}
+
+std::vector<std::string> bootstrap_warnings(const BootstrapResult& b) {
+  std::vector<std::string> w;
+  const std::string of = " of " + std::to_string(b.n) + " ";
+  if (b.n_underdetermined > 0)
+    w.push_back(std::to_string(b.n_underdetermined) + of +
+                "resamples cannot identify the law (too few distinct points, N or D): left out "
+                "of the CIs");
+  if (b.n_failed > 0) w.push_back(std::to_string(b.n_failed) + of + "refits failed");
+  if (b.n_collapsed > 0)
+    w.push_back(std::to_string(b.n_collapsed) + of + "refits have E collapsed to 0 (kept)");
+  if (b.n_runaway > 0)
+    w.push_back(std::to_string(b.n_runaway) + of +
+                "refits have an exponent > 2 or a coefficient > 1e10 (kept)");
+  if (b.n_not_converged > 0)
+    w.push_back(std::to_string(b.n_not_converged) + of +
+                "refits stopped at the iteration limit (kept)");
+  return w;
 }
 
 double percentile(std::vector<double> v, double q) {

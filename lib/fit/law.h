@@ -18,6 +18,7 @@
 // minimised from every point of a start grid (Hoffmann's 4,500 points for Chinchilla), keeping the
 // best. f is the number Epoch AI reports as the objective (1.0183e-3 on the Chinchilla data).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -76,6 +77,9 @@ enum class Formulation {
 struct Bound {
   double lo = -std::numeric_limits<double>::infinity();  // lower bound (natural units)
   double hi = std::numeric_limits<double>::infinity();   // upper bound (natural units)
+  // The upper bound is the fitted data's lowest loss (OLMo-core's E <= min L, per data set; `hi`
+  // is then ignored). `--bound E=0:min`.
+  bool hi_is_min_loss = false;
 };
 
 struct FitOptions {
@@ -94,6 +98,9 @@ struct FitOptions {
   double kappa = 1e-4;      // kappa of the compressed curvature model (see Formulation)
   Formulation formulation = Formulation::kCompressed;  // see Formulation
   std::map<std::string, Bound> bounds;  // by natural parameter name ("E", "A", "alpha", ...)
+  // Parameters held at a value (natural units, by name), e.g. {"alpha", 0.34} for a ladder whose
+  // sizes are too few or too close to measure alpha. Not combinable with a bound on the same name.
+  std::map<std::string, double> fixed;
 };
 
 struct FitResult {
@@ -113,10 +120,40 @@ struct FitResult {
   std::string termination;             // Ceres' message for the polished best start
   int iterations = 0;                  // Ceres iterations of the polish
   std::vector<std::string> bound_hit;  // parameters at (within 1e-6 of) a bound
-  std::vector<std::string> warnings;   // not converged, bounds hit: for stderr
+  // Identifiability (identifiability_flags()): empty when the optimum is an ordinary one.
+  std::vector<std::string> flags;
+  // Condition number s_max / s_min of the weighted Jacobian diag(sqrt w) J of the log residuals
+  // with respect to theta at the optimum (+inf when rank-deficient, e.g. fewer points than
+  // parameters).
+  double condition_number = std::nan("");
+  int dof = 0;                         // residual degrees of freedom: distinct points - P
+  std::vector<std::string> warnings;   // not converged, bounds hit, flags: for stderr
   double seconds = 0;                  // wall time of the grid and the polish
   double value(const std::string& name) const;  // natural parameter by name
 };
+
+// Identifiability of an optimum theta of `data`, as flags (empty: none):
+//   "E_collapsed"         E < 1e-3 min L: the irreducible loss has gone to 0 (its CI means
+//                         nothing)
+//   "<alpha_k>_runaway"   an exponent > 2 (the fit trades exponent against coefficient)
+//   "<A_k>_runaway"       a coefficient > 1e10
+//   "ill_conditioned"     condition number of the weighted Jacobian > 1e8 (or rank-deficient)
+//   "exact"               no residual degrees of freedom (distinct points <= P): the law passes
+//                         through the points and nothing measures its error
+// `condition_number` and `dof` receive the numbers behind the last two.
+// `held`: theta indices held fixed (FitOptions::fixed), left out of the Jacobian and of P.
+std::vector<std::string> identifiability_flags(const LawData& data,
+                                               const std::vector<double>& theta,
+                                               double* condition_number = nullptr,
+                                               int* dof = nullptr,
+                                               const std::vector<int>& held = {});
+
+// Why a data set cannot identify the law at all ("" if it can): fewer distinct points than
+// parameters, or fewer than 3 distinct values of some x_k. With 2 distinct N, E + A/N^alpha is
+// seen at two values only, so (E, A, alpha) keep a free direction; likewise 2 distinct D leave
+// E + B/D^beta a one-parameter family (shift a constant between E and the D term and refit B,
+// beta through the two levels).
+std::string underdetermined(const LawData& data);
 
 // Multi-start fit. Throws sl::Error if no start produced a finite objective.
 FitResult fit_law(const LawData& data, const FitOptions& options);
@@ -125,12 +162,27 @@ FitResult fit_law(const LawData& data, const FitOptions& options);
 FitResult fit_law_from(const LawData& data, const FitOptions& options,
                        const std::vector<double>& start);
 
+// The bootstrap's refit of one replicate's data from `start` (the full-data optimum): fit_law_from,
+// plus restarts with E = 0.3, 0.6, 0.9 min L where E ends collapsed; the lowest f wins.
+FitResult bootstrap_refit(const LawData& replicate, const FitOptions& options,
+                          const std::vector<double>& start);
+
 struct BootstrapResult {
   int n = 0;  // replicates
   uint64_t seed = 0;
   uint64_t stream = 0;      // replicate k draws from Rng(seed, stream_id(stream, k))
   int n_failed = 0;         // replicates whose refit failed (their samples are NaN)
   int n_not_converged = 0;  // replicates that stopped at max_iterations (kept)
+  // Replicates whose resample cannot identify the law (underdetermined(): fewer distinct points
+  // than parameters, too few distinct N or D): not refitted, samples NaN, outside every CI.
+  int n_underdetermined = 0;
+  int n_collapsed = 0;  // refits with E_collapsed (kept, counted apart)
+  int n_runaway = 0;    // refits with a runaway exponent or coefficient (kept, counted apart)
+  int n_used = 0;       // replicates behind the CIs (finite samples)
+  // Per replicate: "ok", "not_converged", "collapsed", "runaway", "underdetermined", "failed"
+  // (the first that applies, in the order underdetermined, failed, collapsed, runaway,
+  // not_converged).
+  std::vector<std::string> status;
   std::vector<std::string> names;
   std::vector<std::vector<double>> samples;  // [replicate][parameter], natural values
   std::vector<double> se;                    // standard deviation over replicates (ddof 1)
@@ -143,6 +195,9 @@ struct BootstrapResult {
 // the polish tolerances.
 BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const FitOptions& options,
                               int replicates, uint64_t seed, uint64_t stream = 0);
+
+// Warning lines for a bootstrap's replicates that were left out or are suspect ("N of K ...").
+std::vector<std::string> bootstrap_warnings(const BootstrapResult& b);
 
 // Percentile q in [0, 1] of the non-NaN values of `v` (linear interpolation between order
 // statistics, as numpy's default; +-inf values take part in the order); NaN if there are none.

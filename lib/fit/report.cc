@@ -28,6 +28,10 @@ json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_de
   j["termination"] = fit.termination;
   j["iterations"] = fit.iterations;
   j["bound_hit"] = fit.bound_hit;
+  j["flags"] = fit.flags;
+  j["identifiable"] = fit.flags.empty();
+  j["condition_number"] = num(fit.condition_number);
+  j["dof"] = fit.dof;
   j["warnings"] = fit.warnings;
   j["seconds"] = fit.seconds;
   if (fit.terms == 2) {
@@ -48,8 +52,12 @@ json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_de
                       {"seed", boot->seed},
                       {"se", se},
                       {"ci95", ci},
+                      {"used", boot->n_used},
                       {"failed", boot->n_failed},
                       {"not_converged", boot->n_not_converged},
+                      {"underdetermined", boot->n_underdetermined},
+                      {"collapsed", boot->n_collapsed},
+                      {"runaway", boot->n_runaway},
                       {"seconds", boot->seconds}};
   }
   return j;
@@ -65,8 +73,14 @@ json ratio_json(const Ratio& r, const char* value_key, const char* base_key, con
   j[base_key] = num(r.baseline);
   j[cand_key] = num(r.candidate);
   if (with_boot) {
-    j["ci95"] = json::array({num(r.ci_lo), num(r.ci_hi)});
-    if (std::isinf(r.ci_hi))
+    if (r.status == "ok") {
+      j["ci95"] = json::array({num(r.ci_lo), num(r.ci_hi)});
+    } else {
+      j["ci95"] = nullptr;
+      j["ci95_note"] = "no CI: the ratio is undefined at the full-data fit (" + r.status + ")";
+    }
+    j["ci95_replicates"] = r.boot_n;
+    if (r.status == "ok" && std::isinf(r.ci_hi))
       j["ci95_note"] =
           "upper bound unbounded: L* was unreachable for the baseline in more than "
           "2.5% of the bootstrap replicates";
@@ -89,13 +103,14 @@ json savings_json(const SavingsResult& r, double huber_delta) {
   j["target_rule"] = r.target_rule;
   json pts = json::array();
   for (const SavingsPoint& p : r.points) {
-    json q = {{"n", p.n}};
+    json q = {{"n", p.n}, {"extrapolation", p.extrapolation}};
     q.update(ratio_json(p.savings, "savings", "tokens_baseline", "tokens_candidate", boot));
     q["loss_floor_baseline"] = num(p.floor_baseline);
     q["loss_floor_candidate"] = num(p.floor_candidate);
     pts.push_back(q);
   }
   j["points"] = pts;
+  j["trained_n"] = json::array({num(r.n_trained_min), num(r.n_trained_max)});
   j["compute_multiplier"] =
       ratio_json(r.compute_multiplier, "value", "compute_baseline", "compute_candidate", boot);
   json co = json::object(), fits = json::object(), per = json::object();
@@ -127,6 +142,9 @@ json savings_json(const SavingsResult& r, double huber_delta) {
         e["beta"] = num(s.fit.value("beta"));
         e["objective"] = num(s.fit.objective);
         e["converged"] = s.fit.converged;
+        e["exact"] = s.exact;
+        e["dof"] = s.fit.dof;
+        e["flags"] = s.fit.flags;
         e["bound_hit"] = s.fit.bound_hit;
         e["tokens_at_target"] = num(s.tokens_at_target);
       }
@@ -141,6 +159,29 @@ json savings_json(const SavingsResult& r, double huber_delta) {
     ps.push_back(e);
   }
   per["savings"] = ps;
+  if (!r.sensitivity.empty()) {
+    json sens = json::array();
+    for (const SensitivityRow& row : r.sensitivity) {
+      json e = {{"model", row.model},
+                {"n_params", row.n_params},
+                {"objective", num(row.objective)},
+                {"converged", row.converged}};
+      for (const char* name : {"E", "A", "alpha", "B", "beta"})
+        e[name] = {{r.baseline.name, num(row.baseline.value(name))},
+                   {r.candidate.name, num(row.candidate.value(name))}};
+      e["flags"] = {{r.baseline.name, row.baseline.flags}, {r.candidate.name, row.candidate.flags}};
+      json pts = json::array();
+      for (size_t k = 0; k < row.savings.size(); ++k) {
+        json q = {{"n", r.points[k].n}};
+        q.update(ratio_json(row.savings[k], "savings", "tokens_baseline", "tokens_candidate",
+                            false));
+        pts.push_back(q);
+      }
+      e["points"] = pts;
+      sens.push_back(e);
+    }
+    j["sensitivity"] = sens;
+  }
   j["compute_optimal"] = co;
   j["fits"] = fits;
   j["per_size"] = per;

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "fit/chinchilla.h"
+#include "fit/joint.h"
 
 namespace sl::fit {
 
@@ -36,7 +37,11 @@ double replicate_ratio(double b, double c, Ratio* r) {
   return 0.0;
 }
 
+// The CI of a ratio from its replicates' values; none (NaN) where the full-data ratio is itself
+// undefined: percentiles of a ratio that the data do not define would look like a measurement.
 void set_ci(Ratio* r, const std::vector<double>& values) {
+  for (double v : values) r->boot_n += !std::isnan(v);
+  if (r->status != "ok") return;
   r->ci_lo = percentile(values, 0.025);
   r->ci_hi = percentile(values, 0.975);
 }
@@ -81,6 +86,7 @@ std::vector<PerSizeFit> fit_sizes(const Points& p, double target, const FitOptio
       s.skipped = "fewer than 3 distinct token budgets";
     } else {
       s.fit = fit_law(data_law_data(d, l, w), opt);
+      s.exact = s.fit.dof <= 0;
       s.tokens_at_target = DataLaw::from_values(s.fit.values).tokens_for_loss(target);
     }
     out.push_back(std::move(s));
@@ -89,6 +95,31 @@ std::vector<PerSizeFit> fit_sizes(const Points& p, double target, const FitOptio
   std::stable_sort(out.begin(), out.end(),
                    [](const PerSizeFit& a, const PerSizeFit& b) { return a.n < b.n; });
   return out;
+}
+
+// The trained sizes and 10x the largest: per size name present in both architectures the
+// geometric mean of their median N (the same size has a different N per architecture), each
+// architecture's own N for the others.
+std::vector<double> default_at_n(const Points& pb, const Points& pc) {
+  auto sizes = [](const Points& p) {
+    std::map<std::string, std::vector<double>> by;
+    for (size_t i = 0; i < p.size(); ++i) by[p.size_key[i]].push_back(p.n[i]);
+    std::map<std::string, double> out;
+    for (auto& [k, v] : by) out[k] = median(v);
+    return out;
+  };
+  const auto sb = sizes(pb), sc = sizes(pc);
+  std::vector<double> at;
+  for (const auto& [k, n] : sb) at.push_back(sc.count(k) ? std::sqrt(n * sc.at(k)) : n);
+  for (const auto& [k, n] : sc)
+    if (!sb.count(k)) at.push_back(n);
+  double hi = 0;
+  for (double n : pb.n) hi = std::max(hi, n);
+  for (double n : pc.n) hi = std::max(hi, n);
+  at.push_back(10 * hi);
+  std::sort(at.begin(), at.end());
+  at.erase(std::unique(at.begin(), at.end()), at.end());
+  return at;
 }
 
 }  // namespace
@@ -141,6 +172,13 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
   }
   for (double n : o.at_n)
     if (!(n > 0) || !std::isfinite(n)) fail("--at-n: sizes must be positive, got " + fmt(n));
+  if (!(o.max_extrapolation >= 1))
+    fail("--max-extrapolation: the factor must be >= 1, got " + fmt(o.max_extrapolation));
+  res.n_trained_min = std::min(*std::min_element(pb.n.begin(), pb.n.end()),
+                               *std::min_element(pc.n.begin(), pc.n.end()));
+  res.n_trained_max = std::max(*std::max_element(pb.n.begin(), pb.n.end()),
+                               *std::max_element(pc.n.begin(), pc.n.end()));
+  const std::vector<double> at_n = o.at_n.empty() ? default_at_n(pb, pc) : o.at_n;
   for (double c : o.at_c)
     if (!(c > 0) || !std::isfinite(c))
       fail("--at-c: compute values must be positive, got " + fmt(c));
@@ -161,9 +199,14 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
                    lc = Chinchilla::from(res.candidate.fit);
   const double L = res.target_loss;
 
-  for (double n : o.at_n) {
+  for (double n : at_n) {
     SavingsPoint sp;
     sp.n = n;
+    sp.extrapolation = std::max({n / res.n_trained_max, res.n_trained_min / n, 1.0});
+    if (sp.extrapolation > o.max_extrapolation * (1 + 1e-9))
+      res.warnings.push_back("S(N = " + fmt(n) + ") is extrapolated " + fmt(sp.extrapolation) +
+                             "x outside the trained sizes (N = " + fmt(res.n_trained_min) +
+                             " to " + fmt(res.n_trained_max) + "): a guess, not a measurement");
     sp.floor_baseline = lb.floor(n);
     sp.floor_candidate = lc.floor(n);
     sp.savings = make_ratio(lb.tokens_for_loss(n, L), lc.tokens_for_loss(n, L));
@@ -207,26 +250,79 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
           replicate_ratio(b.compute_for_loss(L), c.compute_for_loss(L), &res.compute_multiplier));
     }
     set_ci(&res.compute_multiplier, v);
-    for (ArchFit* a : {&res.baseline, &res.candidate}) {
-      if (a->boot.n_failed > 0)
-        res.warnings.push_back(a->name + " bootstrap: " + std::to_string(a->boot.n_failed) +
-                               " of " + std::to_string(a->boot.n) + " refits failed");
-      if (a->boot.n_not_converged > 0)
-        res.warnings.push_back(a->name + " bootstrap: " + std::to_string(a->boot.n_not_converged) +
-                               " of " + std::to_string(a->boot.n) +
-                               " refits stopped at the iteration limit");
+    for (ArchFit* a : {&res.baseline, &res.candidate})
+      for (const std::string& w : bootstrap_warnings(a->boot))
+        res.warnings.push_back(a->name + " bootstrap: " + w);
+  }
+
+  if (o.sensitivity) {
+    // S under other modelling choices, at the same N: how much of the answer the 10 free
+    // parameters of two separate fits decide on a small ladder.
+    auto row_from = [&](const std::string& model, int n_params, double objective, bool converged,
+                        const FitResult& fb, const FitResult& fc) {
+      SensitivityRow row;
+      row.model = model;
+      row.n_params = n_params;
+      row.objective = objective;
+      row.converged = converged;
+      row.baseline = fb;
+      row.candidate = fc;
+      const Chinchilla b = Chinchilla::from(fb), c = Chinchilla::from(fc);
+      for (const SavingsPoint& sp : res.points)
+        row.savings.push_back(make_ratio(b.tokens_for_loss(sp.n, L), c.tokens_for_loss(sp.n, L)));
+      res.sensitivity.push_back(std::move(row));
+    };
+    const FitResult& sb = res.baseline.fit;
+    const FitResult& sc = res.candidate.fit;
+    row_from("separate", 10, sb.objective + sc.objective, sb.converged && sc.converged, sb, sc);
+    FitOptions ls = o.fit;
+    ls.huber_delta = 0.1;
+    const FitResult lb = fit_law(db, ls), lc = fit_law(dc, ls);
+    row_from("separate, delta 0.1", 10, lb.objective + lc.objective, lb.converged && lc.converged,
+             lb, lc);
+    // Most constrained first: each optimum starts the next, looser model, so the objectives
+    // nest (shared E <= shared E and alpha <= fixed alpha) as the models do.
+    JointOptions jo;
+    jo.fit = o.fit;
+    jo.fit.fixed.erase("alpha");
+    std::vector<JointResult> joint(3);
+    for (int variant = 2; variant >= 0; --variant) {
+      jo.share_e = true;
+      jo.share_alpha = variant == 1;
+      jo.fixed_alpha = variant == 2 ? o.sensitivity_alpha : std::nan("");
+      joint[variant] = fit_joint(db, dc, sb, sc, jo);
+      jo.starts.push_back({joint[variant].baseline.theta, joint[variant].candidate.theta});
     }
+    for (const JointResult& j : joint)
+      row_from(j.model, j.n_params, j.objective, j.converged, j.baseline, j.candidate);
   }
 
   if (o.per_size) {
     FitOptions small = o.fit;
     small.starts.clear();  // Hoffmann's grid for T = 1 (150 starts)
+    // The bounds are the Chinchilla law's (by name: E, A, alpha, B, beta); a per-size law's E_N,
+    // B_N, beta_N are other quantities, so none of them applies.
+    small.bounds.clear();
+    small.fixed.clear();
     res.baseline.sizes = fit_sizes(pb, L, small);
     res.candidate.sizes = fit_sizes(pc, L, small);
+    int exact = 0, fitted = 0;
     for (const ArchFit* a : {&res.baseline, &res.candidate})
-      for (const PerSizeFit& s : a->sizes)
-        for (const std::string& w : s.fit.warnings)
-          res.warnings.push_back(a->name + " size " + s.key + " data law: " + w);
+      for (const PerSizeFit& s : a->sizes) {
+        if (!s.skipped.empty()) continue;
+        ++fitted;
+        exact += s.exact;
+        for (size_t k = 0; k < s.fit.warnings.size(); ++k) {
+          // "exact" is said once for all sizes below.
+          if (s.fit.warnings[k].rfind("exact fit", 0) == 0) continue;
+          res.warnings.push_back(a->name + " size " + s.key + " data law: " + s.fit.warnings[k]);
+        }
+      }
+    if (exact > 0)
+      res.warnings.push_back("per-size data laws: " + std::to_string(exact) + " of " +
+                             std::to_string(fitted) +
+                             " are exact (as many distinct budgets as their 3 parameters): "
+                             "solutions through the points, no error measured");
     for (const PerSizeFit& b : res.baseline.sizes) {
       if (!b.skipped.empty()) continue;
       for (const PerSizeFit& c : res.candidate.sizes) {
@@ -239,6 +335,17 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
         res.per_size.push_back(ps);
       }
     }
+    if (res.per_size.empty() && !res.baseline.sizes.empty() && !res.candidate.sizes.empty()) {
+      auto keys = [](const ArchFit& a) {
+        std::string k;
+        for (const PerSizeFit& s : a.sizes) k += (k.empty() ? "" : ", ") + s.key;
+        return k;
+      };
+      res.warnings.push_back("per-size savings: no size of " + o.baseline + " (" +
+                             keys(res.baseline) + ") pairs with one of " + o.candidate + " (" +
+                             keys(res.candidate) +
+                             ") with 3 budgets in both; name sizes with --size-col");
+    }
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
@@ -248,6 +355,8 @@ SavingsResult savings_analysis(const Table& table, const DataSpec& spec, const S
   if (spec.group_col.empty()) fail("fit savings: give --group-col (e.g. arch)");
   if (o.baseline == o.candidate) fail("fit savings: baseline and candidate are the same group");
   DataSpec sb = spec, sc = spec;
+  // Sizes pair by the sweep's size name by default: N differs between architectures.
+  if (spec.size_cols.empty() && table.has("size")) sb.size_cols = sc.size_cols = {"size"};
   sb.group = o.baseline;
   sc.group = o.candidate;
   Points pb = extract_points(table, sb);

@@ -26,11 +26,20 @@ struct SavingsOptions {
   // L*: "median" (of all observed losses of both architectures, as in OLMo-core's ladder
   // analysis), "min" (the lowest observed loss), or a number.
   std::string target = "median";
-  std::vector<double> at_n = {1e8, 1e9, 7e9, 7e10};                       // model sizes N for S(N)
+  // Model sizes N for S(N). Empty (the default): the trained sizes (per size name shared by both
+  // architectures the geometric mean of their N, else each architecture's N) and 10x the largest.
+  std::vector<double> at_n;
+  // S at an N more than this factor outside the trained sizes gets a warning.
+  double max_extrapolation = 10;
   std::vector<double> at_c = {1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24};  // C for N_opt, D_opt
   int bootstrap = 1000;  // paired bootstrap replicates (0: no CIs)
   uint64_t seed = 0;     // bootstrap seed
   bool per_size = true;  // fit the per-size data laws
+  // Sensitivity of S to the model (SavingsResult::sensitivity): separate fits with Huber delta
+  // 0.1 (least squares for log residuals under 10%), shared E, shared E and alpha, shared E with
+  // alpha fixed at sensitivity_alpha (Hoffmann et al.'s 0.34 by default).
+  bool sensitivity = false;
+  double sensitivity_alpha = 0.34;
   FitOptions fit;        // options of every fit
 };
 
@@ -46,6 +55,9 @@ struct Ratio {
   double ci_lo = std::nan(""), ci_hi = std::nan("");
   int boot_ok = 0, boot_unreachable_baseline = 0, boot_unreachable_candidate = 0,
       boot_unreachable_both = 0;
+  // Replicates the CI rests on (ok + either side unreachable); the CI is NaN (none) where the
+  // full-data ratio is undefined (status != "ok").
+  int boot_n = 0;
 };
 
 // Make the ratio of two (possibly +inf) quantities.
@@ -53,6 +65,9 @@ Ratio make_ratio(double baseline, double candidate);
 
 struct SavingsPoint {
   double n = 0;
+  // How far N lies outside the trained sizes [N_min, N_max] of both architectures:
+  // max(N / N_max, N_min / N, 1); 1 inside.
+  double extrapolation = 1;
   double floor_baseline = 0, floor_candidate = 0;  // E + A / N^alpha of each fit
   Ratio savings;                                   // tokens: D_baseline / D_candidate
 };
@@ -63,6 +78,9 @@ struct PerSizeFit {
   int n_points = 0;
   std::string skipped;                     // why no fit ("" if fitted)
   FitResult fit;                           // E, B, beta
+  // No residual degrees of freedom (as many distinct budgets as parameters, e.g. 3): the law
+  // passes through the points; it is a solution, not a fit.
+  bool exact = false;
   double tokens_at_target = std::nan("");  // D_N(L*), +inf if L* <= E_N
 };
 
@@ -80,6 +98,16 @@ struct ArchFit {
   std::vector<PerSizeFit> sizes;
 };
 
+// S(N) at the same N as SavingsResult::points under one modelling choice (no CIs).
+struct SensitivityRow {
+  std::string model;             // "separate", "separate, delta 0.1", "shared E", ...
+  int n_params = 0;              // free parameters over both architectures
+  double objective = 0;          // f_baseline + f_candidate (each with the row's Huber delta)
+  bool converged = false;
+  FitResult baseline, candidate;  // the laws (values, flags)
+  std::vector<Ratio> savings;    // one per SavingsResult::points
+};
+
 struct SavingsResult {
   ArchFit baseline, candidate;
   double target_loss = 0;
@@ -88,6 +116,8 @@ struct SavingsResult {
   Ratio compute_multiplier;  // C_baseline(L*) / C_candidate(L*) on the compute-optimal frontiers
   std::vector<double> at_c;
   std::vector<PerSizeSavings> per_size;
+  std::vector<SensitivityRow> sensitivity;  // with SavingsOptions::sensitivity
+  double n_trained_min = 0, n_trained_max = 0;  // trained N range over both architectures
   std::vector<std::string> warnings;
   int bootstrap = 0;
   uint64_t seed = 0;
@@ -95,7 +125,9 @@ struct SavingsResult {
 };
 
 // Fits both architectures (rows of `spec.group_col` equal to options.baseline / candidate; the
-// rest of `spec` applies to both) and computes everything above. Throws sl::Error on bad input.
+// rest of `spec` applies to both) and computes everything above. Sizes for the per-size laws are
+// named by spec.size_cols, or by the table's "size" column when it has one (a collected sweep
+// does: N differs between architectures of the same size). Throws sl::Error on bad input.
 SavingsResult savings_analysis(const Table& table, const DataSpec& spec,
                                const SavingsOptions& options);
 

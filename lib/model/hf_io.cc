@@ -322,8 +322,7 @@ ModelSpec spec_from_hf_config(const std::string& text, const std::string& where)
       key_fail("layer_types", "has " + std::to_string(s.pattern.size()) +
                                   " entries, num_hidden_layers is " + std::to_string(L));
   } else if (hybrid) {  // OlmoHybridConfig's default: every 4th layer attention, at least one
-    s.pattern = hybrid_pattern(L);
-    if (s.pattern.find('A') == std::string::npos && L > 0) s.pattern.back() = 'A';
+    s.pattern = hf_default_hybrid_pattern(L);
   } else {
     key_fail("layer_types", "is missing: Olmo3Config's default makes 3 of 4 layers sliding-window");
   }

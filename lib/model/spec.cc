@@ -12,8 +12,20 @@ int64_t ModelSpec::n_attention_layers() const {
 int64_t ModelSpec::n_gdn_layers() const { return n_layers() - n_attention_layers(); }
 
 std::string hybrid_pattern(int64_t n_layers) {
+  // OLMo-core's hybrid ladder: layer i (0-based) is attention iff (i + 1) % 4 == 0 or i == L - 1.
+  // For L a multiple of 4 this is "GGGA" repeated; otherwise the last layer is attention too
+  // (L = 6: GGGAGA, L = 5: GGGAA), so the model always ends on an attention block.
+  std::string p;
+  for (int64_t i = 0; i < n_layers; ++i) p += (i % 4 == 3 || i == n_layers - 1) ? 'A' : 'G';
+  return p;
+}
+
+std::string hf_default_hybrid_pattern(int64_t n_layers) {
+  // OlmoHybridConfig without layer_types: layer i is attention iff (i + 1) % 4 == 0, and the last
+  // layer when that leaves none (L < 4). Differs from hybrid_pattern() when L % 4 != 0.
   std::string p;
   for (int64_t i = 0; i < n_layers; ++i) p += (i % 4 == 3) ? 'A' : 'G';
+  if (n_layers > 0 && p.find('A') == std::string::npos) p.back() = 'A';
   return p;
 }
 

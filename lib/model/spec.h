@@ -36,8 +36,14 @@ struct ModelSpec {
   double flops_per_token(int64_t seq_len) const;
 };
 
-// Hybrid layer pattern: "GGGA" repeated, truncated to n_layers (every 4th layer is attention).
+// The pattern of `arch = "hybrid"`, OLMo-core's hybrid ladder rule: every fourth layer and the
+// last layer are attention, the rest Gated DeltaNet ("GGGA" repeated when n_layers % 4 == 0;
+// 6 layers: "GGGAGA", 5 layers: "GGGAA").
 std::string hybrid_pattern(int64_t n_layers);
+// transformers' OlmoHybridConfig default when a config.json has no layer_types: every fourth
+// layer attention, the last one if that gives none (6 layers: "GGGAGG"). Only for reading HF
+// configs; our exports always write layer_types.
+std::string hf_default_hybrid_pattern(int64_t n_layers);
 
 // Ladder preset (docs/MODEL.md "Ladder"): L0..L5 and the peer benchmark sizes S1, S3, S4.
 struct LadderSize {

@@ -5,12 +5,14 @@
 //   fit_<arch>.json         Chinchilla fit per architecture (fit.json shape, with bootstrap)
 //   savings.json            candidate over baseline (savings.json shape, analysis/README.md)
 //   params.tex              LaTeX table of the fitted parameters with 95% CIs
-//   report.md               headline numbers (S(N) with CIs, exponents) and the data behind them
+//   report.md               headline numbers (S(N) with CIs, exponents), identifiability flags,
+//                           the sensitivity of S to the model, and the data behind them
 //   <figure>.{gp,dat,pdf,png} for loss_vs_tokens, loss_vs_n, savings, isoflop, residuals: the
 //                           gnuplot script and its data are kept beside the rendered files so an
 //                           author can restyle (each .gp names the command that renders it)
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,11 @@ struct ReportOptions {
   uint64_t seed = 0;
   int threads = 0;      // fit threads; 0: all cores
   bool render = true;   // run gnuplot (false: scripts and data only)
+  double huber_delta = 1e-3;       // Huber threshold of every fit (on log residuals)
+  double sensitivity_alpha = 0.34;  // alpha of the fixed-alpha row of the sensitivity table
+  // Bounds of the Chinchilla fits, by natural name ("E", "A", "alpha", "B", "beta"): lo, hi
+  // (hi NaN: the lowest loss of each architecture's data, OLMo-core's E <= min L).
+  std::map<std::string, std::pair<double, double>> bounds;
   std::string gnuplot = "gnuplot";
 };
 

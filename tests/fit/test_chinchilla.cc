@@ -57,6 +57,7 @@ BOOST_AUTO_TEST_CASE(reproduces_epoch_fit_and_bootstrap) {
   BOOST_TEST(fit.starts == 4500);
   BOOST_TEST(fit.converged);
   BOOST_TEST(fit.bound_hit.empty());
+  BOOST_TEST(fit.flags.empty());  // a well-posed optimum: no identifiability flags
   BOOST_TEST(std::abs(fit.objective / 1.0183e-3 - 1) < 1e-3);
   BOOST_TEST(fit.starts_at_best > 45);  // Epoch AI: ~8% of the starts with L-BFGS-B
 

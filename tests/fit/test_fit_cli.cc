@@ -126,6 +126,19 @@ BOOST_AUTO_TEST_CASE(savings_json) {
   BOOST_TEST(j["fits"]["dense"]["n_points"] == 30);
   BOOST_TEST(j["per_size"]["dense"].size() == syn::kSizes.size());
 
+  // The default sizes: the trained ones and 10x the largest; stdout gives each CI's replicates;
+  // an N 70x outside warns with its factor.
+  r = run("fit savings --data " + data.string() +
+          " --group-col arch --target-loss 3.0 --bootstrap 50 --out " + out.string());
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  j = load(out);
+  BOOST_TEST(j["points"].size() == syn::kSizes.size() + 1);
+  BOOST_TEST(j["points"].back()["extrapolation"] == 10.0);
+  BOOST_TEST(r.out.find("of 50 replicates)") != std::string::npos, r.out);
+  r = run("fit savings --data " + data.string() +
+          " --group-col arch --target-loss 3.0 --at-n 7e10 --bootstrap 0 --out " + out.string());
+  BOOST_TEST(r.out.find("warning: S(N = 7e+10) is extrapolated 70x") != std::string::npos, r.out);
+
   // A target below the loss floors: the points say so, and stderr warns.
   r = run("fit savings --data " + data.string() +
           " --group-col arch --target-loss 2.0 --at-n 1e8 --bootstrap 0 --out " + out.string());
@@ -163,6 +176,15 @@ BOOST_AUTO_TEST_CASE(bad_input_exits_nonzero_with_one_line) {
   }
   one_line_error("fit chinchilla --data " + nan.string(), "nan.csv: line 4: column 'loss'");
   one_line_error("fit chinchilla --data " + (tmp_dir() / "missing.csv").string(), "cannot open");
+  one_line_error("fit chinchilla --data " + data.string() + " --group-col arch --group dense" +
+                     " --fix alpha=abc",
+                 "--fix alpha=abc: 'abc' is not a finite number");
+  one_line_error("fit chinchilla --data " + data.string() + " --group-col arch --group dense" +
+                     " --fix alpha=0.3 --bound alpha=0:1",
+                 "parameter alpha is both fixed and bounded");
+  one_line_error("fit savings --data " + data.string() + " --group-col arch --bootstrap 0" +
+                     " --max-extrapolation 0.5",
+                 "--max-extrapolation: the factor must be >= 1, got 0.5");
 
   // Not converged: the fit still writes its JSON, says so there and on stderr.
   Run r = run("fit chinchilla --data " + data.string() +

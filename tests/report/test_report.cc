@@ -101,16 +101,32 @@ BOOST_AUTO_TEST_CASE(synthetic_sweep_report) {
   BOOST_TEST(sav["baseline"] == "dense");
   BOOST_TEST(sav["candidate"] == "hybrid");
   BOOST_TEST(md.find("L* = " + g4(sav["target_loss"]) + " nats/token") != std::string::npos);
-  // Every S(N) row: N, S and its CI as in savings.json; the trained sizes and 7e9, 7e10.
+  // Every S(N) row: N, S, its CI and replicate count as in savings.json, and how far it is
+  // extrapolated; the trained sizes and 10x the largest, nothing farther.
   int rows = 0;
   for (const json& p : sav["points"]) {
+    const double x = p["extrapolation"].get<double>();
+    char ext[32];
+    std::snprintf(ext, sizeof ext, "%.3gx", x);
     const std::string row = "| " + g4(p["n"]) + " | " + g4(p["savings"]) + " | [" +
-                            g4(p["ci95"][0]) + ", " + g4(p["ci95"][1]) + "] | " +
-                            p["status"].get<std::string>() + " |";
+                            g4(p["ci95"][0]) + ", " + g4(p["ci95"][1]) + "] (" +
+                            std::to_string(p["ci95_replicates"].get<int>()) + " of 30) | " +
+                            p["status"].get<std::string>() + " | " +
+                            (x > 1 ? std::string(ext) : std::string("trained range")) + " |";
     BOOST_TEST(md.find(row) != std::string::npos, "report.md lacks: " + row);
     ++rows;
   }
-  BOOST_TEST(rows == 5);  // 2e6, 6e6, 2e7, 7e9, 7e10
+  BOOST_TEST(rows == 4);  // 2e6, 6e6, 2e7, 2e8
+  BOOST_TEST(sav["points"][3]["extrapolation"].get<double>() == 10.0);
+  // The sensitivity table: one row per model, S at the same N as the headline.
+  BOOST_TEST(md.find("## Sensitivity of S(N) to the model") != std::string::npos);
+  BOOST_TEST_REQUIRE(sav["sensitivity"].size() == 5u);
+  for (const json& row : sav["sensitivity"]) {
+    std::string line = "| " + row["model"].get<std::string>() + " | " +
+                       std::to_string(row["n_params"].get<int>()) + " | " +
+                       g4(row["E"]["dense"]) + " / " + g4(row["E"]["hybrid"]);
+    BOOST_TEST(md.find(line) != std::string::npos, "report.md lacks: " + line);
+  }
   // The known laws: B_dense / B_hybrid = 1.5 with equal beta gives S = 1.5^(1/0.3) = 3.86.
   BOOST_TEST(sav["points"][0]["savings"].get<double>() > 2.5);
   BOOST_TEST(sav["points"][0]["savings"].get<double>() < 6.0);
