@@ -11,7 +11,8 @@
 # README.md, analysis/README.md) or against the citing file's folder (a sibling document). When
 # a quoted name follows it, as in  docs/MODEL.md "Counting", that name must appear in a heading
 # (a line starting with #) of the cited document. File names the toolkit writes (report.md) are
-# outputs, not documents, and are skipped. Exits 1 listing FILE:LINE of every broken citation.
+# outputs, not documents, and are skipped, as are paths outside the repository that are absent
+# (../shared/...). Exits 1 listing FILE:LINE of every broken citation.
 set -euo pipefail
 
 root=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -101,6 +102,11 @@ while IFS=$'\t' read -r file line path section; do
   [ -z "$file" ] && continue
   name=${path##*/}
   case "$generated" in *" $name "*) continue ;; esac
+  # A path that climbs out of the repository (../shared/...: the external test data beside the
+  # checkout) is not a document of the project; the tests that read that data check it is there.
+  case "$path" in
+    ../*) [ -e "$path" ] || [ -e "$(dirname "$file")/$path" ] || continue ;;
+  esac
   dir=$(dirname "$file")
   target=""
   if [ "${path#/}" != "$path" ]; then
