@@ -269,7 +269,10 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchArgs& a) {
     slot_used[x.slot] = false;
     const int rc = exit_code(status);
     const std::string rd = sweep::run_dir(a.dir, x.run->run_id);
-    if (rc != 0 && rc != 3) write_failed(rd, rc);
+    // Killed by a signal (OOM killer, kill -9): not the run's fault; its log still says running
+    // and nobody holds the lock, so status reads preempted and a re-launch resumes it from its
+    // last checkpoint. An error exit is failed (rerun with --retry-failed).
+    if (rc != 0 && rc != 3 && !WIFSIGNALED(status)) write_failed(rd, rc);
     if (rc != 0) ++bad;
     sweep::unlock(x.lock_fd);
     std::printf("  end %s: %s (exit %d)\n", x.run->run_id.c_str(),
@@ -482,7 +485,7 @@ int run_task(const std::string& dir, int64_t index, const std::string& device, i
   const std::string after = sweep::run_status(rd, true).status;
   std::printf("sweep run-task: run %s: train exit %d, status %s\n", r.run_id.c_str(), rc,
               after.c_str());
-  if (rc != 0 && rc != 3) write_failed(rd, rc);
+  if (rc != 0 && rc != 3 && !WIFSIGNALED(status)) write_failed(rd, rc);  // as launch_local
   sweep::unlock(fd);
   if (rc == 0 && g_signal.load() == SIGUSR1 && std::getenv("SLURM_JOB_ID")) {
     const std::string cmd = std::string("scontrol requeue ") + std::getenv("SLURM_JOB_ID");
@@ -627,6 +630,7 @@ void register_sweep(CLI::App& app) {
                    "Measured rates: a `scalinglab bench --json` file (per arch and size)");
   plan->callback([a, flops_per_s, bench]() {
     sweep::Sweep s = sweep::load_sweep(a->file);
+    sweep::check_data(s);
     double f = *flops_per_s > 0 ? *flops_per_s : a->device.rfind("cuda", 0) == 0 ? 2e14 : 5e10;
     std::string dir = a->dir.empty() || !path_exists(a->dir + "/plan.tsv") ? "" : abs_dir(a->dir);
     std::printf("sweep '%s': %s\n", s.name.c_str(), a->file.c_str());

@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "data/tokens.h"
 #include "runlog/checkpoint.h"
 #include "runlog/h5.h"
 #include "runlog/runlog.h"
@@ -282,7 +283,21 @@ std::string run_dir(const std::string& dir, const std::string& run_id) {
   return dir + "/runs/" + run_id;
 }
 
+void check_data(const Sweep& s) {
+  std::set<std::pair<std::string, int64_t>> seen;
+  for (const SweepRun& r : s.runs)
+    for (const std::string& spec : {r.config.train_data, r.config.val_data})
+      if (seen.insert({spec, r.config.model.vocab_size}).second) {
+        try {
+          (void)TokenSource::open(spec, r.config.model.vocab_size);
+        } catch (const Error& e) {
+          fail("sweep '" + s.path + "': " + e.what());
+        }
+      }
+}
+
 void prepare_dir(const Sweep& s, const std::string& dir) {
+  check_data(s);
   const std::string sweep_file = dir + "/sweep.toml";
   if (path_exists(sweep_file) && slurp(sweep_file) != s.text)
     fail("sweep directory '" + dir + "' was created by another sweep file (its sweep.toml " +
@@ -386,16 +401,19 @@ RunStatus run_status(const std::string& rd, bool locked_by_me) {
         st.tokens_per_s = log.train.back().tokens_per_s;
       }
       if (!log.eval_loss.empty()) st.last_loss = log.eval_loss.back();
-    } catch (const Error&) {
+    } catch (const Error& e) {
       log_status = "unreadable";
+      st.error = e.what();
     }
   }
   if (locked) {
     st.status = "running";
   } else if (log_status == "completed" || log_status == "diverged" || log_status == "preempted") {
     st.status = log_status;
-  } else if (path_exists(rd + "/failed")) {
+  } else if (path_exists(rd + "/failed") || log_status == "failed") {
     st.status = "failed";
+  } else if (log_status == "unreadable") {
+    st.status = "unreadable";
   } else if (log_status.empty()) {
     st.status = "pending";
   } else {
@@ -420,6 +438,11 @@ int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
   for (const SweepRun& r : runs) {
     const std::string rd = run_dir(dir, r.run_id);
     RunStatus st = run_status(rd);
+    if (st.status == "unreadable")
+      std::fprintf(stderr,
+                   "scalinglab: sweep collect: warning: run %s: %s/log.h5 is unreadable (%s); its "
+                   "rows say status unreadable, loss nan\n",
+                   r.run_id.c_str(), rd.c_str(), st.error.c_str());
     Row base{r.run_id, r.arch, r.config.model.pattern, r.size, st.status, r.config.model.d_model,
              r.config.model.n_layers(), r.n_params, r.n_params_nonembedding,
              static_cast<int64_t>(r.config.seed), 0, r.config.lr,

@@ -42,14 +42,18 @@ Sweep load_sweep(const std::string& path);
 // writes sweep.toml, plan.tsv and each run's config.toml (an existing one must be identical).
 // Nothing is written before every check passed.
 void prepare_dir(const Sweep& s, const std::string& dir);
+// Opens every distinct data source of the sweep's runs (no full scan): a missing or malformed
+// file is one error line naming it, at plan and launch time instead of in every run.
+void check_data(const Sweep& s);
 // The runs of the plan written by prepare_dir (plan.tsv and each run's config.toml), so status,
 // collect and run-task need only SWEEP/. Throws sl::Error naming the file if SWEEP/ has no plan.
 std::vector<SweepRun> load_plan(const std::string& dir);
 
 std::string run_dir(const std::string& dir, const std::string& run_id);
 
-// pending | running | completed | preempted | diverged | failed. "running": its lock is held;
-// a log whose status says running without a lock holder was killed: "preempted" (resumable).
+// pending | running | completed | preempted | diverged | failed | unreadable. "running": its lock
+// is held; a log whose status says running without a lock holder was killed: "preempted"
+// (resumable); "unreadable": log.h5 exists but cannot be read (`error` says why).
 struct RunStatus {
   std::string status;
   int64_t step = 0, steps_planned = 0, budgets_done = 0;
@@ -57,6 +61,7 @@ struct RunStatus {
   double last_loss = 0;     // last held-out loss, NaN if none
   double train_loss = 0;    // last /train loss, NaN if none
   double tokens_per_s = 0;  // of the last /train row, 0 if none
+  std::string error;        // why log.h5 is unreadable
   // Whether the run has ended for good: completed, diverged or failed (pending and preempted
   // runs may still be started or resumed).
   bool ended() const { return status == "completed" || status == "diverged" || status == "failed"; }

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -178,6 +179,71 @@ BOOST_AUTO_TEST_CASE(status_watch_ends_with_the_sweep) {
       (exe + " sweep status --dir " + d2 + " --watch 0 > " + out + " 2>&1").c_str()));
   BOOST_TEST(rc3 != 0);
   BOOST_TEST(slurp(out).find("--watch '0'") != std::string::npos, slurp(out));
+}
+
+// A trainer killed by a signal under a live launcher (here: the trainer's test hook SIGKILLs it
+// right after its step-10 checkpoint) is not marked failed: its status reads preempted and a
+// re-launch resumes it, every step logged once.
+BOOST_AUTO_TEST_CASE(killed_runs_resume_on_relaunch) {
+  Fixture f;
+  const std::string p = f.write("k.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [3840]");
+  const std::string d = (f.dir / "sw").string(), exe = std::string(SL_EXE);
+  const std::string launch = exe + " sweep launch " + p + " --dir " + d + " --jobs 1 --threads 1";
+  const int rc = sl::test::exit_code(
+      std::system(("SL_TEST_CRASH=after_checkpoint:10 " + launch + " > /dev/null 2>&1").c_str()));
+  BOOST_TEST(rc != 0);  // the launcher reports runs that did not complete
+  for (const auto& r : sl::sweep::load_plan(d)) {
+    const std::string rd = sl::sweep::run_dir(d, r.run_id);
+    BOOST_TEST(sl::sweep::run_status(rd).status == "preempted", r.run_id);
+    BOOST_TEST(!fs::exists(rd + "/failed"), r.run_id);
+  }
+  BOOST_REQUIRE_EQUAL(std::system((launch + " > /dev/null 2>&1").c_str()), 0);
+  for (const auto& r : sl::sweep::load_plan(d)) {
+    sl::RunLog l = sl::read_runlog(sl::sweep::run_dir(d, r.run_id) + "/log.h5");
+    BOOST_TEST(l.attrs.status == "completed");
+    BOOST_REQUIRE_EQUAL(l.train.size(), 30u);
+    for (size_t i = 0; i < l.train.size(); ++i) BOOST_REQUIRE_EQUAL(l.train[i].step, i + 1);
+  }
+}
+
+// A missing data file is refused at plan and launch time, in one line naming it, before the sweep
+// directory exists; collect names a run whose log cannot be read instead of writing a silent row.
+BOOST_AUTO_TEST_CASE(missing_data_and_unreadable_logs_are_named) {
+  Fixture f;
+  const std::string exe = std::string(SL_EXE);
+  const fs::path bad = f.dir / "bad.toml";
+  std::ofstream(bad) << "[sweep]\nname = \"b\"\narchs = [\"dense\"]\nbudgets = [3840]\n"
+                     << "[[sweep.shape]]\nd_model = 32\nn_layers = 2\nn_heads = 2\n"
+                     << "[train]\nseq_len = 32\nbatch_size = 4\nschedule = \"wsd\"\n"
+                     << "warmup_tokens = 512\neval_every = 20\neval_tokens = 1024\n"
+                     << "[data]\ntrain = \"no_such_train.txt\"\nval = \"val.txt\"\n";
+  const std::string out = (f.dir / "err.txt").string(), d = (f.dir / "sb").string();
+  for (const std::string& cmd : {exe + " sweep plan " + bad.string(),
+                                 exe + " sweep launch " + bad.string() + " --dir " + d}) {
+    BOOST_TEST(sl::test::exit_code(std::system((cmd + " > /dev/null 2> " + out).c_str())) != 0);
+    const std::string err = slurp(out);
+    BOOST_TEST(std::count(err.begin(), err.end(), '\n') == 1, err);
+    BOOST_TEST(err.find("no_such_train.txt") != std::string::npos, err);
+  }
+  BOOST_TEST(!fs::exists(d));
+  // An unreadable log: collect warns naming the run and marks its rows.
+  const std::string p = f.write("u.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [3840]");
+  const std::string du = (f.dir / "su").string();
+  BOOST_REQUIRE_EQUAL(std::system((exe + " sweep launch " + p + " --dir " + du +
+                                   " --jobs 1 --threads 1 > /dev/null 2>&1").c_str()),
+                      0);
+  const auto runs = sl::sweep::load_plan(du);
+  const std::string victim = runs[0].run_id;
+  fs::resize_file(sl::sweep::run_dir(du, victim) + "/log.h5", 100);
+  BOOST_REQUIRE_EQUAL(
+      std::system((exe + " sweep collect --dir " + du + " > /dev/null 2> " + out).c_str()), 0);
+  const std::string err = slurp(out);
+  BOOST_TEST(err.find("run " + victim) != std::string::npos, err);
+  BOOST_TEST(err.find("unreadable") != std::string::npos, err);
+  BOOST_TEST(slurp(du + "/sweep.csv").find(victim) != std::string::npos);
+  std::istringstream csv(slurp(du + "/sweep.csv"));
+  for (std::string l; std::getline(csv, l);)
+    if (l.rfind(victim, 0) == 0) BOOST_TEST(l.find(",nan,unreadable") != std::string::npos, l);
 }
 
 // `sweep plan --bench FILE`: runs whose arch and size were benchmarked are estimated at the
