@@ -91,7 +91,7 @@ pid_t spawn_train(const std::string& dir, const SweepRun& r, const std::string& 
     // (while the executable loads) stays pending instead of killing it; train unblocks them.
     sigset_t stops;
     sigemptyset(&stops);
-    for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&stops, s);
+    for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) sigaddset(&stops, s);
     sigprocmask(SIG_BLOCK, &stops, nullptr);
     FILE* f = std::fopen(log.c_str(), "a");
     if (f) {

@@ -12,7 +12,7 @@
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
-  // `train` catches SIGTERM/SIGUSR1/SIGINT to checkpoint and exit as preempted; a signal that
+  // `train` catches SIGTERM/SIGUSR1/SIGINT/SIGHUP to checkpoint and exit as preempted; a signal that
   // arrives while the command line is parsed and the data opened is kept for the loop, so take
   // them before anything else (a scheduler may signal a task the moment it starts).
   // A launcher may also block them across exec (sweep launch does), so that one sent while the
@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     sl::install_stop_handlers();
     sigset_t stops;
     sigemptyset(&stops);
-    for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&stops, s);
+    for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) sigaddset(&stops, s);
     sigprocmask(SIG_UNBLOCK, &stops, nullptr);
   }
   CLI::App app{"scalinglab: scaling laws and token savings of hybrid vs dense language models"};

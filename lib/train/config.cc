@@ -278,6 +278,18 @@ TrainConfig parse_config(const std::string& text, const std::string& origin,
     // The run ends at the last budget's cooldown.
     c.tokens = c.budgets.back();
   }
+  // AdamW's constants: outside these ranges the moments or the step are meaningless (beta = 1
+  // divides by zero in the bias correction, beta > 1 grows without bound).
+  auto in_range = [&](const char* key, double v, bool ok, const char* what) {
+    if (!ok)
+      fail(origin + ": key 'train." + key + "' must be " + what + " (got " + std::to_string(v) +
+           ")");
+  };
+  in_range("beta1", c.beta1, c.beta1 >= 0 && c.beta1 < 1, "in [0, 1)");
+  in_range("beta2", c.beta2, c.beta2 >= 0 && c.beta2 < 1, "in [0, 1)");
+  in_range("adam_eps", c.adam_eps, c.adam_eps > 0, "> 0");
+  in_range("weight_decay", c.weight_decay, c.weight_decay >= 0, ">= 0");
+  in_range("min_lr_ratio", c.min_lr_ratio, c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1, "in [0, 1]");
   if (c.train_data.empty()) fail(origin + ": key 'data.train' is required");
   if (c.val_data.empty()) fail(origin + ": key 'data.val' is required");
   return c;

@@ -319,6 +319,7 @@ void install_stop_handlers() {
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
   std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGHUP, on_stop_signal);  // a closed terminal or ssh session: stop like SIGTERM
   // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG, reported in one line like a
   // full disk, rather than kill the process with SIGXFSZ in the middle of a checkpoint.
   std::signal(SIGXFSZ, SIG_IGN);

@@ -361,3 +361,35 @@ BOOST_AUTO_TEST_CASE(sigterm_right_after_start_is_a_clean_stop) {
       BOOST_TEST(sl::read_runlog(r + "/log.h5").attrs.status == "preempted");
   }
 }
+
+// SIGHUP (a closed terminal) stops like SIGTERM: checkpoint, status preempted, exit 0, and the run
+// resumes to completion.
+BOOST_AUTO_TEST_CASE(sighup_is_a_clean_stop) {
+  Fixture f;
+  const std::string r = f.path("hup");
+  const Proc p = spawn(train_args(f, r, {"--set", "train.tokens=400000"}), f.path("h.err"));
+  // Signal it once it is training (its log exists), however slow the machine.
+  for (int i = 0; i < 600 && !fs::exists(r + "/log.h5"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  kill(p.pid, SIGHUP);
+  const int rc = wait_exit(p);
+  BOOST_TEST(rc == 0, "exit " << rc << ": " << slurp(f.path("h.err")));
+  BOOST_REQUIRE(fs::exists(r + "/log.h5"));
+  BOOST_TEST(sl::read_runlog(r + "/log.h5").attrs.status == "preempted");
+  BOOST_TEST(fs::exists(r + "/ckpt/state.h5"));
+}
+
+// AdamW constants outside their range are refused in one line naming the key.
+BOOST_AUTO_TEST_CASE(adam_constants_out_of_range_are_refused) {
+  Fixture f;
+  for (const std::string kv : {"train.beta1=1.5", "train.beta2=1.0", "train.adam_eps=0"}) {
+    const std::string r = f.path("b" + std::to_string(kv.size()));
+    const Proc p = spawn(train_args(f, r, {"--set", kv}), f.path("b.err"));
+    const int rc = wait_exit(p);
+    const std::string err = slurp(f.path("b.err"));
+    BOOST_TEST(rc != 0, kv);
+    BOOST_TEST(err.find("'" + kv.substr(0, kv.find('=')) + "'") != std::string::npos, err);
+    BOOST_TEST(!fs::exists(r), kv << ": run directory created");
+  }
+}
