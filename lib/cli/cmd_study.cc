@@ -157,7 +157,7 @@ void register_study(CLI::App& app) {
   cmd->add_option("--baseline", a->report.baseline, "Baseline arch (default dense)");
   cmd->add_option("--candidate", a->report.candidate, "Candidate arch (default hybrid)");
   cmd->callback([a]() {
-    const sweep::Sweep s = sweep::load_sweep(a->file);
+    sweep::Sweep s = sweep::load_sweep(a->file);
     a->out = fs::absolute(a->out).lexically_normal().string();
     const std::string dir = a->out + "/sweep";
     make_dirs(a->out);

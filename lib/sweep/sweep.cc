@@ -296,12 +296,30 @@ void check_data(const Sweep& s) {
       }
 }
 
-void prepare_dir(const Sweep& s, const std::string& dir) {
+void prepare_dir(Sweep& s, const std::string& dir) {
   check_data(s);
   const std::string sweep_file = dir + "/sweep.toml";
-  if (path_exists(sweep_file) && slurp(sweep_file) != s.text)
-    fail("sweep directory '" + dir + "' was created by another sweep file (its sweep.toml " +
-         "differs from '" + s.path + "'); use another --dir");
+  const bool extend = path_exists(sweep_file) && slurp(sweep_file) != s.text;
+  if (extend) {
+    const std::vector<SweepRun> old = load_plan(dir);
+    std::map<std::string, const SweepRun*> by_id;
+    for (const SweepRun& r : s.runs) by_id[r.run_id] = &r;
+    std::vector<SweepRun> runs;
+    std::set<std::string> kept;
+    for (const SweepRun& o : old) {
+      const auto it = by_id.find(o.run_id);
+      if (it == by_id.end())
+        fail("sweep directory '" + dir + "' holds run " + o.run_id + " (" + o.arch + " " + o.size +
+             ") that '" + s.path + "' does not make: a sweep file may gain runs and comments, " +
+             "not drop or change them; use another --dir");
+      runs.push_back(*it->second);
+      kept.insert(o.run_id);
+    }
+    for (const SweepRun& r : s.runs)
+      if (!kept.count(r.run_id)) runs.push_back(r);
+    for (size_t i = 0; i < runs.size(); ++i) runs[i].index = static_cast<int64_t>(i);
+    s.runs = std::move(runs);
+  }
   if (!path_exists(sweep_file) && path_exists(dir) && !fs::is_empty(dir))
     fail("'" + dir + "' exists, is not empty and holds no sweep.toml: not a sweep directory");
   for (const SweepRun& r : s.runs) {
@@ -311,7 +329,7 @@ void prepare_dir(const Sweep& s, const std::string& dir) {
   }
   // Every check passed: write.
   make_dirs(dir + "/runs");
-  if (!path_exists(sweep_file)) atomic_write_file(sweep_file, s.text);
+  if (!path_exists(sweep_file) || extend) atomic_write_file(sweep_file, s.text);
   std::ostringstream plan;
   plan << "index\trun_id\tarch\tpattern\tsize\td_model\tn_layers\tn_params_nonembedding\tseed"
           "\tlr\tbudgets\n";

@@ -38,10 +38,13 @@ struct Sweep {
 // grids, a budget not above the warmup, a bad [train]/[data]/[model] key, ...).
 Sweep load_sweep(const std::string& path);
 
-// Creates or checks SWEEP/: a directory made from another sweep file (different text) is refused;
-// writes sweep.toml, plan.tsv and each run's config.toml (an existing one must be identical).
-// Nothing is written before every check passed.
-void prepare_dir(const Sweep& s, const std::string& dir);
+// Creates or checks SWEEP/ and writes sweep.toml, plan.tsv and each run's config.toml (an existing
+// one must be identical). A sweep file whose text differs from the directory's sweep.toml extends
+// the sweep when it still makes every run of the directory's plan (comments, added sizes, seeds,
+// architectures, cosine budgets): the old runs keep their plan index (a Slurm array may be running
+// them), the new ones follow, and `s.runs` is reordered and reindexed to match. A file that drops
+// or changes a run is refused naming it. Nothing is written before every check passed.
+void prepare_dir(Sweep& s, const std::string& dir);
 // Opens every distinct data source of the sweep's runs (no full scan): a missing or malformed
 // file is one error line naming it, at plan and launch time instead of in every run.
 void check_data(const Sweep& s);

@@ -102,6 +102,47 @@ BOOST_AUTO_TEST_CASE(bad_sweep_files) {
   BOOST_TEST(slurp(d + "/plan.tsv") == before);
 }
 
+// A sweep file may gain a comment and runs: the directory's runs keep their ids and plan indices,
+// the new ones follow; a file that drops a run is refused naming it, and nothing is rewritten.
+BOOST_AUTO_TEST_CASE(a_sweep_file_may_gain_comments_and_runs) {
+  Fixture f;
+  sl::sweep::Sweep a = sl::sweep::load_sweep(
+      f.write("a.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [2560]"));
+  const std::string d = (f.dir / "sw").string();
+  sl::sweep::prepare_dir(a, d);
+  const auto old_plan = sl::sweep::load_plan(d);
+  // Same grid, a comment, and a pattern and a seed more.
+  sl::sweep::Sweep b = sl::sweep::load_sweep(f.write(
+      "a2.toml", "# now with AG\npatterns = [\"AG\", \"AA\", \"GA\"]\nbudgets = [2560]\n"
+                 "seeds = [0, 1]"));
+  sl::sweep::prepare_dir(b, d);
+  const auto plan = sl::sweep::load_plan(d);
+  BOOST_REQUIRE_EQUAL(plan.size(), 6u);
+  for (size_t i = 0; i < old_plan.size(); ++i) {
+    BOOST_TEST(plan[i].run_id == old_plan[i].run_id);
+    BOOST_TEST(plan[i].index == static_cast<int64_t>(i));
+  }
+  BOOST_REQUIRE_EQUAL(b.runs.size(), 6u);
+  for (size_t i = 0; i < plan.size(); ++i) BOOST_TEST(b.runs[i].run_id == plan[i].run_id);
+  BOOST_TEST(slurp(d + "/sweep.toml") == b.text);
+  // Dropping a run (GA) is refused, naming it; the directory stays as it was.
+  const std::string before = slurp(d + "/plan.tsv");
+  sl::sweep::Sweep c = sl::sweep::load_sweep(
+      f.write("a3.toml", "patterns = [\"AG\", \"AA\"]\nbudgets = [2560]\nseeds = [0, 1]"));
+  std::string err;
+  try {
+    sl::sweep::prepare_dir(c, d);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  std::string ga;
+  for (const auto& r : old_plan)
+    if (r.config.model.pattern == "GA") ga = r.run_id;
+  BOOST_TEST(err.find(ga) != std::string::npos, err);
+  BOOST_TEST(slurp(d + "/plan.tsv") == before);
+  BOOST_TEST(slurp(d + "/sweep.toml") == b.text);
+}
+
 BOOST_AUTO_TEST_CASE(two_launchers_run_each_run_once) {
   Fixture f;
   const std::string p = f.write("s.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [3840, 7680]\n"
@@ -167,7 +208,8 @@ BOOST_AUTO_TEST_CASE(status_watch_ends_with_the_sweep) {
   // Nothing launched: three idle polls, then a line saying so.
   const std::string p2 = f.write("w2.toml", "patterns = [\"AA\"]\nbudgets = [3840]");
   const std::string d2 = (f.dir / "sw2").string();
-  sl::sweep::prepare_dir(sl::sweep::load_sweep(p2), d2);
+  sl::sweep::Sweep s2 = sl::sweep::load_sweep(p2);
+  sl::sweep::prepare_dir(s2, d2);
   const int rc2 = sl::test::exit_code(std::system(
       ("timeout 60 " + exe + " sweep status --dir " + d2 + " --watch 0.2 > " + out + " 2>&1")
           .c_str()));
