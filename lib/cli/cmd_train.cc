@@ -20,7 +20,7 @@ void register_train(CLI::App& app) {
   struct Args {
     std::string config, out, device = "cpu", init_from;
     std::vector<std::string> sets;
-    bool resume = false, quiet = false;
+    bool resume = false, quiet = false, force_config = false;
     int threads = 0, nproc = 1;
   };
   auto args = std::make_shared<Args>();
@@ -30,6 +30,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--out", args->out, "Run directory (created)")->required();
   cmd->add_option("--device", args->device, "cpu | cuda[:i]");
   cmd->add_flag("--resume", args->resume, "Continue from RUN/ckpt (start fresh if none)");
+  cmd->add_flag("--force-config", args->force_config,
+                "With --resume: accept config changes that alter the run's trajectory (lr, seed, "
+                "batch, data, ...; not the model), recorded in log.h5 config_changes");
   cmd->add_flag("--quiet", args->quiet, "No progress lines");
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)");
   cmd->add_option("--init-from", args->init_from,
@@ -58,7 +61,8 @@ void register_train(CLI::App& app) {
       if (rc != 0) std::exit(rc);
       return;
     }
-    TrainOptions opts{args->out, args->device, args->resume, args->quiet, args->init_from};
+    TrainOptions opts{args->out, args->device, args->resume, args->quiet, args->init_from,
+                      args->force_config};
     int rc = run_training(cfg, opts);
     if (rc != 0) std::exit(rc);
   });

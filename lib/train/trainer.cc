@@ -141,7 +141,7 @@ Schedule main_schedule(const TrainConfig& cfg) {
 // Compares the config of a checkpoint with the one a --resume asks for; throws naming the key a
 // resume may not change. Returns the allowed changes as one line ("" if none) for log.h5.
 std::string check_resume_config(const TrainConfig& old, const TrainConfig& cfg, int64_t step,
-                                int64_t budgets_done, const std::string& ckpt_dir) {
+                                int64_t budgets_done, const std::string& ckpt_dir, bool force) {
   const auto fa = flat_config(to_toml(old)), fb = flat_config(to_toml(cfg));
   const std::map<std::string, std::string> a(fa.begin(), fa.end()), b(fb.begin(), fb.end());
   // In the file's order, so the key reported is the one set (model.d_model), not one derived
@@ -156,9 +156,11 @@ std::string check_resume_config(const TrainConfig& old, const TrainConfig& cfg, 
     const std::string va = ia == a.end() ? "(unset)" : ia->second;
     const std::string vb = ib == b.end() ? "(unset)" : ib->second;
     if (va == vb) continue;
-    if (!resume_may_change().count(k))
+    if (!resume_may_change().count(k) && (!force || k.rfind("model.", 0) == 0))
       fail("train --resume: key '" + k + "' is " + vb + ", the checkpoint in '" + ckpt_dir +
-           "' was trained with " + va + " (a resumed run must keep it; start a new run directory)");
+           "' was trained with " + va + " (a resumed run must keep it; start a new run directory" +
+           (k.rfind("model.", 0) == 0 ? "" : ", or pass --force-config to change its trajectory") +
+           ")");
     changes += (changes.empty() ? "" : ", ") + k + " " + va + " -> " + vb;
   }
   if (changes.empty()) return "";
@@ -171,7 +173,7 @@ std::string check_resume_config(const TrainConfig& old, const TrainConfig& cfg, 
   // schedule decays over the whole run, so its tokens can never change; a WSD run's can while
   // the checkpoint is before both decays; a constant one's always).
   const Schedule so = main_schedule(old), sn = main_schedule(cfg);
-  for (int64_t s = 0; s < step; ++s)
+  for (int64_t s = 0; s < step && !force; ++s)
     if (so.at(s) != sn.at(s))
       fail("train --resume: key 'train.tokens' " + std::to_string(old.tokens) + " -> " +
            std::to_string(cfg.tokens) + " changes the learning rate of step " + std::to_string(s) +
@@ -185,7 +187,7 @@ std::string check_resume_config(const TrainConfig& old, const TrainConfig& cfg, 
       fail("train --resume: key 'train.budgets' drops or changes the budget of " +
            std::to_string(ob[i]) + " tokens, already reported by the checkpoint in '" + ckpt_dir +
            "'");
-  return "step " + std::to_string(step) + ": " + changes;
+  return "step " + std::to_string(step) + (force ? " (forced)" : "") + ": " + changes;
 }
 
 // The run log as the training loop sees it: rank 0 of a data-parallel run writes RUN/log.h5, the
@@ -376,7 +378,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
     for (const auto& [key, src] : {std::pair<const char*, const TokenSource*>{"train", &train},
                                    {"val", &val}}) {
       const std::string k = std::string("data_") + key + "_tokens";
-      if (ckpt->ints.count(k) && ckpt->ints.at(k) != src->size())
+      if (!opts.force_config && ckpt->ints.count(k) && ckpt->ints.at(k) != src->size())
         fail("train --resume: data." + std::string(key) + " '" + src->spec() + "' holds " +
              std::to_string(src->size()) + " tokens, the checkpoint in '" + ckpt_dir +
              "' was trained on " + std::to_string(ckpt->ints.at(k)) + " (the data changed)");
@@ -419,7 +421,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
     // The config may change only where the steps taken would not have differed (see above).
     const TrainConfig old =
         parse_config(ckpt->string_value("config"), ckpt_dir + "/state.h5", "", {});
-    config_change = check_resume_config(old, cfg, step, budgets_done, ckpt_dir);
+    config_change = check_resume_config(old, cfg, step, budgets_done, ckpt_dir, opts.force_config);
     // Only now the tensors: a changed model is named by its key above, not by a tensor's shape.
     restore_checkpoint(*ckpt, model, opt, time_base);
     // A pending branch must start at or after the checkpoint, or its cooldown cannot be replayed

@@ -24,7 +24,8 @@
 // keeps its learning rate bit for bit (never for cosine, whose decay spans the run; for WSD while
 // the checkpoint is before both decay starts; always for constant), tokens covers the
 // checkpoint, and the budgets already reported stay. config.toml and log.h5 then both hold the
-// new config, and log.h5's config_changes records the change.
+// new config, and log.h5's config_changes records the change. `--force-config` (an explicit
+// choice) lifts the key rule and the learning-rate rule, except for model.* keys.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -42,6 +43,11 @@ struct TrainOptions {
   // replace the seeded init; its tensors must match the config's model exactly. Ignored when
   // resuming from a checkpoint.
   std::string init_from;
+  // --resume --force-config: accept a config whose other keys differ too (the run's trajectory
+  // changes from the checkpoint on; the model itself must still match its tensors, tokens must
+  // cover the checkpoint and reported budgets stay); log.h5's config_changes records it, marked
+  // forced.
+  bool force_config = false;
 };
 
 // Runs (or resumes) one training run. Returns the process exit code (see above).

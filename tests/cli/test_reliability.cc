@@ -393,3 +393,30 @@ BOOST_AUTO_TEST_CASE(adam_constants_out_of_range_are_refused) {
     BOOST_TEST(!fs::exists(r), kv << ": run directory created");
   }
 }
+
+// --force-config: a trajectory change the rules refuse is taken when asked for explicitly and
+// recorded as forced; the model must still match its checkpoint.
+BOOST_AUTO_TEST_CASE(force_config_takes_a_refused_change_and_records_it) {
+  Fixture f;
+  const std::string r = f.path("fc");
+  SpawnOpts o;
+  o.env = {{"SL_TEST_CRASH", "after_checkpoint:30"}};
+  BOOST_REQUIRE_EQUAL(run(train_args(f, r), nullptr, o), 128 + SIGKILL);
+  std::string err;
+  std::vector<std::string> m = train_args(f, r, {"--resume", "--force-config"});
+  m.insert(m.end(), {"--set", "model.d_model=64"});
+  BOOST_TEST(run(m, &err) == 2);
+  BOOST_TEST(err.find("'model.d_model'") != std::string::npos, err);
+  std::vector<std::string> a = train_args(f, r, {"--resume"});
+  a.insert(a.end(), {"--set", "train.lr=1e-3"});
+  BOOST_TEST(run(a, &err) == 2);
+  BOOST_TEST(err.find("--force-config") != std::string::npos, err);
+  a.push_back("--force-config");
+  BOOST_REQUIRE_EQUAL(run(a, &err), 0);
+  const sl::RunLog log = sl::read_runlog(r + "/log.h5");
+  BOOST_TEST(log.attrs.status == "completed");
+  BOOST_TEST(log.attrs.config_changes.find("step 30 (forced): ") == 0, log.attrs.config_changes);
+  BOOST_TEST(log.attrs.config_changes.find("train.lr") != std::string::npos,
+             log.attrs.config_changes);
+  BOOST_TEST(slurp(r + "/config.toml") == log.attrs.config);
+}
