@@ -420,3 +420,15 @@ BOOST_AUTO_TEST_CASE(force_config_takes_a_refused_change_and_records_it) {
              log.attrs.config_changes);
   BOOST_TEST(slurp(r + "/config.toml") == log.attrs.config);
 }
+
+// A warmup longer than the run is legal but says so, once.
+BOOST_AUTO_TEST_CASE(warmup_longer_than_the_run_warns) {
+  Fixture f;
+  std::string err;
+  BOOST_REQUIRE_EQUAL(
+      run(train_args(f, f.path("wu"), {"--set", "train.warmup_tokens=20000"}), &err), 0);
+  BOOST_TEST(err.find("warning: train.warmup_tokens (20000) >= train.tokens (12800)") !=
+                 std::string::npos,
+             err);
+  BOOST_TEST(one_line(err), err);
+}
