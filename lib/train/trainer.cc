@@ -340,12 +340,6 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   // global batch of B = train.batch_size rows (Bl = B / world) on GPU cuda:<local rank>.
   const DistEnv dist = dist_env();
   const bool lead = dist.rank == 0;
-  // Legal but almost always a mistake (a default warmup kept for a short run): say so once.
-  if (lead && cfg.warmup_tokens >= cfg.tokens)
-    std::fprintf(stderr,
-                 "scalinglab: train: warning: train.warmup_tokens (%lld) >= train.tokens (%lld): "
-                 "the learning rate never reaches train.lr\n",
-                 static_cast<long long>(cfg.warmup_tokens), static_cast<long long>(cfg.tokens));
   std::string device = opts.device;
   if (dist.launched) {
     if (cfg.batch_size % dist.world != 0)
@@ -451,6 +445,13 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
              "trainer?); use --resume to continue it");
     }
     atomic_write_file(run + "/config.toml", cfg_text);
+    // Legal but almost always a mistake (a default warmup kept for a short run): said once, after
+    // every check passed, so that a refused input still gets its one error line alone.
+    if (cfg.warmup_tokens >= cfg.tokens)
+      std::fprintf(stderr,
+                   "scalinglab: train: warning: train.warmup_tokens (%lld) >= train.tokens (%lld): "
+                   "the learning rate never reaches train.lr\n",
+                   static_cast<long long>(cfg.warmup_tokens), static_cast<long long>(cfg.tokens));
   }
   RunAttrs attrs;
   attrs.run_id = run_id_of(cfg);

@@ -84,3 +84,15 @@ BOOST_AUTO_TEST_CASE(exact_and_underdetermined_designs_are_flagged) {
   const FitResult l = fit_law(dl, quick());
   BOOST_TEST(has(l, "exact"));
 }
+
+// All-equal losses (a ladder that learned nothing, or a broken collect): any E with A, B -> 0 or
+// alpha, beta -> 0 fits exactly, so the optimum is not identified and the fit says so.
+BOOST_AUTO_TEST_CASE(all_equal_losses_are_not_identifiable) {
+  Points p =
+      testing::ladder(testing::baseline_law(), 0.0, 0, 0, {0.85e6, 1.6e6, 3e6}, {10, 20, 40});
+  for (double& l : p.loss) l = 3.0;
+  const FitResult r = fit_law(chinchilla_data(p), quick());
+  print("equal losses", r);
+  BOOST_TEST(!r.flags.empty());  // not identifiable (report.cc: identifiable = no flags)
+  BOOST_TEST(!r.warnings.empty());
+}
