@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config python3
   libeigen3-dev libceres-dev libhdf5-dev hdf5-tools libcli11-dev libboost-test-dev
-  libtomlplusplus-dev nlohmann-json3-dev gnuplot-nox fortunes
+  libtomlplusplus-dev nlohmann-json3-dev gnuplot-nox fortunes clang-format
   slurm-wlm munge)
 missing=()
 for p in "${PACKAGES[@]}"; do

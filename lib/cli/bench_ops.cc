@@ -25,8 +25,8 @@ namespace sl::cli {
 namespace {
 
 constexpr int kSets = 3;  // input sets used in turn
-constexpr const char* kOps[] = {"attention", "gdn",    "matmul",        "rmsnorm",
-                                "swiglu",    "rope",   "conv1d",        "l2norm",
+constexpr const char* kOps[] = {"attention",     "gdn",       "matmul",        "rmsnorm",
+                                "swiglu",        "rope",      "conv1d",        "l2norm",
                                 "gated_rmsnorm", "embedding", "cross_entropy", "adamw"};
 
 // One op's benchmark: forward and backward closures over input set i, with the work they do.
@@ -188,8 +188,8 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
       be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], H * dv, w[i], R, H, dv, 1e-6f);
     };
     c.bwd = [=, &be](int i) {
-      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], H * dv, w[i],
-                                rstd[i], R, H, dv);
+      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], H * dv, w[i], rstd[i],
+                                R, H, dv);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape += " dv=" + std::to_string(dv);
@@ -255,8 +255,7 @@ void run_op_bench(const OpBenchArgs& a, const std::vector<std::string>& ops) {
            "embedding, cross_entropy, adamw)");
   auto be = make_backend(a.device);
   nlohmann::json rows = nlohmann::json::array();
-  std::printf("%-14s %-5s %-36s %10s %10s %10s\n", "op", "pass", "shape", "ms", "TFLOP/s",
-              "GB/s");
+  std::printf("%-14s %-5s %-36s %10s %10s %10s\n", "op", "pass", "shape", "ms", "TFLOP/s", "GB/s");
   for (const std::string& op : ops) {
     Pool pool(*be);
     const OpCase c = make_case(op, a, *be, pool);
@@ -275,9 +274,15 @@ void run_op_bench(const OpBenchArgs& a, const std::vector<std::string>& ops) {
       std::printf("%-14s %-5s %-36s %10.4f %10s %10.1f\n", op.c_str(), pass == 0 ? "fwd" : "bwd",
                   c.shape.c_str(), ms, tf, gbs);
       std::fflush(stdout);
-      rows.push_back({{"op", op}, {"pass", pass == 0 ? "fwd" : "bwd"}, {"shape", c.shape},
-                      {"device", be->name()}, {"ms", ms}, {"flops", flops}, {"bytes", bytes},
-                      {"tflops", tflops}, {"gbs", gbs}});
+      rows.push_back({{"op", op},
+                      {"pass", pass == 0 ? "fwd" : "bwd"},
+                      {"shape", c.shape},
+                      {"device", be->name()},
+                      {"ms", ms},
+                      {"flops", flops},
+                      {"bytes", bytes},
+                      {"tflops", tflops},
+                      {"gbs", gbs}});
     }
   }
   if (!a.json.empty()) {

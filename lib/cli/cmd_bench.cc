@@ -132,7 +132,8 @@ void register_bench(CLI::App& app) {
         const auto t0 = std::chrono::steady_clock::now();
         for (int64_t i = 0; i < a->steps; ++i) step(a->warmup + i + 1);
         be->synchronize();
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double dt =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double tps = static_cast<double>(n * a->steps) / dt;
         const double flops = tps * s.flops_per_token(a->seq_len);
         const double mfu = a->peak_tflops > 0 ? flops / (a->peak_tflops * 1e12) : 0;
@@ -143,12 +144,21 @@ void register_bench(CLI::App& app) {
                     static_cast<long long>(nne), tps, flops / 1e9,
                     mfu > 0 ? (std::to_string(mfu * 100).substr(0, 4) + "%").c_str() : "-");
         std::fflush(stdout);
-        rows.push_back({{"arch", arch}, {"size", size}, {"pattern", s.pattern},
-                        {"d_model", s.d_model}, {"n_layers", s.n_layers()}, {"n_params", np},
-                        {"n_params_nonembedding", nne}, {"device", be->name()},
-                        {"seq_len", a->seq_len}, {"batch", a->batch}, {"vocab", a->vocab},
-                        {"tokens_per_s", tps}, {"flops_per_token", s.flops_per_token(a->seq_len)},
-                        {"flops_per_s", flops}, {"mfu", mfu}});
+        rows.push_back({{"arch", arch},
+                        {"size", size},
+                        {"pattern", s.pattern},
+                        {"d_model", s.d_model},
+                        {"n_layers", s.n_layers()},
+                        {"n_params", np},
+                        {"n_params_nonembedding", nne},
+                        {"device", be->name()},
+                        {"seq_len", a->seq_len},
+                        {"batch", a->batch},
+                        {"vocab", a->vocab},
+                        {"tokens_per_s", tps},
+                        {"flops_per_token", s.flops_per_token(a->seq_len)},
+                        {"flops_per_s", flops},
+                        {"mfu", mfu}});
         if (a->profile) {
           // The same steps again with every op timed; shares of the summed op time.
           prof.enable(true);
@@ -160,14 +170,16 @@ void register_bench(CLI::App& app) {
           prof.enable(false);
           std::vector<std::pair<std::string, ProfiledBackend::Stat>> ops(prof.stats().begin(),
                                                                          prof.stats().end());
-          std::sort(ops.begin(), ops.end(),
-                    [](const auto& x, const auto& y) { return x.second.seconds > y.second.seconds; });
+          std::sort(ops.begin(), ops.end(), [](const auto& x, const auto& y) {
+            return x.second.seconds > y.second.seconds;
+          });
           double sum = 0;
           for (const auto& o : ops) sum += o.second.seconds;
           const double per = 1e3 / static_cast<double>(a->steps);
-          std::printf("  profile %s %s: %.2f ms/step unprofiled, %.2f ms/step profiled "
-                      "(%.2f in ops)\n", arch.c_str(), size.c_str(), dt * per, pt * per,
-                      sum * per);
+          std::printf(
+              "  profile %s %s: %.2f ms/step unprofiled, %.2f ms/step profiled "
+              "(%.2f in ops)\n",
+              arch.c_str(), size.c_str(), dt * per, pt * per, sum * per);
           std::printf("  %-24s %10s %12s %7s\n", "op", "calls/step", "ms/step", "share");
           for (const auto& [name, st] : ops)
             std::printf("  %-24s %10.0f %12.3f %6.1f%%\n", name.c_str(),

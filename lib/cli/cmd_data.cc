@@ -53,8 +53,9 @@ void run_prepare(PrepareArgs& a) {
   std::printf("val:   %lld documents, %lld tokens, %zu shards, unigram entropy %.4f nats/token\n",
               static_cast<long long>(r.val.documents), static_cast<long long>(r.val.tokens),
               r.val.shards.size(), r.val.unigram_entropy);
-  if (r.skipped) std::printf("skipped by --include/--exclude: %lld documents\n",
-                             static_cast<long long>(r.skipped));
+  if (r.skipped)
+    std::printf("skipped by --include/--exclude: %lld documents\n",
+                static_cast<long long>(r.skipped));
   std::printf("wrote %s (%.1f s)\n", r.manifest_path.c_str(), r.seconds);
 }
 
@@ -102,8 +103,8 @@ void inspect_file(const std::string& path, const InspectArgs& a) {
   const int64_t n = std::min<int64_t>(a.head, src.size());
   std::vector<int32_t> first(static_cast<size_t>(n));
   src.read(0, n, first.data());
-  const bool bytes = std::all_of(first.begin(), first.end(),
-                                 [](int32_t id) { return id >= 0 && id < 256; });
+  const bool bytes =
+      std::all_of(first.begin(), first.end(), [](int32_t id) { return id >= 0 && id < 256; });
   if (bytes) {
     std::printf("first %lld tokens as bytes: \"%s\"\n", static_cast<long long>(n),
                 escape_bytes(first).c_str());
@@ -151,9 +152,8 @@ void inspect_prepared_dir(const std::string& dir, const InspectArgs& a) {
       fail(where + ": " + std::to_string(src.size()) + " tokens, the manifest says " +
            std::to_string(s.value("tokens", int64_t{-1})));
     src.validate();  // ids < vocab
-    std::printf("%-20s %-5s %12lld %14lld  %s ok\n", name.c_str(),
-                s.value("split", "?").c_str(), static_cast<long long>(src.size()),
-                static_cast<long long>(bytes), sha.c_str());
+    std::printf("%-20s %-5s %12lld %14lld  %s ok\n", name.c_str(), s.value("split", "?").c_str(),
+                static_cast<long long>(src.size()), static_cast<long long>(bytes), sha.c_str());
   }
   std::printf("all %zu shards match the manifest\n", m["shards"].size());
 }
@@ -199,9 +199,9 @@ void register_data(CLI::App& app) {
   prep->callback([pa]() { run_prepare(*pa); });
 
   auto ia = std::make_shared<InspectArgs>();
-  CLI::App* insp = data->add_subcommand("inspect", "Describe a token file or verify a prepared DIR");
-  insp->add_option("path", ia->path, "a .bin/.raw shard, a text file, or a directory")
-      ->required();
+  CLI::App* insp =
+      data->add_subcommand("inspect", "Describe a token file or verify a prepared DIR");
+  insp->add_option("path", ia->path, "a .bin/.raw shard, a text file, or a directory")->required();
   insp->add_option("--vocab", ia->vocab, "check every id against this vocabulary size");
   insp->add_option("--head", ia->head, "tokens to decode from the start")->capture_default_str();
   insp->callback([ia]() { run_inspect(*ia); });

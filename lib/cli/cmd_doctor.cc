@@ -150,8 +150,8 @@ Floor read_bf16_floor(const std::string& fixtures) {
   return floor;
 }
 
-void check_backend(Backend& be_ref, const std::string& fixtures, const Tiny& tiny,
-                   bool verbose, std::vector<Row>& rows) {
+void check_backend(Backend& be_ref, const std::string& fixtures, const Tiny& tiny, bool verbose,
+                   std::vector<Row>& rows) {
   Backend* be = &be_ref;
   const std::string name = be->name();
   const double tol = tolerance_for(*be);
@@ -187,8 +187,8 @@ void check_backend(Backend& be_ref, const std::string& fixtures, const Tiny& tin
     rows.push_back(
         {name, std::string(f) + " logits (norm-rel)", r.logits.l2_abs / r.logits.l2_ref, tol});
     rows.push_back({name, std::string(f) + " loss", r.loss.rel, 1e-3});
-    rows.push_back({name, std::string(f) + " grads (norm-rel, worst " + worst_name + ")",
-                    worst_err, worst_tol});
+    rows.push_back({name, std::string(f) + " grads (norm-rel, worst " + worst_name + ")", worst_err,
+                    worst_tol});
     if (!ratios.empty()) {
       std::sort(ratios.begin(), ratios.end());
       const size_t n = ratios.size();

@@ -42,8 +42,9 @@ void register_report(CLI::App& app) {
   cmd->add_option("--bound", a->bounds,
                   "Bound a Chinchilla parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be "
                   "empty; HI = min: each architecture's lowest loss, e.g. E=0:min)");
-  cmd->add_flag("--no-render", [a](int64_t) { a->o.render = false; },
-                "Write the gnuplot scripts and data only");
+  cmd->add_flag(
+      "--no-render", [a](int64_t) { a->o.render = false; },
+      "Write the gnuplot scripts and data only");
   cmd->callback([a]() {
     if (!(a->o.huber_delta > 0)) fail("--huber-delta must be > 0");
     for (const std::string& b : a->bounds) {

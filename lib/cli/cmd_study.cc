@@ -85,9 +85,8 @@ Progress progress(const std::vector<sweep::SweepRun>& runs, const std::string& d
 // Runs `scalinglab sweep launch` as a child; on a terminal, redraws one progress line every 2 s.
 int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::SweepRun>& runs) {
   const std::string exe = fs::read_symlink("/proc/self/exe").string();
-  std::vector<std::string> args = {exe,        "sweep",  "launch", a.file, "--dir",
-                                   dir,        "--device", a.device, "--jobs",
-                                   std::to_string(a.jobs)};
+  std::vector<std::string> args = {exe, "sweep",    "launch", a.file,   "--dir",
+                                   dir, "--device", a.device, "--jobs", std::to_string(a.jobs)};
   if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
   if (a.gpus > 0) args.insert(args.end(), {"--gpus", std::to_string(a.gpus)});
   const std::string log = a.out + "/launch.log";
@@ -168,13 +167,13 @@ void register_study(CLI::App& app) {
     std::fflush(stdout);
     const int rc = launch(*a, dir, s.runs);
     const Progress p = progress(s.runs, dir);
-    std::printf("study: %d of %d runs completed in %s\n", p.done, p.total,
-                clock_text(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                               .count())
-                    .c_str());
+    std::printf(
+        "study: %d of %d runs completed in %s\n", p.done, p.total,
+        clock_text(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())
+            .c_str());
     if (rc != 0 || p.done < p.total)
-      fail("study: " + std::to_string(p.total - p.done) + " runs did not complete (see " +
-           a->out + "/launch.log and `scalinglab sweep status --dir " + dir +
+      fail("study: " + std::to_string(p.total - p.done) + " runs did not complete (see " + a->out +
+           "/launch.log and `scalinglab sweep status --dir " + dir +
            "`); rerun the study to resume");
     const int64_t rows = sweep::collect(sweep::load_plan(dir), dir);
     std::printf("study: collected %lld rows -> %s/sweep.h5\n", static_cast<long long>(rows),
@@ -183,11 +182,10 @@ void register_study(CLI::App& app) {
     const report::ReportResult r = report::write_report(dir, a->out + "/report", a->report);
     for (const std::string& w : r.warnings)
       std::fprintf(stderr, "scalinglab study: warning: %s\n", w.c_str());
-    std::printf("study: report %s/report/report.md (%zu files), total %s\n", a->out.c_str(),
-                r.files.size(),
-                clock_text(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                               .count())
-                    .c_str());
+    std::printf(
+        "study: report %s/report/report.md (%zu files), total %s\n", a->out.c_str(), r.files.size(),
+        clock_text(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())
+            .c_str());
   });
 }
 

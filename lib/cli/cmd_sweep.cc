@@ -53,11 +53,16 @@ std::string abs_dir(const std::string& d) { return fs::absolute(d).lexically_nor
 
 std::string human(double x) {
   char buf[32];
-  if (x >= 1e12) std::snprintf(buf, sizeof buf, "%.2fT", x / 1e12);
-  else if (x >= 1e9) std::snprintf(buf, sizeof buf, "%.2fG", x / 1e9);
-  else if (x >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", x / 1e6);
-  else if (x >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", x / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", x);
+  if (x >= 1e12)
+    std::snprintf(buf, sizeof buf, "%.2fT", x / 1e12);
+  else if (x >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2fG", x / 1e9);
+  else if (x >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", x / 1e6);
+  else if (x >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fk", x / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", x);
   return buf;
 }
 
@@ -70,11 +75,11 @@ std::string budgets_text(const SweepRun& r) {
 // Starts `scalinglab train` for run r with stdout/stderr appended to RUN/train.log. `keep_fd` is
 // the run's lock (inherited on purpose); `close_fds` are other runs' locks the child must not hold.
 // nproc > 1: data parallel over that many GPUs of this node (train --nproc).
-pid_t spawn_train(const std::string& dir, const SweepRun& r, const std::string& device,
-                  int threads, const std::vector<int>& close_fds, int nproc = 1) {
+pid_t spawn_train(const std::string& dir, const SweepRun& r, const std::string& device, int threads,
+                  const std::vector<int>& close_fds, int nproc = 1) {
   const std::string rd = sweep::run_dir(dir, r.run_id), exe = self_exe();
-  std::vector<std::string> args = {exe, "train", "--config", rd + "/config.toml", "--out", rd,
-                                   "--resume", "--device", device};
+  std::vector<std::string> args = {
+      exe, "train", "--config", rd + "/config.toml", "--out", rd, "--resume", "--device", device};
   if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
   if (nproc > 1) args.insert(args.end(), {"--nproc", std::to_string(nproc)});
   const std::string log = rd + "/train.log";
@@ -161,13 +166,13 @@ void print_plan(const std::vector<SweepRun>& runs, double flops_per_s, const std
     std::printf("%-5lld %-12s %-8s %-7s %10s %-28s %10.3g %8.3f%s\n",
                 static_cast<long long>(r.index), r.run_id.c_str(), r.arch.c_str(), r.size.c_str(),
                 human(static_cast<double>(r.n_params_nonembedding)).c_str(),
-                budgets_text(r).c_str(), r.flops,
-                sweep::estimate_seconds(r, rate) / 3600.0, st.c_str());
+                budgets_text(r).c_str(), r.flops, sweep::estimate_seconds(r, rate) / 3600.0,
+                st.c_str());
   }
-  std::printf("%zu runs, %.3g FLOPs, about %.2f device-hours (%d runs at their benchmarked "
-              "FLOP/s, %zu at %.3g FLOP/s)\n",
-              runs.size(), total_flops, total_s / 3600.0, measured, runs.size() - measured,
-              flops_per_s);
+  std::printf(
+      "%zu runs, %.3g FLOPs, about %.2f device-hours (%d runs at their benchmarked "
+      "FLOP/s, %zu at %.3g FLOP/s)\n",
+      runs.size(), total_flops, total_s / 3600.0, measured, runs.size() - measured, flops_per_s);
 }
 
 // status/collect read SWEEP/ only; a sweep file given with them must be the one that made it.
@@ -254,8 +259,7 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchArgs& a) {
       slot_used[slot] = true;
       active[pid] = {&r, fd, slot};
       std::printf("  start %s (%s %s, %s) on %s, log %s/train.log\n", r.run_id.c_str(),
-                  r.arch.c_str(), r.size.c_str(), budgets_text(r).c_str(), dev.c_str(),
-                  rd.c_str());
+                  r.arch.c_str(), r.size.c_str(), budgets_text(r).c_str(), dev.c_str(), rd.c_str());
       std::fflush(stdout);
     }
     if (active.empty()) break;
@@ -380,12 +384,12 @@ int launch_slurm(const std::string& name, const std::vector<SweepRun>& runs, con
     if (a.gpus_per_task > 1) sh << " --nproc " << a.gpus_per_task;
     sh << "\n";
     atomic_write_file(base + ".sbatch", sh.str());
-    std::printf("sweep launch (slurm): wrote %s.sbatch (%zu tasks, %lld at a time)\n",
-                base.c_str(), n, static_cast<long long>(m));
+    std::printf("sweep launch (slurm): wrote %s.sbatch (%zu tasks, %lld at a time)\n", base.c_str(),
+                n, static_cast<long long>(m));
     if (a.dry_run) continue;
     int rc = 0;
-    const std::string out = run_capture("sbatch --parsable " + shell_quote(base + ".sbatch") +
-                                            " 2>&1", rc);
+    const std::string out =
+        run_capture("sbatch --parsable " + shell_quote(base + ".sbatch") + " 2>&1", rc);
     if (rc != 0) {
       std::fprintf(stderr, "scalinglab: sbatch failed (%s.sbatch): %s", base.c_str(), out.c_str());
       rc_all = 1;
@@ -420,8 +424,7 @@ std::map<int64_t, std::string> slurm_states(const std::string& dir) {
   }
   if (ids.empty()) return out;
   int rc = 0;
-  const std::string text =
-      run_capture("squeue -h -r -j " + ids + " -o '%i %T' 2>/dev/null", rc);
+  const std::string text = run_capture("squeue -h -r -j " + ids + " -o '%i %T' 2>/dev/null", rc);
   if (rc != 0) return out;  // no squeue here, or the jobs are long gone
   std::istringstream in(text);
   std::string task, state;
@@ -535,9 +538,9 @@ StatusTable status_table(const std::string& dir, const std::vector<SweepRun>& ru
     const auto q = queued.find(r.index);
     const bool in_slurm = q != queued.end() && st.status != "running" && st.status != "completed";
     if (in_slurm)
-      st.status = (q->second.find("PENDING") != std::string::npos ? "queued (slurm "
-                                                                   : "starting (slurm ") +
-                  q->second + ")";
+      st.status =
+          (q->second.find("PENDING") != std::string::npos ? "queued (slurm " : "starting (slurm ") +
+          q->second + ")";
     ++counts[st.status.substr(0, st.status.find(' '))];
     const bool running = st.status == "running";
     t.ended += st.ended();
@@ -554,9 +557,9 @@ StatusTable status_table(const std::string& dir, const std::vector<SweepRun>& ru
                   "%s\n",
                   static_cast<long long>(r.index), r.run_id.c_str(), r.arch.c_str(), r.size.c_str(),
                   budgets_text(r).c_str(), static_cast<long long>(st.step),
-                  static_cast<long long>(r.config.steps()),
-                  static_cast<long long>(st.budgets_done), r.budgets.size(), st.tokens_per_s,
-                  st.train_loss, st.last_loss, fmt_duration(eta).c_str(), st.status.c_str());
+                  static_cast<long long>(r.config.steps()), static_cast<long long>(st.budgets_done),
+                  r.budgets.size(), st.tokens_per_s, st.train_loss, st.last_loss,
+                  fmt_duration(eta).c_str(), st.status.c_str());
     o += line;
   }
   std::snprintf(line, sizeof line, "%zu runs:", runs.size());
@@ -567,7 +570,8 @@ StatusTable status_table(const std::string& dir, const std::vector<SweepRun>& ru
   }
   std::snprintf(line, sizeof line, "; %.3g of %.3g tokens, %.0f tok/s running, ETA %s\n",
                 static_cast<double>(done_tokens), static_cast<double>(done_tokens + left_tokens),
-                rate, rate > 0 ? fmt_duration(static_cast<double>(left_tokens) / rate).c_str() : "-");
+                rate,
+                rate > 0 ? fmt_duration(static_cast<double>(left_tokens) / rate).c_str() : "-");
   o += line;
   return t;
 }
@@ -597,9 +601,10 @@ void watch_status(const std::string& dir, const std::vector<SweepRun>& runs, dou
     }
     idle = t.active > 0 ? 0 : idle + 1;
     if (idle >= 3) {
-      std::printf("sweep status: nothing running or queued; %lld of %zu runs have not ended "
-                  "(start them with sweep launch)\n",
-                  static_cast<long long>(runs.size() - t.ended), runs.size());
+      std::printf(
+          "sweep status: nothing running or queued; %lld of %zu runs have not ended "
+          "(start them with sweep launch)\n",
+          static_cast<long long>(runs.size() - t.ended), runs.size());
       return;
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(secs));
@@ -669,9 +674,10 @@ void register_sweep(CLI::App& app) {
   common(status, false);
   auto watch = std::make_shared<std::string>();
   CLI::Option* watch_opt =
-      status->add_option("--watch", *watch,
-                         "Redraw the table every SECONDS (default 5) until every run has ended "
-                         "(or nothing is running or queued for three redraws)")
+      status
+          ->add_option("--watch", *watch,
+                       "Redraw the table every SECONDS (default 5) until every run has ended "
+                       "(or nothing is running or queued for three redraws)")
           ->expected(0, 1);
   status->callback([a, watch, watch_opt]() {
     const std::string dir = abs_dir(a->dir);

@@ -37,8 +37,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)");
   cmd->add_option("--init-from", args->init_from,
                   "Start from the weights of an HF directory (model.safetensors, config.json)");
-  CLI::Option* nproc_opt = cmd->add_option("--nproc", args->nproc,
-                  "Data-parallel ranks on this node, one per GPU (NCCL; needs --device cuda)");
+  CLI::Option* nproc_opt =
+      cmd->add_option("--nproc", args->nproc,
+                      "Data-parallel ranks on this node, one per GPU (NCCL; needs --device cuda)");
   cmd->callback([args, nproc_opt]() {
     install_stop_handlers();  // as early as possible: a scheduler may signal a task at once
     // Checked before anything else: OpenMP cannot start 100000 threads (it crashed, after the run
@@ -46,7 +47,8 @@ void register_train(CLI::App& app) {
     if (args->threads < 0)
       fail("train --threads " + std::to_string(args->threads) + ": must be >= 1 (or 0: all cores)");
     if (const int cores = omp_get_num_procs(); args->threads > cores) {
-      std::fprintf(stderr, "scalinglab: train: --threads %d is more than the %d cores here; using %d\n",
+      std::fprintf(stderr,
+                   "scalinglab: train: --threads %d is more than the %d cores here; using %d\n",
                    args->threads, cores, cores);
       args->threads = cores;
     }
@@ -61,8 +63,8 @@ void register_train(CLI::App& app) {
       if (rc != 0) std::exit(rc);
       return;
     }
-    TrainOptions opts{args->out, args->device, args->resume, args->quiet, args->init_from,
-                      args->force_config};
+    TrainOptions opts{args->out,   args->device,    args->resume,
+                      args->quiet, args->init_from, args->force_config};
     int rc = run_training(cfg, opts);
     if (rc != 0) std::exit(rc);
   });

@@ -12,8 +12,8 @@
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
-  // `train` catches SIGTERM/SIGUSR1/SIGINT/SIGHUP to checkpoint and exit as preempted; a signal that
-  // arrives while the command line is parsed and the data opened is kept for the loop, so take
+  // `train` catches SIGTERM/SIGUSR1/SIGINT/SIGHUP to checkpoint and exit as preempted; a signal
+  // that arrives while the command line is parsed and the data opened is kept for the loop, so take
   // them before anything else (a scheduler may signal a task the moment it starts).
   // A launcher may also block them across exec (sweep launch does), so that one sent while the
   // process is still being loaded, before main, stays pending until here instead of killing it.

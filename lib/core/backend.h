@@ -5,7 +5,8 @@
 //  - Row-major everywhere. "[R, C] ld L" means element (r, c) is at r*L + c; ld defaults to C.
 //    Ops that read from a fused projection output take the row stride so no copy is needed.
 //  - BT = B*T tokens, token-major: activations are [B, T, ...] flattened to [BT, ...].
-//  - Gradients: every *_backward ACCUMULATES (+=) into each gradient output, parameter or activation
+//  - Gradients: every *_backward ACCUMULATES (+=) into each gradient output, parameter or
+//  activation
 //    alike; callers zero the buffers once per step. A null Tensor gradient output is skipped.
 //  - Forward outputs are written (=), never accumulated, unless the op says so.
 //  - Scalars are float on the interface; backends compute in their own precision (double in the
@@ -94,8 +95,7 @@ class Backend {
 
   // ---- RoPE (HF "default", rotate_half: pairs (i, i + hd/2), inv_freq_i = theta^(-2i/hd)) -------
   // In place on x [B, T, H, hd]: x' = x*cos(t*f) + rotate_half(x)*sin(t*f), position t = 0..T-1.
-  virtual void rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd,
-                            float theta) = 0;
+  virtual void rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta) = 0;
   // In place on dx: the transpose rotation (rotation by -t*f).
   virtual void rope_backward(Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd,
                              float theta) = 0;
@@ -120,16 +120,16 @@ class Backend {
   // ---- causal depthwise conv1d over time + SiLU (GDN) -----------------------------------------
   // x [B, T, C] ld ldx; w [C, K] (HF conv1d.weight [C, 1, K]); y [B, T, C] contiguous.
   // y[b,t,c] = silu( sum_{j<K} w[c, j] * x[b, t-K+1+j, c] ), x at negative time = 0.
-  virtual void conv1d_silu_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B,
-                                   int64_t T, int64_t C, int64_t K) = 0;
+  virtual void conv1d_silu_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B, int64_t T,
+                                   int64_t C, int64_t K) = 0;
   virtual void conv1d_silu_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
                                     Tensor w, int64_t B, int64_t T, int64_t C, int64_t K) = 0;
 
   // ---- per-head L2 norm (GDN q, k) ------------------------------------------------------------
   // x [BT, H, C] with token stride ldx; y [BT, H, C] contiguous; rnorm [BT, H] saved.
   // y = scale * x / sqrt(sum_c x^2 + eps)
-  virtual void l2norm_forward(Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT,
-                              int64_t H, int64_t C, float scale, float eps) = 0;
+  virtual void l2norm_forward(Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT, int64_t H,
+                              int64_t C, float scale, float eps) = 0;
   virtual void l2norm_backward(Tensor dx, Tensor dy, Tensor x, int64_t ldx, Tensor rnorm,
                                int64_t BT, int64_t H, int64_t C, float scale) = 0;
 
@@ -151,10 +151,9 @@ class Backend {
   // backward (fp32 or better).
   virtual void gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta,
                            Tensor g, int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) = 0;
-  virtual void gdn_backward(Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg,
-                            Tensor dout, Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta,
-                            Tensor g, int64_t B, int64_t T, int64_t H, int64_t dk,
-                            int64_t dv) = 0;
+  virtual void gdn_backward(Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg, Tensor dout,
+                            Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g,
+                            int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) = 0;
 
   // ---- gated RMSNorm (GDN output) -------------------------------------------------------------
   // x [R, C] contiguous (R = BT*H rows of one head each, C = dv); gate [BT, H*C] token stride ldg
@@ -171,8 +170,8 @@ class Backend {
   // losses[t] = logsumexp(logits[t]) - logits[t, target]  (written, [BT]).
   // If dlogits is non-null: dlogits[t] += dscale * (softmax(logits[t]) - onehot(target)).
   // Returns sum of losses (double) over non-ignored targets.
-  virtual double cross_entropy(Tensor losses, Tensor dlogits, Tensor logits,
-                               const int32_t* targets, int64_t BT, int64_t V, float dscale) = 0;
+  virtual double cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, const int32_t* targets,
+                               int64_t BT, int64_t V, float dscale) = 0;
 
   // ---- optimizer --------------------------------------------------------------------------------
   // AdamW (decoupled): g' = g * grad_scale; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;

@@ -17,9 +17,9 @@ class Error : public std::runtime_error {
 }  // namespace sl
 
 // Internal invariant (a bug if it fires, not bad user input).
-#define SL_ASSERT(cond)                                                                   \
-  do {                                                                                    \
-    if (!(cond))                                                                          \
-      ::sl::fail(std::string("internal error: ") + #cond + " at " + __FILE__ + ":" +      \
-                 std::to_string(__LINE__));                                               \
+#define SL_ASSERT(cond)                                                              \
+  do {                                                                               \
+    if (!(cond))                                                                     \
+      ::sl::fail(std::string("internal error: ") + #cond + " at " + __FILE__ + ":" + \
+                 std::to_string(__LINE__));                                          \
   } while (0)

@@ -119,8 +119,8 @@ void write_new_file_durable(const std::string& path, const void* bytes, size_t s
   auto give_up = [&](const std::string& what, int err) {
     ::close(fd);
     ::unlink(path.c_str());
-    fail("file '" + path + "': " + what + ": " + std::strerror(err) + " (" +
-         std::to_string(size) + " bytes needed)");
+    fail("file '" + path + "': " + what + ": " + std::strerror(err) + " (" + std::to_string(size) +
+         " bytes needed)");
   };
   if (size > 0) {
     // posix_fallocate returns the error (it does not set errno). File systems without it

@@ -75,19 +75,19 @@ class ProfiledBackend final : public Backend {
            (dst, ld_dst, src, ld_src, rows, cols, accumulate))
   SL_TIMED(double, sum_squares, (Tensor x, int64_t n), (x, n))
   SL_TIMED(void, scale, (Tensor x, float s, int64_t n), (x, s, n))
-  SL_TIMED(void, embedding_forward, (Tensor out, const int32_t* ids, Tensor wte, int64_t BT,
-                                     int64_t d),
+  SL_TIMED(void, embedding_forward,
+           (Tensor out, const int32_t* ids, Tensor wte, int64_t BT, int64_t d),
            (out, ids, wte, BT, d))
-  SL_TIMED(void, embedding_backward, (Tensor dwte, const int32_t* ids, Tensor dout, int64_t BT,
-                                      int64_t d),
+  SL_TIMED(void, embedding_backward,
+           (Tensor dwte, const int32_t* ids, Tensor dout, int64_t BT, int64_t d),
            (dwte, ids, dout, BT, d))
   SL_TIMED(void, matmul_forward,
            (Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K, int64_t N,
             bool accumulate),
            (y, x, ldx, w, M, K, N, accumulate))
   SL_TIMED(void, matmul_backward,
-           (Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, int64_t M,
-            int64_t K, int64_t N),
+           (Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
+            int64_t N),
            (dx, dw, dy, x, ldx, w, M, K, N))
   SL_TIMED(void, rmsnorm_forward,
            (Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R, int64_t C,
@@ -97,30 +97,28 @@ class ProfiledBackend final : public Backend {
            (Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, Tensor rstd,
             int64_t R, int64_t C),
            (dx, dw, dy, x, ldx, w, rstd, R, C))
-  SL_TIMED(void, rope_forward, (Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd,
-                                float theta),
+  SL_TIMED(void, rope_forward, (Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta),
            (x, B, T, H, hd, theta))
-  SL_TIMED(void, rope_backward, (Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd,
-                                 float theta),
+  SL_TIMED(void, rope_backward,
+           (Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd, float theta),
            (dx, B, T, H, hd, theta))
   SL_TIMED(void, attention_forward,
-           (Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int64_t ldv, int64_t B,
-            int64_t T, int64_t H, int64_t hd),
+           (Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int64_t ldv, int64_t B, int64_t T,
+            int64_t H, int64_t hd),
            (out, lse, q, k, v, ldv, B, T, H, hd))
   SL_TIMED(void, attention_backward,
-           (Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,
-            int64_t ldv, Tensor out, Tensor lse, int64_t B, int64_t T, int64_t H, int64_t hd),
+           (Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, int64_t ldv,
+            Tensor out, Tensor lse, int64_t B, int64_t T, int64_t H, int64_t hd),
            (dq, dk, dv, dout, q, k, v, ldv, out, lse, B, T, H, hd))
   SL_TIMED(void, swiglu_forward, (Tensor h, Tensor gu, int64_t R, int64_t m), (h, gu, R, m))
   SL_TIMED(void, swiglu_backward, (Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m),
            (dgu, dh, gu, R, m))
   SL_TIMED(void, conv1d_silu_forward,
-           (Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B, int64_t T, int64_t C,
-            int64_t K),
+           (Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B, int64_t T, int64_t C, int64_t K),
            (y, x, ldx, w, B, T, C, K))
   SL_TIMED(void, conv1d_silu_backward,
-           (Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, int64_t B,
-            int64_t T, int64_t C, int64_t K),
+           (Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, int64_t B, int64_t T,
+            int64_t C, int64_t K),
            (dx, dw, dy, x, ldx, w, B, T, C, K))
   SL_TIMED(void, l2norm_forward,
            (Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT, int64_t H, int64_t C,
@@ -135,8 +133,8 @@ class ProfiledBackend final : public Backend {
             int64_t BT, int64_t H, float beta_scale),
            (beta, g, b, a, ld, A_log, dt_bias, BT, H, beta_scale))
   SL_TIMED(void, gdn_gates_backward,
-           (Tensor db, Tensor da, Tensor dA_log, Tensor ddt_bias, Tensor dbeta, Tensor dg,
-            Tensor b, Tensor a, int64_t ld, Tensor A_log, Tensor dt_bias, int64_t BT, int64_t H,
+           (Tensor db, Tensor da, Tensor dA_log, Tensor ddt_bias, Tensor dbeta, Tensor dg, Tensor b,
+            Tensor a, int64_t ld, Tensor A_log, Tensor dt_bias, int64_t BT, int64_t H,
             float beta_scale),
            (db, da, dA_log, ddt_bias, dbeta, dg, b, a, ld, A_log, dt_bias, BT, H, beta_scale))
   SL_TIMED(void, gdn_forward,
@@ -144,9 +142,9 @@ class ProfiledBackend final : public Backend {
             int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv),
            (out, states, q, k, v, beta, g, B, T, H, dk, dv))
   SL_TIMED(void, gdn_backward,
-           (Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg, Tensor dout,
-            Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g, int64_t B,
-            int64_t T, int64_t H, int64_t dk, int64_t dv),
+           (Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg, Tensor dout, Tensor states,
+            Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g, int64_t B, int64_t T, int64_t H,
+            int64_t dk, int64_t dv),
            (dq, dk_, dv_, dbeta, dg, dout, states, q, k, v, beta, g, B, T, H, dk, dv))
   SL_TIMED(void, gated_rmsnorm_forward,
            (Tensor y, Tensor rstd, Tensor x, Tensor gate, int64_t ldg, Tensor w, int64_t R,

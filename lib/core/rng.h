@@ -4,8 +4,8 @@
 //   key = mix64(seed ^ kSeedSalt) ^ mix64(stream + kStreamSalt),
 // a pure function of (seed, stream, k). So a draw can be reproduced from its coordinates alone
 // (the data sampler keys a generator by (seed, step, window) and needs no state to resume), and
-// two streams of one seed are independent for all practical purposes. The formulas are part of the reproducibility contract:
-// changing them changes every run's data order and initial weights.
+// two streams of one seed are independent for all practical purposes. The formulas are part of the
+// reproducibility contract: changing them changes every run's data order and initial weights.
 #pragma once
 #include <cmath>
 #include <cstdint>

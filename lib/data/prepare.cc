@@ -73,8 +73,8 @@ class Stream {
       if (fd < 0) fail("archive '" + path + "': cannot create a temporary file");
       ::close(fd);
       err_path_ = tmpl;
-      const std::string cmd = std::string(filter) + " -dc -- " + shell_quote(path) + " 2>" +
-                              shell_quote(err_path_);
+      const std::string cmd =
+          std::string(filter) + " -dc -- " + shell_quote(path) + " 2>" + shell_quote(err_path_);
       f_ = ::popen(cmd.c_str(), "r");
     } else {
       f_ = std::fopen(path.c_str(), "rb");
@@ -307,8 +307,7 @@ PrepareResult prepare(const PrepareOptions& opt) {
   if (opt.inputs.empty()) fail("data prepare: no INPUT given");
   if (opt.out_dir.empty()) fail("data prepare: --out DIR is required");
   if (!(opt.val_fraction >= 0 && opt.val_fraction < 1))
-    fail("data prepare: --val-fraction " + std::to_string(opt.val_fraction) +
-         " must be in [0, 1)");
+    fail("data prepare: --val-fraction " + std::to_string(opt.val_fraction) + " must be in [0, 1)");
   if (opt.shard_tokens <= 0 || opt.shard_tokens > INT32_MAX)
     fail("data prepare: --shard-tokens " + std::to_string(opt.shard_tokens) +
          " must be in [1, 2^31-1]");
@@ -412,9 +411,8 @@ PrepareResult prepare(const PrepareOptions& opt) {
   m["include"] = opt.include;
   m["exclude"] = opt.exclude;
   m["inputs"] = inputs;
-  m["documents"] = {{"train", res.train.documents},
-                    {"val", res.val.documents},
-                    {"skipped", res.skipped}};
+  m["documents"] = {
+      {"train", res.train.documents}, {"val", res.val.documents}, {"skipped", res.skipped}};
   m["tokens"] = {{"train", res.train.tokens}, {"val", res.val.tokens}};
   m["unigram_entropy_nats"] = {{"train", res.train.unigram_entropy},
                                {"val", res.val.unigram_entropy}};
@@ -444,8 +442,7 @@ PrepareResult prepare(const PrepareOptions& opt) {
     if (std::regex_match(name, kShardName) && !written.count(name)) fs::remove(e.path());
   }
   fsync_dir(opt.out_dir);
-  res.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }
 

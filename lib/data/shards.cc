@@ -34,11 +34,13 @@ const char* shard_extension(ShardFormat f) { return f == ShardFormat::kLlmc ? ".
 int shard_width(int64_t vocab_size) { return vocab_size <= 65536 ? 2 : 4; }
 
 ShardWriter::ShardWriter(const std::string& path, ShardFormat format, int64_t vocab_size)
-    : path_(path), tmp_(path + ".tmp"), format_(format), vocab_(vocab_size),
+    : path_(path),
+      tmp_(path + ".tmp"),
+      format_(format),
+      vocab_(vocab_size),
       width_(shard_width(vocab_size)) {
   if (vocab_size <= 0 || vocab_size > (int64_t{1} << 32))
-    fail("shard '" + path + "': vocab_size " + std::to_string(vocab_size) +
-         " outside [1, 2^32]");
+    fail("shard '" + path + "': vocab_size " + std::to_string(vocab_size) + " outside [1, 2^32]");
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd_ < 0) fail("shard '" + tmp_ + "': cannot create: " + std::strerror(errno));
   if (format_ == ShardFormat::kLlmc) {
@@ -138,8 +140,8 @@ void ShardWriter::commit() {
   }
 }
 
-ShardInfo write_shard(const std::string& path, ShardFormat format, const uint32_t* ids,
-                      int64_t n, int64_t vocab_size) {
+ShardInfo write_shard(const std::string& path, ShardFormat format, const uint32_t* ids, int64_t n,
+                      int64_t vocab_size) {
   ShardWriter w(path, format, vocab_size);
   w.append(ids, n);
   return w.finish();

@@ -15,11 +15,11 @@ namespace sl {
 enum class ShardFormat { kLlmc, kRaw };
 
 ShardFormat parse_shard_format(const std::string& name);  // "llmc" | "raw", else throws
-const char* shard_extension(ShardFormat f);                // ".bin" | ".raw"
-int shard_width(int64_t vocab_size);                       // 2 (<= 65536) or 4 bytes per id
+const char* shard_extension(ShardFormat f);               // ".bin" | ".raw"
+int shard_width(int64_t vocab_size);                      // 2 (<= 65536) or 4 bytes per id
 
 struct ShardInfo {
-  std::string path;    // the data file (".bin" or ".raw")
+  std::string path;  // the data file (".bin" or ".raw")
   int64_t tokens = 0;
   int64_t bytes = 0;   // size of the data file
   std::string sha256;  // of the data file
@@ -69,7 +69,7 @@ class ShardWriter {
 };
 
 // Writes a whole shard at once (ShardWriter underneath).
-ShardInfo write_shard(const std::string& path, ShardFormat format, const uint32_t* ids,
-                      int64_t n, int64_t vocab_size);
+ShardInfo write_shard(const std::string& path, ShardFormat format, const uint32_t* ids, int64_t n,
+                      int64_t vocab_size);
 
 }  // namespace sl

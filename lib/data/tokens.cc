@@ -425,9 +425,9 @@ int64_t epoch_of(const TokenSource& src, int64_t step, int64_t batch, int64_t se
   return step * batch / train_windows(src, seq_len);
 }
 
-void sample_batch_rank(const TokenSource& src, uint64_t seed, int64_t step,
-                       int64_t batch_per_rank, int64_t seq_len, int64_t rank, int64_t world,
-                       int32_t* inputs, int32_t* targets) {
+void sample_batch_rank(const TokenSource& src, uint64_t seed, int64_t step, int64_t batch_per_rank,
+                       int64_t seq_len, int64_t rank, int64_t world, int32_t* inputs,
+                       int32_t* targets) {
   const int64_t w = train_windows(src, seq_len);
   if (batch_per_rank <= 0)
     fail("data '" + src.spec() + "': batch " + std::to_string(batch_per_rank) +

@@ -68,9 +68,9 @@ void sample_batch(const TokenSource& src, uint64_t seed, int64_t step, int64_t b
 // c = s * (batch_per_rank * world) + r * batch_per_rank + j, 0 <= j < batch_per_rank, so the
 // concatenation over ranks 0..world-1 equals sample_batch(..., batch_per_rank * world, ...)
 // and no two ranks ever read the same draw.
-void sample_batch_rank(const TokenSource& src, uint64_t seed, int64_t step,
-                       int64_t batch_per_rank, int64_t seq_len, int64_t rank, int64_t world,
-                       int32_t* inputs, int32_t* targets);
+void sample_batch_rank(const TokenSource& src, uint64_t seed, int64_t step, int64_t batch_per_rank,
+                       int64_t seq_len, int64_t rank, int64_t world, int32_t* inputs,
+                       int32_t* targets);
 
 // Number of training windows W = floor((size - 1) / seq_len) (throws like sample_batch).
 int64_t train_windows(const TokenSource& src, int64_t seq_len);

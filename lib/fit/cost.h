@@ -277,5 +277,4 @@ class ReparamCost final : public ceres::CostFunction {
   const BoxMap* map_;
 };
 
-
 }  // namespace sl::fit::detail

@@ -111,10 +111,16 @@ JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep
     for (int a : archs) idx[a][j] = static_cast<int>(of_theta.size());
     of_theta.push_back(j);
   };
-  if (o.share_e) add(0, {0, 1}); else add(0, {0}), add(0, {1});
-  if (fixed_alpha) fixed[2] = o.fixed_alpha;
-  else if (o.share_alpha) add(2, {0, 1});
-  else add(2, {0}), add(2, {1});
+  if (o.share_e)
+    add(0, {0, 1});
+  else
+    add(0, {0}), add(0, {1});
+  if (fixed_alpha)
+    fixed[2] = o.fixed_alpha;
+  else if (o.share_alpha)
+    add(2, {0, 1});
+  else
+    add(2, {0}), add(2, {1});
   for (int a = 0; a < 2; ++a)
     for (int j : {1, 3, 4}) add(j, {a});
   const int q = static_cast<int>(of_theta.size());

@@ -23,23 +23,23 @@
 namespace sl::fit {
 
 struct JointOptions {
-  bool share_e = true;       // one E for both architectures
-  bool share_alpha = false;  // one alpha for both
+  bool share_e = true;                // one E for both architectures
+  bool share_alpha = false;           // one alpha for both
   double fixed_alpha = std::nan("");  // alpha held at this value for both (NaN: free)
-  FitOptions fit;            // Huber delta, bounds, tolerances, threads
+  FitOptions fit;                     // Huber delta, bounds, tolerances, threads
   // Extra starts: per-architecture theta pairs (baseline, candidate), e.g. the optimum of a more
   // constrained joint model, so that a looser model can only end lower (nested models).
   std::vector<std::pair<std::vector<double>, std::vector<double>>> starts;
 };
 
 struct JointResult {
-  std::string model;                // e.g. "shared E", "shared E and alpha", "alpha = 0.34"
-  FitResult baseline, candidate;    // each architecture's law and own objective and flags
-  double objective = 0;             // f_baseline + f_candidate
-  int n_params = 0;                 // free parameters of the joint model
-  int dof = 0;                      // points of both minus n_params
+  std::string model;              // e.g. "shared E", "shared E and alpha", "alpha = 0.34"
+  FitResult baseline, candidate;  // each architecture's law and own objective and flags
+  double objective = 0;           // f_baseline + f_candidate
+  int n_params = 0;               // free parameters of the joint model
+  int dof = 0;                    // points of both minus n_params
   int starts = 0;
-  bool converged = false;           // the best start's solve met a convergence criterion
+  bool converged = false;  // the best start's solve met a convergence criterion
   std::string termination;
 };
 

@@ -204,8 +204,10 @@ class LocalSolver {
     };
     for (int j = 0; j < P; ++j) {
       theta_[j] = std::clamp(start[j], lo[j], hi[j]);
-      if (near(theta_[j], lo[j], 1e-4)) side[j] = -1;
-      else if (near(theta_[j], hi[j], 1e-4)) side[j] = 1;
+      if (near(theta_[j], lo[j], 1e-4))
+        side[j] = -1;
+      else if (near(theta_[j], hi[j], 1e-4))
+        side[j] = 1;
     }
     // E below 1e-6 min L is on its way to the floor (its gradient, a factor E / L_i smaller than
     // the others, makes the last decades a crawl): start it held there and let KKT release it.
@@ -222,8 +224,7 @@ class LocalSolver {
         if (side[j] != 0) held.push_back(j);
       }
       if (static_cast<int>(held.size()) < P) {
-        problem_->SetManifold(theta_,
-                              held.empty() ? nullptr : new ceres::SubsetManifold(P, held));
+        problem_->SetManifold(theta_, held.empty() ? nullptr : new ceres::SubsetManifold(P, held));
         Outcome o = Run(problem_.get(), theta_, /*polish=*/true);
         o.iterations += out.iterations;
         out = o;
@@ -240,8 +241,10 @@ class LocalSolver {
       bool grew = false;
       for (int j = 0; j < P; ++j) {
         if (side[j] != 0) continue;
-        if (near(theta_[j], lo[j], 1e-12)) side[j] = -1, grew = true;
-        else if (near(theta_[j], hi[j], 1e-12)) side[j] = 1, grew = true;
+        if (near(theta_[j], lo[j], 1e-12))
+          side[j] = -1, grew = true;
+        else if (near(theta_[j], hi[j], 1e-12))
+          side[j] = 1, grew = true;
       }
       // A free E that collapsed again (E < 1e-6 min L; the solve crawls in log E) joins the set
       // on its floor: what is left between there and the floor changes predictions by < 1e-6.
@@ -280,16 +283,16 @@ class LocalSolver {
       }
     }
     out.termination = ceres::NO_CONVERGENCE;
-    out.message = "active-set polish: KKT conditions not met after " + std::to_string(4 * P) +
-                  " passes";
+    out.message =
+        "active-set polish: KKT conditions not met after " + std::to_string(4 * P) + " passes";
     return out;
   }
 
   int terms_;
   FitOptions opt_;
-  BoxMap map_;                    // the user's bounds in theta
-  double e_floor_ = 0;            // log(1e-12 min L)
-  double min_loss_ = 0;           // min L of the data
+  BoxMap map_;                           // the user's bounds in theta
+  double e_floor_ = 0;                   // log(1e-12 min L)
+  double min_loss_ = 0;                  // min L of the data
   std::vector<double> box_lo_, box_hi_;  // map_'s bounds and the floor under e
   std::vector<int> held_;                // theta indices of FitOptions::fixed
   double theta_[kMaxParams] = {};
@@ -723,8 +726,8 @@ BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const 
     std::vector<std::string> flags = identifiability_flags(rep, o.theta);
     auto has = [&](const std::string& suffix) {
       return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) {
-        return f.size() >= suffix.size() && f.compare(f.size() - suffix.size(), suffix.size(),
-                                                      suffix) == 0;
+        return f.size() >= suffix.size() &&
+               f.compare(f.size() - suffix.size(), suffix.size(), suffix) == 0;
       });
     };
     if (has("collapsed"))

@@ -126,9 +126,9 @@ struct FitResult {
   // with respect to theta at the optimum (+inf when rank-deficient, e.g. fewer points than
   // parameters).
   double condition_number = std::nan("");
-  int dof = 0;                         // residual degrees of freedom: distinct points - P
-  std::vector<std::string> warnings;   // not converged, bounds hit, flags: for stderr
-  double seconds = 0;                  // wall time of the grid and the polish
+  int dof = 0;                                  // residual degrees of freedom: distinct points - P
+  std::vector<std::string> warnings;            // not converged, bounds hit, flags: for stderr
+  double seconds = 0;                           // wall time of the grid and the polish
   double value(const std::string& name) const;  // natural parameter by name
 };
 

@@ -173,8 +173,8 @@ json savings_json(const SavingsResult& r, double huber_delta) {
       json pts = json::array();
       for (size_t k = 0; k < row.savings.size(); ++k) {
         json q = {{"n", r.points[k].n}};
-        q.update(ratio_json(row.savings[k], "savings", "tokens_baseline", "tokens_candidate",
-                            false));
+        q.update(
+            ratio_json(row.savings[k], "savings", "tokens_baseline", "tokens_candidate", false));
         pts.push_back(q);
       }
       e["points"] = pts;

@@ -205,8 +205,8 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
     sp.extrapolation = std::max({n / res.n_trained_max, res.n_trained_min / n, 1.0});
     if (sp.extrapolation > o.max_extrapolation * (1 + 1e-9))
       res.warnings.push_back("S(N = " + fmt(n) + ") is extrapolated " + fmt(sp.extrapolation) +
-                             "x outside the trained sizes (N = " + fmt(res.n_trained_min) +
-                             " to " + fmt(res.n_trained_max) + "): a guess, not a measurement");
+                             "x outside the trained sizes (N = " + fmt(res.n_trained_min) + " to " +
+                             fmt(res.n_trained_max) + "): a guess, not a measurement");
     sp.floor_baseline = lb.floor(n);
     sp.floor_candidate = lc.floor(n);
     sp.savings = make_ratio(lb.tokens_for_loss(n, L), lc.tokens_for_loss(n, L));

@@ -40,7 +40,7 @@ struct SavingsOptions {
   // alpha fixed at sensitivity_alpha (Hoffmann et al.'s 0.34 by default).
   bool sensitivity = false;
   double sensitivity_alpha = 0.34;
-  FitOptions fit;        // options of every fit
+  FitOptions fit;  // options of every fit
 };
 
 // A ratio baseline / candidate of two quantities that can be unreachable (+inf): tokens or
@@ -76,8 +76,8 @@ struct PerSizeFit {
   std::string key;  // the size (DataSpec::size_cols or N)
   double n = 0;     // N of the size (median over its points)
   int n_points = 0;
-  std::string skipped;                     // why no fit ("" if fitted)
-  FitResult fit;                           // E, B, beta
+  std::string skipped;  // why no fit ("" if fitted)
+  FitResult fit;        // E, B, beta
   // No residual degrees of freedom (as many distinct budgets as parameters, e.g. 3): the law
   // passes through the points; it is a solution, not a fit.
   bool exact = false;
@@ -100,12 +100,12 @@ struct ArchFit {
 
 // S(N) at the same N as SavingsResult::points under one modelling choice (no CIs).
 struct SensitivityRow {
-  std::string model;             // "separate", "separate, delta 0.1", "shared E", ...
-  int n_params = 0;              // free parameters over both architectures
-  double objective = 0;          // f_baseline + f_candidate (each with the row's Huber delta)
+  std::string model;     // "separate", "separate, delta 0.1", "shared E", ...
+  int n_params = 0;      // free parameters over both architectures
+  double objective = 0;  // f_baseline + f_candidate (each with the row's Huber delta)
   bool converged = false;
   FitResult baseline, candidate;  // the laws (values, flags)
-  std::vector<Ratio> savings;    // one per SavingsResult::points
+  std::vector<Ratio> savings;     // one per SavingsResult::points
 };
 
 struct SavingsResult {
@@ -116,7 +116,7 @@ struct SavingsResult {
   Ratio compute_multiplier;  // C_baseline(L*) / C_candidate(L*) on the compute-optimal frontiers
   std::vector<double> at_c;
   std::vector<PerSizeSavings> per_size;
-  std::vector<SensitivityRow> sensitivity;  // with SavingsOptions::sensitivity
+  std::vector<SensitivityRow> sensitivity;      // with SavingsOptions::sensitivity
   double n_trained_min = 0, n_trained_max = 0;  // trained N range over both architectures
   std::vector<std::string> warnings;
   int bootstrap = 0;

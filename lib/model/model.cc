@@ -20,22 +20,22 @@ struct Model::Layer {
   Tensor att, lse;        // [BT, d] attention output (heads concatenated), [B, H, T]
   Tensor o, o_rstd;       // [BT, d] = att Wo^T, input of post_attention_layernorm; [BT]
   // GDN block
-  Tensor u, u_rstd;       // [BT, d] input_layernorm(x); [BT]
-  Tensor proj;            // [BT, P] = u Wproj^T: q0 | k0 | v0 | b | a | gate
-  Tensor conv;            // [BT, Cc] silu(causal conv(q0 | k0 | v0))
+  Tensor u, u_rstd;           // [BT, d] input_layernorm(x); [BT]
+  Tensor proj;                // [BT, P] = u Wproj^T: q0 | k0 | v0 | b | a | gate
+  Tensor conv;                // [BT, Cc] silu(causal conv(q0 | k0 | v0))
   Tensor gq, gk, q_rn, k_rn;  // [BT, H, k_h] L2-normed q (scaled) and k; [BT, H] 1/norms
-  Tensor gv;              // [BT, H, v_h] contiguous copy of the conv'd v
-  Tensor beta, g;         // [BT, H]
-  Tensor states;          // [B, H, NC, k_h, v_h]
-  Tensor go, go_rstd, on; // [BT, H v_h] recurrence output, [BT H] rstd, gated-normed output
-  Tensor n, n_rstd;       // [BT, d] post_attention_layernorm(y) = MLP input (GDN block)
+  Tensor gv;                  // [BT, H, v_h] contiguous copy of the conv'd v
+  Tensor beta, g;             // [BT, H]
+  Tensor states;              // [B, H, NC, k_h, v_h]
+  Tensor go, go_rstd, on;     // [BT, H v_h] recurrence output, [BT H] rstd, gated-normed output
+  Tensor n, n_rstd;           // [BT, d] post_attention_layernorm(y) = MLP input (GDN block)
   // attention block: compute-dtype copies of the residual where a GEMM reads it (post-norm)
-  Tensor xb, yb;          // [BT, d] x and y as act dtype (x = res_[l] and y themselves when
-                          // activations are fp32: then nothing is copied)
+  Tensor xb, yb;  // [BT, d] x and y as act dtype (x = res_[l] and y themselves when
+                  // activations are fp32: then nothing is copied)
   // both
-  Tensor y;               // [BT, d] residual after the mixer (fp32, like the residual stream)
-  Tensor gu, h, mo;       // MLP: [BT, 2m] gate|up, [BT, m] silu(gate)*up, [BT, d] down
-  Tensor mo_rstd;         // [BT] post_feedforward_layernorm rstd (attention block)
+  Tensor y;          // [BT, d] residual after the mixer (fp32, like the residual stream)
+  Tensor gu, h, mo;  // MLP: [BT, 2m] gate|up, [BT, m] silu(gate)*up, [BT, d] down
+  Tensor mo_rstd;    // [BT] post_feedforward_layernorm rstd (attention block)
 };
 
 // Gradient scratch shared by all layers (backward runs one layer at a time).
@@ -97,7 +97,8 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
   n_params_ = count_params(table_, true);
   params_ = be_.alloc(n_params_, be_.param_dtype());
   grads_ = be_.alloc(n_params_, be_.param_dtype());
-  params_c_ = be_.act_dtype() == be_.param_dtype() ? params_ : be_.alloc(n_params_, be_.act_dtype());
+  params_c_ =
+      be_.act_dtype() == be_.param_dtype() ? params_ : be_.alloc(n_params_, be_.act_dtype());
 
   const Dims D = dims_of(spec_);
   const int64_t BT = B * T, H = D.H;
@@ -163,8 +164,7 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
   // for the larger of the two block types.
   // (The mid-block residual gradient dy is dmid_, fp32, not scratch.)
   const int64_t attn_scratch = BT * (3 * D.d + 4 * D.d + 3 * D.m + D.d);
-  const int64_t gdn_scratch =
-      BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d + 3 * D.m + D.d);
+  const int64_t gdn_scratch = BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d + 3 * D.m + D.d);
   scratch_ = act(std::max(attn_scratch, gdn_scratch));
   ids_.resize(BT);
   targets_.resize(BT);
@@ -254,8 +254,8 @@ Tensor Model::logits() const { return logits_; }
 void Model::forward_mlp(Layer& L, Tensor in, Tensor mo) {
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_, l = layer_index(L);
-  be_.matmul_forward(L.gu, in, D.d, W(l, "mlp.gate_proj.weight", 2 * D.m * D.d), BT, D.d,
-                     2 * D.m, false);  // gate | up adjacent: one [2m, d] GEMM
+  be_.matmul_forward(L.gu, in, D.d, W(l, "mlp.gate_proj.weight", 2 * D.m * D.d), BT, D.d, 2 * D.m,
+                     false);  // gate | up adjacent: one [2m, d] GEMM
   be_.swiglu_forward(L.h, L.gu, BT, D.m);
   be_.matmul_forward(mo, L.h, D.m, W(l, "mlp.down_proj.weight"), BT, D.m, D.d, false);
 }
@@ -280,10 +280,10 @@ void Model::backward_mlp(Layer& L, Tensor in, Tensor dmo, Tensor din) {
 void Model::forward_attention(Layer& L, Tensor x, Tensor out) {
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_, l = layer_index(L), d = D.d;
-  const float eps = static_cast<float>(spec_.norm_eps), theta = static_cast<float>(spec_.rope_theta);
+  const float eps = static_cast<float>(spec_.norm_eps),
+              theta = static_cast<float>(spec_.rope_theta);
   const Tensor xb = as_act(x, L.xb, BT, d);
-  be_.matmul_forward(L.qkv, xb, d, W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d,
-                     false);
+  be_.matmul_forward(L.qkv, xb, d, W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d, false);
   be_.rmsnorm_forward(L.q, L.q_rstd, L.qkv, 3 * d, W(l, "self_attn.q_norm.weight"), BT, d, eps);
   be_.rmsnorm_forward(L.k, L.k_rstd, L.qkv.at(d), 3 * d, W(l, "self_attn.k_norm.weight"), BT, d,
                       eps);
@@ -328,16 +328,16 @@ void Model::backward_attention(Layer& L, Tensor /*x: read as L.xb*/, Tensor dout
                        W(l, "post_attention_layernorm.weight"), L.o_rstd, BT, d);
   be_.matmul_backward(datt, dW(l, "self_attn.o_proj.weight"), dov, L.att, d,
                       W(l, "self_attn.o_proj.weight"), BT, d, d);
-  be_.attention_backward(dq, dk, dqkv.at(2 * d), datt, L.q, L.k, L.qkv.at(2 * d), 3 * d,
-                         L.att, L.lse, B_, T_, D.H, D.hd);
+  be_.attention_backward(dq, dk, dqkv.at(2 * d), datt, L.q, L.k, L.qkv.at(2 * d), 3 * d, L.att,
+                         L.lse, B_, T_, D.H, D.hd);
   be_.rope_backward(dq, B_, T_, D.H, D.hd, theta);
   be_.rope_backward(dk, B_, T_, D.H, D.hd, theta);
   be_.rmsnorm_backward(dqkv, dW(l, "self_attn.q_norm.weight"), dq, L.qkv, 3 * d,
                        W(l, "self_attn.q_norm.weight"), L.q_rstd, BT, d);
   be_.rmsnorm_backward(dqkv.at(d), dW(l, "self_attn.k_norm.weight"), dk, L.qkv.at(d), 3 * d,
                        W(l, "self_attn.k_norm.weight"), L.k_rstd, BT, d);
-  be_.matmul_backward(dx, dW(l, "self_attn.q_proj.weight", 3 * d * d), dqkv,
-                      L.xb, d, W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d);
+  be_.matmul_backward(dx, dW(l, "self_attn.q_proj.weight", 3 * d * d), dqkv, L.xb, d,
+                      W(l, "self_attn.q_proj.weight", 3 * d * d), BT, d, 3 * d);
 }
 
 // ---- Gated DeltaNet block (OLMo Hybrid, pre-norm) ---------------------------------------------
@@ -352,8 +352,7 @@ void Model::forward_gdn(Layer& L, Tensor x, Tensor out) {
   const float l2eps = static_cast<float>(spec_.l2norm_eps);
   const float qscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D.dk)));
   be_.rmsnorm_forward(L.u, L.u_rstd, x, d, W(l, "input_layernorm.weight"), BT, d, eps);
-  be_.matmul_forward(L.proj, L.u, d, W(l, "linear_attn.q_proj.weight", D.P * d), BT, d, D.P,
-                     false);
+  be_.matmul_forward(L.proj, L.u, d, W(l, "linear_attn.q_proj.weight", D.P * d), BT, d, D.P, false);
   be_.conv1d_silu_forward(L.conv, L.proj, D.P, W(l, "linear_attn.conv1d.weight"), B_, T_, D.Cc,
                           D.K);
   be_.l2norm_forward(L.gq, L.q_rn, L.conv, D.Cc, BT, H, D.dk, qscale, l2eps);
@@ -386,9 +385,8 @@ void Model::backward_gdn(Layer& L, Tensor x, Tensor dout, Tensor dx) {
     be_.zero(t);
     return t;
   };
-  Tensor dn = take(BT * d), don = take(BT * H * D.dv),
-         dgo = take(BT * H * D.dv), dgq = take(BT * H * D.dk), dgk = take(BT * H * D.dk),
-         dgv = take(BT * H * D.dv),
+  Tensor dn = take(BT * d), don = take(BT * H * D.dv), dgo = take(BT * H * D.dv),
+         dgq = take(BT * H * D.dk), dgk = take(BT * H * D.dk), dgv = take(BT * H * D.dv),
          dconv = take(BT * D.Cc), dproj = take(BT * D.P), du = take(BT * d);
   Tensor dbeta = dbeta_, dg = dg_;  // fp32 like beta and g
   be_.zero(dbeta);
@@ -414,8 +412,7 @@ void Model::backward_gdn(Layer& L, Tensor x, Tensor dout, Tensor dx) {
                          L.proj.at(D.Cc + H), D.P, W(l, "linear_attn.A_log"),
                          W(l, "linear_attn.dt_bias"), BT, H, spec_.allow_neg_eigval ? 2.f : 1.f);
   be_.l2norm_backward(dconv, dgq, L.conv, D.Cc, L.q_rn, BT, H, D.dk, qscale);
-  be_.l2norm_backward(dconv.at(H * D.dk), dgk, L.conv.at(H * D.dk), D.Cc, L.k_rn, BT, H, D.dk,
-                      1.f);
+  be_.l2norm_backward(dconv.at(H * D.dk), dgk, L.conv.at(H * D.dk), D.Cc, L.k_rn, BT, H, D.dk, 1.f);
   be_.copy2d(dconv.at(2 * H * D.dk), D.Cc, dgv, H * D.dv, BT, H * D.dv, true);
   be_.conv1d_silu_backward(dproj, dW(l, "linear_attn.conv1d.weight"), dconv, L.proj, D.P,
                            W(l, "linear_attn.conv1d.weight"), B_, T_, D.Cc, D.K);

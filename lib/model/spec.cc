@@ -32,8 +32,7 @@ std::string hf_default_hybrid_pattern(int64_t n_layers) {
 void ModelSpec::finalize() {
   if (pattern.empty()) fail("model.pattern: empty layer pattern");
   for (char c : pattern)
-    if (c != 'A' && c != 'G')
-      fail("model.pattern: '" + pattern + "' may only contain 'A' and 'G'");
+    if (c != 'A' && c != 'G') fail("model.pattern: '" + pattern + "' may only contain 'A' and 'G'");
   if (d_model <= 0) fail("model.d_model: must be positive");
   if (n_heads <= 0 || d_model % n_heads != 0)
     fail("model.n_heads: " + std::to_string(n_heads) + " must divide d_model " +
@@ -60,9 +59,9 @@ double ModelSpec::flops_per_token(int64_t seq_len) const {
 
 const std::vector<LadderSize>& ladder() {
   static const std::vector<LadderSize> sizes = {
-      {"L0", 128, 4, 2}, {"L1", 192, 6, 3},  {"L2", 256, 8, 4},  {"L3", 384, 8, 6},
-      {"L4", 512, 12, 8}, {"L5", 768, 12, 12}, {"S1", 256, 4, 4}, {"S3", 512, 8, 8},
-      {"S4", 768, 12, 12}};
+      {"L0", 128, 4, 2}, {"L1", 192, 6, 3},  {"L2", 256, 8, 4},
+      {"L3", 384, 8, 6}, {"L4", 512, 12, 8}, {"L5", 768, 12, 12},
+      {"S1", 256, 4, 4}, {"S3", 512, 8, 8},  {"S4", 768, 12, 12}};
   return sizes;
 }
 
@@ -81,8 +80,8 @@ std::vector<ParamInfo> build_param_table(const ModelSpec& s) {
     t.push_back({std::move(name), std::move(shape), off, n, kind});
     off += n;
   };
-  const int64_t d = s.d_model, H = s.n_heads, m = s.d_mlp, dk = s.gdn_key_dim,
-                dv = s.gdn_value_dim, V = s.vocab_size;
+  const int64_t d = s.d_model, H = s.n_heads, m = s.d_mlp, dk = s.gdn_key_dim, dv = s.gdn_value_dim,
+                V = s.vocab_size;
   add("model.embed_tokens.weight", {V, d}, ParamKind::embedding);
   for (int64_t i = 0; i < s.n_layers(); ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
@@ -113,8 +112,7 @@ std::vector<ParamInfo> build_param_table(const ModelSpec& s) {
     add(p + "mlp.gate_proj.weight", {m, d}, ParamKind::linear);
     add(p + "mlp.up_proj.weight", {m, d}, ParamKind::linear);
     add(p + "mlp.down_proj.weight", {d, m}, ParamKind::linear);
-    if (s.pattern[i] == 'A')
-      add(p + "post_feedforward_layernorm.weight", {d}, ParamKind::norm);
+    if (s.pattern[i] == 'A') add(p + "post_feedforward_layernorm.weight", {d}, ParamKind::norm);
   }
   add("model.norm.weight", {d}, ParamKind::norm);
   add("lm_head.weight", {V, d}, ParamKind::embedding);

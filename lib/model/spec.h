@@ -11,17 +11,17 @@ struct ModelSpec {
   std::string arch = "hybrid";  // "dense" | "hybrid" | "custom" (explicit pattern)
   std::string pattern;          // one char per layer: 'A' attention, 'G' Gated DeltaNet
   int64_t d_model = 128;
-  int64_t n_heads = 2;          // attention heads = GDN heads (docs/MODEL.md "Notation")
+  int64_t n_heads = 2;  // attention heads = GDN heads (docs/MODEL.md "Notation")
   int64_t vocab_size = 256;
-  int64_t d_mlp = 0;            // SwiGLU hidden size m; 0 -> ceil(8d/3 / 128) * 128
-  int64_t gdn_key_dim = 0;      // k_h; 0 -> round_up(0.75 d / H, 16)
-  int64_t gdn_value_dim = 0;    // v_h; 0 -> 2 k_h
-  int64_t conv_kernel = 4;      // GDN causal depthwise conv width K
+  int64_t d_mlp = 0;          // SwiGLU hidden size m; 0 -> ceil(8d/3 / 128) * 128
+  int64_t gdn_key_dim = 0;    // k_h; 0 -> round_up(0.75 d / H, 16)
+  int64_t gdn_value_dim = 0;  // v_h; 0 -> 2 k_h
+  int64_t conv_kernel = 4;    // GDN causal depthwise conv width K
   double rope_theta = 5e5;
-  double norm_eps = 1e-6;       // RMSNorm (blocks, QK-norm, final)
-  double gdn_norm_eps = 1e-5;   // gated RMSNorm of the GDN output
-  double l2norm_eps = 1e-6;     // GDN q/k L2 norm
-  bool allow_neg_eigval = true; // beta = 2 sigmoid(.) so the transition can have eigenvalue < 0
+  double norm_eps = 1e-6;        // RMSNorm (blocks, QK-norm, final)
+  double gdn_norm_eps = 1e-5;    // gated RMSNorm of the GDN output
+  double l2norm_eps = 1e-6;      // GDN q/k L2 norm
+  bool allow_neg_eigval = true;  // beta = 2 sigmoid(.) so the transition can have eigenvalue < 0
 
   int64_t n_layers() const { return static_cast<int64_t>(pattern.size()); }
   int64_t head_dim() const { return d_model / n_heads; }
@@ -69,14 +69,16 @@ struct ParamInfo {
   int64_t offset = 0;          // in elements, in the flat parameter buffer
   int64_t numel = 0;
   ParamKind kind = ParamKind::linear;
-  bool decay() const { return kind == ParamKind::linear || kind == ParamKind::embedding ||
-                              kind == ParamKind::conv; }
+  bool decay() const {
+    return kind == ParamKind::linear || kind == ParamKind::embedding || kind == ParamKind::conv;
+  }
   bool embedding() const { return kind == ParamKind::embedding; }
 };
 
 // The parameter table in buffer order. Within a block, projections that read the same input sit
 // next to each other so the model runs them as one fused GEMM:
-//   A: q,k,v -> [3d, d];   G: q,k,v,b,a,g -> [2 H k_h + 2 H v_h + 2 H, d];   MLP: gate,up -> [2m, d]
+//   A: q,k,v -> [3d, d];   G: q,k,v,b,a,g -> [2 H k_h + 2 H v_h + 2 H, d];   MLP: gate,up -> [2m,
+//   d]
 std::vector<ParamInfo> build_param_table(const ModelSpec& spec);
 int64_t count_params(const std::vector<ParamInfo>& table, bool include_embedding);
 

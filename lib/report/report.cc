@@ -120,8 +120,8 @@ void emit(const Figure& f, const std::string& script, const std::string& out,
   std::ostringstream gp;
   gp << "# " << f.name << ".gp: plots " << f.name << ".dat. Rendered by scalinglab report with\n"
      << "#   gnuplot -e \"" << kPdfTerm << "; set output '" << f.name << ".pdf'\" " << f.name
-     << ".gp\n#   gnuplot -e \"" << kPngTerm << "; set output '" << f.name << ".png'\" "
-     << f.name << ".gp\n# (run in this directory); restyle here and rerun.\n"
+     << ".gp\n#   gnuplot -e \"" << kPngTerm << "; set output '" << f.name << ".png'\" " << f.name
+     << ".gp\n# (run in this directory); restyle here and rerun.\n"
      << "set encoding utf8\nset grid xtics ytics mxtics mytics lc rgb '#dddddd'\n"
      << "set key outside right top spacing 1.1 box lc rgb '#bbbbbb'\n"
      << "set format x '10^{%L}'\n"
@@ -239,8 +239,7 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
                               fmt("%.6g", n_hi * 1.5) + "]\n" +
                               log_tics("x", n_lo / 1.5, n_hi * 1.5);
   auto loss_range = [&](double lo, double hi) {
-    return "set yrange [" + fmt("%.6g", lo) + ":" + fmt("%.6g", hi) + "]\n" +
-           log_tics("y", lo, hi);
+    return "set yrange [" + fmt("%.6g", lo) + ":" + fmt("%.6g", hi) + "]\n" + log_tics("y", lo, hi);
   };
 
   // Savings: S at the trained sizes and 10x the largest (SavingsOptions' default), with
@@ -380,9 +379,7 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
     }
   const bool by_ratio = ratios.size() < tokens.size();
   const std::set<double>& budgets = by_ratio ? ratios : tokens;
-  auto budget_of = [&](const Row& r) {
-    return by_ratio ? std::stod(fmt("%.2g", r.d / r.n)) : r.d;
-  };
+  auto budget_of = [&](const Row& r) { return by_ratio ? std::stod(fmt("%.2g", r.d / r.n)) : r.d; };
 
   // (b) final loss vs N per budget, with the fitted laws.
   {
@@ -430,8 +427,7 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
     const double lstar = sav.target_loss;
     double hi_max = 1;
     for (double n : log_grid(n_lo, 7e10 * 1.5, 80)) {
-      const double s =
-          law[base].tokens_for_loss(n, lstar) / law[cand].tokens_for_loss(n, lstar);
+      const double s = law[base].tokens_for_loss(n, lstar) / law[cand].tokens_for_loss(n, lstar);
       std::vector<double> reps;
       for (size_t k = 0; k < bb.samples.size() && k < bc.samples.size(); ++k) {
         if (std::isnan(bb.samples[k][0]) || std::isnan(bc.samples[k][0])) continue;
@@ -450,8 +446,8 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
     const double top = std::max(1.5, std::min(hi_max, 3 * s_max) * 1.1);
     for (const auto& r : band) {
       auto clip = [&](double v) { return std::isfinite(v) ? std::min(v, top) : top; };
-      f.dat << fmt("%.9g", r[0]) << " " << (std::isfinite(r[1]) ? fmt("%.9g", r[1]) : "NaN")
-            << " " << (std::isnan(r[2]) ? "NaN" : fmt("%.9g", clip(r[2]))) << " "
+      f.dat << fmt("%.9g", r[0]) << " " << (std::isfinite(r[1]) ? fmt("%.9g", r[1]) : "NaN") << " "
+            << (std::isnan(r[2]) ? "NaN" : fmt("%.9g", clip(r[2]))) << " "
             << (std::isnan(r[3]) ? "NaN" : fmt("%.9g", clip(r[3]))) << "\n";
     }
     const int pb = f.block("headline points: N S lo95 hi95 (savings.json)");
@@ -516,8 +512,8 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
       for (double c : log_grid(c_lo, c_hi, 30)) {
         const double n = law[a].n_opt(c);
         if (std::isfinite(n) && n > n_lo / 1.5 && n < n_hi * 1.5)
-          f.dat << fmt("%.9g", n) << " " << fmt("%.9g", law[a].loss_opt(c)) << " "
-                << fmt("%.9g", c) << "\n";
+          f.dat << fmt("%.9g", n) << " " << fmt("%.9g", law[a].loss_opt(c)) << " " << fmt("%.9g", c)
+                << "\n";
       }
       plot << ", \\\n     'isoflop.dat' index " << b << " with linespoints pt " << (ai == 0 ? 7 : 5)
            << " ps 0.6 lw 2.5 lc rgb 'black' dt " << ai + 1 << " title " << q(a + " frontier");
@@ -594,8 +590,8 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
     for (const fit::SavingsPoint& p : sav.points) {
       m << "| " << g4(p.n) << " | " << g4(p.savings.value) << " | ";
       if (p.savings.status == "ok")
-        m << "[" << g4(p.savings.ci_lo) << ", " << g4(p.savings.ci_hi) << "] ("
-          << p.savings.boot_n << " of " << o.bootstrap << ")";
+        m << "[" << g4(p.savings.ci_lo) << ", " << g4(p.savings.ci_hi) << "] (" << p.savings.boot_n
+          << " of " << o.bootstrap << ")";
       else
         m << "none (S undefined)";
       m << " | " << p.savings.status << " | "
@@ -603,9 +599,8 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
         << " |\n";
     }
     m << "\nCompute multiplier at equal loss (compute-optimal frontiers): "
-      << g4(sav.compute_multiplier.value) << " (" << sav.compute_multiplier.status
-      << ", 95% CI [" << g4(sav.compute_multiplier.ci_lo) << ", "
-      << g4(sav.compute_multiplier.ci_hi) << "]).\n\n"
+      << g4(sav.compute_multiplier.value) << " (" << sav.compute_multiplier.status << ", 95% CI ["
+      << g4(sav.compute_multiplier.ci_lo) << ", " << g4(sav.compute_multiplier.ci_hi) << "]).\n\n"
       << "## Fitted laws L(N, D) = E + A / N^alpha + B / D^beta\n\n"
       << "| arch | points | E | A | alpha | B | beta | objective | converged | flags |\n"
       << "|---|---|---|---|---|---|---|---|---|---|\n";
@@ -616,8 +611,8 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
         if (k < boots[a].ci_lo.size())
           m << " [" << g4(boots[a].ci_lo[k]) << ", " << g4(boots[a].ci_hi[k]) << "]";
       }
-      m << " | " << g4(fits[a].objective) << " | " << (fits[a].converged ? "yes" : "no")
-        << " | " << join(fits[a].flags, ", ", "none") << " |\n";
+      m << " | " << g4(fits[a].objective) << " | " << (fits[a].converged ? "yes" : "no") << " | "
+        << join(fits[a].flags, ", ", "none") << " |\n";
     }
     m << "\nFitted exponents: ";
     for (size_t i = 0; i < archs.size(); ++i)
@@ -664,9 +659,8 @@ ReportResult write_report(const std::string& sweep_dir, const std::string& out_d
       << "| arch | size | N | tokens D | D/N | loss |\n|---|---|---|---|---|---|\n";
     for (const std::string& a : archs)
       for (const Row& r : rows[a])
-        m << "| " << a << " | " << r.size << " | " << fmt("%.0f", r.n) << " | "
-          << fmt("%.0f", r.d) << " | " << fmt("%.3g", r.d / r.n) << " | " << fmt("%.6f", r.loss)
-          << " |\n";
+        m << "| " << a << " | " << r.size << " | " << fmt("%.0f", r.n) << " | " << fmt("%.0f", r.d)
+          << " | " << fmt("%.3g", r.d / r.n) << " | " << fmt("%.6f", r.loss) << " |\n";
     m << "\n## Figures\n\n";
     for (const std::string& n : figure_names())
       m << "- `" << n << ".pdf` / `" << n << ".png` (script `" << n << ".gp`, data `" << n

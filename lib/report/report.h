@@ -24,9 +24,9 @@ struct ReportOptions {
   std::string baseline, candidate;
   int bootstrap = 200;  // paired bootstrap replicates for the CIs (>= 10)
   uint64_t seed = 0;
-  int threads = 0;      // fit threads; 0: all cores
-  bool render = true;   // run gnuplot (false: scripts and data only)
-  double huber_delta = 1e-3;       // Huber threshold of every fit (on log residuals)
+  int threads = 0;                  // fit threads; 0: all cores
+  bool render = true;               // run gnuplot (false: scripts and data only)
+  double huber_delta = 1e-3;        // Huber threshold of every fit (on log residuals)
   double sensitivity_alpha = 0.34;  // alpha of the fixed-alpha row of the sensitivity table
   // Bounds of the Chinchilla fits, by natural name ("E", "A", "alpha", "B", "beta"): lo, hi
   // (hi NaN: the lowest loss of each architecture's data, OLMo-core's E <= min L).

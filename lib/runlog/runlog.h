@@ -79,8 +79,8 @@ class RunLogWriter {  // move-only, closes in destructor
     std::string config, change;
     int64_t tokens_planned = 0;
   };
-  static RunLogWriter resume(const std::string& path, int64_t keep_step,
-                             int64_t keep_budget_tokens, const Update* update = nullptr);
+  static RunLogWriter resume(const std::string& path, int64_t keep_step, int64_t keep_budget_tokens,
+                             const Update* update = nullptr);
 
   RunLogWriter(RunLogWriter&&) noexcept;
   RunLogWriter& operator=(RunLogWriter&&) noexcept;
@@ -91,7 +91,7 @@ class RunLogWriter {  // move-only, closes in destructor
   void append_train(const TrainRow& r);
   void append_eval(int64_t step, int64_t tokens, double loss);
   void append_budget(int64_t tokens, double loss);
-  void flush();                                // data on disk (fsynced), visible to SWMR readers
+  void flush();  // data on disk (fsynced), visible to SWMR readers
   // Root attributes status and status_reason, durable on return.
   void set_status(const std::string& status, const std::string& reason = "");
   // Flushes and closes; idempotent. If the flush fails (a full disk) the handles are still

@@ -145,8 +145,9 @@ Grid read_grid(const toml::table& root, const std::string& origin, std::string& 
     } else if (key == "lrs") {
       g.lrs = numbers(node, key);
     } else {
-      bad(key, "is unknown (name, archs, patterns, sizes, shape, budgets_per_param, budgets, "
-               "seeds, lrs)");
+      bad(key,
+          "is unknown (name, archs, patterns, sizes, shape, budgets_per_param, budgets, "
+          "seeds, lrs)");
     }
   }
   if (name.empty()) bad("name", "is required");
@@ -210,8 +211,8 @@ Sweep load_sweep(const std::string& path) {
           if (!g.patterns.empty()) sets.push_back("model.arch=\"" + kind.label + "\"");
           sets.push_back("train.seed=" + std::to_string(seed));
           if (lr > 0) sets.push_back("train.lr=" + num17(lr));
-          const std::string what = path + ": run " + kind.label + " " + shape.name + " seed " +
-                                   std::to_string(seed);
+          const std::string what =
+              path + ": run " + kind.label + " " + shape.name + " seed " + std::to_string(seed);
           TrainConfig probe;
           try {
             probe = parse_config(base_text, path, base_dir, sets);
@@ -341,7 +342,8 @@ void prepare_dir(Sweep& s, const std::string& dir) {
     plan << "\n";
     const std::string rd = run_dir(dir, r.run_id);
     make_dirs(rd);
-    if (!path_exists(rd + "/config.toml")) atomic_write_file(rd + "/config.toml", to_toml(r.config));
+    if (!path_exists(rd + "/config.toml"))
+      atomic_write_file(rd + "/config.toml", to_toml(r.config));
   }
   atomic_write_file(dir + "/plan.tsv", plan.str());
 }
@@ -409,8 +411,8 @@ RunStatus run_status(const std::string& rd, bool locked_by_me) {
       RunLog log = read_runlog(rd + "/log.h5");
       log_status = log.attrs.status;
       st.step = log.train.empty() ? 0 : log.train.back().step;
-      st.steps_planned = log.attrs.batch_tokens ? log.attrs.tokens_planned / log.attrs.batch_tokens
-                                                : 0;
+      st.steps_planned =
+          log.attrs.batch_tokens ? log.attrs.tokens_planned / log.attrs.batch_tokens : 0;
       st.budgets_done = static_cast<int64_t>(log.budget_tokens.size());
       st.tokens_planned = log.attrs.tokens_planned;
       if (!log.train.empty()) {
@@ -461,9 +463,18 @@ int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
                    "scalinglab: sweep collect: warning: run %s: %s/log.h5 is unreadable (%s); its "
                    "rows say status unreadable, loss nan\n",
                    r.run_id.c_str(), rd.c_str(), st.error.c_str());
-    Row base{r.run_id, r.arch, r.config.model.pattern, r.size, st.status, r.config.model.d_model,
-             r.config.model.n_layers(), r.n_params, r.n_params_nonembedding,
-             static_cast<int64_t>(r.config.seed), 0, r.config.lr,
+    Row base{r.run_id,
+             r.arch,
+             r.config.model.pattern,
+             r.size,
+             st.status,
+             r.config.model.d_model,
+             r.config.model.n_layers(),
+             r.n_params,
+             r.n_params_nonembedding,
+             static_cast<int64_t>(r.config.seed),
+             0,
+             r.config.lr,
              std::numeric_limits<double>::quiet_NaN()};
     std::vector<std::pair<int64_t, double>> reached;
     if (path_exists(rd + "/log.h5")) {
@@ -491,8 +502,8 @@ int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
   for (const Row& r : rows)
     csv << r.run_id << "," << r.arch << "," << r.pattern << "," << r.size << "," << r.d_model << ","
         << r.n_layers << "," << r.n_params << "," << r.n_ne << "," << r.seed << "," << num17(r.lr)
-        << "," << r.tokens << "," << (std::isnan(r.loss) ? "nan" : num17(r.loss)) << ","
-        << r.status << "\n";
+        << "," << r.tokens << "," << (std::isnan(r.loss) ? "nan" : num17(r.loss)) << "," << r.status
+        << "\n";
   // HDF5: written to a temporary name and renamed, like everything else that replaces a file.
   h5::quiet();
   const std::string h5p = dir + "/sweep.h5", tmp = h5p + ".tmp";
@@ -519,9 +530,9 @@ int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
       std::vector<int64_t> v;
       for (const Row& r : rows) v.push_back(get(r));
       h5::Id sp = space();
-      h5::Id d(h5::check(H5Dcreate2(f, name, H5T_NATIVE_INT64, sp, H5P_DEFAULT, H5P_DEFAULT,
-                                    H5P_DEFAULT),
-                         name),
+      h5::Id d(h5::check(
+                   H5Dcreate2(f, name, H5T_NATIVE_INT64, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                   name),
                H5Dclose);
       if (n)
         h5::check_status(H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()),

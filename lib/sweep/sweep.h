@@ -3,8 +3,8 @@
 //
 // Sweep directory SWEEP/:
 //   sweep.toml          the sweep file's text (a later launch with a different file is refused)
-//   plan.tsv            one line per run: index, run_id, arch, pattern, size, ... (run-task reads it)
-//   runs/<run_id>/      config.toml (resolved, written before the run starts), log.h5, ckpt/,
+//   plan.tsv            one line per run: index, run_id, arch, pattern, size, ... (run-task reads
+//   it) runs/<run_id>/      config.toml (resolved, written before the run starts), log.h5, ckpt/,
 //                       train.log (the child's stdout+stderr), lock (flock: held while it runs),
 //                       failed (exit code of a run that ended with neither status; see status)
 //   slurm/              sbatch scripts, their index lists, jobs.tsv (submitted job ids), %A_%a.out
@@ -19,14 +19,14 @@
 namespace sl::sweep {
 
 struct SweepRun {
-  int64_t index = 0;       // position in the plan (Slurm array task index maps to it)
-  std::string run_id;      // run_id_of(config): the run directory's name
-  std::string arch;        // model.arch (the pattern as given, for pattern sweeps)
-  std::string size;        // ladder preset or "d<d_model>L<n_layers>"
-  TrainConfig config;      // fully resolved; with schedule "wsd", train.budgets holds the budgets
+  int64_t index = 0;   // position in the plan (Slurm array task index maps to it)
+  std::string run_id;  // run_id_of(config): the run directory's name
+  std::string arch;    // model.arch (the pattern as given, for pattern sweeps)
+  std::string size;    // ladder preset or "d<d_model>L<n_layers>"
+  TrainConfig config;  // fully resolved; with schedule "wsd", train.budgets holds the budgets
   std::vector<int64_t> budgets;  // token budgets this run reports (one unless WSD branches)
   int64_t n_params = 0, n_params_nonembedding = 0;
-  double flops = 0;        // training FLOPs of the run (flops/token x tokens trained)
+  double flops = 0;  // training FLOPs of the run (flops/token x tokens trained)
 };
 
 struct Sweep {
@@ -61,10 +61,10 @@ struct RunStatus {
   std::string status;
   int64_t step = 0, steps_planned = 0, budgets_done = 0;
   int64_t tokens = 0, tokens_planned = 0;  // trained so far (last /train row), the run's total
-  double last_loss = 0;     // last held-out loss, NaN if none
-  double train_loss = 0;    // last /train loss, NaN if none
-  double tokens_per_s = 0;  // of the last /train row, 0 if none
-  std::string error;        // why log.h5 is unreadable
+  double last_loss = 0;                    // last held-out loss, NaN if none
+  double train_loss = 0;                   // last /train loss, NaN if none
+  double tokens_per_s = 0;                 // of the last /train row, 0 if none
+  std::string error;                       // why log.h5 is unreadable
   // Whether the run has ended for good: completed, diverged or failed (pending and preempted
   // runs may still be started or resumed).
   bool ended() const { return status == "completed" || status == "diverged" || status == "failed"; }

@@ -78,9 +78,7 @@ struct Reader {
 constexpr int64_t kMaxTokens = 1'000'000'000'000'000;
 constexpr int64_t kMaxBatchOrSeq = int64_t{1} << 20;
 
-std::string bound_text(int64_t max) {
-  return max == kMaxTokens ? "10^15" : std::to_string(max);
-}
+std::string bound_text(int64_t max) { return max == kMaxTokens ? "10^15" : std::to_string(max); }
 
 void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawModel& m) {
   using Setter = std::function<void(const toml::node&, const std::string&)>;
@@ -88,7 +86,8 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
     return [&rd, &dst, max](const toml::node& n, const std::string& k) {
       dst = rd.integer(n, k);
       if (dst <= 0) rd.bad(k, "must be positive");
-      if (dst > max) rd.bad(k, "must be at most " + bound_text(max) + " (got " + std::to_string(dst) + ")");
+      if (dst > max)
+        rd.bad(k, "must be at most " + bound_text(max) + " (got " + std::to_string(dst) + ")");
     };
   };
   auto opt_int = [&](std::optional<int64_t>& dst) {
@@ -126,7 +125,8 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
              const std::string ki = k + "[" + std::to_string(i) + "]";
              const int64_t b = rd.integer(*a->get(i), ki);
              if (b <= 0) rd.bad(ki, "must be positive");
-             if (b > kMaxTokens) rd.bad(ki, "must be at most 10^15 (got " + std::to_string(b) + ")");
+             if (b > kMaxTokens)
+               rd.bad(ki, "must be at most 10^15 (got " + std::to_string(b) + ")");
              if (!c.budgets.empty() && b <= c.budgets.back())
                rd.bad(ki, "must be larger than the budget before it (sorted, distinct)");
              c.budgets.push_back(b);
@@ -161,11 +161,10 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
         {"eval_every", pos_int(c.eval_every)},
         {"eval_tokens", pos_int(c.eval_tokens, kMaxTokens)},
         {"checkpoint_every", pos_int(c.checkpoint_every)},
-        {"inject_nan_step",
-         [&](const toml::node& n, const std::string& k) { c.inject_nan_step = rd.integer(n, k); }}}},
+        {"inject_nan_step", [&](const toml::node& n,
+                                const std::string& k) { c.inject_nan_step = rd.integer(n, k); }}}},
       {"data",
-       {{"train", [&](const toml::node& n,
-                      const std::string& k) { c.train_data = rd.path(n, k); }},
+       {{"train", [&](const toml::node& n, const std::string& k) { c.train_data = rd.path(n, k); }},
         {"val", [&](const toml::node& n, const std::string& k) { c.val_data = rd.path(n, k); }}}},
   };
   for (const auto& [sec_key, sec_node] : root) {
@@ -183,7 +182,8 @@ void apply_table(const toml::table& root, const Reader& rd, TrainConfig& c, RawM
   }
   // Cross-key checks that can be made as soon as the values are known.
   if (c.lr <= 0 || !std::isfinite(c.lr)) rd.bad("train.lr", "must be a positive number");
-  if (c.decay_fraction < 0 || c.decay_fraction > 1) rd.bad("train.decay_fraction", "must be in [0, 1]");
+  if (c.decay_fraction < 0 || c.decay_fraction > 1)
+    rd.bad("train.decay_fraction", "must be in [0, 1]");
 }
 
 void resolve_model(const RawModel& m, const std::string& origin, TrainConfig& c) {
@@ -198,22 +198,25 @@ void resolve_model(const RawModel& m, const std::string& origin, TrainConfig& c)
   }
   if (m.d_model) d = *m.d_model;
   if (m.n_heads) H = *m.n_heads;
-  if (m.n_layers) L = *m.n_layers;
-  else if (m.pattern && !m.size) L = static_cast<int64_t>(m.pattern->size());
+  if (m.n_layers)
+    L = *m.n_layers;
+  else if (m.pattern && !m.size)
+    L = static_cast<int64_t>(m.pattern->size());
   if (L <= 0) fail(origin + ": key 'model.n_layers' must be positive");
   s.arch = m.arch.value_or(m.pattern ? "custom" : "hybrid");
   if (m.pattern) {
     const std::string& p = *m.pattern;
     if (p.empty() || static_cast<int64_t>(p.size()) > L || L % static_cast<int64_t>(p.size()) != 0)
-      fail(origin + ": key 'model.pattern' ('" + p + "') must tile n_layers = " +
-           std::to_string(L));
+      fail(origin + ": key 'model.pattern' ('" + p +
+           "') must tile n_layers = " + std::to_string(L));
     for (int64_t i = 0; i < L; ++i) s.pattern += p[i % p.size()];
   } else if (s.arch == "dense") {
     s.pattern = std::string(L, 'A');
   } else if (s.arch == "hybrid") {
     s.pattern = hybrid_pattern(L);
   } else {
-    fail(origin + ": key 'model.arch' must be \"dense\" or \"hybrid\" (or give model.pattern), got \"" +
+    fail(origin +
+         ": key 'model.arch' must be \"dense\" or \"hybrid\" (or give model.pattern), got \"" +
          s.arch + "\"");
   }
   s.d_model = d;
@@ -251,7 +254,8 @@ TrainConfig parse_config(const std::string& text, const std::string& origin,
     auto dot = o.find('.');
     if (eq == std::string::npos || dot == std::string::npos || dot > eq)
       fail("--set '" + o + "': expected section.key=value");
-    std::string sec = o.substr(0, dot), key = o.substr(dot + 1, eq - dot - 1), val = o.substr(eq + 1);
+    std::string sec = o.substr(0, dot), key = o.substr(dot + 1, eq - dot - 1),
+                val = o.substr(eq + 1);
     toml::table one;
     try {
       one = toml::parse("v = " + val);

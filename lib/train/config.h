@@ -20,9 +20,9 @@ struct TrainConfig {
   std::string size;  // the preset name given, "" if the shape was explicit
 
   // [train]
-  int64_t seq_len = 256;        // tokens per sequence
-  int64_t batch_size = 16;      // sequences per optimizer step
-  int64_t tokens = 4'000'000;   // training tokens; steps = ceil(tokens / (batch_size * seq_len))
+  int64_t seq_len = 256;       // tokens per sequence
+  int64_t batch_size = 16;     // sequences per optimizer step
+  int64_t tokens = 4'000'000;  // training tokens; steps = ceil(tokens / (batch_size * seq_len))
   // WSD budget branches (schedule = "wsd" only): token budgets D_1 < ... < D_n. One run trains the
   // stable branch (constant lr after warmup) and, at the step where a standalone WSD run to D_i
   // would start its decay, branches a cooldown (lr linearly to 0 over decay_fraction of D_i),
@@ -30,17 +30,17 @@ struct TrainConfig {
   // with the cooldown of D_n, so `tokens` is set to D_n. Every D_i must exceed warmup_tokens and
   // the D_i must fall on distinct optimizer steps. Empty: one budget, `tokens`.
   std::vector<int64_t> budgets;
-  double lr = 3e-3;             // peak learning rate
+  double lr = 3e-3;                 // peak learning rate
   std::string schedule = "cosine";  // "cosine" | "wsd" | "constant"
   int64_t warmup_tokens = 200'000;  // linear warmup from 0 to lr
-  double min_lr_ratio = 0.1;    // cosine: final lr = min_lr_ratio * lr
-  double decay_fraction = 0.2;  // wsd: linear decay to 0 over the last fraction of the tokens
-  double weight_decay = 0.1;    // AdamW, decoupled; matrices, embeddings and conv only
+  double min_lr_ratio = 0.1;        // cosine: final lr = min_lr_ratio * lr
+  double decay_fraction = 0.2;      // wsd: linear decay to 0 over the last fraction of the tokens
+  double weight_decay = 0.1;        // AdamW, decoupled; matrices, embeddings and conv only
   double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
-  double grad_clip = 1.0;       // global L2 norm clip (<= 0: off)
-  uint64_t seed = 0;            // init and data order
-  int64_t eval_every = 100;     // steps between held-out evaluations (and at the end)
-  int64_t eval_tokens = 65'536; // held-out tokens per evaluation (first windows of data.val)
+  double grad_clip = 1.0;          // global L2 norm clip (<= 0: off)
+  uint64_t seed = 0;               // init and data order
+  int64_t eval_every = 100;        // steps between held-out evaluations (and at the end)
+  int64_t eval_tokens = 65'536;    // held-out tokens per evaluation (first windows of data.val)
   int64_t checkpoint_every = 500;  // steps (and always on SIGTERM/SIGUSR1 and at the end)
   int64_t inject_nan_step = -1;    // testing aid: poison the weights before this step (-1: off)
 

@@ -58,8 +58,8 @@ DistEnv dist_env() {
     e.launched = true;
   }
   if (e.world < 1 || e.rank >= e.world)
-    fail("data parallel: rank " + std::to_string(e.rank) + " of world " +
-         std::to_string(e.world) + " (from SL_RANK/SL_WORLD or SLURM_PROCID/SLURM_NTASKS)");
+    fail("data parallel: rank " + std::to_string(e.rank) + " of world " + std::to_string(e.world) +
+         " (from SL_RANK/SL_WORLD or SLURM_PROCID/SLURM_NTASKS)");
   if (e.launched && e.key.empty()) e.key = "default";
   return e;
 }
@@ -90,8 +90,9 @@ int launch_ranks(int nproc) {
   std::vector<std::string> args;
   for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
   if (args.empty()) fail("train --nproc: cannot read /proc/self/cmdline");
-  const std::string key = std::to_string(getpid()) + "-" +
-                          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  const std::string key =
+      std::to_string(getpid()) + "-" +
+      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
   struct sigaction sa {};
   sa.sa_handler = on_launcher_signal;
   for (int s : {SIGTERM, SIGUSR1, SIGINT}) sigaction(s, &sa, nullptr);

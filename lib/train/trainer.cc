@@ -115,7 +115,8 @@ std::vector<std::pair<std::string, std::string>> flat_config(const std::string& 
       continue;
     }
     const size_t eq = line.find(" = ");
-    if (eq != std::string::npos) out.emplace_back(section + "." + line.substr(0, eq), line.substr(eq + 3));
+    if (eq != std::string::npos)
+      out.emplace_back(section + "." + line.substr(0, eq), line.substr(eq + 3));
   }
   return out;
 }
@@ -134,7 +135,8 @@ const std::set<std::string>& resume_may_change() {
 // The main line's schedule: a standalone run to cfg.tokens.
 Schedule main_schedule(const TrainConfig& cfg) {
   const int64_t tps = cfg.tokens_per_step();
-  return Schedule{cfg.schedule,     cfg.lr,           cfg.steps(), (cfg.warmup_tokens + tps - 1) / tps,
+  return Schedule{cfg.schedule,     cfg.lr,
+                  cfg.steps(),      (cfg.warmup_tokens + tps - 1) / tps,
                   cfg.min_lr_ratio, cfg.decay_fraction};
 }
 
@@ -180,8 +182,10 @@ std::string check_resume_config(const TrainConfig& old, const TrainConfig& cfg, 
            ", already taken by the checkpoint in '" + ckpt_dir + "' (schedule " + cfg.schedule +
            ")");
   // Budgets already reported keep their rows, so they must be the same budgets.
-  const std::vector<int64_t> ob = old.budgets.empty() ? std::vector<int64_t>{old.tokens} : old.budgets;
-  const std::vector<int64_t> nb = cfg.budgets.empty() ? std::vector<int64_t>{cfg.tokens} : cfg.budgets;
+  const std::vector<int64_t> ob =
+      old.budgets.empty() ? std::vector<int64_t>{old.tokens} : old.budgets;
+  const std::vector<int64_t> nb =
+      cfg.budgets.empty() ? std::vector<int64_t>{cfg.tokens} : cfg.budgets;
   for (int64_t i = 0; i < budgets_done && i < static_cast<int64_t>(ob.size()); ++i)
     if (i >= static_cast<int64_t>(nb.size()) || ob[i] != nb[i])
       fail("train --resume: key 'train.budgets' drops or changes the budget of " +
@@ -228,8 +232,8 @@ struct LeadLog {
 };
 
 Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConfig& cfg,
-                           int64_t step, int64_t budgets_done, double time_s,
-                           int64_t train_tokens, int64_t val_tokens) {
+                           int64_t step, int64_t budgets_done, double time_s, int64_t train_tokens,
+                           int64_t val_tokens) {
   Checkpoint c;
   std::vector<float> p = model.get_params(), m(p.size()), v(p.size());
   model.backend().download(m.data(), opt.m());
@@ -375,8 +379,8 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   std::unique_ptr<Checkpoint> ckpt;
   if (have_ckpt) {
     ckpt = std::make_unique<Checkpoint>(read_checkpoint(ckpt_dir));
-    for (const auto& [key, src] : {std::pair<const char*, const TokenSource*>{"train", &train},
-                                   {"val", &val}}) {
+    for (const auto& [key, src] :
+         {std::pair<const char*, const TokenSource*>{"train", &train}, {"val", &val}}) {
       const std::string k = std::string("data_") + key + "_tokens";
       if (!opts.force_config && ckpt->ints.count(k) && ckpt->ints.at(k) != src->size())
         fail("train --resume: data." + std::string(key) + " '" + src->spec() + "' holds " +
@@ -480,17 +484,18 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   }
   const bool say = lead && !opts.quiet;
   if (say)
-    std::printf("train: %s %s d%lld, %lld params (%lld non-embedding), %lld steps x %lld tokens, "
-                "device %s%s\n",
-                cfg.model.arch.c_str(), cfg.model.pattern.c_str(),
-                static_cast<long long>(cfg.model.d_model), static_cast<long long>(attrs.n_params),
-                static_cast<long long>(attrs.n_params_nonembedding),
-                static_cast<long long>(total), static_cast<long long>(tps),
-                (be->name() + (dist.world > 1 ? " x " + std::to_string(dist.world) + " ranks" : ""))
-                    .c_str(),
-                ckpt ? (", resumed at step " + std::to_string(step)).c_str()
-                     : !opts.init_from.empty() ? (", initialised from " + opts.init_from).c_str()
-                                               : "");
+    std::printf(
+        "train: %s %s d%lld, %lld params (%lld non-embedding), %lld steps x %lld tokens, "
+        "device %s%s\n",
+        cfg.model.arch.c_str(), cfg.model.pattern.c_str(),
+        static_cast<long long>(cfg.model.d_model), static_cast<long long>(attrs.n_params),
+        static_cast<long long>(attrs.n_params_nonembedding), static_cast<long long>(total),
+        static_cast<long long>(tps),
+        (be->name() + (dist.world > 1 ? " x " + std::to_string(dist.world) + " ranks" : ""))
+            .c_str(),
+        ckpt                      ? (", resumed at step " + std::to_string(step)).c_str()
+        : !opts.init_from.empty() ? (", initialised from " + opts.init_from).c_str()
+                                  : "");
 
   std::vector<int32_t> in(local_batch * cfg.seq_len), tgt(local_batch * cfg.seq_len);
   // The log's rows up to `step` are durable before the checkpoint of `step` exists: a kill at
@@ -533,9 +538,9 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
     log.close();
     if (lead)
       std::fprintf(stderr,
-                 "scalinglab: train: diverged at step %lld%s (loss %g, grad norm %g); status "
-                 "diverged, the last good checkpoint in '%s' is kept\n",
-                 static_cast<long long>(at), where, loss, gnorm, ckpt_dir.c_str());
+                   "scalinglab: train: diverged at step %lld%s (loss %g, grad norm %g); status "
+                   "diverged, the last good checkpoint in '%s' is kept\n",
+                   static_cast<long long>(at), where, loss, gnorm, ckpt_dir.c_str());
     return 3;
   };
 
@@ -584,8 +589,9 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
       log.set_status("preempted");
       log.close();
       if (lead)
-        std::fprintf(stderr, "train: signal %d: checkpoint at step %lld written, status preempted\n",
-                   g_stop_signal.load(), static_cast<long long>(step));
+        std::fprintf(stderr,
+                     "train: signal %d: checkpoint at step %lld written, status preempted\n",
+                     g_stop_signal.load(), static_cast<long long>(step));
       return 0;
     }
     if (budgets_done < n_budgets - 1 && budgets[budgets_done].start == step) {

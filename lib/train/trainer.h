@@ -35,10 +35,10 @@
 namespace sl {
 
 struct TrainOptions {
-  std::string out_dir;       // RUN
+  std::string out_dir;  // RUN
   std::string device = "cpu";
-  bool resume = false;       // continue from RUN/ckpt if present (else start fresh)
-  bool quiet = false;        // no per-eval progress lines on stdout
+  bool resume = false;  // continue from RUN/ckpt if present (else start fresh)
+  bool quiet = false;   // no per-eval progress lines on stdout
   // HF model directory (model.safetensors [+ config.json], Olmo3 or OlmoHybrid) whose weights
   // replace the seeded init; its tensors must match the config's model exactly. Ignored when
   // resuming from a checkpoint.

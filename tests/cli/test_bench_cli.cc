@@ -37,10 +37,12 @@ Result bench(const TempDir& d, const std::string& args) {
 BOOST_AUTO_TEST_CASE(every_op_timed_forward_and_backward) {
   TempDir d("sl_bench_cli_");
   const std::string json = (d.path / "ops.json").string();
-  const Result r = bench(d, "--op attention,gdn,matmul,rmsnorm,swiglu,rope,conv1d,l2norm,"
-                            "gated_rmsnorm,embedding,cross_entropy,adamw --batch 2 "
-                            "--seq-len 20 --heads 2 --head-dim 8 --vocab 64 --reps 2 --warmup 1 "
-                            "--json " + json);
+  const Result r = bench(d,
+                         "--op attention,gdn,matmul,rmsnorm,swiglu,rope,conv1d,l2norm,"
+                         "gated_rmsnorm,embedding,cross_entropy,adamw --batch 2 "
+                         "--seq-len 20 --heads 2 --head-dim 8 --vocab 64 --reps 2 --warmup 1 "
+                         "--json " +
+                             json);
   BOOST_TEST_MESSAGE(r.out << r.err);
   BOOST_REQUIRE_EQUAL(r.code, 0);
   const nlohmann::json rows = nlohmann::json::parse(slurp(json));

@@ -35,12 +35,11 @@ BOOST_AUTO_TEST_CASE(kill9_at_random_moments_loses_and_repeats_nothing) {
     kill(p.pid, SIGKILL);
     const int rc = wait_exit(p);
     kills += rc == 128 + SIGKILL;
-    BOOST_REQUIRE_MESSAGE(rc == 128 + SIGKILL || rc == 0, "kill " << i << ": exit " << rc << ": "
-                                                                  << slurp(f.path("k.err")));
+    BOOST_REQUIRE_MESSAGE(rc == 128 + SIGKILL || rc == 0,
+                          "kill " << i << ": exit " << rc << ": " << slurp(f.path("k.err")));
   }
   BOOST_TEST(kills >= 15);  // (a run that finished before its kill is no test of anything)
   std::string err;
   BOOST_REQUIRE_EQUAL(run(train_args(f, r, {"--set", "train.tokens=51200", "--resume"}), &err), 0);
   check_same_as(sl::read_runlog(r + "/log.h5"), want);
 }
-

@@ -43,7 +43,8 @@ double train_and_eval(const std::string& arch, const std::string& lr) {
                           " --set model.arch=" + arch +
                           " --set model.d_model=64 --set model.n_layers=4 --set model.n_heads=2"
                           " --set train.seq_len=128 --set train.batch_size=16"
-                          " --set train.tokens=800000 --set train.lr=" + lr +
+                          " --set train.tokens=800000 --set train.lr=" +
+                          lr +
                           " --set train.warmup_tokens=20000 --set train.eval_every=1000"
                           " --set train.eval_tokens=65536 --set data.train=" +
                           kCorpus + "/train.txt --set data.val=" + kCorpus + "/val.txt";

@@ -1,8 +1,8 @@
 // Issue 19, "nothing lost, nothing silently wrong", driven through the real binary (SL_EXE):
 // one writer per run directory, log and checkpoint consistent under kill -9 (the window between
-// them hit through the SL_TEST_CRASH hook; kills at random moments: test_kill_loop.cc), resume rules for a
-// changed config, a full disk during a checkpoint, and hostile inputs refused before the run
-// directory exists.
+// them hit through the SL_TEST_CRASH hook; kills at random moments: test_kill_loop.cc), resume
+// rules for a changed config, a full disk during a checkpoint, and hostile inputs refused before
+// the run directory exists.
 #define BOOST_TEST_MODULE reliability
 #include <boost/test/unit_test.hpp>
 
@@ -32,7 +32,6 @@
 namespace fs = std::filesystem;
 using namespace sl::test;  // NOLINT: the helpers of common/train_proc.h
 
-
 // ---- 1: one writer per run directory ------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(a_second_trainer_on_a_live_run_is_refused_naming_the_holder) {
@@ -58,7 +57,8 @@ BOOST_AUTO_TEST_CASE(a_second_trainer_on_a_live_run_is_refused_naming_the_holder
   // The refused trainers wrote nothing: the log is the first trainer's alone, and continues.
   const sl::RunLog mid = sl::read_runlog(r + "/log.h5");
   BOOST_TEST(mid.attrs.status == "preempted");
-  for (size_t i = 0; i < mid.train.size(); ++i) BOOST_REQUIRE_EQUAL(mid.train[i].step, int64_t(i + 1));
+  for (size_t i = 0; i < mid.train.size(); ++i)
+    BOOST_REQUIRE_EQUAL(mid.train[i].step, int64_t(i + 1));
 }
 
 // A parent that holds RUN/lock and passes the descriptor on (sweep launch; flock(1)) delegates
@@ -138,7 +138,8 @@ BOOST_AUTO_TEST_CASE(a_corrupt_checkpoint_is_refused_and_the_run_is_not_marked) 
   BOOST_TEST(run(train_args(f, r, {"--resume"}), &err) == 0, err);
 }
 
-// ---- 4: --resume with a changed config -----------------------------------------------------------
+// ---- 4: --resume with a changed config
+// -----------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(resume_refuses_changes_to_the_trajectory_naming_the_key) {
   Fixture f;
@@ -208,7 +209,8 @@ BOOST_AUTO_TEST_CASE(resume_accepts_safe_changes_and_records_them) {
   BOOST_TEST(log.attrs.config_changes.find("train.tokens 12800 -> 19200") != std::string::npos);
   BOOST_TEST(log.attrs.config_changes.find("train.eval_every 100 -> 7") != std::string::npos);
   BOOST_REQUIRE_EQUAL(log.train.size(), 150u);
-  for (size_t i = 0; i < log.train.size(); ++i) BOOST_REQUIRE_EQUAL(log.train[i].step, int64_t(i + 1));
+  for (size_t i = 0; i < log.train.size(); ++i)
+    BOOST_REQUIRE_EQUAL(log.train[i].step, int64_t(i + 1));
   BOOST_TEST(log.train.back().tokens == 19200);
   BOOST_TEST((log.budget_tokens == std::vector<int64_t>{19200}));
   // The equal-length uninterrupted run: the same losses (the change altered no step taken).
@@ -257,7 +259,8 @@ BOOST_AUTO_TEST_CASE(a_file_size_limit_during_a_checkpoint_fails_cleanly) {
 // namespace (unshare -rm); skipped with a message where the kernel refuses those.
 BOOST_AUTO_TEST_CASE(a_full_tmpfs_during_a_checkpoint_fails_cleanly) {
   if (std::system("unshare -rm true >/dev/null 2>&1") != 0) {
-    BOOST_TEST_MESSAGE("unshare -rm is not permitted here: tmpfs case skipped (RLIMIT_FSIZE covers it)");
+    BOOST_TEST_MESSAGE(
+        "unshare -rm is not permitted here: tmpfs case skipped (RLIMIT_FSIZE covers it)");
     return;
   }
   Fixture f;
@@ -307,7 +310,8 @@ BOOST_AUTO_TEST_CASE(hostile_inputs_are_refused_before_the_run_directory_exists)
       {{"--set", "data.val=/dev/zero"}, "not a regular file"},
       {{"--set", "train.tokens=9223372036854775807"}, "'train.tokens' must be at most 10^15"},
       {{"--set", "train.seq_len=4611686018427387904"}, "'train.seq_len' must be at most"},
-      {{"--set", "data.train=" + f.path("ids.bin")}, "token id 300 at offset 4321 >= vocab_size 256"},
+      {{"--set", "data.train=" + f.path("ids.bin")},
+       "token id 300 at offset 4321 >= vocab_size 256"},
       {{"--quiet"}, "--threads -3", "-3"},
   };
   const std::string r = f.path("never");
@@ -343,8 +347,8 @@ BOOST_AUTO_TEST_CASE(sigterm_right_after_start_is_a_clean_stop) {
     int delay_ms;
     bool blocked;
   };
-  for (const Case c : {Case{0, true}, Case{2, true}, Case{10, true}, Case{50, true},
-                       Case{500, false}}) {
+  for (const Case c :
+       {Case{0, true}, Case{2, true}, Case{10, true}, Case{50, true}, Case{500, false}}) {
     const std::string r = f.path("t" + std::to_string(c.delay_ms));
     sigset_t stops, old;
     sigemptyset(&stops);
@@ -356,7 +360,8 @@ BOOST_AUTO_TEST_CASE(sigterm_right_after_start_is_a_clean_stop) {
     std::this_thread::sleep_for(std::chrono::milliseconds(c.delay_ms));
     kill(p.pid, SIGTERM);
     const int rc = wait_exit(p);
-    BOOST_TEST(rc == 0, "delay " << c.delay_ms << " ms: exit " << rc << ": " << slurp(f.path("t.err")));
+    BOOST_TEST(rc == 0,
+               "delay " << c.delay_ms << " ms: exit " << rc << ": " << slurp(f.path("t.err")));
     if (fs::exists(r + "/log.h5"))
       BOOST_TEST(sl::read_runlog(r + "/log.h5").attrs.status == "preempted");
   }
@@ -427,8 +432,8 @@ BOOST_AUTO_TEST_CASE(warmup_longer_than_the_run_warns) {
   std::string err;
   BOOST_REQUIRE_EQUAL(
       run(train_args(f, f.path("wu"), {"--set", "train.warmup_tokens=20000"}), &err), 0);
-  BOOST_TEST(err.find("warning: train.warmup_tokens (20000) >= train.tokens (12800)") !=
-                 std::string::npos,
-             err);
+  BOOST_TEST(
+      err.find("warning: train.warmup_tokens (20000) >= train.tokens (12800)") != std::string::npos,
+      err);
   BOOST_TEST(one_line(err), err);
 }

@@ -74,8 +74,8 @@ int run(const std::vector<std::string>& args, std::string* err = nullptr) {
 struct Fixture {
   fs::path dir;
   Fixture() {
-    dir = fs::temp_directory_path() / ("sl_train_cli_" + std::to_string(getpid()) + "_" +
-                                       std::to_string(std::rand()));
+    dir = fs::temp_directory_path() /
+          ("sl_train_cli_" + std::to_string(getpid()) + "_" + std::to_string(std::rand()));
     fs::create_directories(dir);
     std::ofstream train(dir / "train.txt"), val(dir / "val.txt");
     train << sl::test::licenses({"GPL-3", "Apache-2.0", "LGPL-2.1"});
@@ -93,8 +93,8 @@ struct Fixture {
 
 std::vector<std::string> train_args(const Fixture& f, const std::string& out,
                                     std::vector<std::string> extra = {}) {
-  std::vector<std::string> a = {"train", "--config", f.cfg(), "--out", out, "--quiet",
-                                "--threads", "1"};
+  std::vector<std::string> a = {"train", "--config", f.cfg(),     "--out",
+                                out,     "--quiet",  "--threads", "1"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }

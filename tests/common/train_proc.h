@@ -25,7 +25,6 @@
 
 namespace sl::test {
 
-
 struct Proc {
   pid_t pid = -1;
   std::string err_path;
@@ -33,11 +32,11 @@ struct Proc {
 
 struct SpawnOpts {
   std::vector<std::pair<std::string, std::string>> env;
-  long fsize_limit = -1;   // RLIMIT_FSIZE in bytes (-1: none)
+  long fsize_limit = -1;  // RLIMIT_FSIZE in bytes (-1: none)
 };
 
 inline Proc spawn(const std::vector<std::string>& args, const std::string& err_path,
-           const SpawnOpts& o = {}) {
+                  const SpawnOpts& o = {}) {
   Proc p;
   p.err_path = err_path;
   p.pid = fork();
@@ -84,7 +83,8 @@ inline int wait_exit_within(const Proc& p, double timeout_s) {
   return exit_code(status);
 }
 
-inline int run(const std::vector<std::string>& args, std::string* err = nullptr, const SpawnOpts& o = {}) {
+inline int run(const std::vector<std::string>& args, std::string* err = nullptr,
+               const SpawnOpts& o = {}) {
   static int counter = 0;
   std::string ep = "/tmp/sl_rel_err_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
   int rc = wait_exit(spawn(args, ep, o));
@@ -93,7 +93,9 @@ inline int run(const std::vector<std::string>& args, std::string* err = nullptr,
   return rc;
 }
 
-inline bool one_line(const std::string& err) { return std::count(err.begin(), err.end(), '\n') == 1; }
+inline bool one_line(const std::string& err) {
+  return std::count(err.begin(), err.end(), '\n') == 1;
+}
 
 // Byte-level English text and a tiny hybrid model: 100 steps of 128 tokens by default.
 struct Fixture {
@@ -113,9 +115,9 @@ struct Fixture {
 };
 
 inline std::vector<std::string> train_args(const Fixture& f, const std::string& out,
-                                    std::vector<std::string> extra = {}) {
-  std::vector<std::string> a = {"train", "--config", f.cfg(), "--out", out, "--quiet",
-                                "--threads", "1"};
+                                           std::vector<std::string> extra = {}) {
+  std::vector<std::string> a = {"train", "--config", f.cfg(),     "--out",
+                                out,     "--quiet",  "--threads", "1"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }

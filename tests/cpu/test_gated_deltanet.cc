@@ -109,9 +109,8 @@ Result<T> run(bool chunk, const Inputs& in, const std::vector<double>& dout_d) {
     sl::cpu::gdn_chunk_forward<T>(r.out.data(), r.states.data(), q.data(), k.data(), v.data(),
                                   beta.data(), g.data(), d.B, d.T, d.H, d.dk, d.dv);
   } else {
-    sl::cpu::gdn_recurrent_forward<T>(r.out.data(), r.states.data(), q.data(), k.data(),
-                                      v.data(), beta.data(), g.data(), d.B, d.T, d.H, d.dk,
-                                      d.dv);
+    sl::cpu::gdn_recurrent_forward<T>(r.out.data(), r.states.data(), q.data(), k.data(), v.data(),
+                                      beta.data(), g.data(), d.B, d.T, d.H, d.dk, d.dv);
   }
   if (dout_d.empty()) return r;
   const auto dout = cast<T>(dout_d);
@@ -154,11 +153,13 @@ double compare_all(const Result<TA>& a, const Result<TB>& b, double tol, const s
   double scale = 0;
   for (const auto* x : {&b.out, &b.dq, &b.dk, &b.dv, &b.dbeta})
     for (auto e : *x) scale = std::max(scale, std::abs(static_cast<double>(e)));
-  const std::pair<const char*, double> errs[] = {
-      {"out", rel_err(a.out, b.out)},       {"states", rel_err(a.states, b.states)},
-      {"dq", rel_err(a.dq, b.dq)},          {"dk", rel_err(a.dk, b.dk)},
-      {"dv", rel_err(a.dv, b.dv)},          {"dbeta", rel_err(a.dbeta, b.dbeta)},
-      {"dg", rel_err(a.dg, b.dg, 1e-3 * scale)}};
+  const std::pair<const char*, double> errs[] = {{"out", rel_err(a.out, b.out)},
+                                                 {"states", rel_err(a.states, b.states)},
+                                                 {"dq", rel_err(a.dq, b.dq)},
+                                                 {"dk", rel_err(a.dk, b.dk)},
+                                                 {"dv", rel_err(a.dv, b.dv)},
+                                                 {"dbeta", rel_err(a.dbeta, b.dbeta)},
+                                                 {"dg", rel_err(a.dg, b.dg, 1e-3 * scale)}};
   double worst = 0;
   for (const auto& [name, e] : errs) {
     BOOST_TEST_INFO(what << " " << name << " rel err " << e);
@@ -194,18 +195,19 @@ void gradcheck(bool chunk, Dims d, uint64_t seed) {
     }
     return grad;
   };
-  const auto fq = fd(&Inputs::q), fk = fd(&Inputs::k), fv = fd(&Inputs::v),
-             fb = fd(&Inputs::beta);
+  const auto fq = fd(&Inputs::q), fk = fd(&Inputs::k), fv = fd(&Inputs::v), fb = fd(&Inputs::beta);
   double scale = 0;  // floor for dg, which is identically 0 at T = 1 (see rel_err)
   for (const auto* x : {&fq, &fk, &fv, &fb})
     for (double e : *x) scale = std::max(scale, std::abs(e));
   const std::pair<const char*, double> errs[] = {
-      {"dq", rel_err(an.dq, fq)},       {"dk", rel_err(an.dk, fk)},
-      {"dv", rel_err(an.dv, fv)},       {"dbeta", rel_err(an.dbeta, fb)},
+      {"dq", rel_err(an.dq, fq)},
+      {"dk", rel_err(an.dk, fk)},
+      {"dv", rel_err(an.dv, fv)},
+      {"dbeta", rel_err(an.dbeta, fb)},
       {"dg", rel_err(an.dg, fd(&Inputs::g), 1e-3 * scale)}};
   for (const auto& [name, e] : errs) {
-    BOOST_TEST_MESSAGE((chunk ? "chunk" : "recurrent") << " gradcheck T=" << d.T << " " << name
-                                                       << " rel err " << e);
+    BOOST_TEST_MESSAGE((chunk ? "chunk" : "recurrent")
+                       << " gradcheck T=" << d.T << " " << name << " rel err " << e);
     BOOST_TEST_INFO(name << " rel err " << e);
     BOOST_CHECK_LT(e, 1e-6);
   }
@@ -234,13 +236,13 @@ BOOST_AUTO_TEST_CASE(gdn_chunk_matches_recurrence_fp64) {
 BOOST_AUTO_TEST_CASE(gdn_recurrent_gradcheck_fp64) {
   // B=2, H=1 checks batch indexing; T=67 crosses a chunk boundary (recompute from states).
   gradcheck(false, {2, 67, 1, 4, 6}, 11);
-  gradcheck(false, {1, 1, 2, 4, 6}, 12);   // T = 1
+  gradcheck(false, {1, 1, 2, 4, 6}, 12);  // T = 1
 }
 
 BOOST_AUTO_TEST_CASE(gdn_chunk_gradcheck_fp64) {
   // B=1, H=2 checks head indexing; T=67 is a full chunk then a partial one.
   gradcheck(true, {1, 67, 2, 4, 6}, 21);
-  gradcheck(true, {1, 1, 2, 4, 6}, 22);   // T = 1
+  gradcheck(true, {1, 1, 2, 4, 6}, 22);  // T = 1
 }
 
 BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {
@@ -299,8 +301,8 @@ BOOST_AUTO_TEST_CASE(gdn_backward_accumulates_and_reproducible) {
     auto bwd =
         chunk ? sl::cpu::gdn_chunk_backward<double> : sl::cpu::gdn_recurrent_backward<double>;
     bwd(acc.dq.data(), acc.dk.data(), acc.dv.data(), acc.dbeta.data(), acc.dg.data(), dout.data(),
-        r1.states.data(), q.data(), k.data(), v.data(), beta.data(), g.data(), d.B, d.T, d.H,
-        d.dk, d.dv);
+        r1.states.data(), q.data(), k.data(), v.data(), beta.data(), g.data(), d.B, d.T, d.H, d.dk,
+        d.dv);
     auto twice = [](std::vector<double> x) {
       for (auto& e : x) e *= 2;
       return x;

@@ -97,8 +97,8 @@ double check_grads(const std::string& op, const std::vector<Grad>& grads,
     *g.x = x0;
     BOOST_TEST_MESSAGE(op << " d" << g.name << ": rel err " << r.rel_err << " (max |grad| "
                           << r.max_ref << ")");
-    BOOST_TEST(r.rel_err < kGradTol, op << " d" << g.name << " rel err " << r.rel_err
-                                        << " worst index " << r.worst);
+    BOOST_TEST(r.rel_err < kGradTol,
+               op << " d" << g.name << " rel err " << r.rel_err << " worst index " << r.worst);
     BOOST_TEST(r.max_ref > 0.0, op << " d" << g.name << " is identically zero");
     worst = std::max(worst, r.rel_err);
   }
@@ -167,8 +167,9 @@ BOOST_AUTO_TEST_CASE(matmul_gradcheck_strided_fp64) {
     cpu::matmul_forward(y.data(), x.data(), ldx, w.data(), M, K, N, false);
     return dot(y, R);
   };
-  auto bwd = [&] { cpu::matmul_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(),
-                                        M, K, N); };
+  auto bwd = [&] {
+    cpu::matmul_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), M, K, N);
+  };
   check_grads("matmul", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
 
@@ -200,8 +201,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_gradcheck_strided_fp64) {
   };
   auto bwd = [&] {
     loss();
-    cpu::rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), rstd.data(),
-                          R_, C);
+    cpu::rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), rstd.data(), R_,
+                          C);
   };
   check_grads("rmsnorm", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
@@ -284,14 +285,13 @@ BOOST_AUTO_TEST_CASE(attention_gradcheck_strided_fp64) {
   Vec v = randv(B * T * ldv, 22), R = randv(B * T * H * hd, 23);
   Vec out(B * T * H * hd), lse(B * H * T), dq, dk, dv;
   auto loss = [&] {
-    cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), ldv, B, T, H,
-                           hd);
+    cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), ldv, B, T, H, hd);
     return dot(out, R);
   };
   auto bwd = [&] {
     loss();
-    cpu::attention_backward(dq.data(), dk.data(), dv.data(), R.data(), q.data(), k.data(),
-                            v.data(), ldv, out.data(), lse.data(), B, T, H, hd);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), R.data(), q.data(), k.data(), v.data(),
+                            ldv, out.data(), lse.data(), B, T, H, hd);
   };
   check_grads("attention", {{"q", &q, &dq}, {"k", &k, &dk}, {"v", &v, &dv}}, loss, bwd);
 }
@@ -324,8 +324,7 @@ void conv1d_check(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, uint6
     return dot(y, R);
   };
   auto bwd = [&] {
-    cpu::conv1d_silu_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), B, T, C,
-                              K);
+    cpu::conv1d_silu_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), B, T, C, K);
   };
   check_grads("conv1d_silu T=" + std::to_string(T), {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
   // Direct formula at the last token of the last sequence, channel 1.
@@ -387,7 +386,9 @@ BOOST_AUTO_TEST_CASE(gdn_gates_gradcheck_strided_fp64) {
                             beta_scale);
   };
   check_grads("gdn_gates",
-              {{"b", &b, &db}, {"a", &a, &da}, {"A_log", &A_log, &dA_log},
+              {{"b", &b, &db},
+               {"a", &a, &da},
+               {"A_log", &A_log, &dA_log},
                {"dt_bias", &dt_bias, &ddt_bias}},
               loss, bwd);
   loss();
@@ -409,8 +410,8 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_gradcheck_strided_fp64) {
   };
   auto bwd = [&] {
     loss();
-    cpu::gated_rmsnorm_backward(dx.data(), dgate.data(), dw.data(), R.data(), x.data(),
-                                gate.data(), ldg, w.data(), rstd.data(), R_, H, C);
+    cpu::gated_rmsnorm_backward(dx.data(), dgate.data(), dw.data(), R.data(), x.data(), gate.data(),
+                                ldg, w.data(), rstd.data(), R_, H, C);
   };
   check_grads("gated_rmsnorm", {{"x", &x, &dx}, {"gate", &gate, &dgate}, {"w", &w, &dw}}, loss,
               bwd);
@@ -424,12 +425,11 @@ BOOST_AUTO_TEST_CASE(cross_entropy_gradcheck_fp64) {
   const std::vector<int32_t> targets = {3, -1, 0, 10, -100, 5, 5};
   Vec logits = randv(BT * V, 44, -3, 3), losses(BT), dlogits;
   auto loss = [&] {
-    return dscale * cpu::cross_entropy(losses.data(), static_cast<double*>(nullptr),
-                                       logits.data(), targets.data(), BT, V, 1.0);
+    return dscale * cpu::cross_entropy(losses.data(), static_cast<double*>(nullptr), logits.data(),
+                                       targets.data(), BT, V, 1.0);
   };
   auto bwd = [&] {
-    cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), BT, V,
-                       dscale);
+    cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), BT, V, dscale);
   };
   check_grads("cross_entropy", {{"logits", &logits, &dlogits}}, loss, bwd);
 }
@@ -440,8 +440,8 @@ BOOST_AUTO_TEST_CASE(cross_entropy_ignored_targets_and_stability_fp64) {
   Vec logits = randv(BT * V, 45, -2, 2);
   for (int64_t i = 0; i < V; ++i) logits[2 * V + i] += 1000;  // would overflow a naive exp
   Vec losses(BT, 123.0), dlogits = randv(BT * V, 46), d0 = dlogits;
-  const double sum = cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(),
-                                        targets.data(), BT, V, 1.0);
+  const double sum =
+      cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), BT, V, 1.0);
   double ref_sum = 0;
   for (int64_t t = 0; t < BT; ++t) {
     if (targets[t] < 0) {
@@ -504,12 +504,11 @@ BOOST_AUTO_TEST_CASE(null_gradients_are_skipped_fp64) {
   Vec x = randv(R_ * C, 51), w = randv(C, 52), dy = randv(R_ * C, 53), y(R_ * C), rstd(R_);
   cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), C, w.data(), R_, C, 1e-6);
   Vec dx(R_ * C), dw(C), dx1(R_ * C), dw1(C);
-  cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), C, w.data(), rstd.data(), R_,
-                        C);
-  cpu::rmsnorm_backward(dx1.data(), static_cast<double*>(nullptr), dy.data(), x.data(), C,
-                        w.data(), rstd.data(), R_, C);
-  cpu::rmsnorm_backward(static_cast<double*>(nullptr), dw1.data(), dy.data(), x.data(), C,
-                        w.data(), rstd.data(), R_, C);
+  cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), C, w.data(), rstd.data(), R_, C);
+  cpu::rmsnorm_backward(dx1.data(), static_cast<double*>(nullptr), dy.data(), x.data(), C, w.data(),
+                        rstd.data(), R_, C);
+  cpu::rmsnorm_backward(static_cast<double*>(nullptr), dw1.data(), dy.data(), x.data(), C, w.data(),
+                        rstd.data(), R_, C);
   BOOST_TEST(dx == dx1);
   BOOST_TEST(dw == dw1);
   // matmul: dw only.
@@ -552,8 +551,8 @@ BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
     omp_set_num_threads(threads);
     std::vector<float> dw(C), dwg(Cg), dwc(C * K), dwte(13 * C);
     cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), C, w.data(), R_, C, 1e-6f);
-    cpu::rmsnorm_backward(static_cast<float*>(nullptr), dw.data(), dy.data(), x.data(), C,
-                          w.data(), rstd.data(), R_, C);
+    cpu::rmsnorm_backward(static_cast<float*>(nullptr), dw.data(), dy.data(), x.data(), C, w.data(),
+                          rstd.data(), R_, C);
     // gated_rmsnorm on rows of Cg = C / H: BT*H rows use the first BT*H*Cg elements.
     cpu::gated_rmsnorm_forward(y.data(), rstd.data(), x.data(), gate.data(), H * Cg, w.data(),
                                BT * H, H, Cg, 1e-5f);
@@ -580,8 +579,8 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     Vec x = randv(R_ * ldx, 70), w = randv(C, 71, 0.5, 1.5), dy = randv(R_ * C, 72);
     Vec y(R_ * C), rstd(R_), dx(R_ * ldx), dw(C);
     cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), R_, C, 1e-6);
-    cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), ldx, w.data(), rstd.data(),
-                          R_, C);
+    cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), ldx, w.data(), rstd.data(), R_,
+                          C);
     auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
     std::vector<float> yf(R_ * C), rstdf(R_), dxf(R_ * ldx), dwf(C);
     cpu::rmsnorm_forward(yf.data(), rstdf.data(), xf.data(), ldx, wf.data(), R_, C, 1e-6f);
@@ -595,14 +594,13 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t B = 1, T = 80, H = 2, hd = 16, n = B * T * H * hd;
     Vec q = randv(n, 73, -2, 2), k = randv(n, 74, -2, 2), v = randv(n, 75), dO = randv(n, 76);
     Vec o(n), lse(B * H * T), dq(n), dk(n), dv(n);
-    cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), H * hd, B, T, H,
-                           hd);
+    cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), H * hd, B, T, H, hd);
     cpu::attention_backward(dq.data(), dk.data(), dv.data(), dO.data(), q.data(), k.data(),
                             v.data(), H * hd, o.data(), lse.data(), B, T, H, hd);
     auto qf = to_float(q), kf = to_float(k), vf = to_float(v), dOf = to_float(dO);
     std::vector<float> of(n), lsef(B * H * T), dqf(n), dkf(n), dvf(n);
-    cpu::attention_forward(of.data(), lsef.data(), qf.data(), kf.data(), vf.data(), H * hd, B, T,
-                           H, hd);
+    cpu::attention_forward(of.data(), lsef.data(), qf.data(), kf.data(), vf.data(), H * hd, B, T, H,
+                           hd);
     cpu::attention_backward(dqf.data(), dkf.data(), dvf.data(), dOf.data(), qf.data(), kf.data(),
                             vf.data(), H * hd, of.data(), lsef.data(), B, T, H, hd);
     expect_close("fp32 attention o", of, o, tol);
@@ -615,12 +613,12 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t BT = 5, V = 300;
     const std::vector<int32_t> targets = {1, 299, -1, 0, 150};
     Vec logits = randv(BT * V, 77, -5, 5), losses(BT), dl(BT * V);
-    const double s = cpu::cross_entropy(losses.data(), dl.data(), logits.data(), targets.data(),
-                                        BT, V, 0.25);
+    const double s =
+        cpu::cross_entropy(losses.data(), dl.data(), logits.data(), targets.data(), BT, V, 0.25);
     auto lf = to_float(logits);
     std::vector<float> lossesf(BT), dlf(BT * V);
-    const double sf = cpu::cross_entropy(lossesf.data(), dlf.data(), lf.data(), targets.data(), BT,
-                                         V, 0.25f);
+    const double sf =
+        cpu::cross_entropy(lossesf.data(), dlf.data(), lf.data(), targets.data(), BT, V, 0.25f);
     BOOST_TEST(std::abs(sf - s) / std::abs(s) < tol);
     expect_close("fp32 cross_entropy dl", dlf, dl, tol);
   }

@@ -48,7 +48,8 @@ struct Dir {
   }
   int train(const std::string& out, const std::string& extra, const std::string& env = "") const {
     return sh("train --config " + (path / "run.toml").string() + " --out " + (path / out).string() +
-              " --quiet --threads 4 " + extra, env);
+                  " --quiet --threads 4 " + extra,
+              env);
   }
   sl::RunLog log(const std::string& out) const {
     return sl::read_runlog((path / out / "log.h5").string());
@@ -92,8 +93,8 @@ BOOST_AUTO_TEST_CASE(checkpoints_move_between_gpu_and_cpu) {
   const double g = mean(gpu, 30, 60), c = mean(cpu, 30, 60);
   const double noise = std::abs(g / c - 1);
   BOOST_TEST_MESSAGE("steps 31-60 mean loss: gpu " << g << ", cpu " << c << ", gpu->cpu "
-                                                 << mean(gc, 30, 60) << ", cpu->gpu "
-                                                 << mean(cg, 30, 60));
+                                                   << mean(gc, 30, 60) << ", cpu->gpu "
+                                                   << mean(cg, 30, 60));
   const double bar = std::max(1e-2, 2 * noise);
   BOOST_TEST(std::abs(mean(gc, 30, 60) / c - 1) < bar);
   BOOST_TEST(std::abs(mean(cg, 30, 60) / g - 1) < bar);

@@ -344,13 +344,13 @@ BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
   for (const int64_t m : {136, 131}) {
     const int64_t R = 150;
     const std::string tag = " m=" + std::to_string(m);
-    check_both("swiglu_forward" + tag,
-               {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f},
-                {"h", R * m, Kind::out, Cls::act}},
-               [&](sl::Backend& be, Bufs& b) {
-                 be.swiglu_forward(b["h"], b["gu"], R, m);
-                 return 0.0;
-               });
+    check_both(
+        "swiglu_forward" + tag,
+        {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f}, {"h", R * m, Kind::out, Cls::act}},
+        [&](sl::Backend& be, Bufs& b) {
+          be.swiglu_forward(b["h"], b["gu"], R, m);
+          return 0.0;
+        });
     check_both("swiglu_backward" + tag,
                {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f},
                 {"dh", R * m, Kind::in, Cls::act},

@@ -94,7 +94,8 @@ BOOST_AUTO_TEST_CASE(sha256_matches_the_fips_vectors) {
   // Streaming in odd pieces equals one shot (block boundaries inside updates).
   const std::string m(1000000, 'a');
   sl::Sha256 h;
-  for (size_t i = 0; i < m.size(); i += 777) h.update(m.data() + i, std::min<size_t>(777, m.size() - i));
+  for (size_t i = 0; i < m.size(); i += 777)
+    h.update(m.data() + i, std::min<size_t>(777, m.size() - i));
   BOOST_TEST(h.hex() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
@@ -147,8 +148,9 @@ BOOST_AUTO_TEST_CASE(raw_shards_round_trip_with_their_sidecar) {
   // The sidecar and the data must agree; a raw shard without its sidecar is refused.
   write_bytes(d.path + "/cut.raw", slurp(d.path + "/r_0.raw").substr(0, 1998));
   write_bytes(d.path + "/cut.raw.json", slurp(d.path + "/r_0.raw.json"));
-  expect_one_line_error([&] { TokenSource::open(d.path + "/cut.raw", 50304); },
-                        {"shard '" + d.path + "/cut.raw': sidecar says 1000 tokens, file holds 999"});
+  expect_one_line_error(
+      [&] { TokenSource::open(d.path + "/cut.raw", 50304); },
+      {"shard '" + d.path + "/cut.raw': sidecar says 1000 tokens, file holds 999"});
   write_bytes(d.path + "/lone.raw", "abcd");
   expect_one_line_error([&] { TokenSource::open(d.path + "/lone.raw", 50304); },
                         {d.path + "/lone.raw", "without its sidecar"});
@@ -195,8 +197,8 @@ BOOST_AUTO_TEST_CASE(validation_split_is_by_path_hash_and_near_the_fraction) {
 std::vector<std::pair<std::string, std::string>> make_tree(const std::string& root, int n) {
   std::vector<std::pair<std::string, std::string>> docs;
   for (int i = 0; i < n; ++i) {
-    const std::string rel = (i % 3 ? "sub/" : "") + std::string("doc_") + std::to_string(100 + i) +
-                            ".txt";
+    const std::string rel =
+        (i % 3 ? "sub/" : "") + std::string("doc_") + std::to_string(100 + i) + ".txt";
     std::string body = "document " + std::to_string(i) + "\n";
     for (int k = 0; k < i * 7; ++k) body += static_cast<char>('a' + (i + k) % 26);
     write_bytes(root + "/" + rel, body);
@@ -286,8 +288,8 @@ BOOST_AUTO_TEST_CASE(prepare_reads_tar_and_tar_xz_archives_with_long_names) {
   write_bytes(d.path + "/" + deep, "deep document");
   for (const char* fmt : {"gnu", "posix"}) {
     const std::string tar = d.path + "/a_" + std::string(fmt) + ".tar";
-    BOOST_REQUIRE(run("cd " + d.path + " && LC_ALL=C tar --format=" + fmt +
-                      " --sort=name -cf " + tar + " t") == 0);
+    BOOST_REQUIRE(run("cd " + d.path + " && LC_ALL=C tar --format=" + fmt + " --sort=name -cf " +
+                      tar + " t") == 0);
     BOOST_REQUIRE(run("xz -k -1 " + tar) == 0);
     for (const std::string& path : {tar, tar + ".xz"}) {
       sl::PrepareOptions o;

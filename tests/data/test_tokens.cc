@@ -383,9 +383,8 @@ BOOST_AUTO_TEST_CASE(ranks_partition_the_single_rank_batch) {
     BOOST_TEST((joinedtg == alltg));
   }
   std::vector<int32_t> in(T), tg(T);
-  expect_one_line_error(
-      [&] { sl::sample_batch_rank(s, 3, 0, 1, T, 4, 4, in.data(), tg.data()); },
-      {"count.bin", "rank 4 of world 4"});
+  expect_one_line_error([&] { sl::sample_batch_rank(s, 3, 0, 1, T, 4, 4, in.data(), tg.data()); },
+                        {"count.bin", "rank 4 of world 4"});
 }
 
 BOOST_AUTO_TEST_CASE(eval_windows_are_consecutive_non_overlapping_from_the_start) {

@@ -103,9 +103,10 @@ BOOST_AUTO_TEST_CASE(bootstrap_refits_match_lbfgsb_from_the_same_start) {
       }
       below_global += r.objective <= best * (1 + 1e-6) + 1e-15;
     }
-    std::printf("%-6s %d resamples: worse than L-BFGS-B's local refit on %d; at its multi-start "
-                "best on %d\n",
-                arch, n, worse, below_global);
+    std::printf(
+        "%-6s %d resamples: worse than L-BFGS-B's local refit on %d; at its multi-start "
+        "best on %d\n",
+        arch, n, worse, below_global);
     BOOST_TEST(n == 30);
     BOOST_TEST(worse == 0, arch);
   }
@@ -121,10 +122,10 @@ BOOST_AUTO_TEST_CASE(collapsed_and_underdetermined_resamples_are_counted_apart) 
   BOOST_TEST(std::count(full.flags.begin(), full.flags.end(), "E_collapsed") == 1);
   BOOST_TEST(full.value("E") < 1e-9);
   const BootstrapResult b = bootstrap_law(data, full, opt, 200, 0);
-  std::printf("bootstrap: used %d, underdetermined %d, collapsed %d, runaway %d, not converged "
-              "%d, failed %d\n",
-              b.n_used, b.n_underdetermined, b.n_collapsed, b.n_runaway, b.n_not_converged,
-              b.n_failed);
+  std::printf(
+      "bootstrap: used %d, underdetermined %d, collapsed %d, runaway %d, not converged "
+      "%d, failed %d\n",
+      b.n_used, b.n_underdetermined, b.n_collapsed, b.n_runaway, b.n_not_converged, b.n_failed);
   BOOST_TEST(b.n_underdetermined > 0);
   BOOST_TEST(b.n_collapsed > 0);
   BOOST_TEST(b.n_used == b.n - b.n_underdetermined - b.n_failed);

@@ -132,9 +132,10 @@ BOOST_AUTO_TEST_CASE(sensitivity_objectives_nest_on_a_bounded_ladder) {
   BOOST_TEST_REQUIRE(r.sensitivity.size() == 5u);
   const double sep = r.sensitivity[0].objective, e = r.sensitivity[2].objective,
                ea = r.sensitivity[3].objective, fa = r.sensitivity[4].objective;
-  std::printf("bounded: separate %.6e <= shared E %.6e <= shared E and alpha %.6e <= alpha fixed "
-              "%.6e\n",
-              sep, e, ea, fa);
+  std::printf(
+      "bounded: separate %.6e <= shared E %.6e <= shared E and alpha %.6e <= alpha fixed "
+      "%.6e\n",
+      sep, e, ea, fa);
   BOOST_TEST(sep <= e * (1 + 1e-6));
   BOOST_TEST(e <= ea * (1 + 1e-6));
   BOOST_TEST(ea <= fa * (1 + 1e-6));

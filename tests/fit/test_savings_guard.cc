@@ -147,6 +147,6 @@ BOOST_AUTO_TEST_CASE(chinchilla_bounds_do_not_reach_the_per_size_laws) {
     BOOST_TEST(e_bounded == e_free, "size " << k);
     BOOST_TEST(bounded.baseline.sizes[k].fit.bound_hit.empty());
   }
-  BOOST_TEST(some_e_above);  // the E bound would have bitten
+  BOOST_TEST(some_e_above);                            // the E bound would have bitten
   BOOST_TEST(bounded.baseline.fit.value("E") <= 1.0);  // it does apply to the Chinchilla fit
 }

@@ -66,8 +66,8 @@ Result check_model(const sl::ModelSpec& spec, sl::GdnAlgo algo, int64_t B, int64
     for (int64_t j = 0; j < take; ++j) idx.push_back(p.offset + rng.below(p.numel));
   }
   auto r = sl::test::gradcheck_detail(f, x, g, 1e-6, idx);
-  BOOST_TEST_MESSAGE(spec.pattern << " T=" << T << " rel_err=" << r.rel_err << " over "
-                                  << r.checked << " coords");
+  BOOST_TEST_MESSAGE(spec.pattern << " T=" << T << " rel_err=" << r.rel_err << " over " << r.checked
+                                  << " coords");
   return {r.rel_err, r.checked};
 }
 

@@ -35,8 +35,8 @@ std::string g4(const json& v) {
 // A collected sweep: 3 sizes x D/N = 5, 10, 20, 40 per arch from L = E + A/N^a + B/D^b, with a
 // deterministic +-0.3% wiggle so the bootstrap has something to resample.
 std::string make_sweep() {
-  const std::string dir = fs::temp_directory_path().string() + "/sl_report_test_" +
-                          std::to_string(::getpid());
+  const std::string dir =
+      fs::temp_directory_path().string() + "/sl_report_test_" + std::to_string(::getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::ofstream csv(dir + "/sweep.csv");
@@ -123,8 +123,8 @@ BOOST_AUTO_TEST_CASE(synthetic_sweep_report) {
   BOOST_TEST_REQUIRE(sav["sensitivity"].size() == 5u);
   for (const json& row : sav["sensitivity"]) {
     std::string line = "| " + row["model"].get<std::string>() + " | " +
-                       std::to_string(row["n_params"].get<int>()) + " | " +
-                       g4(row["E"]["dense"]) + " / " + g4(row["E"]["hybrid"]);
+                       std::to_string(row["n_params"].get<int>()) + " | " + g4(row["E"]["dense"]) +
+                       " / " + g4(row["E"]["hybrid"]);
     BOOST_TEST(md.find(line) != std::string::npos, "report.md lacks: " + line);
   }
   // The known laws: B_dense / B_hybrid = 1.5 with equal beta gives S = 1.5^(1/0.3) = 3.86.
@@ -151,8 +151,8 @@ BOOST_AUTO_TEST_CASE(synthetic_sweep_report) {
 }
 
 BOOST_AUTO_TEST_CASE(bad_input_is_one_error) {
-  const std::string dir = fs::temp_directory_path().string() + "/sl_report_empty_" +
-                          std::to_string(::getpid());
+  const std::string dir =
+      fs::temp_directory_path().string() + "/sl_report_empty_" + std::to_string(::getpid());
   fs::create_directories(dir);
   sl::report::ReportOptions o;
   o.render = false;

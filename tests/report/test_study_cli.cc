@@ -23,8 +23,8 @@ namespace {
 using sl::test::slurp;
 
 int run(const std::string& args, const std::string& out) {
-  const std::string cmd = "OMP_WAIT_POLICY=PASSIVE " + std::string(SL_EXE) + " " + args + " > " +
-                          out + " 2>&1";
+  const std::string cmd =
+      "OMP_WAIT_POLICY=PASSIVE " + std::string(SL_EXE) + " " + args + " > " + out + " 2>&1";
   const int rc = std::system(cmd.c_str());
   return sl::test::exit_code(rc);
 }
@@ -59,9 +59,9 @@ BOOST_AUTO_TEST_CASE(micro_study_and_resume) {
   const std::string out1 = slurp(dir + "/out1.txt");
   BOOST_TEST(out1.find("6 of 6 runs completed") != std::string::npos, out1);
   BOOST_TEST(out1.find('\r') == std::string::npos);  // no progress line without a terminal
-  for (const char* f : {"sweep/sweep.h5", "sweep/sweep.csv", "report/report.md",
-                        "report/savings.json", "report/fit_AA.json", "report/fit_GA.json",
-                        "report/params.tex"})
+  for (const char* f :
+       {"sweep/sweep.h5", "sweep/sweep.csv", "report/report.md", "report/savings.json",
+        "report/fit_AA.json", "report/fit_GA.json", "report/params.tex"})
     BOOST_TEST(fs::exists(out + "/" + f), f);
   for (const std::string& f : sl::report::figure_names()) {
     BOOST_TEST(fs::exists(out + "/report/" + f + ".gp"), f);

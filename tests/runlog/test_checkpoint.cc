@@ -278,9 +278,9 @@ BOOST_AUTO_TEST_CASE(a_zeroed_tensor_is_refused_naming_it) {
     H5Dclose(ds);
     H5Fclose(f);
   }
-  expect_one_line_error([&] { sl::read_checkpoint(d.path); },
-                        {file, "array 'model.layers.0.self_attn.q_proj.weight'", "checksum",
-                         "corrupt"});
+  expect_one_line_error(
+      [&] { sl::read_checkpoint(d.path); },
+      {file, "array 'model.layers.0.self_attn.q_proj.weight'", "checksum", "corrupt"});
 }
 
 BOOST_AUTO_TEST_CASE(a_flipped_byte_in_any_tensor_or_in_the_step_is_refused) {
@@ -298,7 +298,8 @@ BOOST_AUTO_TEST_CASE(a_flipped_byte_in_any_tensor_or_in_the_step_is_refused) {
     const haddr_t off = data_offset(file, name) + (v.size() * sizeof(float)) / 2;
     bytes[off] = static_cast<char>(bytes[off] ^ 0x10);  // one bit
     std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes;
-    expect_one_line_error([&] { sl::read_checkpoint(d.path); }, {"array '" + name + "'", "checksum"});
+    expect_one_line_error([&] { sl::read_checkpoint(d.path); },
+                          {"array '" + name + "'", "checksum"});
   }
   // The step counter lives in an attribute: changing it (to resume at the wrong step) is caught
   // by the checksum of /ints.

@@ -38,11 +38,12 @@ struct Fixture {
   std::string write(const std::string& name, const std::string& grid,
                     const std::string& train = "") const {
     std::ofstream s(dir / name);
-    s << "[sweep]\nname = \"t\"\n" << grid << "\n[[sweep.shape]]\nd_model = 32\nn_layers = 2\n"
+    s << "[sweep]\nname = \"t\"\n"
+      << grid << "\n[[sweep.shape]]\nd_model = 32\nn_layers = 2\n"
       << "n_heads = 2\n[train]\nseq_len = 32\nbatch_size = 4\n"
       << (train.find("schedule") == std::string::npos ? "schedule = \"wsd\"\n" : "")
-      << "warmup_tokens = 512\neval_every = 20\neval_tokens = 1024\ncheckpoint_every = 5\n" << train
-      << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
+      << "warmup_tokens = 512\neval_every = 20\neval_tokens = 1024\ncheckpoint_every = 5\n"
+      << train << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
     return (dir / name).string();
   }
 };
@@ -60,8 +61,9 @@ std::string error_of(const std::string& path) {
 
 BOOST_AUTO_TEST_CASE(expansion_and_stable_ids) {
   Fixture f;
-  const std::string p = f.write("a.toml", "archs = [\"dense\", \"hybrid\"]\nbudgets_per_param = "
-                                          "[5, 10]\nseeds = [0, 1]\nlrs = [1e-3, 3e-3]");
+  const std::string p = f.write("a.toml",
+                                "archs = [\"dense\", \"hybrid\"]\nbudgets_per_param = "
+                                "[5, 10]\nseeds = [0, 1]\nlrs = [1e-3, 3e-3]");
   sl::sweep::Sweep s = sl::sweep::load_sweep(p);
   BOOST_REQUIRE_EQUAL(s.runs.size(), 8u);  // 2 archs x 1 shape x 2 seeds x 2 lrs, WSD budgets
   for (const auto& r : s.runs) {
@@ -91,10 +93,12 @@ BOOST_AUTO_TEST_CASE(bad_sweep_files) {
   BOOST_TEST(error_of(f.write("k.toml", "archs = [\"dense\"]\nbudgets = [2560]", "bogus = 1\n"))
                  .find("'train.bogus'") != std::string::npos);
   // A sweep directory made by another sweep file is refused, and left as it was.
-  sl::sweep::Sweep a = sl::sweep::load_sweep(f.write("a.toml", "archs = [\"dense\"]\n"
-                                                               "budgets = [2560]"));
-  sl::sweep::Sweep b = sl::sweep::load_sweep(f.write("b.toml", "archs = [\"hybrid\"]\n"
-                                                               "budgets = [2560]"));
+  sl::sweep::Sweep a = sl::sweep::load_sweep(f.write("a.toml",
+                                                     "archs = [\"dense\"]\n"
+                                                     "budgets = [2560]"));
+  sl::sweep::Sweep b = sl::sweep::load_sweep(f.write("b.toml",
+                                                     "archs = [\"hybrid\"]\n"
+                                                     "budgets = [2560]"));
   const std::string d = (f.dir / "sw").string();
   sl::sweep::prepare_dir(a, d);
   const std::string before = slurp(d + "/plan.tsv");
@@ -106,15 +110,16 @@ BOOST_AUTO_TEST_CASE(bad_sweep_files) {
 // the new ones follow; a file that drops a run is refused naming it, and nothing is rewritten.
 BOOST_AUTO_TEST_CASE(a_sweep_file_may_gain_comments_and_runs) {
   Fixture f;
-  sl::sweep::Sweep a = sl::sweep::load_sweep(
-      f.write("a.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [2560]"));
+  sl::sweep::Sweep a =
+      sl::sweep::load_sweep(f.write("a.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [2560]"));
   const std::string d = (f.dir / "sw").string();
   sl::sweep::prepare_dir(a, d);
   const auto old_plan = sl::sweep::load_plan(d);
   // Same grid, a comment, and a pattern and a seed more.
-  sl::sweep::Sweep b = sl::sweep::load_sweep(f.write(
-      "a2.toml", "# now with AG\npatterns = [\"AG\", \"AA\", \"GA\"]\nbudgets = [2560]\n"
-                 "seeds = [0, 1]"));
+  sl::sweep::Sweep b = sl::sweep::load_sweep(
+      f.write("a2.toml",
+              "# now with AG\npatterns = [\"AG\", \"AA\", \"GA\"]\nbudgets = [2560]\n"
+              "seeds = [0, 1]"));
   sl::sweep::prepare_dir(b, d);
   const auto plan = sl::sweep::load_plan(d);
   BOOST_REQUIRE_EQUAL(plan.size(), 6u);
@@ -145,15 +150,17 @@ BOOST_AUTO_TEST_CASE(a_sweep_file_may_gain_comments_and_runs) {
 
 BOOST_AUTO_TEST_CASE(two_launchers_run_each_run_once) {
   Fixture f;
-  const std::string p = f.write("s.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [3840, 7680]\n"
-                                          "seeds = [0, 1]");
+  const std::string p = f.write("s.toml",
+                                "patterns = [\"AA\", \"GA\"]\nbudgets = [3840, 7680]\n"
+                                "seeds = [0, 1]");
   const std::string d = (f.dir / "sw").string();
   const std::string cmd = std::string(SL_EXE) + " sweep launch " + p + " --dir " + d +
                           " --jobs 1 --threads 1 > /dev/null";
   // Two launchers at once: every run is trained by exactly one of them.
   const int rc = std::system(("(" + cmd + ") & (" + cmd + "); wait").c_str());
   BOOST_REQUIRE_EQUAL(rc, 0);
-  std::system((std::string(SL_EXE) + " sweep launch " + p + " --dir " + d + " > /dev/null").c_str());
+  std::system(
+      (std::string(SL_EXE) + " sweep launch " + p + " --dir " + d + " > /dev/null").c_str());
   for (const auto& r : sl::sweep::load_plan(d)) {
     const std::string rd = sl::sweep::run_dir(d, r.run_id);
     sl::RunLog l = sl::read_runlog(rd + "/log.h5");
@@ -167,9 +174,8 @@ BOOST_AUTO_TEST_CASE(two_launchers_run_each_run_once) {
       if (log.compare(at, 16, "train: completed") != 0) ++starts;
     BOOST_TEST(starts == 1u, r.run_id << ":\n" << log);
   }
-  BOOST_REQUIRE_EQUAL(std::system((std::string(SL_EXE) + " sweep collect --dir " + d +
-                                   " > /dev/null").c_str()),
-                      0);
+  BOOST_REQUIRE_EQUAL(
+      std::system((std::string(SL_EXE) + " sweep collect --dir " + d + " > /dev/null").c_str()), 0);
   BOOST_TEST(slurp(d + "/sweep.csv").find("nan") == std::string::npos);
   std::istringstream csv(slurp(d + "/sweep.csv"));
   int rows = -1;
@@ -214,11 +220,11 @@ BOOST_AUTO_TEST_CASE(status_watch_ends_with_the_sweep) {
       ("timeout 60 " + exe + " sweep status --dir " + d2 + " --watch 0.2 > " + out + " 2>&1")
           .c_str()));
   BOOST_TEST(rc2 == 0);
-  BOOST_TEST(slurp(out).find("nothing running or queued; 1 of 1 runs have not ended") !=
-                 std::string::npos,
-             slurp(out));
-  const int rc3 = sl::test::exit_code(std::system(
-      (exe + " sweep status --dir " + d2 + " --watch 0 > " + out + " 2>&1").c_str()));
+  BOOST_TEST(
+      slurp(out).find("nothing running or queued; 1 of 1 runs have not ended") != std::string::npos,
+      slurp(out));
+  const int rc3 = sl::test::exit_code(
+      std::system((exe + " sweep status --dir " + d2 + " --watch 0 > " + out + " 2>&1").c_str()));
   BOOST_TEST(rc3 != 0);
   BOOST_TEST(slurp(out).find("--watch '0'") != std::string::npos, slurp(out));
 }
@@ -272,7 +278,8 @@ BOOST_AUTO_TEST_CASE(missing_data_and_unreadable_logs_are_named) {
   const std::string p = f.write("u.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [3840]");
   const std::string du = (f.dir / "su").string();
   BOOST_REQUIRE_EQUAL(std::system((exe + " sweep launch " + p + " --dir " + du +
-                                   " --jobs 1 --threads 1 > /dev/null 2>&1").c_str()),
+                                   " --jobs 1 --threads 1 > /dev/null 2>&1")
+                                      .c_str()),
                       0);
   const auto runs = sl::sweep::load_plan(du);
   const std::string victim = runs[0].run_id;
@@ -300,8 +307,8 @@ BOOST_AUTO_TEST_CASE(plan_estimates_from_bench_numbers) {
   // dense measured at 1e6 FLOP/s; hybrid not measured (default 5e10 on the CPU).
   std::ofstream(bench) << "[{\"arch\": \"dense\", \"pattern\": \"AA\", \"size\": \"" << size
                        << "\", \"flops_per_s\": 1e6}]\n";
-  const std::string cmd = std::string(SL_EXE) + " sweep plan " + p + " --bench " +
-                          bench.string() + " > " + out.string() + " 2>&1";
+  const std::string cmd = std::string(SL_EXE) + " sweep plan " + p + " --bench " + bench.string() +
+                          " > " + out.string() + " 2>&1";
   BOOST_REQUIRE_EQUAL(std::system(cmd.c_str()), 0);
   const std::string text = slurp(out.string());
   BOOST_TEST_MESSAGE(text);
@@ -310,8 +317,8 @@ BOOST_AUTO_TEST_CASE(plan_estimates_from_bench_numbers) {
   std::snprintf(expect, sizeof expect, "about %.2f device-hours (1 runs", want_h);
   BOOST_TEST(text.find(expect) != std::string::npos, text);
   std::ofstream(bench) << "{\"not\": \"bench\"}\n";
-  const std::string bad = std::string(SL_EXE) + " sweep plan " + p + " --bench " +
-                          bench.string() + " > " + out.string() + " 2>&1";
+  const std::string bad = std::string(SL_EXE) + " sweep plan " + p + " --bench " + bench.string() +
+                          " > " + out.string() + " 2>&1";
   BOOST_TEST(std::system(bad.c_str()) != 0);
   const std::string err = slurp(out.string());
   BOOST_TEST(err.find("not a bench --json file") != std::string::npos, err);

@@ -82,9 +82,10 @@ BOOST_AUTO_TEST_CASE(slurm_array_with_requeue) {
       << "[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
   }
   const std::string exe = SL_EXE, sd = (dir / "sw").string();
-  const std::string launch = sh(exe + " sweep launch " + (dir / "sweep.toml").string() + " --dir " +
-                                    sd + " --executor slurm --max-parallel 2 --cpus-per-task 1" +
-                                    " --threads 1", &rc);
+  const std::string launch =
+      sh(exe + " sweep launch " + (dir / "sweep.toml").string() + " --dir " + sd +
+             " --executor slurm --max-parallel 2 --cpus-per-task 1" + " --threads 1",
+         &rc);
   BOOST_TEST_MESSAGE(launch);
   BOOST_REQUIRE_EQUAL(rc, 0);
   const std::vector<std::string> jobs = lines(slurp(sd + "/slurm/jobs.tsv"));

@@ -21,9 +21,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kVars[] = {"SL_WORLD",     "SL_RANK",       "SL_LOCAL_RANK", "SL_DIST_KEY",
-                       "SLURM_STEP_ID", "SLURM_NTASKS",  "SLURM_PROCID",  "SLURM_LOCALID",
-                       "SLURM_JOB_ID", "SLURM_RESTART_COUNT"};
+const char* kVars[] = {
+    "SL_WORLD",     "SL_RANK",      "SL_LOCAL_RANK", "SL_DIST_KEY",  "SLURM_STEP_ID",
+    "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_ID", "SLURM_RESTART_COUNT"};
 
 struct CleanEnv {
   CleanEnv() { clear(); }
@@ -49,8 +49,9 @@ struct Dir {
   // Runs the binary with `env` prefixed; returns the exit code, stderr in *err.
   int run(const std::string& env, const std::string& args, std::string* err) const {
     const fs::path e = path / "stderr.txt";
-    const std::string cmd = env + " " + SL_EXE + " train --config " + (path / "tiny.toml").string() +
-                            " " + args + " >/dev/null 2>" + e.string();
+    const std::string cmd = env + " " + SL_EXE + " train --config " +
+                            (path / "tiny.toml").string() + " " + args + " >/dev/null 2>" +
+                            e.string();
     const int st = std::system(cmd.c_str());
     *err = slurp(e);
     return sl::test::exit_code(st);

@@ -71,8 +71,16 @@ struct Fixture {
   }
   ~Fixture() { fs::remove_all(dir); }
   std::vector<std::string> args(const std::string& out, const std::string& set) const {
-    return {"train", "--config", (dir / "tiny.toml").string(), "--out", (dir / out).string(),
-            "--quiet", "--threads", "1", "--set", set};
+    return {"train",
+            "--config",
+            (dir / "tiny.toml").string(),
+            "--out",
+            (dir / out).string(),
+            "--quiet",
+            "--threads",
+            "1",
+            "--set",
+            set};
   }
   sl::RunLog log(const std::string& out) const {
     return sl::read_runlog((dir / out / "log.h5").string());
@@ -95,8 +103,8 @@ BOOST_AUTO_TEST_CASE(budget_losses_equal_standalone_wsd_runs) {
   const int64_t budgets[] = {3840, 6400, 10240};
   for (int i = 0; i < 3; ++i) {
     const std::string out = "single" + std::to_string(i);
-    BOOST_REQUIRE_EQUAL(
-        wait_exit(spawn(f.args(out, "train.tokens=" + std::to_string(budgets[i])))), 0);
+    BOOST_REQUIRE_EQUAL(wait_exit(spawn(f.args(out, "train.tokens=" + std::to_string(budgets[i])))),
+                        0);
     sl::RunLog single = f.log(out);
     BOOST_REQUIRE_EQUAL(single.budget_tokens.size(), 1u);
     BOOST_TEST(multi.budget_tokens[i] == budgets[i]);
@@ -165,9 +173,10 @@ BOOST_AUTO_TEST_CASE(preempted_budget_run_resumes_exactly) {
 BOOST_AUTO_TEST_CASE(bad_budgets_are_rejected) {
   auto err = [](const std::string& set) {
     try {
-      sl::parse_config("[train]\nschedule = \"wsd\"\nwarmup_tokens = 1000\n"
-                       "[data]\ntrain = \"t\"\nval = \"v\"\n",
-                       "x.toml", "", {set});
+      sl::parse_config(
+          "[train]\nschedule = \"wsd\"\nwarmup_tokens = 1000\n"
+          "[data]\ntrain = \"t\"\nval = \"v\"\n",
+          "x.toml", "", {set});
     } catch (const std::exception& e) {
       return std::string(e.what());
     }
@@ -177,9 +186,10 @@ BOOST_AUTO_TEST_CASE(bad_budgets_are_rejected) {
   BOOST_TEST(err("train.budgets=[500, 8000]").find("warmup_tokens") != std::string::npos);
   BOOST_TEST(err("train.budgets=[\"a\"]").find("train.budgets[0]") != std::string::npos);
   BOOST_TEST(err("train.schedule=\"cosine\"").find("no error") != std::string::npos);
-  sl::TrainConfig c = sl::parse_config("[train]\nschedule = \"wsd\"\nbudgets = [2e6, 4e6]\n"
-                                       "[data]\ntrain = \"t\"\nval = \"v\"\n",
-                                       "x.toml", "", {});
+  sl::TrainConfig c = sl::parse_config(
+      "[train]\nschedule = \"wsd\"\nbudgets = [2e6, 4e6]\n"
+      "[data]\ntrain = \"t\"\nval = \"v\"\n",
+      "x.toml", "", {});
   BOOST_TEST(c.tokens == 4000000);
   BOOST_TEST(sl::parse_config(sl::to_toml(c), "y", "", {}).budgets == c.budgets,
              boost::test_tools::per_element());

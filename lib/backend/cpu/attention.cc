@@ -128,8 +128,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
 template void attention_forward<float>(float*, float*, const float*, const float*, const float*,
                                        int64_t, int64_t, int64_t, int64_t, int64_t);
 template void attention_forward<double>(double*, double*, const double*, const double*,
-                                        const double*, int64_t, int64_t, int64_t, int64_t,
-                                        int64_t);
+                                        const double*, int64_t, int64_t, int64_t, int64_t, int64_t);
 template void attention_backward<float>(float*, float*, float*, const float*, const float*,
                                         const float*, const float*, int64_t, const float*,
                                         const float*, int64_t, int64_t, int64_t, int64_t);

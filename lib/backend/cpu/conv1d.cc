@@ -42,8 +42,8 @@ void conv1d_silu_forward(T* y, const T* x, int64_t ldx, const T* w, int64_t B, i
 // dx (token stride ldx) is gathered per token so tokens run in parallel without races; dw sums
 // over all tokens with threads split over channels, each summing its channels in token order.
 template <class T>
-void conv1d_silu_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w,
-                          int64_t B, int64_t T_, int64_t C, int64_t K) {
+void conv1d_silu_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, int64_t B,
+                          int64_t T_, int64_t C, int64_t K) {
   if (!dx && !dw) return;
   std::vector<T> dz(static_cast<size_t>(B * T_ * C));  // [B, T, C]
 #pragma omp parallel for schedule(static)
@@ -95,8 +95,7 @@ template void conv1d_silu_forward<double>(double*, const double*, int64_t, const
                                           int64_t, int64_t, int64_t);
 template void conv1d_silu_backward<float>(float*, float*, const float*, const float*, int64_t,
                                           const float*, int64_t, int64_t, int64_t, int64_t);
-template void conv1d_silu_backward<double>(double*, double*, const double*, const double*,
-                                           int64_t, const double*, int64_t, int64_t, int64_t,
-                                           int64_t);
+template void conv1d_silu_backward<double>(double*, double*, const double*, const double*, int64_t,
+                                           const double*, int64_t, int64_t, int64_t, int64_t);
 
 }  // namespace sl::cpu

@@ -110,8 +110,8 @@ void CpuBackend<T>::embedding_backward(Tensor dwte, const int32_t* ids, Tensor d
   if (dwte) cpu::embedding_backward<T>(dwte.as<T>(), ids, dout.as<T>(), BT, d);
 }
 template <class T>
-void CpuBackend<T>::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M,
-                                   int64_t K, int64_t N, bool accumulate) {
+void CpuBackend<T>::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
+                                   int64_t N, bool accumulate) {
   cpu::matmul_forward<T>(y.as<T>(), x.as<T>(), ldx, w.as<T>(), M, K, N, accumulate);
 }
 template <class T>
@@ -128,8 +128,8 @@ void CpuBackend<T>::rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx
 template <class T>
 void CpuBackend<T>::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
                                      Tensor w, Tensor rstd, int64_t R, int64_t C) {
-  cpu::rmsnorm_backward<T>(P<T>(dx), P<T>(dw), dy.as<T>(), x.as<T>(), ldx, w.as<T>(),
-                           rstd.as<T>(), R, C);
+  cpu::rmsnorm_backward<T>(P<T>(dx), P<T>(dw), dy.as<T>(), x.as<T>(), ldx, w.as<T>(), rstd.as<T>(),
+                           R, C);
 }
 template <class T>
 void CpuBackend<T>::rope_forward(Tensor x, int64_t B, int64_t T_, int64_t H, int64_t hd,
@@ -170,14 +170,14 @@ void CpuBackend<T>::conv1d_silu_forward(Tensor y, Tensor x, int64_t ldx, Tensor 
 template <class T>
 void CpuBackend<T>::conv1d_silu_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
                                          Tensor w, int64_t B, int64_t T_, int64_t C, int64_t K) {
-  cpu::conv1d_silu_backward<T>(P<T>(dx), P<T>(dw), dy.as<T>(), x.as<T>(), ldx, w.as<T>(), B, T_,
-                               C, K);
+  cpu::conv1d_silu_backward<T>(P<T>(dx), P<T>(dw), dy.as<T>(), x.as<T>(), ldx, w.as<T>(), B, T_, C,
+                               K);
 }
 template <class T>
 void CpuBackend<T>::l2norm_forward(Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT,
                                    int64_t H, int64_t C, float scale, float eps) {
-  cpu::l2norm_forward<T>(y.as<T>(), rnorm.as<T>(), x.as<T>(), ldx, BT, H, C,
-                         static_cast<T>(scale), static_cast<T>(eps));
+  cpu::l2norm_forward<T>(y.as<T>(), rnorm.as<T>(), x.as<T>(), ldx, BT, H, C, static_cast<T>(scale),
+                         static_cast<T>(eps));
 }
 template <class T>
 void CpuBackend<T>::l2norm_backward(Tensor dx, Tensor dy, Tensor x, int64_t ldx, Tensor rnorm,
@@ -198,16 +198,16 @@ void CpuBackend<T>::gdn_gates_backward(Tensor db, Tensor da, Tensor dA_log, Tens
                                        Tensor A_log, Tensor dt_bias, int64_t BT, int64_t H,
                                        float beta_scale) {
   cpu::gdn_gates_backward<T>(P<T>(db), P<T>(da), P<T>(dA_log), P<T>(ddt_bias), dbeta.as<T>(),
-                             dg.as<T>(), b.as<T>(), a.as<T>(), ld, A_log.as<T>(),
-                             dt_bias.as<T>(), BT, H, static_cast<T>(beta_scale));
+                             dg.as<T>(), b.as<T>(), a.as<T>(), ld, A_log.as<T>(), dt_bias.as<T>(),
+                             BT, H, static_cast<T>(beta_scale));
 }
 template <class T>
 void CpuBackend<T>::gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, Tensor v,
-                                Tensor beta, Tensor g, int64_t B, int64_t T_, int64_t H,
-                                int64_t dk, int64_t dv) {
+                                Tensor beta, Tensor g, int64_t B, int64_t T_, int64_t H, int64_t dk,
+                                int64_t dv) {
   auto f = gdn_ == GdnAlgo::chunk ? cpu::gdn_chunk_forward<T> : cpu::gdn_recurrent_forward<T>;
-  f(out.as<T>(), states.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), beta.as<T>(), g.as<T>(), B, T_,
-    H, dk, dv);
+  f(out.as<T>(), states.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), beta.as<T>(), g.as<T>(), B, T_, H,
+    dk, dv);
 }
 template <class T>
 void CpuBackend<T>::gdn_backward(Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg,
@@ -219,11 +219,10 @@ void CpuBackend<T>::gdn_backward(Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta
     q.as<T>(), k.as<T>(), v.as<T>(), beta.as<T>(), g.as<T>(), B, T_, H, dk, dv);
 }
 template <class T>
-void CpuBackend<T>::gated_rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, Tensor gate,
-                                          int64_t ldg, Tensor w, int64_t R, int64_t H, int64_t C,
-                                          float eps) {
-  cpu::gated_rmsnorm_forward<T>(y.as<T>(), rstd.as<T>(), x.as<T>(), gate.as<T>(), ldg, w.as<T>(),
-                                R, H, C, static_cast<T>(eps));
+void CpuBackend<T>::gated_rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, Tensor gate, int64_t ldg,
+                                          Tensor w, int64_t R, int64_t H, int64_t C, float eps) {
+  cpu::gated_rmsnorm_forward<T>(y.as<T>(), rstd.as<T>(), x.as<T>(), gate.as<T>(), ldg, w.as<T>(), R,
+                                H, C, static_cast<T>(eps));
 }
 template <class T>
 void CpuBackend<T>::gated_rmsnorm_backward(Tensor dx, Tensor dgate, Tensor dw, Tensor dy, Tensor x,
@@ -241,8 +240,7 @@ double CpuBackend<T>::cross_entropy(Tensor losses, Tensor dlogits, Tensor logits
 template <class T>
 void CpuBackend<T>::adamw(Tensor p, Tensor g, Tensor m, Tensor v, int64_t n, float lr, float b1,
                           float b2, float eps, float wd, float grad_scale, int64_t t) {
-  cpu::adamw<T>(p.as<T>(), g.as<T>(), m.as<T>(), v.as<T>(), n, lr, b1, b2, eps, wd, grad_scale,
-                t);
+  cpu::adamw<T>(p.as<T>(), g.as<T>(), m.as<T>(), v.as<T>(), n, lr, b1, b2, eps, wd, grad_scale, t);
 }
 
 template class CpuBackend<float>;

@@ -37,13 +37,12 @@ class CpuBackend final : public Backend {
                       bool accumulate) override;
   void matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, int64_t M,
                        int64_t K, int64_t N) override;
-  void rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R,
-                       int64_t C, float eps) override;
+  void rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R, int64_t C,
+                       float eps) override;
   void rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
                         Tensor rstd, int64_t R, int64_t C) override;
   void rope_forward(Tensor x, int64_t B, int64_t T_, int64_t H, int64_t hd, float theta) override;
-  void rope_backward(Tensor dx, int64_t B, int64_t T_, int64_t H, int64_t hd,
-                     float theta) override;
+  void rope_backward(Tensor dx, int64_t B, int64_t T_, int64_t H, int64_t hd, float theta) override;
   void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int64_t ldv,
                          int64_t B, int64_t T_, int64_t H, int64_t hd) override;
   void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k,

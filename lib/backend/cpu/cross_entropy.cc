@@ -17,8 +17,9 @@ template <class T>
 double cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets, int64_t BT,
                      int64_t V, T dscale) {
   for (int64_t t = 0; t < BT; ++t) {
-    if (targets[t] >= V) fail("cross_entropy: target " + std::to_string(targets[t]) +
-                              " out of range for vocab " + std::to_string(V));
+    if (targets[t] >= V)
+      fail("cross_entropy: target " + std::to_string(targets[t]) + " out of range for vocab " +
+           std::to_string(V));
   }
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < BT; ++t) {
@@ -46,8 +47,8 @@ double cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targ
   return total;
 }
 
-template double cross_entropy<float>(float*, float*, const float*, const int32_t*, int64_t,
-                                     int64_t, float);
+template double cross_entropy<float>(float*, float*, const float*, const int32_t*, int64_t, int64_t,
+                                     float);
 template double cross_entropy<double>(double*, double*, const double*, const int32_t*, int64_t,
                                       int64_t, double);
 

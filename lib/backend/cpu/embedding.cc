@@ -36,7 +36,6 @@ void embedding_backward(T* dwte, const int32_t* ids, const T* dout, int64_t BT, 
 template void embedding_forward<float>(float*, const int32_t*, const float*, int64_t, int64_t);
 template void embedding_forward<double>(double*, const int32_t*, const double*, int64_t, int64_t);
 template void embedding_backward<float>(float*, const int32_t*, const float*, int64_t, int64_t);
-template void embedding_backward<double>(double*, const int32_t*, const double*, int64_t,
-                                         int64_t);
+template void embedding_backward<double>(double*, const int32_t*, const double*, int64_t, int64_t);
 
 }  // namespace sl::cpu

@@ -110,9 +110,9 @@ void gdn_recurrent_forward(T* out, T* states, const T* q, const T* k, const T* v
 //   P = a S_{t-1}, a = e^{g}:   dg_t += <dP, P>;              dS_{t-1} = a dP
 // The states inside a chunk are recomputed from the saved chunk-entry state (no T states kept).
 template <class T>
-void gdn_recurrent_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout,
-                            const T* states, const T* q, const T* k, const T* v, const T* beta,
-                            const T* g, int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+void gdn_recurrent_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, const T* states,
+                            const T* q, const T* k, const T* v, const T* beta, const T* g,
+                            int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv) {
   const int64_t NC = gdn_num_chunks(T_);
   const int64_t SS = dk * dv;
 #pragma omp parallel
@@ -210,13 +210,13 @@ namespace {
 // The intermediates of one chunk, shared by forward and backward (recomputed in backward).
 template <class T>
 struct ChunkWork {
-  Vec<T> bet, gam, Gam, e;   // [C]: beta, gamma, exp(gamma), exp(gamma_last - gamma)
-  Mat<T> E;                  // [C, C] exp(gamma_t - gamma_s), s <= t; 0 above the diagonal
-  Mat<T> KK;                 // [C, C] K K^T
-  Mat<T> L;                  // [C, C] strictly lower L_ts = beta_t E_ts KK_ts (0 elsewhere)
-  Mat<T> A;                  // [C, C] (Q K^T) . E
-  Mat<T> Ub;                 // [C, dv] V - diag(Gam) K S0
-  Mat<T> Delta;              // [C, dv]
+  Vec<T> bet, gam, Gam, e;  // [C]: beta, gamma, exp(gamma), exp(gamma_last - gamma)
+  Mat<T> E;                 // [C, C] exp(gamma_t - gamma_s), s <= t; 0 above the diagonal
+  Mat<T> KK;                // [C, C] K K^T
+  Mat<T> L;                 // [C, C] strictly lower L_ts = beta_t E_ts KK_ts (0 elsewhere)
+  Mat<T> A;                 // [C, C] (Q K^T) . E
+  Mat<T> Ub;                // [C, dv] V - diag(Gam) K S0
+  Mat<T> Delta;             // [C, dv]
 
   template <class MQ, class MK, class MV, class MS>
   void compute(const MQ& Q, const MK& K, const MV& V, const MS& S0, const CStridedVec<T>& beta,
@@ -413,17 +413,17 @@ void gdn_chunk_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, c
   }
 }
 
-#define SL_GDN_INSTANTIATE(T)                                                                  \
-  template void gdn_recurrent_forward<T>(T*, T*, const T*, const T*, const T*, const T*,      \
-                                         const T*, int64_t, int64_t, int64_t, int64_t, int64_t); \
-  template void gdn_recurrent_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,   \
-                                          const T*, const T*, const T*, const T*, int64_t,     \
-                                          int64_t, int64_t, int64_t, int64_t);                 \
-  template void gdn_chunk_forward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, \
-                                     int64_t, int64_t, int64_t, int64_t, int64_t);             \
-  template void gdn_chunk_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,       \
-                                      const T*, const T*, const T*, const T*, int64_t, int64_t, \
-                                      int64_t, int64_t, int64_t);
+#define SL_GDN_INSTANTIATE(T)                                                                      \
+  template void gdn_recurrent_forward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, \
+                                         int64_t, int64_t, int64_t, int64_t, int64_t);             \
+  template void gdn_recurrent_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,        \
+                                          const T*, const T*, const T*, const T*, int64_t,         \
+                                          int64_t, int64_t, int64_t, int64_t);                     \
+  template void gdn_chunk_forward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*,     \
+                                     int64_t, int64_t, int64_t, int64_t, int64_t);                 \
+  template void gdn_chunk_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, const T*,  \
+                                      const T*, const T*, const T*, int64_t, int64_t, int64_t,     \
+                                      int64_t, int64_t);
 SL_GDN_INSTANTIATE(float)
 SL_GDN_INSTANTIATE(double)
 #undef SL_GDN_INSTANTIATE

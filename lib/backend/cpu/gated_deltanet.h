@@ -23,9 +23,9 @@ template <class T>
 void gdn_recurrent_forward(T* out, T* states, const T* q, const T* k, const T* v, const T* beta,
                            const T* g, int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv);
 template <class T>
-void gdn_recurrent_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout,
-                            const T* states, const T* q, const T* k, const T* v, const T* beta,
-                            const T* g, int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv);
+void gdn_recurrent_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, const T* states,
+                            const T* q, const T* k, const T* v, const T* beta, const T* g,
+                            int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv);
 
 template <class T>
 void gdn_chunk_forward(T* out, T* states, const T* q, const T* k, const T* v, const T* beta,

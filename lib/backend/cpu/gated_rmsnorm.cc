@@ -77,9 +77,8 @@ void gated_rmsnorm_backward(T* dx, T* dgate, T* dw, const T* dy, const T* x, con
 
 template void gated_rmsnorm_forward<float>(float*, float*, const float*, const float*, int64_t,
                                            const float*, int64_t, int64_t, int64_t, float);
-template void gated_rmsnorm_forward<double>(double*, double*, const double*, const double*,
-                                            int64_t, const double*, int64_t, int64_t, int64_t,
-                                            double);
+template void gated_rmsnorm_forward<double>(double*, double*, const double*, const double*, int64_t,
+                                            const double*, int64_t, int64_t, int64_t, double);
 template void gated_rmsnorm_backward<float>(float*, float*, float*, const float*, const float*,
                                             const float*, int64_t, const float*, const float*,
                                             int64_t, int64_t, int64_t);

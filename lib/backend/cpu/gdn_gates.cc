@@ -73,9 +73,9 @@ template void gdn_gates_forward<float>(float*, float*, const float*, const float
                                        const float*, const float*, int64_t, int64_t, float);
 template void gdn_gates_forward<double>(double*, double*, const double*, const double*, int64_t,
                                         const double*, const double*, int64_t, int64_t, double);
-template void gdn_gates_backward<float>(float*, float*, float*, float*, const float*,
-                                        const float*, const float*, const float*, int64_t,
-                                        const float*, const float*, int64_t, int64_t, float);
+template void gdn_gates_backward<float>(float*, float*, float*, float*, const float*, const float*,
+                                        const float*, const float*, int64_t, const float*,
+                                        const float*, int64_t, int64_t, float);
 template void gdn_gates_backward<double>(double*, double*, double*, double*, const double*,
                                          const double*, const double*, const double*, int64_t,
                                          const double*, const double*, int64_t, int64_t, double);

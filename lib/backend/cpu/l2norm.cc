@@ -50,7 +50,7 @@ template void l2norm_forward<double>(double*, double*, const double*, int64_t, i
                                      int64_t, double, double);
 template void l2norm_backward<float>(float*, const float*, const float*, int64_t, const float*,
                                      int64_t, int64_t, int64_t, float);
-template void l2norm_backward<double>(double*, const double*, const double*, int64_t,
-                                      const double*, int64_t, int64_t, int64_t, double);
+template void l2norm_backward<double>(double*, const double*, const double*, int64_t, const double*,
+                                      int64_t, int64_t, int64_t, double);
 
 }  // namespace sl::cpu

@@ -28,8 +28,8 @@ template <class T>
 void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t R, int64_t C,
                      T eps);
 template <class T>
-void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w,
-                      const T* rstd, int64_t R, int64_t C);
+void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, const T* rstd,
+                      int64_t R, int64_t C);
 
 // rope.cc
 template <class T>
@@ -57,8 +57,8 @@ template <class T>
 void conv1d_silu_forward(T* y, const T* x, int64_t ldx, const T* w, int64_t B, int64_t T_,
                          int64_t C, int64_t K);
 template <class T>
-void conv1d_silu_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w,
-                          int64_t B, int64_t T_, int64_t C, int64_t K);
+void conv1d_silu_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, int64_t B,
+                          int64_t T_, int64_t C, int64_t K);
 
 // l2norm.cc
 template <class T>

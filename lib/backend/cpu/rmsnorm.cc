@@ -28,8 +28,8 @@ void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t
 // dw is a reduction over rows: threads split the columns and each sums its columns over the rows
 // in order, so the result does not depend on the thread count.
 template <class T>
-void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w,
-                      const T* rstd, int64_t R, int64_t C) {
+void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, const T* rstd,
+                      int64_t R, int64_t C) {
   if (dx) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; ++r) {

@@ -326,8 +326,7 @@ void attention_row_dots(Ctx& ctx, float* D, DPtr dout, DPtr out, int64_t B, int6
 void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int64_t B,
                        int64_t T, int64_t H, int64_t hd) {
   if (B * T * H <= 0) return;
-  if (flash_enabled() && flash_attention_forward(ctx, out, lse, q, k, v, ldv, B, T, H, hd))
-    return;
+  if (flash_enabled() && flash_attention_forward(ctx, out, lse, q, k, v, ldv, B, T, H, hd)) return;
   const AttnDims A = dims(T, H, hd, ldv, q, k, v, {}, "forward");
   launch(ctx, attention_forward_kernel<64>, attention_forward_kernel<32>, kThreadsFwd, kFwd, A,
          B * H, "forward", out, lse, q, k, v);

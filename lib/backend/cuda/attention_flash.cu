@@ -68,17 +68,16 @@ __device__ inline void load_rows(bf16* dst, const bf16* src, int64_t ld, int val
 // cannot be hoisted above it, so interleaved read-modify-writes would each pay a full memory
 // round trip. Pairs are 4-byte (bf16) or 8-byte (fp32) aligned (row + c even; eligible()).
 template <bool ACC, int NO>
-__device__ inline void store_row_pairs(DPtr p, int64_t row, int qd, int hd,
-                                       const float (&v)[NO][4], int hf, float scale) {
+__device__ inline void store_row_pairs(DPtr p, int64_t row, int qd, int hd, const float (&v)[NO][4],
+                                       int hf, float scale) {
   float2 old[NO];
 #pragma unroll
   for (int n = 0; n < NO; ++n) {
     old[n] = make_float2(0.f, 0.f);
     const int c = n * 8 + 2 * qd;
     if (ACC && c < hd)
-      old[n] = p.bf ? __bfloat1622float2(
-                          *reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(p.p) +
-                                                                   row + c))
+      old[n] = p.bf ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(
+                          static_cast<const bf16*>(p.p) + row + c))
                     : *reinterpret_cast<const float2*>(static_cast<const float*>(p.p) + row + c);
   }
 #pragma unroll
@@ -212,7 +211,7 @@ __global__ void __launch_bounds__(NW * 32, MINB)
             o[mt][n][2 * hf + 1] *= corr;
           }
         }
-      // O += P V: P from registers (bf16), V fragments by ldmatrix.trans.
+        // O += P V: P from registers (bf16), V fragments by ldmatrix.trans.
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
         unsigned pa[MT][4];
@@ -256,12 +255,12 @@ __global__ void __launch_bounds__(128, MINB)
                          const bf16* dout, const float* lse, const float* D, FlashDims A) {
   constexpr int LDS = HD + 8, KS = HD / 16, NO = HD / 8, NQ = QS / 8, NT = 128, BT = kBT;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem);  // [BT][LDS]
-  bf16* Vs = Ks + BT * LDS;                  // [BT][LDS]
-  bf16* Qs = Vs + BT * LDS;                  // [2][BT][LDS]
-  bf16* dOs = Qs + 2 * BT * LDS;             // [2][BT][LDS]
+  bf16* Ks = reinterpret_cast<bf16*>(smem);                  // [BT][LDS]
+  bf16* Vs = Ks + BT * LDS;                                  // [BT][LDS]
+  bf16* Qs = Vs + BT * LDS;                                  // [2][BT][LDS]
+  bf16* dOs = Qs + 2 * BT * LDS;                             // [2][BT][LDS]
   float* Ls = reinterpret_cast<float*>(dOs + 2 * BT * LDS);  // [2][BT] lse
-  float* Ds = Ls + 2 * BT;                                    // [2][BT] D
+  float* Ds = Ls + 2 * BT;                                   // [2][BT] D
   const int kb = blockIdx.x, bh = blockIdx.y, b = bh / A.H, h = bh % A.H, s0 = kb * BT;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
   const int64_t tok0 = int64_t{b} * A.T;
@@ -529,8 +528,14 @@ bool eligible(std::initializer_list<DPtr> bf_inputs, std::initializer_list<DPtr>
 
 FlashDims flash_dims(int64_t T, int64_t H, int64_t hd, int64_t ldv) {
   const float scale = 1.f / sqrtf(static_cast<float>(hd));
-  return {static_cast<int>(T), static_cast<int>(H), static_cast<int>(hd),
-          static_cast<int>((T + kBT - 1) / kBT), H * hd, ldv, scale, scale * kLog2e};
+  return {static_cast<int>(T),
+          static_cast<int>(H),
+          static_cast<int>(hd),
+          static_cast<int>((T + kBT - 1) / kBT),
+          H * hd,
+          ldv,
+          scale,
+          scale * kLog2e};
 }
 
 // Checks `smem` against the device and opts the kernel in.
@@ -560,8 +565,8 @@ void forward(Ctx& ctx, DPtr out, float* lse, const bf16* q, const bf16* k, const
 
 template <int HD, int QS, bool KVREG, int MINB>
 void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, const bf16* k,
-              const bf16* v, const bf16* dout, const float* lse, const float* D,
-              const FlashDims& A, int64_t BH) {
+              const bf16* v, const bf16* dout, const float* lse, const float* D, const FlashDims& A,
+              int64_t BH) {
   const dim3 grid(static_cast<unsigned>(A.nqb), static_cast<unsigned>(BH));
   const size_t smem_kv = sizeof(bf16) * 6 * kBT * (HD + 8) + sizeof(float) * 4 * kBT;
   auto kv = flash_bwd_dkv_kernel<HD, QS, KVREG, MINB>;

@@ -82,7 +82,8 @@ __device__ inline void st8(DPtr p, int64_t i, const float (&v)[8]) {
       const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
       w[e] = *reinterpret_cast<const unsigned*>(&b);
     }
-    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(p.p) + i) = make_uint4(w[0], w[1], w[2], w[3]);
+    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(p.p) + i) =
+        make_uint4(w[0], w[1], w[2], w[3]);
   } else {
     float4* q = reinterpret_cast<float4*>(static_cast<float*>(p.p) + i);
     q[0] = make_float4(v[0], v[1], v[2], v[3]);

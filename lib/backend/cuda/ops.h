@@ -27,9 +27,9 @@ GemmPlans* gemm_plans_create(cudaStream_t stream);
 void gemm_plans_destroy(GemmPlans* g);
 void matmul_forward(Ctx& ctx, const Tensor& y, const Tensor& x, int64_t ldx, const Tensor& w,
                     int64_t M, int64_t K, int64_t N, bool accumulate);
-void matmul_backward(Ctx& ctx, const Tensor& dx, const Tensor& dw,
-                     const Tensor& dy, const Tensor& x, int64_t ldx, const Tensor& w, int64_t M,
-                     int64_t K, int64_t N);
+void matmul_backward(Ctx& ctx, const Tensor& dx, const Tensor& dw, const Tensor& dy,
+                     const Tensor& x, int64_t ldx, const Tensor& w, int64_t M, int64_t K,
+                     int64_t N);
 
 // rmsnorm.cu
 void rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R, int64_t C,

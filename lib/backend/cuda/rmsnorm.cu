@@ -134,8 +134,8 @@ void rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, 
       rmsnorm_backward_dx_vec_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(dx, dy, x, ldx, w,
                                                                              rstd, R, C);
     else
-      rmsnorm_backward_dx_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(dx, dy, x, ldx, w, rstd,
-                                                                         R, C);
+      rmsnorm_backward_dx_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(dx, dy, x, ldx, w, rstd, R,
+                                                                         C);
     SL_CUDA_LAUNCHED();
   }
   colsum(ctx, RmsnormDw{dy, x, rstd, ldx, C}, R, C, dw);
