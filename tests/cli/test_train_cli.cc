@@ -40,14 +40,7 @@ Proc spawn(const std::vector<std::string>& args, const std::string& err_path) {
     int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(devnull, 1);
     dup2(err, 2);
-    std::vector<char*> argv;
-    std::string exe = SL_EXE;
-    argv.push_back(exe.data());
-    std::vector<std::string> copy = args;
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
+    sl::test::exec_scalinglab(args);
   }
   return p;
 }

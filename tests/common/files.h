@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace sl::test {
 
@@ -31,6 +32,17 @@ inline std::string licenses(std::initializer_list<const char*> names) {
 // the process was killed.
 inline int exit_code(int status) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// In a forked child: replaces the process with SL_EXE run on `args` (exit 127 if exec fails).
+[[noreturn]] inline void exec_scalinglab(const std::vector<std::string>& args) {
+  std::string exe = SL_EXE;
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv{exe.data()};
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execv(exe.c_str(), argv.data());
+  _exit(127);
 }
 
 // A fresh directory TMP/<prefix><pid>, removed with everything in it when the test ends.

@@ -50,14 +50,7 @@ inline Proc spawn(const std::vector<std::string>& args, const std::string& err_p
       rlimit lim{static_cast<rlim_t>(o.fsize_limit), static_cast<rlim_t>(o.fsize_limit)};
       setrlimit(RLIMIT_FSIZE, &lim);
     }
-    std::vector<char*> argv;
-    std::string exe = SL_EXE;
-    argv.push_back(exe.data());
-    std::vector<std::string> copy = args;
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
+    sl::test::exec_scalinglab(args);
   }
   return p;
 }

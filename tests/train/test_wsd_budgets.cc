@@ -34,14 +34,7 @@ pid_t spawn(const std::vector<std::string>& args) {
   if (pid == 0) {
     int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 1);
-    std::vector<char*> argv;
-    std::string exe = SL_EXE;
-    argv.push_back(exe.data());
-    std::vector<std::string> copy = args;
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
+    sl::test::exec_scalinglab(args);
   }
   return pid;
 }
