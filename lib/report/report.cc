@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <map>
 #include <set>
@@ -15,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/process.h"
 #include "fit/chinchilla.h"
 #include "fit/law.h"
 #include "fit/points.h"
@@ -104,12 +104,6 @@ struct Figure {
   }
 };
 
-std::string shell_quote(const std::string& s) {
-  std::string r = "'";
-  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return r + "'";
-}
-
 const char* kPdfTerm = "set terminal pdfcairo size 5in,3.4in font 'Sans,10'";
 const char* kPngTerm = "set terminal pngcairo size 1100,750 font 'Sans,13'";
 
@@ -132,11 +126,13 @@ void emit(const Figure& f, const std::string& script, const std::string& out,
   if (!o.render) return;
   for (const auto& [term, ext] : {std::pair{kPdfTerm, "pdf"}, std::pair{kPngTerm, "png"}}) {
     const std::string file = f.name + "." + ext;
-    const std::string cmd = "cd " + shell_quote(out) + " && " + o.gnuplot + " -e " +
-                            shell_quote(std::string(term) + "; set output '" + file + "'") + " " +
-                            shell_quote(f.name + ".gp") + " > " + shell_quote(f.name + ".log") +
-                            " 2>&1";
-    const int rc = std::system(cmd.c_str());
+    // In OUT, so the script's relative data file name resolves; its output kept in NAME.log.
+    SpawnOptions so;
+    so.cwd = out;
+    so.out = Redirect::truncate(out + "/" + f.name + ".log");
+    so.err = Redirect::to_stdout();
+    const int rc = run_process(
+        {o.gnuplot, "-e", std::string(term) + "; set output '" + file + "'", f.name + ".gp"}, so);
     if (rc != 0 || !path_exists(out + "/" + file)) {
       res.warnings.push_back("gnuplot could not render " + file + " (see " + out + "/" + f.name +
                              ".log)");
