@@ -57,16 +57,21 @@ std::vector<double> train(sl::Backend& be, const sl::ModelSpec& spec, bool graph
   return losses;
 }
 
-}  // namespace
-
-BOOST_AUTO_TEST_CASE(hybrid_200_steps_gpu_matches_cpu_within_1_percent) {
+sl::ModelSpec tiny_hybrid(const std::string& pattern) {
   sl::ModelSpec spec;
   spec.arch = "hybrid";
-  spec.pattern = "GGGA";
+  spec.pattern = pattern;
   spec.d_model = 64;
   spec.n_heads = 2;
   spec.vocab_size = kV;
   spec.finalize();
+  return spec;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(hybrid_200_steps_gpu_matches_cpu_within_1_percent) {
+  const sl::ModelSpec spec = tiny_hybrid("GGGA");
   sl::CpuBackend<float> cpu;
   sl::CudaBackend gpu(0, sl::DType::bf16);
   const std::vector<double> lc = train(cpu, spec);
@@ -113,13 +118,7 @@ BOOST_AUTO_TEST_CASE(hybrid_200_steps_gpu_matches_cpu_within_1_percent) {
 // A captured step replays exactly what the eager ops compute: the same losses, bit for bit, over
 // a run (and so the same seed gives the same run twice).
 BOOST_AUTO_TEST_CASE(graph_replay_matches_eager_steps_bitwise) {
-  sl::ModelSpec spec;
-  spec.arch = "hybrid";
-  spec.pattern = "GAGA";
-  spec.d_model = 64;
-  spec.n_heads = 2;
-  spec.vocab_size = kV;
-  spec.finalize();
+  const sl::ModelSpec spec = tiny_hybrid("GAGA");
   sl::CudaBackend gpu(0, sl::DType::bf16);
   const std::vector<double> eager = train(gpu, spec, false);
   const std::vector<double> graphed = train(gpu, spec, true);

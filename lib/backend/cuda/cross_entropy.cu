@@ -21,6 +21,24 @@ __device__ inline void lse_merge(float& m, float& s, float m2, float s2) {
   m = mn;
 }
 
+// Block reduction of the per-thread (max, sum) pairs: each warp's merged pair into shm/shs
+// (call, then __syncthreads), then thread 0 merges the warps in a fixed order into the row's lse.
+__device__ inline void block_lse_partials(float m, float s, float* shm, float* shs) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    lse_merge(m, s, m2, s2);
+  }
+  if (threadIdx.x % 32 == 0) {
+    shm[threadIdx.x / 32] = m;
+    shs[threadIdx.x / 32] = s;
+  }
+}
+__device__ inline float block_lse_finish(const float* shm, const float* shs) {
+  float mm = shm[0], ss = shs[0];
+  for (int w = 1; w < kThreads / 32; ++w) lse_merge(mm, ss, shm[w], shs[w]);
+  return mm + logf(ss);
+}
+
 __global__ void __launch_bounds__(kThreads)
     cross_entropy_kernel(DPtr losses, DPtr dlogits, DPtr logits, const int32_t* targets, int64_t V,
                          const double* dscale_p) {
@@ -44,19 +62,10 @@ __global__ void __launch_bounds__(kThreads)
       s += expf(v - m);
     }
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-    lse_merge(m, s, m2, s2);
-  }
-  if (threadIdx.x % 32 == 0) {
-    shm[threadIdx.x / 32] = m;
-    shs[threadIdx.x / 32] = s;
-  }
+  block_lse_partials(m, s, shm, shs);
   __syncthreads();
   if (threadIdx.x == 0) {
-    float mm = shm[0], ss = shs[0];
-    for (int w = 1; w < kThreads / 32; ++w) lse_merge(mm, ss, shm[w], shs[w]);
-    sh_lse = mm + logf(ss);
+    sh_lse = block_lse_finish(shm, shs);
     losses.st(row, sh_lse - logits.ld(off + tgt));
   }
   __syncthreads();  // every read of the row's target logit is done: dlogits may overwrite logits
@@ -111,19 +120,10 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < 8; ++e) sum += expf(v[e] - mx);
     lse_merge(m, s, mx, sum);
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-    lse_merge(m, s, m2, s2);
-  }
-  if (threadIdx.x % 32 == 0) {
-    shm[threadIdx.x / 32] = m;
-    shs[threadIdx.x / 32] = s;
-  }
+  block_lse_partials(m, s, shm, shs);
   __syncthreads();  // also: the whole row is in shared memory
   if (threadIdx.x == 0) {
-    float mm = shm[0], ss = shs[0];
-    for (int w = 1; w < kThreads / 32; ++w) lse_merge(mm, ss, shm[w], shs[w]);
-    sh_lse = mm + logf(ss);
+    sh_lse = block_lse_finish(shm, shs);
     const __nv_bfloat16* cached = reinterpret_cast<const __nv_bfloat16*>(row_smem);
     losses.st(row, sh_lse - __bfloat162float(cached[tgt]));
   }
