@@ -25,9 +25,9 @@ namespace sl::cli {
 namespace {
 
 constexpr int kSets = 3;  // input sets used in turn
-constexpr const char* kOps[] = {"attention",     "gdn",       "matmul",        "rmsnorm",
-                                "swiglu",        "rope",      "conv1d",        "l2norm",
-                                "gated_rmsnorm", "embedding", "cross_entropy", "adamw"};
+constexpr const char* kOps[] = {"attention", "gdn",           "matmul", "rmsnorm", "swiglu",
+                                "rope",      "rmsnorm_rope",  "conv1d", "l2norm",  "gated_rmsnorm",
+                                "embedding", "cross_entropy", "adamw"};
 
 // One op's benchmark: forward and backward closures over input set i, with the work they do.
 struct OpCase {
@@ -99,7 +99,7 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     };
     c.bwd = [=, &be](int i) {
       be.attention_backward(dq[i], dk[i], dv[i].at(2 * d), dout[i], q[i], k[i], v[i].at(2 * d),
-                            3 * d, out[i], lse[i], B, T, H, hd);
+                            3 * d, out[i], lse[i], B, T, H, hd, false);
     };
     // Outputs must be valid (lse finite) before timing the backward alone.
     for (int i = 0; i < kSets; ++i) c.fwd(i);
@@ -132,39 +132,62 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto x = P.sets(BT * d, act), w = P.sets(d * d, act), y = P.sets(BT * d, act);
     auto dy = P.sets(BT * d, act), dx = P.sets(BT * d, act), dw = P.sets(d * d, f32);
     c.fwd = [=, &be](int i) { be.matmul_forward(y[i], x[i], d, w[i], BT, d, d, false); };
-    c.bwd = [=, &be](int i) { be.matmul_backward(dx[i], dw[i], dy[i], x[i], d, w[i], BT, d, d); };
+    c.bwd = [=, &be](int i) {
+      be.matmul_backward(dx[i], dw[i], dy[i], x[i], d, w[i], BT, d, d, false);
+    };
     c.shape = "M=" + std::to_string(BT) + " K=" + std::to_string(d) + " N=" + std::to_string(d);
     c.fwd_flops = 2.0 * BT * d * d;
     c.bwd_flops = 2.0 * c.fwd_flops;
     c.fwd_bytes = es * 2.0 * BT * d;
     c.bwd_bytes = es * 3.0 * BT * d;
   } else if (op == "rmsnorm") {
-    auto x = P.sets(BT * d, act), w = P.sets(d, f32), y = P.sets(BT * d, act);
+    auto x = P.sets(BT * d, act), w = P.sets(d, f32), y = P.sets(BT * d, f32);
     auto rstd = P.sets(BT, f32), dy = P.sets(BT * d, act), dx = P.sets(BT * d, act),
          dw = P.sets(d, f32);
-    c.fwd = [=, &be](int i) { be.rmsnorm_forward(y[i], rstd[i], x[i], d, w[i], BT, d, 1e-6f); };
+    // As the post-norm block runs it: y = res + rms(x) into the fp32 residual, with the
+    // compute-dtype copy; the backward writes dx (=).
+    auto res = P.sets(BT * d, f32), yc = P.sets(BT * d, act);
+    c.fwd = [=, &be](int i) {
+      be.rmsnorm_forward(y[i], rstd[i], x[i], d, w[i], BT, d, 1e-6f, res[i], yc[i]);
+    };
     c.bwd = [=, &be](int i) {
-      be.rmsnorm_backward(dx[i], dw[i], dy[i], x[i], d, w[i], rstd[i], BT, d);
+      be.rmsnorm_backward(dx[i], dw[i], dy[i], x[i], d, w[i], rstd[i], BT, d, false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape = "R=" + std::to_string(BT) + " C=" + std::to_string(d);
-    c.fwd_bytes = es * 2.0 * BT * d;
-    c.bwd_bytes = es * 4.0 * BT * d;  // read dy, x, dx; write dx
+    c.fwd_bytes = (es * 2.0 + 8.0) * BT * d;  // read x, res (fp32); write y (fp32), y_copy
+    c.bwd_bytes = es * 3.0 * BT * d;          // read dy, x; write dx (+ the dw pass re-reads)
   } else if (op == "swiglu") {
     const int64_t m = (8 * d / 3 + 127) / 128 * 128;  // the model's MLP width
     auto gu = P.sets(BT * 2 * m, act), h = P.sets(BT * m, act), dh = P.sets(BT * m, act);
     auto dgu = P.sets(BT * 2 * m, act);
     c.fwd = [=, &be](int i) { be.swiglu_forward(h[i], gu[i], BT, m); };
-    c.bwd = [=, &be](int i) { be.swiglu_backward(dgu[i], dh[i], gu[i], BT, m); };
+    c.bwd = [=, &be](int i) { be.swiglu_backward(dgu[i], dh[i], gu[i], BT, m, false); };
     c.shape = "R=" + std::to_string(BT) + " m=" + std::to_string(m);
     c.fwd_bytes = es * 3.0 * BT * m;
-    c.bwd_bytes = es * 7.0 * BT * m;  // read gu, dh, dgu; write dgu
+    c.bwd_bytes = es * 5.0 * BT * m;  // read gu, dh; write dgu
   } else if (op == "rope") {
     // In place on q [BT, H, hd]; the backward is the inverse rotation.
     auto x = P.sets(BT * d, act);
     c.fwd = [=, &be](int i) { be.rope_forward(x[i], B, T, H, hd, 5e5f); };
     c.bwd = [=, &be](int i) { be.rope_backward(x[i], B, T, H, hd, 5e5f); };
     c.fwd_bytes = c.bwd_bytes = es * 2.0 * BT * d;
+  } else if (op == "rmsnorm_rope") {
+    // The attention block's QK-norm + RoPE of q: from the fused qkv rows (stride 3d) into q;
+    // the backward writes dq's slice of dqkv. The dw pass re-reads dy and x (not counted).
+    auto x = P.sets(BT * 3 * d, act), w = P.sets(d, act), y = P.sets(BT * d, act);
+    auto rstd = P.sets(BT, f32), dy = P.sets(BT * d, act), dx = P.sets(BT * 3 * d, act),
+         dw = P.sets(d, f32);
+    c.fwd = [=, &be](int i) {
+      be.rmsnorm_rope_forward(y[i], rstd[i], x[i], 3 * d, w[i], B, T, H, hd, 1e-6f, 5e5f);
+    };
+    c.bwd = [=, &be](int i) {
+      be.rmsnorm_rope_backward(dx[i], dw[i], dy[i], x[i], 3 * d, w[i], rstd[i], B, T, H, hd, 5e5f,
+                               false);
+    };
+    for (int i = 0; i < kSets; ++i) c.fwd(i);
+    c.fwd_bytes = es * 2.0 * BT * d;
+    c.bwd_bytes = es * 3.0 * BT * d;
   } else if (op == "conv1d") {
     // The GDN block's causal depthwise conv + SiLU over q|k|v (C = H (2 hd + 2 hd)), K = 4, read
     // from the fused projection (row stride C + gates).

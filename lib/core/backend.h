@@ -5,9 +5,11 @@
 //  - Row-major everywhere. "[R, C] ld L" means element (r, c) is at r*L + c; ld defaults to C.
 //    Ops that read from a fused projection output take the row stride so no copy is needed.
 //  - BT = B*T tokens, token-major: activations are [B, T, ...] flattened to [BT, ...].
-//  - Gradients: every *_backward ACCUMULATES (+=) into each gradient output, parameter or
-//  activation
-//    alike; callers zero the buffers once per step. A null Tensor gradient output is skipped.
+//  - Gradients: every *_backward ACCUMULATES (+=) into its parameter gradients (callers zero
+//    the flat gradient buffer once per step) and into its activation gradients, except where
+//    the op takes `accumulate`: false WRITES (=) them, so a block's backward needs no zeroed
+//    scratch (the ops the dense block runs: matmul, rmsnorm, attention, swiglu). Strided
+//    outputs are written only inside their [rows, cols]. A null gradient output is skipped.
 //  - Forward outputs are written (=), never accumulated, unless the op says so.
 //  - Scalars are float on the interface; backends compute in their own precision (double in the
 //    CPU<double> reference used by gradient checks).

@@ -94,10 +94,12 @@ class Model {
   struct Layer;  // saved activations of one block
   void forward_attention(Layer& L, Tensor x, Tensor out);
   void forward_gdn(Layer& L, Tensor x, Tensor out);
-  void backward_attention(Layer& L, Tensor x, Tensor dout, Tensor dx);
-  void backward_gdn(Layer& L, Tensor x, Tensor dout, Tensor dx);
+  void backward_attention(Layer& L, Tensor x, Tensor dres);
+  void backward_gdn(Layer& L, Tensor x, Tensor dres);
   void forward_mlp(Layer& L, Tensor in, Tensor out_mlp);
-  void backward_mlp(Layer& L, Tensor in, Tensor dout_mlp, Tensor din);
+  void backward_mlp(Layer& L, Tensor in, Tensor dout_mlp, Tensor din, bool accumulate);
+  bool input_copied(int64_t l) const;       // layer l's input copy is written by layer l - 1
+  Tensor next_input_copy(int64_t l) const;  // where layer l writes it (null: nowhere)
   // Compute-dtype view of a layer's parameter by HF suffix; n > numel spans the fused block of
   // adjacent parameters that starts there (e.g. q|k|v as one [3d, d] matrix).
   Tensor W(int64_t layer, const char* suffix, int64_t n = -1) const;
@@ -122,10 +124,10 @@ class Model {
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<Tensor> res_;  // residual stream: res_[0] = embedding, res_[l+1] = layer l output
   Tensor xf_, xf_rstd_, logits_, losses_;
-  Tensor dbeta_, dg_;                 // fp32 gradients of the GDN gates
-  Tensor dres_a_, dres_b_, scratch_;  // backward residual grads and per-layer grad scratch
-  Tensor dmid_, dxf_;  // fp32 gradients of the mid-block residual y and of the final norm input
-  Tensor gcopy_;       // act-dtype copy of an fp32 gradient that a GEMM reads (bf16 only)
+  Tensor dbeta_, dg_;      // fp32 gradients of the GDN gates
+  Tensor dres_, scratch_;  // backward residual gradient (fp32) and per-layer gradient scratch
+  Tensor dxf_;             // fp32 gradient of the final norm's input
+  Tensor gcopy_;           // act-dtype copy of an fp32 gradient that a GEMM reads (bf16 only)
   // Device batch: index_ = embedding_index layout of the ids, then the targets (i32 [4 BT + 2]);
   // step_ = f64 [kStepSlots + 1] (the last slot: dscale = dloss / n_valid).
   Tensor batch_, step_;

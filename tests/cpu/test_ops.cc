@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops.h"
 #include "common/gradcheck.h"
 
@@ -238,6 +239,27 @@ BOOST_AUTO_TEST_CASE(rope_gradcheck_fp64) {
     cpu::rope_backward(dx.data(), B, T, H, hd, theta);
   };
   check_grads("rope", {{"x", &x, &dx}}, loss, bwd, false);
+}
+
+// QK-norm + RoPE (one op): every gradient by differences, from a strided fused-projection row.
+BOOST_AUTO_TEST_CASE(rmsnorm_rope_gradcheck_strided_fp64) {
+  const int64_t B = 2, T = 3, H = 2, hd = 6, C = H * hd, ldx = 3 * C, R_ = B * T;
+  const double theta = 10000;
+  Vec x = randv(R_ * ldx, 61), w = randv(C, 62, 0.5, 1.5), R = randv(R_ * C, 63);
+  Vec y(R_ * C), rstd(R_), dx, dw;
+  auto loss = [&] {
+    cpu::rmsnorm_rope_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), B, T, H, hd, 1e-6,
+                              theta);
+    return dot(y, R);
+  };
+  auto bwd = [&] {
+    loss();
+    const Vec R0 = R;
+    cpu::rmsnorm_rope_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), rstd.data(),
+                               B, T, H, hd, theta);
+    BOOST_TEST(R == R0);  // dy is not modified
+  };
+  check_grads("rmsnorm_rope", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
 
 BOOST_AUTO_TEST_CASE(rope_matches_formula_fp64) {
@@ -540,6 +562,87 @@ BOOST_AUTO_TEST_CASE(null_gradients_are_skipped_fp64) {
                           o.data(), lse.data(), B, T, H, hd);
   BOOST_TEST(dv == dv1);
   BOOST_TEST(dq == dq1);
+}
+
+// The post-norm residual add fused into the forward: y = res + rms(x) w, y_copy = y. Its
+// gradient is the identity towards res (nothing to check by differences) and rmsnorm's towards
+// x and w (rmsnorm_gradcheck_strided_fp64).
+BOOST_AUTO_TEST_CASE(rmsnorm_forward_adds_the_residual_and_copies_fp64) {
+  const int64_t R_ = 5, C = 7, ldx = 10;
+  Vec x = randv(R_ * ldx, 71), w = randv(C, 72), res = randv(R_ * C, 73);
+  Vec y0(R_ * C), y(R_ * C), yc(R_ * C, std::nan("")), rstd0(R_), rstd(R_);
+  cpu::rmsnorm_forward(y0.data(), rstd0.data(), x.data(), ldx, w.data(), R_, C, 1e-6);
+  cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), R_, C, 1e-6, res.data(),
+                       yc.data());
+  // (to rounding: the sum may be contracted into a fused multiply-add)
+  for (int64_t i = 0; i < R_ * C; ++i) BOOST_TEST(std::abs(y[i] - (res[i] + y0[i])) < 1e-15);
+  BOOST_TEST(yc == y);
+  BOOST_TEST(rstd == rstd0);
+}
+
+// accumulate = false WRITES the activation gradient: through the Backend, each such op on an
+// output poisoned with NaN gives what the accumulating op gives on a zeroed one, and the padding
+// of a strided output stays untouched (NaN).
+BOOST_AUTO_TEST_CASE(write_mode_overwrites_inside_and_keeps_padding_fp64) {
+  sl::CpuBackend<double> be;
+  std::vector<sl::Tensor> owned;
+  auto make = [&](const Vec& h) {
+    sl::Tensor t = be.alloc(static_cast<int64_t>(h.size()), sl::DType::f64);
+    std::copy(h.begin(), h.end(), t.as<double>());
+    owned.push_back(t);
+    return t;
+  };
+  auto read = [](sl::Tensor t) { return Vec(t.as<double>(), t.as<double>() + t.n); };
+  // Runs op(out, accumulate) twice - accumulating into zeros, writing over NaN - and compares.
+  auto check = [&](const std::string& what, size_t n, const std::vector<size_t>& padding,
+                   const std::function<void(sl::Tensor, bool)>& op) {
+    Vec zeros(n, 0.0), poison(n, std::nan(""));
+    for (size_t i : padding) zeros[i] = std::nan("");
+    sl::Tensor acc = make(zeros), wr = make(poison);
+    op(acc, true);
+    op(wr, false);
+    const Vec a = read(acc), b = read(wr);
+    bool same = true;
+    for (size_t i = 0; i < n; ++i)
+      same = same && (std::isnan(a[i]) ? std::isnan(b[i]) : a[i] == b[i] && std::isfinite(b[i]));
+    BOOST_TEST(same, what << ": written output differs from the accumulated one");
+  };
+  const int64_t M = 4, K = 5, N = 3, ldx = 7;  // strided dx: columns K..ldx are padding
+  std::vector<size_t> pad;
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t c = K; c < ldx; ++c) pad.push_back(static_cast<size_t>(r * ldx + c));
+  const sl::Tensor x = make(randv(M * ldx, 81)), w = make(randv(N * K, 82)),
+                   dy = make(randv(M * N, 83)), dw = make(Vec(N * K, 0.0));
+  check("matmul_backward dx", M * ldx, pad,
+        [&](sl::Tensor dx, bool a) { be.matmul_backward(dx, dw, dy, x, ldx, w, M, K, N, a); });
+  const sl::Tensor wn = make(randv(K, 84, 0.5, 1.5)), rstd = make(Vec(M, 0.0)),
+                   yn = make(Vec(M * K, 0.0)), dyn = make(randv(M * K, 85)),
+                   dwn = make(Vec(K, 0.0));
+  be.rmsnorm_forward(yn, rstd, x, ldx, wn, M, K, 1e-6f, sl::Tensor{}, sl::Tensor{});
+  check("rmsnorm_backward dx", M * ldx, pad, [&](sl::Tensor dx, bool a) {
+    be.rmsnorm_backward(dx, dwn, dyn, x, ldx, wn, rstd, M, K, a);
+  });
+  const int64_t m = 6;
+  const sl::Tensor gu = make(randv(M * 2 * m, 86, -3, 3)), dh = make(randv(M * m, 87));
+  check("swiglu_backward dgu", M * 2 * m, {},
+        [&](sl::Tensor dgu, bool a) { be.swiglu_backward(dgu, dh, gu, M, m, a); });
+  const int64_t B = 1, T = 6, H = 2, hd = 4, D = H * hd, ldv = 3 * D;
+  const sl::Tensor q = make(randv(B * T * D, 88)), k = make(randv(B * T * D, 89)),
+                   v = make(randv(B * T * ldv, 90)), o = make(Vec(B * T * D, 0.0)),
+                   lse = make(Vec(B * H * T, 0.0)), dO = make(randv(B * T * D, 91));
+  be.attention_forward(o, lse, q, k, v.at(2 * D), ldv, B, T, H, hd);
+  std::vector<size_t> vpad;  // dv lives in the last D columns of each 3D-wide row
+  for (int64_t t = 0; t < B * T; ++t)
+    for (int64_t c = 0; c < 2 * D; ++c) vpad.push_back(static_cast<size_t>(t * ldv + c));
+  check("attention_backward dq", B * T * D, {}, [&](sl::Tensor dq, bool a) {
+    be.attention_backward(dq, sl::Tensor{}, sl::Tensor{}, dO, q, k, v.at(2 * D), ldv, o, lse, B, T,
+                          H, hd, a);
+  });
+  check("attention_backward dv", B * T * ldv, vpad, [&](sl::Tensor dvv, bool a) {
+    be.attention_backward(sl::Tensor{}, sl::Tensor{}, dvv.at(2 * D), dO, q, k, v.at(2 * D), ldv, o,
+                          lse, B, T, H, hd, a);
+  });
+  for (sl::Tensor t : owned) be.free(t);
 }
 
 BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {

@@ -5,7 +5,9 @@
 // Both backends see identical inputs (values destined for a bf16 tensor are rounded to bf16 on the
 // host first). Forward outputs are poisoned with NaN before the call (an unwritten element shows
 // up as NaN, and no output may be NaN); gradient outputs are pre-filled and compared by their
-// increment, which checks the accumulate (+=) convention. The error is max|gpu - cpu| / max|cpu|.
+// increment, which checks the accumulate (+=) convention, or, for the write (=) mode of the ops
+// with `accumulate`, poisoned like forward outputs: NaN must remain exactly where the CPU left it
+// (the padding of a strided output) and nowhere else. The error is max|gpu - cpu| / max|cpu|.
 // Gated DeltaNet pitfalls get their own cases: T not a multiple of 64, T = 1, strong decay (also
 // through the gates, A_log near log 16), beta up to 2 (the triangular solve), no decay.
 #define BOOST_TEST_MODULE cuda_ops
@@ -31,7 +33,8 @@ namespace {
 using sl::DType;
 using sl::Tensor;
 
-enum class Kind { in, out, inout, acc };  // acc: gradient output, compared by its increment
+// acc: gradient output, compared by its increment; write: gradient output in the write mode.
+enum class Kind { in, out, inout, acc, write };
 enum class Cls { act, weight, pgrad, stat };
 enum class Mode { f32, mixed };
 const char* mode_name(Mode m) { return m == Mode::f32 ? "f32" : "mixed"; }
@@ -104,7 +107,7 @@ void check_op(const std::string& op, const std::vector<Spec>& specs, const OpFn&
     const DType dt = gpu_dtype(mode, s.cls);
     std::vector<float> h(static_cast<size_t>(s.n));
     std::mt19937_64 rng(seed_of(op + "/" + s.name));
-    if (s.kind == Kind::out) {
+    if (s.kind == Kind::out || s.kind == Kind::write) {
       std::fill(h.begin(), h.end(), std::numeric_limits<float>::quiet_NaN());
     } else if (s.kind == Kind::acc) {
       // Small prefill so the increment is measured accurately; zero for bf16 gradients, whose
@@ -142,7 +145,17 @@ void check_op(const std::string& op, const std::vector<Spec>& specs, const OpFn&
     std::vector<float> hc(static_cast<size_t>(s.n)), hg(static_cast<size_t>(s.n));
     c.download(hc.data(), bc[s.name]);
     g.download(hg.data(), bg[s.name]);
-    const bool nan = sl::test::has_nan(hg);
+    bool nan = sl::test::has_nan(hg);
+    if (s.kind == Kind::write) {
+      // Written inside [rows, cols] only: the CPU's untouched (NaN) elements must be NaN here.
+      bool same = true;
+      for (size_t i = 0; i < hc.size(); ++i) {
+        if (std::isnan(hc[i]) != std::isnan(hg[i])) same = false;
+        if (std::isnan(hc[i])) hc[i] = hg[i] = 0.f;
+      }
+      BOOST_TEST(same, tag << " " << s.name << ": written elements differ from the CPU's");
+      nan = sl::test::has_nan(hg);
+    }
     if (s.kind == Kind::acc) {
       const std::vector<float>& h0 = init[s.name];
       for (size_t i = 0; i < hc.size(); ++i) {
@@ -308,27 +321,32 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
                  return 0.0;
                });
   }
-  const std::vector<Spec> bw = {{"x", M * ldx, Kind::in, Cls::act},
-                                {"w", N * K, Kind::in, Cls::weight},
-                                {"dy", M * N, Kind::in, Cls::act},
-                                {"dx", M * ldx, Kind::acc, Cls::act},
-                                {"dw", N * K, Kind::acc, Cls::pgrad}};
-  check_both("matmul_backward", bw, [&](sl::Backend& be, Bufs& b) {
-    be.matmul_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N);
-    return 0.0;
-  });
-  // A null gradient output is skipped (dw only, then dx only).
-  std::vector<Spec> only_dw = bw;
-  only_dw.erase(only_dw.begin() + 3);
-  check_both("matmul_backward(dx=null)", only_dw, [&](sl::Backend& be, Bufs& b) {
-    be.matmul_backward(Tensor(), b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N);
-    return 0.0;
-  });
+  for (bool acc : {true, false}) {
+    const std::vector<Spec> bw = {{"x", M * ldx, Kind::in, Cls::act},
+                                  {"w", N * K, Kind::in, Cls::weight},
+                                  {"dy", M * N, Kind::in, Cls::act},
+                                  {"dx", M * ldx, acc ? Kind::acc : Kind::write, Cls::act},
+                                  {"dw", N * K, Kind::acc, Cls::pgrad}};
+    check_both(acc ? "matmul_backward" : "matmul_backward(dx=)", bw, [&](sl::Backend& be, Bufs& b) {
+      be.matmul_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N, acc);
+      return 0.0;
+    });
+    if (!acc) continue;
+    // A null gradient output is skipped (dw only).
+    std::vector<Spec> only_dw = bw;
+    only_dw.erase(only_dw.begin() + 3);
+    check_both("matmul_backward(dx=null)", only_dw, [&](sl::Backend& be, Bufs& b) {
+      be.matmul_backward(Tensor(), b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N, true);
+      return 0.0;
+    });
+  }
 }
 
 BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
-  // C = 96: the 8-wide vector kernels; C = 90: the scalar ones.
-  for (const int64_t C : {96, 90}) {
+  // C = 96, 768, 1024: the 8-wide vector kernels (the backward's one-pass kernel with 1, 3 and
+  // 4 slabs of 256 columns); C = 90: the scalar ones; C = 1032: the vector forward, and the
+  // two-pass backward (more than 4 slabs).
+  for (const int64_t C : {96, 90, 768, 1024, 1032}) {
     const int64_t R = 211, ldx = 3 * C;  // q slice of a fused qkv row
     const std::string tag = " C=" + std::to_string(C);
     check_both("rmsnorm_forward" + tag,
@@ -337,21 +355,38 @@ BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
                 {"y", R * C, Kind::out, Cls::act},
                 {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f);
+                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f, Tensor(),
+                                    Tensor());
                  return 0.0;
                });
-    check_both("rmsnorm_backward" + tag,
+    // The post-norm residual add: y = res + rms(x) in fp32 (the residual stream), y_copy its
+    // compute-dtype copy.
+    check_both("rmsnorm_forward(res, copy)" + tag,
                {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
                 {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
-                {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
-                {"dy", R * C, Kind::in, Cls::act},
-                {"dx", R * ldx, Kind::acc, Cls::act},
-                {"dw", C, Kind::acc, Cls::pgrad}},
+                {"res", R * C, Kind::in, Cls::stat, -3.f, 3.f},
+                {"y", R * C, Kind::out, Cls::stat},
+                {"y_copy", R * C, Kind::out, Cls::act},
+                {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], b["rstd"], R,
-                                     C);
+                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f, b["res"],
+                                    b["y_copy"]);
                  return 0.0;
                });
+    for (bool acc : {true, false}) {
+      check_both(std::string(acc ? "rmsnorm_backward" : "rmsnorm_backward(dx=)") + tag,
+                 {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
+                  {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+                  {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
+                  {"dy", R * C, Kind::in, Cls::act},
+                  {"dx", R * ldx, acc ? Kind::acc : Kind::write, Cls::act},
+                  {"dw", C, Kind::acc, Cls::pgrad}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], b["rstd"], R,
+                                       C, acc);
+                   return 0.0;
+                 });
+    }
   }
 }
 
@@ -375,6 +410,45 @@ BOOST_AUTO_TEST_CASE(rope_matches_cpu) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(rmsnorm_rope_matches_cpu) {
+  struct Cfg {
+    int64_t B, T, H, hd;
+  };
+  // hd 64 over 4 heads (256 columns: one slab), hd 128 over 3 (a partial last slab), hd 16
+  // (partner lane ^ 1), and hd 20 / 8: the unfused fallback (not a power of two / under 16).
+  // hd 128 over 9 heads (C = 1152): the fused forward, and the unfused backward (C > 1024).
+  for (Cfg c : {Cfg{2, 100, 4, 64}, Cfg{1, 77, 3, 128}, Cfg{2, 33, 5, 16}, Cfg{1, 50, 3, 20},
+                Cfg{1, 40, 4, 8}, Cfg{1, 30, 9, 128}}) {
+    const int64_t R = c.B * c.T, C = c.H * c.hd, ldx = 3 * C;  // q slice of a fused qkv row
+    const std::string tag =
+        " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) + " hd=" + std::to_string(c.hd);
+    check_both("rmsnorm_rope_forward" + tag,
+               {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
+                {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+                {"y", R * C, Kind::out, Cls::act},
+                {"rstd", R, Kind::out, Cls::stat}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.rmsnorm_rope_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], c.B, c.T, c.H,
+                                         c.hd, 1e-6f, 5e5f);
+                 return 0.0;
+               });
+    for (bool acc : {true, false}) {
+      check_both(std::string(acc ? "rmsnorm_rope_backward" : "rmsnorm_rope_backward(dx=)") + tag,
+                 {{"x", R * ldx, Kind::in, Cls::act, -2.f, 2.f},
+                  {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+                  {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
+                  {"dy", R * C, Kind::inout, Cls::act},  // must come back unchanged
+                  {"dx", R * ldx, acc ? Kind::acc : Kind::write, Cls::act},
+                  {"dw", C, Kind::acc, Cls::pgrad}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   be.rmsnorm_rope_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"],
+                                            b["rstd"], c.B, c.T, c.H, c.hd, 5e5f, acc);
+                   return 0.0;
+                 });
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
   // m = 136: the 8-wide vector kernels; m = 131: the scalar ones.
   for (const int64_t m : {136, 131}) {
@@ -387,14 +461,16 @@ BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
           be.swiglu_forward(b["h"], b["gu"], R, m);
           return 0.0;
         });
-    check_both("swiglu_backward" + tag,
-               {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f},
-                {"dh", R * m, Kind::in, Cls::act},
-                {"dgu", R * 2 * m, Kind::acc, Cls::act}},
-               [&](sl::Backend& be, Bufs& b) {
-                 be.swiglu_backward(b["dgu"], b["dh"], b["gu"], R, m);
-                 return 0.0;
-               });
+    for (bool acc : {true, false}) {
+      check_both(std::string(acc ? "swiglu_backward" : "swiglu_backward(=)") + tag,
+                 {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f},
+                  {"dh", R * m, Kind::in, Cls::act},
+                  {"dgu", R * 2 * m, acc ? Kind::acc : Kind::write, Cls::act}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   be.swiglu_backward(b["dgu"], b["dh"], b["gu"], R, m, acc);
+                   return 0.0;
+                 });
+    }
   }
 }
 
@@ -419,6 +495,9 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
     const std::string tag = "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
                             " H=" + std::to_string(c.H) + " hd=" + std::to_string(c.hd) +
                             (c.qscale != 1.f ? " peaky" : "");
+    // Accumulating on the first shapes, writing (=) on the others (both on every kernel).
+    const bool acc = c.hd != 64 && c.hd != 80;
+    const Kind gk = acc ? Kind::acc : Kind::write;
     const std::vector<Spec> specs = {
         {"q", BT * D, Kind::in, Cls::act, -c.qscale, c.qscale},
         {"k", BT * D, Kind::in, Cls::act},
@@ -427,16 +506,18 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
         {"lse", c.B * c.H * c.T, Kind::out, Cls::stat},
         {"dout", BT * D, Kind::in, Cls::act},
         // Over a single key the softmax is constant: dq = dk = 0 exactly when T = 1.
-        {"dq", BT * D, Kind::acc, Cls::act, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f},
-        {"dk", BT * D, Kind::acc, Cls::act, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f},
-        {"dv", BT * ldv, Kind::acc, Cls::act}};
-    check_both("attention " + tag, specs, [&](sl::Backend& be, Bufs& b) {
-      be.attention_forward(b["out"], b["lse"], b["q"], b["k"], b["v"].at(2 * D), ldv, c.B, c.T, c.H,
-                           c.hd);
-      be.attention_backward(b["dq"], b["dk"], b["dv"].at(2 * D), b["dout"], b["q"], b["k"],
-                            b["v"].at(2 * D), ldv, b["out"], b["lse"], c.B, c.T, c.H, c.hd);
-      return 0.0;
-    });
+        {"dq", BT * D, gk, Cls::act, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f},
+        {"dk", BT * D, gk, Cls::act, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f},
+        {"dv", BT * ldv, gk, Cls::act}};
+    check_both(std::string("attention") + (acc ? " " : "(=) ") + tag, specs,
+               [&](sl::Backend& be, Bufs& b) {
+                 be.attention_forward(b["out"], b["lse"], b["q"], b["k"], b["v"].at(2 * D), ldv,
+                                      c.B, c.T, c.H, c.hd);
+                 be.attention_backward(b["dq"], b["dk"], b["dv"].at(2 * D), b["dout"], b["q"],
+                                       b["k"], b["v"].at(2 * D), ldv, b["out"], b["lse"], c.B, c.T,
+                                       c.H, c.hd, acc);
+                 return 0.0;
+               });
   }
 }
 
@@ -464,7 +545,7 @@ BOOST_AUTO_TEST_CASE(attention_backward_is_deterministic) {
     for (int r = 0; r < 2; ++r) {
       Tensor dq = make(BT * D, DType::bf16, false), dk = make(BT * D, DType::bf16, false),
              dv = make(BT * D, DType::bf16, false);
-      g.attention_backward(dq, dk, dv, dout, q, k, v, D, out, lse, B, T, H, hd);
+      g.attention_backward(dq, dk, dv, dout, q, k, v, D, out, lse, B, T, H, hd, false);
       std::vector<float> all(static_cast<size_t>(3 * BT * D));
       g.download(all.data(), dq);
       g.download(all.data() + BT * D, dk);

@@ -16,6 +16,17 @@ template <class T>
 T* P(Tensor t) {
   return t.data ? t.as<T>() : nullptr;
 }
+// The write (=) mode of an op with `accumulate`: the reference kernels accumulate, so the
+// output's [rows, cols] (row stride ld; padding untouched) is zeroed first. Null: nothing.
+template <class T>
+T* written(Tensor t, bool accumulate, int64_t rows, int64_t cols, int64_t ld) {
+  T* p = P<T>(t);
+  if (p && !accumulate) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) std::fill_n(p + r * ld, cols, T(0));
+  }
+  return p;
+}
 }  // namespace
 
 template <class T>
@@ -118,20 +129,21 @@ void CpuBackend<T>::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, in
 }
 template <class T>
 void CpuBackend<T>::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
-                                    Tensor w, int64_t M, int64_t K, int64_t N) {
-  cpu::matmul_backward<T>(P<T>(dx), P<T>(dw), dy.as<T>(), x.as<T>(), ldx, w.as<T>(), M, K, N);
+                                    Tensor w, int64_t M, int64_t K, int64_t N, bool accumulate) {
+  cpu::matmul_backward<T>(written<T>(dx, accumulate, M, K, ldx), P<T>(dw), dy.as<T>(), x.as<T>(),
+                          ldx, w.as<T>(), M, K, N);
 }
 template <class T>
 void CpuBackend<T>::rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
-                                    int64_t R, int64_t C, float eps) {
+                                    int64_t R, int64_t C, float eps, Tensor res, Tensor y_copy) {
   cpu::rmsnorm_forward<T>(y.as<T>(), rstd.as<T>(), x.as<T>(), ldx, w.as<T>(), R, C,
-                          static_cast<T>(eps));
+                          static_cast<T>(eps), P<T>(res), P<T>(y_copy));
 }
 template <class T>
 void CpuBackend<T>::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
-                                     Tensor w, Tensor rstd, int64_t R, int64_t C) {
-  cpu::rmsnorm_backward<T>(P<T>(dx), P<T>(dw), dy.as<T>(), x.as<T>(), ldx, w.as<T>(), rstd.as<T>(),
-                           R, C);
+                                     Tensor w, Tensor rstd, int64_t R, int64_t C, bool accumulate) {
+  cpu::rmsnorm_backward<T>(written<T>(dx, accumulate, R, C, ldx), P<T>(dw), dy.as<T>(), x.as<T>(),
+                           ldx, w.as<T>(), rstd.as<T>(), R, C);
 }
 template <class T>
 void CpuBackend<T>::rope_forward(Tensor x, int64_t B, int64_t T_, int64_t H, int64_t hd,
@@ -144,6 +156,21 @@ void CpuBackend<T>::rope_backward(Tensor dx, int64_t B, int64_t T_, int64_t H, i
   cpu::rope_backward<T>(dx.as<T>(), B, T_, H, hd, theta);
 }
 template <class T>
+void CpuBackend<T>::rmsnorm_rope_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
+                                         int64_t B, int64_t T_, int64_t H, int64_t hd, float eps,
+                                         float theta) {
+  cpu::rmsnorm_rope_forward<T>(y.as<T>(), rstd.as<T>(), x.as<T>(), ldx, w.as<T>(), B, T_, H, hd,
+                               static_cast<T>(eps), theta);
+}
+template <class T>
+void CpuBackend<T>::rmsnorm_rope_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
+                                          Tensor w, Tensor rstd, int64_t B, int64_t T_, int64_t H,
+                                          int64_t hd, float theta, bool accumulate) {
+  cpu::rmsnorm_rope_backward<T>(written<T>(dx, accumulate, B * T_, H * hd, ldx), P<T>(dw),
+                                dy.as<T>(), x.as<T>(), ldx, w.as<T>(), rstd.as<T>(), B, T_, H, hd,
+                                theta);
+}
+template <class T>
 void CpuBackend<T>::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
                                       int64_t ldv, int64_t B, int64_t T_, int64_t H, int64_t hd) {
   cpu::attention_forward<T>(out.as<T>(), lse.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), ldv, B, T_,
@@ -152,17 +179,23 @@ void CpuBackend<T>::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k
 template <class T>
 void CpuBackend<T>::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
                                        Tensor k, Tensor v, int64_t ldv, Tensor out, Tensor lse,
-                                       int64_t B, int64_t T_, int64_t H, int64_t hd) {
-  cpu::attention_backward<T>(P<T>(dq), P<T>(dk), P<T>(dv), dout.as<T>(), q.as<T>(), k.as<T>(),
-                             v.as<T>(), ldv, out.as<T>(), lse.as<T>(), B, T_, H, hd);
+                                       int64_t B, int64_t T_, int64_t H, int64_t hd,
+                                       bool accumulate) {
+  const int64_t BT = B * T_, d = H * hd;
+  cpu::attention_backward<T>(written<T>(dq, accumulate, BT, d, d),
+                             written<T>(dk, accumulate, BT, d, d),
+                             written<T>(dv, accumulate, BT, d, ldv), dout.as<T>(), q.as<T>(),
+                             k.as<T>(), v.as<T>(), ldv, out.as<T>(), lse.as<T>(), B, T_, H, hd);
 }
 template <class T>
 void CpuBackend<T>::swiglu_forward(Tensor h, Tensor gu, int64_t R, int64_t m) {
   cpu::swiglu_forward<T>(h.as<T>(), gu.as<T>(), R, m);
 }
 template <class T>
-void CpuBackend<T>::swiglu_backward(Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m) {
-  cpu::swiglu_backward<T>(dgu.as<T>(), dh.as<T>(), gu.as<T>(), R, m);
+void CpuBackend<T>::swiglu_backward(Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m,
+                                    bool accumulate) {
+  cpu::swiglu_backward<T>(written<T>(dgu, accumulate, R, 2 * m, 2 * m), dh.as<T>(), gu.as<T>(), R,
+                          m);
 }
 template <class T>
 void CpuBackend<T>::conv1d_silu_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B,

@@ -26,10 +26,19 @@ void matmul_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T
 // rmsnorm.cc
 template <class T>
 void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t R, int64_t C,
-                     T eps);
+                     T eps, const T* res = nullptr, T* y_copy = nullptr);
 template <class T>
 void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, const T* rstd,
                       int64_t R, int64_t C);
+
+// QK-norm + RoPE: y = rope(rms(x)) over rows of H heads; x [BT, H hd] ld ldx.
+template <class T>
+void rmsnorm_rope_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t B, int64_t T_,
+                          int64_t H, int64_t hd, T eps, double theta);
+template <class T>
+void rmsnorm_rope_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w,
+                           const T* rstd, int64_t B, int64_t T_, int64_t H, int64_t hd,
+                           double theta);
 
 // rope.cc
 template <class T>

@@ -3,15 +3,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "backend/cpu/ops.h"
 
 namespace sl::cpu {
 
-// x [R, C] ld ldx -> y [R, C], rstd [R].
+// x [R, C] ld ldx -> y [R, C] (= res + w * n where res is given), y_copy [R, C], rstd [R].
 template <class T>
 void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t R, int64_t C,
-                     T eps) {
+                     T eps, const T* res, T* y_copy) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     const T* xr = x + r * ldx;
@@ -20,7 +21,8 @@ void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t
     const T rs = T(1) / std::sqrt(ss / T(C) + eps);
     rstd[r] = rs;
     T* yr = y + r * C;
-    for (int64_t c = 0; c < C; ++c) yr[c] = w[c] * (xr[c] * rs);
+    for (int64_t c = 0; c < C; ++c) yr[c] = (res ? res[r * C + c] : T(0)) + w[c] * (xr[c] * rs);
+    if (y_copy) std::copy(yr, yr + C, y_copy + r * C);
   }
 }
 
@@ -61,13 +63,42 @@ void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const 
   }
 }
 
+// QK-norm then RoPE (OLMo 3's q and k): y = rope(rms(x; w)), the norm over the whole row of
+// H heads. The composition of the two references, so it is exactly what the unfused ops give.
+template <class T>
+void rmsnorm_rope_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t B, int64_t T_,
+                          int64_t H, int64_t hd, T eps, double theta) {
+  rmsnorm_forward(y, rstd, x, ldx, w, B * T_, H * hd, eps);
+  rope_forward(y, B, T_, H, hd, theta);
+}
+// dx += rmsnorm'(rope^T dy), dw += ...; dy [BT, H hd] is left as it was.
+template <class T>
+void rmsnorm_rope_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w,
+                           const T* rstd, int64_t B, int64_t T_, int64_t H, int64_t hd,
+                           double theta) {
+  std::vector<T> g(dy, dy + B * T_ * H * hd);
+  rope_backward(g.data(), B, T_, H, hd, theta);
+  rmsnorm_backward(dx, dw, g.data(), x, ldx, w, rstd, B * T_, H * hd);
+}
+
 template void rmsnorm_forward<float>(float*, float*, const float*, int64_t, const float*, int64_t,
-                                     int64_t, float);
+                                     int64_t, float, const float*, float*);
 template void rmsnorm_forward<double>(double*, double*, const double*, int64_t, const double*,
-                                      int64_t, int64_t, double);
+                                      int64_t, int64_t, double, const double*, double*);
 template void rmsnorm_backward<float>(float*, float*, const float*, const float*, int64_t,
                                       const float*, const float*, int64_t, int64_t);
 template void rmsnorm_backward<double>(double*, double*, const double*, const double*, int64_t,
                                        const double*, const double*, int64_t, int64_t);
+
+template void rmsnorm_rope_forward<float>(float*, float*, const float*, int64_t, const float*,
+                                          int64_t, int64_t, int64_t, int64_t, float, double);
+template void rmsnorm_rope_forward<double>(double*, double*, const double*, int64_t, const double*,
+                                           int64_t, int64_t, int64_t, int64_t, double, double);
+template void rmsnorm_rope_backward<float>(float*, float*, const float*, const float*, int64_t,
+                                           const float*, const float*, int64_t, int64_t, int64_t,
+                                           int64_t, double);
+template void rmsnorm_rope_backward<double>(double*, double*, const double*, const double*, int64_t,
+                                            const double*, const double*, int64_t, int64_t, int64_t,
+                                            int64_t, double);
 
 }  // namespace sl::cpu

@@ -38,6 +38,7 @@ struct AttnDims {
   int64_t ldv;        // token stride of v (a view into a wider buffer)
   float scale;
   bool xq, xk, xv, xo;  // q, k, v, dout stored as bf16: exact in TF32
+  bool acc = false;     // backward: gradients accumulated (+=) or written (=)
   __device__ int64_t ld() const { return int64_t{H} * hd; }  // token stride of q, k, out, dout
 };
 
@@ -220,7 +221,7 @@ __global__ void __launch_bounds__(kThreadsBwd)
   __syncthreads();
   for (int i = threadIdx.x; i < BQ * A.hd; i += blockDim.x) {
     const int r = i / A.hd, c = i % A.hd, t = r0 + r;
-    if (t < A.T) dq.add((base + t) * A.ld() + col + c, A.scale * dQs[r * ld + c]);
+    if (t < A.T) dq.put((base + t) * A.ld() + col + c, A.scale * dQs[r * ld + c], A.acc);
   }
 }
 
@@ -255,8 +256,8 @@ __global__ void __launch_bounds__(kThreadsBwd)
   for (int i = threadIdx.x; i < BQ * A.hd; i += blockDim.x) {
     const int r = i / A.hd, c = i % A.hd, s = s0 + r;
     if (s >= A.T) continue;
-    if (dk) dk.add((base + s) * A.ld() + col + c, A.scale * dKs[r * ld + c]);
-    if (dv) dv.add((base + s) * A.ldv + col + c, dVs[r * ld + c]);
+    if (dk) dk.put((base + s) * A.ld() + col + c, A.scale * dKs[r * ld + c], A.acc);
+    if (dv) dv.put((base + s) * A.ldv + col + c, dVs[r * ld + c], A.acc);
   }
 }
 
@@ -334,12 +335,13 @@ void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int
 
 void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v,
                         int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T, int64_t H,
-                        int64_t hd) {
+                        int64_t hd, bool accumulate) {
   if (B * T * H <= 0 || (!dq && !dk && !dv)) return;
-  if (flash_enabled() &&
-      flash_attention_backward(ctx, dq, dk, dv, dout, q, k, v, ldv, out, lse, B, T, H, hd))
+  if (flash_enabled() && flash_attention_backward(ctx, dq, dk, dv, dout, q, k, v, ldv, out, lse, B,
+                                                  T, H, hd, accumulate))
     return;
-  const AttnDims A = dims(T, H, hd, ldv, q, k, v, dout, "backward");
+  AttnDims A = dims(T, H, hd, ldv, q, k, v, dout, "backward");
+  A.acc = accumulate;
   float* D = ctx.work->get_as<float>(static_cast<size_t>(B * H * T));
   attention_row_dots(ctx, D, dout, out, B, T, H, hd);
   const float* Dc = D;

@@ -42,6 +42,7 @@ struct FlashDims {
   int nqb;                  // backward query tiles, ceil(T / kBT)
   int64_t ld, ldv;          // token strides: q, k, out, dout, dq, dk (H hd); v, dv (ldv)
   float scale, scale_log2;  // 1/sqrt(hd), and that times log2(e)
+  bool acc;                 // backward: gradients accumulated (+=) or written (=)
   __device__ int64_t ntri() const { return int64_t{nqb} * (nqb + 1) / 2; }  // dS tiles per head
 };
 
@@ -63,19 +64,20 @@ __device__ inline void load_rows(bf16* dst, const bf16* src, int64_t ld, int val
 }
 
 // The lane's column pairs c = 8n + 2q (< hd) of one row of an output with row offset `row`:
-// p[row + c], p[row + c + 1] (=|+=) scale * v[n][2hf], v[n][2hf + 1]. When accumulating, every
+// p[row + c], p[row + c + 1] (= or, if acc, +=) scale * v[n][2hf], v[n][2hf + 1]. When
+// accumulating, every
 // old value is loaded before the first store: a load after a store through the same pointer
 // cannot be hoisted above it, so interleaved read-modify-writes would each pay a full memory
 // round trip. Pairs are 4-byte (bf16) or 8-byte (fp32) aligned (row + c even; eligible()).
-template <bool ACC, int NO>
+template <int NO>
 __device__ inline void store_row_pairs(DPtr p, int64_t row, int qd, int hd, const float (&v)[NO][4],
-                                       int hf, float scale) {
+                                       int hf, float scale, bool acc) {
   float2 old[NO];
 #pragma unroll
   for (int n = 0; n < NO; ++n) {
     old[n] = make_float2(0.f, 0.f);
     const int c = n * 8 + 2 * qd;
-    if (ACC && c < hd)
+    if (acc && c < hd)
       old[n] = p.bf ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(
                           static_cast<const bf16*>(p.p) + row + c))
                     : *reinterpret_cast<const float2*>(static_cast<const float*>(p.p) + row + c);
@@ -241,7 +243,7 @@ __global__ void __launch_bounds__(NW * 32, MINB)
       ls += __shfl_xor_sync(0xffffffffu, ls, 2);
       const int t = w0 + mt * 16 + g + 8 * hf;
       if (t >= A.T) continue;
-      store_row_pairs<false>(out, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, o[mt], hf, 1.f / ls);
+      store_row_pairs(out, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, o[mt], hf, 1.f / ls, false);
       if (qd == 0) lse[int64_t{bh} * A.T + t] = (m[mt][hf] + log2f(ls)) / kLog2e;
     }
 }
@@ -402,8 +404,8 @@ __global__ void __launch_bounds__(128, MINB)
   for (int hf = 0; hf < 2; ++hf) {
     const int s = ws + g + 8 * hf;
     if (s >= A.T) continue;
-    if (dk) store_row_pairs<true>(dk, (tok0 + s) * A.ld + h * A.hd, qd, A.hd, dka, hf, A.scale);
-    if (dv) store_row_pairs<true>(dv, (tok0 + s) * A.ldv + h * A.hd, qd, A.hd, dva, hf, 1.f);
+    if (dk) store_row_pairs(dk, (tok0 + s) * A.ld + h * A.hd, qd, A.hd, dka, hf, A.scale, A.acc);
+    if (dv) store_row_pairs(dv, (tok0 + s) * A.ldv + h * A.hd, qd, A.hd, dva, hf, 1.f, A.acc);
   }
 }
 
@@ -477,7 +479,7 @@ __global__ void __launch_bounds__(128)
   for (int hf = 0; hf < 2; ++hf) {
     const int t = t0 + 16 * warp + g + 8 * hf;
     if (t >= A.T) continue;
-    store_row_pairs<true>(dq, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, acc, hf, A.scale);
+    store_row_pairs(dq, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, acc, hf, A.scale, A.acc);
   }
 }
 
@@ -535,7 +537,8 @@ FlashDims flash_dims(int64_t T, int64_t H, int64_t hd, int64_t ldv) {
           H * hd,
           ldv,
           scale,
-          scale * kLog2e};
+          scale * kLog2e,
+          false};
 }
 
 // Checks `smem` against the device and opts the kernel in.
@@ -594,9 +597,6 @@ bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr 
   auto* K = static_cast<const bf16*>(k.p);
   auto* V = static_cast<const bf16*>(v.p);
   auto* L = static_cast<float*>(lse.p);
-  // Tile shapes as measured best on an H200 (docs/PERFORMANCE.md): hd 64 with two 16-row MMA
-  // tiles per warp (each K fragment feeds two MMAs); hd 128, whose O accumulator is twice as
-  // large, one 16-row tile per warp and 32-key tiles, three blocks per SM.
   // Tile shapes as measured best on an H200 (docs/PERFORMANCE.md): 128-row query blocks of 4
   // warps with two 16-row MMA tiles each (every K fragment feeds two MMAs), Q fragments re-read
   // from shared memory per k-step (holding them in registers measured 4-10% slower: the
@@ -611,9 +611,10 @@ bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr 
 
 bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k,
                               DPtr v, int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T,
-                              int64_t H, int64_t hd) {
+                              int64_t H, int64_t hd, bool accumulate) {
   if (!eligible({q, k, v, dout}, {dq, dk, dv}, lse, T, H, hd, ldv)) return false;
-  const FlashDims A = flash_dims(T, H, hd, ldv);
+  FlashDims A = flash_dims(T, H, hd, ldv);
+  A.acc = accumulate;
   // Workspace: D [B*H, T] fp32, then the dS tiles [B*H][ntri][64][64] bf16.
   const int64_t ntri = int64_t{A.nqb} * (A.nqb + 1) / 2;
   const size_t d_bytes = (static_cast<size_t>(B * H * T) * sizeof(float) + 255) / 256 * 256;

@@ -19,6 +19,6 @@ bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr 
                              int64_t B, int64_t T, int64_t H, int64_t hd);
 bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k,
                               DPtr v, int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T,
-                              int64_t H, int64_t hd);
+                              int64_t H, int64_t hd, bool accumulate);
 
 }  // namespace sl::cuda

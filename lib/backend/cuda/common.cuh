@@ -53,6 +53,10 @@ struct DPtr {
   }
   // p[i] += v (rounded once to the element type).
   __device__ void add(int64_t i, float v) const { st(i, ld(i) + v); }
+  // p[i] += v when accumulating, else p[i] = v (the `accumulate` flag of the backward ops).
+  __device__ void put(int64_t i, float v, bool accumulate) const {
+    st(i, accumulate ? ld(i) + v : v);
+  }
 };
 
 // Eight consecutive elements p[i .. i+8) as fp32, in one 16-byte load (bf16) or two (f32); i a
@@ -235,17 +239,27 @@ __global__ void colsum_partial_kernel(F f, int64_t R, int64_t C, int64_t rows_pe
 }
 __global__ void colsum_finish_kernel(const float* partial, int64_t nchunks, int64_t C, DPtr out);
 
+// Rows per chunk of colsum(): about 16 blocks per SM in total, each chunk at least 64 rows.
+// (With 4 per SM, the conv weight gradient of S4 - 9216 columns, 16k rows - got one chunk: 288
+// blocks looping over all rows, 8% of a hybrid step.)
+inline int64_t colsum_rows_per_chunk(const Ctx& ctx, int64_t R, int64_t C) {
+  const int64_t want = std::max<int64_t>(1, 16 * ctx.num_sms / ((C + 31) / 32));
+  return std::max<int64_t>(64, (R + want - 1) / want);
+}
+// The [chunks, C] floats colsum() needs for its partial sums.
+inline int64_t colsum_partial_size(const Ctx& ctx, int64_t R, int64_t C) {
+  const int64_t rpc = colsum_rows_per_chunk(ctx, R, C);
+  return (R + rpc - 1) / rpc * C;
+}
+
+// partial: colsum_partial_size floats, or null for ctx.reduce.
 template <class F>
-void colsum(Ctx& ctx, const F& f, int64_t R, int64_t C, DPtr out) {
+void colsum(Ctx& ctx, const F& f, int64_t R, int64_t C, DPtr out, float* partial = nullptr) {
   if (!out || R <= 0 || C <= 0) return;
   const int64_t col_blocks = (C + 31) / 32;
-  // About 16 blocks per SM in total, each chunk at least 64 rows. (With 4 per SM, the conv
-  // weight gradient of S4 - 9216 columns, 16k rows - got one chunk: 288 blocks looping over all
-  // rows, 8% of a hybrid step.)
-  const int64_t want = std::max<int64_t>(1, 16 * ctx.num_sms / col_blocks);
-  const int64_t rows_per_chunk = std::max<int64_t>(64, (R + want - 1) / want);
+  const int64_t rows_per_chunk = colsum_rows_per_chunk(ctx, R, C);
   const int64_t nchunks = (R + rows_per_chunk - 1) / rows_per_chunk;
-  float* partial = ctx.reduce->get_as<float>(static_cast<size_t>(nchunks * C));
+  if (!partial) partial = ctx.reduce->get_as<float>(static_cast<size_t>(nchunks * C));
   colsum_partial_kernel<<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(nchunks)),
                           dim3(32, 8), 0, ctx.stream>>>(f, R, C, rows_per_chunk, partial);
   SL_CUDA_LAUNCHED();

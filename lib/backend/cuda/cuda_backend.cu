@@ -306,20 +306,20 @@ void CudaBackend::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int6
   cuda::matmul_forward(impl_->ctx, y, x, ldx, w, M, K, N, accumulate);
 }
 void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
-                                  int64_t M, int64_t K, int64_t N) {
-  cuda::matmul_backward(impl_->ctx, dx, dw, dy, x, ldx, w, M, K, N);
+                                  int64_t M, int64_t K, int64_t N, bool accumulate) {
+  cuda::matmul_backward(impl_->ctx, dx, dw, dy, x, ldx, w, M, K, N, accumulate);
 }
 void CudaBackend::rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R,
-                                  int64_t C, float eps) {
+                                  int64_t C, float eps, Tensor res, Tensor y_copy) {
   const char* op = "rmsnorm_forward";
   cuda::rmsnorm_forward(impl_->ctx, P(y, op, "y"), P(rstd, op, "rstd"), P(x, op, "x"), ldx,
-                        P(w, op, "w"), R, C, eps);
+                        P(w, op, "w"), R, C, eps, P(res, op, "res"), P(y_copy, op, "y_copy"));
 }
 void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
-                                   Tensor rstd, int64_t R, int64_t C) {
+                                   Tensor rstd, int64_t R, int64_t C, bool accumulate) {
   const char* op = "rmsnorm_backward";
   cuda::rmsnorm_backward(impl_->ctx, P(dx, op, "dx"), P(dw, op, "dw"), P(dy, op, "dy"),
-                         P(x, op, "x"), ldx, P(w, op, "w"), P(rstd, op, "rstd"), R, C);
+                         P(x, op, "x"), ldx, P(w, op, "w"), P(rstd, op, "rstd"), R, C, accumulate);
 }
 
 namespace {
@@ -347,8 +347,7 @@ void CudaBackend::rope_backward(Tensor dx, int64_t B, int64_t T, int64_t H, int6
                                 float theta) {
   rope(dx, B, T, H, hd, theta, -1.f);
 }
-void CudaBackend::rope(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta,
-                       float sign) {
+const float* CudaBackend::rope_table(int64_t T, int64_t hd, float theta) {
   if (hd % 2 != 0) fail("rope: head dim " + std::to_string(hd) + " must be even");
   auto key = std::make_tuple(T, hd, theta);
   auto it = impl_->rope.find(key);
@@ -359,9 +358,42 @@ void CudaBackend::rope(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, fl
     SL_CUDA_CHECK(cudaMemcpy(d, tab.data(), tab.size() * sizeof(float), cudaMemcpyHostToDevice));
     it = impl_->rope.emplace(key, d).first;
   }
-  const float* cs = it->second;
-  const float* sn = cs + T * (hd / 2);
-  cuda::rope(impl_->ctx, P(x, "rope", "x"), cs, sn, B, T, H, hd, sign);
+  return it->second;
+}
+void CudaBackend::rope(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta,
+                       float sign) {
+  const float* cs = rope_table(T, hd, theta);
+  cuda::rope(impl_->ctx, P(x, "rope", "x"), cs, cs + T * (hd / 2), B, T, H, hd, sign);
+}
+
+void CudaBackend::rmsnorm_rope_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
+                                       int64_t B, int64_t T, int64_t H, int64_t hd, float eps,
+                                       float theta) {
+  const char* op = "rmsnorm_rope_forward";
+  const float* cs = rope_table(T, hd, theta);
+  if (cuda::rmsnorm_rope_forward(impl_->ctx, P(y, op, "y"), P(rstd, op, "rstd"), P(x, op, "x"), ldx,
+                                 P(w, op, "w"), B, T, H, hd, eps, cs, cs + T * (hd / 2)))
+    return;
+  rmsnorm_forward(y, rstd, x, ldx, w, B * T, H * hd, eps, Tensor{}, Tensor{});
+  rope_forward(y, B, T, H, hd, theta);
+}
+void CudaBackend::rmsnorm_rope_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
+                                        Tensor w, Tensor rstd, int64_t B, int64_t T, int64_t H,
+                                        int64_t hd, float theta, bool accumulate) {
+  const char* op = "rmsnorm_rope_backward";
+  const float* cs = rope_table(T, hd, theta);
+  const DPtr pdx = P(dx, op, "dx"), pdw = P(dw, op, "dw"), pdy = P(dy, op, "dy"),
+             px = P(x, op, "x"), pw = P(w, op, "w"), prstd = P(rstd, op, "rstd");
+  cuda::Ctx& ctx = impl_->ctx;
+  if (cuda::rmsnorm_rope_backward(ctx, pdx, pdw, pdy, px, ldx, pw, prstd, B, T, H, hd, accumulate,
+                                  cs, cs + T * (hd / 2)))
+    return;
+  // Unfused: rope^T(dy) into an fp32 workspace copy (dy itself stays as it was), then RMSNorm.
+  const int64_t R = B * T, C = H * hd;
+  const DPtr g{ctx.work->get_as<float>(static_cast<size_t>(R * C)), false};
+  cuda::copy2d(ctx, g, C, pdy, C, R, C, false);
+  cuda::rope(ctx, g, cs, cs + T * (hd / 2), B, T, H, hd, -1.f);
+  cuda::rmsnorm_backward(ctx, pdx, pdw, g, px, ldx, pw, prstd, R, C, accumulate);
 }
 
 void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
@@ -372,19 +404,21 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, 
 }
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
                                      Tensor k, Tensor v, int64_t ldv, Tensor out, Tensor lse,
-                                     int64_t B, int64_t T, int64_t H, int64_t hd) {
+                                     int64_t B, int64_t T, int64_t H, int64_t hd, bool accumulate) {
   const char* op = "attention_backward";
   cuda::attention_backward(impl_->ctx, P(dq, op, "dq"), P(dk, op, "dk"), P(dv, op, "dv"),
                            P(dout, op, "dout"), P(q, op, "q"), P(k, op, "k"), P(v, op, "v"), ldv,
-                           P(out, op, "out"), P(lse, op, "lse"), B, T, H, hd);
+                           P(out, op, "out"), P(lse, op, "lse"), B, T, H, hd, accumulate);
 }
 void CudaBackend::swiglu_forward(Tensor h, Tensor gu, int64_t R, int64_t m) {
   cuda::swiglu_forward(impl_->ctx, P(h, "swiglu_forward", "h"), P(gu, "swiglu_forward", "gu"), R,
                        m);
 }
-void CudaBackend::swiglu_backward(Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m) {
+void CudaBackend::swiglu_backward(Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m,
+                                  bool accumulate) {
   const char* op = "swiglu_backward";
-  cuda::swiglu_backward(impl_->ctx, P(dgu, op, "dgu"), P(dh, op, "dh"), P(gu, op, "gu"), R, m);
+  cuda::swiglu_backward(impl_->ctx, P(dgu, op, "dgu"), P(dh, op, "dh"), P(gu, op, "gu"), R, m,
+                        accumulate);
 }
 void CudaBackend::conv1d_silu_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B,
                                       int64_t T, int64_t C, int64_t K) {

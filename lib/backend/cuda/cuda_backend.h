@@ -56,8 +56,10 @@ class CudaBackend final : public Backend {
 #undef SL_OP
 
  private:
-  // Rotates x by sign * the RoPE angles (tables cached per (T, hd, theta)).
+  // Rotates x by sign * the RoPE angles.
   void rope(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta, float sign);
+  // Device cos table [T, hd/2], the sin table right after it; cached per (T, hd, theta).
+  const float* rope_table(int64_t T, int64_t hd, float theta);
 
   struct Impl;  // stream, cuBLAS handle, workspaces, RoPE tables (CUDA types stay in the .cu)
   int device_;

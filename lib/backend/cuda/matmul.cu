@@ -203,9 +203,9 @@ void matmul_forward(Ctx& ctx, const Tensor& y, const Tensor& x, int64_t ldx, con
 }
 
 void matmul_backward(Ctx& ctx, const Tensor& dx, const Tensor& dw, const Tensor& dy,
-                     const Tensor& x, int64_t ldx, const Tensor& w, int64_t M, int64_t K,
-                     int64_t N) {
-  if (dx) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w, K, dy, N, dx, ldx, true, "dx");
+                     const Tensor& x, int64_t ldx, const Tensor& w, int64_t M, int64_t K, int64_t N,
+                     bool accumulate) {
+  if (dx) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w, K, dy, N, dx, ldx, accumulate, "dx");
   if (dw) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, ldx, dy, N, dw, K, true, "dw");
 }
 

@@ -31,14 +31,24 @@ void gemm_plans_destroy(GemmPlans* g);
 void matmul_forward(Ctx& ctx, const Tensor& y, const Tensor& x, int64_t ldx, const Tensor& w,
                     int64_t M, int64_t K, int64_t N, bool accumulate);
 void matmul_backward(Ctx& ctx, const Tensor& dx, const Tensor& dw, const Tensor& dy,
-                     const Tensor& x, int64_t ldx, const Tensor& w, int64_t M, int64_t K,
-                     int64_t N);
+                     const Tensor& x, int64_t ldx, const Tensor& w, int64_t M, int64_t K, int64_t N,
+                     bool accumulate);
 
 // rmsnorm.cu
 void rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R, int64_t C,
-                     float eps);
+                     float eps, DPtr res, DPtr y_copy);
 void rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
-                      int64_t R, int64_t C);
+                      int64_t R, int64_t C, bool accumulate);
+
+// QK-norm + RoPE in one pass (rmsnorm_rope_* of the op list), cs/sn tables as rope's. False when
+// the shape does not fit the fused kernels (hd not a power of two in [16, 256], unaligned, strides
+// not multiples of 8; the backward also C > 1024): the caller then runs the unfused ops.
+bool rmsnorm_rope_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t B,
+                          int64_t T, int64_t H, int64_t hd, float eps, const float* cs,
+                          const float* sn);
+bool rmsnorm_rope_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w,
+                           DPtr rstd, int64_t B, int64_t T, int64_t H, int64_t hd, bool accumulate,
+                           const float* cs, const float* sn);
 
 // rope.cu: cs, sn are device tables [T, hd/2] of cos/sin(t * inv_freq_i).
 void rope(Ctx& ctx, DPtr x, const float* cs, const float* sn, int64_t B, int64_t T, int64_t H,
@@ -49,11 +59,11 @@ void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int
                        int64_t T, int64_t H, int64_t hd);
 void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v,
                         int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T, int64_t H,
-                        int64_t hd);
+                        int64_t hd, bool accumulate);
 
 // swiglu.cu
 void swiglu_forward(Ctx& ctx, DPtr h, DPtr gu, int64_t R, int64_t m);
-void swiglu_backward(Ctx& ctx, DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m);
+void swiglu_backward(Ctx& ctx, DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m, bool accumulate);
 
 // conv1d.cu
 void conv1d_silu_forward(Ctx& ctx, DPtr y, DPtr x, int64_t ldx, DPtr w, int64_t B, int64_t T,

@@ -1,17 +1,20 @@
 // RMSNorm over the last dimension, in fp32 whatever the tensors' dtype (as HF does):
 //   y = w * n,  n = x * rstd,  rstd = (mean_c x^2 + eps)^(-1/2)
 // One warp per row; rows are d_model wide (a few hundred), so a warp loop is enough. Vector
-// kernels (8 elements a lane) where C and the row stride are multiples of 8.
+// kernels (8 elements a lane) where C and the row stride are multiples of 8, scalar ones
+// otherwise. Also here: the forward's fused residual add and copy, QK-norm + RoPE in one pass
+// (rmsnorm_rope_*), and the one-pass backward that reduces dw beside dx.
 #include "backend/cuda/ops.h"
 
 namespace sl::cuda {
 namespace {
 
 constexpr int kWarps = 8;  // rows per 256-thread block
+constexpr unsigned kFull = 0xffffffffu;
 
-// x [R, C] ld ldx -> y [R, C], rstd [R].
+// x [R, C] ld ldx -> y [R, C] (= res + w n where res is given), y_copy [R, C], rstd [R].
 __global__ void rmsnorm_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R,
-                                       int64_t C, float eps) {
+                                       int64_t C, float eps, DPtr res, DPtr y_copy) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;
@@ -23,12 +26,17 @@ __global__ void rmsnorm_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ldx, D
   ss = warp_sum(ss);
   const float rs = 1.f / sqrtf(ss / static_cast<float>(C) + eps);
   if (lane == 0) rstd.st(r, rs);
-  for (int64_t c = lane; c < C; c += 32) y.st(r * C + c, w.ld(c) * (x.ld(r * ldx + c) * rs));
+  for (int64_t c = lane; c < C; c += 32) {
+    float v = w.ld(c) * (x.ld(r * ldx + c) * rs);
+    if (res) v += res.ld(r * C + c);
+    y.st(r * C + c, v);
+    if (y_copy) y_copy.st(r * C + c, v);
+  }
 }
 
-// With dn = dy * w:  dx += rstd * (dn - n * mean_c(dn * n)).
+// With dn = dy * w:  dx (=|+=) rstd * (dn - n * mean_c(dn * n)).
 __global__ void rmsnorm_backward_dx_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
-                                           int64_t R, int64_t C) {
+                                           int64_t R, int64_t C, bool acc) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;
@@ -39,14 +47,14 @@ __global__ void rmsnorm_backward_dx_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx
   const float mean = warp_sum(dot) / static_cast<float>(C);
   for (int64_t c = lane; c < C; c += 32) {
     const float n = x.ld(r * ldx + c) * rs;
-    dx.add(r * ldx + c, rs * (dy.ld(r * C + c) * w.ld(c) - n * mean));
+    dx.put(r * ldx + c, rs * (dy.ld(r * C + c) * w.ld(c) - n * mean), acc);
   }
 }
 
 // The same two kernels over 8-element chunks (C and ldx multiples of 8, aligned tensors): 16-byte
 // accesses, and a chunk's old dx loaded with its inputs before its store.
 __global__ void rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w,
-                                           int64_t R, int64_t C, float eps) {
+                                           int64_t R, int64_t C, float eps, DPtr res, DPtr y_copy) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;
@@ -66,37 +74,177 @@ __global__ void rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ld
     ld8(w, c, g);
 #pragma unroll
     for (int e = 0; e < 8; ++e) v[e] = g[e] * (v[e] * rs);
+    if (res) {
+      float a[8];
+      ld8(res, r * C + c, a);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] += a[e];
+    }
     st8(y, r * C + c, v);
+    if (y_copy) st8(y_copy, r * C + c, v);
   }
 }
 
-__global__ void rmsnorm_backward_dx_vec_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr w,
-                                               DPtr rstd, int64_t R, int64_t C) {
+// ---- QK-norm + RoPE: y = rope(rms(x; w)) over rows of C = H hd -------------------------------
+// One warp per row (token t = row % T), 8 elements a lane: lane l holds columns 256 j + 8 l of
+// slab j. With hd a power of two in [16, 256] heads tile the slabs, and the RoPE partner of a
+// chunk (hd/2 further on in the first half of a head, back in the second) sits in lane
+// l ^ (hd/16) of the same slab: one shuffle per element instead of a second pass.
+
+// y = v cos + sg p sin for the 8 elements of a chunk at index i0 (a multiple of 8) within its
+// head, p the partner chunk; sg = -sign in the first half, +sign in the second (sign = +1: the
+// forward rotation, -1: its transpose). cs/sn: the token's table rows [hd/2].
+__device__ inline void rotate8(float (&y)[8], const float (&v)[8], const float (&p)[8],
+                               const float* cs, const float* sn, int i0, int half, float sign) {
+  const bool first = i0 < half;
+  const int j = first ? i0 : i0 - half;
+  const float sg = first ? -sign : sign;
+  const float4 c0 = *reinterpret_cast<const float4*>(cs + j),
+               c1 = *reinterpret_cast<const float4*>(cs + j + 4);
+  const float4 s0 = *reinterpret_cast<const float4*>(sn + j),
+               s1 = *reinterpret_cast<const float4*>(sn + j + 4);
+  const float c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+  const float s[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+#pragma unroll
+  for (int e = 0; e < 8; ++e) y[e] = v[e] * c[e] + sg * p[e] * s[e];
+}
+
+__device__ inline void partner8(float (&p)[8], const float (&v)[8], int mask) {
+#pragma unroll
+  for (int e = 0; e < 8; ++e) p[e] = __shfl_xor_sync(kFull, v[e], mask);
+}
+
+struct RopeRows {
+  const float *cs, *sn;  // [T, hd/2]
+  int64_t T;
+  int hd;
+};
+
+__global__ void rmsnorm_rope_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w,
+                                            int64_t R, int64_t C, float eps, RopeRows rr) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  if (r >= R) return;
-  const float rs = rstd.ld(r);
-  float dot = 0.f;
-  for (int64_t c = 8 * lane; c < C; c += 8 * 32) {
-    float d[8], g[8], v[8];
-    ld8(dy, r * C + c, d);
-    ld8(w, c, g);
+  if (r >= R) return;  // the whole warp: r is per warp
+  float ss = 0.f;
+  for (int64_t c = 8 * lane; c < C; c += 256) {
+    float v[8];
     ld8(x, r * ldx + c, v);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) dot += d[e] * g[e] * (v[e] * rs);
+    for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
   }
-  const float mean = warp_sum(dot) / static_cast<float>(C);
-  for (int64_t c = 8 * lane; c < C; c += 8 * 32) {
-    float d[8], g[8], v[8], o[8];
-    ld8(dy, r * C + c, d);
-    ld8(w, c, g);
-    ld8(x, r * ldx + c, v);
-    ld8(dx, r * ldx + c, o);
+  const float rs = 1.f / sqrtf(warp_sum(ss) / static_cast<float>(C) + eps);
+  if (lane == 0) rstd.st(r, rs);
+  const int half = rr.hd / 2;
+  const int64_t t = r % rr.T;
+  for (int64_t base = 0; base < C; base += 256) {  // uniform bounds: every lane shuffles
+    const int64_t c = base + 8 * lane;
+    const bool ok = c < C;
+    float v[8] = {}, p[8], o[8];
+    if (ok) {
+      float g[8];
+      ld8(x, r * ldx + c, v);
+      ld8(w, c, g);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) o[e] += rs * (d[e] * g[e] - v[e] * rs * mean);
-    st8(dx, r * ldx + c, o);
+      for (int e = 0; e < 8; ++e) v[e] = g[e] * (v[e] * rs);
+    }
+    partner8(p, v, rr.hd / 16);
+    if (!ok) continue;
+    rotate8(o, v, p, rr.cs + t * half, rr.sn + t * half, static_cast<int>(c % rr.hd), half, 1.f);
+    st8(y, r * C + c, o);
   }
 }
+
+// ---- backward, one pass: dx and the dw partial sums together -----------------------------
+// Warp w of block b takes rows b*kWarps + w, then every gridDim.x * kWarps further. A row's
+// NS <= 4 slabs stay in registers (C <= 1024: every model width), so dy and x are read once:
+//   g = dy (or rope^T(dy) with ROPE),  n = x rstd,  dn = g w,
+//   dx (=|+=) rstd (dn - n mean_c(dn n)),   dw partial += g n   (per lane, over its rows).
+// The block then sums its warps' partials in warp order into partial[b][C] and colsum adds the
+// blocks in a fixed order to dw: deterministic, and no second pass over dy and x (the two-pass
+// kernel's colsum re-read both).
+template <int NS, bool ROPE>
+__global__ void __launch_bounds__(32 * kWarps)
+    rmsnorm_backward_rows_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
+                                 int64_t R, int64_t C, bool acc, RopeRows rr, float* partial) {
+  __shared__ float sh[kWarps][NS * 256];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float ww[NS][8], pw[NS][8] = {};
+#pragma unroll
+  for (int s = 0; s < NS; ++s) {
+    const int64_t c = 256 * s + 8 * lane;
+    if (c < C)
+      ld8(w, c, ww[s]);
+    else
+      for (float& e : ww[s]) e = 0.f;
+  }
+  for (int64_t r = blockIdx.x * int64_t{kWarps} + warp; r < R; r += gridDim.x * int64_t{kWarps}) {
+    const float rs = rstd.ld(r);
+    float g[NS][8], n[NS][8], dot = 0.f;
+#pragma unroll
+    for (int s = 0; s < NS; ++s) {
+      const int64_t c = 256 * s + 8 * lane;
+      const bool ok = c < C;
+      float d[8] = {};
+      if (ok) {
+        ld8(dy, r * C + c, d);
+        ld8(x, r * ldx + c, n[s]);
+      } else {
+        for (float& e : n[s]) e = 0.f;
+      }
+      if (ROPE) {  // every lane shuffles (the slab loop is uniform); only `ok` lanes rotate
+        float p[8];
+        partner8(p, d, rr.hd / 16);
+        const int half = rr.hd / 2;
+        const int64_t t = r % rr.T;
+        if (ok)
+          rotate8(g[s], d, p, rr.cs + t * half, rr.sn + t * half, static_cast<int>(c % rr.hd), half,
+                  -1.f);
+        else
+          for (float& e : g[s]) e = 0.f;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) g[s][e] = d[e];
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        n[s][e] *= rs;
+        dot += g[s][e] * ww[s][e] * n[s][e];
+        pw[s][e] += g[s][e] * n[s][e];
+      }
+    }
+    const float mean = warp_sum(dot) / static_cast<float>(C);
+    if (!dx) continue;
+#pragma unroll
+    for (int s = 0; s < NS; ++s) {
+      const int64_t c = 256 * s + 8 * lane;
+      if (c >= C) continue;
+      float o[8] = {};
+      if (acc) ld8(dx, r * ldx + c, o);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] += rs * (g[s][e] * ww[s][e] - n[s][e] * mean);
+      st8(dx, r * ldx + c, o);
+    }
+  }
+  if (!partial) return;
+#pragma unroll
+  for (int s = 0; s < NS; ++s)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sh[warp][256 * s + 8 * lane + e] = pw[s][e];
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    float t = 0.f;
+#pragma unroll
+    for (int k = 0; k < kWarps; ++k) t += sh[k][c];
+    partial[blockIdx.x * C + c] = t;
+  }
+}
+
+// Rows of per-block dw partial sums [blocks, C], summed by colsum in a fixed order.
+struct PartialRows {
+  const float* p;
+  int64_t C;
+  __device__ float operator()(int64_t r, int64_t c) const { return p[r * C + c]; }
+};
 
 bool vec_ok(int64_t C, int64_t ldx, std::initializer_list<DPtr> ps) {
   return C % 8 == 0 && ldx % 8 == 0 && vec8_ok(ps);
@@ -114,31 +262,104 @@ struct RmsnormDw {
 }  // namespace
 
 void rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R, int64_t C,
-                     float eps) {
+                     float eps, DPtr res, DPtr y_copy) {
   if (R <= 0) return;
   const unsigned blocks = static_cast<unsigned>((R + kWarps - 1) / kWarps);
-  if (vec_ok(C, ldx, {y, x, w}))
+  if (vec_ok(C, ldx, {y, x, w, res, y_copy}))
     rmsnorm_forward_vec_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(y, rstd, x, ldx, w, R, C,
-                                                                       eps);
+                                                                       eps, res, y_copy);
   else
-    rmsnorm_forward_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(y, rstd, x, ldx, w, R, C, eps);
+    rmsnorm_forward_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(y, rstd, x, ldx, w, R, C, eps,
+                                                                   res, y_copy);
   SL_CUDA_LAUNCHED();
 }
 
+namespace {
+
+// The one-pass backward (rmsnorm_backward_rows_kernel) for C <= 1024 in multiples of 8 and
+// aligned tensors; false otherwise.
+bool backward_rows(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
+                   int64_t R, int64_t C, bool acc, const RopeRows* rope) {
+  const int ns = static_cast<int>((C + 255) / 256);
+  if (ns > 4 || !vec_ok(C, ldx, {dx, dy, x, w})) return false;
+  // Eight rows a warp: measured at S4 (R 16384, C 768) 0.045 / 0.040 / 0.036 / 0.034 ms for
+  // 1 / 2 / 4 / 8 rows (fewer partial rows to reduce; the two-pass kernel + colsum: 0.066).
+  constexpr int64_t kRowsPerWarp = 8;
+  const int64_t blocks =
+      std::max<int64_t>(1, (R + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
+  // The blocks' dw partials [blocks, C], then colsum's own over them, in one reduce workspace
+  // (the unfused rmsnorm_rope_backward holds ctx.work while it calls this).
+  float* partial = dw ? ctx.reduce->get_as<float>(
+                            static_cast<size_t>(blocks * C + colsum_partial_size(ctx, blocks, C)))
+                      : nullptr;
+  const RopeRows rr = rope ? *rope : RopeRows{nullptr, nullptr, 1, 16};
+  const unsigned nb = static_cast<unsigned>(blocks);
+  const int th = 32 * kWarps;
+#define SL_ROWS(NS)                                                                 \
+  (rope ? rmsnorm_backward_rows_kernel<NS, true>                                    \
+       <<<nb, th, 0, ctx.stream>>>(dx, dy, x, ldx, w, rstd, R, C, acc, rr, partial) \
+        : rmsnorm_backward_rows_kernel<NS, false>                                   \
+       <<<nb, th, 0, ctx.stream>>>(dx, dy, x, ldx, w, rstd, R, C, acc, rr, partial))
+  switch (ns) {
+    case 1:
+      SL_ROWS(1);
+      break;
+    case 2:
+      SL_ROWS(2);
+      break;
+    case 3:
+      SL_ROWS(3);
+      break;
+    default:
+      SL_ROWS(4);
+      break;
+  }
+#undef SL_ROWS
+  SL_CUDA_LAUNCHED();
+  if (dw) colsum(ctx, PartialRows{partial, C}, blocks, C, dw, partial + blocks * C);
+  return true;
+}
+
+bool rope_fusable(int64_t C, int64_t ldx, int64_t hd, std::initializer_list<DPtr> ps) {
+  return hd >= 16 && hd <= 256 && (hd & (hd - 1)) == 0 && C % hd == 0 && vec_ok(C, ldx, ps);
+}
+
+}  // namespace
+
 void rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
-                      int64_t R, int64_t C) {
-  if (R <= 0) return;
+                      int64_t R, int64_t C, bool accumulate) {
+  if (R <= 0 || (!dx && !dw)) return;
+  if (backward_rows(ctx, dx, dw, dy, x, ldx, w, rstd, R, C, accumulate, nullptr)) return;
   if (dx) {
     const unsigned blocks = static_cast<unsigned>((R + kWarps - 1) / kWarps);
-    if (vec_ok(C, ldx, {dx, dy, x, w}))
-      rmsnorm_backward_dx_vec_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(dx, dy, x, ldx, w,
-                                                                             rstd, R, C);
-    else
-      rmsnorm_backward_dx_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(dx, dy, x, ldx, w, rstd, R,
-                                                                         C);
+    rmsnorm_backward_dx_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(dx, dy, x, ldx, w, rstd, R,
+                                                                       C, accumulate);
     SL_CUDA_LAUNCHED();
   }
   colsum(ctx, RmsnormDw{dy, x, rstd, ldx, C}, R, C, dw);
+}
+
+bool rmsnorm_rope_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t B,
+                          int64_t T, int64_t H, int64_t hd, float eps, const float* cs,
+                          const float* sn) {
+  const int64_t R = B * T, C = H * hd;
+  if (!rope_fusable(C, ldx, hd, {y, x, w})) return false;
+  if (R <= 0) return true;
+  const unsigned blocks = static_cast<unsigned>((R + kWarps - 1) / kWarps);
+  rmsnorm_rope_forward_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(
+      y, rstd, x, ldx, w, R, C, eps, RopeRows{cs, sn, T, static_cast<int>(hd)});
+  SL_CUDA_LAUNCHED();
+  return true;
+}
+
+bool rmsnorm_rope_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w,
+                           DPtr rstd, int64_t B, int64_t T, int64_t H, int64_t hd, bool accumulate,
+                           const float* cs, const float* sn) {
+  const int64_t R = B * T, C = H * hd;
+  if (!rope_fusable(C, ldx, hd, {dx, dy, x, w})) return false;
+  if (R <= 0 || (!dx && !dw)) return true;
+  const RopeRows rr{cs, sn, T, static_cast<int>(hd)};
+  return backward_rows(ctx, dx, dw, dy, x, ldx, w, rstd, R, C, accumulate, &rr);
 }
 
 }  // namespace sl::cuda

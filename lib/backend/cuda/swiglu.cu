@@ -13,14 +13,14 @@ __global__ void swiglu_forward_kernel(DPtr h, DPtr gu, int64_t R, int64_t m) {
   }
 }
 
-// dgate += dh * up * silu'(gate),  dup += dh * silu(gate)
-__global__ void swiglu_backward_kernel(DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m) {
+// dgate (=|+=) dh * up * silu'(gate),  dup (=|+=) dh * silu(gate)
+__global__ void swiglu_backward_kernel(DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m, bool acc) {
   SL_GRID_STRIDE(i, R * m) {
     const int64_t r = i / m, c = i % m;
     const int64_t og = r * 2 * m + c, ou = og + m;
-    const float g = gu.ld(og), u = gu.ld(ou), d = dh.ld(i), dg = dgu.ld(og), du = dgu.ld(ou);
-    dgu.st(og, dg + d * u * silu_gradf_(g));
-    dgu.st(ou, du + d * siluf_(g));
+    const float g = gu.ld(og), u = gu.ld(ou), d = dh.ld(i);
+    dgu.put(og, d * u * silu_gradf_(g), acc);
+    dgu.put(ou, d * siluf_(g), acc);
   }
 }
 
@@ -40,17 +40,20 @@ __global__ void swiglu_forward_vec_kernel(DPtr h, DPtr gu, int64_t R, int64_t m)
   }
 }
 
-__global__ void swiglu_backward_vec_kernel(DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m) {
+__global__ void swiglu_backward_vec_kernel(DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m,
+                                           bool acc) {
   const int64_t c = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) * 8;
   if (c >= m) return;
   for (int64_t r = blockIdx.y; r < R; r += gridDim.y) {
     const int64_t og = r * 2 * m + c, ou = og + m;
-    float g[8], u[8], d[8], dg[8], du[8];
+    float g[8], u[8], d[8], dg[8] = {}, du[8] = {};
     ld8(gu, og, g);
     ld8(gu, ou, u);
     ld8(dh, r * m + c, d);
-    ld8(dgu, og, dg);
-    ld8(dgu, ou, du);
+    if (acc) {
+      ld8(dgu, og, dg);
+      ld8(dgu, ou, du);
+    }
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
       dg[e] += d[e] * u[e] * silu_gradf_(g[e]);
@@ -78,12 +81,14 @@ void swiglu_forward(Ctx& ctx, DPtr h, DPtr gu, int64_t R, int64_t m) {
   SL_CUDA_LAUNCHED();
 }
 
-void swiglu_backward(Ctx& ctx, DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m) {
+void swiglu_backward(Ctx& ctx, DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m, bool accumulate) {
   if (R * m <= 0 || !dgu) return;
   if (m % 8 == 0 && vec8_ok({dgu, dh, gu}))
-    swiglu_backward_vec_kernel<<<vec_grid(R, m), 256, 0, ctx.stream>>>(dgu, dh, gu, R, m);
+    swiglu_backward_vec_kernel<<<vec_grid(R, m), 256, 0, ctx.stream>>>(dgu, dh, gu, R, m,
+                                                                       accumulate);
   else
-    swiglu_backward_kernel<<<grid_for(R * m, 256), 256, 0, ctx.stream>>>(dgu, dh, gu, R, m);
+    swiglu_backward_kernel<<<grid_for(R * m, 256), 256, 0, ctx.stream>>>(dgu, dh, gu, R, m,
+                                                                         accumulate);
   SL_CUDA_LAUNCHED();
 }
 
