@@ -1,5 +1,6 @@
-// `scalinglab fit chinchilla|savings`: Chinchilla scaling-law fits with Ceres, bootstrap CIs and
-// the token-savings factor S(N) of a candidate arch over a baseline (docs/DESIGN.md "Fitting").
+// `scalinglab fit <form>|savings`: scaling-law fits with Ceres, bootstrap CIs and the token-savings
+// factor S(N) of a candidate arch over a baseline (docs/DESIGN.md "Fitting"). Every registered fit
+// form (lib/fit/forms: chinchilla, data_law) is a subcommand of its own.
 //
 //   scalinglab fit chinchilla --data FILE.{csv,h5} [--n-col C] [--d-col C | --flops-col C]
 //       [--loss-col C] [--group-col arch --group VALUE] [--bootstrap K] [--seed S] --out fit.json
@@ -18,6 +19,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "fit/form.h"
 #include "fit/law.h"
 #include "fit/points.h"
 #include "fit/report.h"
@@ -148,14 +150,14 @@ void warn(const std::vector<std::string>& warnings) {
     std::fprintf(stderr, "scalinglab fit: warning: %s\n", w.c_str());
 }
 
-void run_chinchilla(const FitArgs& a) {
+void run_form(const fit::Form& form, const FitArgs& a) {
   fit::FitOptions opt = fit_options(a);
   if (!a.spec.group_col.empty() && a.spec.group.empty())
-    fail("fit chinchilla: --group-col " + a.spec.group_col + " needs --group VALUE");
+    fail("fit " + form.name() + ": --group-col " + a.spec.group_col + " needs --group VALUE");
   if (a.bootstrap < 0) fail("--bootstrap must be >= 0");
   fit::Table table = fit::read_table(a.data);
   fit::Points p = fit::extract_points(table, a.spec);
-  fit::LawData data = fit::chinchilla_data(p);
+  fit::LawData data = form.data(p);
   fit::FitResult res = fit::fit_law(data, opt);
   fit::BootstrapResult boot;
   if (a.bootstrap > 0) boot = fit::bootstrap_law(data, res, opt, a.bootstrap, a.seed);
@@ -167,9 +169,10 @@ void run_chinchilla(const FitArgs& a) {
   write_json(a.out, j);
   warn(warnings);
   if (!a.quiet) {
-    std::printf("chinchilla fit of %d points: E %.4g  A %.4g  alpha %.4g  B %.4g  beta %.4g\n",
-                res.n_points, res.value("E"), res.value("A"), res.value("alpha"), res.value("B"),
-                res.value("beta"));
+    std::printf("%s fit of %d points:", form.name().c_str(), res.n_points);
+    for (size_t k = 0; k < res.names.size(); ++k)
+      std::printf(k == 0 ? " %s %.4g" : "  %s %.4g", res.names[k].c_str(), res.values[k]);
+    std::printf("\n");
     std::string flags;
     for (const std::string& f : res.flags) flags += (flags.empty() ? "" : ", ") + f;
     std::printf("objective %.6g, %d of %d starts at the best, %s, %s, %.2f s", res.objective,
@@ -241,8 +244,8 @@ void run_savings(const FitArgs& a) {
   }
 }
 
-// Options common to both subcommands.
-void add_common(CLI::App* cmd, FitArgs* a) {
+// Options common to every subcommand; `names`: the fitted form's parameters, for --bound's help.
+void add_common(CLI::App* cmd, FitArgs* a, const std::string& names) {
   cmd->add_option("--data", a->data, "Data: CSV with named columns, or a collected sweep.h5")
       ->required();
   cmd->add_option("--out", a->out, "Output JSON file")->required();
@@ -263,8 +266,8 @@ void add_common(CLI::App* cmd, FitArgs* a) {
   cmd->add_option("--drop-highest", a->spec.drop_highest,
                   "Drop the K highest-loss points (Epoch AI's Chinchilla analysis drops 5)");
   cmd->add_option("--bound", a->bounds,
-                  "Bound a parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be empty; "
-                  "HI = min: the lowest loss fitted, e.g. E=0:min)");
+                  "Bound a parameter: NAME=LO:HI (" + names +
+                      "; a side may be empty; HI = min: the lowest loss fitted, e.g. E=0:min)");
   cmd->add_option("--fix", a->fixed,
                   "Hold a parameter at a value: NAME=VALUE (e.g. alpha=0.34 for a ladder whose "
                   "sizes cannot measure alpha)");
@@ -286,20 +289,24 @@ void register_fit(CLI::App& app) {
   CLI::App* fit = app.add_subcommand("fit", "Fit scaling laws (Ceres) and token savings");
   fit->require_subcommand(1);
 
-  auto ca = std::make_shared<FitArgs>();
-  CLI::App* chin = fit->add_subcommand(
-      "chinchilla", "L(N,D) = E + A/N^alpha + B/D^beta, Huber-sum on log residuals, 4,500 starts");
-  add_common(chin, ca.get());
-  chin->add_option("--group", ca->spec.group, "Fit the rows with this value of --group-col");
-  chin->add_option("--bootstrap", ca->bootstrap, "Bootstrap replicates (0: none)")
-      ->capture_default_str();
-  chin->callback([ca]() { run_chinchilla(*ca); });
+  // One subcommand per fit form.
+  for (const fit::Form* form : fit::all_forms()) {
+    auto ca = std::make_shared<FitArgs>();
+    CLI::App* cmd = fit->add_subcommand(form->name(),
+                                        form->equation() + "; Huber sum on log residuals, " +
+                                            std::to_string(form->start_grid().size()) + " starts");
+    add_common(cmd, ca.get(), form->name_list());
+    cmd->add_option("--group", ca->spec.group, "Fit the rows with this value of --group-col");
+    cmd->add_option("--bootstrap", ca->bootstrap, "Bootstrap replicates (0: none)")
+        ->capture_default_str();
+    cmd->callback([ca, form]() { run_form(*form, *ca); });
+  }
 
   auto sa = std::make_shared<FitArgs>();
   sa->bootstrap = 1000;
   CLI::App* sav = fit->add_subcommand(
       "savings", "Token-savings factor S(N) = D_baseline(N, L*) / D_candidate(N, L*) with CIs");
-  add_common(sav, sa.get());
+  add_common(sav, sa.get(), fit::form("chinchilla").name_list());
   sav->add_option("--baseline", sa->baseline, "Baseline group value")->capture_default_str();
   sav->add_option("--candidate", sa->candidate, "Candidate group value")->capture_default_str();
   sav->add_option("--target-loss", sa->target, "L*: median | min | a loss value")

@@ -299,7 +299,7 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
 
   if (o.per_size) {
     FitOptions small = o.fit;
-    small.starts.clear();  // Hoffmann's grid for T = 1 (150 starts)
+    small.starts.clear();  // the data law's grid (Hoffmann's for one term, 150 starts)
     // The bounds are the Chinchilla law's (by name: E, A, alpha, B, beta); a per-size law's E_N,
     // B_N, beta_N are other quantities, so none of them applies.
     small.bounds.clear();
