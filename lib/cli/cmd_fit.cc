@@ -1,12 +1,15 @@
 // `scalinglab fit <form>|savings`: scaling-law fits with Ceres, bootstrap CIs and the token-savings
 // factor S(N) of a candidate arch over a baseline (docs/DESIGN.md "Fitting"). Every registered fit
-// form (lib/fit/forms: chinchilla, data_law) is a subcommand of its own.
+// form (lib/fit/forms: chinchilla, data_law, data_constrained) is a subcommand of its own.
 //
 //   scalinglab fit chinchilla --data FILE.{csv,h5} [--n-col C] [--d-col C | --flops-col C]
 //       [--loss-col C] [--group-col arch --group VALUE] [--bootstrap K] [--seed S] --out fit.json
+//   scalinglab fit data_constrained --data FILE [column options] [--unique-col unique_tokens]
+//       [--bootstrap K] --out fit.json
 //   scalinglab fit savings --data FILE [column options] --group-col arch --baseline dense
 //       --candidate hybrid [--target-loss median|min|VALUE] [--at-n N1,N2 (default: trained sizes
 //       and 10x)] [--max-extrapolation 10] [--bootstrap K] [--seed S] --out savings.json
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -135,6 +138,7 @@ nlohmann::ordered_json data_json(const FitArgs& a, const fit::Points* p) {
   if (!a.spec.group_col.empty()) d["group_col"] = a.spec.group_col;
   if (!a.spec.group.empty()) d["group"] = a.spec.group;
   if (!a.spec.weight_col.empty()) d["weight_col"] = a.spec.weight_col;
+  if (!a.spec.unique_col.empty()) d["unique_col"] = a.spec.unique_col;
   d["flops_weighted"] = a.spec.flops_weighted;
   d["drop_highest"] = a.spec.drop_highest;
   if (p) {
@@ -296,6 +300,14 @@ void register_fit(CLI::App& app) {
                                         form->equation() + "; Huber sum on log residuals, " +
                                             std::to_string(form->start_grid().size()) + " starts");
     add_common(cmd, ca.get(), form->name_list());
+    const std::vector<std::string> cov = form->covariates();
+    if (std::find(cov.begin(), cov.end(), "U") != cov.end()) {
+      ca->spec.unique_col = "unique_tokens";
+      cmd->add_option("--unique-col", ca->spec.unique_col,
+                      "Column of U, the unique training tokens each run saw (sweep collect "
+                      "writes unique_tokens)")
+          ->capture_default_str();
+    }
     cmd->add_option("--group", ca->spec.group, "Fit the rows with this value of --group-col");
     cmd->add_option("--bootstrap", ca->bootstrap, "Bootstrap replicates (0: none)")
         ->capture_default_str();

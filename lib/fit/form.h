@@ -8,8 +8,8 @@
 //     solver moves (natural = exp(theta) for a positive quantity, E = e^e, A = e^a; natural =
 //     theta for an exponent) and its role (irreducible loss, coefficient, exponent), which the
 //     identifiability flags read;
-//   - its covariates: the per-point quantities it takes from Points (N, D), in whatever
-//     representation it evaluates fastest (logs);
+//   - its covariates: the per-point quantities it takes from Points (N, D, unique tokens U), in
+//     whatever representation it evaluates fastest (logs, repetition counts);
 //   - its log prediction log L(x_i; theta) and the Jacobian d log L(x_i; theta) / d theta,
 //     vectorised over points; the fitter's log residual is r_i = log L(x_i; theta) - log L_i;
 //   - its start grid; when a data set cannot identify it; the closed forms reported with a fit.
@@ -79,7 +79,7 @@ class Form {
   virtual std::string equation() const = 0;
   // Parameters in theta order. Exactly one has role kIrreducible, map kLog.
   virtual const std::vector<Param>& params() const = 0;
-  // Names of the covariate columns of LawData::x, for messages ("N", "D").
+  // Names of the covariate columns of LawData::x, for messages ("N", "D", ...).
   virtual std::vector<std::string> covariates() const = 0;
   // The form's data from points: checks that the form can be fitted at all (enough points, the
   // quantities it needs), throwing sl::Error naming the form.
