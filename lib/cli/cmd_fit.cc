@@ -154,6 +154,13 @@ void warn(const std::vector<std::string>& warnings) {
     std::fprintf(stderr, "scalinglab fit: warning: %s\n", w.c_str());
 }
 
+// "S(1e+08)": a column head of the sensitivity table.
+std::string fmt_n(double n) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "S(%.3g)", n);
+  return buf;
+}
+
 void run_form(const fit::Form& form, const FitArgs& a) {
   fit::FitOptions opt = fit_options(a);
   if (!a.spec.group_col.empty() && a.spec.group.empty())
@@ -231,16 +238,25 @@ void run_savings(const FitArgs& a) {
     if (r.compute_multiplier.status == "ok")
       std::printf("  compute multiplier at equal loss %.3f\n", r.compute_multiplier.value);
     if (!r.sensitivity.empty()) {
-      std::printf("sensitivity of S to the model (no CIs):\n  %-24s %6s", "model", "params");
-      for (const fit::SavingsPoint& p : r.points) std::printf("  S(%-8.3g)", p.n);
+      // Each S with its 95% CI and the replicates the CI rests on.
+      std::printf("sensitivity of S to the model%s:\n  %-24s %6s",
+                  r.bootstrap > 0 ? " (95% CI, replicates)" : "", "model", "params");
+      const int w = r.bootstrap > 0 ? 30 : 11;
+      for (const fit::SavingsPoint& p : r.points) std::printf("  %-*s", w, fmt_n(p.n).c_str());
       std::printf("\n");
       for (const fit::SensitivityRow& row : r.sensitivity) {
         std::printf("  %-24s %6d", row.model.c_str(), row.n_params);
-        for (const fit::Ratio& s : row.savings)
-          if (s.status == "ok")
-            std::printf("  %11.3f", s.value);
+        for (const fit::Ratio& s : row.savings) {
+          char cell[96];
+          if (s.status != "ok")
+            std::snprintf(cell, sizeof cell, "undefined");
+          else if (r.bootstrap > 0)
+            std::snprintf(cell, sizeof cell, "%.3f [%.3f, %.3f] (%d)", s.value, s.ci_lo, s.ci_hi,
+                          s.boot_n);
           else
-            std::printf("  %11s", "undefined");
+            std::snprintf(cell, sizeof cell, "%.3f", s.value);
+          std::printf("  %-*s", w, cell);
+        }
         std::printf("\n");
       }
     }
@@ -339,7 +355,8 @@ void register_fit(CLI::App& app) {
       ->delimiter(',');
   sav->add_flag("--no-per-size", sa->no_per_size, "Skip the per-size data laws");
   sav->add_flag("--sensitivity", sa->sensitivity,
-                "Also S under Huber delta 0.1, shared E, shared E and alpha, fixed alpha");
+                "Also S under Huber delta 0.1, shared E, shared E and alpha, fixed alpha (each "
+                "with paired-bootstrap CIs)");
   sav->add_option("--sensitivity-alpha", sa->sensitivity_alpha,
                   "alpha of the fixed-alpha sensitivity row")
       ->capture_default_str();

@@ -170,6 +170,7 @@ JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep
   if (!o.share_alpha) alpha_starts.insert(alpha_starts.begin(), std::nan(""));
   if (fixed_alpha) alpha_starts = {o.fixed_alpha};
   std::vector<std::vector<double>> theta_starts;  // in x
+  if (o.given_starts_only) e_starts.clear();
   for (double e0 : e_starts)
     for (double al0 : alpha_starts) {
       std::vector<double> theta_x(q);

@@ -149,7 +149,8 @@ FitResult fit_law_from(const LawData& data, const FitOptions& options,
 // count (the same objective as the list with duplicates, with less work).
 LawData reweighted(const LawData& data, const std::vector<int>& counts);
 // Bootstrap replicate k of `data`: n points drawn with replacement from Rng(seed,
-// stream_id(stream, k)), as bootstrap_law draws them.
+// stream_id(stream, k)), as bootstrap_law draws them (other fits of the same replicate, e.g. the
+// sensitivity rows of savings.h, resample through this).
 LawData bootstrap_replicate(const LawData& data, uint64_t seed, uint64_t stream, int k);
 // The bootstrap's refit of one replicate's data from `start` (the full-data optimum): fit_law_from,
 // plus restarts with E = 0.3, 0.6, 0.9 min L where E ends collapsed; the lowest f wins.

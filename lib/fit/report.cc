@@ -170,10 +170,15 @@ json savings_json(const SavingsResult& r, double huber_delta) {
       for (size_t k = 0; k < row.savings.size(); ++k) {
         json q = {{"n", r.points[k].n}};
         q.update(
-            ratio_json(row.savings[k], "savings", "tokens_baseline", "tokens_candidate", false));
+            ratio_json(row.savings[k], "savings", "tokens_baseline", "tokens_candidate", boot));
         pts.push_back(q);
       }
       e["points"] = pts;
+      if (boot)
+        e["bootstrap"] = {{"n", r.bootstrap},
+                          {"used", row.boot_used},
+                          {"underdetermined", row.boot_underdetermined},
+                          {"failed", row.boot_failed}};
       sens.push_back(e);
     }
     j["sensitivity"] = sens;
