@@ -12,7 +12,7 @@ if ! command -v clang-format >/dev/null 2>&1; then
   exit 0
 fi
 mapfile -d '' files < <(find lib tests \( -name '*.h' -o -name '*.cc' -o -name '*.cu' \
-                                          -o -name '*.cuh' \) -type f -print0 | sort -z)
+                                          -o -name '*.cuh' -o -name '*.inc' \) -type f -print0 | sort -z)
 bad=()
 for f in "${files[@]}"; do
   if ! clang-format --dry-run --Werror "$f" >/dev/null 2>&1; then bad+=("$f"); fi

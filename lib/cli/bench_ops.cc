@@ -55,6 +55,14 @@ class Pool {
     be_.upload(t, h.data());
     return t;
   }
+  // A tensor of n elements of dt holding `host`'s bytes (indices, f64 scalars).
+  Tensor raw(int64_t n, DType dt, const void* host) {
+    Tensor t = be_.alloc(n, dt);
+    owned_.push_back(t);
+    be_.copy_to_device(t, host);
+    be_.synchronize();
+    return t;
+  }
   // kSets tensors of the same shape.
   std::vector<Tensor> sets(int64_t n, DType dt, float lo = -1.f, float hi = 1.f) {
     std::vector<Tensor> v;
@@ -200,39 +208,55 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const int64_t V = a.vocab;
     auto wte = P.sets(V * d, act), out = P.sets(BT * d, act), dout = P.sets(BT * d, act);
     auto dwte = P.sets(V * d, f32);
-    auto ids = std::make_shared<std::vector<int32_t>>(static_cast<size_t>(BT));
+    std::vector<int32_t> ids(static_cast<size_t>(BT));
     Rng r(5, 0);
-    for (auto& t : *ids) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
-    c.fwd = [=, &be](int i) { be.embedding_forward(out[i], ids->data(), wte[i], BT, d); };
-    c.bwd = [=, &be](int i) { be.embedding_backward(dwte[i], ids->data(), dout[i], BT, d); };
+    for (auto& t : ids) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
+    std::vector<int32_t> host(static_cast<size_t>(embedding_index_size(BT)));
+    embedding_index(ids.data(), BT, V, host.data());
+    const Tensor index = P.raw(embedding_index_size(BT), DType::i32, host.data());
+    c.fwd = [=, &be](int i) { be.embedding_forward(out[i], index, wte[i], BT, d); };
+    c.bwd = [=, &be](int i) { be.embedding_backward(dwte[i], index, dout[i], BT, d); };
     c.shape += " V=" + std::to_string(V);
     c.fwd_bytes = es * 2.0 * BT * d;
     c.bwd_bytes = es * BT * d + 8.0 * BT * d;
   } else if (op == "adamw") {
-    // One AdamW update of a d x d parameter tensor (fp32 p, g, m, v): the per-tensor launch the
-    // optimizer makes ~150 times a step at S4.
-    const int64_t n = d * d;
+    // One multi-tensor AdamW update of 12 d x d fp32 parameter tensors (p, g, m, v) in one launch,
+    // with the bf16 compute copy written (the optimizer's whole update at 12 layers' attention
+    // weights).
+    const int64_t n = 12 * d * d;
     auto p = P.sets(n, f32), g = P.sets(n, f32), m = P.sets(n, f32), v = P.sets(n, f32, 0.f, 1.f);
+    auto pc = P.sets(n, act);
+    std::vector<int32_t> items;
+    for (int64_t k = 0; k < 12; ++k) {
+      items.push_back(static_cast<int32_t>(k * d * d));
+      items.push_back(static_cast<int32_t>(d * d));
+      items.push_back(1);
+    }
+    const Tensor it = P.raw(36, DType::i32, items.data());
+    const double scalars[kStepSlots] = {1.0, 1.0, 1e-4, 10.0};  // loss, grad sq, lr, t
+    const Tensor step = P.raw(kStepSlots, DType::f64, scalars);
     c.fwd = [=, &be](int i) {
-      be.adamw(p[i], g[i], m[i], v[i], n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.f, 10);
+      be.adamw(p[i], g[i], m[i], v[i], pc[i], it, 12, step, 0.9f, 0.95f, 1e-8f, 0.1f, 1.f);
     };
     c.bwd = c.fwd;  // no backward: the same update timed twice
     c.shape = "n=" + std::to_string(n);
-    c.fwd_bytes = c.bwd_bytes = 4.0 * 7.0 * n;  // read p, g, m, v; write p, m, v
+    c.fwd_bytes = c.bwd_bytes = 4.0 * 7.0 * n + es * n;  // read p, g, m, v; write p, m, v, copy
   } else if (op == "cross_entropy") {
-    // Forward: losses only; backward: losses and dlogits (one call; it returns the loss sum, so
-    // each call ends with a device synchronization).
+    // Forward: losses only; backward: losses and dlogits (one call, the loss sum on the device).
     const int64_t V = a.vocab;
     auto logits = P.sets(BT * V, act, -4.f, 4.f), dl = P.sets(BT * V, act);
     auto losses = P.sets(BT, f32);
-    auto tgt = std::make_shared<std::vector<int32_t>>(static_cast<size_t>(BT));
+    std::vector<int32_t> tg(static_cast<size_t>(BT));
     Rng r(3, 0);
-    for (auto& t : *tgt) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
+    for (auto& t : tg) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
+    const Tensor tgt = P.raw(BT, DType::i32, tg.data());
+    const double one = 1.0;
+    const Tensor sum = P.raw(1, DType::f64, &one), dscale = P.raw(1, DType::f64, &one);
     c.fwd = [=, &be](int i) {
-      be.cross_entropy(losses[i], Tensor{}, logits[i], tgt->data(), BT, V, 1.f);
+      be.cross_entropy(sum, losses[i], Tensor{}, logits[i], tgt, BT, V, dscale);
     };
     c.bwd = [=, &be](int i) {
-      be.cross_entropy(losses[i], dl[i], logits[i], tgt->data(), BT, V, 1.f);
+      be.cross_entropy(sum, losses[i], dl[i], logits[i], tgt, BT, V, dscale);
     };
     c.shape = "BT=" + std::to_string(BT) + " V=" + std::to_string(V);
     c.fwd_bytes = es * BT * V;

@@ -24,6 +24,7 @@
 #include "core/rng.h"
 #include "model/model.h"
 #include "train/optimizer.h"
+#include "train/step.h"
 
 namespace sl::cli {
 namespace {
@@ -89,8 +90,8 @@ void register_bench(CLI::App& app) {
       return;
     }
     nlohmann::json rows = nlohmann::json::array();
-    std::printf("%-8s %-4s %5s %3s %11s %11s %12s %10s %6s\n", "arch", "size", "d", "L", "params",
-                "non-emb", "tokens/s", "GFLOP/s", "MFU");
+    std::printf("%-8s %-4s %5s %3s %11s %11s %12s %10s %6s %8s %s\n", "arch", "size", "d", "L",
+                "params", "non-emb", "tokens/s", "GFLOP/s", "MFU", "peakGiB", "step");
     for (const std::string& arch : split(a->archs)) {
       for (const std::string& size : split(a->sizes)) {
         const LadderSize* ls = find_ladder(size);
@@ -114,6 +115,7 @@ void register_bench(CLI::App& app) {
         Model model(s, *be, a->batch, a->seq_len);
         model.init(0);
         AdamW opt(model, {});
+        TrainStep train_step(model, opt, nullptr, /*graph=*/true);
         const int64_t n = a->batch * a->seq_len;
         std::vector<int32_t> in(n), tgt(n);
         Rng rng(1, 0);
@@ -121,16 +123,22 @@ void register_bench(CLI::App& app) {
           in[i] = static_cast<int32_t>(rng.below(a->vocab));
           tgt[i] = static_cast<int32_t>(rng.below(a->vocab));
         }
-        auto step = [&](int64_t t) {
-          model.zero_grad();
-          model.forward(in.data(), tgt.data(), 1.f);
-          model.backward();
-          opt.update(1e-4, opt.grad_norm(), t);
+        // As the trainer steps: each step enqueued while the previous one runs, its result read
+        // one step later (so the host's staging overlaps the device's work).
+        auto run = [&](TrainStep& ts, int64_t first, int64_t count) {
+          uint64_t pend = 0;
+          for (int64_t i = 0; i < count; ++i) {
+            const uint64_t t = ts.enqueue(in.data(), tgt.data(), 1e-4, first + i);
+            if (i > 0) ts.result(pend);
+            pend = t;
+          }
+          if (count > 0) ts.result(pend);
         };
-        for (int64_t i = 0; i < a->warmup; ++i) step(i + 1);
+        run(train_step, 1, std::max<int64_t>(a->warmup, 2));  // the graph is captured at step 2
         be->synchronize();
+        const int64_t first = std::max<int64_t>(a->warmup, 2) + 1;
         const auto t0 = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < a->steps; ++i) step(a->warmup + i + 1);
+        run(train_step, first, a->steps);
         be->synchronize();
         const double dt =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -138,11 +146,15 @@ void register_bench(CLI::App& app) {
         const double flops = tps * s.flops_per_token(a->seq_len);
         const double mfu = a->peak_tflops > 0 ? flops / (a->peak_tflops * 1e12) : 0;
         const int64_t np = model.num_params(), nne = count_params(model.params(), false);
-        std::printf("%-8s %-4s %5lld %3lld %11lld %11lld %12.0f %10.2f %6s\n", arch.c_str(),
-                    size.c_str(), static_cast<long long>(s.d_model),
+        // Everything the run allocated through the backend (weights, moments, activations,
+        // workspaces), at its peak: comparable with torch.cuda.max_memory_allocated.
+        const double peak_gib = static_cast<double>(be->peak_bytes()) / (1024.0 * 1024 * 1024);
+        std::printf("%-8s %-4s %5lld %3lld %11lld %11lld %12.0f %10.2f %6s %8.2f %s\n",
+                    arch.c_str(), size.c_str(), static_cast<long long>(s.d_model),
                     static_cast<long long>(s.n_layers()), static_cast<long long>(np),
                     static_cast<long long>(nne), tps, flops / 1e9,
-                    mfu > 0 ? (std::to_string(mfu * 100).substr(0, 4) + "%").c_str() : "-");
+                    mfu > 0 ? (std::to_string(mfu * 100).substr(0, 4) + "%").c_str() : "-",
+                    peak_gib, train_step.graphed() ? "graph" : "eager");
         std::fflush(stdout);
         rows.push_back({{"arch", arch},
                         {"size", size},
@@ -158,13 +170,17 @@ void register_bench(CLI::App& app) {
                         {"tokens_per_s", tps},
                         {"flops_per_token", s.flops_per_token(a->seq_len)},
                         {"flops_per_s", flops},
-                        {"mfu", mfu}});
+                        {"mfu", mfu},
+                        {"peak_gib", peak_gib},
+                        {"graph", train_step.graphed()}});
         if (a->profile) {
           // The same steps again with every op timed; shares of the summed op time.
+          // Op by op (eagerly: a graph would hide the ops from the profiler).
+          TrainStep eager(model, opt, nullptr, /*graph=*/false);
           prof.enable(true);
           prof.reset();
           const auto p0 = std::chrono::steady_clock::now();
-          for (int64_t i = 0; i < a->steps; ++i) step(a->warmup + a->steps + i + 1);
+          run(eager, first + a->steps, a->steps);
           const double pt =
               std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
           prof.enable(false);

@@ -4,10 +4,8 @@
 // collects DIR/sweep/sweep.{h5,csv} and writes the report to DIR/report. Re-running resumes:
 // completed runs are skipped and preempted ones continue from their checkpoints.
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,22 +18,13 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/process.h"
 #include "report/report.h"
 #include "sweep/sweep.h"
 
 namespace sl::cli {
 namespace {
 namespace fs = std::filesystem;
-
-// Ctrl-C / SIGTERM reach the launch child, which stops its runs at a checkpoint; the study then
-// exits and a rerun resumes.
-std::atomic<pid_t> g_launch{-1};
-std::atomic<int> g_stop{0};
-extern "C" void on_study_signal(int sig) {
-  g_stop.store(sig);
-  const pid_t c = g_launch.load();
-  if (c > 0) kill(-c, SIGTERM);  // its own process group: the launcher and its train children
-}
 
 struct StudyArgs {
   std::string file, out, device = "cpu";
@@ -84,38 +73,28 @@ Progress progress(const std::vector<sweep::SweepRun>& runs, const std::string& d
 
 // Runs `scalinglab sweep launch` as a child; on a terminal, redraws one progress line every 2 s.
 int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::SweepRun>& runs) {
-  const std::string exe = fs::read_symlink("/proc/self/exe").string();
+  const std::string exe = self_executable();
   std::vector<std::string> args = {exe, "sweep",    "launch", a.file,   "--dir",
                                    dir, "--device", a.device, "--jobs", std::to_string(a.jobs)};
   if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
   if (a.gpus > 0) args.insert(args.end(), {"--gpus", std::to_string(a.gpus)});
-  const std::string log = a.out + "/launch.log";
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) fail("study: fork failed");
-  if (pid == 0) {
-    setpgid(0, 0);
-    FILE* f = std::fopen(log.c_str(), "a");
-    if (f) {
-      dup2(fileno(f), 1);
-      dup2(fileno(f), 2);
-    }
-    std::vector<char*> argv;
-    for (auto& s : args) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
-  }
-  g_launch.store(pid);
-  signal(SIGINT, on_study_signal);
-  signal(SIGTERM, on_study_signal);
+  // Ctrl-C / SIGTERM reach the launch child's whole process group (the launcher and its train
+  // children) as SIGTERM, which stops the runs at a checkpoint; the study then exits and a rerun
+  // resumes.
+  SignalForwarder stops({SIGINT, SIGTERM}, SIGTERM);
+  SpawnOptions so;
+  so.out = Redirect::append(a.out + "/launch.log");
+  so.err = Redirect::to_stdout();
+  so.new_process_group = true;
+  const pid_t pid = spawn(args, so).pid;
+  stops.add(-pid);
   const bool tty = isatty(1);
   const auto t0 = std::chrono::steady_clock::now();
   const double f0 = progress(runs, dir).fraction;
-  int status = 0;
+  ExitStatus e;
   while (true) {
-    const pid_t w = waitpid(pid, &status, WNOHANG);
-    if (w == pid) break;
+    e = wait_child(pid, false);
+    if (e.pid == pid) break;
     if (tty) {
       const Progress p = progress(runs, dir);
       const double el =
@@ -129,12 +108,12 @@ int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::
     }
     std::this_thread::sleep_for(std::chrono::seconds(2));
   }
-  g_launch.store(-1);
+  stops.remove(-pid);
   if (tty) std::printf("\r\033[K");
-  if (g_stop.load())
-    fail("study: stopped by signal " + std::to_string(g_stop.load()) +
+  if (stops.received())
+    fail("study: stopped by signal " + std::to_string(stops.received()) +
          " (runs checkpointed); rerun the same command to resume");
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return e.code;
 }
 
 }  // namespace

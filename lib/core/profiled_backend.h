@@ -33,6 +33,20 @@ class ProfiledBackend final : public Backend {
   double time_ms(const std::function<void()>& fn, int reps) override {
     return in_.time_ms(fn, reps);
   }
+  // Staging is forwarded untimed (copies are charged to the ops that wait for them). capture()
+  // is forwarded only while timing is off (the unprofiled speed, with the inner backend's
+  // graphs); while it is on there is no graph (null), so a step runs op by op.
+  void* alloc_host(size_t bytes) override { return in_.alloc_host(bytes); }
+  void free_host(void* p) override { in_.free_host(p); }
+  void copy_to_device(Tensor dst, const void* host) override { in_.copy_to_device(dst, host); }
+  void copy_to_host(void* host, Tensor src) override { in_.copy_to_host(host, src); }
+  uint64_t fence() override { return in_.fence(); }
+  void wait(uint64_t f) override { in_.wait(f); }
+  int64_t bytes_in_use() const override { return in_.bytes_in_use(); }
+  int64_t peak_bytes() const override { return in_.peak_bytes(); }
+  std::unique_ptr<Graph> capture(std::function<void()> fn) override {
+    return on_ ? nullptr : in_.capture(std::move(fn));
+  }
 
  private:
   // Times one forwarded call; `op` names the table row.
@@ -58,111 +72,14 @@ class ProfiledBackend final : public Backend {
   bool on_ = true;
 
  public:
-// Every op: same signature as Backend's, timed under its own name.
-#define SL_TIMED(ret, op, params, args) \
-  ret op params override {              \
-    Timed timed_(*this, #op);           \
-    return in_.op args;                 \
+// Every op of the list: forwarded, timed under its own name.
+#define SL_OP(name, params, args) \
+  void name params override {     \
+    Timed timed_(*this, #name);   \
+    in_.name args;                \
   }
-  SL_TIMED(void, zero, (Tensor t), (t))
-  SL_TIMED(void, upload, (Tensor dst, const float* src), (dst, src))
-  SL_TIMED(void, download, (float* dst, Tensor src), (dst, src))
-  SL_TIMED(void, convert, (Tensor dst, Tensor src), (dst, src))
-  SL_TIMED(void, axpy, (Tensor y, Tensor x, float alpha, int64_t n), (y, x, alpha, n))
-  SL_TIMED(void, copy2d,
-           (Tensor dst, int64_t ld_dst, Tensor src, int64_t ld_src, int64_t rows, int64_t cols,
-            bool accumulate),
-           (dst, ld_dst, src, ld_src, rows, cols, accumulate))
-  SL_TIMED(double, sum_squares, (Tensor x, int64_t n), (x, n))
-  SL_TIMED(void, scale, (Tensor x, float s, int64_t n), (x, s, n))
-  SL_TIMED(void, embedding_forward,
-           (Tensor out, const int32_t* ids, Tensor wte, int64_t BT, int64_t d),
-           (out, ids, wte, BT, d))
-  SL_TIMED(void, embedding_backward,
-           (Tensor dwte, const int32_t* ids, Tensor dout, int64_t BT, int64_t d),
-           (dwte, ids, dout, BT, d))
-  SL_TIMED(void, matmul_forward,
-           (Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K, int64_t N,
-            bool accumulate),
-           (y, x, ldx, w, M, K, N, accumulate))
-  SL_TIMED(void, matmul_backward,
-           (Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
-            int64_t N),
-           (dx, dw, dy, x, ldx, w, M, K, N))
-  SL_TIMED(void, rmsnorm_forward,
-           (Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R, int64_t C,
-            float eps),
-           (y, rstd, x, ldx, w, R, C, eps))
-  SL_TIMED(void, rmsnorm_backward,
-           (Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, Tensor rstd,
-            int64_t R, int64_t C),
-           (dx, dw, dy, x, ldx, w, rstd, R, C))
-  SL_TIMED(void, rope_forward, (Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta),
-           (x, B, T, H, hd, theta))
-  SL_TIMED(void, rope_backward,
-           (Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd, float theta),
-           (dx, B, T, H, hd, theta))
-  SL_TIMED(void, attention_forward,
-           (Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int64_t ldv, int64_t B, int64_t T,
-            int64_t H, int64_t hd),
-           (out, lse, q, k, v, ldv, B, T, H, hd))
-  SL_TIMED(void, attention_backward,
-           (Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, int64_t ldv,
-            Tensor out, Tensor lse, int64_t B, int64_t T, int64_t H, int64_t hd),
-           (dq, dk, dv, dout, q, k, v, ldv, out, lse, B, T, H, hd))
-  SL_TIMED(void, swiglu_forward, (Tensor h, Tensor gu, int64_t R, int64_t m), (h, gu, R, m))
-  SL_TIMED(void, swiglu_backward, (Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m),
-           (dgu, dh, gu, R, m))
-  SL_TIMED(void, conv1d_silu_forward,
-           (Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B, int64_t T, int64_t C, int64_t K),
-           (y, x, ldx, w, B, T, C, K))
-  SL_TIMED(void, conv1d_silu_backward,
-           (Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, int64_t B, int64_t T,
-            int64_t C, int64_t K),
-           (dx, dw, dy, x, ldx, w, B, T, C, K))
-  SL_TIMED(void, l2norm_forward,
-           (Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT, int64_t H, int64_t C,
-            float scale, float eps),
-           (y, rnorm, x, ldx, BT, H, C, scale, eps))
-  SL_TIMED(void, l2norm_backward,
-           (Tensor dx, Tensor dy, Tensor x, int64_t ldx, Tensor rnorm, int64_t BT, int64_t H,
-            int64_t C, float scale),
-           (dx, dy, x, ldx, rnorm, BT, H, C, scale))
-  SL_TIMED(void, gdn_gates_forward,
-           (Tensor beta, Tensor g, Tensor b, Tensor a, int64_t ld, Tensor A_log, Tensor dt_bias,
-            int64_t BT, int64_t H, float beta_scale),
-           (beta, g, b, a, ld, A_log, dt_bias, BT, H, beta_scale))
-  SL_TIMED(void, gdn_gates_backward,
-           (Tensor db, Tensor da, Tensor dA_log, Tensor ddt_bias, Tensor dbeta, Tensor dg, Tensor b,
-            Tensor a, int64_t ld, Tensor A_log, Tensor dt_bias, int64_t BT, int64_t H,
-            float beta_scale),
-           (db, da, dA_log, ddt_bias, dbeta, dg, b, a, ld, A_log, dt_bias, BT, H, beta_scale))
-  SL_TIMED(void, gdn_forward,
-           (Tensor out, Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g,
-            int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv),
-           (out, states, q, k, v, beta, g, B, T, H, dk, dv))
-  SL_TIMED(void, gdn_backward,
-           (Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg, Tensor dout, Tensor states,
-            Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g, int64_t B, int64_t T, int64_t H,
-            int64_t dk, int64_t dv),
-           (dq, dk_, dv_, dbeta, dg, dout, states, q, k, v, beta, g, B, T, H, dk, dv))
-  SL_TIMED(void, gated_rmsnorm_forward,
-           (Tensor y, Tensor rstd, Tensor x, Tensor gate, int64_t ldg, Tensor w, int64_t R,
-            int64_t H, int64_t C, float eps),
-           (y, rstd, x, gate, ldg, w, R, H, C, eps))
-  SL_TIMED(void, gated_rmsnorm_backward,
-           (Tensor dx, Tensor dgate, Tensor dw, Tensor dy, Tensor x, Tensor gate, int64_t ldg,
-            Tensor w, Tensor rstd, int64_t R, int64_t H, int64_t C),
-           (dx, dgate, dw, dy, x, gate, ldg, w, rstd, R, H, C))
-  SL_TIMED(double, cross_entropy,
-           (Tensor losses, Tensor dlogits, Tensor logits, const int32_t* targets, int64_t BT,
-            int64_t V, float dscale),
-           (losses, dlogits, logits, targets, BT, V, dscale))
-  SL_TIMED(void, adamw,
-           (Tensor p, Tensor g, Tensor m, Tensor v, int64_t n, float lr, float b1, float b2,
-            float eps, float wd, float grad_scale, int64_t t),
-           (p, g, m, v, n, lr, b1, b2, eps, wd, grad_scale, t))
-#undef SL_TIMED
+#include "core/backend_ops.inc"
+#undef SL_OP
 };
 
 }  // namespace sl

@@ -9,11 +9,14 @@
 
 namespace sl {
 
-enum class DType : uint8_t { f32, f64, bf16 };
+// i32: token ids, targets and index arrays (never an op's arithmetic type).
+enum class DType : uint8_t { f32, f64, bf16, i32 };
 
-inline size_t dtype_size(DType t) { return t == DType::f64 ? 8 : t == DType::f32 ? 4 : 2; }
+inline size_t dtype_size(DType t) {
+  return t == DType::f64 ? 8 : t == DType::f32 || t == DType::i32 ? 4 : 2;
+}
 inline const char* dtype_name(DType t) {
-  return t == DType::f64 ? "f64" : t == DType::f32 ? "f32" : "bf16";
+  return t == DType::f64 ? "f64" : t == DType::f32 ? "f32" : t == DType::i32 ? "i32" : "bf16";
 }
 
 struct Tensor {
@@ -47,6 +50,11 @@ template <>
 inline double* Tensor::as<double>() const {
   SL_ASSERT(dtype == DType::f64 || data == nullptr);
   return static_cast<double*>(data);
+}
+template <>
+inline int32_t* Tensor::as<int32_t>() const {
+  SL_ASSERT(dtype == DType::i32 || data == nullptr);
+  return static_cast<int32_t*>(data);
 }
 
 }  // namespace sl

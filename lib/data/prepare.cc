@@ -2,7 +2,6 @@
 
 #include <fnmatch.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/process.h"
 #include "core/rng.h"
 #include "data/sha256.h"
 
@@ -41,13 +41,6 @@ uint64_t fnv1a64(const std::string& s) {
     h *= 1099511628211ull;
   }
   return h;
-}
-
-// Shell single-quoting for popen: 'it'\''s'.
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 // The decompressor for an archive name, "" for a plain .tar, nullptr when not an archive.
@@ -73,9 +66,19 @@ class Stream {
       if (fd < 0) fail("archive '" + path + "': cannot create a temporary file");
       ::close(fd);
       err_path_ = tmpl;
-      const std::string cmd =
-          std::string(filter) + " -dc -- " + shell_quote(path) + " 2>" + shell_quote(err_path_);
-      f_ = ::popen(cmd.c_str(), "r");
+      SpawnOptions so;
+      so.out = Redirect::pipe();
+      so.err = Redirect::truncate(err_path_);
+      const Process p = spawn({filter, "-dc", "--", path}, so);
+      child_ = p.pid;
+      f_ = ::fdopen(p.out, "r");
+      if (!f_) {
+        const int e = errno;
+        ::close(p.out);
+        wait_child(child_);
+        child_ = -1;
+        errno = e;
+      }
     } else {
       f_ = std::fopen(path.c_str(), "rb");
     }
@@ -83,7 +86,8 @@ class Stream {
     filter_ = filter;
   }
   ~Stream() {
-    if (f_) piped_ ? ::pclose(f_) : std::fclose(f_);
+    if (f_) std::fclose(f_);
+    if (child_ > 0) wait_child(child_);  // closed early: it ends with SIGPIPE
     if (!err_path_.empty()) ::unlink(err_path_.c_str());
   }
   // Reads up to n bytes; returns how many (less only at the end of the stream).
@@ -119,9 +123,11 @@ class Stream {
     }
     FILE* f = f_;
     f_ = nullptr;
+    std::fclose(f);
     if (piped_) {
-      const int st = ::pclose(f);
-      if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      const ExitStatus st = wait_child(child_);
+      child_ = -1;
+      if (st.pid < 0 || st.signaled() || st.code != 0) {
         std::string msg;
         try {
           msg = read_file(err_path_);
@@ -129,11 +135,9 @@ class Stream {
         }
         msg = msg.substr(0, msg.find('\n'));
         fail("archive '" + path_ + "': '" + filter_ + " -dc' failed (exit status " +
-             std::to_string(WIFEXITED(st) ? WEXITSTATUS(st) : -1) + (msg.empty() ? "" : ": ") +
-             msg + ")");
+             std::to_string(st.pid < 0 || st.signaled() ? -1 : st.code) +
+             (msg.empty() ? "" : ": ") + msg + ")");
       }
-    } else {
-      std::fclose(f);
     }
   }
   int64_t offset() const { return offset_; }
@@ -143,6 +147,7 @@ class Stream {
   const char* filter_ = "";
   FILE* f_ = nullptr;
   bool piped_ = false;
+  pid_t child_ = -1;  // the decompressor
   int64_t offset_ = 0;
 };
 

@@ -151,7 +151,6 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
   xf_ = act(BT * D.d);
   xf_rstd_ = stat(BT);
   logits_ = act(BT * D.V);
-  dlogits_ = act(BT * D.V);
   losses_ = stat(BT);
   dbeta_ = stat(BT * H);
   dg_ = stat(BT * H);
@@ -166,11 +165,24 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
   const int64_t attn_scratch = BT * (3 * D.d + 4 * D.d + 3 * D.m + D.d);
   const int64_t gdn_scratch = BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d + 3 * D.m + D.d);
   scratch_ = act(std::max(attn_scratch, gdn_scratch));
-  ids_.resize(BT);
-  targets_.resize(BT);
+  batch_ = be_.alloc(embedding_index_size(BT) + BT, DType::i32);
+  step_ = be_.alloc(kStepSlots + 1, DType::f64);
+  arena_.push_back(batch_);
+  arena_.push_back(step_);
+  for (Stage& st : stage_) {
+    st.batch = static_cast<int32_t*>(be_.alloc_host(static_cast<size_t>(batch_.n) * 4));
+    st.scalars = static_cast<double*>(be_.alloc_host(3 * sizeof(double)));
+  }
+  results_ = static_cast<double*>(be_.alloc_host(2 * kResultSlots * sizeof(double)));
 }
 
 Model::~Model() {
+  be_.synchronize();  // no copy may still target the staging memory
+  for (Stage& st : stage_) {
+    be_.free_host(st.batch);
+    be_.free_host(st.scalars);
+  }
+  be_.free_host(results_);
   for (Tensor t : arena_) be_.free(t);
   if (params_c_.data != params_.data) be_.free(params_c_);
   be_.free(params_);
@@ -316,14 +328,13 @@ void Model::backward_attention(Layer& L, Tensor /*x: read as L.xb*/, Tensor dout
   Tensor dmo = take(BT * d), dov = take(BT * d), datt = take(BT * d), dq = take(BT * d),
          dk = take(BT * d), dqkv = take(BT * 3 * d);
   Tensor dy = dmid_;  // fp32 like the residual
-  be_.zero(dy);
   // out = y + rms(mo): dy = dout + (MLP path)
   be_.rmsnorm_backward(dmo, dW(l, "post_feedforward_layernorm.weight"), dout, L.mo, d,
                        W(l, "post_feedforward_layernorm.weight"), L.mo_rstd, BT, d);
-  be_.axpy(dy, dout, 1.f, BT * d);
+  be_.copy2d(dy, d, dout, d, BT, d, false);  // dy = dout + (MLP path): written, not zeroed first
   backward_mlp(L, L.yb, dmo, dy);
-  // y = x + rms(o): dx += dy + (attention path)
-  be_.axpy(dx, dy, 1.f, BT * d);
+  // y = x + rms(o): dx = dy + (attention path)
+  be_.copy2d(dx, d, dy, d, BT, d, false);  // the block's first write of dx (= : no zeroing)
   be_.rmsnorm_backward(dov, dW(l, "post_attention_layernorm.weight"), dy, L.o, d,
                        W(l, "post_attention_layernorm.weight"), L.o_rstd, BT, d);
   be_.matmul_backward(datt, dW(l, "self_attn.o_proj.weight"), dov, L.att, d,
@@ -392,14 +403,13 @@ void Model::backward_gdn(Layer& L, Tensor x, Tensor dout, Tensor dx) {
   be_.zero(dbeta);
   be_.zero(dg);
   Tensor dy = dmid_;  // fp32 like the residual
-  be_.zero(dy);
   // out = y + mlp(rms(y)): dy = dout + (MLP path)
-  be_.axpy(dy, dout, 1.f, BT * d);
+  be_.copy2d(dy, d, dout, d, BT, d, false);  // dy = dout + (MLP path): written, not zeroed first
   backward_mlp(L, L.n, as_act(dout, gcopy_, BT, d), dn);
   be_.rmsnorm_backward(dy, dW(l, "post_attention_layernorm.weight"), dn, L.y, d,
                        W(l, "post_attention_layernorm.weight"), L.n_rstd, BT, d);
-  // y = x + on Wo^T: dx += dy + (mixer path)
-  be_.axpy(dx, dy, 1.f, BT * d);
+  // y = x + on Wo^T: dx = dy + (mixer path)
+  be_.copy2d(dx, d, dy, d, BT, d, false);  // the block's first write of dx (= : no zeroing)
   be_.matmul_backward(don, dW(l, "linear_attn.o_proj.weight"), as_act(dy, gcopy_, BT, d), L.on,
                       H * D.dv, W(l, "linear_attn.o_proj.weight"), BT, H * D.dv, d);
   be_.gated_rmsnorm_backward(dgo, dproj.at(D.Cc + 2 * H), dW(l, "linear_attn.o_norm.weight"), don,
@@ -432,7 +442,7 @@ void Model::backward() {
   // Tail: logits = rms(x_L) W_head^T.
   Tensor dxf = dxf_;
   be_.zero(dxf);
-  be_.matmul_backward(dxf, grads_.at(head.offset, head.numel), dlogits_, xf_, D.d,
+  be_.matmul_backward(dxf, grads_.at(head.offset, head.numel), logits_, xf_, D.d,
                       params_c_.at(head.offset, head.numel), BT, D.d, D.V);
   Tensor dcur = dres_a_, dprev = dres_b_;
   be_.zero(dcur);
@@ -440,7 +450,7 @@ void Model::backward() {
                        params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_, BT, D.d);
   grads_ready(table_.size() - 2, table_.size() - 1);
   for (int64_t l = spec_.n_layers() - 1; l >= 0; --l) {
-    be_.zero(dprev);
+    // (dprev needs no zeroing: each block's backward writes its dx before adding to it.)
     if (layers_[l]->type == 'A')
       backward_attention(*layers_[l], res_[l], dcur, dprev);
     else
@@ -450,7 +460,7 @@ void Model::backward() {
     grads_ready(static_cast<size_t>(*std::min_element(ps.begin(), ps.end())),
                 static_cast<size_t>(*std::max_element(ps.begin(), ps.end())));
   }
-  be_.embedding_backward(grads_.at(emb.offset, emb.numel), ids_.data(), dcur, BT, D.d);
+  be_.embedding_backward(grads_.at(emb.offset, emb.numel), batch_, dcur, BT, D.d);
   grads_ready(0, 0);
 }
 
@@ -462,12 +472,44 @@ void Model::grads_ready(size_t first, size_t last) {
   grads_ready_(grads_.at(begin, end - begin));
 }
 
-double Model::forward(const int32_t* ids, const int32_t* targets, float dloss) {
+void Model::stage_batch(const int32_t* ids, const int32_t* targets, float dloss, double lr,
+                        int64_t t) {
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_;
-  std::copy(ids, ids + BT, ids_.begin());
+  Stage& st = stage_[next_stage_];
+  next_stage_ = (next_stage_ + 1) % 2;
+  if (st.used) be_.wait(st.fence);  // the device has copied what this slot held two batches ago
+  embedding_index(ids, BT, D.V, st.batch);  // checks the ids
+  int32_t* tg = st.batch + embedding_index_size(BT);
+  n_valid_ = 0;
+  if (targets) {
+    for (int64_t i = 0; i < BT; ++i) {
+      if (targets[i] >= D.V)
+        fail("cross_entropy: target " + std::to_string(targets[i]) + " at position " +
+             std::to_string(i) + " out of range for vocab " + std::to_string(D.V));
+      n_valid_ += targets[i] >= 0;
+      tg[i] = targets[i];
+    }
+    if (n_valid_ == 0) fail("forward: no valid targets in the batch");
+  } else {
+    std::fill_n(tg, BT, -1);
+  }
+  staged_targets_ = targets != nullptr;
+  staged_dloss_ = targets ? dloss : 0.f;
+  st.scalars[0] = lr;
+  st.scalars[1] = static_cast<double>(t);
+  st.scalars[2] = n_valid_ > 0 ? static_cast<double>(dloss / static_cast<float>(n_valid_)) : 0.0;
+  be_.copy_to_device(batch_, st.batch);
+  be_.copy_to_device(step_.at(kStepLr, 3), st.scalars);
+  st.fence = be_.fence();
+  st.used = true;
+}
+
+void Model::run_forward() {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_;
   const ParamInfo& emb = table_.front();
-  be_.embedding_forward(res_[0], ids_.data(), params_c_.at(emb.offset, emb.numel), BT, D.d);
+  be_.embedding_forward(res_[0], batch_, params_c_.at(emb.offset, emb.numel), BT, D.d);
   for (int64_t l = 0; l < spec_.n_layers(); ++l) {
     if (layers_[l]->type == 'A')
       forward_attention(*layers_[l], res_[l], res_[l + 1]);
@@ -480,20 +522,38 @@ double Model::forward(const int32_t* ids, const int32_t* targets, float dloss) {
                       D.d, static_cast<float>(spec_.norm_eps));
   be_.matmul_forward(logits_, xf_, D.d, params_c_.at(head.offset, head.numel), BT, D.d, D.V, false);
   have_dlogits_ = false;
+  if (!staged_targets_) return;
+  be_.zero(step_.at(kStepLossSum, 1));
+  have_dlogits_ = staged_dloss_ != 0.f;
+  // The gradient overwrites the logits row by row (the CE op allows dlogits == logits).
+  be_.cross_entropy(step_.at(kStepLossSum, 1), losses_, have_dlogits_ ? logits_ : Tensor{}, logits_,
+                    batch_.at(embedding_index_size(BT), BT), BT, D.V, step_.at(kDScale, 1));
+}
+
+double Model::forward(const int32_t* ids, const int32_t* targets, float dloss) {
+  stage_batch(ids, targets, dloss);
+  run_forward();
   if (!targets) return 0.0;
-  std::copy(targets, targets + BT, targets_.begin());
-  int64_t n_valid = 0;
-  for (int64_t i = 0; i < BT; ++i) n_valid += targets_[i] >= 0;
-  if (n_valid == 0) fail("forward: no valid targets in the batch");
-  Tensor dl;
-  if (dloss != 0.f) {
-    be_.zero(dlogits_);
-    dl = dlogits_;
-    have_dlogits_ = true;
-  }
-  double sum = be_.cross_entropy(losses_, dl, logits_, targets_.data(), BT, D.V,
-                                 dloss / static_cast<float>(n_valid));
-  return sum / static_cast<double>(n_valid);
+  return step_result(request_result()).loss;
+}
+
+uint64_t Model::request_result() {
+  const uint64_t ticket = next_result_++;
+  const int k = static_cast<int>(ticket % kResultSlots);
+  be_.copy_to_host(results_ + 2 * k, step_.at(kStepLossSum, 2));
+  result_fence_[k] = be_.fence();
+  result_nvalid_[k] = n_valid_;
+  return ticket;
+}
+
+Model::StepResult Model::step_result(uint64_t ticket) {
+  SL_ASSERT(ticket < next_result_ && next_result_ - ticket <= kResultSlots);
+  const int k = static_cast<int>(ticket % kResultSlots);
+  be_.wait(result_fence_[k]);
+  StepResult r;
+  r.loss = result_nvalid_[k] > 0 ? results_[2 * k] / static_cast<double>(result_nvalid_[k]) : 0.0;
+  r.grad_norm = std::sqrt(results_[2 * k + 1]);
+  return r;
 }
 
 }  // namespace sl

@@ -46,7 +46,34 @@ class Model {
   // ids, targets: host int32 [B, T]. Returns the mean cross-entropy (nats/token) over targets >= 0.
   // dloss != 0 also prepares the backward pass: the loss gradient is scaled by dloss (e.g.
   // 1/n_microbatches for gradient accumulation), so backward() adds dloss * d(mean loss)/dparam.
+  // = stage_batch + run_forward + (with targets) waiting for the loss.
   double forward(const int32_t* ids, const int32_t* targets, float dloss = 0.f);
+
+  // ---- the asynchronous step (what forward() is made of; a training step uses these so the
+  // host never waits for the device inside a step, and the step can be captured as a graph) ---
+  // Checks the batch on the host (ids in the vocabulary, targets < V, at least one target >= 0
+  // when targets are given), lays it out (embedding_index) in page-locked memory and enqueues its
+  // copy to the device, with the per-step scalars the device reads: the loss gradient scale
+  // dloss / n_valid and the optimizer's lr and 1-based step t (AdamW reads them from
+  // step_scalars(); 0 when no update follows). Returns at once; the staging memory is reused two
+  // batches later, after the device has consumed it.
+  void stage_batch(const int32_t* ids, const int32_t* targets, float dloss = 0.f, double lr = 0,
+                   int64_t t = 0);
+  // Enqueues the forward of the staged batch: logits (without targets: the result, logits());
+  // with targets the loss sum into step_scalars()[kStepLossSum] (written) and, when dloss != 0,
+  // the loss gradient in place of the logits (so training keeps one [B*T, V] buffer).
+  void run_forward();
+  // The f64 step tensor (core/backend.h StepSlot, then the loss gradient scale).
+  Tensor step_scalars() const { return step_; }
+  // Enqueues a copy of this step's loss sum and gradient sum of squares to the host; returns a
+  // ticket for step_result(). At most kResultSlots tickets may be outstanding.
+  struct StepResult {
+    double loss = 0;       // mean cross-entropy of the staged batch (nats/token)
+    double grad_norm = 0;  // sqrt of the gradient sum of squares (if the optimizer computed it)
+  };
+  static constexpr int kResultSlots = 4;
+  uint64_t request_result();
+  StepResult step_result(uint64_t ticket);  // waits for the copy
   // Accumulates parameter gradients (+=) for the last forward(); call zero_grad() to start over.
   void backward();
   void zero_grad();
@@ -54,8 +81,14 @@ class Model {
   // (the tail, i.e. final norm and LM head; then each block from the last to the first; then the
   // embedding), so data parallelism can average it over ranks while the rest of the backward runs.
   void set_grads_ready(std::function<void(Tensor grads)> fn) { grads_ready_ = std::move(fn); }
-  // Logits of the last forward [B*T, V] (act_dtype).
+  // Logits of the last forward [B*T, V] (act_dtype); after a forward with dloss != 0 this buffer
+  // holds the loss gradient instead.
   Tensor logits() const;
+  // Compute-dtype copy of the master parameters, or a null tensor when it is the master itself:
+  // the optimizer writes it in its update pass.
+  Tensor compute_param_buffer() const {
+    return params_c_.data != params_.data ? params_c_ : Tensor{};
+  }
 
  private:
   struct Layer;  // saved activations of one block
@@ -88,13 +121,33 @@ class Model {
   std::vector<Tensor> arena_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<Tensor> res_;  // residual stream: res_[0] = embedding, res_[l+1] = layer l output
-  Tensor xf_, xf_rstd_, logits_, dlogits_, losses_;
+  Tensor xf_, xf_rstd_, logits_, losses_;
   Tensor dbeta_, dg_;                 // fp32 gradients of the GDN gates
   Tensor dres_a_, dres_b_, scratch_;  // backward residual grads and per-layer grad scratch
   Tensor dmid_, dxf_;  // fp32 gradients of the mid-block residual y and of the final norm input
   Tensor gcopy_;       // act-dtype copy of an fp32 gradient that a GEMM reads (bf16 only)
-  std::vector<int32_t> ids_, targets_;
-  bool have_dlogits_ = false;
+  // Device batch: index_ = embedding_index layout of the ids, then the targets (i32 [4 BT + 2]);
+  // step_ = f64 [kStepSlots + 1] (the last slot: dscale = dloss / n_valid).
+  Tensor batch_, step_;
+  static constexpr int64_t kDScale = kStepSlots;
+  // Host staging ring (page-locked): batch and the scalars lr, t, dscale, each with the fence
+  // after its copy; results ring: loss sum and grad sum of squares per ticket.
+  struct Stage {
+    int32_t* batch = nullptr;
+    double* scalars = nullptr;  // [lr, t, dscale]
+    uint64_t fence = 0;
+    bool used = false;
+  };
+  Stage stage_[2];
+  int next_stage_ = 0;
+  double* results_ = nullptr;  // [kResultSlots, 2]
+  uint64_t result_fence_[kResultSlots] = {};
+  int64_t result_nvalid_[kResultSlots] = {};
+  uint64_t next_result_ = 0;
+  // What the last staged batch set up (host side).
+  bool staged_targets_ = false, have_dlogits_ = false;
+  float staged_dloss_ = 0.f;
+  int64_t n_valid_ = 0;
   std::function<void(Tensor)> grads_ready_;
   void grads_ready(size_t first_param, size_t last_param);  // table_ indices, inclusive
 };

@@ -31,7 +31,8 @@ struct ReportOptions {
   // Bounds of the Chinchilla fits, by natural name ("E", "A", "alpha", "B", "beta"): lo, hi
   // (hi NaN: the lowest loss of each architecture's data, OLMo-core's E <= min L).
   std::map<std::string, std::pair<double, double>> bounds;
-  std::string gnuplot = "gnuplot";
+  std::string gnuplot =
+      "gnuplot";  // the program that renders (searched in PATH, run without a shell)
 };
 
 struct ReportResult {

@@ -1,10 +1,8 @@
 #include "train/dist.h"
 
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/process.h"
 #ifdef SL_HAVE_NCCL
 #include "backend/cuda/nccl_comm.h"
 #endif
@@ -35,9 +34,6 @@ std::string env_str(const char* name) {
   const char* v = std::getenv(name);
   return v ? v : "";
 }
-
-std::atomic<int> g_forward{0};
-extern "C" void on_launcher_signal(int sig) { g_forward.store(sig); }
 
 }  // namespace
 
@@ -93,53 +89,36 @@ int launch_ranks(int nproc) {
   const std::string key =
       std::to_string(getpid()) + "-" +
       std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-  struct sigaction sa {};
-  sa.sa_handler = on_launcher_signal;
-  for (int s : {SIGTERM, SIGUSR1, SIGINT}) sigaction(s, &sa, nullptr);
-  std::vector<pid_t> pids;
+  // A stop for the launcher reaches every rank as itself: the ranks checkpoint together.
+  SignalForwarder stops({SIGTERM, SIGUSR1, SIGINT});
   for (int r = 0; r < nproc; ++r) {
-    const pid_t pid = fork();
-    if (pid < 0) fail("train --nproc: fork failed");
-    if (pid == 0) {
-      setenv("SL_WORLD", std::to_string(nproc).c_str(), 1);
-      setenv("SL_RANK", std::to_string(r).c_str(), 1);
-      setenv("SL_LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("SL_DIST_KEY", key.c_str(), 1);
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv("/proc/self/exe", argv.data());
-      _exit(127);
-    }
-    pids.push_back(pid);
+    SpawnOptions so;
+    so.program = "/proc/self/exe";  // our own binary, however argv[0] names it
+    so.env = {{"SL_WORLD", std::to_string(nproc)},
+              {"SL_RANK", std::to_string(r)},
+              {"SL_LOCAL_RANK", std::to_string(r)},
+              {"SL_DIST_KEY", key}};
+    stops.add(spawn(args, so).pid);
   }
   int rc = 0, alive = nproc;
   bool stopping = false;
-  auto kill_all = [&](int sig) {
-    for (pid_t p : pids)
-      if (p > 0) kill(p, sig);
-  };
   std::chrono::steady_clock::time_point failed_at{};
   while (alive > 0) {
-    if (const int sig = g_forward.exchange(0)) kill_all(sig);  // the ranks checkpoint together
-    int st = 0;
-    const pid_t pid = waitpid(-1, &st, WNOHANG);
-    if (pid > 0) {
-      for (pid_t& p : pids)
-        if (p == pid) p = -1;
+    const ExitStatus e = wait_child(-1, false);
+    if (e.pid > 0) {
+      stops.remove(e.pid);
       --alive;
-      const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      if (code != 0 && rc == 0) {
-        rc = code;
+      if (e.code != 0 && rc == 0) {
+        rc = e.code;
         stopping = true;
         failed_at = std::chrono::steady_clock::now();
-        kill_all(SIGTERM);
+        stops.signal_all(SIGTERM);
       }
       continue;
     }
     // A rank that failed leaves the others blocked in a collective: give them 10 s to notice.
     if (stopping && std::chrono::steady_clock::now() - failed_at > std::chrono::seconds(10))
-      kill_all(SIGKILL);
+      stops.signal_all(SIGKILL);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return rc;

@@ -1,6 +1,7 @@
 #include "train/optimizer.h"
 
-#include <cmath>
+#include <limits>
+#include <vector>
 
 namespace sl {
 
@@ -8,28 +9,36 @@ AdamW::AdamW(Model& model, const AdamWOptions& opts) : model_(model), opts_(opts
   Backend& be = model_.backend();
   m_ = be.alloc(model_.num_params(), be.param_dtype());
   v_ = be.alloc(model_.num_params(), be.param_dtype());
+  if (model_.num_params() > std::numeric_limits<int32_t>::max())
+    fail("adamw: " + std::to_string(model_.num_params()) +
+         " parameters exceed the int32 offsets of the update's item table");
+  std::vector<int32_t> items;
+  for (const ParamInfo& p : model_.params()) {
+    items.push_back(static_cast<int32_t>(p.offset));
+    items.push_back(static_cast<int32_t>(p.numel));
+    items.push_back(p.decay() ? 1 : 0);
+  }
+  n_items_ = static_cast<int64_t>(model_.params().size());
+  items_ = be.alloc(static_cast<int64_t>(items.size()), DType::i32);
+  be.copy_to_device(items_, items.data());
+  be.synchronize();  // `items` goes out of scope
 }
 
 AdamW::~AdamW() {
-  model_.backend().free(m_);
-  model_.backend().free(v_);
-}
-
-double AdamW::grad_norm() const {
-  return std::sqrt(model_.backend().sum_squares(model_.grad_buffer(), model_.num_params()));
-}
-
-void AdamW::update(double lr, double grad_norm, int64_t t) {
-  const double clip =
-      opts_.grad_clip > 0 && grad_norm > opts_.grad_clip ? opts_.grad_clip / grad_norm : 1.0;
   Backend& be = model_.backend();
-  for (const ParamInfo& p : model_.params()) {
-    be.adamw(model_.param(p), model_.grad(p), m_.at(p.offset, p.numel), v_.at(p.offset, p.numel),
-             p.numel, static_cast<float>(lr), static_cast<float>(opts_.beta1),
-             static_cast<float>(opts_.beta2), static_cast<float>(opts_.eps),
-             p.decay() ? static_cast<float>(opts_.weight_decay) : 0.f, static_cast<float>(clip), t);
-  }
-  model_.sync_compute_params();
+  be.free(m_);
+  be.free(v_);
+  be.free(items_);
+}
+
+void AdamW::step() {
+  Backend& be = model_.backend();
+  const Tensor st = model_.step_scalars();
+  be.sum_squares(st.at(kStepGradSq, 1), model_.grad_buffer(), model_.num_params());
+  be.adamw(model_.param_buffer(), model_.grad_buffer(), m_, v_, model_.compute_param_buffer(),
+           items_, n_items_, st, static_cast<float>(opts_.beta1), static_cast<float>(opts_.beta2),
+           static_cast<float>(opts_.eps), static_cast<float>(opts_.weight_decay),
+           static_cast<float>(opts_.grad_clip));
 }
 
 }  // namespace sl

@@ -27,6 +27,7 @@
 #include "runlog/runlog.h"
 #include "train/dist.h"
 #include "train/optimizer.h"
+#include "train/step.h"
 #include "train/schedule.h"
 
 namespace sl {
@@ -312,6 +313,7 @@ class StateSnapshot {
     be.convert(opt_.v(), v_);
     model_.sync_compute_params();
   }
+  // (Stream-ordered copies: they take effect between the steps enqueued before and after.)
 
  private:
   Model& model_;
@@ -517,21 +519,16 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
     comm->allreduce_sum(&s, 1);
     return s > 0;
   };
-  // One optimizer step's gradient on this rank's rows of global batch `s`; returns the loss
-  // averaged over all ranks (the gradients are averaged during backward()).
-  auto grad_step = [&](int64_t s) {
-    model.zero_grad();
+  // One optimizer step of global batch `s` at learning rate `lr`, enqueued (train/step.h): the
+  // host samples and stages this rank's rows while the device still runs the previous step; the
+  // loss and gradient norm come back through result(), read one step later.
+  TrainStep train_step(model, opt, comm.get(), /*graph=*/true);
+  auto enqueue_step = [&](int64_t s, double lr) {
     sample_batch_rank(train, cfg.seed, s, local_batch, cfg.seq_len, dist.rank, dist.world,
                       in.data(), tgt.data());
-    double loss = model.forward(in.data(), tgt.data(), 1.f);
-    model.backward();
-    if (comm) {
-      comm->wait();
-      comm->allreduce_sum(&loss, 1);
-      loss /= dist.world;
-    }
-    return loss;
+    return train_step.enqueue(in.data(), tgt.data(), lr, s + 1);
   };
+  auto result = [&](uint64_t ticket) { return train_step.result(ticket); };
 
   auto diverged = [&](int64_t at, double loss, double gnorm, const char* where) {
     log.set_status("diverged");
@@ -558,19 +555,31 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   // whole cooldown from its start. Returns 0 done, 1 stopped (state restored), 3 diverged.
   auto run_branch = [&](const Budget& b) -> int {
     snap->save();
+    // Each step's result is checked while the next one runs (a diverged step changed nothing).
+    int64_t pend_step = -1;
+    uint64_t pend = 0;
+    auto check = [&]() -> int {
+      if (pend_step < 0) return 0;
+      const Model::StepResult r = result(pend);
+      if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+        const std::string where = " of the cooldown to budget " + std::to_string(b.steps * tps);
+        return diverged(pend_step, r.loss, r.grad_norm, where.c_str());
+      }
+      pend_step = -1;
+      return 0;
+    };
     for (int64_t s = step; s < b.steps; ++s) {
       if (stop_all()) {
+        if (const int rc = check()) return rc;
         snap->restore();
         return 1;
       }
-      const double loss = grad_step(s);
-      const double gnorm = opt.grad_norm();
-      if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
-        const std::string where = " of the cooldown to budget " + std::to_string(b.steps * tps);
-        return diverged(s, loss, gnorm, where.c_str());
-      }
-      opt.update(b.sched.at(s), gnorm, s + 1);
+      const uint64_t t = enqueue_step(s, b.sched.at(s));
+      if (const int rc = check()) return rc;
+      pend_step = s;
+      pend = t;
     }
+    if (const int rc = check()) return rc;
     const double eval = evaluate(model, val, cfg.eval_tokens);
     snap->restore();
     log.append_budget(b.steps * tps, eval);
@@ -582,9 +591,38 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
     return 0;
   };
 
+  // The main line, one step ahead: step s is enqueued, then step s-1's result is read (the host
+  // waits only for what the device has finished) and logged. Whatever needs the state itself -
+  // evaluation, a checkpoint, a branch, a stop, the NaN test hook - first completes the step in
+  // flight (drain), so it sees exactly the steps counted.
+  struct Pending {
+    int64_t step = -1;  // 0-based index of the enqueued step; -1: none in flight
+    double lr = 0;
+    uint64_t ticket = 0;
+  } pending;
+  double last_loss = 0, last_rate = 0;
+  auto last_done = Clock::now();
+  auto complete = [&]() -> int {
+    if (pending.step < 0) return 0;
+    const Model::StepResult r = result(pending.ticket);
+    if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
+      return diverged(pending.step, r.loss, r.grad_norm, "");
+    const auto now = Clock::now();
+    const double dt = std::chrono::duration<double>(now - last_done).count();
+    last_done = now;
+    last_loss = r.loss;
+    last_rate = static_cast<double>(tps) / dt;
+    const int64_t done = pending.step + 1;
+    log.append_train({done, done * tps, r.loss, pending.lr, r.grad_norm, last_rate,
+                      time_base + seconds_since(t0)});
+    pending.step = -1;
+    return 0;
+  };
+
   int64_t epoch = -1;
   while (step < total) {
     if (stop_all()) {
+      if (const int rc = complete()) return rc;
       checkpoint(time_base + seconds_since(t0));
       log.set_status("preempted");
       log.close();
@@ -595,6 +633,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
       return 0;
     }
     if (budgets_done < n_budgets - 1 && budgets[budgets_done].start == step) {
+      if (const int rc = complete()) return rc;
       const int rc = run_branch(budgets[budgets_done]);
       if (rc == 3) return rc;
       if (rc == 0) {
@@ -602,6 +641,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
         // The branch's work is kept even if the run is preempted before the next checkpoint.
         checkpoint(time_base + seconds_since(t0));
       }
+      last_done = Clock::now();
       continue;  // the next branch may start at the same step; a stop is handled at the top
     }
     // The sampler draws every training window once per epoch (data/tokens.h); say when a new
@@ -614,30 +654,30 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
                     static_cast<long long>(cfg.seq_len));
       epoch = ep;
     }
-    const auto ts = Clock::now();
     if (step == cfg.inject_nan_step) {
+      if (const int rc = complete()) return rc;
       std::vector<float> p = model.get_params();
       p[model.params()[1].offset] = std::numeric_limits<float>::quiet_NaN();
       model.set_params(p);
     }
     const double lr = sched.at(step);
-    const double loss = grad_step(step);
-    const double gnorm = opt.grad_norm();
-    if (!std::isfinite(loss) || !std::isfinite(gnorm)) return diverged(step, loss, gnorm, "");
-    opt.update(lr, gnorm, step + 1);
+    const uint64_t ticket = enqueue_step(step, lr);
+    if (const int rc = complete()) return rc;
+    pending = {step, lr, ticket};
     ++step;
-    const double dt = seconds_since(ts);
-    log.append_train({step, step * tps, loss, lr, gnorm, static_cast<double>(tps) / dt,
-                      time_base + seconds_since(t0)});
     const bool last = step == total;
-    if (step % cfg.eval_every == 0 || last) {
+    const bool eval_now = step % cfg.eval_every == 0 || last;
+    if (eval_now || step % cfg.checkpoint_every == 0) {
+      if (const int rc = complete()) return rc;
+    }
+    if (eval_now) {
       last_eval = evaluate(model, val, cfg.eval_tokens);
       log.append_eval(step, step * tps, last_eval);
       log.flush();
       if (say)
         std::printf("step %6lld/%lld  loss %.4f  val %.4f  lr %.2e  %.0f tok/s\n",
-                    static_cast<long long>(step), static_cast<long long>(total), loss, last_eval,
-                    lr, static_cast<double>(tps) / dt);
+                    static_cast<long long>(step), static_cast<long long>(total), last_loss,
+                    last_eval, lr, last_rate);
       std::fflush(stdout);
     }
     if (last) {
@@ -647,6 +687,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
       budgets_done = n_budgets;
     }
     if (step % cfg.checkpoint_every == 0 || last) checkpoint(time_base + seconds_since(t0));
+    if (eval_now || step % cfg.checkpoint_every == 0) last_done = Clock::now();
   }
   log.set_status("completed");
   log.close();

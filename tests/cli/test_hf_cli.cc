@@ -4,8 +4,6 @@
 // `doctor` passes on the CPU. (That transformers loads the export and agrees on the logits is
 // checked on the GPU machine by tests/reference/check_export.py.)
 #define BOOST_TEST_MODULE hf_cli
-#include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,23 +36,11 @@ Result run(const std::vector<std::string>& args) {
   static int counter = 0;
   const std::string base =
       "/tmp/sl_hf_cli_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    int out = open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int err = open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(out, 1);
-    dup2(err, 2);
-    std::vector<std::string> copy = args;
-    std::string exe = SL_EXE;
-    std::vector<char*> argv = {exe.data()};
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  Result r{sl::test::exit_code(status), slurp(base + ".out"), slurp(base + ".err")};
+  sl::SpawnOptions so;
+  so.out = sl::Redirect::truncate(base + ".out");
+  so.err = sl::Redirect::truncate(base + ".err");
+  const int rc = sl::run_process(sl::test::scalinglab_argv(args), so);
+  Result r{rc, slurp(base + ".out"), slurp(base + ".err")};
   fs::remove(base + ".out");
   fs::remove(base + ".err");
   return r;

@@ -4,9 +4,7 @@
 #define BOOST_TEST_MODULE train_cli
 #include <boost/test/unit_test.hpp>
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -34,22 +32,14 @@ struct Proc {
 Proc spawn(const std::vector<std::string>& args, const std::string& err_path) {
   Proc p;
   p.err_path = err_path;
-  p.pid = fork();
-  if (p.pid == 0) {
-    int devnull = open("/dev/null", O_WRONLY);
-    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(devnull, 1);
-    dup2(err, 2);
-    sl::test::exec_scalinglab(args);
-  }
+  sl::SpawnOptions so;
+  so.out = sl::Redirect::null();
+  so.err = sl::Redirect::truncate(err_path);
+  p.pid = sl::spawn(sl::test::scalinglab_argv(args), so).pid;
   return p;
 }
 
-int wait_exit(const Proc& p) {
-  int status = 0;
-  waitpid(p.pid, &status, 0);
-  return sl::test::exit_code(status);
-}
+int wait_exit(const Proc& p) { return sl::wait_child(p.pid).code; }
 
 using sl::test::slurp;
 

@@ -1,6 +1,5 @@
 // Small file helpers shared by the tests that drive the scalinglab binary.
 #pragma once
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -9,6 +8,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "core/process.h"
 
 namespace sl::test {
 
@@ -29,20 +30,14 @@ inline std::string licenses(std::initializer_list<const char*> names) {
 }
 
 // The exit code from a std::system() or waitpid() status, the shell's way: 128 + the signal when
-// the process was killed.
-inline int exit_code(int status) {
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+// the process was killed (the library's, so tests and executors read statuses alike).
+using ::sl::exit_code;
 
-// In a forked child: replaces the process with SL_EXE run on `args` (exit 127 if exec fails).
-[[noreturn]] inline void exec_scalinglab(const std::vector<std::string>& args) {
-  std::string exe = SL_EXE;
-  std::vector<std::string> copy = args;
-  std::vector<char*> argv{exe.data()};
-  for (auto& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  execv(exe.c_str(), argv.data());
-  _exit(127);
+// SL_EXE followed by `args`: the argv of a scalinglab child (core/process.h spawn).
+inline std::vector<std::string> scalinglab_argv(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {SL_EXE};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
 }
 
 // A fresh directory TMP/<prefix><pid>, removed with everything in it when the test ends.

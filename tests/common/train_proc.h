@@ -1,11 +1,9 @@
 // Helpers for the tests that drive `scalinglab train` as a child process and kill, limit or
-// poke it (tests/cli/test_reliability.cc, test_kill_loop.cc): spawning with an environment, a
-// file-size limit or a kept descriptor, exit codes, a tiny fixture run, and log comparisons.
+// poke it (tests/cli/test_reliability.cc, test_kill_loop.cc): spawning (core/process.h) with an
+// environment, a file-size limit or an inherited descriptor, exit codes, a tiny fixture run, and
+// log comparisons.
 #pragma once
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +19,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "common/files.h"
+#include "core/process.h"
 #include "runlog/runlog.h"
 
 namespace sl::test {
@@ -39,41 +38,30 @@ inline Proc spawn(const std::vector<std::string>& args, const std::string& err_p
                   const SpawnOpts& o = {}) {
   Proc p;
   p.err_path = err_path;
-  p.pid = fork();
-  if (p.pid == 0) {
-    int devnull = open("/dev/null", O_WRONLY);
-    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(devnull, 1);
-    dup2(err, 2);
-    for (const auto& [k, v] : o.env) setenv(k.c_str(), v.c_str(), 1);
-    if (o.fsize_limit >= 0) {
-      rlimit lim{static_cast<rlim_t>(o.fsize_limit), static_cast<rlim_t>(o.fsize_limit)};
-      setrlimit(RLIMIT_FSIZE, &lim);
-    }
-    sl::test::exec_scalinglab(args);
-  }
+  ::sl::SpawnOptions so;
+  so.out = ::sl::Redirect::null();
+  so.err = ::sl::Redirect::truncate(err_path);
+  so.env = o.env;
+  so.file_size_limit = o.fsize_limit;
+  p.pid = ::sl::spawn(scalinglab_argv(args), so).pid;
   return p;
 }
 
-inline int wait_exit(const Proc& p) {
-  int status = 0;
-  waitpid(p.pid, &status, 0);
-  return exit_code(status);
-}
+inline int wait_exit(const Proc& p) { return ::sl::wait_child(p.pid).code; }
 
 // Waits at most `timeout_s`; a process still running then is killed and reported as -1.
 inline int wait_exit_within(const Proc& p, double timeout_s) {
   const auto t0 = std::chrono::steady_clock::now();
-  int status = 0;
-  while (waitpid(p.pid, &status, WNOHANG) == 0) {
+  for (;;) {
+    const ::sl::ExitStatus e = ::sl::wait_child(p.pid, false);
+    if (e.pid == p.pid) return e.code;
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s) {
-      kill(p.pid, SIGKILL);
-      waitpid(p.pid, &status, 0);
+      ::sl::signal_process(p.pid, SIGKILL);
+      ::sl::wait_child(p.pid);
       return -1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  return exit_code(status);
 }
 
 inline int run(const std::vector<std::string>& args, std::string* err = nullptr,

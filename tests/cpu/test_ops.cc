@@ -431,7 +431,8 @@ BOOST_AUTO_TEST_CASE(cross_entropy_gradcheck_fp64) {
   auto bwd = [&] {
     cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), BT, V, dscale);
   };
-  check_grads("cross_entropy", {{"logits", &logits, &dlogits}}, loss, bwd);
+  // dlogits is written, not accumulated (so the LM head can compute it in place).
+  check_grads("cross_entropy", {{"logits", &logits, &dlogits}}, loss, bwd, /*accumulates=*/false);
 }
 
 BOOST_AUTO_TEST_CASE(cross_entropy_ignored_targets_and_stability_fp64) {
@@ -439,14 +440,14 @@ BOOST_AUTO_TEST_CASE(cross_entropy_ignored_targets_and_stability_fp64) {
   const std::vector<int32_t> targets = {2, -1, 5, -7};
   Vec logits = randv(BT * V, 45, -2, 2);
   for (int64_t i = 0; i < V; ++i) logits[2 * V + i] += 1000;  // would overflow a naive exp
-  Vec losses(BT, 123.0), dlogits = randv(BT * V, 46), d0 = dlogits;
+  Vec losses(BT, 123.0), dlogits = randv(BT * V, 46);         // poisoned: the op writes every row
   const double sum =
       cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), BT, V, 1.0);
   double ref_sum = 0;
   for (int64_t t = 0; t < BT; ++t) {
     if (targets[t] < 0) {
       BOOST_TEST(losses[t] == 0.0);
-      for (int64_t i = 0; i < V; ++i) BOOST_TEST(dlogits[t * V + i] == d0[t * V + i]);
+      for (int64_t i = 0; i < V; ++i) BOOST_TEST(dlogits[t * V + i] == 0.0);  // written, not added
       continue;
     }
     const double mx = *std::max_element(logits.begin() + t * V, logits.begin() + (t + 1) * V);
@@ -457,10 +458,16 @@ BOOST_AUTO_TEST_CASE(cross_entropy_ignored_targets_and_stability_fp64) {
     BOOST_TEST(std::abs(losses[t] - ref) < 1e-12);
     ref_sum += ref;
     double gsum = 0;  // softmax - onehot sums to zero
-    for (int64_t i = 0; i < V; ++i) gsum += dlogits[t * V + i] - d0[t * V + i];
+    for (int64_t i = 0; i < V; ++i) gsum += dlogits[t * V + i];
     BOOST_TEST(std::abs(gsum) < 1e-12);
   }
   BOOST_TEST(std::abs(sum - ref_sum) < 1e-12);
+  // In place (dlogits = logits, as the LM head uses it): the same gradient and sum.
+  Vec inplace = logits, losses2(BT);
+  const double sum2 = cpu::cross_entropy(losses2.data(), inplace.data(), inplace.data(),
+                                         targets.data(), BT, V, 1.0);
+  BOOST_TEST(sum2 == sum);
+  for (int64_t i = 0; i < BT * V; ++i) BOOST_TEST(inplace[i] == dlogits[i]);
 }
 
 // ---- AdamW ------------------------------------------------------------------------------------

@@ -157,14 +157,10 @@ BOOST_AUTO_TEST_CASE(two_gpu_run_preempted_by_sigterm_resumes) {
   }
   Dir d;
   const std::string out = (d.path / "pre").string();
-  const pid_t pid = fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    const std::string cfg = (d.path / "small.toml").string();
-    execl(SL_EXE, SL_EXE, "train", "--config", cfg.c_str(), "--out", out.c_str(), "--device",
-          "cuda", "--quiet", "--nproc", "2", static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  const pid_t pid = sl::spawn(sl::test::scalinglab_argv(
+                                  {"train", "--config", (d.path / "small.toml").string(), "--out",
+                                   out, "--device", "cuda", "--quiet", "--nproc", "2"}))
+                        .pid;
   // Wait for 30 logged steps (the log is readable while the run is live).
   size_t seen = 0;
   for (int i = 0; i < 6000 && seen < 30; ++i) {

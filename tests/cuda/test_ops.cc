@@ -183,6 +183,32 @@ Fill unit_rows(int64_t dim, float scale = 1.f) {
   };
 }
 
+// Backend tensors holding host index arrays / f64 scalars, freed when the holder goes.
+struct Raw {
+  sl::Backend& be;
+  std::vector<Tensor> ts;
+  explicit Raw(sl::Backend& b) : be(b) {}
+  ~Raw() {
+    for (Tensor t : ts) be.free(t);
+  }
+  Tensor ints(const std::vector<int32_t>& h) {
+    ts.push_back(be.alloc(static_cast<int64_t>(h.size()), DType::i32));
+    be.copy_to_device(ts.back(), h.data());
+    return ts.back();
+  }
+  Tensor f64(const std::vector<double>& h) {
+    ts.push_back(be.alloc(static_cast<int64_t>(h.size()), DType::f64));
+    be.copy_to_device(ts.back(), h.data());
+    return ts.back();
+  }
+  double read(Tensor t, int64_t i = 0) {
+    double v = 0;
+    be.copy_to_host(&v, t.at(i, 1));
+    be.synchronize();
+    return v;
+  }
+};
+
 std::vector<int32_t> random_ids(int64_t n, int64_t V, uint64_t seed, bool some_ignored = false) {
   std::mt19937_64 rng(seed);
   std::vector<int32_t> ids(static_cast<size_t>(n));
@@ -216,8 +242,12 @@ BOOST_AUTO_TEST_CASE(elementwise_match_cpu) {
           return 0.0;
         });
   }
-  check_both("sum_squares", {{"x", 1 << 20, Kind::in, Cls::pgrad}},
-             [&](sl::Backend& be, Bufs& b) { return be.sum_squares(b["x"], 1 << 20); });
+  check_both("sum_squares", {{"x", 1 << 20, Kind::in, Cls::pgrad}}, [&](sl::Backend& be, Bufs& b) {
+    Raw r(be);
+    const Tensor out = r.f64({std::numeric_limits<double>::quiet_NaN()});  // written
+    be.sum_squares(out, b["x"], 1 << 20);
+    return r.read(out);
+  });
 }
 
 BOOST_AUTO_TEST_CASE(convert_roundtrip_and_zero) {
@@ -246,16 +276,22 @@ BOOST_AUTO_TEST_CASE(convert_roundtrip_and_zero) {
 BOOST_AUTO_TEST_CASE(embedding_matches_cpu) {
   const int64_t BT = 300, d = 48, V = 17;  // repeated ids: the scatter-add must sum them
   const auto ids = random_ids(BT, V, 11);
+  std::vector<int32_t> index(static_cast<size_t>(sl::embedding_index_size(BT)));
+  sl::embedding_index(ids.data(), BT, V, index.data());
   check_both("embedding_forward",
              {{"wte", V * d, Kind::in, Cls::weight}, {"out", BT * d, Kind::out, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
-               be.embedding_forward(b["out"], ids.data(), b["wte"], BT, d);
+               Raw r(be);
+               be.embedding_forward(b["out"], r.ints(index), b["wte"], BT, d);
+               be.synchronize();
                return 0.0;
              });
   check_both("embedding_backward",
              {{"dwte", V * d, Kind::acc, Cls::pgrad}, {"dout", BT * d, Kind::in, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
-               be.embedding_backward(b["dwte"], ids.data(), b["dout"], BT, d);
+               Raw r(be);
+               be.embedding_backward(b["dwte"], r.ints(index), b["dout"], BT, d);
+               be.synchronize();
                return 0.0;
              });
 }
@@ -652,32 +688,79 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
 BOOST_AUTO_TEST_CASE(cross_entropy_matches_cpu) {
   const int64_t BT = 97, V = 50304;
   const auto tgt = random_ids(BT, V, 21, true);
-  check_both("cross_entropy",
-             {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f},
-              {"losses", BT, Kind::out, Cls::stat},
-              {"dlogits", BT * V, Kind::acc, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               return be.cross_entropy(b["losses"], b["dlogits"], b["logits"], tgt.data(), BT, V,
-                                       0.37f);
-             });
+  // The loss sum accumulates into a device scalar (prefilled 0.5); dlogits is written (poisoned
+  // with NaN first), also in place over the logits as the LM head uses it.
+  auto run = [&](sl::Backend& be, Tensor dlogits, Tensor logits, Tensor losses) {
+    Raw r(be);
+    const Tensor sum = r.f64({0.5}), dscale = r.f64({0.37});
+    be.cross_entropy(sum, losses, dlogits, logits, r.ints(tgt), BT, V, dscale);
+    return r.read(sum);
+  };
+  check_both(
+      "cross_entropy",
+      {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f},
+       {"losses", BT, Kind::out, Cls::stat},
+       {"dlogits", BT * V, Kind::out, Cls::act}},
+      [&](sl::Backend& be, Bufs& b) { return run(be, b["dlogits"], b["logits"], b["losses"]); });
   check_both(
       "cross_entropy(no grad)",
       {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f}, {"losses", BT, Kind::out, Cls::stat}},
-      [&](sl::Backend& be, Bufs& b) {
-        return be.cross_entropy(b["losses"], Tensor(), b["logits"], tgt.data(), BT, V, 1.f);
-      });
+      [&](sl::Backend& be, Bufs& b) { return run(be, Tensor(), b["logits"], b["losses"]); });
+  check_both(
+      "cross_entropy(in place)",
+      {{"logits", BT * V, Kind::inout, Cls::act, -8.f, 8.f}, {"losses", BT, Kind::out, Cls::stat}},
+      [&](sl::Backend& be, Bufs& b) { return run(be, b["logits"], b["logits"], b["losses"]); });
 }
 
+// Three parameter tensors, the middle one not decayed, with boundaries inside the kernel's
+// 8192-element chunks; the step's scalars clip the gradient (norm 4 -> 1) at step t = 3.
+const std::vector<int32_t> kAdamItems = {0, 7000, 1, 7000, 3, 0, 7003, 13008, 1};
+constexpr int64_t kAdamN = 20011;
+
 BOOST_AUTO_TEST_CASE(adamw_matches_cpu) {
-  const int64_t n = 20011;
+  const int64_t n = kAdamN;
   check_both("adamw",
              {{"p", n, Kind::inout, Cls::pgrad},
               {"g", n, Kind::in, Cls::pgrad},
               {"m", n, Kind::inout, Cls::pgrad, -0.1f, 0.1f},
-              {"v", n, Kind::inout, Cls::pgrad, 0.f, 0.01f}},
+              {"v", n, Kind::inout, Cls::pgrad, 0.f, 0.01f},
+              {"pc", n, Kind::out, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
-               be.adamw(b["p"], b["g"], b["m"], b["v"], n, 3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f,
-                        3);
+               Raw r(be);
+               const Tensor step = r.f64({2.5, 16.0, 3e-3, 3.0});
+               be.adamw(b["p"], b["g"], b["m"], b["v"], b["pc"], r.ints(kAdamItems), 3, step, 0.9f,
+                        0.95f, 1e-8f, 0.1f, 1.f);
+               be.synchronize();
                return 0.0;
              });
+}
+
+// A step whose loss or gradient norm is not finite changes nothing (the trainer then reports the
+// divergence with the last good state intact).
+BOOST_AUTO_TEST_CASE(adamw_skips_a_non_finite_step) {
+  sl::CudaBackend& g = gpu(Mode::mixed);
+  const int64_t n = kAdamN;
+  std::vector<float> h(n);
+  std::mt19937_64 rng(9);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  for (auto& x : h) x = u(rng);
+  for (double bad :
+       {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    for (int slot : {0, 1}) {
+      Tensor p = g.alloc(n, DType::f32), gr = g.alloc(n, DType::f32), m = g.alloc(n, DType::f32),
+             v = g.alloc(n, DType::f32);
+      for (Tensor t : {p, gr, m, v}) g.upload(t, h.data());
+      Raw r(g);
+      std::vector<double> st = {2.5, 16.0, 3e-3, 3.0};
+      st[static_cast<size_t>(slot)] = bad;
+      g.adamw(p, gr, m, v, Tensor(), r.ints(kAdamItems), 3, r.f64(st), 0.9f, 0.95f, 1e-8f, 0.1f,
+              1.f);
+      for (Tensor t : {p, m, v}) {
+        std::vector<float> back(n);
+        g.download(back.data(), t);
+        BOOST_TEST((back == h), "adamw changed state on a step with slot " << slot << " = " << bad);
+      }
+      for (Tensor t : {p, gr, m, v}) g.free(t);
+    }
+  }
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/files.h"
+#include "core/process.h"
 #include "fit/table.h"
 #include "runlog/runlog.h"
 
@@ -31,14 +32,11 @@ namespace {
 
 using sl::test::slurp;
 
+// A shell command line's stdout and stderr; *rc: its exit code.
 std::string sh(const std::string& cmd, int* rc = nullptr) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (p && std::fgets(buf, sizeof buf, p)) out += buf;
-  const int st = p ? pclose(p) : -1;
-  if (rc) *rc = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
-  return out;
+  sl::SpawnOptions so;
+  so.err = sl::Redirect::to_stdout();
+  return sl::capture_output({"/bin/sh", "-c", cmd}, rc, so);
 }
 
 std::vector<std::string> lines(const std::string& s) {

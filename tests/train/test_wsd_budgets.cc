@@ -6,7 +6,6 @@
 #define BOOST_TEST_MODULE wsd_budgets
 #include <boost/test/unit_test.hpp>
 
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,21 +28,14 @@ namespace {
 
 using sl::test::slurp;
 
+// SL_EXE with args, stdout to /dev/null.
 pid_t spawn(const std::vector<std::string>& args) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    sl::test::exec_scalinglab(args);
-  }
-  return pid;
+  sl::SpawnOptions so;
+  so.out = sl::Redirect::null();
+  return sl::spawn(sl::test::scalinglab_argv(args), so).pid;
 }
 
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return sl::test::exit_code(status);
-}
+int wait_exit(pid_t pid) { return sl::wait_child(pid).code; }
 
 struct Fixture {
   fs::path dir;

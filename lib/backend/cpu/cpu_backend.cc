@@ -1,5 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -18,9 +20,10 @@ T* P(Tensor t) {
 
 template <class T>
 Tensor CpuBackend<T>::alloc(int64_t n, DType t) {
-  SL_ASSERT(t == kType);
+  // T for every op's tensors; f64 scalars (step sums) and i32 indices beside them.
+  SL_ASSERT(t == kType || t == DType::f64 || t == DType::i32);
   // 64-byte alignment for vectorised loops; calloc-like zero fill.
-  size_t bytes = ((static_cast<size_t>(n) * sizeof(T) + 63) / 64) * 64;
+  size_t bytes = ((static_cast<size_t>(n) * dtype_size(t) + 63) / 64) * 64;
   void* p = std::aligned_alloc(64, bytes > 0 ? bytes : 64);
   if (!p) fail("cpu: out of memory allocating " + std::to_string(bytes) + " bytes");
   std::memset(p, 0, bytes);
@@ -32,7 +35,7 @@ void CpuBackend<T>::free(Tensor t) {
 }
 template <class T>
 void CpuBackend<T>::zero(Tensor t) {
-  std::memset(t.data, 0, t.n * sizeof(T));
+  std::memset(t.data, 0, static_cast<size_t>(t.n) * dtype_size(t.dtype));
 }
 template <class T>
 void CpuBackend<T>::upload(Tensor dst, const float* src) {
@@ -74,7 +77,7 @@ void CpuBackend<T>::copy2d(Tensor dst, int64_t ld_dst, Tensor src, int64_t ld_sr
   }
 }
 template <class T>
-double CpuBackend<T>::sum_squares(Tensor x, int64_t n) {
+void CpuBackend<T>::sum_squares(Tensor out, Tensor x, int64_t n) {
   // Fixed-order blocked sum: per-block partials in double, then summed in block order, so the
   // result does not depend on scheduling.
   const T* p = x.as<T>();
@@ -90,7 +93,7 @@ double CpuBackend<T>::sum_squares(Tensor x, int64_t n) {
   }
   double s = 0;
   for (double v : part) s += v;
-  return s;
+  out.as<double>()[0] = s;
 }
 template <class T>
 void CpuBackend<T>::scale(Tensor x, float s, int64_t n) {
@@ -100,14 +103,13 @@ void CpuBackend<T>::scale(Tensor x, float s, int64_t n) {
 }
 
 template <class T>
-void CpuBackend<T>::embedding_forward(Tensor out, const int32_t* ids, Tensor wte, int64_t BT,
-                                      int64_t d) {
-  cpu::embedding_forward<T>(out.as<T>(), ids, wte.as<T>(), BT, d);
+void CpuBackend<T>::embedding_forward(Tensor out, Tensor index, Tensor wte, int64_t BT, int64_t d) {
+  cpu::embedding_forward<T>(out.as<T>(), index.as<int32_t>(), wte.as<T>(), BT, d);
 }
 template <class T>
-void CpuBackend<T>::embedding_backward(Tensor dwte, const int32_t* ids, Tensor dout, int64_t BT,
+void CpuBackend<T>::embedding_backward(Tensor dwte, Tensor index, Tensor dout, int64_t BT,
                                        int64_t d) {
-  if (dwte) cpu::embedding_backward<T>(dwte.as<T>(), ids, dout.as<T>(), BT, d);
+  if (dwte) cpu::embedding_backward<T>(dwte.as<T>(), index.as<int32_t>(), dout.as<T>(), BT, d);
 }
 template <class T>
 void CpuBackend<T>::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
@@ -232,15 +234,36 @@ void CpuBackend<T>::gated_rmsnorm_backward(Tensor dx, Tensor dgate, Tensor dw, T
                                  gate.as<T>(), ldg, w.as<T>(), rstd.as<T>(), R, H, C);
 }
 template <class T>
-double CpuBackend<T>::cross_entropy(Tensor losses, Tensor dlogits, Tensor logits,
-                                    const int32_t* targets, int64_t BT, int64_t V, float dscale) {
-  return cpu::cross_entropy<T>(losses.as<T>(), P<T>(dlogits), logits.as<T>(), targets, BT, V,
-                               static_cast<T>(dscale));
+void CpuBackend<T>::cross_entropy(Tensor loss_sum, Tensor losses, Tensor dlogits, Tensor logits,
+                                  Tensor targets, int64_t BT, int64_t V, Tensor dscale) {
+  const T ds = dlogits ? static_cast<T>(static_cast<float>(dscale.as<double>()[0])) : T(0);
+  loss_sum.as<double>()[0] += cpu::cross_entropy<T>(losses.as<T>(), P<T>(dlogits), logits.as<T>(),
+                                                    targets.as<int32_t>(), BT, V, ds);
 }
+// The step's scalars decide clipping and skipping once, in double, as the host used to; each
+// item is then one call of the elementwise reference (scalars rounded to float, the interface's
+// precision, so a step is bitwise what it was with host-side scalars).
 template <class T>
-void CpuBackend<T>::adamw(Tensor p, Tensor g, Tensor m, Tensor v, int64_t n, float lr, float b1,
-                          float b2, float eps, float wd, float grad_scale, int64_t t) {
-  cpu::adamw<T>(p.as<T>(), g.as<T>(), m.as<T>(), v.as<T>(), n, lr, b1, b2, eps, wd, grad_scale, t);
+void CpuBackend<T>::adamw(Tensor p, Tensor g, Tensor m, Tensor v, Tensor p_compute, Tensor items,
+                          int64_t n_items, Tensor step, float b1, float b2, float eps, float wd,
+                          float max_norm) {
+  const double* st = step.as<double>();
+  const double loss = st[kStepLossSum], gsq = st[kStepGradSq];
+  if (!std::isfinite(loss) || !std::isfinite(gsq)) return;
+  const double gnorm = std::sqrt(gsq);
+  const double clip = max_norm > 0 && gnorm > max_norm ? max_norm / gnorm : 1.0;
+  const float lr = static_cast<float>(st[kStepLr]);
+  const auto t = static_cast<int64_t>(st[kStepT]);
+  const int32_t* it = items.as<int32_t>();
+  T *pp = p.as<T>(), *mp = m.as<T>(), *vp = v.as<T>();
+  const T* gp = g.as<T>();
+  for (int64_t i = 0; i < n_items; ++i) {
+    const int64_t b = it[3 * i], n = it[3 * i + 1];
+    cpu::adamw<T>(pp + b, gp + b, mp + b, vp + b, n, lr, b1, b2, eps, it[3 * i + 2] ? wd : 0.f,
+                  static_cast<float>(clip), t);
+    // A separate compute copy (one dtype here: a plain copy) gets the updated range too.
+    if (p_compute && p_compute.data != p.data) std::copy_n(pp + b, n, p_compute.as<T>() + b);
+  }
 }
 
 template class CpuBackend<float>;

@@ -10,9 +10,10 @@
 
 namespace sl::cpu {
 
-// logits [BT, V] -> losses [BT] (0 where target < 0); dlogits (if non-null) += dscale *
-// (softmax - onehot(target)) on non-ignored rows. Returns the sum of losses, added in token order
-// in double so it does not depend on the thread count.
+// logits [BT, V] -> losses [BT] (0 where target < 0); dlogits (if non-null) = dscale *
+// (softmax - onehot(target)) on non-ignored rows and 0 on ignored ones (written, not added:
+// dlogits may be logits itself - each row is read whole before it is overwritten). Returns the
+// sum of losses, added in token order in double so it does not depend on the thread count.
 template <class T>
 double cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets, int64_t BT,
                      int64_t V, T dscale) {
@@ -26,6 +27,7 @@ double cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targ
     const int32_t tgt = targets[t];
     if (tgt < 0) {
       losses[t] = T(0);
+      if (dlogits) std::fill_n(dlogits + t * V, V, T(0));
       continue;
     }
     const T* lr = logits + t * V;
@@ -36,7 +38,7 @@ double cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targ
     losses[t] = lse - lr[tgt];
     if (dlogits) {
       T* dr = dlogits + t * V;
-      for (int64_t i = 0; i < V; ++i) dr[i] += dscale * std::exp(lr[i] - lse);
+      for (int64_t i = 0; i < V; ++i) dr[i] = dscale * std::exp(lr[i] - lse);
       dr[tgt] -= dscale;
     }
   }

@@ -100,9 +100,9 @@ inline bool vec8_ok(std::initializer_list<DPtr> ps) {
 // Host: the DPtr of a tensor, checking the dtype. `op` and `what` name the argument in errors.
 inline DPtr dptr(const Tensor& t, const char* op, const char* what) {
   if (!t.data) return {};
-  if (t.dtype == DType::f64)
-    fail(std::string("cuda ") + op + ": " + what +
-         " is f64; the CUDA backend supports f32 and bf16 tensors");
+  if (t.dtype == DType::f64 || t.dtype == DType::i32)
+    fail(std::string("cuda ") + op + ": " + what + " is " + dtype_name(t.dtype) +
+         "; the CUDA ops compute on f32 and bf16 tensors");
   return {t.data, t.dtype == DType::bf16};
 }
 
@@ -116,8 +116,15 @@ class Scratch {
   ~Scratch() {
     if (p_) cudaFree(p_);
   }
+  // While a graph is captured (frozen), a workspace must already have its size: growing would
+  // free memory the captured kernels use.
+  bool frozen = false;
   void* get(size_t bytes) {
     if (bytes > cap_) {
+      if (frozen)
+        fail(
+            "cuda: a workspace had to grow while a step was captured into a graph (run the step "
+            "once before capturing it)");
       if (p_) SL_CUDA_CHECK(cudaFree(p_));
       p_ = nullptr;
       cap_ = std::max(bytes, cap_ + cap_ / 2);
@@ -137,13 +144,12 @@ class Scratch {
 
 struct GemmPlans;  // matmul.cu: the cuBLASLt handle, its workspace and the cached GEMM plans
 
-// What every launcher needs: the stream, a float workspace and an int32 staging buffer for
-// host index arrays, and the device limits some kernels size themselves by.
+// What every launcher needs: the stream, the workspaces, and the device limits some kernels
+// size themselves by.
 struct Ctx {
   cudaStream_t stream = nullptr;
   Scratch* work = nullptr;    // per-op workspace (recomputed intermediates, per-tile partials)
   Scratch* reduce = nullptr;  // partial sums of colsum() and of the double reductions only
-  Scratch* index = nullptr;   // int32 copies of host ids / targets / orderings
   GemmPlans* gemm = nullptr;
   int num_sms = 1;
   size_t smem_optin = 48 << 10;  // max dynamic shared memory per block after opt-in (bytes)
@@ -162,17 +168,6 @@ void smem_opt_in(K kernel, size_t bytes) {
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(std::clamp<int64_t>(b, 1, 8192));
-}
-
-// Copies a host int32 array into the index buffer (at element offset `at`) on the stream. From
-// pageable memory cudaMemcpyAsync returns once the source has been staged, so the caller may
-// reuse its array immediately.
-inline int32_t* upload_index(Ctx& ctx, const int32_t* host, int64_t n, int64_t at = 0,
-                             int64_t total = -1) {
-  int32_t* d = ctx.index->get_as<int32_t>(static_cast<size_t>(total < 0 ? at + n : total));
-  SL_CUDA_CHECK(cudaMemcpyAsync(d + at, host, static_cast<size_t>(n) * sizeof(int32_t),
-                                cudaMemcpyHostToDevice, ctx.stream));
-  return d;
 }
 
 // ---- scalar math (same formulas as backend/cpu/scalar_math.h, in fp32) ------------------------

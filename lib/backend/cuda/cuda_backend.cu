@@ -28,12 +28,22 @@ int cuda_device_count(std::string* why) {
 struct CudaBackend::Impl {
   cudaStream_t stream = nullptr;
   cuda::GemmPlans* gemm = nullptr;
-  cuda::Scratch work, reduce, index;
+  cuda::Scratch work, reduce;
   cuda::Ctx ctx;
+  // Fences: a ring of events; fence k is event k % kFences (an older fence whose event was
+  // recorded again is waited for by a later point of the stream, which is still correct).
+  static constexpr int kFences = 64;
+  cudaEvent_t fences[kFences] = {};
+  uint64_t next_fence = 0;
+  // Device memory from alloc(): sizes by pointer, so free() can count exactly.
+  std::map<void*, size_t> sizes;
+  int64_t in_use = 0, peak = 0;
   // RoPE cos/sin tables [T, hd/2] per (T, hd, theta), built once on the host in double.
   std::map<std::tuple<int64_t, int64_t, float>, float*> rope;
 
   ~Impl() {
+    for (cudaEvent_t e : fences)
+      if (e) cudaEventDestroy(e);
     for (auto& kv : rope) cudaFree(kv.second);
     cuda::gemm_plans_destroy(gemm);
     if (stream) cudaStreamDestroy(stream);
@@ -66,7 +76,8 @@ CudaBackend::CudaBackend(int device, DType act) : device_(device), act_(act) {
   c.stream = impl_->stream;
   c.work = &impl_->work;
   c.reduce = &impl_->reduce;
-  c.index = &impl_->index;
+  for (cudaEvent_t& e : impl_->fences)
+    SL_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   c.gemm = impl_->gemm;
   c.num_sms = prop.multiProcessorCount;
   c.smem_optin = prop.sharedMemPerBlockOptin;
@@ -84,7 +95,7 @@ std::string CudaBackend::name() const { return "cuda:" + std::to_string(device_)
 // --------------------------------------------------------------------------------------
 
 Tensor CudaBackend::alloc(int64_t n, DType t) {
-  if (t == DType::f64) fail("cuda: f64 tensors are not supported (use the cpu64 backend)");
+  // f64 and i32 tensors hold step scalars and indices (the ops compute on f32/bf16, dptr()).
   const size_t bytes = std::max<size_t>(static_cast<size_t>(n) * dtype_size(t), 256);
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, bytes);
@@ -94,11 +105,93 @@ Tensor CudaBackend::alloc(int64_t n, DType t) {
          cudaGetErrorString(e) + ")");
   }
   SL_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, impl_->stream));
+  impl_->sizes[p] = bytes;
+  impl_->in_use += static_cast<int64_t>(bytes);
+  impl_->peak = std::max(impl_->peak, impl_->in_use);
   return Tensor(p, t, n);
 }
 
 void CudaBackend::free(Tensor t) {
-  if (t.data) SL_CUDA_CHECK(cudaFree(t.data));
+  if (!t.data) return;
+  SL_CUDA_CHECK(cudaFree(t.data));
+  auto it = impl_->sizes.find(t.data);
+  if (it != impl_->sizes.end()) {
+    impl_->in_use -= static_cast<int64_t>(it->second);
+    impl_->sizes.erase(it);
+  }
+}
+int64_t CudaBackend::bytes_in_use() const { return impl_->in_use; }
+int64_t CudaBackend::peak_bytes() const { return impl_->peak; }
+
+void* CudaBackend::alloc_host(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMallocHost(&p, std::max<size_t>(bytes, 1));
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    fail("cuda: out of page-locked host memory allocating " + std::to_string(bytes) + " bytes (" +
+         cudaGetErrorString(e) + ")");
+  }
+  return p;
+}
+void CudaBackend::free_host(void* p) {
+  if (p) SL_CUDA_CHECK(cudaFreeHost(p));
+}
+void CudaBackend::copy_to_device(Tensor dst, const void* host) {
+  if (dst.n > 0)
+    SL_CUDA_CHECK(cudaMemcpyAsync(dst.data, host,
+                                  static_cast<size_t>(dst.n) * dtype_size(dst.dtype),
+                                  cudaMemcpyHostToDevice, impl_->stream));
+}
+void CudaBackend::copy_to_host(void* host, Tensor src) {
+  if (src.n > 0)
+    SL_CUDA_CHECK(cudaMemcpyAsync(host, src.data,
+                                  static_cast<size_t>(src.n) * dtype_size(src.dtype),
+                                  cudaMemcpyDeviceToHost, impl_->stream));
+}
+uint64_t CudaBackend::fence() {
+  const uint64_t f = impl_->next_fence++;
+  SL_CUDA_CHECK(cudaEventRecord(impl_->fences[f % Impl::kFences], impl_->stream));
+  return f;
+}
+void CudaBackend::wait(uint64_t f) {
+  SL_CUDA_CHECK(cudaEventSynchronize(impl_->fences[f % Impl::kFences]));
+}
+
+namespace {
+// A captured stream: instantiated once, replayed on the stream it was captured from.
+class CudaGraph final : public Backend::Graph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  void launch() override { SL_CUDA_CHECK(cudaGraphLaunch(exec_, stream_)); }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+};
+}  // namespace
+
+std::unique_ptr<Backend::Graph> CudaBackend::capture(std::function<void()> fn) {
+  cudaStream_t st = impl_->stream;
+  impl_->work.frozen = impl_->reduce.frozen = true;
+  SL_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    fn();
+  } catch (...) {
+    (void)cudaStreamEndCapture(st, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    impl_->work.frozen = impl_->reduce.frozen = false;
+    throw;
+  }
+  impl_->work.frozen = impl_->reduce.frozen = false;
+  SL_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  SL_CUDA_CHECK(e);
+  return std::make_unique<CudaGraph>(exec, st);
 }
 
 void CudaBackend::zero(Tensor t) {
@@ -170,8 +263,24 @@ void CudaBackend::copy2d(Tensor dst, int64_t ld_dst, Tensor src, int64_t ld_src,
   cuda::copy2d(impl_->ctx, P(dst, "copy2d", "dst"), ld_dst, P(src, "copy2d", "src"), ld_src, rows,
                cols, accumulate);
 }
-double CudaBackend::sum_squares(Tensor x, int64_t n) {
-  return cuda::sum_squares(impl_->ctx, P(x, "sum_squares", "x"), n);
+namespace {
+// The device address of an f64 scalar / i32 index tensor (they bypass DPtr: no op computes on
+// them elementwise).
+double* f64_ptr(const Tensor& t, const char* op, const char* what) {
+  if (t.dtype != DType::f64 || t.n < 1)
+    fail(std::string("cuda ") + op + ": " + what + " must be an f64 scalar");
+  return static_cast<double*>(t.data);
+}
+const int32_t* i32_ptr(const Tensor& t, int64_t n, const char* op, const char* what) {
+  if (t.dtype != DType::i32 || t.n < n)
+    fail(std::string("cuda ") + op + ": " + what + " must be an i32 tensor of at least " +
+         std::to_string(n) + " elements");
+  return static_cast<const int32_t*>(t.data);
+}
+}  // namespace
+
+void CudaBackend::sum_squares(Tensor out, Tensor x, int64_t n) {
+  cuda::sum_squares(impl_->ctx, f64_ptr(out, "sum_squares", "out"), P(x, "sum_squares", "x"), n);
 }
 void CudaBackend::scale(Tensor x, float s, int64_t n) {
   cuda::scale(impl_->ctx, P(x, "scale", "x"), s, n);
@@ -179,22 +288,18 @@ void CudaBackend::scale(Tensor x, float s, int64_t n) {
 
 // ---- ops ----------------------------------------------------------------------------------------
 
-void CudaBackend::embedding_forward(Tensor out, const int32_t* ids, Tensor wte, int64_t BT,
-                                    int64_t d) {
-  // An out-of-range id would read outside wte on the device: check on the host, which has them.
-  const int64_t V = d > 0 ? wte.n / d : 0;
-  for (int64_t t = 0; t < BT; ++t) {
-    if (ids[t] < 0 || ids[t] >= V)
-      fail("embedding: token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
-           " out of range for vocab " + std::to_string(V));
-  }
-  cuda::embedding_forward(impl_->ctx, P(out, "embedding_forward", "out"), ids,
-                          P(wte, "embedding_forward", "wte"), BT, d);
+void CudaBackend::embedding_forward(Tensor out, Tensor index, Tensor wte, int64_t BT, int64_t d) {
+  const char* op = "embedding_forward";
+  cuda::embedding_forward(impl_->ctx, P(out, op, "out"),
+                          i32_ptr(index, embedding_index_size(BT), op, "index"), P(wte, op, "wte"),
+                          BT, d);
 }
-void CudaBackend::embedding_backward(Tensor dwte, const int32_t* ids, Tensor dout, int64_t BT,
+void CudaBackend::embedding_backward(Tensor dwte, Tensor index, Tensor dout, int64_t BT,
                                      int64_t d) {
-  cuda::embedding_backward(impl_->ctx, P(dwte, "embedding_backward", "dwte"), ids,
-                           P(dout, "embedding_backward", "dout"), BT, d);
+  const char* op = "embedding_backward";
+  cuda::embedding_backward(impl_->ctx, P(dwte, op, "dwte"),
+                           i32_ptr(index, embedding_index_size(BT), op, "index"),
+                           P(dout, op, "dout"), BT, d);
 }
 void CudaBackend::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
                                  int64_t N, bool accumulate) {
@@ -354,21 +459,25 @@ void CudaBackend::gated_rmsnorm_backward(Tensor dx, Tensor dgate, Tensor dw, Ten
                                P(dy, op, "dy"), P(x, op, "x"), P(gate, op, "gate"), ldg,
                                P(w, op, "w"), P(rstd, op, "rstd"), R, H, C);
 }
-double CudaBackend::cross_entropy(Tensor losses, Tensor dlogits, Tensor logits,
-                                  const int32_t* targets, int64_t BT, int64_t V, float dscale) {
+void CudaBackend::cross_entropy(Tensor loss_sum, Tensor losses, Tensor dlogits, Tensor logits,
+                                Tensor targets, int64_t BT, int64_t V, Tensor dscale) {
   const char* op = "cross_entropy";
-  return cuda::cross_entropy(impl_->ctx, P(losses, op, "losses"), P(dlogits, op, "dlogits"),
-                             P(logits, op, "logits"), targets, BT, V, dscale);
+  cuda::cross_entropy(impl_->ctx, f64_ptr(loss_sum, op, "loss_sum"), P(losses, op, "losses"),
+                      P(dlogits, op, "dlogits"), P(logits, op, "logits"),
+                      i32_ptr(targets, BT, op, "targets"), BT, V,
+                      dlogits ? f64_ptr(dscale, op, "dscale") : nullptr);
 }
-void CudaBackend::adamw(Tensor p, Tensor g, Tensor m, Tensor v, int64_t n, float lr, float b1,
-                        float b2, float eps, float wd, float grad_scale, int64_t t) {
-  SL_ASSERT(t >= 1);
-  // Bias corrections in double (1 - b2^t is tiny for small t), as the CPU reference.
-  const float bc1 = static_cast<float>(1.0 - std::pow(double(b1), double(t)));
-  const float bc2 = static_cast<float>(1.0 - std::pow(double(b2), double(t)));
+void CudaBackend::adamw(Tensor p, Tensor g, Tensor m, Tensor v, Tensor p_compute, Tensor items,
+                        int64_t n_items, Tensor step, float b1, float b2, float eps, float wd,
+                        float max_norm) {
   const char* op = "adamw";
-  cuda::adamw(impl_->ctx, P(p, op, "p"), P(g, op, "g"), P(m, op, "m"), P(v, op, "v"), n, lr, b1, b2,
-              eps, wd, grad_scale, bc1, bc2);
+  if (step.n < kStepSlots) fail("cuda adamw: step must hold the 4 step scalars");
+  // A compute copy of the same dtype is the master itself (fp32 activations): nothing to write.
+  const bool copy = p_compute && p_compute.data != p.data;
+  cuda::adamw(impl_->ctx, P(p, op, "p"), P(g, op, "g"), P(m, op, "m"), P(v, op, "v"),
+              copy ? P(p_compute, op, "p_compute") : DPtr{},
+              i32_ptr(items, 3 * n_items, op, "items"), n_items, p.n, f64_ptr(step, op, "step"), b1,
+              b2, eps, wd, max_norm);
 }
 
 }  // namespace sl

@@ -4,10 +4,10 @@
 // Constructed with act = f32 it runs the same kernels on fp32 activations, which is how the tests
 // check the GPU math against CpuBackend<float> at fp32 tolerances.
 //
-// All work goes to one CUDA stream in call order; only cross_entropy, sum_squares, download and
-// synchronize wait for the device. Host int32 ids/targets are staged into a device buffer inside
-// the op. The kernels live in lib/backend/cuda/<op>.cu (see ops.h); this header has no CUDA types
-// so plain C++ (the backend factory, tests) can include it.
+// All work goes to one CUDA stream in call order; no op waits for the device (only upload,
+// download, wait and synchronize do), so a training step can be captured into a CUDA graph
+// (capture()) and the host stays a step ahead. The kernels live in lib/backend/cuda/<op>.cu (see
+// ops.h); this header has no CUDA types so plain C++ (the backend factory, tests) can include it.
 #pragma once
 #include <memory>
 #include <string>
@@ -39,67 +39,21 @@ class CudaBackend final : public Backend {
 
   Tensor alloc(int64_t n, DType t) override;
   void free(Tensor t) override;
-  void zero(Tensor t) override;
-  void upload(Tensor dst, const float* src) override;
-  void download(float* dst, Tensor src) override;
-  void convert(Tensor dst, Tensor src) override;
   void synchronize() override;
   double time_ms(const std::function<void()>& fn, int reps) override;
+  void* alloc_host(size_t bytes) override;  // page-locked (cudaMallocHost)
+  void free_host(void* p) override;
+  void copy_to_device(Tensor dst, const void* host) override;
+  void copy_to_host(void* host, Tensor src) override;
+  uint64_t fence() override;
+  void wait(uint64_t fence) override;
+  int64_t bytes_in_use() const override;
+  int64_t peak_bytes() const override;
+  std::unique_ptr<Graph> capture(std::function<void()> fn) override;
 
-  void axpy(Tensor y, Tensor x, float alpha, int64_t n) override;
-  void copy2d(Tensor dst, int64_t ld_dst, Tensor src, int64_t ld_src, int64_t rows, int64_t cols,
-              bool accumulate) override;
-  double sum_squares(Tensor x, int64_t n) override;
-  void scale(Tensor x, float s, int64_t n) override;
-
-  void embedding_forward(Tensor out, const int32_t* ids, Tensor wte, int64_t BT,
-                         int64_t d) override;
-  void embedding_backward(Tensor dwte, const int32_t* ids, Tensor dout, int64_t BT,
-                          int64_t d) override;
-  void matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K, int64_t N,
-                      bool accumulate) override;
-  void matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w, int64_t M,
-                       int64_t K, int64_t N) override;
-  void rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R, int64_t C,
-                       float eps) override;
-  void rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
-                        Tensor rstd, int64_t R, int64_t C) override;
-  void rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta) override;
-  void rope_backward(Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd, float theta) override;
-  void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int64_t ldv,
-                         int64_t B, int64_t T, int64_t H, int64_t hd) override;
-  void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k,
-                          Tensor v, int64_t ldv, Tensor out, Tensor lse, int64_t B, int64_t T,
-                          int64_t H, int64_t hd) override;
-  void swiglu_forward(Tensor h, Tensor gu, int64_t R, int64_t m) override;
-  void swiglu_backward(Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m) override;
-  void conv1d_silu_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B, int64_t T,
-                           int64_t C, int64_t K) override;
-  void conv1d_silu_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
-                            int64_t B, int64_t T, int64_t C, int64_t K) override;
-  void l2norm_forward(Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT, int64_t H,
-                      int64_t C, float scale, float eps) override;
-  void l2norm_backward(Tensor dx, Tensor dy, Tensor x, int64_t ldx, Tensor rnorm, int64_t BT,
-                       int64_t H, int64_t C, float scale) override;
-  void gdn_gates_forward(Tensor beta, Tensor g, Tensor b, Tensor a, int64_t ld, Tensor A_log,
-                         Tensor dt_bias, int64_t BT, int64_t H, float beta_scale) override;
-  void gdn_gates_backward(Tensor db, Tensor da, Tensor dA_log, Tensor ddt_bias, Tensor dbeta,
-                          Tensor dg, Tensor b, Tensor a, int64_t ld, Tensor A_log, Tensor dt_bias,
-                          int64_t BT, int64_t H, float beta_scale) override;
-  void gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g,
-                   int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) override;
-  void gdn_backward(Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg, Tensor dout,
-                    Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta, Tensor g, int64_t B,
-                    int64_t T, int64_t H, int64_t dk, int64_t dv) override;
-  void gated_rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, Tensor gate, int64_t ldg, Tensor w,
-                             int64_t R, int64_t H, int64_t C, float eps) override;
-  void gated_rmsnorm_backward(Tensor dx, Tensor dgate, Tensor dw, Tensor dy, Tensor x, Tensor gate,
-                              int64_t ldg, Tensor w, Tensor rstd, int64_t R, int64_t H,
-                              int64_t C) override;
-  double cross_entropy(Tensor losses, Tensor dlogits, Tensor logits, const int32_t* targets,
-                       int64_t BT, int64_t V, float dscale) override;
-  void adamw(Tensor p, Tensor g, Tensor m, Tensor v, int64_t n, float lr, float b1, float b2,
-             float eps, float wd, float grad_scale, int64_t t) override;
+#define SL_OP(name, params, args) void name params override;
+#include "core/backend_ops.inc"
+#undef SL_OP
 
  private:
   // Rotates x by sign * the RoPE angles (tables cached per (T, hd, theta)).

@@ -80,18 +80,16 @@ void scale(Ctx& ctx, DPtr x, float s, int64_t n) {
   scale_kernel<<<grid_for(n, 256), 256, 0, ctx.stream>>>(x, s, n);
   SL_CUDA_LAUNCHED();
 }
-double sum_squares(Ctx& ctx, DPtr x, int64_t n) {
-  if (n <= 0) return 0.0;
-  double* buf = ctx.reduce->get_as<double>(kSumBlocks + 1);
+void sum_squares(Ctx& ctx, double* out, DPtr x, int64_t n) {
+  if (n <= 0) {
+    SL_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(double), ctx.stream));
+    return;
+  }
+  double* buf = ctx.reduce->get_as<double>(kSumBlocks);
   sum_squares_partial<<<kSumBlocks, kSumThreads, 0, ctx.stream>>>(x, n, buf);
   SL_CUDA_LAUNCHED();
-  sum_partials<<<1, 1024, 0, ctx.stream>>>(buf, kSumBlocks, buf + kSumBlocks);
+  sum_partials<<<1, 1024, 0, ctx.stream>>>(buf, kSumBlocks, out);
   SL_CUDA_LAUNCHED();
-  double out = 0;
-  SL_CUDA_CHECK(
-      cudaMemcpyAsync(&out, buf + kSumBlocks, sizeof(double), cudaMemcpyDeviceToHost, ctx.stream));
-  SL_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  return out;
 }
 
 }  // namespace sl::cuda

@@ -1,8 +1,9 @@
 // CUDA ops: host launchers, one .cu file per op group in this folder (mirroring backend/cpu),
 // forward and backward side by side. Shapes, layouts and the gradient convention are those of
 // core/backend.h: backward ops ACCUMULATE (+=) into every gradient output; a null DPtr gradient
-// output is skipped. Host int32 arrays (ids, targets) are host pointers, staged into ctx.index.
-// Everything is enqueued on ctx.stream; only cross_entropy and sum_squares wait for the result.
+// output is skipped. Index arrays (ids, targets, AdamW items) and the f64 step scalars are
+// device pointers. Everything is enqueued on ctx.stream and nothing waits for the device, so a
+// step can be captured into a CUDA graph.
 #pragma once
 #include <cstdint>
 
@@ -16,11 +17,13 @@ void axpy(Ctx& ctx, DPtr y, DPtr x, float alpha, int64_t n);
 void copy2d(Ctx& ctx, DPtr dst, int64_t ld_dst, DPtr src, int64_t ld_src, int64_t rows,
             int64_t cols, bool accumulate);
 void scale(Ctx& ctx, DPtr x, float s, int64_t n);
-double sum_squares(Ctx& ctx, DPtr x, int64_t n);
+void sum_squares(Ctx& ctx, double* out, DPtr x, int64_t n);  // *out = sum x^2
 
 // embedding.cu
-void embedding_forward(Ctx& ctx, DPtr out, const int32_t* ids, DPtr wte, int64_t BT, int64_t d);
-void embedding_backward(Ctx& ctx, DPtr dwte, const int32_t* ids, DPtr dout, int64_t BT, int64_t d);
+// index: the device copy of core/backend.h's embedding_index layout.
+void embedding_forward(Ctx& ctx, DPtr out, const int32_t* index, DPtr wte, int64_t BT, int64_t d);
+void embedding_backward(Ctx& ctx, DPtr dwte, const int32_t* index, DPtr dout, int64_t BT,
+                        int64_t d);
 
 // matmul.cu (cuBLASLt GEMMs through ctx.gemm, fp32 accumulation)
 GemmPlans* gemm_plans_create(cudaStream_t stream);
@@ -85,11 +88,12 @@ void gated_rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dgate, DPtr dw, DPtr dy, DPt
                             int64_t ldg, DPtr w, DPtr rstd, int64_t R, int64_t H, int64_t C);
 
 // cross_entropy.cu
-double cross_entropy(Ctx& ctx, DPtr losses, DPtr dlogits, DPtr logits, const int32_t* targets,
-                     int64_t BT, int64_t V, float dscale);
+void cross_entropy(Ctx& ctx, double* loss_sum, DPtr losses, DPtr dlogits, DPtr logits,
+                   const int32_t* targets, int64_t BT, int64_t V, const double* dscale);
 
 // adamw.cu
-void adamw(Ctx& ctx, DPtr p, DPtr g, DPtr m, DPtr v, int64_t n, float lr, float b1, float b2,
-           float eps, float wd, float grad_scale, float bc1, float bc2);
+void adamw(Ctx& ctx, DPtr p, DPtr g, DPtr m, DPtr v, DPtr p_compute, const int32_t* items,
+           int64_t n_items, int64_t n_total, const double* step, float b1, float b2, float eps,
+           float wd, float max_norm);
 
 }  // namespace sl::cuda

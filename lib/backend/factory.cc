@@ -1,3 +1,6 @@
+// make_backend() and cuda_devices() (declared in core/backend.h, so callers need only the
+// interface): beside the backends they construct, in the one library (sl_backend) that links
+// them all; a caller that picks a device by name links sl_backend, not the code that trains.
 #include <string>
 
 #include "backend/cpu/cpu_backend.h"

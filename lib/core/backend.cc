@@ -1,0 +1,52 @@
+// The Backend defaults for host staging and graphs (immediate copies, replay = call again) and
+// the host side of the embedding index.
+#include "core/backend.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace sl {
+
+void* Backend::alloc_host(size_t bytes) {
+  void* p = std::malloc(bytes > 0 ? bytes : 1);
+  if (!p) fail("out of host memory allocating " + std::to_string(bytes) + " bytes");
+  return p;
+}
+void Backend::free_host(void* p) { std::free(p); }
+void Backend::copy_to_device(Tensor dst, const void* host) {
+  if (dst.n > 0) std::memcpy(dst.data, host, static_cast<size_t>(dst.n) * dtype_size(dst.dtype));
+}
+void Backend::copy_to_host(void* host, Tensor src) {
+  if (src.n > 0) std::memcpy(host, src.data, static_cast<size_t>(src.n) * dtype_size(src.dtype));
+}
+
+std::unique_ptr<Backend::Graph> Backend::capture(std::function<void()> /*fn*/) { return nullptr; }
+
+// Counting sort by id, stable (positions of one id stay in token order): O(BT + V) on the host,
+// done while the device runs the previous step.
+void embedding_index(const int32_t* ids, int64_t BT, int64_t V, int32_t* out) {
+  int32_t* order = out + BT;
+  int32_t* seg = out + 2 * BT;  // seg[0..nseg] then nseg at out[3 BT + 1]
+  std::vector<int32_t> count(static_cast<size_t>(V) + 1, 0);
+  for (int64_t t = 0; t < BT; ++t) {
+    if (ids[t] < 0 || ids[t] >= V)
+      fail("embedding: token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+           " out of range for vocab " + std::to_string(V));
+    out[t] = ids[t];
+    ++count[static_cast<size_t>(ids[t]) + 1];
+  }
+  int64_t nseg = 0;
+  for (int64_t v = 0; v < V; ++v) {
+    if (count[static_cast<size_t>(v) + 1] > 0) seg[nseg++] = count[static_cast<size_t>(v)];
+    count[static_cast<size_t>(v) + 1] += count[static_cast<size_t>(v)];
+  }
+  seg[nseg] = static_cast<int32_t>(BT);
+  for (int64_t i = nseg + 1; i <= BT; ++i) seg[i] = static_cast<int32_t>(BT);
+  out[3 * BT + 1] = static_cast<int32_t>(nseg);
+  for (int64_t t = 0; t < BT; ++t)
+    order[count[static_cast<size_t>(ids[t])]++] = static_cast<int32_t>(t);
+}
+
+}  // namespace sl

@@ -1,0 +1,46 @@
+#include "train/step.h"
+
+#include <cstdlib>
+#include <string>
+
+namespace sl {
+
+TrainStep::TrainStep(Model& model, AdamW& opt, Comm* comm, bool graph)
+    : model_(model), opt_(opt), comm_(comm) {
+  const char* env = std::getenv("SL_CUDA_GRAPH");
+  use_graph_ = graph && !comm && !(env && std::string(env) == "0");
+}
+
+void TrainStep::ops() {
+  model_.zero_grad();
+  model_.run_forward();
+  model_.backward();
+  if (comm_) comm_->wait();
+  opt_.step();
+}
+
+uint64_t TrainStep::enqueue(const int32_t* ids, const int32_t* targets, double lr, int64_t t) {
+  model_.stage_batch(ids, targets, 1.f, lr, t);
+  if (!tried_ && use_graph_ && eager_steps_ > 0) {
+    tried_ = true;
+    graph_ = model_.backend().capture([this] { ops(); });
+  }
+  if (graph_) {
+    graph_->launch();
+  } else {
+    ops();
+    ++eager_steps_;
+  }
+  return model_.request_result();
+}
+
+Model::StepResult TrainStep::result(uint64_t ticket) {
+  Model::StepResult r = model_.step_result(ticket);
+  if (comm_) {
+    comm_->allreduce_sum(&r.loss, 1);
+    r.loss /= comm_->world();
+  }
+  return r;
+}
+
+}  // namespace sl
