@@ -9,8 +9,9 @@
 # layering.tsv is written by tests/CMakeLists.txt at generate time: one line per target, its name,
 # a tab, and its LINK_LIBRARIES. Folders map to targets as lib/CMakeLists.txt makes them:
 # lib/backend/cpu -> sl_cpu, lib/backend/cuda -> sl_cuda, lib/backend -> sl_backend (the factory),
-# lib/cli -> scalinglab, lib/<name> -> sl_<name>. A target this build does not make (sl_cuda
-# without nvcc) is skipped, and so are includes of it (they are compiled out here).
+# lib/cli -> scalinglab, lib/fit/forms -> sl_fit (the forms' archive is linked whole into sl_fit),
+# lib/<name> -> sl_<name>. A target this build does not make (sl_cuda without nvcc) is skipped, and
+# so are includes of it (they are compiled out here).
 set -euo pipefail
 root=${1:?usage: check_layering.sh REPO_ROOT LAYERING_TSV}
 tsv=${2:?usage: check_layering.sh REPO_ROOT LAYERING_TSV}
@@ -26,6 +27,7 @@ target_of_folder() {
     lib/backend/cuda) echo sl_cuda ;;
     lib/backend) echo sl_backend ;;
     lib/cli) echo scalinglab ;;
+    lib/fit/forms) echo sl_fit ;;
     lib/*) echo "sl_${1#lib/}" ;;
   esac
 }

@@ -1,11 +1,15 @@
-// `scalinglab fit chinchilla|savings`: Chinchilla scaling-law fits with Ceres, bootstrap CIs and
-// the token-savings factor S(N) of a candidate arch over a baseline (docs/DESIGN.md "Fitting").
+// `scalinglab fit <form>|savings`: scaling-law fits with Ceres, bootstrap CIs and the token-savings
+// factor S(N) of a candidate arch over a baseline (docs/DESIGN.md "Fitting"). Every registered fit
+// form (lib/fit/forms: chinchilla, data_law, data_constrained) is a subcommand of its own.
 //
 //   scalinglab fit chinchilla --data FILE.{csv,h5} [--n-col C] [--d-col C | --flops-col C]
 //       [--loss-col C] [--group-col arch --group VALUE] [--bootstrap K] [--seed S] --out fit.json
+//   scalinglab fit data_constrained --data FILE [column options] [--unique-col unique_tokens]
+//       [--bootstrap K] --out fit.json
 //   scalinglab fit savings --data FILE [column options] --group-col arch --baseline dense
 //       --candidate hybrid [--target-loss median|min|VALUE] [--at-n N1,N2 (default: trained sizes
 //       and 10x)] [--max-extrapolation 10] [--bootstrap K] [--seed S] --out savings.json
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +22,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "fit/form.h"
 #include "fit/law.h"
 #include "fit/points.h"
 #include "fit/report.h"
@@ -133,6 +138,7 @@ nlohmann::ordered_json data_json(const FitArgs& a, const fit::Points* p) {
   if (!a.spec.group_col.empty()) d["group_col"] = a.spec.group_col;
   if (!a.spec.group.empty()) d["group"] = a.spec.group;
   if (!a.spec.weight_col.empty()) d["weight_col"] = a.spec.weight_col;
+  if (!a.spec.unique_col.empty()) d["unique_col"] = a.spec.unique_col;
   d["flops_weighted"] = a.spec.flops_weighted;
   d["drop_highest"] = a.spec.drop_highest;
   if (p) {
@@ -148,14 +154,21 @@ void warn(const std::vector<std::string>& warnings) {
     std::fprintf(stderr, "scalinglab fit: warning: %s\n", w.c_str());
 }
 
-void run_chinchilla(const FitArgs& a) {
+// "S(1e+08)": a column head of the sensitivity table.
+std::string fmt_n(double n) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "S(%.3g)", n);
+  return buf;
+}
+
+void run_form(const fit::Form& form, const FitArgs& a) {
   fit::FitOptions opt = fit_options(a);
   if (!a.spec.group_col.empty() && a.spec.group.empty())
-    fail("fit chinchilla: --group-col " + a.spec.group_col + " needs --group VALUE");
+    fail("fit " + form.name() + ": --group-col " + a.spec.group_col + " needs --group VALUE");
   if (a.bootstrap < 0) fail("--bootstrap must be >= 0");
   fit::Table table = fit::read_table(a.data);
   fit::Points p = fit::extract_points(table, a.spec);
-  fit::LawData data = fit::chinchilla_data(p);
+  fit::LawData data = form.data(p);
   fit::FitResult res = fit::fit_law(data, opt);
   fit::BootstrapResult boot;
   if (a.bootstrap > 0) boot = fit::bootstrap_law(data, res, opt, a.bootstrap, a.seed);
@@ -167,9 +180,10 @@ void run_chinchilla(const FitArgs& a) {
   write_json(a.out, j);
   warn(warnings);
   if (!a.quiet) {
-    std::printf("chinchilla fit of %d points: E %.4g  A %.4g  alpha %.4g  B %.4g  beta %.4g\n",
-                res.n_points, res.value("E"), res.value("A"), res.value("alpha"), res.value("B"),
-                res.value("beta"));
+    std::printf("%s fit of %d points:", form.name().c_str(), res.n_points);
+    for (size_t k = 0; k < res.names.size(); ++k)
+      std::printf(k == 0 ? " %s %.4g" : "  %s %.4g", res.names[k].c_str(), res.values[k]);
+    std::printf("\n");
     std::string flags;
     for (const std::string& f : res.flags) flags += (flags.empty() ? "" : ", ") + f;
     std::printf("objective %.6g, %d of %d starts at the best, %s, %s, %.2f s", res.objective,
@@ -224,16 +238,25 @@ void run_savings(const FitArgs& a) {
     if (r.compute_multiplier.status == "ok")
       std::printf("  compute multiplier at equal loss %.3f\n", r.compute_multiplier.value);
     if (!r.sensitivity.empty()) {
-      std::printf("sensitivity of S to the model (no CIs):\n  %-24s %6s", "model", "params");
-      for (const fit::SavingsPoint& p : r.points) std::printf("  S(%-8.3g)", p.n);
+      // Each S with its 95% CI and the replicates the CI rests on.
+      std::printf("sensitivity of S to the model%s:\n  %-24s %6s",
+                  r.bootstrap > 0 ? " (95% CI, replicates)" : "", "model", "params");
+      const int w = r.bootstrap > 0 ? 30 : 11;
+      for (const fit::SavingsPoint& p : r.points) std::printf("  %-*s", w, fmt_n(p.n).c_str());
       std::printf("\n");
       for (const fit::SensitivityRow& row : r.sensitivity) {
         std::printf("  %-24s %6d", row.model.c_str(), row.n_params);
-        for (const fit::Ratio& s : row.savings)
-          if (s.status == "ok")
-            std::printf("  %11.3f", s.value);
+        for (const fit::Ratio& s : row.savings) {
+          char cell[96];
+          if (s.status != "ok")
+            std::snprintf(cell, sizeof cell, "undefined");
+          else if (r.bootstrap > 0)
+            std::snprintf(cell, sizeof cell, "%.3f [%.3f, %.3f] (%d)", s.value, s.ci_lo, s.ci_hi,
+                          s.boot_n);
           else
-            std::printf("  %11s", "undefined");
+            std::snprintf(cell, sizeof cell, "%.3f", s.value);
+          std::printf("  %-*s", w, cell);
+        }
         std::printf("\n");
       }
     }
@@ -241,8 +264,8 @@ void run_savings(const FitArgs& a) {
   }
 }
 
-// Options common to both subcommands.
-void add_common(CLI::App* cmd, FitArgs* a) {
+// Options common to every subcommand; `names`: the fitted form's parameters, for --bound's help.
+void add_common(CLI::App* cmd, FitArgs* a, const std::string& names) {
   cmd->add_option("--data", a->data, "Data: CSV with named columns, or a collected sweep.h5")
       ->required();
   cmd->add_option("--out", a->out, "Output JSON file")->required();
@@ -263,8 +286,8 @@ void add_common(CLI::App* cmd, FitArgs* a) {
   cmd->add_option("--drop-highest", a->spec.drop_highest,
                   "Drop the K highest-loss points (Epoch AI's Chinchilla analysis drops 5)");
   cmd->add_option("--bound", a->bounds,
-                  "Bound a parameter: NAME=LO:HI (E, A, B, alpha, beta; a side may be empty; "
-                  "HI = min: the lowest loss fitted, e.g. E=0:min)");
+                  "Bound a parameter: NAME=LO:HI (" + names +
+                      "; a side may be empty; HI = min: the lowest loss fitted, e.g. E=0:min)");
   cmd->add_option("--fix", a->fixed,
                   "Hold a parameter at a value: NAME=VALUE (e.g. alpha=0.34 for a ladder whose "
                   "sizes cannot measure alpha)");
@@ -286,20 +309,32 @@ void register_fit(CLI::App& app) {
   CLI::App* fit = app.add_subcommand("fit", "Fit scaling laws (Ceres) and token savings");
   fit->require_subcommand(1);
 
-  auto ca = std::make_shared<FitArgs>();
-  CLI::App* chin = fit->add_subcommand(
-      "chinchilla", "L(N,D) = E + A/N^alpha + B/D^beta, Huber-sum on log residuals, 4,500 starts");
-  add_common(chin, ca.get());
-  chin->add_option("--group", ca->spec.group, "Fit the rows with this value of --group-col");
-  chin->add_option("--bootstrap", ca->bootstrap, "Bootstrap replicates (0: none)")
-      ->capture_default_str();
-  chin->callback([ca]() { run_chinchilla(*ca); });
+  // One subcommand per fit form.
+  for (const fit::Form* form : fit::all_forms()) {
+    auto ca = std::make_shared<FitArgs>();
+    CLI::App* cmd = fit->add_subcommand(form->name(),
+                                        form->equation() + "; Huber sum on log residuals, " +
+                                            std::to_string(form->start_grid().size()) + " starts");
+    add_common(cmd, ca.get(), form->name_list());
+    const std::vector<std::string> cov = form->covariates();
+    if (std::find(cov.begin(), cov.end(), "U") != cov.end()) {
+      ca->spec.unique_col = "unique_tokens";
+      cmd->add_option("--unique-col", ca->spec.unique_col,
+                      "Column of U, the unique training tokens each run saw (sweep collect "
+                      "writes unique_tokens)")
+          ->capture_default_str();
+    }
+    cmd->add_option("--group", ca->spec.group, "Fit the rows with this value of --group-col");
+    cmd->add_option("--bootstrap", ca->bootstrap, "Bootstrap replicates (0: none)")
+        ->capture_default_str();
+    cmd->callback([ca, form]() { run_form(*form, *ca); });
+  }
 
   auto sa = std::make_shared<FitArgs>();
   sa->bootstrap = 1000;
   CLI::App* sav = fit->add_subcommand(
       "savings", "Token-savings factor S(N) = D_baseline(N, L*) / D_candidate(N, L*) with CIs");
-  add_common(sav, sa.get());
+  add_common(sav, sa.get(), fit::form("chinchilla").name_list());
   sav->add_option("--baseline", sa->baseline, "Baseline group value")->capture_default_str();
   sav->add_option("--candidate", sa->candidate, "Candidate group value")->capture_default_str();
   sav->add_option("--target-loss", sa->target, "L*: median | min | a loss value")
@@ -320,7 +355,8 @@ void register_fit(CLI::App& app) {
       ->delimiter(',');
   sav->add_flag("--no-per-size", sa->no_per_size, "Skip the per-size data laws");
   sav->add_flag("--sensitivity", sa->sensitivity,
-                "Also S under Huber delta 0.1, shared E, shared E and alpha, fixed alpha");
+                "Also S under Huber delta 0.1, shared E, shared E and alpha, fixed alpha (each "
+                "with paired-bootstrap CIs)");
   sav->add_option("--sensitivity-alpha", sa->sensitivity_alpha,
                   "alpha of the fixed-alpha sensitivity row")
       ->capture_default_str();

@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "fit/law.h"
@@ -53,6 +54,18 @@ struct Chinchilla {
     return 6.0 * std::pow(K() / gap, 1.0 / gamma());
   }
 };
+
+// fit.json's "compute_optimal": {"G", "a", "b", "gamma", "K"} (null where not finite).
+inline nlohmann::ordered_json compute_optimal_json(const Chinchilla& c) {
+  auto num = [](double v) {
+    return std::isfinite(v) ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr);
+  };
+  return {{"G", num(c.G())},
+          {"a", num(c.a())},
+          {"b", num(c.b())},
+          {"gamma", num(c.gamma())},
+          {"K", num(c.K())}};
+}
 
 // L_N(D) = E + B / D^beta for one model size.
 struct DataLaw {

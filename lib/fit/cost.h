@@ -1,6 +1,6 @@
-// The Ceres cost functions of the power-law fits (law.h): the log residual of one point (autodiff),
-// the compressed Huber sum, the smooth box reparameterisation, and bounds in theta. Internal to
-// lib/fit (law.cc, joint.cc).
+// The Ceres cost functions of the fits (law.h) for any fit form (form.h): the per-point Huber
+// residual, the compressed Huber sum, the smooth box reparameterisation, and bounds in theta.
+// Internal to lib/fit (law.cc, joint.cc).
 #pragma once
 #include <ceres/ceres.h>
 
@@ -13,76 +13,82 @@
 #include <vector>
 
 #include "core/error.h"
+#include "fit/form.h"
 #include "fit/law.h"
 
 namespace sl::fit::detail {
 
-constexpr int kMaxTerms = 2;
-constexpr int kMaxParams = 1 + 2 * kMaxTerms;
+constexpr int kMaxParams = kMaxFormParams;
+// P x P matrices and P vectors on the stack (at most kMaxParams).
+using SmallMatrix =
+    Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, kMaxParams, kMaxParams>;
+using SmallVector = Eigen::Matrix<double, Eigen::Dynamic, 1, 0, kMaxParams, 1>;
 
-// The log residual of one point, templated for autodiff (Formulation::kPerPoint):
-//   r(theta) = LSE(e, a_1 - alpha_1 log x_1, ..., a_T - alpha_T log x_T) - log L,
-// computed as m + log(sum_j exp(u_j - m)) with m = max_j u_j, so that no exp overflows.
-template <int kTerms>
-struct LogLawResidual {
-  double log_x[kTerms];
-  double log_loss;
-
-  template <typename S>
-  bool operator()(const S* theta, S* residual) const {
-    S u[kTerms + 1];
-    u[0] = theta[0];
-    for (int k = 0; k < kTerms; ++k) u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * log_x[k];
-    S m = u[0];
-    for (int k = 1; k <= kTerms; ++k)
-      if (u[k] > m) m = u[k];
-    S sum = S(0.0);
-    for (int k = 0; k <= kTerms; ++k) sum += exp(u[k] - m);
-    residual[0] = m + log(sum) - log_loss;
-    return true;
+// The log residual of one point, r(theta) = log L(x; theta) - log L, and its Jacobian row from
+// the form (Formulation::kPerPoint; Ceres applies the Huber loss).
+class PointResidual final : public ceres::CostFunction {
+ public:
+  PointResidual(const LawData& data, size_t i) {
+    point_.form = data.form;
+    for (const auto& col : data.x) point_.x.push_back({col[i]});
+    point_.log_loss = {data.log_loss[i]};
+    point_.weight = {1.0};
+    set_num_residuals(1);
+    mutable_parameter_block_sizes()->push_back(data.form->num_params());
   }
+  bool Evaluate(double const* const* parameters, double* residuals,
+                double** jacobians) const override {
+    if (!point_.form->evaluate(parameters[0], point_, log_pred_, jac_, scratch_)) return false;
+    residuals[0] = log_pred_[0] - point_.log_loss[0];
+    if (jacobians != nullptr && jacobians[0] != nullptr)
+      for (int j = 0; j < jac_.cols(); ++j) jacobians[0][j] = jac_(0, j);
+    return std::isfinite(residuals[0]);
+  }
+
+ private:
+  LawData point_;
+  mutable Eigen::ArrayXd log_pred_;
+  mutable Eigen::MatrixXd jac_;
+  mutable FormScratch scratch_;
 };
 
-// The compressed formulation (see Formulation::kCompressed in law.h). With the softmax weights of
-// the LSE terms
-//   p_ij = exp(u_ij) / sum_l exp(u_il),   u_i0 = e,  u_ik = a_k - alpha_k log x_ki,
-// the Jacobian of r_i is
-//   J_i = d r_i / d theta = (p_i0, p_i1, -p_i1 log x_1i, p_i2, -p_i2 log x_2i).
-// Residual 0 is F = sqrt(2 f) with Jacobian row grad f / F, grad f = sum_i w_i h'(r_i) J_i;
-// residuals 1..P are identically 0 with Jacobian R, R^T R = M = sum_i w_i c_i J_i^T J_i. Ceres'
-// model of its cost 1/2 |res + Jac s|^2 is then
+// The compressed formulation (see Formulation::kCompressed in law.h). With J_i = d r_i / d theta
+// the form's Jacobian row of point i (for a power-law sum, built from the softmax weights of its
+// terms: J_i = (p_i0, p_i1, -p_i1 log x_1i, ...)), residual 0 is F = sqrt(2 f) with Jacobian row
+// grad f / F, grad f = sum_i w_i h'(r_i) J_i; residuals 1..P are identically 0 with Jacobian R,
+// R^T R = M = sum_i w_i c_i J_i^T J_i. Ceres' model of its cost 1/2 |res + Jac s|^2 is then
 //   f + grad f . s + 1/2 s^T (M + grad f grad f^T / (2 f)) s.
-// Evaluations at the same theta share the transcendental work (Ceres evaluates the cost at a
-// trial point and, if it accepts the step, the Jacobian at the same point).
-template <int kTerms>
+// The form computes r and J together; evaluations at the same theta share them (Ceres evaluates
+// the cost at a trial point and, if it accepts the step, the Jacobian at the same point).
 class CompressedHuberCost final : public ceres::CostFunction {
  public:
-  static constexpr int kP = 1 + 2 * kTerms;
-
   CompressedHuberCost(const LawData& data, double delta, double kappa)
-      : n_(static_cast<int>(data.size())), delta_(delta), kappa_(kappa) {
-    set_num_residuals(1 + kP);
-    mutable_parameter_block_sizes()->push_back(kP);
-    for (int k = 0; k < kTerms; ++k)
-      log_x_[k] = Eigen::Map<const Eigen::ArrayXd>(data.log_x[k].data(), n_);
-    log_loss_ = Eigen::Map<const Eigen::ArrayXd>(data.log_loss.data(), n_);
-    weight_ = Eigen::Map<const Eigen::ArrayXd>(data.weight.data(), n_);
-    for (auto* a : {&x0_, &s_, &r_, &hp_, &c_, &tmp_}) a->resize(n_);
-    for (int k = 0; k < kTerms; ++k) x_[k].resize(n_);
-    jac_.resize(n_, kP);
+      : data_(data),
+        form_(*data.form),
+        P_(form_.num_params()),
+        n_(static_cast<int>(data.size())),
+        delta_(delta),
+        kappa_(kappa) {
+    SL_ASSERT(P_ <= kMaxParams);
+    set_num_residuals(1 + P_);
+    mutable_parameter_block_sizes()->push_back(P_);
+    log_loss_ = Eigen::Map<const Eigen::ArrayXd>(data_.log_loss.data(), n_);
+    weight_ = Eigen::Map<const Eigen::ArrayXd>(data_.weight.data(), n_);
+    for (auto* a : {&r_, &hp_, &c_, &tmp_}) a->resize(n_);
   }
 
   bool Evaluate(double const* const* parameters, double* residuals,
                 double** jacobians) const override {
     const double* theta = parameters[0];
-    if (!(has_cache_ && std::equal(theta, theta + kP, cached_theta_))) {
+    if (!(has_cache_ && std::equal(theta, theta + P_, cached_theta_))) {
+      has_cache_ = false;
       if (!Compute(theta)) return false;
-      std::copy(theta, theta + kP, cached_theta_);
+      std::copy(theta, theta + P_, cached_theta_);
       has_cache_ = true;
     }
     const double F = std::sqrt(2.0 * f_);
     residuals[0] = F;
-    for (int j = 1; j <= kP; ++j) residuals[j] = 0.0;
+    for (int j = 1; j <= P_; ++j) residuals[j] = 0.0;
     if (jacobians == nullptr || jacobians[0] == nullptr) return true;
 
     // h'(r_i) and c_i = h''(r_i) + h'(r_i)^2 / (2 h(r_i) + kappa) (h'' = 1 inside, 0 outside).
@@ -91,68 +97,41 @@ class CompressedHuberCost final : public ceres::CostFunction {
     hp_ = (tmp_ <= d).select(r_, d * r_.sign());
     c_ = weight_ * (tmp_ <= d).select(1.0 + r_.square() / (r_.square() + kappa_),
                                       (d * d) / (2.0 * d * tmp_ - d * d + kappa_));
-    // J_i rows, p_ij = x_ij / s_i.
-    tmp_ = s_.inverse();
-    jac_.col(0) = (x0_ * tmp_).matrix();
-    for (int k = 0; k < kTerms; ++k) {
-      jac_.col(1 + 2 * k) = (x_[k] * tmp_).matrix();
-      jac_.col(2 + 2 * k) = -(jac_.col(1 + 2 * k).array() * log_x_[k]).matrix();
-    }
-    Eigen::Matrix<double, kP, 1> grad = jac_.transpose() * (weight_ * hp_).matrix();
+    SmallVector grad = jac_.transpose() * (weight_ * hp_).matrix();
     // M = sum_i w_i c_i J_i^T J_i, entry by entry (P (P + 1) / 2 dot products of length n).
-    Eigen::Matrix<double, kP, kP> M;
-    for (int a = 0; a < kP; ++a) {
+    SmallMatrix M(P_, P_);
+    for (int a = 0; a < P_; ++a) {
       tmp_ = c_ * jac_.col(a).array();
-      for (int b = a; b < kP; ++b) M(a, b) = M(b, a) = (tmp_ * jac_.col(b).array()).sum();
+      for (int b = a; b < P_; ++b) M(a, b) = M(b, a) = (tmp_ * jac_.col(b).array()).sum();
     }
 
-    Eigen::Map<Eigen::Matrix<double, 1 + kP, kP, Eigen::RowMajor>> J(jacobians[0]);
+    Eigen::Map<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> J(
+        jacobians[0], 1 + P_, P_);
     if (F > 0)
       J.row(0) = (grad / F).transpose();
     else
       J.row(0).setZero();
     // R with R^T R = M (+ a relative 1e-12 ridge so that the Cholesky factor exists).
     M.diagonal().array() += 1e-12 * std::max(M.trace(), 1e-300);
-    Eigen::LLT<Eigen::Matrix<double, kP, kP>> llt(M);
+    Eigen::LLT<SmallMatrix> llt(M);
     if (llt.info() == Eigen::Success) {
-      J.bottomRows(kP) = llt.matrixU();
+      J.bottomRows(P_) = llt.matrixU();
     } else {
-      Eigen::SelfAdjointEigenSolver<Eigen::Matrix<double, kP, kP>> es(M);
-      J.bottomRows(kP) =
+      // (Heap-sized: GCC 12 warns of uninitialised storage in the fixed-capacity solver.)
+      const Eigen::MatrixXd Md = M;
+      Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(Md);
+      J.bottomRows(P_) =
           es.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal() * es.eigenvectors().transpose();
     }
     return true;
   }
 
  private:
-  // Residuals r_i and the Huber sum f at theta.
+  // Residuals r_i, the Jacobian and the Huber sum f at theta.
   bool Compute(const double* theta) const {
-    // Direct evaluation: exp(e) + sum_k exp(a_k - alpha_k log x_k); falls back to the shifted
-    // LSE per point only if something overflows.
-    x0_.setConstant(std::exp(theta[0]));
-    s_ = x0_;
-    for (int k = 0; k < kTerms; ++k) {
-      x_[k] = (theta[1 + 2 * k] - theta[2 + 2 * k] * log_x_[k]).exp();
-      s_ += x_[k];
-    }
-    r_ = s_.log() - log_loss_;
-    if (!r_.allFinite() || !(s_ > 0).all()) {
-      for (int i = 0; i < n_; ++i) {
-        double u[kTerms + 1];
-        u[0] = theta[0];
-        for (int k = 0; k < kTerms; ++k)
-          u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * log_x_[k][i];
-        double m = *std::max_element(u, u + kTerms + 1);
-        x0_[i] = std::exp(u[0] - m);
-        s_[i] = x0_[i];
-        for (int k = 0; k < kTerms; ++k) {
-          x_[k][i] = std::exp(u[k + 1] - m);
-          s_[i] += x_[k][i];
-        }
-        r_[i] = m + std::log(s_[i]) - log_loss_[i];
-      }
-      if (!r_.allFinite()) return false;
-    }
+    if (!form_.evaluate(theta, data_, log_pred_, jac_, scratch_)) return false;
+    r_ = log_pred_ - log_loss_;
+    if (!r_.allFinite()) return false;
     const double d = delta_;
     tmp_ = r_.abs();
     // f = sum_i w_i h(r_i).
@@ -160,29 +139,28 @@ class CompressedHuberCost final : public ceres::CostFunction {
     return std::isfinite(f_);
   }
 
-  int n_;
+  const LawData data_;
+  const Form& form_;
+  int P_, n_;
   double delta_, kappa_;
-  Eigen::ArrayXd log_x_[kTerms], log_loss_, weight_;
+  Eigen::ArrayXd log_loss_, weight_;
   // Cache of the last evaluation point.
-  mutable Eigen::ArrayXd x0_, x_[kTerms], s_, r_, hp_, c_, tmp_;
-  mutable Eigen::Matrix<double, Eigen::Dynamic, kP> jac_;
+  mutable Eigen::ArrayXd log_pred_, r_, hp_, c_, tmp_;
+  mutable Eigen::MatrixXd jac_;
+  mutable FormScratch scratch_;
   mutable double f_ = 0;
-  mutable double cached_theta_[kP] = {};
+  mutable double cached_theta_[kMaxParams] = {};
   mutable bool has_cache_ = false;
 };
 
-// theta index of each natural parameter's bound, in log space for E, A_k.
-inline void bound_in_theta(int terms, const std::string& name, const Bound& b, int* index,
+// theta index of the bound parameter `name` of `form`, and the bound in theta (through the log
+// for a log-mapped parameter, e.g. E, A).
+inline void bound_in_theta(const Form& form, const std::string& name, const Bound& b, int* index,
                            double* lo, double* hi) {
-  std::vector<std::string> names = param_names(terms);
-  auto it = std::find(names.begin(), names.end(), name);
-  if (it == names.end()) {
-    std::string all;
-    for (auto& n : names) all += (all.empty() ? "" : ", ") + n;
-    fail("bound on unknown parameter '" + name + "' (parameters: " + all + ")");
-  }
-  *index = static_cast<int>(it - names.begin());
-  bool is_log = *index == 0 || *index % 2 == 1;
+  *index = form.index(name);
+  if (*index < 0)
+    fail("bound on unknown parameter '" + name + "' (parameters: " + form.name_list() + ")");
+  const bool is_log = form.is_log(*index);
   if (!(b.lo < b.hi)) fail("bound on " + name + ": lower bound must be < upper bound");
   if (is_log) {
     if (b.hi <= 0) fail("bound on " + name + ": upper bound must be > 0");

@@ -60,15 +60,16 @@ class JointCost final : public ceres::CostFunction {
   mutable std::vector<double> jac_;
 };
 
+// mean log N (x[0] of the Chinchilla form).
 double mean_log_x(const LawData& d) {
   double s = 0;
-  for (double v : d.log_x[0]) s += v;
+  for (double v : d.x[0]) s += v;
   return s / d.size();
 }
 
 // f of one data set at theta (the compressed cost's residual 0 is sqrt(2 f)).
 double objective(const LawData& data, const std::vector<double>& theta, double delta) {
-  CompressedHuberCost<2> cost(data, delta, 1e-4);
+  CompressedHuberCost cost(data, delta, 1e-4);
   double res[1 + kP];
   const double* tp = theta.data();
   if (!cost.Evaluate(&tp, res, nullptr)) return std::numeric_limits<double>::infinity();
@@ -77,10 +78,10 @@ double objective(const LawData& data, const std::vector<double>& theta, double d
 
 FitResult arch_result(const LawData& data, const std::vector<double>& theta, double delta) {
   FitResult r;
-  r.terms = 2;
-  r.names = param_names(2);
+  r.form = data.form;
+  r.names = data.form->names();
   r.theta = theta;
-  r.values = natural_params(2, theta);
+  r.values = data.form->natural(theta);
   r.objective = objective(data, theta, delta);
   r.n_points = static_cast<int>(data.size());
   r.flags = identifiability_flags(data, theta, &r.condition_number, &r.dof);
@@ -91,7 +92,9 @@ FitResult arch_result(const LawData& data, const std::vector<double>& theta, dou
 
 JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep_b,
                       const FitResult& sep_c, const JointOptions& options) {
-  SL_ASSERT(db.terms == 2 && dc.terms == 2);
+  // The joint models share Chinchilla's parameters by index: (e, a, alpha, b, beta).
+  if (db.form != &form("chinchilla") || dc.form != &form("chinchilla"))
+    fail("joint fit: both data sets must be Chinchilla data");
   JointOptions o = options;
   // FitOptions::fixed: alpha is the joint model's own fixed-alpha choice; nothing else is.
   for (const auto& [name, v] : o.fit.fixed) {
@@ -137,7 +140,7 @@ JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep
     if (b.hi_is_min_loss) b.hi = min_loss;
     int j;
     double l, h;
-    bound_in_theta(2, name, b, &j, &l, &h);
+    bound_in_theta(*db.form, name, b, &j, &l, &h);
     lo[j] = l;
     hi[j] = h;
   }
@@ -153,7 +156,7 @@ JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep
   std::vector<double> x(q);
   ceres::Problem problem;
   for (int a = 0; a < 2; ++a) {
-    auto* inner = new CompressedHuberCost<2>(*data[a], o.fit.huber_delta, o.fit.kappa);
+    auto* inner = new CompressedHuberCost(*data[a], o.fit.huber_delta, o.fit.kappa);
     problem.AddResidualBlock(new JointCost(inner, idx[a], fixed, q, &map), nullptr, x.data());
   }
 
@@ -167,6 +170,7 @@ JointResult fit_joint(const LawData& db, const LawData& dc, const FitResult& sep
   if (!o.share_alpha) alpha_starts.insert(alpha_starts.begin(), std::nan(""));
   if (fixed_alpha) alpha_starts = {o.fixed_alpha};
   std::vector<std::vector<double>> theta_starts;  // in x
+  if (o.given_starts_only) e_starts.clear();
   for (double e0 : e_starts)
     for (double al0 : alpha_starts) {
       std::vector<double> theta_x(q);

@@ -30,6 +30,8 @@ struct JointOptions {
   // Extra starts: per-architecture theta pairs (baseline, candidate), e.g. the optimum of a more
   // constrained joint model, so that a looser model can only end lower (nested models).
   std::vector<std::pair<std::vector<double>, std::vector<double>>> starts;
+  // Only `starts`, none from the separate fits (a bootstrap refit from the full-data optimum).
+  bool given_starts_only = false;
 };
 
 struct JointResult {

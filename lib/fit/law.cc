@@ -23,17 +23,12 @@ using namespace detail;
 
 namespace {
 
-// theta index of a fixed parameter, checked (a positive value for E, A, B).
-int fixed_index(int terms, const std::string& name, double v) {
-  const std::vector<std::string> names = param_names(terms);
-  const auto it = std::find(names.begin(), names.end(), name);
-  if (it == names.end()) {
-    std::string all;
-    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
-    fail("fixed value for unknown parameter '" + name + "' (parameters: " + all + ")");
-  }
-  const int j = static_cast<int>(it - names.begin());
-  const bool is_log = j == 0 || j % 2 == 1;
+// theta index of a fixed parameter, checked (a positive value for a log-mapped one: E, A, B).
+int fixed_index(const Form& form, const std::string& name, double v) {
+  const int j = form.index(name);
+  if (j < 0)
+    fail("fixed value for unknown parameter '" + name + "' (parameters: " + form.name_list() + ")");
+  const bool is_log = form.is_log(j);
   if (!std::isfinite(v) || (is_log && !(v > 0)))
     fail("fixed value of " + name + " must be finite" + (is_log ? " and > 0" : ""));
   return j;
@@ -45,8 +40,10 @@ int fixed_index(int terms, const std::string& name, double v) {
 // (PolishOnBox), which lands exactly on active bounds and checks the KKT conditions.
 class LocalSolver {
  public:
-  LocalSolver(const LawData& data, const FitOptions& o) : terms_(data.terms), opt_(o) {
-    const int P = 1 + 2 * terms_;
+  LocalSolver(const LawData& data, const FitOptions& o)
+      : form_(*data.form), P_(form_.num_params()), ei_(form_.e_index()), opt_(o) {
+    SL_ASSERT(P_ <= kMaxParams);
+    const int P = P_;
     map_.lo.assign(P, -std::numeric_limits<double>::infinity());
     map_.hi.assign(P, std::numeric_limits<double>::infinity());
     min_loss_ = std::exp(*std::min_element(data.log_loss.begin(), data.log_loss.end()));
@@ -55,7 +52,7 @@ class LocalSolver {
       if (b.hi_is_min_loss) b.hi = min_loss_;
       int j;
       double lo, hi;
-      bound_in_theta(terms_, name, b, &j, &lo, &hi);
+      bound_in_theta(form_, name, b, &j, &lo, &hi);
       map_.lo[j] = lo;
       map_.hi[j] = hi;
     }
@@ -63,9 +60,8 @@ class LocalSolver {
     // the active-set polish holds it and leaves it out of the KKT check.
     for (const auto& [name, v] : o.fixed) {
       if (o.bounds.count(name)) fail("parameter " + name + " is both fixed and bounded");
-      const int j = fixed_index(terms_, name, v);
-      const bool is_log = j == 0 || j % 2 == 1;
-      map_.lo[j] = map_.hi[j] = is_log ? std::log(v) : v;
+      const int j = fixed_index(form_, name, v);
+      map_.lo[j] = map_.hi[j] = form_.is_log(j) ? std::log(v) : v;
       held_.push_back(j);
     }
     // The box of the theta problem: the user's bounds, and a floor under e = log E at
@@ -75,7 +71,7 @@ class LocalSolver {
     e_floor_ = std::log(1e-12 * min_loss_);
     box_lo_ = map_.lo;
     box_hi_ = map_.hi;
-    box_lo_[0] = std::max(box_lo_[0], std::min(e_floor_, box_hi_[0] - 1.0));
+    box_lo_[ei_] = std::max(box_lo_[ei_], std::min(e_floor_, box_hi_[ei_] - 1.0));
     problem_ = MakeProblem(data, /*reparam=*/false, theta_);
     for (int j = 0; j < P; ++j) {
       if (box_lo_[j] == box_hi_[j]) continue;  // fixed: held by the polish's manifold
@@ -94,7 +90,7 @@ class LocalSolver {
   };
 
   Outcome Solve(const std::vector<double>& start, bool polish) {
-    const int P = 1 + 2 * terms_;
+    const int P = P_;
     SL_ASSERT(static_cast<int>(start.size()) == P);
     Outcome out;
     if (!problem_u_) {
@@ -107,7 +103,7 @@ class LocalSolver {
     }
     if (!polish || !std::isfinite(out.cost)) return out;
     // Unbounded fits need the box polish only when E collapses (E < 1e-6 min L).
-    if (!problem_u_ && out.theta[0] > e_floor_ + std::log(1e6)) return out;
+    if (!problem_u_ && out.theta[ei_] > e_floor_ + std::log(1e6)) return out;
     Outcome box = PolishOnBox(out.theta);
     box.iterations += out.iterations;
     return std::isfinite(box.cost) ? box : out;
@@ -126,21 +122,11 @@ class LocalSolver {
       return reparam ? new ReparamCost(c, &map_) : c;
     };
     if (opt_.formulation == Formulation::kCompressed) {
-      ceres::CostFunction* cost =
-          terms_ == 2 ? static_cast<ceres::CostFunction*>(
-                            new CompressedHuberCost<2>(data, opt_.huber_delta, opt_.kappa))
-                      : new CompressedHuberCost<1>(data, opt_.huber_delta, opt_.kappa);
-      problem->AddResidualBlock(wrap(cost), nullptr, x);
+      problem->AddResidualBlock(wrap(new CompressedHuberCost(data, opt_.huber_delta, opt_.kappa)),
+                                nullptr, x);
     } else {
       for (size_t i = 0; i < data.size(); ++i) {
-        ceres::CostFunction* cost;
-        if (terms_ == 2) {
-          auto* f = new LogLawResidual<2>{{data.log_x[0][i], data.log_x[1][i]}, data.log_loss[i]};
-          cost = new ceres::AutoDiffCostFunction<LogLawResidual<2>, 1, 5>(f);
-        } else {
-          auto* f = new LogLawResidual<1>{{data.log_x[0][i]}, data.log_loss[i]};
-          cost = new ceres::AutoDiffCostFunction<LogLawResidual<1>, 1, 3>(f);
-        }
+        ceres::CostFunction* cost = new PointResidual(data, i);
         // Ceres' cost is 1/2 rho(r^2); HuberLoss(delta) makes it exactly h(r), scaled by w_i.
         auto* loss = new ceres::ScaledLoss(new ceres::HuberLoss(opt_.huber_delta), data.weight[i],
                                            ceres::TAKE_OWNERSHIP);
@@ -151,7 +137,7 @@ class LocalSolver {
   }
 
   Outcome Run(ceres::Problem* problem, double* x, bool polish) {
-    const int P = 1 + 2 * terms_;
+    const int P = P_;
     ceres::Solver::Options so;
     so.minimizer_type = ceres::TRUST_REGION;
     so.trust_region_strategy_type = ceres::LEVENBERG_MARQUARDT;
@@ -195,7 +181,8 @@ class LocalSolver {
   // it. The outcome converged iff the last free solve did and KKT holds. E's floor is special:
   // E below 1e-6 min L is held there; released at most once (KKT), it stays held if it falls back.
   Outcome PolishOnBox(const std::vector<double>& start) {
-    const int P = 1 + 2 * terms_;
+    const int P = P_;
+    const int ei = ei_;
     const auto& lo = box_lo_;
     const auto& hi = box_hi_;
     std::vector<int> side(P, 0);  // -1: held on lo, +1: held on hi, 0: free
@@ -211,7 +198,7 @@ class LocalSolver {
     }
     // E below 1e-6 min L is on its way to the floor (its gradient, a factor E / L_i smaller than
     // the others, makes the last decades a crawl): start it held there and let KKT release it.
-    if (theta_[0] < e_floor_ + std::log(1e6) && lo[0] == e_floor_) side[0] = -1;
+    if (theta_[ei] < e_floor_ + std::log(1e6) && lo[ei] == e_floor_) side[ei] = -1;
     Outcome out;
     out.termination = ceres::CONVERGENCE;
     out.message = "all parameters on bounds";
@@ -248,8 +235,8 @@ class LocalSolver {
       }
       // A free E that collapsed again (E < 1e-6 min L; the solve crawls in log E) joins the set
       // on its floor: what is left between there and the floor changes predictions by < 1e-6.
-      if (side[0] == 0 && lo[0] == e_floor_ && theta_[0] < e_floor_ + std::log(1e6))
-        side[0] = -1, grew = true;
+      if (side[ei] == 0 && lo[ei] == e_floor_ && theta_[ei] < e_floor_ + std::log(1e6))
+        side[ei] = -1, grew = true;
       if (grew) continue;
       int worst = -1;
       double worst_v = 1e-9 * std::max(f, 1e-300);
@@ -259,7 +246,7 @@ class LocalSolver {
         // parameter's size. On E's floor the scale is the loss itself: there df/de = E df/dE
         // vanishes with E, so the test uses the natural slope df/dE = g_0 / E (times min L),
         // the quantity L-BFGS-B in natural units sees at E = 0.
-        const bool on_floor = j == 0 && side[0] < 0 && lo[0] == e_floor_;
+        const bool on_floor = j == ei && side[ei] < 0 && lo[ei] == e_floor_;
         // E released from its floor once and back: its optimum is within the floor's 1e-6.
         if (on_floor && e_released) continue;
         const double v = on_floor ? side[j] * g[j] / std::exp(theta_[j]) * min_loss_
@@ -268,18 +255,18 @@ class LocalSolver {
       }
       if (worst < 0) return out;  // KKT holds
       side[worst] = 0;
-      if (worst == 0 && lo[0] == e_floor_ && theta_[0] < e_floor_ + std::log(1e6)) {
+      if (worst == ei && lo[ei] == e_floor_ && theta_[ei] < e_floor_ + std::log(1e6)) {
         e_released = true;
         // E leaves its floor: in log E the way up is a plateau (df/de ~ E), so restart e at
         // the best of a few values E = c min L with the other parameters held.
-        double best_f = f, best_e = theta_[0];
+        double best_f = f, best_e = theta_[ei];
         for (double c : {1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95}) {
-          theta_[0] = std::min(std::log(c * min_loss_), hi[0]);
+          theta_[ei] = std::min(std::log(c * min_loss_), hi[ei]);
           double fc = 0;
           std::vector<double> gc;
-          if (Gradient(&fc, &gc) && fc < best_f) best_f = fc, best_e = theta_[0];
+          if (Gradient(&fc, &gc) && fc < best_f) best_f = fc, best_e = theta_[ei];
         }
-        theta_[0] = best_e;
+        theta_[ei] = best_e;
       }
     }
     out.termination = ceres::NO_CONVERGENCE;
@@ -288,7 +275,9 @@ class LocalSolver {
     return out;
   }
 
-  int terms_;
+  const Form& form_;
+  int P_;   // parameters
+  int ei_;  // theta index of E
   FitOptions opt_;
   BoxMap map_;                           // the user's bounds in theta
   double e_floor_ = 0;                   // log(1e-12 min L)
@@ -310,7 +299,7 @@ std::string fmt_g(double v) {
 // The warning line of one identifiability flag.
 std::string flag_text(const std::string& flag, const FitResult& r, const std::string& why) {
   if (flag == "E_collapsed")
-    return "E collapsed to " + fmt_g(r.values[0]) +
+    return "E collapsed to " + fmt_g(r.values[r.form->e_index()]) +
            " (< 1e-3 min loss): the irreducible loss is not identified by these points";
   if (flag == "ill_conditioned")
     return "ill-conditioned optimum (Jacobian condition number " + fmt_g(r.condition_number) +
@@ -319,18 +308,19 @@ std::string flag_text(const std::string& flag, const FitResult& r, const std::st
     return "exact fit: " + std::to_string(r.n_points) + " points for " +
            std::to_string(r.values.size()) + " parameters, no residual degrees of freedom";
   if (flag == "underdetermined") return "the points cannot identify the law: " + why;
-  const std::string name = flag.substr(0, flag.find('_'));
-  return name + " ran off to " + fmt_g(r.value(name)) +
-         (name == "alpha" || name == "beta" ? " (> 2)" : " (> 1e10)") +
+  // "<name>_runaway" (a name may hold '_' itself).
+  const std::string name = flag.substr(0, flag.rfind('_'));
+  const bool exponent = r.form->params()[r.form->index(name)].role == Param::kExponent;
+  return name + " ran off to " + fmt_g(r.value(name)) + (exponent ? " (> 2)" : " (> 1e10)") +
          ": exponent and coefficient trade off, the optimum is not a measurement";
 }
 
 void finish(const LawData& data, const LocalSolver& solver, const LocalSolver::Outcome& polished,
             FitResult* res) {
-  res->terms = data.terms;
-  res->names = param_names(data.terms);
+  res->form = data.form;
+  res->names = data.form->names();
   res->theta = polished.theta;
-  res->values = natural_params(data.terms, polished.theta);
+  res->values = data.form->natural(polished.theta);
   res->objective = polished.cost;
   res->n_points = static_cast<int>(data.size());
   res->converged = polished.termination == ceres::CONVERGENCE;
@@ -348,7 +338,7 @@ void finish(const LawData& data, const LocalSolver& solver, const LocalSolver::O
       if (!std::isfinite(b)) continue;
       if (std::abs(res->theta[j] - b) <= 1e-6 * std::max(1.0, std::abs(b))) {
         res->bound_hit.push_back(res->names[j]);
-        bool is_log = j == 0 || j % 2 == 1;
+        const bool is_log = data.form->is_log(static_cast<int>(j));
         char buf[160];
         std::snprintf(buf, sizeof buf, "parameter %s sits on its %s bound %.6g",
                       res->names[j].c_str(), b == solver.lo()[j] ? "lower" : "upper",
@@ -395,129 +385,50 @@ void parallel_for(int n, int threads, const std::function<void(int, int)>& fn) {
   if (error) std::rethrow_exception(error);
 }
 
-std::vector<std::string> param_names(int terms) {
-  if (terms == 2) return {"E", "A", "alpha", "B", "beta"};
-  SL_ASSERT(terms == 1);
-  return {"E", "B", "beta"};
-}
-
-std::vector<double> natural_params(int terms, const std::vector<double>& theta) {
-  std::vector<double> v(theta.size());
-  SL_ASSERT(static_cast<int>(theta.size()) == 1 + 2 * terms);
-  v[0] = std::exp(theta[0]);
-  for (int k = 0; k < terms; ++k) {
-    v[1 + 2 * k] = std::exp(theta[1 + 2 * k]);
-    v[2 + 2 * k] = theta[2 + 2 * k];
-  }
-  return v;
-}
-
-std::vector<double> internal_params(int terms, const std::vector<double>& natural) {
-  std::vector<double> t(natural.size());
-  SL_ASSERT(static_cast<int>(natural.size()) == 1 + 2 * terms);
-  t[0] = std::log(natural[0]);
-  for (int k = 0; k < terms; ++k) {
-    t[1 + 2 * k] = std::log(natural[1 + 2 * k]);
-    t[2 + 2 * k] = natural[2 + 2 * k];
-  }
-  return t;
-}
-
 double FitResult::value(const std::string& name) const {
   for (size_t j = 0; j < names.size(); ++j)
     if (names[j] == name) return values[j];
   fail("no parameter '" + name + "' in this fit");
 }
 
-std::vector<std::vector<double>> hoffmann_grid(int terms) {
-  std::vector<std::vector<double>> g;
-  const double exps[] = {0, 0.5, 1, 1.5, 2};
-  const double es[] = {-1, -0.5, 0, 0.5, 1};
-  const double as[] = {0, 5, 10, 15, 20, 25};
-  if (terms == 2) {
-    for (double alpha : exps)
-      for (double beta : exps)
-        for (double e : es)
-          for (double a : as)
-            for (double b : as) g.push_back({e, a, alpha, b, beta});
-  } else {
-    SL_ASSERT(terms == 1);
-    for (double beta : exps)
-      for (double e : es)
-        for (double b : as) g.push_back({e, b, beta});
-  }
-  return g;
-}
-
-namespace {
-
-int count_distinct(const std::vector<double>& v) {
-  return static_cast<int>(std::set<double>(v.begin(), v.end()).size());
-}
-
-}  // namespace
-
-std::string underdetermined(const LawData& data) {
-  const int P = 1 + 2 * data.terms;
-  std::set<std::vector<double>> points;
-  for (size_t i = 0; i < data.size(); ++i) {
-    std::vector<double> x;
-    for (int k = 0; k < data.terms; ++k) x.push_back(data.log_x[k][i]);
-    points.insert(x);
-  }
-  if (static_cast<int>(points.size()) < P)
-    return std::to_string(points.size()) + " distinct points for " + std::to_string(P) +
-           " parameters";
-  const char* what[2] = {data.terms == 2 ? "N" : "D", "D"};
-  for (int k = 0; k < data.terms; ++k) {
-    const int d = count_distinct(data.log_x[k]);
-    if (d < 3) return std::to_string(d) + " distinct " + what[k] + " (need 3)";
-  }
-  return "";
-}
+std::string underdetermined(const LawData& data) { return data.form->underdetermined(data); }
 
 std::vector<std::string> identifiability_flags(const LawData& data,
                                                const std::vector<double>& theta,
                                                double* condition_number, int* dof,
                                                const std::vector<int>& held) {
-  const int T = data.terms, P = 1 + 2 * T;
+  const Form& form = *data.form;
+  const int P = form.num_params();
   const int n = static_cast<int>(data.size());
   SL_ASSERT(static_cast<int>(theta.size()) == P);
   std::vector<std::string> flags;
-  const std::vector<std::string> names = param_names(T);
+  const std::vector<double> v = form.natural(theta);
   const double min_loss = std::exp(*std::min_element(data.log_loss.begin(), data.log_loss.end()));
-  if (std::exp(theta[0]) < 1e-3 * min_loss) flags.push_back("E_collapsed");
-  for (int k = 0; k < T; ++k)
-    if (theta[2 + 2 * k] > 2) flags.push_back(names[2 + 2 * k] + "_runaway");
-  for (int k = 0; k < T; ++k)
-    if (theta[1 + 2 * k] > std::log(1e10)) flags.push_back(names[1 + 2 * k] + "_runaway");
-  // Weighted Jacobian of the log residuals, row i = sqrt(w_i) J_i with
-  // J_i = (p_i0, p_i1, -p_i1 log x_1i, ...), p_ij the softmax weights of the LSE terms.
-  Eigen::MatrixXd J(n, P);
-  for (int i = 0; i < n; ++i) {
-    double u[kMaxTerms + 1];
-    u[0] = theta[0];
-    for (int k = 0; k < T; ++k) u[k + 1] = theta[1 + 2 * k] - theta[2 + 2 * k] * data.log_x[k][i];
-    const double m = *std::max_element(u, u + T + 1);
-    double sum = 0;
-    for (int k = 0; k <= T; ++k) sum += std::exp(u[k] - m);
-    const double sw = std::sqrt(data.weight[i]);
-    J(i, 0) = sw * std::exp(u[0] - m) / sum;
-    for (int k = 0; k < T; ++k) {
-      const double pk = std::exp(u[k + 1] - m) / sum;
-      J(i, 1 + 2 * k) = sw * pk;
-      J(i, 2 + 2 * k) = -sw * pk * data.log_x[k][i];
-    }
-  }
+  if (v[form.e_index()] < 1e-3 * min_loss) flags.push_back("E_collapsed");
+  for (int j = 0; j < P; ++j)
+    if (form.params()[j].role == Param::kExponent && v[j] > 2)
+      flags.push_back(form.params()[j].name + "_runaway");
+  for (int j = 0; j < P; ++j)
+    if (form.params()[j].role == Param::kCoefficient && v[j] > 1e10)
+      flags.push_back(form.params()[j].name + "_runaway");
+  // Weighted Jacobian of the log residuals, row i = sqrt(w_i) J_i, J_i = d log L(x_i) / d theta
+  // (the form's; for a power-law sum (p_i0, p_i1, -p_i1 log x_1i, ...), p_ij the softmax weights
+  // of its terms).
+  Eigen::ArrayXd log_pred;
+  Eigen::MatrixXd J;
+  FormScratch scratch;
+  const bool finite = form.evaluate(theta.data(), data, log_pred, J, scratch) && J.allFinite();
+  if (finite)
+    for (int i = 0; i < n; ++i) J.row(i) *= std::sqrt(data.weight[i]);
   // Only the free parameters' columns: a fixed one is not estimated.
   std::vector<int> cols;
   for (int j = 0; j < P; ++j)
     if (std::find(held.begin(), held.end(), j) == held.end()) cols.push_back(j);
   const int Pf = static_cast<int>(cols.size());
-  Eigen::MatrixXd Jf(n, Pf);
-  for (int c = 0; c < Pf; ++c) Jf.col(c) = J.col(cols[c]);
   double cond = std::numeric_limits<double>::infinity();
-  if (n >= Pf && Pf > 0) {
+  if (finite && n >= Pf && Pf > 0) {
+    Eigen::MatrixXd Jf(n, Pf);
+    for (int c = 0; c < Pf; ++c) Jf.col(c) = J.col(cols[c]);
     Eigen::JacobiSVD<Eigen::MatrixXd> svd(Jf);
     const auto& sv = svd.singularValues();
     if (sv(Pf - 1) > 1e-300 && sv(0) / sv(Pf - 1) < 1e300) cond = sv(0) / sv(Pf - 1);
@@ -530,51 +441,27 @@ std::vector<std::string> identifiability_flags(const LawData& data,
   return flags;
 }
 
-LawData chinchilla_data(const Points& p) {
-  if (p.size() < 5)
-    fail("chinchilla fit: " + std::to_string(p.size()) +
-         " points, fewer than its 5 parameters (E, A, alpha, B, beta)");
-  if (count_distinct(p.n) < 2) fail("chinchilla fit: all points have the same N; need >= 2 sizes");
-  if (count_distinct(p.d) < 2)
-    fail("chinchilla fit: all points have the same D; need >= 2 budgets");
-  LawData d;
-  d.terms = 2;
-  for (size_t i = 0; i < p.size(); ++i) {
-    d.log_x[0].push_back(std::log(p.n[i]));
-    d.log_x[1].push_back(std::log(p.d[i]));
-    d.log_loss.push_back(std::log(p.loss[i]));
-    d.weight.push_back(p.weight[i]);
-  }
-  return d;
-}
+LawData chinchilla_data(const Points& p) { return form("chinchilla").data(p); }
 
-LawData data_law_data(const std::vector<double>& dd, const std::vector<double>& loss,
+LawData data_law_data(const std::vector<double>& d, const std::vector<double>& loss,
                       const std::vector<double>& weight) {
-  SL_ASSERT(dd.size() == loss.size() && dd.size() == weight.size());
-  if (dd.size() < 3 || count_distinct(dd) < 3)
-    fail("data law fit: " + std::to_string(count_distinct(dd)) +
-         " distinct token budgets, fewer than its 3 parameters (E, B, beta)");
-  LawData d;
-  d.terms = 1;
-  for (size_t i = 0; i < dd.size(); ++i) {
-    if (!(dd[i] > 0) || !(loss[i] > 0) || !(weight[i] > 0) || !std::isfinite(dd[i]) ||
-        !std::isfinite(loss[i]))
-      fail("data law fit: point " + std::to_string(i) + " has a non-positive or non-finite value");
-    d.log_x[0].push_back(std::log(dd[i]));
-    d.log_loss.push_back(std::log(loss[i]));
-    d.weight.push_back(weight[i]);
-  }
-  return d;
+  SL_ASSERT(d.size() == loss.size() && d.size() == weight.size());
+  Points p;
+  p.d = d;
+  p.loss = loss;
+  p.weight = weight;
+  return form("data_law").data(p);
 }
 
 FitResult fit_law(const LawData& data, const FitOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
-  const int P = 1 + 2 * data.terms;
+  SL_ASSERT(data.form != nullptr);
+  const int P = data.form->num_params();
   if (static_cast<int>(data.size()) < P)
     fail("fit: " + std::to_string(data.size()) + " points, fewer than the " + std::to_string(P) +
          " parameters");
   std::vector<std::vector<double>> starts =
-      options.starts.empty() ? hoffmann_grid(data.terms) : options.starts;
+      options.starts.empty() ? data.form->start_grid() : options.starts;
   for (const auto& s : starts)
     if (static_cast<int>(s.size()) != P) fail("fit: a start point has the wrong size");
   const int n = static_cast<int>(starts.size());
@@ -650,34 +537,40 @@ LocalSolver::Outcome refit(const LawData& rep, LocalSolver& solver,
                            const std::vector<double>& start) {
   LocalSolver::Outcome o = solver.Solve(start, /*polish=*/true);
   const double min_loss = std::exp(*std::min_element(rep.log_loss.begin(), rep.log_loss.end()));
-  if (std::isfinite(o.cost) && std::exp(o.theta[0]) >= 1e-6 * min_loss) return o;
+  const int ei = rep.form->e_index();
+  if (std::isfinite(o.cost) && std::exp(o.theta[ei]) >= 1e-6 * min_loss) return o;
   for (double c : {0.3, 0.6, 0.9}) {
     std::vector<double> s = start;
-    s[0] = std::log(c * min_loss);
+    s[ei] = std::log(c * min_loss);
     LocalSolver::Outcome q = solver.Solve(s, /*polish=*/true);
     if (q.cost < o.cost) o = std::move(q);
   }
   return o;
 }
 
-// Replicate data: the points drawn with replacement, each distinct point once with its weight
-// times its multiplicity (the same objective as the duplicated list, with less work).
-LawData resample(const LawData& data, Rng& rng, std::vector<int>& counts) {
-  const size_t n = data.size();
-  counts.assign(n, 0);
-  for (size_t i = 0; i < n; ++i) ++counts[rng.below(n)];
+}  // namespace
+
+LawData reweighted(const LawData& data, const std::vector<int>& counts) {
+  SL_ASSERT(counts.size() == data.size());
   LawData r;
-  r.terms = data.terms;
-  for (size_t i = 0; i < n; ++i) {
+  r.form = data.form;
+  r.x.resize(data.x.size());
+  for (size_t i = 0; i < data.size(); ++i) {
     if (counts[i] == 0) continue;
-    for (int k = 0; k < data.terms; ++k) r.log_x[k].push_back(data.log_x[k][i]);
+    for (size_t k = 0; k < data.x.size(); ++k) r.x[k].push_back(data.x[k][i]);
     r.log_loss.push_back(data.log_loss[i]);
     r.weight.push_back(data.weight[i] * counts[i]);
   }
   return r;
 }
 
-}  // namespace
+LawData bootstrap_replicate(const LawData& data, uint64_t seed, uint64_t stream, int k) {
+  Rng rng(seed, stream_id(stream, static_cast<uint64_t>(k)));
+  const size_t n = data.size();
+  std::vector<int> counts(n, 0);
+  for (size_t i = 0; i < n; ++i) ++counts[rng.below(n)];
+  return reweighted(data, counts);
+}
 
 FitResult bootstrap_refit(const LawData& rep, const FitOptions& options,
                           const std::vector<double>& start) {
@@ -707,9 +600,7 @@ BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const 
   b.samples.assign(replicates, std::vector<double>(P, std::nan("")));
   b.status.assign(replicates, "ok");
   parallel_for(replicates, options.num_threads, [&](int k, int) {
-    Rng rng(seed, stream_id(stream, static_cast<uint64_t>(k)));
-    std::vector<int> counts;
-    LawData rep = resample(data, rng, counts);
+    const LawData rep = bootstrap_replicate(data, seed, stream, k);
     // A resample that cannot identify the law has a set of optima, and whichever one the refit
     // stops at says nothing about the data: leave it out of the CIs and count it.
     if (!underdetermined(rep).empty()) {
@@ -722,7 +613,7 @@ BootstrapResult bootstrap_law(const LawData& data, const FitResult& full, const 
       b.status[k] = "failed";
       return;
     }
-    b.samples[k] = natural_params(data.terms, o.theta);
+    b.samples[k] = data.form->natural(o.theta);
     std::vector<std::string> flags = identifiability_flags(rep, o.theta);
     auto has = [&](const std::string& suffix) {
       return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) {

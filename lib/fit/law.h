@@ -1,22 +1,20 @@
-// Robust multi-start fits of power-law scaling laws with Ceres, and their bootstrap.
+// Robust multi-start fits of scaling laws with Ceres, and their bootstrap, written once for every
+// fit form (form.h: the law's parameters, theta maps, log prediction, starts, closed forms).
 //
-// A law with T power-law terms (T = 2: Chinchilla, T = 1: a per-size data law)
+// For the power-law forms, e.g. Chinchilla, L(N, D) = E + A / N^alpha + B / D^beta, the fit is
+// that of Hoffmann et al. (2022) and Besiroglu et al. (Epoch AI, 2024): with internal parameters
+// theta (E = exp(e), A = exp(a), ...) the log residual of point i is
 //
-//   L(x) = E + sum_k A_k / x_k^alpha_k,        Chinchilla: x = (N, D), A_1 = A, A_2 = B,
-//                                                          alpha_1 = alpha, alpha_2 = beta
-//
-// is fitted as in Hoffmann et al. (2022) and Besiroglu et al. (Epoch AI, 2024): with internal
-// parameters theta = (e, a_1, alpha_1, ..., a_T, alpha_T), E = exp(e), A_k = exp(a_k), the log
-// residual of point i is
-//
-//   r_i(theta) = LSE(e, a_1 - alpha_1 log x_1i, ..., a_T - alpha_T log x_Ti) - log L_i
+//   r_i(theta) = log L(x_i; theta) - log L_i = LSE(e, a - alpha log N_i, b - beta log D_i) - log
+//   L_i
 //
 // (LSE = log-sum-exp), and the objective is the weighted Huber sum
 //
 //   f(theta) = sum_i w_i h(r_i),  h(r) = r^2 / 2 for |r| <= delta, delta (|r| - delta / 2) else,
 //
-// minimised from every point of a start grid (Hoffmann's 4,500 points for Chinchilla), keeping the
-// best. f is the number Epoch AI reports as the objective (1.0183e-3 on the Chinchilla data).
+// minimised from every point of the form's start grid (Hoffmann's 4,500 points for Chinchilla),
+// keeping the best. f is the number Epoch AI reports as the objective (1.0183e-3 on the
+// Chinchilla data).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -26,41 +24,24 @@
 #include <string>
 #include <vector>
 
+#include "fit/form.h"
 #include "fit/points.h"
 
 namespace sl::fit {
 
-// The data of one fit, in log space.
-struct LawData {
-  int terms = 2;                 // T: 2 for Chinchilla (N, D), 1 for a data law (D)
-  std::vector<double> log_x[2];  // log x_k for each point (k < terms)
-  std::vector<double> log_loss;  // log L_i
-  std::vector<double> weight;    // w_i > 0
-  size_t size() const { return log_loss.size(); }
-};
-
-// Chinchilla data: x = (N, D). Throws sl::Error if there are fewer points than the 5 parameters
-// or fewer than 2 distinct N or D.
+// Chinchilla data: x = (log N, log D) (form("chinchilla").data). Throws sl::Error if there are
+// fewer points than the 5 parameters or fewer than 2 distinct N or D.
 LawData chinchilla_data(const Points& p);
-// Data law for one model size: x = D. Throws sl::Error if fewer than 3 points or distinct D.
+// Data law for one model size: x = log D (form("data_law")). Throws sl::Error if fewer than 3
+// points or distinct D.
 LawData data_law_data(const std::vector<double>& d, const std::vector<double>& loss,
                       const std::vector<double>& weight);
 
-// Natural parameter names in theta order: {"E", "A", "alpha", "B", "beta"} for T = 2 and
-// {"E", "B", "beta"} for T = 1.
-std::vector<std::string> param_names(int terms);
-// Natural values (E, A_k, alpha_k) from theta, and back.
-std::vector<double> natural_params(int terms, const std::vector<double>& theta);
-std::vector<double> internal_params(int terms, const std::vector<double>& natural);
-
-// Hoffmann et al.'s start grid in theta: alpha_k in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1},
-// a_k in {0, 5, ..., 25}: 5 * 5 * 5 * 6 * 6 = 4,500 starts for T = 2, 150 for T = 1.
-std::vector<std::vector<double>> hoffmann_grid(int terms);
-
 // How the Huber sum is handed to Ceres.
 enum class Formulation {
-  // One residual block with 1 + P residuals (P = 1 + 2T). Residual 0 is sqrt(2 f), so that Ceres'
-  // cost 1/2 |residuals|^2 is exactly f, with Jacobian row grad f / sqrt(2 f). Residuals 1..P are
+  // One residual block with 1 + P residuals (P parameters). Residual 0 is sqrt(2 f), so that
+  // Ceres' cost 1/2 |residuals|^2 is exactly f, with Jacobian row grad f / sqrt(2 f).
+  // Residuals 1..P are
   // 0 with a Jacobian R, R^T R = sum_i w_i c_i J_i^T J_i, J_i = d r_i / d theta,
   //   c_i = h''(r_i) + h'(r_i)^2 / (2 h(r_i) + kappa):
   // the Gauss-Newton curvature of the Huber sum (points in the quadratic zone) plus a small
@@ -68,12 +49,13 @@ enum class Formulation {
   // cost and gradient; a better curvature model than ceres::HuberLoss' (whose Triggs correction is
   // clamped for Huber, giving linear convergence), and O(P^2) work for Ceres per iteration.
   kCompressed,
-  // One residual block per point (autodiff of LogLawResidual) with ceres::HuberLoss(delta) scaled
-  // by w_i: the textbook Ceres formulation. Same objective, slower; kept as the reference.
+  // One residual block per point (the form's log prediction of that point and its Jacobian) with
+  // ceres::HuberLoss(delta) scaled by w_i: the textbook Ceres formulation, with Ceres' own
+  // robust-loss curvature. Same objective, slower; kept as the reference.
   kPerPoint,
 };
 
-// Bounds on one natural parameter (E, A, B > 0 are bounded through their logs).
+// Bounds on one natural parameter (a log-mapped one, E, A, B > 0, is bounded through its log).
 struct Bound {
   double lo = -std::numeric_limits<double>::infinity();  // lower bound (natural units)
   double hi = std::numeric_limits<double>::infinity();   // upper bound (natural units)
@@ -84,7 +66,7 @@ struct Bound {
 
 struct FitOptions {
   double huber_delta = 1e-3;  // Huber threshold delta on log residuals (Hoffmann, Epoch AI)
-  std::vector<std::vector<double>> starts;  // start points in theta; empty: hoffmann_grid(T)
+  std::vector<std::vector<double>> starts;  // start points in theta; empty: the form's grid
   int num_threads = 0;       // threads for the start grid and the bootstrap; 0: all cores
   int max_iterations = 500;  // Ceres iterations per start (a start that hits it did not converge)
   double function_tolerance = 1e-8;   // grid starts: stop when |df| / f < this
@@ -97,15 +79,15 @@ struct FitOptions {
   double best_rtol = 1e-5;  // a start ends "at the best" when f <= f_best (1 + best_rtol)
   double kappa = 1e-4;      // kappa of the compressed curvature model (see Formulation)
   Formulation formulation = Formulation::kCompressed;  // see Formulation
-  std::map<std::string, Bound> bounds;  // by natural parameter name ("E", "A", "alpha", ...)
+  std::map<std::string, Bound> bounds;  // by the form's parameter name ("E", "A", "alpha", ...)
   // Parameters held at a value (natural units, by name), e.g. {"alpha", 0.34} for a ladder whose
   // sizes are too few or too close to measure alpha. Not combinable with a bound on the same name.
   std::map<std::string, double> fixed;
 };
 
 struct FitResult {
-  int terms = 2;
-  std::vector<std::string> names;  // natural parameter names (param_names(terms))
+  const Form* form = nullptr;      // the law fitted
+  std::vector<std::string> names;  // natural parameter names (form->names())
   std::vector<double> theta;       // internal parameters at the optimum
   std::vector<double> values;      // natural parameters at the optimum, in names order
   double objective = 0;            // f at the optimum (weighted Huber sum)
@@ -132,11 +114,12 @@ struct FitResult {
   double value(const std::string& name) const;  // natural parameter by name
 };
 
-// Identifiability of an optimum theta of `data`, as flags (empty: none):
+// Identifiability of an optimum theta of `data`, as flags (empty: none), by the roles of the
+// form's parameters (form.h Param):
 //   "E_collapsed"         E < 1e-3 min L: the irreducible loss has gone to 0 (its CI means
 //                         nothing)
-//   "<alpha_k>_runaway"   an exponent > 2 (the fit trades exponent against coefficient)
-//   "<A_k>_runaway"       a coefficient > 1e10
+//   "<exponent>_runaway"  an exponent > 2 (the fit trades exponent against coefficient)
+//   "<coefficient>_runaway"  a coefficient > 1e10
 //   "ill_conditioned"     condition number of the weighted Jacobian > 1e8 (or rank-deficient)
 //   "exact"               no residual degrees of freedom (distinct points <= P): the law passes
 //                         through the points and nothing measures its error
@@ -148,11 +131,11 @@ std::vector<std::string> identifiability_flags(const LawData& data,
                                                int* dof = nullptr,
                                                const std::vector<int>& held = {});
 
-// Why a data set cannot identify the law at all ("" if it can): fewer distinct points than
-// parameters, or fewer than 3 distinct values of some x_k. With 2 distinct N, E + A/N^alpha is
-// seen at two values only, so (E, A, alpha) keep a free direction; likewise 2 distinct D leave
-// E + B/D^beta a one-parameter family (shift a constant between E and the D term and refit B,
-// beta through the two levels).
+// Why a data set cannot identify its law at all ("" if it can): Form::underdetermined, e.g. for
+// Chinchilla fewer distinct points than parameters, or fewer than 3 distinct N or D. With 2
+// distinct N, E + A/N^alpha is seen at two values only, so (E, A, alpha) keep a free direction;
+// likewise 2 distinct D leave E + B/D^beta a one-parameter family (shift a constant between E and
+// the D term and refit B, beta through the two levels).
 std::string underdetermined(const LawData& data);
 
 // Multi-start fit. Throws sl::Error if no start produced a finite objective.
@@ -162,6 +145,13 @@ FitResult fit_law(const LawData& data, const FitOptions& options);
 FitResult fit_law_from(const LawData& data, const FitOptions& options,
                        const std::vector<double>& start);
 
+// The points of `data` drawn `counts[i]` times each: each drawn point once, its weight times its
+// count (the same objective as the list with duplicates, with less work).
+LawData reweighted(const LawData& data, const std::vector<int>& counts);
+// Bootstrap replicate k of `data`: n points drawn with replacement from Rng(seed,
+// stream_id(stream, k)), as bootstrap_law draws them (other fits of the same replicate, e.g. the
+// sensitivity rows of savings.h, resample through this).
+LawData bootstrap_replicate(const LawData& data, uint64_t seed, uint64_t stream, int k);
 // The bootstrap's refit of one replicate's data from `start` (the full-data optimum): fit_law_from,
 // plus restarts with E = 0.3, 0.6, 0.9 min L where E ends collapsed; the lowest f wins.
 FitResult bootstrap_refit(const LawData& replicate, const FitOptions& options,
@@ -174,7 +164,7 @@ struct BootstrapResult {
   int n_failed = 0;         // replicates whose refit failed (their samples are NaN)
   int n_not_converged = 0;  // replicates that stopped at max_iterations (kept)
   // Replicates whose resample cannot identify the law (underdetermined(): fewer distinct points
-  // than parameters, too few distinct N or D): not refitted, samples NaN, outside every CI.
+  // than parameters, too few distinct N or D, ...): not refitted, samples NaN, outside every CI.
   int n_underdetermined = 0;
   int n_collapsed = 0;  // refits with E_collapsed (kept, counted apart)
   int n_runaway = 0;    // refits with a runaway exponent or coefficient (kept, counted apart)

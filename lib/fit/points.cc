@@ -54,6 +54,7 @@ Points extract_points(const Table& t, const DataSpec& spec) {
   t.column(spec.loss_col);
   t.column(spec.flops_col.empty() ? spec.d_col : spec.flops_col);
   if (!spec.weight_col.empty()) t.column(spec.weight_col);
+  if (!spec.unique_col.empty()) t.column(spec.unique_col);
   for (const std::string& c : spec.size_cols) t.column(c);
   const Table::Column* group = nullptr;
   if (!spec.group_col.empty()) {
@@ -93,6 +94,7 @@ Points extract_points(const Table& t, const DataSpec& spec) {
     p.d.push_back(d);
     p.loss.push_back(l);
     p.weight.push_back(w);
+    if (!spec.unique_col.empty()) p.unique.push_back(positive(t, row, spec.unique_col, "U"));
     p.where.push_back(t.where(row));
     std::string key;
     for (const std::string& c : spec.size_cols) {
@@ -127,6 +129,7 @@ Points extract_points(const Table& t, const DataSpec& spec) {
       q.d.push_back(p.d[i]);
       q.loss.push_back(p.loss[i]);
       q.weight.push_back(p.weight[i]);
+      if (!p.unique.empty()) q.unique.push_back(p.unique[i]);
       q.where.push_back(p.where[i]);
       q.size_key.push_back(p.size_key[i]);
     }

@@ -17,7 +17,10 @@ struct DataSpec {
   std::string group_col;          // e.g. "arch": keep rows whose value equals `group`
   std::string group;              // the value to keep (required when group_col is set)
   std::string weight_col;         // per-point weights (> 0), optional
-  bool flops_weighted = false;    // weight each point by its compute 6 N D (times weight_col)
+  // U: unique training tokens each point's run saw (a collected sweep's "unique_tokens"), for
+  // the data-constrained law; empty: not read.
+  std::string unique_col;
+  bool flops_weighted = false;  // weight each point by its compute 6 N D (times weight_col)
   // Rows whose status is not "completed" are dropped when the table has this column (a collected
   // sweep has one; a plain CSV usually not). Empty: no status filter.
   std::string status_col = "status";
@@ -31,6 +34,7 @@ struct DataSpec {
 // the objective then stays comparable with an unweighted fit).
 struct Points {
   std::vector<double> n, d, loss, weight;
+  std::vector<double> unique;         // U per point when DataSpec::unique_col is set, else empty
   std::vector<std::string> where;     // "file.csv: line 18" for each point, for messages
   std::vector<std::string> size_key;  // model size of each point (DataSpec::size_cols)
   int n_rows_total = 0;               // rows in the table
@@ -41,7 +45,7 @@ struct Points {
 
 // Extracts and checks the points of `spec` from `table`. Throws sl::Error (one line naming the
 // file and line/row, or the column) on: a missing column, a cell that is not a number, NaN or
-// infinite values, N, D or L <= 0, weights <= 0, no rows in the group.
+// infinite values, N, D, L or U <= 0, weights <= 0, no rows in the group.
 Points extract_points(const Table& table, const DataSpec& spec);
 
 // Distinct values of column `col` in row order (text as stored), e.g. the architectures.

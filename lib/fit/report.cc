@@ -12,7 +12,8 @@ json num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
 json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_delta) {
   json j;
-  j["form"] = fit.terms == 2 ? "chinchilla" : "data_law";
+  SL_ASSERT(fit.form != nullptr);
+  j["form"] = fit.form->name();
   j["n_points"] = fit.n_points;
   json params = json::object();
   for (size_t k = 0; k < fit.names.size(); ++k) params[fit.names[k]] = num(fit.values[k]);
@@ -34,14 +35,9 @@ json fit_json(const FitResult& fit, const BootstrapResult* boot, double huber_de
   j["dof"] = fit.dof;
   j["warnings"] = fit.warnings;
   j["seconds"] = fit.seconds;
-  if (fit.terms == 2) {
-    Chinchilla c = Chinchilla::from(fit);
-    j["compute_optimal"] = {{"G", num(c.G())},
-                            {"a", num(c.a())},
-                            {"b", num(c.b())},
-                            {"gamma", num(c.gamma())},
-                            {"K", num(c.K())}};
-  }
+  // The form's closed forms, e.g. Chinchilla's "compute_optimal": {"G", "a", "b", "gamma", "K"}.
+  const json closed = fit.form->closed_forms(fit.values);
+  for (const auto& [key, value] : closed.items()) j[key] = value;
   if (boot && boot->n > 0) {
     json se = json::object(), ci = json::object();
     for (size_t k = 0; k < boot->names.size(); ++k) {
@@ -174,10 +170,15 @@ json savings_json(const SavingsResult& r, double huber_delta) {
       for (size_t k = 0; k < row.savings.size(); ++k) {
         json q = {{"n", r.points[k].n}};
         q.update(
-            ratio_json(row.savings[k], "savings", "tokens_baseline", "tokens_candidate", false));
+            ratio_json(row.savings[k], "savings", "tokens_baseline", "tokens_candidate", boot));
         pts.push_back(q);
       }
       e["points"] = pts;
+      if (boot)
+        e["bootstrap"] = {{"n", r.bootstrap},
+                          {"used", row.boot_used},
+                          {"underdetermined", row.boot_underdetermined},
+                          {"failed", row.boot_failed}};
       sens.push_back(e);
     }
     j["sensitivity"] = sens;

@@ -122,6 +122,92 @@ std::vector<double> default_at_n(const Points& pb, const Points& pc) {
   return at;
 }
 
+// The CIs of a sensitivity row from replicate k's two laws (natural values; NaN where the
+// replicate is left out): S at each N as for the headline (replicate_ratio, set_ci).
+void row_cis(SensitivityRow* row, const std::vector<std::vector<double>>& vb,
+             const std::vector<std::vector<double>>& vc, const std::vector<SavingsPoint>& points,
+             double target) {
+  SL_ASSERT(vb.size() == vc.size());
+  for (size_t q = 0; q < points.size(); ++q) {
+    std::vector<double> v;
+    for (size_t k = 0; k < vb.size(); ++k) {
+      if (std::isnan(vb[k][0]) || std::isnan(vc[k][0])) continue;
+      const Chinchilla b = Chinchilla::from_values(vb[k]), c = Chinchilla::from_values(vc[k]);
+      v.push_back(replicate_ratio(b.tokens_for_loss(points[q].n, target),
+                                  c.tokens_for_loss(points[q].n, target), &row->savings[q]));
+    }
+    set_ci(&row->savings[q], v);
+  }
+  for (size_t k = 0; k < vb.size(); ++k)
+    row->boot_used += !std::isnan(vb[k][0]) && !std::isnan(vc[k][0]);
+}
+
+// A separate-fits row's replicates left out: either architecture's resample underdetermined, or
+// either refit failed.
+void count_left_out(SensitivityRow* row, const BootstrapResult& bb, const BootstrapResult& bc) {
+  for (int k = 0; k < bb.n; ++k) {
+    const std::string &b = bb.status[k], &c = bc.status[k];
+    if (b == "underdetermined" || c == "underdetermined")
+      ++row->boot_underdetermined;
+    else if (b == "failed" || c == "failed")
+      ++row->boot_failed;
+  }
+}
+
+// The bootstrap refit of a joint model: from the full-data joint optimum, and where E ends
+// collapsed (E < 1e-6 min L) also from E = 0.3, 0.6, 0.9 min L, as law.h's bootstrap_refit (from a
+// collapsed E no local step climbs the log-E plateau). The lowest objective wins.
+JointResult refit_joint(const LawData& rb, const LawData& rc, const JointResult& full,
+                        JointOptions o) {
+  o.given_starts_only = true;
+  o.starts = {{full.baseline.theta, full.candidate.theta}};
+  JointResult r = fit_joint(rb, rc, full.baseline, full.candidate, o);
+  double min_loss = kInf;
+  for (const LawData* d : {&rb, &rc})
+    for (double l : d->log_loss) min_loss = std::min(min_loss, std::exp(l));
+  if (r.baseline.values[0] >= 1e-6 * min_loss && r.candidate.values[0] >= 1e-6 * min_loss) return r;
+  o.starts.clear();
+  for (double c : {0.3, 0.6, 0.9}) {
+    std::vector<double> tb = full.baseline.theta, tc = full.candidate.theta;
+    tb[0] = tc[0] = std::log(c * min_loss);
+    o.starts.push_back({tb, tc});
+  }
+  JointResult q = fit_joint(rb, rc, full.baseline, full.candidate, o);
+  return q.objective < r.objective ? q : r;
+}
+
+// Paired-bootstrap CIs of a joint model's row: replicate k resamples each architecture as the
+// headline does (bootstrap_replicate, streams 0 and 1 of the seed) and refits the joint model.
+// Replicates where either resample cannot identify the law are left out (as the headline's), as
+// are refits that fail.
+void joint_cis(SensitivityRow* row, const LawData& db, const LawData& dc, const JointResult& full,
+               const JointOptions& jo, const SavingsOptions& o,
+               const std::vector<SavingsPoint>& points, double target) {
+  const int K = o.bootstrap;
+  std::vector<std::vector<double>> vb(K, std::vector<double>(5, std::nan(""))), vc = vb;
+  std::vector<char> status(K, 0);  // 0 used, 1 underdetermined, 2 failed
+  parallel_for(K, o.fit.num_threads, [&](int k, int) {
+    const LawData rb = bootstrap_replicate(db, o.seed, 0, k);
+    const LawData rc = bootstrap_replicate(dc, o.seed, 1, k);
+    if (!underdetermined(rb).empty() || !underdetermined(rc).empty()) {
+      status[k] = 1;
+      return;
+    }
+    try {
+      const JointResult r = refit_joint(rb, rc, full, jo);
+      vb[k] = r.baseline.values;
+      vc[k] = r.candidate.values;
+    } catch (const Error&) {
+      status[k] = 2;
+    }
+  });
+  for (char s : status) {
+    row->boot_underdetermined += s == 1;
+    row->boot_failed += s == 2;
+  }
+  row_cis(row, vb, vc, points, target);
+}
+
 }  // namespace
 
 Ratio make_ratio(double baseline, double candidate) {
@@ -271,35 +357,55 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
       for (const SavingsPoint& sp : res.points)
         row.savings.push_back(make_ratio(b.tokens_for_loss(sp.n, L), c.tokens_for_loss(sp.n, L)));
       res.sensitivity.push_back(std::move(row));
+      return &res.sensitivity.back();
     };
+    res.sensitivity.reserve(5);  // row_from's pointers stay valid
     const FitResult& sb = res.baseline.fit;
     const FitResult& sc = res.candidate.fit;
-    row_from("separate", 10, sb.objective + sc.objective, sb.converged && sc.converged, sb, sc);
+    SensitivityRow* sep =
+        row_from("separate", 10, sb.objective + sc.objective, sb.converged && sc.converged, sb, sc);
+    if (o.bootstrap > 0) {
+      row_cis(sep, res.baseline.boot.samples, res.candidate.boot.samples, res.points, L);
+      count_left_out(sep, res.baseline.boot, res.candidate.boot);
+    }
     FitOptions ls = o.fit;
     ls.huber_delta = 0.1;
     const FitResult lb = fit_law(db, ls), lc = fit_law(dc, ls);
-    row_from("separate, delta 0.1", 10, lb.objective + lc.objective, lb.converged && lc.converged,
-             lb, lc);
+    SensitivityRow* huber = row_from("separate, delta 0.1", 10, lb.objective + lc.objective,
+                                     lb.converged && lc.converged, lb, lc);
+    if (o.bootstrap > 0) {
+      // The same draws as the headline's (seed, streams 0 and 1), refitted with delta 0.1.
+      const BootstrapResult bb = bootstrap_law(db, lb, ls, o.bootstrap, o.seed, 0);
+      const BootstrapResult bc = bootstrap_law(dc, lc, ls, o.bootstrap, o.seed, 1);
+      row_cis(huber, bb.samples, bc.samples, res.points, L);
+      count_left_out(huber, bb, bc);
+    }
     // Most constrained first: each optimum starts the next, looser model, so the objectives
     // nest (shared E <= shared E and alpha <= fixed alpha) as the models do.
     JointOptions jo;
     jo.fit = o.fit;
     jo.fit.fixed.erase("alpha");
     std::vector<JointResult> joint(3);
+    std::vector<JointOptions> joint_opt(3);
     for (int variant = 2; variant >= 0; --variant) {
       jo.share_e = true;
       jo.share_alpha = variant == 1;
       jo.fixed_alpha = variant == 2 ? o.sensitivity_alpha : std::nan("");
       joint[variant] = fit_joint(db, dc, sb, sc, jo);
+      joint_opt[variant] = jo;
       jo.starts.push_back({joint[variant].baseline.theta, joint[variant].candidate.theta});
     }
-    for (const JointResult& j : joint)
-      row_from(j.model, j.n_params, j.objective, j.converged, j.baseline, j.candidate);
+    for (int variant = 0; variant < 3; ++variant) {
+      const JointResult& j = joint[variant];
+      SensitivityRow* row =
+          row_from(j.model, j.n_params, j.objective, j.converged, j.baseline, j.candidate);
+      if (o.bootstrap > 0) joint_cis(row, db, dc, j, joint_opt[variant], o, res.points, L);
+    }
   }
 
   if (o.per_size) {
     FitOptions small = o.fit;
-    small.starts.clear();  // Hoffmann's grid for T = 1 (150 starts)
+    small.starts.clear();  // the data law's grid (Hoffmann's for one term, 150 starts)
     // The bounds are the Chinchilla law's (by name: E, A, alpha, B, beta); a per-size law's E_N,
     // B_N, beta_N are other quantities, so none of them applies.
     small.bounds.clear();

@@ -37,7 +37,8 @@ struct SavingsOptions {
   bool per_size = true;  // fit the per-size data laws
   // Sensitivity of S to the model (SavingsResult::sensitivity): separate fits with Huber delta
   // 0.1 (least squares for log residuals under 10%), shared E, shared E and alpha, shared E with
-  // alpha fixed at sensitivity_alpha (Hoffmann et al.'s 0.34 by default).
+  // alpha fixed at sensitivity_alpha (Hoffmann et al.'s 0.34 by default); each row bootstrapped
+  // with the headline's `bootstrap` replicates.
   bool sensitivity = false;
   double sensitivity_alpha = 0.34;
   FitOptions fit;  // options of every fit
@@ -98,14 +99,21 @@ struct ArchFit {
   std::vector<PerSizeFit> sizes;
 };
 
-// S(N) at the same N as SavingsResult::points under one modelling choice (no CIs).
+// S(N) at the same N as SavingsResult::points under one modelling choice, with paired-bootstrap
+// CIs from the headline's resamples (replicate k of each architecture, refitted under the row's
+// model from the row's full-data optimum): the rows differ by the model, not by the draws.
 struct SensitivityRow {
   std::string model;     // "separate", "separate, delta 0.1", "shared E", ...
   int n_params = 0;      // free parameters over both architectures
   double objective = 0;  // f_baseline + f_candidate (each with the row's Huber delta)
   bool converged = false;
   FitResult baseline, candidate;  // the laws (values, flags)
-  std::vector<Ratio> savings;     // one per SavingsResult::points
+  // One per SavingsResult::points; ci_lo, ci_hi and boot_n as the headline's (none without
+  // bootstrap, or where the full-data ratio is undefined).
+  std::vector<Ratio> savings;
+  // Replicates with both refits (the most any CI of the row rests on), and those left out: a
+  // resample that cannot identify the law (underdetermined) or a refit that failed.
+  int boot_used = 0, boot_underdetermined = 0, boot_failed = 0;
 };
 
 struct SavingsResult {

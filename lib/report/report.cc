@@ -663,7 +663,9 @@ void Report::report_md(ReportResult& res) const {
   // Sensitivity of S to the model: on a small ladder the separate 5-parameter fits may be
   // pinned by a handful of points; the same S under fewer free parameters shows how much.
   m << "\n## Sensitivity of S(N) to the model\n\n"
-    << "S(N) at L* = " << g4(sav.target_loss) << " without CIs, fitted to the same points. "
+    << "S(N) at L* = " << g4(sav.target_loss) << " fitted to the same points, each with its "
+    << "95% CI from the headline's paired bootstrap resamples refitted under the row's model "
+    << "(the replicates it rests on in parentheses). "
     << "\"shared E\": one irreducible loss for both architectures; \"delta 0.1\": the Huber "
     << "threshold at 0.1 (least squares for log residuals under 10%).\n\n| model | params | E ("
     << base << " / " << cand << ") | alpha (" << base << " / " << cand << ") | objective |";
@@ -677,8 +679,12 @@ void Report::report_md(ReportResult& res) const {
     m << "| " << row.model << " | " << row.n_params << " | " << g4(row.baseline.value("E")) << " / "
       << g4(row.candidate.value("E")) << " | " << g4(row.baseline.value("alpha")) << " / "
       << g4(row.candidate.value("alpha")) << " | " << g4(row.objective) << " |";
-    for (const fit::Ratio& r : row.savings)
-      m << " " << (r.status == "ok" ? g4(r.value) : r.status) << " |";
+    for (const fit::Ratio& r : row.savings) {
+      m << " " << (r.status == "ok" ? g4(r.value) : r.status);
+      if (r.status == "ok")
+        m << " [" << g4(r.ci_lo) << ", " << g4(r.ci_hi) << "] (" << r.boot_n << ")";
+      m << " |";
+    }
     std::vector<std::string> flags;
     for (const std::string& f : row.baseline.flags) flags.push_back(base + ":" + f);
     for (const std::string& f : row.candidate.flags) flags.push_back(cand + ":" + f);

@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <toml++/toml.h>
 
 #include "core/error.h"
@@ -453,6 +454,30 @@ int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
     std::string run_id, arch, pattern, size, status;
     int64_t d_model, n_layers, n_params, n_ne, seed, tokens;
     double lr, loss;
+    double unique_tokens = std::numeric_limits<double>::quiet_NaN();
+    double epochs = std::numeric_limits<double>::quiet_NaN();
+  };
+  // Tokens in one epoch of each training source: the sampler draws each of its W training windows
+  // of seq_len tokens once per epoch (data/tokens.h), so a run of D tokens sees
+  // min(D, W seq_len) distinct ones in D / (W seq_len) epochs (budgets fall on whole steps, so D
+  // is whole windows). The fits' data-constrained law reads the unique tokens. A source that
+  // cannot be opened any more leaves both NaN, with one warning.
+  std::map<std::tuple<std::string, int64_t, int64_t>, double> epoch_tokens;
+  auto tokens_per_epoch = [&](const TrainConfig& c) {
+    const auto key = std::make_tuple(c.train_data, c.model.vocab_size, c.seq_len);
+    auto it = epoch_tokens.find(key);
+    if (it != epoch_tokens.end()) return it->second;
+    double t = std::numeric_limits<double>::quiet_NaN();
+    try {
+      const TokenSource src = TokenSource::open(c.train_data, c.model.vocab_size);
+      t = static_cast<double>(train_windows(src, c.seq_len) * c.seq_len);
+    } catch (const Error& e) {
+      std::fprintf(stderr,
+                   "scalinglab: sweep collect: warning: %s; unique_tokens and epochs are nan for "
+                   "its runs\n",
+                   e.what());
+    }
+    return epoch_tokens[key] = t;
   };
   std::vector<Row> rows;
   for (const SweepRun& r : runs) {
@@ -487,9 +512,13 @@ int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
     }
     // One row per planned budget: reached ones carry their loss, the rest NaN (the fitter skips
     // NaN losses; the status column says why).
+    const double per_epoch = tokens_per_epoch(r.config);
     for (int64_t b : r.budgets) {
       Row row = base;
       row.tokens = b;
+      row.unique_tokens =
+          std::isnan(per_epoch) ? per_epoch : std::min(static_cast<double>(b), per_epoch);
+      row.epochs = static_cast<double>(b) / per_epoch;
       for (const auto& [t, l] : reached)
         if (t == b) row.loss = l;
       rows.push_back(row);
@@ -498,12 +527,13 @@ int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
   // CSV
   std::ostringstream csv;
   csv << "run_id,arch,pattern,size,d_model,n_layers,n_params,n_params_nonembedding,seed,lr,tokens,"
-         "loss,status\n";
+         "loss,status,unique_tokens,epochs\n";
+  auto cell = [](double v) { return std::isnan(v) ? std::string("nan") : num17(v); };
   for (const Row& r : rows)
     csv << r.run_id << "," << r.arch << "," << r.pattern << "," << r.size << "," << r.d_model << ","
         << r.n_layers << "," << r.n_params << "," << r.n_ne << "," << r.seed << "," << num17(r.lr)
-        << "," << r.tokens << "," << (std::isnan(r.loss) ? "nan" : num17(r.loss)) << "," << r.status
-        << "\n";
+        << "," << r.tokens << "," << cell(r.loss) << "," << r.status << "," << cell(r.unique_tokens)
+        << "," << cell(r.epochs) << "\n";
   // HDF5: written to a temporary name and renamed, like everything else that replaces a file.
   h5::quiet();
   const std::string h5p = dir + "/sweep.h5", tmp = h5p + ".tmp";
@@ -563,6 +593,8 @@ int64_t collect(const std::vector<SweepRun>& runs, const std::string& dir) {
     ints("tokens", [](const Row& r) { return r.tokens; });
     doubles("loss", [](const Row& r) { return r.loss; });
     strings("status", [](const Row& r) { return r.status; });
+    doubles("unique_tokens", [](const Row& r) { return r.unique_tokens; });
+    doubles("epochs", [](const Row& r) { return r.epochs; });
     if (!f.reset()) h5::fail("close " + tmp);
   }
   fs::rename(tmp, h5p);

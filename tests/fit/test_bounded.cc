@@ -83,16 +83,9 @@ BOOST_AUTO_TEST_CASE(bootstrap_refits_match_lbfgsb_from_the_same_start) {
     const FitResult full = fit_law(data, opt);
     int worse = 0, n = 0, below_global = 0;
     for (const auto& rs : ref["fits"][arch]["resamples"]) {
-      LawData rep;
-      rep.terms = 2;
       const auto counts = rs["counts"].get<std::vector<int>>();
       BOOST_TEST_REQUIRE(counts.size() == data.size());
-      for (size_t i = 0; i < data.size(); ++i) {
-        if (counts[i] == 0) continue;
-        for (int k = 0; k < 2; ++k) rep.log_x[k].push_back(data.log_x[k][i]);
-        rep.log_loss.push_back(data.log_loss[i]);
-        rep.weight.push_back(data.weight[i] * counts[i]);
-      }
+      const LawData rep = reweighted(data, counts);
       const FitResult r = bootstrap_refit(rep, opt, full.theta);
       const double local = rs["local"].get<double>(), best = rs["best"].get<double>();
       ++n;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/rng.h"
 #include "synthetic_data.h"
 
 namespace fs = std::filesystem;
@@ -148,6 +150,55 @@ BOOST_AUTO_TEST_CASE(savings_json) {
   j = load(out);
   BOOST_TEST(j["points"][0]["savings"].is_null());
   BOOST_TEST(j["points"][0]["status"] == "unreachable_both");
+}
+
+BOOST_AUTO_TEST_CASE(data_constrained_fit_json) {
+  // `fit data_constrained` on a sweep-like table with a unique_tokens column: 4 sizes x 3 budgets
+  // x 1, 4 or 16 epochs of a law with R*_D = 15.4 (0.1% noise).
+  SKIP_WITHOUT_FIT();
+  const fs::path data = tmp_dir() / "repeated.csv", out = tmp_dir() / "dc.json";
+  {
+    std::ofstream f(data);
+    f << "arch,n_params_nonembedding,tokens,unique_tokens,loss,status\n";
+    sl::Rng rng(9, 0);
+    for (double n : {2e7, 5e7, 1e8, 3e8})
+      for (double ratio : {10.0, 20.0, 40.0})
+        for (double epochs : {1.0, 4.0, 16.0}) {
+          const double d = ratio * n, u = d / epochs, r_star = 15.4;
+          const double eff = u + u * r_star * (1 - std::exp(-(epochs - 1) / r_star));
+          const double loss = (1.87 + 521 / std::pow(n, 0.35) + 1488 / std::pow(eff, 0.353)) *
+                              std::exp(0.001 * rng.normal());
+          char line[160];
+          std::snprintf(line, sizeof line, "dense,%.0f,%.0f,%.0f,%.9f,completed\n", n, d, u, loss);
+          f << line;
+        }
+  }
+  Run r =
+      run("fit data_constrained --data " + data.string() + " --threads 2 --out " + out.string());
+  BOOST_TEST_MESSAGE(r.out);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  BOOST_TEST(r.out.find("data_constrained fit of 36 points: E ") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("  R_D_star ") != std::string::npos, r.out);
+  nlohmann::json j = load(out);
+  BOOST_TEST(j["form"] == "data_constrained");
+  BOOST_TEST(j["data"]["unique_col"] == "unique_tokens");
+  BOOST_TEST(j["converged"] == true);
+  BOOST_TEST(j["flags"].empty());
+  BOOST_TEST(std::abs(j["params"]["R_D_star"].get<double>() / 15.4 - 1) < 0.05);
+  BOOST_TEST(j["repetition"]["max_effective_epochs"].get<double>() ==
+             1 + j["params"]["R_D_star"].get<double>());
+  // --bound takes the new parameter by name; a missing U column is one line naming it.
+  r = run("fit data_constrained --data " + data.string() +
+          " --bound R_D_star=1:5 --threads 2 --out " + out.string());
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  BOOST_TEST(
+      r.out.find("warning: parameter R_D_star sits on its upper bound 5") != std::string::npos,
+      r.out);
+  r = run("fit data_constrained --data " + data.string() + " --unique-col epochs --out " +
+          out.string());
+  BOOST_TEST(r.code != 0);
+  BOOST_TEST(r.out.find("no column 'epochs'") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find('\n') == r.out.size() - 1, r.out);
 }
 
 BOOST_AUTO_TEST_CASE(bad_input_exits_nonzero_with_one_line) {

@@ -140,3 +140,61 @@ BOOST_AUTO_TEST_CASE(sensitivity_objectives_nest_on_a_bounded_ladder) {
   BOOST_TEST(e <= ea * (1 + 1e-6));
   BOOST_TEST(ea <= fa * (1 + 1e-6));
 }
+
+BOOST_AUTO_TEST_CASE(sensitivity_rows_have_paired_bootstrap_cis) {
+  // Every row of the sensitivity table gets CIs from the headline's resamples, each saying how many
+  // replicates it rests on; the "separate" row's are the headline's own. kB and kC share E and
+  // alpha = 0.34, so the fixed-alpha row is the true model: its CIs bracket the true S.
+  const std::vector<double> sizes = {2e7, 5e7, 1e8}, ratios = {10, 20, 40};
+  Points b = syn::ladder(kB, 0.005, 4, 0, sizes, ratios);
+  Points c = syn::ladder(kC, 0.005, 4, 1, sizes, ratios);
+  SavingsOptions o;
+  o.bootstrap = 100;
+  o.seed = 3;
+  o.fit.num_threads = 2;
+  o.sensitivity = true;
+  o.per_size = false;
+  const SavingsResult r = savings_from_points(b, c, o);
+  BOOST_TEST_REQUIRE(r.sensitivity.size() == 5u);
+  std::printf("%-24s %5s", "model", "used");
+  for (const SavingsPoint& p : r.points) std::printf("  S(%.3g) [95%% CI] (replicates)", p.n);
+  std::printf("\n");
+  for (const SensitivityRow& row : r.sensitivity) {
+    std::printf("%-24s %5d", row.model.c_str(), row.boot_used);
+    for (const Ratio& s : row.savings)
+      std::printf("  %7.4f [%7.4f, %7.4f] (%3d)", s.value, s.ci_lo, s.ci_hi, s.boot_n);
+    std::printf("   left out: %d underdetermined, %d failed\n", row.boot_underdetermined,
+                row.boot_failed);
+    // Every replicate accounted for; a CI rests on at most the replicates with both refits.
+    BOOST_TEST(row.boot_used + row.boot_underdetermined + row.boot_failed == o.bootstrap,
+               row.model);
+    BOOST_TEST(row.boot_used > o.bootstrap / 2, row.model);
+    for (const Ratio& s : row.savings) {
+      BOOST_TEST_REQUIRE(s.status == "ok");
+      BOOST_TEST(s.boot_n > 0);
+      BOOST_TEST(s.boot_n <= row.boot_used);
+      BOOST_TEST(s.ci_lo <= s.ci_hi);
+    }
+  }
+  for (size_t k = 0; k < r.points.size(); ++k) {
+    const Ratio &sep = r.sensitivity[0].savings[k], &head = r.points[k].savings;
+    BOOST_TEST(sep.ci_lo == head.ci_lo);
+    BOOST_TEST(sep.ci_hi == head.ci_hi);
+    BOOST_TEST(sep.boot_n == head.boot_n);
+    // The true model's CI brackets the true S (at the trained sizes and 10x).
+    const double truth = kB.tokens_for_loss(r.points[k].n, r.target_loss) /
+                         kC.tokens_for_loss(r.points[k].n, r.target_loss);
+    const Ratio& fixed = r.sensitivity[4].savings[k];
+    BOOST_TEST(fixed.ci_lo <= truth);
+    BOOST_TEST(truth <= fixed.ci_hi);
+  }
+  // The JSON: each sensitivity point with its CI and replicates, each row with its accounting.
+  const auto j = savings_json(r, 1e-3);
+  for (const auto& row : j["sensitivity"]) {
+    BOOST_TEST(row["bootstrap"]["n"] == 100);
+    for (const auto& q : row["points"]) {
+      BOOST_TEST(q["ci95"].size() == 2u);
+      BOOST_TEST(q["ci95_replicates"].get<int>() > 0);
+    }
+  }
+}

@@ -118,7 +118,8 @@ BOOST_AUTO_TEST_CASE(synthetic_sweep_report) {
   }
   BOOST_TEST(rows == 4);  // 2e6, 6e6, 2e7, 2e8
   BOOST_TEST(sav["points"][3]["extrapolation"].get<double>() == 10.0);
-  // The sensitivity table: one row per model, S at the same N as the headline.
+  // The sensitivity table: one row per model, S at the same N as the headline, each with its CI
+  // and the replicates it rests on.
   BOOST_TEST(md.find("## Sensitivity of S(N) to the model") != std::string::npos);
   BOOST_TEST_REQUIRE(sav["sensitivity"].size() == 5u);
   for (const json& row : sav["sensitivity"]) {
@@ -126,6 +127,13 @@ BOOST_AUTO_TEST_CASE(synthetic_sweep_report) {
                        std::to_string(row["n_params"].get<int>()) + " | " + g4(row["E"]["dense"]) +
                        " / " + g4(row["E"]["hybrid"]);
     BOOST_TEST(md.find(line) != std::string::npos, "report.md lacks: " + line);
+    for (const json& p : row["points"]) {
+      if (p["status"] != "ok") continue;
+      const std::string cell = " " + g4(p["savings"]) + " [" + g4(p["ci95"][0]) + ", " +
+                               g4(p["ci95"][1]) + "] (" +
+                               std::to_string(p["ci95_replicates"].get<int>()) + ") |";
+      BOOST_TEST(md.find(cell) != std::string::npos, "report.md lacks: " + cell);
+    }
   }
   // The known laws: B_dense / B_hybrid = 1.5 with equal beta gives S = 1.5^(1/0.3) = 3.86.
   BOOST_TEST(sav["points"][0]["savings"].get<double>() > 2.5);
