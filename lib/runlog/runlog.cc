@@ -439,6 +439,25 @@ RunLog read_runlog_clearing_marks(const std::string& path) {
 
 RunLogWriter RunLogWriter::resume(const std::string& path, int64_t keep_step,
                                   int64_t keep_budget_tokens, const Update* update) {
+  return resume_keeping(path, keep_step, update,
+                        [keep_budget_tokens](int64_t t) { return t <= keep_budget_tokens; });
+}
+
+RunLogWriter RunLogWriter::resume(const std::string& path, int64_t keep_step,
+                                  const std::vector<int64_t>& keep_budgets, const Update* update) {
+  // Each kept once: a row appended twice (never written so, but a log is outside input) would
+  // otherwise come back as two rows of one budget.
+  return resume_keeping(path, keep_step, update, [left = keep_budgets](int64_t t) mutable {
+    const auto it = std::find(left.begin(), left.end(), t);
+    if (it == left.end()) return false;
+    left.erase(it);
+    return true;
+  });
+}
+
+RunLogWriter RunLogWriter::resume_keeping(const std::string& path, int64_t keep_step,
+                                          const Update* update,
+                                          const std::function<bool(int64_t)>& keep_budget) {
   RunLog old;
   try {
     old = read_runlog(path);
@@ -466,7 +485,7 @@ RunLogWriter RunLogWriter::resume(const std::string& path, int64_t keep_step,
       if (old.eval_step[i] <= keep_step)
         w.append_eval(old.eval_step[i], old.eval_tokens[i], old.eval_loss[i]);
     for (size_t i = 0; i < old.budget_tokens.size(); ++i)
-      if (old.budget_tokens[i] <= keep_budget_tokens)
+      if (keep_budget(old.budget_tokens[i]))
         w.append_budget(old.budget_tokens[i], old.budget_loss[i]);
     w.close();
   }

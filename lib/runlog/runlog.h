@@ -38,6 +38,7 @@
 // killed run's file; resume() produces a clean file anyway).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -81,6 +82,12 @@ class RunLogWriter {  // move-only, closes in destructor
   };
   static RunLogWriter resume(const std::string& path, int64_t keep_step, int64_t keep_budget_tokens,
                              const Update* update = nullptr);
+  // The same, keeping exactly the /budgets rows whose tokens are in `keep_budgets` (each once):
+  // a WSD run's reported budgets need not be the smallest ones once budgets were added below
+  // them.
+  static RunLogWriter resume(const std::string& path, int64_t keep_step,
+                             const std::vector<int64_t>& keep_budgets,
+                             const Update* update = nullptr);
 
   RunLogWriter(RunLogWriter&&) noexcept;
   RunLogWriter& operator=(RunLogWriter&&) noexcept;
@@ -106,6 +113,9 @@ class RunLogWriter {  // move-only, closes in destructor
  private:
   struct Impl;
   explicit RunLogWriter(std::unique_ptr<Impl> impl);
+  static RunLogWriter resume_keeping(const std::string& path, int64_t keep_step,
+                                     const Update* update,
+                                     const std::function<bool(int64_t)>& keep_budget);
   std::unique_ptr<Impl> impl_;
 };
 

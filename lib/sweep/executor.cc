@@ -5,7 +5,8 @@
 namespace sl::sweep {
 
 bool to_do(const std::string& status, bool retry_failed) {
-  return status == "pending" || status == "preempted" || (retry_failed && status == "failed");
+  return status == "pending" || status == "preempted" || status == "extended" ||
+         (retry_failed && status == "failed");
 }
 
 std::string executable(const std::string& exe) { return exe.empty() ? self_executable() : exe; }

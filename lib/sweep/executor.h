@@ -7,9 +7,9 @@
 //   slurm  (slurm.cc)  sbatch job arrays over the runs still to do, each task `sweep run-task`
 //                      (run_task below); the Slurm-facing pieces are in slurm.h.
 //
-// Both skip completed runs and resume preempted ones (`train --resume`); a trainer killed by a
-// signal is not the run's fault (its status reads preempted, a later launch resumes it), an error
-// exit marks the run failed (RUN/failed, rerun with retry_failed).
+// Both skip completed runs and resume preempted and extended ones (`train --resume`); a trainer
+// killed by a signal is not the run's fault (its status reads preempted, a later launch resumes
+// it), an error exit marks the run failed (RUN/failed, rerun with retry_failed).
 #pragma once
 #include <sys/types.h>
 
@@ -44,7 +44,8 @@ struct LaunchOptions {
   bool dry_run = false;                  // write the scripts, submit nothing
 };
 
-// Whether a run with this status is still to do: pending or preempted, or failed when retried.
+// Whether a run with this status is still to do: pending, preempted or extended (a completed WSD
+// run that gained budgets), or failed when retried.
 bool to_do(const std::string& status, bool retry_failed);
 
 // The local executor. Returns 0 when every trainer it started exited 0 (completed, or stopped at a

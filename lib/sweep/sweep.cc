@@ -298,36 +298,76 @@ void check_data(const Sweep& s) {
       }
 }
 
+namespace {
+
+// The token budgets a run config plans: train.budgets, or its one budget train.tokens.
+std::vector<int64_t> planned_budgets(const TrainConfig& c) {
+  return c.budgets.empty() ? std::vector<int64_t>{c.tokens} : c.budgets;
+}
+
+bool has(const std::vector<int64_t>& v, int64_t x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+}  // namespace
+
 void prepare_dir(Sweep& s, const std::string& dir) {
   check_data(s);
   const std::string sweep_file = dir + "/sweep.toml";
+  if (!path_exists(sweep_file) && path_exists(dir) && !fs::is_empty(dir))
+    fail("'" + dir + "' exists, is not empty and holds no sweep.toml: not a sweep directory");
   const bool extend = path_exists(sweep_file) && slurp(sweep_file) != s.text;
-  if (extend) {
+  if (path_exists(dir + "/plan.tsv")) {
+    // The directory's runs are found in the file by identity_toml, not by run id: a WSD run's id
+    // leaves its budgets out (train/config.h), so a WSD run that gains budgets is the same run;
+    // and a directory made while WSD ids still hashed the budgets keeps those recorded ids (its
+    // runs keep their directories, their logs and checkpoints: no migration). Cosine runs'
+    // identity is their whole config, so for them this is matching by id.
     const std::vector<SweepRun> old = load_plan(dir);
-    std::map<std::string, const SweepRun*> by_id;
-    for (const SweepRun& r : s.runs) by_id[r.run_id] = &r;
+    std::map<std::string, size_t> by_identity;
+    for (size_t i = 0; i < s.runs.size(); ++i) by_identity[identity_toml(s.runs[i].config)] = i;
     std::vector<SweepRun> runs;
-    std::set<std::string> kept;
+    std::vector<bool> kept(s.runs.size(), false);
     for (const SweepRun& o : old) {
-      const auto it = by_id.find(o.run_id);
-      if (it == by_id.end())
+      const auto it = by_identity.find(identity_toml(o.config));
+      if (it == by_identity.end() || kept[it->second])
         fail("sweep directory '" + dir + "' holds run " + o.run_id + " (" + o.arch + " " + o.size +
              ") that '" + s.path + "' does not make: a sweep file may gain runs and comments, " +
              "not drop or change them; use another --dir");
-      runs.push_back(*it->second);
-      kept.insert(o.run_id);
+      SweepRun r = s.runs[it->second];
+      kept[it->second] = true;
+      for (int64_t b : o.budgets)
+        if (!has(r.budgets, b))
+          fail("sweep directory '" + dir + "' holds run " + o.run_id + " (" + o.arch + " " +
+               o.size + ") with budget " + std::to_string(b) + " tokens that '" + s.path +
+               "' drops: a WSD run may gain budgets, not lose them; use another --dir");
+      r.run_id = o.run_id;
+      runs.push_back(std::move(r));
     }
-    for (const SweepRun& r : s.runs)
-      if (!kept.count(r.run_id)) runs.push_back(r);
+    for (size_t i = 0; i < s.runs.size(); ++i)
+      if (!kept[i]) runs.push_back(s.runs[i]);
     for (size_t i = 0; i < runs.size(); ++i) runs[i].index = static_cast<int64_t>(i);
     s.runs = std::move(runs);
   }
-  if (!path_exists(sweep_file) && path_exists(dir) && !fs::is_empty(dir))
-    fail("'" + dir + "' exists, is not empty and holds no sweep.toml: not a sweep directory");
+  // An existing config.toml must be the plan's, or the plan's WSD run with fewer budgets (it is
+  // rewritten with the new list; the run then reads "extended" until a launch trains the new
+  // budgets).
   for (const SweepRun& r : s.runs) {
     const std::string cfg = run_dir(dir, r.run_id) + "/config.toml";
-    if (path_exists(cfg) && slurp(cfg) != to_toml(r.config))
+    if (!path_exists(cfg) || slurp(cfg) == to_toml(r.config)) continue;
+    TrainConfig have;
+    try {
+      have = load_config(cfg, {});
+    } catch (const Error&) {
       fail("'" + cfg + "' differs from the plan's config for this run id");
+    }
+    if (identity_toml(have) != identity_toml(r.config))
+      fail("'" + cfg + "' differs from the plan's config for this run id");
+    for (int64_t b : planned_budgets(have))
+      if (!has(planned_budgets(r.config), b))
+        fail("'" + cfg + "': run " + r.run_id + " (" + r.arch + " " + r.size + ") has budget " +
+             std::to_string(b) + " tokens that '" + s.path +
+             "' drops: a WSD run may gain budgets, not lose them; use another --dir");
   }
   // Every check passed: write.
   make_dirs(dir + "/runs");
@@ -343,8 +383,8 @@ void prepare_dir(Sweep& s, const std::string& dir) {
     plan << "\n";
     const std::string rd = run_dir(dir, r.run_id);
     make_dirs(rd);
-    if (!path_exists(rd + "/config.toml"))
-      atomic_write_file(rd + "/config.toml", to_toml(r.config));
+    const std::string cfg = rd + "/config.toml", text = to_toml(r.config);
+    if (!path_exists(cfg) || slurp(cfg) != text) atomic_write_file(cfg, text);
   }
   atomic_write_file(dir + "/plan.tsv", plan.str());
 }
@@ -411,6 +451,16 @@ RunStatus run_status(const std::string& rd, bool locked_by_me) {
     try {
       RunLog log = read_runlog(rd + "/log.h5");
       log_status = log.attrs.status;
+      // A completed WSD run whose config.toml gained budgets since (prepare_dir) has more to do.
+      if (log_status == "completed" && path_exists(rd + "/config.toml")) {
+        try {
+          const TrainConfig c = load_config(rd + "/config.toml", {});
+          for (int64_t b : planned_budgets(c))
+            if (!has(log.budget_tokens, c.steps_for(b) * c.tokens_per_step()))
+              log_status = "extended";
+        } catch (const Error&) {  // a config a launch would refuse: the log still says what ran
+        }
+      }
       st.step = log.train.empty() ? 0 : log.train.back().step;
       st.steps_planned =
           log.attrs.batch_tokens ? log.attrs.tokens_planned / log.attrs.batch_tokens : 0;
@@ -429,7 +479,8 @@ RunStatus run_status(const std::string& rd, bool locked_by_me) {
   }
   if (locked) {
     st.status = "running";
-  } else if (log_status == "completed" || log_status == "diverged" || log_status == "preempted") {
+  } else if (log_status == "completed" || log_status == "diverged" || log_status == "preempted" ||
+             log_status == "extended") {
     st.status = log_status;
   } else if (path_exists(rd + "/failed") || log_status == "failed") {
     st.status = "failed";

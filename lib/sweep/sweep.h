@@ -39,11 +39,16 @@ struct Sweep {
 Sweep load_sweep(const std::string& path);
 
 // Creates or checks SWEEP/ and writes sweep.toml, plan.tsv and each run's config.toml (an existing
-// one must be identical). A sweep file whose text differs from the directory's sweep.toml extends
-// the sweep when it still makes every run of the directory's plan (comments, added sizes, seeds,
-// architectures, cosine budgets): the old runs keep their plan index (a Slurm array may be running
-// them), the new ones follow, and `s.runs` is reordered and reindexed to match. A file that drops
-// or changes a run is refused naming it. Nothing is written before every check passed.
+// one must be identical, or a WSD run's with fewer budgets). A sweep file whose text differs from
+// the directory's sweep.toml extends the sweep when it still makes every run of the directory's
+// plan (comments, added sizes, seeds, architectures, cosine budgets, budgets of WSD runs): the old
+// runs keep their run id and plan index (a Slurm array may be running them), the new ones follow,
+// and `s.runs` is reordered, reindexed and given the directory's ids to match. Runs are matched
+// by identity_toml (train/config.h), so a WSD run that gains budgets keeps its id and directory
+// (its config.toml gets the new list; run_status then says "extended"), and so do the ids of a
+// directory made when WSD ids still hashed the budgets. A file that drops or changes a run, or
+// drops a budget of a WSD run, is refused naming the run. Nothing is written before every check
+// passed.
 void prepare_dir(Sweep& s, const std::string& dir);
 // Opens every distinct data source of the sweep's runs (no full scan): a missing or malformed
 // file is one error line naming it, at plan and launch time instead of in every run.
@@ -54,9 +59,11 @@ std::vector<SweepRun> load_plan(const std::string& dir);
 
 std::string run_dir(const std::string& dir, const std::string& run_id);
 
-// pending | running | completed | preempted | diverged | failed | unreadable. "running": its lock
-// is held; a log whose status says running without a lock holder was killed: "preempted"
-// (resumable); "unreadable": log.h5 exists but cannot be read (`error` says why).
+// pending | running | completed | extended | preempted | diverged | failed | unreadable.
+// "running": its lock is held; a log whose status says running without a lock holder was killed:
+// "preempted" (resumable); "extended": the log says completed but config.toml plans a budget it
+// has no row for (a WSD run that gained budgets: a launch resumes it); "unreadable": log.h5
+// exists but cannot be read (`error` says why).
 struct RunStatus {
   std::string status;
   int64_t step = 0, steps_planned = 0, budgets_done = 0;
@@ -65,8 +72,8 @@ struct RunStatus {
   double train_loss = 0;                   // last /train loss, NaN if none
   double tokens_per_s = 0;                 // of the last /train row, 0 if none
   std::string error;                       // why log.h5 is unreadable
-  // Whether the run has ended for good: completed, diverged or failed (pending and preempted
-  // runs may still be started or resumed).
+  // Whether the run has ended for good: completed, diverged or failed (pending, extended and
+  // preempted runs may still be started or resumed).
   bool ended() const { return status == "completed" || status == "diverged" || status == "failed"; }
 };
 // `locked_by_me`: the caller holds the lock (its own flock would otherwise read as "running").

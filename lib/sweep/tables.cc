@@ -127,7 +127,9 @@ StatusTable status_table(const std::string& dir, const std::vector<SweepRun>& ru
     const bool running = st.status == "running";
     t.ended += st.ended();
     t.active += running || in_slurm;
-    const int64_t planned = st.tokens_planned > 0 ? st.tokens_planned : r.config.tokens;
+    // An extended run's log still plans its old last budget; config.toml has the new one.
+    const int64_t planned =
+        st.tokens_planned > 0 && st.status != "extended" ? st.tokens_planned : r.config.tokens;
     done_tokens += st.tokens;
     if (!st.ended()) left_tokens += std::max<int64_t>(0, planned - st.tokens);
     if (running) rate += st.tokens_per_s;

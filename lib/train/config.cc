@@ -359,8 +359,18 @@ std::string to_toml(const TrainConfig& c) {
   return o.str();
 }
 
+std::string identity_toml(const TrainConfig& c) {
+  if (c.schedule != "wsd") return to_toml(c);
+  // A WSD run's budgets are branches off one stable trunk and may grow (docs/DESIGN.md "Sweep
+  // file"): they, and the tokens they set, are not part of what the run is.
+  TrainConfig t = c;
+  t.budgets.clear();
+  t.tokens = 0;
+  return to_toml(t);
+}
+
 std::string run_id_of(const TrainConfig& c) {
-  const std::string text = to_toml(c);
+  const std::string text = identity_toml(c);
   uint64_t h = 1469598103934665603ull;  // FNV-1a 64
   for (unsigned char ch : text) {
     h ^= ch;

@@ -61,7 +61,13 @@ TrainConfig parse_config(const std::string& toml_text, const std::string& origin
                          const std::string& base_dir, const std::vector<std::string>& overrides);
 // The fully resolved config as TOML (what RUN/config.toml holds); parse_config(to_toml(c)) == c.
 std::string to_toml(const TrainConfig& c);
-// Stable run id: 12 hex digits of a 64-bit FNV-1a hash of the resolved TOML.
+// What identifies a run: the resolved TOML, except that with schedule "wsd" train.tokens and
+// train.budgets are left out (written as tokens = 0, no budgets), so a WSD run that gains budgets
+// stays the same run.
+std::string identity_toml(const TrainConfig& c);
+// Stable run id: 12 hex digits of a 64-bit FNV-1a hash of identity_toml(c). (Before WSD budgets
+// were left out, WSD ids hashed the whole TOML; sweep directories made then keep their recorded
+// ids: sweep.h prepare_dir matches runs by identity_toml, not by id.)
 std::string run_id_of(const TrainConfig& c);
 
 }  // namespace sl

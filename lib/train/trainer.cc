@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <vector>
 
 #include "core/backend.h"
@@ -141,10 +142,42 @@ Schedule main_schedule(const TrainConfig& cfg) {
                   cfg.min_lr_ratio, cfg.decay_fraction};
 }
 
-// Compares the config of a checkpoint with the one a --resume asks for; throws naming the key a
-// resume may not change. Returns the allowed changes as one line ("" if none) for log.h5.
-std::string check_resume_config(const TrainConfig& old, const TrainConfig& cfg, int64_t step,
-                                int64_t budgets_done, const std::string& ckpt_dir, bool force) {
+// The budgets of `c` as its /budgets rows record them (whole steps), ascending; without
+// train.budgets the run's one budget, its tokens.
+std::vector<int64_t> budget_rows_of(const TrainConfig& c) {
+  std::vector<int64_t> out;
+  for (int64_t d : c.budgets) out.push_back(c.steps_for(d) * c.tokens_per_step());
+  if (out.empty()) out.push_back(c.steps() * c.tokens_per_step());
+  return out;
+}
+
+// Budget rows as a checkpoint string ("[3840, 7680]": never empty, which HDF5 attributes dislike)
+// and back. The list is kept by value, not as a count, because a WSD run's budgets may gain
+// members below the ones already reported (a sweep adding D/N = 10 to a 20/40 ladder).
+std::string budget_list_text(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+std::vector<int64_t> parse_budget_list(const std::string& s, const std::string& where) {
+  std::vector<int64_t> out;
+  if (s.size() < 2 || s.front() != '[' || s.back() != ']')
+    fail("checkpoint " + where + ": budgets_reported '" + s + "' is not a list");
+  std::string item;
+  for (std::istringstream in(s.substr(1, s.size() - 2)); std::getline(in, item, ',');) {
+    try {
+      out.push_back(std::stoll(item));
+    } catch (const std::exception&) {
+      fail("checkpoint " + where + ": budgets_reported '" + s + "' is not a list");
+    }
+  }
+  return out;
+}
+
+// Compares the config of a checkpoint with the one a --resume asks for key by key; throws naming
+// the key a resume may not change. Returns the allowed changes as one line ("" if none).
+std::string changed_keys(const TrainConfig& old, const TrainConfig& cfg,
+                         const std::string& ckpt_dir, bool force) {
   const auto fa = flat_config(to_toml(old)), fb = flat_config(to_toml(cfg));
   const std::map<std::string, std::string> a(fa.begin(), fa.end()), b(fb.begin(), fb.end());
   // In the file's order, so the key reported is the one set (model.d_model), not one derived
@@ -166,33 +199,23 @@ std::string check_resume_config(const TrainConfig& old, const TrainConfig& cfg, 
            ")");
     changes += (changes.empty() ? "" : ", ") + k + " " + va + " -> " + vb;
   }
-  if (changes.empty()) return "";
-  if (cfg.steps() < step)
-    fail("train --resume: key 'train.tokens' is " + std::to_string(cfg.tokens) +
-         ", fewer than the " + std::to_string(step * cfg.tokens_per_step()) +
-         " tokens the checkpoint in '" + ckpt_dir + "' has trained (step " + std::to_string(step) +
-         ")");
-  // Every step already taken must have had the learning rate the new config gives it (a cosine
-  // schedule decays over the whole run, so its tokens can never change; a WSD run's can while
-  // the checkpoint is before both decays; a constant one's always).
+  return changes;
+}
+
+// "" when every step before `step` has under `cfg` the learning rate it had under `old` (a cosine
+// schedule decays over the whole run, so its tokens can never change; a WSD run's can for the
+// steps before both decays; a constant one's always), else the error line naming the first
+// step that differs.
+std::string lr_mismatch(const TrainConfig& old, const TrainConfig& cfg, int64_t step,
+                        const std::string& ckpt_dir) {
   const Schedule so = main_schedule(old), sn = main_schedule(cfg);
-  for (int64_t s = 0; s < step && !force; ++s)
+  for (int64_t s = 0; s < step; ++s)
     if (so.at(s) != sn.at(s))
-      fail("train --resume: key 'train.tokens' " + std::to_string(old.tokens) + " -> " +
-           std::to_string(cfg.tokens) + " changes the learning rate of step " + std::to_string(s) +
-           ", already taken by the checkpoint in '" + ckpt_dir + "' (schedule " + cfg.schedule +
-           ")");
-  // Budgets already reported keep their rows, so they must be the same budgets.
-  const std::vector<int64_t> ob =
-      old.budgets.empty() ? std::vector<int64_t>{old.tokens} : old.budgets;
-  const std::vector<int64_t> nb =
-      cfg.budgets.empty() ? std::vector<int64_t>{cfg.tokens} : cfg.budgets;
-  for (int64_t i = 0; i < budgets_done && i < static_cast<int64_t>(ob.size()); ++i)
-    if (i >= static_cast<int64_t>(nb.size()) || ob[i] != nb[i])
-      fail("train --resume: key 'train.budgets' drops or changes the budget of " +
-           std::to_string(ob[i]) + " tokens, already reported by the checkpoint in '" + ckpt_dir +
-           "'");
-  return "step " + std::to_string(step) + (force ? " (forced)" : "") + ": " + changes;
+      return "train --resume: key 'train.tokens' " + std::to_string(old.tokens) + " -> " +
+             std::to_string(cfg.tokens) + " changes the learning rate of step " +
+             std::to_string(s) + ", already taken by the checkpoint in '" + ckpt_dir +
+             "' (schedule " + cfg.schedule + ")";
+  return "";
 }
 
 // The run log as the training loop sees it: rank 0 of a data-parallel run writes RUN/log.h5, the
@@ -233,7 +256,8 @@ struct LeadLog {
 };
 
 Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConfig& cfg,
-                           int64_t step, int64_t budgets_done, double time_s, int64_t train_tokens,
+                           int64_t step, const std::vector<int64_t>& reported,
+                           const std::string& init, double time_s, int64_t train_tokens,
                            int64_t val_tokens) {
   Checkpoint c;
   std::vector<float> p = model.get_params(), m(p.size()), v(p.size());
@@ -250,7 +274,13 @@ Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConf
   c.ints["step"] = step;
   c.ints["tokens"] = step * cfg.tokens_per_step();
   c.ints["time_ms"] = static_cast<int64_t>(time_s * 1000.0);
-  c.ints["budgets_done"] = budgets_done;
+  // The budget rows the log holds at this step: kept by value (budget_list_text); the count
+  // stays for readers of the count.
+  c.ints["budgets_done"] = static_cast<int64_t>(reported.size());
+  c.strings["budgets_reported"] = budget_list_text(reported);
+  // How step 0 was set up: "seed" or "hf <dir>" (--init-from). Only a seeded run can be
+  // retrained from step 0 to reach a budget branch no checkpoint precedes.
+  c.strings["init"] = init;
   // The sizes of the data sources: a resume on data that changed under the same path is refused.
   c.ints["data_train_tokens"] = train_tokens;
   c.ints["data_val_tokens"] = val_tokens;
@@ -378,7 +408,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   const bool have_ckpt = opts.resume && checkpoint_exists(ckpt_dir);
   if (!opts.resume && (path_exists(log_path) || path_exists(ckpt_dir)))
     fail("run directory '" + run + "' already holds a run (use --resume to continue it)");
-  std::unique_ptr<Checkpoint> ckpt;
+  std::unique_ptr<Checkpoint> ckpt, trunk;  // the latest checkpoint; the trunk one (below)
   if (have_ckpt) {
     ckpt = std::make_unique<Checkpoint>(read_checkpoint(ckpt_dir));
     for (const auto& [key, src] :
@@ -413,30 +443,112 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   }
   if (budgets.empty()) budgets.push_back({total, total, sched});
   const int64_t n_budgets = static_cast<int64_t>(budgets.size());
-  int64_t step = 0, budgets_done = 0;
+  int64_t step = 0;
+  // Which budgets have their /budgets row (a resume keeps those rows; the loop skips them).
+  std::vector<bool> done(n_budgets, false);
+  std::vector<int64_t> reported;
+  std::string init = opts.init_from.empty() ? "seed" : "hf " + opts.init_from;
   double time_base = 0;
   std::string config_change;
   if (ckpt) {
     step = ckpt->int_value("step");
-    // Checkpoints from before budget branches: every branch that starts before `step` is done.
-    if (ckpt->ints.count("budgets_done")) {
-      budgets_done = std::min(ckpt->int_value("budgets_done"), n_budgets);
-    } else {
-      while (budgets_done < n_budgets - 1 && budgets[budgets_done].start < step) ++budgets_done;
-    }
-    // The config may change only where the steps taken would not have differed (see above).
     const TrainConfig old =
         parse_config(ckpt->string_value("config"), ckpt_dir + "/state.h5", "", {});
-    config_change = check_resume_config(old, cfg, step, budgets_done, ckpt_dir, opts.force_config);
+    // Checkpoints from before init was recorded come from sweeps or plain runs: seeded, unless
+    // the caller says otherwise by passing --init-from again.
+    if (ckpt->strings.count("init")) init = ckpt->string_value("init");
+    // The reported budgets: by value where the checkpoint lists them; else the first
+    // budgets_done of its own list; else (checkpoints from before budget branches) every branch
+    // that starts before `step`.
+    if (ckpt->strings.count("budgets_reported")) {
+      reported = parse_budget_list(ckpt->string_value("budgets_reported"), ckpt->source);
+    } else if (ckpt->ints.count("budgets_done")) {
+      const std::vector<int64_t> ob = budget_rows_of(old);
+      const int64_t k = std::min<int64_t>(ckpt->int_value("budgets_done"), ob.size());
+      reported.assign(ob.begin(), ob.begin() + k);
+    } else {
+      for (int64_t i = 0; i + 1 < n_budgets && budgets[i].start < step; ++i)
+        reported.push_back(budgets[i].steps * tps);
+    }
+    const std::string changes = changed_keys(old, cfg, ckpt_dir, opts.force_config);
+    if (!changes.empty() && cfg.steps() < step)
+      fail("train --resume: key 'train.tokens' is " + std::to_string(cfg.tokens) +
+           ", fewer than the " + std::to_string(step * cfg.tokens_per_step()) +
+           " tokens the checkpoint in '" + ckpt_dir + "' has trained (step " +
+           std::to_string(step) + ")");
+    // Budgets already reported keep their rows, so they must still be budgets of the run.
+    for (int64_t t : reported) {
+      bool kept = false;
+      for (int64_t i = 0; i < n_budgets; ++i)
+        if (budgets[i].steps * tps == t) kept = done[i] = true;
+      if (!kept)
+        fail("train --resume: key 'train.budgets' drops or changes the budget of " +
+             std::to_string(t) + " tokens, already reported by the checkpoint in '" + ckpt_dir +
+             "'");
+    }
+    // Where the run goes on from. The latest checkpoint serves when every step it has taken keeps
+    // its learning rate and no budget still to branch starts before it. Otherwise a WSD run goes
+    // back along its stable trunk: to the trunk checkpoint (the state where the main line's
+    // decay began, ckpt/trunk) if that serves, else to step 0, retrained from the seed (the
+    // trainer is deterministic: on the CPU the retrained steps are the logged ones bit for bit).
+    // Either way the log keeps its rows up to that step and every reported budget's row, and the
+    // steps after it are trained and logged again: each step once. This is how budgets added to
+    // a finished WSD run (larger ones, and smaller ones whose branch point the trunk has passed)
+    // get their branches; docs/DESIGN.md "Schedules and token budgets".
+    auto unusable = [&](const TrainConfig& from, int64_t at, const std::string& dir) {
+      if (opts.force_config) return std::string();
+      std::string why = lr_mismatch(from, cfg, at, dir);
+      for (int64_t i = 0; why.empty() && i + 1 < n_budgets; ++i)
+        if (!done[i] && budgets[i].start < at)
+          why = "train --resume: budget " + std::to_string(budgets[i].steps * tps) +
+                " tokens branches at step " + std::to_string(budgets[i].start) +
+                ", before the checkpoint's step " + std::to_string(at) + " in '" + dir + "'";
+      return why;
+    };
+    const Checkpoint* from = ckpt.get();
+    std::string from_text;  // how the log's config_changes line says where the run went on
+    if (const std::string why = unusable(old, step, ckpt_dir); !why.empty()) {
+      if (cfg.schedule != "wsd") fail(why);
+      const std::string trunk_dir = ckpt_dir + "/trunk";
+      std::string trunk_why = "no trunk checkpoint";
+      if (checkpoint_exists(trunk_dir)) {
+        trunk = std::make_unique<Checkpoint>(read_checkpoint(trunk_dir));
+        const int64_t at = trunk->int_value("step");
+        const TrainConfig tc =
+            parse_config(trunk->string_value("config"), trunk_dir + "/state.h5", "", {});
+        (void)changed_keys(tc, cfg, trunk_dir, false);  // the same run: only allowed keys differ
+        trunk_why =
+            at > step ? "the trunk checkpoint is past the latest one" : unusable(tc, at, trunk_dir);
+        if (trunk_why.empty()) {
+          from = trunk.get();
+          from_text = " (from the trunk checkpoint)";
+        }
+      }
+      // Said without the prefix inside the one line that says where the run goes on from.
+      auto bare = [](const std::string& s) {
+        const std::string p = "train --resume: ";
+        return s.rfind(p, 0) == 0 ? s.substr(p.size()) : s;
+      };
+      if (from == ckpt.get()) {
+        if (init != "seed")
+          fail(why + "; no stable checkpoint precedes it (" + bare(trunk_why) +
+               ") and the run was initialised from '" + init.substr(3) +
+               "', so it cannot be retrained from step 0 (start a new run directory)");
+        from = nullptr;
+        from_text = " (retrained from the seed)";
+      }
+      step = from ? from->int_value("step") : 0;
+      if (lead)
+        std::fprintf(stderr, "scalinglab: train --resume: %s; the run goes on from %s\n",
+                     bare(why).c_str(),
+                     from ? ("the trunk checkpoint at step " + std::to_string(step)).c_str()
+                          : ("step 0, retrained from the seed (" + bare(trunk_why) + ")").c_str());
+    }
+    if (!changes.empty())
+      config_change = "step " + std::to_string(step) + (opts.force_config ? " (forced)" : "") +
+                      from_text + ": " + changes;
     // Only now the tensors: a changed model is named by its key above, not by a tensor's shape.
-    restore_checkpoint(*ckpt, model, opt, time_base);
-    // A pending branch must start at or after the checkpoint, or its cooldown cannot be replayed
-    // from the stable branch (the budgets were changed between the runs).
-    if (budgets_done < n_budgets - 1 && budgets[budgets_done].start < step)
-      fail("train --resume: budget " + std::to_string(budgets[budgets_done].steps * tps) +
-           " tokens branches at step " + std::to_string(budgets[budgets_done].start) +
-           ", before the checkpoint's step " + std::to_string(step) + " (were train.budgets " +
-           "changed?)");
+    if (from) restore_checkpoint(*from, model, opt, time_base);
   }
 
   // ---- run directory (rank 0) -------------------------------------------------------------------
@@ -473,12 +585,11 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   attrs.batch_tokens = tps;
   attrs.tokens_planned = total * tps;
   // Budget rows are kept exactly for the budgets the checkpoint counts as done.
-  const int64_t keep_budget_tokens = budgets_done > 0 ? budgets[budgets_done - 1].steps * tps : 0;
   if (lead) {
     if (ckpt) {
       // config.toml and log.h5 carry the same config: the one this run trains with now.
       const RunLogWriter::Update up{cfg_text, config_change, attrs.tokens_planned};
-      log.w.emplace(RunLogWriter::resume(log_path, step, keep_budget_tokens, &up));
+      log.w.emplace(RunLogWriter::resume(log_path, step, reported, &up));
     } else {
       if (path_exists(log_path)) std::remove(log_path.c_str());
       log.w.emplace(RunLogWriter::create(log_path, attrs));
@@ -503,13 +614,15 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   // The log's rows up to `step` are durable before the checkpoint of `step` exists: a kill at
   // any instant then leaves a log that reaches at least the checkpoint, and a resume keeps the
   // rows <= the checkpoint's step and retrains the rest (no gap, no step logged twice).
-  auto checkpoint = [&](double time_s) {
+  auto checkpoint = [&](double time_s, const std::string& dir) {
     if (!lead) return;
     log.flush();
-    crash_point("before_checkpoint", step);
-    write_checkpoint(ckpt_dir, make_checkpoint(model, opt, cfg, step, budgets_done, time_s,
-                                               train.size(), val.size()));
-    crash_point("after_checkpoint", step);
+    // The test hook's points are those of the rolling checkpoint (tests/cli/test_reliability.cc).
+    const bool rolling = dir == ckpt_dir;
+    if (rolling) crash_point("before_checkpoint", step);
+    write_checkpoint(dir, make_checkpoint(model, opt, cfg, step, reported, init, time_s,
+                                          train.size(), val.size()));
+    if (rolling) crash_point("after_checkpoint", step);
   };
   // A stop is decided together: a rank that stopped alone would leave the others waiting in a
   // collective. (Every rank calls this at the same points of the same control flow.)
@@ -619,11 +732,19 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
     return 0;
   };
 
+  // The first budget still to branch off at this step (-1: none). Branch points do not decrease
+  // with the budget, and none still to do lies before the step the run went on from (above).
+  auto branch_due = [&]() -> int64_t {
+    for (int64_t i = 0; i + 1 < n_budgets; ++i)
+      if (!done[i] && budgets[i].start == step) return i;
+    return -1;
+  };
+  bool trunk_written = false;
   int64_t epoch = -1;
   while (step < total) {
     if (stop_all()) {
       if (const int rc = complete()) return rc;
-      checkpoint(time_base + seconds_since(t0));
+      checkpoint(time_base + seconds_since(t0), ckpt_dir);
       log.set_status("preempted");
       log.close();
       if (lead)
@@ -632,17 +753,27 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
                      g_stop_signal.load(), static_cast<long long>(step));
       return 0;
     }
-    if (budgets_done < n_budgets - 1 && budgets[budgets_done].start == step) {
+    if (const int64_t i = branch_due(); i >= 0) {
       if (const int rc = complete()) return rc;
-      const int rc = run_branch(budgets[budgets_done]);
+      const int rc = run_branch(budgets[i]);
       if (rc == 3) return rc;
       if (rc == 0) {
-        ++budgets_done;
+        done[i] = true;
+        reported.push_back(budgets[i].steps * tps);
         // The branch's work is kept even if the run is preempted before the next checkpoint.
-        checkpoint(time_base + seconds_since(t0));
+        checkpoint(time_base + seconds_since(t0), ckpt_dir);
       }
       last_done = Clock::now();
       continue;  // the next branch may start at the same step; a stop is handled at the top
+    }
+    // The last stable state of a WSD run, kept apart from the rolling checkpoint: budgets added
+    // later above the last one go on from here (the main line's decay steps after it would have
+    // been stable steps of the longer run). Written once the branches due here are done.
+    if (cfg.schedule == "wsd" && step == sched.decay_start() && !trunk_written) {
+      if (const int rc = complete()) return rc;
+      checkpoint(time_base + seconds_since(t0), ckpt_dir + "/trunk");
+      trunk_written = true;
+      last_done = Clock::now();
     }
     // The sampler draws every training window once per epoch (data/tokens.h); say when a new
     // pass over the data begins, since repeated tokens change what a loss curve means.
@@ -683,10 +814,15 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
     if (last) {
       // The main line ends with the last budget's cooldown: its row, then the final checkpoint
       // that counts it as done (a resume of the completed run adds nothing).
-      log.append_budget(total * tps, last_eval);
-      budgets_done = n_budgets;
+      // Already reported when the trunk was retrained for a budget added below it.
+      if (!done[n_budgets - 1]) {
+        log.append_budget(total * tps, last_eval);
+        done[n_budgets - 1] = true;
+        reported.push_back(total * tps);
+      }
     }
-    if (step % cfg.checkpoint_every == 0 || last) checkpoint(time_base + seconds_since(t0));
+    if (step % cfg.checkpoint_every == 0 || last)
+      checkpoint(time_base + seconds_since(t0), ckpt_dir);
     if (eval_now || step % cfg.checkpoint_every == 0) last_done = Clock::now();
   }
   log.set_status("completed");

@@ -1,7 +1,8 @@
 // The training loop: AdamW with global-norm clipping on a Model, periodic held-out evaluation,
 // the HDF5 run log, atomic checkpoints, resume, and preemption signals.
 //
-// RUN/ (docs/DESIGN.md "Run directory"): config.toml (fully resolved), log.h5, ckpt/state.h5.
+// RUN/ (docs/DESIGN.md "Run directory"): config.toml (fully resolved), log.h5, ckpt/state.h5, and
+// for WSD ckpt/trunk/state.h5 (the last stable state, see the resume rules below).
 // Exit codes of run_training: 0 completed or preempted (SIGTERM/SIGUSR1/SIGINT: checkpoint written,
 // status "preempted"), 3 diverged (NaN/inf loss or gradient: status "diverged", the last good
 // checkpoint is kept). Bad input throws sl::Error before anything in RUN/ is touched.
@@ -20,12 +21,19 @@
 // one given. Only train.tokens, train.budgets, train.eval_every, train.checkpoint_every and
 // train.inject_nan_step may differ; any other change (model, seq_len, batch_size, lr and the
 // rest of the optimizer and schedule, seed, data, eval_tokens) is refused naming the key, and so
-// is data whose token count changed. tokens/budgets may change only if every step already taken
-// keeps its learning rate bit for bit (never for cosine, whose decay spans the run; for WSD while
-// the checkpoint is before both decay starts; always for constant), tokens covers the
-// checkpoint, and the budgets already reported stay. config.toml and log.h5 then both hold the
-// new config, and log.h5's config_changes records the change. `--force-config` (an explicit
-// choice) lifts the key rule and the learning-rate rule, except for model.* keys.
+// is data whose token count changed. tokens/budgets may change only if tokens covers the
+// checkpoint, the budgets already reported stay, and every step already taken keeps its
+// learning rate bit for bit (never for cosine, whose decay spans the run; always for constant).
+// A WSD run whose budgets changed where that does not hold of its latest checkpoint (a budget
+// added above the last one of a finished run: its decay steps become stable steps; or one added
+// whose branch point the trunk has passed) goes back along its stable trunk instead: to
+// RUN/ckpt/trunk/state.h5 (the state where the main line's decay began, written when the run
+// reaches it) if the new budgets still to branch start at or after it, else to step 0 from the
+// seed (refused in one line for a run initialised --init-from). The log keeps the rows up to
+// that step and every reported budget's row, the later steps are trained and logged again, each
+// once. config.toml and log.h5 then both hold the new config, and log.h5's config_changes
+// records the change. `--force-config` (an explicit choice) lifts the key rule and the
+// learning-rate rule, except for model.* keys.
 #pragma once
 #include <cstdint>
 #include <string>

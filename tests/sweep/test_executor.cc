@@ -82,7 +82,8 @@ std::vector<std::string> lines(const std::string& s) {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(to_do_statuses) {
-  for (const char* s : {"pending", "preempted"}) BOOST_TEST(sl::sweep::to_do(s, false), s);
+  for (const char* s : {"pending", "preempted", "extended"})
+    BOOST_TEST(sl::sweep::to_do(s, false), s);
   for (const char* s : {"running", "completed", "diverged", "failed", "unreadable"})
     BOOST_TEST(!sl::sweep::to_do(s, false), s);
   BOOST_TEST(sl::sweep::to_do("failed", true));

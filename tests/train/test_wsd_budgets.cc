@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -178,4 +179,73 @@ BOOST_AUTO_TEST_CASE(bad_budgets_are_rejected) {
   BOOST_TEST(c.tokens == 4000000);
   BOOST_TEST(sl::parse_config(sl::to_toml(c), "y", "", {}).budgets == c.budgets,
              boost::test_tools::per_element());
+}
+
+namespace {
+
+// SL_EXE with args, stdout to /dev/null, stderr to `err`; the exit code.
+int run_capturing(const std::vector<std::string>& args, const fs::path& err,
+                  const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  sl::SpawnOptions so;
+  so.out = sl::Redirect::null();
+  so.err = sl::Redirect::truncate(err.string());
+  so.env = env;
+  return wait_exit(sl::spawn(sl::test::scalinglab_argv(args), so).pid);
+}
+
+void require_same_log(const sl::RunLog& got, const sl::RunLog& want) {
+  BOOST_REQUIRE_EQUAL(got.train.size(), want.train.size());
+  for (size_t i = 0; i < want.train.size(); ++i) {
+    BOOST_REQUIRE_EQUAL(got.train[i].step, want.train[i].step);
+    BOOST_REQUIRE_EQUAL(got.train[i].loss, want.train[i].loss);
+  }
+  BOOST_REQUIRE(got.budget_tokens == want.budget_tokens);
+  BOOST_TEST(got.budget_loss == want.budget_loss, boost::test_tools::per_element());
+}
+
+}  // namespace
+
+// A budget added to a run still on its stable trunk (killed after its step-14 checkpoint, before
+// any branch) goes on from that checkpoint: the log is the planned run's, the change recorded.
+BOOST_AUTO_TEST_CASE(a_budget_added_on_the_trunk_goes_on_from_the_latest_checkpoint) {
+  Fixture f;
+  const fs::path err = f.dir / "err.txt";
+  BOOST_REQUIRE_EQUAL(run_capturing(f.args("cut", "train.budgets=[3840, 6400]"), err,
+                                    {{"SL_TEST_CRASH", "after_checkpoint:14"}}),
+                      128 + SIGKILL);
+  std::vector<std::string> a = f.args("cut", kBudgets);
+  a.push_back("--resume");
+  BOOST_REQUIRE_EQUAL(run_capturing(a, err), 0);
+  BOOST_TEST(slurp(err).empty(), slurp(err));  // nothing to say: no going back
+  BOOST_REQUIRE_EQUAL(wait_exit(spawn(f.args("ref", kBudgets))), 0);
+  const sl::RunLog cut = f.log("cut");
+  BOOST_TEST(cut.attrs.config_changes.find("step 14: train.tokens 6400 -> 10240") == 0,
+             cut.attrs.config_changes);
+  require_same_log(cut, f.log("ref"));
+}
+
+// A run initialised from an HF directory cannot be retrained from its seed: a budget whose branch
+// point it has passed, with no stable checkpoint before it, is refused in one line naming the
+// budget, and the run is left as it was.
+BOOST_AUTO_TEST_CASE(a_passed_branch_point_of_an_hf_initialised_run_is_refused) {
+  Fixture f;
+  const fs::path err = f.dir / "err.txt";
+  BOOST_REQUIRE_EQUAL(wait_exit(spawn(f.args("base", "train.tokens=1280"))), 0);
+  BOOST_REQUIRE_EQUAL(run_capturing({"export", (f.dir / "base").string(), "--format", "hf", "--out",
+                                     (f.dir / "hf").string()},
+                                    err),
+                      0);
+  std::vector<std::string> a = f.args("r", "train.budgets=[3840, 6400]");
+  a.insert(a.end(), {"--init-from", (f.dir / "hf").string()});
+  BOOST_REQUIRE_EQUAL(run_capturing(a, err), 0);
+  const std::string log0 = slurp(f.dir / "r" / "log.h5");
+  std::vector<std::string> b = f.args("r", "train.budgets=[2560, 3840, 6400]");
+  b.push_back("--resume");
+  BOOST_TEST(run_capturing(b, err) == 2);
+  const std::string e = slurp(err);
+  BOOST_TEST(std::count(e.begin(), e.end(), '\n') == 1, e);
+  BOOST_TEST(e.find("budget 2560 tokens branches at step") != std::string::npos, e);
+  BOOST_TEST(e.find("cannot be retrained from step 0") != std::string::npos, e);
+  BOOST_TEST(slurp(f.dir / "r" / "log.h5") == log0);
+  BOOST_TEST(f.log("r").attrs.status == "completed");
 }
