@@ -102,9 +102,24 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
 
   const Dims D = dims_of(spec_);
   const int64_t BT = B * T, H = D.H;
-  res_.resize(spec_.n_layers() + 1);
-  for (auto& r : res_) r = stat(BT * D.d);
-  for (int64_t l = 0; l < spec_.n_layers(); ++l) {
+  // The residual stream. A block's input is read in the backward only by a GDN block (its
+  // input_layernorm) and, with fp32 activations, by an attention block (its GEMM reads it as
+  // xb); the final output by the final norm. Every other res_[l] is dead once block l has read
+  // it, so those take turns in two buffers (res_[l] and res_[l + 1] never share one).
+  const int64_t n_layers = spec_.n_layers();
+  res_.resize(static_cast<size_t>(n_layers + 1));
+  Tensor turn[2];
+  for (int64_t l = 0; l <= n_layers; ++l) {
+    if (l == n_layers || !split_residual() || spec_.pattern[l] != 'A') {
+      res_[l] = stat(BT * D.d);
+      continue;
+    }
+    Tensor& t = turn[l % 2];
+    if (!t) t = stat(BT * D.d);
+    res_[l] = t;
+  }
+  Tensor y_shared;  // the attention blocks' y, see below
+  for (int64_t l = 0; l < n_layers; ++l) {
     auto L = std::make_unique<Layer>();
     L->index = l;
     L->type = spec_.pattern[l];
@@ -138,7 +153,14 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
       L->n = act(BT * D.d);
       L->n_rstd = stat(BT);
     }
-    L->y = stat(BT * D.d);
+    // An attention block's y (the mid-block residual) is read in its forward only (its backward
+    // reads the bf16 copy yb), so with bf16 activations all of them share one buffer.
+    if (L->type == 'A' && split_residual()) {
+      if (!y_shared) y_shared = stat(BT * D.d);
+      L->y = y_shared;
+    } else {
+      L->y = stat(BT * D.d);
+    }
     if (L->type == 'A') {
       L->xb = split_residual() ? act(BT * D.d) : res_[l];
       L->yb = split_residual() ? act(BT * D.d) : L->y;
@@ -158,8 +180,10 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
   dxf_ = stat(BT * D.d);
   gcopy_ = split_residual() ? act(BT * D.d) : Tensor{};
   // One scratch region for the per-layer activation gradients, carved up in backward_*; sized
-  // for the larger of the two block types. (The residual gradient is dres_, fp32.)
-  const int64_t attn_scratch = BT * (3 * D.d + 4 * D.d + 3 * D.m + D.d);
+  // for the larger of the two block types. (The residual gradient is dres_, fp32.) The
+  // attention block's MLP part (dh, dgu, dmo) is dead before its attention part (dov, datt,
+  // dq, dk, dqkv) is written, so the two overlap.
+  const int64_t attn_scratch = BT * std::max(3 * D.m + D.d, 7 * D.d);
   const int64_t gdn_scratch = BT * (D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d + 3 * D.m + D.d);
   scratch_ = act(std::max(attn_scratch, gdn_scratch));
   batch_ = be_.alloc(embedding_index_size(BT) + BT, DType::i32);
@@ -325,19 +349,20 @@ void Model::backward_attention(Layer& L, Tensor /*x: read as L.xb*/, Tensor dres
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_, l = layer_index(L), d = D.d;
   const float theta = static_cast<float>(spec_.rope_theta);
-  // Scratch after the MLP's region [0, 3 BT m).
-  int64_t off = 3 * BT * D.m;
+  // out = y + rms(mo): d y = d out + (MLP path). dmo sits after the MLP's scratch [0, 3 BT m).
+  const Tensor dmo = scratch_.at(3 * BT * D.m, BT * d);
+  be_.rmsnorm_backward(dmo, dW(l, "post_feedforward_layernorm.weight"), dres, L.mo, d,
+                       W(l, "post_feedforward_layernorm.weight"), L.mo_rstd, BT, d, false);
+  backward_mlp(L, L.yb, dmo, dres, true);
+  // The MLP's gradients are dead: the attention path's reuse the scratch from its start.
+  int64_t off = 0;
   auto take = [&](int64_t n) {
     Tensor t = scratch_.at(off, n);
     off += n;
     return t;
   };
-  Tensor dmo = take(BT * d), dov = take(BT * d), datt = take(BT * d), dq = take(BT * d),
-         dk = take(BT * d), dqkv = take(BT * 3 * d);
-  // out = y + rms(mo): d y = d out + (MLP path)
-  be_.rmsnorm_backward(dmo, dW(l, "post_feedforward_layernorm.weight"), dres, L.mo, d,
-                       W(l, "post_feedforward_layernorm.weight"), L.mo_rstd, BT, d, false);
-  backward_mlp(L, L.yb, dmo, dres, true);
+  Tensor dov = take(BT * d), datt = take(BT * d), dq = take(BT * d), dk = take(BT * d),
+         dqkv = take(BT * 3 * d);
   // y = x + rms(o): d x = d y + (attention path)
   be_.rmsnorm_backward(dov, dW(l, "post_attention_layernorm.weight"), dres, L.o, d,
                        W(l, "post_attention_layernorm.weight"), L.o_rstd, BT, d, false);

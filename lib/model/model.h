@@ -122,7 +122,9 @@ class Model {
   Tensor params_, grads_, params_c_;  // params_c_ == params_ unless dtypes differ
   std::vector<Tensor> arena_;
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<Tensor> res_;  // residual stream: res_[0] = embedding, res_[l+1] = layer l output
+  // Residual stream: res_[0] = embedding, res_[l+1] = layer l output (some share buffers:
+  // see the constructor).
+  std::vector<Tensor> res_;
   Tensor xf_, xf_rstd_, logits_, losses_;
   Tensor dbeta_, dg_;      // fp32 gradients of the GDN gates
   Tensor dres_, scratch_;  // backward residual gradient (fp32) and per-layer gradient scratch

@@ -5,11 +5,15 @@
 
 namespace sl {
 
-TrainStep::TrainStep(Model& model, AdamW& opt, Comm* comm, bool graph)
-    : model_(model), opt_(opt), comm_(comm) {
+namespace {
+bool graphs_allowed() {
   const char* env = std::getenv("SL_CUDA_GRAPH");
-  use_graph_ = graph && !comm && !(env && std::string(env) == "0");
+  return !(env && std::string(env) == "0");
 }
+}  // namespace
+
+TrainStep::TrainStep(Model& model, AdamW& opt, Comm* comm, bool graph)
+    : model_(model), opt_(opt), comm_(comm), use_graph_(graph && !comm && graphs_allowed()) {}
 
 void TrainStep::ops() {
   model_.zero_grad();
@@ -42,5 +46,26 @@ Model::StepResult TrainStep::result(uint64_t ticket) {
   }
   return r;
 }
+
+EvalStep::EvalStep(Model& model, bool graph)
+    : model_(model), use_graph_(graph && graphs_allowed()) {}
+
+uint64_t EvalStep::enqueue(const int32_t* ids, const int32_t* targets) {
+  // dloss 0: the forward computes the loss sum and no logits gradient (what is captured).
+  model_.stage_batch(ids, targets, 0.f);
+  if (!tried_ && use_graph_ && eager_ > 0) {
+    tried_ = true;
+    graph_ = model_.backend().capture([this] { model_.run_forward(); });
+  }
+  if (graph_) {
+    graph_->launch();
+  } else {
+    model_.run_forward();
+    ++eager_;
+  }
+  return model_.request_result();
+}
+
+double EvalStep::loss(uint64_t ticket) { return model_.step_result(ticket).loss; }
 
 }  // namespace sl

@@ -1,4 +1,5 @@
-// TrainStep: one optimizer step as the device sees it, shared by the trainer and `bench`.
+// TrainStep: one optimizer step as the device sees it, shared by the trainer and `bench`; and
+// EvalStep, the held-out forward.
 //
 // enqueue() stages a batch (host work and asynchronous copies, while the device still runs the
 // previous step) and enqueues the step's ops: zero the gradients, forward, backward (gradients
@@ -38,6 +39,25 @@ class TrainStep {
   bool use_graph_;
   int64_t eager_steps_ = 0;
   bool tried_ = false;  // capture() was called (it returns null where there are no graphs)
+  std::unique_ptr<Backend::Graph> graph_;
+};
+
+// EvalStep: the forward alone - the loss over a held-out batch, no gradients - graphed like
+// TrainStep (captured at the second batch, replayed after) and asynchronous the same way:
+// enqueue() returns a ticket, loss() waits for it; up to Model::kResultSlots may be in flight.
+class EvalStep {
+ public:
+  EvalStep(Model& model, bool graph);
+  // ids, targets [B, T] (targets < 0 ignored; at least one valid).
+  uint64_t enqueue(const int32_t* ids, const int32_t* targets);
+  double loss(uint64_t ticket);  // mean over the batch's valid targets
+  bool graphed() const { return graph_ != nullptr; }
+
+ private:
+  Model& model_;
+  bool use_graph_;
+  int64_t eager_ = 0;
+  bool tried_ = false;
   std::unique_ptr<Backend::Graph> graph_;
 };
 

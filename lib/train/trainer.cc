@@ -43,21 +43,32 @@ double seconds_since(Clock::time_point t0) {
 }
 
 // Mean loss over the held-out set (eval_batch layout: the last batch may hold fewer windows;
-// the rest of its rows are ignored targets).
-double evaluate(Model& model, const TokenSource& val, int64_t eval_tokens) {
+// the rest of its rows are ignored targets). Two batches stay in flight: the host lays out
+// batch b + 2 while the device runs b + 1 and b's loss comes back; the sum is taken in batch
+// order, so the result does not depend on the timing.
+double evaluate(EvalStep& ev, const Model& model, const TokenSource& val, int64_t eval_tokens) {
   const int64_t B = model.batch(), T = model.seq_len();
   std::vector<int32_t> in(B * T), tgt(B * T);
   const int64_t nb = eval_batches(val, eval_tokens, B, T);
+  constexpr int64_t kInFlight = 2;
+  static_assert(kInFlight < Model::kResultSlots, "tickets in flight");
+  std::vector<uint64_t> ticket(static_cast<size_t>(nb));
+  std::vector<int64_t> rows(static_cast<size_t>(nb));
   double sum = 0;
   int64_t count = 0;
-  for (int64_t b = 0; b < nb; ++b) {
-    const int64_t rows = eval_batch(val, eval_tokens, B, T, b, in.data(), tgt.data());
-    for (int64_t i = rows * T; i < B * T; ++i) {
-      in[i] = 0;
-      tgt[i] = -1;
+  for (int64_t b = 0; b < nb + kInFlight; ++b) {
+    if (b < nb) {
+      rows[b] = eval_batch(val, eval_tokens, B, T, b, in.data(), tgt.data());
+      for (int64_t i = rows[b] * T; i < B * T; ++i) {
+        in[i] = 0;
+        tgt[i] = -1;
+      }
+      ticket[b] = ev.enqueue(in.data(), tgt.data());
     }
-    sum += model.forward(in.data(), tgt.data(), 0.f) * static_cast<double>(rows * T);
-    count += rows * T;
+    const int64_t done = b - kInFlight;
+    if (done < 0 || done >= nb) continue;
+    sum += ev.loss(ticket[done]) * static_cast<double>(rows[done] * T);
+    count += rows[done] * T;
   }
   return sum / static_cast<double>(count);
 }
@@ -636,6 +647,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
   // host samples and stages this rank's rows while the device still runs the previous step; the
   // loss and gradient norm come back through result(), read one step later.
   TrainStep train_step(model, opt, comm.get(), /*graph=*/true);
+  EvalStep eval_step(model, /*graph=*/true);
   auto enqueue_step = [&](int64_t s, double lr) {
     sample_batch_rank(train, cfg.seed, s, local_batch, cfg.seq_len, dist.rank, dist.world,
                       in.data(), tgt.data());
@@ -693,7 +705,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
       pend = t;
     }
     if (const int rc = check()) return rc;
-    const double eval = evaluate(model, val, cfg.eval_tokens);
+    const double eval = evaluate(eval_step, model, val, cfg.eval_tokens);
     snap->restore();
     log.append_budget(b.steps * tps, eval);
     if (say)
@@ -802,7 +814,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
       if (const int rc = complete()) return rc;
     }
     if (eval_now) {
-      last_eval = evaluate(model, val, cfg.eval_tokens);
+      last_eval = evaluate(eval_step, model, val, cfg.eval_tokens);
       log.append_eval(step, step * tps, last_eval);
       log.flush();
       if (say)
