@@ -174,12 +174,12 @@ inline unsigned grid_for(int64_t n, int threads) {
   return static_cast<unsigned>(std::clamp<int64_t>(b, 1, 8192));
 }
 
-// ---- scalar math (same formulas as backend/cpu/scalar_math.h, in fp32) ------------------------
-__device__ inline float sigmoidf_(float z) {
-  if (z >= 0.f) return 1.f / (1.f + expf(-z));
-  const float e = expf(z);
-  return e / (1.f + e);
-}
+// ---- scalar math (the functions of backend/cpu/scalar_math.h, in fp32) ------------------------
+// sigmoid without the CPU's branch on the sign: 1 / (1 + exp(-z)) is as accurate for z < 0
+// (exp(-z) is large, the quotient correctly rounded) and has the right limits (exp(-z) = inf
+// gives 0), while the branch diverges inside a warp on mixed-sign inputs and doubled SwiGLU's
+// cost.
+__device__ inline float sigmoidf_(float z) { return 1.f / (1.f + expf(-z)); }
 __device__ inline float siluf_(float z) { return z * sigmoidf_(z); }
 __device__ inline float silu_gradf_(float z) {
   const float s = sigmoidf_(z);

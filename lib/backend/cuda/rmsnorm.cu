@@ -91,24 +91,6 @@ __global__ void rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ld
 // chunk (hd/2 further on in the first half of a head, back in the second) sits in lane
 // l ^ (hd/16) of the same slab: one shuffle per element instead of a second pass.
 
-// y = v cos + sg p sin for the 8 elements of a chunk at index i0 (a multiple of 8) within its
-// head, p the partner chunk; sg = -sign in the first half, +sign in the second (sign = +1: the
-// forward rotation, -1: its transpose). cs/sn: the token's table rows [hd/2].
-__device__ inline void rotate8(float (&y)[8], const float (&v)[8], const float (&p)[8],
-                               const float* cs, const float* sn, int i0, int half, float sign) {
-  const bool first = i0 < half;
-  const int j = first ? i0 : i0 - half;
-  const float sg = first ? -sign : sign;
-  const float4 c0 = *reinterpret_cast<const float4*>(cs + j),
-               c1 = *reinterpret_cast<const float4*>(cs + j + 4);
-  const float4 s0 = *reinterpret_cast<const float4*>(sn + j),
-               s1 = *reinterpret_cast<const float4*>(sn + j + 4);
-  const float c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-  const float s[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
-#pragma unroll
-  for (int e = 0; e < 8; ++e) y[e] = v[e] * c[e] + sg * p[e] * s[e];
-}
-
 __device__ inline void partner8(float (&p)[8], const float (&v)[8], int mask) {
 #pragma unroll
   for (int e = 0; e < 8; ++e) p[e] = __shfl_xor_sync(kFull, v[e], mask);
@@ -118,6 +100,32 @@ struct RopeRows {
   const float *cs, *sn;  // [T, hd/2]
   int64_t T;
   int hd;
+};
+
+// A lane's rotation at token t: y = v cos + sg p sin for its 8 columns at index i0 = 8 lane mod
+// hd within their head, p the partner chunk; sg = -sign in the first half of the head, +sign in
+// the second (sign = +1: the forward rotation, -1: its transpose). The same for every slab of
+// the row (256 is a multiple of hd), so the table is read once a row, not once a slab.
+struct Rot8 {
+  float c[8], s[8], sg;
+  __device__ Rot8(const RopeRows& rr, int64_t t, int lane, float sign) {
+    const int half = rr.hd / 2, i0 = (8 * lane) % rr.hd;
+    const bool first = i0 < half;
+    const int64_t j = t * half + (first ? i0 : i0 - half);
+    sg = first ? -sign : sign;
+    const float4 c0 = *reinterpret_cast<const float4*>(rr.cs + j),
+                 c1 = *reinterpret_cast<const float4*>(rr.cs + j + 4);
+    const float4 s0 = *reinterpret_cast<const float4*>(rr.sn + j),
+                 s1 = *reinterpret_cast<const float4*>(rr.sn + j + 4);
+    const float cc[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+    const float ss[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+#pragma unroll
+    for (int e = 0; e < 8; ++e) c[e] = cc[e], s[e] = ss[e];
+  }
+  __device__ void apply(float (&y)[8], const float (&v)[8], const float (&p)[8]) const {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) y[e] = v[e] * c[e] + sg * p[e] * s[e];
+  }
 };
 
 __global__ void rmsnorm_rope_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w,
@@ -134,8 +142,7 @@ __global__ void rmsnorm_rope_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t l
   }
   const float rs = 1.f / sqrtf(warp_sum(ss) / static_cast<float>(C) + eps);
   if (lane == 0) rstd.st(r, rs);
-  const int half = rr.hd / 2;
-  const int64_t t = r % rr.T;
+  const Rot8 rot(rr, r % rr.T, lane, 1.f);
   for (int64_t base = 0; base < C; base += 256) {  // uniform bounds: every lane shuffles
     const int64_t c = base + 8 * lane;
     const bool ok = c < C;
@@ -149,7 +156,7 @@ __global__ void rmsnorm_rope_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t l
     }
     partner8(p, v, rr.hd / 16);
     if (!ok) continue;
-    rotate8(o, v, p, rr.cs + t * half, rr.sn + t * half, static_cast<int>(c % rr.hd), half, 1.f);
+    rot.apply(o, v, p);
     st8(y, r * C + c, o);
   }
 }
@@ -179,6 +186,13 @@ __global__ void __launch_bounds__(32 * kWarps)
   }
   for (int64_t r = blockIdx.x * int64_t{kWarps} + warp; r < R; r += gridDim.x * int64_t{kWarps}) {
     const float rs = rstd.ld(r);
+    float rc[8] = {}, rsn[8] = {}, rsg = 0.f;  // the row's rotation (Rot8), with ROPE
+    if constexpr (ROPE) {
+      const Rot8 rot(rr, r % rr.T, lane, -1.f);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) rc[e] = rot.c[e], rsn[e] = rot.s[e];
+      rsg = rot.sg;
+    }
     float g[NS][8], n[NS][8], dot = 0.f;
 #pragma unroll
     for (int s = 0; s < NS; ++s) {
@@ -191,16 +205,12 @@ __global__ void __launch_bounds__(32 * kWarps)
       } else {
         for (float& e : n[s]) e = 0.f;
       }
-      if (ROPE) {  // every lane shuffles (the slab loop is uniform); only `ok` lanes rotate
+      if constexpr (ROPE) {  // every lane shuffles (the slab loop is uniform); only `ok` lanes
+                             // rotate
         float p[8];
         partner8(p, d, rr.hd / 16);
-        const int half = rr.hd / 2;
-        const int64_t t = r % rr.T;
-        if (ok)
-          rotate8(g[s], d, p, rr.cs + t * half, rr.sn + t * half, static_cast<int>(c % rr.hd), half,
-                  -1.f);
-        else
-          for (float& e : g[s]) e = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) g[s][e] = ok ? d[e] * rc[e] + rsg * p[e] * rsn[e] : 0.f;
       } else {
 #pragma unroll
         for (int e = 0; e < 8; ++e) g[s][e] = d[e];
