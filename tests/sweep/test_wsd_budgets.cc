@@ -106,15 +106,27 @@ std::map<std::pair<std::string, int64_t>, std::string> collected(const std::stri
       0);
   std::map<std::pair<std::string, int64_t>, std::string> rows;
   std::istringstream csv(slurp(dir + "/sweep.csv"));
-  std::string line;
-  std::getline(csv, line);  // header
-  while (std::getline(csv, line)) {
+  auto fields = [](const std::string& line) {
     std::vector<std::string> c;
     std::istringstream ls(line);
     for (std::string x; std::getline(ls, x, ',');) c.push_back(x);
-    BOOST_REQUIRE_EQUAL(c.size(), 13u);
-    BOOST_TEST(!rows.count({c[0], std::stoll(c[10])}), line);
-    rows[{c[0], std::stoll(c[10])}] = c[11];
+    return c;
+  };
+  std::string line;
+  std::getline(csv, line);
+  // Columns by name (collect adds columns over time: unique_tokens and epochs came later).
+  const std::vector<std::string> header = fields(line);
+  auto col = [&](const std::string& name) {
+    const auto it = std::find(header.begin(), header.end(), name);
+    BOOST_REQUIRE_MESSAGE(it != header.end(), "sweep.csv has no column " << name);
+    return static_cast<size_t>(it - header.begin());
+  };
+  const size_t id = col("run_id"), tokens = col("tokens"), loss = col("loss");
+  while (std::getline(csv, line)) {
+    const std::vector<std::string> c = fields(line);
+    BOOST_REQUIRE_EQUAL(c.size(), header.size());
+    BOOST_TEST(!rows.count({c[id], std::stoll(c[tokens])}), line);
+    rows[{c[id], std::stoll(c[tokens])}] = c[loss];
   }
   return rows;
 }
