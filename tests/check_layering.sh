@@ -10,8 +10,9 @@
 # a tab, and its LINK_LIBRARIES. Folders map to targets as lib/CMakeLists.txt makes them:
 # lib/backend/cpu -> sl_cpu, lib/backend/cuda -> sl_cuda, lib/backend -> sl_backend (the factory),
 # lib/cli -> scalinglab, lib/fit/forms -> sl_fit (the forms' archive is linked whole into sl_fit),
-# lib/<name> -> sl_<name>. A target this build does not make (sl_cuda without nvcc) is skipped, and
-# so are includes of it (they are compiled out here).
+# lib/model/blocks -> sl_model (the block kinds are model's sources), lib/<name> -> sl_<name>.
+# A target this build does not make (sl_cuda without nvcc) is skipped, and so are includes of it
+# (they are compiled out here).
 set -euo pipefail
 root=${1:?usage: check_layering.sh REPO_ROOT LAYERING_TSV}
 tsv=${2:?usage: check_layering.sh REPO_ROOT LAYERING_TSV}
@@ -28,6 +29,7 @@ target_of_folder() {
     lib/backend) echo sl_backend ;;
     lib/cli) echo scalinglab ;;
     lib/fit/forms) echo sl_fit ;;
+    lib/model/blocks) echo sl_model ;;
     lib/*) echo "sl_${1#lib/}" ;;
   esac
 }

@@ -22,6 +22,7 @@
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "model/block_kind.h"
 #include "model/model.h"
 #include "train/optimizer.h"
 #include "train/step.h"
@@ -102,7 +103,7 @@ void register_bench(CLI::App& app) {
         s.n_heads = ls->n_heads;
         s.vocab_size = a->vocab;
         if (arch == "dense")
-          s.pattern = std::string(ls->n_layers, 'A');
+          s.pattern = std::string(ls->n_layers, block_letter(BlockKind::attention));
         else if (arch == "hybrid")
           s.pattern = hybrid_pattern(ls->n_layers);
         else

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "model/blocks/block.h"
 
 namespace sl {
 
@@ -185,7 +186,7 @@ constexpr double kHfGdnNormEps = 1e-5, kHfL2normEps = 1e-6;
 
 std::vector<std::string> layer_types(const ModelSpec& s) {
   std::vector<std::string> t;
-  for (char c : s.pattern) t.push_back(c == 'A' ? "full_attention" : "linear_attention");
+  for (BlockKind k : block_kinds(s.pattern)) t.push_back(block_type(k).hf_layer_type);
   return t;
 }
 
@@ -308,10 +309,12 @@ ModelSpec spec_from_hf_config(const std::string& text, const std::string& where)
     if (!c["layer_types"].is_array()) key_fail("layer_types", "must be a list");
     for (const auto& t : c["layer_types"]) {
       const std::string v = t.is_string() ? t.get<std::string>() : "";
-      if (v == "full_attention")
-        s.pattern += 'A';
-      else if (hybrid && v == "linear_attention")
-        s.pattern += 'G';
+      const BlockType* type = nullptr;
+      for (const BlockType* b : block_types())
+        if (v == b->hf_layer_type) type = b;
+      // Olmo3Config knows full_attention only; OlmoHybridConfig both kinds.
+      if (type && (hybrid || type->kind == BlockKind::attention))
+        s.pattern += type->letter;
       else
         key_fail("layer_types", "holds '" + t.dump() + "'; our model has " +
                                     (hybrid ? "full_attention and linear_attention"
@@ -359,7 +362,7 @@ ModelSpec spec_from_hf_config(const std::string& text, const std::string& where)
   }
   s.gdn_norm_eps = kHfGdnNormEps;
   s.l2norm_eps = kHfL2normEps;
-  if (s.pattern.find('G') == std::string::npos)
+  if (s.n_gdn_layers() == 0)
     s.arch = "dense";
   else
     s.arch = s.pattern == hybrid_pattern(L) ? "hybrid" : "custom";

@@ -1,7 +1,9 @@
-// Model: forward and backward of the docs/MODEL.md family (any pattern of A and G), written once
-// against the Backend interface. Parameters and their gradients live in one flat buffer each, with
-// named views from the parameter table (spec.h); activations in buffers sized once for (B, T) at
-// construction, so a training step allocates nothing.
+// Model: forward and backward of the docs/MODEL.md family (any pattern of block kinds), written
+// once against the Backend interface: the embedding, one Block per layer (model/blocks/block.h,
+// docs/DESIGN.md "Model blocks"), the final norm and LM head. Parameters and their gradients live
+// in one flat buffer each, with views from the parameter table (spec.h) that each block resolves
+// once into named fields; activations in buffers sized once for (B, T) at construction, so a
+// training step allocates nothing.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -12,6 +14,9 @@
 #include "model/spec.h"
 
 namespace sl {
+
+class Block;
+class BlockEnv;
 
 class Model {
  public:
@@ -91,27 +96,8 @@ class Model {
   }
 
  private:
-  struct Layer;  // saved activations of one block
-  void forward_attention(Layer& L, Tensor x, Tensor out);
-  void forward_gdn(Layer& L, Tensor x, Tensor out);
-  void backward_attention(Layer& L, Tensor x, Tensor dres);
-  void backward_gdn(Layer& L, Tensor x, Tensor dres);
-  void forward_mlp(Layer& L, Tensor in, Tensor out_mlp);
-  void backward_mlp(Layer& L, Tensor in, Tensor dout_mlp, Tensor din, bool accumulate);
-  bool input_copied(int64_t l) const;       // layer l's input copy is written by layer l - 1
-  Tensor next_input_copy(int64_t l) const;  // where layer l writes it (null: nowhere)
-  // Compute-dtype view of a layer's parameter by HF suffix; n > numel spans the fused block of
-  // adjacent parameters that starts there (e.g. q|k|v as one [3d, d] matrix).
-  Tensor W(int64_t layer, const char* suffix, int64_t n = -1) const;
-  Tensor dW(int64_t layer, const char* suffix, int64_t n = -1) const;  // gradient view
   Tensor act(int64_t n);   // activation buffer (act_dtype), allocated at construction only
   Tensor stat(int64_t n);  // fp32 (f64 on the f64 backend) statistics buffer, likewise
-  // True when activations are narrower than stat tensors (bf16): the residual stream is then
-  // fp32 and GEMMs read it through compute-dtype copies. as_act returns src itself otherwise,
-  // else src [rows, cols] converted into buf.
-  bool split_residual() const;
-  Tensor as_act(Tensor src, Tensor buf, int64_t rows, int64_t cols);
-  int64_t layer_index(const Layer& L) const;
 
   ModelSpec spec_;
   Backend& be_;
@@ -121,15 +107,14 @@ class Model {
   int64_t n_params_ = 0;
   Tensor params_, grads_, params_c_;  // params_c_ == params_ unless dtypes differ
   std::vector<Tensor> arena_;
-  std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<BlockEnv> env_;               // what the blocks share (model/blocks/block.h)
+  std::vector<std::unique_ptr<Block>> blocks_;  // one per layer
   // Residual stream: res_[0] = embedding, res_[l+1] = layer l output (some share buffers:
   // see the constructor).
   std::vector<Tensor> res_;
   Tensor xf_, xf_rstd_, logits_, losses_;
-  Tensor dbeta_, dg_;      // fp32 gradients of the GDN gates
-  Tensor dres_, scratch_;  // backward residual gradient (fp32) and per-layer gradient scratch
-  Tensor dxf_;             // fp32 gradient of the final norm's input
-  Tensor gcopy_;           // act-dtype copy of an fp32 gradient that a GEMM reads (bf16 only)
+  Tensor dres_;  // backward residual gradient (fp32), updated in place by every block
+  Tensor dxf_;   // fp32 gradient of the final norm's input
   // Device batch: index_ = embedding_index layout of the ids, then the targets (i32 [4 BT + 2]);
   // step_ = f64 [kStepSlots + 1] (the last slot: dscale = dloss / n_valid).
   Tensor batch_, step_;

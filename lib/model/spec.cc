@@ -1,38 +1,33 @@
 #include "model/spec.h"
 
 #include "core/error.h"
+#include "model/blocks/block.h"
 
 namespace sl {
-
-int64_t ModelSpec::n_attention_layers() const {
-  int64_t n = 0;
-  for (char c : pattern) n += c == 'A';
-  return n;
-}
-int64_t ModelSpec::n_gdn_layers() const { return n_layers() - n_attention_layers(); }
 
 std::string hybrid_pattern(int64_t n_layers) {
   // OLMo-core's hybrid ladder: layer i (0-based) is attention iff (i + 1) % 4 == 0 or i == L - 1.
   // For L a multiple of 4 this is "GGGA" repeated; otherwise the last layer is attention too
   // (L = 6: GGGAGA, L = 5: GGGAA), so the model always ends on an attention block.
+  const char A = block_letter(BlockKind::attention), G = block_letter(BlockKind::gdn);
   std::string p;
-  for (int64_t i = 0; i < n_layers; ++i) p += (i % 4 == 3 || i == n_layers - 1) ? 'A' : 'G';
+  for (int64_t i = 0; i < n_layers; ++i) p += (i % 4 == 3 || i == n_layers - 1) ? A : G;
   return p;
 }
 
 std::string hf_default_hybrid_pattern(int64_t n_layers) {
   // OlmoHybridConfig without layer_types: layer i is attention iff (i + 1) % 4 == 0, and the last
   // layer when that leaves none (L < 4). Differs from hybrid_pattern() when L % 4 != 0.
+  const char A = block_letter(BlockKind::attention), G = block_letter(BlockKind::gdn);
   std::string p;
-  for (int64_t i = 0; i < n_layers; ++i) p += (i % 4 == 3) ? 'A' : 'G';
-  if (n_layers > 0 && p.find('A') == std::string::npos) p.back() = 'A';
+  for (int64_t i = 0; i < n_layers; ++i) p += (i % 4 == 3) ? A : G;
+  if (n_layers > 0 && p.find(A) == std::string::npos) p.back() = A;
   return p;
 }
 
 void ModelSpec::finalize() {
   if (pattern.empty()) fail("model.pattern: empty layer pattern");
-  for (char c : pattern)
-    if (c != 'A' && c != 'G') fail("model.pattern: '" + pattern + "' may only contain 'A' and 'G'");
+  block_kinds(pattern);  // fails on an unknown letter
   if (d_model <= 0) fail("model.d_model: must be positive");
   if (n_heads <= 0 || d_model % n_heads != 0)
     fail("model.n_heads: " + std::to_string(n_heads) + " must divide d_model " +
@@ -53,8 +48,10 @@ double ModelSpec::flops_per_token(int64_t seq_len) const {
   auto table = build_param_table(*this);
   double n_nonemb = static_cast<double>(count_params(table, false));
   double d = static_cast<double>(d_model), V = static_cast<double>(vocab_size);
-  return 6.0 * (n_nonemb + V * d) + 6.0 * n_attention_layers() * seq_len * d +
-         18.0 * n_gdn_layers() * n_heads * gdn_key_dim * gdn_value_dim;
+  // Every term is an integer below 2^53, so the per-block sum is exact in any order.
+  double blocks = 0;
+  for (BlockKind k : block_kinds(pattern)) blocks += block_type(k).flops_per_token(*this, seq_len);
+  return 6.0 * (n_nonemb + V * d) + blocks;
 }
 
 const std::vector<LadderSize>& ladder() {
@@ -71,52 +68,25 @@ const LadderSize* find_ladder(const std::string& name) {
   return nullptr;
 }
 
+void ParamRows::add(const std::string& name, std::vector<int64_t> shape, ParamKind kind) {
+  int64_t n = 1;
+  for (int64_t x : shape) n *= x;
+  table.push_back({prefix + name, std::move(shape), offset, n, kind});
+  offset += n;
+}
+
 std::vector<ParamInfo> build_param_table(const ModelSpec& s) {
-  std::vector<ParamInfo> t;
-  int64_t off = 0;
-  auto add = [&](std::string name, std::vector<int64_t> shape, ParamKind kind) {
-    int64_t n = 1;
-    for (int64_t x : shape) n *= x;
-    t.push_back({std::move(name), std::move(shape), off, n, kind});
-    off += n;
-  };
-  const int64_t d = s.d_model, H = s.n_heads, m = s.d_mlp, dk = s.gdn_key_dim, dv = s.gdn_value_dim,
-                V = s.vocab_size;
-  add("model.embed_tokens.weight", {V, d}, ParamKind::embedding);
+  ParamRows rows;
+  const int64_t d = s.d_model, V = s.vocab_size;
+  rows.add("model.embed_tokens.weight", {V, d}, ParamKind::embedding);
   for (int64_t i = 0; i < s.n_layers(); ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    if (s.pattern[i] == 'A') {
-      add(p + "self_attn.q_proj.weight", {d, d}, ParamKind::linear);
-      add(p + "self_attn.k_proj.weight", {d, d}, ParamKind::linear);
-      add(p + "self_attn.v_proj.weight", {d, d}, ParamKind::linear);
-      add(p + "self_attn.q_norm.weight", {d}, ParamKind::norm);
-      add(p + "self_attn.k_norm.weight", {d}, ParamKind::norm);
-      add(p + "self_attn.o_proj.weight", {d, d}, ParamKind::linear);
-      add(p + "post_attention_layernorm.weight", {d}, ParamKind::norm);
-    } else {
-      add(p + "input_layernorm.weight", {d}, ParamKind::norm);
-      add(p + "linear_attn.q_proj.weight", {H * dk, d}, ParamKind::linear);
-      add(p + "linear_attn.k_proj.weight", {H * dk, d}, ParamKind::linear);
-      add(p + "linear_attn.v_proj.weight", {H * dv, d}, ParamKind::linear);
-      add(p + "linear_attn.b_proj.weight", {H, d}, ParamKind::linear);
-      add(p + "linear_attn.a_proj.weight", {H, d}, ParamKind::linear);
-      add(p + "linear_attn.g_proj.weight", {H * dv, d}, ParamKind::linear);
-      add(p + "linear_attn.conv1d.weight", {2 * H * dk + H * dv, 1, s.conv_kernel},
-          ParamKind::conv);
-      add(p + "linear_attn.A_log", {H}, ParamKind::a_log);
-      add(p + "linear_attn.dt_bias", {H}, ParamKind::dt_bias);
-      add(p + "linear_attn.o_norm.weight", {dv}, ParamKind::norm);
-      add(p + "linear_attn.o_proj.weight", {d, H * dv}, ParamKind::linear);
-      add(p + "post_attention_layernorm.weight", {d}, ParamKind::norm);
-    }
-    add(p + "mlp.gate_proj.weight", {m, d}, ParamKind::linear);
-    add(p + "mlp.up_proj.weight", {m, d}, ParamKind::linear);
-    add(p + "mlp.down_proj.weight", {d, m}, ParamKind::linear);
-    if (s.pattern[i] == 'A') add(p + "post_feedforward_layernorm.weight", {d}, ParamKind::norm);
+    rows.prefix = "model.layers." + std::to_string(i) + ".";
+    block_type(s.kind(i)).param_rows(s, rows);
   }
-  add("model.norm.weight", {d}, ParamKind::norm);
-  add("lm_head.weight", {V, d}, ParamKind::embedding);
-  return t;
+  rows.prefix.clear();
+  rows.add("model.norm.weight", {d}, ParamKind::norm);
+  rows.add("lm_head.weight", {V, d}, ParamKind::embedding);
+  return std::move(rows.table);
 }
 
 int64_t count_params(const std::vector<ParamInfo>& table, bool include_embedding) {

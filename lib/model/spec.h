@@ -5,11 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "model/block_kind.h"
+
 namespace sl {
 
 struct ModelSpec {
   std::string arch = "hybrid";  // "dense" | "hybrid" | "custom" (explicit pattern)
-  std::string pattern;          // one char per layer: 'A' attention, 'G' Gated DeltaNet
+  std::string pattern;          // one letter per layer (model/block_kind.h): A attention, G GDN
   int64_t d_model = 128;
   int64_t n_heads = 2;  // attention heads = GDN heads (docs/MODEL.md "Notation")
   int64_t vocab_size = 256;
@@ -25,14 +27,16 @@ struct ModelSpec {
 
   int64_t n_layers() const { return static_cast<int64_t>(pattern.size()); }
   int64_t head_dim() const { return d_model / n_heads; }
-  int64_t n_attention_layers() const;
-  int64_t n_gdn_layers() const;
+  BlockKind kind(int64_t layer) const { return block_kind(pattern, static_cast<size_t>(layer)); }
+  int64_t n_attention_layers() const { return count_blocks(pattern, BlockKind::attention); }
+  int64_t n_gdn_layers() const { return count_blocks(pattern, BlockKind::gdn); }
   // Fill the derived defaults (d_mlp, k_h, v_h) and validate; throws sl::Error naming the field.
   void finalize();
   // Per-token training FLOPs (forward + backward), docs/MODEL.md "Counting":
-  //   6 (N_nonemb + V d) + 6 n_A T d + 18 n_G H k_h v_h
-  // where the last term counts the GDN recurrence itself (forward: decay+S^T k, rank-1 update and
-  // S^T q are 2 k_h v_h FLOPs each = 6 k_h v_h per head; backward twice that).
+  //   6 (N_nonemb + V d) + the sum over blocks of their BlockType::flops_per_token
+  // (6 T d per attention block; 18 H k_h v_h per GDN block, the recurrence itself: forward
+  // decay+S^T k, rank-1 update and S^T q are 2 k_h v_h FLOPs each = 6 k_h v_h per head; backward
+  // twice that).
   double flops_per_token(int64_t seq_len) const;
 };
 
@@ -73,6 +77,15 @@ struct ParamInfo {
     return kind == ParamKind::linear || kind == ParamKind::embedding || kind == ParamKind::conv;
   }
   bool embedding() const { return kind == ParamKind::embedding; }
+};
+
+// The parameter table while it is built: build_param_table adds the embedding, then each block's
+// rows under its layer's prefix (BlockType::param_rows), then the tail.
+struct ParamRows {
+  std::vector<ParamInfo> table;
+  int64_t offset = 0;  // elements so far
+  std::string prefix;  // "model.layers.{i}." while block i adds its rows
+  void add(const std::string& name, std::vector<int64_t> shape, ParamKind kind);
 };
 
 // The parameter table in buffer order. Within a block, projections that read the same input sit

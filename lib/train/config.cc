@@ -12,6 +12,7 @@
 #include <toml++/toml.h>
 
 #include "core/error.h"
+#include "model/block_kind.h"
 
 namespace sl {
 namespace fs = std::filesystem;
@@ -211,7 +212,7 @@ void resolve_model(const RawModel& m, const std::string& origin, TrainConfig& c)
            "') must tile n_layers = " + std::to_string(L));
     for (int64_t i = 0; i < L; ++i) s.pattern += p[i % p.size()];
   } else if (s.arch == "dense") {
-    s.pattern = std::string(L, 'A');
+    s.pattern = std::string(L, block_letter(BlockKind::attention));
   } else if (s.arch == "hybrid") {
     s.pattern = hybrid_pattern(L);
   } else {
