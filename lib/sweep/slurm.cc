@@ -45,7 +45,7 @@ std::string sbatch_script(const ArrayJob& job, const LaunchOptions& a) {
      << "IDX=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " << shell_quote(job.base + ".idx") << ")\n"
      << "# exec: the batch shell's USR1 (--signal=B:...) must reach run-task itself.\n"
      << "exec " << shell_quote(job.exe) << " sweep run-task " << shell_quote(a.dir)
-     << " --index \"$IDX\" --device " << a.device;
+     << " --index \"$IDX\" --device " << shell_quote(a.device);
   if (a.threads > 0) sh << " --threads " << a.threads;
   if (a.gpus_per_task > 1) sh << " --nproc " << a.gpus_per_task;
   sh << "\n";

@@ -193,7 +193,7 @@ BOOST_AUTO_TEST_CASE(sbatch_script_line_by_line) {
       "IDX=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" "
       "'/data/sw/slurm/array-20250101-000000-0.idx')\n"
       "# exec: the batch shell's USR1 (--signal=B:...) must reach run-task itself.\n"
-      "exec '/opt/sl/bin/scalinglab' sweep run-task '/data/sw' --index \"$IDX\" --device cuda "
+      "exec '/opt/sl/bin/scalinglab' sweep run-task '/data/sw' --index \"$IDX\" --device 'cuda' "
       "--threads 3 --nproc 2\n";
   BOOST_TEST(sl::sweep::sbatch_script(job, o) == want);
   // Unset options add no line; max_parallel 0 runs every task at once; one GPU: no --nproc.
@@ -207,7 +207,7 @@ BOOST_AUTO_TEST_CASE(sbatch_script_line_by_line) {
        {"--partition", "--account", "--time", "--cpus-per-task", "--nproc", "--threads"})
     BOOST_TEST(p.find(absent) == std::string::npos, absent);
   BOOST_TEST(p.find("#SBATCH --gpus-per-task=1\n") != std::string::npos, p);
-  BOOST_TEST(p.find("--device cpu\n") != std::string::npos, p);
+  BOOST_TEST(p.find("--device 'cpu'\n") != std::string::npos, p);
   BOOST_TEST(sl::sweep::sbatch_command("/x/a b.sbatch") ==
                  (std::vector<std::string>{"sbatch", "--parsable", "/x/a b.sbatch"}),
              boost::test_tools::per_element());
@@ -215,8 +215,8 @@ BOOST_AUTO_TEST_CASE(sbatch_script_line_by_line) {
   BOOST_TEST(sl::sweep::parse_job_id("4242\n") == "4242");
 }
 
-// The script bash runs: paths with spaces, quotes and dollars reach run-task as they are, and
-// task i reads line i+1 of the index file.
+// The script bash runs: paths (and the device) with spaces, quotes and dollars reach run-task as
+// they are, and task i reads line i+1 of the index file.
 BOOST_AUTO_TEST_CASE(sbatch_script_quoting_survives_bash) {
   Fixture f;
   const fs::path odd = f.dir / "it's a $HOME \"dir\"";
@@ -228,6 +228,7 @@ BOOST_AUTO_TEST_CASE(sbatch_script_quoting_survives_bash) {
   sl::sweep::LaunchOptions o;
   o.dir = odd.string();
   o.threads = 2;
+  o.device = "cpu $X 'y'";  // (not a device; it must reach run-task as one word all the same)
   sl::sweep::ArrayJob job;
   job.name = "q";
   job.base = (odd / "slurm" / "array-x-0").string();
@@ -243,7 +244,7 @@ BOOST_AUTO_TEST_CASE(sbatch_script_quoting_survives_bash) {
   const std::string out = sl::capture_output({"bash", script}, &rc, so);
   BOOST_REQUIRE_MESSAGE(rc == 0, out);
   BOOST_TEST(slurp(got) == "sweep\nrun-task\n" + odd.string() +
-                               "\n--index\n9\n--device\ncpu\n--threads\n2\nOMP=PASSIVE\n");
+                               "\n--index\n9\n--device\ncpu $X 'y'\n--threads\n2\nOMP=PASSIVE\n");
 }
 
 // launch_slurm and slurm_states against stand-ins: scontrol says MaxArraySize = 2, so three runs
