@@ -9,11 +9,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 #include <utility>
 
 #include "core/error.h"
+#include "runlog/h5.h"
 
 namespace sl::fit {
 
@@ -155,25 +155,6 @@ Table read_csv(const std::string& path) {
 
 namespace {
 
-// Owns an HDF5 identifier; closes it with `close` on destruction.
-struct H5Handle {
-  hid_t id = H5I_INVALID_HID;
-  herr_t (*close)(hid_t) = nullptr;
-  H5Handle(hid_t i, herr_t (*c)(hid_t)) : id(i), close(c) {}
-  H5Handle(const H5Handle&) = delete;
-  H5Handle& operator=(const H5Handle&) = delete;
-  ~H5Handle() {
-    if (id >= 0 && close) close(id);
-  }
-  operator hid_t() const { return id; }  // NOLINT: pass to the C API
-};
-
-// Turns off HDF5's own error printing (once per process); errors are reported as sl::Error.
-void h5_quiet() {
-  static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
-}
-
 std::string format_number(double v) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", v);
@@ -189,11 +170,11 @@ struct ReadCtx {
 // Reads one dataset `name` of the root group into ctx->cols (skips non-1-D or non-scalar types).
 void read_dataset(hid_t file, const std::string& name, ReadCtx* ctx) {
   const std::string what = ctx->path + ": dataset '" + name + "'";
-  H5Handle ds(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
-  if (ds.id < 0) fail(what + ": cannot open");
-  H5Handle space(H5Dget_space(ds), H5Sclose);
-  H5Handle ftype(H5Dget_type(ds), H5Tclose);
-  if (space.id < 0 || ftype.id < 0) fail(what + ": cannot read its shape or type");
+  h5::Id ds(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!ds.valid()) fail(what + ": cannot open");
+  h5::Id space(H5Dget_space(ds), H5Sclose);
+  h5::Id ftype(H5Dget_type(ds), H5Tclose);
+  if (!space.valid() || !ftype.valid()) fail(what + ": cannot read its shape or type");
   if (H5Sget_simple_extent_ndims(space) != 1) return;
   hsize_t n = 0;
   H5Sget_simple_extent_dims(space, &n, nullptr);
@@ -210,7 +191,7 @@ void read_dataset(hid_t file, const std::string& name, ReadCtx* ctx) {
   } else if (cls == H5T_STRING) {
     col.text.resize(n);
     if (H5Tis_variable_str(ftype) > 0) {
-      H5Handle mtype(H5Tcopy(H5T_C_S1), H5Tclose);
+      h5::Id mtype(H5Tcopy(H5T_C_S1), H5Tclose);
       H5Tset_size(mtype, H5T_VARIABLE);
       H5Tset_cset(mtype, H5Tget_cset(ftype));
       std::vector<char*> buf(n, nullptr);
@@ -220,7 +201,7 @@ void read_dataset(hid_t file, const std::string& name, ReadCtx* ctx) {
       if (n > 0) H5Dvlen_reclaim(mtype, space, H5P_DEFAULT, buf.data());
     } else {
       size_t size = H5Tget_size(ftype);
-      H5Handle mtype(H5Tcopy(H5T_C_S1), H5Tclose);
+      h5::Id mtype(H5Tcopy(H5T_C_S1), H5Tclose);
       H5Tset_size(mtype, size);
       H5Tset_strpad(mtype, H5T_STR_NULLPAD);
       H5Tset_cset(mtype, H5Tget_cset(ftype));
@@ -260,16 +241,16 @@ herr_t visit_link(hid_t group, const char* name, const H5L_info_t*, void* data) 
 }  // namespace
 
 Table read_hdf5(const std::string& path) {
-  h5_quiet();
+  h5::quiet();
   {
     std::ifstream probe(path);
     if (!probe) fail(path + ": cannot open (" + std::strerror(errno) + ")");
   }
   if (H5Fis_hdf5(path.c_str()) <= 0) fail(path + ": not an HDF5 file");
-  H5Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_file_locking(fapl, false, true);
-  H5Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
-  if (file.id < 0) fail(path + ": cannot open as HDF5");
+  h5::Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
+  if (!file.valid()) fail(path + ": cannot open as HDF5");
   ReadCtx ctx{path, {}, {}};
   hsize_t idx = 0;
   herr_t st = H5Literate(file, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, visit_link, &ctx);

@@ -1,5 +1,6 @@
-// Internal HDF5 helpers shared by the run log, the checkpoint and the HF fixture reader
-// (model/hf_parity.cc); not a public interface.
+// The one set of HDF5 helpers (RAII identifiers, quiet error stacks, checked calls, attributes),
+// shared by the run log, the checkpoint, the sweep table (sweep/sweep.cc), the fit's table reader
+// (fit/table.cc) and the HF fixture reader (model/hf_parity.cc); not a public interface.
 // The HDF5 library here is the serial, non-thread-safe build: callers keep HDF5 calls on one
 // thread at a time.
 #pragma once
