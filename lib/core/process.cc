@@ -5,9 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -203,6 +205,26 @@ std::string capture_output(const std::vector<std::string>& argv, int* code, Spaw
   const int c = wait_child(p.pid).code;
   if (code) *code = c;
   return text;
+}
+
+std::string find_program(const std::string& program) {
+  auto runnable = [](const std::string& p) {
+    std::error_code ec;
+    return std::filesystem::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (program.empty()) return "";
+  if (program.find('/') != std::string::npos) return runnable(program) ? program : "";
+  // execvpe's own default when PATH is unset.
+  const char* env = std::getenv("PATH");
+  const std::string path = env ? env : "/bin:/usr/bin";
+  for (size_t at = 0; at <= path.size();) {
+    const size_t colon = std::min(path.find(':', at), path.size());
+    // An empty entry is the working directory, as for execvpe.
+    const std::string d = colon > at ? path.substr(at, colon - at) : ".";
+    if (runnable(d + "/" + program)) return d + "/" + program;
+    at = colon + 1;
+  }
+  return "";
 }
 
 std::string self_executable() {

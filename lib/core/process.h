@@ -99,6 +99,11 @@ int run_process(const std::vector<std::string>& argv, const SpawnOptions& option
 std::string capture_output(const std::vector<std::string>& argv, int* code,
                            SpawnOptions options = {});
 
+// Where spawn() would find `program`: itself when it names a path (has a '/'), else the first
+// executable file of that name in PATH; "" when there is none. For saying once, before starting
+// anything, that an optional tool (gnuplot, nvidia-cuda-mps-control) is not installed.
+std::string find_program(const std::string& program);
+
 // The path of this process's executable (/proc/self/exe): children that run scalinglab again
 // (a sweep's trainers, a study's launcher) start the very binary that started them.
 std::string self_executable();
