@@ -21,6 +21,7 @@
 #include "core/process.h"
 #include "report/report.h"
 #include "sweep/sweep.h"
+#include "sweep/tables.h"
 
 namespace sl::cli {
 namespace {
@@ -39,39 +40,22 @@ std::string clock_text(double s) {
   return buf;
 }
 
-// Progress of the sweep by training FLOPs (runs differ in size by orders of magnitude).
+// Runs completed or diverged (a failed run has ended but not completed), of all.
 struct Progress {
   int done = 0, total = 0;
-  double fraction = 0;
-  std::string losses;  // "run_id 3.412" for each running run
 };
 
 Progress progress(const std::vector<sweep::SweepRun>& runs, const std::string& dir) {
   Progress p;
-  double flops = 0, flops_done = 0;
   for (const sweep::SweepRun& r : runs) {
-    const sweep::RunStatus st = sweep::run_status(sweep::run_dir(dir, r.run_id));
+    const std::string st = sweep::run_status(sweep::run_dir(dir, r.run_id)).status;
     ++p.total;
-    flops += r.flops;
-    const bool finished = st.status == "completed" || st.status == "diverged";
-    if (finished) ++p.done;
-    const double f = finished ? 1.0
-                     : st.steps_planned > 0
-                         ? static_cast<double>(st.step) / static_cast<double>(st.steps_planned)
-                         : 0.0;
-    flops_done += r.flops * f;
-    if (st.status == "running" && std::isfinite(st.last_loss)) {
-      char buf[96];
-      std::snprintf(buf, sizeof buf, "%s%s %s val %.3f", p.losses.empty() ? "" : ", ",
-                    r.arch.c_str(), r.size.c_str(), st.last_loss);
-      p.losses += buf;
-    }
+    p.done += st == "completed" || st == "diverged";
   }
-  p.fraction = flops > 0 ? flops_done / flops : 1.0;
   return p;
 }
 
-// Runs `scalinglab sweep launch` as a child; on a terminal, redraws one progress line every 2 s.
+// Runs `scalinglab sweep launch` as a child, printing a progress line as runs end.
 int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::SweepRun>& runs) {
   const std::string exe = self_executable();
   std::vector<std::string> args = {exe, "sweep",    "launch", a.file,   "--dir",
@@ -88,28 +72,24 @@ int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::
   so.new_process_group = true;
   const pid_t pid = spawn(args, so).pid;
   stops.add(-pid);
-  const bool tty = isatty(1);
-  const auto t0 = std::chrono::steady_clock::now();
-  const double f0 = progress(runs, dir).fraction;
+  // One plain line each time runs end (no redraw, so a terminal's scrollback and a log read the
+  // same): runs done of all, the aggregate tokens/s and the ETA of the tokens left at that rate.
+  const sweep::ProgressMeter meter(dir, runs);
+  int64_t ended = meter.line().ended;
   ExitStatus e;
   while (true) {
     e = wait_child(pid, false);
-    if (e.pid == pid) break;
-    if (tty) {
-      const Progress p = progress(runs, dir);
-      const double el =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double gained = p.fraction - f0;
-      const std::string eta =
-          gained > 1e-3 ? clock_text(el * (1 - p.fraction) / gained) : std::string("--");
-      std::printf("\r\033[K  runs %d/%d  %3.0f%%  elapsed %s  ETA %s  %s", p.done, p.total,
-                  100 * p.fraction, clock_text(el).c_str(), eta.c_str(), p.losses.c_str());
+    const bool over = e.pid == pid;
+    const sweep::ProgressMeter::Line l = meter.line();
+    if (l.ended != ended) {
+      ended = l.ended;
+      std::printf("  %s\n", l.text.c_str());
       std::fflush(stdout);
     }
+    if (over) break;
     std::this_thread::sleep_for(std::chrono::seconds(2));
   }
   stops.remove(-pid);
-  if (tty) std::printf("\r\033[K");
   if (stops.received())
     fail("study: stopped by signal " + std::to_string(stops.received()) +
          " (runs checkpointed); rerun the same command to resume");

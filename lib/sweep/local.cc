@@ -38,9 +38,16 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
     const std::string st = run_status(run_dir(a.dir, r.run_id)).status;
     if (to_do(st, a.retry_failed)) queue.push_back(&r);
   }
-  std::printf("sweep launch (local): %zu of %zu runs to do, %d at a time\n", queue.size(),
-              runs.size(), slots);
+  // Largest first (longest processing time first): the big runs start while every slot is free
+  // and the small ones fill the gaps at the end, so the launch's wall time approaches its total
+  // work over the throughput instead of ending on one large run alone. Ties by plan index.
+  std::stable_sort(queue.begin(), queue.end(), [](const SweepRun* x, const SweepRun* y) {
+    return x->flops != y->flops ? x->flops > y->flops : x->index < y->index;
+  });
+  std::printf("sweep launch (local): %zu of %zu runs to do, %d at a time, largest first\n",
+              queue.size(), runs.size(), slots);
   std::fflush(stdout);
+  const ProgressMeter meter(a.dir, runs);
   // A stop reaches every running trainer from the handler itself, as SIGTERM (they checkpoint and
   // exit preempted), even while we wait for a child; the loop then starts no further run.
   SignalForwarder stops({SIGTERM, SIGINT}, SIGTERM);
@@ -100,6 +107,7 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
     unlock(x.lock_fd);
     std::printf("  end %s: %s (exit %d)\n", x.run->run_id.c_str(), run_status(rd).status.c_str(),
                 e.code);
+    std::printf("  %s\n", meter.line().text.c_str());
     std::fflush(stdout);
   }
   return bad ? 1 : 0;

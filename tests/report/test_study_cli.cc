@@ -1,7 +1,7 @@
 // `scalinglab study` end to end through the executable on a 6-run micro sweep (two patterns x
 // three shapes x three WSD budgets, a few seconds on 2 cores): every report file, resume (a rerun
-// trains nothing; without gnuplot on PATH: one line, the rest of the report), no progress line
-// when stdout is not a terminal, one-line errors.
+// trains nothing; without gnuplot on PATH: one line, the rest of the report), progress lines as
+// runs end (plain lines, done counts rising to all), one-line errors.
 #define BOOST_TEST_MODULE study_cli
 #include <sys/wait.h>
 #include <unistd.h>
@@ -60,7 +60,21 @@ BOOST_AUTO_TEST_CASE(micro_study_and_resume) {
   BOOST_TEST(run(args, dir + "/out1.txt") == 0, slurp(dir + "/out1.txt"));
   const std::string out1 = slurp(dir + "/out1.txt");
   BOOST_TEST(out1.find("6 of 6 runs completed") != std::string::npos, out1);
-  BOOST_TEST(out1.find('\r') == std::string::npos);  // no progress line without a terminal
+  BOOST_TEST(out1.find('\r') == std::string::npos);  // plain lines, no redraw
+  // A progress line each time runs ended: done counts rising to 6 of 6.
+  std::istringstream in1(out1);
+  int last_done = 0, progress_lines = 0;
+  for (std::string l; std::getline(in1, l);) {
+    const size_t at = l.find("progress: ");
+    if (at == std::string::npos) continue;
+    ++progress_lines;
+    const int done = std::atoi(l.c_str() + at + 10);
+    BOOST_TEST(done > last_done, l);
+    BOOST_TEST(l.find("/6 runs done, ") != std::string::npos, l);
+    last_done = done;
+  }
+  BOOST_TEST(progress_lines >= 1);
+  BOOST_TEST(last_done == 6, out1);
   for (const char* f :
        {"sweep/sweep.h5", "sweep/sweep.csv", "report/report.md", "report/savings.json",
         "report/fit_AA.json", "report/fit_GA.json", "report/params.tex"})
