@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -28,8 +29,8 @@ namespace {
 namespace fs = std::filesystem;
 
 struct StudyArgs {
-  std::string file, out, device = "cpu";
-  int jobs = 1, threads = 0, gpus = 0;
+  std::string file, out, device = "cpu", mps = "auto";
+  int jobs = 1, threads = 0, gpus = 0, per_gpu = 1;
   report::ReportOptions report;
 };
 
@@ -62,6 +63,7 @@ int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::
                                    dir, "--device", a.device, "--jobs", std::to_string(a.jobs)};
   if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
   if (a.gpus > 0) args.insert(args.end(), {"--gpus", std::to_string(a.gpus)});
+  args.insert(args.end(), {"--per-gpu", std::to_string(a.per_gpu), "--mps", a.mps});
   // Ctrl-C / SIGTERM reach the launch child's whole process group (the launcher and its train
   // children) as SIGTERM, which stops the runs at a checkpoint; the study then exits and a rerun
   // resumes.
@@ -110,6 +112,12 @@ void register_study(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads per run (default: cores / jobs)");
   cmd->add_option("--gpus", a->gpus, "cuda: GPUs to use");
+  cmd->add_option("--per-gpu", a->per_gpu, "cuda: runs per GPU")->capture_default_str();
+  cmd->add_option("--mps", a->mps,
+                  "cuda: share each GPU through CUDA MPS (auto: when --per-gpu > 1 and "
+                  "nvidia-cuda-mps-control is in PATH; on: or fail; off: plain processes)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   cmd->add_option("--bootstrap", a->report.bootstrap, "Paired bootstrap replicates of the report")
       ->capture_default_str();
   cmd->add_option("--baseline", a->report.baseline, "Baseline arch (default dense)");
@@ -125,6 +133,15 @@ void register_study(CLI::App& app) {
                 s.runs.size(), dir.c_str(), a->out.c_str());
     std::fflush(stdout);
     const int rc = launch(*a, dir, s.runs);
+    if (rc != 0) {
+      // The launcher's own error (a bad option, --mps on without MPS) ends its log as main prints
+      // it; said here, in its one line, rather than as runs that did not complete.
+      std::ifstream log(a->out + "/launch.log");
+      std::string last;
+      for (std::string l; std::getline(log, l);)
+        if (!l.empty()) last = l;
+      if (last.rfind("scalinglab: ", 0) == 0) fail("study: " + last.substr(12));
+    }
     const Progress p = progress(s.runs, dir);
     std::printf(
         "study: %d of %d runs completed in %s\n", p.done, p.total,

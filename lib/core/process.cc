@@ -97,7 +97,7 @@ Process spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {
   char* const* child_env = o.env.empty() ? environ : envp.data();
   const std::string program = o.program.empty() ? argv[0] : o.program;
   const std::string cannot = "scalinglab: cannot run '" + program + "': ";
-  int out_fd = open_redirect(o.out), err_fd = -1, pipe_read = -1;
+  int out_fd = open_redirect(o.out), err_fd = -1, pipe_read = -1, in_fd = -1, in_write = -1;
   try {
     err_fd = open_redirect(o.err);
     if (o.out.to == Redirect::To::kPipe) {
@@ -106,10 +106,15 @@ Process spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {
       pipe_read = p[0];
       out_fd = high_fd(p[1], "pipe");
     }
+    if (!o.input.empty()) {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) != 0) fail(std::string("pipe: ") + std::strerror(errno));
+      in_write = p[1];
+      in_fd = high_fd(p[0], "pipe");
+    }
   } catch (...) {
-    if (out_fd >= 0) ::close(out_fd);
-    if (err_fd >= 0) ::close(err_fd);
-    if (pipe_read >= 0) ::close(pipe_read);
+    for (int fd : {out_fd, err_fd, pipe_read, in_fd, in_write})
+      if (fd >= 0) ::close(fd);
     throw;
   }
   const bool err_to_out = o.err.to == Redirect::To::kStdout;
@@ -141,6 +146,7 @@ Process spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {
       write_all(2, "cannot enter its directory\n", 27);
       ::_exit(127);
     }
+    if (in_fd >= 0) ::dup2(in_fd, 0);
     if (out_fd >= 0) ::dup2(out_fd, 1);
     if (err_to_out)
       ::dup2(1, 2);
@@ -169,6 +175,20 @@ Process spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (out_fd >= 0) ::close(out_fd);
   if (err_fd >= 0) ::close(err_fd);
+  if (in_fd >= 0) ::close(in_fd);
+  if (in_write >= 0) {
+    // A command line or two: the pipe buffer holds it, so this never waits for the child. A child
+    // that exits without reading it is no error (EPIPE; SIGPIPE is ignored around the write).
+    if (pid > 0) {
+      struct sigaction ign {
+      }, prev{};
+      ign.sa_handler = SIG_IGN;
+      ::sigaction(SIGPIPE, &ign, &prev);
+      write_all(in_write, o.input.data(), o.input.size());
+      ::sigaction(SIGPIPE, &prev, nullptr);
+    }
+    ::close(in_write);
+  }
   if (pid < 0) {
     if (pipe_read >= 0) ::close(pipe_read);
     fail("cannot start '" + program + "': fork: " + std::strerror(fork_errno));

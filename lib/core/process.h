@@ -63,6 +63,9 @@ struct SpawnOptions {
   bool block_stop_signals = false;
   // RLIMIT_FSIZE of the child in bytes (-1: ours), as a full disk or a quota would limit it.
   int64_t file_size_limit = -1;
+  // Non-empty: the child's standard input is a pipe that receives this text, then end of file
+  // (a control program's command, e.g. `quit`); empty: our standard input.
+  std::string input;
 };
 
 struct Process {
