@@ -22,9 +22,9 @@ namespace {
 
 const char* kMpsControl = "nvidia-cuda-mps-control";
 
-// A CUDA MPS control daemon for the length of one launch (docs/DESIGN.md "Executors"): the runs
-// sharing a GPU then run their kernels side by side instead of time-slicing it (measured on one
-// H200: 4 L0 runs 1.16x one run's tokens/s under MPS, 0.89x as plain processes). Started with
+// A CUDA MPS control daemon for the length of one launch (docs/DESIGN.md "Local executor"): the
+// runs sharing a GPU then run their kernels side by side instead of time-slicing it (measured on
+// one H200: 4 L0 runs 1.16x one run's tokens/s under MPS, 0.89x as plain processes). Started with
 // its own pipe and log directories, so it never meets another launch's daemon or the node's; the
 // destructor stops it (`quit` on its standard input), so every way out of launch_local - the
 // end, a stop signal once the trainers have exited, an exception - leaves no daemon behind.
