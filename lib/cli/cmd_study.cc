@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,14 +22,15 @@
 #include "core/process.h"
 #include "report/report.h"
 #include "sweep/sweep.h"
+#include "sweep/tables.h"
 
 namespace sl::cli {
 namespace {
 namespace fs = std::filesystem;
 
 struct StudyArgs {
-  std::string file, out, device = "cpu";
-  int jobs = 1, threads = 0, gpus = 0;
+  std::string file, out, device = "cpu", mps = "auto";
+  int jobs = 1, threads = 0, gpus = 0, per_gpu = 1;
   report::ReportOptions report;
 };
 
@@ -39,45 +41,29 @@ std::string clock_text(double s) {
   return buf;
 }
 
-// Progress of the sweep by training FLOPs (runs differ in size by orders of magnitude).
+// Runs completed or diverged (a failed run has ended but not completed), of all.
 struct Progress {
   int done = 0, total = 0;
-  double fraction = 0;
-  std::string losses;  // "run_id 3.412" for each running run
 };
 
 Progress progress(const std::vector<sweep::SweepRun>& runs, const std::string& dir) {
   Progress p;
-  double flops = 0, flops_done = 0;
   for (const sweep::SweepRun& r : runs) {
-    const sweep::RunStatus st = sweep::run_status(sweep::run_dir(dir, r.run_id));
+    const std::string st = sweep::run_status(sweep::run_dir(dir, r.run_id)).status;
     ++p.total;
-    flops += r.flops;
-    const bool finished = st.status == "completed" || st.status == "diverged";
-    if (finished) ++p.done;
-    const double f = finished ? 1.0
-                     : st.steps_planned > 0
-                         ? static_cast<double>(st.step) / static_cast<double>(st.steps_planned)
-                         : 0.0;
-    flops_done += r.flops * f;
-    if (st.status == "running" && std::isfinite(st.last_loss)) {
-      char buf[96];
-      std::snprintf(buf, sizeof buf, "%s%s %s val %.3f", p.losses.empty() ? "" : ", ",
-                    r.arch.c_str(), r.size.c_str(), st.last_loss);
-      p.losses += buf;
-    }
+    p.done += st == "completed" || st == "diverged";
   }
-  p.fraction = flops > 0 ? flops_done / flops : 1.0;
   return p;
 }
 
-// Runs `scalinglab sweep launch` as a child; on a terminal, redraws one progress line every 2 s.
+// Runs `scalinglab sweep launch` as a child, printing a progress line as runs end.
 int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::SweepRun>& runs) {
   const std::string exe = self_executable();
   std::vector<std::string> args = {exe, "sweep",    "launch", a.file,   "--dir",
                                    dir, "--device", a.device, "--jobs", std::to_string(a.jobs)};
   if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
   if (a.gpus > 0) args.insert(args.end(), {"--gpus", std::to_string(a.gpus)});
+  args.insert(args.end(), {"--per-gpu", std::to_string(a.per_gpu), "--mps", a.mps});
   // Ctrl-C / SIGTERM reach the launch child's whole process group (the launcher and its train
   // children) as SIGTERM, which stops the runs at a checkpoint; the study then exits and a rerun
   // resumes.
@@ -88,28 +74,24 @@ int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::
   so.new_process_group = true;
   const pid_t pid = spawn(args, so).pid;
   stops.add(-pid);
-  const bool tty = isatty(1);
-  const auto t0 = std::chrono::steady_clock::now();
-  const double f0 = progress(runs, dir).fraction;
+  // One plain line each time runs end (no redraw, so a terminal's scrollback and a log read the
+  // same): runs done of all, the aggregate tokens/s and the ETA of the tokens left at that rate.
+  const sweep::ProgressMeter meter(dir, runs);
+  int64_t ended = meter.line().ended;
   ExitStatus e;
   while (true) {
     e = wait_child(pid, false);
-    if (e.pid == pid) break;
-    if (tty) {
-      const Progress p = progress(runs, dir);
-      const double el =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double gained = p.fraction - f0;
-      const std::string eta =
-          gained > 1e-3 ? clock_text(el * (1 - p.fraction) / gained) : std::string("--");
-      std::printf("\r\033[K  runs %d/%d  %3.0f%%  elapsed %s  ETA %s  %s", p.done, p.total,
-                  100 * p.fraction, clock_text(el).c_str(), eta.c_str(), p.losses.c_str());
+    const bool over = e.pid == pid;
+    const sweep::ProgressMeter::Line l = meter.line();
+    if (l.ended != ended) {
+      ended = l.ended;
+      std::printf("  %s\n", l.text.c_str());
       std::fflush(stdout);
     }
+    if (over) break;
     std::this_thread::sleep_for(std::chrono::seconds(2));
   }
   stops.remove(-pid);
-  if (tty) std::printf("\r\033[K");
   if (stops.received())
     fail("study: stopped by signal " + std::to_string(stops.received()) +
          " (runs checkpointed); rerun the same command to resume");
@@ -130,6 +112,12 @@ void register_study(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads per run (default: cores / jobs)");
   cmd->add_option("--gpus", a->gpus, "cuda: GPUs to use");
+  cmd->add_option("--per-gpu", a->per_gpu, "cuda: runs per GPU")->capture_default_str();
+  cmd->add_option("--mps", a->mps,
+                  "cuda: share each GPU through CUDA MPS (auto: when --per-gpu > 1 and "
+                  "nvidia-cuda-mps-control is in PATH; on: or fail; off: plain processes)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   cmd->add_option("--bootstrap", a->report.bootstrap, "Paired bootstrap replicates of the report")
       ->capture_default_str();
   cmd->add_option("--baseline", a->report.baseline, "Baseline arch (default dense)");
@@ -145,6 +133,15 @@ void register_study(CLI::App& app) {
                 s.runs.size(), dir.c_str(), a->out.c_str());
     std::fflush(stdout);
     const int rc = launch(*a, dir, s.runs);
+    if (rc != 0) {
+      // The launcher's own error (a bad option, --mps on without MPS) ends its log as main prints
+      // it; said here, in its one line, rather than as runs that did not complete.
+      std::ifstream log(a->out + "/launch.log");
+      std::string last;
+      for (std::string l; std::getline(log, l);)
+        if (!l.empty()) last = l;
+      if (last.rfind("scalinglab: ", 0) == 0) fail("study: " + last.substr(12));
+    }
     const Progress p = progress(s.runs, dir);
     std::printf(
         "study: %d of %d runs completed in %s\n", p.done, p.total,

@@ -85,6 +85,12 @@ void register_sweep(CLI::App& app) {
   launch->add_option("--jobs", o.jobs, "local, cpu: runs at a time");
   launch->add_option("--gpus", o.gpus, "local, cuda: GPUs to use (0..G-1; default: all present)");
   launch->add_option("--per-gpu", o.per_gpu, "local, cuda: runs per GPU");
+  launch
+      ->add_option("--mps", o.mps,
+                   "local, cuda: share each GPU through CUDA MPS (auto: when --per-gpu > 1 and "
+                   "nvidia-cuda-mps-control is in PATH; on: or fail; off: plain processes)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   launch->add_option("--threads", o.threads, "CPU threads per run (default: cores / jobs)");
   launch->add_flag("--retry-failed", o.retry_failed, "Also rerun runs whose status is failed");
   launch->add_option("--partition", o.partition, "slurm: partition");

@@ -5,9 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -95,7 +97,7 @@ Process spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {
   char* const* child_env = o.env.empty() ? environ : envp.data();
   const std::string program = o.program.empty() ? argv[0] : o.program;
   const std::string cannot = "scalinglab: cannot run '" + program + "': ";
-  int out_fd = open_redirect(o.out), err_fd = -1, pipe_read = -1;
+  int out_fd = open_redirect(o.out), err_fd = -1, pipe_read = -1, in_fd = -1, in_write = -1;
   try {
     err_fd = open_redirect(o.err);
     if (o.out.to == Redirect::To::kPipe) {
@@ -104,10 +106,15 @@ Process spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {
       pipe_read = p[0];
       out_fd = high_fd(p[1], "pipe");
     }
+    if (!o.input.empty()) {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) != 0) fail(std::string("pipe: ") + std::strerror(errno));
+      in_write = p[1];
+      in_fd = high_fd(p[0], "pipe");
+    }
   } catch (...) {
-    if (out_fd >= 0) ::close(out_fd);
-    if (err_fd >= 0) ::close(err_fd);
-    if (pipe_read >= 0) ::close(pipe_read);
+    for (int fd : {out_fd, err_fd, pipe_read, in_fd, in_write})
+      if (fd >= 0) ::close(fd);
     throw;
   }
   const bool err_to_out = o.err.to == Redirect::To::kStdout;
@@ -139,6 +146,7 @@ Process spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {
       write_all(2, "cannot enter its directory\n", 27);
       ::_exit(127);
     }
+    if (in_fd >= 0) ::dup2(in_fd, 0);
     if (out_fd >= 0) ::dup2(out_fd, 1);
     if (err_to_out)
       ::dup2(1, 2);
@@ -167,6 +175,20 @@ Process spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (out_fd >= 0) ::close(out_fd);
   if (err_fd >= 0) ::close(err_fd);
+  if (in_fd >= 0) ::close(in_fd);
+  if (in_write >= 0) {
+    // A command line or two: the pipe buffer holds it, so this never waits for the child. A child
+    // that exits without reading it is no error (EPIPE; SIGPIPE is ignored around the write).
+    if (pid > 0) {
+      struct sigaction ign {
+      }, prev{};
+      ign.sa_handler = SIG_IGN;
+      ::sigaction(SIGPIPE, &ign, &prev);
+      write_all(in_write, o.input.data(), o.input.size());
+      ::sigaction(SIGPIPE, &prev, nullptr);
+    }
+    ::close(in_write);
+  }
   if (pid < 0) {
     if (pipe_read >= 0) ::close(pipe_read);
     fail("cannot start '" + program + "': fork: " + std::strerror(fork_errno));
@@ -203,6 +225,26 @@ std::string capture_output(const std::vector<std::string>& argv, int* code, Spaw
   const int c = wait_child(p.pid).code;
   if (code) *code = c;
   return text;
+}
+
+std::string find_program(const std::string& program) {
+  auto runnable = [](const std::string& p) {
+    std::error_code ec;
+    return std::filesystem::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (program.empty()) return "";
+  if (program.find('/') != std::string::npos) return runnable(program) ? program : "";
+  // execvpe's own default when PATH is unset.
+  const char* env = std::getenv("PATH");
+  const std::string path = env ? env : "/bin:/usr/bin";
+  for (size_t at = 0; at <= path.size();) {
+    const size_t colon = std::min(path.find(':', at), path.size());
+    // An empty entry is the working directory, as for execvpe.
+    const std::string d = colon > at ? path.substr(at, colon - at) : ".";
+    if (runnable(d + "/" + program)) return d + "/" + program;
+    at = colon + 1;
+  }
+  return "";
 }
 
 std::string self_executable() {

@@ -63,6 +63,9 @@ struct SpawnOptions {
   bool block_stop_signals = false;
   // RLIMIT_FSIZE of the child in bytes (-1: ours), as a full disk or a quota would limit it.
   int64_t file_size_limit = -1;
+  // Non-empty: the child's standard input is a pipe that receives this text, then end of file
+  // (a control program's command, e.g. `quit`); empty: our standard input.
+  std::string input;
 };
 
 struct Process {
@@ -98,6 +101,11 @@ int run_process(const std::vector<std::string>& argv, const SpawnOptions& option
 // pipe; options.err may be Redirect::to_stdout() to read both, as 2>&1). *code: its exit code.
 std::string capture_output(const std::vector<std::string>& argv, int* code,
                            SpawnOptions options = {});
+
+// Where spawn() would find `program`: itself when it names a path (has a '/'), else the first
+// executable file of that name in PATH; "" when there is none. For saying once, before starting
+// anything, that an optional tool (gnuplot, nvidia-cuda-mps-control) is not installed.
+std::string find_program(const std::string& program);
 
 // The path of this process's executable (/proc/self/exe): children that run scalinglab again
 // (a sweep's trainers, a study's launcher) start the very binary that started them.

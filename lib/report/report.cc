@@ -720,7 +720,17 @@ const std::vector<std::string>& figure_names() {
 ReportResult write_report(const std::string& sweep_dir, const std::string& out_dir,
                           const ReportOptions& o) {
   ReportResult res;
-  Report r(sweep_dir, out_dir, o, res);
+  // Without gnuplot every figure would fail the same way, twice: said once, and the scripts and
+  // data are still written so the figures can be rendered where gnuplot is.
+  ReportOptions opts = o;
+  if (opts.render && find_program(opts.gnuplot).empty()) {
+    res.warnings.push_back("figures not rendered: gnuplot is not installed ('" + opts.gnuplot +
+                           "' not found); their .gp scripts and .dat data are written, `scalinglab "
+                           "report " +
+                           sweep_dir + " --out DIR` renders them where gnuplot is");
+    opts.render = false;
+  }
+  Report r(sweep_dir, out_dir, opts, res);
   make_dirs(out_dir);
   r.savings_json(res);
   r.fit_laws(res);

@@ -13,7 +13,7 @@ std::string executable(const std::string& exe) { return exe.empty() ? self_execu
 
 pid_t start_train(const std::string& exe, const std::string& dir, const SweepRun& r,
                   const std::string& device, int threads, const std::vector<int>& close_fds,
-                  int nproc) {
+                  int nproc, const std::vector<std::pair<std::string, std::string>>& env) {
   const std::string rd = run_dir(dir, r.run_id);
   std::vector<std::string> args = {
       exe, "train", "--config", rd + "/config.toml", "--out", rd, "--resume", "--device", device};
@@ -23,6 +23,7 @@ pid_t start_train(const std::string& exe, const std::string& dir, const SweepRun
   so.out = Redirect::append(rd + "/train.log");
   so.err = Redirect::to_stdout();
   so.close_fds = close_fds;
+  so.env = env;
   // Blocked across exec, so a stop sent before the trainer's main() has installed its handlers
   // (while the executable loads) stays pending instead of killing it; train unblocks them.
   so.block_stop_signals = true;

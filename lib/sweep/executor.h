@@ -1,9 +1,10 @@
 // The executors that train a prepared sweep directory's runs (sweep.h; docs/DESIGN.md "Sweep
 // directory"), behind `scalinglab sweep launch` and `sweep run-task`:
 //
-//   local  (local.cc)  `train` child processes, --jobs at a time on the CPU or --per-gpu per GPU,
-//                      each holding its run's lock (inherited from the launcher, so killing the
-//                      launcher neither stops nor unlocks a running child).
+//   local  (local.cc)  `train` child processes, --jobs at a time on the CPU or --per-gpu per GPU
+//                      (sharing it through CUDA MPS: --mps), largest runs first, each holding its
+//                      run's lock (inherited from the launcher, so killing the launcher neither
+//                      stops nor unlocks a running child).
 //   slurm  (slurm.cc)  sbatch job arrays over the runs still to do, each task `sweep run-task`
 //                      (run_task below); the Slurm-facing pieces are in slurm.h.
 //
@@ -15,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/process.h"
@@ -35,6 +37,11 @@ struct LaunchOptions {
   int jobs = 1;     // cpu: runs at a time
   int gpus = 0;     // cuda: GPUs 0..G-1 (0: every GPU present)
   int per_gpu = 1;  // cuda: runs per GPU
+  // cuda: CUDA MPS for the runs sharing a GPU. auto: a control daemon of this launch's own when
+  // per_gpu > 1 and nvidia-cuda-mps-control is in PATH (a CUDA_MPS_PIPE_DIRECTORY already set
+  // is a server in use: the trainers get it, nothing is started); on: also for per_gpu 1, and an
+  // error when it cannot start; off: plain processes, time-slicing each GPU.
+  std::string mps = "auto";
   // slurm
   std::string partition, time, account;  // #SBATCH --partition, --time, --account ("": none)
   int gpus_per_task = 0;  // #SBATCH --gpus-per-task; above 1 the task trains data parallel
@@ -48,10 +55,13 @@ struct LaunchOptions {
 // run that gained budgets), or failed when retried.
 bool to_do(const std::string& status, bool retry_failed);
 
-// The local executor. Returns 0 when every trainer it started exited 0 (completed, or stopped at a
-// checkpoint by a stop signal), 1 otherwise. SIGTERM or SIGINT reach the running trainers at once
-// as SIGTERM (they checkpoint and exit as preempted) and no further run starts. Throws sl::Error
-// for a CUDA device where there is none.
+// The local executor. Runs start in order of their training FLOPs, largest first (ties by plan
+// index), and a progress line (ProgressMeter, tables.h) follows each run's end. Returns 0 when
+// every trainer it started exited 0 (completed, or stopped at a checkpoint by a stop signal), 1
+// otherwise. SIGTERM or SIGINT reach the running trainers at once as SIGTERM (they checkpoint and
+// exit as preempted) and no further run starts; an MPS daemon it started is stopped once they
+// have exited. Throws sl::Error for a CUDA device where there is none, and for --mps on where MPS
+// cannot start (before any run starts).
 int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& options);
 
 // The Slurm executor: one job array per MaxArraySize runs still to do (SWEEP/slurm/array-<stamp>-
@@ -83,10 +93,11 @@ int run_task(const std::string& dir, int64_t index, const TaskOptions& options);
 // and stderr appended to RUN/train.log, the stop signals blocked until train's main() has its
 // handlers (core/process.h block_stop_signals). The caller's lock on RUN (sweep.h try_lock) is
 // inherited on purpose; `close_fds` are other runs' locks the child must not hold. threads > 0:
-// --threads; nproc > 1: --nproc, data parallel over that many GPUs of this node.
+// --threads; nproc > 1: --nproc, data parallel over that many GPUs of this node. `env`: set in
+// the trainer's environment (the local executor's CUDA MPS directories).
 pid_t start_train(const std::string& exe, const std::string& dir, const SweepRun& r,
                   const std::string& device, int threads, const std::vector<int>& close_fds,
-                  int nproc = 1);
+                  int nproc = 1, const std::vector<std::pair<std::string, std::string>>& env = {});
 
 // After a trainer of run directory `rd` ended: an error exit (not 0, not 3 = diverged, not killed
 // by a signal) is written to RUN/failed ("exit code N"), so status reads failed.

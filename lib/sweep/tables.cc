@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -189,6 +190,40 @@ void watch_status(const std::string& dir, const std::vector<SweepRun>& runs, dou
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(secs));
   }
+}
+
+ProgressMeter::ProgressMeter(const std::string& dir, const std::vector<SweepRun>& runs)
+    : dir_(dir), runs_(runs), t0_(std::chrono::steady_clock::now()) {
+  for (const SweepRun& r : runs_) tokens0_.push_back(run_status(run_dir(dir_, r.run_id)).tokens);
+}
+
+ProgressMeter::Line ProgressMeter::line() const {
+  Line l;
+  int64_t failed = 0, trained = 0, left = 0;
+  for (size_t i = 0; i < runs_.size(); ++i) {
+    const RunStatus st = run_status(run_dir(dir_, runs_[i].run_id));
+    l.ended += st.ended();
+    failed += st.status == "failed";
+    trained += std::max<int64_t>(0, st.tokens - tokens0_[i]);
+    // As status_table: an extended run's log still plans its old last budget.
+    const int64_t planned = st.tokens_planned > 0 && st.status != "extended"
+                                ? st.tokens_planned
+                                : runs_[i].config.tokens;
+    if (!st.ended()) left += std::max<int64_t>(0, planned - st.tokens);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  const double rate = secs > 0 ? static_cast<double>(trained) / secs : 0;
+  const std::string fails = failed ? " (" + std::to_string(failed) + " failed)" : "";
+  const std::string eta = left == 0  ? "0s"
+                          : rate > 0 ? fmt_duration(static_cast<double>(left) / rate)
+                                     : "-";
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "progress: %lld/%zu runs done%s, %s tokens/s, %s tokens to go, ETA %s",
+                static_cast<long long>(l.ended), runs_.size(), fails.c_str(), human(rate).c_str(),
+                human(static_cast<double>(left)).c_str(), eta.c_str());
+  l.text = buf;
+  return l;
 }
 
 }  // namespace sl::sweep

@@ -1,6 +1,7 @@
 // The tables `sweep plan` and `sweep status` print: the plan with its FLOPs and estimated hours,
 // and each run's status with totals (live: sweep status --watch).
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -43,5 +44,25 @@ StatusTable status_table(const std::string& dir, const std::vector<SweepRun>& ru
 // or queued for three polls in a row (a launcher that stopped with runs pending; one idle poll
 // can be the moment between two runs of a local launcher).
 void watch_status(const std::string& dir, const std::vector<SweepRun>& runs, double seconds);
+
+// The progress line a local launch and a study print each time runs end (plain lines, so a log
+// stays readable): runs ended of all (failed ones counted), the aggregate tokens/s since the
+// meter was made (tokens trained by every run, running ones up to their last /train row, over the
+// wall time), and the ETA of the tokens still planned at that rate.
+class ProgressMeter {
+ public:
+  ProgressMeter(const std::string& dir, const std::vector<SweepRun>& runs);
+  struct Line {
+    int64_t ended = 0;  // runs that have ended (completed, diverged or failed)
+    std::string text;   // "progress: 3/8 runs done, 1.52M tokens/s, 12.0M tokens to go, ETA 8s"
+  };
+  Line line() const;
+
+ private:
+  std::string dir_;
+  std::vector<SweepRun> runs_;
+  std::vector<int64_t> tokens0_;  // each run's tokens when the meter was made
+  std::chrono::steady_clock::time_point t0_;
+};
 
 }  // namespace sl::sweep

@@ -177,3 +177,32 @@ BOOST_AUTO_TEST_CASE(bad_input_is_one_error) {
   BOOST_CHECK_THROW(sl::report::write_report(dir, dir + "/out", o), sl::Error);
   fs::remove_all(dir);
 }
+
+// Where gnuplot is not installed the report says so once (not once per figure) and still writes
+// everything else: report.md, the JSON, params.tex and each figure's .gp script and .dat data.
+BOOST_AUTO_TEST_CASE(without_gnuplot_figures_are_skipped_in_one_warning) {
+  const std::string dir = make_sweep(), out = dir + "/report";
+  sl::report::ReportOptions o;
+  o.bootstrap = 20;
+  o.threads = 2;
+  o.gnuplot = "scalinglab-test-no-such-gnuplot";
+  const sl::report::ReportResult r = sl::report::write_report(dir, out, o);
+  int lines = 0;
+  for (const std::string& w : r.warnings) {
+    if (w.find("gnuplot") == std::string::npos) continue;
+    ++lines;
+    BOOST_TEST(w.find("gnuplot is not installed") != std::string::npos, w);
+    BOOST_TEST(w.find("scalinglab report " + dir + " --out DIR") != std::string::npos, w);
+    BOOST_TEST(w.find('\n') == std::string::npos, w);
+  }
+  BOOST_TEST(lines == 1);
+  for (const char* f : {"report.md", "savings.json", "fit_dense.json", "params.tex"})
+    BOOST_TEST(fs::exists(out + "/" + f), f);
+  for (const std::string& f : sl::report::figure_names()) {
+    BOOST_TEST(fs::exists(out + "/" + f + ".gp"), f);
+    BOOST_TEST(fs::exists(out + "/" + f + ".dat"), f);
+    BOOST_TEST(!fs::exists(out + "/" + f + ".png"), f);
+    BOOST_TEST(!fs::exists(out + "/" + f + ".log"), f);
+  }
+  fs::remove_all(dir);
+}

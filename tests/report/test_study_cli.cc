@@ -1,6 +1,7 @@
 // `scalinglab study` end to end through the executable on a 6-run micro sweep (two patterns x
 // three shapes x three WSD budgets, a few seconds on 2 cores): every report file, resume (a rerun
-// trains nothing), no progress line when stdout is not a terminal, one-line errors.
+// trains nothing; without gnuplot on PATH: one line, the rest of the report), progress lines as
+// runs end (plain lines, done counts rising to all), one-line errors.
 #define BOOST_TEST_MODULE study_cli
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,9 +23,10 @@ namespace {
 
 using sl::test::slurp;
 
-int run(const std::string& args, const std::string& out) {
+// `env`: variable assignments for scalinglab's environment ("PATH=...").
+int run(const std::string& args, const std::string& out, const std::string& env = "") {
   const std::string cmd =
-      "OMP_WAIT_POLICY=PASSIVE " + std::string(SL_EXE) + " " + args + " > " + out + " 2>&1";
+      env + " OMP_WAIT_POLICY=PASSIVE " + std::string(SL_EXE) + " " + args + " > " + out + " 2>&1";
   const int rc = std::system(cmd.c_str());
   return sl::test::exit_code(rc);
 }
@@ -58,7 +60,21 @@ BOOST_AUTO_TEST_CASE(micro_study_and_resume) {
   BOOST_TEST(run(args, dir + "/out1.txt") == 0, slurp(dir + "/out1.txt"));
   const std::string out1 = slurp(dir + "/out1.txt");
   BOOST_TEST(out1.find("6 of 6 runs completed") != std::string::npos, out1);
-  BOOST_TEST(out1.find('\r') == std::string::npos);  // no progress line without a terminal
+  BOOST_TEST(out1.find('\r') == std::string::npos);  // plain lines, no redraw
+  // A progress line each time runs ended: done counts rising to 6 of 6.
+  std::istringstream in1(out1);
+  int last_done = 0, progress_lines = 0;
+  for (std::string l; std::getline(in1, l);) {
+    const size_t at = l.find("progress: ");
+    if (at == std::string::npos) continue;
+    ++progress_lines;
+    const int done = std::atoi(l.c_str() + at + 10);
+    BOOST_TEST(done > last_done, l);
+    BOOST_TEST(l.find("/6 runs done, ") != std::string::npos, l);
+    last_done = done;
+  }
+  BOOST_TEST(progress_lines >= 1);
+  BOOST_TEST(last_done == 6, out1);
   for (const char* f :
        {"sweep/sweep.h5", "sweep/sweep.csv", "report/report.md", "report/savings.json",
         "report/fit_AA.json", "report/fit_GA.json", "report/params.tex"})
@@ -69,9 +85,25 @@ BOOST_AUTO_TEST_CASE(micro_study_and_resume) {
   }
   // Figure (a) drew the runs' held-out curves from their log.h5.
   BOOST_TEST(slurp(out + "/report/loss_vs_tokens.dat").find(" run ") != std::string::npos);
-  // Resume: nothing left to train.
-  BOOST_TEST(run(args, dir + "/out2.txt") == 0, slurp(dir + "/out2.txt"));
+  // Resume: nothing left to train. PATH has no gnuplot this time (the study starts scalinglab by
+  // its own path): one line says the figures were skipped and how to render them; exit 0, and the
+  // rest of the report is written again.
+  fs::remove_all(out + "/report");
+  BOOST_TEST(run(args, dir + "/out2.txt", "PATH=" + dir + "/no-bin") == 0,
+             slurp(dir + "/out2.txt"));
   BOOST_TEST(slurp(out + "/launch.log").find("0 of 6 runs to do") != std::string::npos);
+  const std::string out2 = slurp(dir + "/out2.txt");
+  size_t skipped = 0;
+  for (size_t at = 0; (at = out2.find("gnuplot", at)) != std::string::npos;
+       at = out2.find('\n', at))
+    ++skipped;
+  BOOST_TEST(skipped == 1u, out2);
+  BOOST_TEST(out2.find("gnuplot is not installed") != std::string::npos, out2);
+  BOOST_TEST(out2.find("scalinglab report " + out + "/sweep --out DIR") != std::string::npos, out2);
+  for (const char* f : {"report/report.md", "report/savings.json", "report/params.tex"})
+    BOOST_TEST(fs::exists(out + "/" + f), f);
+  for (const std::string& f : sl::report::figure_names())
+    BOOST_TEST(fs::exists(out + "/report/" + f + ".gp"), f);
   // Bad input: one line naming the file.
   BOOST_TEST(run("study " + dir + "/missing.toml --out " + out, dir + "/out3.txt") != 0);
   const std::string err = slurp(dir + "/out3.txt");

@@ -319,3 +319,107 @@ BOOST_AUTO_TEST_CASE(slurm_executor_against_stand_in_commands) {
   BOOST_TEST(sl::sweep::launch_slurm(s.name, s.runs, o) == 1);
   BOOST_TEST(lines(slurp(d + "/slurm/jobs.tsv")).size() == 2u);
 }
+
+// CUDA MPS in the local executor, without a GPU: `--device cuda --gpus 1` needs no CUDA in the
+// launcher itself, a stand-in nvidia-cuda-mps-control first on PATH records its arguments, stdin
+// and MPS variables, and the trainer is a wrapper that records the MPS variables it was given and
+// then trains for real on the CPU (its cuda:<i> device rewritten to cpu).
+BOOST_AUTO_TEST_CASE(mps_daemon_for_runs_sharing_a_gpu) {
+  Fixture f;
+  const fs::path bin = f.dir / "bin", empty = f.dir / "empty", rec = f.dir / "mps.log";
+  fs::create_directories(bin);
+  fs::create_directories(empty);
+  write_script(
+      bin / "nvidia-cuda-mps-control",
+      "echo \"control: $* pipe=$CUDA_MPS_PIPE_DIRECTORY log=$CUDA_MPS_LOG_DIRECTORY\" >> " +
+          rec.string() + "\n[ \"$1\" = -d ] && exit 0\n" +
+          "while read -r l; do echo \"stdin: $l\" >> " + rec.string() + "; done\n");
+  const std::string record =
+      "echo \"trainer pipe=$CUDA_MPS_PIPE_DIRECTORY log=$CUDA_MPS_LOG_DIRECTORY\" >> " +
+      rec.string() + "\n";
+  write_script(f.dir / "trainer", record +
+                                      "for a in \"$@\"; do shift; case \"$a\" in cuda*) a=cpu;; "
+                                      "esac; set -- \"$@\" \"$a\"; done\nexec " SL_EXE " \"$@\"\n");
+  write_script(f.dir / "stand-in-trainer", record);  // records, trains nothing
+  // A server named by the environment would be used instead: none here unless a case sets it.
+  const char* had = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
+  const std::string old_pipe = had ? had : "";
+  unsetenv("CUDA_MPS_PIPE_DIRECTORY");
+  PathFirst path(bin);
+  int n = 0;
+  auto launch = [&](sl::sweep::LaunchOptions o, const std::string& exe) {
+    const std::string d = (f.dir / ("sw" + std::to_string(n++))).string();
+    const sl::sweep::Sweep s = f.prepared("patterns = [\"AA\", \"GA\"]\nbudgets = [2560]", d);
+    fs::remove(rec);
+    o.dir = d;
+    o.device = "cuda";
+    o.gpus = 1;
+    o.threads = 1;
+    o.exe = (f.dir / exe).string();
+    BOOST_TEST(sl::sweep::launch_local(s.runs, o) == 0);
+    return std::make_pair(s, lines(fs::exists(rec) ? slurp(rec.string()) : ""));
+  };
+  sl::sweep::LaunchOptions o;
+  o.per_gpu = 2;
+  {
+    // auto, two runs on the GPU: one daemon of our own, the trainers on it, `quit` at the end.
+    const auto [s, rows] = launch(o, "trainer");
+    const std::string pipe = "/tmp/scalinglab-mps-" + std::to_string(::getpid());
+    BOOST_REQUIRE_EQUAL(rows.size(), 5u);
+    const std::string dirs = "pipe=" + pipe + " log=" + (f.dir / "sw0" / "mps").string();
+    BOOST_TEST(rows[0] == "control: -d " + dirs);
+    BOOST_TEST(rows[1] == "trainer " + dirs);
+    BOOST_TEST(rows[2] == "trainer " + dirs);
+    BOOST_TEST(rows[3] == "control:  " + dirs);
+    BOOST_TEST(rows[4] == "stdin: quit");
+    for (const auto& r : s.runs)
+      BOOST_TEST(status_of((f.dir / "sw0").string(), r) == "completed", r.run_id);
+    BOOST_TEST(!fs::exists(pipe));  // removed with the daemon
+  }
+  const std::vector<std::string> plain = {"trainer pipe= log=", "trainer pipe= log="};
+  {
+    sl::sweep::LaunchOptions one = o;  // one run per GPU: nothing to share, nothing started
+    one.per_gpu = 1;
+    BOOST_TEST(launch(one, "stand-in-trainer").second == plain);
+  }
+  {
+    sl::sweep::LaunchOptions off = o;  // --mps off: plain processes
+    off.mps = "off";
+    BOOST_TEST(launch(off, "stand-in-trainer").second == plain);
+  }
+  {
+    // A server already in use: the trainers get its pipe directory, nothing is started.
+    setenv("CUDA_MPS_PIPE_DIRECTORY", "/tmp/node-mps", 1);
+    const auto rows = launch(o, "stand-in-trainer").second;
+    unsetenv("CUDA_MPS_PIPE_DIRECTORY");
+    BOOST_TEST(rows == std::vector<std::string>(2, "trainer pipe=/tmp/node-mps log="));
+  }
+  {
+    // --mps on where nvidia-cuda-mps-control is not installed: one line, before any run starts.
+    fs::remove(rec);
+    PathFirst only(empty);
+    setenv("PATH", empty.string().c_str(), 1);
+    sl::sweep::LaunchOptions on = o;
+    on.mps = "on";
+    const std::string d = (f.dir / "sw-on").string();
+    const sl::sweep::Sweep s = f.prepared("patterns = [\"AA\", \"GA\"]\nbudgets = [2560]", d);
+    on.dir = d;
+    on.device = "cuda";
+    on.gpus = 1;
+    on.exe = (f.dir / "stand-in-trainer").string();
+    std::string err;
+    try {
+      sl::sweep::launch_local(s.runs, on);
+    } catch (const sl::Error& e) {
+      err = e.what();
+    }
+    BOOST_TEST(err == "sweep launch --mps on: nvidia-cuda-mps-control not found in PATH");
+    for (const auto& r : s.runs)
+      BOOST_TEST(!fs::exists(sl::sweep::run_dir(d, r.run_id) + "/train.log"), r.run_id);
+    BOOST_TEST(!fs::exists(rec));
+    // MPS shares a CUDA GPU: on with the CPU device is refused too.
+    on.device = "cpu";
+    BOOST_CHECK_THROW(sl::sweep::launch_local(s.runs, on), sl::Error);
+  }
+  if (!old_pipe.empty()) setenv("CUDA_MPS_PIPE_DIRECTORY", old_pipe.c_str(), 1);
+}

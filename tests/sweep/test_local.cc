@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "common/files.h"
 #include "runlog/runlog.h"
@@ -348,4 +349,48 @@ BOOST_AUTO_TEST_CASE(multi_gpu_slurm_tasks_run_data_parallel) {
   BOOST_TEST_MESSAGE(script);
   BOOST_TEST(script.find("#SBATCH --gpus-per-task=2\n") != std::string::npos, script);
   BOOST_TEST(script.find("--device cuda --nproc 2\n") != std::string::npos, script);
+}
+
+// The local executor starts the costliest runs first (training FLOPs, ties by plan index: longest
+// processing time first) and prints a progress line after each run ends, with runs done / total.
+BOOST_AUTO_TEST_CASE(largest_runs_start_first_with_progress_lines) {
+  Fixture f;
+  const fs::path p = f.dir / "sizes.toml";
+  // Plan order: the small shape first; budgets make two costs per shape.
+  std::ofstream(p) << "[sweep]\nname = \"lpt\"\narchs = [\"dense\"]\nbudgets = [2560, 3840]\n"
+                   << "[[sweep.shape]]\nd_model = 16\nn_layers = 2\nn_heads = 2\n"
+                   << "[[sweep.shape]]\nd_model = 48\nn_layers = 2\nn_heads = 2\n"
+                   << "[train]\nseq_len = 32\nbatch_size = 4\nschedule = \"cosine\"\n"
+                   << "warmup_tokens = 512\neval_every = 40\neval_tokens = 512\n"
+                   << "checkpoint_every = 40\n[data]\ntrain = \"train.txt\"\nval = \"val.txt\"\n";
+  const std::string d = (f.dir / "sw").string(), out = (f.dir / "launch.txt").string();
+  BOOST_REQUIRE_EQUAL(std::system((std::string(SL_EXE) + " sweep launch " + p.string() + " --dir " +
+                                   d + " --jobs 1 --threads 1 > " + out + " 2>&1")
+                                      .c_str()),
+                      0);
+  const std::string log = slurp(out);
+  std::vector<sl::sweep::SweepRun> runs = sl::sweep::load_sweep(p.string()).runs;
+  BOOST_REQUIRE_EQUAL(runs.size(), 4u);
+  BOOST_TEST(runs[0].size == "d16L2");  // so the order below is not the plan's
+  std::stable_sort(runs.begin(), runs.end(), [](const auto& x, const auto& y) {
+    return x.flops != y.flops ? x.flops > y.flops : x.index < y.index;
+  });
+  BOOST_TEST(runs[0].size == "d48L2");
+  std::vector<std::string> started, progress;
+  std::istringstream in(log);
+  for (std::string l; std::getline(in, l);) {
+    if (l.rfind("  start ", 0) == 0) started.push_back(l.substr(8, l.find(' ', 8) - 8));
+    if (l.rfind("  progress: ", 0) == 0) progress.push_back(l);
+  }
+  BOOST_REQUIRE_EQUAL(started.size(), 4u);
+  for (size_t i = 0; i < runs.size(); ++i) BOOST_TEST(started[i] == runs[i].run_id, log);
+  // One line per run ended, counting up to every run, with a rate and an ETA.
+  BOOST_REQUIRE_EQUAL(progress.size(), 4u);
+  for (size_t i = 0; i < progress.size(); ++i) {
+    BOOST_TEST(progress[i].find("progress: " + std::to_string(i + 1) + "/4 runs done, ") !=
+                   std::string::npos,
+               progress[i]);
+    BOOST_TEST(progress[i].find(" tokens/s, ") != std::string::npos, progress[i]);
+  }
+  BOOST_TEST(progress.back().find("0 tokens to go, ETA 0s") != std::string::npos, progress.back());
 }
