@@ -348,7 +348,7 @@ BOOST_AUTO_TEST_CASE(multi_gpu_slurm_tasks_run_data_parallel) {
     if (e.path().extension() == ".sbatch") script = slurp(e.path().string());
   BOOST_TEST_MESSAGE(script);
   BOOST_TEST(script.find("#SBATCH --gpus-per-task=2\n") != std::string::npos, script);
-  BOOST_TEST(script.find("--device cuda --nproc 2\n") != std::string::npos, script);
+  BOOST_TEST(script.find("--device 'cuda' --nproc 2\n") != std::string::npos, script);
 }
 
 // The local executor starts the costliest runs first (training FLOPs, ties by plan index: longest
