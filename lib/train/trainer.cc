@@ -377,82 +377,449 @@ bool stop_requested() { return g_stop_signal.load() != 0; }
 
 namespace {
 
-int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog& log) {
-  // A stop signal that arrives while the data and model are set up is kept and honoured at the
-  // top of the loop (checkpoint, status preempted, exit 0), not lost to the default action.
-  install_stop_handlers();
-  // ---- validate everything before touching RUN/ ----------------------------------------------
-  if (opts.out_dir.empty()) fail("train: --out RUN is required");
-  // Data parallelism (train/dist.h): rank r of `world` trains on rows r*Bl..(r+1)*Bl-1 of every
-  // global batch of B = train.batch_size rows (Bl = B / world) on GPU cuda:<local rank>.
-  const DistEnv dist = dist_env();
-  const bool lead = dist.rank == 0;
-  std::string device = opts.device;
-  if (dist.launched) {
-    if (cfg.batch_size % dist.world != 0)
-      fail("train: train.batch_size = " + std::to_string(cfg.batch_size) +
-           " is not divisible by the " + std::to_string(dist.world) + " data-parallel ranks");
-    if (device.rfind("cuda", 0) != 0)
-      fail("train: data parallelism (" + std::to_string(dist.world) +
-           " ranks) needs --device cuda, not " + device);
-    if (device == "cuda") device = "cuda:" + std::to_string(dist.local_rank);
-  }
-  const int64_t local_batch = cfg.batch_size / dist.world;
-  const int64_t V = cfg.model.vocab_size;
-  TokenSource train = TokenSource::open(cfg.train_data, V);
-  TokenSource val = TokenSource::open(cfg.val_data, V);
-  // Every token id against vocab_size now, not when a bad one happens to be sampled (which would
-  // be after RUN/ exists, or never, training on bad data).
-  train.validate();
-  val.validate();
-  if (train.size() < cfg.seq_len + 1)
-    fail("data.train '" + cfg.train_data + "': holds " + std::to_string(train.size()) +
-         " tokens, fewer than seq_len + 1 = " + std::to_string(cfg.seq_len + 1));
-  if (val.size() < cfg.seq_len + 1)
-    fail("data.val '" + cfg.val_data + "': holds " + std::to_string(val.size()) +
-         " tokens, fewer than seq_len + 1 = " + std::to_string(cfg.seq_len + 1));
-  const std::string run = opts.out_dir;
-  const std::string log_path = run + "/log.h5", ckpt_dir = run + "/ckpt";
-  // One writer per run directory: an existing one is locked before anything in it is read, so a
-  // second trainer is refused at once; a new one when it is created (below).
-  if (lead && path_exists(run)) lock.acquire(run);
-  const bool have_ckpt = opts.resume && checkpoint_exists(ckpt_dir);
-  if (!opts.resume && (path_exists(log_path) || path_exists(ckpt_dir)))
-    fail("run directory '" + run + "' already holds a run (use --resume to continue it)");
-  std::unique_ptr<Checkpoint> ckpt, trunk;  // the latest checkpoint; the trunk one (below)
-  if (have_ckpt) {
-    ckpt = std::make_unique<Checkpoint>(read_checkpoint(ckpt_dir));
-    for (const auto& [key, src] :
-         {std::pair<const char*, const TokenSource*>{"train", &train}, {"val", &val}}) {
-      const std::string k = std::string("data_") + key + "_tokens";
-      if (!opts.force_config && ckpt->ints.count(k) && ckpt->ints.at(k) != src->size())
-        fail("train --resume: data." + std::string(key) + " '" + src->spec() + "' holds " +
-             std::to_string(src->size()) + " tokens, the checkpoint in '" + ckpt_dir +
-             "' was trained on " + std::to_string(ckpt->ints.at(k)) + " (the data changed)");
-    }
-  }
-  std::unique_ptr<Backend> be = make_backend(device);
-  // Joining is collective: past it every rank has validated, so rank 0 may touch RUN/.
-  std::unique_ptr<Comm> comm = dist.launched ? make_comm(*be, dist, opts.out_dir) : nullptr;
+// ---- the training loop -------------------------------------------------------------------------
+//
+// Loop owns what every part of the loop reads: the step counter, the budgets reported so far (a
+// checkpoint records them), the clock, and the main line's one-step-ahead pipeline. Around each
+// optimizer step it runs a fixed list of hooks, each owning one responsibility and its state:
+//
+//   before step s (may use the state after s steps): StopWatcher, Brancher, EpochNotice,
+//                                                    NanInjector
+//   step s enqueued, step s-1's result read and logged (Pipeline)
+//   after step s (the state after s + 1 steps):     Evaluator, Brancher, Checkpointer
+//
+// The order is part of the behaviour (a stop beats a branch at the same step, the NaN hook poisons
+// the main line rather than a branch, the last budget's row needs that step's evaluation and comes
+// before the checkpoint that counts it). A hook that needs the state itself first calls drain(),
+// which completes the step in flight, so it sees exactly the steps counted; every rank runs the
+// same hooks at the same points, so collectives (a stop decision, an allreduce in a step) match.
+// docs/DESIGN.md "Training loop" draws it.
 
-  // ---- model, optimizer, schedule -------------------------------------------------------------
-  Model model(cfg.model, *be, local_batch, cfg.seq_len);
-  if (comm) model.set_grads_ready([&comm](Tensor g) { comm->allreduce_mean_async(g); });
-  model.init(cfg.seed);
-  // Before RUN/ is touched: a mismatching HF directory fails here, naming the tensor.
-  if (!opts.init_from.empty() && !ckpt)
-    model.set_params(load_hf_params(opts.init_from, model.spec()));
-  AdamW opt(model, {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip});
-  const int64_t tps = cfg.tokens_per_step(), total = cfg.steps();
-  // The main line is a standalone run to the last budget (with budgets, D_n = cfg.tokens).
-  const Schedule sched = main_schedule(cfg);
-  std::vector<Budget> budgets;
-  for (int64_t d : cfg.budgets) {
-    Schedule s = sched;
-    s.total_steps = cfg.steps_for(d);
-    budgets.push_back({s.total_steps, s.decay_start(), s});
+class Loop;
+
+// What a hook tells the loop: carry on, start the step over from the first hook (a branch ran:
+// the next branch may start at the same step, and a stop is checked first), or end the run with
+// exit code `rc`.
+struct Verdict {
+  enum Kind { go, again, exit } kind = go;
+  int rc = 0;
+  static Verdict end(int rc) { return {exit, rc}; }
+};
+
+class Hook {
+ public:
+  virtual ~Hook() = default;
+  virtual Verdict before_step(Loop&) { return {}; }
+  virtual Verdict after_step(Loop&) { return {}; }
+};
+
+// Steps one ahead: push(s) enqueues step s and then reads step s-1's result (the host waits only
+// for what the device has finished); drain() reads the step in flight. A non-finite loss or
+// gradient norm ends the run as diverged (the diverged step changed nothing). The main line logs
+// each step's /train row; a cooldown branch logs none (its step numbers repeat the main line's).
+class Pipeline {
+ public:
+  Pipeline(Loop& loop, bool main_line, std::string where)
+      : loop_(loop), main_line_(main_line), where_(std::move(where)) {}
+  int push(int64_t s, double lr);  // 0, or 3 (diverged)
+  int drain();                     // 0, or 3 (diverged)
+
+ private:
+  Loop& loop_;
+  const bool main_line_;
+  const std::string where_;  // the divergence message's "at step N<where>"
+  int64_t step_ = -1;        // 0-based index of the enqueued step; -1: none in flight
+  double lr_ = 0;
+  uint64_t ticket_ = 0;
+};
+
+class Loop {
+ public:
+  Loop(const TrainConfig& cfg, Model& model, AdamW& opt, Comm* comm, const TokenSource& train,
+       const DistEnv& dist, LeadLog& log, const Schedule& sched, std::string ckpt_dir, bool say,
+       int64_t step, std::vector<int64_t> reported, double time_base)
+      : cfg(cfg),
+        model(model),
+        opt(opt),
+        log(log),
+        ckpt_dir(std::move(ckpt_dir)),
+        lead(dist.rank == 0),
+        say(say),
+        tps(cfg.tokens_per_step()),
+        total(cfg.steps()),
+        step(step),
+        reported(std::move(reported)),
+        train_(train),
+        dist_(dist),
+        sched_(sched),
+        in_(cfg.batch_size / dist.world * cfg.seq_len),
+        tgt_(in_.size()),
+        train_step_(model, opt, comm, /*graph=*/true),
+        main_(*this, true, ""),
+        time_base_(time_base) {}
+
+  // Runs the main line to `total` steps. Returns the exit code of a hook that ended the run, or
+  // nothing when the run completed.
+  std::optional<int> run(const std::vector<Hook*>& before, const std::vector<Hook*>& after) {
+    t0_ = last_done_ = Clock::now();
+    while (step < total) {
+      Verdict v;
+      for (Hook* h : before)
+        if ((v = h->before_step(*this)).kind != Verdict::go) break;
+      if (v.kind == Verdict::exit) return v.rc;
+      if (v.kind == Verdict::again) continue;
+      if (const int rc = main_.push(step, sched_.at(step))) return rc;
+      ++step;
+      for (Hook* h : after)
+        if ((v = h->after_step(*this)).kind == Verdict::exit) return v.rc;
+    }
+    return std::nullopt;
   }
-  if (budgets.empty()) budgets.push_back({total, total, sched});
+
+  // Completes the main line's step in flight: 0, or 3 (diverged).
+  int drain() { return main_.drain(); }
+  // Host work outside a step (an evaluation, a checkpoint, a branch) is not counted in the next
+  // step's tokens/s.
+  void restart_clock() { last_done_ = Clock::now(); }
+  double elapsed() const { return time_base_ + seconds_since(t0_); }
+
+  // One optimizer step of global batch `s` at learning rate `lr`, enqueued (train/step.h): the
+  // host samples and stages this rank's rows while the device still runs the previous step; the
+  // loss and gradient norm come back through result().
+  uint64_t enqueue(int64_t s, double lr) {
+    sample_batch_rank(train_, cfg.seed, s, cfg.batch_size / dist_.world, cfg.seq_len, dist_.rank,
+                      dist_.world, in_.data(), tgt_.data());
+    return train_step_.enqueue(in_.data(), tgt_.data(), lr, s + 1);
+  }
+  Model::StepResult result(uint64_t ticket) { return train_step_.result(ticket); }
+
+  // A main-line step's result, read: its /train row.
+  void record(int64_t s, double lr, const Model::StepResult& r) {
+    const auto now = Clock::now();
+    const double dt = std::chrono::duration<double>(now - last_done_).count();
+    last_done_ = now;
+    last_loss = r.loss;
+    last_lr = lr;
+    last_rate = static_cast<double>(tps) / dt;
+    const int64_t done = s + 1;
+    log.append_train({done, done * tps, r.loss, lr, r.grad_norm, last_rate, elapsed()});
+  }
+
+  // The run ends diverged: status diverged, exit 3; the last good checkpoint stays as it is.
+  int diverged(int64_t at, double loss, double gnorm, const std::string& where) {
+    log.set_status("diverged");
+    log.close();
+    if (lead)
+      std::fprintf(stderr,
+                   "scalinglab: train: diverged at step %lld%s (loss %g, grad norm %g); status "
+                   "diverged, the last good checkpoint in '%s' is kept\n",
+                   static_cast<long long>(at), where.c_str(), loss, gnorm, ckpt_dir.c_str());
+    return 3;
+  }
+
+  // Read by the hooks (set up once per run).
+  const TrainConfig& cfg;
+  Model& model;
+  AdamW& opt;
+  LeadLog& log;
+  const std::string ckpt_dir;
+  const bool lead, say;  // rank 0; rank 0 and not --quiet (progress lines on stdout)
+  const int64_t tps, total;
+  // The run's progress: steps taken on the main line, and the budget rows the log holds (in the
+  // order reported; a checkpoint records them).
+  int64_t step;
+  std::vector<int64_t> reported;
+  // The last main-line step read: its loss, learning rate and tokens/s (the progress line).
+  double last_loss = 0, last_lr = 0, last_rate = 0;
+
+ private:
+  const TokenSource& train_;
+  const DistEnv& dist_;
+  const Schedule& sched_;
+  std::vector<int32_t> in_, tgt_;
+  TrainStep train_step_;
+  Pipeline main_;
+  const double time_base_;  // seconds trained before this process (from the checkpoint)
+  Clock::time_point t0_, last_done_;
+};
+
+int Pipeline::push(int64_t s, double lr) {
+  const uint64_t ticket = loop_.enqueue(s, lr);
+  if (const int rc = drain()) return rc;
+  step_ = s;
+  lr_ = lr;
+  ticket_ = ticket;
+  return 0;
+}
+
+int Pipeline::drain() {
+  if (step_ < 0) return 0;
+  const Model::StepResult r = loop_.result(ticket_);
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
+    return loop_.diverged(step_, r.loss, r.grad_norm, where_);
+  if (main_line_) loop_.record(step_, lr_, r);
+  step_ = -1;
+  return 0;
+}
+
+// Held-out evaluation every train.eval_every steps and after the last: an /eval row, flushed,
+// and the progress line. Also evaluates the end of a cooldown branch for the Brancher.
+class Evaluator final : public Hook {
+ public:
+  Evaluator(Loop& loop, const TokenSource& val) : loop_(loop), val_(val), ev_(loop.model, true) {}
+  double evaluate() { return sl::evaluate(ev_, loop_.model, val_, loop_.cfg.eval_tokens); }
+  // The main line's latest held-out loss (NaN before the first evaluation).
+  double last() const { return last_; }
+
+  Verdict after_step(Loop& l) override {
+    if (l.step % l.cfg.eval_every != 0 && l.step != l.total) return {};
+    if (const int rc = l.drain()) return Verdict::end(rc);
+    last_ = evaluate();
+    l.log.append_eval(l.step, l.step * l.tps, last_);
+    l.log.flush();
+    if (l.say)
+      std::printf("step %6lld/%lld  loss %.4f  val %.4f  lr %.2e  %.0f tok/s\n",
+                  static_cast<long long>(l.step), static_cast<long long>(l.total), l.last_loss,
+                  last_, l.last_lr, l.last_rate);
+    std::fflush(stdout);
+    l.restart_clock();
+    return {};
+  }
+
+ private:
+  Loop& loop_;
+  const TokenSource& val_;
+  EvalStep ev_;
+  double last_ = std::numeric_limits<double>::quiet_NaN();
+};
+
+// Checkpoints (rank 0 writes; every rank drains, as every rank ran the step): the rolling one in
+// RUN/ckpt every train.checkpoint_every steps and after the last, and on request (a stop, a
+// finished branch, the WSD trunk). The log's rows up to `step` are durable before the checkpoint
+// of `step` exists: a kill at any instant then leaves a log that reaches at least the checkpoint,
+// and a resume keeps the rows <= the checkpoint's step and retrains the rest (no gap, no step
+// logged twice).
+class Checkpointer final : public Hook {
+ public:
+  Checkpointer(Loop& loop, std::string init, int64_t train_tokens, int64_t val_tokens)
+      : loop_(loop), init_(std::move(init)), train_tokens_(train_tokens), val_tokens_(val_tokens) {}
+
+  // The state after loop.step steps (drained) into `dir`.
+  void write(const std::string& dir) {
+    const double time_s = loop_.elapsed();
+    if (!loop_.lead) return;
+    loop_.log.flush();
+    // The test hook's points are those of the rolling checkpoint (tests/cli/test_reliability.cc).
+    const bool rolling = dir == loop_.ckpt_dir;
+    if (rolling) crash_point("before_checkpoint", loop_.step);
+    write_checkpoint(
+        dir, make_checkpoint(loop_.model, loop_.opt, loop_.cfg, loop_.step, loop_.reported, init_,
+                             time_s, train_tokens_, val_tokens_));
+    if (rolling) crash_point("after_checkpoint", loop_.step);
+  }
+  void write_rolling() { write(loop_.ckpt_dir); }
+
+  Verdict after_step(Loop& l) override {
+    if (l.step % l.cfg.checkpoint_every != 0 && l.step != l.total) return {};
+    if (const int rc = l.drain()) return Verdict::end(rc);
+    write_rolling();
+    l.restart_clock();
+    return {};
+  }
+
+ private:
+  Loop& loop_;
+  const std::string init_;  // "seed" or "hf <dir>" (make_checkpoint)
+  const int64_t train_tokens_, val_tokens_;
+};
+
+// The stop signals (install_stop_handlers): at the top of a step the run checkpoints, ends with
+// status preempted and exits 0. A stop is decided together: a rank that stopped alone would
+// leave the others waiting in a collective (every rank asks at the same points).
+class StopWatcher final : public Hook {
+ public:
+  StopWatcher(Checkpointer& ckpt, Comm* comm) : ckpt_(ckpt), comm_(comm) {}
+  bool requested() {
+    if (!comm_) return stop_requested();
+    double s = stop_requested() ? 1.0 : 0.0;
+    comm_->allreduce_sum(&s, 1);
+    return s > 0;
+  }
+
+  Verdict before_step(Loop& l) override {
+    if (!requested()) return {};
+    if (const int rc = l.drain()) return Verdict::end(rc);
+    ckpt_.write_rolling();
+    l.log.set_status("preempted");
+    l.log.close();
+    if (l.lead)
+      std::fprintf(stderr, "train: signal %d: checkpoint at step %lld written, status preempted\n",
+                   g_stop_signal.load(), static_cast<long long>(l.step));
+    return Verdict::end(0);
+  }
+
+ private:
+  Checkpointer& ckpt_;
+  Comm* const comm_;
+};
+
+// The token budgets: WSD cooldown branches off the stable main line, the trunk checkpoint, and
+// the last budget's row (the main line's own end). Owns which budgets have their /budgets row.
+class Brancher final : public Hook {
+ public:
+  Brancher(Loop& loop, std::vector<Budget> budgets, std::vector<bool> done, int64_t decay_start,
+           Evaluator& eval, Checkpointer& ckpt, StopWatcher& stop)
+      : loop_(loop),
+        budgets_(std::move(budgets)),
+        done_(std::move(done)),
+        decay_start_(decay_start),
+        eval_(eval),
+        ckpt_(ckpt),
+        stop_(stop) {
+    if (budgets_.size() > 1) snap_ = std::make_unique<StateSnapshot>(loop.model, loop.opt);
+  }
+
+  Verdict before_step(Loop& l) override {
+    if (const int64_t i = branch_due(); i >= 0) {
+      if (const int rc = l.drain()) return Verdict::end(rc);
+      const int rc = branch(budgets_[i]);
+      if (rc == 3) return Verdict::end(rc);
+      if (rc == 0) {
+        done_[i] = true;
+        l.reported.push_back(budgets_[i].steps * l.tps);
+        // The branch's work is kept even if the run is preempted before the next checkpoint.
+        ckpt_.write_rolling();
+      }
+      l.restart_clock();
+      return {Verdict::again};  // the next branch may start at the same step; a stop comes first
+    }
+    // The last stable state of a WSD run, kept apart from the rolling checkpoint: budgets added
+    // later above the last one go on from here (the main line's decay steps after it would have
+    // been stable steps of the longer run). Written once the branches due here are done.
+    if (l.cfg.schedule == "wsd" && l.step == decay_start_ && !trunk_written_) {
+      if (const int rc = l.drain()) return Verdict::end(rc);
+      ckpt_.write(l.ckpt_dir + "/trunk");
+      trunk_written_ = true;
+      l.restart_clock();
+    }
+    return {};
+  }
+
+  // The main line ends with the last budget's cooldown: its row (the final evaluation's loss),
+  // before the final checkpoint that counts it as done (a resume of the completed run adds
+  // nothing). Already reported when the trunk was retrained for a budget added below it.
+  Verdict after_step(Loop& l) override {
+    if (l.step == l.total && !done_.back()) {
+      l.log.append_budget(l.total * l.tps, eval_.last());
+      done_.back() = true;
+      l.reported.push_back(l.total * l.tps);
+    }
+    return {};
+  }
+
+ private:
+  // The first budget still to branch off at this step (-1: none). Branch points do not decrease
+  // with the budget, and none still to do lies before the step the run went on from.
+  int64_t branch_due() const {
+    for (size_t i = 0; i + 1 < budgets_.size(); ++i)
+      if (!done_[i] && budgets_[i].start == loop_.step) return static_cast<int64_t>(i);
+    return -1;
+  }
+
+  // The cooldown branch of budget `b`, run from the stable branch at step == b.start: exactly the
+  // steps a standalone WSD run to b.steps would take from there (same lr, batches, AdamW step
+  // count), so on the CPU its loss is bitwise the standalone run's. Branch steps are not logged
+  // in /train (their step numbers repeat the stable branch's) and never checkpointed: a signal
+  // during a branch abandons it and restores the stable state, and the resumed run replays the
+  // whole cooldown from its start. Returns 0 done, 1 stopped (state restored), 3 diverged.
+  int branch(const Budget& b) {
+    const int64_t tps = loop_.tps;
+    snap_->save();
+    Pipeline pipe(loop_, false, " of the cooldown to budget " + std::to_string(b.steps * tps));
+    for (int64_t s = loop_.step; s < b.steps; ++s) {
+      if (stop_.requested()) {
+        if (const int rc = pipe.drain()) return rc;
+        snap_->restore();
+        return 1;
+      }
+      if (const int rc = pipe.push(s, b.sched.at(s))) return rc;
+    }
+    if (const int rc = pipe.drain()) return rc;
+    const double loss = eval_.evaluate();
+    snap_->restore();
+    loop_.log.append_budget(b.steps * tps, loss);
+    if (loop_.say)
+      std::printf("budget %lld tokens (cooldown from step %lld to %lld)  val %.4f\n",
+                  static_cast<long long>(b.steps * tps), static_cast<long long>(b.start),
+                  static_cast<long long>(b.steps), loss);
+    std::fflush(stdout);
+    return 0;
+  }
+
+  Loop& loop_;
+  const std::vector<Budget> budgets_;  // ascending; the last is the main line's own
+  std::vector<bool> done_;             // which budgets have their /budgets row
+  const int64_t decay_start_;          // the main line's
+  Evaluator& eval_;
+  Checkpointer& ckpt_;
+  StopWatcher& stop_;
+  std::unique_ptr<StateSnapshot> snap_;  // the stable state during a branch (with branches)
+  bool trunk_written_ = false;
+};
+
+// The sampler draws every training window once per epoch (data/tokens.h); say when a new pass
+// over the data begins, since repeated tokens change what a loss curve means.
+class EpochNotice final : public Hook {
+ public:
+  explicit EpochNotice(const TokenSource& train) : train_(train) {}
+  Verdict before_step(Loop& l) override {
+    const int64_t ep = epoch_of(train_, l.step, l.cfg.batch_size, l.cfg.seq_len);
+    if (ep == epoch_) return {};
+    if (l.say && (epoch_ >= 0 || ep > 0))
+      std::printf("epoch %lld begins at step %lld (%lld windows of %lld tokens per epoch)\n",
+                  static_cast<long long>(ep), static_cast<long long>(l.step),
+                  static_cast<long long>(train_windows(train_, l.cfg.seq_len)),
+                  static_cast<long long>(l.cfg.seq_len));
+    epoch_ = ep;
+    return {};
+  }
+
+ private:
+  const TokenSource& train_;
+  int64_t epoch_ = -1;
+};
+
+// train.inject_nan_step (a test hook for the divergence path): a NaN in the parameters before
+// that step, so the step's loss is NaN.
+class NanInjector final : public Hook {
+ public:
+  Verdict before_step(Loop& l) override {
+    if (l.step != l.cfg.inject_nan_step) return {};
+    if (const int rc = l.drain()) return Verdict::end(rc);
+    std::vector<float> p = l.model.get_params();
+    p[l.model.params()[1].offset] = std::numeric_limits<float>::quiet_NaN();
+    l.model.set_params(p);
+    return {};
+  }
+};
+
+// Where the run starts, and what its log already holds. Fresh: step 0 from the seed (or
+// --init-from, set up by the caller). Resumed from `ckpt` (RUN/ckpt's latest checkpoint): the
+// resume rules of trainer.h decide, and the state of the step it goes on from (the checkpoint's,
+// the trunk checkpoint's, or the seed's, already in `model`) is restored into model and opt.
+// Throws, before anything in RUN/ is touched, for a resume the rules refuse.
+struct StartPoint {
+  int64_t step;
+  std::vector<bool> done;         // which budgets have their /budgets row (a resume keeps them)
+  std::vector<int64_t> reported;  // those rows' tokens, in the order reported
+  std::string init;               // how step 0 was set up (make_checkpoint)
+  double time_base;               // seconds trained before this process
+  std::string config_change;      // the log's config_changes line ("": none)
+};
+StartPoint start_point(const TrainConfig& cfg, const TrainOptions& opts, const Checkpoint* ckpt,
+                       const std::string& ckpt_dir, const std::vector<Budget>& budgets, bool lead,
+                       Model& model, AdamW& opt) {
+  const int64_t tps = cfg.tokens_per_step();
   const int64_t n_budgets = static_cast<int64_t>(budgets.size());
   int64_t step = 0;
   // Which budgets have their /budgets row (a resume keeps those rows; the loop skips them).
@@ -516,7 +883,8 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
                 ", before the checkpoint's step " + std::to_string(at) + " in '" + dir + "'";
       return why;
     };
-    const Checkpoint* from = ckpt.get();
+    std::unique_ptr<Checkpoint> trunk;  // read only when the latest checkpoint does not serve
+    const Checkpoint* from = ckpt;
     std::string from_text;  // how the log's config_changes line says where the run went on
     if (const std::string why = unusable(old, step, ckpt_dir); !why.empty()) {
       if (cfg.schedule != "wsd") fail(why);
@@ -540,7 +908,7 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
         const std::string p = "train --resume: ";
         return s.rfind(p, 0) == 0 ? s.substr(p.size()) : s;
       };
-      if (from == ckpt.get()) {
+      if (from == ckpt) {
         if (init != "seed")
           fail(why + "; no stable checkpoint precedes it (" + bare(trunk_why) +
                ") and the run was initialised from '" + init.substr(3) +
@@ -561,6 +929,88 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
     // Only now the tensors: a changed model is named by its key above, not by a tensor's shape.
     if (from) restore_checkpoint(*from, model, opt, time_base);
   }
+  return {step,      std::move(done),         std::move(reported), std::move(init),
+          time_base, std::move(config_change)};
+}
+
+int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog& log) {
+  // A stop signal that arrives while the data and model are set up is kept and honoured at the
+  // top of the loop (checkpoint, status preempted, exit 0), not lost to the default action.
+  install_stop_handlers();
+  // ---- validate everything before touching RUN/ ----------------------------------------------
+  if (opts.out_dir.empty()) fail("train: --out RUN is required");
+  // Data parallelism (train/dist.h): rank r of `world` trains on rows r*Bl..(r+1)*Bl-1 of every
+  // global batch of B = train.batch_size rows (Bl = B / world) on GPU cuda:<local rank>.
+  const DistEnv dist = dist_env();
+  const bool lead = dist.rank == 0;
+  std::string device = opts.device;
+  if (dist.launched) {
+    if (cfg.batch_size % dist.world != 0)
+      fail("train: train.batch_size = " + std::to_string(cfg.batch_size) +
+           " is not divisible by the " + std::to_string(dist.world) + " data-parallel ranks");
+    if (device.rfind("cuda", 0) != 0)
+      fail("train: data parallelism (" + std::to_string(dist.world) +
+           " ranks) needs --device cuda, not " + device);
+    if (device == "cuda") device = "cuda:" + std::to_string(dist.local_rank);
+  }
+  const int64_t local_batch = cfg.batch_size / dist.world;
+  const int64_t V = cfg.model.vocab_size;
+  TokenSource train = TokenSource::open(cfg.train_data, V);
+  TokenSource val = TokenSource::open(cfg.val_data, V);
+  // Every token id against vocab_size now, not when a bad one happens to be sampled (which would
+  // be after RUN/ exists, or never, training on bad data).
+  train.validate();
+  val.validate();
+  if (train.size() < cfg.seq_len + 1)
+    fail("data.train '" + cfg.train_data + "': holds " + std::to_string(train.size()) +
+         " tokens, fewer than seq_len + 1 = " + std::to_string(cfg.seq_len + 1));
+  if (val.size() < cfg.seq_len + 1)
+    fail("data.val '" + cfg.val_data + "': holds " + std::to_string(val.size()) +
+         " tokens, fewer than seq_len + 1 = " + std::to_string(cfg.seq_len + 1));
+  const std::string run = opts.out_dir;
+  const std::string log_path = run + "/log.h5", ckpt_dir = run + "/ckpt";
+  // One writer per run directory: an existing one is locked before anything in it is read, so a
+  // second trainer is refused at once; a new one when it is created (below).
+  if (lead && path_exists(run)) lock.acquire(run);
+  const bool have_ckpt = opts.resume && checkpoint_exists(ckpt_dir);
+  if (!opts.resume && (path_exists(log_path) || path_exists(ckpt_dir)))
+    fail("run directory '" + run + "' already holds a run (use --resume to continue it)");
+  std::unique_ptr<Checkpoint> ckpt;  // the latest checkpoint
+  if (have_ckpt) {
+    ckpt = std::make_unique<Checkpoint>(read_checkpoint(ckpt_dir));
+    for (const auto& [key, src] :
+         {std::pair<const char*, const TokenSource*>{"train", &train}, {"val", &val}}) {
+      const std::string k = std::string("data_") + key + "_tokens";
+      if (!opts.force_config && ckpt->ints.count(k) && ckpt->ints.at(k) != src->size())
+        fail("train --resume: data." + std::string(key) + " '" + src->spec() + "' holds " +
+             std::to_string(src->size()) + " tokens, the checkpoint in '" + ckpt_dir +
+             "' was trained on " + std::to_string(ckpt->ints.at(k)) + " (the data changed)");
+    }
+  }
+  std::unique_ptr<Backend> be = make_backend(device);
+  // Joining is collective: past it every rank has validated, so rank 0 may touch RUN/.
+  std::unique_ptr<Comm> comm = dist.launched ? make_comm(*be, dist, opts.out_dir) : nullptr;
+
+  // ---- model, optimizer, schedule -------------------------------------------------------------
+  Model model(cfg.model, *be, local_batch, cfg.seq_len);
+  if (comm) model.set_grads_ready([&comm](Tensor g) { comm->allreduce_mean_async(g); });
+  model.init(cfg.seed);
+  // Before RUN/ is touched: a mismatching HF directory fails here, naming the tensor.
+  if (!opts.init_from.empty() && !ckpt)
+    model.set_params(load_hf_params(opts.init_from, model.spec()));
+  AdamW opt(model, {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip});
+  const int64_t tps = cfg.tokens_per_step(), total = cfg.steps();
+  // The main line is a standalone run to the last budget (with budgets, D_n = cfg.tokens).
+  const Schedule sched = main_schedule(cfg);
+  std::vector<Budget> budgets;
+  for (int64_t d : cfg.budgets) {
+    Schedule s = sched;
+    s.total_steps = cfg.steps_for(d);
+    budgets.push_back({s.total_steps, s.decay_start(), s});
+  }
+  if (budgets.empty()) budgets.push_back({total, total, sched});
+  auto [step, done, reported, init, time_base, config_change] =
+      start_point(cfg, opts, ckpt.get(), ckpt_dir, budgets, lead, model, opt);
 
   // ---- run directory (rank 0) -------------------------------------------------------------------
   const std::string cfg_text = to_toml(cfg);
@@ -621,227 +1071,24 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
         : !opts.init_from.empty() ? (", initialised from " + opts.init_from).c_str()
                                   : "");
 
-  std::vector<int32_t> in(local_batch * cfg.seq_len), tgt(local_batch * cfg.seq_len);
-  // The log's rows up to `step` are durable before the checkpoint of `step` exists: a kill at
-  // any instant then leaves a log that reaches at least the checkpoint, and a resume keeps the
-  // rows <= the checkpoint's step and retrains the rest (no gap, no step logged twice).
-  auto checkpoint = [&](double time_s, const std::string& dir) {
-    if (!lead) return;
-    log.flush();
-    // The test hook's points are those of the rolling checkpoint (tests/cli/test_reliability.cc).
-    const bool rolling = dir == ckpt_dir;
-    if (rolling) crash_point("before_checkpoint", step);
-    write_checkpoint(dir, make_checkpoint(model, opt, cfg, step, reported, init, time_s,
-                                          train.size(), val.size()));
-    if (rolling) crash_point("after_checkpoint", step);
-  };
-  // A stop is decided together: a rank that stopped alone would leave the others waiting in a
-  // collective. (Every rank calls this at the same points of the same control flow.)
-  auto stop_all = [&]() {
-    if (!comm) return stop_requested();
-    double s = stop_requested() ? 1.0 : 0.0;
-    comm->allreduce_sum(&s, 1);
-    return s > 0;
-  };
-  // One optimizer step of global batch `s` at learning rate `lr`, enqueued (train/step.h): the
-  // host samples and stages this rank's rows while the device still runs the previous step; the
-  // loss and gradient norm come back through result(), read one step later.
-  TrainStep train_step(model, opt, comm.get(), /*graph=*/true);
-  EvalStep eval_step(model, /*graph=*/true);
-  auto enqueue_step = [&](int64_t s, double lr) {
-    sample_batch_rank(train, cfg.seed, s, local_batch, cfg.seq_len, dist.rank, dist.world,
-                      in.data(), tgt.data());
-    return train_step.enqueue(in.data(), tgt.data(), lr, s + 1);
-  };
-  auto result = [&](uint64_t ticket) { return train_step.result(ticket); };
-
-  auto diverged = [&](int64_t at, double loss, double gnorm, const char* where) {
-    log.set_status("diverged");
-    log.close();
-    if (lead)
-      std::fprintf(stderr,
-                   "scalinglab: train: diverged at step %lld%s (loss %g, grad norm %g); status "
-                   "diverged, the last good checkpoint in '%s' is kept\n",
-                   static_cast<long long>(at), where, loss, gnorm, ckpt_dir.c_str());
-    return 3;
-  };
-
   // ---- loop ------------------------------------------------------------------------------------
-  const auto t0 = Clock::now();
-  double last_eval = std::numeric_limits<double>::quiet_NaN();
-  std::unique_ptr<StateSnapshot> snap;
-  if (n_budgets > 1) snap = std::make_unique<StateSnapshot>(model, opt);
-
-  // The cooldown branch of budget `b`, run from the stable branch at step == b.start: exactly the
-  // steps a standalone WSD run to b.steps would take from there (same lr, batches, AdamW step
-  // count), so on the CPU its loss is bitwise the standalone run's. Branch steps are not logged
-  // in /train (their step numbers repeat the stable branch's) and never checkpointed: a signal
-  // during a branch abandons it and restores the stable state, and the resumed run replays the
-  // whole cooldown from its start. Returns 0 done, 1 stopped (state restored), 3 diverged.
-  auto run_branch = [&](const Budget& b) -> int {
-    snap->save();
-    // Each step's result is checked while the next one runs (a diverged step changed nothing).
-    int64_t pend_step = -1;
-    uint64_t pend = 0;
-    auto check = [&]() -> int {
-      if (pend_step < 0) return 0;
-      const Model::StepResult r = result(pend);
-      if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
-        const std::string where = " of the cooldown to budget " + std::to_string(b.steps * tps);
-        return diverged(pend_step, r.loss, r.grad_norm, where.c_str());
-      }
-      pend_step = -1;
-      return 0;
-    };
-    for (int64_t s = step; s < b.steps; ++s) {
-      if (stop_all()) {
-        if (const int rc = check()) return rc;
-        snap->restore();
-        return 1;
-      }
-      const uint64_t t = enqueue_step(s, b.sched.at(s));
-      if (const int rc = check()) return rc;
-      pend_step = s;
-      pend = t;
-    }
-    if (const int rc = check()) return rc;
-    const double eval = evaluate(eval_step, model, val, cfg.eval_tokens);
-    snap->restore();
-    log.append_budget(b.steps * tps, eval);
-    if (say)
-      std::printf("budget %lld tokens (cooldown from step %lld to %lld)  val %.4f\n",
-                  static_cast<long long>(b.steps * tps), static_cast<long long>(b.start),
-                  static_cast<long long>(b.steps), eval);
-    std::fflush(stdout);
-    return 0;
-  };
-
-  // The main line, one step ahead: step s is enqueued, then step s-1's result is read (the host
-  // waits only for what the device has finished) and logged. Whatever needs the state itself -
-  // evaluation, a checkpoint, a branch, a stop, the NaN test hook - first completes the step in
-  // flight (drain), so it sees exactly the steps counted.
-  struct Pending {
-    int64_t step = -1;  // 0-based index of the enqueued step; -1: none in flight
-    double lr = 0;
-    uint64_t ticket = 0;
-  } pending;
-  double last_loss = 0, last_rate = 0;
-  auto last_done = Clock::now();
-  auto complete = [&]() -> int {
-    if (pending.step < 0) return 0;
-    const Model::StepResult r = result(pending.ticket);
-    if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm))
-      return diverged(pending.step, r.loss, r.grad_norm, "");
-    const auto now = Clock::now();
-    const double dt = std::chrono::duration<double>(now - last_done).count();
-    last_done = now;
-    last_loss = r.loss;
-    last_rate = static_cast<double>(tps) / dt;
-    const int64_t done = pending.step + 1;
-    log.append_train({done, done * tps, r.loss, pending.lr, r.grad_norm, last_rate,
-                      time_base + seconds_since(t0)});
-    pending.step = -1;
-    return 0;
-  };
-
-  // The first budget still to branch off at this step (-1: none). Branch points do not decrease
-  // with the budget, and none still to do lies before the step the run went on from (above).
-  auto branch_due = [&]() -> int64_t {
-    for (int64_t i = 0; i + 1 < n_budgets; ++i)
-      if (!done[i] && budgets[i].start == step) return i;
-    return -1;
-  };
-  bool trunk_written = false;
-  int64_t epoch = -1;
-  while (step < total) {
-    if (stop_all()) {
-      if (const int rc = complete()) return rc;
-      checkpoint(time_base + seconds_since(t0), ckpt_dir);
-      log.set_status("preempted");
-      log.close();
-      if (lead)
-        std::fprintf(stderr,
-                     "train: signal %d: checkpoint at step %lld written, status preempted\n",
-                     g_stop_signal.load(), static_cast<long long>(step));
-      return 0;
-    }
-    if (const int64_t i = branch_due(); i >= 0) {
-      if (const int rc = complete()) return rc;
-      const int rc = run_branch(budgets[i]);
-      if (rc == 3) return rc;
-      if (rc == 0) {
-        done[i] = true;
-        reported.push_back(budgets[i].steps * tps);
-        // The branch's work is kept even if the run is preempted before the next checkpoint.
-        checkpoint(time_base + seconds_since(t0), ckpt_dir);
-      }
-      last_done = Clock::now();
-      continue;  // the next branch may start at the same step; a stop is handled at the top
-    }
-    // The last stable state of a WSD run, kept apart from the rolling checkpoint: budgets added
-    // later above the last one go on from here (the main line's decay steps after it would have
-    // been stable steps of the longer run). Written once the branches due here are done.
-    if (cfg.schedule == "wsd" && step == sched.decay_start() && !trunk_written) {
-      if (const int rc = complete()) return rc;
-      checkpoint(time_base + seconds_since(t0), ckpt_dir + "/trunk");
-      trunk_written = true;
-      last_done = Clock::now();
-    }
-    // The sampler draws every training window once per epoch (data/tokens.h); say when a new
-    // pass over the data begins, since repeated tokens change what a loss curve means.
-    if (const int64_t ep = epoch_of(train, step, cfg.batch_size, cfg.seq_len); ep != epoch) {
-      if (say && (epoch >= 0 || ep > 0))
-        std::printf("epoch %lld begins at step %lld (%lld windows of %lld tokens per epoch)\n",
-                    static_cast<long long>(ep), static_cast<long long>(step),
-                    static_cast<long long>(train_windows(train, cfg.seq_len)),
-                    static_cast<long long>(cfg.seq_len));
-      epoch = ep;
-    }
-    if (step == cfg.inject_nan_step) {
-      if (const int rc = complete()) return rc;
-      std::vector<float> p = model.get_params();
-      p[model.params()[1].offset] = std::numeric_limits<float>::quiet_NaN();
-      model.set_params(p);
-    }
-    const double lr = sched.at(step);
-    const uint64_t ticket = enqueue_step(step, lr);
-    if (const int rc = complete()) return rc;
-    pending = {step, lr, ticket};
-    ++step;
-    const bool last = step == total;
-    const bool eval_now = step % cfg.eval_every == 0 || last;
-    if (eval_now || step % cfg.checkpoint_every == 0) {
-      if (const int rc = complete()) return rc;
-    }
-    if (eval_now) {
-      last_eval = evaluate(eval_step, model, val, cfg.eval_tokens);
-      log.append_eval(step, step * tps, last_eval);
-      log.flush();
-      if (say)
-        std::printf("step %6lld/%lld  loss %.4f  val %.4f  lr %.2e  %.0f tok/s\n",
-                    static_cast<long long>(step), static_cast<long long>(total), last_loss,
-                    last_eval, lr, last_rate);
-      std::fflush(stdout);
-    }
-    if (last) {
-      // The main line ends with the last budget's cooldown: its row, then the final checkpoint
-      // that counts it as done (a resume of the completed run adds nothing).
-      // Already reported when the trunk was retrained for a budget added below it.
-      if (!done[n_budgets - 1]) {
-        log.append_budget(total * tps, last_eval);
-        done[n_budgets - 1] = true;
-        reported.push_back(total * tps);
-      }
-    }
-    if (step % cfg.checkpoint_every == 0 || last)
-      checkpoint(time_base + seconds_since(t0), ckpt_dir);
-    if (eval_now || step % cfg.checkpoint_every == 0) last_done = Clock::now();
-  }
+  Loop loop(cfg, model, opt, comm.get(), train, dist, log, sched, ckpt_dir, say, step,
+            std::move(reported), time_base);
+  Evaluator evaluator(loop, val);
+  Checkpointer checkpointer(loop, init, train.size(), val.size());
+  StopWatcher stop(checkpointer, comm.get());
+  Brancher brancher(loop, std::move(budgets), std::move(done), sched.decay_start(), evaluator,
+                    checkpointer, stop);
+  EpochNotice epochs(train);
+  NanInjector nan;
+  if (const std::optional<int> rc =
+          loop.run({&stop, &brancher, &epochs, &nan}, {&evaluator, &brancher, &checkpointer}))
+    return *rc;
   log.set_status("completed");
   log.close();
   if (say)
     std::printf("train: completed %lld steps, held-out loss %.4f nats/token; log %s\n",
-                static_cast<long long>(step), last_eval, log_path.c_str());
+                static_cast<long long>(loop.step), evaluator.last(), log_path.c_str());
   return 0;
 }
 
