@@ -132,6 +132,33 @@ class Form {
     for (const Param& p : params()) s += (s.empty() ? "" : ", ") + p.name;
     return s;
   }
+  // What a form of N and D checks in data(): at least as many points as parameters, and two or
+  // more distinct N and D (throws naming the form, e.g. "chinchilla fit: ...").
+  void require_points_of_n_and_d(const Points& p) const {
+    const std::string law = name() + " fit: ";
+    if (static_cast<int>(p.size()) < num_params())
+      fail(law + std::to_string(p.size()) + " points, fewer than its " +
+           std::to_string(num_params()) + " parameters (" + name_list() + ")");
+    if (std::set<double>(p.n.begin(), p.n.end()).size() < 2)
+      fail(law + "all points have the same N; need >= 2 sizes");
+    if (std::set<double>(p.d.begin(), p.d.end()).size() < 2)
+      fail(law + "all points have the same D; need >= 2 budgets");
+  }
+  // LawData of this form: columns[k](i) is covariate k of point i; the log losses and weights
+  // from the points.
+  template <class... Column>
+  LawData law_data(const Points& p, Column... columns) const {
+    LawData d;
+    d.form = this;
+    d.x.resize(sizeof...(Column));
+    for (size_t i = 0; i < p.size(); ++i) {
+      size_t k = 0;
+      ((d.x[k++].push_back(columns(i))), ...);
+      d.log_loss.push_back(std::log(p.loss[i]));
+      d.weight.push_back(p.weight[i]);
+    }
+    return d;
+  }
   // theta index of `name`, -1 if the form has no such parameter.
   int index(const std::string& name) const {
     const auto& ps = params();

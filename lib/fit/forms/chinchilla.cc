@@ -6,7 +6,6 @@
 // whose log prediction is LSE(e, a - alpha log N, b - beta log D) (form.h power_sum), with
 // Jacobian (p_0, p_1, -p_1 log N, p_2, -p_2 log D), p_k the softmax weights of the three terms.
 // Hoffmann's 4,500-point start grid; closed forms: the compute-optimal allocation (chinchilla.h).
-#include <set>
 
 #include "fit/chinchilla.h"
 #include "fit/form.h"
@@ -32,23 +31,9 @@ class ChinchillaForm final : public Form {
 
   // x = (log N, log D). Fewer points than the 5 parameters, or one N or one D, cannot be fitted.
   LawData data(const Points& p) const override {
-    if (p.size() < 5)
-      fail("chinchilla fit: " + std::to_string(p.size()) +
-           " points, fewer than its 5 parameters (E, A, alpha, B, beta)");
-    if (std::set<double>(p.n.begin(), p.n.end()).size() < 2)
-      fail("chinchilla fit: all points have the same N; need >= 2 sizes");
-    if (std::set<double>(p.d.begin(), p.d.end()).size() < 2)
-      fail("chinchilla fit: all points have the same D; need >= 2 budgets");
-    LawData d;
-    d.form = this;
-    d.x.resize(2);
-    for (size_t i = 0; i < p.size(); ++i) {
-      d.x[0].push_back(std::log(p.n[i]));
-      d.x[1].push_back(std::log(p.d[i]));
-      d.log_loss.push_back(std::log(p.loss[i]));
-      d.weight.push_back(p.weight[i]);
-    }
-    return d;
+    require_points_of_n_and_d(p);
+    return law_data(
+        p, [&](size_t i) { return std::log(p.n[i]); }, [&](size_t i) { return std::log(p.d[i]); });
   }
 
   bool evaluate(const double* theta, const LawData& d, Eigen::ArrayXd& log_pred,

@@ -59,26 +59,13 @@ class DataConstrainedForm final : public Form {
       fail(
           "data_constrained fit: no unique-token counts U (give --unique-col; a collected sweep "
           "has unique_tokens)");
-    if (p.size() < 6)
-      fail("data_constrained fit: " + std::to_string(p.size()) +
-           " points, fewer than its 6 parameters (" + name_list() + ")");
-    if (std::set<double>(p.n.begin(), p.n.end()).size() < 2)
-      fail("data_constrained fit: all points have the same N; need >= 2 sizes");
-    if (std::set<double>(p.d.begin(), p.d.end()).size() < 2)
-      fail("data_constrained fit: all points have the same D; need >= 2 budgets");
-    LawData d;
-    d.form = this;
-    d.x.resize(4);
-    for (size_t i = 0; i < p.size(); ++i) {
-      d.x[0].push_back(std::log(p.n[i]));
-      d.x[1].push_back(std::log(p.d[i]));
-      d.x[2].push_back(std::log(p.unique[i]));
-      // U >= D: the run saw no token twice (U may count the whole training split).
-      d.x[3].push_back(std::max(0.0, p.d[i] / p.unique[i] - 1));
-      d.log_loss.push_back(std::log(p.loss[i]));
-      d.weight.push_back(p.weight[i]);
-    }
-    return d;
+    require_points_of_n_and_d(p);
+    // x = (log N, log D, log U, R_D = D / U - 1); U >= D: the run saw no token twice (U may count
+    // the whole training split), R_D = 0.
+    return law_data(
+        p, [&](size_t i) { return std::log(p.n[i]); }, [&](size_t i) { return std::log(p.d[i]); },
+        [&](size_t i) { return std::log(p.unique[i]); },
+        [&](size_t i) { return std::max(0.0, p.d[i] / p.unique[i] - 1); });
   }
 
   bool evaluate(const double* theta, const LawData& d, Eigen::ArrayXd& log_pred,

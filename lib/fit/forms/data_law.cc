@@ -33,19 +33,12 @@ class DataLawForm final : public Form {
     if (p.size() < 3 || distinct < 3)
       fail("data law fit: " + std::to_string(distinct) +
            " distinct token budgets, fewer than its 3 parameters (E, B, beta)");
-    LawData d;
-    d.form = this;
-    d.x.resize(1);
-    for (size_t i = 0; i < p.size(); ++i) {
+    for (size_t i = 0; i < p.size(); ++i)
       if (!(p.d[i] > 0) || !(p.loss[i] > 0) || !(p.weight[i] > 0) || !std::isfinite(p.d[i]) ||
           !std::isfinite(p.loss[i]))
         fail("data law fit: point " + std::to_string(i) +
              " has a non-positive or non-finite value");
-      d.x[0].push_back(std::log(p.d[i]));
-      d.log_loss.push_back(std::log(p.loss[i]));
-      d.weight.push_back(p.weight[i]);
-    }
-    return d;
+    return law_data(p, [&](size_t i) { return std::log(p.d[i]); });
   }
 
   bool evaluate(const double* theta, const LawData& d, Eigen::ArrayXd& log_pred,
