@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 namespace sl {
 
@@ -12,29 +13,34 @@ bool graphs_allowed() {
 }
 }  // namespace
 
-TrainStep::TrainStep(Model& model, AdamW& opt, Comm* comm, bool graph)
-    : model_(model), opt_(opt), comm_(comm), use_graph_(graph && !comm && graphs_allowed()) {}
+Replayed::Replayed(Backend& backend, bool enabled, std::function<void()> ops)
+    : backend_(backend), enabled_(enabled && graphs_allowed()), ops_(std::move(ops)) {}
 
-void TrainStep::ops() {
-  model_.zero_grad();
-  model_.run_forward();
-  model_.backward();
-  if (comm_) comm_->wait();
-  opt_.step();
-}
-
-uint64_t TrainStep::enqueue(const int32_t* ids, const int32_t* targets, double lr, int64_t t) {
-  model_.stage_batch(ids, targets, 1.f, lr, t);
-  if (!tried_ && use_graph_ && eager_steps_ > 0) {
+void Replayed::run() {
+  if (!tried_ && enabled_ && eager_runs_ > 0) {
     tried_ = true;
-    graph_ = model_.backend().capture([this] { ops(); });
+    graph_ = backend_.capture(ops_);
   }
   if (graph_) {
     graph_->launch();
   } else {
-    ops();
-    ++eager_steps_;
+    ops_();
+    ++eager_runs_;
   }
+}
+
+TrainStep::TrainStep(Model& model, AdamW& opt, Comm* comm, bool graph)
+    : model_(model), opt_(opt), comm_(comm), ops_(model.backend(), graph && !comm, [this] {
+        model_.zero_grad();
+        model_.run_forward();
+        model_.backward();
+        if (comm_) comm_->wait();
+        opt_.step();
+      }) {}
+
+uint64_t TrainStep::enqueue(const int32_t* ids, const int32_t* targets, double lr, int64_t t) {
+  model_.stage_batch(ids, targets, 1.f, lr, t);
+  ops_.run();
   return model_.request_result();
 }
 
@@ -48,21 +54,12 @@ Model::StepResult TrainStep::result(uint64_t ticket) {
 }
 
 EvalStep::EvalStep(Model& model, bool graph)
-    : model_(model), use_graph_(graph && graphs_allowed()) {}
+    : model_(model), forward_(model.backend(), graph, [this] { model_.run_forward(); }) {}
 
 uint64_t EvalStep::enqueue(const int32_t* ids, const int32_t* targets) {
   // dloss 0: the forward computes the loss sum and no logits gradient (what is captured).
   model_.stage_batch(ids, targets, 0.f);
-  if (!tried_ && use_graph_ && eager_ > 0) {
-    tried_ = true;
-    graph_ = model_.backend().capture([this] { model_.run_forward(); });
-  }
-  if (graph_) {
-    graph_->launch();
-  } else {
-    model_.run_forward();
-    ++eager_;
-  }
+  forward_.run();
   return model_.request_result();
 }
 
