@@ -26,6 +26,8 @@
 // Storing dS costs 2 x 8 KB of traffic per 64 x 64 tile; recomputing S and dP in a dQ pass would
 // cost two more tile products (7 instead of 5 per tile), and atomics would make dQ depend on the
 // order blocks finish.
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backend/cuda/attention_flash.cuh"
@@ -528,6 +530,24 @@ bool eligible(std::initializer_list<DPtr> bf_inputs, std::initializer_list<DPtr>
   return true;
 }
 
+// SL_CUDA_ATTENTION=mma keeps the bf16 forward on the mma.sync kernel below where the wgmma one
+// would run (before/after comparisons in one binary); SL_CUDA_ATTENTION_VARIANT=N picks a wgmma
+// tile shape (tuning).
+bool use_wgmma() {
+  static const bool on = [] {
+    const char* e = std::getenv("SL_CUDA_ATTENTION");
+    return !(e && std::strcmp(e, "mma") == 0);
+  }();
+  return on;
+}
+int variant() {
+  static const int v = [] {
+    const char* e = std::getenv("SL_CUDA_ATTENTION_VARIANT");
+    return e ? std::atoi(e) : 0;
+  }();
+  return v;
+}
+
 FlashDims flash_dims(int64_t T, int64_t H, int64_t hd, int64_t ldv) {
   const float scale = 1.f / sqrtf(static_cast<float>(hd));
   return {static_cast<int>(T),
@@ -592,6 +612,8 @@ void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, cons
 bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
                              int64_t B, int64_t T, int64_t H, int64_t hd) {
   if (!eligible({q, k, v}, {out}, lse, T, H, hd, ldv)) return false;
+  if (use_wgmma() && wgmma_attention_forward(ctx, out, lse, q, k, v, ldv, B, T, H, hd, variant()))
+    return true;
   const FlashDims A = flash_dims(T, H, hd, ldv);
   auto* Q = static_cast<const bf16*>(q.p);
   auto* K = static_cast<const bf16*>(k.p);

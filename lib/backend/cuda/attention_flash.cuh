@@ -21,4 +21,10 @@ bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DP
                               DPtr v, int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T,
                               int64_t H, int64_t hd, bool accumulate);
 
+// attention_wgmma.cu: the forward on Hopper's warpgroup MMA, for the calls flash_attention_forward
+// takes; false (nothing launched) on a device other than compute capability 9.0. `variant` picks a
+// tile shape (0: the default; others for `bench --op` tuning through SL_CUDA_ATTENTION_VARIANT).
+bool wgmma_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
+                             int64_t B, int64_t T, int64_t H, int64_t hd, int variant);
+
 }  // namespace sl::cuda

@@ -1,0 +1,320 @@
+// Causal attention forward on Hopper's warpgroup MMA (wgmma, sm_90a), FlashAttention-3 style:
+// the path flash_attention_forward takes on a compute-capability 9.0 device. Same math and the
+// same outputs as the mma.sync kernel of attention_flash.cu (S = scale Q K^T, s <= t; online
+// softmax in fp32 in the log2 domain; P rounded to bf16 for O += P V; lse saved).
+//
+// A block of NWG warpgroups owns BM = 64 NWG query rows of one (b, h); warpgroup w the 64 rows
+// r0 + 64 w .. +63. Q, K and V tiles sit in shared memory in the 128-byte-swizzled layout the MMA
+// reads directly (wgmma.cuh, make_desc): [panel][row][64] with panel = column / 64, so hd 128 is
+// two panels. S = Q K^T takes both operands from shared memory (K-major: hd is contiguous in q and
+// k); O += P V takes P from registers (the accumulator layout of S is the A layout of P, as with
+// mma.sync) and V N-major (hd contiguous).
+//
+// The loop over key tiles j overlaps a warpgroup's softmax with its own P V product
+// (FlashAttention-3's intra-warpgroup pipelining): iteration j issues S_j = Q K_j^T and then
+// O += P_{j-1} V_{j-1}, waits for S_j only, runs the softmax of S_j while the tensor cores do the
+// P V product, then waits for that, rescales O and packs P_j. K and V stream through two stages
+// each with cp.async: at iteration j (after the barrier that says every warpgroup is done with
+// iteration j-1) K_{j+1} replaces K_{j-1} and V_j replaces V_{j-2}, and they must land by
+// iteration j+1. Tiles wholly above a warpgroup's diagonal are skipped by that warpgroup.
+#include <cuda_runtime.h>
+
+#include "backend/cuda/attention_flash.cuh"
+#include "backend/cuda/mma_bf16.cuh"
+#include "backend/cuda/wgmma.cuh"
+
+namespace sl::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int N, int TB>
+__device__ inline void mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int scale_d) {
+  if constexpr (N == 64)
+    wgmma_ss_n64<TB>(d, a, b, scale_d);
+  else
+    wgmma_ss_n128<TB>(d, a, b, scale_d);
+}
+template <int N, int TB>
+__device__ inline void mma_rs(float (&d)[N / 8][4], const unsigned (&a)[4], uint64_t b) {
+  if constexpr (N == 64)
+    wgmma_rs_n64<TB>(d, a, b);
+  else
+    wgmma_rs_n128<TB>(d, a, b);
+}
+
+// Asynchronous load of a [ROWS][HD] bf16 tile, rows of global stride ld, into the swizzled panel
+// layout at byte address dst (1024-aligned): element (r, c) at panel c / 64, row r, 16-byte chunk
+// (c % 64) / 8 ^ (r % 8). Rows >= valid and columns >= hd are zero-filled; `any` is a valid
+// global address for the lanes that copy nothing.
+template <int ROWS, int HD, int NT>
+__device__ inline void load_swizzled(unsigned char* dst, const bf16* src, int64_t ld, int valid,
+                                     int hd, const bf16* any) {
+  constexpr int CH = HD / 8, N = ROWS * CH;
+#pragma unroll
+  for (int it = 0; it < (N + NT - 1) / NT; ++it) {
+    const int i = it * NT + static_cast<int>(threadIdx.x);
+    if (N % NT != 0 && i >= N) break;
+    const int r = i / CH, c = i % CH;  // c: 16-byte chunk of the row
+    const bool ok = r < valid && c * 8 < hd;
+    unsigned char* d = dst + (c >> 3) * (ROWS * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+    cp_async16(d, ok ? src + r * ld + c * 8 : any, ok);
+  }
+}
+
+struct WgDims {
+  int T, H, hd;
+  int64_t ld, ldv;   // token strides: q, k, out (H hd); v (ldv)
+  float scale_log2;  // log2(e) / sqrt(hd)
+};
+
+// Grid (ceil(T / BM), B*H), query blocks in reverse so the longest rows start first.
+template <int HD, int BN, int NWG>
+__global__ void __launch_bounds__(NWG * 128, 1)
+    wgmma_fwd_kernel(DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v, WgDims A) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int BM = 64 * NWG, NT = NWG * 128, NS = BN / 8, NO = HD / 8;
+  constexpr int QBYTES = BM * HD * 2, KBYTES = BN * HD * 2;
+  extern __shared__ unsigned char smem_raw[];
+  // The swizzle atoms must be 1024-byte aligned; the launch adds 1 KB of slack for this.
+  unsigned char* smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  unsigned char* Qs = smem;             // [HD/64][BM][64]
+  unsigned char* Ks = Qs + QBYTES;      // [2][HD/64][BN][64]
+  unsigned char* Vs = Ks + 2 * KBYTES;  // [2][HD/64][BN][64]
+  const int qb = static_cast<int>(gridDim.x - 1 - blockIdx.x), bh = blockIdx.y;
+  const int b = bh / A.H, h = bh % A.H, r0 = qb * BM;
+  const int wg = threadIdx.x >> 7, wl = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int g = lane >> 2, qd = lane & 3;
+  const int64_t tok0 = int64_t{b} * A.T;
+  const bf16* qh = q + tok0 * A.ld + h * A.hd;
+  const bf16* kh = k + tok0 * A.ld + h * A.hd;
+  const bf16* vh = v + tok0 * A.ldv + h * A.hd;
+  const int nkb = (min(A.T, r0 + BM) + BN - 1) / BN;  // the block's keys: [0, min(T, r0 + BM))
+  const int w0 = r0 + 64 * wg;                        // this warpgroup's first row
+  const int row0 = w0 + 16 * wl + g;                  // the thread's rows: row0, row0 + 8
+
+  load_swizzled<BM, HD, NT>(Qs, qh + int64_t{r0} * A.ld, A.ld, A.T - r0, A.hd, q);
+  load_swizzled<BN, HD, NT>(Ks, kh, A.ld, A.T, A.hd, k);
+  cp_async_commit();
+
+  const uint32_t qa = smem_u32(Qs + wg * 64 * 128);
+  float s[NS][4], o[NO][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, corr[2];
+  unsigned p[BN / 16][4];
+
+  // Every warpgroup runs every tile of the block, so that no MMA sits in a branch the compiler
+  // cannot prove warpgroup-uniform (it would serialize them all); the masked work this adds is
+  // small (none when BN = BM).
+  // Tile j's K and tile j-1's V landed (this thread's copies, then everyone's, then visible to
+  // the tensor cores' async proxy); every warpgroup is done with iteration j-1; then the loads
+  // of K_{j+1} and V_j start.
+  auto next_tiles = [&](int j) {
+    cp_async_wait<0>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    if (j + 1 < nkb)
+      load_swizzled<BN, HD, NT>(Ks + ((j + 1) & 1) * KBYTES, kh + int64_t{j + 1} * BN * A.ld, A.ld,
+                                A.T - (j + 1) * BN, A.hd, k);
+    if (j < nkb)
+      load_swizzled<BN, HD, NT>(Vs + (j & 1) * KBYTES, vh + int64_t{j} * BN * A.ldv, A.ldv,
+                                A.T - j * BN, A.hd, v);
+    cp_async_commit();
+  };
+  auto issue_s = [&](int j) {
+    const uint32_t kb = smem_u32(Ks + (j & 1) * KBYTES);
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      const uint32_t coff = (kk & 3) * 32;  // k-step kk: panel kk / 4, bytes 32 (kk % 4) of a row
+      mma_ss<BN, 0>(s, make_desc(qa + (kk >> 2) * (BM * 128) + coff, 16, 1024),
+                    make_desc(kb + (kk >> 2) * (BN * 128) + coff, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+  };
+  auto issue_pv = [&](int j) {  // O += P_j V_j
+    const uint32_t vb = smem_u32(Vs + (j & 1) * KBYTES);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+      mma_rs<HD, 1>(o, p[kk], make_desc(vb + kk * 2048, BN * 128, 1024));
+    wgmma_commit();
+  };
+  // Online softmax of S_j in the log2 domain (attention_flash.cu's forward): x = S scale log2(e),
+  // m the running row max of x, l the running lane-partial row sum, corr = 2^(m_old - m_new) by
+  // which O is rescaled once the P V product in flight is done. Tile 0 holds key 0 <= t for
+  // every row, so m is finite from the first tile on.
+  auto softmax = [&](int j) {
+    const int s0 = j * BN;
+    const bool diag = s0 + BN - 1 > w0;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int t = row0 + 8 * hf;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < NS; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[n][2 * hf + e];
+          if (diag && s0 + n * 8 + 2 * qd + e > t) x = -INFINITY;
+          mx = fmaxf(mx, x);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mn = fmaxf(m[hf], mx * A.scale_log2);
+      corr[hf] = exp2_approx(m[hf] - mn);
+      m[hf] = mn;
+      float ls = 0.f;
+#pragma unroll
+      for (int n = 0; n < NS; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[n][2 * hf + e];
+          x = exp2_approx(fmaf(x, A.scale_log2, -mn));
+          ls += x;
+        }
+      l[hf] = l[hf] * corr[hf] + ls;
+    }
+  };
+  // P_j as the A operand of the next P V: the C layout of 8-column slices 2i, 2i+1 is the A
+  // layout of the 16-key step i.
+  auto pack_p = [&] {
+#pragma unroll
+    for (int i = 0; i < BN / 16; ++i) c_to_a(p[i], s[2 * i], s[2 * i + 1]);
+  };
+
+  next_tiles(0);
+  wgmma_fence();
+  issue_s(0);
+  wgmma_wait<0>();
+  wgmma_fence_operands(s);
+  softmax(0);
+  pack_p();
+  for (int j = 1; j < nkb; ++j) {
+    next_tiles(j);
+    wgmma_fence();
+    issue_s(j);
+    issue_pv(j - 1);
+    wgmma_wait<1>();
+    wgmma_fence_operands(s);
+    softmax(j);
+    wgmma_wait<0>();
+    wgmma_fence_operands(o);
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+      o[n][0] *= corr[0];
+      o[n][1] *= corr[0];
+      o[n][2] *= corr[1];
+      o[n][3] *= corr[1];
+    }
+    pack_p();
+  }
+  next_tiles(nkb);
+  wgmma_fence();
+  issue_pv(nkb - 1);
+  wgmma_wait<0>();
+  wgmma_fence_operands(o);
+
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float ls = l[hf];
+    ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+    ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+    const int t = row0 + 8 * hf;
+    if (t >= A.T) continue;
+    const float inv = 1.f / ls;
+    const int64_t row = (tok0 + t) * A.ld + h * A.hd;
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+      const int c = n * 8 + 2 * qd;
+      if (c >= A.hd) break;
+      const float x = o[n][2 * hf] * inv, y = o[n][2 * hf + 1] * inv;
+      if (out.bf)
+        *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(out.p) + row + c) =
+            __floats2bfloat162_rn(x, y);
+      else
+        *reinterpret_cast<float2*>(static_cast<float*>(out.p) + row + c) = make_float2(x, y);
+    }
+    if (qd == 0) lse[int64_t{bh} * A.T + t] = (m[hf] + log2f(ls)) / kLog2e;
+  }
+#else
+  __trap();  // launched only on compute capability 9.0 (wgmma_attention_forward checks)
+#endif
+}
+
+template <int HD, int BN, int NWG>
+void launch(Ctx& ctx, DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+            const WgDims& A, int64_t BH) {
+  constexpr int BM = 64 * NWG;
+  const size_t smem = 1024 + static_cast<size_t>(BM + 4 * BN) * HD * 2;
+  auto kern = wgmma_fwd_kernel<HD, BN, NWG>;
+  if (smem > ctx.smem_optin)
+    fail("cuda attention (wgmma forward): shared memory beyond the device");
+  smem_opt_in(kern, smem);
+  const dim3 grid(static_cast<unsigned>((A.T + BM - 1) / BM), static_cast<unsigned>(BH));
+  kern<<<grid, NWG * 128, smem, ctx.stream>>>(out, lse, q, k, v, A);
+  SL_CUDA_LAUNCHED();
+}
+
+// Compute capability 9.0 (the sm_90a code is in the binary; other devices run the PTX, which has
+// no wgmma), cached per device.
+bool is_sm90() {
+  static int cached[64] = {};  // 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  SL_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev >= 64) return false;
+  if (cached[dev] == 0) {
+    int major = 0, minor = 0;
+    SL_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    SL_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    cached[dev] = major == 9 && minor == 0 ? 1 : 2;
+  }
+  return cached[dev] == 1;
+}
+
+}  // namespace
+
+bool wgmma_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
+                             int64_t B, int64_t T, int64_t H, int64_t hd, int variant) {
+  if (!is_sm90()) return false;
+  const WgDims A{static_cast<int>(T),
+                 static_cast<int>(H),
+                 static_cast<int>(hd),
+                 H * hd,
+                 ldv,
+                 kLog2e / sqrtf(static_cast<float>(hd))};
+  auto* Q = static_cast<const bf16*>(q.p);
+  auto* K = static_cast<const bf16*>(k.p);
+  auto* V = static_cast<const bf16*>(v.p);
+  auto* L = static_cast<float*>(lse.p);
+  const int64_t BH = B * H;
+  // Tile shapes measured on an H200 (docs/PERFORMANCE.md, bench --op attention): hd 64 best
+  // with 64-key tiles and two warpgroups (128 registers: two blocks per SM); hd 128 with 128-key
+  // tiles (254 registers, one block per SM). The variants are the runners-up, kept for tuning.
+  if (hd <= 64) {
+    switch (variant) {
+      case 1:
+        launch<64, 128, 2>(ctx, out, L, Q, K, V, A, BH);
+        break;
+      case 2:
+        launch<64, 128, 3>(ctx, out, L, Q, K, V, A, BH);
+        break;
+      case 3:
+        launch<64, 64, 3>(ctx, out, L, Q, K, V, A, BH);
+        break;
+      default:
+        launch<64, 64, 2>(ctx, out, L, Q, K, V, A, BH);
+    }
+  } else {
+    switch (variant) {
+      case 1:
+        launch<128, 64, 2>(ctx, out, L, Q, K, V, A, BH);
+        break;
+      case 2:
+        launch<128, 64, 3>(ctx, out, L, Q, K, V, A, BH);
+        break;
+      default:
+        launch<128, 128, 2>(ctx, out, L, Q, K, V, A, BH);
+    }
+  }
+  return true;
+}
+
+}  // namespace sl::cuda
