@@ -65,38 +65,6 @@ __device__ inline void load_rows(bf16* dst, const bf16* src, int64_t ld, int val
   }
 }
 
-// The lane's column pairs c = 8n + 2q (< hd) of one row of an output with row offset `row`:
-// p[row + c], p[row + c + 1] (= or, if acc, +=) scale * v[n][2hf], v[n][2hf + 1]. When
-// accumulating, every
-// old value is loaded before the first store: a load after a store through the same pointer
-// cannot be hoisted above it, so interleaved read-modify-writes would each pay a full memory
-// round trip. Pairs are 4-byte (bf16) or 8-byte (fp32) aligned (row + c even; eligible()).
-template <int NO>
-__device__ inline void store_row_pairs(DPtr p, int64_t row, int qd, int hd, const float (&v)[NO][4],
-                                       int hf, float scale, bool acc) {
-  float2 old[NO];
-#pragma unroll
-  for (int n = 0; n < NO; ++n) {
-    old[n] = make_float2(0.f, 0.f);
-    const int c = n * 8 + 2 * qd;
-    if (acc && c < hd)
-      old[n] = p.bf ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(
-                          static_cast<const bf16*>(p.p) + row + c))
-                    : *reinterpret_cast<const float2*>(static_cast<const float*>(p.p) + row + c);
-  }
-#pragma unroll
-  for (int n = 0; n < NO; ++n) {
-    const int c = n * 8 + 2 * qd;
-    if (c >= hd) break;
-    const float x = old[n].x + scale * v[n][2 * hf], y = old[n].y + scale * v[n][2 * hf + 1];
-    if (p.bf)
-      *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.p) + row + c) =
-          __floats2bfloat162_rn(x, y);
-    else
-      *reinterpret_cast<float2*>(static_cast<float*>(p.p) + row + c) = make_float2(x, y);
-  }
-}
-
 // Grid (ceil(T / BM), B*H); query blocks in reverse so the longest rows start first.
 template <int HD, int MT, int NW, int BN, int MINB, bool QREG>
 __global__ void __launch_bounds__(NW * 32, MINB)
@@ -530,7 +498,7 @@ bool eligible(std::initializer_list<DPtr> bf_inputs, std::initializer_list<DPtr>
   return true;
 }
 
-// SL_CUDA_ATTENTION=mma keeps the bf16 forward on the mma.sync kernel below where the wgmma one
+// SL_CUDA_ATTENTION=mma keeps the bf16 kernels on mma.sync (below) where the wgmma ones
 // would run (before/after comparisons in one binary); SL_CUDA_ATTENTION_VARIANT=N picks a wgmma
 // tile shape (tuning).
 bool use_wgmma() {
@@ -591,11 +559,15 @@ void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, cons
               const bf16* v, const bf16* dout, const float* lse, const float* D, const FlashDims& A,
               int64_t BH) {
   const dim3 grid(static_cast<unsigned>(A.nqb), static_cast<unsigned>(BH));
-  const size_t smem_kv = sizeof(bf16) * 6 * kBT * (HD + 8) + sizeof(float) * 4 * kBT;
-  auto kv = flash_bwd_dkv_kernel<HD, QS, KVREG, MINB>;
-  prepare(kv, smem_kv, ctx, "backward (dk, dv)");
-  kv<<<grid, 128, smem_kv, ctx.stream>>>(dk, dv, dS, q, k, v, dout, lse, D, A);
-  SL_CUDA_LAUNCHED();
+  // dK, dV and the dS tiles: on the warpgroup MMA where the device has it.
+  if (!use_wgmma() || !wgmma_attention_dkv(ctx, dk, dv, dS, q, k, v, dout, lse, D, BH / A.H, A.T,
+                                           A.H, A.hd, A.ldv, A.acc, variant())) {
+    const size_t smem_kv = sizeof(bf16) * 6 * kBT * (HD + 8) + sizeof(float) * 4 * kBT;
+    auto kv = flash_bwd_dkv_kernel<HD, QS, KVREG, MINB>;
+    prepare(kv, smem_kv, ctx, "backward (dk, dv)");
+    kv<<<grid, 128, smem_kv, ctx.stream>>>(dk, dv, dS, q, k, v, dout, lse, D, A);
+    SL_CUDA_LAUNCHED();
+  }
   if (!dq) return;
   // Three stages of one key tile each (two and four stages, or two tiles a stage, measured the
   // same or slower).

@@ -4,8 +4,41 @@
 #include <cstdint>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/mma_bf16.cuh"
 
 namespace sl::cuda {
+
+// The lane's column pairs c = 8n + 2q (< hd) of one row of an output with row offset `row`:
+// p[row + c], p[row + c + 1] (= or, if acc, +=) scale * v[n][2hf], v[n][2hf + 1]. When
+// accumulating, every
+// old value is loaded before the first store: a load after a store through the same pointer
+// cannot be hoisted above it, so interleaved read-modify-writes would each pay a full memory
+// round trip. Pairs are 4-byte (bf16) or 8-byte (fp32) aligned (row + c even; eligible()).
+template <int NO>
+__device__ inline void store_row_pairs(DPtr p, int64_t row, int qd, int hd, const float (&v)[NO][4],
+                                       int hf, float scale, bool acc) {
+  float2 old[NO];
+#pragma unroll
+  for (int n = 0; n < NO; ++n) {
+    old[n] = make_float2(0.f, 0.f);
+    const int c = n * 8 + 2 * qd;
+    if (acc && c < hd)
+      old[n] = p.bf ? __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(
+                          static_cast<const bf16*>(p.p) + row + c))
+                    : *reinterpret_cast<const float2*>(static_cast<const float*>(p.p) + row + c);
+  }
+#pragma unroll
+  for (int n = 0; n < NO; ++n) {
+    const int c = n * 8 + 2 * qd;
+    if (c >= hd) break;
+    const float x = old[n].x + scale * v[n][2 * hf], y = old[n].y + scale * v[n][2 * hf + 1];
+    if (p.bf)
+      *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.p) + row + c) =
+          __floats2bfloat162_rn(x, y);
+    else
+      *reinterpret_cast<float2*>(static_cast<float*>(p.p) + row + c) = make_float2(x, y);
+  }
+}
 
 // attention.cu: D[b*H + h, t] = sum_c dout[b, t, h, c] out[b, t, h, c] (fp32).
 void attention_row_dots(Ctx& ctx, float* D, DPtr dout, DPtr out, int64_t B, int64_t T, int64_t H,
@@ -26,5 +59,13 @@ bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DP
 // tile shape (0: the default; others for `bench --op` tuning through SL_CUDA_ATTENTION_VARIANT).
 bool wgmma_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
                              int64_t B, int64_t T, int64_t H, int64_t hd, int variant);
+// attention_wgmma.cu: the backward's dK, dV and dS^T tiles on the warpgroup MMA, the same outputs
+// as attention_flash.cu's flash_bwd_dkv_kernel (dS^T of query tile i and key tile j, unscaled,
+// bf16 [64 keys][64 queries], at tile index i (i + 1) / 2 + j of the head's causal triangle, for
+// its dQ kernel); D and lse as there. False on a device other than compute capability 9.0.
+bool wgmma_attention_dkv(Ctx& ctx, DPtr dk, DPtr dv, bf16* dS, const bf16* q, const bf16* k,
+                         const bf16* v, const bf16* dout, const float* lse, const float* D,
+                         int64_t B, int64_t T, int64_t H, int64_t hd, int64_t ldv, bool accumulate,
+                         int variant);
 
 }  // namespace sl::cuda
