@@ -31,6 +31,7 @@ namespace fs = std::filesystem;
 struct StudyArgs {
   std::string file, out, device = "cpu", mps = "auto";
   int jobs = 1, threads = 0, gpus = 0, per_gpu = 1;
+  double gpu_mem = 0;  // GiB per GPU for the packing (0: nvidia-smi's)
   report::ReportOptions report;
 };
 
@@ -38,6 +39,13 @@ std::string clock_text(double s) {
   char buf[32];
   const long t = std::lround(std::max(0.0, s));
   std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  return buf;
+}
+
+// A number as the command line gives it back (17 significant digits: it reads back exactly).
+std::string num_text(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
   return buf;
 }
 
@@ -64,6 +72,7 @@ int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::
   if (a.threads > 0) args.insert(args.end(), {"--threads", std::to_string(a.threads)});
   if (a.gpus > 0) args.insert(args.end(), {"--gpus", std::to_string(a.gpus)});
   args.insert(args.end(), {"--per-gpu", std::to_string(a.per_gpu), "--mps", a.mps});
+  if (a.gpu_mem > 0) args.insert(args.end(), {"--gpu-mem", num_text(a.gpu_mem)});
   // Ctrl-C / SIGTERM reach the launch child's whole process group (the launcher and its train
   // children) as SIGTERM, which stops the runs at a checkpoint; the study then exits and a rerun
   // resumes.
@@ -112,7 +121,11 @@ void register_study(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads per run (default: cores / jobs)");
   cmd->add_option("--gpus", a->gpus, "cuda: GPUs to use");
-  cmd->add_option("--per-gpu", a->per_gpu, "cuda: runs per GPU")->capture_default_str();
+  cmd->add_option("--per-gpu", a->per_gpu, "cuda: runs per GPU at most")->capture_default_str();
+  cmd->add_option("--gpu-mem", a->gpu_mem,
+                  "cuda: GiB of memory per GPU for packing runs by their estimated memory "
+                  "(default: nvidia-smi's memory.total)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--mps", a->mps,
                   "cuda: share each GPU through CUDA MPS (auto: when --per-gpu > 1 and "
                   "nvidia-cuda-mps-control is in PATH; on: or fail; off: plain processes)")

@@ -84,7 +84,12 @@ void register_sweep(CLI::App& app) {
   launch->add_option("--device", o.device, "cpu | cuda");
   launch->add_option("--jobs", o.jobs, "local, cpu: runs at a time");
   launch->add_option("--gpus", o.gpus, "local, cuda: GPUs to use (0..G-1; default: all present)");
-  launch->add_option("--per-gpu", o.per_gpu, "local, cuda: runs per GPU");
+  launch->add_option("--per-gpu", o.per_gpu, "local, cuda: runs per GPU at most");
+  launch
+      ->add_option("--gpu-mem", o.gpu_mem,
+                   "local, cuda: GiB of memory per GPU for packing runs by their estimated memory "
+                   "(default: nvidia-smi's memory.total)")
+      ->check(CLI::PositiveNumber);
   launch
       ->add_option("--mps", o.mps,
                    "local, cuda: share each GPU through CUDA MPS (auto: when --per-gpu > 1 and "

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -84,6 +87,49 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
     st.scalars = static_cast<double*>(be_.alloc_host(3 * sizeof(double)));
   }
   results_ = static_cast<double*>(be_.alloc_host(2 * kResultSlots * sizeof(double)));
+}
+
+// Mirrors the constructor above (the blocks' part: BlockType::memory beside each allocate()).
+ModelMemory model_memory(const ModelSpec& spec_in, int64_t B, int64_t T, DType act, DType param) {
+  ModelSpec spec = spec_in;
+  spec.finalize();
+  const int64_t BT = B * T, d = spec.d_model, V = spec.vocab_size, L = spec.n_layers();
+  const DType stat = act == DType::f64 ? DType::f64 : DType::f32;  // BlockEnv's stat dtype
+  const bool split = act != stat;
+  auto size = [](DType t) { return static_cast<int64_t>(dtype_size(t)); };
+  const int64_t n = count_params(build_param_table(spec), true);
+  ModelMemory m;
+  m.params = n * (2 * size(param) + (act == param ? 0 : size(act)));
+  int64_t acts = 0, stats = 0, scratch = 0, stat_scratch = 0;
+  std::map<std::string, int64_t> shared;
+  std::vector<bool> reads_input;
+  for (int64_t l = 0; l < L; ++l) {
+    const BlockMemory b = block_type(spec.kind(l)).memory(spec, B, T, split);
+    acts += b.act;
+    stats += b.stat;
+    shared.insert(b.shared_stat.begin(), b.shared_stat.end());
+    scratch = std::max(scratch, b.scratch);
+    stat_scratch = std::max(stat_scratch, b.stat_scratch);
+    reads_input.push_back(b.reads_input_in_backward);
+  }
+  for (const auto& kv : shared) stats += kv.second;
+  // The residual stream: res_[L] and every input a block reads in its backward have their own
+  // buffer; the others take turns in two (each allocated once it is first used).
+  bool turn[2] = {false, false};
+  for (int64_t l = 0; l <= L; ++l) {
+    if (l == L || reads_input[l]) {
+      stats += BT * d;
+    } else if (!turn[l % 2]) {
+      turn[l % 2] = true;
+      stats += BT * d;
+    }
+  }
+  acts += BT * d + BT * V + scratch + (split ? BT * d : 0);  // xf_, logits_, scratch, gcopy
+  stats += BT + BT + stat_scratch + 2 * BT * d;              // xf_rstd_, losses_, dres_, dxf_
+  m.activations = acts * size(act) + stats * size(stat) +
+                  (embedding_index_size(BT) + BT) * size(DType::i32) +  // batch_
+                  (kStepSlots + 1) * size(DType::f64);                  // step_
+  return m;
 }
 
 Model::~Model() {

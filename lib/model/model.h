@@ -18,6 +18,19 @@ namespace sl {
 class Block;
 class BlockEnv;
 
+// The device memory a Model of `spec` for B x T tokens allocates through Backend::alloc, in bytes,
+// computed from the spec alone (no backend, nothing allocated): what the constructor below
+// allocates, buffer for buffer, with activations of dtype `act` and master parameters of `param`
+// (CUDA: bf16 and f32; the CPU: f32 and f32). The sweep's GPU packing adds the optimizer and the
+// backend's own memory to it (train/memory.h).
+struct ModelMemory {
+  int64_t params = 0;       // master parameters, their gradients and the compute-dtype copy
+  int64_t activations = 0;  // everything else: saved activations, residual stream, logits,
+                            // gradient scratch, the device batch and step scalars
+  int64_t total() const { return params + activations; }
+};
+ModelMemory model_memory(const ModelSpec& spec, int64_t B, int64_t T, DType act, DType param);
+
 class Model {
  public:
   // B sequences of T tokens per forward/backward call.

@@ -36,7 +36,11 @@ struct LaunchOptions {
   // local
   int jobs = 1;     // cpu: runs at a time
   int gpus = 0;     // cuda: GPUs 0..G-1 (0: every GPU present)
-  int per_gpu = 1;  // cuda: runs per GPU
+  int per_gpu = 1;  // cuda: runs per GPU at most
+  // cuda: memory of each GPU in GiB for the packing (0: nvidia-smi's memory.total; unknown there:
+  // runs are placed by per_gpu alone). A run starts on a GPU only while the estimated device
+  // memory of the runs on it (train/memory.h), its own included, stays within it.
+  double gpu_mem = 0;
   // cuda: CUDA MPS for the runs sharing a GPU. auto: a control daemon of this launch's own when
   // per_gpu > 1 and nvidia-cuda-mps-control is in PATH (a CUDA_MPS_PIPE_DIRECTORY already set
   // is a server in use: the trainers get it, nothing is started); on: also for per_gpu 1, and an
@@ -56,12 +60,15 @@ struct LaunchOptions {
 bool to_do(const std::string& status, bool retry_failed);
 
 // The local executor. Runs start in order of their training FLOPs, largest first (ties by plan
-// index), and a progress line (ProgressMeter, tables.h) follows each run's end. Returns 0 when
+// index); on GPUs each is placed by its estimated device memory (sweep/packing.h: when a slot
+// frees, the first queued run that fits on a GPU starts there), and a progress line
+// (ProgressMeter, tables.h) follows each run's end. Returns 0 when
 // every trainer it started exited 0 (completed, or stopped at a checkpoint by a stop signal), 1
 // otherwise. SIGTERM or SIGINT reach the running trainers at once as SIGTERM (they checkpoint and
 // exit as preempted) and no further run starts; an MPS daemon it started is stopped once they
-// have exited. Throws sl::Error for a CUDA device where there is none, and for --mps on where MPS
-// cannot start (before any run starts).
+// have exited. Throws sl::Error, before any run starts, for a CUDA device where there is none,
+// for --mps on where MPS cannot start, and for a run whose estimate exceeds one GPU's memory
+// (naming the run).
 int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& options);
 
 // The Slurm executor: one job array per MaxArraySize runs still to do (SWEEP/slurm/array-<stamp>-

@@ -2,9 +2,12 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -15,7 +18,9 @@
 #include "core/fs.h"
 #include "core/process.h"
 #include "sweep/executor.h"
+#include "sweep/packing.h"
 #include "sweep/tables.h"
+#include "train/memory.h"
 
 namespace sl::sweep {
 namespace {
@@ -129,6 +134,47 @@ class Mps {
   std::vector<std::pair<std::string, std::string>> env_;
 };
 
+// The GPU side of a launch: the GPUs' memory, each queued run's estimate, the packer, and the
+// line that says how runs are placed. Throws sl::Error naming the first run that cannot fit on
+// an empty GPU, before anything starts.
+GpuMemory checked_gpu_memory(double gib) {
+  if (gib < 0 || !std::isfinite(gib))
+    fail("sweep launch --gpu-mem " + std::to_string(gib) + ": expected GiB > 0");
+  return gpu_memory(gib);
+}
+
+struct Placement {
+  GpuMemory mem;
+  GpuPacker packer;
+  std::vector<int64_t> bytes;  // per queued run, in queue order
+  std::string line;
+
+  Placement(const LaunchOptions& a, int gpus, const std::vector<const SweepRun*>& queue)
+      : mem(checked_gpu_memory(a.gpu_mem)), packer(gpus, a.per_gpu, mem.bytes) {
+    int64_t largest = 0, sum = 0;
+    for (const SweepRun* r : queue) {
+      const int64_t b = estimate_device_bytes(r->config).total();
+      if (!packer.fits_alone(b))
+        fail("sweep launch: run " + r->run_id + " (" + r->arch + " " + r->size + ", batch " +
+             std::to_string(r->config.batch_size) + " x " + std::to_string(r->config.seq_len) +
+             ") needs an estimated " + gib_text(b) + " of device memory, more than the " +
+             gib_text(mem.bytes) + " of one GPU (" + mem.source +
+             "): lower its train.batch_size or seq_len, or set --gpu-mem");
+      bytes.push_back(b);
+      largest = std::max(largest, b);
+      sum += b;
+    }
+    const std::string k = std::to_string(std::max(1, a.per_gpu));
+    if (mem.bytes > 0)
+      line = "GPU memory: " + gib_text(mem.bytes) + " per GPU (" + mem.source +
+             "); runs packed by their estimates (largest " + gib_text(largest) + ", all " +
+             gib_text(sum) + "), at most " + k + " per GPU";
+    else
+      line = "GPU memory: unknown (" + mem.source + "): at most " + k +
+             " runs per GPU, not checked against memory (--gpu-mem GiB sets it)";
+  }
+};
+
 }  // namespace
 
 int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
@@ -144,10 +190,10 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
   const std::string exe = executable(a.exe);
   struct Active {
     const SweepRun* run;
-    int lock_fd, slot;
+    int lock_fd, gpu;  // gpu -1 on the CPU
+    int64_t bytes;     // its estimate (GPU)
   };
   std::map<pid_t, Active> active;
-  std::vector<bool> slot_used(slots, false);
   std::vector<const SweepRun*> queue;
   for (const SweepRun& r : runs) {
     const std::string st = run_status(run_dir(a.dir, r.run_id)).status;
@@ -159,17 +205,19 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
   std::stable_sort(queue.begin(), queue.end(), [](const SweepRun* x, const SweepRun* y) {
     return x->flops != y->flops ? x->flops > y->flops : x->index < y->index;
   });
-  // Before any run starts, so --mps on fails with nothing started.
+  // Before any run starts, so a run too large for a GPU and --mps on fail with nothing started.
+  std::optional<Placement> place;
+  if (gpu) place.emplace(a, gpus, queue);
   Mps mps(a, gpu, !queue.empty());
   std::printf("sweep launch (local): %zu of %zu runs to do, %d at a time, largest first\n",
               queue.size(), runs.size(), slots);
+  if (place) std::printf("  %s\n", place->line.c_str());
   if (!mps.line().empty()) std::printf("  %s\n", mps.line().c_str());
   std::fflush(stdout);
   const ProgressMeter meter(a.dir, runs);
   // A stop reaches every running trainer from the handler itself, as SIGTERM (they checkpoint and
   // exit preempted), even while we wait for a child; the loop then starts no further run.
   SignalForwarder stops({SIGTERM, SIGINT}, SIGTERM);
-  size_t next = 0;
   int bad = 0;
   bool stopping = false;
   // Said once, before the first stopped run is reaped, so the count is the runs told to stop.
@@ -179,10 +227,22 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
     std::fprintf(stderr, "sweep launch: signal %d: stopping %zu runs (they checkpoint)\n",
                  stops.received(), active.size());
   };
-  while (next < queue.size() || !active.empty()) {
+  while (!queue.empty() || !active.empty()) {
     note_stop();
-    while (!stopping && next < queue.size() && static_cast<int>(active.size()) < slots) {
-      const SweepRun& r = *queue[next++];
+    while (!stopping && !queue.empty() && static_cast<int>(active.size()) < slots) {
+      // The CPU: the next in order. GPUs: the first queued run that fits beside the running ones.
+      size_t k = 0;
+      int g = -1;
+      if (place) {
+        const auto p = place->packer.next(place->bytes);
+        if (!p) break;  // nothing fits until a run ends
+        k = p->queue_index;
+        g = p->gpu;
+      }
+      const SweepRun& r = *queue[k];
+      const int64_t bytes = place ? place->bytes[k] : 0;
+      queue.erase(queue.begin() + static_cast<std::ptrdiff_t>(k));
+      if (place) place->bytes.erase(place->bytes.begin() + static_cast<std::ptrdiff_t>(k));
       const std::string rd = run_dir(a.dir, r.run_id);
       const int fd = try_lock(rd);
       if (fd < 0) {
@@ -195,21 +255,32 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
         continue;
       }
       std::filesystem::remove(rd + "/failed");
-      int slot = 0;
-      while (slot_used[slot]) ++slot;
       std::vector<int> others;
       for (const auto& [pid, x] : active) others.push_back(x.lock_fd);
-      const std::string dev =
-          gpu ? "cuda:" + std::to_string(slot / std::max(1, a.per_gpu)) : a.device;
+      const std::string dev = gpu ? "cuda:" + std::to_string(g) : a.device;
       const pid_t pid = start_train(exe, a.dir, r, dev, threads, others, 1, mps.env());
       stops.add(pid);
-      slot_used[slot] = true;
-      active[pid] = {&r, fd, slot};
-      std::printf("  start %s (%s %s, %s) on %s, log %s/train.log\n", r.run_id.c_str(),
-                  r.arch.c_str(), r.size.c_str(), budgets_text(r).c_str(), dev.c_str(), rd.c_str());
+      if (place) place->packer.start(g, bytes);
+      active[pid] = {&r, fd, g, bytes};
+      // Its estimate, and the estimates of every run on that GPU now over the GPU's memory.
+      std::string est;
+      if (place) {
+        est = " (" + gib_text(bytes) + " est.";
+        if (place->packer.capacity() > 0)
+          est += "; " + gib_text(place->packer.used_on(g)) + " of " +
+                 gib_text(place->packer.capacity()) + " there";
+        est += ")";
+      }
+      std::printf("  start %s (%s %s, %s) on %s%s, log %s/train.log\n", r.run_id.c_str(),
+                  r.arch.c_str(), r.size.c_str(), budgets_text(r).c_str(), dev.c_str(), est.c_str(),
+                  rd.c_str());
       std::fflush(stdout);
     }
-    if (active.empty()) break;
+    if (active.empty()) {
+      // Every queued run fits on an empty GPU (checked above), so only a stop leaves any.
+      SL_ASSERT(stopping || queue.empty());
+      break;
+    }
     const ExitStatus e = wait_child(-1);
     note_stop();
     if (e.pid < 0) continue;
@@ -218,7 +289,7 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
     stops.remove(e.pid);  // reaped: its pid may be reused
     const Active x = it->second;
     active.erase(it);
-    slot_used[x.slot] = false;
+    if (place) place->packer.finish(x.gpu, x.bytes);
     const std::string rd = run_dir(a.dir, x.run->run_id);
     record_exit(rd, e);
     if (e.code != 0) ++bad;

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "sweep/slurm.h"
+#include "train/memory.h"
 
 namespace sl::sweep {
 
@@ -59,8 +60,10 @@ Rates read_bench_rates(const std::string& path) {
 
 void print_plan(const std::vector<SweepRun>& runs, double flops_per_s, const std::string& dir,
                 const Rates& rates) {
-  std::printf("%-5s %-12s %-8s %-7s %10s %-28s %10s %8s%s\n", "index", "run_id", "arch", "size",
-              "N", "tokens", "FLOPs", "est_h", dir.empty() ? "" : "  status");
+  // gpu_GiB: the run's estimated device memory on one GPU (train/memory.h), what the local
+  // executor packs GPUs by.
+  std::printf("%-5s %-12s %-8s %-7s %10s %-28s %10s %8s %7s%s\n", "index", "run_id", "arch", "size",
+              "N", "tokens", "FLOPs", "est_h", "gpu_GiB", dir.empty() ? "" : "  status");
   double total_flops = 0, total_s = 0;
   int measured = 0;
   for (const SweepRun& r : runs) {
@@ -77,10 +80,13 @@ void print_plan(const std::vector<SweepRun>& runs, double flops_per_s, const std
     total_s += estimate_seconds(r, rate);
     std::string st;
     if (!dir.empty()) st = "  " + run_status(run_dir(dir, r.run_id)).status;
-    std::printf("%-5lld %-12s %-8s %-7s %10s %-28s %10.3g %8.3f%s\n",
+    const double gib =
+        static_cast<double>(estimate_device_bytes(r.config).total()) / (1024.0 * 1024 * 1024);
+    std::printf("%-5lld %-12s %-8s %-7s %10s %-28s %10.3g %8.3f %7.2f%s\n",
                 static_cast<long long>(r.index), r.run_id.c_str(), r.arch.c_str(), r.size.c_str(),
                 human(static_cast<double>(r.n_params_nonembedding)).c_str(),
-                budgets_text(r).c_str(), r.flops, estimate_seconds(r, rate) / 3600.0, st.c_str());
+                budgets_text(r).c_str(), r.flops, estimate_seconds(r, rate) / 3600.0, gib,
+                st.c_str());
   }
   std::printf(
       "%zu runs, %.3g FLOPs, about %.2f device-hours (%d runs at their benchmarked "

@@ -17,6 +17,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/files.h"
@@ -318,6 +319,65 @@ BOOST_AUTO_TEST_CASE(slurm_executor_against_stand_in_commands) {
   std::ofstream(f.dir / "sbatch_fails") << "";
   BOOST_TEST(sl::sweep::launch_slurm(s.name, s.runs, o) == 1);
   BOOST_TEST(lines(slurp(d + "/slurm/jobs.tsv")).size() == 2u);
+}
+
+// GPU packing in the local executor, without a GPU (`--device cuda --gpus 1`, a stand-in trainer
+// that records when it begins and ends): a run whose estimate exceeds --gpu-mem is refused in one
+// line naming it before anything starts; two runs that do not fit together run one after the
+// other, two that do run side by side. (Each tiny run's estimate is ~0.56 GiB: the CUDA context
+// and cuBLAS workspace of sweep/packing.h's accounting, train/memory.h.)
+BOOST_AUTO_TEST_CASE(gpu_runs_are_packed_by_their_memory_estimates) {
+  Fixture f;
+  const fs::path rec = f.dir / "runs.log";
+  write_script(f.dir / "stand-in-trainer",
+               "for a in \"$@\"; do case \"$a\" in */runs/*) out=$a;; esac; done\n"
+               "echo \"begin $out\" >> " +
+                   rec.string() + "\nsleep 1\necho \"end $out\" >> " + rec.string() + "\n");
+  int n = 0;
+  auto launch = [&](double gpu_mem) {
+    const std::string d = (f.dir / ("sw" + std::to_string(n++))).string();
+    const sl::sweep::Sweep s = f.prepared("patterns = [\"AA\", \"GA\"]\nbudgets = [2560]", d);
+    fs::remove(rec);
+    sl::sweep::LaunchOptions o;
+    o.dir = d;
+    o.device = "cuda";
+    o.gpus = 1;
+    o.per_gpu = 2;
+    o.mps = "off";
+    o.gpu_mem = gpu_mem;
+    o.exe = (f.dir / "stand-in-trainer").string();
+    std::string err;
+    try {
+      BOOST_TEST(sl::sweep::launch_local(s.runs, o) == 0);
+    } catch (const sl::Error& e) {
+      err = e.what();
+    }
+    std::vector<std::string> events;
+    for (const std::string& l : lines(fs::exists(rec) ? slurp(rec.string()) : ""))
+      events.push_back(l.substr(0, l.find(' ')));
+    return std::make_tuple(s, err, events);
+  };
+  {
+    const auto [s, err, events] = launch(0.25);
+    BOOST_TEST(err.find("sweep launch: run ") == 0u, err);
+    BOOST_TEST(err.find("GiB of device memory, more than the 0.25 GiB of one GPU (--gpu-mem)") !=
+                   std::string::npos,
+               err);
+    bool named = false;
+    for (const auto& r : s.runs) named |= err.find(r.run_id) != std::string::npos;
+    BOOST_TEST(named, err);
+    BOOST_TEST(events.empty());  // nothing started
+  }
+  {
+    const auto [s, err, events] = launch(1.0);  // one at a time
+    BOOST_TEST(err.empty(), err);
+    BOOST_TEST(events == (std::vector<std::string>{"begin", "end", "begin", "end"}));
+  }
+  {
+    const auto [s, err, events] = launch(4.0);  // both at once
+    BOOST_TEST(err.empty(), err);
+    BOOST_TEST(events == (std::vector<std::string>{"begin", "begin", "end", "end"}));
+  }
 }
 
 // CUDA MPS in the local executor, without a GPU: `--device cuda --gpus 1` needs no CUDA in the

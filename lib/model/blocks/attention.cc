@@ -29,6 +29,28 @@ std::unique_ptr<Block> make(const BlockEnv& env, int64_t layer, const ParamViews
   return std::make_unique<AttentionBlock>(env, layer, w, dw);
 }
 
+// The MLP part (dh, dgu, dmo) is dead before the attention part (dov, datt, dq, dk, dqkv) is
+// written, so the two overlap.
+int64_t scratch_elems(int64_t BT, int64_t d, int64_t m) { return BT * std::max(3 * m + d, 7 * d); }
+
+// Mirrors AttentionBlock::allocate, buffer by buffer.
+BlockMemory memory(const ModelSpec& s, int64_t B, int64_t T, bool split) {
+  const int64_t BT = B * T, d = s.d_model;
+  BlockMemory m;
+  m.act = BT * (3 * d + d + d + d + d);       // qkv_, q_, k_, att_, o_
+  m.stat = BT * (1 + 1 + s.n_heads + 1 + 1);  // q_rstd_, k_rstd_, lse_, o_rstd_, mo_rstd_
+  if (split) {
+    m.shared_stat["attention.y"] = BT * d;  // y_
+    m.act += 2 * BT * d;                    // xb_, yb_
+  } else {
+    m.stat += BT * d;  // y_
+  }
+  mlp_memory(s, BT, m);
+  m.scratch = scratch_elems(BT, d, s.d_mlp);
+  m.reads_input_in_backward = !split;
+  return m;
+}
+
 }  // namespace
 
 const BlockType& attention_block_type() {
@@ -38,7 +60,8 @@ const BlockType& attention_block_type() {
                               .hf_layer_type = "full_attention",
                               .param_rows = param_rows,
                               .flops_per_token = flops_per_token,
-                              .make = make};
+                              .make = make,
+                              .memory = memory};
   return t;
 }
 
@@ -81,11 +104,7 @@ void AttentionBlock::allocate(BlockEnv& env, Tensor x) {
   mlp_.allocate(env);
 }
 
-// The MLP part (dh, dgu, dmo) is dead before the attention part (dov, datt, dq, dk, dqkv) is
-// written, so the two overlap.
-int64_t AttentionBlock::scratch_size() const {
-  return env_.BT * std::max(3 * env_.D.m + env_.D.d, 7 * env_.D.d);
-}
+int64_t AttentionBlock::scratch_size() const { return scratch_elems(env_.BT, env_.D.d, env_.D.m); }
 
 //   qkv = x [Wq;Wk;Wv]^T      q = rope(rms(q0; q_norm))  k = rope(rms(k0; k_norm))  (full-d norms,
 //                             one fused op each)

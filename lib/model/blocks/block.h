@@ -116,6 +116,19 @@ class Block {
   int64_t layer_;
 };
 
+// What one block of a kind allocates and borrows for B x T tokens, said without making one: the
+// model's device-memory estimate (model.h model_memory) sums it over the layers. Each kind's
+// function sits beside its allocate(), which it mirrors; tests/train/test_device_memory.cc
+// checks the sum against what a Model really allocates.
+struct BlockMemory {
+  int64_t act = 0;   // elements of the act-dtype buffers allocate() makes (BlockEnv::act)
+  int64_t stat = 0;  // elements of its stat-dtype buffers (BlockEnv::stat)
+  // BlockEnv::shared_stat buffers, by key: allocated once per model, whatever the block count.
+  std::map<std::string, int64_t> shared_stat;
+  int64_t scratch = 0, stat_scratch = 0;  // Block::scratch_size(), Block::stat_scratch_size()
+  bool reads_input_in_backward = false;   // Block::reads_input_in_backward()
+};
+
 // Everything about a block kind that is not an instance: one constant per kind, in its file.
 struct BlockType {
   BlockKind kind;
@@ -129,6 +142,9 @@ struct BlockType {
   // A block of layer `layer`; w and dw view its parameters and gradients (resolved here, once).
   std::unique_ptr<Block> (*make)(const BlockEnv& env, int64_t layer, const ParamViews& w,
                                  const ParamViews& dw);
+  // What a block of the kind allocates for B x T tokens (split_residual: BlockEnv's, i.e. bf16
+  // activations beside fp32 statistics).
+  BlockMemory (*memory)(const ModelSpec& spec, int64_t B, int64_t T, bool split_residual);
 };
 
 // The registry: every kind's descriptor, indexed by BlockKind (model/blocks/block.cc).

@@ -38,6 +38,27 @@ std::unique_ptr<Block> make(const BlockEnv& env, int64_t layer, const ParamViews
 
 int64_t num_chunks(int64_t T) { return (T + 63) / 64; }
 
+// The MLP's [0, 3 BT m), then the mixer's gradients (see backward).
+int64_t scratch_elems(const Dims& D, int64_t BT) {
+  return BT * (D.P + D.Cc + 2 * D.H * D.dk + 3 * D.H * D.dv + D.d + 3 * D.m + D.d);
+}
+
+// Mirrors GdnBlock::allocate, buffer by buffer.
+BlockMemory memory(const ModelSpec& s, int64_t B, int64_t T, bool /*split*/) {
+  const Dims D = dims_of(s);
+  const int64_t BT = B * T, H = D.H;
+  BlockMemory m;
+  // u_, proj_, conv_, gq_, gk_, gv_, go_, on_, n_
+  m.act = BT * (D.d + D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d);
+  // u_rstd_, q_rn_, k_rn_, beta_, g_, go_rstd_, n_rstd_, y_; states_
+  m.stat = BT * (1 + 4 * H + H + 1 + D.d) + B * H * num_chunks(T) * D.dk * D.dv;
+  mlp_memory(s, BT, m);
+  m.scratch = scratch_elems(D, BT);
+  m.stat_scratch = 2 * BT * H;  // dbeta, dg
+  m.reads_input_in_backward = true;
+  return m;
+}
+
 }  // namespace
 
 const BlockType& gdn_block_type() {
@@ -47,7 +68,8 @@ const BlockType& gdn_block_type() {
                               .hf_layer_type = "linear_attention",
                               .param_rows = param_rows,
                               .flops_per_token = flops_per_token,
-                              .make = make};
+                              .make = make,
+                              .memory = memory};
   return t;
 }
 
@@ -88,11 +110,7 @@ void GdnBlock::allocate(BlockEnv& env, Tensor /*x*/) {
   mlp_.allocate(env);
 }
 
-// The MLP's [0, 3 BT m), then the mixer's gradients (see backward).
-int64_t GdnBlock::scratch_size() const {
-  const Dims& D = env_.D;
-  return env_.BT * (D.P + D.Cc + 2 * D.H * D.dk + 3 * D.H * D.dv + D.d + 3 * D.m + D.d);
-}
+int64_t GdnBlock::scratch_size() const { return scratch_elems(env_.D, env_.BT); }
 
 //   u = rms(x; input_layernorm);  proj = u [Wq;Wk;Wv;Wb;Wa;Wg]^T = q0|k0|v0|b|a|gate
 //   [q1|k1|v1] = silu(causal_conv(q0|k0|v0));  q = l2n(q1)/sqrt(k_h), k = l2n(k1), v = v1

@@ -20,6 +20,9 @@ void Mlp::allocate(BlockEnv& env) {
   h_ = env.act(env.BT * env.D.m);
   mo = env.act(env.BT * env.D.d);
 }
+void mlp_memory(const ModelSpec& s, int64_t BT, BlockMemory& m) {
+  m.act += BT * (2 * s.d_mlp + s.d_mlp + s.d_model);  // gu_, h_, mo (allocate above)
+}
 
 void Mlp::forward(Tensor in, Tensor out) {
   Backend& be = env_.be;

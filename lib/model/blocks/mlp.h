@@ -7,6 +7,8 @@ namespace sl {
 
 // Appends mlp.gate_proj, mlp.up_proj, mlp.down_proj to a block's rows.
 void mlp_param_rows(const ModelSpec& spec, ParamRows& rows);
+// Adds what Mlp::allocate makes for BT tokens to a block's memory (BlockType::memory).
+void mlp_memory(const ModelSpec& spec, int64_t BT, BlockMemory& m);
 
 class Mlp {
  public:

@@ -1,0 +1,91 @@
+#include "train/memory.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "model/model.h"
+
+namespace sl {
+
+namespace {
+
+constexpr int64_t kF32 = 4, kBf16 = 2;
+// cuBLASLt/cuBLAS share one 32 MiB workspace (backend/cuda/matmul.cu, GemmPlans).
+constexpr int64_t kCublasWorkspace = int64_t{32} << 20;
+// The reduce workspace (colsum and RMSNorm dw partials: under 4 MiB at the ladder sizes), the
+// RoPE cos/sin tables and the cached GEMM plans: a fixed allowance.
+constexpr int64_t kSmallWorkspaces = int64_t{16} << 20;
+// Dynamic shared memory per block after opt-in on Hopper (H100/H200: 227 KB), which decides the
+// GDN backward's value tile below.
+constexpr int64_t kSmemOptin = 232448;
+
+// What one block's backward asks of the per-op workspace (cuda::Scratch `work`), in bytes, in
+// the order it asks.
+//
+// Attention (backend/cuda/attention_flash.cu flash_attention_backward): D [B H T] fp32 (rounded
+// up to 256 bytes), then the dS tiles [B H][ntri][64][64] bf16, ntri = nqb (nqb + 1) / 2 query x
+// key tiles of the causal half, nqb = ceil(T / 64). Head dims the flash kernels do not take
+// (not a multiple of 8, or above 128) run the exact kernels, which need D only (attention.cu).
+std::vector<int64_t> attention_requests(const ModelSpec& s, int64_t B, int64_t T) {
+  const int64_t H = s.n_heads, hd = s.head_dim();
+  const int64_t d_bytes = B * H * T * kF32;
+  if (hd < 8 || hd > 128 || hd % 8 != 0) return {d_bytes};
+  const int64_t nqb = (T + 63) / 64, ntri = nqb * (nqb + 1) / 2;
+  return {(d_bytes + 255) / 256 * 256 + B * H * ntri * 64 * 64 * kBf16};
+}
+
+// Gated DeltaNet (backend/cuda/gated_deltanet.cu): gdn_backward's per-value-tile partials of dq,
+// dk, dbeta and dg, ntiles (2 B T H k_h + 2 B T H) fp32 with ntiles = ceil(v_h / VT); VT = 32
+// where the backward kernel's shared memory (Layout<32>, kBwd) fits the opt-in, else 16. Then
+// conv1d_silu_backward's dw partials [B ceil(T / 32), Cc K] fp32 (conv1d.cu).
+std::vector<int64_t> gdn_requests(const ModelSpec& s, int64_t B, int64_t T) {
+  const int64_t H = s.n_heads, dk = s.gdn_key_dim, dv = s.gdn_value_dim;
+  const int64_t dkp = (dk + 15) / 16 * 16;
+  // Layout<32>::bytes(DKp, 3, 4, 6, 2, 6) with chunk 64, [C, C] stride 68, tile stride 36.
+  const int64_t smem32 =
+      kF32 * (3 * 64 * (dkp + 4) + 4 * 64 * 68 + 6 * 64 * 36 + 2 * dkp * 36 + 6 * 64 + 32);
+  const int64_t vt = smem32 <= kSmemOptin ? 32 : 16;
+  const int64_t ntiles = (dv + vt - 1) / vt, n_gate = B * T * H, n_qk = n_gate * dk;
+  const int64_t channels = 2 * H * dk + H * dv;
+  return {ntiles * (2 * n_qk + 2 * n_gate) * kF32,
+          B * ((T + 31) / 32) * channels * s.conv_kernel * kF32};
+}
+
+// The workspace's final size. It grows when an op asks for more than it holds, to the larger of
+// the request and 1.5 times its size (cuda::Scratch::get, backend/cuda/common.cuh), and is frozen
+// once the step is captured as a graph; the requests come in the backward, last layer first, the
+// same in every step.
+int64_t workspace_bytes(const ModelSpec& s, int64_t B, int64_t T) {
+  int64_t cap = 0;
+  for (int64_t l = s.n_layers() - 1; l >= 0; --l) {
+    const bool attention = s.kind(l) == BlockKind::attention;
+    for (int64_t r : attention ? attention_requests(s, B, T) : gdn_requests(s, B, T))
+      if (r > cap) cap = std::max(r, cap + cap / 2);
+  }
+  return cap;
+}
+
+}  // namespace
+
+DeviceMemory estimate_device_bytes(const TrainConfig& cfg) {
+  ModelSpec spec = cfg.model;
+  spec.finalize();
+  const int64_t B = cfg.batch_size, T = cfg.seq_len;
+  // The CUDA backend: bf16 activations, fp32 master parameters, gradients and moments.
+  const ModelMemory mm = model_memory(spec, B, T, DType::bf16, DType::f32);
+  const auto table = build_param_table(spec);
+  const int64_t n = count_params(table, true);
+  DeviceMemory m;
+  m.model = mm.total();
+  // AdamW (train/optimizer.cc): m, v and 3 int32 per parameter tensor.
+  m.optimizer = 2 * n * kF32 + 3 * static_cast<int64_t>(table.size()) * 4;
+  // The trainer's StateSnapshot (train/trainer.cc), made when a WSD run has branches: parameters
+  // and both moments, fp32.
+  m.snapshot = cfg.budgets.size() > 1 ? 3 * n * kF32 : 0;
+  m.workspace = workspace_bytes(spec, B, T);
+  m.library = kCublasWorkspace + kSmallWorkspaces;
+  m.process = kProcessOverheadBytes;
+  return m;
+}
+
+}  // namespace sl
