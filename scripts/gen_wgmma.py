@@ -66,11 +66,11 @@ def gen(n, kind):
         ins = '"l"(a), "l"(b), "r"(scale_d)'
         body = (f"setp.ne.b32 p, %{nreg + 2}, 0;\\n"
                 f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 {{{d}}}, %{nreg}, "
-                f"%{nreg + 1}, p, 1, 1, 0, TB;\\n")
-        doc = (f"// d (+)= A B, A [64 x 16] K-major by descriptor a, B [16 x {n}] by descriptor b "
-               "(TB = 0: K-major, 1: N-major); scale_d = 0 overwrites d.")
-        tmpl = "template <int TB>\n"
-        tb = '"n"(TB)'
+                f"%{nreg + 1}, p, 1, 1, TA, TB;\\n")
+        doc = (f"// d (+)= A B, A [64 x 16] by descriptor a (TA = 0: K-major, 1: M-major), B [16 x {n}] "
+               "by descriptor b (TB = 0: K-major, 1: N-major); scale_d = 0 overwrites d.")
+        tmpl = "template <int TA, int TB>\n"
+        tb = '"n"(TA), "n"(TB)'
     else:
         sig = f"float (&d)[{n // 8}][4], const unsigned (&a)[4], uint64_t b"
         ins = '"r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)'
@@ -79,8 +79,10 @@ def gen(n, kind):
         doc = (f"// d += A B, A [64 x 16] from registers, B [16 x {n}] by descriptor b (TB as above).")
         tmpl = "template <int TB>\n"
         tb = '"n"(TB)'
-    tbidx = nreg + (3 if kind == "ss" else 5)
-    body = body.replace("TB", f"%{tbidx}")
+    if kind == "ss":
+        body = body.replace("TA", f"%{nreg + 3}").replace("TB", f"%{nreg + 4}")
+    else:
+        body = body.replace("TB", f"%{nreg + 5}")
     pre = "{\\n.reg .pred p;\\n" if kind == "ss" else "{\\n"
     return (f"{doc}\n{tmpl}__device__ inline void wgmma_{kind}_n{n}({sig}) {{\n"
             f'  asm volatile(\n      "{pre}{body}}}\\n"\n      : {outs}\n'

@@ -569,6 +569,7 @@ void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, cons
     SL_CUDA_LAUNCHED();
   }
   if (!dq) return;
+  if (use_wgmma() && wgmma_attention_dq(ctx, dq, dS, k, BH / A.H, A.T, A.H, A.hd, A.acc)) return;
   // Three stages of one key tile each (two and four stages, or two tiles a stage, measured the
   // same or slower).
   constexpr int NST = 3, KT = 1;

@@ -67,5 +67,9 @@ bool wgmma_attention_dkv(Ctx& ctx, DPtr dk, DPtr dv, bf16* dS, const bf16* q, co
                          const bf16* v, const bf16* dout, const float* lse, const float* D,
                          int64_t B, int64_t T, int64_t H, int64_t hd, int64_t ldv, bool accumulate,
                          int variant);
+// attention_wgmma.cu: dq (= or +=) scale sum_j dS_ij K_j from those tiles (k of row stride H hd),
+// on the warpgroup MMA; false on a device other than compute capability 9.0.
+bool wgmma_attention_dq(Ctx& ctx, DPtr dq, const bf16* dS, const bf16* k, int64_t B, int64_t T,
+                        int64_t H, int64_t hd, bool accumulate);
 
 }  // namespace sl::cuda

@@ -32,12 +32,12 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int N, int TB>
+template <int N, int TA, int TB>
 __device__ inline void mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int scale_d) {
   if constexpr (N == 64)
-    wgmma_ss_n64<TB>(d, a, b, scale_d);
+    wgmma_ss_n64<TA, TB>(d, a, b, scale_d);
   else
-    wgmma_ss_n128<TB>(d, a, b, scale_d);
+    wgmma_ss_n128<TA, TB>(d, a, b, scale_d);
 }
 template <int N, int TB>
 __device__ inline void mma_rs(float (&d)[N / 8][4], const unsigned (&a)[4], uint64_t b) {
@@ -130,8 +130,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB)
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
       const uint32_t coff = (kk & 3) * 32;  // k-step kk: panel kk / 4, bytes 32 (kk % 4) of a row
-      mma_ss<BN, 0>(s, make_desc(qa + (kk >> 2) * (BM * 128) + coff, 16, 1024),
-                    make_desc(kb + (kk >> 2) * (BN * 128) + coff, 16, 1024), kk > 0);
+      mma_ss<BN, 0, 0>(s, make_desc(qa + (kk >> 2) * (BM * 128) + coff, 16, 1024),
+                       make_desc(kb + (kk >> 2) * (BN * 128) + coff, 16, 1024), kk > 0);
     }
     wgmma_commit();
   };
@@ -336,8 +336,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB)
     for (int kk = 0; kk < HD / 16; ++kk) {
       const int off = (kk & 3) * 32;  // k-step kk: bytes 32 (kk % 4) of a row
       const int pk = ((kk >> 2) * (BK * 128) + off) >> 4, pq = ((kk >> 2) * (64 * 128) + off) >> 4;
-      mma_ss<64, 0>(sT, dka0 + pk, dqk0 + st16 + pq, kk > 0);
-      mma_ss<64, 0>(dpT, dva0 + pk, dok0 + st16 + pq, kk > 0);
+      mma_ss<64, 0, 0>(sT, dka0 + pk, dqk0 + st16 + pq, kk > 0);
+      mma_ss<64, 0, 0>(dpT, dva0 + pk, dok0 + st16 + pq, kk > 0);
     }
     wgmma_commit();
   };
@@ -433,6 +433,65 @@ __global__ void __launch_bounds__(NWG * 128, MINB)
   }
 #else
   __trap();  // launched only on compute capability 9.0 (wgmma_attention_dkv checks)
+#endif
+}
+
+// dQ = scale sum_{j <= i} dS_ij K_j over the dK/dV kernel's dS^T tiles. Grid (nqb, B*H), query
+// tiles in reverse (longest first); one warpgroup owns the 64 queries of tile i. Each key tile's
+// dS^T [key][query] is the A operand read M-major (queries contiguous) and K_j [key][hd] the B
+// operand read N-major, both through the swizzled layout, three stages of cp.async in flight: the
+// kernel moves 8 KB of dS and 8-16 KB of K per 64 x 64 x hd product, so it lives on memory-level
+// parallelism.
+template <int HD>
+__global__ void __launch_bounds__(128)
+    wgmma_bwd_dq_kernel(DPtr dq, const bf16* dS, const bf16* k, WgDims A, int nqb, float scale,
+                        bool acc) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int NST = 3, NO = HD / 8, PB = 64 * 64 * 2, KB = 64 * HD * 2, SB = PB + KB;
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+  const int i = static_cast<int>(gridDim.x - 1 - blockIdx.x), bh = blockIdx.y;
+  const int b = bh / A.H, h = bh % A.H;
+  const int wl = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
+  const int64_t tok0 = int64_t{b} * A.T;
+  const bf16* kh = k + tok0 * A.ld + h * A.hd;
+  const int64_t ntri = int64_t{nqb} * (nqb + 1) / 2;
+  const bf16* row_tiles = dS + (int64_t{bh} * ntri + int64_t{i} * (i + 1) / 2) * 64 * 64;
+  // Key tile j's loads into stage j % NST (an empty group past the last keeps the wait uniform).
+  auto load = [&](int j) {
+    if (j <= i) {
+      unsigned char* st = smem + (j % NST) * SB;
+      load_swizzled<64, 64, 128>(st, row_tiles + int64_t{j} * 64 * 64, 64, 64, 64, dS);
+      load_swizzled<64, HD, 128>(st + PB, kh + int64_t{j} * 64 * A.ld, A.ld, A.T - j * 64, A.hd, k);
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int j = 0; j < NST - 1; ++j) load(j);
+  float o[NO][4] = {};
+  for (int j = 0; j <= i; ++j) {
+    load(j + NST - 1);  // into the stage that iteration j - 1 consumed (its MMAs are done)
+    cp_async_wait<NST - 1>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    const uint32_t st = smem_u32(smem + (j % NST) * SB);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)  // 16 keys a step: 2 8-row groups of both tiles
+      mma_ss<HD, 1, 1>(o, make_desc(st + kk * 2048, 64 * 128, 1024),
+                       make_desc(st + PB + kk * 2048, 64 * 128, 1024), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_fence_operands(o);
+    __syncthreads();  // every warp's MMAs read this stage before iteration j + 1 refills it
+  }
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int t = i * 64 + 16 * wl + g + 8 * hf;
+    if (t < A.T) store_row_pairs(dq, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, o, hf, scale, acc);
+  }
+#else
+  __trap();  // launched only on compute capability 9.0 (wgmma_attention_dq checks)
 #endif
 }
 
@@ -550,6 +609,28 @@ bool wgmma_attention_dkv(Ctx& ctx, DPtr dk, DPtr dv, bf16* dS, const bf16* q, co
         run(wgmma_bwd_dkv_kernel<128, 2, 1>, 2);
     }
   }
+  return true;
+}
+
+bool wgmma_attention_dq(Ctx& ctx, DPtr dq, const bf16* dS, const bf16* k, int64_t B, int64_t T,
+                        int64_t H, int64_t hd, bool accumulate) {
+  if (!is_sm90()) return false;
+  const float scale = 1.f / sqrtf(static_cast<float>(hd));
+  const WgDims A{static_cast<int>(T), static_cast<int>(H), static_cast<int>(hd), H * hd, H * hd,
+                 scale * kLog2e};
+  const int nqb = static_cast<int>((T + 63) / 64);
+  auto run = [&](auto kern, int HD) {
+    const size_t smem = 1024 + 3 * (64 * 64 * 2 + 64 * static_cast<size_t>(HD) * 2);
+    if (smem > ctx.smem_optin) fail("cuda attention (wgmma dq): shared memory beyond the device");
+    smem_opt_in(kern, smem);
+    const dim3 grid(static_cast<unsigned>(nqb), static_cast<unsigned>(B * H));
+    kern<<<grid, 128, smem, ctx.stream>>>(dq, dS, k, A, nqb, scale, accumulate);
+    SL_CUDA_LAUNCHED();
+  };
+  if (hd <= 64)
+    run(wgmma_bwd_dq_kernel<64>, 64);
+  else
+    run(wgmma_bwd_dq_kernel<128>, 128);
   return true;
 }
 

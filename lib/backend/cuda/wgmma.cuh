@@ -42,28 +42,28 @@ __device__ inline uint64_t make_desc(uint32_t smem_addr, uint32_t lbo, uint32_t 
   return (uint64_t{(smem_addr & 0x3FFFFu) >> 4}) | (uint64_t{(lbo >> 4) & 0x3FFFu} << 16) |
          (uint64_t{(sbo >> 4) & 0x3FFFu} << 32) | (uint64_t{1} << 62);
 }
-// d (+)= A B, A [64 x 16] K-major by descriptor a, B [16 x 64] by descriptor b (TB = 0: K-major, 1:
-// N-major); scale_d = 0 overwrites d.
-template <int TB>
+// d (+)= A B, A [64 x 16] by descriptor a (TA = 0: K-major, 1: M-major), B [16 x 64] by descriptor
+// b (TB = 0: K-major, 1: N-major); scale_d = 0 overwrites d.
+template <int TA, int TB>
 __device__ inline void wgmma_ss_n64(float (&d)[8][4], uint64_t a, uint64_t b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, "
       "0;\nwgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, "
       "%8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, "
-      "%26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, %35;\n}\n"
+      "%26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
         "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
         "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
         "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
         "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
         "+f"(d[7][2]), "+f"(d[7][3])
-      : "l"(a), "l"(b), "r"(scale_d), "n"(TB)
+      : "l"(a), "l"(b), "r"(scale_d), "n"(TA), "n"(TB)
       : "memory");
 }
 
-// d (+)= A B, A [64 x 16] K-major by descriptor a, B [16 x 128] by descriptor b (TB = 0: K-major,
-// 1: N-major); scale_d = 0 overwrites d.
-template <int TB>
+// d (+)= A B, A [64 x 16] by descriptor a (TA = 0: K-major, 1: M-major), B [16 x 128] by descriptor
+// b (TB = 0: K-major, 1: N-major); scale_d = 0 overwrites d.
+template <int TA, int TB>
 __device__ inline void wgmma_ss_n128(float (&d)[16][4], uint64_t a, uint64_t b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, "
@@ -71,7 +71,7 @@ __device__ inline void wgmma_ss_n128(float (&d)[16][4], uint64_t a, uint64_t b, 
       "%8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, "
       "%26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "
       "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
-      "%62, %63}, %64, %65, p, 1, 1, 0, %67;\n}\n"
+      "%62, %63}, %64, %65, p, 1, 1, %67, %68;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
         "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
         "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
@@ -84,7 +84,7 @@ __device__ inline void wgmma_ss_n128(float (&d)[16][4], uint64_t a, uint64_t b, 
         "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]),
         "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]),
         "+f"(d[15][2]), "+f"(d[15][3])
-      : "l"(a), "l"(b), "r"(scale_d), "n"(TB)
+      : "l"(a), "l"(b), "r"(scale_d), "n"(TA), "n"(TB)
       : "memory");
 }
 
