@@ -34,10 +34,15 @@ std::vector<int64_t> attention_requests(const ModelSpec& s, int64_t B, int64_t T
   return {(d_bytes + 255) / 256 * 256 + B * H * ntri * 64 * 64 * kBf16};
 }
 
-// Gated DeltaNet (backend/cuda/gated_deltanet.cu): gdn_backward's per-value-tile partials of dq,
-// dk, dbeta and dg, ntiles (2 B T H k_h + 2 B T H) fp32 with ntiles = ceil(v_h / VT); VT = 32
-// where the backward kernel's shared memory (Layout<32>, kBwd) fits the opt-in, else 16. Then
+// Gated DeltaNet (backend/cuda/gated_deltanet.cu): the prep kernel's chunk matrices, np = B H
+// ceil(T / 64) 64 x 64 fp32 each: A and Tinv in gdn_forward (2 np, the forward's only request),
+// A, KKE and Tinv in gdn_backward followed by its per-value-tile partials of dq, dk, dbeta and
+// dg, ntiles (2 B T H k_h + 2 B T H) fp32 with ntiles = ceil(v_h / VT); VT = 32 where the
+// backward kernel's shared memory (Layout<32>, kBwd) fits the opt-in, else 16. Then
 // conv1d_silu_backward's dw partials [B ceil(T / 32), Cc K] fp32 (conv1d.cu).
+int64_t gdn_prep_bytes(const ModelSpec& s, int64_t B, int64_t T) {
+  return B * s.n_heads * ((T + 63) / 64) * 64 * 64 * kF32;
+}
 std::vector<int64_t> gdn_requests(const ModelSpec& s, int64_t B, int64_t T) {
   const int64_t H = s.n_heads, dk = s.gdn_key_dim, dv = s.gdn_value_dim;
   const int64_t dkp = (dk + 15) / 16 * 16;
@@ -47,16 +52,20 @@ std::vector<int64_t> gdn_requests(const ModelSpec& s, int64_t B, int64_t T) {
   const int64_t vt = smem32 <= kSmemOptin ? 32 : 16;
   const int64_t ntiles = (dv + vt - 1) / vt, n_gate = B * T * H, n_qk = n_gate * dk;
   const int64_t channels = 2 * H * dk + H * dv;
-  return {ntiles * (2 * n_qk + 2 * n_gate) * kF32,
+  return {3 * gdn_prep_bytes(s, B, T) + ntiles * (2 * n_qk + 2 * n_gate) * kF32,
           B * ((T + 31) / 32) * channels * s.conv_kernel * kF32};
 }
 
 // The workspace's final size. It grows when an op asks for more than it holds, to the larger of
 // the request and 1.5 times its size (cuda::Scratch::get, backend/cuda/common.cuh), and is frozen
-// once the step is captured as a graph; the requests come in the backward, last layer first, the
-// same in every step.
+// once the step is captured as a graph; the requests come in the forward (GDN layers, first
+// layer first) and then the backward, last layer first, the same in every step.
 int64_t workspace_bytes(const ModelSpec& s, int64_t B, int64_t T) {
   int64_t cap = 0;
+  for (int64_t l = 0; l < s.n_layers(); ++l) {
+    const int64_t r = 2 * gdn_prep_bytes(s, B, T);
+    if (s.kind(l) == BlockKind::gdn && r > cap) cap = std::max(r, cap + cap / 2);
+  }
   for (int64_t l = s.n_layers() - 1; l >= 0; --l) {
     const bool attention = s.kind(l) == BlockKind::attention;
     for (int64_t r : attention ? attention_requests(s, B, T) : gdn_requests(s, B, T))

@@ -18,9 +18,11 @@
 //
 // Parallelism: the value columns of S evolve independently (delta_t[j] only involves S[:, j]), so a
 // block owns one (b, h) and a tile of VT value columns, and walks the chunks in order (backward:
-// in reverse). The [C, C] matrices (A, KKE, Tinv) are recomputed per tile. Everything a chunk
-// needs lives in shared memory, zero-padded to the tile grid (rows to 64, dk to a multiple of 16,
-// value columns to VT), so padded tails (T not a multiple of 64, dv not a multiple of VT) feed
+// in reverse). The [C, C] matrices (A, KKE, Tinv) depend on no state: gdn_prep_kernel computes
+// them for every chunk at once, in parallel, before each sequential kernel, which loads them
+// (once per chunk and head instead of once per value tile, and off the serial path). Everything a
+// chunk needs lives in shared memory, zero-padded to the tile grid (rows to 64, dk to a multiple of
+// 16, value columns to VT), so padded tails (T not a multiple of 64, dv not a multiple of VT) feed
 // zeros into every product and are never written out. Backward: dv is per column and written
 // directly (+=); dq, dk, dbeta and dg are sums over the column tiles, so each tile writes its share
 // to an fp32 workspace [ntiles, ...] and a second kernel adds the tiles in order: no atomics,
@@ -152,26 +154,79 @@ struct Layout {
                                                vt * kC * ldv + st * DKp * ldv + vecs * kC + 32);
   }
 };
-constexpr int kFwd[5] = {2, 3, 3, 1, 4};  // big, cc, vt, st, vecs
+constexpr int kFwd[5] = {2, 2, 3, 1, 4};  // big, cc, vt, st, vecs
 constexpr int kBwd[5] = {3, 4, 6, 2, 6};
 
-// Grid (B*H, ceil(dv / VT)), kThreads threads. See Layout / kFwd for the shared memory.
-// Two blocks per SM fit its shared memory (d_k = 48: 115 KB each): registers are capped to match.
-template <int VT>
-__global__ void __launch_bounds__(kThreads, 2)
-    gdn_forward_kernel(DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
-                       GdnDims D) {
+// The chunk-local [C, C] matrices, once per (b, h, chunk) and all chunks in parallel (the value
+// tiles of the sequential kernels below would otherwise each recompute them, on their serial
+// path): A = (Q K^T) . E (s <= t), KKE = (K K^T) . E (s < t) and Tinv = (I + diag(beta) KKE)^{-1},
+// each [kC][kC] fp32 at element offset prep_offset(b, h, c) of its array; KKE only when kke is
+// non-null (the backward's). The same products in the same order as before, so bit for bit the
+// values the sequential kernels computed themselves.
+__device__ inline int64_t prep_offset(const GdnDims& D, int b, int h, int c) {
+  return ((int64_t{b} * D.H + h) * D.NC + c) * kC * kC;
+}
+constexpr int kPrepCc = 3;  // [kC][kLdc] buffers: A, KKE, Tinv (+ 3 x 256 floats of scratch)
+
+// Grid (B*H*NC), kThreads threads.
+__global__ void __launch_bounds__(kThreads)
+    gdn_prep_kernel(float* A_out, float* kke_out, float* T_out, DPtr q, DPtr k, DPtr beta, DPtr g,
+                    GdnDims D) {
   extern __shared__ __align__(128) float sm[];
-  constexpr int ldv = Layout<VT>::ldv;
   const int ldk = D.DKp + 4;
   float* Qs = sm;
   float* Ks = Qs + kC * ldk;
   float* As = Ks + kC * ldk;
   float* KKE = As + kC * kLdc;
   float* Ts = KKE + kC * kLdc;
+  float* P = Ts + kC * kLdc;  // 3 x 256 floats
+  float* gam = P + 3 * 256;
+  float* Gam = gam + kC;
+  float* ev = Gam + kC;
+  float* bet = ev + kC;
+  const int c = blockIdx.x % D.NC, bh = blockIdx.x / D.NC, b = bh / D.H, h = bh % D.H;
+  const int t0 = c * kC, Cn = min(kC, D.T - t0);
+  load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
+  load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
+  mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));   // Q K^T
+  mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xk, D.xk));  // K K^T
+  __syncthreads();
+  mask_decay(As, KKE, gam);
+  unit_lower_inverse(Ts, KKE, bet, P);
+  const int64_t o = prep_offset(D, b, h, c);
+  for (int i = threadIdx.x; i < kC * kC; i += blockDim.x) {
+    const int t = i / kC, s2 = i % kC;
+    A_out[o + i] = As[t * kLdc + s2];
+    T_out[o + i] = Ts[t * kLdc + s2];
+    if (kke_out) kke_out[o + i] = KKE[t * kLdc + s2];
+  }
+}
+
+// dst [kC][kLdc] <- one chunk's [kC][kC] matrix of a prep array (16-byte loads).
+__device__ inline void load_cc(float* dst, const float* src) {
+  for (int i = threadIdx.x; i < kC * kC / 4; i += blockDim.x) {
+    const float4 v = reinterpret_cast<const float4*>(src)[i];
+    const int t = (4 * i) / kC, s = (4 * i) % kC;
+    *reinterpret_cast<float4*>(dst + t * kLdc + s) = v;
+  }
+}
+
+// Grid (B*H, ceil(dv / VT)), kThreads threads. See Layout / kFwd for the shared memory.
+// Two blocks per SM fit its shared memory (d_k = 64: 108 KB each): registers are capped to match.
+template <int VT>
+__global__ void __launch_bounds__(kThreads, 2)
+    gdn_forward_kernel(DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
+                       const float* A_in, const float* T_in, GdnDims D) {
+  extern __shared__ __align__(128) float sm[];
+  constexpr int ldv = Layout<VT>::ldv;
+  const int ldk = D.DKp + 4;
+  float* Qs = sm;
+  float* Ks = Qs + kC * ldk;
+  float* As = Ks + kC * ldk;
+  float* Ts = As + kC * kLdc;
   float* Xs = Ts + kC * kLdc;  // K S0, then X = diag(beta) Ub, then diag(e) Delta
   float* Ds = Xs + kC * ldv;   // V, then Delta
-  float* Os = Ds + kC * ldv;   // scratch of the inverse, then the output
+  float* Os = Ds + kC * ldv;   // Q S0, then the output
   float* Ss = Os + kC * ldv;   // the state tile [DKp][ldv]
   float* gam = Ss + D.DKp * ldv;
   float* Gam = gam + kC;
@@ -191,16 +246,15 @@ __global__ void __launch_bounds__(kThreads, 2)
     load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
     load_vtile<VT>(Ds, ldv, v, D, b, h, t0, Cn, j0, nv);
     load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
-    mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));   // Q K^T
-    mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xk, D.xk));  // K K^T
+    load_cc(As, A_in + prep_offset(D, b, h, c));
+    load_cc(Ts, T_in + prep_offset(D, b, h, c));
     mm<false, false>(Xs, ldv, Ks, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
     __syncthreads();
-    mask_decay(As, KKE, gam);
     for (int i = tid; i < kC * VT; i += nth) {  // X = diag(beta) (V - diag(Gam) K S0)
       const int t = i / VT, j = i % VT;
       Xs[t * ldv + j] = bet[t] * (Ds[t * ldv + j] - Gam[t] * Xs[t * ldv + j]);
     }
-    unit_lower_inverse(Ts, KKE, bet, Os);
+    __syncthreads();
     mm<false, false>(Ds, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
     mm<false, false>(Os, ldv, Qs, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xq, false));  // Q S0
     __syncthreads();
@@ -231,7 +285,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 template <int VT>
 __global__ void __launch_bounds__(kThreads)
     gdn_backward_kernel(float* dq_p, float* dk_p, float* dbeta_p, float* dg_p, DPtr dv_, DPtr dout,
-                        DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g, GdnDims D) {
+                        DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g, const float* A_in,
+                        const float* kke_in, const float* T_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   constexpr int ldv = Layout<VT>::ldv;
   const int ldk = D.DKp + 4;
@@ -282,19 +337,19 @@ __global__ void __launch_bounds__(kThreads)
     for (int t = tid; t < kC; t += nth) dgam[t] = dbet[t] = 0.f;
     load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
     const float GamL = Gam[Cn - 1];
-    // Recompute A, KKE, Tinv, Ub and Delta.
-    mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));
-    mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xk, D.xk));
+    // A, KKE, Tinv from the prep kernel; recompute Ub and Delta.
+    load_cc(As, A_in + prep_offset(D, b, h, c));
+    load_cc(KKE, kke_in + prep_offset(D, b, h, c));
+    load_cc(Ts, T_in + prep_offset(D, b, h, c));
     mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false, ex(D.xk, false));
     __syncthreads();
-    mask_decay(As, KKE, gam);
     for (int i = tid; i < kC * VT; i += nth) {
       const int t = i / VT, j = i % VT;
       const float u = Ub[t * ldv + j] - Gam[t] * KS[t * ldv + j];
       Ub[t * ldv + j] = u;
       Tmp[t * ldv + j] = bet[t] * u;
     }
-    unit_lower_inverse(Ts, KKE, bet, Ws);
+    __syncthreads();
     mm<false, false>(Dl, ldv, Ts, kLdc, Tmp, ldv, kC, VT, kC, false);  // Delta = Tinv X
 
     // (1) Through O and S_next.
@@ -479,14 +534,36 @@ int pick_vt(const Ctx& ctx, const GdnDims& D, const int (&n)[5]) {
        " bytes of shared memory per block, the device allows " + std::to_string(ctx.smem_optin));
 }
 
+// Floats of one prep array: [B, H, NC][kC][kC].
+size_t prep_floats(const GdnDims& D) { return size_t{1} * D.B * D.H * D.NC * kC * kC; }
+
+// The prep kernel into A_out, kke_out (null: not written), T_out.
+void prep(Ctx& ctx, const GdnDims& D, float* A_out, float* kke_out, float* T_out, DPtr q, DPtr k,
+          DPtr beta, DPtr g) {
+  const size_t smem =
+      sizeof(float) * (size_t{2} * kC * (D.DKp + 4) + kPrepCc * kC * kLdc + 3 * 256 + 4 * kC);
+  if (smem > ctx.smem_optin)
+    fail("cuda gdn: key dim " + std::to_string(D.DK) + " needs " + std::to_string(smem) +
+         " bytes of shared memory per block, the device allows " + std::to_string(ctx.smem_optin));
+  smem_opt_in(gdn_prep_kernel, smem);
+  gdn_prep_kernel<<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
+      A_out, kke_out, T_out, q, k, beta, g, D);
+  SL_CUDA_LAUNCHED();
+}
+
 template <int VT>
 void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v,
                 DPtr beta, DPtr g) {
+  const size_t np = prep_floats(D);
+  float* A = ctx.work->get_as<float>(2 * np);
+  float* Tinv = A + np;
+  prep(ctx, D, A, nullptr, Tinv, q, k, beta, g);
   const auto& n = kFwd;
   const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
   smem_opt_in(gdn_forward_kernel<VT>, smem);
   const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
-  gdn_forward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(out, states, q, k, v, beta, g, D);
+  gdn_forward_kernel<VT>
+      <<<grid, kThreads, smem, ctx.stream>>>(out, states, q, k, v, beta, g, A, Tinv, D);
   SL_CUDA_LAUNCHED();
 }
 
@@ -495,7 +572,14 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr d
                  DPtr dout, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g) {
   const int ntiles = (D.DV + VT - 1) / VT;
   const int64_t n_gate = int64_t{D.B} * D.T * D.H, n_qk = n_gate * D.DK;
-  float* part = ctx.work->get_as<float>(static_cast<size_t>(ntiles * (2 * n_qk + 2 * n_gate)));
+  // Workspace: the prep arrays A, KKE, Tinv, then the per-tile partials.
+  const size_t np = prep_floats(D);
+  float* A =
+      ctx.work->get_as<float>(3 * np + static_cast<size_t>(ntiles * (2 * n_qk + 2 * n_gate)));
+  float* kke = A + np;
+  float* Tinv = kke + np;
+  prep(ctx, D, A, kke, Tinv, q, k, beta, g);
+  float* part = Tinv + np;
   float* dq_p = part;
   float* dk_p = dq_p + ntiles * n_qk;
   float* dbeta_p = dk_p + ntiles * n_qk;
@@ -504,8 +588,8 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr d
   const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
   smem_opt_in(gdn_backward_kernel<VT>, smem);
   const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>(ntiles));
-  gdn_backward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(dq_p, dk_p, dbeta_p, dg_p, dv_,
-                                                                dout, states, q, k, v, beta, g, D);
+  gdn_backward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(
+      dq_p, dk_p, dbeta_p, dg_p, dv_, dout, states, q, k, v, beta, g, A, kke, Tinv, D);
   SL_CUDA_LAUNCHED();
   const std::pair<DPtr, const float*> outs[] = {
       {dq, dq_p}, {dk_, dk_p}, {dbeta, dbeta_p}, {dg, dg_p}};
