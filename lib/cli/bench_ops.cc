@@ -108,25 +108,30 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     c.fwd_bytes = es * 4.0 * BT * d;
     c.bwd_bytes = es * 8.0 * BT * d;
   } else if (op == "gdn") {
-    // Gated DeltaNet, the model's shape: dk = hd, dv = 2 hd. Memory-bound reporting (GB/s).
-    const int64_t dk = hd, dv = 2 * hd, NC = (T + 63) / 64;
-    auto q = P.sets(BT * H * dk, act, -0.2f, 0.2f), k = P.sets(BT * H * dk, act, -0.2f, 0.2f);
-    auto v = P.sets(BT * H * dv, act), beta = P.sets(BT * H, act, 0.f, 1.f);
-    auto g = P.sets(BT * H, f32, -0.2f, -0.01f), out = P.sets(BT * H * dv, act);
-    auto st = P.sets(B * H * NC * dk * dv, f32), dout = P.sets(BT * H * dv, act);
-    auto dq = P.sets(BT * H * dk, act), dkk = P.sets(BT * H * dk, act),
-         dvv = P.sets(BT * H * dv, act), dbeta = P.sets(BT * H, f32), dg = P.sets(BT * H, f32);
+    // Gated DeltaNet, the model's shape: key_dim = hd, value_dim = 2 hd. Memory-bound reporting
+    // (GB/s).
+    const int64_t key_dim = hd, value_dim = 2 * hd, NC = (T + 63) / 64;
+    auto q = P.sets(BT * H * key_dim, act, -0.2f, 0.2f),
+         k = P.sets(BT * H * key_dim, act, -0.2f, 0.2f);
+    auto v = P.sets(BT * H * value_dim, act), beta = P.sets(BT * H, act, 0.f, 1.f);
+    auto g = P.sets(BT * H, f32, -0.2f, -0.01f), out = P.sets(BT * H * value_dim, act);
+    auto st = P.sets(B * H * NC * key_dim * value_dim, f32), dout = P.sets(BT * H * value_dim, act);
+    auto dq = P.sets(BT * H * key_dim, act), dk = P.sets(BT * H * key_dim, act),
+         dv = P.sets(BT * H * value_dim, act), dbeta = P.sets(BT * H, f32),
+         dg = P.sets(BT * H, f32);
     c.fwd = [=, &be](int i) {
-      be.gdn_forward(out[i], st[i], q[i], k[i], v[i], beta[i], g[i], B, T, H, dk, dv);
+      be.gdn_forward(out[i], st[i], q[i], k[i], v[i], beta[i], g[i], B, T, H, key_dim, value_dim);
     };
     c.bwd = [=, &be](int i) {
-      be.gdn_backward(dq[i], dkk[i], dvv[i], dbeta[i], dg[i], dout[i], st[i], q[i], k[i], v[i],
-                      beta[i], g[i], B, T, H, dk, dv);
+      be.gdn_backward(dq[i], dk[i], dv[i], dbeta[i], dg[i], dout[i], st[i], q[i], k[i], v[i],
+                      beta[i], g[i], B, T, H, key_dim, value_dim);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
-    c.shape += " dk=" + std::to_string(dk) + " dv=" + std::to_string(dv);
-    c.fwd_bytes = es * BT * H * (2.0 * dk + 2.0 * dv) + 4.0 * B * H * NC * dk * dv;
-    c.bwd_bytes = es * BT * H * (4.0 * dk + 3.0 * dv) + 4.0 * B * H * NC * dk * dv;
+    c.shape += " key_dim=" + std::to_string(key_dim) + " value_dim=" + std::to_string(value_dim);
+    c.fwd_bytes =
+        es * BT * H * (2.0 * key_dim + 2.0 * value_dim) + 4.0 * B * H * NC * key_dim * value_dim;
+    c.bwd_bytes =
+        es * BT * H * (4.0 * key_dim + 3.0 * value_dim) + 4.0 * B * H * NC * key_dim * value_dim;
   } else if (op == "matmul") {
     // y [BT, N] = x [BT, K] w^T with K = N = d (an o_proj).
     auto x = P.sets(BT * d, act), w = P.sets(d * d, act), y = P.sets(BT * d, act);
@@ -210,22 +215,26 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     c.fwd_bytes = es * 2.0 * BT * d;
     c.bwd_bytes = es * 4.0 * BT * d;
   } else if (op == "gated_rmsnorm") {
-    // The GDN output norm: rows of one head (dv = 2 hd), gate from a [BT, H dv] block.
-    const int64_t dv = 2 * hd, R = BT * H;
-    auto x = P.sets(R * dv, act), gate = P.sets(R * dv, act), w = P.sets(dv, f32, 0.5f, 1.5f);
-    auto y = P.sets(R * dv, act), rstd = P.sets(R, f32), dy = P.sets(R * dv, act);
-    auto dx = P.sets(R * dv, act), dgate = P.sets(R * dv, act), dw = P.sets(dv, f32);
+    // The GDN output norm: rows of one head (value_dim = 2 hd), gate from a [BT, H value_dim]
+    // block.
+    const int64_t value_dim = 2 * hd, R = BT * H;
+    auto x = P.sets(R * value_dim, act), gate = P.sets(R * value_dim, act),
+         w = P.sets(value_dim, f32, 0.5f, 1.5f);
+    auto y = P.sets(R * value_dim, act), rstd = P.sets(R, f32), dy = P.sets(R * value_dim, act);
+    auto dx = P.sets(R * value_dim, act), dgate = P.sets(R * value_dim, act),
+         dw = P.sets(value_dim, f32);
     c.fwd = [=, &be](int i) {
-      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], H * dv, w[i], R, H, dv, 1e-6f);
+      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], H * value_dim, w[i], R, H, value_dim,
+                               1e-6f);
     };
     c.bwd = [=, &be](int i) {
-      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], H * dv, w[i], rstd[i],
-                                R, H, dv);
+      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], H * value_dim, w[i],
+                                rstd[i], R, H, value_dim);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
-    c.shape += " dv=" + std::to_string(dv);
-    c.fwd_bytes = es * 3.0 * R * dv;
-    c.bwd_bytes = es * 7.0 * R * dv;
+    c.shape += " value_dim=" + std::to_string(value_dim);
+    c.fwd_bytes = es * 3.0 * R * value_dim;
+    c.bwd_bytes = es * 7.0 * R * value_dim;
   } else if (op == "embedding") {
     // Token embedding of a vocab x d table; the backward scatters into its gradient.
     const int64_t V = a.vocab;

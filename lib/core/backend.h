@@ -24,7 +24,8 @@
 
 namespace sl {
 
-// Gated DeltaNet recurrence algorithm (both compute the same function; see gated_deltanet.h).
+// Gated DeltaNet recurrence algorithm of the CPU backend (both compute the same function; see
+// backend/cpu/gated_deltanet.cc).
 enum class GdnAlgo : uint8_t { chunk, recurrent };
 
 class Backend {
@@ -100,6 +101,11 @@ inline int64_t embedding_index_size(int64_t BT) { return 3 * BT + 2; }
 // Fills out [embedding_index_size(BT)] from host ids [BT] (a stable counting sort by id, V the
 // vocabulary; ids must be in [0, V)).
 void embedding_index(const int32_t* ids, int64_t BT, int64_t V, int32_t* out);
+
+// gdn_forward saves the state entering each chunk of kGdnChunk steps: states [B, H, NC,
+// key_dim, value_dim] with NC = gdn_num_chunks(T).
+inline constexpr int64_t kGdnChunk = 64;
+inline int64_t gdn_num_chunks(int64_t T) { return (T + kGdnChunk - 1) / kGdnChunk; }
 
 // Factory: "cpu" (float), "cpu64" (double, for gradient checks), "cuda", "cuda:1".
 std::unique_ptr<Backend> make_backend(const std::string& device);

@@ -1,5 +1,6 @@
-// Gated DeltaNet recurrence (backend/cpu/gated_deltanet.h): the chunk (WY/UT) form against the
-// naive recurrence, both against central finite differences, strong decay without NaN, and float
+// Gated DeltaNet recurrence on the CPU (backend/cpu/gated_deltanet.cc, through CpuBackend with
+// GdnAlgo::chunk or GdnAlgo::recurrent on host vectors): the chunk (WY/UT) form against the naive
+// recurrence, both against central finite differences, strong decay without NaN, and float
 // against double.
 #define BOOST_TEST_MODULE gated_deltanet
 #include <boost/test/unit_test.hpp>
@@ -11,18 +12,20 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/gated_deltanet.h"
+#include "backend/cpu/cpu_backend.h"
+#include "core/backend.h"
 
 namespace {
 
-using sl::cpu::gdn_num_chunks;
+using sl::gdn_num_chunks;
 
+// key_dim, value_dim: the head dimensions of q, k and of v (dq, dk, dv are the gradients).
 struct Dims {
-  int64_t B, T, H, dk, dv;
+  int64_t B, T, H, key_dim, value_dim;
 };
 
 // Inputs as the model produces them (generated in double, converted to T for float runs):
-// q, k L2-normalised per head, q also scaled by 1/sqrt(dk); beta = beta_scale * sigmoid(b);
+// q, k L2-normalised per head, q also scaled by 1/sqrt(key_dim); beta = beta_scale * sigmoid(b);
 // g = -exp(A_log[h]) * softplus(a + dt_bias[h]).
 struct Inputs {
   Dims d;
@@ -38,23 +41,23 @@ Inputs make_inputs(Dims d, uint64_t seed, bool strong = false) {
   std::uniform_real_distribution<double> uni(0.0, 1.0);
   Inputs in{d, {}, {}, {}, {}, {}};
   const int64_t BTH = d.B * d.T * d.H;
-  in.q.resize(BTH * d.dk);
-  in.k.resize(BTH * d.dk);
-  in.v.resize(BTH * d.dv);
+  in.q.resize(BTH * d.key_dim);
+  in.k.resize(BTH * d.key_dim);
+  in.v.resize(BTH * d.value_dim);
   in.beta.resize(BTH);
   in.g.resize(BTH);
   auto l2rows = [&](std::vector<double>& x, double scale) {
     for (int64_t r = 0; r < BTH; ++r) {
       double ss = 0;
-      for (int64_t i = 0; i < d.dk; ++i) ss += x[r * d.dk + i] * x[r * d.dk + i];
+      for (int64_t i = 0; i < d.key_dim; ++i) ss += x[r * d.key_dim + i] * x[r * d.key_dim + i];
       const double rn = scale / std::sqrt(ss + 1e-6);
-      for (int64_t i = 0; i < d.dk; ++i) x[r * d.dk + i] *= rn;
+      for (int64_t i = 0; i < d.key_dim; ++i) x[r * d.key_dim + i] *= rn;
     }
   };
   for (auto& x : in.q) x = nrm(rng);
   for (auto& x : in.k) x = nrm(rng);
   for (auto& x : in.v) x = nrm(rng);
-  l2rows(in.q, 1.0 / std::sqrt(static_cast<double>(d.dk)));
+  l2rows(in.q, 1.0 / std::sqrt(static_cast<double>(d.key_dim)));
   l2rows(in.k, 1.0);
   std::vector<double> A_log(d.H), dt_bias(d.H);
   for (int64_t h = 0; h < d.H; ++h) {
@@ -83,6 +86,19 @@ std::vector<T> cast(const std::vector<double>& x) {
   return std::vector<T>(x.begin(), x.end());
 }
 
+// A host vector viewed as a tensor of the CPU backend of its type (they compute in place on host
+// memory).
+template <class T>
+sl::Tensor view(const std::vector<T>& v) {
+  return sl::Tensor(const_cast<T*>(v.data()), sizeof(T) == 8 ? sl::DType::f64 : sl::DType::f32,
+                    static_cast<int64_t>(v.size()));
+}
+
+template <class T>
+sl::CpuBackend<T> backend(bool chunk) {
+  return sl::CpuBackend<T>(chunk ? sl::GdnAlgo::chunk : sl::GdnAlgo::recurrent);
+}
+
 std::vector<double> randn(int64_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> nrm(0.0, 1.0);
@@ -103,15 +119,11 @@ Result<T> run(bool chunk, const Inputs& in, const std::vector<double>& dout_d) {
   const auto q = cast<T>(in.q), k = cast<T>(in.k), v = cast<T>(in.v);
   const auto beta = cast<T>(in.beta), g = cast<T>(in.g);
   Result<T> r;
-  r.out.assign(d.B * d.T * d.H * d.dv, T(0));
-  r.states.assign(d.B * d.H * gdn_num_chunks(d.T) * d.dk * d.dv, T(0));
-  if (chunk) {
-    sl::cpu::gdn_chunk_forward<T>(r.out.data(), r.states.data(), q.data(), k.data(), v.data(),
-                                  beta.data(), g.data(), d.B, d.T, d.H, d.dk, d.dv);
-  } else {
-    sl::cpu::gdn_recurrent_forward<T>(r.out.data(), r.states.data(), q.data(), k.data(), v.data(),
-                                      beta.data(), g.data(), d.B, d.T, d.H, d.dk, d.dv);
-  }
+  r.out.assign(d.B * d.T * d.H * d.value_dim, T(0));
+  r.states.assign(d.B * d.H * gdn_num_chunks(d.T) * d.key_dim * d.value_dim, T(0));
+  auto be = backend<T>(chunk);
+  be.gdn_forward(view(r.out), view(r.states), view(q), view(k), view(v), view(beta), view(g), d.B,
+                 d.T, d.H, d.key_dim, d.value_dim);
   if (dout_d.empty()) return r;
   const auto dout = cast<T>(dout_d);
   r.dq.assign(q.size(), T(0));
@@ -119,10 +131,9 @@ Result<T> run(bool chunk, const Inputs& in, const std::vector<double>& dout_d) {
   r.dv.assign(v.size(), T(0));
   r.dbeta.assign(beta.size(), T(0));
   r.dg.assign(g.size(), T(0));
-  auto bwd = chunk ? sl::cpu::gdn_chunk_backward<T> : sl::cpu::gdn_recurrent_backward<T>;
-  bwd(r.dq.data(), r.dk.data(), r.dv.data(), r.dbeta.data(), r.dg.data(), dout.data(),
-      r.states.data(), q.data(), k.data(), v.data(), beta.data(), g.data(), d.B, d.T, d.H, d.dk,
-      d.dv);
+  be.gdn_backward(view(r.dq), view(r.dk), view(r.dv), view(r.dbeta), view(r.dg), view(dout),
+                  view(r.states), view(q), view(k), view(v), view(beta), view(g), d.B, d.T, d.H,
+                  d.key_dim, d.value_dim);
   return r;
 }
 
@@ -173,7 +184,7 @@ double compare_all(const Result<TA>& a, const Result<TB>& b, double tol, const s
 // beta, g, against the analytic gradients (dout = R) of the chosen form, in double.
 void gradcheck(bool chunk, Dims d, uint64_t seed) {
   Inputs in = make_inputs(d, seed);
-  const auto R = randn(d.B * d.T * d.H * d.dv, seed + 1);
+  const auto R = randn(d.B * d.T * d.H * d.value_dim, seed + 1);
   const Result<double> an = run<double>(chunk, in, R);
   auto loss = [&](const Inputs& x) {
     const auto r = run<double>(chunk, x, {});
@@ -221,11 +232,11 @@ BOOST_AUTO_TEST_CASE(gdn_chunk_matches_recurrence_fp64) {
   cases.push_back({2, 130, 2, 16, 32});
   double worst = 0;
   for (const Dims& d : cases) {
-    const Inputs in = make_inputs(d, 1000 + d.T + d.dk);
-    const auto dout = randn(d.B * d.T * d.H * d.dv, 7 + d.T);
+    const Inputs in = make_inputs(d, 1000 + d.T + d.key_dim);
+    const auto dout = randn(d.B * d.T * d.H * d.value_dim, 7 + d.T);
     const auto rec = run<double>(false, in, dout);
     const auto chk = run<double>(true, in, dout);
-    const std::string what = "T=" + std::to_string(d.T) + " dk=" + std::to_string(d.dk);
+    const std::string what = "T=" + std::to_string(d.T) + " key_dim=" + std::to_string(d.key_dim);
     const double e = compare_all(chk, rec, 1e-10, what);
     BOOST_TEST_MESSAGE("chunk vs recurrent fp64 " << what << ": max rel err " << e);
     worst = std::max(worst, e);
@@ -252,7 +263,7 @@ BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {
   for (double x : in.g) gmin = std::min(gmin, x);
   BOOST_TEST_MESSAGE("strong decay: min g " << gmin);
   BOOST_CHECK_LT(gmin, -60.0);  // the regime is really reached
-  const auto dout = randn(d.B * d.T * d.H * d.dv, 32);
+  const auto dout = randn(d.B * d.T * d.H * d.value_dim, 32);
   const auto rec = run<double>(false, in, dout);
   const auto chk = run<double>(true, in, dout);
   for (const auto* r : {&rec, &chk}) {
@@ -276,7 +287,7 @@ BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {
 BOOST_AUTO_TEST_CASE(gdn_float_matches_double) {
   for (const Dims& d : {Dims{2, 1, 2, 8, 12}, Dims{2, 200, 2, 16, 32}}) {
     const Inputs in = make_inputs(d, 41 + d.T);
-    const auto dout = randn(d.B * d.T * d.H * d.dv, 42 + d.T);
+    const auto dout = randn(d.B * d.T * d.H * d.value_dim, 42 + d.T);
     const auto f = run<float>(true, in, dout);
     const auto ref = run<double>(true, in, dout);
     const double e = compare_all(f, ref, 1e-4, "chunk fp32 vs fp64 T=" + std::to_string(d.T));
@@ -288,7 +299,7 @@ BOOST_AUTO_TEST_CASE(gdn_float_matches_double) {
 BOOST_AUTO_TEST_CASE(gdn_backward_accumulates_and_reproducible) {
   const Dims d{2, 100, 3, 8, 12};
   const Inputs in = make_inputs(d, 51);
-  const auto dout = randn(d.B * d.T * d.H * d.dv, 52);
+  const auto dout = randn(d.B * d.T * d.H * d.value_dim, 52);
   for (bool chunk : {false, true}) {
     const auto r1 = run<double>(chunk, in, dout);
     const auto r2 = run<double>(chunk, in, dout);
@@ -298,11 +309,10 @@ BOOST_AUTO_TEST_CASE(gdn_backward_accumulates_and_reproducible) {
     // A second backward into the same buffers doubles them (x + x is exact in floating point).
     auto q = in.q, k = in.k, v = in.v, beta = in.beta, g = in.g;
     Result<double> acc = r1;
-    auto bwd =
-        chunk ? sl::cpu::gdn_chunk_backward<double> : sl::cpu::gdn_recurrent_backward<double>;
-    bwd(acc.dq.data(), acc.dk.data(), acc.dv.data(), acc.dbeta.data(), acc.dg.data(), dout.data(),
-        r1.states.data(), q.data(), k.data(), v.data(), beta.data(), g.data(), d.B, d.T, d.H, d.dk,
-        d.dv);
+    auto be = backend<double>(chunk);
+    be.gdn_backward(view(acc.dq), view(acc.dk), view(acc.dv), view(acc.dbeta), view(acc.dg),
+                    view(dout), view(r1.states), view(q), view(k), view(v), view(beta), view(g),
+                    d.B, d.T, d.H, d.key_dim, d.value_dim);
     auto twice = [](std::vector<double> x) {
       for (auto& e : x) e *= 2;
       return x;

@@ -1,7 +1,8 @@
-// CPU reference ops (backend/cpu/ops.h): every gradient of every op against central finite
-// differences in double, the accumulate (+=) and null-skip conventions, strided layouts, direct
-// references (naive attention, the RoPE formula, log-softmax, a hand-computed AdamW step), float
-// against double, and thread-count independence of the reductions.
+// CPU reference ops (backend/cpu), through CpuBackend<double> and CpuBackend<float> on host
+// vectors: every gradient of every op against central finite differences in double, the
+// accumulate (+=) and null-skip conventions, strided layouts, direct references (naive attention,
+// the RoPE formula, log-softmax, a hand-computed AdamW step), float against double, and
+// thread-count independence of the reductions.
 #define BOOST_TEST_MODULE cpu_ops
 #include <boost/test/unit_test.hpp>
 
@@ -14,16 +15,59 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "backend/cpu/adamw.h"
 #include "backend/cpu/cpu_backend.h"
-#include "backend/cpu/ops.h"
+#include "core/backend.h"
 #include "common/gradcheck.h"
 
 namespace {
 
 namespace cpu = sl::cpu;
 using Vec = std::vector<double>;
+
+// The backends under test. They compute on host memory, so an op runs on the test's vectors in
+// place, viewed as tensors (view); the interface's scalars are float.
+sl::CpuBackend<double> cpu64;
+sl::CpuBackend<float> cpu32;
+
+template <class E>
+constexpr sl::DType dtype_of() {
+  if constexpr (std::is_same_v<E, double>) {
+    return sl::DType::f64;
+  } else if constexpr (std::is_same_v<E, float>) {
+    return sl::DType::f32;
+  } else {
+    static_assert(std::is_same_v<E, int32_t>);
+    return sl::DType::i32;
+  }
+}
+template <class E>
+sl::Tensor view(const std::vector<E>& v) {
+  return sl::Tensor(const_cast<E*>(v.data()), dtype_of<E>(), static_cast<int64_t>(v.size()));
+}
+
+// The embedding ops' index tensor for ids in [0, V) (core/backend.h embedding_index).
+std::vector<int32_t> index_of(const std::vector<int32_t>& ids, int64_t V) {
+  const auto BT = static_cast<int64_t>(ids.size());
+  std::vector<int32_t> index(static_cast<size_t>(sl::embedding_index_size(BT)));
+  sl::embedding_index(ids.data(), BT, V, index.data());
+  return index;
+}
+
+// cross_entropy into a zeroed loss sum, which it returns; dlogits null: no gradient (and dscale
+// unread). dscale is the f64 scalar tensor the op reads.
+template <class T>
+double cross_entropy(sl::CpuBackend<T>& be, std::vector<T>& losses,
+                     std::type_identity_t<std::vector<T>>* dlogits, const std::vector<T>& logits,
+                     const std::vector<int32_t>& targets, int64_t BT, int64_t V, double dscale) {
+  const Vec sum(1, 0.0), ds(1, dscale);
+  be.cross_entropy(view(sum), view(losses), dlogits ? view(*dlogits) : sl::Tensor{}, view(logits),
+                   view(targets), BT, V, view(ds));
+  return sum[0];
+}
 
 constexpr double kGradTol = 1e-6;
 
@@ -147,11 +191,12 @@ BOOST_AUTO_TEST_CASE(embedding_gradcheck_fp64) {
   const int64_t V = 7, d = 5, BT = 9;
   const std::vector<int32_t> ids = {3, 0, 6, 3, 3, 1, 6, 2, 0};  // repeats must add up
   Vec wte = randv(V * d, 1), R = randv(BT * d, 2), out(BT * d), dwte;
+  const std::vector<int32_t> index = index_of(ids, V);
   auto loss = [&] {
-    cpu::embedding_forward(out.data(), ids.data(), wte.data(), BT, d);
+    cpu64.embedding_forward(view(out), view(index), view(wte), BT, d);
     return dot(out, R);
   };
-  auto bwd = [&] { cpu::embedding_backward(dwte.data(), ids.data(), R.data(), BT, d); };
+  auto bwd = [&] { cpu64.embedding_backward(view(dwte), view(index), view(R), BT, d); };
   check_grads("embedding", {{"wte", &wte, &dwte}}, loss, bwd);
   loss();
   for (int64_t t = 0; t < BT; ++t) {
@@ -165,11 +210,11 @@ BOOST_AUTO_TEST_CASE(matmul_gradcheck_strided_fp64) {
   const int64_t M = 5, K = 7, N = 4, ldx = 9;
   Vec x = randv(M * ldx, 3), w = randv(N * K, 4), R = randv(M * N, 5), y(M * N), dx, dw;
   auto loss = [&] {
-    cpu::matmul_forward(y.data(), x.data(), ldx, w.data(), M, K, N, false);
+    cpu64.matmul_forward(view(y), view(x), ldx, view(w), M, K, N, false);
     return dot(y, R);
   };
   auto bwd = [&] {
-    cpu::matmul_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), M, K, N);
+    cpu64.matmul_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), M, K, N, true);
   };
   check_grads("matmul", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
@@ -178,8 +223,8 @@ BOOST_AUTO_TEST_CASE(matmul_forward_matches_naive_and_accumulates_fp64) {
   const int64_t M = 6, K = 5, N = 3, ldx = 8;
   Vec x = randv(M * ldx, 6), w = randv(N * K, 7), y0 = randv(M * N, 8);
   Vec y = y0, yacc = y0;
-  cpu::matmul_forward(y.data(), x.data(), ldx, w.data(), M, K, N, false);
-  cpu::matmul_forward(yacc.data(), x.data(), ldx, w.data(), M, K, N, true);
+  cpu64.matmul_forward(view(y), view(x), ldx, view(w), M, K, N, false);
+  cpu64.matmul_forward(view(yacc), view(x), ldx, view(w), M, K, N, true);
   for (int64_t i = 0; i < M; ++i) {
     for (int64_t j = 0; j < N; ++j) {
       double ref = 0;
@@ -197,26 +242,29 @@ BOOST_AUTO_TEST_CASE(rmsnorm_gradcheck_strided_fp64) {
   Vec x = randv(R_ * ldx, 9), w = randv(C, 10, 0.5, 1.5), R = randv(R_ * C, 11);
   Vec y(R_ * C), rstd(R_), dx, dw;
   auto loss = [&] {
-    cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), R_, C, 1e-6);
+    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
+                          sl::Tensor{});
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu::rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), rstd.data(), R_,
-                          C);
+    cpu64.rmsnorm_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), view(rstd), R_, C,
+                           true);
   };
   check_grads("rmsnorm", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
 
 BOOST_AUTO_TEST_CASE(rmsnorm_forward_matches_formula_fp64) {
   const int64_t R_ = 3, C = 5;
+  const float eps = 1e-6f;  // a float, as the op gets it: the reference uses the same value
   Vec x = randv(R_ * C, 12), w = randv(C, 13), y(R_ * C), rstd(R_);
-  cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), C, w.data(), R_, C, 1e-6);
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, eps, sl::Tensor{},
+                        sl::Tensor{});
   for (int64_t r = 0; r < R_; ++r) {
     double ms = 0;
     for (int64_t c = 0; c < C; ++c) ms += x[r * C + c] * x[r * C + c] / C;
     for (int64_t c = 0; c < C; ++c) {
-      BOOST_TEST(std::abs(y[r * C + c] - w[c] * x[r * C + c] / std::sqrt(ms + 1e-6)) < 1e-14);
+      BOOST_TEST(std::abs(y[r * C + c] - w[c] * x[r * C + c] / std::sqrt(ms + eps)) < 1e-14);
     }
   }
 }
@@ -230,13 +278,13 @@ BOOST_AUTO_TEST_CASE(rope_gradcheck_fp64) {
   Vec x = randv(n, 14), R = randv(n, 15), y, dx;
   auto loss = [&] {
     y = x;
-    cpu::rope_forward(y.data(), B, T, H, hd, theta);
+    cpu64.rope_forward(view(y), B, T, H, hd, theta);
     return dot(y, R);
   };
   // rope_backward transforms dy in place into dx (not an accumulating op).
   auto bwd = [&] {
     dx = R;
-    cpu::rope_backward(dx.data(), B, T, H, hd, theta);
+    cpu64.rope_backward(view(dx), B, T, H, hd, theta);
   };
   check_grads("rope", {{"x", &x, &dx}}, loss, bwd, false);
 }
@@ -248,15 +296,15 @@ BOOST_AUTO_TEST_CASE(rmsnorm_rope_gradcheck_strided_fp64) {
   Vec x = randv(R_ * ldx, 61), w = randv(C, 62, 0.5, 1.5), R = randv(R_ * C, 63);
   Vec y(R_ * C), rstd(R_), dx, dw;
   auto loss = [&] {
-    cpu::rmsnorm_rope_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), B, T, H, hd, 1e-6,
-                              theta);
+    cpu64.rmsnorm_rope_forward(view(y), view(rstd), view(x), ldx, view(w), B, T, H, hd, 1e-6,
+                               theta);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
     const Vec R0 = R;
-    cpu::rmsnorm_rope_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), rstd.data(),
-                               B, T, H, hd, theta);
+    cpu64.rmsnorm_rope_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), view(rstd), B,
+                                T, H, hd, theta, true);
     BOOST_TEST(R == R0);  // dy is not modified
   };
   check_grads("rmsnorm_rope", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
@@ -266,7 +314,7 @@ BOOST_AUTO_TEST_CASE(rope_matches_formula_fp64) {
   const int64_t B = 1, T = 40, H = 2, hd = 6;
   const double theta = 10000;
   Vec x = randv(B * T * H * hd, 16), y = x;
-  cpu::rope_forward(y.data(), B, T, H, hd, theta);
+  cpu64.rope_forward(view(y), B, T, H, hd, theta);
   for (int64_t t : {0, 1, 37}) {
     for (int64_t h = 0; h < H; ++h) {
       const double* xh = x.data() + (t * H + h) * hd;
@@ -283,7 +331,7 @@ BOOST_AUTO_TEST_CASE(rope_matches_formula_fp64) {
   // Position 0 is the identity.
   for (int64_t c = 0; c < H * hd; ++c) BOOST_TEST(y[c] == x[c]);
   // Backward undoes forward (the rotation is orthogonal).
-  cpu::rope_backward(y.data(), B, T, H, hd, theta);
+  cpu64.rope_backward(view(y), B, T, H, hd, theta);
   BOOST_TEST(rel_diff(y, x) < 1e-14);
 }
 
@@ -295,7 +343,7 @@ BOOST_AUTO_TEST_CASE(attention_matches_naive_fp64) {
   Vec q = randv(B * T * H * hd, 17, -2, 2), k = randv(B * T * H * hd, 18, -2, 2);
   Vec v = randv(B * T * ldv, 19);
   Vec out(B * T * H * hd), lse(B * H * T), ref_out, ref_lse;
-  cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), ldv, B, T, H, hd);
+  cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v), ldv, B, T, H, hd);
   naive_attention(ref_out, ref_lse, q, k, v, ldv, B, T, H, hd);
   BOOST_TEST(rel_diff(out, ref_out) < 1e-13);
   BOOST_TEST(rel_diff(lse, ref_lse) < 1e-13);
@@ -307,13 +355,13 @@ BOOST_AUTO_TEST_CASE(attention_gradcheck_strided_fp64) {
   Vec v = randv(B * T * ldv, 22), R = randv(B * T * H * hd, 23);
   Vec out(B * T * H * hd), lse(B * H * T), dq, dk, dv;
   auto loss = [&] {
-    cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), ldv, B, T, H, hd);
+    cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v), ldv, B, T, H, hd);
     return dot(out, R);
   };
   auto bwd = [&] {
     loss();
-    cpu::attention_backward(dq.data(), dk.data(), dv.data(), R.data(), q.data(), k.data(), v.data(),
-                            ldv, out.data(), lse.data(), B, T, H, hd);
+    cpu64.attention_backward(view(dq), view(dk), view(dv), view(R), view(q), view(k), view(v), ldv,
+                             view(out), view(lse), B, T, H, hd, true);
   };
   check_grads("attention", {{"q", &q, &dq}, {"k", &k, &dk}, {"v", &v, &dv}}, loss, bwd);
 }
@@ -324,10 +372,10 @@ BOOST_AUTO_TEST_CASE(swiglu_gradcheck_fp64) {
   const int64_t R_ = 5, m = 7;
   Vec gu = randv(R_ * 2 * m, 24, -4, 4), R = randv(R_ * m, 25), h(R_ * m), dgu;
   auto loss = [&] {
-    cpu::swiglu_forward(h.data(), gu.data(), R_, m);
+    cpu64.swiglu_forward(view(h), view(gu), R_, m);
     return dot(h, R);
   };
-  auto bwd = [&] { cpu::swiglu_backward(dgu.data(), R.data(), gu.data(), R_, m); };
+  auto bwd = [&] { cpu64.swiglu_backward(view(dgu), view(R), view(gu), R_, m, true); };
   check_grads("swiglu", {{"gu", &gu, &dgu}}, loss, bwd);
   loss();
   const double g = gu[2], u = gu[m + 2];
@@ -342,11 +390,11 @@ void conv1d_check(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, uint6
   Vec x = randv(B * T * ldx, seed, -2, 2), w = randv(C * K, seed + 1);
   Vec R = randv(B * T * C, seed + 2), y(B * T * C), dx, dw;
   auto loss = [&] {
-    cpu::conv1d_silu_forward(y.data(), x.data(), ldx, w.data(), B, T, C, K);
+    cpu64.conv1d_silu_forward(view(y), view(x), ldx, view(w), B, T, C, K);
     return dot(y, R);
   };
   auto bwd = [&] {
-    cpu::conv1d_silu_backward(dx.data(), dw.data(), R.data(), x.data(), ldx, w.data(), B, T, C, K);
+    cpu64.conv1d_silu_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), B, T, C, K);
   };
   check_grads("conv1d_silu T=" + std::to_string(T), {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
   // Direct formula at the last token of the last sequence, channel 1.
@@ -371,15 +419,15 @@ BOOST_AUTO_TEST_CASE(conv1d_silu_gradcheck_strided_fp64) {
 
 BOOST_AUTO_TEST_CASE(l2norm_gradcheck_strided_fp64) {
   const int64_t BT = 5, H = 3, C = 4, ldx = H * C + 2;
-  const double scale = 0.5, eps = 1e-6;
+  const float scale = 0.5f, eps = 1e-6f;  // floats, as the op gets them
   Vec x = randv(BT * ldx, 32), R = randv(BT * H * C, 33), y(BT * H * C), rnorm(BT * H), dx;
   auto loss = [&] {
-    cpu::l2norm_forward(y.data(), rnorm.data(), x.data(), ldx, BT, H, C, scale, eps);
+    cpu64.l2norm_forward(view(y), view(rnorm), view(x), ldx, BT, H, C, scale, eps);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu::l2norm_backward(dx.data(), R.data(), x.data(), ldx, rnorm.data(), BT, H, C, scale);
+    cpu64.l2norm_backward(view(dx), view(R), view(x), ldx, view(rnorm), BT, H, C, scale);
   };
   check_grads("l2norm", {{"x", &x, &dx}}, loss, bwd);
   loss();
@@ -398,14 +446,13 @@ BOOST_AUTO_TEST_CASE(gdn_gates_gradcheck_strided_fp64) {
   Vec R1 = randv(BT * H, 38), R2 = randv(BT * H, 39);
   Vec beta(BT * H), g(BT * H), db, da, dA_log, ddt_bias;
   auto loss = [&] {
-    cpu::gdn_gates_forward(beta.data(), g.data(), b.data(), a.data(), ld, A_log.data(),
-                           dt_bias.data(), BT, H, beta_scale);
+    cpu64.gdn_gates_forward(view(beta), view(g), view(b), view(a), ld, view(A_log), view(dt_bias),
+                            BT, H, beta_scale);
     return dot(beta, R1) + dot(g, R2);
   };
   auto bwd = [&] {
-    cpu::gdn_gates_backward(db.data(), da.data(), dA_log.data(), ddt_bias.data(), R1.data(),
-                            R2.data(), b.data(), a.data(), ld, A_log.data(), dt_bias.data(), BT, H,
-                            beta_scale);
+    cpu64.gdn_gates_backward(view(db), view(da), view(dA_log), view(ddt_bias), view(R1), view(R2),
+                             view(b), view(a), ld, view(A_log), view(dt_bias), BT, H, beta_scale);
   };
   check_grads("gdn_gates",
               {{"b", &b, &db},
@@ -426,14 +473,14 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_gradcheck_strided_fp64) {
   Vec x = randv(R_ * C, 40), gate = randv(BT * ldg, 41, -3, 3), w = randv(C, 42, 0.5, 1.5);
   Vec R = randv(R_ * C, 43), y(R_ * C), rstd(R_), dx, dgate, dw;
   auto loss = [&] {
-    cpu::gated_rmsnorm_forward(y.data(), rstd.data(), x.data(), gate.data(), ldg, w.data(), R_, H,
-                               C, 1e-5);
+    cpu64.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), ldg, view(w), R_, H, C,
+                                1e-5);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu::gated_rmsnorm_backward(dx.data(), dgate.data(), dw.data(), R.data(), x.data(), gate.data(),
-                                ldg, w.data(), rstd.data(), R_, H, C);
+    cpu64.gated_rmsnorm_backward(view(dx), view(dgate), view(dw), view(R), view(x), view(gate), ldg,
+                                 view(w), view(rstd), R_, H, C);
   };
   check_grads("gated_rmsnorm", {{"x", &x, &dx}, {"gate", &gate, &dgate}, {"w", &w, &dw}}, loss,
               bwd);
@@ -443,16 +490,13 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_gradcheck_strided_fp64) {
 
 BOOST_AUTO_TEST_CASE(cross_entropy_gradcheck_fp64) {
   const int64_t BT = 7, V = 11;
-  const double dscale = 0.7;
+  const float dscale = 0.7f;  // a float, as the op rounds it: the loss uses the same value
   const std::vector<int32_t> targets = {3, -1, 0, 10, -100, 5, 5};
   Vec logits = randv(BT * V, 44, -3, 3), losses(BT), dlogits;
   auto loss = [&] {
-    return dscale * cpu::cross_entropy(losses.data(), static_cast<double*>(nullptr), logits.data(),
-                                       targets.data(), BT, V, 1.0);
+    return dscale * cross_entropy(cpu64, losses, nullptr, logits, targets, BT, V, 1.0);
   };
-  auto bwd = [&] {
-    cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), BT, V, dscale);
-  };
+  auto bwd = [&] { cross_entropy(cpu64, losses, &dlogits, logits, targets, BT, V, dscale); };
   // dlogits is written, not accumulated (so the LM head can compute it in place).
   check_grads("cross_entropy", {{"logits", &logits, &dlogits}}, loss, bwd, /*accumulates=*/false);
 }
@@ -463,8 +507,7 @@ BOOST_AUTO_TEST_CASE(cross_entropy_ignored_targets_and_stability_fp64) {
   Vec logits = randv(BT * V, 45, -2, 2);
   for (int64_t i = 0; i < V; ++i) logits[2 * V + i] += 1000;  // would overflow a naive exp
   Vec losses(BT, 123.0), dlogits = randv(BT * V, 46);         // poisoned: the op writes every row
-  const double sum =
-      cpu::cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), BT, V, 1.0);
+  const double sum = cross_entropy(cpu64, losses, &dlogits, logits, targets, BT, V, 1.0);
   double ref_sum = 0;
   for (int64_t t = 0; t < BT; ++t) {
     if (targets[t] < 0) {
@@ -486,8 +529,7 @@ BOOST_AUTO_TEST_CASE(cross_entropy_ignored_targets_and_stability_fp64) {
   BOOST_TEST(std::abs(sum - ref_sum) < 1e-12);
   // In place (dlogits = logits, as the LM head uses it): the same gradient and sum.
   Vec inplace = logits, losses2(BT);
-  const double sum2 = cpu::cross_entropy(losses2.data(), inplace.data(), inplace.data(),
-                                         targets.data(), BT, V, 1.0);
+  const double sum2 = cross_entropy(cpu64, losses2, &inplace, inplace, targets, BT, V, 1.0);
   BOOST_TEST(sum2 == sum);
   for (int64_t i = 0; i < BT * V; ++i) BOOST_TEST(inplace[i] == dlogits[i]);
 }
@@ -498,7 +540,7 @@ BOOST_AUTO_TEST_CASE(adamw_matches_hand_computed_fp64) {
   // Step 1 from zero moments: g' = 2 * 0.5 = 1, m = 0.1, v = 0.001, m^ = v^ = 1, so
   // p = 1 - 0.1 * (1 / (1 + 1e-8) + 0.01 * 1).
   Vec p = {1.0, -2.0}, g = {0.5, 0.0}, m = {0.0, 0.0}, v = {0.0, 0.0};
-  cpu::adamw(p.data(), g.data(), m.data(), v.data(), 2, 0.1, 0.9, 0.999, 1e-8, 0.01, 2.0, 1);
+  cpu::adamw_update(p.data(), g.data(), m.data(), v.data(), 2, 0.1, 0.9, 0.999, 1e-8, 0.01, 2.0, 1);
   BOOST_TEST(std::abs(m[0] - 0.1) < 1e-16);
   BOOST_TEST(std::abs(v[0] - 0.001) < 1e-18);
   BOOST_TEST(std::abs(p[0] - (1.0 - 0.1 * (1.0 / (1.0 + 1e-8) + 0.01))) < 1e-15);
@@ -507,7 +549,7 @@ BOOST_AUTO_TEST_CASE(adamw_matches_hand_computed_fp64) {
   // m^ = 0.04 / 0.19, v^ = 0.001249 / (1 - 0.999^2).
   const double p1 = p[0];
   g = {-0.25, 0.0};
-  cpu::adamw(p.data(), g.data(), m.data(), v.data(), 2, 0.1, 0.9, 0.999, 1e-8, 0.01, 2.0, 2);
+  cpu::adamw_update(p.data(), g.data(), m.data(), v.data(), 2, 0.1, 0.9, 0.999, 1e-8, 0.01, 2.0, 2);
   const double mh = 0.04 / 0.19, vh = 0.001249 / (1 - 0.998001);
   BOOST_TEST(std::abs(m[0] - 0.04) < 1e-15);
   BOOST_TEST(std::abs(v[0] - 0.001249) < 1e-15);
@@ -518,8 +560,9 @@ BOOST_AUTO_TEST_CASE(adamw_fp32_close_to_fp64) {
   const int64_t n = 1000;
   Vec p = randv(n, 47), g = randv(n, 48), m = randv(n, 49, -0.1, 0.1), v = randv(n, 50, 0, 0.01);
   auto pf = to_float(p), gf = to_float(g), mf = to_float(m), vf = to_float(v);
-  cpu::adamw(p.data(), g.data(), m.data(), v.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5, 7);
-  cpu::adamw(pf.data(), gf.data(), mf.data(), vf.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5, 7);
+  cpu::adamw_update(p.data(), g.data(), m.data(), v.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5, 7);
+  cpu::adamw_update(pf.data(), gf.data(), mf.data(), vf.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5,
+                    7);
   BOOST_TEST(rel_diff(pf, p) < 1e-6);
   BOOST_TEST(rel_diff(mf, m) < 1e-6);
   BOOST_TEST(rel_diff(vf, v) < 1e-6);
@@ -531,35 +574,35 @@ BOOST_AUTO_TEST_CASE(null_gradients_are_skipped_fp64) {
   // rmsnorm: dx alone, dw alone, both: each result equals the joint one.
   const int64_t R_ = 4, C = 6;
   Vec x = randv(R_ * C, 51), w = randv(C, 52), dy = randv(R_ * C, 53), y(R_ * C), rstd(R_);
-  cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), C, w.data(), R_, C, 1e-6);
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, 1e-6, sl::Tensor{},
+                        sl::Tensor{});
   Vec dx(R_ * C), dw(C), dx1(R_ * C), dw1(C);
-  cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), C, w.data(), rstd.data(), R_, C);
-  cpu::rmsnorm_backward(dx1.data(), static_cast<double*>(nullptr), dy.data(), x.data(), C, w.data(),
-                        rstd.data(), R_, C);
-  cpu::rmsnorm_backward(static_cast<double*>(nullptr), dw1.data(), dy.data(), x.data(), C, w.data(),
-                        rstd.data(), R_, C);
+  cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), C, view(w), view(rstd), R_, C,
+                         true);
+  cpu64.rmsnorm_backward(view(dx1), sl::Tensor{}, view(dy), view(x), C, view(w), view(rstd), R_, C,
+                         true);
+  cpu64.rmsnorm_backward(sl::Tensor{}, view(dw1), view(dy), view(x), C, view(w), view(rstd), R_, C,
+                         true);
   BOOST_TEST(dx == dx1);
   BOOST_TEST(dw == dw1);
   // matmul: dw only.
   const int64_t M = 3, K = 4, N = 5;
   Vec xm = randv(M * K, 54), wm = randv(N * K, 55), dym = randv(M * N, 56), dwm(N * K), dwm1(N * K);
   Vec dxm(M * K);
-  cpu::matmul_backward(dxm.data(), dwm.data(), dym.data(), xm.data(), K, wm.data(), M, K, N);
-  cpu::matmul_backward(static_cast<double*>(nullptr), dwm1.data(), dym.data(), xm.data(), K,
-                       wm.data(), M, K, N);
+  cpu64.matmul_backward(view(dxm), view(dwm), view(dym), view(xm), K, view(wm), M, K, N, true);
+  cpu64.matmul_backward(sl::Tensor{}, view(dwm1), view(dym), view(xm), K, view(wm), M, K, N, true);
   BOOST_TEST(dwm == dwm1);
   // attention: dv only and dq only.
   const int64_t B = 1, T = 9, H = 2, hd = 3, n = B * T * H * hd;
   Vec q = randv(n, 57), k = randv(n, 58), v = randv(n, 59), o(n), lse(B * H * T), dO = randv(n, 60);
-  cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), H * hd, B, T, H, hd);
+  cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v), H * hd, B, T, H, hd);
   Vec dq(n), dk(n), dv(n), dq1(n), dv1(n);
-  cpu::attention_backward(dq.data(), dk.data(), dv.data(), dO.data(), q.data(), k.data(), v.data(),
-                          H * hd, o.data(), lse.data(), B, T, H, hd);
-  double* null = nullptr;
-  cpu::attention_backward(null, null, dv1.data(), dO.data(), q.data(), k.data(), v.data(), H * hd,
-                          o.data(), lse.data(), B, T, H, hd);
-  cpu::attention_backward(dq1.data(), null, null, dO.data(), q.data(), k.data(), v.data(), H * hd,
-                          o.data(), lse.data(), B, T, H, hd);
+  cpu64.attention_backward(view(dq), view(dk), view(dv), view(dO), view(q), view(k), view(v),
+                           H * hd, view(o), view(lse), B, T, H, hd, true);
+  cpu64.attention_backward(sl::Tensor{}, sl::Tensor{}, view(dv1), view(dO), view(q), view(k),
+                           view(v), H * hd, view(o), view(lse), B, T, H, hd, true);
+  cpu64.attention_backward(view(dq1), sl::Tensor{}, sl::Tensor{}, view(dO), view(q), view(k),
+                           view(v), H * hd, view(o), view(lse), B, T, H, hd, true);
   BOOST_TEST(dv == dv1);
   BOOST_TEST(dq == dq1);
 }
@@ -571,9 +614,10 @@ BOOST_AUTO_TEST_CASE(rmsnorm_forward_adds_the_residual_and_copies_fp64) {
   const int64_t R_ = 5, C = 7, ldx = 10;
   Vec x = randv(R_ * ldx, 71), w = randv(C, 72), res = randv(R_ * C, 73);
   Vec y0(R_ * C), y(R_ * C), yc(R_ * C, std::nan("")), rstd0(R_), rstd(R_);
-  cpu::rmsnorm_forward(y0.data(), rstd0.data(), x.data(), ldx, w.data(), R_, C, 1e-6);
-  cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), R_, C, 1e-6, res.data(),
-                       yc.data());
+  cpu64.rmsnorm_forward(view(y0), view(rstd0), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
+                        sl::Tensor{});
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, view(res),
+                        view(yc));
   // (to rounding: the sum may be contracted into a fused multiply-add)
   for (int64_t i = 0; i < R_ * C; ++i) BOOST_TEST(std::abs(y[i] - (res[i] + y0[i])) < 1e-15);
   BOOST_TEST(yc == y);
@@ -656,22 +700,23 @@ BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
   auto wc = to_float(randv(C * K, 65));
   std::vector<int32_t> ids(R_);
   for (int64_t i = 0; i < R_; ++i) ids[i] = int32_t((i * 7) % 13);
+  const std::vector<int32_t> index = index_of(ids, 13);
   auto run = [&](int threads) {
     const int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
     std::vector<float> dw(C), dwg(Cg), dwc(C * K), dwte(13 * C);
-    cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), C, w.data(), R_, C, 1e-6f);
-    cpu::rmsnorm_backward(static_cast<float*>(nullptr), dw.data(), dy.data(), x.data(), C, w.data(),
-                          rstd.data(), R_, C);
+    cpu32.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, 1e-6f, sl::Tensor{},
+                          sl::Tensor{});
+    cpu32.rmsnorm_backward(sl::Tensor{}, view(dw), view(dy), view(x), C, view(w), view(rstd), R_, C,
+                           true);
     // gated_rmsnorm on rows of Cg = C / H: BT*H rows use the first BT*H*Cg elements.
-    cpu::gated_rmsnorm_forward(y.data(), rstd.data(), x.data(), gate.data(), H * Cg, w.data(),
-                               BT * H, H, Cg, 1e-5f);
-    cpu::gated_rmsnorm_backward(static_cast<float*>(nullptr), static_cast<float*>(nullptr),
-                                dwg.data(), dy.data(), x.data(), gate.data(), H * Cg, w.data(),
-                                rstd.data(), BT * H, H, Cg);
-    cpu::conv1d_silu_backward(static_cast<float*>(nullptr), dwc.data(), dy.data(), x.data(), C,
-                              wc.data(), 1, R_, C, K);
-    cpu::embedding_backward(dwte.data(), ids.data(), dy.data(), R_, C);
+    cpu32.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), H * Cg, view(w), BT * H,
+                                H, Cg, 1e-5f);
+    cpu32.gated_rmsnorm_backward(sl::Tensor{}, sl::Tensor{}, view(dwg), view(dy), view(x),
+                                 view(gate), H * Cg, view(w), view(rstd), BT * H, H, Cg);
+    cpu32.conv1d_silu_backward(sl::Tensor{}, view(dwc), view(dy), view(x), C, view(wc), 1, R_, C,
+                               K);
+    cpu32.embedding_backward(view(dwte), view(index), view(dy), R_, C);
     omp_set_num_threads(saved);
     return std::vector<std::vector<float>>{dw, dwg, dwc, dwte};
   };
@@ -688,14 +733,16 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t R_ = 9, C = 33, ldx = 35;
     Vec x = randv(R_ * ldx, 70), w = randv(C, 71, 0.5, 1.5), dy = randv(R_ * C, 72);
     Vec y(R_ * C), rstd(R_), dx(R_ * ldx), dw(C);
-    cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), ldx, w.data(), R_, C, 1e-6);
-    cpu::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), ldx, w.data(), rstd.data(), R_,
-                          C);
+    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
+                          sl::Tensor{});
+    cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), ldx, view(w), view(rstd), R_, C,
+                           true);
     auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
     std::vector<float> yf(R_ * C), rstdf(R_), dxf(R_ * ldx), dwf(C);
-    cpu::rmsnorm_forward(yf.data(), rstdf.data(), xf.data(), ldx, wf.data(), R_, C, 1e-6f);
-    cpu::rmsnorm_backward(dxf.data(), dwf.data(), dyf.data(), xf.data(), ldx, wf.data(),
-                          rstdf.data(), R_, C);
+    cpu32.rmsnorm_forward(view(yf), view(rstdf), view(xf), ldx, view(wf), R_, C, 1e-6f,
+                          sl::Tensor{}, sl::Tensor{});
+    cpu32.rmsnorm_backward(view(dxf), view(dwf), view(dyf), view(xf), ldx, view(wf), view(rstdf),
+                           R_, C, true);
     expect_close("fp32 rmsnorm y", yf, y, tol);
     expect_close("fp32 rmsnorm dx", dxf, dx, tol);
     expect_close("fp32 rmsnorm dw", dwf, dw, tol);
@@ -704,15 +751,15 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t B = 1, T = 80, H = 2, hd = 16, n = B * T * H * hd;
     Vec q = randv(n, 73, -2, 2), k = randv(n, 74, -2, 2), v = randv(n, 75), dO = randv(n, 76);
     Vec o(n), lse(B * H * T), dq(n), dk(n), dv(n);
-    cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), H * hd, B, T, H, hd);
-    cpu::attention_backward(dq.data(), dk.data(), dv.data(), dO.data(), q.data(), k.data(),
-                            v.data(), H * hd, o.data(), lse.data(), B, T, H, hd);
+    cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v), H * hd, B, T, H, hd);
+    cpu64.attention_backward(view(dq), view(dk), view(dv), view(dO), view(q), view(k), view(v),
+                             H * hd, view(o), view(lse), B, T, H, hd, true);
     auto qf = to_float(q), kf = to_float(k), vf = to_float(v), dOf = to_float(dO);
     std::vector<float> of(n), lsef(B * H * T), dqf(n), dkf(n), dvf(n);
-    cpu::attention_forward(of.data(), lsef.data(), qf.data(), kf.data(), vf.data(), H * hd, B, T, H,
-                           hd);
-    cpu::attention_backward(dqf.data(), dkf.data(), dvf.data(), dOf.data(), qf.data(), kf.data(),
-                            vf.data(), H * hd, of.data(), lsef.data(), B, T, H, hd);
+    cpu32.attention_forward(view(of), view(lsef), view(qf), view(kf), view(vf), H * hd, B, T, H,
+                            hd);
+    cpu32.attention_backward(view(dqf), view(dkf), view(dvf), view(dOf), view(qf), view(kf),
+                             view(vf), H * hd, view(of), view(lsef), B, T, H, hd, true);
     expect_close("fp32 attention o", of, o, tol);
     expect_close("fp32 attention lse", lsef, lse, tol);
     expect_close("fp32 attention dq", dqf, dq, tol);
@@ -723,12 +770,10 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t BT = 5, V = 300;
     const std::vector<int32_t> targets = {1, 299, -1, 0, 150};
     Vec logits = randv(BT * V, 77, -5, 5), losses(BT), dl(BT * V);
-    const double s =
-        cpu::cross_entropy(losses.data(), dl.data(), logits.data(), targets.data(), BT, V, 0.25);
+    const double s = cross_entropy(cpu64, losses, &dl, logits, targets, BT, V, 0.25);
     auto lf = to_float(logits);
     std::vector<float> lossesf(BT), dlf(BT * V);
-    const double sf =
-        cpu::cross_entropy(lossesf.data(), dlf.data(), lf.data(), targets.data(), BT, V, 0.25f);
+    const double sf = cross_entropy(cpu32, lossesf, &dlf, lf, targets, BT, V, 0.25f);
     BOOST_TEST(std::abs(sf - s) / std::abs(s) < tol);
     expect_close("fp32 cross_entropy dl", dlf, dl, tol);
   }
@@ -736,13 +781,12 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t B = 2, T = 20, C = 12, K = 4;
     Vec x = randv(B * T * C, 78), w = randv(C * K, 79), dy = randv(B * T * C, 80);
     Vec y(B * T * C), dx(B * T * C), dw(C * K);
-    cpu::conv1d_silu_forward(y.data(), x.data(), C, w.data(), B, T, C, K);
-    cpu::conv1d_silu_backward(dx.data(), dw.data(), dy.data(), x.data(), C, w.data(), B, T, C, K);
+    cpu64.conv1d_silu_forward(view(y), view(x), C, view(w), B, T, C, K);
+    cpu64.conv1d_silu_backward(view(dx), view(dw), view(dy), view(x), C, view(w), B, T, C, K);
     auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
     std::vector<float> yf(B * T * C), dxf(B * T * C), dwf(C * K);
-    cpu::conv1d_silu_forward(yf.data(), xf.data(), C, wf.data(), B, T, C, K);
-    cpu::conv1d_silu_backward(dxf.data(), dwf.data(), dyf.data(), xf.data(), C, wf.data(), B, T, C,
-                              K);
+    cpu32.conv1d_silu_forward(view(yf), view(xf), C, view(wf), B, T, C, K);
+    cpu32.conv1d_silu_backward(view(dxf), view(dwf), view(dyf), view(xf), C, view(wf), B, T, C, K);
     expect_close("fp32 conv1d_silu y", yf, y, tol);
     expect_close("fp32 conv1d_silu dx", dxf, dx, tol);
     expect_close("fp32 conv1d_silu dw", dwf, dw, tol);

@@ -676,9 +676,9 @@ BOOST_AUTO_TEST_CASE(gdn_gates_match_cpu_including_strong_decay) {
 namespace {
 
 struct GdnCase {
-  int64_t B, T, H, dk, dv;
-  float glo, ghi;  // log decay range per step
-  float blo, bhi;  // beta range
+  int64_t B, T, H, key_dim, value_dim;  // (dq, dk, dv are the gradients)
+  float glo, ghi;                       // log decay range per step
+  float blo, bhi;                       // beta range
   const char* what;
 };
 
@@ -686,30 +686,31 @@ void check_gdn(const GdnCase& c) {
   const int64_t BT = c.B * c.T, NC = (c.T + 63) / 64;
   const std::string tag = std::string("gdn ") + c.what + " (B=" + std::to_string(c.B) +
                           " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
-                          " dk=" + std::to_string(c.dk) + " dv=" + std::to_string(c.dv) + ")";
+                          " key_dim=" + std::to_string(c.key_dim) +
+                          " value_dim=" + std::to_string(c.value_dim) + ")";
   const std::vector<Spec> specs = {
-      {"q", BT * c.H * c.dk, Kind::in, Cls::act, 0, 0,
-       unit_rows(c.dk, 1.f / std::sqrt(float(c.dk)))},
-      {"k", BT * c.H * c.dk, Kind::in, Cls::act, 0, 0, unit_rows(c.dk)},
-      {"v", BT * c.H * c.dv, Kind::in, Cls::act},
+      {"q", BT * c.H * c.key_dim, Kind::in, Cls::act, 0, 0,
+       unit_rows(c.key_dim, 1.f / std::sqrt(float(c.key_dim)))},
+      {"k", BT * c.H * c.key_dim, Kind::in, Cls::act, 0, 0, unit_rows(c.key_dim)},
+      {"v", BT * c.H * c.value_dim, Kind::in, Cls::act},
       {"beta", BT * c.H, Kind::in, Cls::stat, c.blo, c.bhi},
       {"g", BT * c.H, Kind::in, Cls::stat, c.glo, c.ghi},
-      {"out", BT * c.H * c.dv, Kind::out, Cls::act},
+      {"out", BT * c.H * c.value_dim, Kind::out, Cls::act},
       // With one chunk the only saved state is the zero initial state.
-      {"states", c.B * c.H * NC * c.dk * c.dv, Kind::out, Cls::stat, -1, 1, nullptr,
+      {"states", c.B * c.H * NC * c.key_dim * c.value_dim, Kind::out, Cls::stat, -1, 1, nullptr,
        NC == 1 ? 1.f : 0.f},
-      {"dout", BT * c.H * c.dv, Kind::in, Cls::act},
-      {"dq", BT * c.H * c.dk, Kind::acc, Cls::act},
-      {"dk", BT * c.H * c.dk, Kind::acc, Cls::act},
-      {"dv", BT * c.H * c.dv, Kind::acc, Cls::act},
+      {"dout", BT * c.H * c.value_dim, Kind::in, Cls::act},
+      {"dq", BT * c.H * c.key_dim, Kind::acc, Cls::act},
+      {"dk", BT * c.H * c.key_dim, Kind::acc, Cls::act},
+      {"dv", BT * c.H * c.value_dim, Kind::acc, Cls::act},
       {"dbeta", BT * c.H, Kind::acc, Cls::stat},
       // With T = 1 the output does not depend on g (the decay acts on S_0 = 0): dg = 0.
       {"dg", BT * c.H, Kind::acc, Cls::stat, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f}};
   check_both(tag, specs, [&](sl::Backend& be, Bufs& b) {
     be.gdn_forward(b["out"], b["states"], b["q"], b["k"], b["v"], b["beta"], b["g"], c.B, c.T, c.H,
-                   c.dk, c.dv);
+                   c.key_dim, c.value_dim);
     be.gdn_backward(b["dq"], b["dk"], b["dv"], b["dbeta"], b["dg"], b["dout"], b["states"], b["q"],
-                    b["k"], b["v"], b["beta"], b["g"], c.B, c.T, c.H, c.dk, c.dv);
+                    b["k"], b["v"], b["beta"], b["g"], c.B, c.T, c.H, c.key_dim, c.value_dim);
     return 0.0;
   });
 }
@@ -723,8 +724,8 @@ BOOST_AUTO_TEST_CASE(gdn_chunk_matches_cpu) {
   check_gdn({2, 200, 3, 48, 96, -0.2f, 0.f, 0.f, 2.f, "model dims"});
   check_gdn({1, 129, 2, 32, 64, -1e-3f, 0.f, 1.5f, 2.f, "no decay, beta near 2"});
   check_gdn({1, 2048, 2, 48, 96, -0.1f, 0.f, 0.f, 2.f, "T=2048"});
-  // dk = 128: the backward's shared memory only fits 16-column value tiles.
-  check_gdn({1, 130, 2, 128, 80, -0.2f, 0.f, 0.f, 2.f, "dk=128"});
+  // key_dim = 128: the backward's shared memory only fits 16-column value tiles.
+  check_gdn({1, 130, 2, 128, 80, -0.2f, 0.f, 0.f, 2.f, "key_dim=128"});
 }
 
 BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {

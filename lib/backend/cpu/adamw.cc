@@ -1,17 +1,20 @@
-// AdamW with decoupled weight decay, elementwise in the op's type T:
-//   g' = grad_scale g;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2
-//   p -= lr * ( (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + wd p )      (t >= 1)
+// AdamW with decoupled weight decay over the items of a flat parameter buffer: the step's scalars
+// decide clipping and skipping once, then each item is one elementwise update (adamw.h).
+#include "backend/cpu/adamw.h"
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 #include "core/error.h"
 
-namespace sl::cpu {
+namespace sl {
+namespace cpu {
 
 template <class T>
-void adamw(T* p, const T* g, T* m, T* v, int64_t n, double lr, double b1, double b2, double eps,
-           double wd, double grad_scale, int64_t t) {
+void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, double lr, double b1, double b2,
+                  double eps, double wd, double grad_scale, int64_t t) {
   SL_ASSERT(t >= 1);
   // Bias corrections in double (1 - b2^t is tiny for small t), then everything in T.
   const T bc1 = T(1.0 - std::pow(b1, double(t)));
@@ -28,9 +31,39 @@ void adamw(T* p, const T* g, T* m, T* v, int64_t n, double lr, double b1, double
   }
 }
 
-template void adamw<float>(float*, const float*, float*, float*, int64_t, double, double, double,
-                           double, double, double, int64_t);
-template void adamw<double>(double*, const double*, double*, double*, int64_t, double, double,
-                            double, double, double, double, int64_t);
+template void adamw_update<float>(float*, const float*, float*, float*, int64_t, double, double,
+                                  double, double, double, double, int64_t);
+template void adamw_update<double>(double*, const double*, double*, double*, int64_t, double,
+                                   double, double, double, double, double, int64_t);
 
-}  // namespace sl::cpu
+}  // namespace cpu
+
+// The step's scalars decide clipping and skipping once, in double, as the host used to; each
+// item is then one call of the elementwise update (scalars rounded to float, the interface's
+// precision, so a step is bitwise what it was with host-side scalars).
+template <class T>
+void CpuBackend<T>::adamw(Tensor p_t, Tensor g_t, Tensor m_t, Tensor v_t, Tensor p_compute,
+                          Tensor items_t, int64_t n_items, Tensor step_t, float b1, float b2,
+                          float eps, float wd, float max_norm) {
+  const double* step = step_t.as<double>();
+  const double loss = step[kStepLossSum], gsq = step[kStepGradSq];
+  if (!std::isfinite(loss) || !std::isfinite(gsq)) return;
+  const double gnorm = std::sqrt(gsq);
+  const double clip = max_norm > 0 && gnorm > max_norm ? max_norm / gnorm : 1.0;
+  const float lr = static_cast<float>(step[kStepLr]);
+  const auto t = static_cast<int64_t>(step[kStepT]);
+  const int32_t* items = items_t.as<int32_t>();
+  T *p = p_t.as<T>(), *m = m_t.as<T>(), *v = v_t.as<T>();
+  const T* g = g_t.as<T>();
+  for (int64_t i = 0; i < n_items; ++i) {
+    const int64_t b = items[3 * i], n = items[3 * i + 1];
+    cpu::adamw_update<T>(p + b, g + b, m + b, v + b, n, lr, b1, b2, eps,
+                         items[3 * i + 2] ? wd : 0.f, static_cast<float>(clip), t);
+    // A separate compute copy (one dtype here: a plain copy) gets the updated range too.
+    if (p_compute && p_compute.data != p_t.data) std::copy_n(p + b, n, p_compute.as<T>() + b);
+  }
+}
+
+SL_CPU_INSTANTIATE(adamw);
+
+}  // namespace sl

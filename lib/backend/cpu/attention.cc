@@ -12,9 +12,9 @@
 #include <cstdint>
 #include <limits>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 
-namespace sl::cpu {
+namespace sl {
 namespace {
 
 constexpr int64_t kRows = 64;
@@ -41,8 +41,11 @@ void block_scores(RowMat<T>& S, const CMap<T>& Qb, const CMap<T>& K, int64_t r0,
 
 // q, k, out [B, T, H, hd]; v token stride ldv; lse [B, H, T].
 template <class T>
-void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, int64_t ldv, int64_t B,
-                       int64_t T_, int64_t H, int64_t hd) {
+void CpuBackend<T>::attention_forward(Tensor out_t, Tensor lse_t, Tensor q_t, Tensor k_t,
+                                      Tensor v_t, int64_t ldv, int64_t B, int64_t T_, int64_t H,
+                                      int64_t hd) {
+  T *out = out_t.as<T>(), *lse = lse_t.as<T>();
+  const T *q = q_t.as<T>(), *k = k_t.as<T>(), *v = v_t.as<T>();
   const int64_t ld = H * hd;  // token stride of q, k, out
   const T scale = T(1) / std::sqrt(T(hd));
   const int64_t nblk = (T_ + kRows - 1) / kRows;
@@ -76,13 +79,19 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, int64
   }
 }
 
-// dq, dk [B, T, H, hd] +=; dv (token stride ldv) +=. dK and dV of a (b, h) collect from every
-// query block, so the blocks of one (b, h) run in order inside one thread.
+// dq, dk [B, T, H, hd] (=|+=); dv (token stride ldv) (=|+=). dK and dV of a (b, h) collect from
+// every query block, so the blocks of one (b, h) run in order inside one thread.
 template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
-                        int64_t ldv, const T* out, const T* lse, int64_t B, int64_t T_, int64_t H,
-                        int64_t hd) {
+void CpuBackend<T>::attention_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dout_t,
+                                       Tensor q_t, Tensor k_t, Tensor v_t, int64_t ldv,
+                                       Tensor out_t, Tensor lse_t, int64_t B, int64_t T_, int64_t H,
+                                       int64_t hd, bool accumulate) {
   const int64_t ld = H * hd;
+  T* dq = cpu::written<T>(dq_t, accumulate, B * T_, ld, ld);
+  T* dk = cpu::written<T>(dk_t, accumulate, B * T_, ld, ld);
+  T* dv = cpu::written<T>(dv_t, accumulate, B * T_, ld, ldv);
+  const T *dout = dout_t.as<T>(), *q = q_t.as<T>(), *k = k_t.as<T>(), *v = v_t.as<T>();
+  const T *out = out_t.as<T>(), *lse = lse_t.as<T>();
   const T scale = T(1) / std::sqrt(T(hd));
 #pragma omp parallel for schedule(static)
   for (int64_t bh = 0; bh < B * H; ++bh) {
@@ -125,15 +134,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
   }
 }
 
-template void attention_forward<float>(float*, float*, const float*, const float*, const float*,
-                                       int64_t, int64_t, int64_t, int64_t, int64_t);
-template void attention_forward<double>(double*, double*, const double*, const double*,
-                                        const double*, int64_t, int64_t, int64_t, int64_t, int64_t);
-template void attention_backward<float>(float*, float*, float*, const float*, const float*,
-                                        const float*, const float*, int64_t, const float*,
-                                        const float*, int64_t, int64_t, int64_t, int64_t);
-template void attention_backward<double>(double*, double*, double*, const double*, const double*,
-                                         const double*, const double*, int64_t, const double*,
-                                         const double*, int64_t, int64_t, int64_t, int64_t);
+SL_CPU_INSTANTIATE(attention_forward);
+SL_CPU_INSTANTIATE(attention_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

@@ -5,10 +5,14 @@
 #include <cstdint>
 #include <vector>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 #include "backend/cpu/scalar_math.h"
 
-namespace sl::cpu {
+namespace sl {
+
+using cpu::silu;
+using cpu::silu_grad;
+
 namespace {
 
 // z at one token, all channels: x points at x[b, 0, 0] (token stride ldx), w [C, K].
@@ -25,8 +29,10 @@ void conv_pre(T* z, const T* x, int64_t ldx, const T* w, int64_t t, int64_t C, i
 
 // x [B, T, C] ld ldx, w [C, K] -> y [B, T, C]
 template <class T>
-void conv1d_silu_forward(T* y, const T* x, int64_t ldx, const T* w, int64_t B, int64_t T_,
-                         int64_t C, int64_t K) {
+void CpuBackend<T>::conv1d_silu_forward(Tensor y_t, Tensor x_t, int64_t ldx, Tensor w_t, int64_t B,
+                                        int64_t T_, int64_t C, int64_t K) {
+  T* y = y_t.as<T>();
+  const T *x = x_t.as<T>(), *w = w_t.as<T>();
 #pragma omp parallel for schedule(static)
   for (int64_t bt = 0; bt < B * T_; ++bt) {
     const int64_t b = bt / T_, t = bt % T_;
@@ -42,8 +48,11 @@ void conv1d_silu_forward(T* y, const T* x, int64_t ldx, const T* w, int64_t B, i
 // dx (token stride ldx) is gathered per token so tokens run in parallel without races; dw sums
 // over all tokens with threads split over channels, each summing its channels in token order.
 template <class T>
-void conv1d_silu_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, int64_t B,
-                          int64_t T_, int64_t C, int64_t K) {
+void CpuBackend<T>::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
+                                         int64_t ldx, Tensor w_t, int64_t B, int64_t T_, int64_t C,
+                                         int64_t K) {
+  T *dx = dx_t.as<T>(), *dw = dw_t.as<T>();
+  const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *w = w_t.as<T>();
   if (!dx && !dw) return;
   std::vector<T> dz(static_cast<size_t>(B * T_ * C));  // [B, T, C]
 #pragma omp parallel for schedule(static)
@@ -89,13 +98,7 @@ void conv1d_silu_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, co
   }
 }
 
-template void conv1d_silu_forward<float>(float*, const float*, int64_t, const float*, int64_t,
-                                         int64_t, int64_t, int64_t);
-template void conv1d_silu_forward<double>(double*, const double*, int64_t, const double*, int64_t,
-                                          int64_t, int64_t, int64_t);
-template void conv1d_silu_backward<float>(float*, float*, const float*, const float*, int64_t,
-                                          const float*, int64_t, int64_t, int64_t, int64_t);
-template void conv1d_silu_backward<double>(double*, double*, const double*, const double*, int64_t,
-                                           const double*, int64_t, int64_t, int64_t, int64_t);
+SL_CPU_INSTANTIATE(conv1d_silu_forward);
+SL_CPU_INSTANTIATE(conv1d_silu_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

@@ -1,6 +1,6 @@
 // CpuBackend<T>: the Eigen/OpenMP reference backend. T = float for training, double for gradient
-// checks. Activations, parameters and optimizer state are all of type T; every op forwards to the
-// templated free function of the same name in ops.h / gated_deltanet.h.
+// checks. Activations, parameters and optimizer state are all of type T. Each op of the list is
+// defined once, as a member, in its file of backend/cpu (common.h: the conventions there).
 #pragma once
 #include "core/backend.h"
 

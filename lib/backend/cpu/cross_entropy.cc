@@ -5,18 +5,24 @@
 #include <cstdint>
 #include <string>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 #include "core/error.h"
 
-namespace sl::cpu {
+namespace sl {
 
 // logits [BT, V] -> losses [BT] (0 where target < 0); dlogits (if non-null) = dscale *
 // (softmax - onehot(target)) on non-ignored rows and 0 on ignored ones (written, not added:
-// dlogits may be logits itself - each row is read whole before it is overwritten). Returns the
-// sum of losses, added in token order in double so it does not depend on the thread count.
+// dlogits may be logits itself - each row is read whole before it is overwritten). loss_sum +=
+// the sum of losses, added in token order in double so it does not depend on the thread count.
+// dscale is read only with dlogits, rounded to float (the interface's scalar precision).
 template <class T>
-double cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets, int64_t BT,
-                     int64_t V, T dscale) {
+void CpuBackend<T>::cross_entropy(Tensor loss_sum, Tensor losses_t, Tensor dlogits_t,
+                                  Tensor logits_t, Tensor targets_t, int64_t BT, int64_t V,
+                                  Tensor dscale_t) {
+  T *losses = losses_t.as<T>(), *dlogits = dlogits_t.as<T>();
+  const T* logits = logits_t.as<T>();
+  const int32_t* targets = targets_t.as<int32_t>();
+  const T dscale = dlogits ? static_cast<T>(static_cast<float>(dscale_t.as<double>()[0])) : T(0);
   for (int64_t t = 0; t < BT; ++t) {
     if (targets[t] >= V)
       fail("cross_entropy: target " + std::to_string(targets[t]) + " out of range for vocab " +
@@ -46,12 +52,9 @@ double cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targ
   for (int64_t t = 0; t < BT; ++t) {
     if (targets[t] >= 0) total += double(losses[t]);
   }
-  return total;
+  loss_sum.as<double>()[0] += total;
 }
 
-template double cross_entropy<float>(float*, float*, const float*, const int32_t*, int64_t, int64_t,
-                                     float);
-template double cross_entropy<double>(double*, double*, const double*, const int32_t*, int64_t,
-                                      int64_t, double);
+SL_CPU_INSTANTIATE(cross_entropy);
 
-}  // namespace sl::cpu
+}  // namespace sl

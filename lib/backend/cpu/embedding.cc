@@ -1,14 +1,19 @@
-// Token embedding lookup and its scatter-add gradient.
+// Token embedding lookup and its scatter-add gradient. The index tensor is embedding_index's
+// layout (core/backend.h); the CPU reads only its first BT entries, the ids.
 #include <algorithm>
 #include <cstdint>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 
-namespace sl::cpu {
+namespace sl {
 
 // out [BT, d] = rows ids[t] of wte [V, d].
 template <class T>
-void embedding_forward(T* out, const int32_t* ids, const T* wte, int64_t BT, int64_t d) {
+void CpuBackend<T>::embedding_forward(Tensor out_t, Tensor index_t, Tensor wte_t, int64_t BT,
+                                      int64_t d) {
+  T* out = out_t.as<T>();
+  const int32_t* ids = index_t.as<int32_t>();
+  const T* wte = wte_t.as<T>();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < BT; ++t) {
     std::copy_n(wte + int64_t{ids[t]} * d, d, out + t * d);
@@ -19,7 +24,12 @@ void embedding_forward(T* out, const int32_t* ids, const T* wte, int64_t BT, int
 // the columns instead and each walks the tokens in order: race-free, and the summation order per
 // element is fixed whatever the thread count.
 template <class T>
-void embedding_backward(T* dwte, const int32_t* ids, const T* dout, int64_t BT, int64_t d) {
+void CpuBackend<T>::embedding_backward(Tensor dwte_t, Tensor index_t, Tensor dout_t, int64_t BT,
+                                       int64_t d) {
+  if (!dwte_t) return;
+  T* dwte = dwte_t.as<T>();
+  const int32_t* ids = index_t.as<int32_t>();
+  const T* dout = dout_t.as<T>();
   constexpr int64_t kCols = 64;
   const int64_t nblk = (d + kCols - 1) / kCols;
 #pragma omp parallel for schedule(static)
@@ -33,9 +43,7 @@ void embedding_backward(T* dwte, const int32_t* ids, const T* dout, int64_t BT, 
   }
 }
 
-template void embedding_forward<float>(float*, const int32_t*, const float*, int64_t, int64_t);
-template void embedding_forward<double>(double*, const int32_t*, const double*, int64_t, int64_t);
-template void embedding_backward<float>(float*, const int32_t*, const float*, int64_t, int64_t);
-template void embedding_backward<double>(double*, const int32_t*, const double*, int64_t, int64_t);
+SL_CPU_INSTANTIATE(embedding_forward);
+SL_CPU_INSTANTIATE(embedding_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

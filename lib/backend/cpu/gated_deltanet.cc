@@ -1,7 +1,13 @@
-// Gated DeltaNet recurrence on the CPU: the naive recurrence (reference) and the chunkwise WY/UT
-// form (the design the CUDA tensor-core kernel follows), forward and analytic backward of each.
+// Gated DeltaNet recurrence on the CPU (gdn_forward / gdn_backward; the function is stated in the
+// op list, core/backend_ops.inc), in two forms that compute the same function, picked by the
+// backend's GdnAlgo:
+//   recurrent: the naive per-step recurrence (the reference);
+//   chunk:     the chunkwise (WY/UT) form over chunks of kGdnChunk steps, the algorithm the CUDA
+//              kernel implements on tensor cores.
+// Forward and analytic backward of each.
 //
-// Notation per (b, h): a_t = exp(g_t) <= 1, state S in R^{dk x dv}.
+// Notation per (b, h): a_t = exp(g_t) <= 1, state S in R^{Kd x Vd} (the head dimensions
+// Kd = key_dim, Vd = value_dim).
 //   S_t     = a_t S_{t-1} + k_t delta_t^T,   delta_t = beta_t (v_t - a_t S_{t-1}^T k_t),
 //   o_t     = S_t^T q_t.
 //
@@ -11,16 +17,16 @@
 // not parallelise products inside an OpenMP parallel region, so its products are serial here.
 //
 // Gradients: every backward ACCUMULATES (+=) into dq, dk, dv, dbeta, dg. Unlike the Backend
-// convention, none of the five gradient pointers may be null here: the backend wrapper passes
-// scratch buffers where the caller does not want a gradient.
-#include "backend/cpu/gated_deltanet.h"
-
+// convention, none of the five gradient outputs may be null here (the model always asks for all
+// five; the CUDA backend skips null ones).
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-namespace sl::cpu {
+#include "backend/cpu/common.h"
+
+namespace sl {
 namespace {
 
 template <class T>
@@ -42,59 +48,59 @@ using StridedVec = Eigen::Map<Vec<T>, 0, Eigen::InnerStride<>>;
 inline int64_t tok(int64_t b, int64_t t, int64_t h, int64_t T_, int64_t H, int64_t d) {
   return ((b * T_ + t) * H + h) * d;
 }
-inline int64_t state_off(int64_t b, int64_t h, int64_t c, int64_t H, int64_t NC, int64_t dk,
-                         int64_t dv) {
-  return ((b * H + h) * NC + c) * dk * dv;
+inline int64_t state_off(int64_t b, int64_t h, int64_t c, int64_t H, int64_t NC, int64_t key_dim,
+                         int64_t value_dim) {
+  return ((b * H + h) * NC + c) * key_dim * value_dim;
 }
 
 // ================================================================================================
 // Recurrent form
 // ================================================================================================
 
-// One forward step on a dk x dv row-major state, in place: S <- a S; u = v - S^T k;
-// delta = beta u; S <- S + k delta^T. Writes u and delta (dv each).
+// One forward step on a Kd x Vd row-major state, in place: S <- a S; u = v - S^T k;
+// delta = beta u; S <- S + k delta^T. Writes u and delta (Vd each).
 template <class T>
-void recurrent_step(T* S, T* u, T* delta, const T* k, const T* v, T beta, T a, int64_t dk,
-                    int64_t dv) {
-  for (int64_t i = 0; i < dk * dv; ++i) S[i] *= a;
-  for (int64_t j = 0; j < dv; ++j) u[j] = v[j];
-  for (int64_t i = 0; i < dk; ++i) {
+void recurrent_step(T* S, T* u, T* delta, const T* k, const T* v, T beta, T a, int64_t key_dim,
+                    int64_t value_dim) {
+  for (int64_t i = 0; i < key_dim * value_dim; ++i) S[i] *= a;
+  for (int64_t j = 0; j < value_dim; ++j) u[j] = v[j];
+  for (int64_t i = 0; i < key_dim; ++i) {
     const T ki = k[i];
-    for (int64_t j = 0; j < dv; ++j) u[j] -= S[i * dv + j] * ki;
+    for (int64_t j = 0; j < value_dim; ++j) u[j] -= S[i * value_dim + j] * ki;
   }
-  for (int64_t j = 0; j < dv; ++j) delta[j] = beta * u[j];
-  for (int64_t i = 0; i < dk; ++i) {
+  for (int64_t j = 0; j < value_dim; ++j) delta[j] = beta * u[j];
+  for (int64_t i = 0; i < key_dim; ++i) {
     const T ki = k[i];
-    for (int64_t j = 0; j < dv; ++j) S[i * dv + j] += ki * delta[j];
+    for (int64_t j = 0; j < value_dim; ++j) S[i * value_dim + j] += ki * delta[j];
   }
 }
 
-}  // namespace
-
 template <class T>
 void gdn_recurrent_forward(T* out, T* states, const T* q, const T* k, const T* v, const T* beta,
-                           const T* g, int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+                           const T* g, int64_t B, int64_t T_, int64_t H, int64_t key_dim,
+                           int64_t value_dim) {
   const int64_t NC = gdn_num_chunks(T_);
 #pragma omp parallel
   {
-    std::vector<T> S(dk * dv), u(dv), delta(dv);
+    std::vector<T> S(key_dim * value_dim), u(value_dim), delta(value_dim);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       std::fill(S.begin(), S.end(), T(0));
       for (int64_t t = 0; t < T_; ++t) {
         if (t % kGdnChunk == 0) {  // save S entering chunk t/64 for the backward
-          std::copy(S.begin(), S.end(), states + state_off(b, h, t / kGdnChunk, H, NC, dk, dv));
+          std::copy(S.begin(), S.end(),
+                    states + state_off(b, h, t / kGdnChunk, H, NC, key_dim, value_dim));
         }
         const int64_t th = (b * T_ + t) * H + h;
-        recurrent_step(S.data(), u.data(), delta.data(), k + th * dk, v + th * dv, beta[th],
-                       std::exp(g[th]), dk, dv);
+        recurrent_step(S.data(), u.data(), delta.data(), k + th * key_dim, v + th * value_dim,
+                       beta[th], std::exp(g[th]), key_dim, value_dim);
         // o_t = S_t^T q_t
-        const T* qt = q + th * dk;
-        T* ot = out + th * dv;
-        for (int64_t j = 0; j < dv; ++j) ot[j] = 0;
-        for (int64_t i = 0; i < dk; ++i) {
-          for (int64_t j = 0; j < dv; ++j) ot[j] += S[i * dv + j] * qt[i];
+        const T* qt = q + th * key_dim;
+        T* ot = out + th * value_dim;
+        for (int64_t j = 0; j < value_dim; ++j) ot[j] = 0;
+        for (int64_t i = 0; i < key_dim; ++i) {
+          for (int64_t j = 0; j < value_dim; ++j) ot[j] += S[i * value_dim + j] * qt[i];
         }
       }
     }
@@ -110,79 +116,80 @@ void gdn_recurrent_forward(T* out, T* states, const T* q, const T* k, const T* v
 //   P = a S_{t-1}, a = e^{g}:   dg_t += <dP, P>;              dS_{t-1} = a dP
 // The states inside a chunk are recomputed from the saved chunk-entry state (no T states kept).
 template <class T>
-void gdn_recurrent_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, const T* states,
+void gdn_recurrent_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout, const T* states,
                             const T* q, const T* k, const T* v, const T* beta, const T* g,
-                            int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+                            int64_t B, int64_t T_, int64_t H, int64_t key_dim, int64_t value_dim) {
   const int64_t NC = gdn_num_chunks(T_);
-  const int64_t SS = dk * dv;
+  const int64_t SS = key_dim * value_dim;
 #pragma omp parallel
   {
     // Sc[j] = state after step j-1 of the chunk (Sc[0] = chunk entry); U/D = u and delta rows.
-    std::vector<T> Sc((kGdnChunk + 1) * SS), U(kGdnChunk * dv), D(kGdnChunk * dv);
-    std::vector<T> dS(SS), dd(dv), dkt(dk);
+    std::vector<T> Sc((kGdnChunk + 1) * SS), U(kGdnChunk * value_dim), D(kGdnChunk * value_dim);
+    std::vector<T> dS(SS), dd(value_dim), dkt(key_dim);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       std::fill(dS.begin(), dS.end(), T(0));
       for (int64_t c = NC - 1; c >= 0; --c) {
         const int64_t t0 = c * kGdnChunk, Cn = std::min(kGdnChunk, T_ - t0);
-        const T* S0 = states + state_off(b, h, c, H, NC, dk, dv);
+        const T* S0 = states + state_off(b, h, c, H, NC, key_dim, value_dim);
         std::copy(S0, S0 + SS, Sc.begin());
         for (int64_t j = 0; j < Cn; ++j) {  // recompute the chunk's states
           const int64_t th = (b * T_ + t0 + j) * H + h;
           std::copy(Sc.begin() + j * SS, Sc.begin() + (j + 1) * SS, Sc.begin() + (j + 1) * SS);
-          recurrent_step(Sc.data() + (j + 1) * SS, U.data() + j * dv, D.data() + j * dv,
-                         k + th * dk, v + th * dv, beta[th], std::exp(g[th]), dk, dv);
+          recurrent_step(Sc.data() + (j + 1) * SS, U.data() + j * value_dim,
+                         D.data() + j * value_dim, k + th * key_dim, v + th * value_dim, beta[th],
+                         std::exp(g[th]), key_dim, value_dim);
         }
         for (int64_t j = Cn - 1; j >= 0; --j) {
           const int64_t th = (b * T_ + t0 + j) * H + h;
           const T* Sprev = Sc.data() + j * SS;
           const T* Scur = Sc.data() + (j + 1) * SS;
-          const T* qt = q + th * dk;
-          const T* kt = k + th * dk;
-          const T* dot = dout + th * dv;
-          const T* u = U.data() + j * dv;
-          const T* delta = D.data() + j * dv;
+          const T* qt = q + th * key_dim;
+          const T* kt = k + th * key_dim;
+          const T* dot = dout + th * value_dim;
+          const T* u = U.data() + j * value_dim;
+          const T* delta = D.data() + j * value_dim;
           const T bt = beta[th], a = std::exp(g[th]);
           // Output: dq_t += S_t do_t, dS += q_t do_t^T.
-          for (int64_t i = 0; i < dk; ++i) {
+          for (int64_t i = 0; i < key_dim; ++i) {
             T acc = 0;
-            for (int64_t jj = 0; jj < dv; ++jj) {
-              acc += Scur[i * dv + jj] * dot[jj];
-              dS[i * dv + jj] += qt[i] * dot[jj];
+            for (int64_t jj = 0; jj < value_dim; ++jj) {
+              acc += Scur[i * value_dim + jj] * dot[jj];
+              dS[i * value_dim + jj] += qt[i] * dot[jj];
             }
-            dq[th * dk + i] += acc;
+            dq[th * key_dim + i] += acc;
           }
           // ddelta = dS^T k_t; dk_t = dS delta (accumulated locally, added once).
           std::fill(dd.begin(), dd.end(), T(0));
-          for (int64_t i = 0; i < dk; ++i) {
+          for (int64_t i = 0; i < key_dim; ++i) {
             T acc = 0;
-            for (int64_t jj = 0; jj < dv; ++jj) {
-              dd[jj] += dS[i * dv + jj] * kt[i];
-              acc += dS[i * dv + jj] * delta[jj];
+            for (int64_t jj = 0; jj < value_dim; ++jj) {
+              dd[jj] += dS[i * value_dim + jj] * kt[i];
+              acc += dS[i * value_dim + jj] * delta[jj];
             }
             dkt[i] = acc;
           }
           T db = 0;
-          for (int64_t jj = 0; jj < dv; ++jj) {
+          for (int64_t jj = 0; jj < value_dim; ++jj) {
             db += dd[jj] * u[jj];
-            dv_[th * dv + jj] += bt * dd[jj];
+            dv[th * value_dim + jj] += bt * dd[jj];
           }
           dbeta[th] += db;
           // With P = a S_{t-1}: dk_t -= beta P ddelta; dP = dS - beta k ddelta^T (in place in
           // dS); dg_t += <dP, P>; then dS_{t-1} = a dP.
           T dgt = 0;
-          for (int64_t i = 0; i < dk; ++i) {
+          for (int64_t i = 0; i < key_dim; ++i) {
             T acc = 0;
-            for (int64_t jj = 0; jj < dv; ++jj) {
-              const T P = a * Sprev[i * dv + jj];
+            for (int64_t jj = 0; jj < value_dim; ++jj) {
+              const T P = a * Sprev[i * value_dim + jj];
               acc += P * dd[jj];
-              T& dP = dS[i * dv + jj];
+              T& dP = dS[i * value_dim + jj];
               dP -= bt * kt[i] * dd[jj];
               dgt += dP * P;
               dP *= a;
             }
-            dk_[th * dk + i] += dkt[i] - bt * acc;
+            dk[th * key_dim + i] += dkt[i] - bt * acc;
           }
           dg[th] += dgt;
         }
@@ -194,18 +201,17 @@ void gdn_recurrent_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dou
 // ================================================================================================
 // Chunk (WY/UT) form
 // ================================================================================================
-// Per (b, h) and chunk of C steps with entry state S0 [dk, dv]; rows t = 0..C-1 of Q, K [C, dk],
-// V [C, dv]; gamma_t = sum_{j<=t} g_j (inclusive, within the chunk), Gam_t = exp(gamma_t),
+// Per (b, h) and chunk of C steps with entry state S0 [Kd, Vd]; rows t = 0..C-1 of Q, K [C, Kd],
+// V [C, Vd]; gamma_t = sum_{j<=t} g_j (inclusive, within the chunk), Gam_t = exp(gamma_t),
 // e_s = exp(gamma_{C-1} - gamma_s), E_ts = exp(gamma_t - gamma_s) for s <= t else 0.
 // Unrolling the recurrence inside the chunk gives
 //   S_t = Gam_t S0 + sum_{s<=t} E_ts k_s delta_s^T, hence
 //   delta_t + sum_{s<t} L_ts delta_s = beta_t (v_t - Gam_t S0^T k_t),  L_ts = beta_t E_ts k_t.k_s:
-//   Delta  = (I + L)^{-1} diag(beta) Ub,      Ub = V - diag(Gam) K S0             [C, dv]
-//   O      = diag(Gam) Q S0 + A Delta,        A = (Q K^T) . E  (elementwise)        [C, dv]
-//   S_next = Gam_{C-1} S0 + K^T diag(e) Delta                                       [dk, dv]
+//   Delta  = (I + L)^{-1} diag(beta) Ub,      Ub = V - diag(Gam) K S0             [C, Vd]
+//   O      = diag(Gam) Q S0 + A Delta,        A = (Q K^T) . E  (elementwise)        [C, Vd]
+//   S_next = Gam_{C-1} S0 + K^T diag(e) Delta                                       [Kd, Vd]
 // Every exponent above is gamma_t - gamma_s with s <= t (or gamma_t - 0), so it is <= 0: no
 // overflow however strong the decay (large positive exponents are the NaN pitfall).
-namespace {
 
 // The intermediates of one chunk, shared by forward and backward (recomputed in backward).
 template <class T>
@@ -215,8 +221,8 @@ struct ChunkWork {
   Mat<T> KK;                // [C, C] K K^T
   Mat<T> L;                 // [C, C] strictly lower L_ts = beta_t E_ts KK_ts (0 elsewhere)
   Mat<T> A;                 // [C, C] (Q K^T) . E
-  Mat<T> Ub;                // [C, dv] V - diag(Gam) K S0
-  Mat<T> Delta;             // [C, dv]
+  Mat<T> Ub;                // [C, Vd] V - diag(Gam) K S0
+  Mat<T> Delta;             // [C, Vd]
 
   template <class MQ, class MK, class MV, class MS>
   void compute(const MQ& Q, const MK& K, const MV& V, const MS& S0, const CStridedVec<T>& beta,
@@ -247,31 +253,35 @@ struct ChunkWork {
   }
 };
 
-}  // namespace
-
 template <class T>
 void gdn_chunk_forward(T* out, T* states, const T* q, const T* k, const T* v, const T* beta,
-                       const T* g, int64_t B, int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+                       const T* g, int64_t B, int64_t T_, int64_t H, int64_t key_dim,
+                       int64_t value_dim) {
   const int64_t NC = gdn_num_chunks(T_);
 #pragma omp parallel
   {
     ChunkWork<T> w;
-    Mat<T> S(dk, dv);
+    Mat<T> S(key_dim, value_dim);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       S.setZero();
       for (int64_t c = 0; c < NC; ++c) {
         const int64_t t0 = c * kGdnChunk, C = std::min(kGdnChunk, T_ - t0);
-        Eigen::Map<Mat<T>>(states + state_off(b, h, c, H, NC, dk, dv), dk, dv) = S;
-        CStrided<T> Q(q + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk));
-        CStrided<T> K(k + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk));
-        CStrided<T> V(v + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv));
+        Eigen::Map<Mat<T>>(states + state_off(b, h, c, H, NC, key_dim, value_dim), key_dim,
+                           value_dim) = S;
+        CStrided<T> Q(q + tok(b, t0, h, T_, H, key_dim), C, key_dim,
+                      Eigen::OuterStride<>(H * key_dim));
+        CStrided<T> K(k + tok(b, t0, h, T_, H, key_dim), C, key_dim,
+                      Eigen::OuterStride<>(H * key_dim));
+        CStrided<T> V(v + tok(b, t0, h, T_, H, value_dim), C, value_dim,
+                      Eigen::OuterStride<>(H * value_dim));
         CStridedVec<T> bt(beta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
         CStridedVec<T> gt(g + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
         w.compute(Q, K, V, S, bt, gt);
         // O = diag(Gam) Q S0 + A Delta
-        Strided<T> O(out + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv));
+        Strided<T> O(out + tok(b, t0, h, T_, H, value_dim), C, value_dim,
+                     Eigen::OuterStride<>(H * value_dim));
         O.noalias() = w.Gam.asDiagonal() * (Q * S);
         O.noalias() += w.A * w.Delta;
         // S_next = Gam_{C-1} S0 + K^T diag(e) Delta
@@ -283,10 +293,10 @@ void gdn_chunk_forward(T* out, T* states, const T* q, const T* k, const T* v, co
 }
 
 // Analytic backward of the chunk form, chunks in reverse order carrying dS = dL/dS_next (zero
-// after the last chunk). Per chunk, with dO [C, dv] and the recomputed intermediates:
+// after the last chunk). Per chunk, with dO [C, Vd] and the recomputed intermediates:
 //
 //  (1) S_next = Gam_{C-1} S0 + K^T diag(e) Delta   and   O = diag(Gam) Q S0 + A Delta:
-//      dDelta  = A^T dO + diag(e) K dS                                              [C, dv]
+//      dDelta  = A^T dO + diag(e) K dS                                              [C, Vd]
 //      dA      = (dO Delta^T) . [s <= t],   dQK = dA . E                            [C, C]
 //      dQ     += dQK K + diag(Gam) dO S0^T
 //      dK     += dQK^T Q + diag(e) Delta dS^T
@@ -304,21 +314,21 @@ void gdn_chunk_forward(T* out, T* states, const T* q, const T* k, const T* v, co
 //      G_ts = dL_ts beta_t E_ts = dKK_ts:  dK += (G + G^T) K
 //  (4) X = diag(beta) (V - diag(Gam) K S0):
 //      dbeta_t += dX_t . Ub_t;   dV += diag(beta) dX =: Y
-//      Z = diag(Gam) Y S0^T [C, dk]:  dK -= Z;  dgamma_t -= Z_t . k_t
+//      Z = diag(Gam) Y S0^T [C, Kd]:  dK -= Z;  dgamma_t -= Z_t . k_t
 //      dS0 -= K^T diag(Gam) Y
 //  (5) gamma = inclusive cumsum of g within the chunk:  dg_j += sum_{t >= j} dgamma_t. (The
 //      cross-chunk dependence of later chunks on g runs through Gam_{C-1} in S_next, i.e. through
 //      dgamma_{C-1} above.)
 //  Carry dS <- dS0 to the previous chunk.
 template <class T>
-void gdn_chunk_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, const T* states,
+void gdn_chunk_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout, const T* states,
                         const T* q, const T* k, const T* v, const T* beta, const T* g, int64_t B,
-                        int64_t T_, int64_t H, int64_t dk, int64_t dv) {
+                        int64_t T_, int64_t H, int64_t key_dim, int64_t value_dim) {
   const int64_t NC = gdn_num_chunks(T_);
 #pragma omp parallel
   {
     ChunkWork<T> w;
-    Mat<T> dS(dk, dv), dS0(dk, dv), dDelta, dA, dL, G, Y, Z, dQl, dKl;
+    Mat<T> dS(key_dim, value_dim), dS0(key_dim, value_dim), dDelta, dA, dL, G, Y, Z, dQl, dKl;
     Vec<T> dgam, dbet;
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
@@ -326,11 +336,16 @@ void gdn_chunk_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, c
       dS.setZero();
       for (int64_t c = NC - 1; c >= 0; --c) {
         const int64_t t0 = c * kGdnChunk, C = std::min(kGdnChunk, T_ - t0);
-        Eigen::Map<const Mat<T>> S0(states + state_off(b, h, c, H, NC, dk, dv), dk, dv);
-        CStrided<T> Q(q + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk));
-        CStrided<T> K(k + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk));
-        CStrided<T> V(v + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv));
-        CStrided<T> dO(dout + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv));
+        Eigen::Map<const Mat<T>> S0(states + state_off(b, h, c, H, NC, key_dim, value_dim), key_dim,
+                                    value_dim);
+        CStrided<T> Q(q + tok(b, t0, h, T_, H, key_dim), C, key_dim,
+                      Eigen::OuterStride<>(H * key_dim));
+        CStrided<T> K(k + tok(b, t0, h, T_, H, key_dim), C, key_dim,
+                      Eigen::OuterStride<>(H * key_dim));
+        CStrided<T> V(v + tok(b, t0, h, T_, H, value_dim), C, value_dim,
+                      Eigen::OuterStride<>(H * value_dim));
+        CStrided<T> dO(dout + tok(b, t0, h, T_, H, value_dim), C, value_dim,
+                       Eigen::OuterStride<>(H * value_dim));
         CStridedVec<T> bt(beta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
         CStridedVec<T> gt(g + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
         w.compute(Q, K, V, S0, bt, gt);
@@ -399,9 +414,12 @@ void gdn_chunk_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, c
         dS0.noalias() -= K.transpose() * (w.Gam.asDiagonal() * Y);
 
         // Accumulate into the outputs.
-        Strided<T>(dq + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk)) += dQl;
-        Strided<T>(dk_ + tok(b, t0, h, T_, H, dk), C, dk, Eigen::OuterStride<>(H * dk)) += dKl;
-        Strided<T>(dv_ + tok(b, t0, h, T_, H, dv), C, dv, Eigen::OuterStride<>(H * dv)) += Y;
+        Strided<T>(dq + tok(b, t0, h, T_, H, key_dim), C, key_dim,
+                   Eigen::OuterStride<>(H * key_dim)) += dQl;
+        Strided<T>(dk + tok(b, t0, h, T_, H, key_dim), C, key_dim,
+                   Eigen::OuterStride<>(H * key_dim)) += dKl;
+        Strided<T>(dv + tok(b, t0, h, T_, H, value_dim), C, value_dim,
+                   Eigen::OuterStride<>(H * value_dim)) += Y;
         StridedVec<T>(dbeta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H)) += dbet;
         // (5) dg_j += sum_{t >= j} dgamma_t (reverse cumulative sum).
         StridedVec<T> dgv(dg + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
@@ -413,19 +431,28 @@ void gdn_chunk_backward(T* dq, T* dk_, T* dv_, T* dbeta, T* dg, const T* dout, c
   }
 }
 
-#define SL_GDN_INSTANTIATE(T)                                                                      \
-  template void gdn_recurrent_forward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, \
-                                         int64_t, int64_t, int64_t, int64_t, int64_t);             \
-  template void gdn_recurrent_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,        \
-                                          const T*, const T*, const T*, const T*, int64_t,         \
-                                          int64_t, int64_t, int64_t, int64_t);                     \
-  template void gdn_chunk_forward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*,     \
-                                     int64_t, int64_t, int64_t, int64_t, int64_t);                 \
-  template void gdn_chunk_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, const T*,  \
-                                      const T*, const T*, const T*, int64_t, int64_t, int64_t,     \
-                                      int64_t, int64_t);
-SL_GDN_INSTANTIATE(float)
-SL_GDN_INSTANTIATE(double)
-#undef SL_GDN_INSTANTIATE
+}  // namespace
 
-}  // namespace sl::cpu
+template <class T>
+void CpuBackend<T>::gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, Tensor v,
+                                Tensor beta, Tensor g, int64_t B, int64_t T_, int64_t H,
+                                int64_t key_dim, int64_t value_dim) {
+  auto f = gdn_ == GdnAlgo::chunk ? gdn_chunk_forward<T> : gdn_recurrent_forward<T>;
+  f(out.as<T>(), states.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), beta.as<T>(), g.as<T>(), B, T_, H,
+    key_dim, value_dim);
+}
+
+template <class T>
+void CpuBackend<T>::gdn_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dbeta, Tensor dg,
+                                 Tensor dout, Tensor states, Tensor q, Tensor k, Tensor v,
+                                 Tensor beta, Tensor g, int64_t B, int64_t T_, int64_t H,
+                                 int64_t key_dim, int64_t value_dim) {
+  auto f = gdn_ == GdnAlgo::chunk ? gdn_chunk_backward<T> : gdn_recurrent_backward<T>;
+  f(dq.as<T>(), dk.as<T>(), dv.as<T>(), dbeta.as<T>(), dg.as<T>(), dout.as<T>(), states.as<T>(),
+    q.as<T>(), k.as<T>(), v.as<T>(), beta.as<T>(), g.as<T>(), B, T_, H, key_dim, value_dim);
+}
+
+SL_CPU_INSTANTIATE(gdn_forward);
+SL_CPU_INSTANTIATE(gdn_backward);
+
+}  // namespace sl

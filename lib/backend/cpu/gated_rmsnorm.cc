@@ -5,14 +5,20 @@
 #include <cmath>
 #include <cstdint>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 #include "backend/cpu/scalar_math.h"
 
-namespace sl::cpu {
+namespace sl {
+
+using cpu::silu;
+using cpu::silu_grad;
 
 template <class T>
-void gated_rmsnorm_forward(T* y, T* rstd, const T* x, const T* gate, int64_t ldg, const T* w,
-                           int64_t R, int64_t H, int64_t C, T eps) {
+void CpuBackend<T>::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, Tensor gate_t,
+                                          int64_t ldg, Tensor w_t, int64_t R, int64_t H, int64_t C,
+                                          float eps) {
+  T *y = y_t.as<T>(), *rstd = rstd_t.as<T>();
+  const T *x = x_t.as<T>(), *gate = gate_t.as<T>(), *w = w_t.as<T>();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     const T* xr = x + r * C;
@@ -31,9 +37,12 @@ void gated_rmsnorm_forward(T* y, T* rstd, const T* x, const T* gate, int64_t ldg
 //   dgate += dy * w * n * silu'(gate)      (dgate has gate's layout, token stride ldg)
 //   dw    += sum_r dy * n * s              (threads split columns; rows summed in order)
 template <class T>
-void gated_rmsnorm_backward(T* dx, T* dgate, T* dw, const T* dy, const T* x, const T* gate,
-                            int64_t ldg, const T* w, const T* rstd, int64_t R, int64_t H,
-                            int64_t C) {
+void CpuBackend<T>::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_t, Tensor dy_t,
+                                           Tensor x_t, Tensor gate_t, int64_t ldg, Tensor w_t,
+                                           Tensor rstd_t, int64_t R, int64_t H, int64_t C) {
+  T *dx = dx_t.as<T>(), *dgate = dgate_t.as<T>(), *dw = dw_t.as<T>();
+  const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *gate = gate_t.as<T>(), *w = w_t.as<T>(),
+          *rstd = rstd_t.as<T>();
   if (dx || dgate) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; ++r) {
@@ -75,15 +84,7 @@ void gated_rmsnorm_backward(T* dx, T* dgate, T* dw, const T* dy, const T* x, con
   }
 }
 
-template void gated_rmsnorm_forward<float>(float*, float*, const float*, const float*, int64_t,
-                                           const float*, int64_t, int64_t, int64_t, float);
-template void gated_rmsnorm_forward<double>(double*, double*, const double*, const double*, int64_t,
-                                            const double*, int64_t, int64_t, int64_t, double);
-template void gated_rmsnorm_backward<float>(float*, float*, float*, const float*, const float*,
-                                            const float*, int64_t, const float*, const float*,
-                                            int64_t, int64_t, int64_t);
-template void gated_rmsnorm_backward<double>(double*, double*, double*, const double*,
-                                             const double*, const double*, int64_t, const double*,
-                                             const double*, int64_t, int64_t, int64_t);
+SL_CPU_INSTANTIATE(gated_rmsnorm_forward);
+SL_CPU_INSTANTIATE(gated_rmsnorm_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

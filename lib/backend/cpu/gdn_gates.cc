@@ -5,15 +5,22 @@
 #include <cstdint>
 #include <vector>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 #include "backend/cpu/scalar_math.h"
 
-namespace sl::cpu {
+namespace sl {
+
+using cpu::sigmoid;
+using cpu::softplus;
 
 // b, a [BT, H] token stride ld -> beta, g [BT, H] contiguous.
 template <class T>
-void gdn_gates_forward(T* beta, T* g, const T* b, const T* a, int64_t ld, const T* A_log,
-                       const T* dt_bias, int64_t BT, int64_t H, T beta_scale) {
+void CpuBackend<T>::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Tensor a_t, int64_t ld,
+                                      Tensor A_log_t, Tensor dt_bias_t, int64_t BT, int64_t H,
+                                      float beta_scale) {
+  T *beta = beta_t.as<T>(), *g = g_t.as<T>();
+  const T *b = b_t.as<T>(), *a = a_t.as<T>(), *A_log = A_log_t.as<T>(),
+          *dt_bias = dt_bias_t.as<T>();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < BT; ++t) {
     for (int64_t h = 0; h < H; ++h) {
@@ -30,9 +37,14 @@ void gdn_gates_forward(T* beta, T* g, const T* b, const T* a, int64_t ld, const 
 // db, da have the token stride ld of b, a. A null dbeta or dg counts as zero. The [H] reductions
 // run serially over tokens (cheap next to everything else) so their order is fixed.
 template <class T>
-void gdn_gates_backward(T* db, T* da, T* dA_log, T* ddt_bias, const T* dbeta, const T* dg,
-                        const T* b, const T* a, int64_t ld, const T* A_log, const T* dt_bias,
-                        int64_t BT, int64_t H, T beta_scale) {
+void CpuBackend<T>::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t, Tensor ddt_bias_t,
+                                       Tensor dbeta_t, Tensor dg_t, Tensor b_t, Tensor a_t,
+                                       int64_t ld, Tensor A_log_t, Tensor dt_bias_t, int64_t BT,
+                                       int64_t H, float beta_scale) {
+  T *db = db_t.as<T>(), *da = da_t.as<T>(), *dA_log = dA_log_t.as<T>(),
+    *ddt_bias = ddt_bias_t.as<T>();
+  const T *dbeta = dbeta_t.as<T>(), *dg = dg_t.as<T>(), *b = b_t.as<T>(), *a = a_t.as<T>(),
+          *A_log = A_log_t.as<T>(), *dt_bias = dt_bias_t.as<T>();
   if (db && dbeta) {
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < BT; ++t) {
@@ -69,15 +81,7 @@ void gdn_gates_backward(T* db, T* da, T* dA_log, T* ddt_bias, const T* dbeta, co
   }
 }
 
-template void gdn_gates_forward<float>(float*, float*, const float*, const float*, int64_t,
-                                       const float*, const float*, int64_t, int64_t, float);
-template void gdn_gates_forward<double>(double*, double*, const double*, const double*, int64_t,
-                                        const double*, const double*, int64_t, int64_t, double);
-template void gdn_gates_backward<float>(float*, float*, float*, float*, const float*, const float*,
-                                        const float*, const float*, int64_t, const float*,
-                                        const float*, int64_t, int64_t, float);
-template void gdn_gates_backward<double>(double*, double*, double*, double*, const double*,
-                                         const double*, const double*, const double*, int64_t,
-                                         const double*, const double*, int64_t, int64_t, double);
+SL_CPU_INSTANTIATE(gdn_gates_forward);
+SL_CPU_INSTANTIATE(gdn_gates_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

@@ -2,14 +2,16 @@
 #include <cmath>
 #include <cstdint>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 
-namespace sl::cpu {
+namespace sl {
 
 // x [BT, H, C] token stride ldx -> y [BT, H, C] contiguous, rnorm [BT, H].
 template <class T>
-void l2norm_forward(T* y, T* rnorm, const T* x, int64_t ldx, int64_t BT, int64_t H, int64_t C,
-                    T scale, T eps) {
+void CpuBackend<T>::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, int64_t ldx, int64_t BT,
+                                   int64_t H, int64_t C, float scale, float eps) {
+  T *y = y_t.as<T>(), *rnorm = rnorm_t.as<T>();
+  const T* x = x_t.as<T>();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < BT; ++t) {
     for (int64_t h = 0; h < H; ++h) {
@@ -26,8 +28,10 @@ void l2norm_forward(T* y, T* rnorm, const T* x, int64_t ldx, int64_t BT, int64_t
 
 // dx (token stride ldx) += scale * rnorm * (dy - x rnorm^2 sum_c dy_c x_c)
 template <class T>
-void l2norm_backward(T* dx, const T* dy, const T* x, int64_t ldx, const T* rnorm, int64_t BT,
-                     int64_t H, int64_t C, T scale) {
+void CpuBackend<T>::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, int64_t ldx,
+                                    Tensor rnorm_t, int64_t BT, int64_t H, int64_t C, float scale) {
+  T* dx = dx_t.as<T>();
+  const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *rnorm = rnorm_t.as<T>();
   if (!dx) return;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < BT; ++t) {
@@ -44,13 +48,7 @@ void l2norm_backward(T* dx, const T* dy, const T* x, int64_t ldx, const T* rnorm
   }
 }
 
-template void l2norm_forward<float>(float*, float*, const float*, int64_t, int64_t, int64_t,
-                                    int64_t, float, float);
-template void l2norm_forward<double>(double*, double*, const double*, int64_t, int64_t, int64_t,
-                                     int64_t, double, double);
-template void l2norm_backward<float>(float*, const float*, const float*, int64_t, const float*,
-                                     int64_t, int64_t, int64_t, float);
-template void l2norm_backward<double>(double*, const double*, const double*, int64_t, const double*,
-                                      int64_t, int64_t, int64_t, double);
+SL_CPU_INSTANTIATE(l2norm_forward);
+SL_CPU_INSTANTIATE(l2norm_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 
-namespace sl::cpu {
+namespace sl {
 namespace {
 
 template <class T>
@@ -26,8 +26,10 @@ constexpr int64_t kRowBlock = 64;
 
 // y [M, N] (=|+=) x [M, K] ld ldx . w [N, K]^T, blocks of rows of y.
 template <class T>
-void matmul_forward(T* y, const T* x, int64_t ldx, const T* w, int64_t M, int64_t K, int64_t N,
-                    bool accumulate) {
+void CpuBackend<T>::matmul_forward(Tensor y_t, Tensor x_t, int64_t ldx, Tensor w_t, int64_t M,
+                                   int64_t K, int64_t N, bool accumulate) {
+  T* y = y_t.as<T>();
+  const T *x = x_t.as<T>(), *w = w_t.as<T>();
   Eigen::Map<const RowMat<T>> W(w, N, K);
   const int64_t nb = (M + kRowBlock - 1) / kRowBlock;
 #pragma omp parallel for schedule(static)
@@ -43,11 +45,14 @@ void matmul_forward(T* y, const T* x, int64_t ldx, const T* w, int64_t M, int64_
   }
 }
 
-// dx [M, K] ld ldx += dy [M, N] . w [N, K]   (blocks of rows of dx)
-// dw [N, K] += dy^T . x                      (blocks of rows of dw, each reducing over all M)
+// dx [M, K] ld ldx (=|+=) dy [M, N] . w [N, K]   (blocks of rows of dx)
+// dw [N, K] += dy^T . x                          (blocks of rows of dw, each reducing over all M)
 template <class T>
-void matmul_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, int64_t M,
-                     int64_t K, int64_t N) {
+void CpuBackend<T>::matmul_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, int64_t ldx,
+                                    Tensor w_t, int64_t M, int64_t K, int64_t N, bool accumulate) {
+  T* dx = cpu::written<T>(dx_t, accumulate, M, K, ldx);
+  T* dw = dw_t.as<T>();
+  const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *w = w_t.as<T>();
   if (dx) {
     Eigen::Map<const RowMat<T>> W(w, N, K);
     const int64_t nb = (M + kRowBlock - 1) / kRowBlock;
@@ -72,13 +77,7 @@ void matmul_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T
   }
 }
 
-template void matmul_forward<float>(float*, const float*, int64_t, const float*, int64_t, int64_t,
-                                    int64_t, bool);
-template void matmul_forward<double>(double*, const double*, int64_t, const double*, int64_t,
-                                     int64_t, int64_t, bool);
-template void matmul_backward<float>(float*, float*, const float*, const float*, int64_t,
-                                     const float*, int64_t, int64_t, int64_t);
-template void matmul_backward<double>(double*, double*, const double*, const double*, int64_t,
-                                      const double*, int64_t, int64_t, int64_t);
+SL_CPU_INSTANTIATE(matmul_forward);
+SL_CPU_INSTANTIATE(matmul_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

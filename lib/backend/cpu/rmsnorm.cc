@@ -5,14 +5,17 @@
 #include <cstdint>
 #include <vector>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 
-namespace sl::cpu {
+namespace sl {
 
 // x [R, C] ld ldx -> y [R, C] (= res + w * n where res is given), y_copy [R, C], rstd [R].
 template <class T>
-void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t R, int64_t C,
-                     T eps, const T* res, T* y_copy) {
+void CpuBackend<T>::rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64_t ldx, Tensor w_t,
+                                    int64_t R, int64_t C, float eps, Tensor res_t,
+                                    Tensor y_copy_t) {
+  T *y = y_t.as<T>(), *rstd = rstd_t.as<T>(), *y_copy = y_copy_t.as<T>();
+  const T *x = x_t.as<T>(), *w = w_t.as<T>(), *res = res_t.as<T>();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     const T* xr = x + r * ldx;
@@ -26,12 +29,15 @@ void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t
   }
 }
 
-// With dn = dy * w:  dx = rstd * (dn - n * mean_c(dn * n));  dw = sum_r dy * n.
+// With dn = dy * w:  dx (=|+=) rstd * (dn - n * mean_c(dn * n));  dw += sum_r dy * n.
 // dw is a reduction over rows: threads split the columns and each sums its columns over the rows
 // in order, so the result does not depend on the thread count.
 template <class T>
-void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w, const T* rstd,
-                      int64_t R, int64_t C) {
+void CpuBackend<T>::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, int64_t ldx,
+                                     Tensor w_t, Tensor rstd_t, int64_t R, int64_t C,
+                                     bool accumulate) {
+  T *dx = cpu::written<T>(dx_t, accumulate, R, C, ldx), *dw = dw_t.as<T>();
+  const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *w = w_t.as<T>(), *rstd = rstd_t.as<T>();
   if (dx) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; ++r) {
@@ -66,39 +72,27 @@ void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const 
 // QK-norm then RoPE (OLMo 3's q and k): y = rope(rms(x; w)), the norm over the whole row of
 // H heads. The composition of the two references, so it is exactly what the unfused ops give.
 template <class T>
-void rmsnorm_rope_forward(T* y, T* rstd, const T* x, int64_t ldx, const T* w, int64_t B, int64_t T_,
-                          int64_t H, int64_t hd, T eps, double theta) {
-  rmsnorm_forward(y, rstd, x, ldx, w, B * T_, H * hd, eps);
+void CpuBackend<T>::rmsnorm_rope_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
+                                         int64_t B, int64_t T_, int64_t H, int64_t hd, float eps,
+                                         float theta) {
+  rmsnorm_forward(y, rstd, x, ldx, w, B * T_, H * hd, eps, Tensor{}, Tensor{});
   rope_forward(y, B, T_, H, hd, theta);
 }
-// dx += rmsnorm'(rope^T dy), dw += ...; dy [BT, H hd] is left as it was.
+// dx (=|+=) rmsnorm'(rope^T dy), dw += ...; dy [BT, H hd] is left as it was.
 template <class T>
-void rmsnorm_rope_backward(T* dx, T* dw, const T* dy, const T* x, int64_t ldx, const T* w,
-                           const T* rstd, int64_t B, int64_t T_, int64_t H, int64_t hd,
-                           double theta) {
-  std::vector<T> g(dy, dy + B * T_ * H * hd);
-  rope_backward(g.data(), B, T_, H, hd, theta);
-  rmsnorm_backward(dx, dw, g.data(), x, ldx, w, rstd, B * T_, H * hd);
+void CpuBackend<T>::rmsnorm_rope_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
+                                          Tensor w, Tensor rstd, int64_t B, int64_t T_, int64_t H,
+                                          int64_t hd, float theta, bool accumulate) {
+  const int64_t n = B * T_ * H * hd;
+  std::vector<T> g(dy.as<T>(), dy.as<T>() + n);
+  const Tensor gt(g.data(), kType, n);
+  rope_backward(gt, B, T_, H, hd, theta);
+  rmsnorm_backward(dx, dw, gt, x, ldx, w, rstd, B * T_, H * hd, accumulate);
 }
 
-template void rmsnorm_forward<float>(float*, float*, const float*, int64_t, const float*, int64_t,
-                                     int64_t, float, const float*, float*);
-template void rmsnorm_forward<double>(double*, double*, const double*, int64_t, const double*,
-                                      int64_t, int64_t, double, const double*, double*);
-template void rmsnorm_backward<float>(float*, float*, const float*, const float*, int64_t,
-                                      const float*, const float*, int64_t, int64_t);
-template void rmsnorm_backward<double>(double*, double*, const double*, const double*, int64_t,
-                                       const double*, const double*, int64_t, int64_t);
+SL_CPU_INSTANTIATE(rmsnorm_forward);
+SL_CPU_INSTANTIATE(rmsnorm_backward);
+SL_CPU_INSTANTIATE(rmsnorm_rope_forward);
+SL_CPU_INSTANTIATE(rmsnorm_rope_backward);
 
-template void rmsnorm_rope_forward<float>(float*, float*, const float*, int64_t, const float*,
-                                          int64_t, int64_t, int64_t, int64_t, float, double);
-template void rmsnorm_rope_forward<double>(double*, double*, const double*, int64_t, const double*,
-                                           int64_t, int64_t, int64_t, int64_t, double, double);
-template void rmsnorm_rope_backward<float>(float*, float*, const float*, const float*, int64_t,
-                                           const float*, const float*, int64_t, int64_t, int64_t,
-                                           int64_t, double);
-template void rmsnorm_rope_backward<double>(double*, double*, const double*, const double*, int64_t,
-                                            const double*, const double*, int64_t, int64_t, int64_t,
-                                            int64_t, double);
-
-}  // namespace sl::cpu
+}  // namespace sl

@@ -5,10 +5,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 #include "core/error.h"
 
-namespace sl::cpu {
+namespace sl {
 namespace {
 
 // cos/sin tables [T, hd/2]; angles in double (large t * small inv_freq loses bits in float),
@@ -55,19 +55,19 @@ void rope_rotate(T* x, int64_t B, int64_t T_, int64_t H, int64_t hd, double thet
 }  // namespace
 
 template <class T>
-void rope_forward(T* x, int64_t B, int64_t T_, int64_t H, int64_t hd, double theta) {
-  rope_rotate(x, B, T_, H, hd, theta, T(1));
+void CpuBackend<T>::rope_forward(Tensor x, int64_t B, int64_t T_, int64_t H, int64_t hd,
+                                 float theta) {
+  rope_rotate(x.as<T>(), B, T_, H, hd, theta, T(1));
 }
 
 // The rotation is orthogonal, so its gradient is the rotation by the opposite angle.
 template <class T>
-void rope_backward(T* dx, int64_t B, int64_t T_, int64_t H, int64_t hd, double theta) {
-  rope_rotate(dx, B, T_, H, hd, theta, T(-1));
+void CpuBackend<T>::rope_backward(Tensor dx, int64_t B, int64_t T_, int64_t H, int64_t hd,
+                                  float theta) {
+  rope_rotate(dx.as<T>(), B, T_, H, hd, theta, T(-1));
 }
 
-template void rope_forward<float>(float*, int64_t, int64_t, int64_t, int64_t, double);
-template void rope_forward<double>(double*, int64_t, int64_t, int64_t, int64_t, double);
-template void rope_backward<float>(float*, int64_t, int64_t, int64_t, int64_t, double);
-template void rope_backward<double>(double*, int64_t, int64_t, int64_t, int64_t, double);
+SL_CPU_INSTANTIATE(rope_forward);
+SL_CPU_INSTANTIATE(rope_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

@@ -2,14 +2,19 @@
 // gate|up projection output.
 #include <cstdint>
 
-#include "backend/cpu/ops.h"
+#include "backend/cpu/common.h"
 #include "backend/cpu/scalar_math.h"
 
-namespace sl::cpu {
+namespace sl {
+
+using cpu::silu;
+using cpu::silu_grad;
 
 // gu [R, 2m] = [gate | up] -> h [R, m]
 template <class T>
-void swiglu_forward(T* h, const T* gu, int64_t R, int64_t m) {
+void CpuBackend<T>::swiglu_forward(Tensor h_t, Tensor gu_t, int64_t R, int64_t m) {
+  T* h = h_t.as<T>();
+  const T* gu = gu_t.as<T>();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     const T* g = gu + r * 2 * m;
@@ -19,9 +24,12 @@ void swiglu_forward(T* h, const T* gu, int64_t R, int64_t m) {
   }
 }
 
-// dgate += dh * up * silu'(gate),  dup += dh * silu(gate)
+// dgate (=|+=) dh * up * silu'(gate),  dup (=|+=) dh * silu(gate)
 template <class T>
-void swiglu_backward(T* dgu, const T* dh, const T* gu, int64_t R, int64_t m) {
+void CpuBackend<T>::swiglu_backward(Tensor dgu_t, Tensor dh_t, Tensor gu_t, int64_t R, int64_t m,
+                                    bool accumulate) {
+  T* dgu = cpu::written<T>(dgu_t, accumulate, R, 2 * m, 2 * m);
+  const T *dh = dh_t.as<T>(), *gu = gu_t.as<T>();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     const T* g = gu + r * 2 * m;
@@ -36,9 +44,7 @@ void swiglu_backward(T* dgu, const T* dh, const T* gu, int64_t R, int64_t m) {
   }
 }
 
-template void swiglu_forward<float>(float*, const float*, int64_t, int64_t);
-template void swiglu_forward<double>(double*, const double*, int64_t, int64_t);
-template void swiglu_backward<float>(float*, const float*, const float*, int64_t, int64_t);
-template void swiglu_backward<double>(double*, const double*, const double*, int64_t, int64_t);
+SL_CPU_INSTANTIATE(swiglu_forward);
+SL_CPU_INSTANTIATE(swiglu_backward);
 
-}  // namespace sl::cpu
+}  // namespace sl

@@ -9,7 +9,8 @@
 //
 // Bytes per parameter: read p, g, m, v (16), write p, m, v (12) and the bf16 copy (2): 30 B, so
 // S4's 162M parameters take ~1.2 ms at 4 TB/s.
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -68,14 +69,29 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void adamw(Ctx& ctx, DPtr p, DPtr g, DPtr m, DPtr v, DPtr p_compute, const int32_t* items,
-           int64_t n_items, int64_t n_total, const double* step, float b1, float b2, float eps,
-           float wd, float max_norm) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernel, common.cuh
+
+void CudaBackend::adamw(Tensor p_t, Tensor g_t, Tensor m_t, Tensor v_t, Tensor p_compute_t,
+                        Tensor items_t, int64_t n_items, Tensor step_t, float b1, float b2,
+                        float eps, float wd, float max_norm) {
+  const char* op = "adamw";
+  if (step_t.n < kStepSlots) fail("cuda adamw: step must hold the 4 step scalars");
+  // A compute copy of the same dtype is the master itself (fp32 activations): nothing to write.
+  const bool copy = p_compute_t && p_compute_t.data != p_t.data;
+  const DPtr p = dptr(p_t, op, "p"), g = dptr(g_t, op, "g"), m = dptr(m_t, op, "m"),
+             v = dptr(v_t, op, "v"), p_compute = copy ? dptr(p_compute_t, op, "p_compute") : DPtr{};
+  const int32_t* items = i32_ptr(items_t, 3 * n_items, op, "items");
+  const double* step = f64_ptr(step_t, op, "step");
+  const int64_t n_total = p_t.n;
   if (n_items <= 0 || n_total <= 0) return;
   const int64_t blocks = (n_total + kChunk - 1) / kChunk;
-  adamw_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, ctx.stream>>>(
+  adamw_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, cuda_ctx().stream>>>(
       p, g, m, v, p_compute, items, n_items, n_total, step, b1, b2, eps, wd, max_norm);
   SL_CUDA_LAUNCHED();
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

@@ -22,7 +22,8 @@
 #include <string>
 
 #include "backend/cuda/attention_flash.cuh"
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/tile_mma.cuh"
 
 namespace sl::cuda {
@@ -324,8 +325,18 @@ void attention_row_dots(Ctx& ctx, float* D, DPtr dout, DPtr out, int64_t B, int6
   SL_CUDA_LAUNCHED();
 }
 
-void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv, int64_t B,
-                       int64_t T, int64_t H, int64_t hd) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, the flash path (attention_flash.cuh), common.cuh
+
+void CudaBackend::attention_forward(Tensor out_t, Tensor lse_t, Tensor q_t, Tensor k_t, Tensor v_t,
+                                    int64_t ldv, int64_t B, int64_t T, int64_t H, int64_t hd) {
+  const char* op = "attention_forward";
+  const DPtr out = dptr(out_t, op, "out"), lse = dptr(lse_t, op, "lse"), q = dptr(q_t, op, "q"),
+             k = dptr(k_t, op, "k"), v = dptr(v_t, op, "v");
+  Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
   if (flash_enabled() && flash_attention_forward(ctx, out, lse, q, k, v, ldv, B, T, H, hd)) return;
   const AttnDims A = dims(T, H, hd, ldv, q, k, v, {}, "forward");
@@ -333,9 +344,15 @@ void attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int
          B * H, "forward", out, lse, q, k, v);
 }
 
-void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr v,
-                        int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T, int64_t H,
-                        int64_t hd, bool accumulate) {
+void CudaBackend::attention_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dout_t,
+                                     Tensor q_t, Tensor k_t, Tensor v_t, int64_t ldv, Tensor out_t,
+                                     Tensor lse_t, int64_t B, int64_t T, int64_t H, int64_t hd,
+                                     bool accumulate) {
+  const char* op = "attention_backward";
+  const DPtr dq = dptr(dq_t, op, "dq"), dk = dptr(dk_t, op, "dk"), dv = dptr(dv_t, op, "dv"),
+             dout = dptr(dout_t, op, "dout"), q = dptr(q_t, op, "q"), k = dptr(k_t, op, "k"),
+             v = dptr(v_t, op, "v"), out = dptr(out_t, op, "out"), lse = dptr(lse_t, op, "lse");
+  Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0 || (!dq && !dk && !dv)) return;
   if (flash_enabled() && flash_attention_backward(ctx, dq, dk, dv, dout, q, k, v, ldv, out, lse, B,
                                                   T, H, hd, accumulate))
@@ -353,4 +370,4 @@ void attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, 
            "backward (dk, dv)", dk, dv, dout, q, k, v, lse, Dc);
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

@@ -1,5 +1,6 @@
-// The two attention paths' shared pieces (attention.cu: the fp32-exact 3xTF32 kernels and the
-// row dots D; attention_flash.cu: the bf16 tensor-core kernels).
+// The attention paths' shared pieces (attention.cu: the fp32-exact 3xTF32 kernels and the row
+// dots D; attention_flash.cu: the bf16 tensor-core kernels; attention_wgmma.cu: their sm_90a
+// warpgroup-MMA versions).
 #pragma once
 #include <cstdint>
 
@@ -44,10 +45,10 @@ __device__ inline void store_row_pairs(DPtr p, int64_t row, int qd, int hd, cons
 void attention_row_dots(Ctx& ctx, float* D, DPtr dout, DPtr out, int64_t B, int64_t T, int64_t H,
                         int64_t hd);
 
-// attention_flash.cu: the bf16 path, with the signatures of ops.h's attention_forward and
-// attention_backward. Each returns false, having launched nothing, when the call is not one it
-// takes (an input not bf16 or not 16-byte aligned, lse not fp32, hd not a multiple of 8 up to
-// 128); the caller then runs the fp32-exact kernels.
+// attention_flash.cu: the bf16 path, with the arguments of the op list's attention_forward and
+// attention_backward (core/backend_ops.inc) as device pointers. Each returns false, having launched
+// nothing, when the call is not one it takes (an input not bf16 or not 16-byte aligned, lse not
+// fp32, hd not a multiple of 8 up to 128); the caller then runs the fp32-exact kernels.
 bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
                              int64_t B, int64_t T, int64_t H, int64_t hd);
 bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k,

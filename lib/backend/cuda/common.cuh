@@ -1,6 +1,13 @@
-// Shared pieces of the CUDA ops: error checks, the dtype-dispatching device pointer, warp/block
-// reductions, the scalar activations, and the deterministic column reduction used by every
-// parameter-gradient sum over tokens.
+// Shared pieces of the CUDA ops: error checks, the dtype-dispatching device pointer and the
+// checks that unwrap a Tensor, warp/block reductions, the scalar activations, and the
+// deterministic column reduction used by every parameter-gradient sum over tokens.
+//
+// Each op of the list (core/backend_ops.inc) is defined once, as its CudaBackend member, in this
+// folder's file for the op (forward and backward side by side), after the file's kernels (in
+// sl::cuda, which the definitions use unqualified). In an op's definition a Tensor parameter is
+// named <x>_t and the DPtr its body computes with is <x>, the list's name; everything is enqueued
+// on the backend's stream (cuda_ctx()) and nothing waits for the device, so a step can be
+// captured into a CUDA graph.
 //
 // Dtypes: every op reads and writes its tensors through DPtr, which carries the element type
 // (f32 or bf16) at run time and converts to/from fp32 on every access. All arithmetic is fp32;
@@ -109,6 +116,19 @@ inline DPtr dptr(const Tensor& t, const char* op, const char* what) {
          "; the CUDA ops compute on f32 and bf16 tensors");
   return {t.data, t.dtype == DType::bf16};
 }
+// Host: the device address of an f64 scalar / i32 index tensor (they bypass DPtr: no op computes
+// on them elementwise).
+inline double* f64_ptr(const Tensor& t, const char* op, const char* what) {
+  if (t.dtype != DType::f64 || t.n < 1)
+    fail(std::string("cuda ") + op + ": " + what + " must be an f64 scalar");
+  return static_cast<double*>(t.data);
+}
+inline const int32_t* i32_ptr(const Tensor& t, int64_t n, const char* op, const char* what) {
+  if (t.dtype != DType::i32 || t.n < n)
+    fail(std::string("cuda ") + op + ": " + what + " must be an i32 tensor of at least " +
+         std::to_string(n) + " elements");
+  return static_cast<const int32_t*>(t.data);
+}
 
 // A device buffer that grows on demand and is reused by every op (ops run one after another on
 // one stream). Growing frees the old buffer; cudaFree waits for the kernels still using it.
@@ -147,8 +167,10 @@ class Scratch {
 };
 
 struct GemmPlans;  // matmul.cu: the cuBLASLt handle, its workspace and the cached GEMM plans
+GemmPlans* gemm_plans_create(cudaStream_t stream);
+void gemm_plans_destroy(GemmPlans* g);
 
-// What every launcher needs: the stream, the workspaces, and the device limits some kernels
+// What every op's launches need: the stream, the workspaces, and the device limits some kernels
 // size themselves by.
 struct Ctx {
   cudaStream_t stream = nullptr;

@@ -15,7 +15,8 @@
 // (colsum_finish_kernel): deterministic, no atomics.
 #include <string>
 
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -135,16 +136,29 @@ dim3 grid_of(int64_t B, const ConvDims& D) {
 
 }  // namespace
 
-void conv1d_silu_forward(Ctx& ctx, DPtr y, DPtr x, int64_t ldx, DPtr w, int64_t B, int64_t T,
-                         int64_t C, int64_t K) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, int64_t ldx, Tensor w_t, int64_t B,
+                                      int64_t T, int64_t C, int64_t K) {
+  const char* op = "conv1d_silu_forward";
+  const DPtr y = dptr(y_t, op, "y"), x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   if (B * T * C <= 0) return;
   const ConvDims D = dims(B, T, C, K, ldx, "forward");
-  conv1d_forward_kernel<<<grid_of(B, D), kThreads, 0, ctx.stream>>>(y, x, w, D);
+  conv1d_forward_kernel<<<grid_of(B, D), kThreads, 0, cuda_ctx().stream>>>(y, x, w, D);
   SL_CUDA_LAUNCHED();
 }
 
-void conv1d_silu_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w,
-                          int64_t B, int64_t T, int64_t C, int64_t K) {
+void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
+                                       int64_t ldx, Tensor w_t, int64_t B, int64_t T, int64_t C,
+                                       int64_t K) {
+  const char* op = "conv1d_silu_backward";
+  const DPtr dx = dptr(dx_t, op, "dx"), dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"),
+             x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
+  Ctx& ctx = cuda_ctx();
   if (B * T * C <= 0 || (!dx && !dw)) return;
   const ConvDims D = dims(B, T, C, K, ldx, "backward");
   const int64_t nrows = B * D.runs, ncols = C * K;
@@ -157,4 +171,4 @@ void conv1d_silu_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t l
   }
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

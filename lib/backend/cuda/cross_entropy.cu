@@ -6,7 +6,8 @@
 // sum out) live on the device, so the step never waits for the host.
 #include <string>
 
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -166,8 +167,22 @@ __global__ void loss_sum_kernel(DPtr losses, const int32_t* targets, int64_t BT,
 
 }  // namespace
 
-void cross_entropy(Ctx& ctx, double* loss_sum, DPtr losses, DPtr dlogits, DPtr logits,
-                   const int32_t* targets, int64_t BT, int64_t V, const double* dscale) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::cross_entropy(Tensor loss_sum_t, Tensor losses_t, Tensor dlogits_t,
+                                Tensor logits_t, Tensor targets_t, int64_t BT, int64_t V,
+                                Tensor dscale_t) {
+  const char* op = "cross_entropy";
+  double* loss_sum = f64_ptr(loss_sum_t, op, "loss_sum");
+  const DPtr losses = dptr(losses_t, op, "losses"), dlogits = dptr(dlogits_t, op, "dlogits"),
+             logits = dptr(logits_t, op, "logits");
+  const int32_t* targets = i32_ptr(targets_t, BT, op, "targets");
+  const double* dscale = dlogits_t ? f64_ptr(dscale_t, op, "dscale") : nullptr;
+  Ctx& ctx = cuda_ctx();
   if (BT <= 0) return;
   const size_t row_bytes = static_cast<size_t>(V) * sizeof(__nv_bfloat16);
   const bool cached = logits.bf && V % 8 == 0 && (!dlogits || dlogits.bf) &&
@@ -185,4 +200,4 @@ void cross_entropy(Ctx& ctx, double* loss_sum, DPtr losses, DPtr dlogits, DPtr l
   SL_CUDA_LAUNCHED();
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

@@ -1,5 +1,6 @@
-// CudaBackend: device set-up, memory, host transfers, and the dispatch of every op to its
-// launcher in ops.h (one .cu file per op group), checking each tensor's dtype on the way.
+// CudaBackend: device set-up, memory, host transfers, graphs, the state the ops share (the Ctx,
+// the RoPE tables) and the memory ops zero, upload and download. Every other op is defined in its
+// own file of this folder (common.cuh).
 #include <cmath>
 #include <map>
 #include <string>
@@ -7,11 +8,9 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
 
 namespace sl {
-
-using cuda::DPtr;
 
 int cuda_device_count(std::string* why) {
   int n = 0;
@@ -50,12 +49,6 @@ struct CudaBackend::Impl {
   }
 };
 
-namespace {
-
-DPtr P(const Tensor& t, const char* op, const char* what) { return cuda::dptr(t, op, what); }
-
-}  // namespace
-
 CudaBackend::CudaBackend(int device, DType act) : device_(device), act_(act) {
   if (act != DType::bf16 && act != DType::f32)
     fail("cuda: activation dtype must be bf16 or f32, not " + std::string(dtype_name(act)));
@@ -88,6 +81,7 @@ CudaBackend::~CudaBackend() {
 }
 
 void* CudaBackend::stream_handle() const { return impl_->stream; }
+cuda::Ctx& CudaBackend::cuda_ctx() { return impl_->ctx; }
 
 std::string CudaBackend::name() const { return "cuda:" + std::to_string(device_); }
 
@@ -202,7 +196,7 @@ void CudaBackend::zero(Tensor t) {
 
 void CudaBackend::upload(Tensor dst, const float* src) {
   if (dst.n <= 0) return;
-  P(dst, "upload", "dst");
+  cuda::dptr(dst, "upload", "dst");
   if (dst.dtype == DType::f32) {
     SL_CUDA_CHECK(cudaMemcpyAsync(dst.data, src, static_cast<size_t>(dst.n) * sizeof(float),
                                   cudaMemcpyHostToDevice, impl_->stream));
@@ -217,7 +211,7 @@ void CudaBackend::upload(Tensor dst, const float* src) {
 
 void CudaBackend::download(float* dst, Tensor src) {
   if (src.n <= 0) return;
-  P(src, "download", "src");
+  cuda::dptr(src, "download", "src");
   if (src.dtype == DType::f32) {
     SL_CUDA_CHECK(cudaMemcpyAsync(dst, src.data, static_cast<size_t>(src.n) * sizeof(float),
                                   cudaMemcpyDeviceToHost, impl_->stream));
@@ -229,11 +223,6 @@ void CudaBackend::download(float* dst, Tensor src) {
     SL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
     for (int64_t i = 0; i < src.n; ++i) dst[i] = __bfloat162float(h[i]);
   }
-}
-
-void CudaBackend::convert(Tensor dst, Tensor src) {
-  SL_ASSERT(dst.n == src.n);
-  cuda::convert(impl_->ctx, P(dst, "convert", "dst"), P(src, "convert", "src"), src.n);
 }
 
 void CudaBackend::synchronize() { SL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
@@ -253,75 +242,6 @@ double CudaBackend::time_ms(const std::function<void()>& fn, int reps) {
   return static_cast<double>(ms) / (reps > 0 ? reps : 1);
 }
 
-// ---- elementwise / copies ---------------------------------------------------------------------
-
-void CudaBackend::axpy(Tensor y, Tensor x, float alpha, int64_t n) {
-  cuda::axpy(impl_->ctx, P(y, "axpy", "y"), P(x, "axpy", "x"), alpha, n);
-}
-void CudaBackend::copy2d(Tensor dst, int64_t ld_dst, Tensor src, int64_t ld_src, int64_t rows,
-                         int64_t cols, bool accumulate) {
-  cuda::copy2d(impl_->ctx, P(dst, "copy2d", "dst"), ld_dst, P(src, "copy2d", "src"), ld_src, rows,
-               cols, accumulate);
-}
-namespace {
-// The device address of an f64 scalar / i32 index tensor (they bypass DPtr: no op computes on
-// them elementwise).
-double* f64_ptr(const Tensor& t, const char* op, const char* what) {
-  if (t.dtype != DType::f64 || t.n < 1)
-    fail(std::string("cuda ") + op + ": " + what + " must be an f64 scalar");
-  return static_cast<double*>(t.data);
-}
-const int32_t* i32_ptr(const Tensor& t, int64_t n, const char* op, const char* what) {
-  if (t.dtype != DType::i32 || t.n < n)
-    fail(std::string("cuda ") + op + ": " + what + " must be an i32 tensor of at least " +
-         std::to_string(n) + " elements");
-  return static_cast<const int32_t*>(t.data);
-}
-}  // namespace
-
-void CudaBackend::sum_squares(Tensor out, Tensor x, int64_t n) {
-  cuda::sum_squares(impl_->ctx, f64_ptr(out, "sum_squares", "out"), P(x, "sum_squares", "x"), n);
-}
-void CudaBackend::scale(Tensor x, float s, int64_t n) {
-  cuda::scale(impl_->ctx, P(x, "scale", "x"), s, n);
-}
-
-// ---- ops ----------------------------------------------------------------------------------------
-
-void CudaBackend::embedding_forward(Tensor out, Tensor index, Tensor wte, int64_t BT, int64_t d) {
-  const char* op = "embedding_forward";
-  cuda::embedding_forward(impl_->ctx, P(out, op, "out"),
-                          i32_ptr(index, embedding_index_size(BT), op, "index"), P(wte, op, "wte"),
-                          BT, d);
-}
-void CudaBackend::embedding_backward(Tensor dwte, Tensor index, Tensor dout, int64_t BT,
-                                     int64_t d) {
-  const char* op = "embedding_backward";
-  cuda::embedding_backward(impl_->ctx, P(dwte, op, "dwte"),
-                           i32_ptr(index, embedding_index_size(BT), op, "index"),
-                           P(dout, op, "dout"), BT, d);
-}
-void CudaBackend::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
-                                 int64_t N, bool accumulate) {
-  cuda::matmul_forward(impl_->ctx, y, x, ldx, w, M, K, N, accumulate);
-}
-void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
-                                  int64_t M, int64_t K, int64_t N, bool accumulate) {
-  cuda::matmul_backward(impl_->ctx, dx, dw, dy, x, ldx, w, M, K, N, accumulate);
-}
-void CudaBackend::rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w, int64_t R,
-                                  int64_t C, float eps, Tensor res, Tensor y_copy) {
-  const char* op = "rmsnorm_forward";
-  cuda::rmsnorm_forward(impl_->ctx, P(y, op, "y"), P(rstd, op, "rstd"), P(x, op, "x"), ldx,
-                        P(w, op, "w"), R, C, eps, P(res, op, "res"), P(y_copy, op, "y_copy"));
-}
-void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
-                                   Tensor rstd, int64_t R, int64_t C, bool accumulate) {
-  const char* op = "rmsnorm_backward";
-  cuda::rmsnorm_backward(impl_->ctx, P(dx, op, "dx"), P(dw, op, "dw"), P(dy, op, "dy"),
-                         P(x, op, "x"), ldx, P(w, op, "w"), P(rstd, op, "rstd"), R, C, accumulate);
-}
-
 namespace {
 // cos/sin(t * theta^(-2i/hd)) for t < T, i < hd/2, in double then rounded, as backend/cpu/rope.cc.
 std::vector<float> rope_table_host(int64_t T, int64_t hd, float theta) {
@@ -339,14 +259,6 @@ std::vector<float> rope_table_host(int64_t T, int64_t hd, float theta) {
 }
 }  // namespace
 
-void CudaBackend::rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta) {
-  rope(x, B, T, H, hd, theta, 1.f);
-}
-// The rotation is orthogonal: its gradient is the rotation by the opposite angle.
-void CudaBackend::rope_backward(Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd,
-                                float theta) {
-  rope(dx, B, T, H, hd, theta, -1.f);
-}
 const float* CudaBackend::rope_table(int64_t T, int64_t hd, float theta) {
   if (hd % 2 != 0) fail("rope: head dim " + std::to_string(hd) + " must be even");
   auto key = std::make_tuple(T, hd, theta);
@@ -359,159 +271,6 @@ const float* CudaBackend::rope_table(int64_t T, int64_t hd, float theta) {
     it = impl_->rope.emplace(key, d).first;
   }
   return it->second;
-}
-void CudaBackend::rope(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta,
-                       float sign) {
-  const float* cs = rope_table(T, hd, theta);
-  cuda::rope(impl_->ctx, P(x, "rope", "x"), cs, cs + T * (hd / 2), B, T, H, hd, sign);
-}
-
-void CudaBackend::rmsnorm_rope_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
-                                       int64_t B, int64_t T, int64_t H, int64_t hd, float eps,
-                                       float theta) {
-  const char* op = "rmsnorm_rope_forward";
-  const float* cs = rope_table(T, hd, theta);
-  if (cuda::rmsnorm_rope_forward(impl_->ctx, P(y, op, "y"), P(rstd, op, "rstd"), P(x, op, "x"), ldx,
-                                 P(w, op, "w"), B, T, H, hd, eps, cs, cs + T * (hd / 2)))
-    return;
-  rmsnorm_forward(y, rstd, x, ldx, w, B * T, H * hd, eps, Tensor{}, Tensor{});
-  rope_forward(y, B, T, H, hd, theta);
-}
-void CudaBackend::rmsnorm_rope_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
-                                        Tensor w, Tensor rstd, int64_t B, int64_t T, int64_t H,
-                                        int64_t hd, float theta, bool accumulate) {
-  const char* op = "rmsnorm_rope_backward";
-  const float* cs = rope_table(T, hd, theta);
-  const DPtr pdx = P(dx, op, "dx"), pdw = P(dw, op, "dw"), pdy = P(dy, op, "dy"),
-             px = P(x, op, "x"), pw = P(w, op, "w"), prstd = P(rstd, op, "rstd");
-  cuda::Ctx& ctx = impl_->ctx;
-  if (cuda::rmsnorm_rope_backward(ctx, pdx, pdw, pdy, px, ldx, pw, prstd, B, T, H, hd, accumulate,
-                                  cs, cs + T * (hd / 2)))
-    return;
-  // Unfused: rope^T(dy) into an fp32 workspace copy (dy itself stays as it was), then RMSNorm.
-  const int64_t R = B * T, C = H * hd;
-  const DPtr g{ctx.work->get_as<float>(static_cast<size_t>(R * C)), false};
-  cuda::copy2d(ctx, g, C, pdy, C, R, C, false);
-  cuda::rope(ctx, g, cs, cs + T * (hd / 2), B, T, H, hd, -1.f);
-  cuda::rmsnorm_backward(ctx, pdx, pdw, g, px, ldx, pw, prstd, R, C, accumulate);
-}
-
-void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
-                                    int64_t ldv, int64_t B, int64_t T, int64_t H, int64_t hd) {
-  const char* op = "attention_forward";
-  cuda::attention_forward(impl_->ctx, P(out, op, "out"), P(lse, op, "lse"), P(q, op, "q"),
-                          P(k, op, "k"), P(v, op, "v"), ldv, B, T, H, hd);
-}
-void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
-                                     Tensor k, Tensor v, int64_t ldv, Tensor out, Tensor lse,
-                                     int64_t B, int64_t T, int64_t H, int64_t hd, bool accumulate) {
-  const char* op = "attention_backward";
-  cuda::attention_backward(impl_->ctx, P(dq, op, "dq"), P(dk, op, "dk"), P(dv, op, "dv"),
-                           P(dout, op, "dout"), P(q, op, "q"), P(k, op, "k"), P(v, op, "v"), ldv,
-                           P(out, op, "out"), P(lse, op, "lse"), B, T, H, hd, accumulate);
-}
-void CudaBackend::swiglu_forward(Tensor h, Tensor gu, int64_t R, int64_t m) {
-  cuda::swiglu_forward(impl_->ctx, P(h, "swiglu_forward", "h"), P(gu, "swiglu_forward", "gu"), R,
-                       m);
-}
-void CudaBackend::swiglu_backward(Tensor dgu, Tensor dh, Tensor gu, int64_t R, int64_t m,
-                                  bool accumulate) {
-  const char* op = "swiglu_backward";
-  cuda::swiglu_backward(impl_->ctx, P(dgu, op, "dgu"), P(dh, op, "dh"), P(gu, op, "gu"), R, m,
-                        accumulate);
-}
-void CudaBackend::conv1d_silu_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t B,
-                                      int64_t T, int64_t C, int64_t K) {
-  const char* op = "conv1d_silu_forward";
-  cuda::conv1d_silu_forward(impl_->ctx, P(y, op, "y"), P(x, op, "x"), ldx, P(w, op, "w"), B, T, C,
-                            K);
-}
-void CudaBackend::conv1d_silu_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
-                                       Tensor w, int64_t B, int64_t T, int64_t C, int64_t K) {
-  const char* op = "conv1d_silu_backward";
-  cuda::conv1d_silu_backward(impl_->ctx, P(dx, op, "dx"), P(dw, op, "dw"), P(dy, op, "dy"),
-                             P(x, op, "x"), ldx, P(w, op, "w"), B, T, C, K);
-}
-void CudaBackend::l2norm_forward(Tensor y, Tensor rnorm, Tensor x, int64_t ldx, int64_t BT,
-                                 int64_t H, int64_t C, float scale, float eps) {
-  const char* op = "l2norm_forward";
-  cuda::l2norm_forward(impl_->ctx, P(y, op, "y"), P(rnorm, op, "rnorm"), P(x, op, "x"), ldx, BT, H,
-                       C, scale, eps);
-}
-void CudaBackend::l2norm_backward(Tensor dx, Tensor dy, Tensor x, int64_t ldx, Tensor rnorm,
-                                  int64_t BT, int64_t H, int64_t C, float scale) {
-  const char* op = "l2norm_backward";
-  cuda::l2norm_backward(impl_->ctx, P(dx, op, "dx"), P(dy, op, "dy"), P(x, op, "x"), ldx,
-                        P(rnorm, op, "rnorm"), BT, H, C, scale);
-}
-void CudaBackend::gdn_gates_forward(Tensor beta, Tensor g, Tensor b, Tensor a, int64_t ld,
-                                    Tensor A_log, Tensor dt_bias, int64_t BT, int64_t H,
-                                    float beta_scale) {
-  const char* op = "gdn_gates_forward";
-  cuda::gdn_gates_forward(impl_->ctx, P(beta, op, "beta"), P(g, op, "g"), P(b, op, "b"),
-                          P(a, op, "a"), ld, P(A_log, op, "A_log"), P(dt_bias, op, "dt_bias"), BT,
-                          H, beta_scale);
-}
-void CudaBackend::gdn_gates_backward(Tensor db, Tensor da, Tensor dA_log, Tensor ddt_bias,
-                                     Tensor dbeta, Tensor dg, Tensor b, Tensor a, int64_t ld,
-                                     Tensor A_log, Tensor dt_bias, int64_t BT, int64_t H,
-                                     float beta_scale) {
-  const char* op = "gdn_gates_backward";
-  cuda::gdn_gates_backward(impl_->ctx, P(db, op, "db"), P(da, op, "da"), P(dA_log, op, "dA_log"),
-                           P(ddt_bias, op, "ddt_bias"), P(dbeta, op, "dbeta"), P(dg, op, "dg"),
-                           P(b, op, "b"), P(a, op, "a"), ld, P(A_log, op, "A_log"),
-                           P(dt_bias, op, "dt_bias"), BT, H, beta_scale);
-}
-void CudaBackend::gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, Tensor v, Tensor beta,
-                              Tensor g, int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) {
-  const char* op = "gdn_forward";
-  cuda::gdn_forward(impl_->ctx, P(out, op, "out"), P(states, op, "states"), P(q, op, "q"),
-                    P(k, op, "k"), P(v, op, "v"), P(beta, op, "beta"), P(g, op, "g"), B, T, H, dk,
-                    dv);
-}
-void CudaBackend::gdn_backward(Tensor dq, Tensor dk_, Tensor dv_, Tensor dbeta, Tensor dg,
-                               Tensor dout, Tensor states, Tensor q, Tensor k, Tensor v,
-                               Tensor beta, Tensor g, int64_t B, int64_t T, int64_t H, int64_t dk,
-                               int64_t dv) {
-  const char* op = "gdn_backward";
-  cuda::gdn_backward(impl_->ctx, P(dq, op, "dq"), P(dk_, op, "dk"), P(dv_, op, "dv"),
-                     P(dbeta, op, "dbeta"), P(dg, op, "dg"), P(dout, op, "dout"),
-                     P(states, op, "states"), P(q, op, "q"), P(k, op, "k"), P(v, op, "v"),
-                     P(beta, op, "beta"), P(g, op, "g"), B, T, H, dk, dv);
-}
-void CudaBackend::gated_rmsnorm_forward(Tensor y, Tensor rstd, Tensor x, Tensor gate, int64_t ldg,
-                                        Tensor w, int64_t R, int64_t H, int64_t C, float eps) {
-  const char* op = "gated_rmsnorm_forward";
-  cuda::gated_rmsnorm_forward(impl_->ctx, P(y, op, "y"), P(rstd, op, "rstd"), P(x, op, "x"),
-                              P(gate, op, "gate"), ldg, P(w, op, "w"), R, H, C, eps);
-}
-void CudaBackend::gated_rmsnorm_backward(Tensor dx, Tensor dgate, Tensor dw, Tensor dy, Tensor x,
-                                         Tensor gate, int64_t ldg, Tensor w, Tensor rstd, int64_t R,
-                                         int64_t H, int64_t C) {
-  const char* op = "gated_rmsnorm_backward";
-  cuda::gated_rmsnorm_backward(impl_->ctx, P(dx, op, "dx"), P(dgate, op, "dgate"), P(dw, op, "dw"),
-                               P(dy, op, "dy"), P(x, op, "x"), P(gate, op, "gate"), ldg,
-                               P(w, op, "w"), P(rstd, op, "rstd"), R, H, C);
-}
-void CudaBackend::cross_entropy(Tensor loss_sum, Tensor losses, Tensor dlogits, Tensor logits,
-                                Tensor targets, int64_t BT, int64_t V, Tensor dscale) {
-  const char* op = "cross_entropy";
-  cuda::cross_entropy(impl_->ctx, f64_ptr(loss_sum, op, "loss_sum"), P(losses, op, "losses"),
-                      P(dlogits, op, "dlogits"), P(logits, op, "logits"),
-                      i32_ptr(targets, BT, op, "targets"), BT, V,
-                      dlogits ? f64_ptr(dscale, op, "dscale") : nullptr);
-}
-void CudaBackend::adamw(Tensor p, Tensor g, Tensor m, Tensor v, Tensor p_compute, Tensor items,
-                        int64_t n_items, Tensor step, float b1, float b2, float eps, float wd,
-                        float max_norm) {
-  const char* op = "adamw";
-  if (step.n < kStepSlots) fail("cuda adamw: step must hold the 4 step scalars");
-  // A compute copy of the same dtype is the master itself (fp32 activations): nothing to write.
-  const bool copy = p_compute && p_compute.data != p.data;
-  cuda::adamw(impl_->ctx, P(p, op, "p"), P(g, op, "g"), P(m, op, "m"), P(v, op, "v"),
-              copy ? P(p_compute, op, "p_compute") : DPtr{},
-              i32_ptr(items, 3 * n_items, op, "items"), n_items, p.n, f64_ptr(step, op, "step"), b1,
-              b2, eps, wd, max_norm);
 }
 
 }  // namespace sl

@@ -6,8 +6,9 @@
 //
 // All work goes to one CUDA stream in call order; no op waits for the device (only upload,
 // download, wait and synchronize do), so a training step can be captured into a CUDA graph
-// (capture()) and the host stays a step ahead. The kernels live in lib/backend/cuda/<op>.cu (see
-// ops.h); this header has no CUDA types so plain C++ (the backend factory, tests) can include it.
+// (capture()) and the host stays a step ahead. Each op of the list is defined once, as a member,
+// in lib/backend/cuda/<op>.cu beside its kernels (common.cuh: the shared pieces); this header has
+// no CUDA types so plain C++ (the backend factory, tests) can include it.
 #pragma once
 #include <memory>
 #include <string>
@@ -15,6 +16,10 @@
 #include "core/backend.h"
 
 namespace sl {
+
+namespace cuda {
+struct Ctx;  // common.cuh
+}  // namespace cuda
 
 // Number of usable CUDA devices. 0 when there are none, with the reason in *why (no driver, no
 // device, ...).
@@ -56,9 +61,12 @@ class CudaBackend final : public Backend {
 #undef SL_OP
 
  private:
-  // Rotates x by sign * the RoPE angles.
+  // The stream, workspaces and device limits every op launches with (cuda_backend.cu).
+  cuda::Ctx& cuda_ctx();
+  // Rotates x by sign * the RoPE angles (rope.cu).
   void rope(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta, float sign);
-  // Device cos table [T, hd/2], the sin table right after it; cached per (T, hd, theta).
+  // Device cos table [T, hd/2], the sin table right after it; cached per (T, hd, theta)
+  // (cuda_backend.cu).
   const float* rope_table(int64_t T, int64_t hd, float theta);
 
   struct Impl;  // stream, cuBLAS handle, workspaces, RoPE tables (CUDA types stay in the .cu)

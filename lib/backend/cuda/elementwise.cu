@@ -1,6 +1,7 @@
 // Elementwise ops and copies (dtype conversion, axpy, strided 2-D copy, scale), the sum of squares
 // behind the global gradient norm, and the second stage of the column sums (common.cuh).
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 
@@ -58,29 +59,45 @@ __global__ void sum_partials(const double* partial, int64_t n, double* out) {
 
 }  // namespace
 
-void convert(Ctx& ctx, DPtr dst, DPtr src, int64_t n) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::convert(Tensor dst_t, Tensor src_t) {
+  SL_ASSERT(dst_t.n == src_t.n);
+  const DPtr dst = dptr(dst_t, "convert", "dst"), src = dptr(src_t, "convert", "src");
+  const int64_t n = src_t.n;
   if (n <= 0) return;
-  convert_kernel<<<grid_for(n, 256), 256, 0, ctx.stream>>>(dst, src, n);
+  convert_kernel<<<grid_for(n, 256), 256, 0, cuda_ctx().stream>>>(dst, src, n);
   SL_CUDA_LAUNCHED();
 }
-void axpy(Ctx& ctx, DPtr y, DPtr x, float alpha, int64_t n) {
+void CudaBackend::axpy(Tensor y_t, Tensor x_t, float alpha, int64_t n) {
+  const DPtr y = dptr(y_t, "axpy", "y"), x = dptr(x_t, "axpy", "x");
   if (n <= 0) return;
-  axpy_kernel<<<grid_for(n, 256), 256, 0, ctx.stream>>>(y, x, alpha, n);
+  axpy_kernel<<<grid_for(n, 256), 256, 0, cuda_ctx().stream>>>(y, x, alpha, n);
   SL_CUDA_LAUNCHED();
 }
-void copy2d(Ctx& ctx, DPtr dst, int64_t ld_dst, DPtr src, int64_t ld_src, int64_t rows,
-            int64_t cols, bool accumulate) {
+void CudaBackend::copy2d(Tensor dst_t, int64_t ld_dst, Tensor src_t, int64_t ld_src, int64_t rows,
+                         int64_t cols, bool accumulate) {
+  const DPtr dst = dptr(dst_t, "copy2d", "dst"), src = dptr(src_t, "copy2d", "src");
   if (rows * cols <= 0) return;
-  copy2d_kernel<<<grid_for(rows * cols, 256), 256, 0, ctx.stream>>>(dst, ld_dst, src, ld_src, rows,
-                                                                    cols, accumulate);
+  copy2d_kernel<<<grid_for(rows * cols, 256), 256, 0, cuda_ctx().stream>>>(dst, ld_dst, src, ld_src,
+                                                                           rows, cols, accumulate);
   SL_CUDA_LAUNCHED();
 }
-void scale(Ctx& ctx, DPtr x, float s, int64_t n) {
+void CudaBackend::scale(Tensor x_t, float s, int64_t n) {
+  const DPtr x = dptr(x_t, "scale", "x");
   if (n <= 0) return;
-  scale_kernel<<<grid_for(n, 256), 256, 0, ctx.stream>>>(x, s, n);
+  scale_kernel<<<grid_for(n, 256), 256, 0, cuda_ctx().stream>>>(x, s, n);
   SL_CUDA_LAUNCHED();
 }
-void sum_squares(Ctx& ctx, double* out, DPtr x, int64_t n) {
+// out[0] = sum x^2 (two fixed-order stages: deterministic).
+void CudaBackend::sum_squares(Tensor out_t, Tensor x_t, int64_t n) {
+  double* out = f64_ptr(out_t, "sum_squares", "out");
+  const DPtr x = dptr(x_t, "sum_squares", "x");
+  Ctx& ctx = cuda_ctx();
   if (n <= 0) {
     SL_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(double), ctx.stream));
     return;
@@ -92,4 +109,4 @@ void sum_squares(Ctx& ctx, double* out, DPtr x, int64_t n) {
   SL_CUDA_LAUNCHED();
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

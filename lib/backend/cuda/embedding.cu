@@ -6,7 +6,8 @@
 // nseg, is read from the index on the device, so a captured step replays with any batch); each
 // sums its rows in that order and adds the sum to dwte[id] once: race-free and bitwise
 // reproducible, and repeated ids (the common case at small vocabularies) cost no contention.
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -39,14 +40,30 @@ __global__ void embedding_backward_kernel(DPtr dwte, const int32_t* index, DPtr 
 
 }  // namespace
 
-void embedding_forward(Ctx& ctx, DPtr out, const int32_t* index, DPtr wte, int64_t BT, int64_t d) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+// index: the device copy of core/backend.h's embedding_index layout.
+void CudaBackend::embedding_forward(Tensor out_t, Tensor index_t, Tensor wte_t, int64_t BT,
+                                    int64_t d) {
+  const char* op = "embedding_forward";
+  const DPtr out = dptr(out_t, op, "out"), wte = dptr(wte_t, op, "wte");
+  const int32_t* index = i32_ptr(index_t, embedding_index_size(BT), op, "index");
   if (BT * d <= 0) return;
-  embedding_forward_kernel<<<grid_for(BT * d, 256), 256, 0, ctx.stream>>>(out, index, wte, BT, d);
+  embedding_forward_kernel<<<grid_for(BT * d, 256), 256, 0, cuda_ctx().stream>>>(out, index, wte,
+                                                                                 BT, d);
   SL_CUDA_LAUNCHED();
 }
 
-void embedding_backward(Ctx& ctx, DPtr dwte, const int32_t* index, DPtr dout, int64_t BT,
-                        int64_t d) {
+void CudaBackend::embedding_backward(Tensor dwte_t, Tensor index_t, Tensor dout_t, int64_t BT,
+                                     int64_t d) {
+  const char* op = "embedding_backward";
+  const DPtr dwte = dptr(dwte_t, op, "dwte"), dout = dptr(dout_t, op, "dout");
+  const int32_t* index = i32_ptr(index_t, embedding_index_size(BT), op, "index");
+  Ctx& ctx = cuda_ctx();
   if (!dwte || BT * d <= 0) return;
   const int64_t blocks = std::min<int64_t>(BT, 8 * int64_t{ctx.num_sms});
   embedding_backward_kernel<<<static_cast<unsigned>(blocks), 128, 0, ctx.stream>>>(dwte, index,
@@ -54,4 +71,4 @@ void embedding_backward(Ctx& ctx, DPtr dwte, const int32_t* index, DPtr dout, in
   SL_CUDA_LAUNCHED();
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

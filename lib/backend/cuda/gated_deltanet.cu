@@ -1,10 +1,10 @@
 // Gated DeltaNet recurrence on the GPU: the chunkwise WY/UT form of backend/cpu/gated_deltanet.cc,
 // forward and analytic backward, chunk kC = 64, fp32 state, every matrix product on tensor cores.
 //
-// Per (b, h), state S in R^{dk x dv}, S_0 = 0:  S <- e^{g_t} S;  delta = beta_t (v_t - S^T k_t);
-// S <- S + k_t delta^T;  o_t = S^T q_t.  Per chunk of C steps with entry state S0 (notation of
-// the CPU file: gamma = inclusive cumsum of g in the chunk, Gam = e^gamma, e_s = e^{gamma_last -
-// gamma_s}, E_ts = e^{gamma_t - gamma_s} for s <= t):
+// Per (b, h), state S in R^{DK x DV} (DK = key_dim, DV = value_dim), S_0 = 0:  S <- e^{g_t} S;
+// delta = beta_t (v_t - S^T k_t); S <- S + k_t delta^T;  o_t = S^T q_t.  Per chunk of C steps with
+// entry state S0 (notation of the CPU file: gamma = inclusive cumsum of g in the chunk, Gam =
+// e^gamma, e_s = e^{gamma_last - gamma_s}, E_ts = e^{gamma_t - gamma_s} for s <= t):
 //   KKE_ts = E_ts k_t.k_s (s < t),  L = diag(beta) KKE,  A = (Q K^T) . E (s <= t)
 //   Tinv  = (I + L)^{-1}                                   (the UT transform)
 //   Ub    = V - diag(Gam) K S0,  Delta = Tinv diag(beta) Ub
@@ -21,8 +21,8 @@
 // in reverse). The [C, C] matrices (A, KKE, Tinv) depend on no state: gdn_prep_kernel computes
 // them for every chunk at once, in parallel, before each sequential kernel, which loads them
 // (once per chunk and head instead of once per value tile, and off the serial path). Everything a
-// chunk needs lives in shared memory, zero-padded to the tile grid (rows to 64, dk to a multiple of
-// 16, value columns to VT), so padded tails (T not a multiple of 64, dv not a multiple of VT) feed
+// chunk needs lives in shared memory, zero-padded to the tile grid (rows to 64, DK to a multiple of
+// 16, value columns to VT), so padded tails (T not a multiple of 64, DV not a multiple of VT) feed
 // zeros into every product and are never written out. Backward: dv is per column and written
 // directly (+=); dq, dk, dbeta and dg are sums over the column tiles, so each tile writes its share
 // to an fp32 workspace [ntiles, ...] and a second kernel adds the tiles in order: no atomics,
@@ -30,16 +30,19 @@
 #include <string>
 #include <utility>
 
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/tile_mma.cuh"
 
 namespace sl::cuda {
 namespace {
 
-constexpr int kC = 64;  // chunk length (= cpu::kGdnChunk; the states layout depends on it)
+constexpr int kC = 64;  // chunk length (the states layout depends on it)
+static_assert(kC == kGdnChunk);
 constexpr int kThreads = 256;
 constexpr int kLdc = kC + 4;  // leading dim of the [C, C] matrices (multiple of 4 for WMMA)
 
+// DK, DV: the head dimensions key_dim, value_dim (dk, dv are gradients); NC = gdn_num_chunks(T).
 struct GdnDims {
   int B, T, H, DK, DV, NC;
   int DKp;  // DK rounded up to 16 (the WMMA tile)
@@ -211,8 +214,8 @@ __device__ inline void load_cc(float* dst, const float* src) {
   }
 }
 
-// Grid (B*H, ceil(dv / VT)), kThreads threads. See Layout / kFwd for the shared memory.
-// Two blocks per SM fit its shared memory (d_k = 64: 108 KB each): registers are capped to match.
+// Grid (B*H, ceil(DV / VT)), kThreads threads. See Layout / kFwd for the shared memory.
+// Two blocks per SM fit its shared memory (DK = 64: 108 KB each): registers are capped to match.
 template <int VT>
 __global__ void __launch_bounds__(kThreads, 2)
     gdn_forward_kernel(DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
@@ -280,11 +283,11 @@ __global__ void __launch_bounds__(kThreads, 2)
 // Backward, chunks in reverse carrying dS = dL/dS_next (zero after the last chunk); the steps
 // (1)-(5) are those of gdn_chunk_backward in backend/cpu/gated_deltanet.cc, with the triangular
 // solves replaced by products with Tinv and dK accumulated in shared memory.
-// Grid (B*H, ntiles), kThreads threads. Outputs: dv_ (+=, this tile's columns); partials for
+// Grid (B*H, ntiles), kThreads threads. Outputs: dv (+=, this tile's columns); partials for
 // this tile (=): dq_p, dk_p [B, T, H, DK], dbeta_p, dg_p [B, T, H], each at offset tile * size.
 template <int VT>
 __global__ void __launch_bounds__(kThreads)
-    gdn_backward_kernel(float* dq_p, float* dk_p, float* dbeta_p, float* dg_p, DPtr dv_, DPtr dout,
+    gdn_backward_kernel(float* dq_p, float* dk_p, float* dbeta_p, float* dg_p, DPtr dv, DPtr dout,
                         DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g, const float* A_in,
                         const float* kke_in, const float* T_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
@@ -439,9 +442,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int t = warp; t < kC; t += nw) {
       float db = 0.f, dgt = 0.f;
       for (int s = lane; s < kC; s += 32) {
-        const float dk = Ws[t * kLdc + s] * KKE[t * kLdc + s];
-        db += dk;
-        dgt += bet[t] * dk - Ws[s * kLdc + t] * bet[s] * KKE[s * kLdc + t];
+        const float db_ts = Ws[t * kLdc + s] * KKE[t * kLdc + s];
+        db += db_ts;
+        dgt += bet[t] * db_ts - Ws[s * kLdc + t] * bet[s] * KKE[s * kLdc + t];
       }
       for (int j = lane; j < VT; j += 32) db += Tmp[t * ldv + j] * Ub[t * ldv + j];
       db = warp_sum(db);
@@ -461,7 +464,7 @@ __global__ void __launch_bounds__(kThreads)
       const int t = i / VT, j = i % VT;
       const float y = bet[t] * Tmp[t * ldv + j];
       dDs[t * ldv + j] = -Gam[t] * y;
-      if (dv_ && t < Cn && j < nv) dv_.add(D.vo(b, t0 + t, h) + j0 + j, y);
+      if (dv && t < Cn && j < nv) dv.add(D.vo(b, t0 + t, h) + j0 + j, y);
     }
     __syncthreads();
     // dgamma_t -= Z_t . k_t with Z = diag(Gam) Y S0^T, i.e. += (-Gam_t Y_t) . (K S0)_t
@@ -503,18 +506,19 @@ __global__ void add_tiles_kernel(DPtr out, const float* part, int64_t n, int nti
   }
 }
 
-GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv, DPtr q, DPtr k, DPtr v,
-             DPtr dout, const char* what) {
-  if (B * T * H > (int64_t{1} << 40) || T > (int64_t{1} << 30) || dk < 1 || dv < 1 || dk > 4096)
+GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t key_dim, int64_t value_dim, DPtr q, DPtr k,
+             DPtr v, DPtr dout, const char* what) {
+  if (B * T * H > (int64_t{1} << 40) || T > (int64_t{1} << 30) || key_dim < 1 || value_dim < 1 ||
+      key_dim > 4096)
     fail(std::string("cuda gdn ") + what + ": unsupported sizes");
-  const int dkp = static_cast<int>((dk + 15) / 16 * 16);
+  const int key_pad = static_cast<int>((key_dim + 15) / 16 * 16);
   return {static_cast<int>(B),
           static_cast<int>(T),
           static_cast<int>(H),
-          static_cast<int>(dk),
-          static_cast<int>(dv),
+          static_cast<int>(key_dim),
+          static_cast<int>(value_dim),
           static_cast<int>((T + kC - 1) / kC),
-          dkp,
+          key_pad,
           q.bf,
           k.bf,
           v.bf,
@@ -568,7 +572,7 @@ void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr 
 }
 
 template <int VT>
-void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr dbeta, DPtr dg,
+void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbeta, DPtr dg,
                  DPtr dout, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g) {
   const int ntiles = (D.DV + VT - 1) / VT;
   const int64_t n_gate = int64_t{D.B} * D.T * D.H, n_qk = n_gate * D.DK;
@@ -589,10 +593,10 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr d
   smem_opt_in(gdn_backward_kernel<VT>, smem);
   const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>(ntiles));
   gdn_backward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(
-      dq_p, dk_p, dbeta_p, dg_p, dv_, dout, states, q, k, v, beta, g, A, kke, Tinv, D);
+      dq_p, dk_p, dbeta_p, dg_p, dv, dout, states, q, k, v, beta, g, A, kke, Tinv, D);
   SL_CUDA_LAUNCHED();
   const std::pair<DPtr, const float*> outs[] = {
-      {dq, dq_p}, {dk_, dk_p}, {dbeta, dbeta_p}, {dg, dg_p}};
+      {dq, dq_p}, {dk, dk_p}, {dbeta, dbeta_p}, {dg, dg_p}};
   for (int o = 0; o < 4; ++o) {
     const int64_t nn = o < 2 ? n_qk : n_gate;
     if (!outs[o].first) continue;
@@ -604,10 +608,22 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk_, DPtr dv_, DPtr d
 
 }  // namespace
 
-void gdn_forward(Ctx& ctx, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
-                 int64_t B, int64_t T, int64_t H, int64_t dk, int64_t dv) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::gdn_forward(Tensor out_t, Tensor states_t, Tensor q_t, Tensor k_t, Tensor v_t,
+                              Tensor beta_t, Tensor g_t, int64_t B, int64_t T, int64_t H,
+                              int64_t key_dim, int64_t value_dim) {
+  const char* op = "gdn_forward";
+  const DPtr out = dptr(out_t, op, "out"), states = dptr(states_t, op, "states"),
+             q = dptr(q_t, op, "q"), k = dptr(k_t, op, "k"), v = dptr(v_t, op, "v"),
+             beta = dptr(beta_t, op, "beta"), g = dptr(g_t, op, "g");
+  Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
-  const GdnDims D = dims(B, T, H, dk, dv, q, k, v, {}, "forward");
+  const GdnDims D = dims(B, T, H, key_dim, value_dim, q, k, v, {}, "forward");
   switch (pick_vt(ctx, D, kFwd)) {
     case 32:
       return forward_vt<32>(ctx, D, out, states, q, k, v, beta, g);
@@ -618,19 +634,27 @@ void gdn_forward(Ctx& ctx, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr b
   }
 }
 
-void gdn_backward(Ctx& ctx, DPtr dq, DPtr dk_, DPtr dv_, DPtr dbeta, DPtr dg, DPtr dout,
-                  DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g, int64_t B, int64_t T,
-                  int64_t H, int64_t dk, int64_t dv) {
+void CudaBackend::gdn_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dbeta_t, Tensor dg_t,
+                               Tensor dout_t, Tensor states_t, Tensor q_t, Tensor k_t, Tensor v_t,
+                               Tensor beta_t, Tensor g_t, int64_t B, int64_t T, int64_t H,
+                               int64_t key_dim, int64_t value_dim) {
+  const char* op = "gdn_backward";
+  const DPtr dq = dptr(dq_t, op, "dq"), dk = dptr(dk_t, op, "dk"), dv = dptr(dv_t, op, "dv"),
+             dbeta = dptr(dbeta_t, op, "dbeta"), dg = dptr(dg_t, op, "dg"),
+             dout = dptr(dout_t, op, "dout"), states = dptr(states_t, op, "states"),
+             q = dptr(q_t, op, "q"), k = dptr(k_t, op, "k"), v = dptr(v_t, op, "v"),
+             beta = dptr(beta_t, op, "beta"), g = dptr(g_t, op, "g");
+  Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
-  const GdnDims D = dims(B, T, H, dk, dv, q, k, v, dout, "backward");
+  const GdnDims D = dims(B, T, H, key_dim, value_dim, q, k, v, dout, "backward");
   switch (pick_vt(ctx, D, kBwd)) {
     case 32:
-      return backward_vt<32>(ctx, D, dq, dk_, dv_, dbeta, dg, dout, states, q, k, v, beta, g);
+      return backward_vt<32>(ctx, D, dq, dk, dv, dbeta, dg, dout, states, q, k, v, beta, g);
     case 16:
-      return backward_vt<16>(ctx, D, dq, dk_, dv_, dbeta, dg, dout, states, q, k, v, beta, g);
+      return backward_vt<16>(ctx, D, dq, dk, dv, dbeta, dg, dout, states, q, k, v, beta, g);
     default:
       too_big(ctx, D, kBwd, "backward");
   }
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

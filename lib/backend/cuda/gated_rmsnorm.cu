@@ -2,7 +2,8 @@
 //   y = w * n * silu(gate),  n = x * rstd,  rstd = (mean_c x^2 + eps)^(-1/2)
 // Row r = t*H + h of x [R, C] reads gate[t, h*C : (h+1)*C] of gate [BT, H*C] (token stride ldg).
 // One warp per row (C = v_h, a few dozen to a few hundred).
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -69,16 +70,33 @@ struct GatedRmsnormDw {
 
 }  // namespace
 
-void gated_rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, DPtr gate, int64_t ldg, DPtr w,
-                           int64_t R, int64_t H, int64_t C, float eps) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, Tensor gate_t,
+                                        int64_t ldg, Tensor w_t, int64_t R, int64_t H, int64_t C,
+                                        float eps) {
+  const char* op = "gated_rmsnorm_forward";
+  const DPtr y = dptr(y_t, op, "y"), rstd = dptr(rstd_t, op, "rstd"), x = dptr(x_t, op, "x"),
+             gate = dptr(gate_t, op, "gate"), w = dptr(w_t, op, "w");
   if (R <= 0) return;
   gated_rmsnorm_forward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps, 0,
-                                 ctx.stream>>>(y, rstd, x, gate, ldg, w, R, H, C, eps);
+                                 cuda_ctx().stream>>>(y, rstd, x, gate, ldg, w, R, H, C, eps);
   SL_CUDA_LAUNCHED();
 }
 
-void gated_rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dgate, DPtr dw, DPtr dy, DPtr x, DPtr gate,
-                            int64_t ldg, DPtr w, DPtr rstd, int64_t R, int64_t H, int64_t C) {
+void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_t, Tensor dy_t,
+                                         Tensor x_t, Tensor gate_t, int64_t ldg, Tensor w_t,
+                                         Tensor rstd_t, int64_t R, int64_t H, int64_t C) {
+  const char* op = "gated_rmsnorm_backward";
+  const DPtr dx = dptr(dx_t, op, "dx"), dgate = dptr(dgate_t, op, "dgate"),
+             dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"), x = dptr(x_t, op, "x"),
+             gate = dptr(gate_t, op, "gate"), w = dptr(w_t, op, "w"),
+             rstd = dptr(rstd_t, op, "rstd");
+  Ctx& ctx = cuda_ctx();
   if (R <= 0) return;
   if (dx || dgate) {
     gated_rmsnorm_backward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps,
@@ -88,4 +106,4 @@ void gated_rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dgate, DPtr dw, DPtr dy, DPt
   colsum(ctx, GatedRmsnormDw{dy, x, gate, rstd, ldg, H, C}, R, C, dw);
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

@@ -3,7 +3,8 @@
 //   g    = -exp(A_log[h]) * softplus(a + dt_bias[h])  (log of the per-step state decay, <= 0)
 // softplus is the exact max(z,0) + log1p(e^-|z|) (no threshold), so its derivative is exactly
 // sigmoid(z) however large z is: the A_log/dt_bias gradients stay right under strong decay.
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -56,17 +57,36 @@ struct GateDDtBias {
 
 }  // namespace
 
-void gdn_gates_forward(Ctx& ctx, DPtr beta, DPtr g, DPtr b, DPtr a, int64_t ld, DPtr A_log,
-                       DPtr dt_bias, int64_t BT, int64_t H, float beta_scale) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Tensor a_t, int64_t ld,
+                                    Tensor A_log_t, Tensor dt_bias_t, int64_t BT, int64_t H,
+                                    float beta_scale) {
+  const char* op = "gdn_gates_forward";
+  const DPtr beta = dptr(beta_t, op, "beta"), g = dptr(g_t, op, "g"), b = dptr(b_t, op, "b"),
+             a = dptr(a_t, op, "a"), A_log = dptr(A_log_t, op, "A_log"),
+             dt_bias = dptr(dt_bias_t, op, "dt_bias");
   if (BT * H <= 0) return;
-  gdn_gates_forward_kernel<<<grid_for(BT * H, 256), 256, 0, ctx.stream>>>(
+  gdn_gates_forward_kernel<<<grid_for(BT * H, 256), 256, 0, cuda_ctx().stream>>>(
       beta, g, b, a, ld, A_log, dt_bias, BT, H, beta_scale);
   SL_CUDA_LAUNCHED();
 }
 
-void gdn_gates_backward(Ctx& ctx, DPtr db, DPtr da, DPtr dA_log, DPtr ddt_bias, DPtr dbeta, DPtr dg,
-                        DPtr b, DPtr a, int64_t ld, DPtr A_log, DPtr dt_bias, int64_t BT, int64_t H,
-                        float beta_scale) {
+void CudaBackend::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t, Tensor ddt_bias_t,
+                                     Tensor dbeta_t, Tensor dg_t, Tensor b_t, Tensor a_t,
+                                     int64_t ld, Tensor A_log_t, Tensor dt_bias_t, int64_t BT,
+                                     int64_t H, float beta_scale) {
+  const char* op = "gdn_gates_backward";
+  const DPtr db = dptr(db_t, op, "db"), da = dptr(da_t, op, "da"),
+             dA_log = dptr(dA_log_t, op, "dA_log"), ddt_bias = dptr(ddt_bias_t, op, "ddt_bias"),
+             dbeta = dptr(dbeta_t, op, "dbeta"), dg = dptr(dg_t, op, "dg"), b = dptr(b_t, op, "b"),
+             a = dptr(a_t, op, "a"), A_log = dptr(A_log_t, op, "A_log"),
+             dt_bias = dptr(dt_bias_t, op, "dt_bias");
+  Ctx& ctx = cuda_ctx();
   if (BT * H <= 0) return;
   if ((db && dbeta) || (da && dg)) {
     gdn_gates_backward_kernel<<<grid_for(BT * H, 256), 256, 0, ctx.stream>>>(
@@ -78,4 +98,4 @@ void gdn_gates_backward(Ctx& ctx, DPtr db, DPtr da, DPtr dA_log, DPtr ddt_bias, 
   colsum(ctx, GateDDtBias{dg, a, A_log, dt_bias, ld, H}, BT, H, ddt_bias);
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

@@ -1,7 +1,8 @@
 // Per-head L2 normalisation (GDN q and k), fp32 math:
 //   y = scale * x * rnorm,  rnorm = (sum_c x^2 + eps)^(-1/2)
 // One warp per (token, head) row of C = k_h elements.
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -42,22 +43,33 @@ __global__ void l2norm_backward_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DP
 
 }  // namespace
 
-void l2norm_forward(Ctx& ctx, DPtr y, DPtr rnorm, DPtr x, int64_t ldx, int64_t BT, int64_t H,
-                    int64_t C, float scale, float eps) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, int64_t ldx, int64_t BT,
+                                 int64_t H, int64_t C, float scale, float eps) {
+  const char* op = "l2norm_forward";
+  const DPtr y = dptr(y_t, op, "y"), rnorm = dptr(rnorm_t, op, "rnorm"), x = dptr(x_t, op, "x");
   const int64_t rows = BT * H;
   if (rows <= 0) return;
   l2norm_forward_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), 32 * kWarps, 0,
-                          ctx.stream>>>(y, rnorm, x, ldx, BT, H, C, scale, eps);
+                          cuda_ctx().stream>>>(y, rnorm, x, ldx, BT, H, C, scale, eps);
   SL_CUDA_LAUNCHED();
 }
 
-void l2norm_backward(Ctx& ctx, DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr rnorm, int64_t BT,
-                     int64_t H, int64_t C, float scale) {
+void CudaBackend::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, int64_t ldx, Tensor rnorm_t,
+                                  int64_t BT, int64_t H, int64_t C, float scale) {
+  const char* op = "l2norm_backward";
+  const DPtr dx = dptr(dx_t, op, "dx"), dy = dptr(dy_t, op, "dy"), x = dptr(x_t, op, "x"),
+             rnorm = dptr(rnorm_t, op, "rnorm");
   const int64_t rows = BT * H;
   if (rows <= 0 || !dx) return;
   l2norm_backward_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), 32 * kWarps, 0,
-                           ctx.stream>>>(dx, dy, x, ldx, rnorm, BT, H, C, scale);
+                           cuda_ctx().stream>>>(dx, dy, x, ldx, rnorm, BT, H, C, scale);
   SL_CUDA_LAUNCHED();
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

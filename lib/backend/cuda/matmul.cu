@@ -24,7 +24,8 @@
 #include <string>
 #include <tuple>
 
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -197,16 +198,22 @@ void gemm(Ctx& ctx, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64
 
 }  // namespace
 
-void matmul_forward(Ctx& ctx, const Tensor& y, const Tensor& x, int64_t ldx, const Tensor& w,
-                    int64_t M, int64_t K, int64_t N, bool accumulate) {
-  gemm(ctx, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, w, K, x, ldx, y, N, accumulate, "forward");
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's GEMM, common.cuh
+
+void CudaBackend::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
+                                 int64_t N, bool accumulate) {
+  gemm(cuda_ctx(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, w, K, x, ldx, y, N, accumulate, "forward");
 }
 
-void matmul_backward(Ctx& ctx, const Tensor& dx, const Tensor& dw, const Tensor& dy,
-                     const Tensor& x, int64_t ldx, const Tensor& w, int64_t M, int64_t K, int64_t N,
-                     bool accumulate) {
+void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
+                                  int64_t M, int64_t K, int64_t N, bool accumulate) {
+  Ctx& ctx = cuda_ctx();
   if (dx) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w, K, dy, N, dx, ldx, accumulate, "dx");
   if (dw) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, ldx, dy, N, dw, K, true, "dw");
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

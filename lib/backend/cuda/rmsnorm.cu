@@ -4,7 +4,8 @@
 // kernels (8 elements a lane) where C and the row stride are multiples of 8, scalar ones
 // otherwise. Also here: the forward's fused residual add and copy, QK-norm + RoPE in one pass
 // (rmsnorm_rope_*), and the one-pass backward that reduces dw beside dx.
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -269,23 +270,6 @@ struct RmsnormDw {
   }
 };
 
-}  // namespace
-
-void rmsnorm_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t R, int64_t C,
-                     float eps, DPtr res, DPtr y_copy) {
-  if (R <= 0) return;
-  const unsigned blocks = static_cast<unsigned>((R + kWarps - 1) / kWarps);
-  if (vec_ok(C, ldx, {y, x, w, res, y_copy}))
-    rmsnorm_forward_vec_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(y, rstd, x, ldx, w, R, C,
-                                                                       eps, res, y_copy);
-  else
-    rmsnorm_forward_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(y, rstd, x, ldx, w, R, C, eps,
-                                                                   res, y_copy);
-  SL_CUDA_LAUNCHED();
-}
-
-namespace {
-
 // The one-pass backward (rmsnorm_backward_rows_kernel) for C <= 1024 in multiples of 8 and
 // aligned tensors; false otherwise.
 bool backward_rows(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
@@ -335,9 +319,37 @@ bool rope_fusable(int64_t C, int64_t ldx, int64_t hd, std::initializer_list<DPtr
 }
 
 }  // namespace
+}  // namespace sl::cuda
 
-void rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
-                      int64_t R, int64_t C, bool accumulate) {
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64_t ldx, Tensor w_t,
+                                  int64_t R, int64_t C, float eps, Tensor res_t, Tensor y_copy_t) {
+  const char* op = "rmsnorm_forward";
+  const DPtr y = dptr(y_t, op, "y"), rstd = dptr(rstd_t, op, "rstd"), x = dptr(x_t, op, "x"),
+             w = dptr(w_t, op, "w"), res = dptr(res_t, op, "res"),
+             y_copy = dptr(y_copy_t, op, "y_copy");
+  const Ctx& ctx = cuda_ctx();
+  if (R <= 0) return;
+  const unsigned blocks = static_cast<unsigned>((R + kWarps - 1) / kWarps);
+  if (vec_ok(C, ldx, {y, x, w, res, y_copy}))
+    rmsnorm_forward_vec_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(y, rstd, x, ldx, w, R, C,
+                                                                       eps, res, y_copy);
+  else
+    rmsnorm_forward_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(y, rstd, x, ldx, w, R, C, eps,
+                                                                   res, y_copy);
+  SL_CUDA_LAUNCHED();
+}
+
+void CudaBackend::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, int64_t ldx,
+                                   Tensor w_t, Tensor rstd_t, int64_t R, int64_t C,
+                                   bool accumulate) {
+  const char* op = "rmsnorm_backward";
+  const DPtr dx = dptr(dx_t, op, "dx"), dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"),
+             x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w"), rstd = dptr(rstd_t, op, "rstd");
+  Ctx& ctx = cuda_ctx();
   if (R <= 0 || (!dx && !dw)) return;
   if (backward_rows(ctx, dx, dw, dy, x, ldx, w, rstd, R, C, accumulate, nullptr)) return;
   if (dx) {
@@ -349,27 +361,48 @@ void rmsnorm_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, 
   colsum(ctx, RmsnormDw{dy, x, rstd, ldx, C}, R, C, dw);
 }
 
-bool rmsnorm_rope_forward(Ctx& ctx, DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w, int64_t B,
-                          int64_t T, int64_t H, int64_t hd, float eps, const float* cs,
-                          const float* sn) {
+// In one pass where the shape fits the fused kernels (hd a power of two in [16, 256], aligned
+// tensors, strides multiples of 8; the backward also C <= 1024), else as the unfused ops.
+void CudaBackend::rmsnorm_rope_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64_t ldx,
+                                       Tensor w_t, int64_t B, int64_t T, int64_t H, int64_t hd,
+                                       float eps, float theta) {
+  const char* op = "rmsnorm_rope_forward";
+  const float* cs = rope_table(T, hd, theta);
+  const DPtr y = dptr(y_t, op, "y"), rstd = dptr(rstd_t, op, "rstd"), x = dptr(x_t, op, "x"),
+             w = dptr(w_t, op, "w");
   const int64_t R = B * T, C = H * hd;
-  if (!rope_fusable(C, ldx, hd, {y, x, w})) return false;
-  if (R <= 0) return true;
+  if (!rope_fusable(C, ldx, hd, {y, x, w})) {
+    rmsnorm_forward(y_t, rstd_t, x_t, ldx, w_t, R, C, eps, Tensor{}, Tensor{});
+    rope_forward(y_t, B, T, H, hd, theta);
+    return;
+  }
+  if (R <= 0) return;
   const unsigned blocks = static_cast<unsigned>((R + kWarps - 1) / kWarps);
-  rmsnorm_rope_forward_kernel<<<blocks, 32 * kWarps, 0, ctx.stream>>>(
-      y, rstd, x, ldx, w, R, C, eps, RopeRows{cs, sn, T, static_cast<int>(hd)});
+  rmsnorm_rope_forward_kernel<<<blocks, 32 * kWarps, 0, cuda_ctx().stream>>>(
+      y, rstd, x, ldx, w, R, C, eps, RopeRows{cs, cs + T * (hd / 2), T, static_cast<int>(hd)});
   SL_CUDA_LAUNCHED();
-  return true;
 }
 
-bool rmsnorm_rope_backward(Ctx& ctx, DPtr dx, DPtr dw, DPtr dy, DPtr x, int64_t ldx, DPtr w,
-                           DPtr rstd, int64_t B, int64_t T, int64_t H, int64_t hd, bool accumulate,
-                           const float* cs, const float* sn) {
+void CudaBackend::rmsnorm_rope_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
+                                        int64_t ldx, Tensor w_t, Tensor rstd_t, int64_t B,
+                                        int64_t T, int64_t H, int64_t hd, float theta,
+                                        bool accumulate) {
+  const char* op = "rmsnorm_rope_backward";
+  const float* cs = rope_table(T, hd, theta);
+  const DPtr dx = dptr(dx_t, op, "dx"), dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"),
+             x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w"), rstd = dptr(rstd_t, op, "rstd");
+  Ctx& ctx = cuda_ctx();
   const int64_t R = B * T, C = H * hd;
-  if (!rope_fusable(C, ldx, hd, {dx, dy, x, w})) return false;
-  if (R <= 0 || (!dx && !dw)) return true;
-  const RopeRows rr{cs, sn, T, static_cast<int>(hd)};
-  return backward_rows(ctx, dx, dw, dy, x, ldx, w, rstd, R, C, accumulate, &rr);
+  if (rope_fusable(C, ldx, hd, {dx, dy, x, w})) {
+    if (R <= 0 || (!dx && !dw)) return;
+    const RopeRows rr{cs, cs + T * (hd / 2), T, static_cast<int>(hd)};
+    if (backward_rows(ctx, dx, dw, dy, x, ldx, w, rstd, R, C, accumulate, &rr)) return;
+  }
+  // Unfused: rope^T(dy) into an fp32 workspace copy (dy itself stays as it was), then RMSNorm.
+  const Tensor g(ctx.work->get_as<float>(static_cast<size_t>(R * C)), DType::f32, R * C);
+  copy2d(g, C, dy_t, C, R, C, false);
+  rope(g, B, T, H, hd, theta, -1.f);
+  rmsnorm_backward(dx_t, dw_t, g, x_t, ldx, w_t, rstd_t, R, C, accumulate);
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

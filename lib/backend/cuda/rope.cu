@@ -1,7 +1,8 @@
 // Rotary position embedding (HF "default", rotate_half: element i pairs with i + hd/2), in place.
 // The cos/sin tables come from the backend, computed on the host in double exactly as the CPU
 // reference does (angles t * theta^(-2i/hd) lose bits in fp32 at large t).
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -24,12 +25,30 @@ __global__ void rope_kernel(DPtr x, const float* cs, const float* sn, int64_t B,
 
 }  // namespace
 
-void rope(Ctx& ctx, DPtr x, const float* cs, const float* sn, int64_t B, int64_t T, int64_t H,
-          int64_t hd, float sign) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernel, common.cuh
+
+void CudaBackend::rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta) {
+  rope(x, B, T, H, hd, theta, 1.f);
+}
+// The rotation is orthogonal: its gradient is the rotation by the opposite angle.
+void CudaBackend::rope_backward(Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd,
+                                float theta) {
+  rope(dx, B, T, H, hd, theta, -1.f);
+}
+
+void CudaBackend::rope(Tensor x_t, int64_t B, int64_t T, int64_t H, int64_t hd, float theta,
+                       float sign) {
+  const float* cs = rope_table(T, hd, theta);
+  const DPtr x = dptr(x_t, "rope", "x");
   const int64_t n = B * T * H * (hd / 2);
   if (n <= 0) return;
-  rope_kernel<<<grid_for(n, 256), 256, 0, ctx.stream>>>(x, cs, sn, B, T, H, hd, sign);
+  rope_kernel<<<grid_for(n, 256), 256, 0, cuda_ctx().stream>>>(x, cs, cs + T * (hd / 2), B, T, H,
+                                                               hd, sign);
   SL_CUDA_LAUNCHED();
 }
 
-}  // namespace sl::cuda
+}  // namespace sl

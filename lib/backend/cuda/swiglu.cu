@@ -1,7 +1,8 @@
 // SwiGLU activation: h = silu(gate) * up, gate and up side by side in one row of the fused
 // gate|up projection output gu [R, 2m]. A vector path (8 columns a thread) where m % 8 == 0 and
 // the tensors are 16-byte aligned (every model shape), the scalar kernels otherwise.
-#include "backend/cuda/ops.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
 
 namespace sl::cuda {
 namespace {
@@ -75,7 +76,15 @@ dim3 vec_grid(int64_t R, int64_t m) {
 
 }  // namespace
 
-void swiglu_forward(Ctx& ctx, DPtr h, DPtr gu, int64_t R, int64_t m) {
+}  // namespace sl::cuda
+
+namespace sl {
+
+using namespace cuda;  // this file's kernels, common.cuh
+
+void CudaBackend::swiglu_forward(Tensor h_t, Tensor gu_t, int64_t R, int64_t m) {
+  const DPtr h = dptr(h_t, "swiglu_forward", "h"), gu = dptr(gu_t, "swiglu_forward", "gu");
+  const Ctx& ctx = cuda_ctx();
   if (R * m <= 0) return;
   if (m % 8 == 0 && vec8_ok({h, gu}))
     swiglu_forward_vec_kernel<<<vec_grid(R, m), 256, 0, ctx.stream>>>(h, gu, R, m);
@@ -84,7 +93,11 @@ void swiglu_forward(Ctx& ctx, DPtr h, DPtr gu, int64_t R, int64_t m) {
   SL_CUDA_LAUNCHED();
 }
 
-void swiglu_backward(Ctx& ctx, DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m, bool accumulate) {
+void CudaBackend::swiglu_backward(Tensor dgu_t, Tensor dh_t, Tensor gu_t, int64_t R, int64_t m,
+                                  bool accumulate) {
+  const char* op = "swiglu_backward";
+  const DPtr dgu = dptr(dgu_t, op, "dgu"), dh = dptr(dh_t, op, "dh"), gu = dptr(gu_t, op, "gu");
+  const Ctx& ctx = cuda_ctx();
   if (R * m <= 0 || !dgu) return;
   if (m % 8 == 0 && vec8_ok({dgu, dh, gu}))
     swiglu_backward_vec_kernel<<<vec_grid(R, m), 256, 0, ctx.stream>>>(dgu, dh, gu, R, m,
@@ -95,4 +108,4 @@ void swiglu_backward(Ctx& ctx, DPtr dgu, DPtr dh, DPtr gu, int64_t R, int64_t m,
   SL_CUDA_LAUNCHED();
 }
 
-}  // namespace sl::cuda
+}  // namespace sl
