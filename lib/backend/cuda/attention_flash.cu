@@ -36,18 +36,6 @@
 namespace sl::cuda {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr int kBT = 64;  // backward tile: 64 keys x 64 queries
-
-struct FlashDims {
-  int T, H, hd;
-  int nqb;                  // backward query tiles, ceil(T / kBT)
-  int64_t ld, ldv;          // token strides: q, k, out, dout, dq, dk (H hd); v, dv (ldv)
-  float scale, scale_log2;  // 1/sqrt(hd), and that times log2(e)
-  bool acc;                 // backward: gradients accumulated (+=) or written (=)
-  __device__ int64_t ntri() const { return int64_t{nqb} * (nqb + 1) / 2; }  // dS tiles per head
-};
-
 // Asynchronous load of a [ROWS][HD] bf16 tile (shared row stride HD + 8: the 16-byte shift per
 // row keeps ldmatrix conflict-free) from rows of global stride ld; rows >= valid and columns
 // >= hd are zero-filled. `any` is a valid global address for the lanes that copy nothing.
@@ -516,19 +504,6 @@ int variant() {
   return v;
 }
 
-FlashDims flash_dims(int64_t T, int64_t H, int64_t hd, int64_t ldv) {
-  const float scale = 1.f / sqrtf(static_cast<float>(hd));
-  return {static_cast<int>(T),
-          static_cast<int>(H),
-          static_cast<int>(hd),
-          static_cast<int>((T + kBT - 1) / kBT),
-          H * hd,
-          ldv,
-          scale,
-          scale * kLog2e,
-          false};
-}
-
 // Checks `smem` against the device and opts the kernel in.
 template <class K>
 void prepare(K kernel, size_t smem, const Ctx& ctx, const char* what) {
@@ -560,8 +535,8 @@ void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, cons
               int64_t BH) {
   const dim3 grid(static_cast<unsigned>(A.nqb), static_cast<unsigned>(BH));
   // dK, dV and the dS tiles: on the warpgroup MMA where the device has it.
-  if (!use_wgmma() || !wgmma_attention_dkv(ctx, dk, dv, dS, q, k, v, dout, lse, D, BH / A.H, A.T,
-                                           A.H, A.hd, A.ldv, A.acc, variant())) {
+  if (!use_wgmma() ||
+      !wgmma_attention_dkv(ctx, dk, dv, dS, q, k, v, dout, lse, D, A, BH, variant())) {
     const size_t smem_kv = sizeof(bf16) * 6 * kBT * (HD + 8) + sizeof(float) * 4 * kBT;
     auto kv = flash_bwd_dkv_kernel<HD, QS, KVREG, MINB>;
     prepare(kv, smem_kv, ctx, "backward (dk, dv)");
@@ -569,7 +544,7 @@ void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, cons
     SL_CUDA_LAUNCHED();
   }
   if (!dq) return;
-  if (use_wgmma() && wgmma_attention_dq(ctx, dq, dS, k, BH / A.H, A.T, A.H, A.hd, A.acc)) return;
+  if (use_wgmma() && wgmma_attention_dq(ctx, dq, dS, k, A, BH)) return;
   // Three stages of one key tile each (two and four stages, or two tiles a stage, measured the
   // same or slower).
   constexpr int NST = 3, KT = 1;
@@ -585,13 +560,13 @@ void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, cons
 bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
                              int64_t B, int64_t T, int64_t H, int64_t hd) {
   if (!eligible({q, k, v}, {out}, lse, T, H, hd, ldv)) return false;
-  if (use_wgmma() && wgmma_attention_forward(ctx, out, lse, q, k, v, ldv, B, T, H, hd, variant()))
-    return true;
   const FlashDims A = flash_dims(T, H, hd, ldv);
   auto* Q = static_cast<const bf16*>(q.p);
   auto* K = static_cast<const bf16*>(k.p);
   auto* V = static_cast<const bf16*>(v.p);
   auto* L = static_cast<float*>(lse.p);
+  if (use_wgmma() && wgmma_attention_forward(ctx, out, L, Q, K, V, A, B * H, variant()))
+    return true;
   // Tile shapes as measured best on an H200 (docs/PERFORMANCE.md): 128-row query blocks of 4
   // warps with two 16-row MMA tiles each (every K fragment feeds two MMAs), Q fragments re-read
   // from shared memory per k-step (holding them in registers measured 4-10% slower: the

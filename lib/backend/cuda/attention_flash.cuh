@@ -2,12 +2,38 @@
 // dots D; attention_flash.cu: the bf16 tensor-core kernels; attention_wgmma.cu: their sm_90a
 // warpgroup-MMA versions).
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/mma_bf16.cuh"
 
 namespace sl::cuda {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kBT = 64;  // backward tile: 64 keys x 64 queries (the dS^T tiles)
+
+// The bf16 kernels' shape and scalars (both attention_flash.cu and attention_wgmma.cu).
+struct FlashDims {
+  int T, H, hd;
+  int nqb;                  // backward query tiles, ceil(T / kBT)
+  int64_t ld, ldv;          // token strides: q, k, out, dout, dq, dk (H hd); v, dv (ldv)
+  float scale, scale_log2;  // 1/sqrt(hd), and that times log2(e)
+  bool acc;                 // backward: gradients accumulated (+=) or written (=)
+  __device__ int64_t ntri() const { return int64_t{nqb} * (nqb + 1) / 2; }  // dS tiles per head
+};
+inline FlashDims flash_dims(int64_t T, int64_t H, int64_t hd, int64_t ldv) {
+  const float scale = 1.f / sqrtf(static_cast<float>(hd));
+  return {static_cast<int>(T),
+          static_cast<int>(H),
+          static_cast<int>(hd),
+          static_cast<int>((T + kBT - 1) / kBT),
+          H * hd,
+          ldv,
+          scale,
+          scale * kLog2e,
+          false};
+}
 
 // The lane's column pairs c = 8n + 2q (< hd) of one row of an output with row offset `row`:
 // p[row + c], p[row + c + 1] (= or, if acc, +=) scale * v[n][2hf], v[n][2hf + 1]. When
@@ -55,22 +81,21 @@ bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DP
                               DPtr v, int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T,
                               int64_t H, int64_t hd, bool accumulate);
 
-// attention_wgmma.cu: the forward on Hopper's warpgroup MMA, for the calls flash_attention_forward
-// takes; false (nothing launched) on a device other than compute capability 9.0. `variant` picks a
-// tile shape (0: the default; others for `bench --op` tuning through SL_CUDA_ATTENTION_VARIANT).
-bool wgmma_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
-                             int64_t B, int64_t T, int64_t H, int64_t hd, int variant);
-// attention_wgmma.cu: the backward's dK, dV and dS^T tiles on the warpgroup MMA, the same outputs
-// as attention_flash.cu's flash_bwd_dkv_kernel (dS^T of query tile i and key tile j, unscaled,
-// bf16 [64 keys][64 queries], at tile index i (i + 1) / 2 + j of the head's causal triangle, for
-// its dQ kernel); D and lse as there. False on a device other than compute capability 9.0.
+// attention_wgmma.cu: the same kernels on Hopper's warpgroup MMA, for the calls the functions
+// above take (B H = BH heads of shape A); each returns false, having launched nothing, on a device
+// other than compute capability 9.0. `variant` picks a tile shape (0: the default; others for
+// `bench --op` tuning through SL_CUDA_ATTENTION_VARIANT).
+//   forward: out, lse as flash_attention_forward's;
+//   dkv: dK, dV (per A.acc) and the dS^T tiles of the causal triangle that flash_bwd_dkv_kernel
+//        writes (query tile i, key tile j, unscaled, bf16 [64 keys][64 queries], at index
+//        i (i + 1) / 2 + j of the head's A.ntri()), from D = rowsum(dO O) and lse;
+//   dq: dq (per A.acc) = scale sum_j dS_ij K_j from those tiles.
+bool wgmma_attention_forward(Ctx& ctx, DPtr out, float* lse, const bf16* q, const bf16* k,
+                             const bf16* v, const FlashDims& A, int64_t BH, int variant);
 bool wgmma_attention_dkv(Ctx& ctx, DPtr dk, DPtr dv, bf16* dS, const bf16* q, const bf16* k,
                          const bf16* v, const bf16* dout, const float* lse, const float* D,
-                         int64_t B, int64_t T, int64_t H, int64_t hd, int64_t ldv, bool accumulate,
-                         int variant);
-// attention_wgmma.cu: dq (= or +=) scale sum_j dS_ij K_j from those tiles (k of row stride H hd),
-// on the warpgroup MMA; false on a device other than compute capability 9.0.
-bool wgmma_attention_dq(Ctx& ctx, DPtr dq, const bf16* dS, const bf16* k, int64_t B, int64_t T,
-                        int64_t H, int64_t hd, bool accumulate);
+                         const FlashDims& A, int64_t BH, int variant);
+bool wgmma_attention_dq(Ctx& ctx, DPtr dq, const bf16* dS, const bf16* k, const FlashDims& A,
+                        int64_t BH);
 
 }  // namespace sl::cuda

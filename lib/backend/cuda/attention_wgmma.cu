@@ -30,8 +30,6 @@
 namespace sl::cuda {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-
 template <int N, int TA, int TB>
 __device__ inline void mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int scale_d) {
   if constexpr (N == 64)
@@ -66,16 +64,11 @@ __device__ inline void load_swizzled(unsigned char* dst, const bf16* src, int64_
   }
 }
 
-struct WgDims {
-  int T, H, hd;
-  int64_t ld, ldv;   // token strides: q, k, out (H hd); v (ldv)
-  float scale_log2;  // log2(e) / sqrt(hd)
-};
-
 // Grid (ceil(T / BM), B*H), query blocks in reverse so the longest rows start first.
 template <int HD, int BN, int NWG, int MINB>
 __global__ void __launch_bounds__(NWG * 128, MINB)
-    wgmma_fwd_kernel(DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v, WgDims A) {
+    wgmma_fwd_kernel(DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                     FlashDims A) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BM = 64 * NWG, NT = NWG * 128, NS = BN / 8, NO = HD / 8;
   constexpr int QBYTES = BM * HD * 2, KBYTES = BN * HD * 2;
@@ -266,8 +259,7 @@ __global__ void __launch_bounds__(NWG * 128, MINB)
 template <int HD, int NWG, int MINB>
 __global__ void __launch_bounds__(NWG * 128, MINB)
     wgmma_bwd_dkv_kernel(DPtr dk, DPtr dv, bf16* dS, const bf16* q, const bf16* k, const bf16* v,
-                         const bf16* dout, const float* lse, const float* D, WgDims A, int nqb,
-                         float scale, bool acc) {
+                         const bf16* dout, const float* lse, const float* D, FlashDims A) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BK = 64 * NWG, NT = NWG * 128, NO = HD / 8, NST = 3;
   constexpr int TBYTES = 64 * HD * 2;  // one 64-row tile
@@ -293,8 +285,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB)
   const int ws = s0 + 64 * wg;        // its first key
   const int key0 = ws + 16 * wl + g;  // the thread's keys: key0, key0 + 8
   const int i0 = s0 / 64;             // the block's first query tile
-  const int64_t ntri = int64_t{nqb} * (nqb + 1) / 2;
-  bf16* tiles = dS + int64_t{bh} * ntri * 64 * 64;
+  const int nqb = A.nqb;
+  bf16* tiles = dS + int64_t{bh} * A.ntri() * 64 * 64;
 
   auto load_queries = [&](int i) {
     const int t = i * 64, st = (i - i0) % NST;
@@ -428,8 +420,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB)
   for (int hf = 0; hf < 2; ++hf) {
     const int s = key0 + 8 * hf;
     if (s >= A.T) continue;
-    if (dk) store_row_pairs(dk, (tok0 + s) * A.ld + h * A.hd, qd, A.hd, dka, hf, scale, acc);
-    if (dv) store_row_pairs(dv, (tok0 + s) * A.ldv + h * A.hd, qd, A.hd, dva, hf, 1.f, acc);
+    if (dk) store_row_pairs(dk, (tok0 + s) * A.ld + h * A.hd, qd, A.hd, dka, hf, A.scale, A.acc);
+    if (dv) store_row_pairs(dv, (tok0 + s) * A.ldv + h * A.hd, qd, A.hd, dva, hf, 1.f, A.acc);
   }
 #else
   __trap();  // launched only on compute capability 9.0 (wgmma_attention_dkv checks)
@@ -444,8 +436,7 @@ __global__ void __launch_bounds__(NWG * 128, MINB)
 // parallelism.
 template <int HD>
 __global__ void __launch_bounds__(128)
-    wgmma_bwd_dq_kernel(DPtr dq, const bf16* dS, const bf16* k, WgDims A, int nqb, float scale,
-                        bool acc) {
+    wgmma_bwd_dq_kernel(DPtr dq, const bf16* dS, const bf16* k, FlashDims A) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int NST = 3, NO = HD / 8, PB = 64 * 64 * 2, KB = 64 * HD * 2, SB = PB + KB;
   extern __shared__ unsigned char smem_raw[];
@@ -455,8 +446,7 @@ __global__ void __launch_bounds__(128)
   const int wl = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
   const int64_t tok0 = int64_t{b} * A.T;
   const bf16* kh = k + tok0 * A.ld + h * A.hd;
-  const int64_t ntri = int64_t{nqb} * (nqb + 1) / 2;
-  const bf16* row_tiles = dS + (int64_t{bh} * ntri + int64_t{i} * (i + 1) / 2) * 64 * 64;
+  const bf16* row_tiles = dS + (int64_t{bh} * A.ntri() + int64_t{i} * (i + 1) / 2) * 64 * 64;
   // Key tile j's loads into stage j % NST (an empty group past the last keeps the wait uniform).
   auto load = [&](int j) {
     if (j <= i) {
@@ -488,7 +478,7 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
     const int t = i * 64 + 16 * wl + g + 8 * hf;
-    if (t < A.T) store_row_pairs(dq, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, o, hf, scale, acc);
+    if (t < A.T) store_row_pairs(dq, (tok0 + t) * A.ld + h * A.hd, qd, A.hd, o, hf, A.scale, A.acc);
   }
 #else
   __trap();  // launched only on compute capability 9.0 (wgmma_attention_dq checks)
@@ -497,7 +487,7 @@ __global__ void __launch_bounds__(128)
 
 template <int HD, int BN, int NWG, int MINB = 1>
 void launch(Ctx& ctx, DPtr out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-            const WgDims& A, int64_t BH) {
+            const FlashDims& A, int64_t BH) {
   constexpr int BM = 64 * NWG;
   const size_t smem = 1024 + static_cast<size_t>(BM + 4 * BN) * HD * 2;
   auto kern = wgmma_fwd_kernel<HD, BN, NWG, MINB>;
@@ -527,24 +517,13 @@ bool is_sm90() {
 
 }  // namespace
 
-bool wgmma_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
-                             int64_t B, int64_t T, int64_t H, int64_t hd, int variant) {
+bool wgmma_attention_forward(Ctx& ctx, DPtr out, float* L, const bf16* Q, const bf16* K,
+                             const bf16* V, const FlashDims& A, int64_t BH, int variant) {
   if (!is_sm90()) return false;
-  const WgDims A{static_cast<int>(T),
-                 static_cast<int>(H),
-                 static_cast<int>(hd),
-                 H * hd,
-                 ldv,
-                 kLog2e / sqrtf(static_cast<float>(hd))};
-  auto* Q = static_cast<const bf16*>(q.p);
-  auto* K = static_cast<const bf16*>(k.p);
-  auto* V = static_cast<const bf16*>(v.p);
-  auto* L = static_cast<float*>(lse.p);
-  const int64_t BH = B * H;
   // Tile shapes measured on an H200 (docs/PERFORMANCE.md, bench --op attention): hd 64 best
   // with 64-key tiles and two warpgroups capped at 128 registers (two blocks per SM); hd 128 with
   // 128-key tiles (one block per SM). The variants are the runners-up, kept for tuning.
-  if (hd <= 64) {
+  if (A.hd <= 64) {
     switch (variant) {
       case 1:
         launch<64, 64, 3>(ctx, out, L, Q, K, V, A, BH);
@@ -569,30 +548,24 @@ bool wgmma_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr 
 
 bool wgmma_attention_dkv(Ctx& ctx, DPtr dk, DPtr dv, bf16* dS, const bf16* q, const bf16* k,
                          const bf16* v, const bf16* dout, const float* lse, const float* D,
-                         int64_t B, int64_t T, int64_t H, int64_t hd, int64_t ldv, bool accumulate,
-                         int variant) {
+                         const FlashDims& A, int64_t BH, int variant) {
   if (!is_sm90()) return false;
-  const float scale = 1.f / sqrtf(static_cast<float>(hd));
-  const WgDims A{static_cast<int>(T), static_cast<int>(H), static_cast<int>(hd), H * hd, ldv,
-                 scale * kLog2e};
-  const int nqb = static_cast<int>((T + 63) / 64);
   auto run = [&](auto kern, int nwg) {
-    const size_t tile = 64 * static_cast<size_t>(hd <= 64 ? 64 : 128) * 2;
+    const size_t tile = 64 * static_cast<size_t>(A.hd <= 64 ? 64 : 128) * 2;
     const size_t smem = 1024 + (2 * nwg + 6) * tile + 6 * 64 * sizeof(float);
     if (smem > ctx.smem_optin)
       fail("cuda attention (wgmma backward): shared memory beyond the device");
     smem_opt_in(kern, smem);
     SL_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                        cudaSharedmemCarveoutMaxShared));
-    const dim3 grid(static_cast<unsigned>((T + 64 * nwg - 1) / (64 * nwg)),
-                    static_cast<unsigned>(B * H));
-    kern<<<grid, nwg * 128, smem, ctx.stream>>>(dk, dv, dS, q, k, v, dout, lse, D, A, nqb, scale,
-                                                accumulate);
+    const dim3 grid(static_cast<unsigned>((A.T + 64 * nwg - 1) / (64 * nwg)),
+                    static_cast<unsigned>(BH));
+    kern<<<grid, nwg * 128, smem, ctx.stream>>>(dk, dv, dS, q, k, v, dout, lse, D, A);
     SL_CUDA_LAUNCHED();
   };
   // One warpgroup of 64 keys a block, two blocks per SM, for hd 64; two warpgroups (128 keys
   // sharing the Q and dO tiles) for hd 128 (measured best; the variants are the runners-up).
-  if (hd <= 64) {
+  if (A.hd <= 64) {
     switch (variant) {
       case 1:
         run(wgmma_bwd_dkv_kernel<64, 2, 1>, 2);
@@ -612,22 +585,18 @@ bool wgmma_attention_dkv(Ctx& ctx, DPtr dk, DPtr dv, bf16* dS, const bf16* q, co
   return true;
 }
 
-bool wgmma_attention_dq(Ctx& ctx, DPtr dq, const bf16* dS, const bf16* k, int64_t B, int64_t T,
-                        int64_t H, int64_t hd, bool accumulate) {
+bool wgmma_attention_dq(Ctx& ctx, DPtr dq, const bf16* dS, const bf16* k, const FlashDims& A,
+                        int64_t BH) {
   if (!is_sm90()) return false;
-  const float scale = 1.f / sqrtf(static_cast<float>(hd));
-  const WgDims A{static_cast<int>(T), static_cast<int>(H), static_cast<int>(hd), H * hd, H * hd,
-                 scale * kLog2e};
-  const int nqb = static_cast<int>((T + 63) / 64);
   auto run = [&](auto kern, int HD) {
     const size_t smem = 1024 + 3 * (64 * 64 * 2 + 64 * static_cast<size_t>(HD) * 2);
     if (smem > ctx.smem_optin) fail("cuda attention (wgmma dq): shared memory beyond the device");
     smem_opt_in(kern, smem);
-    const dim3 grid(static_cast<unsigned>(nqb), static_cast<unsigned>(B * H));
-    kern<<<grid, 128, smem, ctx.stream>>>(dq, dS, k, A, nqb, scale, accumulate);
+    const dim3 grid(static_cast<unsigned>(A.nqb), static_cast<unsigned>(BH));
+    kern<<<grid, 128, smem, ctx.stream>>>(dq, dS, k, A);
     SL_CUDA_LAUNCHED();
   };
-  if (hd <= 64)
+  if (A.hd <= 64)
     run(wgmma_bwd_dq_kernel<64>, 64);
   else
     run(wgmma_bwd_dq_kernel<128>, 128);
