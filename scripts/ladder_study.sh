@@ -13,8 +13,9 @@
 #   3. copies report.md, the figures, params.tex, the fit and savings JSON, sweep.csv and
 #      plan.tsv, and writes provenance.txt (the exact command, binary version, commit, GPU, date,
 #      wall time);
-#   4. re-runs `scalinglab report` on the copied sweep.csv into a scratch directory and checks
-#      that it reproduces savings.json (timings aside), recording the result in provenance.txt.
+#   4. runs `scalinglab fit savings` with the arguments savings.json records (its "reproduce"
+#      field) on the copied sweep.csv alone in a scratch directory and checks that it reproduces
+#      savings.json (timings aside), recording the command and the result in provenance.txt.
 # It commits nothing: review docs/results/ladder-l0-l3/ and commit it yourself.
 set -euo pipefail
 
@@ -33,14 +34,9 @@ if [ $# -gt 0 ]; then
   shift
   extra=("$@")
 fi
-# The report options among them, for the reproduction check (the study's defaults otherwise).
-report_opts=()
+# Options this script sets itself.
 for ((i = 0; i < ${#extra[@]}; ++i)); do
   case "${extra[$i]}" in
-    --bootstrap | --baseline | --candidate)
-      [ $((i + 1)) -lt ${#extra[@]} ] || die "${extra[$i]} needs a value"
-      report_opts+=("${extra[$i]}" "${extra[$((i + 1))]}")
-      ;;
     --device | --out) die "${extra[$i]} is set by this script" ;;
   esac
 done
@@ -94,17 +90,23 @@ cp "$out/study.log" "$dest/study.log"
 rendered=0
 for f in "$dest"/*.png; do [ -f "$f" ] && rendered=$((rendered + 1)); done
 
-# 4. Reproduction: the report again from the copied sweep.csv alone.
+# 4. Reproduction: `scalinglab fit savings` with the arguments savings.json records (its
+#    "reproduce" field, written by the report), run in a directory holding only the copied
+#    sweep.csv, must give the same savings.json (wall times and the data file's path aside).
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 cp "$dest/sweep.csv" "$scratch/sweep.csv"
-repro_cmd=("$exe" report "$scratch" --out "$scratch/report" --no-render ${report_opts[@]+"${report_opts[@]}"})
-"${repro_cmd[@]}" >"$scratch/report.log" 2>&1 || die "report on the copied sweep.csv failed: $(tail -1 "$scratch/report.log")"
-repro=$(python3 - "$dest/savings.json" "$scratch/report/savings.json" <<'PY'
+mapfile -t fit_args < <(python3 -c 'import json, sys
+print("\n".join(json.load(open(sys.argv[1]))["reproduce"]["args"]))' "$dest/savings.json") ||
+  die "$dest/savings.json: no reproduce arguments"
+repro_cmd=("$exe" "${fit_args[@]}")
+(cd "$scratch" && "${repro_cmd[@]}" --quiet) >"$scratch/fit.log" 2>&1 ||
+  die "fit savings on the copied sweep.csv failed: $(tail -1 "$scratch/fit.log")"
+repro=$(python3 - "$dest/savings.json" "$scratch/savings.json" <<'PY'
 import json, sys
-def strip(x):  # wall times differ between runs; everything else must not
+def strip(x):  # wall times and the data file's path differ between runs; nothing else may
     if isinstance(x, dict):
-        return {k: strip(v) for k, v in x.items() if k != "seconds"}
+        return {k: strip(v) for k, v in x.items() if k not in ("seconds", "data", "reproduce")}
     if isinstance(x, list):
         return [strip(v) for v in x]
     return x
@@ -124,9 +126,9 @@ dirty="$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | gr
   echo "wall time: $wall s (this invocation; earlier ones, if the study was resumed, in study.log)"
   echo "corpus:    data/corpus/linux-c, every file matching data/README.md's sha256"
   echo "figures:   $rendered rendered (.png); without gnuplot only the .gp and .dat files"
-  echo "savings:   ${repro_cmd[*]//$scratch/DIR} -> $repro savings.json (DIR: a directory holding only sweep.csv)"
+  echo "savings:   (in a directory holding only sweep.csv) scalinglab ${fit_args[*]} -> $repro savings.json"
 } >"$dest/provenance.txt"
 sed -i "s|$root/||g" "$dest/provenance.txt" "$dest/study.log"
 cat "$dest/provenance.txt"
-[ "$repro" = reproduced ] || echo "ladder_study.sh: warning: the report from sweep.csv differs from savings.json" >&2
+[ "$repro" = reproduced ] || echo "ladder_study.sh: warning: fit savings on sweep.csv differs from savings.json" >&2
 echo "copied to $dest; review it, then commit it"

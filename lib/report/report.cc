@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <set>
@@ -182,6 +183,7 @@ class Report {
          ReportResult& res);
 
   void savings_json(ReportResult& res) const;
+  std::vector<std::string> fit_savings_args() const;
   void fit_laws(ReportResult& res);  // fit_<arch>.json, and law/fits/boots for every arch
   void loss_vs_tokens(ReportResult& res) const;
   void loss_vs_n(ReportResult& res) const;
@@ -302,9 +304,66 @@ Report::Report(const std::string& sweep_dir_, const std::string& out_dir, const 
   for (const std::string& w : sav.warnings) res.warnings.push_back(w);
 }
 
+// The shortest %g form that reads back as v exactly.
+std::string exact(double v) {
+  for (int digits = 6; digits < 17; ++digits) {
+    const std::string s = fmt(("%." + std::to_string(digits) + "g").c_str(), v);
+    if (std::strtod(s.c_str(), nullptr) == v) return s;
+  }
+  return fmt("%.17g", v);
+}
+
+// The `scalinglab fit savings` arguments that compute this savings.json from the collected
+// table alone (`sweep.csv` beside it): the same options, the same compute grid, the same size
+// column, every number in the shortest form that reads back exactly. A committed result is
+// checked by running them again (scripts/ladder_study.sh; tests/report).
+std::vector<std::string> Report::fit_savings_args() const {
+  std::vector<std::string> a = {"fit",
+                                "savings",
+                                "--data",
+                                "sweep.csv",
+                                "--out",
+                                "savings.json",
+                                "--group-col",
+                                "arch",
+                                "--baseline",
+                                base,
+                                "--candidate",
+                                cand,
+                                "--bootstrap",
+                                std::to_string(so.bootstrap),
+                                "--seed",
+                                std::to_string(so.seed),
+                                "--huber-delta",
+                                exact(so.fit.huber_delta),
+                                "--sensitivity",
+                                "--sensitivity-alpha",
+                                exact(so.sensitivity_alpha)};
+  for (const auto& [name, b] : o.bounds) {
+    const std::string lo = std::isinf(b.first) ? "" : exact(b.first);
+    const std::string hi =
+        std::isnan(b.second) ? "min" : (std::isinf(b.second) ? "" : exact(b.second));
+    a.insert(a.end(), {"--bound", name + "=" + lo + ":" + hi});
+  }
+  std::string cs;
+  for (double c : so.at_c) cs += (cs.empty() ? "" : ",") + exact(c);
+  a.insert(a.end(), {"--at-c", cs});
+  for (const std::string& c : spec.size_cols) a.insert(a.end(), {"--size-col", c});
+  return a;
+}
+
 void Report::savings_json(ReportResult& res) const {
   json j = fit::savings_json(sav, so.fit.huber_delta);
   j["data"] = {{"file", table_path}, {"group_col", "arch"}};
+  const std::vector<std::string> args = fit_savings_args();
+  std::string line = "scalinglab";
+  for (const std::string& x : args) {
+    const bool plain = !x.empty() && x.find_first_not_of(
+                                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+                                         "OPQRSTUVWXYZ0123456789_.,:=/+-") == std::string::npos;
+    line += " " + (plain ? x : shell_quote(x));
+  }
+  j["reproduce"] = {{"args", args}, {"command", line}};
   atomic_write_file(out + "/savings.json", j.dump(2) + "\n");
   res.files.push_back("savings.json");
 }

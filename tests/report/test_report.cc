@@ -16,6 +16,7 @@
 
 #include "common/files.h"
 #include "core/error.h"
+#include "core/process.h"
 #include "report/report.h"
 
 namespace fs = std::filesystem;
@@ -155,6 +156,51 @@ BOOST_AUTO_TEST_CASE(synthetic_sweep_report) {
   BOOST_TEST(slurp(out + "/params.tex").find("\\begin{tabular}") != std::string::npos);
   // No run logs here: figure (a) draws only the budget points and says so.
   BOOST_TEST(slurp(out + "/loss_vs_tokens.dat").find("budgets reached") != std::string::npos);
+  fs::remove_all(dir);
+}
+
+// Wall times differ between two runs of the same fit, and the data file's path between a report
+// and a fit run elsewhere; the reproduce field is the report's own. Everything else must match.
+json strip_run_details(const json& x) {
+  if (x.is_object()) {
+    json r = json::object();
+    for (const auto& [k, v] : x.items())
+      if (k != "seconds" && k != "data" && k != "reproduce") r[k] = strip_run_details(v);
+    return r;
+  }
+  if (x.is_array()) {
+    json r = json::array();
+    for (const json& v : x) r.push_back(strip_run_details(v));
+    return r;
+  }
+  return x;
+}
+
+// savings.json names the `scalinglab fit savings` arguments that compute it from the collected
+// table alone: run in a directory holding only sweep.csv, with another thread count, they write
+// the same numbers (a committed result is checked this way: scripts/ladder_study.sh).
+BOOST_AUTO_TEST_CASE(savings_json_reproduces_from_its_fit_command) {
+  const std::string dir = make_sweep(), out = dir + "/report", again = dir + "/again";
+  sl::report::ReportOptions o;
+  o.bootstrap = 20;
+  o.threads = 2;
+  o.render = false;
+  o.bounds["E"] = {0.0, std::nan("")};  // E=0:min: a bound goes into the arguments too
+  sl::report::write_report(dir, out, o);
+  const json sav = json::parse(slurp(out + "/savings.json"));
+  BOOST_TEST_REQUIRE(sav["reproduce"]["args"].is_array());
+  const std::string line = sav["reproduce"]["command"].get<std::string>();
+  BOOST_TEST(line.find("scalinglab fit savings --data sweep.csv") == 0u, line);
+  BOOST_TEST(line.find("--bound E=0:min") != std::string::npos, line);
+  fs::create_directories(again);
+  fs::copy_file(dir + "/sweep.csv", again + "/sweep.csv");
+  std::string cmd = "cd " + sl::shell_quote(again) + " && " + sl::shell_quote(SL_EXE);
+  for (const json& a : sav["reproduce"]["args"]) cmd += " " + sl::shell_quote(a.get<std::string>());
+  cmd += " --threads 1 --quiet > fit.log 2>&1";
+  BOOST_TEST_REQUIRE(std::system(cmd.c_str()) == 0, slurp(again + "/fit.log"));
+  const json redo = json::parse(slurp(again + "/savings.json"));
+  BOOST_TEST((strip_run_details(sav) == strip_run_details(redo)),
+             "fit savings from sweep.csv differs from the report's savings.json");
   fs::remove_all(dir);
 }
 
