@@ -295,6 +295,28 @@ BOOST_AUTO_TEST_CASE(gdn_float_matches_double) {
   }
 }
 
+// A null gradient output is skipped (the Backend convention): each output alone, the others
+// null, is bit for bit what the call with all five gives it; nothing is written through null.
+BOOST_AUTO_TEST_CASE(gdn_backward_skips_null_outputs) {
+  const Dims d{2, 70, 2, 8, 12};
+  const Inputs in = make_inputs(d, 61);
+  const auto dout = randn(d.B * d.T * d.H * d.value_dim, 62);
+  for (bool chunk : {false, true}) {
+    const auto full = run<double>(chunk, in, dout);
+    auto be = backend<double>(chunk);
+    auto q = in.q, k = in.k, v = in.v, beta = in.beta, g = in.g;
+    const std::vector<double>* want[5] = {&full.dq, &full.dk, &full.dv, &full.dbeta, &full.dg};
+    for (int only = 0; only < 5; ++only) {
+      std::vector<double> got(want[only]->size(), 0.0);
+      sl::Tensor o[5];  // null Tensors, except the one output asked for
+      o[only] = view(got);
+      be.gdn_backward(o[0], o[1], o[2], o[3], o[4], view(dout), view(full.states), view(q), view(k),
+                      view(v), view(beta), view(g), d.B, d.T, d.H, d.key_dim, d.value_dim);
+      BOOST_TEST((got == *want[only]), (chunk ? "chunk" : "recurrent") << " output " << only);
+    }
+  }
+}
+
 // Backward accumulates (+=) and is bitwise reproducible run to run.
 BOOST_AUTO_TEST_CASE(gdn_backward_accumulates_and_reproducible) {
   const Dims d{2, 100, 3, 8, 12};

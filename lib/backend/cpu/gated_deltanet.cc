@@ -16,9 +16,9 @@
 // that runs it, so results are bitwise reproducible (for any thread count, in fact). Eigen does
 // not parallelise products inside an OpenMP parallel region, so its products are serial here.
 //
-// Gradients: every backward ACCUMULATES (+=) into dq, dk, dv, dbeta, dg. Unlike the Backend
-// convention, none of the five gradient outputs may be null here (the model always asks for all
-// five; the CUDA backend skips null ones).
+// Gradients: every backward ACCUMULATES (+=) into dq, dk, dv, dbeta, dg. The two algorithms
+// below need all five; CpuBackend::gdn_backward gives a null one (skipped, as the Backend
+// convention says) a scratch array.
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
@@ -447,9 +447,19 @@ void CpuBackend<T>::gdn_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dbeta, 
                                  Tensor dout, Tensor states, Tensor q, Tensor k, Tensor v,
                                  Tensor beta, Tensor g, int64_t B, int64_t T_, int64_t H,
                                  int64_t key_dim, int64_t value_dim) {
+  // A null gradient output is skipped (core/backend.h): both algorithms compute all five
+  // together, so a skipped one is accumulated into a zeroed scratch array and dropped.
+  std::vector<T> scratch[5];
+  auto out = [&](Tensor t, int i, int64_t n) {
+    if (t.data) return t.as<T>();
+    scratch[i].assign(static_cast<size_t>(n), T(0));
+    return scratch[i].data();
+  };
+  const int64_t BTH = B * T_ * H;
   auto f = gdn_ == GdnAlgo::chunk ? gdn_chunk_backward<T> : gdn_recurrent_backward<T>;
-  f(dq.as<T>(), dk.as<T>(), dv.as<T>(), dbeta.as<T>(), dg.as<T>(), dout.as<T>(), states.as<T>(),
-    q.as<T>(), k.as<T>(), v.as<T>(), beta.as<T>(), g.as<T>(), B, T_, H, key_dim, value_dim);
+  f(out(dq, 0, BTH * key_dim), out(dk, 1, BTH * key_dim), out(dv, 2, BTH * value_dim),
+    out(dbeta, 3, BTH), out(dg, 4, BTH), dout.as<T>(), states.as<T>(), q.as<T>(), k.as<T>(),
+    v.as<T>(), beta.as<T>(), g.as<T>(), B, T_, H, key_dim, value_dim);
 }
 
 SL_CPU_INSTANTIATE(gdn_forward);
