@@ -214,6 +214,21 @@ void gdn_recurrent_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout,
 // overflow however strong the decay (large positive exponents are the NaN pitfall).
 
 // The intermediates of one chunk, shared by forward and backward (recomputed in backward).
+// One chunk's rows of q, k, v, beta and g for head (b, h), as strided views (no copies): the
+// inputs every chunk step of the forward and the backward reads.
+template <class T>
+struct ChunkIn {
+  CStrided<T> Q, K, V;
+  CStridedVec<T> bt, gt;
+  ChunkIn(const T* q, const T* k, const T* v, const T* beta, const T* g, int64_t b, int64_t t0,
+          int64_t h, int64_t C, int64_t T_, int64_t H, int64_t key_dim, int64_t value_dim)
+      : Q(q + tok(b, t0, h, T_, H, key_dim), C, key_dim, Eigen::OuterStride<>(H * key_dim)),
+        K(k + tok(b, t0, h, T_, H, key_dim), C, key_dim, Eigen::OuterStride<>(H * key_dim)),
+        V(v + tok(b, t0, h, T_, H, value_dim), C, value_dim, Eigen::OuterStride<>(H * value_dim)),
+        bt(beta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H)),
+        gt(g + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H)) {}
+};
+
 template <class T>
 struct ChunkWork {
   Vec<T> bet, gam, Gam, e;  // [C]: beta, gamma, exp(gamma), exp(gamma_last - gamma)
@@ -270,14 +285,8 @@ void gdn_chunk_forward(T* out, T* states, const T* q, const T* k, const T* v, co
         const int64_t t0 = c * kGdnChunk, C = std::min(kGdnChunk, T_ - t0);
         Eigen::Map<Mat<T>>(states + state_off(b, h, c, H, NC, key_dim, value_dim), key_dim,
                            value_dim) = S;
-        CStrided<T> Q(q + tok(b, t0, h, T_, H, key_dim), C, key_dim,
-                      Eigen::OuterStride<>(H * key_dim));
-        CStrided<T> K(k + tok(b, t0, h, T_, H, key_dim), C, key_dim,
-                      Eigen::OuterStride<>(H * key_dim));
-        CStrided<T> V(v + tok(b, t0, h, T_, H, value_dim), C, value_dim,
-                      Eigen::OuterStride<>(H * value_dim));
-        CStridedVec<T> bt(beta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
-        CStridedVec<T> gt(g + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
+        const ChunkIn<T> in(q, k, v, beta, g, b, t0, h, C, T_, H, key_dim, value_dim);
+        const auto& [Q, K, V, bt, gt] = in;
         w.compute(Q, K, V, S, bt, gt);
         // O = diag(Gam) Q S0 + A Delta
         Strided<T> O(out + tok(b, t0, h, T_, H, value_dim), C, value_dim,
@@ -338,16 +347,10 @@ void gdn_chunk_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout, con
         const int64_t t0 = c * kGdnChunk, C = std::min(kGdnChunk, T_ - t0);
         Eigen::Map<const Mat<T>> S0(states + state_off(b, h, c, H, NC, key_dim, value_dim), key_dim,
                                     value_dim);
-        CStrided<T> Q(q + tok(b, t0, h, T_, H, key_dim), C, key_dim,
-                      Eigen::OuterStride<>(H * key_dim));
-        CStrided<T> K(k + tok(b, t0, h, T_, H, key_dim), C, key_dim,
-                      Eigen::OuterStride<>(H * key_dim));
-        CStrided<T> V(v + tok(b, t0, h, T_, H, value_dim), C, value_dim,
-                      Eigen::OuterStride<>(H * value_dim));
+        const ChunkIn<T> in(q, k, v, beta, g, b, t0, h, C, T_, H, key_dim, value_dim);
+        const auto& [Q, K, V, bt, gt] = in;
         CStrided<T> dO(dout + tok(b, t0, h, T_, H, value_dim), C, value_dim,
                        Eigen::OuterStride<>(H * value_dim));
-        CStridedVec<T> bt(beta + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
-        CStridedVec<T> gt(g + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
         w.compute(Q, K, V, S0, bt, gt);
         const T GamL = w.Gam(C - 1);
         dgam.setZero(C);
