@@ -16,15 +16,7 @@ import argparse
 
 import torch
 
-
-def time_ms(fn, reps):
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for i in range(reps):
-        fn(i)
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
+from peer_timing import time_ms
 
 
 def main():
