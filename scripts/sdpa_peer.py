@@ -10,10 +10,10 @@ Prints one line per (shape, pass): ms, TFLOP/s.
 import argparse
 
 import torch
-
-from peer_timing import time_ms
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from peer_timing import time_ms
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
