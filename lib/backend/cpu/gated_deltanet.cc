@@ -239,9 +239,9 @@ struct ChunkWork {
   Mat<T> Ub;                // [C, Vd] V - diag(Gam) K S0
   Mat<T> Delta;             // [C, Vd]
 
-  template <class MQ, class MK, class MV, class MS>
-  void compute(const MQ& Q, const MK& K, const MV& V, const MS& S0, const CStridedVec<T>& beta,
-               const CStridedVec<T>& g) {
+  // Everything that does not depend on the state: the gates, E, KK, L and A.
+  template <class MQ, class MK>
+  void prepare(const MQ& Q, const MK& K, const CStridedVec<T>& beta, const CStridedVec<T>& g) {
     const int64_t C = Q.rows();
     bet = beta;
     gam.resize(C);
@@ -260,11 +260,21 @@ struct ChunkWork {
     }
     A.noalias() = Q * K.transpose();
     A = A.cwiseProduct(E);
+  }
+  // Ub and Delta from the state S0 entering the chunk (after prepare).
+  template <class MK, class MV, class MS>
+  void state(const MK& K, const MV& V, const MS& S0) {
     Ub = V;
     Ub.noalias() -= Gam.asDiagonal() * (K * S0);
     // Forward substitution with the unit lower triangular I + L (the diagonal of L is not read).
     Delta = bet.asDiagonal() * Ub;
     L.template triangularView<Eigen::UnitLower>().solveInPlace(Delta);
+  }
+  template <class MQ, class MK, class MV, class MS>
+  void compute(const MQ& Q, const MK& K, const MV& V, const MS& S0, const CStridedVec<T>& beta,
+               const CStridedVec<T>& g) {
+    prepare(Q, K, beta, g);
+    state(K, V, S0);
   }
 };
 
@@ -329,24 +339,63 @@ void gdn_chunk_forward(T* out, T* states, const T* q, const T* k, const T* v, co
 //      cross-chunk dependence of later chunks on g runs through Gam_{C-1} in S_next, i.e. through
 //      dgamma_{C-1} above.)
 //  Carry dS <- dS0 to the previous chunk.
+//
+// The carry needs only part of this: with W = (I + L)^{-1} diag(beta Gam) K [C, Kd] (the WY form),
+//      dS0 = Gam_{C-1} dS + Q^T diag(Gam) dO - W^T dDelta,   dDelta = A^T dO + diag(e) K dS
+// (K^T diag(Gam) Y = K^T diag(Gam beta) (I + L)^{-T} dDelta = W^T dDelta), which depends on the
+// state only through dS. So the backward runs in two phases: (a) per (b, h), chunks in reverse,
+// only that recurrence, saving the dS entering each chunk; (b) every (b, h, chunk) at once, all
+// the gradients of the chunk from its saved S0 and dS - the split the fast GPU kernels use (a
+// short sequential pass, then chunk-parallel work).
 template <class T>
 void gdn_chunk_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout, const T* states,
                         const T* q, const T* k, const T* v, const T* beta, const T* g, int64_t B,
                         int64_t T_, int64_t H, int64_t key_dim, int64_t value_dim) {
-  const int64_t NC = gdn_num_chunks(T_);
+  const int64_t NC = gdn_num_chunks(T_), KV = key_dim * value_dim;
+  // (a) dS entering each chunk (dL/dS_next of chunk c), [B, H, NC, Kd, Vd] as the states.
+  std::vector<T> dstates(static_cast<size_t>(B * H * NC * KV));
 #pragma omp parallel
   {
     ChunkWork<T> w;
-    Mat<T> dS(key_dim, value_dim), dS0(key_dim, value_dim), dDelta, dA, dL, G, Y, Z, dQl, dKl;
-    Vec<T> dgam, dbet;
+    Mat<T> dS(key_dim, value_dim), dDelta, W;
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       dS.setZero();
       for (int64_t c = NC - 1; c >= 0; --c) {
         const int64_t t0 = c * kGdnChunk, C = std::min(kGdnChunk, T_ - t0);
+        Eigen::Map<Mat<T>>(dstates.data() + state_off(b, h, c, H, NC, key_dim, value_dim), key_dim,
+                           value_dim) = dS;
+        if (c == 0) break;
+        const ChunkIn<T> in(q, k, v, beta, g, b, t0, h, C, T_, H, key_dim, value_dim);
+        CStrided<T> dO(dout + tok(b, t0, h, T_, H, value_dim), C, value_dim,
+                       Eigen::OuterStride<>(H * value_dim));
+        w.prepare(in.Q, in.K, in.bt, in.gt);
+        W = (w.bet.cwiseProduct(w.Gam)).asDiagonal() * in.K;
+        w.L.template triangularView<Eigen::UnitLower>().solveInPlace(W);
+        dDelta.noalias() = w.A.transpose() * dO;
+        dDelta.noalias() += w.e.asDiagonal() * (in.K * dS);
+        dS *= w.Gam(C - 1);
+        dS.noalias() += in.Q.transpose() * (w.Gam.asDiagonal() * dO);
+        dS.noalias() -= W.transpose() * dDelta;
+      }
+    }
+  }
+  // (b) Every chunk's gradients from its S0 and dS.
+#pragma omp parallel
+  {
+    ChunkWork<T> w;
+    Mat<T> dDelta, dA, dL, G, Y, Z, dQl, dKl;
+    Vec<T> dgam, dbet;
+#pragma omp for schedule(static)
+    for (int64_t bhc = 0; bhc < B * H * NC; ++bhc) {
+      const int64_t b = bhc / (H * NC), h = bhc / NC % H, c = bhc % NC;
+      {
+        const int64_t t0 = c * kGdnChunk, C = std::min(kGdnChunk, T_ - t0);
         Eigen::Map<const Mat<T>> S0(states + state_off(b, h, c, H, NC, key_dim, value_dim), key_dim,
                                     value_dim);
+        Eigen::Map<const Mat<T>> dS(dstates.data() + state_off(b, h, c, H, NC, key_dim, value_dim),
+                                    key_dim, value_dim);
         const ChunkIn<T> in(q, k, v, beta, g, b, t0, h, C, T_, H, key_dim, value_dim);
         const auto& [Q, K, V, bt, gt] = in;
         CStrided<T> dO(dout + tok(b, t0, h, T_, H, value_dim), C, value_dim,
@@ -387,8 +436,6 @@ void gdn_chunk_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout, con
         }
         dKl = w.e.asDiagonal() * Z;
         dKl.noalias() += dA.transpose() * Q;
-        dS0.noalias() = Q.transpose() * (w.Gam.asDiagonal() * dO);
-        dS0 += GamL * dS;
 
         // (2) dX = (I + L)^{-T} dDelta (in place in dDelta); dL = -dX Delta^T (strictly lower).
         w.L.transpose().template triangularView<Eigen::UnitUpper>().solveInPlace(dDelta);
@@ -414,7 +461,6 @@ void gdn_chunk_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout, con
         Z.noalias() = w.Gam.asDiagonal() * (Y * S0.transpose());
         dKl -= Z;
         dgam -= Z.cwiseProduct(K).rowwise().sum();
-        dS0.noalias() -= K.transpose() * (w.Gam.asDiagonal() * Y);
 
         // Accumulate into the outputs.
         Strided<T>(dq + tok(b, t0, h, T_, H, key_dim), C, key_dim,
@@ -428,7 +474,6 @@ void gdn_chunk_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout, con
         StridedVec<T> dgv(dg + tok(b, t0, h, T_, H, 1), C, Eigen::InnerStride<>(H));
         T acc = 0;
         for (int64_t j = C - 1; j >= 0; --j) dgv(j) += acc += dgam(j);
-        dS = dS0;
       }
     }
   }
