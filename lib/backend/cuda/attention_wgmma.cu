@@ -21,6 +21,7 @@
 // instance of the code, so the other tiles carry no per-element compare and select).
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "backend/cuda/attention_flash.cuh"
@@ -502,17 +503,18 @@ void launch(Ctx& ctx, DPtr out, float* lse, const bf16* q, const bf16* k, const 
 // Compute capability 9.0 (the sm_90a code is in the binary; other devices run the PTX, which has
 // no wgmma), cached per device.
 bool is_sm90() {
-  static int cached[64] = {};  // 0 unknown, 1 yes, 2 no
+  // 0 unknown, 1 yes, 2 no; atomic because backends on several host threads may ask at once.
+  static std::atomic<int> cached[64] = {};
   int dev = 0;
   SL_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev >= 64) return false;
-  if (cached[dev] == 0) {
+  if (dev < 0 || dev >= 64) return false;
+  if (cached[dev].load(std::memory_order_relaxed) == 0) {
     int major = 0, minor = 0;
     SL_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     SL_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    cached[dev] = major == 9 && minor == 0 ? 1 : 2;
+    cached[dev].store(major == 9 && minor == 0 ? 1 : 2, std::memory_order_relaxed);
   }
-  return cached[dev] == 1;
+  return cached[dev].load(std::memory_order_relaxed) == 1;
 }
 
 }  // namespace
