@@ -32,6 +32,7 @@ struct StudyArgs {
   std::string file, out, device = "cpu", mps = "auto";
   int jobs = 1, threads = 0, gpus = 0, per_gpu = 1;
   double gpu_mem = 0;  // GiB per GPU for the packing (0: nvidia-smi's)
+  std::string bench;   // bench --json rates for the run order ("": by FLOPs)
   report::ReportOptions report;
 };
 
@@ -73,6 +74,7 @@ int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::
   if (a.gpus > 0) args.insert(args.end(), {"--gpus", std::to_string(a.gpus)});
   args.insert(args.end(), {"--per-gpu", std::to_string(a.per_gpu), "--mps", a.mps});
   if (a.gpu_mem > 0) args.insert(args.end(), {"--gpu-mem", num_text(a.gpu_mem)});
+  if (!a.bench.empty()) args.insert(args.end(), {"--bench", a.bench});
   // Ctrl-C / SIGTERM reach the launch child's whole process group (the launcher and its train
   // children) as SIGTERM, which stops the runs at a checkpoint; the study then exits and a rerun
   // resumes.
@@ -131,6 +133,10 @@ void register_study(CLI::App& app) {
                   "nvidia-cuda-mps-control is in PATH; on: or fail; off: plain processes)")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();
+  cmd->add_option("--bench", a->bench,
+                  "Order the runs by their estimated time at the measured rates of a "
+                  "`scalinglab bench --json` file (default: by FLOPs)")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--bootstrap", a->report.bootstrap, "Paired bootstrap replicates of the report")
       ->capture_default_str();
   cmd->add_option("--baseline", a->report.baseline, "Baseline arch (default dense)");
@@ -138,6 +144,7 @@ void register_study(CLI::App& app) {
   cmd->callback([a]() {
     sweep::Sweep s = sweep::load_sweep(a->file);
     a->out = fs::absolute(a->out).lexically_normal().string();
+    if (!a->bench.empty()) a->bench = fs::absolute(a->bench).lexically_normal().string();
     const std::string dir = a->out + "/sweep";
     make_dirs(a->out);
     sweep::prepare_dir(s, dir);

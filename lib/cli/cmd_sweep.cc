@@ -96,6 +96,9 @@ void register_sweep(CLI::App& app) {
                    "nvidia-cuda-mps-control is in PATH; on: or fail; off: plain processes)")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();
+  launch->add_option("--bench", o.bench,
+                     "local: order the runs by their estimated time at the measured rates of a "
+                     "`scalinglab bench --json` file (per arch and size; default: by FLOPs)");
   launch->add_option("--threads", o.threads, "CPU threads per run (default: cores / jobs)");
   launch->add_flag("--retry-failed", o.retry_failed, "Also rerun runs whose status is failed");
   launch->add_option("--partition", o.partition, "slurm: partition");

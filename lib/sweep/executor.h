@@ -46,6 +46,9 @@ struct LaunchOptions {
   // is a server in use: the trainers get it, nothing is started); on: also for per_gpu 1, and an
   // error when it cannot start; off: plain processes, time-slicing each GPU.
   std::string mps = "auto";
+  // A `scalinglab bench --json` file ("": none): the local executor orders its runs by their
+  // estimated time at these measured rates (tables.h order_longest_first), not by FLOPs alone.
+  std::string bench;
   // slurm
   std::string partition, time, account;  // #SBATCH --partition, --time, --account ("": none)
   int gpus_per_task = 0;  // #SBATCH --gpus-per-task; above 1 the task trains data parallel
@@ -59,16 +62,16 @@ struct LaunchOptions {
 // run that gained budgets), or failed when retried.
 bool to_do(const std::string& status, bool retry_failed);
 
-// The local executor. Runs start in order of their training FLOPs, largest first (ties by plan
-// index); on GPUs each is placed by its estimated device memory (sweep/packing.h: when a slot
-// frees, the first queued run that fits on a GPU starts there), and a progress line
-// (ProgressMeter, tables.h) follows each run's end. Returns 0 when
-// every trainer it started exited 0 (completed, or stopped at a checkpoint by a stop signal), 1
-// otherwise. SIGTERM or SIGINT reach the running trainers at once as SIGTERM (they checkpoint and
-// exit as preempted) and no further run starts; an MPS daemon it started is stopped once they
-// have exited. Throws sl::Error, before any run starts, for a CUDA device where there is none,
-// for --mps on where MPS cannot start, and for a run whose estimate exceeds one GPU's memory
-// (naming the run).
+// The local executor. Runs start longest first (ties by plan index): by their training FLOPs, or
+// with LaunchOptions::bench by their estimated time at the benchmarked rates; on GPUs each is
+// placed by its estimated device memory (sweep/packing.h: when a slot frees, the first queued run
+// that fits on a GPU starts there), and a progress line (ProgressMeter, tables.h) follows each
+// run's end. Returns 0 when every trainer it started exited 0 (completed, or stopped at a
+// checkpoint by a stop signal), 1 otherwise. SIGTERM or SIGINT reach the running trainers at once
+// as SIGTERM (they checkpoint and exit as preempted) and no further run starts; an MPS daemon it
+// started is stopped once they have exited. Throws sl::Error, before any run starts, for a CUDA
+// device where there is none, for --mps on where MPS cannot start, and for a run whose estimate
+// exceeds one GPU's memory (naming the run).
 int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& options);
 
 // The Slurm executor: one job array per MaxArraySize runs still to do (SWEEP/slurm/array-<stamp>-

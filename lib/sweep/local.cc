@@ -199,18 +199,18 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
     const std::string st = run_status(run_dir(a.dir, r.run_id)).status;
     if (to_do(st, a.retry_failed)) queue.push_back(&r);
   }
-  // Largest first (longest processing time first): the big runs start while every slot is free
-  // and the small ones fill the gaps at the end, so the launch's wall time approaches its total
-  // work over the throughput instead of ending on one large run alone. Ties by plan index.
-  std::stable_sort(queue.begin(), queue.end(), [](const SweepRun* x, const SweepRun* y) {
-    return x->flops != y->flops ? x->flops > y->flops : x->index < y->index;
-  });
+  // Longest first (longest processing time first): the long runs start while every slot is free
+  // and the short ones fill the gaps at the end, so the launch's wall time approaches its total
+  // work over the throughput instead of ending on one long run alone. Ties by plan index.
+  const Rates rates = read_bench_rates(a.bench);
+  order_longest_first(queue, rates);
   // Before any run starts, so a run too large for a GPU and --mps on fail with nothing started.
   std::optional<Placement> place;
   if (gpu) place.emplace(a, gpus, queue);
   Mps mps(a, gpu, !queue.empty());
-  std::printf("sweep launch (local): %zu of %zu runs to do, %d at a time, largest first\n",
-              queue.size(), runs.size(), slots);
+  std::printf("sweep launch (local): %zu of %zu runs to do, %d at a time, longest first (%s)\n",
+              queue.size(), runs.size(), slots,
+              rates.empty() ? "by FLOPs" : ("by time at the rates of " + a.bench).c_str());
   if (place) std::printf("  %s\n", place->line.c_str());
   if (!mps.line().empty()) std::printf("  %s\n", mps.line().c_str());
   std::fflush(stdout);
@@ -264,8 +264,10 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
       active[pid] = {&r, fd, g, bytes};
       // Its estimate, and the estimates of every run on that GPU now over the GPU's memory.
       std::string est;
+      if (const double f = rate_for(r, rates); f > 0)
+        est = " (~" + fmt_duration(r.flops / f) + (place ? "," : ")");
       if (place) {
-        est = " (" + gib_text(bytes) + " est.";
+        est += (est.empty() ? " (" : " ") + gib_text(bytes) + " est.";
         if (place->packer.capacity() > 0)
           est += "; " + gib_text(place->packer.used_on(g)) + " of " +
                  gib_text(place->packer.capacity()) + " there";

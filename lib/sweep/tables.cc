@@ -43,7 +43,7 @@ Rates read_bench_rates(const std::string& path) {
   Rates rates;
   if (path.empty()) return rates;
   std::ifstream in(path);
-  if (!in) fail("sweep plan --bench '" + path + "': cannot open");
+  if (!in) fail("--bench '" + path + "': cannot open");
   try {
     const nlohmann::json rows = nlohmann::json::parse(in);
     for (const auto& r : rows) {
@@ -53,9 +53,33 @@ Rates read_bench_rates(const std::string& path) {
       rates[{r.at("pattern").get<std::string>(), r.at("size").get<std::string>()}] = f;
     }
   } catch (const std::exception& e) {
-    fail("sweep plan --bench '" + path + "': not a bench --json file (" + e.what() + ")");
+    fail("--bench '" + path + "': not a bench --json file (" + e.what() + ")");
   }
   return rates;
+}
+
+double rate_for(const SweepRun& r, const Rates& rates) {
+  for (const std::string& a : {r.arch, r.config.model.pattern}) {
+    const auto it = rates.find({a, r.size});
+    if (it != rates.end()) return it->second;
+  }
+  return 0;
+}
+
+void order_longest_first(std::vector<const SweepRun*>& queue, const Rates& rates) {
+  double sum = 0;
+  int n = 0;
+  for (const SweepRun* r : queue)
+    if (const double f = rate_for(*r, rates); f > 0) sum += f, ++n;
+  const double fallback = n > 0 ? sum / n : 1.0;  // 1: FLOPs themselves when none is measured
+  auto cost = [&](const SweepRun* r) {
+    const double f = rate_for(*r, rates);
+    return r->flops / (f > 0 ? f : fallback);
+  };
+  std::stable_sort(queue.begin(), queue.end(), [&](const SweepRun* x, const SweepRun* y) {
+    const double cx = cost(x), cy = cost(y);
+    return cx != cy ? cx > cy : x->index < y->index;
+  });
 }
 
 void print_plan(const std::vector<SweepRun>& runs, double flops_per_s, const std::string& dir,
@@ -68,15 +92,11 @@ void print_plan(const std::vector<SweepRun>& runs, double flops_per_s, const std
   int measured = 0;
   for (const SweepRun& r : runs) {
     total_flops += r.flops;
-    double rate = flops_per_s;
-    for (const std::string& a : {r.arch, r.config.model.pattern}) {
-      const auto it = rates.find({a, r.size});
-      if (it != rates.end()) {
-        rate = it->second;
-        ++measured;
-        break;
-      }
-    }
+    double rate = rate_for(r, rates);
+    if (rate > 0)
+      ++measured;
+    else
+      rate = flops_per_s;
     total_s += estimate_seconds(r, rate);
     std::string st;
     if (!dir.empty()) st = "  " + run_status(run_dir(dir, r.run_id)).status;

@@ -22,6 +22,14 @@ std::string budgets_text(const SweepRun& r);
 // Throws sl::Error naming the file when it cannot be read or is not bench JSON.
 using Rates = std::map<std::pair<std::string, std::string>, double>;
 Rates read_bench_rates(const std::string& path);
+// The benchmarked FLOP/s of a run's arch (or pattern) at its size, 0 when not benchmarked.
+double rate_for(const SweepRun& r, const Rates& rates);
+// Orders the local executor's queue, longest first (ties by plan index): by estimated
+// device-seconds, FLOPs over the run's benchmarked rate, where `rates` has them; a run not
+// benchmarked counts at the mean of the rates that the queue's benchmarked runs have; with no
+// rates at all, by FLOPs (the same order). Measured speed matters where architectures differ in
+// FLOP/s: a hybrid run of a dense run's FLOPs takes several times as long.
+void order_longest_first(std::vector<const SweepRun*>& queue, const Rates& rates);
 
 // Prints the plan table and a totals line. A run whose arch (or pattern) and size were
 // benchmarked (`rates`) is estimated at that rate, every other run at `flops_per_s`; `dir`

@@ -1,7 +1,7 @@
 // The local executor's GPU packing decisions (sweep/packing.h) with made-up sizes and memory: the
 // largest queued run that fits starts, smaller ones are packed beside it, nothing exceeds a GPU's
 // memory or --per-gpu, runs spread over GPUs; a whole ladder simulated to its end; and the
-// memory sources (--gpu-mem, nvidia-smi's CSV).
+// memory sources (--gpu-mem, nvidia-smi's CSV); the run order by measured rates.
 #define BOOST_TEST_MODULE sweep_packing
 #include <boost/test/unit_test.hpp>
 
@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "sweep/packing.h"
+#include "sweep/sweep.h"
+#include "sweep/tables.h"
 
 namespace {
 
@@ -156,4 +158,42 @@ BOOST_AUTO_TEST_CASE(gpu_memory_from_the_option_or_nvidia_smi) {
   BOOST_TEST(sl::sweep::parse_memory_total("") == 0);
   BOOST_TEST(sl::sweep::parse_memory_total("[N/A]\n") == 0);
   BOOST_TEST(sl::sweep::gib_text(9 * GiB + GiB / 2) == "9.50 GiB");
+}
+
+// The run order (sweep/tables.h order_longest_first): by FLOPs without rates; with a bench file's
+// rates by estimated time, so a hybrid run of fewer FLOPs but a third of the FLOP/s goes first; a
+// run not benchmarked counts at the mean of the benchmarked rates; ties keep the plan order.
+BOOST_AUTO_TEST_CASE(runs_start_longest_first_by_measured_rates) {
+  auto run = [](int64_t index, const char* arch, const char* size, double flops) {
+    sl::sweep::SweepRun r;
+    r.index = index;
+    r.arch = arch;
+    r.size = size;
+    r.config.model.pattern = std::string(arch) == "dense" ? "AAAA" : "GGGA";
+    r.flops = flops;
+    return r;
+  };
+  const std::vector<sl::sweep::SweepRun> runs = {
+      run(0, "dense", "L2", 4e17), run(1, "hybrid", "L2", 3e17), run(2, "dense", "L1", 1e17),
+      run(3, "hybrid", "L1", 1e17), run(4, "dense", "L0", 1e17)};
+  auto order = [&](const sl::sweep::Rates& rates) {
+    std::vector<const sl::sweep::SweepRun*> q;
+    for (const auto& r : runs) q.push_back(&r);
+    sl::sweep::order_longest_first(q, rates);
+    std::vector<int64_t> ix;
+    for (const auto* r : q) ix.push_back(r->index);
+    return ix;
+  };
+  // No rates: FLOPs, ties (runs 2, 3, 4) in plan order.
+  BOOST_TEST((order({}) == std::vector<int64_t>{0, 1, 2, 3, 4}));
+  // Dense at 3e14 FLOP/s, hybrid at 1e14 (keyed by arch for L2, by pattern for L1): hybrid L2
+  // 3000 s, dense L2 1333 s, hybrid L1 1000 s, dense L1 333 s; dense L0 not benchmarked counts
+  // at the mean rate 2e14: 500 s.
+  const sl::sweep::Rates rates = {{{"dense", "L2"}, 3e14},
+                                  {{"hybrid", "L2"}, 1e14},
+                                  {{"AAAA", "L1"}, 3e14},
+                                  {{"GGGA", "L1"}, 1e14}};
+  BOOST_TEST((order(rates) == std::vector<int64_t>{1, 0, 3, 4, 2}));
+  BOOST_TEST(sl::sweep::rate_for(runs[3], rates) == 1e14);  // by pattern
+  BOOST_TEST(sl::sweep::rate_for(runs[4], rates) == 0.0);   // not benchmarked
 }
