@@ -15,9 +15,6 @@ constexpr int64_t kCublasWorkspace = int64_t{32} << 20;
 // The reduce workspace (colsum and RMSNorm dw partials: under 4 MiB at the ladder sizes), the
 // RoPE cos/sin tables and the cached GEMM plans: a fixed allowance.
 constexpr int64_t kSmallWorkspaces = int64_t{16} << 20;
-// Dynamic shared memory per block after opt-in on Hopper (H100/H200: 227 KB), which decides the
-// GDN backward's value tile below.
-constexpr int64_t kSmemOptin = 232448;
 
 // What one block's backward asks of the per-op workspace (cuda::Scratch `work`), in bytes, in
 // the order it asks.
@@ -36,23 +33,17 @@ std::vector<int64_t> attention_requests(const ModelSpec& s, int64_t B, int64_t T
 
 // Gated DeltaNet (backend/cuda/gated_deltanet.cu): the prep kernel's chunk matrices, np = B H
 // ceil(T / 64) 64 x 64 fp32 each: A and Tinv in gdn_forward (2 np, the forward's only request),
-// A, KKE and Tinv in gdn_backward followed by its per-value-tile partials of dq, dk, dbeta and
-// dg, ntiles (2 B T H k_h + 2 B T H) fp32 with ntiles = ceil(v_h / VT); VT = 32 where the
-// backward kernel's shared memory (Layout<32>, kBwd) fits the opt-in, else 16. Then
-// conv1d_silu_backward's dw partials [B ceil(T / 32), Cc K] fp32 (conv1d.cu).
+// A, KKE and Tinv in gdn_backward followed by its phase (a) outputs, the state gradients
+// [B, H, ceil(T / 64), k_h, v_h] and dX [B, T, H, v_h], fp32. Then conv1d_silu_backward's dw
+// partials [B ceil(T / 32), Cc K] fp32 (conv1d.cu).
 int64_t gdn_prep_bytes(const ModelSpec& s, int64_t B, int64_t T) {
   return B * s.n_heads * ((T + 63) / 64) * 64 * 64 * kF32;
 }
 std::vector<int64_t> gdn_requests(const ModelSpec& s, int64_t B, int64_t T) {
   const int64_t H = s.n_heads, dk = s.gdn_key_dim, dv = s.gdn_value_dim;
-  const int64_t dkp = (dk + 15) / 16 * 16;
-  // Layout<32>::bytes(DKp, 3, 4, 6, 2, 6) with chunk 64, [C, C] stride 68, tile stride 36.
-  const int64_t smem32 =
-      kF32 * (3 * 64 * (dkp + 4) + 4 * 64 * 68 + 6 * 64 * 36 + 2 * dkp * 36 + 6 * 64 + 32);
-  const int64_t vt = smem32 <= kSmemOptin ? 32 : 16;
-  const int64_t ntiles = (dv + vt - 1) / vt, n_gate = B * T * H, n_qk = n_gate * dk;
+  const int64_t dstates = B * H * ((T + 63) / 64) * dk * dv, dx = B * T * H * dv;
   const int64_t channels = 2 * H * dk + H * dv;
-  return {3 * gdn_prep_bytes(s, B, T) + ntiles * (2 * n_qk + 2 * n_gate) * kF32,
+  return {3 * gdn_prep_bytes(s, B, T) + (dstates + dx) * kF32,
           B * ((T + 31) / 32) * channels * s.conv_kernel * kF32};
 }
 

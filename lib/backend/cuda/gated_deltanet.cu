@@ -17,18 +17,17 @@
 // q, k, v and dout tiles widened from bf16 are exact in TF32 and skip their lo products.
 //
 // Parallelism: the value columns of S evolve independently (delta_t[j] only involves S[:, j]), so a
-// block owns one (b, h) and a tile of VT value columns, and walks the chunks in order (backward:
-// in reverse). The [C, C] matrices (A, KKE, Tinv) depend on no state: gdn_prep_kernel computes
-// them for every chunk at once, in parallel, before each sequential kernel, which loads them
-// (once per chunk and head instead of once per value tile, and off the serial path). Everything a
-// chunk needs lives in shared memory, zero-padded to the tile grid (rows to 64, DK to a multiple of
-// 16, value columns to VT), so padded tails (T not a multiple of 64, DV not a multiple of VT) feed
-// zeros into every product and are never written out. Backward: dv is per column and written
-// directly (+=); dq, dk, dbeta and dg are sums over the column tiles, so each tile writes its share
-// to an fp32 workspace [ntiles, ...] and a second kernel adds the tiles in order: no atomics,
-// deterministic.
+// block of the forward owns one (b, h) and a tile of VT value columns, and walks the chunks in
+// order. The [C, C] matrices (A, KKE, Tinv) depend on no state: gdn_prep_kernel computes them for
+// every chunk at once, in parallel, before each pass, which loads them (once per chunk and head
+// instead of once per value tile, and off the serial path). Everything a chunk needs lives in
+// shared memory, zero-padded to the tile grid (rows to 64, DK to a multiple of 16, value columns
+// to VT), so padded tails (T not a multiple of 64, DV not a multiple of VT) feed zeros into every
+// product and are never written out. The backward has two phases (see "backward" below): a short
+// sequential pass of the state gradient per (b, h) and value tile, then one block per (b, h,
+// chunk) for all the gradients, summing over the value tiles itself: every output element is
+// written once, no atomics, deterministic.
 #include <string>
-#include <utility>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_backend.h"
@@ -158,7 +157,10 @@ struct Layout {
   }
 };
 constexpr int kFwd[5] = {2, 2, 3, 1, 4};  // big, cc, vt, st, vecs
-constexpr int kBwd[5] = {3, 4, 6, 2, 6};
+// The backward's phases (a) and (b) below; (b) needs more of every kind, so the value tile is
+// picked by it.
+constexpr int kBwdState[5] = {2, 2, 3, 1, 4};
+constexpr int kBwdChunk[5] = {3, 3, 5, 2, 7};
 
 // The chunk-local [C, C] matrices, once per (b, h, chunk) and all chunks in parallel (the value
 // tiles of the sequential kernels below would otherwise each recompute them, on their serial
@@ -280,230 +282,271 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-// Backward, chunks in reverse carrying dS = dL/dS_next (zero after the last chunk); the steps
-// (1)-(5) are those of gdn_chunk_backward in backend/cpu/gated_deltanet.cc, with the triangular
-// solves replaced by products with Tinv and dK accumulated in shared memory.
-// Grid (B*H, ntiles), kThreads threads. Outputs: dv (+=, this tile's columns); partials for
-// this tile (=): dq_p, dk_p [B, T, H, DK], dbeta_p, dg_p [B, T, H], each at offset tile * size.
+// ---- backward --------------------------------------------------------------------------------
+// Two phases (gdn_chunk_backward in backend/cpu/gated_deltanet.cc has the derivation):
+//  (a) gdn_dstate_kernel: per (b, h) and value tile, chunks in reverse, only the state-gradient
+//      recurrence, with dS = dL/dS_next of the chunk (zero after the last one):
+//        dDelta = A^T dO + diag(e) K dS,   dX = Tinv^T dDelta                       [C, VT]
+//        dS0    = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX            [DK, VT]
+//      (K^T diag(beta Gam) dX = W^T dDelta with the WY factor W = Tinv diag(beta Gam) K). It
+//      saves the dS entering each chunk (as the forward saves S0) and dX, and adds dV = diag(beta)
+//      dX: 5 products a chunk, 108 KB of shared memory at DK 64 (two blocks a SM).
+//  (b) gdn_chunk_grad_kernel: every (b, h, chunk) at once, from the saved S0, dS and dX, loops
+//      over the value tiles summing what the key-side gradients need over all value columns:
+//        dA  += dO Delta^T,   dL += dX Delta^T                                      [C, C]
+//        Pq  += dO S0^T,      Pk += diag(e) Delta dS^T - diag(Gam beta) dX S0^T     [C, DK]
+//      then once per chunk: dQK = dA . E (s <= t), G_ts = -dL_ts beta_t E_ts (s < t),
+//        dQ = diag(Gam) Pq + dQK K,   dK = Pk + dQK^T Q + (G + G^T) K
+//      and the gate gradients from the row dot products. Each output element is written by one
+//      block, once (+=): no per-tile partials, no atomics, deterministic.
+
+// Phase (a). Grid (B*H, ceil(DV / VT)), kThreads threads. Writes dstates [B, H, NC, DK, DV]
+// (this tile's columns) and dX [B, T, H, DV] fp32 (=), dv (+=).
 template <int VT>
-__global__ void __launch_bounds__(kThreads)
-    gdn_backward_kernel(float* dq_p, float* dk_p, float* dbeta_p, float* dg_p, DPtr dv, DPtr dout,
-                        DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g, const float* A_in,
-                        const float* kke_in, const float* T_in, GdnDims D) {
+__global__ void __launch_bounds__(kThreads, 2)
+    gdn_dstate_kernel(float* dstates, float* dX_out, DPtr dv, DPtr dout, DPtr q, DPtr k,
+                      DPtr beta, DPtr g, const float* A_in, const float* T_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   constexpr int ldv = Layout<VT>::ldv;
   const int ldk = D.DKp + 4;
   float* Qs = sm;
   float* Ks = Qs + kC * ldk;
-  float* Zs = Ks + kC * ldk;  // dO S0^T -> dQ; then Delta dS^T -> dK
-  float* As = Zs + kC * ldk;
-  float* KKE = As + kC * kLdc;
-  float* Ts = KKE + kC * kLdc;
-  float* Ws = Ts + kC * kLdc;  // scratch of the inverse, dA -> dQK, then d -> G
-  float* Ub = Ws + kC * kLdc;  // V, then Ub = V - diag(Gam) K S0
-  float* Dl = Ub + kC * ldv;   // Delta
-  float* dOs = Dl + kC * ldv;
-  float* dDs = dOs + kC * ldv;  // dDelta, then -diag(Gam) Y
-  float* Tmp = dDs + kC * ldv;  // X, K dS, diag(Gam) dO, dX -> Y
-  float* KS = Tmp + kC * ldv;   // K S0
-  float* S0 = KS + kC * ldv;    // [DKp][ldv]
-  float* dS = S0 + D.DKp * ldv;
+  float* As = Ks + kC * ldk;
+  float* Ts = As + kC * kLdc;
+  float* dOs = Ts + kC * kLdc;
+  float* dDs = dOs + kC * ldv;  // dDelta, then diag(Gam) dO
+  float* Tmp = dDs + kC * ldv;  // K dS, then dX, then -diag(beta Gam) dX
+  float* dS = Tmp + kC * ldv;   // [DKp][ldv]
   float* gam = dS + D.DKp * ldv;
+  float* Gam = gam + kC;
+  float* ev = Gam + kC;
+  float* bet = ev + kC;
+  const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
+  const int j0 = blockIdx.y * VT, nv = min(VT, D.DV - j0);
+  const int tid = threadIdx.x, nth = blockDim.x;
+  for (int i = tid; i < D.DKp * ldv; i += nth) dS[i] = 0.f;
+
+  for (int c = D.NC - 1; c >= 0; --c) {
+    const int t0 = c * kC, Cn = min(kC, D.T - t0);
+    __syncthreads();  // dS of the previous step written, the shared buffers free
+    const int64_t so = D.state(b, h, c) + j0;
+    for (int i = tid; i < D.DK * nv; i += nth)
+      dstates[so + int64_t{i / nv} * D.DV + i % nv] = dS[(i / nv) * ldv + i % nv];
+    load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
+    load_vtile<VT>(dOs, ldv, dout, D, b, h, t0, Cn, j0, nv);
+    load_cc(As, A_in + prep_offset(D, b, h, c));
+    load_cc(Ts, T_in + prep_offset(D, b, h, c));
+    load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
+    mm<true, false>(dDs, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false, ex(false, D.xo));  // A^T dO
+    mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K dS
+    __syncthreads();
+    for (int i = tid; i < kC * VT; i += nth) {
+      const int t = i / VT, j = i % VT;
+      dDs[t * ldv + j] += ev[t] * Tmp[t * ldv + j];
+    }
+    __syncthreads();
+    mm<true, false>(Tmp, ldv, Ts, kLdc, dDs, ldv, kC, VT, kC, false);  // dX = Tinv^T dDelta
+    __syncthreads();
+    for (int i = tid; i < Cn * nv; i += nth) {
+      const int t = i / nv, j = i % nv;
+      const int64_t o = D.vo(b, t0 + t, h) + j0 + j;
+      const float x = Tmp[t * ldv + j];
+      dX_out[o] = x;
+      if (dv) dv.add(o, bet[t] * x);
+    }
+    if (c == 0) break;  // the state gradient entering chunk 0 is not needed
+    const float GamL = Gam[Cn - 1];
+    for (int i = tid; i < kC * VT; i += nth) {
+      const int t = i / VT, j = i % VT;
+      dDs[t * ldv + j] = Gam[t] * dOs[t * ldv + j];
+      Tmp[t * ldv + j] *= -bet[t] * Gam[t];
+    }
+    for (int i = tid; i < D.DKp * VT; i += nth) dS[(i / VT) * ldv + i % VT] *= GamL;
+    __syncthreads();
+    // dS0 = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX (same tiles: no barrier)
+    mm<true, false>(dS, ldv, Qs, ldk, dDs, ldv, D.DKp, VT, kC, true, ex(D.xq, false));
+    mm<true, false>(dS, ldv, Ks, ldk, Tmp, ldv, D.DKp, VT, kC, true, ex(D.xk, false));
+  }
+}
+
+// Phase (b). Grid (B*H*NC), kChunkThreads threads. Outputs (+=): dq, dk [B, T, H, DK], dbeta, dg
+// [B, T, H]; each may be null (skipped). Its shared memory (170 KB at DK 64, VT 32) allows one
+// block a SM, so the block has 16 warps: most of its products are 64 x 64 (16 warp tiles).
+constexpr int kChunkThreads = 512;
+template <int VT>
+__global__ void __launch_bounds__(kChunkThreads)
+    gdn_chunk_grad_kernel(DPtr dq, DPtr dk, DPtr dbeta, DPtr dg, DPtr dout, DPtr states,
+                          const float* dstates, const float* dX_in, DPtr q, DPtr k, DPtr v,
+                          DPtr beta, DPtr g, const float* A_in, const float* kke_in,
+                          const float* T_in, GdnDims D) {
+  extern __shared__ __align__(128) float sm[];
+  constexpr int ldv = Layout<VT>::ldv;
+  const int ldk = D.DKp + 4;
+  float* Ks = sm;
+  float* Pq = Ks + kC * ldk;  // sum over tiles of dO S0^T, then dQ
+  float* Pk = Pq + kC * ldk;  // sum of diag(e) Delta dS^T - diag(Gam beta) dX S0^T, then dK
+  float* Ts = Pk + kC * ldk;
+  float* dA = Ts + kC * kLdc;  // sum of dO Delta^T, then dQK
+  float* dL = dA + kC * kLdc;  // sum of dX Delta^T, then G
+  // The value tiles, then (after the loop, over them) Q [kC][ldk]: Q is only needed at the end.
+  float* Xs = dL + kC * kLdc;  // V, then X = diag(beta) (V - diag(Gam) K S0), then diag(e) Delta
+  float* Qs = Xs;
+  float* dOs = Xs + kC * ldv;
+  float* dXs = dOs + kC * ldv;
+  float* Dl = dXs + kC * ldv;  // Delta
+  float* KS = Dl + kC * ldv;   // K S0, then -diag(Gam beta) dX
+  float* S0 = KS + kC * ldv;   // [DKp][ldv]
+  float* dSs = S0 + D.DKp * ldv;
+  float* gam = dSs + D.DKp * ldv;
   float* Gam = gam + kC;
   float* ev = Gam + kC;
   float* bet = ev + kC;
   float* dgam = bet + kC;
   float* dbet = dgam + kC;
-  float* red = dbet + kC;
-  const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
-  const int j0 = blockIdx.y * VT, nv = min(VT, D.DV - j0);
+  float* z3k = dbet + kC;  // sum over tiles of Gam_t beta_t dX_t . (K S0)_t
+  float* red = z3k + kC;
+  const int c = blockIdx.x % D.NC, bh = blockIdx.x / D.NC, b = bh / D.H, h = bh % D.H;
+  const int t0 = c * kC, Cn = min(kC, D.T - t0);
   const int tid = threadIdx.x, nth = blockDim.x, warp = tid / 32, lane = tid % 32;
   const int nw = nth / 32;
-  const int64_t n_gate = int64_t{D.B} * D.T * D.H;
-  float* dqp = dq_p + blockIdx.y * n_gate * D.DK;
-  float* dkp = dk_p + blockIdx.y * n_gate * D.DK;
-  float* dbp = dbeta_p + blockIdx.y * n_gate;
-  float* dgp = dg_p + blockIdx.y * n_gate;
-  for (int i = tid; i < D.DKp * ldv; i += nth) dS[i] = 0.f;
+  const int64_t po = prep_offset(D, b, h, c);
+  for (int i = tid; i < kC * ldk; i += nth) Pq[i] = Pk[i] = 0.f;
+  for (int i = tid; i < kC * kLdc; i += nth) dA[i] = dL[i] = 0.f;
+  for (int t = tid; t < kC; t += nth) dgam[t] = dbet[t] = z3k[t] = 0.f;
+  const int64_t stride = int64_t{D.H} * D.DK;
+  load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
+  load_cc(Ts, T_in + po);
+  load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
+  const float GamL = Gam[Cn - 1];
+  float part = 0.f;  // this thread's share of Gam_last <S0, dS>
 
-  for (int c = D.NC - 1; c >= 0; --c) {
-    const int t0 = c * kC, Cn = min(kC, D.T - t0);
-    __syncthreads();
+  for (int j0 = 0; j0 < D.DV; j0 += VT) {
+    const int nv = min(VT, D.DV - j0);
+    __syncthreads();  // the previous tile's products are done with the tile buffers
     const int64_t so = D.state(b, h, c) + j0;
     for (int i = tid; i < D.DKp * VT; i += nth) {
       const int r = i / VT, j = i % VT;
-      S0[r * ldv + j] = r < D.DK && j < nv ? states.ld(so + int64_t{r} * D.DV + j) : 0.f;
+      const bool in = r < D.DK && j < nv;
+      const int64_t o = so + int64_t{r} * D.DV + j;
+      const float s0 = in ? states.ld(o) : 0.f, ds = in ? dstates[o] : 0.f;
+      S0[r * ldv + j] = s0;
+      dSs[r * ldv + j] = ds;
+      part += GamL * s0 * ds;
     }
-    load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
-    load_vtile<VT>(Ub, ldv, v, D, b, h, t0, Cn, j0, nv);
+    load_vtile<VT>(Xs, ldv, v, D, b, h, t0, Cn, j0, nv);
     load_vtile<VT>(dOs, ldv, dout, D, b, h, t0, Cn, j0, nv);
-    for (int t = tid; t < kC; t += nth) dgam[t] = dbet[t] = 0.f;
-    load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
-    const float GamL = Gam[Cn - 1];
-    // A, KKE, Tinv from the prep kernel; recompute Ub and Delta.
-    load_cc(As, A_in + prep_offset(D, b, h, c));
-    load_cc(KKE, kke_in + prep_offset(D, b, h, c));
-    load_cc(Ts, T_in + prep_offset(D, b, h, c));
-    mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false, ex(D.xk, false));
+    load_vtile<VT>(dXs, ldv, DPtr{const_cast<float*>(dX_in), false}, D, b, h, t0, Cn, j0, nv);
     __syncthreads();
-    for (int i = tid; i < kC * VT; i += nth) {
-      const int t = i / VT, j = i % VT;
-      const float u = Ub[t * ldv + j] - Gam[t] * KS[t * ldv + j];
-      Ub[t * ldv + j] = u;
-      Tmp[t * ldv + j] = bet[t] * u;
-    }
+    mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
     __syncthreads();
-    mm<false, false>(Dl, ldv, Ts, kLdc, Tmp, ldv, kC, VT, kC, false);  // Delta = Tinv X
-
-    // (1) Through O and S_next.
-    //   dDelta = A^T dO + diag(e) K dS;  dA = dO Delta^T (s <= t);  Z = diag(Gam) dO S0^T
-    mm<true, false>(dDs, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false, ex(false, D.xo));
-    mm<false, true>(Zs, ldk, dOs, ldv, S0, ldv, kC, D.DKp, VT, false, ex(D.xo, false));
-    __syncthreads();
-    mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K dS
-    mm<false, true>(Ws, kLdc, dOs, ldv, Dl, ldv, kC, kC, VT, false, ex(D.xo, false));  // dO Delta^T
-    __syncthreads();
-    for (int i = tid; i < kC * VT; i += nth) {
-      const int t = i / VT, j = i % VT;
-      dDs[t * ldv + j] += ev[t] * Tmp[t * ldv + j];
-      Tmp[t * ldv + j] = Gam[t] * dOs[t * ldv + j];  // for dS0 below
-    }
-    for (int i = tid; i < kC * D.DKp; i += nth) Zs[(i / D.DKp) * ldk + i % D.DKp] *= Gam[i / D.DKp];
-    for (int i = tid; i < kC * kC; i += nth) {
-      const int t = i / kC, s = i % kC;
-      if (s > t) Ws[t * kLdc + s] = 0.f;
-    }
-    __syncthreads();
-    // dgamma_t += sum_s dA_ts A_ts - sum_u dA_ut A_ut + Z_t . q_t   (a warp per row)
+    // A warp per row (rows stay with their warp across tiles, so the sums need no barrier
+    // against each other): Ub = V - diag(Gam) K S0;  dbeta_t += dX_t . Ub_t;  z3k_t += Gam_t
+    // beta_t dX_t . (K S0)_t; then X = diag(beta) Ub and KS <- -diag(Gam beta) dX in place.
     for (int t = warp; t < kC; t += nw) {
-      float acc = 0.f;
-      for (int s = lane; s < kC; s += 32)
-        acc += Ws[t * kLdc + s] * As[t * kLdc + s] - Ws[s * kLdc + t] * As[s * kLdc + t];
-      for (int r = lane; r < D.DKp; r += 32) acc += Zs[t * ldk + r] * Qs[t * ldk + r];
-      acc = warp_sum(acc);
-      if (lane == 0) dgam[t] += acc;
-    }
-    __syncthreads();
-    for (int i = tid; i < kC * kC; i += nth) {  // dQK = dA . E
-      const int t = i / kC, s = i % kC;
-      if (s <= t) Ws[t * kLdc + s] *= expf(gam[t] - gam[s]);
-    }
-    __syncthreads();
-    mm<false, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true,
-                     ex(false, D.xk));  // dQ = Z + dQK K
-    __syncthreads();
-    for (int i = tid; i < Cn * D.DK; i += nth) {
-      const int t = i / D.DK, r = i % D.DK;
-      dqp[D.qk(b, t0 + t, h) + r] = Zs[t * ldk + r];
-    }
-    __syncthreads();
-    mm<false, true>(Zs, ldk, Dl, ldv, dS, ldv, kC, D.DKp, VT, false);  // Z2 = Delta dS^T
-    __syncthreads();
-    // r_t = e_t k_t . Z2_t;  dgamma_t -= r_t;  dgamma_last += sum_t r_t + Gam_last <S0, dS>.
-    // Then Z2 <- diag(e) Z2, the first term of dK (each warp scales the rows it has read).
-    float rsum = 0.f;
-    for (int t = warp; t < kC; t += nw) {
-      float acc = 0.f;
-      for (int r = lane; r < D.DKp; r += 32) acc += Zs[t * ldk + r] * Ks[t * ldk + r];
-      acc = ev[t] * warp_sum(acc);
-      if (lane == 0) dgam[t] -= acc;
-      rsum += acc;
-      __syncwarp();
-      for (int r = lane; r < D.DKp; r += 32) Zs[t * ldk + r] *= ev[t];
-    }
-    float part = lane == 0 ? rsum : 0.f;  // rsum is the same on every lane of a warp
-    for (int i = tid; i < D.DKp * VT; i += nth) {
-      const int r = i / VT, j = i % VT;
-      part += GamL * S0[r * ldv + j] * dS[r * ldv + j];
-    }
-    const float last = block_sum(part, red);  // barriers: dS reads done
-    if (tid == 0) dgam[Cn - 1] += last;
-    for (int i = tid; i < D.DKp * VT; i += nth) dS[(i / VT) * ldv + i % VT] *= GamL;
-    __syncthreads();
-    mm<true, false>(Zs, ldk, Ws, kLdc, Qs, ldk, kC, D.DKp, kC, true,
-                    ex(false, D.xq));  // dK += dQK^T Q
-    mm<true, false>(dS, ldv, Qs, ldk, Tmp, ldv, D.DKp, VT, kC, true,
-                    ex(D.xq, false));  // dS0 += Q^T diag(Gam) dO
-    __syncthreads();
-
-    // (2) dX = Tinv^T dDelta;  d_ts = -(dX Delta^T)_ts, s < t.
-    mm<true, false>(Tmp, ldv, Ts, kLdc, dDs, ldv, kC, VT, kC, false);
-    __syncthreads();
-    mm<false, true>(Ws, kLdc, Tmp, ldv, Dl, ldv, kC, kC, VT, false);
-    __syncthreads();
-    for (int i = tid; i < kC * kC; i += nth) {
-      const int t = i / kC, s = i % kC;
-      Ws[t * kLdc + s] = s < t ? -Ws[t * kLdc + s] : 0.f;
-    }
-    __syncthreads();
-    // (3) Through L_ts = beta_t KKE_ts:  dbeta_t += sum_s d_ts KKE_ts;
-    //     dgamma_t += sum_s d_ts L_ts - sum_u d_ut L_ut.
-    // (4) Through X = diag(beta) Ub:  dbeta_t += dX_t . Ub_t.   (a warp per row)
-    for (int t = warp; t < kC; t += nw) {
-      float db = 0.f, dgt = 0.f;
-      for (int s = lane; s < kC; s += 32) {
-        const float db_ts = Ws[t * kLdc + s] * KKE[t * kLdc + s];
-        db += db_ts;
-        dgt += bet[t] * db_ts - Ws[s * kLdc + t] * bet[s] * KKE[s * kLdc + t];
+      float db = 0.f, zk = 0.f;
+      for (int j = lane; j < VT; j += 32) {
+        const float ks = KS[t * ldv + j], u = Xs[t * ldv + j] - Gam[t] * ks,
+                    x = dXs[t * ldv + j];
+        db += x * u;
+        zk += x * ks;
+        Xs[t * ldv + j] = bet[t] * u;
+        KS[t * ldv + j] = -Gam[t] * bet[t] * x;
       }
-      for (int j = lane; j < VT; j += 32) db += Tmp[t * ldv + j] * Ub[t * ldv + j];
       db = warp_sum(db);
-      dgt = warp_sum(dgt);
+      zk = warp_sum(zk);
       if (lane == 0) {
         dbet[t] += db;
-        dgam[t] += dgt;
+        z3k[t] += Gam[t] * bet[t] * zk;
       }
     }
     __syncthreads();
-    // G_ts = d_ts beta_t E_ts (= dKK_ts);  Y = diag(beta) dX;  dV += Y;  dDs <- -diag(Gam) Y
-    for (int i = tid; i < kC * kC; i += nth) {
-      const int t = i / kC, s = i % kC;
-      if (s < t) Ws[t * kLdc + s] *= bet[t] * expf(gam[t] - gam[s]);
-    }
+    mm<false, false>(Dl, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
+    __syncthreads();
     for (int i = tid; i < kC * VT; i += nth) {
       const int t = i / VT, j = i % VT;
-      const float y = bet[t] * Tmp[t * ldv + j];
-      dDs[t * ldv + j] = -Gam[t] * y;
-      if (dv && t < Cn && j < nv) dv.add(D.vo(b, t0 + t, h) + j0 + j, y);
+      Xs[t * ldv + j] = ev[t] * Dl[t * ldv + j];
     }
     __syncthreads();
-    // dgamma_t -= Z_t . k_t with Z = diag(Gam) Y S0^T, i.e. += (-Gam_t Y_t) . (K S0)_t
-    for (int t = warp; t < kC; t += nw) {
-      float acc = 0.f;
-      for (int j = lane; j < VT; j += 32) acc += dDs[t * ldv + j] * KS[t * ldv + j];
-      acc = warp_sum(acc);
-      if (lane == 0) dgam[t] += acc;
-    }
-    // dK += (G + G^T) K - diag(Gam) Y S0^T;   dS0 -= K^T diag(Gam) Y
-    mm<false, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
-    mm<true, false>(Zs, ldk, Ws, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
-    mm<false, true>(Zs, ldk, dDs, ldv, S0, ldv, kC, D.DKp, VT, true);
-    mm<true, false>(dS, ldv, Ks, ldk, dDs, ldv, D.DKp, VT, kC, true, ex(D.xk, false));
-    __syncthreads();
-    for (int i = tid; i < Cn * D.DK; i += nth) {
-      const int t = i / D.DK, r = i % D.DK;
-      dkp[D.qk(b, t0 + t, h) + r] = Zs[t * ldk + r];
-    }
-    // (5) dg_j = sum_{t >= j} dgamma_t (this chunk's rows; the cross-chunk path went through
-    // dgamma_last above); dbeta.
-    if (tid == 0) {
-      float acc = 0.f;
-      for (int t = Cn - 1; t >= 0; --t) {
-        acc += dgam[t];
-        dgp[D.gate(b, t0 + t, h)] = acc;
-      }
-    }
-    for (int t = tid; t < Cn; t += nth) dbp[D.gate(b, t0 + t, h)] = dbet[t];
+    mm<false, true>(dA, kLdc, dOs, ldv, Dl, ldv, kC, kC, VT, true, ex(D.xo, false));
+    mm<false, true>(dL, kLdc, dXs, ldv, Dl, ldv, kC, kC, VT, true);
+    mm<false, true>(Pq, ldk, dOs, ldv, S0, ldv, kC, D.DKp, VT, true, ex(D.xo, false));
+    mm<false, true>(Pk, ldk, Xs, ldv, dSs, ldv, kC, D.DKp, VT, true);
+    mm<false, true>(Pk, ldk, KS, ldv, S0, ldv, kC, D.DKp, VT, true);
   }
-}
-
-// out[i] += sum_tiles part[tile * n + i], tiles in order.
-__global__ void add_tiles_kernel(DPtr out, const float* part, int64_t n, int ntiles) {
-  SL_GRID_STRIDE(i, n) {
-    float s = 0.f;
-    for (int tl = 0; tl < ntiles; ++tl) s += part[tl * n + i];
-    out.add(i, s);
+  __syncthreads();
+  load_tile(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
+  // dA: the masked part of A only; d_ts = -dL_ts for s < t (the strictly lower L).
+  for (int i = tid; i < kC * kC; i += nth) {
+    const int t = i / kC, s = i % kC;
+    if (s > t) dA[t * kLdc + s] = 0.f;
+    dL[t * kLdc + s] = s < t ? -dL[t * kLdc + s] : 0.f;
   }
+  __syncthreads();
+  // Per row t (a warp each; A, KKE read from the prep arrays):
+  //   dgamma_t += sum_s dA_ts A_ts - sum_u dA_ut A_ut + sum_s d_ts L_ts - sum_u d_ut L_ut
+  //             + Gam_t Pq_t . q_t - e_t r_t - Z_t . k_t
+  //   dbeta_t  += sum_s d_ts KKE_ts
+  // with L = diag(beta) KKE, e_t r_t = Pk_t . k_t + z3k_t (the e Delta dS^T part of Pk) and
+  // Z_t . k_t = z3k_t; dgamma_last += sum_t e_t r_t + Gam_last <S0, dS>. Then Pq <- diag(Gam) Pq.
+  const float* Ag = A_in + po;
+  const float* KKg = kke_in + po;
+  float rsum = 0.f;
+  for (int t = warp; t < kC; t += nw) {
+    float acc = 0.f, db = 0.f, er = 0.f;
+    for (int s = lane; s < kC; s += 32) {
+      const float dts = dL[t * kLdc + s], dst = dL[s * kLdc + t];
+      acc += dA[t * kLdc + s] * Ag[t * kC + s] - dA[s * kLdc + t] * Ag[s * kC + t];
+      const float kts = KKg[t * kC + s];
+      db += dts * kts;
+      acc += dts * bet[t] * kts - dst * bet[s] * KKg[s * kC + t];
+    }
+    float zq = 0.f;
+    for (int r = lane; r < D.DKp; r += 32) {
+      zq += Pq[t * ldk + r] * Qs[t * ldk + r];
+      er += Pk[t * ldk + r] * Ks[t * ldk + r];
+    }
+    acc = warp_sum(acc);
+    db = warp_sum(db);
+    zq = warp_sum(zq);
+    er = warp_sum(er) + z3k[t];
+    rsum += er;
+    if (lane == 0) {
+      dgam[t] += acc + Gam[t] * zq - er - z3k[t];
+      dbet[t] += db;
+    }
+    __syncwarp();
+    for (int r = lane; r < D.DKp; r += 32) Pq[t * ldk + r] *= Gam[t];
+  }
+  const float last = block_sum(part + (lane == 0 ? rsum : 0.f), red);  // barriers
+  if (tid == 0) dgam[Cn - 1] += last;
+  for (int i = tid; i < kC * kC; i += nth) {  // dQK = dA . E;  G_ts = d_ts beta_t E_ts
+    const int t = i / kC, s = i % kC;
+    if (s <= t) {
+      const float E = expf(gam[t] - gam[s]);
+      dA[t * kLdc + s] *= E;
+      dL[t * kLdc + s] *= bet[t] * E;
+    }
+  }
+  __syncthreads();
+  mm<false, false>(Pq, ldk, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + dQK K
+  mm<true, false>(Pk, ldk, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, ex(false, D.xq));  // + dQK^T Q
+  mm<false, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G K
+  mm<true, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G^T K
+  __syncthreads();
+  for (int i = tid; i < Cn * D.DK; i += nth) {
+    const int t = i / D.DK, r = i % D.DK;
+    const int64_t o = D.qk(b, t0 + t, h) + r;
+    if (dq) dq.add(o, Pq[t * ldk + r]);
+    if (dk) dk.add(o, Pk[t * ldk + r]);
+  }
+  // dg_j = sum_{t >= j} dgamma_t within the chunk (the cross-chunk path went through
+  // dgamma_last); dbeta.
+  if (dg && tid == 0) {
+    float acc = 0.f;
+    for (int t = Cn - 1; t >= 0; --t) dg.add(D.gate(b, t0 + t, h), acc += dgam[t]);
+  }
+  if (dbeta)
+    for (int t = tid; t < Cn; t += nth) dbeta.add(D.gate(b, t0 + t, h), dbet[t]);
 }
 
 GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t key_dim, int64_t value_dim, DPtr q, DPtr k,
@@ -574,36 +617,38 @@ void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr 
 template <int VT>
 void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbeta, DPtr dg,
                  DPtr dout, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g) {
-  const int ntiles = (D.DV + VT - 1) / VT;
-  const int64_t n_gate = int64_t{D.B} * D.T * D.H, n_qk = n_gate * D.DK;
-  // Workspace: the prep arrays A, KKE, Tinv, then the per-tile partials.
+  // Workspace: the prep arrays A, KKE, Tinv, then phase (a)'s dstates [B, H, NC, DK, DV] and dX
+  // [B, T, H, DV], fp32.
   const size_t np = prep_floats(D);
-  float* A =
-      ctx.work->get_as<float>(3 * np + static_cast<size_t>(ntiles * (2 * n_qk + 2 * n_gate)));
+  const size_t nds = size_t{1} * D.B * D.H * D.NC * D.DK * D.DV;
+  const size_t ndx = size_t{1} * D.B * D.T * D.H * D.DV;
+  float* A = ctx.work->get_as<float>(3 * np + nds + ndx);
   float* kke = A + np;
   float* Tinv = kke + np;
+  float* dstates = Tinv + np;
+  float* dX = dstates + nds;
   prep(ctx, D, A, kke, Tinv, q, k, beta, g);
-  float* part = Tinv + np;
-  float* dq_p = part;
-  float* dk_p = dq_p + ntiles * n_qk;
-  float* dbeta_p = dk_p + ntiles * n_qk;
-  float* dg_p = dbeta_p + ntiles * n_gate;
-  const auto& n = kBwd;
-  const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
-  smem_opt_in(gdn_backward_kernel<VT>, smem);
-  const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>(ntiles));
-  gdn_backward_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(
-      dq_p, dk_p, dbeta_p, dg_p, dv, dout, states, q, k, v, beta, g, A, kke, Tinv, D);
-  SL_CUDA_LAUNCHED();
-  const std::pair<DPtr, const float*> outs[] = {
-      {dq, dq_p}, {dk, dk_p}, {dbeta, dbeta_p}, {dg, dg_p}};
-  for (int o = 0; o < 4; ++o) {
-    const int64_t nn = o < 2 ? n_qk : n_gate;
-    if (!outs[o].first) continue;
-    add_tiles_kernel<<<grid_for(nn, 256), 256, 0, ctx.stream>>>(outs[o].first, outs[o].second, nn,
-                                                                ntiles);
+  {
+    const auto& n = kBwdState;
+    const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
+    smem_opt_in(gdn_dstate_kernel<VT>, smem);
+    const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
+    gdn_dstate_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, dout, q, k, beta,
+                                                                  g, A, Tinv, D);
     SL_CUDA_LAUNCHED();
   }
+  const auto& n = kBwdChunk;
+  const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
+  // After its loop the kernel loads Q over its value tiles (n[2] of [kC][ldv], n[3] of [DKp][ldv]).
+  const int ldv = Layout<VT>::ldv;
+  if (n[2] * kC * ldv + n[3] * D.DKp * ldv < kC * (D.DKp + 4))
+    fail("cuda gdn backward: key dim " + std::to_string(D.DK) + " is too large for value tiles of " +
+         std::to_string(VT));
+  smem_opt_in(gdn_chunk_grad_kernel<VT>, smem);
+  gdn_chunk_grad_kernel<VT><<<static_cast<unsigned>(D.B * D.H * D.NC), kChunkThreads, smem,
+                              ctx.stream>>>(dq, dk, dbeta, dg, dout, states, dstates, dX, q, k, v,
+                                            beta, g, A, kke, Tinv, D);
+  SL_CUDA_LAUNCHED();
 }
 
 }  // namespace
@@ -647,13 +692,13 @@ void CudaBackend::gdn_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dbe
   Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
   const GdnDims D = dims(B, T, H, key_dim, value_dim, q, k, v, dout, "backward");
-  switch (pick_vt(ctx, D, kBwd)) {
+  switch (pick_vt(ctx, D, kBwdChunk)) {
     case 32:
       return backward_vt<32>(ctx, D, dq, dk, dv, dbeta, dg, dout, states, q, k, v, beta, g);
     case 16:
       return backward_vt<16>(ctx, D, dq, dk, dv, dbeta, dg, dout, states, q, k, v, beta, g);
     default:
-      too_big(ctx, D, kBwd, "backward");
+      too_big(ctx, D, kBwdChunk, "backward");
   }
 }
 
