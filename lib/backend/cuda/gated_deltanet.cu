@@ -304,8 +304,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 // (this tile's columns) and dX [B, T, H, DV] fp32 (=), dv (+=).
 template <int VT>
 __global__ void __launch_bounds__(kThreads, 2)
-    gdn_dstate_kernel(float* dstates, float* dX_out, DPtr dv, DPtr dout, DPtr q, DPtr k,
-                      DPtr beta, DPtr g, const float* A_in, const float* T_in, GdnDims D) {
+    gdn_dstate_kernel(float* dstates, float* dX_out, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr beta,
+                      DPtr g, const float* A_in, const float* T_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   constexpr int ldv = Layout<VT>::ldv;
   const int ldk = D.DKp + 4;
@@ -337,7 +337,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     load_cc(As, A_in + prep_offset(D, b, h, c));
     load_cc(Ts, T_in + prep_offset(D, b, h, c));
     load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
-    mm<true, false>(dDs, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false, ex(false, D.xo));  // A^T dO
+    mm<true, false>(dDs, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false, ex(false, D.xo));    // A^T dO
     mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K dS
     __syncthreads();
     for (int i = tid; i < kC * VT; i += nth) {
@@ -445,8 +445,7 @@ __global__ void __launch_bounds__(kChunkThreads)
     for (int t = warp; t < kC; t += nw) {
       float db = 0.f, zk = 0.f;
       for (int j = lane; j < VT; j += 32) {
-        const float ks = KS[t * ldv + j], u = Xs[t * ldv + j] - Gam[t] * ks,
-                    x = dXs[t * ldv + j];
+        const float ks = KS[t * ldv + j], u = Xs[t * ldv + j] - Gam[t] * ks, x = dXs[t * ldv + j];
         db += x * u;
         zk += x * ks;
         Xs[t * ldv + j] = bet[t] * u;
@@ -529,9 +528,9 @@ __global__ void __launch_bounds__(kChunkThreads)
   }
   __syncthreads();
   mm<false, false>(Pq, ldk, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + dQK K
-  mm<true, false>(Pk, ldk, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, ex(false, D.xq));  // + dQK^T Q
+  mm<true, false>(Pk, ldk, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, ex(false, D.xq));   // + dQK^T Q
   mm<false, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G K
-  mm<true, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G^T K
+  mm<true, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));   // + G^T K
   __syncthreads();
   for (int i = tid; i < Cn * D.DK; i += nth) {
     const int t = i / D.DK, r = i % D.DK;
@@ -633,8 +632,8 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbe
     const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
     smem_opt_in(gdn_dstate_kernel<VT>, smem);
     const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
-    gdn_dstate_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, dout, q, k, beta,
-                                                                  g, A, Tinv, D);
+    gdn_dstate_kernel<VT>
+        <<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, dout, q, k, beta, g, A, Tinv, D);
     SL_CUDA_LAUNCHED();
   }
   const auto& n = kBwdChunk;
@@ -642,12 +641,12 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbe
   // After its loop the kernel loads Q over its value tiles (n[2] of [kC][ldv], n[3] of [DKp][ldv]).
   const int ldv = Layout<VT>::ldv;
   if (n[2] * kC * ldv + n[3] * D.DKp * ldv < kC * (D.DKp + 4))
-    fail("cuda gdn backward: key dim " + std::to_string(D.DK) + " is too large for value tiles of " +
-         std::to_string(VT));
+    fail("cuda gdn backward: key dim " + std::to_string(D.DK) +
+         " is too large for value tiles of " + std::to_string(VT));
   smem_opt_in(gdn_chunk_grad_kernel<VT>, smem);
-  gdn_chunk_grad_kernel<VT><<<static_cast<unsigned>(D.B * D.H * D.NC), kChunkThreads, smem,
-                              ctx.stream>>>(dq, dk, dbeta, dg, dout, states, dstates, dX, q, k, v,
-                                            beta, g, A, kke, Tinv, D);
+  gdn_chunk_grad_kernel<VT>
+      <<<static_cast<unsigned>(D.B * D.H * D.NC), kChunkThreads, smem, ctx.stream>>>(
+          dq, dk, dbeta, dg, dout, states, dstates, dX, q, k, v, beta, g, A, kke, Tinv, D);
   SL_CUDA_LAUNCHED();
 }
 
