@@ -114,6 +114,25 @@ __device__ inline void load_vtile(float* Vs, int ldv, DPtr v, const GdnDims& D, 
                                   int t0, int Cn, int j0, int nv) {
   load_tile(Vs, ldv, v, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
 }
+// x[0 .. kC) <- its inclusive prefix sums (reverse: suffix sums), by warp 0 in 6 shuffle steps
+// (a serial loop by one thread waited ~64 shared-memory latencies). The caller puts barriers
+// before and after.
+__device__ inline void chunk_scan(float* x, bool reverse) {
+  static_assert(kC == 64);
+  if (threadIdx.x >= 32) return;
+  const int l = threadIdx.x, i0 = reverse ? kC - 1 - 2 * l : 2 * l, i1 = reverse ? i0 - 1 : i0 + 1;
+  const float a = x[i0], ab = a + x[i1];
+  float s = ab;  // inclusive scan of the pair sums over the lanes
+  for (int o = 1; o < 32; o <<= 1) {
+    const float y = __shfl_up_sync(0xffffffffu, s, o);
+    if (l >= o) s += y;
+  }
+  float pre = __shfl_up_sync(0xffffffffu, s, 1);
+  if (l == 0) pre = 0.f;
+  x[i0] = pre + a;
+  x[i1] = pre + ab;
+}
+
 // bet, gam <- beta, g for t < Cn; zero past the chunk's end (so padded rows have beta 0 and the
 // cumsum stays gamma_last). Then gamma = inclusive cumsum, Gam = e^gamma, e = e^{gamma_last -
 // gamma}. Ends with a barrier.
@@ -124,10 +143,7 @@ __device__ inline void load_gates(float* bet, float* gam, float* Gam, float* ev,
     gam[t] = t < Cn ? g.ld(D.gate(b, t0 + t, h)) : 0.f;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float acc = 0.f;
-    for (int t = 0; t < kC; ++t) gam[t] = acc += gam[t];
-  }
+  chunk_scan(gam, false);
   __syncthreads();
   for (int t = threadIdx.x; t < kC; t += blockDim.x) {
     Gam[t] = expf(gam[t]);
@@ -349,11 +365,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
     for (int i = tid; i < Cn * nv; i += nth) {
       const int t = i / nv, j = i % nv;
-      const int64_t o = D.vo(b, t0 + t, h) + j0 + j;
-      const float x = Tmp[t * ldv + j];
-      dX_out[o] = x;
-      if (dv) dv.add(o, bet[t] * x);
+      dX_out[D.vo(b, t0 + t, h) + j0 + j] = Tmp[t * ldv + j];
     }
+    if (dv) add_tile(dv, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Tmp, ldv, Cn, nv, bet);
     if (c == 0) break;  // the state gradient entering chunk 0 is not needed
     const float GamL = Gam[Cn - 1];
     for (int i = tid; i < kC * VT; i += nth) {
@@ -532,20 +546,18 @@ __global__ void __launch_bounds__(kChunkThreads)
   mm<false, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G K
   mm<true, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));   // + G^T K
   __syncthreads();
-  for (int i = tid; i < Cn * D.DK; i += nth) {
-    const int t = i / D.DK, r = i % D.DK;
-    const int64_t o = D.qk(b, t0 + t, h) + r;
-    if (dq) dq.add(o, Pq[t * ldk + r]);
-    if (dk) dk.add(o, Pk[t * ldk + r]);
-  }
+  if (dq) add_tile(dq, D.qk(b, t0, h), stride, Pq, ldk, Cn, D.DK);
+  if (dk) add_tile(dk, D.qk(b, t0, h), stride, Pk, ldk, Cn, D.DK);
   // dg_j = sum_{t >= j} dgamma_t within the chunk (the cross-chunk path went through
   // dgamma_last); dbeta.
-  if (dg && tid == 0) {
-    float acc = 0.f;
-    for (int t = Cn - 1; t >= 0; --t) dg.add(D.gate(b, t0 + t, h), acc += dgam[t]);
+  for (int t = Cn + tid; t < kC; t += nth) dgam[t] = 0.f;
+  __syncthreads();
+  chunk_scan(dgam, true);
+  __syncthreads();
+  for (int t = tid; t < Cn; t += nth) {
+    if (dg) dg.add(D.gate(b, t0 + t, h), dgam[t]);
+    if (dbeta) dbeta.add(D.gate(b, t0 + t, h), dbet[t]);
   }
-  if (dbeta)
-    for (int t = tid; t < Cn; t += nth) dbeta.add(D.gate(b, t0 + t, h), dbet[t]);
 }
 
 GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t key_dim, int64_t value_dim, DPtr q, DPtr k,

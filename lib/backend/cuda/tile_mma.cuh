@@ -139,4 +139,30 @@ __device__ inline void load_tile(float* dst, int ldd, DPtr src, int64_t off, int
   }
 }
 
+// out[off + r * stride + c] += scale_r * src[r * lds + c] for r < nr, c < nc (scale null: 1), src
+// in shared memory. Each thread loads its next 8 elements of `out` before it stores any: the
+// compiler cannot move a load above a store that may alias it, so an element-by-element
+// read-modify-write waits one global round trip per element (8 serial round trips a thread
+// for a 64 x 32 tile of 256 threads).
+__device__ inline void add_tile(DPtr out, int64_t off, int64_t stride, const float* src, int lds,
+                                int nr, int nc, const float* scale = nullptr) {
+  constexpr int kBatch = 8;
+  const int n = nr * nc, nth = blockDim.x;
+  for (int i0 = threadIdx.x; i0 < n; i0 += kBatch * nth) {
+    int64_t o[kBatch];
+    float v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = i0 + u * nth, r = i / nc, c = i % nc;
+      if (i < n) {
+        o[u] = off + r * stride + c;
+        v[u] = out.ld(o[u]) + (scale ? scale[r] : 1.f) * src[r * lds + c];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+      if (i0 + u * nth < n) out.st(o[u], v[u]);
+  }
+}
+
 }  // namespace sl::cuda
