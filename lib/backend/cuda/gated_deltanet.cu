@@ -172,10 +172,12 @@ struct Layout {
                                                vt * kC * ldv + st * DKp * ldv + vecs * kC + 32);
   }
 };
-constexpr int kFwd[5] = {2, 2, 3, 1, 4};  // big, cc, vt, st, vecs
+// big, cc, vt, st, vecs of each kernel's Layout (below).
+constexpr int kFwdState[5] = {1, 1, 2, 1, 4};
+constexpr int kFwdOutput[5] = {1, 1, 2, 1, 1};
 // The backward's phases (a) and (b) below; (b) needs more of every kind, so the value tile is
 // picked by it.
-constexpr int kBwdState[5] = {2, 2, 3, 1, 4};
+constexpr int kBwdState[5] = {1, 1, 2, 2, 4};
 constexpr int kBwdChunk[5] = {3, 3, 5, 2, 7};
 
 // The chunk-local [C, C] matrices, once per (b, h, chunk) and all chunks in parallel (the value
@@ -189,10 +191,14 @@ __device__ inline int64_t prep_offset(const GdnDims& D, int b, int h, int c) {
 }
 constexpr int kPrepCc = 3;  // [kC][kLdc] buffers: A, KKE, Tinv (+ 3 x 256 floats of scratch)
 
-// Grid (B*H*NC), kThreads threads.
+// In the backward (dout non-null) it also writes phase (a)'s state-independent terms (see
+// "backward" below), A^T dO [C, DV] into dX and Q^T diag(Gam) dO [DK, DV] into dstates, by value
+// tiles of kLocalVT columns over its spent K, KKE and Tinv buffers: Q, A and the gates are here
+// already. Grid (B*H*NC), kThreads threads.
+constexpr int kLocalVT = 32, kLocalLd = kLocalVT + 4;
 __global__ void __launch_bounds__(kThreads)
-    gdn_prep_kernel(float* A_out, float* kke_out, float* T_out, DPtr q, DPtr k, DPtr beta, DPtr g,
-                    GdnDims D) {
+    gdn_prep_kernel(float* A_out, float* kke_out, float* T_out, float* dstates, float* dX,
+                    DPtr dout, DPtr q, DPtr k, DPtr beta, DPtr g, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   const int ldk = D.DKp + 4;
   float* Qs = sm;
@@ -221,7 +227,36 @@ __global__ void __launch_bounds__(kThreads)
     T_out[o + i] = Ts[t * kLdc + s2];
     if (kke_out) kke_out[o + i] = KKE[t * kLdc + s2];
   }
+  if (!dout) return;
+  constexpr int VT = kLocalVT, ldv = kLocalLd;
+  float* dOs = KKE;  // the tiles over KKE and Tinv (3 x kC x ldv <= 2 x kC x kLdc floats)
+  float* GdO = dOs + kC * ldv;  // diag(Gam) dO
+  float* Os = GdO + kC * ldv;   // A^T dO
+  float* Ss = Ks;               // Q^T diag(Gam) dO [DKp][ldv] (<= kC x ldk floats)
+  const int tid = threadIdx.x, nth = blockDim.x;
+  for (int j0 = 0; j0 < D.DV; j0 += VT) {
+    const int nv = min(VT, D.DV - j0);
+    __syncthreads();  // the chunk matrices' (or the previous tile's) reads are done
+    load_tile(dOs, ldv, dout, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
+    __syncthreads();
+    mm<true, false>(Os, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false, ex(false, D.xo));  // A^T dO
+    for (int i = tid; i < kC * VT; i += nth) {
+      const int t = i / VT, j = i % VT;
+      GdO[t * ldv + j] = Gam[t] * dOs[t * ldv + j];
+    }
+    __syncthreads();
+    mm<true, false>(Ss, ldv, Qs, ldk, GdO, ldv, D.DKp, VT, kC, false, ex(D.xq, false));
+    for (int i = tid; i < Cn * nv; i += nth) {
+      const int t = i / nv, j = i % nv;
+      dX[D.vo(b, t0 + t, h) + j0 + j] = Os[t * ldv + j];
+    }
+    __syncthreads();
+    const int64_t so = D.state(b, h, c) + j0;
+    for (int i = tid; i < D.DK * nv; i += nth)
+      dstates[so + int64_t{i / nv} * D.DV + i % nv] = Ss[(i / nv) * ldv + i % nv];
+  }
 }
+static_assert(3 * kC * kLocalLd <= 2 * kC * kLdc);
 
 // dst [kC][kLdc] <- one chunk's [kC][kC] matrix of a prep array (16-byte loads).
 __device__ inline void load_cc(float* dst, const float* src) {
@@ -232,23 +267,29 @@ __device__ inline void load_cc(float* dst, const float* src) {
   }
 }
 
-// Grid (B*H, ceil(DV / VT)), kThreads threads. See Layout / kFwd for the shared memory.
-// Two blocks per SM fit its shared memory (DK = 64: 108 KB each): registers are capped to match.
+// ---- forward ---------------------------------------------------------------------------------
+// Two kernels after the prep: gdn_state_kernel walks the chunks of one (b, h) and value tile in
+// order with only what the recurrence needs,
+//   X = diag(beta) (V - diag(Gam) K S0),  Delta = Tinv X,  S_next = Gam_last S0 + K^T diag(e)
+//   Delta,
+// saving S0 (the states output) and Delta (fp32 workspace [B, T, H, DV]); then
+// gdn_output_kernel computes every chunk's O = diag(Gam) Q S0 + A Delta at once. The
+// sequential kernel does 3 products a chunk (instead of 5) and loads neither Q nor A.
+
+// Grid (B*H, ceil(DV / VT)), kThreads threads; 63 KB of shared memory at DK 64, VT 32, so three
+// blocks a SM fit: registers are capped to match.
 template <int VT>
-__global__ void __launch_bounds__(kThreads, 2)
-    gdn_forward_kernel(DPtr out, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g,
-                       const float* A_in, const float* T_in, GdnDims D) {
+__global__ void __launch_bounds__(kThreads, 3)
+    gdn_state_kernel(DPtr states, float* delta_out, DPtr k, DPtr v, DPtr beta, DPtr g,
+                     const float* T_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   constexpr int ldv = Layout<VT>::ldv;
   const int ldk = D.DKp + 4;
-  float* Qs = sm;
-  float* Ks = Qs + kC * ldk;
-  float* As = Ks + kC * ldk;
-  float* Ts = As + kC * kLdc;
-  float* Xs = Ts + kC * kLdc;  // K S0, then X = diag(beta) Ub, then diag(e) Delta
-  float* Ds = Xs + kC * ldv;   // V, then Delta
-  float* Os = Ds + kC * ldv;   // Q S0, then the output
-  float* Ss = Os + kC * ldv;   // the state tile [DKp][ldv]
+  float* Ks = sm;
+  float* Ts = Ks + kC * ldk;
+  float* Xs = Ts + kC * kLdc;  // V, then X = diag(beta) Ub, then diag(e) Delta
+  float* KS = Xs + kC * ldv;   // K S0, then Delta
+  float* Ss = KS + kC * ldv;   // the state tile [DKp][ldv]
   float* gam = Ss + D.DKp * ldv;
   float* Gam = gam + kC;
   float* ev = Gam + kC;
@@ -256,6 +297,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
   const int j0 = blockIdx.y * VT, nv = min(VT, D.DV - j0);
   const int tid = threadIdx.x, nth = blockDim.x;
+  const int64_t stride = int64_t{D.H} * D.DK;
   for (int i = tid; i < D.DKp * ldv; i += nth) Ss[i] = 0.f;
 
   for (int c = 0; c < D.NC; ++c) {
@@ -264,32 +306,73 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int64_t so = D.state(b, h, c) + j0;
     for (int i = tid; i < D.DK * nv; i += nth)
       states.st(so + int64_t{i / nv} * D.DV + i % nv, Ss[(i / nv) * ldv + i % nv]);
-    load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
-    load_vtile<VT>(Ds, ldv, v, D, b, h, t0, Cn, j0, nv);
-    load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
-    load_cc(As, A_in + prep_offset(D, b, h, c));
+    load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
+    load_vtile<VT>(Xs, ldv, v, D, b, h, t0, Cn, j0, nv);
     load_cc(Ts, T_in + prep_offset(D, b, h, c));
-    mm<false, false>(Xs, ldv, Ks, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
+    load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
+    mm<false, false>(KS, ldv, Ks, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
     __syncthreads();
     for (int i = tid; i < kC * VT; i += nth) {  // X = diag(beta) (V - diag(Gam) K S0)
       const int t = i / VT, j = i % VT;
-      Xs[t * ldv + j] = bet[t] * (Ds[t * ldv + j] - Gam[t] * Xs[t * ldv + j]);
+      Xs[t * ldv + j] = bet[t] * (Xs[t * ldv + j] - Gam[t] * KS[t * ldv + j]);
     }
     __syncthreads();
-    mm<false, false>(Ds, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
-    mm<false, false>(Os, ldv, Qs, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xq, false));  // Q S0
+    mm<false, false>(KS, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
     __syncthreads();
     const float GamL = Gam[Cn - 1];
     for (int i = tid; i < kC * VT; i += nth) {
       const int t = i / VT, j = i % VT;
-      Os[t * ldv + j] *= Gam[t];
-      Xs[t * ldv + j] = ev[t] * Ds[t * ldv + j];
+      const float d = KS[t * ldv + j];
+      Xs[t * ldv + j] = ev[t] * d;
+      if (t < Cn && j < nv) delta_out[D.vo(b, t0 + t, h) + j0 + j] = d;
     }
     for (int i = tid; i < D.DKp * VT; i += nth) Ss[(i / VT) * ldv + i % VT] *= GamL;
     __syncthreads();
-    mm<false, false>(Os, ldv, As, kLdc, Ds, ldv, kC, VT, kC, true);  // O += A Delta
     mm<true, false>(Ss, ldv, Ks, ldk, Xs, ldv, D.DKp, VT, kC, true,
                     ex(D.xk, false));  // S += K^T diag(e) Delta
+  }
+}
+
+// Grid (B*H*NC), kThreads threads: O = diag(Gam) Q S0 + A Delta for one chunk, from the saved
+// states and Delta, by value tiles (Q, A and the gates loaded once for all of them).
+template <int VT>
+__global__ void __launch_bounds__(kThreads, 3)
+    gdn_output_kernel(DPtr out, DPtr states, const float* delta_in, DPtr q, DPtr g,
+                      const float* A_in, GdnDims D) {
+  extern __shared__ __align__(128) float sm[];
+  constexpr int ldv = Layout<VT>::ldv;
+  const int ldk = D.DKp + 4;
+  float* Qs = sm;
+  float* As = Qs + kC * ldk;
+  float* Ds = As + kC * kLdc;  // Delta
+  float* Os = Ds + kC * ldv;
+  float* Ss = Os + kC * ldv;  // [DKp][ldv]
+  float* Gam = Ss + D.DKp * ldv;
+  const int c = blockIdx.x % D.NC, bh = blockIdx.x / D.NC, b = bh / D.H, h = bh % D.H;
+  const int t0 = c * kC, Cn = min(kC, D.T - t0);
+  const int tid = threadIdx.x, nth = blockDim.x;
+  load_tile(Qs, ldk, q, D.qk(b, t0, h), int64_t{D.H} * D.DK, Cn, kC, D.DK, D.DKp);
+  load_cc(As, A_in + prep_offset(D, b, h, c));
+  for (int t = tid; t < kC; t += nth) Gam[t] = t < Cn ? g.ld(D.gate(b, t0 + t, h)) : 0.f;
+  __syncthreads();
+  chunk_scan(Gam, false);
+  __syncthreads();
+  for (int t = tid; t < kC; t += nth) Gam[t] = expf(Gam[t]);
+  for (int j0 = 0; j0 < D.DV; j0 += VT) {
+    const int nv = min(VT, D.DV - j0);
+    __syncthreads();  // Gam written; the previous tile's results stored
+    const int64_t so = D.state(b, h, c) + j0;
+    for (int i = tid; i < D.DKp * VT; i += nth) {
+      const int r = i / VT, j = i % VT;
+      Ss[r * ldv + j] = r < D.DK && j < nv ? states.ld(so + int64_t{r} * D.DV + j) : 0.f;
+    }
+    load_vtile<VT>(Ds, ldv, DPtr{const_cast<float*>(delta_in), false}, D, b, h, t0, Cn, j0, nv);
+    __syncthreads();
+    mm<false, false>(Os, ldv, Qs, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xq, false));  // Q S0
+    __syncthreads();
+    for (int i = tid; i < kC * VT; i += nth) Os[(i / VT) * ldv + i % VT] *= Gam[i / VT];
+    __syncthreads();
+    mm<false, false>(Os, ldv, As, kLdc, Ds, ldv, kC, VT, kC, true);  // O += A Delta
     __syncthreads();
     for (int i = tid; i < Cn * nv; i += nth) {
       const int t = i / nv, j = i % nv;
@@ -306,7 +389,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 //        dS0    = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX            [DK, VT]
 //      (K^T diag(beta Gam) dX = W^T dDelta with the WY factor W = Tinv diag(beta Gam) K). It
 //      saves the dS entering each chunk (as the forward saves S0) and dX, and adds dV = diag(beta)
-//      dX: 5 products a chunk, 108 KB of shared memory at DK 64 (two blocks a SM).
+//      dX. The state-independent terms A^T dO and Q^T diag(Gam) dO come from gdn_dlocal_kernel,
+//      all chunks at once, so the sequential pass does 3 products a chunk.
 //  (b) gdn_chunk_grad_kernel: every (b, h, chunk) at once, from the saved S0, dS and dX, loops
 //      over the value tiles summing what the key-side gradients need over all value columns:
 //        dA  += dO Delta^T,   dL += dX Delta^T                                      [C, C]
@@ -316,47 +400,50 @@ __global__ void __launch_bounds__(kThreads, 2)
 //      and the gate gradients from the row dot products. Each output element is written by one
 //      block, once (+=): no per-tile partials, no atomics, deterministic.
 
-// Phase (a). Grid (B*H, ceil(DV / VT)), kThreads threads. Writes dstates [B, H, NC, DK, DV]
-// (this tile's columns) and dX [B, T, H, DV] fp32 (=), dv (+=).
+// Phase (a). Grid (B*H, ceil(DV / VT)), kThreads threads. Reads and then overwrites the prep
+// kernel's terms: dstates [B, H, NC, DK, DV] <- the dS entering each chunk (this tile's
+// columns), dX [B, T, H, DV] fp32 <- dX; dv (+=). 3 products a chunk, 73 KB of shared memory
+// at DK 64, VT 32 (three blocks a SM).
 template <int VT>
-__global__ void __launch_bounds__(kThreads, 2)
-    gdn_dstate_kernel(float* dstates, float* dX_out, DPtr dv, DPtr dout, DPtr q, DPtr k, DPtr beta,
-                      DPtr g, const float* A_in, const float* T_in, GdnDims D) {
+__global__ void __launch_bounds__(kThreads, 3)
+    gdn_dstate_kernel(float* dstates, float* dX, DPtr dv, DPtr k, DPtr beta, DPtr g,
+                      const float* T_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   constexpr int ldv = Layout<VT>::ldv;
   const int ldk = D.DKp + 4;
-  float* Qs = sm;
-  float* Ks = Qs + kC * ldk;
-  float* As = Ks + kC * ldk;
-  float* Ts = As + kC * kLdc;
-  float* dOs = Ts + kC * kLdc;
-  float* dDs = dOs + kC * ldv;  // dDelta, then diag(Gam) dO
-  float* Tmp = dDs + kC * ldv;  // K dS, then dX, then -diag(beta Gam) dX
-  float* dS = Tmp + kC * ldv;   // [DKp][ldv]
-  float* gam = dS + D.DKp * ldv;
+  float* Ks = sm;
+  float* Ts = Ks + kC * ldk;
+  float* dDs = Ts + kC * kLdc;    // A^T dO, then dDelta
+  float* Tmp = dDs + kC * ldv;    // K dS, then dX, then -diag(beta Gam) dX
+  float* dS = Tmp + kC * ldv;     // [DKp][ldv]
+  float* dSl = dS + D.DKp * ldv;  // Q^T diag(Gam) dO
+  float* gam = dSl + D.DKp * ldv;
   float* Gam = gam + kC;
   float* ev = Gam + kC;
   float* bet = ev + kC;
   const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
   const int j0 = blockIdx.y * VT, nv = min(VT, D.DV - j0);
   const int tid = threadIdx.x, nth = blockDim.x;
+  const int64_t vstride = int64_t{D.H} * D.DV;
   for (int i = tid; i < D.DKp * ldv; i += nth) dS[i] = 0.f;
 
   for (int c = D.NC - 1; c >= 0; --c) {
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
     __syncthreads();  // dS of the previous step written, the shared buffers free
     const int64_t so = D.state(b, h, c) + j0;
-    for (int i = tid; i < D.DK * nv; i += nth)
-      dstates[so + int64_t{i / nv} * D.DV + i % nv] = dS[(i / nv) * ldv + i % nv];
-    load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
-    load_vtile<VT>(dOs, ldv, dout, D, b, h, t0, Cn, j0, nv);
-    load_cc(As, A_in + prep_offset(D, b, h, c));
+    for (int i = tid; i < D.DKp * VT; i += nth) {
+      const int r = i / VT, j = i % VT;
+      dSl[r * ldv + j] = r < D.DK && j < nv ? dstates[so + int64_t{r} * D.DV + j] : 0.f;
+    }
+    load_tile(dDs, ldv, DPtr{dX, false}, D.vo(b, t0, h) + j0, vstride, Cn, kC, nv, VT);
+    load_tile(Ks, ldk, k, D.qk(b, t0, h), int64_t{D.H} * D.DK, Cn, kC, D.DK, D.DKp);
     load_cc(Ts, T_in + prep_offset(D, b, h, c));
     load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
-    mm<true, false>(dDs, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false, ex(false, D.xo));    // A^T dO
+    for (int i = tid; i < D.DK * nv; i += nth)  // after every thread's dSl loads (the barrier)
+      dstates[so + int64_t{i / nv} * D.DV + i % nv] = dS[(i / nv) * ldv + i % nv];
     mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K dS
     __syncthreads();
-    for (int i = tid; i < kC * VT; i += nth) {
+    for (int i = tid; i < kC * VT; i += nth) {  // dDelta = A^T dO + diag(e) K dS
       const int t = i / VT, j = i % VT;
       dDs[t * ldv + j] += ev[t] * Tmp[t * ldv + j];
     }
@@ -365,20 +452,19 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
     for (int i = tid; i < Cn * nv; i += nth) {
       const int t = i / nv, j = i % nv;
-      dX_out[D.vo(b, t0 + t, h) + j0 + j] = Tmp[t * ldv + j];
+      dX[D.vo(b, t0 + t, h) + j0 + j] = Tmp[t * ldv + j];
     }
-    if (dv) add_tile(dv, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Tmp, ldv, Cn, nv, bet);
+    if (dv) add_tile(dv, D.vo(b, t0, h) + j0, vstride, Tmp, ldv, Cn, nv, bet);
     if (c == 0) break;  // the state gradient entering chunk 0 is not needed
     const float GamL = Gam[Cn - 1];
-    for (int i = tid; i < kC * VT; i += nth) {
-      const int t = i / VT, j = i % VT;
-      dDs[t * ldv + j] = Gam[t] * dOs[t * ldv + j];
-      Tmp[t * ldv + j] *= -bet[t] * Gam[t];
+    for (int i = tid; i < kC * VT; i += nth)
+      Tmp[(i / VT) * ldv + i % VT] *= -bet[i / VT] * Gam[i / VT];
+    for (int i = tid; i < D.DKp * VT; i += nth) {
+      const int o = (i / VT) * ldv + i % VT;
+      dS[o] = GamL * dS[o] + dSl[o];
     }
-    for (int i = tid; i < D.DKp * VT; i += nth) dS[(i / VT) * ldv + i % VT] *= GamL;
     __syncthreads();
-    // dS0 = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX (same tiles: no barrier)
-    mm<true, false>(dS, ldv, Qs, ldk, dDs, ldv, D.DKp, VT, kC, true, ex(D.xq, false));
+    // dS0 = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX
     mm<true, false>(dS, ldv, Ks, ldk, Tmp, ldv, D.DKp, VT, kC, true, ex(D.xk, false));
   }
 }
@@ -597,7 +683,7 @@ size_t prep_floats(const GdnDims& D) { return size_t{1} * D.B * D.H * D.NC * kC 
 
 // The prep kernel into A_out, kke_out (null: not written), T_out.
 void prep(Ctx& ctx, const GdnDims& D, float* A_out, float* kke_out, float* T_out, DPtr q, DPtr k,
-          DPtr beta, DPtr g) {
+          DPtr beta, DPtr g, float* dstates = nullptr, float* dX = nullptr, DPtr dout = {}) {
   const size_t smem =
       sizeof(float) * (size_t{2} * kC * (D.DKp + 4) + kPrepCc * kC * kLdc + 3 * 256 + 4 * kC);
   if (smem > ctx.smem_optin)
@@ -605,23 +691,34 @@ void prep(Ctx& ctx, const GdnDims& D, float* A_out, float* kke_out, float* T_out
          " bytes of shared memory per block, the device allows " + std::to_string(ctx.smem_optin));
   smem_opt_in(gdn_prep_kernel, smem);
   gdn_prep_kernel<<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
-      A_out, kke_out, T_out, q, k, beta, g, D);
+      A_out, kke_out, T_out, dstates, dX, dout, q, k, beta, g, D);
   SL_CUDA_LAUNCHED();
 }
 
 template <int VT>
 void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v,
                 DPtr beta, DPtr g) {
-  const size_t np = prep_floats(D);
-  float* A = ctx.work->get_as<float>(2 * np);
+  // Workspace: the prep arrays A, Tinv, then Delta [B, T, H, DV] fp32.
+  const size_t np = prep_floats(D), ndelta = size_t{1} * D.B * D.T * D.H * D.DV;
+  float* A = ctx.work->get_as<float>(2 * np + ndelta);
   float* Tinv = A + np;
+  float* delta = Tinv + np;
   prep(ctx, D, A, nullptr, Tinv, q, k, beta, g);
-  const auto& n = kFwd;
+  const unsigned ntiles = static_cast<unsigned>((D.DV + VT - 1) / VT);
+  {
+    const auto& n = kFwdState;
+    const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
+    smem_opt_in(gdn_state_kernel<VT>, smem);
+    const dim3 grid(static_cast<unsigned>(D.B * D.H), ntiles);
+    gdn_state_kernel<VT>
+        <<<grid, kThreads, smem, ctx.stream>>>(states, delta, k, v, beta, g, Tinv, D);
+    SL_CUDA_LAUNCHED();
+  }
+  const auto& n = kFwdOutput;
   const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
-  smem_opt_in(gdn_forward_kernel<VT>, smem);
-  const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
-  gdn_forward_kernel<VT>
-      <<<grid, kThreads, smem, ctx.stream>>>(out, states, q, k, v, beta, g, A, Tinv, D);
+  smem_opt_in(gdn_output_kernel<VT>, smem);
+  gdn_output_kernel<VT><<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
+      out, states, delta, q, g, A, D);
   SL_CUDA_LAUNCHED();
 }
 
@@ -638,14 +735,14 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbe
   float* Tinv = kke + np;
   float* dstates = Tinv + np;
   float* dX = dstates + nds;
-  prep(ctx, D, A, kke, Tinv, q, k, beta, g);
+  prep(ctx, D, A, kke, Tinv, q, k, beta, g, dstates, dX, dout);
   {
     const auto& n = kBwdState;
     const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
     smem_opt_in(gdn_dstate_kernel<VT>, smem);
     const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
     gdn_dstate_kernel<VT>
-        <<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, dout, q, k, beta, g, A, Tinv, D);
+        <<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, k, beta, g, Tinv, D);
     SL_CUDA_LAUNCHED();
   }
   const auto& n = kBwdChunk;
@@ -680,13 +777,13 @@ void CudaBackend::gdn_forward(Tensor out_t, Tensor states_t, Tensor q_t, Tensor 
   Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
   const GdnDims D = dims(B, T, H, key_dim, value_dim, q, k, v, {}, "forward");
-  switch (pick_vt(ctx, D, kFwd)) {
+  switch (pick_vt(ctx, D, kFwdState)) {
     case 32:
       return forward_vt<32>(ctx, D, out, states, q, k, v, beta, g);
     case 16:
       return forward_vt<16>(ctx, D, out, states, q, k, v, beta, g);
     default:
-      too_big(ctx, D, kFwd, "forward");
+      too_big(ctx, D, kFwdState, "forward");
   }
 }
 
