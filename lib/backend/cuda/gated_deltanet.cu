@@ -133,6 +133,20 @@ __device__ inline void chunk_scan(float* x, bool reverse) {
   x[i1] = pre + ab;
 }
 
+// dst [DKp][ldv] <- rows r < DK, columns j < nv of the [DK, DV] state block (states or their
+// gradients) whose value tile starts at element offset `off`, zero elsewhere.
+template <int VT>
+__device__ inline void load_state(float* dst, int ldv, DPtr src, int64_t off, const GdnDims& D,
+                                  int nv) {
+  load_tile(dst, ldv, src, off, D.DV, D.DK, D.DKp, nv, VT);
+}
+// The inverse: rows r < DK, columns j < nv of src [DKp][ldv] -> the state block at `off`.
+__device__ inline void store_state(DPtr dst, int64_t off, const float* src, int ldv,
+                                   const GdnDims& D, int nv) {
+  for (int i = threadIdx.x; i < D.DK * nv; i += blockDim.x)
+    dst.st(off + int64_t{i / nv} * D.DV + i % nv, src[(i / nv) * ldv + i % nv]);
+}
+
 // bet, gam <- beta, g for t < Cn; zero past the chunk's end (so padded rows have beta 0 and the
 // cumsum stays gamma_last). Then gamma = inclusive cumsum, Gam = e^gamma, e = e^{gamma_last -
 // gamma}. Ends with a barrier.
@@ -251,9 +265,7 @@ __global__ void __launch_bounds__(kThreads)
       dX[D.vo(b, t0 + t, h) + j0 + j] = Os[t * ldv + j];
     }
     __syncthreads();
-    const int64_t so = D.state(b, h, c) + j0;
-    for (int i = tid; i < D.DK * nv; i += nth)
-      dstates[so + int64_t{i / nv} * D.DV + i % nv] = Ss[(i / nv) * ldv + i % nv];
+    store_state(DPtr{dstates, false}, D.state(b, h, c) + j0, Ss, ldv, D, nv);
   }
 }
 static_assert(3 * kC * kLocalLd <= 2 * kC * kLdc);
@@ -304,8 +316,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
     __syncthreads();  // the previous chunk is done with the shared buffers
     const int64_t so = D.state(b, h, c) + j0;
-    for (int i = tid; i < D.DK * nv; i += nth)
-      states.st(so + int64_t{i / nv} * D.DV + i % nv, Ss[(i / nv) * ldv + i % nv]);
+    store_state(states, so, Ss, ldv, D, nv);
     load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
     load_vtile<VT>(Xs, ldv, v, D, b, h, t0, Cn, j0, nv);
     load_cc(Ts, T_in + prep_offset(D, b, h, c));
@@ -362,10 +373,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     const int nv = min(VT, D.DV - j0);
     __syncthreads();  // Gam written; the previous tile's results stored
     const int64_t so = D.state(b, h, c) + j0;
-    for (int i = tid; i < D.DKp * VT; i += nth) {
-      const int r = i / VT, j = i % VT;
-      Ss[r * ldv + j] = r < D.DK && j < nv ? states.ld(so + int64_t{r} * D.DV + j) : 0.f;
-    }
+    load_state<VT>(Ss, ldv, states, so, D, nv);
     load_vtile<VT>(Ds, ldv, DPtr{const_cast<float*>(delta_in), false}, D, b, h, t0, Cn, j0, nv);
     __syncthreads();
     mm<false, false>(Os, ldv, Qs, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xq, false));  // Q S0
@@ -431,16 +439,12 @@ __global__ void __launch_bounds__(kThreads, 3)
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
     __syncthreads();  // dS of the previous step written, the shared buffers free
     const int64_t so = D.state(b, h, c) + j0;
-    for (int i = tid; i < D.DKp * VT; i += nth) {
-      const int r = i / VT, j = i % VT;
-      dSl[r * ldv + j] = r < D.DK && j < nv ? dstates[so + int64_t{r} * D.DV + j] : 0.f;
-    }
+    load_state<VT>(dSl, ldv, DPtr{dstates, false}, so, D, nv);
     load_tile(dDs, ldv, DPtr{dX, false}, D.vo(b, t0, h) + j0, vstride, Cn, kC, nv, VT);
     load_tile(Ks, ldk, k, D.qk(b, t0, h), int64_t{D.H} * D.DK, Cn, kC, D.DK, D.DKp);
     load_cc(Ts, T_in + prep_offset(D, b, h, c));
     load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
-    for (int i = tid; i < D.DK * nv; i += nth)  // after every thread's dSl loads (the barrier)
-      dstates[so + int64_t{i / nv} * D.DV + i % nv] = dS[(i / nv) * ldv + i % nv];
+    store_state(DPtr{dstates, false}, so, dS, ldv, D, nv);    // after every dSl load (the barrier)
     mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K dS
     __syncthreads();
     for (int i = tid; i < kC * VT; i += nth) {  // dDelta = A^T dO + diag(e) K dS
@@ -524,19 +528,16 @@ __global__ void __launch_bounds__(kChunkThreads)
     const int nv = min(VT, D.DV - j0);
     __syncthreads();  // the previous tile's products are done with the tile buffers
     const int64_t so = D.state(b, h, c) + j0;
-    for (int i = tid; i < D.DKp * VT; i += nth) {
-      const int r = i / VT, j = i % VT;
-      const bool in = r < D.DK && j < nv;
-      const int64_t o = so + int64_t{r} * D.DV + j;
-      const float s0 = in ? states.ld(o) : 0.f, ds = in ? dstates[o] : 0.f;
-      S0[r * ldv + j] = s0;
-      dSs[r * ldv + j] = ds;
-      part += GamL * s0 * ds;
-    }
+    load_state<VT>(S0, ldv, states, so, D, nv);
+    load_state<VT>(dSs, ldv, DPtr{const_cast<float*>(dstates), false}, so, D, nv);
     load_vtile<VT>(Xs, ldv, v, D, b, h, t0, Cn, j0, nv);
     load_vtile<VT>(dOs, ldv, dout, D, b, h, t0, Cn, j0, nv);
     load_vtile<VT>(dXs, ldv, DPtr{const_cast<float*>(dX_in), false}, D, b, h, t0, Cn, j0, nv);
     __syncthreads();
+    for (int i = tid; i < D.DKp * VT; i += nth) {
+      const int o = (i / VT) * ldv + i % VT;
+      part += GamL * S0[o] * dSs[o];
+    }
     mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
     __syncthreads();
     // A warp per row (rows stay with their warp across tiles, so the sums need no barrier
