@@ -119,12 +119,11 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto dq = P.sets(BT * H * key_dim, act), dk = P.sets(BT * H * key_dim, act),
          dv = P.sets(BT * H * value_dim, act), dbeta = P.sets(BT * H, f32),
          dg = P.sets(BT * H, f32);
-    c.fwd = [=, &be](int i) {
-      be.gdn_forward(out[i], st[i], q[i], k[i], v[i], beta[i], g[i], B, T, H, key_dim, value_dim);
-    };
+    const GdnShape gs{.B = B, .T = T, .H = H, .key_dim = key_dim, .value_dim = value_dim};
+    c.fwd = [=, &be](int i) { be.gdn_forward(out[i], st[i], q[i], k[i], v[i], beta[i], g[i], gs); };
     c.bwd = [=, &be](int i) {
       be.gdn_backward(dq[i], dk[i], dv[i], dbeta[i], dg[i], dout[i], st[i], q[i], k[i], v[i],
-                      beta[i], g[i], B, T, H, key_dim, value_dim);
+                      beta[i], g[i], gs);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape += " key_dim=" + std::to_string(key_dim) + " value_dim=" + std::to_string(value_dim);

@@ -707,10 +707,11 @@ void check_gdn(const GdnCase& c) {
       // With T = 1 the output does not depend on g (the decay acts on S_0 = 0): dg = 0.
       {"dg", BT * c.H, Kind::acc, Cls::stat, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f}};
   check_both(tag, specs, [&](sl::Backend& be, Bufs& b) {
-    be.gdn_forward(b["out"], b["states"], b["q"], b["k"], b["v"], b["beta"], b["g"], c.B, c.T, c.H,
-                   c.key_dim, c.value_dim);
+    const sl::GdnShape shape{
+        .B = c.B, .T = c.T, .H = c.H, .key_dim = c.key_dim, .value_dim = c.value_dim};
+    be.gdn_forward(b["out"], b["states"], b["q"], b["k"], b["v"], b["beta"], b["g"], shape);
     be.gdn_backward(b["dq"], b["dk"], b["dv"], b["dbeta"], b["dg"], b["dout"], b["states"], b["q"],
-                    b["k"], b["v"], b["beta"], b["g"], c.B, c.T, c.H, c.key_dim, c.value_dim);
+                    b["k"], b["v"], b["beta"], b["g"], shape);
     return 0.0;
   });
 }

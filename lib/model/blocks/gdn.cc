@@ -133,7 +133,8 @@ void GdnBlock::forward(Tensor x, Tensor out) {
   be.copy2d(gv_, H * D.dv, conv_.at(2 * H * D.dk), D.Cc, BT, H * D.dv, false);
   be.gdn_gates_forward(beta_, g_, proj_.at(D.Cc), proj_.at(D.Cc + H), D.P, w_.A_log, w_.dt_bias, BT,
                        H, spec.allow_neg_eigval ? 2.f : 1.f);
-  be.gdn_forward(go_, states_, gq_, gk_, gv_, beta_, g_, B, T, H, D.dk, D.dv);
+  be.gdn_forward(go_, states_, gq_, gk_, gv_, beta_, g_,
+                 {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
   be.gated_rmsnorm_forward(on_, go_rstd_, go_, proj_.at(D.Cc + 2 * H), D.P, w_.o_norm, BT * H, H,
                            D.dv, static_cast<float>(spec.gdn_norm_eps));
   be.matmul_forward(y_, on_, H * D.dv, w_.o_proj, BT, H * D.dv, d, false);
@@ -179,8 +180,8 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
                      w_.o_proj, BT, H * D.dv, d, false);
   be.gated_rmsnorm_backward(dgo, dproj.at(D.Cc + 2 * H), dw_.o_norm, don, go_,
                             proj_.at(D.Cc + 2 * H), D.P, w_.o_norm, go_rstd_, BT * H, H, D.dv);
-  be.gdn_backward(dgq, dgk, dgv, dbeta, dg, dgo, states_, gq_, gk_, gv_, beta_, g_, B, T, H, D.dk,
-                  D.dv);
+  be.gdn_backward(dgq, dgk, dgv, dbeta, dg, dgo, states_, gq_, gk_, gv_, beta_, g_,
+                  {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
   be.gdn_gates_backward(dproj.at(D.Cc), dproj.at(D.Cc + H), dw_.A_log, dw_.dt_bias, dbeta, dg,
                         proj_.at(D.Cc), proj_.at(D.Cc + H), D.P, w_.A_log, w_.dt_bias, BT, H,
                         beta_scale);

@@ -1,0 +1,56 @@
+// The shapes of the backend ops (core/backend_ops.inc): one aggregate per family of ops that
+// share their sizes, so that a call names every size, stride and shared scalar:
+//   be.gdn_forward(out, states, q, k, v, beta, g,
+//                  {.B = B, .T = T, .H = H, .key_dim = dk, .value_dim = dv});
+// Positional int64_t runs let a call site swap two sizes silently; with C++20 designated
+// initializers a swap is visible, a designator out of the declared order does not compile, and a
+// forgotten field is -Wmissing-field-initializers, an error under SL_WERROR (none of these fields
+// has a default). Fields are declared sizes first (outer to inner), then strides, then the
+// scalars both directions of the op read (RoPE's theta, the L2 norm's scale, the gates'
+// beta_scale); a scalar only the forward reads (eps: the backward reads the saved rstd) stays an
+// argument of the forward. Sizes and strides count elements; "[R, C] ld L" is core/backend.h's
+// layout (element (r, c) at r*L + c).
+//
+// check(op) throws one line (sl::Error) naming the op and the sizes when they cannot describe the
+// op's tensors (a negative size, a row stride below the row, a head dim RoPE cannot pair); the
+// CPU ops call it first. It cannot see tensor lengths (a Tensor carries no shape), only the
+// sizes' consistency. Plain C++17: the CUDA sources include this header (through core/backend.h)
+// and compile as C++17.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "core/error.h"
+
+namespace sl {
+
+namespace shape_detail {
+// "op: bad sizes B=2 T=-1 (need B, T >= 0)", thrown by the structs' check().
+[[noreturn]] inline void bad_sizes(const char* op,
+                                   std::initializer_list<std::pair<const char*, int64_t>> sizes,
+                                   const char* need) {
+  std::string msg = std::string(op) + ": bad sizes";
+  for (const auto& kv : sizes) msg += std::string(" ") + kv.first + "=" + std::to_string(kv.second);
+  fail(msg + " (need " + need + ")");
+}
+}  // namespace shape_detail
+
+// gdn (the gated delta rule): q, k [B, T, H, key_dim]; v, out [B, T, H, value_dim]; beta, g
+// [B, T, H], all contiguous; states [B, H, gdn_num_chunks(T), key_dim, value_dim].
+struct GdnShape {
+  int64_t B;          // batch
+  int64_t T;          // sequence length
+  int64_t H;          // heads
+  int64_t key_dim;    // head dim of q and k (rows of the state)
+  int64_t value_dim;  // head dim of v and out (columns of the state)
+  void check(const char* op) const {
+    if (B < 0 || T < 0 || H < 0 || key_dim < 1 || value_dim < 1)
+      shape_detail::bad_sizes(
+          op, {{"B", B}, {"T", T}, {"H", H}, {"key_dim", key_dim}, {"value_dim", value_dim}},
+          "B, T, H >= 0, key_dim, value_dim >= 1");
+  }
+};
+
+}  // namespace sl
