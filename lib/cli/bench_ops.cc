@@ -95,11 +95,13 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto lse = P.sets(B * H * T, f32), dq = P.sets(BT * d, act), dk = P.sets(BT * d, act),
          dv = P.sets(BT * 3 * d, act);
     c.fwd = [=, &be](int i) {
-      be.attention_forward(out[i], lse[i], q[i], k[i], v[i].at(2 * d), 3 * d, B, T, H, hd);
+      be.attention_forward(out[i], lse[i], q[i], k[i], v[i].at(2 * d),
+                           {.B = B, .T = T, .H = H, .hd = hd, .ldv = 3 * d});
     };
     c.bwd = [=, &be](int i) {
       be.attention_backward(dq[i], dk[i], dv[i].at(2 * d), dout[i], q[i], k[i], v[i].at(2 * d),
-                            3 * d, out[i], lse[i], B, T, H, hd, false);
+                            out[i], lse[i], {.B = B, .T = T, .H = H, .hd = hd, .ldv = 3 * d},
+                            false);
     };
     // Outputs must be valid (lse finite) before timing the backward alone.
     for (int i = 0; i < kSets; ++i) c.fwd(i);

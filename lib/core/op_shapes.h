@@ -37,6 +37,21 @@ namespace shape_detail {
 }
 }  // namespace shape_detail
 
+// attention: q, k, out, dq, dk [B, T, H, hd] contiguous; v, dv [B, T, H, hd] token stride ldv;
+// lse [B, H, T].
+struct AttnShape {
+  int64_t B;    // batch
+  int64_t T;    // sequence length
+  int64_t H;    // heads
+  int64_t hd;   // head dim
+  int64_t ldv;  // token stride of v and dv, >= H*hd (v in the fused q|k|v projection)
+  void check(const char* op) const {
+    if (B < 0 || T < 0 || H < 0 || hd < 1 || ldv < H * hd)
+      shape_detail::bad_sizes(op, {{"B", B}, {"T", T}, {"H", H}, {"hd", hd}, {"ldv", ldv}},
+                              "B, T, H >= 0, hd >= 1, ldv >= H*hd");
+  }
+};
+
 // gdn (the gated delta rule): q, k [B, T, H, key_dim]; v, out [B, T, H, value_dim]; beta, g
 // [B, T, H], all contiguous; states [B, H, gdn_num_chunks(T), key_dim, value_dim].
 struct GdnShape {

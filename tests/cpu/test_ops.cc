@@ -343,7 +343,8 @@ BOOST_AUTO_TEST_CASE(attention_matches_naive_fp64) {
   Vec q = randv(B * T * H * hd, 17, -2, 2), k = randv(B * T * H * hd, 18, -2, 2);
   Vec v = randv(B * T * ldv, 19);
   Vec out(B * T * H * hd), lse(B * H * T), ref_out, ref_lse;
-  cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v), ldv, B, T, H, hd);
+  cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v),
+                          {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv});
   naive_attention(ref_out, ref_lse, q, k, v, ldv, B, T, H, hd);
   BOOST_TEST(rel_diff(out, ref_out) < 1e-13);
   BOOST_TEST(rel_diff(lse, ref_lse) < 1e-13);
@@ -355,13 +356,15 @@ BOOST_AUTO_TEST_CASE(attention_gradcheck_strided_fp64) {
   Vec v = randv(B * T * ldv, 22), R = randv(B * T * H * hd, 23);
   Vec out(B * T * H * hd), lse(B * H * T), dq, dk, dv;
   auto loss = [&] {
-    cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v), ldv, B, T, H, hd);
+    cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v),
+                            {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv});
     return dot(out, R);
   };
   auto bwd = [&] {
     loss();
-    cpu64.attention_backward(view(dq), view(dk), view(dv), view(R), view(q), view(k), view(v), ldv,
-                             view(out), view(lse), B, T, H, hd, true);
+    cpu64.attention_backward(view(dq), view(dk), view(dv), view(R), view(q), view(k), view(v),
+                             view(out), view(lse), {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv},
+                             true);
   };
   check_grads("attention", {{"q", &q, &dq}, {"k", &k, &dk}, {"v", &v, &dv}}, loss, bwd);
 }
@@ -595,14 +598,18 @@ BOOST_AUTO_TEST_CASE(null_gradients_are_skipped_fp64) {
   // attention: dv only and dq only.
   const int64_t B = 1, T = 9, H = 2, hd = 3, n = B * T * H * hd;
   Vec q = randv(n, 57), k = randv(n, 58), v = randv(n, 59), o(n), lse(B * H * T), dO = randv(n, 60);
-  cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v), H * hd, B, T, H, hd);
+  cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v),
+                          {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd});
   Vec dq(n), dk(n), dv(n), dq1(n), dv1(n);
   cpu64.attention_backward(view(dq), view(dk), view(dv), view(dO), view(q), view(k), view(v),
-                           H * hd, view(o), view(lse), B, T, H, hd, true);
+                           view(o), view(lse), {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd},
+                           true);
   cpu64.attention_backward(sl::Tensor{}, sl::Tensor{}, view(dv1), view(dO), view(q), view(k),
-                           view(v), H * hd, view(o), view(lse), B, T, H, hd, true);
+                           view(v), view(o), view(lse),
+                           {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd}, true);
   cpu64.attention_backward(view(dq1), sl::Tensor{}, sl::Tensor{}, view(dO), view(q), view(k),
-                           view(v), H * hd, view(o), view(lse), B, T, H, hd, true);
+                           view(v), view(o), view(lse),
+                           {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd}, true);
   BOOST_TEST(dv == dv1);
   BOOST_TEST(dq == dq1);
 }
@@ -674,17 +681,17 @@ BOOST_AUTO_TEST_CASE(write_mode_overwrites_inside_and_keeps_padding_fp64) {
   const sl::Tensor q = make(randv(B * T * D, 88)), k = make(randv(B * T * D, 89)),
                    v = make(randv(B * T * ldv, 90)), o = make(Vec(B * T * D, 0.0)),
                    lse = make(Vec(B * H * T, 0.0)), dO = make(randv(B * T * D, 91));
-  be.attention_forward(o, lse, q, k, v.at(2 * D), ldv, B, T, H, hd);
+  be.attention_forward(o, lse, q, k, v.at(2 * D), {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv});
   std::vector<size_t> vpad;  // dv lives in the last D columns of each 3D-wide row
   for (int64_t t = 0; t < B * T; ++t)
     for (int64_t c = 0; c < 2 * D; ++c) vpad.push_back(static_cast<size_t>(t * ldv + c));
   check("attention_backward dq", B * T * D, {}, [&](sl::Tensor dq, bool a) {
-    be.attention_backward(dq, sl::Tensor{}, sl::Tensor{}, dO, q, k, v.at(2 * D), ldv, o, lse, B, T,
-                          H, hd, a);
+    be.attention_backward(dq, sl::Tensor{}, sl::Tensor{}, dO, q, k, v.at(2 * D), o, lse,
+                          {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv}, a);
   });
   check("attention_backward dv", B * T * ldv, vpad, [&](sl::Tensor dvv, bool a) {
-    be.attention_backward(sl::Tensor{}, sl::Tensor{}, dvv.at(2 * D), dO, q, k, v.at(2 * D), ldv, o,
-                          lse, B, T, H, hd, a);
+    be.attention_backward(sl::Tensor{}, sl::Tensor{}, dvv.at(2 * D), dO, q, k, v.at(2 * D), o, lse,
+                          {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv}, a);
   });
   for (sl::Tensor t : owned) be.free(t);
 }
@@ -751,15 +758,18 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t B = 1, T = 80, H = 2, hd = 16, n = B * T * H * hd;
     Vec q = randv(n, 73, -2, 2), k = randv(n, 74, -2, 2), v = randv(n, 75), dO = randv(n, 76);
     Vec o(n), lse(B * H * T), dq(n), dk(n), dv(n);
-    cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v), H * hd, B, T, H, hd);
+    cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v),
+                            {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd});
     cpu64.attention_backward(view(dq), view(dk), view(dv), view(dO), view(q), view(k), view(v),
-                             H * hd, view(o), view(lse), B, T, H, hd, true);
+                             view(o), view(lse), {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd},
+                             true);
     auto qf = to_float(q), kf = to_float(k), vf = to_float(v), dOf = to_float(dO);
     std::vector<float> of(n), lsef(B * H * T), dqf(n), dkf(n), dvf(n);
-    cpu32.attention_forward(view(of), view(lsef), view(qf), view(kf), view(vf), H * hd, B, T, H,
-                            hd);
+    cpu32.attention_forward(view(of), view(lsef), view(qf), view(kf), view(vf),
+                            {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd});
     cpu32.attention_backward(view(dqf), view(dkf), view(dvf), view(dOf), view(qf), view(kf),
-                             view(vf), H * hd, view(of), view(lsef), B, T, H, hd, true);
+                             view(vf), view(of), view(lsef),
+                             {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd}, true);
     expect_close("fp32 attention o", of, o, tol);
     expect_close("fp32 attention lse", lsef, lse, tol);
     expect_close("fp32 attention dq", dqf, dq, tol);

@@ -511,11 +511,11 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
         {"dv", BT * ldv, gk, Cls::act}};
     check_both(std::string("attention") + (acc ? " " : "(=) ") + tag, specs,
                [&](sl::Backend& be, Bufs& b) {
-                 be.attention_forward(b["out"], b["lse"], b["q"], b["k"], b["v"].at(2 * D), ldv,
-                                      c.B, c.T, c.H, c.hd);
+                 be.attention_forward(b["out"], b["lse"], b["q"], b["k"], b["v"].at(2 * D),
+                                      {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .ldv = ldv});
                  be.attention_backward(b["dq"], b["dk"], b["dv"].at(2 * D), b["dout"], b["q"],
-                                       b["k"], b["v"].at(2 * D), ldv, b["out"], b["lse"], c.B, c.T,
-                                       c.H, c.hd, acc);
+                                       b["k"], b["v"].at(2 * D), b["out"], b["lse"],
+                                       {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .ldv = ldv}, acc);
                  return 0.0;
                });
   }
@@ -540,12 +540,13 @@ BOOST_AUTO_TEST_CASE(attention_backward_is_deterministic) {
     Tensor q = make(BT * D, DType::bf16, true), k = make(BT * D, DType::bf16, true),
            v = make(BT * D, DType::bf16, true), dout = make(BT * D, DType::bf16, true),
            out = make(BT * D, DType::bf16, false), lse = make(B * H * T, DType::f32, false);
-    g.attention_forward(out, lse, q, k, v, D, B, T, H, hd);
+    g.attention_forward(out, lse, q, k, v, {.B = B, .T = T, .H = H, .hd = hd, .ldv = D});
     std::vector<std::vector<float>> runs;
     for (int r = 0; r < 2; ++r) {
       Tensor dq = make(BT * D, DType::bf16, false), dk = make(BT * D, DType::bf16, false),
              dv = make(BT * D, DType::bf16, false);
-      g.attention_backward(dq, dk, dv, dout, q, k, v, D, out, lse, B, T, H, hd, false);
+      g.attention_backward(dq, dk, dv, dout, q, k, v, out, lse,
+                           {.B = B, .T = T, .H = H, .hd = hd, .ldv = D}, false);
       std::vector<float> all(static_cast<size_t>(3 * BT * D));
       g.download(all.data(), dq);
       g.download(all.data() + BT * D, dk);
