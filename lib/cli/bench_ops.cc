@@ -137,9 +137,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     // y [BT, N] = x [BT, K] w^T with K = N = d (an o_proj).
     auto x = P.sets(BT * d, act), w = P.sets(d * d, act), y = P.sets(BT * d, act);
     auto dy = P.sets(BT * d, act), dx = P.sets(BT * d, act), dw = P.sets(d * d, f32);
-    c.fwd = [=, &be](int i) { be.matmul_forward(y[i], x[i], d, w[i], BT, d, d, false); };
+    c.fwd = [=, &be](int i) {
+      be.matmul_forward(y[i], x[i], w[i], {.M = BT, .K = d, .N = d, .ldx = d}, false);
+    };
     c.bwd = [=, &be](int i) {
-      be.matmul_backward(dx[i], dw[i], dy[i], x[i], d, w[i], BT, d, d, false);
+      be.matmul_backward(dx[i], dw[i], dy[i], x[i], w[i], {.M = BT, .K = d, .N = d, .ldx = d},
+                         false);
     };
     c.shape = "M=" + std::to_string(BT) + " K=" + std::to_string(d) + " N=" + std::to_string(d);
     c.fwd_flops = 2.0 * BT * d * d;

@@ -37,6 +37,19 @@ namespace shape_detail {
 }
 }  // namespace shape_detail
 
+// matmul: y [M, N] (=|+=) x [M, K] ld ldx . w [N, K]^T (HF Linear: weight [out, in]).
+struct MatmulShape {
+  int64_t M;    // rows of x and y (tokens)
+  int64_t K;    // in features: columns of x, w
+  int64_t N;    // out features: columns of y, rows of w
+  int64_t ldx;  // row stride of x and dx, >= K (a column block of a fused projection)
+  void check(const char* op) const {
+    if (M < 0 || K < 0 || N < 0 || ldx < K)
+      shape_detail::bad_sizes(op, {{"M", M}, {"K", K}, {"N", N}, {"ldx", ldx}},
+                              "M, K, N >= 0, ldx >= K");
+  }
+};
+
 // attention: q, k, out, dq, dk [B, T, H, hd] contiguous; v, dv [B, T, H, hd] token stride ldv;
 // lse [B, H, T].
 struct AttnShape {

@@ -209,8 +209,9 @@ void Model::backward() {
   const ParamInfo& head = table_.back();
   const ParamInfo& emb = table_.front();
   // Tail: logits = rms(x_L) W_head^T.
-  be_.matmul_backward(dxf_, grads_.at(head.offset, head.numel), logits_, xf_, D.d,
-                      params_c_.at(head.offset, head.numel), BT, D.d, D.V, false);
+  be_.matmul_backward(dxf_, grads_.at(head.offset, head.numel), logits_, xf_,
+                      params_c_.at(head.offset, head.numel),
+                      {.M = BT, .K = D.d, .N = D.V, .ldx = D.d}, false);
   // One residual gradient buffer, written here and updated in place by every block.
   be_.rmsnorm_backward(dres_, grads_.at(fnorm.offset, fnorm.numel), dxf_, res_.back(), D.d,
                        params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_, BT, D.d, false);
@@ -276,7 +277,8 @@ void Model::run_forward() {
   const ParamInfo& head = table_.back();
   be_.rmsnorm_forward(xf_, xf_rstd_, res_.back(), D.d, params_c_.at(fnorm.offset, fnorm.numel), BT,
                       D.d, static_cast<float>(spec_.norm_eps), Tensor{}, Tensor{});
-  be_.matmul_forward(logits_, xf_, D.d, params_c_.at(head.offset, head.numel), BT, D.d, D.V, false);
+  be_.matmul_forward(logits_, xf_, params_c_.at(head.offset, head.numel),
+                     {.M = BT, .K = D.d, .N = D.V, .ldx = D.d}, false);
   have_dlogits_ = false;
   if (!staged_targets_) return;
   be_.zero(step_.at(kStepLossSum, 1));

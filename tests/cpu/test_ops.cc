@@ -210,11 +210,12 @@ BOOST_AUTO_TEST_CASE(matmul_gradcheck_strided_fp64) {
   const int64_t M = 5, K = 7, N = 4, ldx = 9;
   Vec x = randv(M * ldx, 3), w = randv(N * K, 4), R = randv(M * N, 5), y(M * N), dx, dw;
   auto loss = [&] {
-    cpu64.matmul_forward(view(y), view(x), ldx, view(w), M, K, N, false);
+    cpu64.matmul_forward(view(y), view(x), view(w), {.M = M, .K = K, .N = N, .ldx = ldx}, false);
     return dot(y, R);
   };
   auto bwd = [&] {
-    cpu64.matmul_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), M, K, N, true);
+    cpu64.matmul_backward(view(dx), view(dw), view(R), view(x), view(w),
+                          {.M = M, .K = K, .N = N, .ldx = ldx}, true);
   };
   check_grads("matmul", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
@@ -223,8 +224,8 @@ BOOST_AUTO_TEST_CASE(matmul_forward_matches_naive_and_accumulates_fp64) {
   const int64_t M = 6, K = 5, N = 3, ldx = 8;
   Vec x = randv(M * ldx, 6), w = randv(N * K, 7), y0 = randv(M * N, 8);
   Vec y = y0, yacc = y0;
-  cpu64.matmul_forward(view(y), view(x), ldx, view(w), M, K, N, false);
-  cpu64.matmul_forward(view(yacc), view(x), ldx, view(w), M, K, N, true);
+  cpu64.matmul_forward(view(y), view(x), view(w), {.M = M, .K = K, .N = N, .ldx = ldx}, false);
+  cpu64.matmul_forward(view(yacc), view(x), view(w), {.M = M, .K = K, .N = N, .ldx = ldx}, true);
   for (int64_t i = 0; i < M; ++i) {
     for (int64_t j = 0; j < N; ++j) {
       double ref = 0;
@@ -592,8 +593,10 @@ BOOST_AUTO_TEST_CASE(null_gradients_are_skipped_fp64) {
   const int64_t M = 3, K = 4, N = 5;
   Vec xm = randv(M * K, 54), wm = randv(N * K, 55), dym = randv(M * N, 56), dwm(N * K), dwm1(N * K);
   Vec dxm(M * K);
-  cpu64.matmul_backward(view(dxm), view(dwm), view(dym), view(xm), K, view(wm), M, K, N, true);
-  cpu64.matmul_backward(sl::Tensor{}, view(dwm1), view(dym), view(xm), K, view(wm), M, K, N, true);
+  cpu64.matmul_backward(view(dxm), view(dwm), view(dym), view(xm), view(wm),
+                        {.M = M, .K = K, .N = N, .ldx = K}, true);
+  cpu64.matmul_backward(sl::Tensor{}, view(dwm1), view(dym), view(xm), view(wm),
+                        {.M = M, .K = K, .N = N, .ldx = K}, true);
   BOOST_TEST(dwm == dwm1);
   // attention: dv only and dq only.
   const int64_t B = 1, T = 9, H = 2, hd = 3, n = B * T * H * hd;
@@ -664,8 +667,9 @@ BOOST_AUTO_TEST_CASE(write_mode_overwrites_inside_and_keeps_padding_fp64) {
     for (int64_t c = K; c < ldx; ++c) pad.push_back(static_cast<size_t>(r * ldx + c));
   const sl::Tensor x = make(randv(M * ldx, 81)), w = make(randv(N * K, 82)),
                    dy = make(randv(M * N, 83)), dw = make(Vec(N * K, 0.0));
-  check("matmul_backward dx", M * ldx, pad,
-        [&](sl::Tensor dx, bool a) { be.matmul_backward(dx, dw, dy, x, ldx, w, M, K, N, a); });
+  check("matmul_backward dx", M * ldx, pad, [&](sl::Tensor dx, bool a) {
+    be.matmul_backward(dx, dw, dy, x, w, {.M = M, .K = K, .N = N, .ldx = ldx}, a);
+  });
   const sl::Tensor wn = make(randv(K, 84, 0.5, 1.5)), rstd = make(Vec(M, 0.0)),
                    yn = make(Vec(M * K, 0.0)), dyn = make(randv(M * K, 85)),
                    dwn = make(Vec(K, 0.0));

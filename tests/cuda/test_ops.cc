@@ -317,7 +317,8 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
                 {"w", N * K, Kind::in, Cls::weight},
                 {"y", M * N, acc ? Kind::inout : Kind::out, Cls::act}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.matmul_forward(b["y"], b["x"], ldx, b["w"], M, K, N, acc);
+                 be.matmul_forward(b["y"], b["x"], b["w"], {.M = M, .K = K, .N = N, .ldx = ldx},
+                                   acc);
                  return 0.0;
                });
   }
@@ -328,7 +329,8 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
                                   {"dx", M * ldx, acc ? Kind::acc : Kind::write, Cls::act},
                                   {"dw", N * K, Kind::acc, Cls::pgrad}};
     check_both(acc ? "matmul_backward" : "matmul_backward(dx=)", bw, [&](sl::Backend& be, Bufs& b) {
-      be.matmul_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N, acc);
+      be.matmul_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"],
+                         {.M = M, .K = K, .N = N, .ldx = ldx}, acc);
       return 0.0;
     });
     if (!acc) continue;
@@ -336,7 +338,8 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
     std::vector<Spec> only_dw = bw;
     only_dw.erase(only_dw.begin() + 3);
     check_both("matmul_backward(dx=null)", only_dw, [&](sl::Backend& be, Bufs& b) {
-      be.matmul_backward(Tensor(), b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N, true);
+      be.matmul_backward(Tensor(), b["dw"], b["dy"], b["x"], b["w"],
+                         {.M = M, .K = K, .N = N, .ldx = ldx}, true);
       return 0.0;
     });
   }

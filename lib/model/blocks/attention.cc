@@ -117,12 +117,12 @@ void AttentionBlock::forward(Tensor x, Tensor out) {
   const float eps = static_cast<float>(env_.spec.norm_eps),
               theta = static_cast<float>(env_.spec.rope_theta);
   const Tensor xb = input_copied_ ? xb_ : env_.as_act(x, xb_, BT, d);
-  be.matmul_forward(qkv_, xb, d, w_.qkv, BT, d, 3 * d, false);
+  be.matmul_forward(qkv_, xb, w_.qkv, {.M = BT, .K = d, .N = 3 * d, .ldx = d}, false);
   be.rmsnorm_rope_forward(q_, q_rstd_, qkv_, 3 * d, w_.q_norm, B, T, D.H, D.hd, eps, theta);
   be.rmsnorm_rope_forward(k_, k_rstd_, qkv_.at(d), 3 * d, w_.k_norm, B, T, D.H, D.hd, eps, theta);
   be.attention_forward(att_, lse_, q_, k_, qkv_.at(2 * d),
                        {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldv = 3 * d});
-  be.matmul_forward(o_, att_, d, w_.o_proj, BT, d, d, false);
+  be.matmul_forward(o_, att_, w_.o_proj, {.M = BT, .K = d, .N = d, .ldx = d}, false);
   // y = x + rms(o) and its compute-dtype copy yb for the MLP's GEMM, in one pass.
   be.rmsnorm_forward(y_, o_rstd_, o_, d, w_.post_attention_layernorm, BT, d, eps, x,
                      env_.split_residual() ? yb_ : Tensor{});
@@ -158,14 +158,16 @@ void AttentionBlock::backward(Tensor /*x: read as xb_*/, Tensor dres) {
   // y = x + rms(o): d x = d y + (attention path)
   be.rmsnorm_backward(dov, dw_.post_attention_layernorm, dres, o_, d, w_.post_attention_layernorm,
                       o_rstd_, BT, d, false);
-  be.matmul_backward(datt, dw_.o_proj, dov, att_, d, w_.o_proj, BT, d, d, false);
+  be.matmul_backward(datt, dw_.o_proj, dov, att_, w_.o_proj, {.M = BT, .K = d, .N = d, .ldx = d},
+                     false);
   be.attention_backward(dq, dk, dqkv.at(2 * d), datt, q_, k_, qkv_.at(2 * d), att_, lse_,
                         {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldv = 3 * d}, false);
   be.rmsnorm_rope_backward(dqkv, dw_.q_norm, dq, qkv_, 3 * d, w_.q_norm, q_rstd_, B, T, D.H, D.hd,
                            theta, false);
   be.rmsnorm_rope_backward(dqkv.at(d), dw_.k_norm, dk, qkv_.at(d), 3 * d, w_.k_norm, k_rstd_, B, T,
                            D.H, D.hd, theta, false);
-  be.matmul_backward(dres, dw_.qkv, dqkv, xb_, d, w_.qkv, BT, d, 3 * d, true);
+  be.matmul_backward(dres, dw_.qkv, dqkv, xb_, w_.qkv, {.M = BT, .K = d, .N = 3 * d, .ldx = d},
+                     true);
 }
 
 }  // namespace sl

@@ -126,7 +126,7 @@ void GdnBlock::forward(Tensor x, Tensor out) {
   const float qscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D.dk)));
   const Tensor none;
   be.rmsnorm_forward(u_, u_rstd_, x, d, w_.input_layernorm, BT, d, eps, none, none);
-  be.matmul_forward(proj_, u_, d, w_.proj, BT, d, D.P, false);
+  be.matmul_forward(proj_, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d}, false);
   be.conv1d_silu_forward(conv_, proj_, D.P, w_.conv1d, B, T, D.Cc, D.K);
   be.l2norm_forward(gq_, q_rn_, conv_, D.Cc, BT, H, D.dk, qscale, l2eps);
   be.l2norm_forward(gk_, k_rn_, conv_.at(H * D.dk), D.Cc, BT, H, D.dk, 1.f, l2eps);
@@ -137,7 +137,7 @@ void GdnBlock::forward(Tensor x, Tensor out) {
                  {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
   be.gated_rmsnorm_forward(on_, go_rstd_, go_, proj_.at(D.Cc + 2 * H), D.P, w_.o_norm, BT * H, H,
                            D.dv, static_cast<float>(spec.gdn_norm_eps));
-  be.matmul_forward(y_, on_, H * D.dv, w_.o_proj, BT, H * D.dv, d, false);
+  be.matmul_forward(y_, on_, w_.o_proj, {.M = BT, .K = H * D.dv, .N = d, .ldx = H * D.dv}, false);
   be.axpy(y_, x, 1.f, BT * d);
   be.rmsnorm_forward(n_, n_rstd_, y_, d, w_.post_attention_layernorm, BT, d, eps, none, none);
   // out = y + mlp(n). (The MLP output is rounded to the compute dtype before the add, as HF's bf16
@@ -176,8 +176,8 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   be.rmsnorm_backward(dres, dw_.post_attention_layernorm, dn, y_, d, w_.post_attention_layernorm,
                       n_rstd_, BT, d, true);
   // y = x + on Wo^T: d x = d y + (mixer path)
-  be.matmul_backward(don, dw_.o_proj, env_.as_act(dres, env_.gcopy, BT, d), on_, H * D.dv,
-                     w_.o_proj, BT, H * D.dv, d, false);
+  be.matmul_backward(don, dw_.o_proj, env_.as_act(dres, env_.gcopy, BT, d), on_, w_.o_proj,
+                     {.M = BT, .K = H * D.dv, .N = d, .ldx = H * D.dv}, false);
   be.gated_rmsnorm_backward(dgo, dproj.at(D.Cc + 2 * H), dw_.o_norm, don, go_,
                             proj_.at(D.Cc + 2 * H), D.P, w_.o_norm, go_rstd_, BT * H, H, D.dv);
   be.gdn_backward(dgq, dgk, dgv, dbeta, dg, dgo, states_, gq_, gk_, gv_, beta_, g_,
@@ -189,7 +189,8 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   be.l2norm_backward(dconv.at(H * D.dk), dgk, conv_.at(H * D.dk), D.Cc, k_rn_, BT, H, D.dk, 1.f);
   be.copy2d(dconv.at(2 * H * D.dk), D.Cc, dgv, H * D.dv, BT, H * D.dv, true);
   be.conv1d_silu_backward(dproj, dw_.conv1d, dconv, proj_, D.P, w_.conv1d, B, T, D.Cc, D.K);
-  be.matmul_backward(du, dw_.proj, dproj, u_, d, w_.proj, BT, d, D.P, false);
+  be.matmul_backward(du, dw_.proj, dproj, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d},
+                     false);
   be.rmsnorm_backward(dres, dw_.input_layernorm, du, x, d, w_.input_layernorm, u_rstd_, BT, d,
                       true);
 }
