@@ -157,10 +157,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     // compute-dtype copy; the backward writes dx (=).
     auto res = P.sets(BT * d, f32), yc = P.sets(BT * d, act);
     c.fwd = [=, &be](int i) {
-      be.rmsnorm_forward(y[i], rstd[i], x[i], d, w[i], BT, d, 1e-6f, res[i], yc[i]);
+      be.rmsnorm_forward(y[i], rstd[i], x[i], w[i], {.R = BT, .C = d, .ldx = d}, 1e-6f, res[i],
+                         yc[i]);
     };
     c.bwd = [=, &be](int i) {
-      be.rmsnorm_backward(dx[i], dw[i], dy[i], x[i], d, w[i], rstd[i], BT, d, false);
+      be.rmsnorm_backward(dx[i], dw[i], dy[i], x[i], w[i], rstd[i], {.R = BT, .C = d, .ldx = d},
+                          false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape = "R=" + std::to_string(BT) + " C=" + std::to_string(d);

@@ -50,6 +50,17 @@ struct MatmulShape {
   }
 };
 
+// rmsnorm: x [R, C] ld ldx (and dx); y, dy, res, y_copy [R, C] contiguous; w [C]; rstd [R].
+struct RmsNormShape {
+  int64_t R;    // rows (tokens)
+  int64_t C;    // normalised width
+  int64_t ldx;  // row stride of x and dx, >= C
+  void check(const char* op) const {
+    if (R < 0 || C < 1 || ldx < C)
+      shape_detail::bad_sizes(op, {{"R", R}, {"C", C}, {"ldx", ldx}}, "R >= 0, C >= 1, ldx >= C");
+  }
+};
+
 // attention: q, k, out, dq, dk [B, T, H, hd] contiguous; v, dv [B, T, H, hd] token stride ldv;
 // lse [B, H, T].
 struct AttnShape {

@@ -213,8 +213,9 @@ void Model::backward() {
                       params_c_.at(head.offset, head.numel),
                       {.M = BT, .K = D.d, .N = D.V, .ldx = D.d}, false);
   // One residual gradient buffer, written here and updated in place by every block.
-  be_.rmsnorm_backward(dres_, grads_.at(fnorm.offset, fnorm.numel), dxf_, res_.back(), D.d,
-                       params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_, BT, D.d, false);
+  be_.rmsnorm_backward(dres_, grads_.at(fnorm.offset, fnorm.numel), dxf_, res_.back(),
+                       params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_,
+                       {.R = BT, .C = D.d, .ldx = D.d}, false);
   grads_ready(table_.size() - 2, table_.size() - 1);
   for (int64_t l = spec_.n_layers() - 1; l >= 0; --l) {
     blocks_[l]->backward(res_[l], dres_);
@@ -275,8 +276,9 @@ void Model::run_forward() {
   for (int64_t l = 0; l < spec_.n_layers(); ++l) blocks_[l]->forward(res_[l], res_[l + 1]);
   const ParamInfo& fnorm = table_[table_.size() - 2];
   const ParamInfo& head = table_.back();
-  be_.rmsnorm_forward(xf_, xf_rstd_, res_.back(), D.d, params_c_.at(fnorm.offset, fnorm.numel), BT,
-                      D.d, static_cast<float>(spec_.norm_eps), Tensor{}, Tensor{});
+  be_.rmsnorm_forward(xf_, xf_rstd_, res_.back(), params_c_.at(fnorm.offset, fnorm.numel),
+                      {.R = BT, .C = D.d, .ldx = D.d}, static_cast<float>(spec_.norm_eps), Tensor{},
+                      Tensor{});
   be_.matmul_forward(logits_, xf_, params_c_.at(head.offset, head.numel),
                      {.M = BT, .K = D.d, .N = D.V, .ldx = D.d}, false);
   have_dlogits_ = false;

@@ -243,14 +243,14 @@ BOOST_AUTO_TEST_CASE(rmsnorm_gradcheck_strided_fp64) {
   Vec x = randv(R_ * ldx, 9), w = randv(C, 10, 0.5, 1.5), R = randv(R_ * C, 11);
   Vec y(R_ * C), rstd(R_), dx, dw;
   auto loss = [&] {
-    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
-                          sl::Tensor{});
+    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = ldx},
+                          1e-6, sl::Tensor{}, sl::Tensor{});
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu64.rmsnorm_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), view(rstd), R_, C,
-                           true);
+    cpu64.rmsnorm_backward(view(dx), view(dw), view(R), view(x), view(w), view(rstd),
+                           {.R = R_, .C = C, .ldx = ldx}, true);
   };
   check_grads("rmsnorm", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
@@ -259,8 +259,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_forward_matches_formula_fp64) {
   const int64_t R_ = 3, C = 5;
   const float eps = 1e-6f;  // a float, as the op gets it: the reference uses the same value
   Vec x = randv(R_ * C, 12), w = randv(C, 13), y(R_ * C), rstd(R_);
-  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, eps, sl::Tensor{},
-                        sl::Tensor{});
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = C}, eps,
+                        sl::Tensor{}, sl::Tensor{});
   for (int64_t r = 0; r < R_; ++r) {
     double ms = 0;
     for (int64_t c = 0; c < C; ++c) ms += x[r * C + c] * x[r * C + c] / C;
@@ -578,15 +578,15 @@ BOOST_AUTO_TEST_CASE(null_gradients_are_skipped_fp64) {
   // rmsnorm: dx alone, dw alone, both: each result equals the joint one.
   const int64_t R_ = 4, C = 6;
   Vec x = randv(R_ * C, 51), w = randv(C, 52), dy = randv(R_ * C, 53), y(R_ * C), rstd(R_);
-  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, 1e-6, sl::Tensor{},
-                        sl::Tensor{});
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = C}, 1e-6,
+                        sl::Tensor{}, sl::Tensor{});
   Vec dx(R_ * C), dw(C), dx1(R_ * C), dw1(C);
-  cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), C, view(w), view(rstd), R_, C,
-                         true);
-  cpu64.rmsnorm_backward(view(dx1), sl::Tensor{}, view(dy), view(x), C, view(w), view(rstd), R_, C,
-                         true);
-  cpu64.rmsnorm_backward(sl::Tensor{}, view(dw1), view(dy), view(x), C, view(w), view(rstd), R_, C,
-                         true);
+  cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), view(w), view(rstd),
+                         {.R = R_, .C = C, .ldx = C}, true);
+  cpu64.rmsnorm_backward(view(dx1), sl::Tensor{}, view(dy), view(x), view(w), view(rstd),
+                         {.R = R_, .C = C, .ldx = C}, true);
+  cpu64.rmsnorm_backward(sl::Tensor{}, view(dw1), view(dy), view(x), view(w), view(rstd),
+                         {.R = R_, .C = C, .ldx = C}, true);
   BOOST_TEST(dx == dx1);
   BOOST_TEST(dw == dw1);
   // matmul: dw only.
@@ -624,10 +624,10 @@ BOOST_AUTO_TEST_CASE(rmsnorm_forward_adds_the_residual_and_copies_fp64) {
   const int64_t R_ = 5, C = 7, ldx = 10;
   Vec x = randv(R_ * ldx, 71), w = randv(C, 72), res = randv(R_ * C, 73);
   Vec y0(R_ * C), y(R_ * C), yc(R_ * C, std::nan("")), rstd0(R_), rstd(R_);
-  cpu64.rmsnorm_forward(view(y0), view(rstd0), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
-                        sl::Tensor{});
-  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, view(res),
-                        view(yc));
+  cpu64.rmsnorm_forward(view(y0), view(rstd0), view(x), view(w), {.R = R_, .C = C, .ldx = ldx},
+                        1e-6, sl::Tensor{}, sl::Tensor{});
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = ldx}, 1e-6,
+                        view(res), view(yc));
   // (to rounding: the sum may be contracted into a fused multiply-add)
   for (int64_t i = 0; i < R_ * C; ++i) BOOST_TEST(std::abs(y[i] - (res[i] + y0[i])) < 1e-15);
   BOOST_TEST(yc == y);
@@ -673,9 +673,10 @@ BOOST_AUTO_TEST_CASE(write_mode_overwrites_inside_and_keeps_padding_fp64) {
   const sl::Tensor wn = make(randv(K, 84, 0.5, 1.5)), rstd = make(Vec(M, 0.0)),
                    yn = make(Vec(M * K, 0.0)), dyn = make(randv(M * K, 85)),
                    dwn = make(Vec(K, 0.0));
-  be.rmsnorm_forward(yn, rstd, x, ldx, wn, M, K, 1e-6f, sl::Tensor{}, sl::Tensor{});
+  be.rmsnorm_forward(yn, rstd, x, wn, {.R = M, .C = K, .ldx = ldx}, 1e-6f, sl::Tensor{},
+                     sl::Tensor{});
   check("rmsnorm_backward dx", M * ldx, pad, [&](sl::Tensor dx, bool a) {
-    be.rmsnorm_backward(dx, dwn, dyn, x, ldx, wn, rstd, M, K, a);
+    be.rmsnorm_backward(dx, dwn, dyn, x, wn, rstd, {.R = M, .C = K, .ldx = ldx}, a);
   });
   const int64_t m = 6;
   const sl::Tensor gu = make(randv(M * 2 * m, 86, -3, 3)), dh = make(randv(M * m, 87));
@@ -716,10 +717,10 @@ BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
     const int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
     std::vector<float> dw(C), dwg(Cg), dwc(C * K), dwte(13 * C);
-    cpu32.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, 1e-6f, sl::Tensor{},
-                          sl::Tensor{});
-    cpu32.rmsnorm_backward(sl::Tensor{}, view(dw), view(dy), view(x), C, view(w), view(rstd), R_, C,
-                           true);
+    cpu32.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = C}, 1e-6f,
+                          sl::Tensor{}, sl::Tensor{});
+    cpu32.rmsnorm_backward(sl::Tensor{}, view(dw), view(dy), view(x), view(w), view(rstd),
+                           {.R = R_, .C = C, .ldx = C}, true);
     // gated_rmsnorm on rows of Cg = C / H: BT*H rows use the first BT*H*Cg elements.
     cpu32.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), H * Cg, view(w), BT * H,
                                 H, Cg, 1e-5f);
@@ -744,16 +745,16 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t R_ = 9, C = 33, ldx = 35;
     Vec x = randv(R_ * ldx, 70), w = randv(C, 71, 0.5, 1.5), dy = randv(R_ * C, 72);
     Vec y(R_ * C), rstd(R_), dx(R_ * ldx), dw(C);
-    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
-                          sl::Tensor{});
-    cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), ldx, view(w), view(rstd), R_, C,
-                           true);
+    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = ldx},
+                          1e-6, sl::Tensor{}, sl::Tensor{});
+    cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), view(w), view(rstd),
+                           {.R = R_, .C = C, .ldx = ldx}, true);
     auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
     std::vector<float> yf(R_ * C), rstdf(R_), dxf(R_ * ldx), dwf(C);
-    cpu32.rmsnorm_forward(view(yf), view(rstdf), view(xf), ldx, view(wf), R_, C, 1e-6f,
-                          sl::Tensor{}, sl::Tensor{});
-    cpu32.rmsnorm_backward(view(dxf), view(dwf), view(dyf), view(xf), ldx, view(wf), view(rstdf),
-                           R_, C, true);
+    cpu32.rmsnorm_forward(view(yf), view(rstdf), view(xf), view(wf), {.R = R_, .C = C, .ldx = ldx},
+                          1e-6f, sl::Tensor{}, sl::Tensor{});
+    cpu32.rmsnorm_backward(view(dxf), view(dwf), view(dyf), view(xf), view(wf), view(rstdf),
+                           {.R = R_, .C = C, .ldx = ldx}, true);
     expect_close("fp32 rmsnorm y", yf, y, tol);
     expect_close("fp32 rmsnorm dx", dxf, dx, tol);
     expect_close("fp32 rmsnorm dw", dwf, dw, tol);

@@ -358,8 +358,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
                 {"y", R * C, Kind::out, Cls::act},
                 {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f, Tensor(),
-                                    Tensor());
+                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], b["w"], {.R = R, .C = C, .ldx = ldx},
+                                    1e-6f, Tensor(), Tensor());
                  return 0.0;
                });
     // The post-norm residual add: y = res + rms(x) in fp32 (the residual stream), y_copy its
@@ -372,8 +372,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
                 {"y_copy", R * C, Kind::out, Cls::act},
                 {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f, b["res"],
-                                    b["y_copy"]);
+                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], b["w"], {.R = R, .C = C, .ldx = ldx},
+                                    1e-6f, b["res"], b["y_copy"]);
                  return 0.0;
                });
     for (bool acc : {true, false}) {
@@ -385,8 +385,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
                   {"dx", R * ldx, acc ? Kind::acc : Kind::write, Cls::act},
                   {"dw", C, Kind::acc, Cls::pgrad}},
                  [&](sl::Backend& be, Bufs& b) {
-                   be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], b["rstd"], R,
-                                       C, acc);
+                   be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"], b["rstd"],
+                                       {.R = R, .C = C, .ldx = ldx}, acc);
                    return 0.0;
                  });
     }
