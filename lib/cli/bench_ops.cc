@@ -180,8 +180,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
   } else if (op == "rope") {
     // In place on q [BT, H, hd]; the backward is the inverse rotation.
     auto x = P.sets(BT * d, act);
-    c.fwd = [=, &be](int i) { be.rope_forward(x[i], B, T, H, hd, 5e5f); };
-    c.bwd = [=, &be](int i) { be.rope_backward(x[i], B, T, H, hd, 5e5f); };
+    c.fwd = [=, &be](int i) {
+      be.rope_forward(x[i], {.B = B, .T = T, .H = H, .hd = hd, .theta = 5e5f});
+    };
+    c.bwd = [=, &be](int i) {
+      be.rope_backward(x[i], {.B = B, .T = T, .H = H, .hd = hd, .theta = 5e5f});
+    };
     c.fwd_bytes = c.bwd_bytes = es * 2.0 * BT * d;
   } else if (op == "rmsnorm_rope") {
     // The attention block's QK-norm + RoPE of q: from the fused qkv rows (stride 3d) into q;
@@ -190,10 +194,13 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto rstd = P.sets(BT, f32), dy = P.sets(BT * d, act), dx = P.sets(BT * 3 * d, act),
          dw = P.sets(d, f32);
     c.fwd = [=, &be](int i) {
-      be.rmsnorm_rope_forward(y[i], rstd[i], x[i], 3 * d, w[i], B, T, H, hd, 1e-6f, 5e5f);
+      be.rmsnorm_rope_forward(y[i], rstd[i], x[i], w[i],
+                              {.B = B, .T = T, .H = H, .hd = hd, .ldx = 3 * d, .theta = 5e5f},
+                              1e-6f);
     };
     c.bwd = [=, &be](int i) {
-      be.rmsnorm_rope_backward(dx[i], dw[i], dy[i], x[i], 3 * d, w[i], rstd[i], B, T, H, hd, 5e5f,
+      be.rmsnorm_rope_backward(dx[i], dw[i], dy[i], x[i], w[i], rstd[i],
+                               {.B = B, .T = T, .H = H, .hd = hd, .ldx = 3 * d, .theta = 5e5f},
                                false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);

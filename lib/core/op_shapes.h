@@ -61,6 +61,37 @@ struct RmsNormShape {
   }
 };
 
+// rope: x [B, T, H, hd] contiguous, rotated in place; pairs (i, i + hd/2),
+// inv_freq_i = theta^(-2i/hd).
+struct RopeShape {
+  int64_t B;    // batch
+  int64_t T;    // sequence length (positions 0..T-1)
+  int64_t H;    // heads
+  int64_t hd;   // head dim, even
+  float theta;  // the RoPE base
+  void check(const char* op) const {
+    if (B < 0 || T < 0 || H < 0 || hd < 2 || hd % 2 != 0)
+      shape_detail::bad_sizes(op, {{"B", B}, {"T", T}, {"H", H}, {"hd", hd}},
+                              "B, T, H >= 0, hd even >= 2");
+  }
+};
+
+// rmsnorm_rope (OLMo 3's QK-norm then RoPE): x [B*T, H*hd] ld ldx (and dx), the norm over a
+// whole row of H heads; y, dy [B, T, H, hd] contiguous; w [H*hd]; rstd [B*T].
+struct RmsNormRopeShape {
+  int64_t B;    // batch
+  int64_t T;    // sequence length
+  int64_t H;    // heads
+  int64_t hd;   // head dim, even
+  int64_t ldx;  // token stride of x and dx, >= H*hd (q or k in the fused q|k|v projection)
+  float theta;  // the RoPE base
+  void check(const char* op) const {
+    if (B < 0 || T < 0 || H < 0 || hd < 2 || hd % 2 != 0 || ldx < H * hd)
+      shape_detail::bad_sizes(op, {{"B", B}, {"T", T}, {"H", H}, {"hd", hd}, {"ldx", ldx}},
+                              "B, T, H >= 0, hd even >= 2, ldx >= H*hd");
+  }
+};
+
 // attention: q, k, out, dq, dk [B, T, H, hd] contiguous; v, dv [B, T, H, hd] token stride ldv;
 // lse [B, H, T].
 struct AttnShape {

@@ -279,13 +279,13 @@ BOOST_AUTO_TEST_CASE(rope_gradcheck_fp64) {
   Vec x = randv(n, 14), R = randv(n, 15), y, dx;
   auto loss = [&] {
     y = x;
-    cpu64.rope_forward(view(y), B, T, H, hd, theta);
+    cpu64.rope_forward(view(y), {.B = B, .T = T, .H = H, .hd = hd, .theta = float(theta)});
     return dot(y, R);
   };
   // rope_backward transforms dy in place into dx (not an accumulating op).
   auto bwd = [&] {
     dx = R;
-    cpu64.rope_backward(view(dx), B, T, H, hd, theta);
+    cpu64.rope_backward(view(dx), {.B = B, .T = T, .H = H, .hd = hd, .theta = float(theta)});
   };
   check_grads("rope", {{"x", &x, &dx}}, loss, bwd, false);
 }
@@ -297,15 +297,17 @@ BOOST_AUTO_TEST_CASE(rmsnorm_rope_gradcheck_strided_fp64) {
   Vec x = randv(R_ * ldx, 61), w = randv(C, 62, 0.5, 1.5), R = randv(R_ * C, 63);
   Vec y(R_ * C), rstd(R_), dx, dw;
   auto loss = [&] {
-    cpu64.rmsnorm_rope_forward(view(y), view(rstd), view(x), ldx, view(w), B, T, H, hd, 1e-6,
-                               theta);
+    cpu64.rmsnorm_rope_forward(
+        view(y), view(rstd), view(x), view(w),
+        {.B = B, .T = T, .H = H, .hd = hd, .ldx = ldx, .theta = float(theta)}, 1e-6);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
     const Vec R0 = R;
-    cpu64.rmsnorm_rope_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), view(rstd), B,
-                                T, H, hd, theta, true);
+    cpu64.rmsnorm_rope_backward(
+        view(dx), view(dw), view(R), view(x), view(w), view(rstd),
+        {.B = B, .T = T, .H = H, .hd = hd, .ldx = ldx, .theta = float(theta)}, true);
     BOOST_TEST(R == R0);  // dy is not modified
   };
   check_grads("rmsnorm_rope", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
@@ -315,7 +317,7 @@ BOOST_AUTO_TEST_CASE(rope_matches_formula_fp64) {
   const int64_t B = 1, T = 40, H = 2, hd = 6;
   const double theta = 10000;
   Vec x = randv(B * T * H * hd, 16), y = x;
-  cpu64.rope_forward(view(y), B, T, H, hd, theta);
+  cpu64.rope_forward(view(y), {.B = B, .T = T, .H = H, .hd = hd, .theta = theta});
   for (int64_t t : {0, 1, 37}) {
     for (int64_t h = 0; h < H; ++h) {
       const double* xh = x.data() + (t * H + h) * hd;
@@ -332,7 +334,7 @@ BOOST_AUTO_TEST_CASE(rope_matches_formula_fp64) {
   // Position 0 is the identity.
   for (int64_t c = 0; c < H * hd; ++c) BOOST_TEST(y[c] == x[c]);
   // Backward undoes forward (the rotation is orthogonal).
-  cpu64.rope_backward(view(y), B, T, H, hd, theta);
+  cpu64.rope_backward(view(y), {.B = B, .T = T, .H = H, .hd = hd, .theta = theta});
   BOOST_TEST(rel_diff(y, x) < 1e-14);
 }
 

@@ -402,14 +402,14 @@ BOOST_AUTO_TEST_CASE(rope_matches_cpu) {
     const std::string tag = "T=" + std::to_string(c.T) + " hd=" + std::to_string(c.hd);
     check_both("rope_forward " + tag, {{"x", n, Kind::inout, Cls::act}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rope_forward(b["x"], c.B, c.T, c.H, c.hd, 5e5f);
+                 be.rope_forward(b["x"], {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .theta = 5e5f});
                  return 0.0;
                });
-    check_both("rope_backward " + tag, {{"x", n, Kind::inout, Cls::act}},
-               [&](sl::Backend& be, Bufs& b) {
-                 be.rope_backward(b["x"], c.B, c.T, c.H, c.hd, 5e5f);
-                 return 0.0;
-               });
+    check_both(
+        "rope_backward " + tag, {{"x", n, Kind::inout, Cls::act}}, [&](sl::Backend& be, Bufs& b) {
+          be.rope_backward(b["x"], {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .theta = 5e5f});
+          return 0.0;
+        });
   }
 }
 
@@ -431,8 +431,9 @@ BOOST_AUTO_TEST_CASE(rmsnorm_rope_matches_cpu) {
                 {"y", R * C, Kind::out, Cls::act},
                 {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rmsnorm_rope_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], c.B, c.T, c.H,
-                                         c.hd, 1e-6f, 5e5f);
+                 be.rmsnorm_rope_forward(
+                     b["y"], b["rstd"], b["x"], b["w"],
+                     {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .ldx = ldx, .theta = 5e5f}, 1e-6f);
                  return 0.0;
                });
     for (bool acc : {true, false}) {
@@ -444,8 +445,9 @@ BOOST_AUTO_TEST_CASE(rmsnorm_rope_matches_cpu) {
                   {"dx", R * ldx, acc ? Kind::acc : Kind::write, Cls::act},
                   {"dw", C, Kind::acc, Cls::pgrad}},
                  [&](sl::Backend& be, Bufs& b) {
-                   be.rmsnorm_rope_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"],
-                                            b["rstd"], c.B, c.T, c.H, c.hd, 5e5f, acc);
+                   be.rmsnorm_rope_backward(
+                       b["dx"], b["dw"], b["dy"], b["x"], b["w"], b["rstd"],
+                       {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .ldx = ldx, .theta = 5e5f}, acc);
                    return 0.0;
                  });
     }

@@ -75,21 +75,24 @@ void CpuBackend<T>::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tens
 // QK-norm then RoPE (OLMo 3's q and k): y = rope(rms(x; w)), the norm over the whole row of
 // H heads. The composition of the two references, so it is exactly what the unfused ops give.
 template <class T>
-void CpuBackend<T>::rmsnorm_rope_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
-                                         int64_t B, int64_t T_, int64_t H, int64_t hd, float eps,
-                                         float theta) {
+void CpuBackend<T>::rmsnorm_rope_forward(Tensor y, Tensor rstd, Tensor x, Tensor w,
+                                         const RmsNormRopeShape& shape, float eps) {
+  shape.check("rmsnorm_rope_forward");
+  const int64_t B = shape.B, T_ = shape.T, H = shape.H, hd = shape.hd, ldx = shape.ldx;
   rmsnorm_forward(y, rstd, x, w, {.R = B * T_, .C = H * hd, .ldx = ldx}, eps, Tensor{}, Tensor{});
-  rope_forward(y, B, T_, H, hd, theta);
+  rope_forward(y, {.B = B, .T = T_, .H = H, .hd = hd, .theta = shape.theta});
 }
 // dx (=|+=) rmsnorm'(rope^T dy), dw += ...; dy [BT, H hd] is left as it was.
 template <class T>
-void CpuBackend<T>::rmsnorm_rope_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
-                                          Tensor w, Tensor rstd, int64_t B, int64_t T_, int64_t H,
-                                          int64_t hd, float theta, bool accumulate) {
+void CpuBackend<T>::rmsnorm_rope_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w,
+                                          Tensor rstd, const RmsNormRopeShape& shape,
+                                          bool accumulate) {
+  shape.check("rmsnorm_rope_backward");
+  const int64_t B = shape.B, T_ = shape.T, H = shape.H, hd = shape.hd, ldx = shape.ldx;
   const int64_t n = B * T_ * H * hd;
   std::vector<T> g(dy.as<T>(), dy.as<T>() + n);
   const Tensor gt(g.data(), kType, n);
-  rope_backward(gt, B, T_, H, hd, theta);
+  rope_backward(gt, {.B = B, .T = T_, .H = H, .hd = hd, .theta = shape.theta});
   rmsnorm_backward(dx, dw, gt, x, w, rstd, {.R = B * T_, .C = H * hd, .ldx = ldx}, accumulate);
 }
 

@@ -365,9 +365,10 @@ void CudaBackend::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor
 
 // In one pass where the shape fits the fused kernels (hd a power of two in [16, 256], aligned
 // tensors, strides multiples of 8; the backward also C <= 1024), else as the unfused ops.
-void CudaBackend::rmsnorm_rope_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64_t ldx,
-                                       Tensor w_t, int64_t B, int64_t T, int64_t H, int64_t hd,
-                                       float eps, float theta) {
+void CudaBackend::rmsnorm_rope_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, Tensor w_t,
+                                       const RmsNormRopeShape& shape, float eps) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd, ldx = shape.ldx;
+  const float theta = shape.theta;
   const char* op = "rmsnorm_rope_forward";
   const float* cs = rope_table(T, hd, theta);
   const DPtr y = dptr(y_t, op, "y"), rstd = dptr(rstd_t, op, "rstd"), x = dptr(x_t, op, "x"),
@@ -375,7 +376,7 @@ void CudaBackend::rmsnorm_rope_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, in
   const int64_t R = B * T, C = H * hd;
   if (!rope_fusable(C, ldx, hd, {y, x, w})) {
     rmsnorm_forward(y_t, rstd_t, x_t, w_t, {.R = R, .C = C, .ldx = ldx}, eps, Tensor{}, Tensor{});
-    rope_forward(y_t, B, T, H, hd, theta);
+    rope_forward(y_t, {.B = B, .T = T, .H = H, .hd = hd, .theta = theta});
     return;
   }
   if (R <= 0) return;
@@ -386,9 +387,10 @@ void CudaBackend::rmsnorm_rope_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, in
 }
 
 void CudaBackend::rmsnorm_rope_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
-                                        int64_t ldx, Tensor w_t, Tensor rstd_t, int64_t B,
-                                        int64_t T, int64_t H, int64_t hd, float theta,
+                                        Tensor w_t, Tensor rstd_t, const RmsNormRopeShape& shape,
                                         bool accumulate) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd, ldx = shape.ldx;
+  const float theta = shape.theta;
   const char* op = "rmsnorm_rope_backward";
   const float* cs = rope_table(T, hd, theta);
   const DPtr dx = dptr(dx_t, op, "dx"), dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"),
@@ -403,7 +405,7 @@ void CudaBackend::rmsnorm_rope_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, T
   // Unfused: rope^T(dy) into an fp32 workspace copy (dy itself stays as it was), then RMSNorm.
   const Tensor g(ctx.work->get_as<float>(static_cast<size_t>(R * C)), DType::f32, R * C);
   copy2d(g, C, dy_t, C, R, C, false);
-  rope(g, B, T, H, hd, theta, -1.f);
+  rope(g, {.B = B, .T = T, .H = H, .hd = hd, .theta = theta}, -1.f);
   rmsnorm_backward(dx_t, dw_t, g, x_t, w_t, rstd_t, {.R = R, .C = C, .ldx = ldx}, accumulate);
 }
 

@@ -118,8 +118,12 @@ void AttentionBlock::forward(Tensor x, Tensor out) {
               theta = static_cast<float>(env_.spec.rope_theta);
   const Tensor xb = input_copied_ ? xb_ : env_.as_act(x, xb_, BT, d);
   be.matmul_forward(qkv_, xb, w_.qkv, {.M = BT, .K = d, .N = 3 * d, .ldx = d}, false);
-  be.rmsnorm_rope_forward(q_, q_rstd_, qkv_, 3 * d, w_.q_norm, B, T, D.H, D.hd, eps, theta);
-  be.rmsnorm_rope_forward(k_, k_rstd_, qkv_.at(d), 3 * d, w_.k_norm, B, T, D.H, D.hd, eps, theta);
+  be.rmsnorm_rope_forward(q_, q_rstd_, qkv_, w_.q_norm,
+                          {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldx = 3 * d, .theta = theta},
+                          eps);
+  be.rmsnorm_rope_forward(k_, k_rstd_, qkv_.at(d), w_.k_norm,
+                          {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldx = 3 * d, .theta = theta},
+                          eps);
   be.attention_forward(att_, lse_, q_, k_, qkv_.at(2 * d),
                        {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldv = 3 * d});
   be.matmul_forward(o_, att_, w_.o_proj, {.M = BT, .K = d, .N = d, .ldx = d}, false);
@@ -162,10 +166,12 @@ void AttentionBlock::backward(Tensor /*x: read as xb_*/, Tensor dres) {
                      false);
   be.attention_backward(dq, dk, dqkv.at(2 * d), datt, q_, k_, qkv_.at(2 * d), att_, lse_,
                         {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldv = 3 * d}, false);
-  be.rmsnorm_rope_backward(dqkv, dw_.q_norm, dq, qkv_, 3 * d, w_.q_norm, q_rstd_, B, T, D.H, D.hd,
-                           theta, false);
-  be.rmsnorm_rope_backward(dqkv.at(d), dw_.k_norm, dk, qkv_.at(d), 3 * d, w_.k_norm, k_rstd_, B, T,
-                           D.H, D.hd, theta, false);
+  be.rmsnorm_rope_backward(dqkv, dw_.q_norm, dq, qkv_, w_.q_norm, q_rstd_,
+                           {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldx = 3 * d, .theta = theta},
+                           false);
+  be.rmsnorm_rope_backward(dqkv.at(d), dw_.k_norm, dk, qkv_.at(d), w_.k_norm, k_rstd_,
+                           {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldx = 3 * d, .theta = theta},
+                           false);
   be.matmul_backward(dres, dw_.qkv, dqkv, xb_, w_.qkv, {.M = BT, .K = d, .N = 3 * d, .ldx = d},
                      true);
 }
