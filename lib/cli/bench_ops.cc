@@ -212,9 +212,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const int64_t C = H * 4 * hd, ld = C + 3 * H, K = 4;
     auto x = P.sets(BT * ld, act), w = P.sets(C * K, act, -0.5f, 0.5f), y = P.sets(BT * C, act);
     auto dy = P.sets(BT * C, act), dx = P.sets(BT * ld, act), dw = P.sets(C * K, f32);
-    c.fwd = [=, &be](int i) { be.conv1d_silu_forward(y[i], x[i], ld, w[i], B, T, C, K); };
+    c.fwd = [=, &be](int i) {
+      be.conv1d_silu_forward(y[i], x[i], w[i], {.B = B, .T = T, .C = C, .K = K, .ldx = ld});
+    };
     c.bwd = [=, &be](int i) {
-      be.conv1d_silu_backward(dx[i], dw[i], dy[i], x[i], ld, w[i], B, T, C, K);
+      be.conv1d_silu_backward(dx[i], dw[i], dy[i], x[i], w[i],
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = ld});
     };
     c.shape += " C=" + std::to_string(C) + " K=4";
     c.fwd_bytes = es * 2.0 * BT * C;

@@ -107,6 +107,20 @@ struct AttnShape {
   }
 };
 
+// conv1d_silu: x [B, T, C] token stride ldx (and dx); w [C, K]; y, dy [B, T, C] contiguous.
+struct ConvShape {
+  int64_t B;    // batch
+  int64_t T;    // sequence length
+  int64_t C;    // channels (depthwise)
+  int64_t K;    // kernel width (taps over time)
+  int64_t ldx;  // token stride of x and dx, >= C
+  void check(const char* op) const {
+    if (B < 0 || T < 0 || C < 0 || K < 1 || ldx < C)
+      shape_detail::bad_sizes(op, {{"B", B}, {"T", T}, {"C", C}, {"K", K}, {"ldx", ldx}},
+                              "B, T, C >= 0, K >= 1, ldx >= C");
+  }
+};
+
 // gdn (the gated delta rule): q, k [B, T, H, key_dim]; v, out [B, T, H, value_dim]; beta, g
 // [B, T, H], all contiguous; states [B, H, gdn_num_chunks(T), key_dim, value_dim].
 struct GdnShape {

@@ -396,11 +396,13 @@ void conv1d_check(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, uint6
   Vec x = randv(B * T * ldx, seed, -2, 2), w = randv(C * K, seed + 1);
   Vec R = randv(B * T * C, seed + 2), y(B * T * C), dx, dw;
   auto loss = [&] {
-    cpu64.conv1d_silu_forward(view(y), view(x), ldx, view(w), B, T, C, K);
+    cpu64.conv1d_silu_forward(view(y), view(x), view(w),
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
     return dot(y, R);
   };
   auto bwd = [&] {
-    cpu64.conv1d_silu_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), B, T, C, K);
+    cpu64.conv1d_silu_backward(view(dx), view(dw), view(R), view(x), view(w),
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
   };
   check_grads("conv1d_silu T=" + std::to_string(T), {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
   // Direct formula at the last token of the last sequence, channel 1.
@@ -728,8 +730,8 @@ BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
                                 H, Cg, 1e-5f);
     cpu32.gated_rmsnorm_backward(sl::Tensor{}, sl::Tensor{}, view(dwg), view(dy), view(x),
                                  view(gate), H * Cg, view(w), view(rstd), BT * H, H, Cg);
-    cpu32.conv1d_silu_backward(sl::Tensor{}, view(dwc), view(dy), view(x), C, view(wc), 1, R_, C,
-                               K);
+    cpu32.conv1d_silu_backward(sl::Tensor{}, view(dwc), view(dy), view(x), view(wc),
+                               {.B = 1, .T = R_, .C = C, .K = K, .ldx = C});
     cpu32.embedding_backward(view(dwte), view(index), view(dy), R_, C);
     omp_set_num_threads(saved);
     return std::vector<std::vector<float>>{dw, dwg, dwc, dwte};
@@ -798,12 +800,16 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t B = 2, T = 20, C = 12, K = 4;
     Vec x = randv(B * T * C, 78), w = randv(C * K, 79), dy = randv(B * T * C, 80);
     Vec y(B * T * C), dx(B * T * C), dw(C * K);
-    cpu64.conv1d_silu_forward(view(y), view(x), C, view(w), B, T, C, K);
-    cpu64.conv1d_silu_backward(view(dx), view(dw), view(dy), view(x), C, view(w), B, T, C, K);
+    cpu64.conv1d_silu_forward(view(y), view(x), view(w),
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = C});
+    cpu64.conv1d_silu_backward(view(dx), view(dw), view(dy), view(x), view(w),
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = C});
     auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
     std::vector<float> yf(B * T * C), dxf(B * T * C), dwf(C * K);
-    cpu32.conv1d_silu_forward(view(yf), view(xf), C, view(wf), B, T, C, K);
-    cpu32.conv1d_silu_backward(view(dxf), view(dwf), view(dyf), view(xf), C, view(wf), B, T, C, K);
+    cpu32.conv1d_silu_forward(view(yf), view(xf), view(wf),
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = C});
+    cpu32.conv1d_silu_backward(view(dxf), view(dwf), view(dyf), view(xf), view(wf),
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = C});
     expect_close("fp32 conv1d_silu y", yf, y, tol);
     expect_close("fp32 conv1d_silu dx", dxf, dx, tol);
     expect_close("fp32 conv1d_silu dw", dwf, dw, tol);

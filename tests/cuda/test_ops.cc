@@ -581,7 +581,8 @@ BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
                 {"w", C * K, Kind::in, Cls::weight},
                 {"y", B * T * C, Kind::out, Cls::act}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.conv1d_silu_forward(b["y"], b["x"], ldx, b["w"], B, T, C, K);
+                 be.conv1d_silu_forward(b["y"], b["x"], b["w"],
+                                        {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
                  return 0.0;
                });
     check_both("conv1d_silu_backward" + tag,
@@ -591,8 +592,8 @@ BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
                 {"dx", B * T * ldx, Kind::acc, Cls::act},
                 {"dw", C * K, Kind::acc, Cls::pgrad}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], B, T, C,
-                                         K);
+                 be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"],
+                                         {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
                  return 0.0;
                });
   }

@@ -128,7 +128,8 @@ void GdnBlock::forward(Tensor x, Tensor out) {
   be.rmsnorm_forward(u_, u_rstd_, x, w_.input_layernorm, {.R = BT, .C = d, .ldx = d}, eps, none,
                      none);
   be.matmul_forward(proj_, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d}, false);
-  be.conv1d_silu_forward(conv_, proj_, D.P, w_.conv1d, B, T, D.Cc, D.K);
+  be.conv1d_silu_forward(conv_, proj_, w_.conv1d,
+                         {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.P});
   be.l2norm_forward(gq_, q_rn_, conv_, D.Cc, BT, H, D.dk, qscale, l2eps);
   be.l2norm_forward(gk_, k_rn_, conv_.at(H * D.dk), D.Cc, BT, H, D.dk, 1.f, l2eps);
   be.copy2d(gv_, H * D.dv, conv_.at(2 * H * D.dk), D.Cc, BT, H * D.dv, false);
@@ -190,7 +191,8 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   be.l2norm_backward(dconv, dgq, conv_, D.Cc, q_rn_, BT, H, D.dk, qscale);
   be.l2norm_backward(dconv.at(H * D.dk), dgk, conv_.at(H * D.dk), D.Cc, k_rn_, BT, H, D.dk, 1.f);
   be.copy2d(dconv.at(2 * H * D.dk), D.Cc, dgv, H * D.dv, BT, H * D.dv, true);
-  be.conv1d_silu_backward(dproj, dw_.conv1d, dconv, proj_, D.P, w_.conv1d, B, T, D.Cc, D.K);
+  be.conv1d_silu_backward(dproj, dw_.conv1d, dconv, proj_, w_.conv1d,
+                          {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.P});
   be.matmul_backward(du, dw_.proj, dproj, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d},
                      false);
   be.rmsnorm_backward(dres, dw_.input_layernorm, du, x, w_.input_layernorm, u_rstd_,
