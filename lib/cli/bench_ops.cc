@@ -225,8 +225,14 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
   } else if (op == "l2norm") {
     auto x = P.sets(BT * d, act), y = P.sets(BT * d, act), rn = P.sets(BT * H, f32);
     auto dy = P.sets(BT * d, act), dx = P.sets(BT * d, act);
-    c.fwd = [=, &be](int i) { be.l2norm_forward(y[i], rn[i], x[i], d, BT, H, hd, 1.f, 1e-6f); };
-    c.bwd = [=, &be](int i) { be.l2norm_backward(dx[i], dy[i], x[i], d, rn[i], BT, H, hd, 1.f); };
+    c.fwd = [=, &be](int i) {
+      be.l2norm_forward(y[i], rn[i], x[i], {.BT = BT, .H = H, .C = hd, .ldx = d, .scale = 1.f},
+                        1e-6f);
+    };
+    c.bwd = [=, &be](int i) {
+      be.l2norm_backward(dx[i], dy[i], x[i], rn[i],
+                         {.BT = BT, .H = H, .C = hd, .ldx = d, .scale = 1.f});
+    };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.fwd_bytes = es * 2.0 * BT * d;
     c.bwd_bytes = es * 4.0 * BT * d;

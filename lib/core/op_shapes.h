@@ -121,6 +121,21 @@ struct ConvShape {
   }
 };
 
+// l2norm (per head, GDN q and k): x [BT, H, C] token stride ldx (and dx); y, dy [BT, H, C]
+// contiguous; rnorm [BT, H].
+struct L2NormShape {
+  int64_t BT;   // tokens
+  int64_t H;    // heads
+  int64_t C;    // head dim
+  int64_t ldx;  // token stride of x and dx, >= H*C
+  float scale;  // y = scale * x / |x| (1/sqrt(key_dim) for q, 1 for k)
+  void check(const char* op) const {
+    if (BT < 0 || H < 0 || C < 0 || ldx < H * C)
+      shape_detail::bad_sizes(op, {{"BT", BT}, {"H", H}, {"C", C}, {"ldx", ldx}},
+                              "BT, H, C >= 0, ldx >= H*C");
+  }
+};
+
 // gdn (the gated delta rule): q, k [B, T, H, key_dim]; v, out [B, T, H, value_dim]; beta, g
 // [B, T, H], all contiguous; states [B, H, gdn_num_chunks(T), key_dim, value_dim].
 struct GdnShape {

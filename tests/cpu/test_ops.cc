@@ -430,12 +430,14 @@ BOOST_AUTO_TEST_CASE(l2norm_gradcheck_strided_fp64) {
   const float scale = 0.5f, eps = 1e-6f;  // floats, as the op gets them
   Vec x = randv(BT * ldx, 32), R = randv(BT * H * C, 33), y(BT * H * C), rnorm(BT * H), dx;
   auto loss = [&] {
-    cpu64.l2norm_forward(view(y), view(rnorm), view(x), ldx, BT, H, C, scale, eps);
+    cpu64.l2norm_forward(view(y), view(rnorm), view(x),
+                         {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, eps);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu64.l2norm_backward(view(dx), view(R), view(x), ldx, view(rnorm), BT, H, C, scale);
+    cpu64.l2norm_backward(view(dx), view(R), view(x), view(rnorm),
+                          {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale});
   };
   check_grads("l2norm", {{"x", &x, &dx}}, loss, bwd);
   loss();

@@ -607,7 +607,8 @@ BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
               {"y", BT * H * C, Kind::out, Cls::act},
               {"rnorm", BT * H, Kind::out, Cls::stat}},
              [&](sl::Backend& be, Bufs& b) {
-               be.l2norm_forward(b["y"], b["rnorm"], b["x"], ldx, BT, H, C, scale, 1e-6f);
+               be.l2norm_forward(b["y"], b["rnorm"], b["x"],
+                                 {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
                return 0.0;
              });
   check_both("l2norm_backward",
@@ -616,7 +617,8 @@ BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
               {"rnorm", BT * H, Kind::in, Cls::stat, 0.1f, 0.3f},
               {"dx", BT * ldx, Kind::acc, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
-               be.l2norm_backward(b["dx"], b["dy"], b["x"], ldx, b["rnorm"], BT, H, C, scale);
+               be.l2norm_backward(b["dx"], b["dy"], b["x"], b["rnorm"],
+                                  {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale});
                return 0.0;
              });
   // bf16 L2-norm drift: the norm is taken in fp32, so every bf16 output row has norm `scale`
@@ -629,7 +631,7 @@ BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
   Tensor x = g.alloc(BT * ldx, DType::bf16), y = g.alloc(BT * H * C, DType::bf16),
          rn = g.alloc(BT * H, DType::f32);
   g.upload(x, hx.data());
-  g.l2norm_forward(y, rn, x, ldx, BT, H, C, scale, 1e-6f);
+  g.l2norm_forward(y, rn, x, {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
   std::vector<float> hy(BT * H * C);
   g.download(hy.data(), y);
   double worst = 0;

@@ -130,8 +130,10 @@ void GdnBlock::forward(Tensor x, Tensor out) {
   be.matmul_forward(proj_, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d}, false);
   be.conv1d_silu_forward(conv_, proj_, w_.conv1d,
                          {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.P});
-  be.l2norm_forward(gq_, q_rn_, conv_, D.Cc, BT, H, D.dk, qscale, l2eps);
-  be.l2norm_forward(gk_, k_rn_, conv_.at(H * D.dk), D.Cc, BT, H, D.dk, 1.f, l2eps);
+  be.l2norm_forward(gq_, q_rn_, conv_, {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale},
+                    l2eps);
+  be.l2norm_forward(gk_, k_rn_, conv_.at(H * D.dk),
+                    {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = 1.f}, l2eps);
   be.copy2d(gv_, H * D.dv, conv_.at(2 * H * D.dk), D.Cc, BT, H * D.dv, false);
   be.gdn_gates_forward(beta_, g_, proj_.at(D.Cc), proj_.at(D.Cc + H), D.P, w_.A_log, w_.dt_bias, BT,
                        H, spec.allow_neg_eigval ? 2.f : 1.f);
@@ -188,8 +190,10 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   be.gdn_gates_backward(dproj.at(D.Cc), dproj.at(D.Cc + H), dw_.A_log, dw_.dt_bias, dbeta, dg,
                         proj_.at(D.Cc), proj_.at(D.Cc + H), D.P, w_.A_log, w_.dt_bias, BT, H,
                         beta_scale);
-  be.l2norm_backward(dconv, dgq, conv_, D.Cc, q_rn_, BT, H, D.dk, qscale);
-  be.l2norm_backward(dconv.at(H * D.dk), dgk, conv_.at(H * D.dk), D.Cc, k_rn_, BT, H, D.dk, 1.f);
+  be.l2norm_backward(dconv, dgq, conv_, q_rn_,
+                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale});
+  be.l2norm_backward(dconv.at(H * D.dk), dgk, conv_.at(H * D.dk), k_rn_,
+                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = 1.f});
   be.copy2d(dconv.at(2 * H * D.dk), D.Cc, dgv, H * D.dv, BT, H * D.dv, true);
   be.conv1d_silu_backward(dproj, dw_.conv1d, dconv, proj_, w_.conv1d,
                           {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.P});
