@@ -136,6 +136,19 @@ struct L2NormShape {
   }
 };
 
+// gdn_gates: b, a, db, da [BT, H] token stride ld (columns of the fused projection); beta, g,
+// dbeta, dg [BT, H] contiguous; A_log, dt_bias [H].
+struct GatesShape {
+  int64_t BT;        // tokens
+  int64_t H;         // heads
+  int64_t ld;        // token stride of b, a, db, da, >= H
+  float beta_scale;  // beta = beta_scale * sigmoid(b) (2 with allow_neg_eigval, else 1)
+  void check(const char* op) const {
+    if (BT < 0 || H < 0 || ld < H)
+      shape_detail::bad_sizes(op, {{"BT", BT}, {"H", H}, {"ld", ld}}, "BT, H >= 0, ld >= H");
+  }
+};
+
 // gdn (the gated delta rule): q, k [B, T, H, key_dim]; v, out [B, T, H, value_dim]; beta, g
 // [B, T, H], all contiguous; states [B, H, gdn_num_chunks(T), key_dim, value_dim].
 struct GdnShape {

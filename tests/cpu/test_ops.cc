@@ -456,13 +456,14 @@ BOOST_AUTO_TEST_CASE(gdn_gates_gradcheck_strided_fp64) {
   Vec R1 = randv(BT * H, 38), R2 = randv(BT * H, 39);
   Vec beta(BT * H), g(BT * H), db, da, dA_log, ddt_bias;
   auto loss = [&] {
-    cpu64.gdn_gates_forward(view(beta), view(g), view(b), view(a), ld, view(A_log), view(dt_bias),
-                            BT, H, beta_scale);
+    cpu64.gdn_gates_forward(view(beta), view(g), view(b), view(a), view(A_log), view(dt_bias),
+                            {.BT = BT, .H = H, .ld = ld, .beta_scale = float(beta_scale)});
     return dot(beta, R1) + dot(g, R2);
   };
   auto bwd = [&] {
     cpu64.gdn_gates_backward(view(db), view(da), view(dA_log), view(ddt_bias), view(R1), view(R2),
-                             view(b), view(a), ld, view(A_log), view(dt_bias), BT, H, beta_scale);
+                             view(b), view(a), view(A_log), view(dt_bias),
+                             {.BT = BT, .H = H, .ld = ld, .beta_scale = float(beta_scale)});
   };
   check_grads("gdn_gates",
               {{"b", &b, &db},

@@ -660,8 +660,8 @@ BOOST_AUTO_TEST_CASE(gdn_gates_match_cpu_including_strong_decay) {
                                   {"beta", BT * H, Kind::out, Cls::stat},
                                   {"g", BT * H, Kind::out, Cls::stat}};
     check_both("gdn_gates_forward" + tag, fw, [&](sl::Backend& be, Bufs& b) {
-      be.gdn_gates_forward(b["beta"], b["g"], b["ba"], b["ba"].at(H), ld, b["A_log"], b["dt_bias"],
-                           BT, H, 2.f);
+      be.gdn_gates_forward(b["beta"], b["g"], b["ba"], b["ba"].at(H), b["A_log"], b["dt_bias"],
+                           {.BT = BT, .H = H, .ld = ld, .beta_scale = 2.f});
       return 0.0;
     });
     check_both("gdn_gates_backward" + tag,
@@ -675,8 +675,9 @@ BOOST_AUTO_TEST_CASE(gdn_gates_match_cpu_including_strong_decay) {
                 {"ddt_bias", H, Kind::acc, Cls::pgrad}},
                [&](sl::Backend& be, Bufs& b) {
                  be.gdn_gates_backward(b["dba"], b["dba"].at(H), b["dA_log"], b["ddt_bias"],
-                                       b["dbeta"], b["dg"], b["ba"], b["ba"].at(H), ld, b["A_log"],
-                                       b["dt_bias"], BT, H, 2.f);
+                                       b["dbeta"], b["dg"], b["ba"], b["ba"].at(H), b["A_log"],
+                                       b["dt_bias"],
+                                       {.BT = BT, .H = H, .ld = ld, .beta_scale = 2.f});
                  return 0.0;
                });
   }

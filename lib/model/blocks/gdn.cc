@@ -135,8 +135,9 @@ void GdnBlock::forward(Tensor x, Tensor out) {
   be.l2norm_forward(gk_, k_rn_, conv_.at(H * D.dk),
                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = 1.f}, l2eps);
   be.copy2d(gv_, H * D.dv, conv_.at(2 * H * D.dk), D.Cc, BT, H * D.dv, false);
-  be.gdn_gates_forward(beta_, g_, proj_.at(D.Cc), proj_.at(D.Cc + H), D.P, w_.A_log, w_.dt_bias, BT,
-                       H, spec.allow_neg_eigval ? 2.f : 1.f);
+  be.gdn_gates_forward(
+      beta_, g_, proj_.at(D.Cc), proj_.at(D.Cc + H), w_.A_log, w_.dt_bias,
+      {.BT = BT, .H = H, .ld = D.P, .beta_scale = spec.allow_neg_eigval ? 2.f : 1.f});
   be.gdn_forward(go_, states_, gq_, gk_, gv_, beta_, g_,
                  {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
   be.gated_rmsnorm_forward(on_, go_rstd_, go_, proj_.at(D.Cc + 2 * H), D.P, w_.o_norm, BT * H, H,
@@ -188,8 +189,8 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   be.gdn_backward(dgq, dgk, dgv, dbeta, dg, dgo, states_, gq_, gk_, gv_, beta_, g_,
                   {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
   be.gdn_gates_backward(dproj.at(D.Cc), dproj.at(D.Cc + H), dw_.A_log, dw_.dt_bias, dbeta, dg,
-                        proj_.at(D.Cc), proj_.at(D.Cc + H), D.P, w_.A_log, w_.dt_bias, BT, H,
-                        beta_scale);
+                        proj_.at(D.Cc), proj_.at(D.Cc + H), w_.A_log, w_.dt_bias,
+                        {.BT = BT, .H = H, .ld = D.P, .beta_scale = beta_scale});
   be.l2norm_backward(dconv, dgq, conv_, q_rn_,
                      {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale});
   be.l2norm_backward(dconv.at(H * D.dk), dgk, conv_.at(H * D.dk), k_rn_,
