@@ -246,12 +246,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto dx = P.sets(R * value_dim, act), dgate = P.sets(R * value_dim, act),
          dw = P.sets(value_dim, f32);
     c.fwd = [=, &be](int i) {
-      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], H * value_dim, w[i], R, H, value_dim,
-                               1e-6f);
+      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], w[i],
+                               {.R = R, .H = H, .C = value_dim, .ldg = H * value_dim}, 1e-6f);
     };
     c.bwd = [=, &be](int i) {
-      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], H * value_dim, w[i],
-                                rstd[i], R, H, value_dim);
+      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], w[i], rstd[i],
+                                {.R = R, .H = H, .C = value_dim, .ldg = H * value_dim});
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape += " value_dim=" + std::to_string(value_dim);

@@ -165,4 +165,18 @@ struct GdnShape {
   }
 };
 
+// gated_rmsnorm (GDN output): x, y, dx, dy [R, C] contiguous, row r = t*H + h one head of token
+// t; gate, dgate [BT, H*C] token stride ldg (row r reads gate[t, h*C : (h+1)*C]); w [C]; rstd [R].
+struct GatedNormShape {
+  int64_t R;    // rows: BT*H (token, head) pairs
+  int64_t H;    // heads (rows per token)
+  int64_t C;    // head dim (value_dim)
+  int64_t ldg;  // token stride of gate and dgate, >= H*C
+  void check(const char* op) const {
+    if (R < 0 || H < 1 || R % H != 0 || C < 1 || ldg < H * C)
+      shape_detail::bad_sizes(op, {{"R", R}, {"H", H}, {"C", C}, {"ldg", ldg}},
+                              "R >= 0 a multiple of H >= 1, C >= 1, ldg >= H*C");
+  }
+};
+
 }  // namespace sl

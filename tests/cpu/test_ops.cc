@@ -484,14 +484,14 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_gradcheck_strided_fp64) {
   Vec x = randv(R_ * C, 40), gate = randv(BT * ldg, 41, -3, 3), w = randv(C, 42, 0.5, 1.5);
   Vec R = randv(R_ * C, 43), y(R_ * C), rstd(R_), dx, dgate, dw;
   auto loss = [&] {
-    cpu64.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), ldg, view(w), R_, H, C,
-                                1e-5);
+    cpu64.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), view(w),
+                                {.R = R_, .H = H, .C = C, .ldg = ldg}, 1e-5);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu64.gated_rmsnorm_backward(view(dx), view(dgate), view(dw), view(R), view(x), view(gate), ldg,
-                                 view(w), view(rstd), R_, H, C);
+    cpu64.gated_rmsnorm_backward(view(dx), view(dgate), view(dw), view(R), view(x), view(gate),
+                                 view(w), view(rstd), {.R = R_, .H = H, .C = C, .ldg = ldg});
   };
   check_grads("gated_rmsnorm", {{"x", &x, &dx}, {"gate", &gate, &dgate}, {"w", &w, &dw}}, loss,
               bwd);
@@ -729,10 +729,11 @@ BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
     cpu32.rmsnorm_backward(sl::Tensor{}, view(dw), view(dy), view(x), view(w), view(rstd),
                            {.R = R_, .C = C, .ldx = C}, true);
     // gated_rmsnorm on rows of Cg = C / H: BT*H rows use the first BT*H*Cg elements.
-    cpu32.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), H * Cg, view(w), BT * H,
-                                H, Cg, 1e-5f);
+    cpu32.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), view(w),
+                                {.R = BT * H, .H = H, .C = Cg, .ldg = H * Cg}, 1e-5f);
     cpu32.gated_rmsnorm_backward(sl::Tensor{}, sl::Tensor{}, view(dwg), view(dy), view(x),
-                                 view(gate), H * Cg, view(w), view(rstd), BT * H, H, Cg);
+                                 view(gate), view(w), view(rstd),
+                                 {.R = BT * H, .H = H, .C = Cg, .ldg = H * Cg});
     cpu32.conv1d_silu_backward(sl::Tensor{}, view(dwc), view(dy), view(x), view(wc),
                                {.B = 1, .T = R_, .C = C, .K = K, .ldx = C});
     cpu32.embedding_backward(view(dwte), view(index), view(dy), R_, C);

@@ -755,8 +755,8 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
               {"y", R * C, Kind::out, Cls::act},
               {"rstd", R, Kind::out, Cls::stat}},
              [&](sl::Backend& be, Bufs& b) {
-               be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"], ldg, b["w"], R, H, C,
-                                        1e-5f);
+               be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"], b["w"],
+                                        {.R = R, .H = H, .C = C, .ldg = ldg}, 1e-5f);
                return 0.0;
              });
   check_both("gated_rmsnorm_backward",
@@ -770,7 +770,7 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
               {"dw", C, Kind::acc, Cls::pgrad}},
              [&](sl::Backend& be, Bufs& b) {
                be.gated_rmsnorm_backward(b["dx"], b["dgate"], b["dw"], b["dy"], b["x"], b["gate"],
-                                         ldg, b["w"], b["rstd"], R, H, C);
+                                         b["w"], b["rstd"], {.R = R, .H = H, .C = C, .ldg = ldg});
                return 0.0;
              });
 }

@@ -140,8 +140,9 @@ void GdnBlock::forward(Tensor x, Tensor out) {
       {.BT = BT, .H = H, .ld = D.P, .beta_scale = spec.allow_neg_eigval ? 2.f : 1.f});
   be.gdn_forward(go_, states_, gq_, gk_, gv_, beta_, g_,
                  {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
-  be.gated_rmsnorm_forward(on_, go_rstd_, go_, proj_.at(D.Cc + 2 * H), D.P, w_.o_norm, BT * H, H,
-                           D.dv, static_cast<float>(spec.gdn_norm_eps));
+  be.gated_rmsnorm_forward(on_, go_rstd_, go_, proj_.at(D.Cc + 2 * H), w_.o_norm,
+                           {.R = BT * H, .H = H, .C = D.dv, .ldg = D.P},
+                           static_cast<float>(spec.gdn_norm_eps));
   be.matmul_forward(y_, on_, w_.o_proj, {.M = BT, .K = H * D.dv, .N = d, .ldx = H * D.dv}, false);
   be.axpy(y_, x, 1.f, BT * d);
   be.rmsnorm_forward(n_, n_rstd_, y_, w_.post_attention_layernorm, {.R = BT, .C = d, .ldx = d}, eps,
@@ -185,7 +186,8 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   be.matmul_backward(don, dw_.o_proj, env_.as_act(dres, env_.gcopy, BT, d), on_, w_.o_proj,
                      {.M = BT, .K = H * D.dv, .N = d, .ldx = H * D.dv}, false);
   be.gated_rmsnorm_backward(dgo, dproj.at(D.Cc + 2 * H), dw_.o_norm, don, go_,
-                            proj_.at(D.Cc + 2 * H), D.P, w_.o_norm, go_rstd_, BT * H, H, D.dv);
+                            proj_.at(D.Cc + 2 * H), w_.o_norm, go_rstd_,
+                            {.R = BT * H, .H = H, .C = D.dv, .ldg = D.P});
   be.gdn_backward(dgq, dgk, dgv, dbeta, dg, dgo, states_, gq_, gk_, gv_, beta_, g_,
                   {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
   be.gdn_gates_backward(dproj.at(D.Cc), dproj.at(D.Cc + H), dw_.A_log, dw_.dt_bias, dbeta, dg,
