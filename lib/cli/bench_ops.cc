@@ -172,8 +172,8 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const int64_t m = (8 * d / 3 + 127) / 128 * 128;  // the model's MLP width
     auto gu = P.sets(BT * 2 * m, act), h = P.sets(BT * m, act), dh = P.sets(BT * m, act);
     auto dgu = P.sets(BT * 2 * m, act);
-    c.fwd = [=, &be](int i) { be.swiglu_forward(h[i], gu[i], BT, m); };
-    c.bwd = [=, &be](int i) { be.swiglu_backward(dgu[i], dh[i], gu[i], BT, m, false); };
+    c.fwd = [=, &be](int i) { be.swiglu_forward(h[i], gu[i], {.R = BT, .C = m}); };
+    c.bwd = [=, &be](int i) { be.swiglu_backward(dgu[i], dh[i], gu[i], {.R = BT, .C = m}, false); };
     c.shape = "R=" + std::to_string(BT) + " m=" + std::to_string(m);
     c.fwd_bytes = es * 3.0 * BT * m;
     c.bwd_bytes = es * 5.0 * BT * m;  // read gu, dh; write dgu
@@ -268,8 +268,8 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     std::vector<int32_t> host(static_cast<size_t>(embedding_index_size(BT)));
     embedding_index(ids.data(), BT, V, host.data());
     const Tensor index = P.raw(embedding_index_size(BT), DType::i32, host.data());
-    c.fwd = [=, &be](int i) { be.embedding_forward(out[i], index, wte[i], BT, d); };
-    c.bwd = [=, &be](int i) { be.embedding_backward(dwte[i], index, dout[i], BT, d); };
+    c.fwd = [=, &be](int i) { be.embedding_forward(out[i], index, wte[i], {.R = BT, .C = d}); };
+    c.bwd = [=, &be](int i) { be.embedding_backward(dwte[i], index, dout[i], {.R = BT, .C = d}); };
     c.shape += " V=" + std::to_string(V);
     c.fwd_bytes = es * 2.0 * BT * d;
     c.bwd_bytes = es * BT * d + 8.0 * BT * d;
@@ -307,10 +307,10 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const double one = 1.0;
     const Tensor sum = P.raw(1, DType::f64, &one), dscale = P.raw(1, DType::f64, &one);
     c.fwd = [=, &be](int i) {
-      be.cross_entropy(sum, losses[i], Tensor{}, logits[i], tgt, BT, V, dscale);
+      be.cross_entropy(sum, losses[i], Tensor{}, logits[i], tgt, {.R = BT, .C = V}, dscale);
     };
     c.bwd = [=, &be](int i) {
-      be.cross_entropy(sum, losses[i], dl[i], logits[i], tgt, BT, V, dscale);
+      be.cross_entropy(sum, losses[i], dl[i], logits[i], tgt, {.R = BT, .C = V}, dscale);
     };
     c.shape = "BT=" + std::to_string(BT) + " V=" + std::to_string(V);
     c.fwd_bytes = es * BT * V;

@@ -37,6 +37,17 @@ namespace shape_detail {
 }
 }  // namespace shape_detail
 
+// A contiguous [R, C] matrix the op reads row by row: embedding (R = BT tokens, C = d: out, dout
+// [BT, d], wte [V, d]), swiglu (R rows, C = m: gu [R, 2m], h [R, m]) and cross_entropy (R = BT
+// tokens, C = V: logits [BT, V]).
+struct RowsShape {
+  int64_t R;  // rows (tokens)
+  int64_t C;  // columns of a row: the embedding width d, the SwiGLU width m, the vocabulary V
+  void check(const char* op) const {
+    if (R < 0 || C < 1) shape_detail::bad_sizes(op, {{"R", R}, {"C", C}}, "R >= 0, C >= 1");
+  }
+};
+
 // matmul: y [M, N] (=|+=) x [M, K] ld ldx . w [N, K]^T (HF Linear: weight [out, in]).
 struct MatmulShape {
   int64_t M;    // rows of x and y (tokens)

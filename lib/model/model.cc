@@ -223,7 +223,7 @@ void Model::backward() {
     grads_ready(static_cast<size_t>(*std::min_element(ps.begin(), ps.end())),
                 static_cast<size_t>(*std::max_element(ps.begin(), ps.end())));
   }
-  be_.embedding_backward(grads_.at(emb.offset, emb.numel), batch_, dres_, BT, D.d);
+  be_.embedding_backward(grads_.at(emb.offset, emb.numel), batch_, dres_, {.R = BT, .C = D.d});
   grads_ready(0, 0);
 }
 
@@ -272,7 +272,7 @@ void Model::run_forward() {
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_;
   const ParamInfo& emb = table_.front();
-  be_.embedding_forward(res_[0], batch_, params_c_.at(emb.offset, emb.numel), BT, D.d);
+  be_.embedding_forward(res_[0], batch_, params_c_.at(emb.offset, emb.numel), {.R = BT, .C = D.d});
   for (int64_t l = 0; l < spec_.n_layers(); ++l) blocks_[l]->forward(res_[l], res_[l + 1]);
   const ParamInfo& fnorm = table_[table_.size() - 2];
   const ParamInfo& head = table_.back();
@@ -287,7 +287,8 @@ void Model::run_forward() {
   have_dlogits_ = staged_dloss_ != 0.f;
   // The gradient overwrites the logits row by row (the CE op allows dlogits == logits).
   be_.cross_entropy(step_.at(kStepLossSum, 1), losses_, have_dlogits_ ? logits_ : Tensor{}, logits_,
-                    batch_.at(embedding_index_size(BT), BT), BT, D.V, step_.at(kDScale, 1));
+                    batch_.at(embedding_index_size(BT), BT), {.R = BT, .C = D.V},
+                    step_.at(kDScale, 1));
 }
 
 double Model::forward(const int32_t* ids, const int32_t* targets, float dloss) {

@@ -65,7 +65,7 @@ double cross_entropy(sl::CpuBackend<T>& be, std::vector<T>& losses,
                      const std::vector<int32_t>& targets, int64_t BT, int64_t V, double dscale) {
   const Vec sum(1, 0.0), ds(1, dscale);
   be.cross_entropy(view(sum), view(losses), dlogits ? view(*dlogits) : sl::Tensor{}, view(logits),
-                   view(targets), BT, V, view(ds));
+                   view(targets), {.R = BT, .C = V}, view(ds));
   return sum[0];
 }
 
@@ -193,10 +193,10 @@ BOOST_AUTO_TEST_CASE(embedding_gradcheck_fp64) {
   Vec wte = randv(V * d, 1), R = randv(BT * d, 2), out(BT * d), dwte;
   const std::vector<int32_t> index = index_of(ids, V);
   auto loss = [&] {
-    cpu64.embedding_forward(view(out), view(index), view(wte), BT, d);
+    cpu64.embedding_forward(view(out), view(index), view(wte), {.R = BT, .C = d});
     return dot(out, R);
   };
-  auto bwd = [&] { cpu64.embedding_backward(view(dwte), view(index), view(R), BT, d); };
+  auto bwd = [&] { cpu64.embedding_backward(view(dwte), view(index), view(R), {.R = BT, .C = d}); };
   check_grads("embedding", {{"wte", &wte, &dwte}}, loss, bwd);
   loss();
   for (int64_t t = 0; t < BT; ++t) {
@@ -378,10 +378,10 @@ BOOST_AUTO_TEST_CASE(swiglu_gradcheck_fp64) {
   const int64_t R_ = 5, m = 7;
   Vec gu = randv(R_ * 2 * m, 24, -4, 4), R = randv(R_ * m, 25), h(R_ * m), dgu;
   auto loss = [&] {
-    cpu64.swiglu_forward(view(h), view(gu), R_, m);
+    cpu64.swiglu_forward(view(h), view(gu), {.R = R_, .C = m});
     return dot(h, R);
   };
-  auto bwd = [&] { cpu64.swiglu_backward(view(dgu), view(R), view(gu), R_, m, true); };
+  auto bwd = [&] { cpu64.swiglu_backward(view(dgu), view(R), view(gu), {.R = R_, .C = m}, true); };
   check_grads("swiglu", {{"gu", &gu, &dgu}}, loss, bwd);
   loss();
   const double g = gu[2], u = gu[m + 2];
@@ -688,7 +688,7 @@ BOOST_AUTO_TEST_CASE(write_mode_overwrites_inside_and_keeps_padding_fp64) {
   const int64_t m = 6;
   const sl::Tensor gu = make(randv(M * 2 * m, 86, -3, 3)), dh = make(randv(M * m, 87));
   check("swiglu_backward dgu", M * 2 * m, {},
-        [&](sl::Tensor dgu, bool a) { be.swiglu_backward(dgu, dh, gu, M, m, a); });
+        [&](sl::Tensor dgu, bool a) { be.swiglu_backward(dgu, dh, gu, {.R = M, .C = m}, a); });
   const int64_t B = 1, T = 6, H = 2, hd = 4, D = H * hd, ldv = 3 * D;
   const sl::Tensor q = make(randv(B * T * D, 88)), k = make(randv(B * T * D, 89)),
                    v = make(randv(B * T * ldv, 90)), o = make(Vec(B * T * D, 0.0)),
@@ -736,7 +736,7 @@ BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
                                  {.R = BT * H, .H = H, .C = Cg, .ldg = H * Cg});
     cpu32.conv1d_silu_backward(sl::Tensor{}, view(dwc), view(dy), view(x), view(wc),
                                {.B = 1, .T = R_, .C = C, .K = K, .ldx = C});
-    cpu32.embedding_backward(view(dwte), view(index), view(dy), R_, C);
+    cpu32.embedding_backward(view(dwte), view(index), view(dy), {.R = R_, .C = C});
     omp_set_num_threads(saved);
     return std::vector<std::vector<float>>{dw, dwg, dwc, dwte};
   };

@@ -295,7 +295,7 @@ BOOST_AUTO_TEST_CASE(embedding_matches_cpu) {
              {{"wte", V * d, Kind::in, Cls::weight}, {"out", BT * d, Kind::out, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
                Raw r(be);
-               be.embedding_forward(b["out"], r.ints(index), b["wte"], BT, d);
+               be.embedding_forward(b["out"], r.ints(index), b["wte"], {.R = BT, .C = d});
                be.synchronize();
                return 0.0;
              });
@@ -303,7 +303,7 @@ BOOST_AUTO_TEST_CASE(embedding_matches_cpu) {
              {{"dwte", V * d, Kind::acc, Cls::pgrad}, {"dout", BT * d, Kind::in, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
                Raw r(be);
-               be.embedding_backward(b["dwte"], r.ints(index), b["dout"], BT, d);
+               be.embedding_backward(b["dwte"], r.ints(index), b["dout"], {.R = BT, .C = d});
                be.synchronize();
                return 0.0;
              });
@@ -463,7 +463,7 @@ BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
         "swiglu_forward" + tag,
         {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f}, {"h", R * m, Kind::out, Cls::act}},
         [&](sl::Backend& be, Bufs& b) {
-          be.swiglu_forward(b["h"], b["gu"], R, m);
+          be.swiglu_forward(b["h"], b["gu"], {.R = R, .C = m});
           return 0.0;
         });
     for (bool acc : {true, false}) {
@@ -472,7 +472,7 @@ BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
                   {"dh", R * m, Kind::in, Cls::act},
                   {"dgu", R * 2 * m, acc ? Kind::acc : Kind::write, Cls::act}},
                  [&](sl::Backend& be, Bufs& b) {
-                   be.swiglu_backward(b["dgu"], b["dh"], b["gu"], R, m, acc);
+                   be.swiglu_backward(b["dgu"], b["dh"], b["gu"], {.R = R, .C = m}, acc);
                    return 0.0;
                  });
     }
@@ -786,7 +786,7 @@ BOOST_AUTO_TEST_CASE(cross_entropy_matches_cpu) {
   auto run = [&](sl::Backend& be, Tensor dlogits, Tensor logits, Tensor losses) {
     Raw r(be);
     const Tensor sum = r.f64({0.5}), dscale = r.f64({0.37});
-    be.cross_entropy(sum, losses, dlogits, logits, r.ints(tgt), BT, V, dscale);
+    be.cross_entropy(sum, losses, dlogits, logits, r.ints(tgt), {.R = BT, .C = V}, dscale);
     return r.read(sum);
   };
   check_both(
