@@ -37,6 +37,20 @@ namespace shape_detail {
 }
 }  // namespace shape_detail
 
+// copy2d: dst [R, C] ld ld_dst (=|+=) src [R, C] ld ld_src (a column block of a wider row on
+// either side).
+struct Copy2dShape {
+  int64_t R;       // rows
+  int64_t C;       // columns copied per row
+  int64_t ld_dst;  // row stride of dst, >= C
+  int64_t ld_src;  // row stride of src, >= C
+  void check(const char* op) const {
+    if (R < 0 || C < 0 || ld_dst < C || ld_src < C)
+      shape_detail::bad_sizes(op, {{"R", R}, {"C", C}, {"ld_dst", ld_dst}, {"ld_src", ld_src}},
+                              "R, C >= 0, ld_dst, ld_src >= C");
+  }
+};
+
 // A contiguous [R, C] matrix the op reads row by row: embedding (R = BT tokens, C = d: out, dout
 // [BT, d], wte [V, d]), swiglu (R rows, C = m: gu [R, 2m], h [R, m]) and cross_entropy (R = BT
 // tokens, C = V: logits [BT, V]).

@@ -251,7 +251,8 @@ BOOST_AUTO_TEST_CASE(elementwise_match_cpu) {
         acc ? "copy2d+=" : "copy2d",
         {{"dst", rows * ldd, Kind::inout, Cls::act}, {"src", rows * lds, Kind::in, Cls::act}},
         [&](sl::Backend& be, Bufs& b) {
-          be.copy2d(b["dst"].at(3), ldd, b["src"].at(1), lds, rows, cols, acc);
+          be.copy2d(b["dst"].at(3), b["src"].at(1),
+                    {.R = rows, .C = cols, .ld_dst = ldd, .ld_src = lds}, acc);
           return 0.0;
         });
   }

@@ -404,7 +404,7 @@ void CudaBackend::rmsnorm_rope_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, T
   }
   // Unfused: rope^T(dy) into an fp32 workspace copy (dy itself stays as it was), then RMSNorm.
   const Tensor g(ctx.work->get_as<float>(static_cast<size_t>(R * C)), DType::f32, R * C);
-  copy2d(g, C, dy_t, C, R, C, false);
+  copy2d(g, dy_t, {.R = R, .C = C, .ld_dst = C, .ld_src = C}, false);
   rope(g, {.B = B, .T = T, .H = H, .hd = hd, .theta = theta}, -1.f);
   rmsnorm_backward(dx_t, dw_t, g, x_t, w_t, rstd_t, {.R = R, .C = C, .ldx = ldx}, accumulate);
 }
