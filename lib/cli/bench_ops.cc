@@ -290,7 +290,8 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const double scalars[kStepSlots] = {1.0, 1.0, 1e-4, 10.0};  // loss, grad sq, lr, t
     const Tensor step = P.raw(kStepSlots, DType::f64, scalars);
     c.fwd = [=, &be](int i) {
-      be.adamw(p[i], g[i], m[i], v[i], pc[i], it, 12, step, 0.9f, 0.95f, 1e-8f, 0.1f, 1.f);
+      be.adamw(p[i], g[i], m[i], v[i], pc[i], it, 12, step,
+               {.b1 = 0.9f, .b2 = 0.95f, .eps = 1e-8f, .wd = 0.1f, .max_norm = 1.f});
     };
     c.bwd = c.fwd;  // no backward: the same update timed twice
     c.shape = "n=" + std::to_string(n);

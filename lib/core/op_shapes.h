@@ -204,4 +204,20 @@ struct GatedNormShape {
   }
 };
 
+// adamw's hyperparameters that stay fixed over a run (what varies per step, lr and t, is read
+// from the step tensor): five floats in a row, the easiest run to swap.
+struct AdamWHyper {
+  float b1;        // first-moment decay, in [0, 1)
+  float b2;        // second-moment decay, in [0, 1)
+  float eps;       // added to sqrt(v hat), > 0
+  float wd;        // decoupled weight decay of the items marked decay, >= 0
+  float max_norm;  // global gradient-norm clip (<= 0: no clipping)
+  void check(const char* op) const {
+    if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1 && eps > 0 && wd >= 0))
+      fail(std::string(op) + ": bad hyperparameters b1=" + std::to_string(b1) +
+           " b2=" + std::to_string(b2) + " eps=" + std::to_string(eps) +
+           " wd=" + std::to_string(wd) + " (need b1, b2 in [0, 1), eps > 0, wd >= 0)");
+  }
+};
+
 }  // namespace sl

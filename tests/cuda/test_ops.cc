@@ -822,8 +822,8 @@ BOOST_AUTO_TEST_CASE(adamw_matches_cpu) {
              [&](sl::Backend& be, Bufs& b) {
                Raw r(be);
                const Tensor step = r.f64({2.5, 16.0, 3e-3, 3.0});
-               be.adamw(b["p"], b["g"], b["m"], b["v"], b["pc"], r.ints(kAdamItems), 3, step, 0.9f,
-                        0.95f, 1e-8f, 0.1f, 1.f);
+               be.adamw(b["p"], b["g"], b["m"], b["v"], b["pc"], r.ints(kAdamItems), 3, step,
+                        {.b1 = 0.9f, .b2 = 0.95f, .eps = 1e-8f, .wd = 0.1f, .max_norm = 1.f});
                be.synchronize();
                return 0.0;
              });
@@ -847,8 +847,8 @@ BOOST_AUTO_TEST_CASE(adamw_skips_a_non_finite_step) {
       Raw r(g);
       std::vector<double> st = {2.5, 16.0, 3e-3, 3.0};
       st[static_cast<size_t>(slot)] = bad;
-      g.adamw(p, gr, m, v, Tensor(), r.ints(kAdamItems), 3, r.f64(st), 0.9f, 0.95f, 1e-8f, 0.1f,
-              1.f);
+      g.adamw(p, gr, m, v, Tensor(), r.ints(kAdamItems), 3, r.f64(st),
+              {.b1 = 0.9f, .b2 = 0.95f, .eps = 1e-8f, .wd = 0.1f, .max_norm = 1.f});
       for (Tensor t : {p, m, v}) {
         std::vector<float> back(n);
         g.download(back.data(), t);
