@@ -21,6 +21,7 @@
 #include "backend/cpu/adamw.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/backend.h"
+#include "core/error.h"
 #include "common/gradcheck.h"
 
 namespace {
@@ -818,4 +819,39 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     expect_close("fp32 conv1d_silu dx", dxf, dx, tol);
     expect_close("fp32 conv1d_silu dw", dwf, dw, tol);
   }
+}
+
+// The shapes' check() (core/op_shapes.h): sizes that describe no tensors fail with one line that
+// names the op and the sizes, before any tensor is read.
+BOOST_AUTO_TEST_CASE(bad_shapes_fail_with_one_line) {
+  auto message = [](const std::function<void()>& call) {
+    try {
+      call();
+    } catch (const sl::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  Vec x(64), w(64), y(64);
+  // K = 8 columns read at row stride 4 (K and ldx swapped): rows would overlap.
+  BOOST_TEST(message([&] {
+               cpu64.matmul_forward(view(y), view(x), view(w), {.M = 2, .K = 8, .N = 2, .ldx = 4},
+                                    false);
+             }) == "matmul_forward: bad sizes M=2 K=8 N=2 ldx=4 (need M, K, N >= 0, ldx >= K)");
+  // RoPE pairs element i with i + hd/2: an odd head dim has no pairing.
+  BOOST_TEST(message([&] {
+               cpu64.rope_forward(view(x), {.B = 1, .T = 2, .H = 2, .hd = 3, .theta = 1e4f});
+             }) == "rope_forward: bad sizes B=1 T=2 H=2 hd=3 (need B, T, H >= 0, hd even >= 2)");
+  // Gated-norm rows are (token, head) pairs: R = 5 rows are no whole tokens of H = 2 heads.
+  BOOST_TEST(message([&] {
+               cpu64.gated_rmsnorm_forward(view(y), view(x), view(x), view(x), view(w),
+                                           {.R = 5, .H = 2, .C = 4, .ldg = 8}, 1e-6f);
+             }) ==
+             "gated_rmsnorm_forward: bad sizes R=5 H=2 C=4 ldg=8 (need R >= 0 a multiple of H "
+             ">= 1, C >= 1, ldg >= H*C)");
+  // A consistent shape runs.
+  BOOST_TEST(message([&] {
+               cpu64.matmul_forward(view(y), view(x), view(w), {.M = 2, .K = 4, .N = 2, .ldx = 8},
+                                    false);
+             }) == "no error");
 }
