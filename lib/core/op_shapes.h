@@ -4,18 +4,20 @@
 //                  {.B = B, .T = T, .H = H, .key_dim = dk, .value_dim = dv});
 // Positional int64_t runs let a call site swap two sizes silently; with C++20 designated
 // initializers a swap is visible, a designator out of the declared order does not compile, and a
-// forgotten field is -Wmissing-field-initializers, an error under SL_WERROR (none of these fields
-// has a default). Fields are declared sizes first (outer to inner), then strides, then the
-// scalars both directions of the op read (RoPE's theta, the L2 norm's scale, the gates'
-// beta_scale); a scalar only the forward reads (eps: the backward reads the saved rstd) stays an
-// argument of the forward. Sizes and strides count elements; "[R, C] ld L" is core/backend.h's
-// layout (element (r, c) at r*L + c).
+// forgotten field is -Wmissing-field-initializers, an error under SL_WERROR in the C++ sources
+// (none of these fields has a default; nvcc gets no -Wextra, so .cu files check the order only).
+// Fields are declared sizes first (outer to inner), then strides, then the scalars both
+// directions of the op read (RoPE's theta, the L2 norm's scale, the gates' beta_scale); a scalar
+// only the forward reads (eps: the backward reads the saved rstd) stays an argument of the
+// forward. Sizes and strides count elements; "[R, C] ld L" is core/backend.h's layout (element
+// (r, c) at r*L + c).
 //
 // check(op) throws one line (sl::Error) naming the op and the sizes when they cannot describe the
 // op's tensors (a negative size, a row stride below the row, a head dim RoPE cannot pair); the
 // CPU ops call it first. It cannot see tensor lengths (a Tensor carries no shape), only the
 // sizes' consistency. Plain C++17: the CUDA sources include this header (through core/backend.h)
-// and compile as C++17.
+// and compile as C++17; nvcc (13.0, host g++ 12) takes designated initializers there without a
+// warning, so the few shapes built in .cu files are spelled the same way.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
