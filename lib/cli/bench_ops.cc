@@ -95,11 +95,13 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto lse = P.sets(B * H * T, f32), dq = P.sets(BT * d, act), dk = P.sets(BT * d, act),
          dv = P.sets(BT * 3 * d, act);
     c.fwd = [=, &be](int i) {
-      be.attention_forward(out[i], lse[i], q[i], k[i], v[i].at(2 * d), 3 * d, B, T, H, hd);
+      be.attention_forward(out[i], lse[i], q[i], k[i], v[i].at(2 * d),
+                           {.B = B, .T = T, .H = H, .hd = hd, .ldv = 3 * d});
     };
     c.bwd = [=, &be](int i) {
       be.attention_backward(dq[i], dk[i], dv[i].at(2 * d), dout[i], q[i], k[i], v[i].at(2 * d),
-                            3 * d, out[i], lse[i], B, T, H, hd, false);
+                            out[i], lse[i], {.B = B, .T = T, .H = H, .hd = hd, .ldv = 3 * d},
+                            false);
     };
     // Outputs must be valid (lse finite) before timing the backward alone.
     for (int i = 0; i < kSets; ++i) c.fwd(i);
@@ -119,12 +121,11 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto dq = P.sets(BT * H * key_dim, act), dk = P.sets(BT * H * key_dim, act),
          dv = P.sets(BT * H * value_dim, act), dbeta = P.sets(BT * H, f32),
          dg = P.sets(BT * H, f32);
-    c.fwd = [=, &be](int i) {
-      be.gdn_forward(out[i], st[i], q[i], k[i], v[i], beta[i], g[i], B, T, H, key_dim, value_dim);
-    };
+    const GdnShape gs{.B = B, .T = T, .H = H, .key_dim = key_dim, .value_dim = value_dim};
+    c.fwd = [=, &be](int i) { be.gdn_forward(out[i], st[i], q[i], k[i], v[i], beta[i], g[i], gs); };
     c.bwd = [=, &be](int i) {
       be.gdn_backward(dq[i], dk[i], dv[i], dbeta[i], dg[i], dout[i], st[i], q[i], k[i], v[i],
-                      beta[i], g[i], B, T, H, key_dim, value_dim);
+                      beta[i], g[i], gs);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape += " key_dim=" + std::to_string(key_dim) + " value_dim=" + std::to_string(value_dim);
@@ -136,9 +137,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     // y [BT, N] = x [BT, K] w^T with K = N = d (an o_proj).
     auto x = P.sets(BT * d, act), w = P.sets(d * d, act), y = P.sets(BT * d, act);
     auto dy = P.sets(BT * d, act), dx = P.sets(BT * d, act), dw = P.sets(d * d, f32);
-    c.fwd = [=, &be](int i) { be.matmul_forward(y[i], x[i], d, w[i], BT, d, d, false); };
+    c.fwd = [=, &be](int i) {
+      be.matmul_forward(y[i], x[i], w[i], {.M = BT, .K = d, .N = d, .ldx = d}, false);
+    };
     c.bwd = [=, &be](int i) {
-      be.matmul_backward(dx[i], dw[i], dy[i], x[i], d, w[i], BT, d, d, false);
+      be.matmul_backward(dx[i], dw[i], dy[i], x[i], w[i], {.M = BT, .K = d, .N = d, .ldx = d},
+                         false);
     };
     c.shape = "M=" + std::to_string(BT) + " K=" + std::to_string(d) + " N=" + std::to_string(d);
     c.fwd_flops = 2.0 * BT * d * d;
@@ -153,10 +157,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     // compute-dtype copy; the backward writes dx (=).
     auto res = P.sets(BT * d, f32), yc = P.sets(BT * d, act);
     c.fwd = [=, &be](int i) {
-      be.rmsnorm_forward(y[i], rstd[i], x[i], d, w[i], BT, d, 1e-6f, res[i], yc[i]);
+      be.rmsnorm_forward(y[i], rstd[i], x[i], w[i], {.R = BT, .C = d, .ldx = d}, 1e-6f, res[i],
+                         yc[i]);
     };
     c.bwd = [=, &be](int i) {
-      be.rmsnorm_backward(dx[i], dw[i], dy[i], x[i], d, w[i], rstd[i], BT, d, false);
+      be.rmsnorm_backward(dx[i], dw[i], dy[i], x[i], w[i], rstd[i], {.R = BT, .C = d, .ldx = d},
+                          false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape = "R=" + std::to_string(BT) + " C=" + std::to_string(d);
@@ -166,16 +172,20 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const int64_t m = (8 * d / 3 + 127) / 128 * 128;  // the model's MLP width
     auto gu = P.sets(BT * 2 * m, act), h = P.sets(BT * m, act), dh = P.sets(BT * m, act);
     auto dgu = P.sets(BT * 2 * m, act);
-    c.fwd = [=, &be](int i) { be.swiglu_forward(h[i], gu[i], BT, m); };
-    c.bwd = [=, &be](int i) { be.swiglu_backward(dgu[i], dh[i], gu[i], BT, m, false); };
+    c.fwd = [=, &be](int i) { be.swiglu_forward(h[i], gu[i], {.R = BT, .C = m}); };
+    c.bwd = [=, &be](int i) { be.swiglu_backward(dgu[i], dh[i], gu[i], {.R = BT, .C = m}, false); };
     c.shape = "R=" + std::to_string(BT) + " m=" + std::to_string(m);
     c.fwd_bytes = es * 3.0 * BT * m;
     c.bwd_bytes = es * 5.0 * BT * m;  // read gu, dh; write dgu
   } else if (op == "rope") {
     // In place on q [BT, H, hd]; the backward is the inverse rotation.
     auto x = P.sets(BT * d, act);
-    c.fwd = [=, &be](int i) { be.rope_forward(x[i], B, T, H, hd, 5e5f); };
-    c.bwd = [=, &be](int i) { be.rope_backward(x[i], B, T, H, hd, 5e5f); };
+    c.fwd = [=, &be](int i) {
+      be.rope_forward(x[i], {.B = B, .T = T, .H = H, .hd = hd, .theta = 5e5f});
+    };
+    c.bwd = [=, &be](int i) {
+      be.rope_backward(x[i], {.B = B, .T = T, .H = H, .hd = hd, .theta = 5e5f});
+    };
     c.fwd_bytes = c.bwd_bytes = es * 2.0 * BT * d;
   } else if (op == "rmsnorm_rope") {
     // The attention block's QK-norm + RoPE of q: from the fused qkv rows (stride 3d) into q;
@@ -184,10 +194,13 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto rstd = P.sets(BT, f32), dy = P.sets(BT * d, act), dx = P.sets(BT * 3 * d, act),
          dw = P.sets(d, f32);
     c.fwd = [=, &be](int i) {
-      be.rmsnorm_rope_forward(y[i], rstd[i], x[i], 3 * d, w[i], B, T, H, hd, 1e-6f, 5e5f);
+      be.rmsnorm_rope_forward(y[i], rstd[i], x[i], w[i],
+                              {.B = B, .T = T, .H = H, .hd = hd, .ldx = 3 * d, .theta = 5e5f},
+                              1e-6f);
     };
     c.bwd = [=, &be](int i) {
-      be.rmsnorm_rope_backward(dx[i], dw[i], dy[i], x[i], 3 * d, w[i], rstd[i], B, T, H, hd, 5e5f,
+      be.rmsnorm_rope_backward(dx[i], dw[i], dy[i], x[i], w[i], rstd[i],
+                               {.B = B, .T = T, .H = H, .hd = hd, .ldx = 3 * d, .theta = 5e5f},
                                false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
@@ -199,9 +212,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const int64_t C = H * 4 * hd, ld = C + 3 * H, K = 4;
     auto x = P.sets(BT * ld, act), w = P.sets(C * K, act, -0.5f, 0.5f), y = P.sets(BT * C, act);
     auto dy = P.sets(BT * C, act), dx = P.sets(BT * ld, act), dw = P.sets(C * K, f32);
-    c.fwd = [=, &be](int i) { be.conv1d_silu_forward(y[i], x[i], ld, w[i], B, T, C, K); };
+    c.fwd = [=, &be](int i) {
+      be.conv1d_silu_forward(y[i], x[i], w[i], {.B = B, .T = T, .C = C, .K = K, .ldx = ld});
+    };
     c.bwd = [=, &be](int i) {
-      be.conv1d_silu_backward(dx[i], dw[i], dy[i], x[i], ld, w[i], B, T, C, K);
+      be.conv1d_silu_backward(dx[i], dw[i], dy[i], x[i], w[i],
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = ld});
     };
     c.shape += " C=" + std::to_string(C) + " K=4";
     c.fwd_bytes = es * 2.0 * BT * C;
@@ -209,8 +225,14 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
   } else if (op == "l2norm") {
     auto x = P.sets(BT * d, act), y = P.sets(BT * d, act), rn = P.sets(BT * H, f32);
     auto dy = P.sets(BT * d, act), dx = P.sets(BT * d, act);
-    c.fwd = [=, &be](int i) { be.l2norm_forward(y[i], rn[i], x[i], d, BT, H, hd, 1.f, 1e-6f); };
-    c.bwd = [=, &be](int i) { be.l2norm_backward(dx[i], dy[i], x[i], d, rn[i], BT, H, hd, 1.f); };
+    c.fwd = [=, &be](int i) {
+      be.l2norm_forward(y[i], rn[i], x[i], {.BT = BT, .H = H, .C = hd, .ldx = d, .scale = 1.f},
+                        1e-6f);
+    };
+    c.bwd = [=, &be](int i) {
+      be.l2norm_backward(dx[i], dy[i], x[i], rn[i],
+                         {.BT = BT, .H = H, .C = hd, .ldx = d, .scale = 1.f});
+    };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.fwd_bytes = es * 2.0 * BT * d;
     c.bwd_bytes = es * 4.0 * BT * d;
@@ -224,12 +246,12 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     auto dx = P.sets(R * value_dim, act), dgate = P.sets(R * value_dim, act),
          dw = P.sets(value_dim, f32);
     c.fwd = [=, &be](int i) {
-      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], H * value_dim, w[i], R, H, value_dim,
-                               1e-6f);
+      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], w[i],
+                               {.R = R, .H = H, .C = value_dim, .ldg = H * value_dim}, 1e-6f);
     };
     c.bwd = [=, &be](int i) {
-      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], H * value_dim, w[i],
-                                rstd[i], R, H, value_dim);
+      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], w[i], rstd[i],
+                                {.R = R, .H = H, .C = value_dim, .ldg = H * value_dim});
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape += " value_dim=" + std::to_string(value_dim);
@@ -246,8 +268,8 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     std::vector<int32_t> host(static_cast<size_t>(embedding_index_size(BT)));
     embedding_index(ids.data(), BT, V, host.data());
     const Tensor index = P.raw(embedding_index_size(BT), DType::i32, host.data());
-    c.fwd = [=, &be](int i) { be.embedding_forward(out[i], index, wte[i], BT, d); };
-    c.bwd = [=, &be](int i) { be.embedding_backward(dwte[i], index, dout[i], BT, d); };
+    c.fwd = [=, &be](int i) { be.embedding_forward(out[i], index, wte[i], {.R = BT, .C = d}); };
+    c.bwd = [=, &be](int i) { be.embedding_backward(dwte[i], index, dout[i], {.R = BT, .C = d}); };
     c.shape += " V=" + std::to_string(V);
     c.fwd_bytes = es * 2.0 * BT * d;
     c.bwd_bytes = es * BT * d + 8.0 * BT * d;
@@ -268,7 +290,8 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const double scalars[kStepSlots] = {1.0, 1.0, 1e-4, 10.0};  // loss, grad sq, lr, t
     const Tensor step = P.raw(kStepSlots, DType::f64, scalars);
     c.fwd = [=, &be](int i) {
-      be.adamw(p[i], g[i], m[i], v[i], pc[i], it, 12, step, 0.9f, 0.95f, 1e-8f, 0.1f, 1.f);
+      be.adamw(p[i], g[i], m[i], v[i], pc[i], it, 12, step,
+               {.b1 = 0.9f, .b2 = 0.95f, .eps = 1e-8f, .wd = 0.1f, .max_norm = 1.f});
     };
     c.bwd = c.fwd;  // no backward: the same update timed twice
     c.shape = "n=" + std::to_string(n);
@@ -285,10 +308,10 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const double one = 1.0;
     const Tensor sum = P.raw(1, DType::f64, &one), dscale = P.raw(1, DType::f64, &one);
     c.fwd = [=, &be](int i) {
-      be.cross_entropy(sum, losses[i], Tensor{}, logits[i], tgt, BT, V, dscale);
+      be.cross_entropy(sum, losses[i], Tensor{}, logits[i], tgt, {.R = BT, .C = V}, dscale);
     };
     c.bwd = [=, &be](int i) {
-      be.cross_entropy(sum, losses[i], dl[i], logits[i], tgt, BT, V, dscale);
+      be.cross_entropy(sum, losses[i], dl[i], logits[i], tgt, {.R = BT, .C = V}, dscale);
     };
     c.shape = "BT=" + std::to_string(BT) + " V=" + std::to_string(V);
     c.fwd_bytes = es * BT * V;

@@ -11,6 +11,8 @@
 //    scratch (the ops the dense block runs: matmul, rmsnorm, attention, swiglu). Strided
 //    outputs are written only inside their [rows, cols]. A null gradient output is skipped.
 //  - Forward outputs are written (=), never accumulated, unless the op says so.
+//  - Sizes, strides and the scalars both directions share come as one shape struct per family
+//    of ops (core/op_shapes.h), built with designated initializers at the call site.
 //  - Scalars are float on the interface; backends compute in their own precision (double in the
 //    CPU<double> reference used by gradient checks).
 #pragma once
@@ -20,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "core/op_shapes.h"
 #include "core/tensor.h"
 
 namespace sl {

@@ -209,11 +209,13 @@ void Model::backward() {
   const ParamInfo& head = table_.back();
   const ParamInfo& emb = table_.front();
   // Tail: logits = rms(x_L) W_head^T.
-  be_.matmul_backward(dxf_, grads_.at(head.offset, head.numel), logits_, xf_, D.d,
-                      params_c_.at(head.offset, head.numel), BT, D.d, D.V, false);
+  be_.matmul_backward(dxf_, grads_.at(head.offset, head.numel), logits_, xf_,
+                      params_c_.at(head.offset, head.numel),
+                      {.M = BT, .K = D.d, .N = D.V, .ldx = D.d}, false);
   // One residual gradient buffer, written here and updated in place by every block.
-  be_.rmsnorm_backward(dres_, grads_.at(fnorm.offset, fnorm.numel), dxf_, res_.back(), D.d,
-                       params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_, BT, D.d, false);
+  be_.rmsnorm_backward(dres_, grads_.at(fnorm.offset, fnorm.numel), dxf_, res_.back(),
+                       params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_,
+                       {.R = BT, .C = D.d, .ldx = D.d}, false);
   grads_ready(table_.size() - 2, table_.size() - 1);
   for (int64_t l = spec_.n_layers() - 1; l >= 0; --l) {
     blocks_[l]->backward(res_[l], dres_);
@@ -221,7 +223,7 @@ void Model::backward() {
     grads_ready(static_cast<size_t>(*std::min_element(ps.begin(), ps.end())),
                 static_cast<size_t>(*std::max_element(ps.begin(), ps.end())));
   }
-  be_.embedding_backward(grads_.at(emb.offset, emb.numel), batch_, dres_, BT, D.d);
+  be_.embedding_backward(grads_.at(emb.offset, emb.numel), batch_, dres_, {.R = BT, .C = D.d});
   grads_ready(0, 0);
 }
 
@@ -270,20 +272,23 @@ void Model::run_forward() {
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_;
   const ParamInfo& emb = table_.front();
-  be_.embedding_forward(res_[0], batch_, params_c_.at(emb.offset, emb.numel), BT, D.d);
+  be_.embedding_forward(res_[0], batch_, params_c_.at(emb.offset, emb.numel), {.R = BT, .C = D.d});
   for (int64_t l = 0; l < spec_.n_layers(); ++l) blocks_[l]->forward(res_[l], res_[l + 1]);
   const ParamInfo& fnorm = table_[table_.size() - 2];
   const ParamInfo& head = table_.back();
-  be_.rmsnorm_forward(xf_, xf_rstd_, res_.back(), D.d, params_c_.at(fnorm.offset, fnorm.numel), BT,
-                      D.d, static_cast<float>(spec_.norm_eps), Tensor{}, Tensor{});
-  be_.matmul_forward(logits_, xf_, D.d, params_c_.at(head.offset, head.numel), BT, D.d, D.V, false);
+  be_.rmsnorm_forward(xf_, xf_rstd_, res_.back(), params_c_.at(fnorm.offset, fnorm.numel),
+                      {.R = BT, .C = D.d, .ldx = D.d}, static_cast<float>(spec_.norm_eps), Tensor{},
+                      Tensor{});
+  be_.matmul_forward(logits_, xf_, params_c_.at(head.offset, head.numel),
+                     {.M = BT, .K = D.d, .N = D.V, .ldx = D.d}, false);
   have_dlogits_ = false;
   if (!staged_targets_) return;
   be_.zero(step_.at(kStepLossSum, 1));
   have_dlogits_ = staged_dloss_ != 0.f;
   // The gradient overwrites the logits row by row (the CE op allows dlogits == logits).
   be_.cross_entropy(step_.at(kStepLossSum, 1), losses_, have_dlogits_ ? logits_ : Tensor{}, logits_,
-                    batch_.at(embedding_index_size(BT), BT), BT, D.V, step_.at(kDScale, 1));
+                    batch_.at(embedding_index_size(BT), BT), {.R = BT, .C = D.V},
+                    step_.at(kDScale, 1));
 }
 
 double Model::forward(const int32_t* ids, const int32_t* targets, float dloss) {

@@ -36,9 +36,12 @@ void AdamW::step() {
   const Tensor st = model_.step_scalars();
   be.sum_squares(st.at(kStepGradSq, 1), model_.grad_buffer(), model_.num_params());
   be.adamw(model_.param_buffer(), model_.grad_buffer(), m_, v_, model_.compute_param_buffer(),
-           items_, n_items_, st, static_cast<float>(opts_.beta1), static_cast<float>(opts_.beta2),
-           static_cast<float>(opts_.eps), static_cast<float>(opts_.weight_decay),
-           static_cast<float>(opts_.grad_clip));
+           items_, n_items_, st,
+           {.b1 = static_cast<float>(opts_.beta1),
+            .b2 = static_cast<float>(opts_.beta2),
+            .eps = static_cast<float>(opts_.eps),
+            .wd = static_cast<float>(opts_.weight_decay),
+            .max_norm = static_cast<float>(opts_.grad_clip)});
 }
 
 }  // namespace sl

@@ -19,10 +19,9 @@ namespace {
 
 using sl::gdn_num_chunks;
 
-// key_dim, value_dim: the head dimensions of q, k and of v (dq, dk, dv are the gradients).
-struct Dims {
-  int64_t B, T, H, key_dim, value_dim;
-};
+// The op's own shape: B, T, H, key_dim, value_dim (the head dimensions of q, k and of v; dq, dk,
+// dv are the gradients).
+using Dims = sl::GdnShape;
 
 // Inputs as the model produces them (generated in double, converted to T for float runs):
 // q, k L2-normalised per head, q also scaled by 1/sqrt(key_dim); beta = beta_scale * sigmoid(b);
@@ -122,8 +121,7 @@ Result<T> run(bool chunk, const Inputs& in, const std::vector<double>& dout_d) {
   r.out.assign(d.B * d.T * d.H * d.value_dim, T(0));
   r.states.assign(d.B * d.H * gdn_num_chunks(d.T) * d.key_dim * d.value_dim, T(0));
   auto be = backend<T>(chunk);
-  be.gdn_forward(view(r.out), view(r.states), view(q), view(k), view(v), view(beta), view(g), d.B,
-                 d.T, d.H, d.key_dim, d.value_dim);
+  be.gdn_forward(view(r.out), view(r.states), view(q), view(k), view(v), view(beta), view(g), d);
   if (dout_d.empty()) return r;
   const auto dout = cast<T>(dout_d);
   r.dq.assign(q.size(), T(0));
@@ -132,8 +130,7 @@ Result<T> run(bool chunk, const Inputs& in, const std::vector<double>& dout_d) {
   r.dbeta.assign(beta.size(), T(0));
   r.dg.assign(g.size(), T(0));
   be.gdn_backward(view(r.dq), view(r.dk), view(r.dv), view(r.dbeta), view(r.dg), view(dout),
-                  view(r.states), view(q), view(k), view(v), view(beta), view(g), d.B, d.T, d.H,
-                  d.key_dim, d.value_dim);
+                  view(r.states), view(q), view(k), view(v), view(beta), view(g), d);
   return r;
 }
 
@@ -311,7 +308,7 @@ BOOST_AUTO_TEST_CASE(gdn_backward_skips_null_outputs) {
       sl::Tensor o[5];  // null Tensors, except the one output asked for
       o[only] = view(got);
       be.gdn_backward(o[0], o[1], o[2], o[3], o[4], view(dout), view(full.states), view(q), view(k),
-                      view(v), view(beta), view(g), d.B, d.T, d.H, d.key_dim, d.value_dim);
+                      view(v), view(beta), view(g), d);
       BOOST_TEST((got == *want[only]), (chunk ? "chunk" : "recurrent") << " output " << only);
     }
   }
@@ -333,8 +330,7 @@ BOOST_AUTO_TEST_CASE(gdn_backward_accumulates_and_reproducible) {
     Result<double> acc = r1;
     auto be = backend<double>(chunk);
     be.gdn_backward(view(acc.dq), view(acc.dk), view(acc.dv), view(acc.dbeta), view(acc.dg),
-                    view(dout), view(r1.states), view(q), view(k), view(v), view(beta), view(g),
-                    d.B, d.T, d.H, d.key_dim, d.value_dim);
+                    view(dout), view(r1.states), view(q), view(k), view(v), view(beta), view(g), d);
     auto twice = [](std::vector<double> x) {
       for (auto& e : x) e *= 2;
       return x;

@@ -21,6 +21,7 @@
 #include "backend/cpu/adamw.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/backend.h"
+#include "core/error.h"
 #include "common/gradcheck.h"
 
 namespace {
@@ -65,7 +66,7 @@ double cross_entropy(sl::CpuBackend<T>& be, std::vector<T>& losses,
                      const std::vector<int32_t>& targets, int64_t BT, int64_t V, double dscale) {
   const Vec sum(1, 0.0), ds(1, dscale);
   be.cross_entropy(view(sum), view(losses), dlogits ? view(*dlogits) : sl::Tensor{}, view(logits),
-                   view(targets), BT, V, view(ds));
+                   view(targets), {.R = BT, .C = V}, view(ds));
   return sum[0];
 }
 
@@ -193,10 +194,10 @@ BOOST_AUTO_TEST_CASE(embedding_gradcheck_fp64) {
   Vec wte = randv(V * d, 1), R = randv(BT * d, 2), out(BT * d), dwte;
   const std::vector<int32_t> index = index_of(ids, V);
   auto loss = [&] {
-    cpu64.embedding_forward(view(out), view(index), view(wte), BT, d);
+    cpu64.embedding_forward(view(out), view(index), view(wte), {.R = BT, .C = d});
     return dot(out, R);
   };
-  auto bwd = [&] { cpu64.embedding_backward(view(dwte), view(index), view(R), BT, d); };
+  auto bwd = [&] { cpu64.embedding_backward(view(dwte), view(index), view(R), {.R = BT, .C = d}); };
   check_grads("embedding", {{"wte", &wte, &dwte}}, loss, bwd);
   loss();
   for (int64_t t = 0; t < BT; ++t) {
@@ -210,11 +211,12 @@ BOOST_AUTO_TEST_CASE(matmul_gradcheck_strided_fp64) {
   const int64_t M = 5, K = 7, N = 4, ldx = 9;
   Vec x = randv(M * ldx, 3), w = randv(N * K, 4), R = randv(M * N, 5), y(M * N), dx, dw;
   auto loss = [&] {
-    cpu64.matmul_forward(view(y), view(x), ldx, view(w), M, K, N, false);
+    cpu64.matmul_forward(view(y), view(x), view(w), {.M = M, .K = K, .N = N, .ldx = ldx}, false);
     return dot(y, R);
   };
   auto bwd = [&] {
-    cpu64.matmul_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), M, K, N, true);
+    cpu64.matmul_backward(view(dx), view(dw), view(R), view(x), view(w),
+                          {.M = M, .K = K, .N = N, .ldx = ldx}, true);
   };
   check_grads("matmul", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
@@ -223,8 +225,8 @@ BOOST_AUTO_TEST_CASE(matmul_forward_matches_naive_and_accumulates_fp64) {
   const int64_t M = 6, K = 5, N = 3, ldx = 8;
   Vec x = randv(M * ldx, 6), w = randv(N * K, 7), y0 = randv(M * N, 8);
   Vec y = y0, yacc = y0;
-  cpu64.matmul_forward(view(y), view(x), ldx, view(w), M, K, N, false);
-  cpu64.matmul_forward(view(yacc), view(x), ldx, view(w), M, K, N, true);
+  cpu64.matmul_forward(view(y), view(x), view(w), {.M = M, .K = K, .N = N, .ldx = ldx}, false);
+  cpu64.matmul_forward(view(yacc), view(x), view(w), {.M = M, .K = K, .N = N, .ldx = ldx}, true);
   for (int64_t i = 0; i < M; ++i) {
     for (int64_t j = 0; j < N; ++j) {
       double ref = 0;
@@ -242,14 +244,14 @@ BOOST_AUTO_TEST_CASE(rmsnorm_gradcheck_strided_fp64) {
   Vec x = randv(R_ * ldx, 9), w = randv(C, 10, 0.5, 1.5), R = randv(R_ * C, 11);
   Vec y(R_ * C), rstd(R_), dx, dw;
   auto loss = [&] {
-    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
-                          sl::Tensor{});
+    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = ldx},
+                          1e-6, sl::Tensor{}, sl::Tensor{});
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu64.rmsnorm_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), view(rstd), R_, C,
-                           true);
+    cpu64.rmsnorm_backward(view(dx), view(dw), view(R), view(x), view(w), view(rstd),
+                           {.R = R_, .C = C, .ldx = ldx}, true);
   };
   check_grads("rmsnorm", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
 }
@@ -258,8 +260,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_forward_matches_formula_fp64) {
   const int64_t R_ = 3, C = 5;
   const float eps = 1e-6f;  // a float, as the op gets it: the reference uses the same value
   Vec x = randv(R_ * C, 12), w = randv(C, 13), y(R_ * C), rstd(R_);
-  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, eps, sl::Tensor{},
-                        sl::Tensor{});
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = C}, eps,
+                        sl::Tensor{}, sl::Tensor{});
   for (int64_t r = 0; r < R_; ++r) {
     double ms = 0;
     for (int64_t c = 0; c < C; ++c) ms += x[r * C + c] * x[r * C + c] / C;
@@ -278,13 +280,13 @@ BOOST_AUTO_TEST_CASE(rope_gradcheck_fp64) {
   Vec x = randv(n, 14), R = randv(n, 15), y, dx;
   auto loss = [&] {
     y = x;
-    cpu64.rope_forward(view(y), B, T, H, hd, theta);
+    cpu64.rope_forward(view(y), {.B = B, .T = T, .H = H, .hd = hd, .theta = float(theta)});
     return dot(y, R);
   };
   // rope_backward transforms dy in place into dx (not an accumulating op).
   auto bwd = [&] {
     dx = R;
-    cpu64.rope_backward(view(dx), B, T, H, hd, theta);
+    cpu64.rope_backward(view(dx), {.B = B, .T = T, .H = H, .hd = hd, .theta = float(theta)});
   };
   check_grads("rope", {{"x", &x, &dx}}, loss, bwd, false);
 }
@@ -296,15 +298,17 @@ BOOST_AUTO_TEST_CASE(rmsnorm_rope_gradcheck_strided_fp64) {
   Vec x = randv(R_ * ldx, 61), w = randv(C, 62, 0.5, 1.5), R = randv(R_ * C, 63);
   Vec y(R_ * C), rstd(R_), dx, dw;
   auto loss = [&] {
-    cpu64.rmsnorm_rope_forward(view(y), view(rstd), view(x), ldx, view(w), B, T, H, hd, 1e-6,
-                               theta);
+    cpu64.rmsnorm_rope_forward(
+        view(y), view(rstd), view(x), view(w),
+        {.B = B, .T = T, .H = H, .hd = hd, .ldx = ldx, .theta = float(theta)}, 1e-6);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
     const Vec R0 = R;
-    cpu64.rmsnorm_rope_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), view(rstd), B,
-                                T, H, hd, theta, true);
+    cpu64.rmsnorm_rope_backward(
+        view(dx), view(dw), view(R), view(x), view(w), view(rstd),
+        {.B = B, .T = T, .H = H, .hd = hd, .ldx = ldx, .theta = float(theta)}, true);
     BOOST_TEST(R == R0);  // dy is not modified
   };
   check_grads("rmsnorm_rope", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
@@ -314,7 +318,7 @@ BOOST_AUTO_TEST_CASE(rope_matches_formula_fp64) {
   const int64_t B = 1, T = 40, H = 2, hd = 6;
   const double theta = 10000;
   Vec x = randv(B * T * H * hd, 16), y = x;
-  cpu64.rope_forward(view(y), B, T, H, hd, theta);
+  cpu64.rope_forward(view(y), {.B = B, .T = T, .H = H, .hd = hd, .theta = theta});
   for (int64_t t : {0, 1, 37}) {
     for (int64_t h = 0; h < H; ++h) {
       const double* xh = x.data() + (t * H + h) * hd;
@@ -331,7 +335,7 @@ BOOST_AUTO_TEST_CASE(rope_matches_formula_fp64) {
   // Position 0 is the identity.
   for (int64_t c = 0; c < H * hd; ++c) BOOST_TEST(y[c] == x[c]);
   // Backward undoes forward (the rotation is orthogonal).
-  cpu64.rope_backward(view(y), B, T, H, hd, theta);
+  cpu64.rope_backward(view(y), {.B = B, .T = T, .H = H, .hd = hd, .theta = theta});
   BOOST_TEST(rel_diff(y, x) < 1e-14);
 }
 
@@ -343,7 +347,8 @@ BOOST_AUTO_TEST_CASE(attention_matches_naive_fp64) {
   Vec q = randv(B * T * H * hd, 17, -2, 2), k = randv(B * T * H * hd, 18, -2, 2);
   Vec v = randv(B * T * ldv, 19);
   Vec out(B * T * H * hd), lse(B * H * T), ref_out, ref_lse;
-  cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v), ldv, B, T, H, hd);
+  cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v),
+                          {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv});
   naive_attention(ref_out, ref_lse, q, k, v, ldv, B, T, H, hd);
   BOOST_TEST(rel_diff(out, ref_out) < 1e-13);
   BOOST_TEST(rel_diff(lse, ref_lse) < 1e-13);
@@ -355,13 +360,15 @@ BOOST_AUTO_TEST_CASE(attention_gradcheck_strided_fp64) {
   Vec v = randv(B * T * ldv, 22), R = randv(B * T * H * hd, 23);
   Vec out(B * T * H * hd), lse(B * H * T), dq, dk, dv;
   auto loss = [&] {
-    cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v), ldv, B, T, H, hd);
+    cpu64.attention_forward(view(out), view(lse), view(q), view(k), view(v),
+                            {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv});
     return dot(out, R);
   };
   auto bwd = [&] {
     loss();
-    cpu64.attention_backward(view(dq), view(dk), view(dv), view(R), view(q), view(k), view(v), ldv,
-                             view(out), view(lse), B, T, H, hd, true);
+    cpu64.attention_backward(view(dq), view(dk), view(dv), view(R), view(q), view(k), view(v),
+                             view(out), view(lse), {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv},
+                             true);
   };
   check_grads("attention", {{"q", &q, &dq}, {"k", &k, &dk}, {"v", &v, &dv}}, loss, bwd);
 }
@@ -372,10 +379,10 @@ BOOST_AUTO_TEST_CASE(swiglu_gradcheck_fp64) {
   const int64_t R_ = 5, m = 7;
   Vec gu = randv(R_ * 2 * m, 24, -4, 4), R = randv(R_ * m, 25), h(R_ * m), dgu;
   auto loss = [&] {
-    cpu64.swiglu_forward(view(h), view(gu), R_, m);
+    cpu64.swiglu_forward(view(h), view(gu), {.R = R_, .C = m});
     return dot(h, R);
   };
-  auto bwd = [&] { cpu64.swiglu_backward(view(dgu), view(R), view(gu), R_, m, true); };
+  auto bwd = [&] { cpu64.swiglu_backward(view(dgu), view(R), view(gu), {.R = R_, .C = m}, true); };
   check_grads("swiglu", {{"gu", &gu, &dgu}}, loss, bwd);
   loss();
   const double g = gu[2], u = gu[m + 2];
@@ -390,11 +397,13 @@ void conv1d_check(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, uint6
   Vec x = randv(B * T * ldx, seed, -2, 2), w = randv(C * K, seed + 1);
   Vec R = randv(B * T * C, seed + 2), y(B * T * C), dx, dw;
   auto loss = [&] {
-    cpu64.conv1d_silu_forward(view(y), view(x), ldx, view(w), B, T, C, K);
+    cpu64.conv1d_silu_forward(view(y), view(x), view(w),
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
     return dot(y, R);
   };
   auto bwd = [&] {
-    cpu64.conv1d_silu_backward(view(dx), view(dw), view(R), view(x), ldx, view(w), B, T, C, K);
+    cpu64.conv1d_silu_backward(view(dx), view(dw), view(R), view(x), view(w),
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
   };
   check_grads("conv1d_silu T=" + std::to_string(T), {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
   // Direct formula at the last token of the last sequence, channel 1.
@@ -422,12 +431,14 @@ BOOST_AUTO_TEST_CASE(l2norm_gradcheck_strided_fp64) {
   const float scale = 0.5f, eps = 1e-6f;  // floats, as the op gets them
   Vec x = randv(BT * ldx, 32), R = randv(BT * H * C, 33), y(BT * H * C), rnorm(BT * H), dx;
   auto loss = [&] {
-    cpu64.l2norm_forward(view(y), view(rnorm), view(x), ldx, BT, H, C, scale, eps);
+    cpu64.l2norm_forward(view(y), view(rnorm), view(x),
+                         {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, eps);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu64.l2norm_backward(view(dx), view(R), view(x), ldx, view(rnorm), BT, H, C, scale);
+    cpu64.l2norm_backward(view(dx), view(R), view(x), view(rnorm),
+                          {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale});
   };
   check_grads("l2norm", {{"x", &x, &dx}}, loss, bwd);
   loss();
@@ -446,13 +457,14 @@ BOOST_AUTO_TEST_CASE(gdn_gates_gradcheck_strided_fp64) {
   Vec R1 = randv(BT * H, 38), R2 = randv(BT * H, 39);
   Vec beta(BT * H), g(BT * H), db, da, dA_log, ddt_bias;
   auto loss = [&] {
-    cpu64.gdn_gates_forward(view(beta), view(g), view(b), view(a), ld, view(A_log), view(dt_bias),
-                            BT, H, beta_scale);
+    cpu64.gdn_gates_forward(view(beta), view(g), view(b), view(a), view(A_log), view(dt_bias),
+                            {.BT = BT, .H = H, .ld = ld, .beta_scale = float(beta_scale)});
     return dot(beta, R1) + dot(g, R2);
   };
   auto bwd = [&] {
     cpu64.gdn_gates_backward(view(db), view(da), view(dA_log), view(ddt_bias), view(R1), view(R2),
-                             view(b), view(a), ld, view(A_log), view(dt_bias), BT, H, beta_scale);
+                             view(b), view(a), view(A_log), view(dt_bias),
+                             {.BT = BT, .H = H, .ld = ld, .beta_scale = float(beta_scale)});
   };
   check_grads("gdn_gates",
               {{"b", &b, &db},
@@ -473,14 +485,14 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_gradcheck_strided_fp64) {
   Vec x = randv(R_ * C, 40), gate = randv(BT * ldg, 41, -3, 3), w = randv(C, 42, 0.5, 1.5);
   Vec R = randv(R_ * C, 43), y(R_ * C), rstd(R_), dx, dgate, dw;
   auto loss = [&] {
-    cpu64.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), ldg, view(w), R_, H, C,
-                                1e-5);
+    cpu64.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), view(w),
+                                {.R = R_, .H = H, .C = C, .ldg = ldg}, 1e-5);
     return dot(y, R);
   };
   auto bwd = [&] {
     loss();
-    cpu64.gated_rmsnorm_backward(view(dx), view(dgate), view(dw), view(R), view(x), view(gate), ldg,
-                                 view(w), view(rstd), R_, H, C);
+    cpu64.gated_rmsnorm_backward(view(dx), view(dgate), view(dw), view(R), view(x), view(gate),
+                                 view(w), view(rstd), {.R = R_, .H = H, .C = C, .ldg = ldg});
   };
   check_grads("gated_rmsnorm", {{"x", &x, &dx}, {"gate", &gate, &dgate}, {"w", &w, &dw}}, loss,
               bwd);
@@ -574,35 +586,41 @@ BOOST_AUTO_TEST_CASE(null_gradients_are_skipped_fp64) {
   // rmsnorm: dx alone, dw alone, both: each result equals the joint one.
   const int64_t R_ = 4, C = 6;
   Vec x = randv(R_ * C, 51), w = randv(C, 52), dy = randv(R_ * C, 53), y(R_ * C), rstd(R_);
-  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, 1e-6, sl::Tensor{},
-                        sl::Tensor{});
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = C}, 1e-6,
+                        sl::Tensor{}, sl::Tensor{});
   Vec dx(R_ * C), dw(C), dx1(R_ * C), dw1(C);
-  cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), C, view(w), view(rstd), R_, C,
-                         true);
-  cpu64.rmsnorm_backward(view(dx1), sl::Tensor{}, view(dy), view(x), C, view(w), view(rstd), R_, C,
-                         true);
-  cpu64.rmsnorm_backward(sl::Tensor{}, view(dw1), view(dy), view(x), C, view(w), view(rstd), R_, C,
-                         true);
+  cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), view(w), view(rstd),
+                         {.R = R_, .C = C, .ldx = C}, true);
+  cpu64.rmsnorm_backward(view(dx1), sl::Tensor{}, view(dy), view(x), view(w), view(rstd),
+                         {.R = R_, .C = C, .ldx = C}, true);
+  cpu64.rmsnorm_backward(sl::Tensor{}, view(dw1), view(dy), view(x), view(w), view(rstd),
+                         {.R = R_, .C = C, .ldx = C}, true);
   BOOST_TEST(dx == dx1);
   BOOST_TEST(dw == dw1);
   // matmul: dw only.
   const int64_t M = 3, K = 4, N = 5;
   Vec xm = randv(M * K, 54), wm = randv(N * K, 55), dym = randv(M * N, 56), dwm(N * K), dwm1(N * K);
   Vec dxm(M * K);
-  cpu64.matmul_backward(view(dxm), view(dwm), view(dym), view(xm), K, view(wm), M, K, N, true);
-  cpu64.matmul_backward(sl::Tensor{}, view(dwm1), view(dym), view(xm), K, view(wm), M, K, N, true);
+  cpu64.matmul_backward(view(dxm), view(dwm), view(dym), view(xm), view(wm),
+                        {.M = M, .K = K, .N = N, .ldx = K}, true);
+  cpu64.matmul_backward(sl::Tensor{}, view(dwm1), view(dym), view(xm), view(wm),
+                        {.M = M, .K = K, .N = N, .ldx = K}, true);
   BOOST_TEST(dwm == dwm1);
   // attention: dv only and dq only.
   const int64_t B = 1, T = 9, H = 2, hd = 3, n = B * T * H * hd;
   Vec q = randv(n, 57), k = randv(n, 58), v = randv(n, 59), o(n), lse(B * H * T), dO = randv(n, 60);
-  cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v), H * hd, B, T, H, hd);
+  cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v),
+                          {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd});
   Vec dq(n), dk(n), dv(n), dq1(n), dv1(n);
   cpu64.attention_backward(view(dq), view(dk), view(dv), view(dO), view(q), view(k), view(v),
-                           H * hd, view(o), view(lse), B, T, H, hd, true);
+                           view(o), view(lse), {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd},
+                           true);
   cpu64.attention_backward(sl::Tensor{}, sl::Tensor{}, view(dv1), view(dO), view(q), view(k),
-                           view(v), H * hd, view(o), view(lse), B, T, H, hd, true);
+                           view(v), view(o), view(lse),
+                           {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd}, true);
   cpu64.attention_backward(view(dq1), sl::Tensor{}, sl::Tensor{}, view(dO), view(q), view(k),
-                           view(v), H * hd, view(o), view(lse), B, T, H, hd, true);
+                           view(v), view(o), view(lse),
+                           {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd}, true);
   BOOST_TEST(dv == dv1);
   BOOST_TEST(dq == dq1);
 }
@@ -614,10 +632,10 @@ BOOST_AUTO_TEST_CASE(rmsnorm_forward_adds_the_residual_and_copies_fp64) {
   const int64_t R_ = 5, C = 7, ldx = 10;
   Vec x = randv(R_ * ldx, 71), w = randv(C, 72), res = randv(R_ * C, 73);
   Vec y0(R_ * C), y(R_ * C), yc(R_ * C, std::nan("")), rstd0(R_), rstd(R_);
-  cpu64.rmsnorm_forward(view(y0), view(rstd0), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
-                        sl::Tensor{});
-  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, view(res),
-                        view(yc));
+  cpu64.rmsnorm_forward(view(y0), view(rstd0), view(x), view(w), {.R = R_, .C = C, .ldx = ldx},
+                        1e-6, sl::Tensor{}, sl::Tensor{});
+  cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = ldx}, 1e-6,
+                        view(res), view(yc));
   // (to rounding: the sum may be contracted into a fused multiply-add)
   for (int64_t i = 0; i < R_ * C; ++i) BOOST_TEST(std::abs(y[i] - (res[i] + y0[i])) < 1e-15);
   BOOST_TEST(yc == y);
@@ -657,34 +675,36 @@ BOOST_AUTO_TEST_CASE(write_mode_overwrites_inside_and_keeps_padding_fp64) {
     for (int64_t c = K; c < ldx; ++c) pad.push_back(static_cast<size_t>(r * ldx + c));
   const sl::Tensor x = make(randv(M * ldx, 81)), w = make(randv(N * K, 82)),
                    dy = make(randv(M * N, 83)), dw = make(Vec(N * K, 0.0));
-  check("matmul_backward dx", M * ldx, pad,
-        [&](sl::Tensor dx, bool a) { be.matmul_backward(dx, dw, dy, x, ldx, w, M, K, N, a); });
+  check("matmul_backward dx", M * ldx, pad, [&](sl::Tensor dx, bool a) {
+    be.matmul_backward(dx, dw, dy, x, w, {.M = M, .K = K, .N = N, .ldx = ldx}, a);
+  });
   const sl::Tensor wn = make(randv(K, 84, 0.5, 1.5)), rstd = make(Vec(M, 0.0)),
                    yn = make(Vec(M * K, 0.0)), dyn = make(randv(M * K, 85)),
                    dwn = make(Vec(K, 0.0));
-  be.rmsnorm_forward(yn, rstd, x, ldx, wn, M, K, 1e-6f, sl::Tensor{}, sl::Tensor{});
+  be.rmsnorm_forward(yn, rstd, x, wn, {.R = M, .C = K, .ldx = ldx}, 1e-6f, sl::Tensor{},
+                     sl::Tensor{});
   check("rmsnorm_backward dx", M * ldx, pad, [&](sl::Tensor dx, bool a) {
-    be.rmsnorm_backward(dx, dwn, dyn, x, ldx, wn, rstd, M, K, a);
+    be.rmsnorm_backward(dx, dwn, dyn, x, wn, rstd, {.R = M, .C = K, .ldx = ldx}, a);
   });
   const int64_t m = 6;
   const sl::Tensor gu = make(randv(M * 2 * m, 86, -3, 3)), dh = make(randv(M * m, 87));
   check("swiglu_backward dgu", M * 2 * m, {},
-        [&](sl::Tensor dgu, bool a) { be.swiglu_backward(dgu, dh, gu, M, m, a); });
+        [&](sl::Tensor dgu, bool a) { be.swiglu_backward(dgu, dh, gu, {.R = M, .C = m}, a); });
   const int64_t B = 1, T = 6, H = 2, hd = 4, D = H * hd, ldv = 3 * D;
   const sl::Tensor q = make(randv(B * T * D, 88)), k = make(randv(B * T * D, 89)),
                    v = make(randv(B * T * ldv, 90)), o = make(Vec(B * T * D, 0.0)),
                    lse = make(Vec(B * H * T, 0.0)), dO = make(randv(B * T * D, 91));
-  be.attention_forward(o, lse, q, k, v.at(2 * D), ldv, B, T, H, hd);
+  be.attention_forward(o, lse, q, k, v.at(2 * D), {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv});
   std::vector<size_t> vpad;  // dv lives in the last D columns of each 3D-wide row
   for (int64_t t = 0; t < B * T; ++t)
     for (int64_t c = 0; c < 2 * D; ++c) vpad.push_back(static_cast<size_t>(t * ldv + c));
   check("attention_backward dq", B * T * D, {}, [&](sl::Tensor dq, bool a) {
-    be.attention_backward(dq, sl::Tensor{}, sl::Tensor{}, dO, q, k, v.at(2 * D), ldv, o, lse, B, T,
-                          H, hd, a);
+    be.attention_backward(dq, sl::Tensor{}, sl::Tensor{}, dO, q, k, v.at(2 * D), o, lse,
+                          {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv}, a);
   });
   check("attention_backward dv", B * T * ldv, vpad, [&](sl::Tensor dvv, bool a) {
-    be.attention_backward(sl::Tensor{}, sl::Tensor{}, dvv.at(2 * D), dO, q, k, v.at(2 * D), ldv, o,
-                          lse, B, T, H, hd, a);
+    be.attention_backward(sl::Tensor{}, sl::Tensor{}, dvv.at(2 * D), dO, q, k, v.at(2 * D), o, lse,
+                          {.B = B, .T = T, .H = H, .hd = hd, .ldv = ldv}, a);
   });
   for (sl::Tensor t : owned) be.free(t);
 }
@@ -705,18 +725,19 @@ BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
     const int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
     std::vector<float> dw(C), dwg(Cg), dwc(C * K), dwte(13 * C);
-    cpu32.rmsnorm_forward(view(y), view(rstd), view(x), C, view(w), R_, C, 1e-6f, sl::Tensor{},
-                          sl::Tensor{});
-    cpu32.rmsnorm_backward(sl::Tensor{}, view(dw), view(dy), view(x), C, view(w), view(rstd), R_, C,
-                           true);
+    cpu32.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = C}, 1e-6f,
+                          sl::Tensor{}, sl::Tensor{});
+    cpu32.rmsnorm_backward(sl::Tensor{}, view(dw), view(dy), view(x), view(w), view(rstd),
+                           {.R = R_, .C = C, .ldx = C}, true);
     // gated_rmsnorm on rows of Cg = C / H: BT*H rows use the first BT*H*Cg elements.
-    cpu32.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), H * Cg, view(w), BT * H,
-                                H, Cg, 1e-5f);
+    cpu32.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), view(w),
+                                {.R = BT * H, .H = H, .C = Cg, .ldg = H * Cg}, 1e-5f);
     cpu32.gated_rmsnorm_backward(sl::Tensor{}, sl::Tensor{}, view(dwg), view(dy), view(x),
-                                 view(gate), H * Cg, view(w), view(rstd), BT * H, H, Cg);
-    cpu32.conv1d_silu_backward(sl::Tensor{}, view(dwc), view(dy), view(x), C, view(wc), 1, R_, C,
-                               K);
-    cpu32.embedding_backward(view(dwte), view(index), view(dy), R_, C);
+                                 view(gate), view(w), view(rstd),
+                                 {.R = BT * H, .H = H, .C = Cg, .ldg = H * Cg});
+    cpu32.conv1d_silu_backward(sl::Tensor{}, view(dwc), view(dy), view(x), view(wc),
+                               {.B = 1, .T = R_, .C = C, .K = K, .ldx = C});
+    cpu32.embedding_backward(view(dwte), view(index), view(dy), {.R = R_, .C = C});
     omp_set_num_threads(saved);
     return std::vector<std::vector<float>>{dw, dwg, dwc, dwte};
   };
@@ -733,16 +754,16 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t R_ = 9, C = 33, ldx = 35;
     Vec x = randv(R_ * ldx, 70), w = randv(C, 71, 0.5, 1.5), dy = randv(R_ * C, 72);
     Vec y(R_ * C), rstd(R_), dx(R_ * ldx), dw(C);
-    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), ldx, view(w), R_, C, 1e-6, sl::Tensor{},
-                          sl::Tensor{});
-    cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), ldx, view(w), view(rstd), R_, C,
-                           true);
+    cpu64.rmsnorm_forward(view(y), view(rstd), view(x), view(w), {.R = R_, .C = C, .ldx = ldx},
+                          1e-6, sl::Tensor{}, sl::Tensor{});
+    cpu64.rmsnorm_backward(view(dx), view(dw), view(dy), view(x), view(w), view(rstd),
+                           {.R = R_, .C = C, .ldx = ldx}, true);
     auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
     std::vector<float> yf(R_ * C), rstdf(R_), dxf(R_ * ldx), dwf(C);
-    cpu32.rmsnorm_forward(view(yf), view(rstdf), view(xf), ldx, view(wf), R_, C, 1e-6f,
-                          sl::Tensor{}, sl::Tensor{});
-    cpu32.rmsnorm_backward(view(dxf), view(dwf), view(dyf), view(xf), ldx, view(wf), view(rstdf),
-                           R_, C, true);
+    cpu32.rmsnorm_forward(view(yf), view(rstdf), view(xf), view(wf), {.R = R_, .C = C, .ldx = ldx},
+                          1e-6f, sl::Tensor{}, sl::Tensor{});
+    cpu32.rmsnorm_backward(view(dxf), view(dwf), view(dyf), view(xf), view(wf), view(rstdf),
+                           {.R = R_, .C = C, .ldx = ldx}, true);
     expect_close("fp32 rmsnorm y", yf, y, tol);
     expect_close("fp32 rmsnorm dx", dxf, dx, tol);
     expect_close("fp32 rmsnorm dw", dwf, dw, tol);
@@ -751,15 +772,18 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t B = 1, T = 80, H = 2, hd = 16, n = B * T * H * hd;
     Vec q = randv(n, 73, -2, 2), k = randv(n, 74, -2, 2), v = randv(n, 75), dO = randv(n, 76);
     Vec o(n), lse(B * H * T), dq(n), dk(n), dv(n);
-    cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v), H * hd, B, T, H, hd);
+    cpu64.attention_forward(view(o), view(lse), view(q), view(k), view(v),
+                            {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd});
     cpu64.attention_backward(view(dq), view(dk), view(dv), view(dO), view(q), view(k), view(v),
-                             H * hd, view(o), view(lse), B, T, H, hd, true);
+                             view(o), view(lse), {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd},
+                             true);
     auto qf = to_float(q), kf = to_float(k), vf = to_float(v), dOf = to_float(dO);
     std::vector<float> of(n), lsef(B * H * T), dqf(n), dkf(n), dvf(n);
-    cpu32.attention_forward(view(of), view(lsef), view(qf), view(kf), view(vf), H * hd, B, T, H,
-                            hd);
+    cpu32.attention_forward(view(of), view(lsef), view(qf), view(kf), view(vf),
+                            {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd});
     cpu32.attention_backward(view(dqf), view(dkf), view(dvf), view(dOf), view(qf), view(kf),
-                             view(vf), H * hd, view(of), view(lsef), B, T, H, hd, true);
+                             view(vf), view(of), view(lsef),
+                             {.B = B, .T = T, .H = H, .hd = hd, .ldv = H * hd}, true);
     expect_close("fp32 attention o", of, o, tol);
     expect_close("fp32 attention lse", lsef, lse, tol);
     expect_close("fp32 attention dq", dqf, dq, tol);
@@ -781,14 +805,53 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     const int64_t B = 2, T = 20, C = 12, K = 4;
     Vec x = randv(B * T * C, 78), w = randv(C * K, 79), dy = randv(B * T * C, 80);
     Vec y(B * T * C), dx(B * T * C), dw(C * K);
-    cpu64.conv1d_silu_forward(view(y), view(x), C, view(w), B, T, C, K);
-    cpu64.conv1d_silu_backward(view(dx), view(dw), view(dy), view(x), C, view(w), B, T, C, K);
+    cpu64.conv1d_silu_forward(view(y), view(x), view(w),
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = C});
+    cpu64.conv1d_silu_backward(view(dx), view(dw), view(dy), view(x), view(w),
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = C});
     auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
     std::vector<float> yf(B * T * C), dxf(B * T * C), dwf(C * K);
-    cpu32.conv1d_silu_forward(view(yf), view(xf), C, view(wf), B, T, C, K);
-    cpu32.conv1d_silu_backward(view(dxf), view(dwf), view(dyf), view(xf), C, view(wf), B, T, C, K);
+    cpu32.conv1d_silu_forward(view(yf), view(xf), view(wf),
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = C});
+    cpu32.conv1d_silu_backward(view(dxf), view(dwf), view(dyf), view(xf), view(wf),
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = C});
     expect_close("fp32 conv1d_silu y", yf, y, tol);
     expect_close("fp32 conv1d_silu dx", dxf, dx, tol);
     expect_close("fp32 conv1d_silu dw", dwf, dw, tol);
   }
+}
+
+// The shapes' check() (core/op_shapes.h): sizes that describe no tensors fail with one line that
+// names the op and the sizes, before any tensor is read.
+BOOST_AUTO_TEST_CASE(bad_shapes_fail_with_one_line) {
+  auto message = [](const std::function<void()>& call) {
+    try {
+      call();
+    } catch (const sl::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  Vec x(64), w(64), y(64);
+  // K = 8 columns read at row stride 4 (K and ldx swapped): rows would overlap.
+  BOOST_TEST(message([&] {
+               cpu64.matmul_forward(view(y), view(x), view(w), {.M = 2, .K = 8, .N = 2, .ldx = 4},
+                                    false);
+             }) == "matmul_forward: bad sizes M=2 K=8 N=2 ldx=4 (need M, K, N >= 0, ldx >= K)");
+  // RoPE pairs element i with i + hd/2: an odd head dim has no pairing.
+  BOOST_TEST(message([&] {
+               cpu64.rope_forward(view(x), {.B = 1, .T = 2, .H = 2, .hd = 3, .theta = 1e4f});
+             }) == "rope_forward: bad sizes B=1 T=2 H=2 hd=3 (need B, T, H >= 0, hd even >= 2)");
+  // Gated-norm rows are (token, head) pairs: R = 5 rows are no whole tokens of H = 2 heads.
+  BOOST_TEST(message([&] {
+               cpu64.gated_rmsnorm_forward(view(y), view(x), view(x), view(x), view(w),
+                                           {.R = 5, .H = 2, .C = 4, .ldg = 8}, 1e-6f);
+             }) ==
+             "gated_rmsnorm_forward: bad sizes R=5 H=2 C=4 ldg=8 (need R >= 0 a multiple of H "
+             ">= 1, C >= 1, ldg >= H*C)");
+  // A consistent shape runs.
+  BOOST_TEST(message([&] {
+               cpu64.matmul_forward(view(y), view(x), view(w), {.M = 2, .K = 4, .N = 2, .ldx = 8},
+                                    false);
+             }) == "no error");
 }

@@ -251,7 +251,8 @@ BOOST_AUTO_TEST_CASE(elementwise_match_cpu) {
         acc ? "copy2d+=" : "copy2d",
         {{"dst", rows * ldd, Kind::inout, Cls::act}, {"src", rows * lds, Kind::in, Cls::act}},
         [&](sl::Backend& be, Bufs& b) {
-          be.copy2d(b["dst"].at(3), ldd, b["src"].at(1), lds, rows, cols, acc);
+          be.copy2d(b["dst"].at(3), b["src"].at(1),
+                    {.R = rows, .C = cols, .ld_dst = ldd, .ld_src = lds}, acc);
           return 0.0;
         });
   }
@@ -295,7 +296,7 @@ BOOST_AUTO_TEST_CASE(embedding_matches_cpu) {
              {{"wte", V * d, Kind::in, Cls::weight}, {"out", BT * d, Kind::out, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
                Raw r(be);
-               be.embedding_forward(b["out"], r.ints(index), b["wte"], BT, d);
+               be.embedding_forward(b["out"], r.ints(index), b["wte"], {.R = BT, .C = d});
                be.synchronize();
                return 0.0;
              });
@@ -303,7 +304,7 @@ BOOST_AUTO_TEST_CASE(embedding_matches_cpu) {
              {{"dwte", V * d, Kind::acc, Cls::pgrad}, {"dout", BT * d, Kind::in, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
                Raw r(be);
-               be.embedding_backward(b["dwte"], r.ints(index), b["dout"], BT, d);
+               be.embedding_backward(b["dwte"], r.ints(index), b["dout"], {.R = BT, .C = d});
                be.synchronize();
                return 0.0;
              });
@@ -317,7 +318,8 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
                 {"w", N * K, Kind::in, Cls::weight},
                 {"y", M * N, acc ? Kind::inout : Kind::out, Cls::act}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.matmul_forward(b["y"], b["x"], ldx, b["w"], M, K, N, acc);
+                 be.matmul_forward(b["y"], b["x"], b["w"], {.M = M, .K = K, .N = N, .ldx = ldx},
+                                   acc);
                  return 0.0;
                });
   }
@@ -328,7 +330,8 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
                                   {"dx", M * ldx, acc ? Kind::acc : Kind::write, Cls::act},
                                   {"dw", N * K, Kind::acc, Cls::pgrad}};
     check_both(acc ? "matmul_backward" : "matmul_backward(dx=)", bw, [&](sl::Backend& be, Bufs& b) {
-      be.matmul_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N, acc);
+      be.matmul_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"],
+                         {.M = M, .K = K, .N = N, .ldx = ldx}, acc);
       return 0.0;
     });
     if (!acc) continue;
@@ -336,7 +339,8 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
     std::vector<Spec> only_dw = bw;
     only_dw.erase(only_dw.begin() + 3);
     check_both("matmul_backward(dx=null)", only_dw, [&](sl::Backend& be, Bufs& b) {
-      be.matmul_backward(Tensor(), b["dw"], b["dy"], b["x"], ldx, b["w"], M, K, N, true);
+      be.matmul_backward(Tensor(), b["dw"], b["dy"], b["x"], b["w"],
+                         {.M = M, .K = K, .N = N, .ldx = ldx}, true);
       return 0.0;
     });
   }
@@ -355,8 +359,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
                 {"y", R * C, Kind::out, Cls::act},
                 {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f, Tensor(),
-                                    Tensor());
+                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], b["w"], {.R = R, .C = C, .ldx = ldx},
+                                    1e-6f, Tensor(), Tensor());
                  return 0.0;
                });
     // The post-norm residual add: y = res + rms(x) in fp32 (the residual stream), y_copy its
@@ -369,8 +373,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
                 {"y_copy", R * C, Kind::out, Cls::act},
                 {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], R, C, 1e-6f, b["res"],
-                                    b["y_copy"]);
+                 be.rmsnorm_forward(b["y"], b["rstd"], b["x"], b["w"], {.R = R, .C = C, .ldx = ldx},
+                                    1e-6f, b["res"], b["y_copy"]);
                  return 0.0;
                });
     for (bool acc : {true, false}) {
@@ -382,8 +386,8 @@ BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
                   {"dx", R * ldx, acc ? Kind::acc : Kind::write, Cls::act},
                   {"dw", C, Kind::acc, Cls::pgrad}},
                  [&](sl::Backend& be, Bufs& b) {
-                   be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], b["rstd"], R,
-                                       C, acc);
+                   be.rmsnorm_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"], b["rstd"],
+                                       {.R = R, .C = C, .ldx = ldx}, acc);
                    return 0.0;
                  });
     }
@@ -399,14 +403,14 @@ BOOST_AUTO_TEST_CASE(rope_matches_cpu) {
     const std::string tag = "T=" + std::to_string(c.T) + " hd=" + std::to_string(c.hd);
     check_both("rope_forward " + tag, {{"x", n, Kind::inout, Cls::act}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rope_forward(b["x"], c.B, c.T, c.H, c.hd, 5e5f);
+                 be.rope_forward(b["x"], {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .theta = 5e5f});
                  return 0.0;
                });
-    check_both("rope_backward " + tag, {{"x", n, Kind::inout, Cls::act}},
-               [&](sl::Backend& be, Bufs& b) {
-                 be.rope_backward(b["x"], c.B, c.T, c.H, c.hd, 5e5f);
-                 return 0.0;
-               });
+    check_both(
+        "rope_backward " + tag, {{"x", n, Kind::inout, Cls::act}}, [&](sl::Backend& be, Bufs& b) {
+          be.rope_backward(b["x"], {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .theta = 5e5f});
+          return 0.0;
+        });
   }
 }
 
@@ -428,8 +432,9 @@ BOOST_AUTO_TEST_CASE(rmsnorm_rope_matches_cpu) {
                 {"y", R * C, Kind::out, Cls::act},
                 {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.rmsnorm_rope_forward(b["y"], b["rstd"], b["x"], ldx, b["w"], c.B, c.T, c.H,
-                                         c.hd, 1e-6f, 5e5f);
+                 be.rmsnorm_rope_forward(
+                     b["y"], b["rstd"], b["x"], b["w"],
+                     {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .ldx = ldx, .theta = 5e5f}, 1e-6f);
                  return 0.0;
                });
     for (bool acc : {true, false}) {
@@ -441,8 +446,9 @@ BOOST_AUTO_TEST_CASE(rmsnorm_rope_matches_cpu) {
                   {"dx", R * ldx, acc ? Kind::acc : Kind::write, Cls::act},
                   {"dw", C, Kind::acc, Cls::pgrad}},
                  [&](sl::Backend& be, Bufs& b) {
-                   be.rmsnorm_rope_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"],
-                                            b["rstd"], c.B, c.T, c.H, c.hd, 5e5f, acc);
+                   be.rmsnorm_rope_backward(
+                       b["dx"], b["dw"], b["dy"], b["x"], b["w"], b["rstd"],
+                       {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .ldx = ldx, .theta = 5e5f}, acc);
                    return 0.0;
                  });
     }
@@ -458,7 +464,7 @@ BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
         "swiglu_forward" + tag,
         {{"gu", R * 2 * m, Kind::in, Cls::act, -4.f, 4.f}, {"h", R * m, Kind::out, Cls::act}},
         [&](sl::Backend& be, Bufs& b) {
-          be.swiglu_forward(b["h"], b["gu"], R, m);
+          be.swiglu_forward(b["h"], b["gu"], {.R = R, .C = m});
           return 0.0;
         });
     for (bool acc : {true, false}) {
@@ -467,7 +473,7 @@ BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
                   {"dh", R * m, Kind::in, Cls::act},
                   {"dgu", R * 2 * m, acc ? Kind::acc : Kind::write, Cls::act}},
                  [&](sl::Backend& be, Bufs& b) {
-                   be.swiglu_backward(b["dgu"], b["dh"], b["gu"], R, m, acc);
+                   be.swiglu_backward(b["dgu"], b["dh"], b["gu"], {.R = R, .C = m}, acc);
                    return 0.0;
                  });
     }
@@ -511,11 +517,11 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu) {
         {"dv", BT * ldv, gk, Cls::act}};
     check_both(std::string("attention") + (acc ? " " : "(=) ") + tag, specs,
                [&](sl::Backend& be, Bufs& b) {
-                 be.attention_forward(b["out"], b["lse"], b["q"], b["k"], b["v"].at(2 * D), ldv,
-                                      c.B, c.T, c.H, c.hd);
+                 be.attention_forward(b["out"], b["lse"], b["q"], b["k"], b["v"].at(2 * D),
+                                      {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .ldv = ldv});
                  be.attention_backward(b["dq"], b["dk"], b["dv"].at(2 * D), b["dout"], b["q"],
-                                       b["k"], b["v"].at(2 * D), ldv, b["out"], b["lse"], c.B, c.T,
-                                       c.H, c.hd, acc);
+                                       b["k"], b["v"].at(2 * D), b["out"], b["lse"],
+                                       {.B = c.B, .T = c.T, .H = c.H, .hd = c.hd, .ldv = ldv}, acc);
                  return 0.0;
                });
   }
@@ -540,12 +546,13 @@ BOOST_AUTO_TEST_CASE(attention_backward_is_deterministic) {
     Tensor q = make(BT * D, DType::bf16, true), k = make(BT * D, DType::bf16, true),
            v = make(BT * D, DType::bf16, true), dout = make(BT * D, DType::bf16, true),
            out = make(BT * D, DType::bf16, false), lse = make(B * H * T, DType::f32, false);
-    g.attention_forward(out, lse, q, k, v, D, B, T, H, hd);
+    g.attention_forward(out, lse, q, k, v, {.B = B, .T = T, .H = H, .hd = hd, .ldv = D});
     std::vector<std::vector<float>> runs;
     for (int r = 0; r < 2; ++r) {
       Tensor dq = make(BT * D, DType::bf16, false), dk = make(BT * D, DType::bf16, false),
              dv = make(BT * D, DType::bf16, false);
-      g.attention_backward(dq, dk, dv, dout, q, k, v, D, out, lse, B, T, H, hd, false);
+      g.attention_backward(dq, dk, dv, dout, q, k, v, out, lse,
+                           {.B = B, .T = T, .H = H, .hd = hd, .ldv = D}, false);
       std::vector<float> all(static_cast<size_t>(3 * BT * D));
       g.download(all.data(), dq);
       g.download(all.data() + BT * D, dk);
@@ -575,7 +582,8 @@ BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
                 {"w", C * K, Kind::in, Cls::weight},
                 {"y", B * T * C, Kind::out, Cls::act}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.conv1d_silu_forward(b["y"], b["x"], ldx, b["w"], B, T, C, K);
+                 be.conv1d_silu_forward(b["y"], b["x"], b["w"],
+                                        {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
                  return 0.0;
                });
     check_both("conv1d_silu_backward" + tag,
@@ -585,8 +593,8 @@ BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
                 {"dx", B * T * ldx, Kind::acc, Cls::act},
                 {"dw", C * K, Kind::acc, Cls::pgrad}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], ldx, b["w"], B, T, C,
-                                         K);
+                 be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"],
+                                         {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
                  return 0.0;
                });
   }
@@ -600,7 +608,8 @@ BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
               {"y", BT * H * C, Kind::out, Cls::act},
               {"rnorm", BT * H, Kind::out, Cls::stat}},
              [&](sl::Backend& be, Bufs& b) {
-               be.l2norm_forward(b["y"], b["rnorm"], b["x"], ldx, BT, H, C, scale, 1e-6f);
+               be.l2norm_forward(b["y"], b["rnorm"], b["x"],
+                                 {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
                return 0.0;
              });
   check_both("l2norm_backward",
@@ -609,7 +618,8 @@ BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
               {"rnorm", BT * H, Kind::in, Cls::stat, 0.1f, 0.3f},
               {"dx", BT * ldx, Kind::acc, Cls::act}},
              [&](sl::Backend& be, Bufs& b) {
-               be.l2norm_backward(b["dx"], b["dy"], b["x"], ldx, b["rnorm"], BT, H, C, scale);
+               be.l2norm_backward(b["dx"], b["dy"], b["x"], b["rnorm"],
+                                  {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale});
                return 0.0;
              });
   // bf16 L2-norm drift: the norm is taken in fp32, so every bf16 output row has norm `scale`
@@ -622,7 +632,7 @@ BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
   Tensor x = g.alloc(BT * ldx, DType::bf16), y = g.alloc(BT * H * C, DType::bf16),
          rn = g.alloc(BT * H, DType::f32);
   g.upload(x, hx.data());
-  g.l2norm_forward(y, rn, x, ldx, BT, H, C, scale, 1e-6f);
+  g.l2norm_forward(y, rn, x, {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
   std::vector<float> hy(BT * H * C);
   g.download(hy.data(), y);
   double worst = 0;
@@ -651,8 +661,8 @@ BOOST_AUTO_TEST_CASE(gdn_gates_match_cpu_including_strong_decay) {
                                   {"beta", BT * H, Kind::out, Cls::stat},
                                   {"g", BT * H, Kind::out, Cls::stat}};
     check_both("gdn_gates_forward" + tag, fw, [&](sl::Backend& be, Bufs& b) {
-      be.gdn_gates_forward(b["beta"], b["g"], b["ba"], b["ba"].at(H), ld, b["A_log"], b["dt_bias"],
-                           BT, H, 2.f);
+      be.gdn_gates_forward(b["beta"], b["g"], b["ba"], b["ba"].at(H), b["A_log"], b["dt_bias"],
+                           {.BT = BT, .H = H, .ld = ld, .beta_scale = 2.f});
       return 0.0;
     });
     check_both("gdn_gates_backward" + tag,
@@ -666,8 +676,9 @@ BOOST_AUTO_TEST_CASE(gdn_gates_match_cpu_including_strong_decay) {
                 {"ddt_bias", H, Kind::acc, Cls::pgrad}},
                [&](sl::Backend& be, Bufs& b) {
                  be.gdn_gates_backward(b["dba"], b["dba"].at(H), b["dA_log"], b["ddt_bias"],
-                                       b["dbeta"], b["dg"], b["ba"], b["ba"].at(H), ld, b["A_log"],
-                                       b["dt_bias"], BT, H, 2.f);
+                                       b["dbeta"], b["dg"], b["ba"], b["ba"].at(H), b["A_log"],
+                                       b["dt_bias"],
+                                       {.BT = BT, .H = H, .ld = ld, .beta_scale = 2.f});
                  return 0.0;
                });
   }
@@ -707,10 +718,11 @@ void check_gdn(const GdnCase& c) {
       // With T = 1 the output does not depend on g (the decay acts on S_0 = 0): dg = 0.
       {"dg", BT * c.H, Kind::acc, Cls::stat, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f}};
   check_both(tag, specs, [&](sl::Backend& be, Bufs& b) {
-    be.gdn_forward(b["out"], b["states"], b["q"], b["k"], b["v"], b["beta"], b["g"], c.B, c.T, c.H,
-                   c.key_dim, c.value_dim);
+    const sl::GdnShape shape{
+        .B = c.B, .T = c.T, .H = c.H, .key_dim = c.key_dim, .value_dim = c.value_dim};
+    be.gdn_forward(b["out"], b["states"], b["q"], b["k"], b["v"], b["beta"], b["g"], shape);
     be.gdn_backward(b["dq"], b["dk"], b["dv"], b["dbeta"], b["dg"], b["dout"], b["states"], b["q"],
-                    b["k"], b["v"], b["beta"], b["g"], c.B, c.T, c.H, c.key_dim, c.value_dim);
+                    b["k"], b["v"], b["beta"], b["g"], shape);
     return 0.0;
   });
 }
@@ -744,8 +756,8 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
               {"y", R * C, Kind::out, Cls::act},
               {"rstd", R, Kind::out, Cls::stat}},
              [&](sl::Backend& be, Bufs& b) {
-               be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"], ldg, b["w"], R, H, C,
-                                        1e-5f);
+               be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"], b["w"],
+                                        {.R = R, .H = H, .C = C, .ldg = ldg}, 1e-5f);
                return 0.0;
              });
   check_both("gated_rmsnorm_backward",
@@ -759,7 +771,7 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
               {"dw", C, Kind::acc, Cls::pgrad}},
              [&](sl::Backend& be, Bufs& b) {
                be.gated_rmsnorm_backward(b["dx"], b["dgate"], b["dw"], b["dy"], b["x"], b["gate"],
-                                         ldg, b["w"], b["rstd"], R, H, C);
+                                         b["w"], b["rstd"], {.R = R, .H = H, .C = C, .ldg = ldg});
                return 0.0;
              });
 }
@@ -775,7 +787,7 @@ BOOST_AUTO_TEST_CASE(cross_entropy_matches_cpu) {
   auto run = [&](sl::Backend& be, Tensor dlogits, Tensor logits, Tensor losses) {
     Raw r(be);
     const Tensor sum = r.f64({0.5}), dscale = r.f64({0.37});
-    be.cross_entropy(sum, losses, dlogits, logits, r.ints(tgt), BT, V, dscale);
+    be.cross_entropy(sum, losses, dlogits, logits, r.ints(tgt), {.R = BT, .C = V}, dscale);
     return r.read(sum);
   };
   check_both(
@@ -810,8 +822,8 @@ BOOST_AUTO_TEST_CASE(adamw_matches_cpu) {
              [&](sl::Backend& be, Bufs& b) {
                Raw r(be);
                const Tensor step = r.f64({2.5, 16.0, 3e-3, 3.0});
-               be.adamw(b["p"], b["g"], b["m"], b["v"], b["pc"], r.ints(kAdamItems), 3, step, 0.9f,
-                        0.95f, 1e-8f, 0.1f, 1.f);
+               be.adamw(b["p"], b["g"], b["m"], b["v"], b["pc"], r.ints(kAdamItems), 3, step,
+                        {.b1 = 0.9f, .b2 = 0.95f, .eps = 1e-8f, .wd = 0.1f, .max_norm = 1.f});
                be.synchronize();
                return 0.0;
              });
@@ -835,8 +847,8 @@ BOOST_AUTO_TEST_CASE(adamw_skips_a_non_finite_step) {
       Raw r(g);
       std::vector<double> st = {2.5, 16.0, 3e-3, 3.0};
       st[static_cast<size_t>(slot)] = bad;
-      g.adamw(p, gr, m, v, Tensor(), r.ints(kAdamItems), 3, r.f64(st), 0.9f, 0.95f, 1e-8f, 0.1f,
-              1.f);
+      g.adamw(p, gr, m, v, Tensor(), r.ints(kAdamItems), 3, r.f64(st),
+              {.b1 = 0.9f, .b2 = 0.95f, .eps = 1e-8f, .wd = 0.1f, .max_norm = 1.f});
       for (Tensor t : {p, m, v}) {
         std::vector<float> back(n);
         g.download(back.data(), t);

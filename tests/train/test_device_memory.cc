@@ -23,8 +23,9 @@
 
 namespace {
 
-using sl::DType;
-using sl::Tensor;
+// The op list (core/backend_ops.inc) names its types unqualified: Tensor, the shape structs of
+// core/op_shapes.h.
+using namespace sl;  // NOLINT(build/namespaces)
 
 // A backend that allocates address space only (mmap PROT_NONE: nothing is touched or committed)
 // and counts the bytes asked for; every op is a no-op. Enough to construct a Model and AdamW.

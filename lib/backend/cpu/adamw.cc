@@ -43,8 +43,10 @@ template void adamw_update<double>(double*, const double*, double*, double*, int
 // precision, so a step is bitwise what it was with host-side scalars).
 template <class T>
 void CpuBackend<T>::adamw(Tensor p_t, Tensor g_t, Tensor m_t, Tensor v_t, Tensor p_compute,
-                          Tensor items_t, int64_t n_items, Tensor step_t, float b1, float b2,
-                          float eps, float wd, float max_norm) {
+                          Tensor items_t, int64_t n_items, Tensor step_t, const AdamWHyper& hyper) {
+  hyper.check("adamw");
+  const float b1 = hyper.b1, b2 = hyper.b2, eps = hyper.eps, wd = hyper.wd,
+              max_norm = hyper.max_norm;
   const double* step = step_t.as<double>();
   const double loss = step[kStepLossSum], gsq = step[kStepGradSq];
   if (!std::isfinite(loss) || !std::isfinite(gsq)) return;

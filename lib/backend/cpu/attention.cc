@@ -42,8 +42,9 @@ void block_scores(RowMat<T>& S, const CMap<T>& Qb, const CMap<T>& K, int64_t r0,
 // q, k, out [B, T, H, hd]; v token stride ldv; lse [B, H, T].
 template <class T>
 void CpuBackend<T>::attention_forward(Tensor out_t, Tensor lse_t, Tensor q_t, Tensor k_t,
-                                      Tensor v_t, int64_t ldv, int64_t B, int64_t T_, int64_t H,
-                                      int64_t hd) {
+                                      Tensor v_t, const AttnShape& shape) {
+  shape.check("attention_forward");
+  const int64_t B = shape.B, T_ = shape.T, H = shape.H, hd = shape.hd, ldv = shape.ldv;
   T *out = out_t.as<T>(), *lse = lse_t.as<T>();
   const T *q = q_t.as<T>(), *k = k_t.as<T>(), *v = v_t.as<T>();
   const int64_t ld = H * hd;  // token stride of q, k, out
@@ -83,9 +84,10 @@ void CpuBackend<T>::attention_forward(Tensor out_t, Tensor lse_t, Tensor q_t, Te
 // every query block, so the blocks of one (b, h) run in order inside one thread.
 template <class T>
 void CpuBackend<T>::attention_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dout_t,
-                                       Tensor q_t, Tensor k_t, Tensor v_t, int64_t ldv,
-                                       Tensor out_t, Tensor lse_t, int64_t B, int64_t T_, int64_t H,
-                                       int64_t hd, bool accumulate) {
+                                       Tensor q_t, Tensor k_t, Tensor v_t, Tensor out_t,
+                                       Tensor lse_t, const AttnShape& shape, bool accumulate) {
+  shape.check("attention_backward");
+  const int64_t B = shape.B, T_ = shape.T, H = shape.H, hd = shape.hd, ldv = shape.ldv;
   const int64_t ld = H * hd;
   T* dq = cpu::written<T>(dq_t, accumulate, B * T_, ld, ld);
   T* dk = cpu::written<T>(dk_t, accumulate, B * T_, ld, ld);

@@ -29,8 +29,10 @@ void conv_pre(T* z, const T* x, int64_t ldx, const T* w, int64_t t, int64_t C, i
 
 // x [B, T, C] ld ldx, w [C, K] -> y [B, T, C]
 template <class T>
-void CpuBackend<T>::conv1d_silu_forward(Tensor y_t, Tensor x_t, int64_t ldx, Tensor w_t, int64_t B,
-                                        int64_t T_, int64_t C, int64_t K) {
+void CpuBackend<T>::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t,
+                                        const ConvShape& shape) {
+  shape.check("conv1d_silu_forward");
+  const int64_t B = shape.B, T_ = shape.T, C = shape.C, K = shape.K, ldx = shape.ldx;
   T* y = y_t.as<T>();
   const T *x = x_t.as<T>(), *w = w_t.as<T>();
 #pragma omp parallel for schedule(static)
@@ -49,8 +51,9 @@ void CpuBackend<T>::conv1d_silu_forward(Tensor y_t, Tensor x_t, int64_t ldx, Ten
 // over all tokens with threads split over channels, each summing its channels in token order.
 template <class T>
 void CpuBackend<T>::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
-                                         int64_t ldx, Tensor w_t, int64_t B, int64_t T_, int64_t C,
-                                         int64_t K) {
+                                         Tensor w_t, const ConvShape& shape) {
+  shape.check("conv1d_silu_backward");
+  const int64_t B = shape.B, T_ = shape.T, C = shape.C, K = shape.K, ldx = shape.ldx;
   T *dx = dx_t.as<T>(), *dw = dw_t.as<T>();
   const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *w = w_t.as<T>();
   if (!dx && !dw) return;

@@ -53,8 +53,9 @@ void CpuBackend<T>::axpy(Tensor y, Tensor x, float alpha, int64_t n) {
   for (int64_t i = 0; i < n; ++i) yp[i] += static_cast<T>(alpha) * xp[i];
 }
 template <class T>
-void CpuBackend<T>::copy2d(Tensor dst, int64_t ld_dst, Tensor src, int64_t ld_src, int64_t rows,
-                           int64_t cols, bool accumulate) {
+void CpuBackend<T>::copy2d(Tensor dst, Tensor src, const Copy2dShape& shape, bool accumulate) {
+  shape.check("copy2d");
+  const int64_t rows = shape.R, cols = shape.C, ld_dst = shape.ld_dst, ld_src = shape.ld_src;
   T* d = dst.as<T>();
   const T* s = src.as<T>();
 #pragma omp parallel for schedule(static)

@@ -17,8 +17,10 @@ namespace sl {
 // dscale is read only with dlogits, rounded to float (the interface's scalar precision).
 template <class T>
 void CpuBackend<T>::cross_entropy(Tensor loss_sum, Tensor losses_t, Tensor dlogits_t,
-                                  Tensor logits_t, Tensor targets_t, int64_t BT, int64_t V,
+                                  Tensor logits_t, Tensor targets_t, const RowsShape& shape,
                                   Tensor dscale_t) {
+  shape.check("cross_entropy");
+  const int64_t BT = shape.R, V = shape.C;
   T *losses = losses_t.as<T>(), *dlogits = dlogits_t.as<T>();
   const T* logits = logits_t.as<T>();
   const int32_t* targets = targets_t.as<int32_t>();

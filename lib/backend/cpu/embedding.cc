@@ -9,8 +9,10 @@ namespace sl {
 
 // out [BT, d] = rows ids[t] of wte [V, d].
 template <class T>
-void CpuBackend<T>::embedding_forward(Tensor out_t, Tensor index_t, Tensor wte_t, int64_t BT,
-                                      int64_t d) {
+void CpuBackend<T>::embedding_forward(Tensor out_t, Tensor index_t, Tensor wte_t,
+                                      const RowsShape& shape) {
+  shape.check("embedding_forward");
+  const int64_t BT = shape.R, d = shape.C;
   T* out = out_t.as<T>();
   const int32_t* ids = index_t.as<int32_t>();
   const T* wte = wte_t.as<T>();
@@ -24,8 +26,10 @@ void CpuBackend<T>::embedding_forward(Tensor out_t, Tensor index_t, Tensor wte_t
 // the columns instead and each walks the tokens in order: race-free, and the summation order per
 // element is fixed whatever the thread count.
 template <class T>
-void CpuBackend<T>::embedding_backward(Tensor dwte_t, Tensor index_t, Tensor dout_t, int64_t BT,
-                                       int64_t d) {
+void CpuBackend<T>::embedding_backward(Tensor dwte_t, Tensor index_t, Tensor dout_t,
+                                       const RowsShape& shape) {
+  shape.check("embedding_backward");
+  const int64_t BT = shape.R, d = shape.C;
   if (!dwte_t) return;
   T* dwte = dwte_t.as<T>();
   const int32_t* ids = index_t.as<int32_t>();

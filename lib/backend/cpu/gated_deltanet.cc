@@ -483,8 +483,10 @@ void gdn_chunk_backward(T* dq, T* dk, T* dv, T* dbeta, T* dg, const T* dout, con
 
 template <class T>
 void CpuBackend<T>::gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, Tensor v,
-                                Tensor beta, Tensor g, int64_t B, int64_t T_, int64_t H,
-                                int64_t key_dim, int64_t value_dim) {
+                                Tensor beta, Tensor g, const GdnShape& shape) {
+  shape.check("gdn_forward");
+  const int64_t B = shape.B, T_ = shape.T, H = shape.H, key_dim = shape.key_dim,
+                value_dim = shape.value_dim;
   auto f = gdn_ == GdnAlgo::chunk ? gdn_chunk_forward<T> : gdn_recurrent_forward<T>;
   f(out.as<T>(), states.as<T>(), q.as<T>(), k.as<T>(), v.as<T>(), beta.as<T>(), g.as<T>(), B, T_, H,
     key_dim, value_dim);
@@ -493,8 +495,10 @@ void CpuBackend<T>::gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, T
 template <class T>
 void CpuBackend<T>::gdn_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dbeta, Tensor dg,
                                  Tensor dout, Tensor states, Tensor q, Tensor k, Tensor v,
-                                 Tensor beta, Tensor g, int64_t B, int64_t T_, int64_t H,
-                                 int64_t key_dim, int64_t value_dim) {
+                                 Tensor beta, Tensor g, const GdnShape& shape) {
+  shape.check("gdn_backward");
+  const int64_t B = shape.B, T_ = shape.T, H = shape.H, key_dim = shape.key_dim,
+                value_dim = shape.value_dim;
   // A null gradient output is skipped (core/backend.h): both algorithms compute all five
   // together, so a skipped one is accumulated into a zeroed scratch array and dropped.
   std::vector<T> scratch[5];

@@ -15,8 +15,9 @@ using cpu::silu_grad;
 
 template <class T>
 void CpuBackend<T>::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, Tensor gate_t,
-                                          int64_t ldg, Tensor w_t, int64_t R, int64_t H, int64_t C,
-                                          float eps) {
+                                          Tensor w_t, const GatedNormShape& shape, float eps) {
+  shape.check("gated_rmsnorm_forward");
+  const int64_t R = shape.R, H = shape.H, C = shape.C, ldg = shape.ldg;
   T *y = y_t.as<T>(), *rstd = rstd_t.as<T>();
   const T *x = x_t.as<T>(), *gate = gate_t.as<T>(), *w = w_t.as<T>();
 #pragma omp parallel for schedule(static)
@@ -38,8 +39,10 @@ void CpuBackend<T>::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t,
 //   dw    += sum_r dy * n * s              (threads split columns; rows summed in order)
 template <class T>
 void CpuBackend<T>::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_t, Tensor dy_t,
-                                           Tensor x_t, Tensor gate_t, int64_t ldg, Tensor w_t,
-                                           Tensor rstd_t, int64_t R, int64_t H, int64_t C) {
+                                           Tensor x_t, Tensor gate_t, Tensor w_t, Tensor rstd_t,
+                                           const GatedNormShape& shape) {
+  shape.check("gated_rmsnorm_backward");
+  const int64_t R = shape.R, H = shape.H, C = shape.C, ldg = shape.ldg;
   T *dx = dx_t.as<T>(), *dgate = dgate_t.as<T>(), *dw = dw_t.as<T>();
   const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *gate = gate_t.as<T>(), *w = w_t.as<T>(),
           *rstd = rstd_t.as<T>();

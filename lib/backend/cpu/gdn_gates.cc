@@ -15,9 +15,11 @@ using cpu::softplus;
 
 // b, a [BT, H] token stride ld -> beta, g [BT, H] contiguous.
 template <class T>
-void CpuBackend<T>::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Tensor a_t, int64_t ld,
-                                      Tensor A_log_t, Tensor dt_bias_t, int64_t BT, int64_t H,
-                                      float beta_scale) {
+void CpuBackend<T>::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Tensor a_t,
+                                      Tensor A_log_t, Tensor dt_bias_t, const GatesShape& shape) {
+  shape.check("gdn_gates_forward");
+  const int64_t BT = shape.BT, H = shape.H, ld = shape.ld;
+  const float beta_scale = shape.beta_scale;
   T *beta = beta_t.as<T>(), *g = g_t.as<T>();
   const T *b = b_t.as<T>(), *a = a_t.as<T>(), *A_log = A_log_t.as<T>(),
           *dt_bias = dt_bias_t.as<T>();
@@ -39,8 +41,10 @@ void CpuBackend<T>::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Ten
 template <class T>
 void CpuBackend<T>::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t, Tensor ddt_bias_t,
                                        Tensor dbeta_t, Tensor dg_t, Tensor b_t, Tensor a_t,
-                                       int64_t ld, Tensor A_log_t, Tensor dt_bias_t, int64_t BT,
-                                       int64_t H, float beta_scale) {
+                                       Tensor A_log_t, Tensor dt_bias_t, const GatesShape& shape) {
+  shape.check("gdn_gates_backward");
+  const int64_t BT = shape.BT, H = shape.H, ld = shape.ld;
+  const float beta_scale = shape.beta_scale;
   T *db = db_t.as<T>(), *da = da_t.as<T>(), *dA_log = dA_log_t.as<T>(),
     *ddt_bias = ddt_bias_t.as<T>();
   const T *dbeta = dbeta_t.as<T>(), *dg = dg_t.as<T>(), *b = b_t.as<T>(), *a = a_t.as<T>(),

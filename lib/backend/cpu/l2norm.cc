@@ -8,8 +8,11 @@ namespace sl {
 
 // x [BT, H, C] token stride ldx -> y [BT, H, C] contiguous, rnorm [BT, H].
 template <class T>
-void CpuBackend<T>::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, int64_t ldx, int64_t BT,
-                                   int64_t H, int64_t C, float scale, float eps) {
+void CpuBackend<T>::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, const L2NormShape& shape,
+                                   float eps) {
+  shape.check("l2norm_forward");
+  const int64_t BT = shape.BT, H = shape.H, C = shape.C, ldx = shape.ldx;
+  const float scale = shape.scale;
   T *y = y_t.as<T>(), *rnorm = rnorm_t.as<T>();
   const T* x = x_t.as<T>();
 #pragma omp parallel for schedule(static)
@@ -28,8 +31,11 @@ void CpuBackend<T>::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, int64
 
 // dx (token stride ldx) += scale * rnorm * (dy - x rnorm^2 sum_c dy_c x_c)
 template <class T>
-void CpuBackend<T>::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, int64_t ldx,
-                                    Tensor rnorm_t, int64_t BT, int64_t H, int64_t C, float scale) {
+void CpuBackend<T>::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, Tensor rnorm_t,
+                                    const L2NormShape& shape) {
+  shape.check("l2norm_backward");
+  const int64_t BT = shape.BT, H = shape.H, C = shape.C, ldx = shape.ldx;
+  const float scale = shape.scale;
   T* dx = dx_t.as<T>();
   const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *rnorm = rnorm_t.as<T>();
   if (!dx) return;

@@ -26,8 +26,10 @@ constexpr int64_t kRowBlock = 64;
 
 // y [M, N] (=|+=) x [M, K] ld ldx . w [N, K]^T, blocks of rows of y.
 template <class T>
-void CpuBackend<T>::matmul_forward(Tensor y_t, Tensor x_t, int64_t ldx, Tensor w_t, int64_t M,
-                                   int64_t K, int64_t N, bool accumulate) {
+void CpuBackend<T>::matmul_forward(Tensor y_t, Tensor x_t, Tensor w_t, const MatmulShape& shape,
+                                   bool accumulate) {
+  shape.check("matmul_forward");
+  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx;
   T* y = y_t.as<T>();
   const T *x = x_t.as<T>(), *w = w_t.as<T>();
   Eigen::Map<const RowMat<T>> W(w, N, K);
@@ -48,8 +50,10 @@ void CpuBackend<T>::matmul_forward(Tensor y_t, Tensor x_t, int64_t ldx, Tensor w
 // dx [M, K] ld ldx (=|+=) dy [M, N] . w [N, K]   (blocks of rows of dx)
 // dw [N, K] += dy^T . x                          (blocks of rows of dw, each reducing over all M)
 template <class T>
-void CpuBackend<T>::matmul_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, int64_t ldx,
-                                    Tensor w_t, int64_t M, int64_t K, int64_t N, bool accumulate) {
+void CpuBackend<T>::matmul_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, Tensor w_t,
+                                    const MatmulShape& shape, bool accumulate) {
+  shape.check("matmul_backward");
+  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx;
   T* dx = cpu::written<T>(dx_t, accumulate, M, K, ldx);
   T* dw = dw_t.as<T>();
   const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *w = w_t.as<T>();

@@ -11,9 +11,11 @@ namespace sl {
 
 // x [R, C] ld ldx -> y [R, C] (= res + w * n where res is given), y_copy [R, C], rstd [R].
 template <class T>
-void CpuBackend<T>::rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64_t ldx, Tensor w_t,
-                                    int64_t R, int64_t C, float eps, Tensor res_t,
+void CpuBackend<T>::rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, Tensor w_t,
+                                    const RmsNormShape& shape, float eps, Tensor res_t,
                                     Tensor y_copy_t) {
+  shape.check("rmsnorm_forward");
+  const int64_t R = shape.R, C = shape.C, ldx = shape.ldx;
   T *y = y_t.as<T>(), *rstd = rstd_t.as<T>(), *y_copy = y_copy_t.as<T>();
   const T *x = x_t.as<T>(), *w = w_t.as<T>(), *res = res_t.as<T>();
 #pragma omp parallel for schedule(static)
@@ -33,9 +35,10 @@ void CpuBackend<T>::rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64
 // dw is a reduction over rows: threads split the columns and each sums its columns over the rows
 // in order, so the result does not depend on the thread count.
 template <class T>
-void CpuBackend<T>::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, int64_t ldx,
-                                     Tensor w_t, Tensor rstd_t, int64_t R, int64_t C,
-                                     bool accumulate) {
+void CpuBackend<T>::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, Tensor w_t,
+                                     Tensor rstd_t, const RmsNormShape& shape, bool accumulate) {
+  shape.check("rmsnorm_backward");
+  const int64_t R = shape.R, C = shape.C, ldx = shape.ldx;
   T *dx = cpu::written<T>(dx_t, accumulate, R, C, ldx), *dw = dw_t.as<T>();
   const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *w = w_t.as<T>(), *rstd = rstd_t.as<T>();
   if (dx) {
@@ -72,22 +75,25 @@ void CpuBackend<T>::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tens
 // QK-norm then RoPE (OLMo 3's q and k): y = rope(rms(x; w)), the norm over the whole row of
 // H heads. The composition of the two references, so it is exactly what the unfused ops give.
 template <class T>
-void CpuBackend<T>::rmsnorm_rope_forward(Tensor y, Tensor rstd, Tensor x, int64_t ldx, Tensor w,
-                                         int64_t B, int64_t T_, int64_t H, int64_t hd, float eps,
-                                         float theta) {
-  rmsnorm_forward(y, rstd, x, ldx, w, B * T_, H * hd, eps, Tensor{}, Tensor{});
-  rope_forward(y, B, T_, H, hd, theta);
+void CpuBackend<T>::rmsnorm_rope_forward(Tensor y, Tensor rstd, Tensor x, Tensor w,
+                                         const RmsNormRopeShape& shape, float eps) {
+  shape.check("rmsnorm_rope_forward");
+  const int64_t B = shape.B, T_ = shape.T, H = shape.H, hd = shape.hd, ldx = shape.ldx;
+  rmsnorm_forward(y, rstd, x, w, {.R = B * T_, .C = H * hd, .ldx = ldx}, eps, Tensor{}, Tensor{});
+  rope_forward(y, {.B = B, .T = T_, .H = H, .hd = hd, .theta = shape.theta});
 }
 // dx (=|+=) rmsnorm'(rope^T dy), dw += ...; dy [BT, H hd] is left as it was.
 template <class T>
-void CpuBackend<T>::rmsnorm_rope_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx,
-                                          Tensor w, Tensor rstd, int64_t B, int64_t T_, int64_t H,
-                                          int64_t hd, float theta, bool accumulate) {
+void CpuBackend<T>::rmsnorm_rope_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w,
+                                          Tensor rstd, const RmsNormRopeShape& shape,
+                                          bool accumulate) {
+  shape.check("rmsnorm_rope_backward");
+  const int64_t B = shape.B, T_ = shape.T, H = shape.H, hd = shape.hd, ldx = shape.ldx;
   const int64_t n = B * T_ * H * hd;
   std::vector<T> g(dy.as<T>(), dy.as<T>() + n);
   const Tensor gt(g.data(), kType, n);
-  rope_backward(gt, B, T_, H, hd, theta);
-  rmsnorm_backward(dx, dw, gt, x, ldx, w, rstd, B * T_, H * hd, accumulate);
+  rope_backward(gt, {.B = B, .T = T_, .H = H, .hd = hd, .theta = shape.theta});
+  rmsnorm_backward(dx, dw, gt, x, w, rstd, {.R = B * T_, .C = H * hd, .ldx = ldx}, accumulate);
 }
 
 SL_CPU_INSTANTIATE(rmsnorm_forward);

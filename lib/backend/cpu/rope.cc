@@ -55,16 +55,16 @@ void rope_rotate(T* x, int64_t B, int64_t T_, int64_t H, int64_t hd, double thet
 }  // namespace
 
 template <class T>
-void CpuBackend<T>::rope_forward(Tensor x, int64_t B, int64_t T_, int64_t H, int64_t hd,
-                                 float theta) {
-  rope_rotate(x.as<T>(), B, T_, H, hd, theta, T(1));
+void CpuBackend<T>::rope_forward(Tensor x, const RopeShape& shape) {
+  shape.check("rope_forward");
+  rope_rotate(x.as<T>(), shape.B, shape.T, shape.H, shape.hd, shape.theta, T(1));
 }
 
 // The rotation is orthogonal, so its gradient is the rotation by the opposite angle.
 template <class T>
-void CpuBackend<T>::rope_backward(Tensor dx, int64_t B, int64_t T_, int64_t H, int64_t hd,
-                                  float theta) {
-  rope_rotate(dx.as<T>(), B, T_, H, hd, theta, T(-1));
+void CpuBackend<T>::rope_backward(Tensor dx, const RopeShape& shape) {
+  shape.check("rope_backward");
+  rope_rotate(dx.as<T>(), shape.B, shape.T, shape.H, shape.hd, shape.theta, T(-1));
 }
 
 SL_CPU_INSTANTIATE(rope_forward);

@@ -12,7 +12,9 @@ using cpu::silu_grad;
 
 // gu [R, 2m] = [gate | up] -> h [R, m]
 template <class T>
-void CpuBackend<T>::swiglu_forward(Tensor h_t, Tensor gu_t, int64_t R, int64_t m) {
+void CpuBackend<T>::swiglu_forward(Tensor h_t, Tensor gu_t, const RowsShape& shape) {
+  shape.check("swiglu_forward");
+  const int64_t R = shape.R, m = shape.C;
   T* h = h_t.as<T>();
   const T* gu = gu_t.as<T>();
 #pragma omp parallel for schedule(static)
@@ -26,8 +28,10 @@ void CpuBackend<T>::swiglu_forward(Tensor h_t, Tensor gu_t, int64_t R, int64_t m
 
 // dgate (=|+=) dh * up * silu'(gate),  dup (=|+=) dh * silu(gate)
 template <class T>
-void CpuBackend<T>::swiglu_backward(Tensor dgu_t, Tensor dh_t, Tensor gu_t, int64_t R, int64_t m,
+void CpuBackend<T>::swiglu_backward(Tensor dgu_t, Tensor dh_t, Tensor gu_t, const RowsShape& shape,
                                     bool accumulate) {
+  shape.check("swiglu_backward");
+  const int64_t R = shape.R, m = shape.C;
   T* dgu = cpu::written<T>(dgu_t, accumulate, R, 2 * m, 2 * m);
   const T *dh = dh_t.as<T>(), *gu = gu_t.as<T>();
 #pragma omp parallel for schedule(static)

@@ -76,8 +76,9 @@ namespace sl {
 using namespace cuda;  // this file's kernel, common.cuh
 
 void CudaBackend::adamw(Tensor p_t, Tensor g_t, Tensor m_t, Tensor v_t, Tensor p_compute_t,
-                        Tensor items_t, int64_t n_items, Tensor step_t, float b1, float b2,
-                        float eps, float wd, float max_norm) {
+                        Tensor items_t, int64_t n_items, Tensor step_t, const AdamWHyper& hyper) {
+  const float b1 = hyper.b1, b2 = hyper.b2, eps = hyper.eps, wd = hyper.wd,
+              max_norm = hyper.max_norm;
   const char* op = "adamw";
   if (step_t.n < kStepSlots) fail("cuda adamw: step must hold the 4 step scalars");
   // A compute copy of the same dtype is the master itself (fp32 activations): nothing to write.

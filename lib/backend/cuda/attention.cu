@@ -332,30 +332,31 @@ namespace sl {
 using namespace cuda;  // this file's kernels, the flash path (attention_flash.cuh), common.cuh
 
 void CudaBackend::attention_forward(Tensor out_t, Tensor lse_t, Tensor q_t, Tensor k_t, Tensor v_t,
-                                    int64_t ldv, int64_t B, int64_t T, int64_t H, int64_t hd) {
+                                    const AttnShape& shape) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd, ldv = shape.ldv;
   const char* op = "attention_forward";
   const DPtr out = dptr(out_t, op, "out"), lse = dptr(lse_t, op, "lse"), q = dptr(q_t, op, "q"),
              k = dptr(k_t, op, "k"), v = dptr(v_t, op, "v");
   Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
-  if (flash_enabled() && flash_attention_forward(ctx, out, lse, q, k, v, ldv, B, T, H, hd)) return;
+  if (flash_enabled() && flash_attention_forward(ctx, out, lse, q, k, v, shape)) return;
   const AttnDims A = dims(T, H, hd, ldv, q, k, v, {}, "forward");
   launch(ctx, attention_forward_kernel<64>, attention_forward_kernel<32>, kThreadsFwd, kFwd, A,
          B * H, "forward", out, lse, q, k, v);
 }
 
 void CudaBackend::attention_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dout_t,
-                                     Tensor q_t, Tensor k_t, Tensor v_t, int64_t ldv, Tensor out_t,
-                                     Tensor lse_t, int64_t B, int64_t T, int64_t H, int64_t hd,
-                                     bool accumulate) {
+                                     Tensor q_t, Tensor k_t, Tensor v_t, Tensor out_t, Tensor lse_t,
+                                     const AttnShape& shape, bool accumulate) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd, ldv = shape.ldv;
   const char* op = "attention_backward";
   const DPtr dq = dptr(dq_t, op, "dq"), dk = dptr(dk_t, op, "dk"), dv = dptr(dv_t, op, "dv"),
              dout = dptr(dout_t, op, "dout"), q = dptr(q_t, op, "q"), k = dptr(k_t, op, "k"),
              v = dptr(v_t, op, "v"), out = dptr(out_t, op, "out"), lse = dptr(lse_t, op, "lse");
   Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0 || (!dq && !dk && !dv)) return;
-  if (flash_enabled() && flash_attention_backward(ctx, dq, dk, dv, dout, q, k, v, ldv, out, lse, B,
-                                                  T, H, hd, accumulate))
+  if (flash_enabled() &&
+      flash_attention_backward(ctx, dq, dk, dv, dout, q, k, v, out, lse, shape, accumulate))
     return;
   AttnDims A = dims(T, H, hd, ldv, q, k, v, dout, "backward");
   A.acc = accumulate;

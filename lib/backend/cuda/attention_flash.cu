@@ -557,8 +557,9 @@ void backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, bf16* dS, const bf16* q, cons
 
 }  // namespace
 
-bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
-                             int64_t B, int64_t T, int64_t H, int64_t hd) {
+bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v,
+                             const AttnShape& shape) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd, ldv = shape.ldv;
   if (!eligible({q, k, v}, {out}, lse, T, H, hd, ldv)) return false;
   const FlashDims A = flash_dims(T, H, hd, ldv);
   auto* Q = static_cast<const bf16*>(q.p);
@@ -580,8 +581,8 @@ bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr 
 }
 
 bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k,
-                              DPtr v, int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T,
-                              int64_t H, int64_t hd, bool accumulate) {
+                              DPtr v, DPtr out, DPtr lse, const AttnShape& shape, bool accumulate) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd, ldv = shape.ldv;
   if (!eligible({q, k, v, dout}, {dq, dk, dv}, lse, T, H, hd, ldv)) return false;
   FlashDims A = flash_dims(T, H, hd, ldv);
   A.acc = accumulate;

@@ -7,6 +7,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/mma_bf16.cuh"
+#include "core/op_shapes.h"
 
 namespace sl::cuda {
 
@@ -72,14 +73,13 @@ void attention_row_dots(Ctx& ctx, float* D, DPtr dout, DPtr out, int64_t B, int6
                         int64_t hd);
 
 // attention_flash.cu: the bf16 path, with the arguments of the op list's attention_forward and
-// attention_backward (core/backend_ops.inc) as device pointers. Each returns false, having launched
-// nothing, when the call is not one it takes (an input not bf16 or not 16-byte aligned, lse not
-// fp32, hd not a multiple of 8 up to 128); the caller then runs the fp32-exact kernels.
-bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v, int64_t ldv,
-                             int64_t B, int64_t T, int64_t H, int64_t hd);
+// attention_backward (core/backend_ops.inc), tensors as device pointers. Each returns false, having
+// launched nothing, when the call is not one it takes (an input not bf16 or not 16-byte aligned,
+// lse not fp32, hd not a multiple of 8 up to 128); the caller then runs the fp32-exact kernels.
+bool flash_attention_forward(Ctx& ctx, DPtr out, DPtr lse, DPtr q, DPtr k, DPtr v,
+                             const AttnShape& shape);
 bool flash_attention_backward(Ctx& ctx, DPtr dq, DPtr dk, DPtr dv, DPtr dout, DPtr q, DPtr k,
-                              DPtr v, int64_t ldv, DPtr out, DPtr lse, int64_t B, int64_t T,
-                              int64_t H, int64_t hd, bool accumulate);
+                              DPtr v, DPtr out, DPtr lse, const AttnShape& shape, bool accumulate);
 
 // attention_wgmma.cu: the same kernels on Hopper's warpgroup MMA, for the calls the functions
 // above take (B H = BH heads of shape A); each returns false, having launched nothing, on a device

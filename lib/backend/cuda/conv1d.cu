@@ -142,8 +142,8 @@ namespace sl {
 
 using namespace cuda;  // this file's kernels, common.cuh
 
-void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, int64_t ldx, Tensor w_t, int64_t B,
-                                      int64_t T, int64_t C, int64_t K) {
+void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t, const ConvShape& shape) {
+  const int64_t B = shape.B, T = shape.T, C = shape.C, K = shape.K, ldx = shape.ldx;
   const char* op = "conv1d_silu_forward";
   const DPtr y = dptr(y_t, op, "y"), x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   if (B * T * C <= 0) return;
@@ -153,8 +153,8 @@ void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, int64_t ldx, Tenso
 }
 
 void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
-                                       int64_t ldx, Tensor w_t, int64_t B, int64_t T, int64_t C,
-                                       int64_t K) {
+                                       Tensor w_t, const ConvShape& shape) {
+  const int64_t B = shape.B, T = shape.T, C = shape.C, K = shape.K, ldx = shape.ldx;
   const char* op = "conv1d_silu_backward";
   const DPtr dx = dptr(dx_t, op, "dx"), dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"),
              x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");

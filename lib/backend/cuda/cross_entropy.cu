@@ -174,8 +174,9 @@ namespace sl {
 using namespace cuda;  // this file's kernels, common.cuh
 
 void CudaBackend::cross_entropy(Tensor loss_sum_t, Tensor losses_t, Tensor dlogits_t,
-                                Tensor logits_t, Tensor targets_t, int64_t BT, int64_t V,
+                                Tensor logits_t, Tensor targets_t, const RowsShape& shape,
                                 Tensor dscale_t) {
+  const int64_t BT = shape.R, V = shape.C;
   const char* op = "cross_entropy";
   double* loss_sum = f64_ptr(loss_sum_t, op, "loss_sum");
   const DPtr losses = dptr(losses_t, op, "losses"), dlogits = dptr(dlogits_t, op, "dlogits"),

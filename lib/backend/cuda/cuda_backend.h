@@ -64,7 +64,7 @@ class CudaBackend final : public Backend {
   // The stream, workspaces and device limits every op launches with (cuda_backend.cu).
   cuda::Ctx& cuda_ctx();
   // Rotates x by sign * the RoPE angles (rope.cu).
-  void rope(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta, float sign);
+  void rope(Tensor x, const RopeShape& shape, float sign);
   // Device cos table [T, hd/2], the sin table right after it; cached per (T, hd, theta)
   // (cuda_backend.cu).
   const float* rope_table(int64_t T, int64_t hd, float theta);

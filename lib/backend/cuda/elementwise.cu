@@ -79,8 +79,8 @@ void CudaBackend::axpy(Tensor y_t, Tensor x_t, float alpha, int64_t n) {
   axpy_kernel<<<grid_for(n, 256), 256, 0, cuda_ctx().stream>>>(y, x, alpha, n);
   SL_CUDA_LAUNCHED();
 }
-void CudaBackend::copy2d(Tensor dst_t, int64_t ld_dst, Tensor src_t, int64_t ld_src, int64_t rows,
-                         int64_t cols, bool accumulate) {
+void CudaBackend::copy2d(Tensor dst_t, Tensor src_t, const Copy2dShape& shape, bool accumulate) {
+  const int64_t rows = shape.R, cols = shape.C, ld_dst = shape.ld_dst, ld_src = shape.ld_src;
   const DPtr dst = dptr(dst_t, "copy2d", "dst"), src = dptr(src_t, "copy2d", "src");
   if (rows * cols <= 0) return;
   copy2d_kernel<<<grid_for(rows * cols, 256), 256, 0, cuda_ctx().stream>>>(dst, ld_dst, src, ld_src,

@@ -47,8 +47,9 @@ namespace sl {
 using namespace cuda;  // this file's kernels, common.cuh
 
 // index: the device copy of core/backend.h's embedding_index layout.
-void CudaBackend::embedding_forward(Tensor out_t, Tensor index_t, Tensor wte_t, int64_t BT,
-                                    int64_t d) {
+void CudaBackend::embedding_forward(Tensor out_t, Tensor index_t, Tensor wte_t,
+                                    const RowsShape& shape) {
+  const int64_t BT = shape.R, d = shape.C;
   const char* op = "embedding_forward";
   const DPtr out = dptr(out_t, op, "out"), wte = dptr(wte_t, op, "wte");
   const int32_t* index = i32_ptr(index_t, embedding_index_size(BT), op, "index");
@@ -58,8 +59,9 @@ void CudaBackend::embedding_forward(Tensor out_t, Tensor index_t, Tensor wte_t, 
   SL_CUDA_LAUNCHED();
 }
 
-void CudaBackend::embedding_backward(Tensor dwte_t, Tensor index_t, Tensor dout_t, int64_t BT,
-                                     int64_t d) {
+void CudaBackend::embedding_backward(Tensor dwte_t, Tensor index_t, Tensor dout_t,
+                                     const RowsShape& shape) {
+  const int64_t BT = shape.R, d = shape.C;
   const char* op = "embedding_backward";
   const DPtr dwte = dptr(dwte_t, op, "dwte"), dout = dptr(dout_t, op, "dout");
   const int32_t* index = i32_ptr(index_t, embedding_index_size(BT), op, "index");

@@ -769,8 +769,9 @@ namespace sl {
 using namespace cuda;  // this file's kernels, common.cuh
 
 void CudaBackend::gdn_forward(Tensor out_t, Tensor states_t, Tensor q_t, Tensor k_t, Tensor v_t,
-                              Tensor beta_t, Tensor g_t, int64_t B, int64_t T, int64_t H,
-                              int64_t key_dim, int64_t value_dim) {
+                              Tensor beta_t, Tensor g_t, const GdnShape& shape) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, key_dim = shape.key_dim,
+                value_dim = shape.value_dim;
   const char* op = "gdn_forward";
   const DPtr out = dptr(out_t, op, "out"), states = dptr(states_t, op, "states"),
              q = dptr(q_t, op, "q"), k = dptr(k_t, op, "k"), v = dptr(v_t, op, "v"),
@@ -790,8 +791,9 @@ void CudaBackend::gdn_forward(Tensor out_t, Tensor states_t, Tensor q_t, Tensor 
 
 void CudaBackend::gdn_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dbeta_t, Tensor dg_t,
                                Tensor dout_t, Tensor states_t, Tensor q_t, Tensor k_t, Tensor v_t,
-                               Tensor beta_t, Tensor g_t, int64_t B, int64_t T, int64_t H,
-                               int64_t key_dim, int64_t value_dim) {
+                               Tensor beta_t, Tensor g_t, const GdnShape& shape) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, key_dim = shape.key_dim,
+                value_dim = shape.value_dim;
   const char* op = "gdn_backward";
   const DPtr dq = dptr(dq_t, op, "dq"), dk = dptr(dk_t, op, "dk"), dv = dptr(dv_t, op, "dv"),
              dbeta = dptr(dbeta_t, op, "dbeta"), dg = dptr(dg_t, op, "dg"),

@@ -77,8 +77,8 @@ namespace sl {
 using namespace cuda;  // this file's kernels, common.cuh
 
 void CudaBackend::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, Tensor gate_t,
-                                        int64_t ldg, Tensor w_t, int64_t R, int64_t H, int64_t C,
-                                        float eps) {
+                                        Tensor w_t, const GatedNormShape& shape, float eps) {
+  const int64_t R = shape.R, H = shape.H, C = shape.C, ldg = shape.ldg;
   const char* op = "gated_rmsnorm_forward";
   const DPtr y = dptr(y_t, op, "y"), rstd = dptr(rstd_t, op, "rstd"), x = dptr(x_t, op, "x"),
              gate = dptr(gate_t, op, "gate"), w = dptr(w_t, op, "w");
@@ -89,8 +89,9 @@ void CudaBackend::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, T
 }
 
 void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_t, Tensor dy_t,
-                                         Tensor x_t, Tensor gate_t, int64_t ldg, Tensor w_t,
-                                         Tensor rstd_t, int64_t R, int64_t H, int64_t C) {
+                                         Tensor x_t, Tensor gate_t, Tensor w_t, Tensor rstd_t,
+                                         const GatedNormShape& shape) {
+  const int64_t R = shape.R, H = shape.H, C = shape.C, ldg = shape.ldg;
   const char* op = "gated_rmsnorm_backward";
   const DPtr dx = dptr(dx_t, op, "dx"), dgate = dptr(dgate_t, op, "dgate"),
              dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"), x = dptr(x_t, op, "x"),

@@ -63,9 +63,10 @@ namespace sl {
 
 using namespace cuda;  // this file's kernels, common.cuh
 
-void CudaBackend::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Tensor a_t, int64_t ld,
-                                    Tensor A_log_t, Tensor dt_bias_t, int64_t BT, int64_t H,
-                                    float beta_scale) {
+void CudaBackend::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Tensor a_t,
+                                    Tensor A_log_t, Tensor dt_bias_t, const GatesShape& shape) {
+  const int64_t BT = shape.BT, H = shape.H, ld = shape.ld;
+  const float beta_scale = shape.beta_scale;
   const char* op = "gdn_gates_forward";
   const DPtr beta = dptr(beta_t, op, "beta"), g = dptr(g_t, op, "g"), b = dptr(b_t, op, "b"),
              a = dptr(a_t, op, "a"), A_log = dptr(A_log_t, op, "A_log"),
@@ -78,8 +79,9 @@ void CudaBackend::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Tenso
 
 void CudaBackend::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t, Tensor ddt_bias_t,
                                      Tensor dbeta_t, Tensor dg_t, Tensor b_t, Tensor a_t,
-                                     int64_t ld, Tensor A_log_t, Tensor dt_bias_t, int64_t BT,
-                                     int64_t H, float beta_scale) {
+                                     Tensor A_log_t, Tensor dt_bias_t, const GatesShape& shape) {
+  const int64_t BT = shape.BT, H = shape.H, ld = shape.ld;
+  const float beta_scale = shape.beta_scale;
   const char* op = "gdn_gates_backward";
   const DPtr db = dptr(db_t, op, "db"), da = dptr(da_t, op, "da"),
              dA_log = dptr(dA_log_t, op, "dA_log"), ddt_bias = dptr(ddt_bias_t, op, "ddt_bias"),

@@ -49,8 +49,10 @@ namespace sl {
 
 using namespace cuda;  // this file's kernels, common.cuh
 
-void CudaBackend::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, int64_t ldx, int64_t BT,
-                                 int64_t H, int64_t C, float scale, float eps) {
+void CudaBackend::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, const L2NormShape& shape,
+                                 float eps) {
+  const int64_t BT = shape.BT, H = shape.H, C = shape.C, ldx = shape.ldx;
+  const float scale = shape.scale;
   const char* op = "l2norm_forward";
   const DPtr y = dptr(y_t, op, "y"), rnorm = dptr(rnorm_t, op, "rnorm"), x = dptr(x_t, op, "x");
   const int64_t rows = BT * H;
@@ -60,8 +62,10 @@ void CudaBackend::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, int64_t
   SL_CUDA_LAUNCHED();
 }
 
-void CudaBackend::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, int64_t ldx, Tensor rnorm_t,
-                                  int64_t BT, int64_t H, int64_t C, float scale) {
+void CudaBackend::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, Tensor rnorm_t,
+                                  const L2NormShape& shape) {
+  const int64_t BT = shape.BT, H = shape.H, C = shape.C, ldx = shape.ldx;
+  const float scale = shape.scale;
   const char* op = "l2norm_backward";
   const DPtr dx = dptr(dx_t, op, "dx"), dy = dptr(dy_t, op, "dy"), x = dptr(x_t, op, "x"),
              rnorm = dptr(rnorm_t, op, "rnorm");

@@ -204,13 +204,15 @@ namespace sl {
 
 using namespace cuda;  // this file's GEMM, common.cuh
 
-void CudaBackend::matmul_forward(Tensor y, Tensor x, int64_t ldx, Tensor w, int64_t M, int64_t K,
-                                 int64_t N, bool accumulate) {
+void CudaBackend::matmul_forward(Tensor y, Tensor x, Tensor w, const MatmulShape& shape,
+                                 bool accumulate) {
+  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx;
   gemm(cuda_ctx(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, w, K, x, ldx, y, N, accumulate, "forward");
 }
 
-void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, int64_t ldx, Tensor w,
-                                  int64_t M, int64_t K, int64_t N, bool accumulate) {
+void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w,
+                                  const MatmulShape& shape, bool accumulate) {
+  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx;
   Ctx& ctx = cuda_ctx();
   if (dx) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w, K, dy, N, dx, ldx, accumulate, "dx");
   if (dw) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, ldx, dy, N, dw, K, true, "dw");

@@ -325,8 +325,10 @@ namespace sl {
 
 using namespace cuda;  // this file's kernels, common.cuh
 
-void CudaBackend::rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64_t ldx, Tensor w_t,
-                                  int64_t R, int64_t C, float eps, Tensor res_t, Tensor y_copy_t) {
+void CudaBackend::rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, Tensor w_t,
+                                  const RmsNormShape& shape, float eps, Tensor res_t,
+                                  Tensor y_copy_t) {
+  const int64_t R = shape.R, C = shape.C, ldx = shape.ldx;
   const char* op = "rmsnorm_forward";
   const DPtr y = dptr(y_t, op, "y"), rstd = dptr(rstd_t, op, "rstd"), x = dptr(x_t, op, "x"),
              w = dptr(w_t, op, "w"), res = dptr(res_t, op, "res"),
@@ -343,9 +345,9 @@ void CudaBackend::rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64_t
   SL_CUDA_LAUNCHED();
 }
 
-void CudaBackend::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, int64_t ldx,
-                                   Tensor w_t, Tensor rstd_t, int64_t R, int64_t C,
-                                   bool accumulate) {
+void CudaBackend::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, Tensor w_t,
+                                   Tensor rstd_t, const RmsNormShape& shape, bool accumulate) {
+  const int64_t R = shape.R, C = shape.C, ldx = shape.ldx;
   const char* op = "rmsnorm_backward";
   const DPtr dx = dptr(dx_t, op, "dx"), dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"),
              x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w"), rstd = dptr(rstd_t, op, "rstd");
@@ -363,17 +365,18 @@ void CudaBackend::rmsnorm_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor
 
 // In one pass where the shape fits the fused kernels (hd a power of two in [16, 256], aligned
 // tensors, strides multiples of 8; the backward also C <= 1024), else as the unfused ops.
-void CudaBackend::rmsnorm_rope_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, int64_t ldx,
-                                       Tensor w_t, int64_t B, int64_t T, int64_t H, int64_t hd,
-                                       float eps, float theta) {
+void CudaBackend::rmsnorm_rope_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, Tensor w_t,
+                                       const RmsNormRopeShape& shape, float eps) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd, ldx = shape.ldx;
+  const float theta = shape.theta;
   const char* op = "rmsnorm_rope_forward";
   const float* cs = rope_table(T, hd, theta);
   const DPtr y = dptr(y_t, op, "y"), rstd = dptr(rstd_t, op, "rstd"), x = dptr(x_t, op, "x"),
              w = dptr(w_t, op, "w");
   const int64_t R = B * T, C = H * hd;
   if (!rope_fusable(C, ldx, hd, {y, x, w})) {
-    rmsnorm_forward(y_t, rstd_t, x_t, ldx, w_t, R, C, eps, Tensor{}, Tensor{});
-    rope_forward(y_t, B, T, H, hd, theta);
+    rmsnorm_forward(y_t, rstd_t, x_t, w_t, {.R = R, .C = C, .ldx = ldx}, eps, Tensor{}, Tensor{});
+    rope_forward(y_t, {.B = B, .T = T, .H = H, .hd = hd, .theta = theta});
     return;
   }
   if (R <= 0) return;
@@ -384,9 +387,10 @@ void CudaBackend::rmsnorm_rope_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, in
 }
 
 void CudaBackend::rmsnorm_rope_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
-                                        int64_t ldx, Tensor w_t, Tensor rstd_t, int64_t B,
-                                        int64_t T, int64_t H, int64_t hd, float theta,
+                                        Tensor w_t, Tensor rstd_t, const RmsNormRopeShape& shape,
                                         bool accumulate) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd, ldx = shape.ldx;
+  const float theta = shape.theta;
   const char* op = "rmsnorm_rope_backward";
   const float* cs = rope_table(T, hd, theta);
   const DPtr dx = dptr(dx_t, op, "dx"), dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"),
@@ -400,9 +404,9 @@ void CudaBackend::rmsnorm_rope_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, T
   }
   // Unfused: rope^T(dy) into an fp32 workspace copy (dy itself stays as it was), then RMSNorm.
   const Tensor g(ctx.work->get_as<float>(static_cast<size_t>(R * C)), DType::f32, R * C);
-  copy2d(g, C, dy_t, C, R, C, false);
-  rope(g, B, T, H, hd, theta, -1.f);
-  rmsnorm_backward(dx_t, dw_t, g, x_t, ldx, w_t, rstd_t, R, C, accumulate);
+  copy2d(g, dy_t, {.R = R, .C = C, .ld_dst = C, .ld_src = C}, false);
+  rope(g, {.B = B, .T = T, .H = H, .hd = hd, .theta = theta}, -1.f);
+  rmsnorm_backward(dx_t, dw_t, g, x_t, w_t, rstd_t, {.R = R, .C = C, .ldx = ldx}, accumulate);
 }
 
 }  // namespace sl

@@ -31,17 +31,13 @@ namespace sl {
 
 using namespace cuda;  // this file's kernel, common.cuh
 
-void CudaBackend::rope_forward(Tensor x, int64_t B, int64_t T, int64_t H, int64_t hd, float theta) {
-  rope(x, B, T, H, hd, theta, 1.f);
-}
+void CudaBackend::rope_forward(Tensor x, const RopeShape& shape) { rope(x, shape, 1.f); }
 // The rotation is orthogonal: its gradient is the rotation by the opposite angle.
-void CudaBackend::rope_backward(Tensor dx, int64_t B, int64_t T, int64_t H, int64_t hd,
-                                float theta) {
-  rope(dx, B, T, H, hd, theta, -1.f);
-}
+void CudaBackend::rope_backward(Tensor dx, const RopeShape& shape) { rope(dx, shape, -1.f); }
 
-void CudaBackend::rope(Tensor x_t, int64_t B, int64_t T, int64_t H, int64_t hd, float theta,
-                       float sign) {
+void CudaBackend::rope(Tensor x_t, const RopeShape& shape, float sign) {
+  const int64_t B = shape.B, T = shape.T, H = shape.H, hd = shape.hd;
+  const float theta = shape.theta;
   const float* cs = rope_table(T, hd, theta);
   const DPtr x = dptr(x_t, "rope", "x");
   const int64_t n = B * T * H * (hd / 2);

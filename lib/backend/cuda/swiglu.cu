@@ -82,7 +82,8 @@ namespace sl {
 
 using namespace cuda;  // this file's kernels, common.cuh
 
-void CudaBackend::swiglu_forward(Tensor h_t, Tensor gu_t, int64_t R, int64_t m) {
+void CudaBackend::swiglu_forward(Tensor h_t, Tensor gu_t, const RowsShape& shape) {
+  const int64_t R = shape.R, m = shape.C;
   const DPtr h = dptr(h_t, "swiglu_forward", "h"), gu = dptr(gu_t, "swiglu_forward", "gu");
   const Ctx& ctx = cuda_ctx();
   if (R * m <= 0) return;
@@ -93,8 +94,9 @@ void CudaBackend::swiglu_forward(Tensor h_t, Tensor gu_t, int64_t R, int64_t m) 
   SL_CUDA_LAUNCHED();
 }
 
-void CudaBackend::swiglu_backward(Tensor dgu_t, Tensor dh_t, Tensor gu_t, int64_t R, int64_t m,
+void CudaBackend::swiglu_backward(Tensor dgu_t, Tensor dh_t, Tensor gu_t, const RowsShape& shape,
                                   bool accumulate) {
+  const int64_t R = shape.R, m = shape.C;
   const char* op = "swiglu_backward";
   const DPtr dgu = dptr(dgu_t, op, "dgu"), dh = dptr(dh_t, op, "dh"), gu = dptr(gu_t, op, "gu");
   const Ctx& ctx = cuda_ctx();

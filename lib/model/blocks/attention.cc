@@ -117,18 +117,23 @@ void AttentionBlock::forward(Tensor x, Tensor out) {
   const float eps = static_cast<float>(env_.spec.norm_eps),
               theta = static_cast<float>(env_.spec.rope_theta);
   const Tensor xb = input_copied_ ? xb_ : env_.as_act(x, xb_, BT, d);
-  be.matmul_forward(qkv_, xb, d, w_.qkv, BT, d, 3 * d, false);
-  be.rmsnorm_rope_forward(q_, q_rstd_, qkv_, 3 * d, w_.q_norm, B, T, D.H, D.hd, eps, theta);
-  be.rmsnorm_rope_forward(k_, k_rstd_, qkv_.at(d), 3 * d, w_.k_norm, B, T, D.H, D.hd, eps, theta);
-  be.attention_forward(att_, lse_, q_, k_, qkv_.at(2 * d), 3 * d, B, T, D.H, D.hd);
-  be.matmul_forward(o_, att_, d, w_.o_proj, BT, d, d, false);
+  be.matmul_forward(qkv_, xb, w_.qkv, {.M = BT, .K = d, .N = 3 * d, .ldx = d}, false);
+  be.rmsnorm_rope_forward(q_, q_rstd_, qkv_, w_.q_norm,
+                          {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldx = 3 * d, .theta = theta},
+                          eps);
+  be.rmsnorm_rope_forward(k_, k_rstd_, qkv_.at(d), w_.k_norm,
+                          {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldx = 3 * d, .theta = theta},
+                          eps);
+  be.attention_forward(att_, lse_, q_, k_, qkv_.at(2 * d),
+                       {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldv = 3 * d});
+  be.matmul_forward(o_, att_, w_.o_proj, {.M = BT, .K = d, .N = d, .ldx = d}, false);
   // y = x + rms(o) and its compute-dtype copy yb for the MLP's GEMM, in one pass.
-  be.rmsnorm_forward(y_, o_rstd_, o_, d, w_.post_attention_layernorm, BT, d, eps, x,
-                     env_.split_residual() ? yb_ : Tensor{});
+  be.rmsnorm_forward(y_, o_rstd_, o_, w_.post_attention_layernorm, {.R = BT, .C = d, .ldx = d}, eps,
+                     x, env_.split_residual() ? yb_ : Tensor{});
   mlp_.forward(yb_, mlp_.mo);
   // out = y + rms(mo), with the next attention block's input copy.
-  be.rmsnorm_forward(out, mo_rstd_, mlp_.mo, d, w_.post_feedforward_layernorm, BT, d, eps, y_,
-                     next_input_copy_);
+  be.rmsnorm_forward(out, mo_rstd_, mlp_.mo, w_.post_feedforward_layernorm,
+                     {.R = BT, .C = d, .ldx = d}, eps, y_, next_input_copy_);
 }
 
 // dres: on entry d out, on return d x. The residual adds pass the gradient through unchanged,
@@ -142,8 +147,8 @@ void AttentionBlock::backward(Tensor /*x: read as xb_*/, Tensor dres) {
   const Tensor scratch = env_.scratch;
   // out = y + rms(mo): d y = d out + (MLP path). dmo sits after the MLP's scratch [0, 3 BT m).
   const Tensor dmo = scratch.at(mlp_.scratch_size(), BT * d);
-  be.rmsnorm_backward(dmo, dw_.post_feedforward_layernorm, dres, mlp_.mo, d,
-                      w_.post_feedforward_layernorm, mo_rstd_, BT, d, false);
+  be.rmsnorm_backward(dmo, dw_.post_feedforward_layernorm, dres, mlp_.mo,
+                      w_.post_feedforward_layernorm, mo_rstd_, {.R = BT, .C = d, .ldx = d}, false);
   mlp_.backward(yb_, dmo, dres, true);
   // The MLP's gradients are dead: the attention path's reuse the scratch from its start.
   int64_t off = 0;
@@ -155,16 +160,20 @@ void AttentionBlock::backward(Tensor /*x: read as xb_*/, Tensor dres) {
   Tensor dov = take(BT * d), datt = take(BT * d), dq = take(BT * d), dk = take(BT * d),
          dqkv = take(BT * 3 * d);
   // y = x + rms(o): d x = d y + (attention path)
-  be.rmsnorm_backward(dov, dw_.post_attention_layernorm, dres, o_, d, w_.post_attention_layernorm,
-                      o_rstd_, BT, d, false);
-  be.matmul_backward(datt, dw_.o_proj, dov, att_, d, w_.o_proj, BT, d, d, false);
-  be.attention_backward(dq, dk, dqkv.at(2 * d), datt, q_, k_, qkv_.at(2 * d), 3 * d, att_, lse_, B,
-                        T, D.H, D.hd, false);
-  be.rmsnorm_rope_backward(dqkv, dw_.q_norm, dq, qkv_, 3 * d, w_.q_norm, q_rstd_, B, T, D.H, D.hd,
-                           theta, false);
-  be.rmsnorm_rope_backward(dqkv.at(d), dw_.k_norm, dk, qkv_.at(d), 3 * d, w_.k_norm, k_rstd_, B, T,
-                           D.H, D.hd, theta, false);
-  be.matmul_backward(dres, dw_.qkv, dqkv, xb_, d, w_.qkv, BT, d, 3 * d, true);
+  be.rmsnorm_backward(dov, dw_.post_attention_layernorm, dres, o_, w_.post_attention_layernorm,
+                      o_rstd_, {.R = BT, .C = d, .ldx = d}, false);
+  be.matmul_backward(datt, dw_.o_proj, dov, att_, w_.o_proj, {.M = BT, .K = d, .N = d, .ldx = d},
+                     false);
+  be.attention_backward(dq, dk, dqkv.at(2 * d), datt, q_, k_, qkv_.at(2 * d), att_, lse_,
+                        {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldv = 3 * d}, false);
+  be.rmsnorm_rope_backward(dqkv, dw_.q_norm, dq, qkv_, w_.q_norm, q_rstd_,
+                           {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldx = 3 * d, .theta = theta},
+                           false);
+  be.rmsnorm_rope_backward(dqkv.at(d), dw_.k_norm, dk, qkv_.at(d), w_.k_norm, k_rstd_,
+                           {.B = B, .T = T, .H = D.H, .hd = D.hd, .ldx = 3 * d, .theta = theta},
+                           false);
+  be.matmul_backward(dres, dw_.qkv, dqkv, xb_, w_.qkv, {.M = BT, .K = d, .N = 3 * d, .ldx = d},
+                     true);
 }
 
 }  // namespace sl

@@ -105,7 +105,7 @@ Tensor BlockEnv::shared_stat(const std::string& key, int64_t n) {
 }
 Tensor BlockEnv::as_act(Tensor src, Tensor buf, int64_t rows, int64_t cols) const {
   if (!split_) return src;
-  be.copy2d(buf, cols, src, cols, rows, cols, false);
+  be.copy2d(buf, src, {.R = rows, .C = cols, .ld_dst = cols, .ld_src = cols}, false);
   return buf;
 }
 

@@ -27,18 +27,20 @@ void mlp_memory(const ModelSpec& s, int64_t BT, BlockMemory& m) {
 void Mlp::forward(Tensor in, Tensor out) {
   Backend& be = env_.be;
   const int64_t BT = env_.BT, d = env_.D.d, m = env_.D.m;
-  be.matmul_forward(gu_, in, d, w_.gate_up, BT, d, 2 * m, false);  // one [2m, d] GEMM
-  be.swiglu_forward(h_, gu_, BT, m);
-  be.matmul_forward(out, h_, m, w_.down, BT, m, d, false);
+  // One [2m, d] GEMM: gate and up side by side in gu [BT, 2m].
+  be.matmul_forward(gu_, in, w_.gate_up, {.M = BT, .K = d, .N = 2 * m, .ldx = d}, false);
+  be.swiglu_forward(h_, gu_, {.R = BT, .C = m});
+  be.matmul_forward(out, h_, w_.down, {.M = BT, .K = m, .N = d, .ldx = m}, false);
 }
 
 void Mlp::backward(Tensor in, Tensor dmo, Tensor din, bool accumulate) {
   Backend& be = env_.be;
   const int64_t BT = env_.BT, d = env_.D.d, m = env_.D.m;
   Tensor dh = env_.scratch.at(0, BT * m), dgu = env_.scratch.at(BT * m, BT * 2 * m);
-  be.matmul_backward(dh, dw_.down, dmo, h_, m, w_.down, BT, m, d, false);
-  be.swiglu_backward(dgu, dh, gu_, BT, m, false);
-  be.matmul_backward(din, dw_.gate_up, dgu, in, d, w_.gate_up, BT, d, 2 * m, accumulate);
+  be.matmul_backward(dh, dw_.down, dmo, h_, w_.down, {.M = BT, .K = m, .N = d, .ldx = m}, false);
+  be.swiglu_backward(dgu, dh, gu_, {.R = BT, .C = m}, false);
+  be.matmul_backward(din, dw_.gate_up, dgu, in, w_.gate_up, {.M = BT, .K = d, .N = 2 * m, .ldx = d},
+                     accumulate);
 }
 
 }  // namespace sl
