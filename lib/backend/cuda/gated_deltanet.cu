@@ -17,16 +17,17 @@
 // q, k, v and dout tiles widened from bf16 are exact in TF32 and skip their lo products.
 //
 // Parallelism: the value columns of S evolve independently (delta_t[j] only involves S[:, j]), so a
-// block of the forward owns one (b, h) and a tile of VT value columns, and walks the chunks in
-// order. The [C, C] matrices (A, KKE, Tinv) depend on no state: gdn_prep_kernel computes them for
-// every chunk at once, in parallel, before each pass, which loads them (once per chunk and head
-// instead of once per value tile, and off the serial path). Everything a chunk needs lives in
-// shared memory, zero-padded to the tile grid (rows to 64, DK to a multiple of 16, value columns
-// to VT), so padded tails (T not a multiple of 64, DV not a multiple of VT) feed zeros into every
-// product and are never written out. The backward has two phases (see "backward" below): a short
-// sequential pass of the state gradient per (b, h) and value tile, then one block per (b, h,
-// chunk) for all the gradients, summing over the value tiles itself: every output element is
-// written once, no atomics, deterministic.
+// block of the forward's sequential pass owns one (b, h) and a tile of VT value columns, and walks
+// the chunks in order doing only what the recurrence needs; the outputs O of every chunk then come
+// from a chunk-parallel kernel (see "forward" below). The [C, C] matrices (A, KKE, Tinv) depend on
+// no state: gdn_prep_kernel computes them for every chunk at once, in parallel, before each pass,
+// which loads them (once per chunk and head instead of once per value tile, and off the serial
+// path). Everything a chunk needs lives in shared memory, zero-padded to the tile grid (rows to 64,
+// DK to a multiple of 16, value columns to VT), so padded tails (T not a multiple of 64, DV not a
+// multiple of VT) feed zeros into every product and are never written out. The backward has two
+// phases (see "backward" below): a short sequential pass of the state gradient per (b, h) and value
+// tile, then one block per (b, h, chunk) for all the gradients, summing over the value tiles
+// itself: every output element is written once, no atomics, deterministic.
 #include <string>
 
 #include "backend/cuda/common.cuh"
