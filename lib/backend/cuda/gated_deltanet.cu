@@ -28,6 +28,7 @@
 // phases (see "backward" below): a short sequential pass of the state gradient per (b, h) and value
 // tile, then one block per (b, h, chunk) for all the gradients, summing over the value tiles
 // itself: every output element is written once, no atomics, deterministic.
+#include <algorithm>
 #include <string>
 
 #include "backend/cuda/common.cuh"
@@ -190,10 +191,8 @@ struct Layout {
 // big, cc, vt, st, vecs of each kernel's Layout (below).
 constexpr int kFwdState[5] = {1, 1, 2, 1, 4};
 constexpr int kFwdOutput[5] = {1, 1, 2, 1, 1};
-// The backward's phases (a) and (b) below; (b) needs more of every kind, so the value tile is
-// picked by it.
+// The backward's phase (a) below (phase (b) has its own ChunkGradLayout).
 constexpr int kBwdState[5] = {1, 1, 2, 2, 4};
-constexpr int kBwdChunk[5] = {3, 3, 5, 2, 7};
 
 // The chunk-local [C, C] matrices, once per (b, h, chunk) and all chunks in parallel (the value
 // tiles of the sequential kernels below would otherwise each recompute them, on their serial
@@ -463,6 +462,9 @@ __global__ void __launch_bounds__(kThreads, 3)
     }
     if (dv) add_tile(dv, D.vo(b, t0, h) + j0, vstride, Tmp, ldv, Cn, nv, bet);
     if (c == 0) break;  // the state gradient entering chunk 0 is not needed
+    // add_tile's threads read Tmp by [Cn][nv] and the loop below rewrites it by [kC][VT]: the
+    // same element goes to different threads in a partial tile (a race, seen at DV 80, VT 32).
+    __syncthreads();
     const float GamL = Gam[Cn - 1];
     for (int i = tid; i < kC * VT; i += nth)
       Tmp[(i / VT) * ldv + i % VT] *= -bet[i / VT] * Gam[i / VT];
@@ -476,35 +478,44 @@ __global__ void __launch_bounds__(kThreads, 3)
   }
 }
 
-// Phase (b). Grid (B*H*NC), kChunkThreads threads. Outputs (+=): dq, dk [B, T, H, DK], dbeta, dg
-// [B, T, H]; each may be null (skipped). Its shared memory (170 KB at DK 64, VT 32) allows one
-// block a SM, so the block has 16 warps: most of its products are 64 x 64 (16 warp tiles).
-constexpr int kChunkThreads = 512;
-template <int VT>
-__global__ void __launch_bounds__(kChunkThreads)
+// Phase (b). Grid (B*H*NC), kThreads threads. Outputs (+=): dq, dk [B, T, H, DK], dbeta, dg
+// [B, T, H]; each may be null (skipped). The four sums over the value tiles (dA, dL [C, C], Pq,
+// Pk [C, DK]) stay in each warp's registers for the whole loop: warp w owns rows 16 (w / 2) ..
+// + 16 and a half of the columns of each (two 16 x 16 tiles of dA and dL, KH of Pq and Pk), so
+// the tile products need neither a shared-memory round trip of the accumulators nor a barrier.
+// After the loop they go to shared memory over the spent tile buffers. KH = 2 covers DK <= 64
+// (S0, dS and Pq, Pk padded with zeros to 32 KH columns), KH = 4 DK <= 128. Shared memory:
+// 104 KB at DK 64, VT 32, so two blocks a SM (the 128-register cap); 172 KB at DK 128 (one).
+constexpr int kChunkWarps = kThreads / 32;
+static_assert(kChunkWarps == 8 && kC == 64, "the warp -> tile map below");
+template <int VT, int KH>
+struct ChunkGradLayout {
+  static constexpr int ldv = VT + 4, DKw = 32 * KH, ldp = DKw + 4, nvec = 7 * kC + 32;
+  // floats: Ks [kC][ldk], the vectors, then a region used twice: in the loop Ts [kC][kLdc], five
+  // [kC][ldv] tiles and S0, dS [DKw][ldv]; after it dA, dL [kC][kLdc], Pq, Pk [kC][ldp], Q
+  // [kC][ldk].
+  __host__ __device__ static int loop_floats() { return kC * kLdc + 5 * kC * ldv + 2 * DKw * ldv; }
+  __host__ __device__ static int post_floats(int ldk) {
+    return 2 * kC * kLdc + 2 * kC * ldp + kC * ldk;
+  }
+  static size_t bytes(int DKp) {
+    const int ldk = DKp + 4;
+    return sizeof(float) *
+           static_cast<size_t>(kC * ldk + nvec + std::max(loop_floats(), post_floats(ldk)));
+  }
+};
+template <int VT, int KH>
+__global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     gdn_chunk_grad_kernel(DPtr dq, DPtr dk, DPtr dbeta, DPtr dg, DPtr dout, DPtr states,
                           const float* dstates, const float* dX_in, DPtr q, DPtr k, DPtr v,
                           DPtr beta, DPtr g, const float* A_in, const float* kke_in,
                           const float* T_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
-  constexpr int ldv = Layout<VT>::ldv;
+  using L = ChunkGradLayout<VT, KH>;
+  constexpr int ldv = L::ldv, ldp = L::ldp;
   const int ldk = D.DKp + 4;
   float* Ks = sm;
-  float* Pq = Ks + kC * ldk;  // sum over tiles of dO S0^T, then dQ
-  float* Pk = Pq + kC * ldk;  // sum of diag(e) Delta dS^T - diag(Gam beta) dX S0^T, then dK
-  float* Ts = Pk + kC * ldk;
-  float* dA = Ts + kC * kLdc;  // sum of dO Delta^T, then dQK
-  float* dL = dA + kC * kLdc;  // sum of dX Delta^T, then G
-  // The value tiles, then (after the loop, over them) Q [kC][ldk]: Q is only needed at the end.
-  float* Xs = dL + kC * kLdc;  // V, then X = diag(beta) (V - diag(Gam) K S0), then diag(e) Delta
-  float* Qs = Xs;
-  float* dOs = Xs + kC * ldv;
-  float* dXs = dOs + kC * ldv;
-  float* Dl = dXs + kC * ldv;  // Delta
-  float* KS = Dl + kC * ldv;   // K S0, then -diag(Gam beta) dX
-  float* S0 = KS + kC * ldv;   // [DKp][ldv]
-  float* dSs = S0 + D.DKp * ldv;
-  float* gam = dSs + D.DKp * ldv;
+  float* gam = Ks + kC * ldk;
   float* Gam = gam + kC;
   float* ev = Gam + kC;
   float* bet = ev + kC;
@@ -512,13 +523,27 @@ __global__ void __launch_bounds__(kChunkThreads)
   float* dbet = dgam + kC;
   float* z3k = dbet + kC;  // sum over tiles of Gam_t beta_t dX_t . (K S0)_t
   float* red = z3k + kC;
+  float* region = red + 32;
+  // In the loop:
+  float* Ts = region;
+  float* Xs = Ts + kC * kLdc;  // V, then X = diag(beta) (V - diag(Gam) K S0), then diag(e) Delta
+  float* dOs = Xs + kC * ldv;
+  float* dXs = dOs + kC * ldv;
+  float* Dl = dXs + kC * ldv;  // Delta
+  float* KS = Dl + kC * ldv;   // K S0, then -diag(Gam beta) dX
+  float* S0 = KS + kC * ldv;   // [DKw][ldv]
+  float* dSs = S0 + L::DKw * ldv;
+  // After it:
+  float* dA = region;          // sum of dO Delta^T, then dQK
+  float* dL = dA + kC * kLdc;  // sum of dX Delta^T, then G
+  float* Pq = dL + kC * kLdc;  // sum of dO S0^T, then dQ
+  float* Pk = Pq + kC * ldp;   // sum of diag(e) Delta dS^T - diag(Gam beta) dX S0^T, then dK
+  float* Qs = Pk + kC * ldp;
   const int c = blockIdx.x % D.NC, bh = blockIdx.x / D.NC, b = bh / D.H, h = bh % D.H;
   const int t0 = c * kC, Cn = min(kC, D.T - t0);
   const int tid = threadIdx.x, nth = blockDim.x, warp = tid / 32, lane = tid % 32;
   const int nw = nth / 32;
   const int64_t po = prep_offset(D, b, h, c);
-  for (int i = tid; i < kC * ldk; i += nth) Pq[i] = Pk[i] = 0.f;
-  for (int i = tid; i < kC * kLdc; i += nth) dA[i] = dL[i] = 0.f;
   for (int t = tid; t < kC; t += nth) dgam[t] = dbet[t] = z3k[t] = 0.f;
   const int64_t stride = int64_t{D.H} * D.DK;
   load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
@@ -526,13 +551,21 @@ __global__ void __launch_bounds__(kChunkThreads)
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
   const float GamL = Gam[Cn - 1];
   float part = 0.f;  // this thread's share of Gam_last <S0, dS>
+  // This warp's tiles: rows i0 .. i0 + 16; columns jc .. jc + 32 of dA, dL, jp .. jp + 16 KH of
+  // Pq, Pk.
+  const int i0 = 16 * (warp / 2), jc = 32 * (warp % 2), jp = 16 * KH * (warp % 2);
+  AccFrag fA[2], fL[2], fq[KH], fk[KH];
+#pragma unroll
+  for (int n = 0; n < 2; ++n) wmma::fill_fragment(fA[n], 0.f), wmma::fill_fragment(fL[n], 0.f);
+#pragma unroll
+  for (int n = 0; n < KH; ++n) wmma::fill_fragment(fq[n], 0.f), wmma::fill_fragment(fk[n], 0.f);
 
   for (int j0 = 0; j0 < D.DV; j0 += VT) {
     const int nv = min(VT, D.DV - j0);
     __syncthreads();  // the previous tile's products are done with the tile buffers
     const int64_t so = D.state(b, h, c) + j0;
-    load_state<VT>(S0, ldv, states, so, D, nv);
-    load_state<VT>(dSs, ldv, DPtr{const_cast<float*>(dstates), false}, so, D, nv);
+    load_tile(S0, ldv, states, so, D.DV, D.DK, L::DKw, nv, VT);  // zero rows DK .. DKw
+    load_tile(dSs, ldv, DPtr{const_cast<float*>(dstates), false}, so, D.DV, D.DK, L::DKw, nv, VT);
     load_vtile<VT>(Xs, ldv, v, D, b, h, t0, Cn, j0, nv);
     load_vtile<VT>(dOs, ldv, dout, D, b, h, t0, Cn, j0, nv);
     load_vtile<VT>(dXs, ldv, DPtr{const_cast<float*>(dX_in), false}, D, b, h, t0, Cn, j0, nv);
@@ -570,11 +603,24 @@ __global__ void __launch_bounds__(kChunkThreads)
       Xs[t * ldv + j] = ev[t] * Dl[t * ldv + j];
     }
     __syncthreads();
-    mm<false, true>(dA, kLdc, dOs, ldv, Dl, ldv, kC, kC, VT, true, ex(D.xo, false));
-    mm<false, true>(dL, kLdc, dXs, ldv, Dl, ldv, kC, kC, VT, true);
-    mm<false, true>(Pq, ldk, dOs, ldv, S0, ldv, kC, D.DKp, VT, true, ex(D.xo, false));
-    mm<false, true>(Pk, ldk, Xs, ldv, dSs, ldv, kC, D.DKp, VT, true);
-    mm<false, true>(Pk, ldk, KS, ldv, S0, ldv, kC, D.DKp, VT, true);
+    // The sums, in this warp's registers (B operands stored transposed: Delta [C][VT] as
+    // Delta^T, S0 and dS [DKw][VT] as S0^T, dS^T).
+    warp_mma<false, true, 2>(fA, dOs, ldv, Dl, ldv, i0, jc, VT, ex(D.xo, false));   // dO Delta^T
+    warp_mma<false, true, 2>(fL, dXs, ldv, Dl, ldv, i0, jc, VT, 0);                 // dX Delta^T
+    warp_mma<false, true, KH>(fq, dOs, ldv, S0, ldv, i0, jp, VT, ex(D.xo, false));  // dO S0^T
+    warp_mma<false, true, KH>(fk, Xs, ldv, dSs, ldv, i0, jp, VT, 0);  // diag(e) Delta dS^T
+    warp_mma<false, true, KH>(fk, KS, ldv, S0, ldv, i0, jp, VT, 0);   // -diag(Gam beta) dX S0^T
+  }
+  __syncthreads();  // every warp is done with the tile buffers: the sums go over them
+#pragma unroll
+  for (int n = 0; n < 2; ++n) {
+    wmma::store_matrix_sync(dA + i0 * kLdc + jc + 16 * n, fA[n], kLdc, wmma::mem_row_major);
+    wmma::store_matrix_sync(dL + i0 * kLdc + jc + 16 * n, fL[n], kLdc, wmma::mem_row_major);
+  }
+#pragma unroll
+  for (int n = 0; n < KH; ++n) {
+    wmma::store_matrix_sync(Pq + i0 * ldp + jp + 16 * n, fq[n], ldp, wmma::mem_row_major);
+    wmma::store_matrix_sync(Pk + i0 * ldp + jp + 16 * n, fk[n], ldp, wmma::mem_row_major);
   }
   __syncthreads();
   load_tile(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
@@ -605,8 +651,8 @@ __global__ void __launch_bounds__(kChunkThreads)
     }
     float zq = 0.f;
     for (int r = lane; r < D.DKp; r += 32) {
-      zq += Pq[t * ldk + r] * Qs[t * ldk + r];
-      er += Pk[t * ldk + r] * Ks[t * ldk + r];
+      zq += Pq[t * ldp + r] * Qs[t * ldk + r];
+      er += Pk[t * ldp + r] * Ks[t * ldk + r];
     }
     acc = warp_sum(acc);
     db = warp_sum(db);
@@ -618,7 +664,7 @@ __global__ void __launch_bounds__(kChunkThreads)
       dbet[t] += db;
     }
     __syncwarp();
-    for (int r = lane; r < D.DKp; r += 32) Pq[t * ldk + r] *= Gam[t];
+    for (int r = lane; r < D.DKp; r += 32) Pq[t * ldp + r] *= Gam[t];
   }
   const float last = block_sum(part + (lane == 0 ? rsum : 0.f), red);  // barriers
   if (tid == 0) dgam[Cn - 1] += last;
@@ -631,13 +677,13 @@ __global__ void __launch_bounds__(kChunkThreads)
     }
   }
   __syncthreads();
-  mm<false, false>(Pq, ldk, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + dQK K
-  mm<true, false>(Pk, ldk, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, ex(false, D.xq));   // + dQK^T Q
-  mm<false, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G K
-  mm<true, false>(Pk, ldk, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));   // + G^T K
+  mm<false, false>(Pq, ldp, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + dQK K
+  mm<true, false>(Pk, ldp, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, ex(false, D.xq));   // + dQK^T Q
+  mm<false, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G K
+  mm<true, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));   // + G^T K
   __syncthreads();
-  if (dq) add_tile(dq, D.qk(b, t0, h), stride, Pq, ldk, Cn, D.DK);
-  if (dk) add_tile(dk, D.qk(b, t0, h), stride, Pk, ldk, Cn, D.DK);
+  if (dq) add_tile(dq, D.qk(b, t0, h), stride, Pq, ldp, Cn, D.DK);
+  if (dk) add_tile(dk, D.qk(b, t0, h), stride, Pk, ldp, Cn, D.DK);
   // dg_j = sum_{t >= j} dgamma_t within the chunk (the cross-chunk path went through
   // dgamma_last); dbeta.
   for (int t = Cn + tid; t < kC; t += nth) dgam[t] = 0.f;
@@ -749,18 +795,24 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbe
         <<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, k, beta, g, Tinv, D);
     SL_CUDA_LAUNCHED();
   }
-  const auto& n = kBwdChunk;
-  const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
-  // After its loop the kernel loads Q over its value tiles (n[2] of [kC][ldv], n[3] of [DKp][ldv]).
-  const int ldv = Layout<VT>::ldv;
-  if (n[2] * kC * ldv + n[3] * D.DKp * ldv < kC * (D.DKp + 4))
-    fail("cuda gdn backward: key dim " + std::to_string(D.DK) +
-         " is too large for value tiles of " + std::to_string(VT));
-  smem_opt_in(gdn_chunk_grad_kernel<VT>, smem);
-  gdn_chunk_grad_kernel<VT>
-      <<<static_cast<unsigned>(D.B * D.H * D.NC), kChunkThreads, smem, ctx.stream>>>(
-          dq, dk, dbeta, dg, dout, states, dstates, dX, q, k, v, beta, g, A, kke, Tinv, D);
-  SL_CUDA_LAUNCHED();
+  // KH: the key-side tiles per warp of the chunk-parallel kernel (gdn_backward checks DK <= 128).
+  const auto chunk_grad = [&](auto kh) {
+    constexpr int KH = decltype(kh)::value;
+    const size_t smem = ChunkGradLayout<VT, KH>::bytes(D.DKp);
+    if (smem > ctx.smem_optin)
+      fail("cuda gdn backward: key dim " + std::to_string(D.DK) + " needs " + std::to_string(smem) +
+           " bytes of shared memory per block, the device allows " +
+           std::to_string(ctx.smem_optin));
+    smem_opt_in(gdn_chunk_grad_kernel<VT, KH>, smem);
+    gdn_chunk_grad_kernel<VT, KH>
+        <<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
+            dq, dk, dbeta, dg, dout, states, dstates, dX, q, k, v, beta, g, A, kke, Tinv, D);
+    SL_CUDA_LAUNCHED();
+  };
+  if (D.DKp <= 64)
+    chunk_grad(std::integral_constant<int, 2>{});
+  else
+    chunk_grad(std::integral_constant<int, 4>{});
 }
 
 }  // namespace
@@ -806,14 +858,12 @@ void CudaBackend::gdn_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dbe
   Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
   const GdnDims D = dims(B, T, H, key_dim, value_dim, q, k, v, dout, "backward");
-  switch (pick_vt(ctx, D, kBwdChunk)) {
-    case 32:
-      return backward_vt<32>(ctx, D, dq, dk, dv, dbeta, dg, dout, states, q, k, v, beta, g);
-    case 16:
-      return backward_vt<16>(ctx, D, dq, dk, dv, dbeta, dg, dout, states, q, k, v, beta, g);
-    default:
-      too_big(ctx, D, kBwdChunk, "backward");
-  }
+  // The chunk-parallel kernel keeps 32 KH key columns a warp in registers (KH <= 4), and the
+  // sequential pass's value tile of 32 fits at every key dim up to 128.
+  if (D.DKp > 128)
+    fail("cuda gdn backward: key dim " + std::to_string(key_dim) + " is above the 128 supported");
+  if (pick_vt(ctx, D, kBwdState) != 32) too_big(ctx, D, kBwdState, "backward");
+  backward_vt<32>(ctx, D, dq, dk, dv, dbeta, dg, dout, states, q, k, v, beta, g);
 }
 
 }  // namespace sl
