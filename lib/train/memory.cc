@@ -32,22 +32,27 @@ std::vector<int64_t> attention_requests(const ModelSpec& s, int64_t B, int64_t T
 }
 
 // Gated DeltaNet (backend/cuda/gated_deltanet.cu): the prep kernel's chunk matrices, np = B H
-// ceil(T / 64) 64 x 64 fp32 each: A and Tinv in gdn_forward followed by Delta [B, T, H, v_h]
-// fp32 (the forward's only request), A, KKE and Tinv in gdn_backward followed by its phase (a)
-// outputs, the state gradients
-// [B, H, ceil(T / 64), k_h, v_h] and dX [B, T, H, v_h], fp32. Then conv1d_silu_backward's dw
-// partials [B ceil(T / 32), Cc K] fp32 (conv1d.cu).
+// ceil(T / 64) 64 x 64 fp32 each, and its per-chunk WY factors, B H ceil(T / 64) 64 x dkp fp32
+// (dkp = k_h rounded up to 16, padding stored): A and -W in gdn_forward followed by U, then
+// Delta, [B, T, H, v_h] fp32 (the forward's only request); A, KKE and Tinv in gdn_backward
+// followed by its phase (a) arrays, the state gradients [B, H, ceil(T / 64), k_h, v_h] and dX
+// [B, T, H, v_h] (together rounded up to a multiple of 4 floats), then M, fp32. Then
+// conv1d_silu_backward's dw partials [B ceil(T / 32), Cc K] fp32 (conv1d.cu).
 int64_t gdn_prep_bytes(const ModelSpec& s, int64_t B, int64_t T) {
   return B * s.n_heads * ((T + 63) / 64) * 64 * 64 * kF32;
 }
+int64_t gdn_wy_bytes(const ModelSpec& s, int64_t B, int64_t T) {
+  return B * s.n_heads * ((T + 63) / 64) * 64 * ((s.gdn_key_dim + 15) / 16 * 16) * kF32;
+}
 int64_t gdn_forward_request(const ModelSpec& s, int64_t B, int64_t T) {
-  return 2 * gdn_prep_bytes(s, B, T) + B * T * s.n_heads * s.gdn_value_dim * kF32;
+  return gdn_prep_bytes(s, B, T) + gdn_wy_bytes(s, B, T) +
+         B * T * s.n_heads * s.gdn_value_dim * kF32;
 }
 std::vector<int64_t> gdn_requests(const ModelSpec& s, int64_t B, int64_t T) {
   const int64_t H = s.n_heads, dk = s.gdn_key_dim, dv = s.gdn_value_dim;
   const int64_t dstates = B * H * ((T + 63) / 64) * dk * dv, dx = B * T * H * dv;
   const int64_t channels = 2 * H * dk + H * dv;
-  return {3 * gdn_prep_bytes(s, B, T) + (dstates + dx) * kF32,
+  return {3 * gdn_prep_bytes(s, B, T) + (dstates + dx + 3) / 4 * 4 * kF32 + gdn_wy_bytes(s, B, T),
           B * ((T + 31) / 32) * channels * s.conv_kernel * kF32};
 }
 

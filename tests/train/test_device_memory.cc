@@ -176,17 +176,18 @@ BOOST_AUTO_TEST_CASE(wsd_branches_keep_a_snapshot_and_the_workspace_follows_the_
   // Dense L0, 32 x 1024, 2 heads of 64: the flash attention backward's D [B H T] fp32 and its dS
   // tiles, 136 per (sequence, head) for 16 query tiles, 64 x 64 bf16 each.
   BOOST_TEST(sl::estimate_device_bytes(c).workspace == 32 * 2 * 1024 * 4 + 32 * 2 * 136 * 8192);
-  // Hybrid L0 (GGGA): the GDN forward's chunk matrices A, Tinv (2 x 32 x 2 x 16 chunks of 64 x 64
-  // fp32 = 33.6 MB) and Delta (32 x 1024 x 2 x 96 fp32, 25.2 MB) first: 58.7 MB; then, backward
-  // from the last layer, attention's 71.6 MB, which grows the workspace to 1.5 x 58.7 MB; then
-  // the GDN backward's A, KKE, Tinv (50.3 MB), state gradients (32 x 2 x 16 x 48 x 96 fp32,
-  // 18.9 MB) and dX (25.2 MB): 94.4 MB, more than 88.1, so the workspace grows to 1.5 x 88.1 MB;
-  // the conv's 6.3 MB fit.
+  // Hybrid L0 (GGGA): the GDN forward's chunk matrices A (32 x 2 x 16 chunks of 64 x 64 fp32,
+  // 16.8 MB), its -W (the same chunks of 64 x 48 fp32, 12.6 MB) and Delta (32 x 1024 x 2 x 96
+  // fp32, 25.2 MB) first: 54.5 MB; then, backward from the last layer, attention's 71.6 MB, which
+  // grows the workspace to 1.5 x 54.5 MB; then the GDN backward's A, KKE, Tinv (50.3 MB), state
+  // gradients (32 x 2 x 16 x 48 x 96 fp32, 18.9 MB), dX (25.2 MB) and M (12.6 MB): 107.0 MB,
+  // more than 81.8, so the workspace grows to 1.5 x 81.8 MB; the conv's 6.3 MB fit.
   const sl::TrainConfig h = config_of(spec_of("hybrid", "L0", 256), 32, 1024);
   const int64_t attention = 32 * 2 * 1024 * 4 + 32 * 2 * 136 * 8192;
   const int64_t prep = int64_t{32} * 2 * 16 * 64 * 64 * 4, dx = int64_t{32} * 1024 * 2 * 96 * 4;
-  const int64_t fwd = 2 * prep + dx, cap1 = fwd + fwd / 2;
-  const int64_t gdn = 3 * prep + int64_t{32} * 2 * 16 * 48 * 96 * 4 + dx;
+  const int64_t wy = int64_t{32} * 2 * 16 * 64 * 48 * 4;
+  const int64_t fwd = prep + wy + dx, cap1 = fwd + fwd / 2;
+  const int64_t gdn = 3 * prep + int64_t{32} * 2 * 16 * 48 * 96 * 4 + dx + wy;
   BOOST_TEST(attention > fwd);
   BOOST_TEST(attention < cap1);
   BOOST_TEST(gdn > cap1);

@@ -19,15 +19,17 @@
 // Parallelism: the value columns of S evolve independently (delta_t[j] only involves S[:, j]), so a
 // block of the forward's sequential pass owns one (b, h) and a tile of VT value columns, and walks
 // the chunks in order doing only what the recurrence needs; the outputs O of every chunk then come
-// from a chunk-parallel kernel (see "forward" below). The [C, C] matrices (A, KKE, Tinv) depend on
-// no state: gdn_prep_kernel computes them for every chunk at once, in parallel, before each pass,
-// which loads them (once per chunk and head instead of once per value tile, and off the serial
-// path). Everything a chunk needs lives in shared memory, zero-padded to the tile grid (rows to 64,
-// DK to a multiple of 16, value columns to VT), so padded tails (T not a multiple of 64, DV not a
-// multiple of VT) feed zeros into every product and are never written out. The backward has two
-// phases (see "backward" below): a short sequential pass of the state gradient per (b, h) and value
-// tile, then one block per (b, h, chunk) for all the gradients, summing over the value tiles
-// itself: every output element is written once, no atomics, deterministic.
+// from a chunk-parallel kernel (see "forward" below). The [C, C] matrices (A, KKE, Tinv) and the
+// factors of the sequential passes' products that involve no state (W, U; M, dX0) are computed by
+// gdn_prep_kernel for every chunk at once, in parallel, before each pass, so that a sequential pass
+// does 2 products a chunk and fetches the next chunk's inputs while it computes, so that no phase
+// of a chunk waits on a global load. Everything a chunk needs lives in shared memory, zero-padded
+// to the tile grid (rows to 64, DK to a multiple of 16, value columns to VT), so padded tails (T
+// not a multiple of 64, DV not a multiple of VT) feed zeros into every product and are never
+// written out. The backward has two phases (see "backward" below): a short sequential pass of the
+// state gradient per (b, h) and value tile, then one block per (b, h, chunk) for all the gradients,
+// summing over the value tiles itself: every output element is written once, no atomics,
+// deterministic.
 #include <algorithm>
 #include <string>
 
@@ -189,46 +191,68 @@ struct Layout {
   }
 };
 // big, cc, vt, st, vecs of each kernel's Layout (below).
-constexpr int kFwdState[5] = {1, 1, 2, 1, 4};
+constexpr int kFwdState[5] = {2, 0, 2, 1, 1};
 constexpr int kFwdOutput[5] = {1, 1, 2, 1, 1};
+// The forward's value tile fits both of its kernels (state needs more at DK > 64, output less).
+constexpr int kFwdPick[5] = {2, 1, 2, 1, 1};
 // The backward's phase (a) below (phase (b) has its own ChunkGradLayout).
-constexpr int kBwdState[5] = {1, 1, 2, 2, 4};
+constexpr int kBwdState[5] = {2, 0, 2, 2, 2};
 
-// The chunk-local [C, C] matrices, once per (b, h, chunk) and all chunks in parallel (the value
-// tiles of the sequential kernels below would otherwise each recompute them, on their serial
-// path): A = (Q K^T) . E (s <= t), KKE = (K K^T) . E (s < t) and Tinv = (I + diag(beta) KKE)^{-1},
-// each [kC][kC] fp32 at element offset prep_offset(b, h, c) of its array; KKE only when kke is
-// non-null (the backward's). The same products in the same order as before, so bit for bit the
-// values the sequential kernels computed themselves.
+// The chunk-local matrices, once per (b, h, chunk) and all chunks in parallel (the value tiles of
+// the sequential kernels below would otherwise each recompute them, on their serial path):
+// A = (Q K^T) . E (s <= t), KKE = (K K^T) . E (s < t) and Tinv = (I + diag(beta) KKE)^{-1}, each
+// [kC][kC] fp32 at element offset prep_offset(b, h, c) of its array (KKE and Tinv only in the
+// backward, which needs them in its chunk-parallel phase (b)), and every state-independent
+// factor of the sequential kernels' products, so that these do 2 products a chunk (see
+// "forward" and "backward" below):
+//   forward:  -W = -Tinv diag(beta Gam) K [kC][DKp] (at wy_offset(b, h, c) of its array; stored
+//             negated so the state kernel accumulates Delta = U + (-W) S0 in place) and
+//             U = Tinv diag(beta) V [C, DV] into the Delta array [B, T, H, DV];
+//   backward: M = Tinv^T diag(e) K [kC][DKp] (at wy_offset), dX0 = Tinv^T A^T dO [C, DV] into dX
+//             [B, T, H, DV] and Q^T diag(Gam) dO [DK, DV] into dstates [B, H, NC, DK, DV].
+// Diagonal factors go on the fp32 side of each product ((Tinv diag(beta Gam)) K, (A Tinv)^T dO,
+// (diag(Gam) Q)^T dO, ...), so the operand widened from bf16 stays exact and skips its lo
+// product. Padding feeds zeros: rows t >= Cn of K, V, dO are zero and beta_t = 0 there, so those
+// rows of Tinv are the identity's and the rows t >= Cn of W, U, M, dX0 are zero; so are W's and
+// M's columns DK .. DKp (K's are). A, KKE, Tinv: the same products in the same order as before.
 __device__ inline int64_t prep_offset(const GdnDims& D, int b, int h, int c) {
   return ((int64_t{b} * D.H + h) * D.NC + c) * kC * kC;
 }
-constexpr int kPrepCc = 3;  // [kC][kLdc] buffers: A, KKE, Tinv (+ 3 x 256 floats of scratch)
+__device__ inline int64_t wy_offset(const GdnDims& D, int b, int h, int c) {
+  return ((int64_t{b} * D.H + h) * D.NC + c) * kC * D.DKp;
+}
 
-// In the backward (dout non-null) it also writes phase (a)'s state-independent terms (see
-// "backward" below), A^T dO [C, DV] into dX and Q^T diag(Gam) dO [DK, DV] into dstates, by value
-// tiles of kLocalVT columns over its spent K, KKE and Tinv buffers: Q, A and the gates are here
-// already. Grid (B*H*NC), kThreads threads; its 90 KB of shared memory allow two blocks a SM,
-// so the registers may be as many (128) as two blocks leave: the compiler's own choice (80, with
-// spills) made the backward's prep 6% slower (0.740 -> 0.784 ms at S4).
+// Grid (B*H*NC), kThreads threads. dstates null: the forward's (-W into wy_out, U into x_out from
+// vo = v); else the backward's (KKE, Tinv, M into wy_out, dX0 into x_out and Q^T diag(Gam) dO
+// into dstates from vo = dout). Shared memory: Q, K [kC][DKp+4], then X1, X2 [kC][kLdc] (A,
+// KKE), X3 [kC][max(kLdc, DKp+4)] (Tinv, later M; as large as a [kC][DKp+4] tile), then the
+// inverse's scratch and the gate vectors: 90 KB at DK 64, so two blocks a SM fit and the
+// registers may be as many (128) as two blocks leave (the compiler's own choice, 80 with spills,
+// made the backward's prep 6% slower: 0.740 -> 0.784 ms at S4). The value-side products go by
+// tiles of kLocalVT columns over buffers whose contents are spent.
 constexpr int kLocalVT = 32, kLocalLd = kLocalVT + 4;
+__host__ __device__ constexpr int prep_x3_floats(int DKp) {
+  return kC * (kLdc > DKp + 4 ? kLdc : DKp + 4);
+}
 __global__ void __launch_bounds__(kThreads, 2)
-    gdn_prep_kernel(float* A_out, float* kke_out, float* T_out, float* dstates, float* dX,
-                    DPtr dout, DPtr q, DPtr k, DPtr beta, DPtr g, GdnDims D) {
+    gdn_prep_kernel(float* A_out, float* kke_out, float* T_out, float* wy_out, float* x_out,
+                    float* dstates, DPtr vo, DPtr q, DPtr k, DPtr beta, DPtr g, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   const int ldk = D.DKp + 4;
   float* Qs = sm;
   float* Ks = Qs + kC * ldk;
-  float* As = Ks + kC * ldk;
-  float* KKE = As + kC * kLdc;
-  float* Ts = KKE + kC * kLdc;
-  float* P = Ts + kC * kLdc;  // 3 x 256 floats
+  float* As = Ks + kC * ldk;              // X1
+  float* KKE = As + kC * kLdc;            // X2
+  float* Ts = KKE + kC * kLdc;            // X3
+  float* P = Ts + prep_x3_floats(D.DKp);  // 3 x 256 floats
   float* gam = P + 3 * 256;
   float* Gam = gam + kC;
   float* ev = Gam + kC;
   float* bet = ev + kC;
+  const bool bwd = dstates != nullptr;
   const int c = blockIdx.x % D.NC, bh = blockIdx.x / D.NC, b = bh / D.H, h = bh % D.H;
   const int t0 = c * kC, Cn = min(kC, D.T - t0);
+  const int tid = threadIdx.x, nth = blockDim.x;
   load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
   mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));   // Q K^T
@@ -237,40 +261,78 @@ __global__ void __launch_bounds__(kThreads, 2)
   mask_decay(As, KKE, gam);
   unit_lower_inverse(Ts, KKE, bet, P);
   const int64_t o = prep_offset(D, b, h, c);
-  for (int i = threadIdx.x; i < kC * kC; i += blockDim.x) {
+  for (int i = tid; i < kC * kC; i += nth) {
     const int t = i / kC, s2 = i % kC;
     A_out[o + i] = As[t * kLdc + s2];
-    T_out[o + i] = Ts[t * kLdc + s2];
-    if (kke_out) kke_out[o + i] = KKE[t * kLdc + s2];
+    if (bwd) {
+      T_out[o + i] = Ts[t * kLdc + s2];
+      kke_out[o + i] = KKE[t * kLdc + s2];
+    }
   }
-  if (!dout) return;
+  __syncthreads();  // A and KKE stored: their buffers may be overwritten
+  // Y [kC][ldk] <- -W (forward) or M (backward), from a [kC][kLdc] factor F over a spent buffer:
+  //   forward:  F = -Tinv diag(beta Gam) (columns scaled) over A, -W = F K into Q's buffer;
+  //   backward: (A Tinv) over KKE first (the dX0 tiles need it), then F^T = Tinv^T diag(e) stored
+  //             as F = diag(e) Tinv (rows scaled) over A, M = F^T K over Tinv's.
+  float* Y;
+  if (!bwd) {
+    for (int i = tid; i < kC * kC; i += nth) {
+      const int t = i / kC, s2 = i % kC;
+      const float tv = Ts[t * kLdc + s2];
+      As[t * kLdc + s2] = -(tv * (bet[s2] * Gam[s2]));
+      KKE[t * kLdc + s2] = tv * bet[s2];  // Tinv diag(beta), the U tiles' factor
+    }
+    __syncthreads();
+    Y = Qs;  // Q is spent (A is made)
+    mm<false, false>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
+  } else {
+    mm<false, false>(KKE, kLdc, As, kLdc, Ts, kLdc, kC, kC, kC, false);  // A Tinv
+    for (int i = tid; i < kC * D.DKp; i += nth) Qs[(i / D.DKp) * ldk + i % D.DKp] *= Gam[i / D.DKp];
+    __syncthreads();  // A Tinv and diag(Gam) Q made: A is spent
+    for (int i = tid; i < kC * kC; i += nth) {
+      const int t = i / kC, s2 = i % kC;
+      As[t * kLdc + s2] = ev[t] * Ts[t * kLdc + s2];
+    }
+    __syncthreads();  // diag(e) Tinv made: Tinv is spent
+    Y = Ts;
+    mm<true, false>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
+  }
+  __syncthreads();
+  {
+    const int64_t wo = wy_offset(D, b, h, c);
+    const int vpr = D.DKp / 4;  // 16-byte vectors a row ([kC][DKp] per chunk, padding included)
+    for (int i = tid; i < kC * vpr; i += nth)
+      reinterpret_cast<float4*>(wy_out + wo)[i] =
+          *reinterpret_cast<const float4*>(Y + (i / vpr) * ldk + (i % vpr) * 4);
+  }
+  // The value tiles. Forward: V over Tinv's buffer, U = (Tinv diag(beta)) V over A's. Backward:
+  // dO over A's, dX0 = (A Tinv)^T dO over Tinv's (M's, once stored), (diag(Gam) Q)^T dO [DKp][ldv]
+  // over K's (<= kC x ldk floats).
   constexpr int VT = kLocalVT, ldv = kLocalLd;
-  float* dOs = KKE;  // the tiles over KKE and Tinv (3 x kC x ldv <= 2 x kC x kLdc floats)
-  float* GdO = dOs + kC * ldv;  // diag(Gam) dO
-  float* Os = GdO + kC * ldv;   // A^T dO
-  float* Ss = Ks;               // Q^T diag(Gam) dO [DKp][ldv] (<= kC x ldk floats)
-  const int tid = threadIdx.x, nth = blockDim.x;
+  float* Vs = bwd ? As : Ts;
+  float* Us = bwd ? Ts : As;
+  float* Ss = Ks;
+  const bool xv = bwd ? D.xo : D.xv;
   for (int j0 = 0; j0 < D.DV; j0 += VT) {
     const int nv = min(VT, D.DV - j0);
-    __syncthreads();  // the chunk matrices' (or the previous tile's) reads are done
-    load_tile(dOs, ldv, dout, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
+    __syncthreads();  // the previous products' (or the previous tile's) reads are done
+    load_tile(Vs, ldv, vo, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
     __syncthreads();
-    mm<true, false>(Os, ldv, As, kLdc, dOs, ldv, kC, VT, kC, false, ex(false, D.xo));  // A^T dO
-    for (int i = tid; i < kC * VT; i += nth) {
-      const int t = i / VT, j = i % VT;
-      GdO[t * ldv + j] = Gam[t] * dOs[t * ldv + j];
+    if (!bwd) {
+      mm<false, false>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
+    } else {
+      mm<true, false>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
+      mm<true, false>(Ss, ldv, Qs, ldk, Vs, ldv, D.DKp, VT, kC, false, ex(false, xv));
     }
     __syncthreads();
-    mm<true, false>(Ss, ldv, Qs, ldk, GdO, ldv, D.DKp, VT, kC, false, ex(D.xq, false));
     for (int i = tid; i < Cn * nv; i += nth) {
       const int t = i / nv, j = i % nv;
-      dX[D.vo(b, t0 + t, h) + j0 + j] = Os[t * ldv + j];
+      x_out[D.vo(b, t0 + t, h) + j0 + j] = Us[t * ldv + j];
     }
-    __syncthreads();
-    store_state(DPtr{dstates, false}, D.state(b, h, c) + j0, Ss, ldv, D, nv);
+    if (bwd) store_state(DPtr{dstates, false}, D.state(b, h, c) + j0, Ss, ldv, D, nv);
   }
 }
-static_assert(3 * kC * kLocalLd <= 2 * kC * kLdc);
+static_assert(kLocalLd <= kLdc);  // a value tile fits a [kC][kLdc] buffer
 
 // dst [kC][kLdc] <- one chunk's [kC][kC] matrix of a prep array (16-byte loads).
 __device__ inline void load_cc(float* dst, const float* src) {
@@ -281,68 +343,280 @@ __device__ inline void load_cc(float* dst, const float* src) {
   }
 }
 
+// ---- prefetch for the sequential kernels -------------------------------------------------------
+// The sequential kernels fetch the next chunk's state-independent inputs while the current chunk
+// computes, so that no phase of a chunk waits on global memory. The fp32 tiles (-W, U, M, dX0,
+// Q^T diag(Gam) dO) go global -> shared by cp.async into their buffer as soon as its last reader
+// of the current chunk is past a barrier; the bf16 K (which has to be widened) and the gates go
+// through registers. (Registers for all of them were tried first: beside a product's fragments,
+// 80 registers a thread, what three blocks a SM leave, made ptxas spill the loaded vectors to
+// local memory right after their loads, which waits for them.)
+
+// 16 bytes global -> shared without registers (cp.async, sm_80+, L2 only); src_bytes 0 writes
+// zeros and reads nothing.
+__device__ inline void cp_async16(float* dst, const void* src, int src_bytes) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes)
+               : "memory");
+}
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ inline void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// One tile of load_tile's arguments: rows < nr, columns < nc of `src` at `off` (row stride
+// `stride`) into a [NR][NC] tile, zero elsewhere.
+struct TileSrc {
+  DPtr src;
+  int64_t off, stride;
+  int nr, NR, nc, NC;
+  // 16-byte vectors of whole rows (load_tile's condition; the destinations here have leading
+  // dims that are multiples of 4 floats).
+  __device__ bool vec_ok() const {
+    const int vec = src.bf ? 8 : 4, esz = src.bf ? 2 : 4;
+    return nc % vec == 0 && NC % vec == 0 &&
+           (reinterpret_cast<uintptr_t>(src.p) + off * esz) % 16 == 0 && (stride * esz) % 16 == 0;
+  }
+  __device__ int vec() const { return src.bf ? 8 : 4; }
+  // The 16 bytes (8 bf16 or 4 f32) at row r, column cc, or zeros in the padding.
+  __device__ uint4 ld16(int r, int cc) const {
+    if (r >= nr || cc >= nc) return make_uint4(0u, 0u, 0u, 0u);
+    const int esz = src.bf ? 2 : 4;
+    return *reinterpret_cast<const uint4*>(static_cast<const char*>(src.p) +
+                                           (off + r * stride + cc) * esz);
+  }
+  // dst [NR][ldd] <- the tile element by element, synchronously (the fallback of both paths).
+  __device__ void load_scalar(float* dst, int ldd) const {
+    for (int i = threadIdx.x; i < NR * NC; i += blockDim.x) {
+      const int r = i / NC, cc = i % NC;
+      dst[r * ldd + cc] = r < nr && cc < nc ? src.ld(off + r * stride + cc) : 0.f;
+    }
+  }
+};
+
+// dst [NR][ldd] <- an fp32 tile by cp.async (part of the caller's current group; zeros in the
+// padding), or synchronously where its rows are not 16-byte vectors (odd widths, unaligned).
+__device__ inline void copy_async(float* dst, int ldd, const TileSrc& s) {
+  if (s.src.bf || !s.vec_ok() || ldd % 4 != 0) {
+    s.load_scalar(dst, ldd);
+    return;
+  }
+  const int cpr = s.NC / 4, n = s.NR * cpr;
+  const float* p = static_cast<const float*>(s.src.p);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int r = i / cpr, cc = (i % cpr) * 4;
+    const bool in = r < s.nr && cc < s.nc;
+    cp_async16(dst + r * ldd + cc, in ? p + s.off + r * s.stride + cc : p, in ? 16 : 0);
+  }
+}
+
+// load_tile in two halves through registers: fetch() issues the 16-byte loads of up to N
+// vectors a thread (thread i: vectors i, i + nth, ...), put() writes them to shared memory (bf16
+// widened by a shift: its bits are the top half of the fp32 ones). Vectors past N a thread (a
+// large DK, or an f32 K: N is sized for bf16) and tiles that are not 16-byte vectors put() reads
+// itself, synchronously: correct, only not prefetched.
+template <int N>
+struct TileRegs {
+  uint4 r[N];
+  __device__ void fetch(const TileSrc& s) {
+#pragma unroll
+    for (int u = 0; u < N; ++u) r[u] = make_uint4(0u, 0u, 0u, 0u);
+    if (!s.vec_ok()) return;
+    const int cpr = s.NC / s.vec(), n = s.NR * cpr;
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      const int i = threadIdx.x + u * blockDim.x;
+      if (i < n) r[u] = s.ld16(i / cpr, (i % cpr) * s.vec());
+    }
+  }
+  __device__ void put(float* dst, int ldd, const TileSrc& s) const {
+    if (!s.vec_ok() || ldd % 4 != 0) {
+      s.load_scalar(dst, ldd);
+      return;
+    }
+    const int vec = s.vec(), cpr = s.NC / vec, n = s.NR * cpr;
+    auto store = [&](int i, uint4 u) {
+      float* d = dst + (i / cpr) * ldd + (i % cpr) * vec;
+      if (s.src.bf) {
+        const unsigned w[4] = {u.x, u.y, u.z, u.w};
+        float v[8];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          v[2 * e] = __uint_as_float(w[e] << 16);
+          v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+        }
+        reinterpret_cast<float4*>(d)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        reinterpret_cast<float4*>(d)[1] = make_float4(v[4], v[5], v[6], v[7]);
+      } else {
+        *reinterpret_cast<uint4*>(d) = u;
+      }
+    };
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      const int i = threadIdx.x + u * blockDim.x;
+      if (i < n) store(i, r[u]);
+    }
+    for (int i = threadIdx.x + N * blockDim.x; i < n; i += blockDim.x)
+      store(i, s.ld16(i / cpr, (i % cpr) * vec));
+  }
+};
+
+// One chunk's beta and g in registers, lane l of warp 0 holding steps 2l and 2l + 1 (zero past
+// the chunk's end, as load_gates); the other threads hold zeros.
+struct GateRegs {
+  float b0, b1, g0, g1;
+  __device__ void fetch(DPtr beta, DPtr g, const GdnDims& D, int b, int h, int t0, int Cn) {
+    b0 = b1 = g0 = g1 = 0.f;
+    if (threadIdx.x >= 32) return;
+    const int t = 2 * threadIdx.x;
+    if (t < Cn) {
+      g0 = g.ld(D.gate(b, t0 + t, h));
+      if (beta) b0 = beta.ld(D.gate(b, t0 + t, h));
+    }
+    if (t + 1 < Cn) {
+      g1 = g.ld(D.gate(b, t0 + t + 1, h));
+      if (beta) b1 = beta.ld(D.gate(b, t0 + t + 1, h));
+    }
+  }
+  // Warp 0 (all lanes): x0, x1 <- gamma_{2l}, gamma_{2l+1}, the inclusive cumsum of g with
+  // chunk_scan's additions (so bit for bit load_gates' gamma); returns gamma_{Cn - 1}.
+  __device__ float scan(int Cn, float& x0, float& x1) const {
+    const int l = threadIdx.x;
+    const float a = g0, ab = a + g1;
+    float s = ab;
+    for (int o = 1; o < 32; o <<= 1) {
+      const float y = __shfl_up_sync(0xffffffffu, s, o);
+      if (l >= o) s += y;
+    }
+    float pre = __shfl_up_sync(0xffffffffu, s, 1);
+    if (l == 0) pre = 0.f;
+    x0 = pre + a;
+    x1 = pre + ab;
+    return __shfl_sync(0xffffffffu, (Cn - 1) % 2 ? x1 : x0, (Cn - 1) / 2);
+  }
+};
+
+// mm() with 16 x 16 warp tiles only: the sequential kernels' products are small (mm() would take
+// 16 x 32 tiles only at DK >= 128) and their prefetched registers must fit beside one tile's
+// fragments in the 80 registers that three blocks a SM leave.
+template <bool TA, bool TB>
+__device__ inline void mm16(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
+                            int M, int N, int K, bool accumulate, int exact = 0) {
+  mm_warp_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+  __syncwarp();
+}
+
 // ---- forward ---------------------------------------------------------------------------------
 // Two kernels after the prep: gdn_state_kernel walks the chunks of one (b, h) and value tile in
 // order with only what the recurrence needs,
-//   X = diag(beta) (V - diag(Gam) K S0),  Delta = Tinv X,  S_next = Gam_last S0 + K^T diag(e)
-//   Delta,
-// saving S0 (the states output) and Delta (fp32 workspace [B, T, H, DV]); then
-// gdn_output_kernel computes every chunk's O = diag(Gam) Q S0 + A Delta at once. The
-// sequential kernel does 3 products a chunk (instead of 5) and loads neither Q nor A.
+//   Delta  = Tinv diag(beta) (V - diag(Gam) K S0) = U - W S0,
+//   S_next = Gam_last S0 + K^T diag(e) Delta,
+// with U = Tinv diag(beta) V and W = Tinv diag(beta Gam) K from the prep (they depend on no
+// state), saving S0 (the states output) and Delta (over U in the fp32 workspace [B, T, H, DV]);
+// then gdn_output_kernel computes every chunk's O = diag(Gam) Q S0 + A Delta at once. The
+// sequential kernel does 2 products a chunk (instead of 5) and loads neither Q nor A.
 
-// Grid (B*H, ceil(DV / VT)), kThreads threads; 63 KB of shared memory at DK 64, VT 32, so three
-// blocks a SM fit: registers are capped to match.
+// Grid (B*H, ceil(DV / VT)), kThreads threads; 62.8 KB of shared memory at DK 64, VT 32, so three
+// blocks a SM fit: registers are capped to match. Per chunk c, three barriers (right: what is
+// fetched for chunk c + 1 meanwhile):
+//   [store S0]  Delta = U + (-W) S0, in place over U_c       | U_{c+1} -> the other U (async);
+//                                                               K_{c+1}, g_{c+1} -> registers
+//   | Delta -> workspace, U_c <- diag(e) Delta in place,
+//     S0 *= Gam_last                                           | -W_{c+1} -> Ws (async)
+//   | S0 += K^T U_c;  e, Gam_last <- g_{c+1}; wait for copies  | then Ks <- K_{c+1}
+// The two U buffers alternate: chunk c's is busy until its second product, the other (last read
+// by chunk c - 1's second product) takes U_{c+1} for all of chunk c; -W's buffer is free once
+// the first product is done, so its copy has the pass and the second product to land.
 template <int VT>
 __global__ void __launch_bounds__(kThreads, 3)
-    gdn_state_kernel(DPtr states, float* delta_out, DPtr k, DPtr v, DPtr beta, DPtr g,
-                     const float* T_in, GdnDims D) {
+    gdn_state_kernel(DPtr states, float* delta, DPtr k, DPtr g, const float* Wn_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   constexpr int ldv = Layout<VT>::ldv;
   const int ldk = D.DKp + 4;
   float* Ks = sm;
-  float* Ts = Ks + kC * ldk;
-  float* Xs = Ts + kC * kLdc;  // V, then X = diag(beta) Ub, then diag(e) Delta
-  float* KS = Xs + kC * ldv;   // K S0, then Delta
-  float* Ss = KS + kC * ldv;   // the state tile [DKp][ldv]
-  float* gam = Ss + D.DKp * ldv;
-  float* Gam = gam + kC;
-  float* ev = Gam + kC;
-  float* bet = ev + kC;
+  float* Ws = Ks + kC * ldk;      // -W
+  float* Ub = Ws + kC * ldk;      // 2 x [kC][ldv]: U, then Delta, then diag(e) Delta
+  float* Ss = Ub + 2 * kC * ldv;  // the state tile [DKp][ldv]
+  float* ev = Ss + D.DKp * ldv;
+  float* GamL = ev + kC;  // Gam_last: one float of the 32-float tail
   const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
   const int j0 = blockIdx.y * VT, nv = min(VT, D.DV - j0);
   const int tid = threadIdx.x, nth = blockDim.x;
-  const int64_t stride = int64_t{D.H} * D.DK;
+  // Chunk c's tiles: K [kC][DKp], -W [kC][DKp] (the prep stores it whole, padding included), U
+  // [kC][VT] (this value tile's columns).
+  auto ktile = [&](int c) {
+    return TileSrc{k,    D.qk(b, c * kC, h), int64_t{D.H} * D.DK, min(kC, D.T - c * kC), kC, D.DK,
+                   D.DKp};
+  };
+  auto wtile = [&](int c) {
+    return TileSrc{
+        DPtr{const_cast<float*>(Wn_in), false}, wy_offset(D, b, h, c), D.DKp, kC, kC, D.DKp, D.DKp};
+  };
+  auto utile = [&](int c) {
+    return TileSrc{DPtr{delta, false},
+                   D.vo(b, c * kC, h) + j0,
+                   int64_t{D.H} * D.DV,
+                   min(kC, D.T - c * kC),
+                   kC,
+                   nv,
+                   VT};
+  };
+  TileRegs<2> kr;  // K: 2 vectors a thread at DK 64 in bf16 (an f32 K's second half: at put())
+  GateRegs gr;
+  auto put_gates = [&](int Cn) {  // e = e^{gamma_last - gamma}, Gam_last = e^{gamma_last}
+    if (tid >= 32) return;
+    float x0, x1;
+    const float gl = gr.scan(Cn, x0, x1);
+    ev[2 * tid] = expf(gl - x0);
+    ev[2 * tid + 1] = expf(gl - x1);
+    if (tid == 0) *GamL = expf(gl);
+  };
+  copy_async(Ws, ldk, wtile(0));
+  copy_async(Ub, ldv, utile(0));
+  cp_async_commit();
+  kr.fetch(ktile(0));
+  gr.fetch({}, g, D, b, h, 0, min(kC, D.T));
   for (int i = tid; i < D.DKp * ldv; i += nth) Ss[i] = 0.f;
+  kr.put(Ks, ldk, ktile(0));
+  put_gates(min(kC, D.T));
+  cp_async_wait<0>();
+  __syncthreads();
 
   for (int c = 0; c < D.NC; ++c) {
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
-    __syncthreads();  // the previous chunk is done with the shared buffers
-    const int64_t so = D.state(b, h, c) + j0;
-    store_state(states, so, Ss, ldv, D, nv);
-    load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
-    load_vtile<VT>(Xs, ldv, v, D, b, h, t0, Cn, j0, nv);
-    load_cc(Ts, T_in + prep_offset(D, b, h, c));
-    load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
-    mm<false, false>(KS, ldv, Ks, ldk, Ss, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
-    __syncthreads();
-    for (int i = tid; i < kC * VT; i += nth) {  // X = diag(beta) (V - diag(Gam) K S0)
-      const int t = i / VT, j = i % VT;
-      Xs[t * ldv + j] = bet[t] * (Xs[t * ldv + j] - Gam[t] * KS[t * ldv + j]);
+    const bool next = c + 1 < D.NC;
+    float* Us = Ub + (c % 2) * kC * ldv;
+    store_state(states, D.state(b, h, c) + j0, Ss, ldv, D, nv);
+    if (next) {
+      copy_async(Ub + ((c + 1) % 2) * kC * ldv, ldv, utile(c + 1));
+      cp_async_commit();
+      kr.fetch(ktile(c + 1));
+      gr.fetch({}, g, D, b, h, t0 + kC, min(kC, D.T - t0 - kC));
     }
+    mm16<false, false>(Us, ldv, Ws, ldk, Ss, ldv, kC, VT, D.DKp, true);  // Delta = U + (-W) S0
     __syncthreads();
-    mm<false, false>(KS, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
-    __syncthreads();
-    const float GamL = Gam[Cn - 1];
+    if (next) {
+      copy_async(Ws, ldk, wtile(c + 1));
+      cp_async_commit();
+    }
     for (int i = tid; i < kC * VT; i += nth) {
       const int t = i / VT, j = i % VT;
-      const float d = KS[t * ldv + j];
-      Xs[t * ldv + j] = ev[t] * d;
-      if (t < Cn && j < nv) delta_out[D.vo(b, t0 + t, h) + j0 + j] = d;
+      const float d = Us[t * ldv + j];
+      Us[t * ldv + j] = ev[t] * d;
+      if (t < Cn && j < nv) delta[D.vo(b, t0 + t, h) + j0 + j] = d;
     }
-    for (int i = tid; i < D.DKp * VT; i += nth) Ss[(i / VT) * ldv + i % VT] *= GamL;
+    if (!next) break;  // the state leaving the last chunk is not saved
+    const float gl = *GamL;
+    for (int i = tid; i < D.DKp * VT; i += nth) Ss[(i / VT) * ldv + i % VT] *= gl;
     __syncthreads();
-    mm<true, false>(Ss, ldv, Ks, ldk, Xs, ldv, D.DKp, VT, kC, true,
-                    ex(D.xk, false));  // S += K^T diag(e) Delta
+    mm16<true, false>(Ss, ldv, Ks, ldk, Us, ldv, D.DKp, VT, kC, true,
+                      ex(D.xk, false));  // S += K^T diag(e) Delta
+    put_gates(min(kC, D.T - t0 - kC));
+    cp_async_wait<0>();
+    __syncthreads();
+    kr.put(Ks, ldk, ktile(c + 1));
   }
 }
 
@@ -395,12 +669,13 @@ __global__ void __launch_bounds__(kThreads, 3)
 // Two phases (gdn_chunk_backward in backend/cpu/gated_deltanet.cc has the derivation):
 //  (a) gdn_dstate_kernel: per (b, h) and value tile, chunks in reverse, only the state-gradient
 //      recurrence, with dS = dL/dS_next of the chunk (zero after the last one):
-//        dDelta = A^T dO + diag(e) K dS,   dX = Tinv^T dDelta                       [C, VT]
+//        dDelta = A^T dO + diag(e) K dS,   dX = Tinv^T dDelta = dX0 + M dS              [C, VT]
 //        dS0    = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX            [DK, VT]
-//      (K^T diag(beta Gam) dX = W^T dDelta with the WY factor W = Tinv diag(beta Gam) K). It
-//      saves the dS entering each chunk (as the forward saves S0) and dX, and adds dV = diag(beta)
-//      dX. The state-independent terms A^T dO and Q^T diag(Gam) dO come from gdn_dlocal_kernel,
-//      all chunks at once, so the sequential pass does 3 products a chunk.
+//      with dX0 = Tinv^T A^T dO and M = Tinv^T diag(e) K (K^T diag(beta Gam) dX = W^T dDelta
+//      with the WY factor W = Tinv diag(beta Gam) K). It saves the dS entering each chunk (as the
+//      forward saves S0) and dX, and adds dV = diag(beta) dX. The state-independent terms dX0, M
+//      and Q^T diag(Gam) dO come from the prep kernel, all chunks at once, so the sequential
+//      pass does 2 products a chunk.
 //  (b) gdn_chunk_grad_kernel: every (b, h, chunk) at once, from the saved S0, dS and dX, loops
 //      over the value tiles summing what the key-side gradients need over all value columns:
 //        dA  += dO Delta^T,   dL += dX Delta^T                                      [C, C]
@@ -412,69 +687,187 @@ __global__ void __launch_bounds__(kThreads, 3)
 
 // Phase (a). Grid (B*H, ceil(DV / VT)), kThreads threads. Reads and then overwrites the prep
 // kernel's terms: dstates [B, H, NC, DK, DV] <- the dS entering each chunk (this tile's
-// columns), dX [B, T, H, DV] fp32 <- dX; dv (+=). 3 products a chunk, 73 KB of shared memory
-// at DK 64, VT 32 (three blocks a SM).
+// columns), dX [B, T, H, DV] fp32 <- dX (from dX0); reads M; dv (+=). 2 products a chunk, 72 KB
+// of shared memory at DK 64, VT 32 (three blocks a SM). Per chunk c (in reverse), three
+// barriers, prefetching as the forward's state kernel (right: what is fetched for chunk c - 1):
+//   [old dv_c -> registers]  dX = dX0 + M dS, in place over X_c   | dX0_{c-1} -> the other X
+//                                                                   (async)
+//   | dX -> workspace, dv += diag(beta) dX, X_c <- -diag(beta Gam) dX in place;
+//     dS -> dstates, dS = Gam_last dS + Q^T diag(Gam) dO           | M_{c-1} -> Ms (async);
+//                                                                   K_{c-1}, gates -> registers
+//   | dS += K^T X_c;  beta, beta Gam, Gam_last <- gates            | Q^T diag(Gam) dO_{c-1} ->
+//                                                                   dSl (async); then Ks <- K
+// The X buffers alternate as the forward's U buffers. dS goes to dstates in the pass (not at the
+// chunk's start) because that slot holds chunk c's Q^T diag(Gam) dO until its copy has landed,
+// which every thread waits for before the pass's barrier; chunk c - 1's copy is waited for
+// before chunk c - 1's pass.
 template <int VT>
 __global__ void __launch_bounds__(kThreads, 3)
     gdn_dstate_kernel(float* dstates, float* dX, DPtr dv, DPtr k, DPtr beta, DPtr g,
-                      const float* T_in, GdnDims D) {
+                      const float* M_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
   constexpr int ldv = Layout<VT>::ldv;
   const int ldk = D.DKp + 4;
-  float* Ks = sm;
-  float* Ts = Ks + kC * ldk;
-  float* dDs = Ts + kC * kLdc;    // A^T dO, then dDelta
-  float* Tmp = dDs + kC * ldv;    // K dS, then dX, then -diag(beta Gam) dX
-  float* dS = Tmp + kC * ldv;     // [DKp][ldv]
+  float* Ms = sm;
+  float* Ks = Ms + kC * ldk;
+  float* Xb = Ks + kC * ldk;      // 2 x [kC][ldv]: dX0, then dX, then -diag(beta Gam) dX
+  float* dS = Xb + 2 * kC * ldv;  // [DKp][ldv]
   float* dSl = dS + D.DKp * ldv;  // Q^T diag(Gam) dO
-  float* gam = dSl + D.DKp * ldv;
-  float* Gam = gam + kC;
-  float* ev = Gam + kC;
-  float* bet = ev + kC;
+  float* bet = dSl + D.DKp * ldv;
+  float* bg = bet + kC;   // beta Gam
+  float* GamL = bg + kC;  // Gam_last: one float of the 32-float tail
   const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
   const int j0 = blockIdx.y * VT, nv = min(VT, D.DV - j0);
   const int tid = threadIdx.x, nth = blockDim.x;
   const int64_t vstride = int64_t{D.H} * D.DV;
-  for (int i = tid; i < D.DKp * ldv; i += nth) dS[i] = 0.f;
+  // Chunk c's tiles: M, K [kC][DKp], dX0 [kC][VT], Q^T diag(Gam) dO [DKp][VT] (this value
+  // tile's columns; the last as load_state).
+  auto mtile = [&](int c) {
+    return TileSrc{
+        DPtr{const_cast<float*>(M_in), false}, wy_offset(D, b, h, c), D.DKp, kC, kC, D.DKp, D.DKp};
+  };
+  auto ktile = [&](int c) {
+    return TileSrc{k,    D.qk(b, c * kC, h), int64_t{D.H} * D.DK, min(kC, D.T - c * kC), kC, D.DK,
+                   D.DKp};
+  };
+  auto xtile = [&](int c) {
+    return TileSrc{
+        DPtr{dX, false}, D.vo(b, c * kC, h) + j0, vstride, min(kC, D.T - c * kC), kC, nv, VT};
+  };
+  auto ltile = [&](int c) {
+    return TileSrc{DPtr{dstates, false}, D.state(b, h, c) + j0, D.DV, D.DK, D.DKp, nv, VT};
+  };
+  TileRegs<2> kr;  // K: 2 vectors a thread at DK 64 in bf16 (an f32 K's second half: at put())
+  GateRegs gr;
+  auto put_gates = [&](int Cn) {  // beta, beta Gam, Gam_last = e^{gamma_last}
+    if (tid >= 32) return;
+    float x0, x1;
+    const float gl = gr.scan(Cn, x0, x1);
+    bet[2 * tid] = gr.b0;
+    bet[2 * tid + 1] = gr.b1;
+    bg[2 * tid] = gr.b0 * expf(x0);
+    bg[2 * tid + 1] = gr.b1 * expf(x1);
+    if (tid == 0) *GamL = expf(gl);
+  };
+  // The pass works on 4-column units of the [kC][VT] tile, unit i = (row i / (VT / 4), columns
+  // 4 (i % (VT / 4)) ..), kUnits a thread; dv's old values for them are loaded into registers
+  // (4 bf16 or 4 f32 a unit) before the chunk's first product.
+  constexpr int kUpr = VT / 4, kUnits = kC * kUpr / kThreads;
+  static_assert(kC * kUpr % kThreads == 0);
+  uint4 dvr[kUnits];
+  {
+    const int c = D.NC - 1, Cn = D.T - c * kC;
+    copy_async(Ms, ldk, mtile(c));
+    copy_async(Xb + (c % 2) * kC * ldv, ldv, xtile(c));
+    copy_async(dSl, ldv, ltile(c));
+    cp_async_commit();
+    kr.fetch(ktile(c));
+    gr.fetch(beta, g, D, b, h, c * kC, Cn);
+    for (int i = tid; i < D.DKp * ldv; i += nth) dS[i] = 0.f;
+    kr.put(Ks, ldk, ktile(c));
+    put_gates(Cn);
+    cp_async_wait<0>();
+  }
+  __syncthreads();
 
   for (int c = D.NC - 1; c >= 0; --c) {
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
-    __syncthreads();  // dS of the previous step written, the shared buffers free
+    const bool next = c > 0;  // chunk c - 1 (whole: only the last chunk can be short)
+    float* Xs = Xb + (c % 2) * kC * ldv;
+    if (next) copy_async(Xb + ((c + 1) % 2) * kC * ldv, ldv, xtile(c - 1));
+    cp_async_commit();  // (empty at c = 0: the group count below stays the same)
+    // dX and dv by 4-column units as vectors where the units are whole (nv a multiple of 4) and
+    // aligned; else element by element before the units' pass.
+    const int64_t vo0 = D.vo(b, t0, h) + j0;
+    const int desz = dv.bf ? 2 : 4;
+    const bool units = nv % 4 == 0 && vstride % 4 == 0 &&
+                       (reinterpret_cast<uintptr_t>(dX) + vo0 * 4) % 16 == 0 &&
+                       (!dv || (reinterpret_cast<uintptr_t>(dv.p) + vo0 * desz) % (4 * desz) == 0);
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+      const int i = tid + u * nth, t = i / kUpr, j = (i % kUpr) * 4;
+      dvr[u] = make_uint4(0u, 0u, 0u, 0u);
+      if (units && dv && t < Cn && j < nv) {
+        const int64_t e = vo0 + t * vstride + j;
+        if (dv.bf) {
+          const uint2 w =
+              *reinterpret_cast<const uint2*>(static_cast<const __nv_bfloat16*>(dv.p) + e);
+          dvr[u] = make_uint4(w.x, w.y, 0u, 0u);
+        } else {
+          dvr[u] = *reinterpret_cast<const uint4*>(static_cast<const float*>(dv.p) + e);
+        }
+      }
+    }
+    mm16<false, false>(Xs, ldv, Ms, ldk, dS, ldv, kC, VT, D.DKp, true);  // dX = dX0 + M dS
+    cp_async_wait<1>();  // the previous chunk's dSl copy (this chunk's pass reads it)
+    __syncthreads();
+    if (next) copy_async(Ms, ldk, mtile(c - 1));
+    cp_async_commit();
+    if (!units) {
+      for (int i = tid; i < Cn * nv; i += nth) {
+        const int t = i / nv, j = i % nv;
+        const float x = Xs[t * ldv + j];
+        dX[vo0 + t * vstride + j] = x;
+        if (dv) dv.add(vo0 + t * vstride + j, bet[t] * x);
+      }
+      __syncthreads();  // read before the units below overwrite them
+    }
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+      const int i = tid + u * nth, t = i / kUpr, j = (i % kUpr) * 4;
+      float* xp = Xs + t * ldv + j;
+      const float4 x4 = *reinterpret_cast<const float4*>(xp);
+      const float x[4] = {x4.x, x4.y, x4.z, x4.w};
+      if (units && t < Cn && j < nv) {
+        const int64_t e = vo0 + t * vstride + j;
+        *reinterpret_cast<float4*>(dX + e) = x4;
+        if (dv) {  // dv += beta dX from the old values in registers (rounded as DPtr::st)
+          float o[4];
+          if (dv.bf) {
+            o[0] = __uint_as_float(dvr[u].x << 16), o[1] = __uint_as_float(dvr[u].x & 0xffff0000u);
+            o[2] = __uint_as_float(dvr[u].y << 16), o[3] = __uint_as_float(dvr[u].y & 0xffff0000u);
+          } else {
+            o[0] = __uint_as_float(dvr[u].x), o[1] = __uint_as_float(dvr[u].y);
+            o[2] = __uint_as_float(dvr[u].z), o[3] = __uint_as_float(dvr[u].w);
+          }
+#pragma unroll
+          for (int q = 0; q < 4; ++q) o[q] = o[q] + bet[t] * x[q];
+          if (dv.bf) {
+            const __nv_bfloat162 lo = __floats2bfloat162_rn(o[0], o[1]),
+                                 hi = __floats2bfloat162_rn(o[2], o[3]);
+            *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(dv.p) + e) = make_uint2(
+                *reinterpret_cast<const unsigned*>(&lo), *reinterpret_cast<const unsigned*>(&hi));
+          } else {
+            *reinterpret_cast<float4*>(static_cast<float*>(dv.p) + e) =
+                make_float4(o[0], o[1], o[2], o[3]);
+          }
+        }
+      }
+      const float s = -bg[t];
+      *reinterpret_cast<float4*>(xp) = make_float4(s * x[0], s * x[1], s * x[2], s * x[3]);
+    }
+    // dstates <- dS over chunk c's prep term (its copy into dSl was waited for by every thread
+    // before the barrier above), then dS <- Gam_last dS + Q^T diag(Gam) dO: each element by one
+    // thread, read before it is overwritten.
     const int64_t so = D.state(b, h, c) + j0;
-    load_state<VT>(dSl, ldv, DPtr{dstates, false}, so, D, nv);
-    load_tile(dDs, ldv, DPtr{dX, false}, D.vo(b, t0, h) + j0, vstride, Cn, kC, nv, VT);
-    load_tile(Ks, ldk, k, D.qk(b, t0, h), int64_t{D.H} * D.DK, Cn, kC, D.DK, D.DKp);
-    load_cc(Ts, T_in + prep_offset(D, b, h, c));
-    load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
-    store_state(DPtr{dstates, false}, so, dS, ldv, D, nv);    // after every dSl load (the barrier)
-    mm<false, false>(Tmp, ldv, Ks, ldk, dS, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K dS
-    __syncthreads();
-    for (int i = tid; i < kC * VT; i += nth) {  // dDelta = A^T dO + diag(e) K dS
-      const int t = i / VT, j = i % VT;
-      dDs[t * ldv + j] += ev[t] * Tmp[t * ldv + j];
-    }
-    __syncthreads();
-    mm<true, false>(Tmp, ldv, Ts, kLdc, dDs, ldv, kC, VT, kC, false);  // dX = Tinv^T dDelta
-    __syncthreads();
-    for (int i = tid; i < Cn * nv; i += nth) {
-      const int t = i / nv, j = i % nv;
-      dX[D.vo(b, t0 + t, h) + j0 + j] = Tmp[t * ldv + j];
-    }
-    if (dv) add_tile(dv, D.vo(b, t0, h) + j0, vstride, Tmp, ldv, Cn, nv, bet);
-    if (c == 0) break;  // the state gradient entering chunk 0 is not needed
-    // add_tile's threads read Tmp by [Cn][nv] and the loop below rewrites it by [kC][VT]: the
-    // same element goes to different threads in a partial tile (a race, seen at DV 80, VT 32).
-    __syncthreads();
-    const float GamL = Gam[Cn - 1];
-    for (int i = tid; i < kC * VT; i += nth)
-      Tmp[(i / VT) * ldv + i % VT] *= -bet[i / VT] * Gam[i / VT];
+    const float gl = *GamL;
     for (int i = tid; i < D.DKp * VT; i += nth) {
-      const int o = (i / VT) * ldv + i % VT;
-      dS[o] = GamL * dS[o] + dSl[o];
+      const int r = i / VT, j = i % VT, o = r * ldv + j;
+      if (r < D.DK && j < nv) dstates[so + int64_t{r} * D.DV + j] = dS[o];
+      if (next) dS[o] = gl * dS[o] + dSl[o];
     }
+    if (!next) break;        // the state gradient entering chunk 0 is not needed
+    kr.fetch(ktile(c - 1));  // (after the units: their registers are free)
+    gr.fetch(beta, g, D, b, h, t0 - kC, kC);
     __syncthreads();
+    copy_async(dSl, ldv, ltile(c - 1));
+    cp_async_commit();
     // dS0 = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX
-    mm<true, false>(dS, ldv, Ks, ldk, Tmp, ldv, D.DKp, VT, kC, true, ex(D.xk, false));
+    mm16<true, false>(dS, ldv, Ks, ldk, Xs, ldv, D.DKp, VT, kC, true, ex(D.xk, false));
+    put_gates(kC);
+    cp_async_wait<1>();  // dX0 and M of chunk c - 1 (dSl's may still be in flight)
+    __syncthreads();
+    kr.put(Ks, ldk, ktile(c - 1));
   }
 }
 
@@ -728,40 +1121,42 @@ int pick_vt(const Ctx& ctx, const GdnDims& D, const int (&n)[5]) {
        " bytes of shared memory per block, the device allows " + std::to_string(ctx.smem_optin));
 }
 
-// Floats of one prep array: [B, H, NC][kC][kC].
+// Floats of one prep array: [B, H, NC][kC][kC]; of the -W or M array: [B, H, NC][kC][DKp].
 size_t prep_floats(const GdnDims& D) { return size_t{1} * D.B * D.H * D.NC * kC * kC; }
+size_t wy_floats(const GdnDims& D) { return size_t{1} * D.B * D.H * D.NC * kC * D.DKp; }
 
-// The prep kernel into A_out, kke_out (null: not written), T_out.
-void prep(Ctx& ctx, const GdnDims& D, float* A_out, float* kke_out, float* T_out, DPtr q, DPtr k,
-          DPtr beta, DPtr g, float* dstates = nullptr, float* dX = nullptr, DPtr dout = {}) {
-  const size_t smem =
-      sizeof(float) * (size_t{2} * kC * (D.DKp + 4) + kPrepCc * kC * kLdc + 3 * 256 + 4 * kC);
+// The prep kernel (see there): forward (dstates null) into A_out, wy_out (-W), x_out (U) from
+// vo = v; backward into A_out, kke_out, T_out, wy_out (M), x_out (dX0), dstates from vo = dout.
+void prep(Ctx& ctx, const GdnDims& D, float* A_out, float* kke_out, float* T_out, float* wy_out,
+          float* x_out, DPtr vo, DPtr q, DPtr k, DPtr beta, DPtr g, float* dstates = nullptr) {
+  const size_t smem = sizeof(float) * (size_t{2} * kC * (D.DKp + 4) + size_t{2} * kC * kLdc +
+                                       prep_x3_floats(D.DKp) + 3 * 256 + 4 * kC);
   if (smem > ctx.smem_optin)
     fail("cuda gdn: key dim " + std::to_string(D.DK) + " needs " + std::to_string(smem) +
          " bytes of shared memory per block, the device allows " + std::to_string(ctx.smem_optin));
   smem_opt_in(gdn_prep_kernel, smem);
   gdn_prep_kernel<<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
-      A_out, kke_out, T_out, dstates, dX, dout, q, k, beta, g, D);
+      A_out, kke_out, T_out, wy_out, x_out, dstates, vo, q, k, beta, g, D);
   SL_CUDA_LAUNCHED();
 }
 
 template <int VT>
 void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr k, DPtr v,
                 DPtr beta, DPtr g) {
-  // Workspace: the prep arrays A, Tinv, then Delta [B, T, H, DV] fp32.
-  const size_t np = prep_floats(D), ndelta = size_t{1} * D.B * D.T * D.H * D.DV;
-  float* A = ctx.work->get_as<float>(2 * np + ndelta);
-  float* Tinv = A + np;
-  float* delta = Tinv + np;
-  prep(ctx, D, A, nullptr, Tinv, q, k, beta, g);
+  // Workspace: the prep's A and -W, then Delta [B, T, H, DV] fp32 (U from the prep, which the
+  // state kernel overwrites with Delta).
+  const size_t np = prep_floats(D), nw = wy_floats(D), ndelta = size_t{1} * D.B * D.T * D.H * D.DV;
+  float* A = ctx.work->get_as<float>(np + nw + ndelta);
+  float* Wn = A + np;
+  float* delta = Wn + nw;
+  prep(ctx, D, A, nullptr, nullptr, Wn, delta, v, q, k, beta, g);
   const unsigned ntiles = static_cast<unsigned>((D.DV + VT - 1) / VT);
   {
     const auto& n = kFwdState;
     const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
     smem_opt_in(gdn_state_kernel<VT>, smem);
     const dim3 grid(static_cast<unsigned>(D.B * D.H), ntiles);
-    gdn_state_kernel<VT>
-        <<<grid, kThreads, smem, ctx.stream>>>(states, delta, k, v, beta, g, Tinv, D);
+    gdn_state_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(states, delta, k, g, Wn, D);
     SL_CUDA_LAUNCHED();
   }
   const auto& n = kFwdOutput;
@@ -776,23 +1171,25 @@ template <int VT>
 void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbeta, DPtr dg,
                  DPtr dout, DPtr states, DPtr q, DPtr k, DPtr v, DPtr beta, DPtr g) {
   // Workspace: the prep arrays A, KKE, Tinv, then phase (a)'s dstates [B, H, NC, DK, DV] and dX
-  // [B, T, H, DV], fp32.
+  // [B, T, H, DV], then the prep's M [B, H, NC][kC][DKp] (at a multiple of 4 floats, for its
+  // 16-byte loads), fp32.
   const size_t np = prep_floats(D);
   const size_t nds = size_t{1} * D.B * D.H * D.NC * D.DK * D.DV;
   const size_t ndx = size_t{1} * D.B * D.T * D.H * D.DV;
-  float* A = ctx.work->get_as<float>(3 * np + nds + ndx);
+  const size_t nm_at = 3 * np + (nds + ndx + 3) / 4 * 4;
+  float* A = ctx.work->get_as<float>(nm_at + wy_floats(D));
   float* kke = A + np;
   float* Tinv = kke + np;
   float* dstates = Tinv + np;
   float* dX = dstates + nds;
-  prep(ctx, D, A, kke, Tinv, q, k, beta, g, dstates, dX, dout);
+  float* M = A + nm_at;
+  prep(ctx, D, A, kke, Tinv, M, dX, dout, q, k, beta, g, dstates);
   {
     const auto& n = kBwdState;
     const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
     smem_opt_in(gdn_dstate_kernel<VT>, smem);
     const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
-    gdn_dstate_kernel<VT>
-        <<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, k, beta, g, Tinv, D);
+    gdn_dstate_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, k, beta, g, M, D);
     SL_CUDA_LAUNCHED();
   }
   // KH: the key-side tiles per warp of the chunk-parallel kernel (gdn_backward checks DK <= 128).
@@ -834,13 +1231,13 @@ void CudaBackend::gdn_forward(Tensor out_t, Tensor states_t, Tensor q_t, Tensor 
   Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
   const GdnDims D = dims(B, T, H, key_dim, value_dim, q, k, v, {}, "forward");
-  switch (pick_vt(ctx, D, kFwdState)) {
+  switch (pick_vt(ctx, D, kFwdPick)) {
     case 32:
       return forward_vt<32>(ctx, D, out, states, q, k, v, beta, g);
     case 16:
       return forward_vt<16>(ctx, D, out, states, q, k, v, beta, g);
     default:
-      too_big(ctx, D, kFwdState, "forward");
+      too_big(ctx, D, kFwdPick, "forward");
   }
 }
 
