@@ -43,8 +43,6 @@ struct AttnDims {
   __device__ int64_t ld() const { return int64_t{H} * hd; }  // token stride of q, k, out, dout
 };
 
-__device__ inline int ex(bool a, bool b) { return (a ? kExactA : 0) | (b ? kExactB : 0); }
-
 // dst [n][ldt] <- rows [r0, r0 + n) of one head of a [B*T, *] tensor (token stride tok, head
 // offset col), zero past T and in the padding columns hd .. hdp.
 __device__ inline void load_head_rows(float* dst, int ldt, DPtr src, int64_t base, int64_t tok,

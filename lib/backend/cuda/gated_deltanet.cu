@@ -13,8 +13,9 @@
 // strong the decay; Tinv is built by substitution and block products with no division, so the
 // triangular solve cannot make a NaN.
 //
-// Tensor cores, fp32-faithful: every product is a block-wide 3xTF32 WMMA product (tile_mma.cuh);
-// q, k, v and dout tiles widened from bf16 are exact in TF32 and skip their lo products.
+// Tensor cores, fp32-faithful: every product is a block-wide 3xTF32 mma.sync product
+// (tile_mma.cuh); q, k, v and dout tiles widened from bf16 are exact in TF32 and skip their lo
+// products.
 //
 // Parallelism: the value columns of S evolve independently (delta_t[j] only involves S[:, j]), so a
 // block of the forward's sequential pass owns one (b, h) and a tile of VT value columns, and walks
@@ -43,12 +44,13 @@ namespace {
 constexpr int kC = 64;  // chunk length (the states layout depends on it)
 static_assert(kC == kGdnChunk);
 constexpr int kThreads = 256;
-constexpr int kLdc = kC + 4;  // leading dim of the [C, C] matrices (multiple of 4 for WMMA)
+// Leading dim of the [C, C] matrices: = 4 (mod 32), so the MMA fragments' loads are conflict-free.
+constexpr int kLdc = kC + 4;
 
 // DK, DV: the head dimensions key_dim, value_dim (dk, dv are gradients); NC = gdn_num_chunks(T).
 struct GdnDims {
   int B, T, H, DK, DV, NC;
-  int DKp;  // DK rounded up to 16 (the WMMA tile)
+  int DKp;  // DK rounded up to 16 (the MMA tile)
   // Inputs stored as bf16, hence exact in TF32 once widened: q, k, v, dout.
   bool xq, xk, xv, xo;
   // Element offsets: token t of sequence b, head h, for q/k rows, v/out rows and beta/g.
@@ -59,9 +61,6 @@ struct GdnDims {
     return ((int64_t{b} * H + h) * NC + c) * DK * DV;
   }
 };
-
-// The `exact` bits of mm() for operands that are (a) / (b) widened from bf16.
-__device__ inline int ex(bool a, bool b) { return (a ? kExactA : 0) | (b ? kExactB : 0); }
 
 // Ts = (I + L)^{-1} with L_ts = bet_t KKE_ts (s < t; KKE strictly lower, [kC][kLdc]), by 16 x 16
 // blocks: the four diagonal blocks by substitution (one thread per column), then the
@@ -947,11 +946,7 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   // This warp's tiles: rows i0 .. i0 + 16; columns jc .. jc + 32 of dA, dL, jp .. jp + 16 KH of
   // Pq, Pk.
   const int i0 = 16 * (warp / 2), jc = 32 * (warp % 2), jp = 16 * KH * (warp % 2);
-  AccFrag fA[2], fL[2], fq[KH], fk[KH];
-#pragma unroll
-  for (int n = 0; n < 2; ++n) wmma::fill_fragment(fA[n], 0.f), wmma::fill_fragment(fL[n], 0.f);
-#pragma unroll
-  for (int n = 0; n < KH; ++n) wmma::fill_fragment(fq[n], 0.f), wmma::fill_fragment(fk[n], 0.f);
+  Acc fA[2], fL[2], fq[KH], fk[KH];
 
   for (int j0 = 0; j0 < D.DV; j0 += VT) {
     const int nv = min(VT, D.DV - j0);
@@ -1007,13 +1002,13 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   __syncthreads();  // every warp is done with the tile buffers: the sums go over them
 #pragma unroll
   for (int n = 0; n < 2; ++n) {
-    wmma::store_matrix_sync(dA + i0 * kLdc + jc + 16 * n, fA[n], kLdc, wmma::mem_row_major);
-    wmma::store_matrix_sync(dL + i0 * kLdc + jc + 16 * n, fL[n], kLdc, wmma::mem_row_major);
+    store_acc(dA, kLdc, i0, jc + 16 * n, fA[n]);
+    store_acc(dL, kLdc, i0, jc + 16 * n, fL[n]);
   }
 #pragma unroll
   for (int n = 0; n < KH; ++n) {
-    wmma::store_matrix_sync(Pq + i0 * ldp + jp + 16 * n, fq[n], ldp, wmma::mem_row_major);
-    wmma::store_matrix_sync(Pk + i0 * ldp + jp + 16 * n, fk[n], ldp, wmma::mem_row_major);
+    store_acc(Pq, ldp, i0, jp + 16 * n, fq[n]);
+    store_acc(Pk, ldp, i0, jp + 16 * n, fk[n]);
   }
   __syncthreads();
   load_tile(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);

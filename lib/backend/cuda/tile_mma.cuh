@@ -1,17 +1,22 @@
 // Block-wide matrix products on shared-memory tiles, on tensor cores at fp32-level accuracy.
 //
-// WMMA TF32 (m16n16k8) with the 3xTF32 split a = a_hi + a_lo (a_hi = a truncated to TF32,
-// a_lo = tf32(a - a_hi)): ab ~ a_hi b_hi + a_hi b_lo + a_lo b_hi, relative error ~2^-20, i.e.
-// fp32-level, at tensor-core speed. An operand that came from bf16 (8-bit mantissa) is exact in
-// TF32 (10 bits): its lo part is zero and the product that would use it is skipped, so bf16 x
-// bf16 products cost one MMA and bf16 x fp32 two.
+// mma.sync m16n8k8 TF32 (fp32 accumulation) with the 3xTF32 split a = a_hi + a_lo (a_hi = a with
+// its 13 low mantissa bits cleared, a TF32 value; a_lo = a - a_hi, exact in fp32): ab ~ a_hi b_hi
+// + a_hi b_lo + a_lo b_hi, relative error ~2^-20, i.e. fp32-level, at tensor-core speed. An
+// operand that came from bf16 (8-bit mantissa) is exact in TF32 (10 bits): its lo part is zero
+// and the product that would use it is skipped, so bf16 x bf16 products cost one MMA and bf16 x
+// fp32 two.
+//
+// Raw PTX rather than WMMA: WMMA's fragment loads are generic (LD, not LDS), its layouts are
+// opaque and its tf32 conversion rounds (a compare and selects per element); here a fragment
+// element is one shared-memory load, the split two instructions (LOP3, FADD), and the
+// accumulator layout is known (Acc below). The MMA reads the top 19 bits of a_lo (truncation):
+// an error of 2^-11 |a_lo| <= 2^-21 |a|.
 //
 // Plain TF32 (one MMA, 10-bit operands) was tried on the GDN forward and doubled the model's
 // bf16 gradient error (docs/PERFORMANCE.md): states and intermediates like Delta and P are fp32
 // quantities and keep fp32 precision here.
 #pragma once
-#include <mma.h>
-
 #include <cstdint>
 #include <type_traits>
 
@@ -19,54 +24,87 @@
 
 namespace sl::cuda {
 
-namespace wmma = nvcuda::wmma;
-
 // `exact` bits for mm(): operand A / B holds values exactly representable in TF32 (from bf16).
 constexpr int kExactA = 1, kExactB = 2;
+__device__ inline int ex(bool a, bool b) { return (a ? kExactA : 0) | (b ? kExactB : 0); }
 
-// hi = x with its 13 low mantissa bits cleared (a TF32 value, so lo = x - hi is exact in fp32),
-// lo = tf32(x - hi). An exact operand (widened bf16) is used as loaded: its low bits are zero.
-template <class Frag>
-__device__ inline void split_tf32(Frag& hi, Frag& lo) {
+// A 16 x 16 fp32 accumulator tile of one warp: two m16n8 MMA accumulators. With g = lane / 4,
+// t = lane % 4, c[h] holds C[g][8h + 2t], C[g][8h + 2t + 1], C[g + 8][8h + 2t], C[g + 8][8h + 2t +
+// 1].
+struct Acc {
+  float c[2][4] = {};
+};
+__device__ inline void load_acc(Acc& a, const float* C, int ldc, int i0, int j0) {
+  const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
-  for (int i = 0; i < hi.num_elements; ++i) {
-    const float x = hi.x[i], h = __uint_as_float(__float_as_uint(x) & 0xffffe000u);
-    hi.x[i] = h;
-    lo.x[i] = wmma::__float_to_tf32(x - h);
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float* p = C + (i0 + g + 8 * r) * ldc + j0 + 8 * h + 2 * t;
+      a.c[h][2 * r] = p[0];
+      a.c[h][2 * r + 1] = p[1];
+    }
+}
+__device__ inline void store_acc(float* C, int ldc, int i0, int j0, const Acc& a) {
+  const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float* p = C + (i0 + g + 8 * r) * ldc + j0 + 8 * h + 2 * t;
+      p[0] = a.c[h][2 * r];
+      p[1] = a.c[h][2 * r + 1];
+    }
+}
+
+// d += a b for one m16n8k8 TF32 MMA (a: 4 registers, b: 2, row.col layouts).
+__device__ inline void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// hi <- x with the 13 low mantissa bits cleared, lo <- x - hi (both as MMA operand bits).
+template <int N>
+__device__ inline void split_tf32(const float (&x)[N], uint32_t (&hi)[N], uint32_t (&lo)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    hi[i] = __float_as_uint(x[i]) & 0xffffe000u;
+    lo[i] = __float_as_uint(x[i] - __uint_as_float(hi[i]));
   }
 }
 
-using AccFrag = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
-
 // One warp: c[n] += op(A)[i0 .. i0 + 16, 0 .. K) op(B)[0 .. K, j0 + 16 n .. j0 + 16 n + 16) for
 // n < NB, in 3xTF32 (operand layouts and `exact` as in mm() below). Each A fragment loaded from
-// shared memory feeds NB products (shared-memory loads and fragment splits, not the tensor
-// cores, bound these kernels). Kernels that sum many products into the same tiles keep `c` in
-// registers across calls (no shared-memory round trip of the accumulators).
+// shared memory feeds NB products. Kernels that sum many products into the same tiles keep `c`
+// in registers across calls (no shared-memory round trip of the accumulators). Fragment element
+// addresses (g = lane / 4, t = lane % 4): A (i0 + g (+8), k0 + t (+4)), B (k0 + t (+4), n0 + g);
+// with leading dims = 4 (mod 32) the non-transposed A and the transposed B are conflict-free.
 template <bool TA, bool TB, int NB>
-__device__ inline void warp_mma(AccFrag (&c)[NB], const float* A, int lda, const float* B, int ldb,
+__device__ inline void warp_mma(Acc (&c)[NB], const float* A, int lda, const float* B, int ldb,
                                 int i0, int j0, int K, int exact) {
-  using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
-  using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
   const bool xa = exact & kExactA, xb = exact & kExactB;
-  // Not unrolled: the loads of every k step hoisted together spilled the kernels that keep
-  // accumulators in registers (gdn_chunk_grad_kernel: 184 -> 120 bytes of spill stores); the
-  // whole GDN op measured 0.5% (backward) to 2% (forward) faster so.
-#pragma unroll 1
+  const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+  // Element (row r, column k) of op(A) and (k, column n) of op(B).
+  const auto a_at = [&](int r, int k) { return TA ? A[k * lda + r] : A[r * lda + k]; };
+  const auto b_at = [&](int k, int n) { return TB ? B[n * ldb + k] : B[k * ldb + n]; };
   for (int k0 = 0; k0 < K; k0 += 8) {
-    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> ah, al;
-    wmma::load_matrix_sync(ah, TA ? A + k0 * lda + i0 : A + i0 * lda + k0, lda);
-    if (!xa) split_tf32(ah, al);
+    const float af[4] = {a_at(i0 + g, k0 + t), a_at(i0 + g + 8, k0 + t), a_at(i0 + g, k0 + t + 4),
+                         a_at(i0 + g + 8, k0 + t + 4)};
+    uint32_t ah[4], al[4];
+    split_tf32(af, ah, al);
 #pragma unroll
-    for (int n = 0; n < NB; ++n) {
-      const int j = j0 + 16 * n;
-      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> bh, bl;
-      wmma::load_matrix_sync(bh, TB ? B + j * ldb + k0 : B + k0 * ldb + j, ldb);
-      if (!xb) split_tf32(bh, bl);
-      if (!xa) wmma::mma_sync(c[n], al, bh, c[n]);
-      if (!xb) wmma::mma_sync(c[n], ah, bl, c[n]);
-      wmma::mma_sync(c[n], ah, bh, c[n]);
-    }
+    for (int n = 0; n < NB; ++n)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int col = j0 + 16 * n + 8 * h + g;
+        const float bf[2] = {b_at(k0 + t, col), b_at(k0 + t + 4, col)};
+        uint32_t bh[2], bl[2];
+        split_tf32(bf, bh, bl);
+        if (!xa) mma_tf32(c[n].c[h], al, bh);
+        if (!xb) mma_tf32(c[n].c[h], ah, bl);
+        mma_tf32(c[n].c[h], ah, bh);
+      }
   }
 }
 
@@ -77,24 +115,19 @@ __device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const 
   const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / (16 * NB);
   for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
     const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16 * NB;
-    AccFrag c[NB];
+    Acc c[NB];
+    if (accumulate)
 #pragma unroll
-    for (int n = 0; n < NB; ++n) {
-      if (accumulate)
-        wmma::load_matrix_sync(c[n], C + i0 * ldc + j0 + 16 * n, ldc, wmma::mem_row_major);
-      else
-        wmma::fill_fragment(c[n], 0.f);
-    }
+      for (int n = 0; n < NB; ++n) load_acc(c[n], C, ldc, i0, j0 + 16 * n);
     warp_mma<TA, TB, NB>(c, A, lda, B, ldb, i0, j0, K, exact);
 #pragma unroll
-    for (int n = 0; n < NB; ++n)
-      wmma::store_matrix_sync(C + i0 * ldc + j0 + 16 * n, c[n], ldc, wmma::mem_row_major);
+    for (int n = 0; n < NB; ++n) store_acc(C, ldc, i0, j0 + 16 * n, c[n]);
   }
 }
 
 // C[M, N] = (accumulate ? C : 0) + op(A)[M, K] op(B)[K, N], fp32 row-major in shared memory.
 // TA: A is stored transposed ([K, M], leading dim lda); TB: B is stored transposed ([N, K]).
-// M, N multiples of 16, K of 8, leading dims multiples of 4, tile origins 32-byte aligned.
+// M, N multiples of 16, K of 8.
 // Warps take the output tiles round-robin and the tiling depends on M and N only, so consecutive
 // calls with the same M, N give each warp the same tiles: calls accumulating into one C need no
 // barrier between them. C must not overlap A or B. The caller puts barriers before (inputs
