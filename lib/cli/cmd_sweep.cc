@@ -101,6 +101,11 @@ void register_sweep(CLI::App& app) {
                      "`scalinglab bench --json` file (per arch and size; default: by FLOPs)");
   launch->add_option("--threads", o.threads, "CPU threads per run (default: cores / jobs)");
   launch->add_flag("--retry-failed", o.retry_failed, "Also rerun runs whose status is failed");
+  auto only = std::make_shared<std::string>();
+  launch->add_option("--only", *only,
+                     "Launch only these runs: ARCH:SIZE selectors (either may be *) or run ids, "
+                     "comma-separated, e.g. dense:*,hybrid:L0 (the others are left for a later "
+                     "launch)");
   launch->add_option("--partition", o.partition, "slurm: partition");
   launch->add_option("--gpus-per-task", o.gpus_per_task, "slurm: GPUs per task");
   launch->add_option("--cpus-per-task", o.cpus_per_task, "slurm: CPUs per task");
@@ -109,12 +114,16 @@ void register_sweep(CLI::App& app) {
   launch->add_option("--account", o.account, "slurm: account");
   launch->add_option("--sbatch-arg", o.sbatch_args, "slurm: extra #SBATCH line (repeatable)");
   launch->add_flag("--dry-run", o.dry_run, "slurm: write the scripts, do not submit");
-  launch->callback([a]() {
+  launch->callback([a, only]() {
     sweep::Sweep s = sweep::load_sweep(a->file);
     a->launch.dir = abs_dir(a->launch.dir);
+    // Checked before anything is written, so a bad --only leaves the directory as it was; chosen
+    // after prepare_dir, which may reindex the runs to match an existing directory.
+    if (!only->empty()) sweep::select_runs(s.runs, *only);
     sweep::prepare_dir(s, a->launch.dir);
-    const int rc = a->executor == "local" ? sweep::launch_local(s.runs, a->launch)
-                                          : sweep::launch_slurm(s.name, s.runs, a->launch);
+    const std::vector<SweepRun> runs = only->empty() ? s.runs : sweep::select_runs(s.runs, *only);
+    const int rc = a->executor == "local" ? sweep::launch_local(runs, a->launch)
+                                          : sweep::launch_slurm(s.name, runs, a->launch);
     if (rc != 0) std::exit(rc);
   });
 

@@ -285,6 +285,41 @@ std::string run_dir(const std::string& dir, const std::string& run_id) {
   return dir + "/runs/" + run_id;
 }
 
+std::vector<SweepRun> select_runs(const std::vector<SweepRun>& runs, const std::string& spec) {
+  struct Selector {
+    std::string text, arch, size;  // arch:size, "*" a wildcard; or size empty: a run id
+    bool used = false;
+  };
+  std::vector<Selector> sel;
+  std::stringstream in(spec);
+  for (std::string item; std::getline(in, item, ',');) {
+    const size_t colon = item.find(':');
+    Selector s{item, item.substr(0, colon),
+               colon == std::string::npos ? "" : item.substr(colon + 1)};
+    if (item.empty() || (colon != std::string::npos && (s.arch.empty() || s.size.empty() ||
+                                                        s.size.find(':') != std::string::npos)))
+      fail("sweep launch --only '" + spec + "': selector '" + item +
+           "' is not ARCH:SIZE (either may be *) or a run id");
+    sel.push_back(s);
+  }
+  if (sel.empty()) fail("sweep launch --only '': no selector");
+  std::vector<SweepRun> out;
+  for (const SweepRun& r : runs) {
+    bool keep = false;
+    for (Selector& s : sel) {
+      const bool hit = s.size.empty() ? r.run_id == s.arch
+                                      : (s.arch == "*" || s.arch == r.arch) &&
+                                            (s.size == "*" || s.size == r.size);
+      s.used = s.used || hit;
+      keep = keep || hit;
+    }
+    if (keep) out.push_back(r);
+  }
+  for (const Selector& s : sel)
+    if (!s.used) fail("sweep launch --only: selector '" + s.text + "' matches no run of the sweep");
+  return out;
+}
+
 void check_data(const Sweep& s) {
   std::set<std::pair<std::string, int64_t>> seen;
   for (const SweepRun& r : s.runs)

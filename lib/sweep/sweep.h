@@ -59,6 +59,13 @@ std::vector<SweepRun> load_plan(const std::string& dir);
 
 std::string run_dir(const std::string& dir, const std::string& run_id);
 
+// The runs `sweep launch --only SPEC` starts: SPEC is a comma-separated list of selectors, each
+// ARCH:SIZE (either side may be *, e.g. "dense:*,hybrid:L0") or a run id; a run is kept when any
+// selector matches it, in plan order. The others are left as they are (a later launch without
+// --only does them). Throws sl::Error naming the selector that is malformed or matches no run, so
+// a typo cannot quietly launch nothing.
+std::vector<SweepRun> select_runs(const std::vector<SweepRun>& runs, const std::string& spec);
+
 // pending | running | completed | extended | preempted | diverged | failed | unreadable.
 // "running": its lock is held; a log whose status says running without a lock holder was killed:
 // "preempted" (resumable); "extended": the log says completed but config.toml plans a budget it

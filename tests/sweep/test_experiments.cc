@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/error.h"
 #include "model/spec.h"
 #include "sweep/sweep.h"
 #include "train/memory.h"
@@ -77,4 +78,36 @@ BOOST_AUTO_TEST_CASE(ladder_l0_l3_is_the_study_its_header_states) {
   BOOST_TEST(s.runs[7].n_params_nonembedding == 15'989'256);
   BOOST_TEST(std::abs(trained["dense"] / 1e9 - 1.15) < 0.005);
   BOOST_TEST(std::abs(trained["hybrid"] / 1e9 - 1.29) < 0.005);
+}
+
+// `sweep launch --only`: the selected runs in plan order; a selector that is malformed or matches
+// nothing is an error naming it (a typo must not launch nothing, or everything).
+BOOST_AUTO_TEST_CASE(only_selects_runs_by_arch_size_or_run_id) {
+  const sl::sweep::Sweep s =
+      sl::sweep::load_sweep(std::string(SL_SOURCE_DIR) + "/experiments/ladder_l0_l3.toml");
+  auto names = [](const std::vector<sl::sweep::SweepRun>& runs) {
+    std::string t;
+    for (const auto& r : runs) t += r.arch + ":" + r.size + " ";
+    return t;
+  };
+  BOOST_TEST(names(sl::sweep::select_runs(s.runs, "dense:*,hybrid:L0,hybrid:L2")) ==
+             "dense:L0 dense:L1 dense:L2 dense:L3 hybrid:L0 hybrid:L2 ");
+  BOOST_TEST(names(sl::sweep::select_runs(s.runs, "*:L3")) == "dense:L3 hybrid:L3 ");
+  BOOST_TEST(names(sl::sweep::select_runs(s.runs, "hybrid:L1," + s.runs[0].run_id)) ==
+             "dense:L0 hybrid:L1 ");
+  BOOST_TEST(sl::sweep::select_runs(s.runs, "*:*").size() == s.runs.size());
+  auto error_of = [&](const std::string& spec) {
+    try {
+      sl::sweep::select_runs(s.runs, spec);
+    } catch (const sl::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  BOOST_TEST(error_of("dense:*,hybrid:L9").find("selector 'hybrid:L9' matches no run") !=
+             std::string::npos);
+  BOOST_TEST(error_of("dense").find("selector 'dense' matches no run") != std::string::npos);
+  for (const char* bad : {":L0", "dense:", "dense:L0:x", "dense:L0,,hybrid:L0"})
+    BOOST_TEST(error_of(bad).find("is not ARCH:SIZE") != std::string::npos, bad);
+  BOOST_TEST(error_of("").find("no selector") != std::string::npos);
 }
