@@ -749,32 +749,42 @@ BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {
 }
 
 BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
-  const int64_t BT = 150, H = 3, C = 40, R = BT * H, ldg = H * C + 17;
-  check_both("gated_rmsnorm_forward",
-             {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
-              {"gate", BT * ldg, Kind::in, Cls::act, -4.f, 4.f},
-              {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
-              {"y", R * C, Kind::out, Cls::act},
-              {"rstd", R, Kind::out, Cls::stat}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"], b["w"],
-                                        {.R = R, .H = H, .C = C, .ldg = ldg}, 1e-5f);
-               return 0.0;
-             });
-  check_both("gated_rmsnorm_backward",
-             {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
-              {"gate", BT * ldg, Kind::in, Cls::act, -4.f, 4.f},
-              {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
-              {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
-              {"dy", R * C, Kind::in, Cls::act},
-              {"dx", R * C, Kind::acc, Cls::act},
-              {"dgate", BT * ldg, Kind::acc, Cls::act},
-              {"dw", C, Kind::acc, Cls::pgrad}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.gated_rmsnorm_backward(b["dx"], b["dgate"], b["dw"], b["dy"], b["x"], b["gate"],
-                                         b["w"], b["rstd"], {.R = R, .H = H, .C = C, .ldg = ldg});
-               return 0.0;
-             });
+  // ldg not a multiple of 8: the scalar kernels; the rest the vector kernels at every group
+  // width G = C/8 rounded up to a power of two (C 40 and 96: lanes past C idle; C 8: G 1, 32
+  // rows a warp), with R not a multiple of a block's rows.
+  struct Case {
+    int64_t BT, H, C, ldg_extra;
+  };
+  for (const Case& k : {Case{150, 3, 40, 17}, Case{150, 3, 40, 8}, Case{77, 3, 96, 0},
+                        Case{130, 2, 128, 64}, Case{61, 1, 256, 8}, Case{45, 5, 8, 0}}) {
+    const int64_t BT = k.BT, H = k.H, C = k.C, R = BT * H, ldg = H * C + k.ldg_extra;
+    const std::string tag = " (C " + std::to_string(C) + ", ldg " + std::to_string(ldg) + ")";
+    check_both("gated_rmsnorm_forward" + tag,
+               {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
+                {"gate", BT * ldg, Kind::in, Cls::act, -4.f, 4.f},
+                {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+                {"y", R * C, Kind::out, Cls::act},
+                {"rstd", R, Kind::out, Cls::stat}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"], b["w"],
+                                          {.R = R, .H = H, .C = C, .ldg = ldg}, 1e-5f);
+                 return 0.0;
+               });
+    check_both("gated_rmsnorm_backward" + tag,
+               {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
+                {"gate", BT * ldg, Kind::in, Cls::act, -4.f, 4.f},
+                {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+                {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
+                {"dy", R * C, Kind::in, Cls::act},
+                {"dx", R * C, Kind::acc, Cls::act},
+                {"dgate", BT * ldg, Kind::acc, Cls::act},
+                {"dw", C, Kind::acc, Cls::pgrad}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.gated_rmsnorm_backward(b["dx"], b["dgate"], b["dw"], b["dy"], b["x"], b["gate"],
+                                           b["w"], b["rstd"], {.R = R, .H = H, .C = C, .ldg = ldg});
+                 return 0.0;
+               });
+  }
 }
 
 // ---- loss and optimizer

@@ -108,6 +108,11 @@ inline bool vec8_ok(std::initializer_list<DPtr> ps) {
   return true;
 }
 
+// Host: whether rows of C elements at row stride ldx may go through ld8/st8.
+inline bool vec_ok(int64_t C, int64_t ldx, std::initializer_list<DPtr> ps) {
+  return C % 8 == 0 && ldx % 8 == 0 && vec8_ok(ps);
+}
+
 // Host: the DPtr of a tensor, checking the dtype. `op` and `what` name the argument in errors.
 inline DPtr dptr(const Tensor& t, const char* op, const char* what) {
   if (!t.data) return {};
@@ -215,6 +220,13 @@ __device__ inline T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+// Sum over each aligned group of G lanes (G a power of two <= 32); every lane of the warp calls it.
+template <int G, class T>
+__device__ inline T group_sum(T v) {
+#pragma unroll
+  for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
 __device__ inline float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
@@ -273,6 +285,14 @@ inline int64_t colsum_partial_size(const Ctx& ctx, int64_t R, int64_t C) {
   const int64_t rpc = colsum_rows_per_chunk(ctx, R, C);
   return (R + rpc - 1) / rpc * C;
 }
+
+// Rows of per-block partial column sums [blocks, C] (the one-pass row kernels' dw), summed by
+// colsum in a fixed order.
+struct PartialRows {
+  const float* p;
+  int64_t C;
+  __device__ float operator()(int64_t r, int64_t c) const { return p[r * C + c]; }
+};
 
 // partial: colsum_partial_size floats, or null for ctx.reduce.
 template <class F>

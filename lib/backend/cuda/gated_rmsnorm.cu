@@ -1,7 +1,11 @@
 // Gated RMSNorm of the GDN output, one row per (token, head), fp32 math:
 //   y = w * n * silu(gate),  n = x * rstd,  rstd = (mean_c x^2 + eps)^(-1/2)
 // Row r = t*H + h of x [R, C] reads gate[t, h*C : (h+1)*C] of gate [BT, H*C] (token stride ldg).
-// One warp per row (C = v_h, a few dozen to a few hundred).
+// Rows are short (C = v_h: 96 at the ladder, 128 at S4) and many (R = BT H, 196k at S4), so the
+// vector kernels give a row a group of G lanes (G = C/8 rounded up to a power of two, one 8-element
+// chunk each: 16 lanes, two rows a warp at C 128) and the backward is one pass: dx, dgate and the
+// block's share of dw from one read of dy, x and gate (the scalar kernels, kept for C or ldg not a
+// multiple of 8, read them three times over, with 2-byte accesses).
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_backend.h"
 
@@ -58,7 +62,108 @@ __global__ void gated_rmsnorm_backward_kernel(DPtr dx, DPtr dgate, DPtr dy, DPtr
   }
 }
 
-// dw[c] += sum_r dy * n * silu(gate)
+// ---- vector kernels: C % 8 == 0, C <= 256, ldg % 8 == 0, 16-byte aligned tensors ------------
+// Lane l of a warp works on row `rows_per_warp * (warp index) + l / G` at columns 8 (l % G) ..
+// 8 (l % G) + 8; lanes past C (C/8 not a power of two) load nothing but take part in the shuffles.
+template <int G>
+__global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr gate, int64_t ldg,
+                                                 DPtr w, int64_t R, int64_t H, int64_t C,
+                                                 float eps) {
+  constexpr int kRows = 32 / G;  // rows a warp
+  const int lane = threadIdx.x % 32;
+  const int64_t r = (blockIdx.x * int64_t{kWarps} + threadIdx.x / 32) * kRows + lane / G;
+  const int64_t c = 8 * (lane % G);
+  const bool on = r < R && c < C;
+  float v[8] = {}, ss = 0.f;
+  if (on) ld8(x, r * C + c, v);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+  ss = group_sum<G>(ss);
+  if (r >= R) return;
+  const float rs = 1.f / sqrtf(ss / static_cast<float>(C) + eps);
+  if (lane % G == 0) rstd.st(r, rs);
+  if (!on) return;
+  float g[8], ww[8];
+  ld8(gate, gate_off(r, H, C, ldg) + c, g);
+  ld8(w, c, ww);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) v[e] = ww[e] * (v[e] * rs) * siluf_(g[e]);
+  st8(y, r * C + c, v);
+}
+
+// One pass, rows strided over the grid: dx += ..., dgate += ... (as the scalar kernel) and, with
+// `partial`, this block's column sums of dy n silu(gate) in partial[blockIdx.x, 0 .. C) (summed
+// over the blocks by colsum in a fixed order: deterministic, no atomics).
+template <int G>
+__global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* partial, DPtr dy,
+                                                  DPtr x, DPtr gate, int64_t ldg, DPtr w, DPtr rstd,
+                                                  int64_t R, int64_t H, int64_t C) {
+  constexpr int kRows = 32 / G;
+  __shared__ float sh[kWarps][256];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t c = 8 * (lane % G);
+  const bool col = c < C;
+  float ww[8] = {}, pw[8] = {};
+  if (col) ld8(w, c, ww);
+  const int64_t step = int64_t{gridDim.x} * kWarps * kRows;
+  // r0 is the same for the whole warp, so every lane reaches the shuffles of every iteration.
+  for (int64_t r0 = (blockIdx.x * int64_t{kWarps} + warp) * kRows; r0 < R; r0 += step) {
+    const int64_t r = r0 + lane / G;
+    const bool on = r < R && col;
+    const int64_t go = on ? gate_off(r, H, C, ldg) + c : 0;
+    float d[8] = {}, n[8] = {}, g[8] = {};
+    const float rs = r < R ? rstd.ld(r) : 0.f;
+    if (on) {
+      ld8(dy, r * C + c, d);
+      ld8(x, r * C + c, n);
+      ld8(gate, go, g);
+    }
+    float dn[8], dot = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      n[e] *= rs;
+      const float sg = siluf_(g[e]);
+      dn[e] = d[e] * ww[e] * sg;
+      dot += dn[e] * n[e];
+      pw[e] += d[e] * n[e] * sg;
+    }
+    const float mean = group_sum<G>(dot) / static_cast<float>(C);
+    if (!on) continue;
+    if (dgate) {
+      float o[8];
+      ld8(dgate, go, o);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] += d[e] * ww[e] * n[e] * silu_gradf_(g[e]);
+      st8(dgate, go, o);
+    }
+    if (dx) {
+      float o[8];
+      ld8(dx, r * C + c, o);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] += rs * (dn[e] - n[e] * mean);
+      st8(dx, r * C + c, o);
+    }
+  }
+  if (!partial) return;
+    // The warp's rows share columns: sum pw over the lanes with the same l % G, then over the
+    // warps.
+#pragma unroll
+  for (int o = G; o < 32; o <<= 1)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) pw[e] += __shfl_xor_sync(0xffffffffu, pw[e], o);
+  if (lane < G && col)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sh[warp][c + e] = pw[e];
+  __syncthreads();
+  for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
+    float t = 0.f;
+#pragma unroll
+    for (int q = 0; q < kWarps; ++q) t += sh[q][k];
+    partial[blockIdx.x * C + k] = t;
+  }
+}
+
+// dw[c] += sum_r dy * n * silu(gate)  (the scalar path's column sums)
 struct GatedRmsnormDw {
   DPtr dy, x, gate, rstd;
   int64_t ldg, H, C;
@@ -67,6 +172,38 @@ struct GatedRmsnormDw {
            siluf_(gate.ld(gate_off(r, H, C, ldg) + c));
   }
 };
+
+// Host: the vector kernels' lanes per row (C/8 rounded up to a power of two), or 0 where they do
+// not apply (C or ldg not a multiple of 8, C > 256, a misaligned tensor).
+int vec_group(int64_t C, int64_t ldg, std::initializer_list<DPtr> ps) {
+  if (C > 256 || !vec_ok(C, ldg, ps)) return 0;
+  int G = 1;
+  while (8 * G < C) G *= 2;
+  return G;
+}
+
+// Runs LAUNCH(G) with G as a compile-time constant.
+#define SL_FOR_GROUP(G, LAUNCH) \
+  switch (G) {                  \
+    case 1:                     \
+      LAUNCH(1);                \
+      break;                    \
+    case 2:                     \
+      LAUNCH(2);                \
+      break;                    \
+    case 4:                     \
+      LAUNCH(4);                \
+      break;                    \
+    case 8:                     \
+      LAUNCH(8);                \
+      break;                    \
+    case 16:                    \
+      LAUNCH(16);               \
+      break;                    \
+    default:                    \
+      LAUNCH(32);               \
+      break;                    \
+  }
 
 }  // namespace
 
@@ -83,8 +220,19 @@ void CudaBackend::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, T
   const DPtr y = dptr(y_t, op, "y"), rstd = dptr(rstd_t, op, "rstd"), x = dptr(x_t, op, "x"),
              gate = dptr(gate_t, op, "gate"), w = dptr(w_t, op, "w");
   if (R <= 0) return;
-  gated_rmsnorm_forward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps, 0,
-                                 cuda_ctx().stream>>>(y, rstd, x, gate, ldg, w, R, H, C, eps);
+  const cudaStream_t st = cuda_ctx().stream;
+  if (const int G = vec_group(C, ldg, {y, x, gate, w})) {
+    const int64_t rows_per_block = kWarps * (32 / G);
+    const unsigned nb = static_cast<unsigned>((R + rows_per_block - 1) / rows_per_block);
+#define SL_FWD(GG)                     \
+  gated_rmsnorm_forward_vec_kernel<GG> \
+      <<<nb, 32 * kWarps, 0, st>>>(y, rstd, x, gate, ldg, w, R, H, C, eps)
+    SL_FOR_GROUP(G, SL_FWD);
+#undef SL_FWD
+  } else {
+    gated_rmsnorm_forward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps, 0,
+                                   st>>>(y, rstd, x, gate, ldg, w, R, H, C, eps);
+  }
   SL_CUDA_LAUNCHED();
 }
 
@@ -99,6 +247,24 @@ void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_
              rstd = dptr(rstd_t, op, "rstd");
   Ctx& ctx = cuda_ctx();
   if (R <= 0) return;
+  if (const int G = vec_group(C, ldg, {dx, dgate, dy, x, gate, w})) {
+    // About eight row groups a warp (fewer partial rows to sum than one a warp; as the rmsnorm
+    // backward's rows kernel).
+    const int64_t rows_per_block = kWarps * (32 / G) * 8;
+    const int64_t blocks = std::max<int64_t>(1, (R + rows_per_block - 1) / rows_per_block);
+    float* partial = dw ? ctx.reduce->get_as<float>(
+                              static_cast<size_t>(blocks * C + colsum_partial_size(ctx, blocks, C)))
+                        : nullptr;
+    const unsigned nb = static_cast<unsigned>(blocks);
+#define SL_BWD(GG)                      \
+  gated_rmsnorm_backward_vec_kernel<GG> \
+      <<<nb, 32 * kWarps, 0, ctx.stream>>>(dx, dgate, partial, dy, x, gate, ldg, w, rstd, R, H, C)
+    SL_FOR_GROUP(G, SL_BWD);
+#undef SL_BWD
+    SL_CUDA_LAUNCHED();
+    if (dw) colsum(ctx, PartialRows{partial, C}, blocks, C, dw, partial + blocks * C);
+    return;
+  }
   if (dx || dgate) {
     gated_rmsnorm_backward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps,
                                     0, ctx.stream>>>(dx, dgate, dy, x, gate, ldg, w, rstd, R, H, C);

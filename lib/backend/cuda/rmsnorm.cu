@@ -250,17 +250,6 @@ __global__ void __launch_bounds__(32 * kWarps)
   }
 }
 
-// Rows of per-block dw partial sums [blocks, C], summed by colsum in a fixed order.
-struct PartialRows {
-  const float* p;
-  int64_t C;
-  __device__ float operator()(int64_t r, int64_t c) const { return p[r * C + c]; }
-};
-
-bool vec_ok(int64_t C, int64_t ldx, std::initializer_list<DPtr> ps) {
-  return C % 8 == 0 && ldx % 8 == 0 && vec8_ok(ps);
-}
-
 // dw[c] += sum_r dy[r, c] * n[r, c]
 struct RmsnormDw {
   DPtr dy, x, rstd;
