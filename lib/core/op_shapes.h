@@ -66,14 +66,16 @@ struct RowsShape {
 
 // matmul: y [M, N] (=|+=) x [M, K] ld ldx . w [N, K]^T (HF Linear: weight [out, in]).
 struct MatmulShape {
-  int64_t M;    // rows of x and y (tokens)
-  int64_t K;    // in features: columns of x, w
-  int64_t N;    // out features: columns of y, rows of w
-  int64_t ldx;  // row stride of x and dx, >= K (a column block of a fused projection)
+  int64_t M;        // rows of x and y (tokens)
+  int64_t K;        // in features: columns of x, w
+  int64_t N;        // out features: columns of y, rows of w
+  int64_t ldx;      // row stride of x and dx, >= K (a column block of a fused projection)
+  int64_t ldy = 0;  // row stride of y and dy, >= N; 0: N (rows padded for aligned column blocks)
+  int64_t y_stride() const { return ldy ? ldy : N; }
   void check(const char* op) const {
-    if (M < 0 || K < 0 || N < 0 || ldx < K)
-      shape_detail::bad_sizes(op, {{"M", M}, {"K", K}, {"N", N}, {"ldx", ldx}},
-                              "M, K, N >= 0, ldx >= K");
+    if (M < 0 || K < 0 || N < 0 || ldx < K || (ldy != 0 && ldy < N))
+      shape_detail::bad_sizes(op, {{"M", M}, {"K", K}, {"N", N}, {"ldx", ldx}, {"ldy", ldy}},
+                              "M, K, N >= 0, ldx >= K, ldy 0 or >= N");
   }
 };
 

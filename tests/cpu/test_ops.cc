@@ -208,17 +208,25 @@ BOOST_AUTO_TEST_CASE(embedding_gradcheck_fp64) {
 // ---- matmul -----------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(matmul_gradcheck_strided_fp64) {
-  const int64_t M = 5, K = 7, N = 4, ldx = 9;
-  Vec x = randv(M * ldx, 3), w = randv(N * K, 4), R = randv(M * N, 5), y(M * N), dx, dw;
-  auto loss = [&] {
-    cpu64.matmul_forward(view(y), view(x), view(w), {.M = M, .K = K, .N = N, .ldx = ldx}, false);
-    return dot(y, R);
-  };
-  auto bwd = [&] {
-    cpu64.matmul_backward(view(dx), view(dw), view(R), view(x), view(w),
-                          {.M = M, .K = K, .N = N, .ldx = ldx}, true);
-  };
-  check_grads("matmul", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
+  // x and dx at row stride ldx; y and dy contiguous (ldy 0) and at a padded stride ldy 6 (y's
+  // padding is never written, so it stays 0 and adds nothing to the loss).
+  for (int64_t ldy : {0, 6}) {
+    const int64_t M = 5, K = 7, N = 4, ldx = 9, ly = ldy ? ldy : N;
+    Vec x = randv(M * ldx, 3), w = randv(N * K, 4), R = randv(M * ly, 5), y(M * ly), dx, dw;
+    auto loss = [&] {
+      cpu64.matmul_forward(view(y), view(x), view(w),
+                           {.M = M, .K = K, .N = N, .ldx = ldx, .ldy = ldy}, false);
+      return dot(y, R);
+    };
+    auto bwd = [&] {
+      cpu64.matmul_backward(view(dx), view(dw), view(R), view(x), view(w),
+                            {.M = M, .K = K, .N = N, .ldx = ldx, .ldy = ldy}, true);
+    };
+    check_grads(ldy ? "matmul ldy" : "matmul", {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
+    if (ldy)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = N; j < ldy; ++j) BOOST_TEST(y[i * ldy + j] == 0.0);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(matmul_forward_matches_naive_and_accumulates_fp64) {
@@ -837,7 +845,9 @@ BOOST_AUTO_TEST_CASE(bad_shapes_fail_with_one_line) {
   BOOST_TEST(message([&] {
                cpu64.matmul_forward(view(y), view(x), view(w), {.M = 2, .K = 8, .N = 2, .ldx = 4},
                                     false);
-             }) == "matmul_forward: bad sizes M=2 K=8 N=2 ldx=4 (need M, K, N >= 0, ldx >= K)");
+             }) ==
+             "matmul_forward: bad sizes M=2 K=8 N=2 ldx=4 ldy=0 (need M, K, N >= 0, ldx >= K, ldy "
+             "0 or >= N)");
   // RoPE pairs element i with i + hd/2: an odd head dim has no pairing.
   BOOST_TEST(message([&] {
                cpu64.rope_forward(view(x), {.B = 1, .T = 2, .H = 2, .hd = 3, .theta = 1e4f});

@@ -344,6 +344,28 @@ BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
       return 0.0;
     });
   }
+  // y and dy at a padded row stride (the GDN block's projection): only [M, N] of y written.
+  const int64_t ldy = N + 8;
+  check_both("matmul_forward(ldy)",
+             {{"x", M * ldx, Kind::in, Cls::act},
+              {"w", N * K, Kind::in, Cls::weight},
+              {"y", M * ldy, Kind::write, Cls::act}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.matmul_forward(b["y"], b["x"], b["w"],
+                                 {.M = M, .K = K, .N = N, .ldx = ldx, .ldy = ldy}, false);
+               return 0.0;
+             });
+  check_both("matmul_backward(ldy)",
+             {{"x", M * ldx, Kind::in, Cls::act},
+              {"w", N * K, Kind::in, Cls::weight},
+              {"dy", M * ldy, Kind::in, Cls::act},
+              {"dx", M * ldx, Kind::acc, Cls::act},
+              {"dw", N * K, Kind::acc, Cls::pgrad}},
+             [&](sl::Backend& be, Bufs& b) {
+               be.matmul_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"],
+                                  {.M = M, .K = K, .N = N, .ldx = ldx, .ldy = ldy}, true);
+               return 0.0;
+             });
 }
 
 BOOST_AUTO_TEST_CASE(rmsnorm_matches_cpu) {
@@ -570,13 +592,18 @@ BOOST_AUTO_TEST_CASE(attention_backward_is_deterministic) {
 
 BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
   // The model's K = 4 over several 32-step runs with a tail; T = 1 (only the zero history); K = 3
-  // and K = 8 (the largest the GPU kernel takes), T shorter than a run.
+  // and K = 8 (the largest the GPU kernel takes), T shorter than a run. ldx = C + 13: one
+  // channel a thread; C and ldx multiples of 8: eight channels a thread (K <= 4), with T not a
+  // multiple of K (the ring's partial last round) and C not a multiple of 8 x 128 threads.
   struct Cfg {
-    int64_t B, T, C, K;
+    int64_t B, T, C, K, ldx_extra = 13;
   };
-  for (Cfg cfg : {Cfg{2, 77, 40, 4}, Cfg{2, 1, 40, 4}, Cfg{1, 20, 33, 3}, Cfg{1, 45, 16, 8}}) {
-    const int64_t B = cfg.B, T = cfg.T, C = cfg.C, K = cfg.K, ldx = C + 13;
-    const std::string tag = " (T=" + std::to_string(T) + " K=" + std::to_string(K) + ")";
+  for (Cfg cfg : {Cfg{2, 77, 40, 4}, Cfg{2, 1, 40, 4}, Cfg{1, 20, 33, 3}, Cfg{1, 45, 16, 8},
+                  Cfg{2, 77, 40, 4, 8}, Cfg{2, 1, 16, 4, 0}, Cfg{1, 70, 1048, 4, 24},
+                  Cfg{1, 20, 32, 3, 0}, Cfg{1, 45, 16, 2, 8}, Cfg{1, 33, 8, 1, 0}}) {
+    const int64_t B = cfg.B, T = cfg.T, C = cfg.C, K = cfg.K, ldx = C + cfg.ldx_extra;
+    const std::string tag = " (T=" + std::to_string(T) + " K=" + std::to_string(K) +
+                            " C=" + std::to_string(C) + " ldx=" + std::to_string(ldx) + ")";
     check_both("conv1d_silu_forward" + tag,
                {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
                 {"w", C * K, Kind::in, Cls::weight},
@@ -751,37 +778,43 @@ BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {
 BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
   // ldg not a multiple of 8: the scalar kernels; the rest the vector kernels at every group
   // width G = C/8 rounded up to a power of two (C 40 and 96: lanes past C idle; C 8: G 1, 32
-  // rows a warp), with R not a multiple of a block's rows.
+  // rows a warp), with R not a multiple of a block's rows. gate_off: the gate block starts that
+  // many elements into its buffer, as the model's starts after the projection's 2H b|a columns:
+  // 2 (bf16 4-byte aligned: the 4-byte path) and 12 (bf16 8-byte, f32 16-byte aligned).
   struct Case {
-    int64_t BT, H, C, ldg_extra;
+    int64_t BT, H, C, ldg_extra, gate_off;
   };
-  for (const Case& k : {Case{150, 3, 40, 17}, Case{150, 3, 40, 8}, Case{77, 3, 96, 0},
-                        Case{130, 2, 128, 64}, Case{61, 1, 256, 8}, Case{45, 5, 8, 0}}) {
-    const int64_t BT = k.BT, H = k.H, C = k.C, R = BT * H, ldg = H * C + k.ldg_extra;
-    const std::string tag = " (C " + std::to_string(C) + ", ldg " + std::to_string(ldg) + ")";
+  for (const Case& k : {Case{150, 3, 40, 17, 0}, Case{150, 3, 40, 8, 0}, Case{77, 3, 96, 0, 0},
+                        Case{130, 2, 128, 64, 0}, Case{61, 1, 256, 8, 0}, Case{45, 5, 8, 0, 0},
+                        Case{77, 3, 96, 8, 2}, Case{130, 2, 128, 0, 12}}) {
+    const int64_t BT = k.BT, H = k.H, C = k.C, R = BT * H, ldg = H * C + k.ldg_extra,
+                  go = k.gate_off, ng = BT * ldg + go;
+    const std::string tag = " (C " + std::to_string(C) + ", ldg " + std::to_string(ldg) +
+                            ", gate +" + std::to_string(go) + ")";
     check_both("gated_rmsnorm_forward" + tag,
                {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
-                {"gate", BT * ldg, Kind::in, Cls::act, -4.f, 4.f},
+                {"gate", ng, Kind::in, Cls::act, -4.f, 4.f},
                 {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
                 {"y", R * C, Kind::out, Cls::act},
                 {"rstd", R, Kind::out, Cls::stat}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"], b["w"],
+                 be.gated_rmsnorm_forward(b["y"], b["rstd"], b["x"], b["gate"].at(go), b["w"],
                                           {.R = R, .H = H, .C = C, .ldg = ldg}, 1e-5f);
                  return 0.0;
                });
     check_both("gated_rmsnorm_backward" + tag,
                {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
-                {"gate", BT * ldg, Kind::in, Cls::act, -4.f, 4.f},
+                {"gate", ng, Kind::in, Cls::act, -4.f, 4.f},
                 {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
                 {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
                 {"dy", R * C, Kind::in, Cls::act},
                 {"dx", R * C, Kind::acc, Cls::act},
-                {"dgate", BT * ldg, Kind::acc, Cls::act},
+                {"dgate", ng, Kind::acc, Cls::act},
                 {"dw", C, Kind::acc, Cls::pgrad}},
                [&](sl::Backend& be, Bufs& b) {
-                 be.gated_rmsnorm_backward(b["dx"], b["dgate"], b["dw"], b["dy"], b["x"], b["gate"],
-                                           b["w"], b["rstd"], {.R = R, .H = H, .C = C, .ldg = ldg});
+                 be.gated_rmsnorm_backward(b["dx"], b["dgate"].at(go), b["dw"], b["dy"], b["x"],
+                                           b["gate"].at(go), b["w"], b["rstd"],
+                                           {.R = R, .H = H, .C = C, .ldg = ldg});
                  return 0.0;
                });
   }

@@ -24,12 +24,12 @@ constexpr int64_t kRowBlock = 64;
 
 }  // namespace
 
-// y [M, N] (=|+=) x [M, K] ld ldx . w [N, K]^T, blocks of rows of y.
+// y [M, N] ld ldy (=|+=) x [M, K] ld ldx . w [N, K]^T, blocks of rows of y.
 template <class T>
 void CpuBackend<T>::matmul_forward(Tensor y_t, Tensor x_t, Tensor w_t, const MatmulShape& shape,
                                    bool accumulate) {
   shape.check("matmul_forward");
-  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx;
+  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx, ldy = shape.y_stride();
   T* y = y_t.as<T>();
   const T *x = x_t.as<T>(), *w = w_t.as<T>();
   Eigen::Map<const RowMat<T>> W(w, N, K);
@@ -38,7 +38,7 @@ void CpuBackend<T>::matmul_forward(Tensor y_t, Tensor x_t, Tensor w_t, const Mat
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t r0 = b * kRowBlock, rows = std::min(kRowBlock, M - r0);
     ConstStridedMap<T> X(x + r0 * ldx, rows, K, Eigen::OuterStride<>(ldx));
-    Eigen::Map<RowMat<T>> Y(y + r0 * N, rows, N);
+    StridedMap<T> Y(y + r0 * ldy, rows, N, Eigen::OuterStride<>(ldy));
     if (accumulate) {
       Y.noalias() += X * W.transpose();
     } else {
@@ -47,13 +47,13 @@ void CpuBackend<T>::matmul_forward(Tensor y_t, Tensor x_t, Tensor w_t, const Mat
   }
 }
 
-// dx [M, K] ld ldx (=|+=) dy [M, N] . w [N, K]   (blocks of rows of dx)
+// dx [M, K] ld ldx (=|+=) dy [M, N] ld ldy . w [N, K]   (blocks of rows of dx)
 // dw [N, K] += dy^T . x                          (blocks of rows of dw, each reducing over all M)
 template <class T>
 void CpuBackend<T>::matmul_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t, Tensor w_t,
                                     const MatmulShape& shape, bool accumulate) {
   shape.check("matmul_backward");
-  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx;
+  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx, ldy = shape.y_stride();
   T* dx = cpu::written<T>(dx_t, accumulate, M, K, ldx);
   T* dw = dw_t.as<T>();
   const T *dy = dy_t.as<T>(), *x = x_t.as<T>(), *w = w_t.as<T>();
@@ -63,7 +63,7 @@ void CpuBackend<T>::matmul_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tenso
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t r0 = b * kRowBlock, rows = std::min(kRowBlock, M - r0);
-      Eigen::Map<const RowMat<T>> DY(dy + r0 * N, rows, N);
+      ConstStridedMap<T> DY(dy + r0 * ldy, rows, N, Eigen::OuterStride<>(ldy));
       StridedMap<T> DX(dx + r0 * ldx, rows, K, Eigen::OuterStride<>(ldx));
       DX.noalias() += DY * W;
     }
@@ -74,7 +74,7 @@ void CpuBackend<T>::matmul_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tenso
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t n0 = b * kRowBlock, rows = std::min(kRowBlock, N - n0);
-      ConstStridedMap<T> DY(dy + n0, M, rows, Eigen::OuterStride<>(N));  // columns n0.. of dy
+      ConstStridedMap<T> DY(dy + n0, M, rows, Eigen::OuterStride<>(ldy));  // columns n0.. of dy
       Eigen::Map<RowMat<T>> DW(dw + n0 * K, rows, K);
       DW.noalias() += DY.transpose() * X;
     }

@@ -101,6 +101,59 @@ __device__ inline void st8(DPtr p, int64_t i, const float (&v)[8]) {
     q[1] = make_float4(v[4], v[5], v[6], v[7]);
   }
 }
+// ld8 / st8 for an element offset that is only even (a bf16 column block 4-byte but not 16-byte
+// aligned, e.g. the GDN gate after the projection's b|a columns): 4-byte accesses, four (bf16) or
+// eight (f32). Same values and rounding as ld8 / st8.
+__device__ inline void ld8_4(DPtr p, int64_t i, float (&v)[8]) {
+  if (p.bf) {
+    const unsigned* q =
+        reinterpret_cast<const unsigned*>(static_cast<const __nv_bfloat16*>(p.p) + i);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const unsigned w = q[e];
+      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+      v[2 * e] = f.x;
+      v[2 * e + 1] = f.y;
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = static_cast<const float*>(p.p)[i + e];
+  }
+}
+__device__ inline void st8_4(DPtr p, int64_t i, const float (&v)[8]) {
+  if (p.bf) {
+    unsigned* q = reinterpret_cast<unsigned*>(static_cast<__nv_bfloat16*>(p.p) + i);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+      q[e] = *reinterpret_cast<const unsigned*>(&b);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) static_cast<float*>(p.p)[i + e] = v[e];
+  }
+}
+// ld8 (A16) or ld8_4, st8 or st8_4: kernels templated on their operand's alignment.
+template <bool A16>
+__device__ inline void ld8a(DPtr p, int64_t i, float (&v)[8]) {
+  if constexpr (A16)
+    ld8(p, i, v);
+  else
+    ld8_4(p, i, v);
+}
+template <bool A16>
+__device__ inline void st8a(DPtr p, int64_t i, const float (&v)[8]) {
+  if constexpr (A16)
+    st8(p, i, v);
+  else
+    st8_4(p, i, v);
+}
+// Host: whether ld8_4 / st8_4 may be used (4-byte aligned bases; null ones skipped).
+inline bool vec4b_ok(std::initializer_list<DPtr> ps) {
+  for (const DPtr& p : ps)
+    if (p && reinterpret_cast<uintptr_t>(p.p) % 4 != 0) return false;
+  return true;
+}
 // Host: whether ld8/st8 may be used on these tensors (16-byte aligned bases; null ones skipped).
 inline bool vec8_ok(std::initializer_list<DPtr> ps) {
   for (const DPtr& p : ps)

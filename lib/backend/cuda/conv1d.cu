@@ -4,14 +4,18 @@
 //   dx[b,s,c] += sum_j w[c,j] dz[b, s+K-1-j, c]   (s+K-1-j < T),
 //   dw[c,j]   += sum_{b,t} dz[b,t,c] x[b, t-K+1+j, c].
 //
-// A thread owns one channel c and a run of kRun consecutive time steps of one sequence, and
-// slides along time with the last K inputs (and, backward, the last K of dz) in registers, so each
-// element of x and dy is loaded once and no index is divided per element; consecutive threads take
-// consecutive channels, so every load of a time step is coalesced. Windows are register arrays
-// of kMaxK slots indexed from the newest end (slot kMaxK-1-i holds time u-i), which keeps every
-// index a compile-time constant for any K <= kMaxK. The backward is one kernel: dz for the run
-// plus the K-1 steps after it (dx of the run's last steps needs them), dx for the run, and this
-// run's share of dw, written to a workspace row and summed over runs in a fixed order
+// A thread owns V consecutive channels (V = 8 with 16-byte accesses where C and the row stride
+// are multiples of 8 and the tensors aligned: every model shape; else V = 1) and a run of kRun
+// consecutive time steps of one sequence, and slides along time with the last K inputs (and,
+// backward, the last K of dz) in registers, so each element of x and dy is loaded once and no
+// index is divided per element; consecutive threads take consecutive channels, so every load of
+// a time step is coalesced. K is a template parameter (1..kMaxK) and the windows are rings of K
+// slots: the time loop is unrolled K steps at a time, so time u sits in slot (u - t0) mod K, a
+// compile-time index, and nothing is shifted. (The first version shifted kMaxK = 8 slots a step
+// and multiplied by zero weights past K: ncu put its forward at 61% issue-slot use and 24% of
+// the DRAM bandwidth, bound by instructions.) The backward is one kernel: dz for the run plus
+// the K-1 steps after it (dx of the run's last steps needs them), dx for the run, and this run's
+// share of dw, written to a workspace row and summed over runs in a fixed order
 // (colsum_finish_kernel): deterministic, no atomics.
 #include <string>
 
@@ -30,89 +34,141 @@ struct ConvDims {
   int T, C, K, runs;  // runs = ceil(T / kRun) per sequence
 };
 
-// Shifts a window by one step: slot i <- slot i+1, the newest slot <- v.
-__device__ inline void push(float (&win)[kMaxK], float v) {
-#pragma unroll
-  for (int i = 0; i + 1 < kMaxK; ++i) win[i] = win[i + 1];
-  win[kMaxK - 1] = v;
+// V channels of one time row: ld8 / st8, or one element.
+template <int V>
+__device__ inline void ldv(DPtr p, int64_t i, float (&v)[V]) {
+  if constexpr (V == 8)
+    ld8(p, i, v);
+  else
+    v[0] = p.ld(i);
+}
+template <int V>
+__device__ inline void stv(DPtr p, int64_t i, const float (&v)[V]) {
+  if constexpr (V == 8)
+    st8(p, i, v);
+  else
+    p.st(i, v[0]);
 }
 
-// Thread coordinates: channel c, sequence b, run [t0, t1). False if the thread has no channel.
-// Grid (B * runs, ceil(C / kThreads)).
+// Thread coordinates: first channel c, sequence b, run [t0, t1). False if the thread has no
+// channel. Grid (B * runs, ceil(C / (V kThreads))).
+template <int V>
 __device__ inline bool coords(const ConvDims& D, int& c, int64_t& b, int& t0, int& t1) {
-  c = blockIdx.y * blockDim.x + threadIdx.x;
+  c = (blockIdx.y * blockDim.x + threadIdx.x) * V;
   b = blockIdx.x / D.runs;
   t0 = static_cast<int>(blockIdx.x % D.runs) * kRun;
   t1 = min(D.T, t0 + kRun);
   return c < D.C;
 }
 
-// wf[i] = w[c, i] and wr[i] = w[c, K-1-i] (0 for i >= K), so that with the windows' newest slot
-// at time u: z[u] = sum_i wr[i] x[u-i] and dx[u-K+1] = sum_i wf[i] dz[u-i].
-// xw <- x[t0-K+1 .. t0-1] (zero before t = 0).
+// wt[j][v] = w[c + v, j]; xr <- the ring holding x[t0-K+1 .. t0-1] (zero before t = 0): time
+// t0 - m in slot K - m.
+template <int K, int V>
 __device__ inline void start(const ConvDims& D, DPtr x, DPtr w, int c, int64_t b, int t0,
-                             float (&wf)[kMaxK], float (&wr)[kMaxK], float (&xw)[kMaxK]) {
+                             float (&wt)[K][V], float (&xr)[K][V]) {
 #pragma unroll
-  for (int i = 0; i < kMaxK; ++i) {
-    wf[i] = i < D.K ? w.ld(int64_t{c} * D.K + i) : 0.f;
-    wr[i] = i < D.K ? w.ld(int64_t{c} * D.K + D.K - 1 - i) : 0.f;
-    xw[i] = 0.f;
-  }
-  for (int u = max(0, t0 - D.K + 1); u < t0; ++u) push(xw, x.ld((b * D.T + u) * D.ldx + c));
+  for (int j = 0; j < K; ++j)
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      wt[j][v] = w.ld(int64_t{c + v} * K + j);
+      xr[j][v] = 0.f;
+    }
+#pragma unroll
+  for (int m = 1; m < K; ++m)
+    if (t0 - m >= 0) ldv<V>(x, (b * D.T + t0 - m) * D.ldx + c, xr[K - m]);
 }
 
-// sum_i a[i] win[newest - i]
-__device__ inline float dot_window(const float (&a)[kMaxK], const float (&win)[kMaxK]) {
-  float z = 0.f;
+// z[v] = sum_j w[c+v, j] x[u-K+1+j] with time u in slot i: time u-K+1+j is in slot (i+1+j) mod K.
+template <int K, int V>
+__device__ inline void conv_at(int i, const float (&wt)[K][V], const float (&xr)[K][V],
+                               float (&z)[V]) {
 #pragma unroll
-  for (int i = 0; i < kMaxK; ++i) z += a[i] * win[kMaxK - 1 - i];
-  return z;
+  for (int v = 0; v < V; ++v) z[v] = 0.f;
+#pragma unroll
+  for (int j = 0; j < K; ++j)
+#pragma unroll
+    for (int v = 0; v < V; ++v) z[v] += wt[j][v] * xr[(i + 1 + j) % K][v];
 }
 
+template <int K, int V>
 __global__ void __launch_bounds__(kThreads)
     conv1d_forward_kernel(DPtr y, DPtr x, DPtr w, ConvDims D) {
   int c, t0, t1;
   int64_t b;
-  if (!coords(D, c, b, t0, t1)) return;
-  float wf[kMaxK], wr[kMaxK], xw[kMaxK];
-  start(D, x, w, c, b, t0, wf, wr, xw);
-  for (int u = t0; u < t1; ++u) {
-    push(xw, x.ld((b * D.T + u) * D.ldx + c));
-    y.st((b * D.T + u) * D.C + c, siluf_(dot_window(wr, xw)));
+  if (!coords<V>(D, c, b, t0, t1)) return;
+  float wt[K][V], xr[K][V];
+  start<K, V>(D, x, w, c, b, t0, wt, xr);
+  for (int u0 = t0; u0 < t1; u0 += K) {
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+      const int u = u0 + i;
+      if (u >= t1) break;
+      const int64_t row = b * D.T + u;
+      ldv<V>(x, row * D.ldx + c, xr[i]);
+      float z[V];
+      conv_at<K, V>(i, wt, xr, z);
+#pragma unroll
+      for (int v = 0; v < V; ++v) z[v] = siluf_(z[v]);
+      stv<V>(y, row * D.C + c, z);
+    }
   }
 }
 
 // dw_part: [B * runs, C * K], this run's share of dw in row blockIdx.x, or null.
+template <int K, int V>
 __global__ void __launch_bounds__(kThreads)
     conv1d_backward_kernel(DPtr dx, float* dw_part, DPtr dy, DPtr x, DPtr w, ConvDims D) {
   int c, t0, t1;
   int64_t b;
-  if (!coords(D, c, b, t0, t1)) return;
-  float wf[kMaxK], wr[kMaxK], xw[kMaxK], dzw[kMaxK], dwr[kMaxK];
-  start(D, x, w, c, b, t0, wf, wr, xw);
-#pragma unroll
-  for (int i = 0; i < kMaxK; ++i) dzw[i] = dwr[i] = 0.f;
+  if (!coords<V>(D, c, b, t0, t1)) return;
+  float wt[K][V], xr[K][V], dzr[K][V] = {}, dwa[K][V] = {};
+  start<K, V>(D, x, w, c, b, t0, wt, xr);
   // u walks the run and the K-1 steps after it: dx[s] for s = u - (K-1) needs dz[s .. u].
-  for (int u = t0; u < t1 + D.K - 1; ++u) {
-    float dz = 0.f;  // zero past the end of the sequence
-    if (u < D.T) {
-      const int64_t row = b * D.T + u;
-      push(xw, x.ld(row * D.ldx + c));
-      dz = dy.ld(row * D.C + c) * silu_gradf_(dot_window(wr, xw));
-      if (u < t1) {
+  const int u_end = t1 + K - 1;
+  for (int u0 = t0; u0 < u_end; u0 += K) {
 #pragma unroll
-        for (int i = 0; i < kMaxK; ++i) dwr[i] += dz * xw[kMaxK - 1 - i];  // dw[c, K-1-i]
+    for (int i = 0; i < K; ++i) {
+      const int u = u0 + i;
+      if (u >= u_end) break;
+      // dz[u] into slot i (zero past the end of the sequence)
+      if (u < D.T) {
+        const int64_t row = b * D.T + u;
+        ldv<V>(x, row * D.ldx + c, xr[i]);
+        float z[V], g[V];
+        conv_at<K, V>(i, wt, xr, z);
+        ldv<V>(dy, row * D.C + c, g);
+#pragma unroll
+        for (int v = 0; v < V; ++v) dzr[i][v] = g[v] * silu_gradf_(z[v]);
+        if (u < t1) {
+#pragma unroll
+          for (int j = 0; j < K; ++j)  // dw[c, j] += dz[u] x[u-K+1+j]
+#pragma unroll
+            for (int v = 0; v < V; ++v) dwa[j][v] += dzr[i][v] * xr[(i + 1 + j) % K][v];
+        }
+      } else {
+#pragma unroll
+        for (int v = 0; v < V; ++v) dzr[i][v] = 0.f;
+      }
+      // dx[s] += sum_j w[c, j] dz[s+K-1-j], s = u-K+1: dz[u-j] sits in slot (i - j) mod K.
+      const int s = u - (K - 1);
+      if (dx && s >= t0) {
+        const int64_t at = (b * D.T + s) * D.ldx + c;
+        float o[V];
+        ldv<V>(dx, at, o);
+#pragma unroll
+        for (int j = 0; j < K; ++j)
+#pragma unroll
+          for (int v = 0; v < V; ++v) o[v] += wt[j][v] * dzr[(i - j + K) % K][v];
+        stv<V>(dx, at, o);
       }
     }
-    push(dzw, dz);
-    const int s = u - (D.K - 1);
-    if (dx && s >= t0) dx.add((b * D.T + s) * D.ldx + c, dot_window(wf, dzw));
   }
   if (dw_part) {
-    float* row = dw_part + int64_t{blockIdx.x} * D.C * D.K + int64_t{c} * D.K;
+    float* row = dw_part + int64_t{blockIdx.x} * D.C * K + int64_t{c} * K;
 #pragma unroll
-    for (int i = 0; i < kMaxK; ++i)
-      if (i < D.K) row[D.K - 1 - i] = dwr[i];
+    for (int v = 0; v < V; ++v)
+#pragma unroll
+      for (int j = 0; j < K; ++j) row[v * K + j] = dwa[j][v];
   }
 }
 
@@ -129,10 +185,43 @@ ConvDims dims(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, const cha
           static_cast<int>(runs)};
 }
 
-dim3 grid_of(int64_t B, const ConvDims& D) {
+dim3 grid_of(int64_t B, const ConvDims& D, int V) {
   return {static_cast<unsigned>(B * D.runs),
-          static_cast<unsigned>((D.C + kThreads - 1) / kThreads)};
+          static_cast<unsigned>((D.C + V * kThreads - 1) / (V * kThreads))};
 }
+
+// Runs LAUNCH(K, V) with the kernel size and the channels per thread as compile-time constants.
+// V = 8 only up to K = 4 (the model's): its windows take 4 K V registers (157 in all at K 4;
+// K 8 spilled).
+#define SL_CONV_DISPATCH(K, V, LAUNCH)        \
+  do {                                        \
+    switch (K) {                              \
+      case 1:                                 \
+        V == 8 ? LAUNCH(1, 8) : LAUNCH(1, 1); \
+        break;                                \
+      case 2:                                 \
+        V == 8 ? LAUNCH(2, 8) : LAUNCH(2, 1); \
+        break;                                \
+      case 3:                                 \
+        V == 8 ? LAUNCH(3, 8) : LAUNCH(3, 1); \
+        break;                                \
+      case 4:                                 \
+        V == 8 ? LAUNCH(4, 8) : LAUNCH(4, 1); \
+        break;                                \
+      case 5:                                 \
+        LAUNCH(5, 1);                         \
+        break;                                \
+      case 6:                                 \
+        LAUNCH(6, 1);                         \
+        break;                                \
+      case 7:                                 \
+        LAUNCH(7, 1);                         \
+        break;                                \
+      default:                                \
+        LAUNCH(8, 1);                         \
+        break;                                \
+    }                                         \
+  } while (0)
 
 }  // namespace
 
@@ -148,7 +237,12 @@ void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t, const 
   const DPtr y = dptr(y_t, op, "y"), x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   if (B * T * C <= 0) return;
   const ConvDims D = dims(B, T, C, K, ldx, "forward");
-  conv1d_forward_kernel<<<grid_of(B, D), kThreads, 0, cuda_ctx().stream>>>(y, x, w, D);
+  const int V = K <= 4 && vec_ok(C, ldx, {y, x}) ? 8 : 1;
+  const cudaStream_t st = cuda_ctx().stream;
+#define SL_FWD(KK, VV) \
+  conv1d_forward_kernel<KK, VV><<<grid_of(B, D, VV), kThreads, 0, st>>>(y, x, w, D)
+  SL_CONV_DISPATCH(K, V, SL_FWD);
+#undef SL_FWD
   SL_CUDA_LAUNCHED();
 }
 
@@ -163,7 +257,12 @@ void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Te
   const ConvDims D = dims(B, T, C, K, ldx, "backward");
   const int64_t nrows = B * D.runs, ncols = C * K;
   float* part = dw ? ctx.work->get_as<float>(static_cast<size_t>(nrows * ncols)) : nullptr;
-  conv1d_backward_kernel<<<grid_of(B, D), kThreads, 0, ctx.stream>>>(dx, part, dy, x, w, D);
+  const int V = K <= 4 && vec_ok(C, ldx, {dx, dy, x}) ? 8 : 1;
+#define SL_BWD(KK, VV)           \
+  conv1d_backward_kernel<KK, VV> \
+      <<<grid_of(B, D, VV), kThreads, 0, ctx.stream>>>(dx, part, dy, x, w, D)
+  SL_CONV_DISPATCH(K, V, SL_BWD);
+#undef SL_BWD
   SL_CUDA_LAUNCHED();
   if (dw) {
     colsum_finish_kernel<<<grid_for(ncols, 256), 256, 0, ctx.stream>>>(part, nrows, ncols, dw);

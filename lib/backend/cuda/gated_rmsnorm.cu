@@ -63,9 +63,11 @@ __global__ void gated_rmsnorm_backward_kernel(DPtr dx, DPtr dgate, DPtr dy, DPtr
 }
 
 // ---- vector kernels: C % 8 == 0, C <= 256, ldg % 8 == 0, 16-byte aligned tensors ------------
+// (the gate and dgate possibly only 4-byte aligned, GA false: they start after the projection's
+// b|a columns, 2H elements; ld8_4 / st8_4 then).
 // Lane l of a warp works on row `rows_per_warp * (warp index) + l / G` at columns 8 (l % G) ..
 // 8 (l % G) + 8; lanes past C (C/8 not a power of two) load nothing but take part in the shuffles.
-template <int G>
+template <int G, bool GA>
 __global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr gate, int64_t ldg,
                                                  DPtr w, int64_t R, int64_t H, int64_t C,
                                                  float eps) {
@@ -84,7 +86,7 @@ __global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr
   if (lane % G == 0) rstd.st(r, rs);
   if (!on) return;
   float g[8], ww[8];
-  ld8(gate, gate_off(r, H, C, ldg) + c, g);
+  ld8a<GA>(gate, gate_off(r, H, C, ldg) + c, g);
   ld8(w, c, ww);
 #pragma unroll
   for (int e = 0; e < 8; ++e) v[e] = ww[e] * (v[e] * rs) * siluf_(g[e]);
@@ -94,7 +96,7 @@ __global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr
 // One pass, rows strided over the grid: dx += ..., dgate += ... (as the scalar kernel) and, with
 // `partial`, this block's column sums of dy n silu(gate) in partial[blockIdx.x, 0 .. C) (summed
 // over the blocks by colsum in a fixed order: deterministic, no atomics).
-template <int G>
+template <int G, bool GA>
 __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* partial, DPtr dy,
                                                   DPtr x, DPtr gate, int64_t ldg, DPtr w, DPtr rstd,
                                                   int64_t R, int64_t H, int64_t C) {
@@ -116,7 +118,7 @@ __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* pa
     if (on) {
       ld8(dy, r * C + c, d);
       ld8(x, r * C + c, n);
-      ld8(gate, go, g);
+      ld8a<GA>(gate, go, g);
     }
     float dn[8], dot = 0.f;
 #pragma unroll
@@ -131,10 +133,10 @@ __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* pa
     if (!on) continue;
     if (dgate) {
       float o[8];
-      ld8(dgate, go, o);
+      ld8a<GA>(dgate, go, o);
 #pragma unroll
       for (int e = 0; e < 8; ++e) o[e] += d[e] * ww[e] * n[e] * silu_gradf_(g[e]);
-      st8(dgate, go, o);
+      st8a<GA>(dgate, go, o);
     }
     if (dx) {
       float o[8];
@@ -174,9 +176,12 @@ struct GatedRmsnormDw {
 };
 
 // Host: the vector kernels' lanes per row (C/8 rounded up to a power of two), or 0 where they do
-// not apply (C or ldg not a multiple of 8, C > 256, a misaligned tensor).
-int vec_group(int64_t C, int64_t ldg, std::initializer_list<DPtr> ps) {
-  if (C > 256 || !vec_ok(C, ldg, ps)) return 0;
+// not apply (C or ldg not a multiple of 8, C > 256, a tensor of `ps` not 16-byte aligned or a
+// gate tensor not 4-byte aligned). `ga`: whether the gate tensors are 16-byte aligned too.
+int vec_group(int64_t C, int64_t ldg, std::initializer_list<DPtr> ps,
+              std::initializer_list<DPtr> gates, bool& ga) {
+  if (C > 256 || !vec_ok(C, ldg, ps) || !vec4b_ok(gates)) return 0;
+  ga = vec8_ok(gates);
   int G = 1;
   while (8 * G < C) G *= 2;
   return G;
@@ -221,12 +226,14 @@ void CudaBackend::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, T
              gate = dptr(gate_t, op, "gate"), w = dptr(w_t, op, "w");
   if (R <= 0) return;
   const cudaStream_t st = cuda_ctx().stream;
-  if (const int G = vec_group(C, ldg, {y, x, gate, w})) {
+  bool ga = false;
+  if (const int G = vec_group(C, ldg, {y, x, w}, {gate}, ga)) {
     const int64_t rows_per_block = kWarps * (32 / G);
     const unsigned nb = static_cast<unsigned>((R + rows_per_block - 1) / rows_per_block);
-#define SL_FWD(GG)                     \
-  gated_rmsnorm_forward_vec_kernel<GG> \
-      <<<nb, 32 * kWarps, 0, st>>>(y, rstd, x, gate, ldg, w, R, H, C, eps)
+#define SL_FWD(GG)                                                                \
+  (ga ? gated_rmsnorm_forward_vec_kernel<GG, true>                                \
+      : gated_rmsnorm_forward_vec_kernel<GG, false>)<<<nb, 32 * kWarps, 0, st>>>( \
+      y, rstd, x, gate, ldg, w, R, H, C, eps)
     SL_FOR_GROUP(G, SL_FWD);
 #undef SL_FWD
   } else {
@@ -247,7 +254,8 @@ void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_
              rstd = dptr(rstd_t, op, "rstd");
   Ctx& ctx = cuda_ctx();
   if (R <= 0) return;
-  if (const int G = vec_group(C, ldg, {dx, dgate, dy, x, gate, w})) {
+  bool ga = false;
+  if (const int G = vec_group(C, ldg, {dx, dy, x, w}, {gate, dgate}, ga)) {
     // About eight row groups a warp (fewer partial rows to sum than one a warp; as the rmsnorm
     // backward's rows kernel).
     const int64_t rows_per_block = kWarps * (32 / G) * 8;
@@ -256,9 +264,10 @@ void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_
                               static_cast<size_t>(blocks * C + colsum_partial_size(ctx, blocks, C)))
                         : nullptr;
     const unsigned nb = static_cast<unsigned>(blocks);
-#define SL_BWD(GG)                      \
-  gated_rmsnorm_backward_vec_kernel<GG> \
-      <<<nb, 32 * kWarps, 0, ctx.stream>>>(dx, dgate, partial, dy, x, gate, ldg, w, rstd, R, H, C)
+#define SL_BWD(GG)                                                                         \
+  (ga ? gated_rmsnorm_backward_vec_kernel<GG, true>                                        \
+      : gated_rmsnorm_backward_vec_kernel<GG, false>)<<<nb, 32 * kWarps, 0, ctx.stream>>>( \
+      dx, dgate, partial, dy, x, gate, ldg, w, rstd, R, H, C)
     SL_FOR_GROUP(G, SL_BWD);
 #undef SL_BWD
     SL_CUDA_LAUNCHED();

@@ -4,10 +4,10 @@
 //
 // Row-major to cuBLAS's column-major: a row-major [R, C] matrix with leading dimension L is the
 // column-major [C, R] matrix (its transpose) with the same L. Hence, with w [N, K], x [M, K] ld
-// ldx, dy [M, N]:
+// ldx, y and dy [M, N] ld ldy (N unless the shape pads the rows):
 //   y^T  [N, M] = w . x^T     = gemm(T, N; m=N, n=M, k=K; A = w (ld K), B = x (ld ldx))
-//   dx^T [K, M] = w^T . dy^T  = gemm(N, N; m=K, n=M, k=N; A = w (ld K), B = dy (ld N))
-//   dw^T [K, N] = x^T . dy    = gemm(N, T; m=K, n=N, k=M; A = x (ld ldx), B = dy (ld N))
+//   dx^T [K, M] = w^T . dy^T  = gemm(N, N; m=K, n=M, k=N; A = w (ld K), B = dy (ld ldy))
+//   dw^T [K, N] = x^T . dy    = gemm(N, T; m=K, n=N, k=M; A = x (ld ldx), B = dy (ld ldy))
 // Accumulation (+=) is beta = 1 with C = D; the fp32 parameter gradients accumulate in fp32.
 //
 // Plans: cuBLASLt picks an algorithm per problem from its heuristic, which is slow next to a
@@ -206,16 +206,16 @@ using namespace cuda;  // this file's GEMM, common.cuh
 
 void CudaBackend::matmul_forward(Tensor y, Tensor x, Tensor w, const MatmulShape& shape,
                                  bool accumulate) {
-  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx;
-  gemm(cuda_ctx(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, w, K, x, ldx, y, N, accumulate, "forward");
+  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx, ldy = shape.y_stride();
+  gemm(cuda_ctx(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, w, K, x, ldx, y, ldy, accumulate, "forward");
 }
 
 void CudaBackend::matmul_backward(Tensor dx, Tensor dw, Tensor dy, Tensor x, Tensor w,
                                   const MatmulShape& shape, bool accumulate) {
-  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx;
+  const int64_t M = shape.M, K = shape.K, N = shape.N, ldx = shape.ldx, ldy = shape.y_stride();
   Ctx& ctx = cuda_ctx();
-  if (dx) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w, K, dy, N, dx, ldx, accumulate, "dx");
-  if (dw) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, ldx, dy, N, dw, K, true, "dw");
+  if (dx) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w, K, dy, ldy, dx, ldx, accumulate, "dx");
+  if (dw) gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, ldx, dy, ldy, dw, K, true, "dw");
 }
 
 }  // namespace sl

@@ -61,6 +61,7 @@ Dims dims_of(const ModelSpec& s) {
   D.dv = s.gdn_value_dim;
   D.Cc = 2 * D.H * D.dk + D.H * D.dv;  // conv channels q | k | v
   D.P = D.Cc + 2 * D.H + D.H * D.dv;   // fused GDN input projection width
+  D.ldp = (D.P + 7) / 8 * 8;
   D.K = s.conv_kernel;
   D.V = s.vocab_size;
   return D;

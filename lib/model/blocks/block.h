@@ -19,6 +19,11 @@ namespace sl {
 // The widths of a spec the blocks use (docs/MODEL.md "Notation").
 struct Dims {
   int64_t d, H, hd, m, dk, dv, Cc, P, K, V;
+  // Row stride of the GDN projection's activations (proj and its gradient): P rounded up to a
+  // multiple of 8, so every row and its q|k|v and gate blocks start 16-byte aligned and the conv,
+  // gate and norm kernels take their 8-element vector paths (P = 2 H k_h + 2 H v_h + 2 H is not a
+  // multiple of 8 when H is not: the ladder's L0, L1, L3). The GEMM writes columns [0, P) only.
+  int64_t ldp;
 };
 Dims dims_of(const ModelSpec& s);
 

@@ -40,7 +40,7 @@ int64_t num_chunks(int64_t T) { return (T + 63) / 64; }
 
 // The MLP's [0, 3 BT m), then the mixer's gradients (see backward).
 int64_t scratch_elems(const Dims& D, int64_t BT) {
-  return BT * (D.P + D.Cc + 2 * D.H * D.dk + 3 * D.H * D.dv + D.d + 3 * D.m + D.d);
+  return BT * (D.ldp + D.Cc + 2 * D.H * D.dk + 3 * D.H * D.dv + D.d + 3 * D.m + D.d);
 }
 
 // Mirrors GdnBlock::allocate, buffer by buffer.
@@ -49,7 +49,7 @@ BlockMemory memory(const ModelSpec& s, int64_t B, int64_t T, bool /*split*/) {
   const int64_t BT = B * T, H = D.H;
   BlockMemory m;
   // u_, proj_, conv_, gq_, gk_, gv_, go_, on_, n_
-  m.act = BT * (D.d + D.P + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d);
+  m.act = BT * (D.d + D.ldp + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d);
   // u_rstd_, q_rn_, k_rn_, beta_, g_, go_rstd_, n_rstd_, y_; states_
   m.stat = BT * (1 + 4 * H + H + 1 + D.d) + B * H * num_chunks(T) * D.dk * D.dv;
   mlp_memory(s, BT, m);
@@ -91,7 +91,7 @@ void GdnBlock::allocate(BlockEnv& env, Tensor /*x*/) {
   const int64_t BT = env.BT, H = D.H;
   u_ = env.act(BT * D.d);
   u_rstd_ = env.stat(BT);
-  proj_ = env.act(BT * D.P);
+  proj_ = env.act(BT * D.ldp);
   conv_ = env.act(BT * D.Cc);
   gq_ = env.act(BT * H * D.dk);
   gk_ = env.act(BT * H * D.dk);
@@ -127,9 +127,9 @@ void GdnBlock::forward(Tensor x, Tensor out) {
   const Tensor none;
   be.rmsnorm_forward(u_, u_rstd_, x, w_.input_layernorm, {.R = BT, .C = d, .ldx = d}, eps, none,
                      none);
-  be.matmul_forward(proj_, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d}, false);
+  be.matmul_forward(proj_, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d, .ldy = D.ldp}, false);
   be.conv1d_silu_forward(conv_, proj_, w_.conv1d,
-                         {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.P});
+                         {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.ldp});
   be.l2norm_forward(gq_, q_rn_, conv_, {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale},
                     l2eps);
   be.l2norm_forward(gk_, k_rn_, conv_.at(H * D.dk),
@@ -138,11 +138,11 @@ void GdnBlock::forward(Tensor x, Tensor out) {
             {.R = BT, .C = H * D.dv, .ld_dst = H * D.dv, .ld_src = D.Cc}, false);
   be.gdn_gates_forward(
       beta_, g_, proj_.at(D.Cc), proj_.at(D.Cc + H), w_.A_log, w_.dt_bias,
-      {.BT = BT, .H = H, .ld = D.P, .beta_scale = spec.allow_neg_eigval ? 2.f : 1.f});
+      {.BT = BT, .H = H, .ld = D.ldp, .beta_scale = spec.allow_neg_eigval ? 2.f : 1.f});
   be.gdn_forward(go_, states_, gq_, gk_, gv_, beta_, g_,
                  {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
   be.gated_rmsnorm_forward(on_, go_rstd_, go_, proj_.at(D.Cc + 2 * H), w_.o_norm,
-                           {.R = BT * H, .H = H, .C = D.dv, .ldg = D.P},
+                           {.R = BT * H, .H = H, .C = D.dv, .ldg = D.ldp},
                            static_cast<float>(spec.gdn_norm_eps));
   be.matmul_forward(y_, on_, w_.o_proj, {.M = BT, .K = H * D.dv, .N = d, .ldx = H * D.dv}, false);
   be.axpy(y_, x, 1.f, BT * d);
@@ -174,7 +174,7 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   Tensor dn = take(BT * d, false), don = take(BT * H * D.dv, false),
          dgo = take(BT * H * D.dv, true), dgq = take(BT * H * D.dk, true),
          dgk = take(BT * H * D.dk, true), dgv = take(BT * H * D.dv, true),
-         dconv = take(BT * D.Cc, true), dproj = take(BT * D.P, true), du = take(BT * d, false);
+         dconv = take(BT * D.Cc, true), dproj = take(BT * D.ldp, true), du = take(BT * d, false);
   // fp32 like beta and g
   Tensor dbeta = env_.stat_scratch.at(0, BT * H), dg = env_.stat_scratch.at(BT * H, BT * H);
   be.zero(dbeta);
@@ -188,12 +188,12 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
                      {.M = BT, .K = H * D.dv, .N = d, .ldx = H * D.dv}, false);
   be.gated_rmsnorm_backward(dgo, dproj.at(D.Cc + 2 * H), dw_.o_norm, don, go_,
                             proj_.at(D.Cc + 2 * H), w_.o_norm, go_rstd_,
-                            {.R = BT * H, .H = H, .C = D.dv, .ldg = D.P});
+                            {.R = BT * H, .H = H, .C = D.dv, .ldg = D.ldp});
   be.gdn_backward(dgq, dgk, dgv, dbeta, dg, dgo, states_, gq_, gk_, gv_, beta_, g_,
                   {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
   be.gdn_gates_backward(dproj.at(D.Cc), dproj.at(D.Cc + H), dw_.A_log, dw_.dt_bias, dbeta, dg,
                         proj_.at(D.Cc), proj_.at(D.Cc + H), w_.A_log, w_.dt_bias,
-                        {.BT = BT, .H = H, .ld = D.P, .beta_scale = beta_scale});
+                        {.BT = BT, .H = H, .ld = D.ldp, .beta_scale = beta_scale});
   be.l2norm_backward(dconv, dgq, conv_, q_rn_,
                      {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale});
   be.l2norm_backward(dconv.at(H * D.dk), dgk, conv_.at(H * D.dk), k_rn_,
@@ -201,9 +201,9 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   be.copy2d(dconv.at(2 * H * D.dk), dgv,
             {.R = BT, .C = H * D.dv, .ld_dst = D.Cc, .ld_src = H * D.dv}, true);
   be.conv1d_silu_backward(dproj, dw_.conv1d, dconv, proj_, w_.conv1d,
-                          {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.P});
-  be.matmul_backward(du, dw_.proj, dproj, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d},
-                     false);
+                          {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.ldp});
+  be.matmul_backward(du, dw_.proj, dproj, u_, w_.proj,
+                     {.M = BT, .K = d, .N = D.P, .ldx = d, .ldy = D.ldp}, false);
   be.rmsnorm_backward(dres, dw_.input_layernorm, du, x, w_.input_layernorm, u_rstd_,
                       {.R = BT, .C = d, .ldx = d}, true);
 }
