@@ -236,25 +236,34 @@ std::vector<int32_t> random_ids(int64_t n, int64_t V, uint64_t seed, bool some_i
 // ---- elementwise ------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(elementwise_match_cpu) {
-  const int64_t n = 10007, rows = 37, cols = 29, ldd = 41, lds = 33;
-  check_both("axpy", {{"y", n, Kind::inout, Cls::act}, {"x", n, Kind::in, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.axpy(b["y"], b["x"], 0.7f, n);
-               return 0.0;
-             });
-  check_both("scale", {{"x", n, Kind::inout, Cls::act}}, [&](sl::Backend& be, Bufs& b) {
-    be.scale(b["x"], -1.3f, n);
-    return 0.0;
-  });
-  for (bool acc : {false, true}) {
-    check_both(
-        acc ? "copy2d+=" : "copy2d",
-        {{"dst", rows * ldd, Kind::inout, Cls::act}, {"src", rows * lds, Kind::in, Cls::act}},
-        [&](sl::Backend& be, Bufs& b) {
-          be.copy2d(b["dst"].at(3), b["src"].at(1),
-                    {.R = rows, .C = cols, .ld_dst = ldd, .ld_src = lds}, acc);
-          return 0.0;
-        });
+  // Odd sizes, strides and offsets: the one-element kernels; multiples of 8 with 16-byte aligned
+  // bases: the 8-element ones.
+  for (const int64_t n : {10007, 10008}) {
+    const std::string tag = " n=" + std::to_string(n);
+    check_both("axpy" + tag, {{"y", n, Kind::inout, Cls::act}, {"x", n, Kind::in, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.axpy(b["y"], b["x"], 0.7f, n);
+                 return 0.0;
+               });
+    check_both("scale" + tag, {{"x", n, Kind::inout, Cls::act}}, [&](sl::Backend& be, Bufs& b) {
+      be.scale(b["x"], -1.3f, n);
+      return 0.0;
+    });
+  }
+  struct Copy {
+    int64_t rows, cols, ldd, lds, off_d, off_s;
+  };
+  for (const Copy& k : {Copy{37, 29, 41, 33, 3, 1}, Copy{37, 32, 40, 48, 8, 0}}) {
+    for (bool acc : {false, true}) {
+      check_both(std::string(acc ? "copy2d+=" : "copy2d") + " cols=" + std::to_string(k.cols),
+                 {{"dst", k.rows * k.ldd + k.off_d, Kind::inout, Cls::act},
+                  {"src", k.rows * k.lds + k.off_s, Kind::in, Cls::act}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   be.copy2d(b["dst"].at(k.off_d), b["src"].at(k.off_s),
+                             {.R = k.rows, .C = k.cols, .ld_dst = k.ldd, .ld_src = k.lds}, acc);
+                   return 0.0;
+                 });
+    }
   }
   check_both("sum_squares", {{"x", 1 << 20, Kind::in, Cls::pgrad}}, [&](sl::Backend& be, Bufs& b) {
     Raw r(be);
@@ -266,23 +275,24 @@ BOOST_AUTO_TEST_CASE(elementwise_match_cpu) {
 
 BOOST_AUTO_TEST_CASE(convert_roundtrip_and_zero) {
   sl::CudaBackend& g = gpu(Mode::mixed);
-  const int64_t n = 4099;
-  std::vector<float> h(n), back(n);
-  std::mt19937_64 rng(5);
-  std::normal_distribution<float> nd;
-  for (auto& v : h) v = nd(rng);
-  Tensor f = g.alloc(n, DType::f32), b = g.alloc(n, DType::bf16), f2 = g.alloc(n, DType::f32);
-  g.upload(f, h.data());
-  g.convert(b, f);
-  g.convert(f2, b);
-  g.download(back.data(), f2);
-  for (int64_t i = 0; i < n; ++i) BOOST_TEST(back[i] == sl::test::round_bf16(h[i]));
-  g.zero(f2);
-  g.download(back.data(), f2);
-  BOOST_TEST(*std::max_element(back.begin(), back.end()) == 0.f);
-  g.free(f);
-  g.free(b);
-  g.free(f2);
+  for (const int64_t n : {4099, 4096}) {  // the one-element and the 8-element kernels
+    std::vector<float> h(n), back(n);
+    std::mt19937_64 rng(5);
+    std::normal_distribution<float> nd;
+    for (auto& v : h) v = nd(rng);
+    Tensor f = g.alloc(n, DType::f32), b = g.alloc(n, DType::bf16), f2 = g.alloc(n, DType::f32);
+    g.upload(f, h.data());
+    g.convert(b, f);
+    g.convert(f2, b);
+    g.download(back.data(), f2);
+    for (int64_t i = 0; i < n; ++i) BOOST_TEST(back[i] == sl::test::round_bf16(h[i]));
+    g.zero(f2);
+    g.download(back.data(), f2);
+    BOOST_TEST(*std::max_element(back.begin(), back.end()) == 0.f);
+    g.free(f);
+    g.free(b);
+    g.free(f2);
+  }
 }
 
 // ---- embedding, matmul, norms, rope, swiglu -----------------------------------------------------

@@ -148,6 +148,23 @@ __device__ inline void st8a(DPtr p, int64_t i, const float (&v)[8]) {
   else
     st8_4(p, i, v);
 }
+// V consecutive elements, V = 8 (ld8 / st8) or 1: kernels templated on their vector width.
+template <int V>
+__device__ inline void ldv(DPtr p, int64_t i, float (&v)[V]) {
+  static_assert(V == 1 || V == 8);
+  if constexpr (V == 8)
+    ld8(p, i, v);
+  else
+    v[0] = p.ld(i);
+}
+template <int V>
+__device__ inline void stv(DPtr p, int64_t i, const float (&v)[V]) {
+  static_assert(V == 1 || V == 8);
+  if constexpr (V == 8)
+    st8(p, i, v);
+  else
+    p.st(i, v[0]);
+}
 // Host: whether ld8_4 / st8_4 may be used (4-byte aligned bases; null ones skipped).
 inline bool vec4b_ok(std::initializer_list<DPtr> ps) {
   for (const DPtr& p : ps)

@@ -34,22 +34,6 @@ struct ConvDims {
   int T, C, K, runs;  // runs = ceil(T / kRun) per sequence
 };
 
-// V channels of one time row: ld8 / st8, or one element.
-template <int V>
-__device__ inline void ldv(DPtr p, int64_t i, float (&v)[V]) {
-  if constexpr (V == 8)
-    ld8(p, i, v);
-  else
-    v[0] = p.ld(i);
-}
-template <int V>
-__device__ inline void stv(DPtr p, int64_t i, const float (&v)[V]) {
-  if constexpr (V == 8)
-    st8(p, i, v);
-  else
-    p.st(i, v[0]);
-}
-
 // Thread coordinates: first channel c, sequence b, run [t0, t1). False if the thread has no
 // channel. Grid (B * runs, ceil(C / (V kThreads))).
 template <int V>
