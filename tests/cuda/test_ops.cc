@@ -638,51 +638,63 @@ BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
 }
 
 BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
-  const int64_t BT = 190, H = 3, C = 48, ldx = 2 * H * C + 20;
-  const float scale = 1.f / std::sqrt(float(C));
-  check_both("l2norm_forward",
-             {{"x", BT * ldx, Kind::in, Cls::act, -3.f, 3.f},
-              {"y", BT * H * C, Kind::out, Cls::act},
-              {"rnorm", BT * H, Kind::out, Cls::stat}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.l2norm_forward(b["y"], b["rnorm"], b["x"],
-                                 {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
-               return 0.0;
-             });
-  check_both("l2norm_backward",
-             {{"x", BT * ldx, Kind::in, Cls::act, -3.f, 3.f},
-              {"dy", BT * H * C, Kind::in, Cls::act},
-              {"rnorm", BT * H, Kind::in, Cls::stat, 0.1f, 0.3f},
-              {"dx", BT * ldx, Kind::acc, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               be.l2norm_backward(b["dx"], b["dy"], b["x"], b["rnorm"],
-                                  {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale});
-               return 0.0;
-             });
-  // bf16 L2-norm drift: the norm is taken in fp32, so every bf16 output row has norm `scale`
-  // up to bf16 rounding of its entries (|rel| < 2^-8 per entry), however large the input.
-  sl::CudaBackend& g = gpu(Mode::mixed);
-  std::vector<float> hx(BT * ldx);
-  std::mt19937_64 rng(3);
-  std::uniform_real_distribution<float> u(-300.f, 300.f);
-  for (auto& v : hx) v = sl::test::round_bf16(u(rng));
-  Tensor x = g.alloc(BT * ldx, DType::bf16), y = g.alloc(BT * H * C, DType::bf16),
-         rn = g.alloc(BT * H, DType::f32);
-  g.upload(x, hx.data());
-  g.l2norm_forward(y, rn, x, {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
-  std::vector<float> hy(BT * H * C);
-  g.download(hy.data(), y);
-  double worst = 0;
-  for (int64_t r = 0; r < BT * H; ++r) {
-    double ss = 0;
-    for (int64_t c = 0; c < C; ++c) ss += double(hy[r * C + c]) * hy[r * C + c];
-    worst = std::max(worst, std::abs(std::sqrt(ss) / scale - 1.0));
+  // ldx % 8 != 0: one warp a row; the rest the row-group kernels (k_h 48: G 8, four rows a warp;
+  // 16: G 2), one of them at an offset as the model's k (after H k_h columns of q).
+  struct Case {
+    int64_t C, ldx_extra, x_off;
+  };
+  for (const Case& k : {Case{48, 20, 0}, Case{48, 24, 0}, Case{48, 24, 3 * 48}, Case{16, 0, 0}}) {
+    const int64_t BT = 190, H = 3, C = k.C, ldx = 2 * H * C + k.ldx_extra, off = k.x_off,
+                  nx = BT * ldx + off;
+    const float scale = 1.f / std::sqrt(float(C));
+    const std::string tag = " (C " + std::to_string(C) + ", ldx " + std::to_string(ldx) + ", x +" +
+                            std::to_string(off) + ")";
+    check_both("l2norm_forward" + tag,
+               {{"x", nx, Kind::in, Cls::act, -3.f, 3.f},
+                {"y", BT * H * C, Kind::out, Cls::act},
+                {"rnorm", BT * H, Kind::out, Cls::stat}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.l2norm_forward(b["y"], b["rnorm"], b["x"].at(off),
+                                   {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
+                 return 0.0;
+               });
+    check_both("l2norm_backward" + tag,
+               {{"x", nx, Kind::in, Cls::act, -3.f, 3.f},
+                {"dy", BT * H * C, Kind::in, Cls::act},
+                {"rnorm", BT * H, Kind::in, Cls::stat, 0.1f, 0.3f},
+                {"dx", nx, Kind::acc, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 be.l2norm_backward(b["dx"].at(off), b["dy"], b["x"].at(off), b["rnorm"],
+                                    {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale});
+                 return 0.0;
+               });
+    if (C != 48 || off != 0) continue;
+    // bf16 L2-norm drift: the norm is taken in fp32, so every bf16 output row has norm `scale`
+    // up to bf16 rounding of its entries (|rel| < 2^-8 per entry), however large the input.
+    sl::CudaBackend& g = gpu(Mode::mixed);
+    std::vector<float> hx(BT * ldx);
+    std::mt19937_64 rng(3);
+    std::uniform_real_distribution<float> u(-300.f, 300.f);
+    for (auto& v : hx) v = sl::test::round_bf16(u(rng));
+    Tensor x = g.alloc(BT * ldx, DType::bf16), y = g.alloc(BT * H * C, DType::bf16),
+           rn = g.alloc(BT * H, DType::f32);
+    g.upload(x, hx.data());
+    g.l2norm_forward(y, rn, x, {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
+    std::vector<float> hy(BT * H * C);
+    g.download(hy.data(), y);
+    double worst = 0;
+    for (int64_t r = 0; r < BT * H; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; c < C; ++c) ss += double(hy[r * C + c]) * hy[r * C + c];
+      worst = std::max(worst, std::abs(std::sqrt(ss) / scale - 1.0));
+    }
+    sl::test::report("l2norm bf16 row-norm drift" + tag +
+                     ": max |norm/scale - 1| = " + std::to_string(worst));
+    BOOST_TEST(worst < 4e-3);
+    g.free(x);
+    g.free(y);
+    g.free(rn);
   }
-  sl::test::report("l2norm bf16 row-norm drift: max |norm/scale - 1| = " + std::to_string(worst));
-  BOOST_TEST(worst < 4e-3);
-  g.free(x);
-  g.free(y);
-  g.free(rn);
 }
 
 BOOST_AUTO_TEST_CASE(gdn_gates_match_cpu_including_strong_decay) {

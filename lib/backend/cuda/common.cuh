@@ -178,6 +178,38 @@ inline bool vec8_ok(std::initializer_list<DPtr> ps) {
   return true;
 }
 
+// Short rows (C <= 256, a multiple of 8: per-head norms) in groups of G lanes, one 8-element
+// chunk a lane, 32 / G rows a warp: lane l takes row 32/G (warp index) + l / G at columns
+// 8 (l % G) .. + 8. Host: G = C/8 rounded up to a power of two, or 0 if C does not fit.
+inline int row_group(int64_t C) {
+  if (C % 8 != 0 || C > 256) return 0;
+  int G = 1;
+  while (8 * G < C) G *= 2;
+  return G;
+}
+// Runs LAUNCH(G) with a row_group() G as a compile-time constant.
+#define SL_FOR_GROUP(G, LAUNCH) \
+  switch (G) {                  \
+    case 1:                     \
+      LAUNCH(1);                \
+      break;                    \
+    case 2:                     \
+      LAUNCH(2);                \
+      break;                    \
+    case 4:                     \
+      LAUNCH(4);                \
+      break;                    \
+    case 8:                     \
+      LAUNCH(8);                \
+      break;                    \
+    case 16:                    \
+      LAUNCH(16);               \
+      break;                    \
+    default:                    \
+      LAUNCH(32);               \
+      break;                    \
+  }
+
 // Host: whether rows of C elements at row stride ldx may go through ld8/st8.
 inline bool vec_ok(int64_t C, int64_t ldx, std::initializer_list<DPtr> ps) {
   return C % 8 == 0 && ldx % 8 == 0 && vec8_ok(ps);

@@ -175,40 +175,15 @@ struct GatedRmsnormDw {
   }
 };
 
-// Host: the vector kernels' lanes per row (C/8 rounded up to a power of two), or 0 where they do
-// not apply (C or ldg not a multiple of 8, C > 256, a tensor of `ps` not 16-byte aligned or a
-// gate tensor not 4-byte aligned). `ga`: whether the gate tensors are 16-byte aligned too.
+// Host: the vector kernels' lanes per row (row_group(C)), or 0 where they do not apply (C or
+// ldg not a multiple of 8, C > 256, a tensor of `ps` not 16-byte aligned or a gate tensor not
+// 4-byte aligned). `ga`: whether the gate tensors are 16-byte aligned too.
 int vec_group(int64_t C, int64_t ldg, std::initializer_list<DPtr> ps,
               std::initializer_list<DPtr> gates, bool& ga) {
-  if (C > 256 || !vec_ok(C, ldg, ps) || !vec4b_ok(gates)) return 0;
+  if (!vec_ok(C, ldg, ps) || !vec4b_ok(gates)) return 0;
   ga = vec8_ok(gates);
-  int G = 1;
-  while (8 * G < C) G *= 2;
-  return G;
+  return row_group(C);
 }
-
-// Runs LAUNCH(G) with G as a compile-time constant.
-#define SL_FOR_GROUP(G, LAUNCH) \
-  switch (G) {                  \
-    case 1:                     \
-      LAUNCH(1);                \
-      break;                    \
-    case 2:                     \
-      LAUNCH(2);                \
-      break;                    \
-    case 4:                     \
-      LAUNCH(4);                \
-      break;                    \
-    case 8:                     \
-      LAUNCH(8);                \
-      break;                    \
-    case 16:                    \
-      LAUNCH(16);               \
-      break;                    \
-    default:                    \
-      LAUNCH(32);               \
-      break;                    \
-  }
 
 }  // namespace
 
