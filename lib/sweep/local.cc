@@ -179,6 +179,18 @@ struct Placement {
 
 int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
   const bool gpu = a.device.rfind("cuda", 0) == 0;
+  std::vector<const SweepRun*> queue;
+  for (const SweepRun& r : runs) {
+    const std::string st = run_status(run_dir(a.dir, r.run_id)).status;
+    if (to_do(st, a.retry_failed)) queue.push_back(&r);
+  }
+  // Before looking for GPUs: a finished GPU sweep can be collected and reported (`study`) on a
+  // machine without one, e.g. where gnuplot is.
+  if (queue.empty()) {
+    std::printf("sweep launch (local): nothing to do, all %zu runs are done or running\n",
+                runs.size());
+    return 0;
+  }
   // --gpus 0 (the default): every GPU present.
   const int gpus = gpu ? (a.gpus > 0 ? a.gpus : cuda_devices()) : 0;
   if (gpu && gpus == 0)
@@ -194,11 +206,6 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
     int64_t bytes;     // its estimate (GPU)
   };
   std::map<pid_t, Active> active;
-  std::vector<const SweepRun*> queue;
-  for (const SweepRun& r : runs) {
-    const std::string st = run_status(run_dir(a.dir, r.run_id)).status;
-    if (to_do(st, a.retry_failed)) queue.push_back(&r);
-  }
   // Longest first (longest processing time first): the long runs start while every slot is free
   // and the short ones fill the gaps at the end, so the launch's wall time approaches its total
   // work over the throughput instead of ending on one long run alone. Ties by plan index.

@@ -191,7 +191,7 @@ BOOST_AUTO_TEST_CASE(a_budget_above_the_last_extends_the_run_from_its_trunk) {
   for (int64_t t : {2560, 3840, 5120}) BOOST_TEST(rows.at({id, t}) != "nan", t);
   // Nothing left to do: a launch starts nothing.
   BOOST_REQUIRE_EQUAL(launch(b, d, &out), 0);
-  BOOST_TEST(out.find("0 of 1 runs to do") != std::string::npos, out);
+  BOOST_TEST(out.find("nothing to do, all 1 runs are done") != std::string::npos, out);
 }
 
 // A budget between two others whose branch point the trunk has passed (and is before the trunk
@@ -320,7 +320,7 @@ BOOST_AUTO_TEST_CASE(a_directory_with_whole_config_ids_keeps_them) {
 
   std::string out;
   BOOST_REQUIRE_EQUAL(launch(a, d, &out), 0);
-  BOOST_TEST(out.find("0 of 1 runs to do") != std::string::npos, out);
+  BOOST_TEST(out.find("nothing to do, all 1 runs are done") != std::string::npos, out);
   BOOST_TEST(slurp(d + "/plan.tsv") == plan);
   BOOST_TEST(std::distance(fs::directory_iterator(d + "/runs"), fs::directory_iterator()) == 1);
 
