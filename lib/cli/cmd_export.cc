@@ -65,8 +65,7 @@ void write_reference_logits(const std::string& path, const ModelSpec& spec, int6
   t["input_ids"].shape = {B, T};
   t["input_ids"].ints.assign(ids.begin(), ids.end());
   t["logits"].shape = {B, T, V};
-  t["logits"].data.resize(B * T * V);
-  be->download(t["logits"].data.data(), model.logits());
+  t["logits"].data = model.logits_host();
   write_safetensors(path, t, {{"producer", "scalinglab export --with-logits (CPU fp32)"}});
 }
 

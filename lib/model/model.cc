@@ -15,9 +15,16 @@ namespace sl {
 Tensor Model::act(int64_t n) { return env_->act(n); }
 Tensor Model::stat(int64_t n) { return env_->stat(n); }
 
-Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
+int64_t logits_chunk_rows(int64_t BT, int64_t V) {
+  if (BT * V <= kLogitsChunkElems) return BT;
+  return std::max<int64_t>(64, kLogitsChunkElems / V / 64 * 64);
+}
+
+Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T, int64_t chunk_rows)
     : spec_(spec), be_(backend), B_(B), T_(T) {
   spec_.finalize();
+  chunk_rows_ =
+      std::min(B * T, chunk_rows > 0 ? chunk_rows : logits_chunk_rows(B * T, spec_.vocab_size));
   table_ = build_param_table(spec_);
   layer_params_.assign(static_cast<size_t>(spec_.n_layers()), {});
   for (size_t i = 0; i < table_.size(); ++i) {
@@ -69,7 +76,7 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T)
     blocks_[l]->link(copied(l), copied(l + 1) ? blocks_[l + 1]->input_copy() : Tensor{});
   xf_ = act(BT * d);
   xf_rstd_ = stat(BT);
-  logits_ = act(BT * spec_.vocab_size);
+  logits_ = act(chunk_rows_ * spec_.vocab_size);
   losses_ = stat(BT);
   if (stat_scratch > 0) env_->stat_scratch = stat(stat_scratch);
   dres_ = stat(BT * d);
@@ -124,8 +131,9 @@ ModelMemory model_memory(const ModelSpec& spec_in, int64_t B, int64_t T, DType a
       stats += BT * d;
     }
   }
-  acts += BT * d + BT * V + scratch + (split ? BT * d : 0);  // xf_, logits_, scratch, gcopy
-  stats += BT + BT + stat_scratch + 2 * BT * d;              // xf_rstd_, losses_, dres_, dxf_
+  // xf_, logits_, scratch, gcopy
+  acts += BT * d + logits_chunk_rows(BT, V) * V + scratch + (split ? BT * d : 0);
+  stats += BT + BT + stat_scratch + 2 * BT * d;  // xf_rstd_, losses_, dres_, dxf_
   m.activations = acts * size(act) + stats * size(stat) +
                   (embedding_index_size(BT) + BT) * size(DType::i32) +  // batch_
                   (kStepSlots + 1) * size(DType::f64);                  // step_
@@ -199,20 +207,29 @@ void Model::sync_compute_params() {
   if (params_c_.data != params_.data) be_.convert(params_c_, params_);
 }
 void Model::zero_grad() { be_.zero(grads_); }
-Tensor Model::logits() const { return logits_; }
+std::vector<float> Model::logits_host() {
+  const Dims D = dims_of(spec_);
+  const int64_t BT = B_ * T_;
+  const ParamInfo& head = table_.back();
+  std::vector<float> out(static_cast<size_t>(BT * D.V));
+  for (int64_t r0 = 0; r0 < BT; r0 += chunk_rows_) {
+    const int64_t n = std::min(chunk_rows_, BT - r0);
+    be_.matmul_forward(logits_, xf_.at(r0 * D.d, n * D.d), params_c_.at(head.offset, head.numel),
+                       {.M = n, .K = D.d, .N = D.V, .ldx = D.d}, false);
+    be_.download(out.data() + r0 * D.V, logits_.at(0, n * D.V));
+  }
+  return out;
+}
 
 void Model::backward() {
   if (!have_dlogits_) fail("backward: call forward() with targets and dloss != 0 first");
   const Dims D = dims_of(spec_);
   const int64_t BT = B_ * T_;
   const ParamInfo& fnorm = table_[table_.size() - 2];
-  const ParamInfo& head = table_.back();
   const ParamInfo& emb = table_.front();
-  // Tail: logits = rms(x_L) W_head^T.
-  be_.matmul_backward(dxf_, grads_.at(head.offset, head.numel), logits_, xf_,
-                      params_c_.at(head.offset, head.numel),
-                      {.M = BT, .K = D.d, .N = D.V, .ldx = D.d}, false);
-  // One residual gradient buffer, written here and updated in place by every block.
+  // Tail: logits = rms(x_L) W_head^T, whose backward ran chunk by chunk in run_forward (d xf_
+  // written, the head's gradient accumulated). One residual gradient buffer, written here and
+  // updated in place by every block.
   be_.rmsnorm_backward(dres_, grads_.at(fnorm.offset, fnorm.numel), dxf_, res_.back(),
                        params_c_.at(fnorm.offset, fnorm.numel), xf_rstd_,
                        {.R = BT, .C = D.d, .ldx = D.d}, false);
@@ -279,16 +296,23 @@ void Model::run_forward() {
   be_.rmsnorm_forward(xf_, xf_rstd_, res_.back(), params_c_.at(fnorm.offset, fnorm.numel),
                       {.R = BT, .C = D.d, .ldx = D.d}, static_cast<float>(spec_.norm_eps), Tensor{},
                       Tensor{});
-  be_.matmul_forward(logits_, xf_, params_c_.at(head.offset, head.numel),
-                     {.M = BT, .K = D.d, .N = D.V, .ldx = D.d}, false);
   have_dlogits_ = false;
-  if (!staged_targets_) return;
-  be_.zero(step_.at(kStepLossSum, 1));
-  have_dlogits_ = staged_dloss_ != 0.f;
-  // The gradient overwrites the logits row by row (the CE op allows dlogits == logits).
-  be_.cross_entropy(step_.at(kStepLossSum, 1), losses_, have_dlogits_ ? logits_ : Tensor{}, logits_,
-                    batch_.at(embedding_index_size(BT), BT), {.R = BT, .C = D.V},
-                    step_.at(kDScale, 1));
+  if (staged_targets_) be_.zero(step_.at(kStepLossSum, 1));
+  const bool grad = staged_targets_ && staged_dloss_ != 0.f;
+  const Tensor w = params_c_.at(head.offset, head.numel), dw = grads_.at(head.offset, head.numel);
+  for (int64_t r0 = 0; r0 < BT; r0 += chunk_rows_) {
+    const int64_t n = std::min(chunk_rows_, BT - r0);
+    const MatmulShape s = {.M = n, .K = D.d, .N = D.V, .ldx = D.d};
+    const Tensor x = xf_.at(r0 * D.d, n * D.d), lg = logits_.at(0, n * D.V);
+    be_.matmul_forward(lg, x, w, s, false);
+    if (!staged_targets_) continue;  // (only the last chunk's logits remain: logits_host())
+    // The gradient overwrites the logits row by row (the CE op allows dlogits == logits).
+    be_.cross_entropy(step_.at(kStepLossSum, 1), losses_.at(r0, n), grad ? lg : Tensor{}, lg,
+                      batch_.at(embedding_index_size(BT) + r0, n), {.R = n, .C = D.V},
+                      step_.at(kDScale, 1));
+    if (grad) be_.matmul_backward(dxf_.at(r0 * D.d, n * D.d), dw, lg, x, w, s, false);
+  }
+  have_dlogits_ = grad;
 }
 
 double Model::forward(const int32_t* ids, const int32_t* targets, float dloss) {

@@ -31,10 +31,18 @@ struct ModelMemory {
 };
 ModelMemory model_memory(const ModelSpec& spec, int64_t B, int64_t T, DType act, DType param);
 
+// Rows of the LM head's logits that exist at a time (the logits buffer is [rows, V]): all B*T
+// rows while they take at most kLogitsChunkElems elements (every byte-vocabulary ladder size),
+// else whole multiples of 64 rows within that bound (S4, vocab 50304: 1280 of 16,384 rows, 129 MB
+// in bf16 instead of 1.65 GB).
+constexpr int64_t kLogitsChunkElems = int64_t{64} << 20;
+int64_t logits_chunk_rows(int64_t BT, int64_t V);
+
 class Model {
  public:
-  // B sequences of T tokens per forward/backward call.
-  Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T);
+  // B sequences of T tokens per forward/backward call. chunk_rows: rows of the LM head's logits
+  // at a time (0: logits_chunk_rows(B*T, V); tests take small ones to cover several chunks).
+  Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T, int64_t chunk_rows = 0);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -77,9 +85,12 @@ class Model {
   // batches later, after the device has consumed it.
   void stage_batch(const int32_t* ids, const int32_t* targets, float dloss = 0.f, double lr = 0,
                    int64_t t = 0);
-  // Enqueues the forward of the staged batch: logits (without targets: the result, logits());
-  // with targets the loss sum into step_scalars()[kStepLossSum] (written) and, when dloss != 0,
-  // the loss gradient in place of the logits (so training keeps one [B*T, V] buffer).
+  // Enqueues the forward of the staged batch. The LM head runs in chunks of chunk_rows rows, so
+  // no [B*T, V] logits buffer exists: for each chunk the logits, then with targets the loss sum
+  // into step_scalars()[kStepLossSum] (written) and, when dloss != 0, the loss gradient in place
+  // of the chunk's logits and at once the head's backward for it (d xf rows written, the head's
+  // weight gradient accumulated). So the gradient buffer must be zeroed before the forward, and
+  // backward() continues from the final norm.
   void run_forward();
   // The f64 step tensor (core/backend.h StepSlot, then the loss gradient scale).
   Tensor step_scalars() const { return step_; }
@@ -99,9 +110,9 @@ class Model {
   // (the tail, i.e. final norm and LM head; then each block from the last to the first; then the
   // embedding), so data parallelism can average it over ranks while the rest of the backward runs.
   void set_grads_ready(std::function<void(Tensor grads)> fn) { grads_ready_ = std::move(fn); }
-  // Logits of the last forward [B*T, V] (act_dtype); after a forward with dloss != 0 this buffer
-  // holds the loss gradient instead.
-  Tensor logits() const;
+  // Logits of the last forward [B*T, V] as floats on the host, recomputed chunk by chunk from the
+  // final norm's output (which stays until the next forward). For parity checks and export.
+  std::vector<float> logits_host();
   // Compute-dtype copy of the master parameters, or a null tensor when it is the master itself:
   // the optimizer writes it in its update pass.
   Tensor compute_param_buffer() const {
@@ -115,6 +126,7 @@ class Model {
   ModelSpec spec_;
   Backend& be_;
   int64_t B_, T_;
+  int64_t chunk_rows_;  // LM head rows at a time; logits_ is [chunk_rows_, V]
   std::vector<ParamInfo> table_;
   std::vector<std::vector<int>> layer_params_;  // per layer: indices into table_
   int64_t n_params_ = 0;

@@ -33,9 +33,10 @@ struct Result {
 };
 
 // Checks a sample of coordinates of every parameter tensor (all of the small ones).
-Result check_model(const sl::ModelSpec& spec, sl::GdnAlgo algo, int64_t B, int64_t T) {
+Result check_model(const sl::ModelSpec& spec, sl::GdnAlgo algo, int64_t B, int64_t T,
+                   int64_t chunk_rows = 0) {
   sl::CpuBackend<double> be(algo);
-  sl::Model model(spec, be, B, T);
+  sl::Model model(spec, be, B, T, chunk_rows);
   model.init(7);
   // Perturb norm weights and gates away from their init so their gradients are generic.
   std::vector<float> p0 = model.get_params();
@@ -92,6 +93,57 @@ BOOST_AUTO_TEST_CASE(model_gradcheck_odd_pattern_gagg_fp64) {
 BOOST_AUTO_TEST_CASE(model_gradcheck_hybrid_multichunk_fp64) {
   auto r = check_model(tiny_spec("GA"), sl::GdnAlgo::chunk, 1, 70);
   BOOST_TEST(r.rel_err < 1e-6);
+}
+
+// The LM head in chunks of rows (5 chunks of 4, 4, 4, 4, 2 rows): the same gradient as one chunk,
+// and the logits recomputed on the host are those of the whole batch.
+BOOST_AUTO_TEST_CASE(model_gradcheck_chunked_lm_head_fp64) {
+  auto r = check_model(tiny_spec("GA"), sl::GdnAlgo::chunk, 2, 9, 4);
+  BOOST_TEST(r.rel_err < 1e-6);
+  const sl::ModelSpec spec = tiny_spec("GA");
+  const int64_t B = 2, T = 9;
+  std::vector<int32_t> ids(B * T), tgt(B * T);
+  sl::Rng rng(11, 0);
+  for (int64_t i = 0; i < B * T; ++i) {
+    ids[i] = static_cast<int32_t>(rng.below(spec.vocab_size));
+    tgt[i] = static_cast<int32_t>(rng.below(spec.vocab_size));
+  }
+  tgt[5] = -1;
+  struct Out {
+    double loss;
+    std::vector<double> grads;
+    std::vector<float> logits;
+  };
+  auto run = [&](int64_t chunk_rows) {
+    sl::CpuBackend<double> be(sl::GdnAlgo::chunk);
+    sl::Model m(spec, be, B, T, chunk_rows);
+    m.init(3);
+    Out o;
+    m.forward(ids.data(), tgt.data(), 0.f);
+    o.logits = m.logits_host();
+    m.zero_grad();
+    o.loss = m.forward(ids.data(), tgt.data(), 1.f);
+    m.backward();
+    const double* G = m.grad_buffer().as<double>();
+    o.grads.assign(G, G + m.num_params());
+    return o;
+  };
+  const Out one = run(0), five = run(4);
+  BOOST_TEST(std::abs(one.loss - five.loss) < 1e-13);
+  BOOST_TEST(one.logits == five.logits, boost::test_tools::per_element());
+  BOOST_REQUIRE_EQUAL(one.grads.size(), five.grads.size());
+  double worst = 0;
+  for (size_t i = 0; i < one.grads.size(); ++i)
+    worst = std::max(worst, std::abs(one.grads[i] - five.grads[i]));
+  BOOST_TEST(worst < 1e-13);
+}
+
+BOOST_AUTO_TEST_CASE(logits_chunk_rows_bound_the_logits_buffer) {
+  BOOST_TEST(sl::logits_chunk_rows(32 * 1024, 256) == 32 * 1024);  // the ladder: one chunk
+  const int64_t s4 = sl::logits_chunk_rows(16 * 1024, 50304);
+  BOOST_TEST(s4 == 1280);
+  BOOST_TEST(s4 * 50304 <= sl::kLogitsChunkElems);
+  BOOST_TEST(sl::logits_chunk_rows(16, 1 << 30) == 64);  // at least 64 rows
 }
 
 BOOST_AUTO_TEST_CASE(model_param_count_matches_table) {
