@@ -388,6 +388,18 @@ inline int64_t colsum_partial_size(const Ctx& ctx, int64_t R, int64_t C) {
   return (R + rpc - 1) / rpc * C;
 }
 
+// The one-pass row kernels' dw: each warp's column sums in sh[warp][0 .. C), written before the
+// call; the block's sum over its warps (in warp order) goes to partial[blockIdx.x, 0 .. C).
+template <int W, int LD>
+__device__ inline void store_block_colsum(const float (&sh)[W][LD], int64_t C, float* partial) {
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    float t = 0.f;
+#pragma unroll
+    for (int q = 0; q < W; ++q) t += sh[q][c];
+    partial[blockIdx.x * C + c] = t;
+  }
+}
 // Rows of per-block partial column sums [blocks, C] (the one-pass row kernels' dw), summed by
 // colsum in a fixed order.
 struct PartialRows {

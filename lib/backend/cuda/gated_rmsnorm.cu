@@ -156,13 +156,7 @@ __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* pa
   if (lane < G && col)
 #pragma unroll
     for (int e = 0; e < 8; ++e) sh[warp][c + e] = pw[e];
-  __syncthreads();
-  for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
-    float t = 0.f;
-#pragma unroll
-    for (int q = 0; q < kWarps; ++q) t += sh[q][k];
-    partial[blockIdx.x * C + k] = t;
-  }
+  store_block_colsum(sh, C, partial);
 }
 
 // dw[c] += sum_r dy * n * silu(gate)  (the scalar path's column sums)

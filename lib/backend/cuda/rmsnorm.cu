@@ -241,13 +241,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   for (int s = 0; s < NS; ++s)
 #pragma unroll
     for (int e = 0; e < 8; ++e) sh[warp][256 * s + 8 * lane + e] = pw[s][e];
-  __syncthreads();
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    float t = 0.f;
-#pragma unroll
-    for (int k = 0; k < kWarps; ++k) t += sh[k][c];
-    partial[blockIdx.x * C + c] = t;
-  }
+  store_block_colsum(sh, C, partial);
 }
 
 // dw[c] += sum_r dy[r, c] * n[r, c]
