@@ -6,7 +6,9 @@
 #   bash scripts/ladder_study.sh [-- STUDY_OPTION ...]      e.g.  -- --per-gpu 4
 # Environment: SCALINGLAB (the binary; default build/bin/scalinglab), OUT (the study directory;
 # default studies/ladder-l0-l3). The study resumes: after an interruption rerun the same command
-# (each invocation's wall time is kept in OUT/study.log). Then:
+# (each invocation's wall time is kept in OUT/study.log). Once every run is done the script needs
+# no GPU: run it where gnuplot is to render the figures (copy OUT there; checkpoints not needed).
+# Then:
 #   1. checks the linux-c corpus against the sha256 digests in data/README.md (unpacking
 #      data/corpus/linux-c.tar.xz first when only the archive is there);
 #   2. `scalinglab study experiments/ladder_l0_l3.toml --out OUT --device cuda [options]`;
@@ -121,7 +123,7 @@ dirty="$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | gr
 {
   echo "command:   ${cmd[*]}   (from the repository root)"
   echo "binary:    $version, commit $commit$dirty"
-  echo "gpu:       ${gpu:-unknown}"
+  echo "gpu:       ${gpu:-none here (this invocation only collected and reported; the devices of the runs are in study.log)}"
   echo "date:      $(date -u +%FT%TZ)"
   echo "wall time: $wall s (this invocation; earlier ones, if the study was resumed, in study.log)"
   echo "corpus:    data/corpus/linux-c, every file matching data/README.md's sha256"
