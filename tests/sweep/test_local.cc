@@ -184,6 +184,29 @@ BOOST_AUTO_TEST_CASE(two_launchers_run_each_run_once) {
   BOOST_TEST(rows == 8);  // 4 runs x 2 budgets
 }
 
+// `sweep launch --only`: the selected runs only, the rest left pending for a later launch; a
+// selector that matches nothing is one error line and writes no sweep directory.
+BOOST_AUTO_TEST_CASE(only_launches_the_selected_runs) {
+  Fixture f;
+  const std::string p = f.write("o.toml", "patterns = [\"AA\", \"GA\"]\nbudgets = [3840]");
+  const std::string d = (f.dir / "sw").string(), exe = std::string(SL_EXE);
+  const std::string launch = exe + " sweep launch " + p + " --dir " + d + " --jobs 1 --threads 1";
+  const std::string bad = (f.dir / "bad.txt").string();
+  BOOST_TEST(sl::test::exit_code(
+                 std::system((launch + " --only 'GA:*,XX:*' > " + bad + " 2>&1").c_str())) != 0);
+  BOOST_TEST(slurp(bad).find("selector 'XX:*' matches no run") != std::string::npos, slurp(bad));
+  BOOST_TEST(!fs::exists(d));
+  BOOST_REQUIRE_EQUAL(std::system((launch + " --only 'GA:*' > /dev/null 2>&1").c_str()), 0);
+  for (const auto& r : sl::sweep::load_plan(d))
+    BOOST_TEST(sl::sweep::run_status(sl::sweep::run_dir(d, r.run_id)).status ==
+                   (r.arch == "GA" ? "completed" : "pending"),
+               r.arch);
+  BOOST_REQUIRE_EQUAL(std::system((launch + " > /dev/null 2>&1").c_str()), 0);
+  for (const auto& r : sl::sweep::load_plan(d))
+    BOOST_TEST(sl::sweep::run_status(sl::sweep::run_dir(d, r.run_id)).status == "completed",
+               r.arch);
+}
+
 // `sweep status --watch`: follows a local launch to its end and exits by itself (plain lines when
 // stdout is a file), its last table showing every run completed with ETA totals; on a sweep that
 // nobody launches it stops after three idle polls; a bad interval is one error line.
