@@ -878,21 +878,28 @@ const std::vector<int32_t> kAdamItems = {0, 7000, 1, 7000, 3, 0, 7003, 13008, 1}
 constexpr int64_t kAdamN = 20011;
 
 BOOST_AUTO_TEST_CASE(adamw_matches_cpu) {
-  const int64_t n = kAdamN;
-  check_both("adamw",
-             {{"p", n, Kind::inout, Cls::pgrad},
-              {"g", n, Kind::in, Cls::pgrad},
-              {"m", n, Kind::inout, Cls::pgrad, -0.1f, 0.1f},
-              {"v", n, Kind::inout, Cls::pgrad, 0.f, 0.01f},
-              {"pc", n, Kind::out, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               Raw r(be);
-               const Tensor step = r.f64({2.5, 16.0, 3e-3, 3.0});
-               be.adamw(b["p"], b["g"], b["m"], b["v"], b["pc"], r.ints(kAdamItems), 3, step,
-                        {.b1 = 0.9f, .b2 = 0.95f, .eps = 1e-8f, .wd = 0.1f, .max_norm = 1.f});
-               be.synchronize();
-               return 0.0;
-             });
+  // Aligned buffers: the 4-wide path with its element-wise ends (segments starting and ending off
+  // a multiple of 4, one of 3 elements); every buffer one element in: the element-wise path.
+  for (const int64_t off : {0, 1}) {
+    const int64_t n = kAdamN;
+    std::vector<int32_t> items = kAdamItems;
+    items[7] -= static_cast<int32_t>(off);  // the last item ends at n - off
+    check_both(off ? "adamw (offset 1)" : "adamw",
+               {{"p", n, Kind::inout, Cls::pgrad},
+                {"g", n, Kind::in, Cls::pgrad},
+                {"m", n, Kind::inout, Cls::pgrad, -0.1f, 0.1f},
+                {"v", n, Kind::inout, Cls::pgrad, 0.f, 0.01f},
+                {"pc", n, Kind::write, Cls::act}},
+               [&](sl::Backend& be, Bufs& b) {
+                 Raw r(be);
+                 const Tensor step = r.f64({2.5, 16.0, 3e-3, 3.0});
+                 be.adamw(b["p"].at(off, n - off), b["g"].at(off, n - off), b["m"].at(off, n - off),
+                          b["v"].at(off, n - off), b["pc"].at(off, n - off), r.ints(items), 3, step,
+                          {.b1 = 0.9f, .b2 = 0.95f, .eps = 1e-8f, .wd = 0.1f, .max_norm = 1.f});
+                 be.synchronize();
+                 return 0.0;
+               });
+  }
 }
 
 // A step whose loss or gradient norm is not finite changes nothing (the trainer then reports the
