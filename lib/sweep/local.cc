@@ -37,7 +37,8 @@ class Mps {
  public:
   // The mode line printed and, when a daemon runs for us or the environment names one, the
   // variables every trainer gets. Throws sl::Error in one line for --mps on where MPS cannot be.
-  Mps(const LaunchOptions& a, bool gpu, bool work) {
+  // Constructed only when there are runs to do (launch_local returns before otherwise).
+  Mps(const LaunchOptions& a, bool gpu) {
     const std::string& mode = a.mps;
     if (mode != "auto" && mode != "on" && mode != "off")
       fail("sweep launch --mps " + mode + ": expected auto, on or off");
@@ -67,11 +68,6 @@ class Mps {
         fail(std::string("sweep launch --mps on: ") + kMpsControl + " not found in PATH");
       line_ = std::string("MPS: ") + kMpsControl + " not found in PATH: " + per +
               " as plain processes (time-sliced)";
-      return;
-    }
-    if (!work) {
-      program_.clear();
-      line_ = "MPS: not started (no run to do)";
       return;
     }
     // The pipe directory holds a Unix socket, whose path is limited to ~108 bytes: short, in
@@ -214,7 +210,7 @@ int launch_local(const std::vector<SweepRun>& runs, const LaunchOptions& a) {
   // Before any run starts, so a run too large for a GPU and --mps on fail with nothing started.
   std::optional<Placement> place;
   if (gpu) place.emplace(a, gpus, queue);
-  Mps mps(a, gpu, !queue.empty());
+  Mps mps(a, gpu);
   std::printf("sweep launch (local): %zu of %zu runs to do, %d at a time, longest first (%s)\n",
               queue.size(), runs.size(), slots,
               rates.empty() ? "by FLOPs" : ("by time at the rates of " + a.bench).c_str());
