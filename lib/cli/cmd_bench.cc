@@ -50,6 +50,7 @@ void register_bench(CLI::App& app) {
     bool profile = false;
     std::string ops;
     int64_t heads = 12, head_dim = 64, reps = 20;
+    int64_t logits_rows = 0;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "Training tokens/s and MFU per ladder size");
@@ -61,6 +62,10 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--vocab", a->vocab, "Vocabulary size");
   cmd->add_option("--steps", a->steps, "Timed steps");
   cmd->add_option("--warmup", a->warmup, "Untimed steps first");
+  cmd->add_option("--logits-rows", a->logits_rows,
+                  "Rows of the LM head's logits at a time (0: the model's default, "
+                  "logits_chunk_rows); to weigh the chunked head's time against its memory")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--peak-tflops", a->peak_tflops, "Device peak (for MFU), e.g. 989 for H100 bf16");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   cmd->add_option("--json", a->json, "Also write the results as JSON");
@@ -113,7 +118,7 @@ void register_bench(CLI::App& app) {
         ProfiledBackend prof(*dev);
         prof.enable(false);
         Backend* be = &prof;
-        Model model(s, *be, a->batch, a->seq_len);
+        Model model(s, *be, a->batch, a->seq_len, a->logits_rows);
         model.init(0);
         AdamW opt(model, {});
         TrainStep train_step(model, opt, nullptr, /*graph=*/true);
