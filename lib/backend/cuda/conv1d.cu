@@ -15,8 +15,8 @@
 // and multiplied by zero weights past K: ncu put its forward at 61% issue-slot use and 24% of
 // the DRAM bandwidth, bound by instructions.) The backward is one kernel: dz for the run plus
 // the K-1 steps after it (dx of the run's last steps needs them), dx for the run, and this run's
-// share of dw, written to a workspace row and summed over runs in a fixed order
-// (colsum_finish_kernel): deterministic, no atomics.
+// share of dw, written to a workspace row and summed over runs in a fixed order (colsum):
+// deterministic, no atomics.
 #include <string>
 
 #include "backend/cuda/common.cuh"
@@ -248,10 +248,11 @@ void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Te
   SL_CONV_DISPATCH(K, V, SL_BWD);
 #undef SL_BWD
   SL_CUDA_LAUNCHED();
-  if (dw) {
-    colsum_finish_kernel<<<grid_for(ncols, 256), 256, 0, ctx.stream>>>(part, nrows, ncols, dw);
-    SL_CUDA_LAUNCHED();
-  }
+  // The runs' partial rows [B * runs, C K] summed by colsum's two stages (8 row lanes a column,
+  // chunks of >= 64 rows, then the chunks in order). Summed by one thread a column instead (the
+  // first version), L3's 1024 rows were 1024 dependent steps for 4,608 threads: latency, not
+  // bandwidth, about as long as the conv itself.
+  if (dw) colsum(ctx, PartialRows{part, ncols}, nrows, ncols, dw);
 }
 
 }  // namespace sl

@@ -113,12 +113,16 @@ __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* pa
     const int64_t r = r0 + lane / G;
     const bool on = r < R && col;
     const int64_t go = on ? gate_off(r, H, C, ldg) + c : 0;
-    float d[8] = {}, n[8] = {}, g[8] = {};
+    // Every load of the row first, the accumulated outputs' too: one memory round trip an
+    // iteration, not a second one after the row reduction.
+    float d[8] = {}, n[8] = {}, g[8] = {}, odg[8] = {}, odx[8] = {};
     const float rs = r < R ? rstd.ld(r) : 0.f;
     if (on) {
       ld8(dy, r * C + c, d);
       ld8(x, r * C + c, n);
       ld8a<GA>(gate, go, g);
+      if (dgate) ld8a<GA>(dgate, go, odg);
+      if (dx) ld8(dx, r * C + c, odx);
     }
     float dn[8], dot = 0.f;
 #pragma unroll
@@ -132,18 +136,14 @@ __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* pa
     const float mean = group_sum<G>(dot) / static_cast<float>(C);
     if (!on) continue;
     if (dgate) {
-      float o[8];
-      ld8a<GA>(dgate, go, o);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) o[e] += d[e] * ww[e] * n[e] * silu_gradf_(g[e]);
-      st8a<GA>(dgate, go, o);
+      for (int e = 0; e < 8; ++e) odg[e] += d[e] * ww[e] * n[e] * silu_gradf_(g[e]);
+      st8a<GA>(dgate, go, odg);
     }
     if (dx) {
-      float o[8];
-      ld8(dx, r * C + c, o);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) o[e] += rs * (dn[e] - n[e] * mean);
-      st8(dx, r * C + c, o);
+      for (int e = 0; e < 8; ++e) odx[e] += rs * (dn[e] - n[e] * mean);
+      st8(dx, r * C + c, odx);
     }
   }
   if (!partial) return;
