@@ -125,7 +125,7 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     c.fwd = [=, &be](int i) { be.gdn_forward(out[i], st[i], q[i], k[i], v[i], beta[i], g[i], gs); };
     c.bwd = [=, &be](int i) {
       be.gdn_backward(dq[i], dk[i], dv[i], dbeta[i], dg[i], dout[i], st[i], q[i], k[i], v[i],
-                      beta[i], g[i], gs);
+                      beta[i], g[i], gs, false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape += " key_dim=" + std::to_string(key_dim) + " value_dim=" + std::to_string(value_dim);
@@ -217,7 +217,7 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     };
     c.bwd = [=, &be](int i) {
       be.conv1d_silu_backward(dx[i], dw[i], dy[i], x[i], w[i],
-                              {.B = B, .T = T, .C = C, .K = K, .ldx = ld});
+                              {.B = B, .T = T, .C = C, .K = K, .ldx = ld}, false);
     };
     c.shape += " C=" + std::to_string(C) + " K=4";
     c.fwd_bytes = es * 2.0 * BT * C;
@@ -231,7 +231,7 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     };
     c.bwd = [=, &be](int i) {
       be.l2norm_backward(dx[i], dy[i], x[i], rn[i],
-                         {.BT = BT, .H = H, .C = hd, .ldx = d, .scale = 1.f});
+                         {.BT = BT, .H = H, .C = hd, .ldx = d, .scale = 1.f}, false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.fwd_bytes = es * 2.0 * BT * d;
@@ -251,7 +251,7 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     };
     c.bwd = [=, &be](int i) {
       be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], w[i], rstd[i],
-                                {.R = R, .H = H, .C = value_dim, .ldg = H * value_dim});
+                                {.R = R, .H = H, .C = value_dim, .ldg = H * value_dim}, false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape += " value_dim=" + std::to_string(value_dim);

@@ -6,9 +6,9 @@
 //    Ops that read from a fused projection output take the row stride so no copy is needed.
 //  - BT = B*T tokens, token-major: activations are [B, T, ...] flattened to [BT, ...].
 //  - Gradients: every *_backward ACCUMULATES (+=) into its parameter gradients (callers zero
-//    the flat gradient buffer once per step) and into its activation gradients, except where
-//    the op takes `accumulate`: false WRITES (=) them, so a block's backward needs no zeroed
-//    scratch (the ops the dense block runs: matmul, rmsnorm, attention, swiglu). Strided
+//    the flat gradient buffer once per step). Its activation gradients it writes (=) or
+//    accumulates (+=) as its `accumulate` says (every op of the dense and GDN blocks; rope's and
+//    the embedding's accumulate), so a block's backward needs no zeroed scratch. Strided
 //    outputs are written only inside their [rows, cols]. A null gradient output is skipped.
 //  - Forward outputs are written (=), never accumulated, unless the op says so.
 //  - Sizes, strides and the scalars both directions share come as one shape struct per family

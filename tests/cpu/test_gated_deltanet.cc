@@ -130,7 +130,7 @@ Result<T> run(bool chunk, const Inputs& in, const std::vector<double>& dout_d) {
   r.dbeta.assign(beta.size(), T(0));
   r.dg.assign(g.size(), T(0));
   be.gdn_backward(view(r.dq), view(r.dk), view(r.dv), view(r.dbeta), view(r.dg), view(dout),
-                  view(r.states), view(q), view(k), view(v), view(beta), view(g), d);
+                  view(r.states), view(q), view(k), view(v), view(beta), view(g), d, true);
   return r;
 }
 
@@ -308,7 +308,7 @@ BOOST_AUTO_TEST_CASE(gdn_backward_skips_null_outputs) {
       sl::Tensor o[5];  // null Tensors, except the one output asked for
       o[only] = view(got);
       be.gdn_backward(o[0], o[1], o[2], o[3], o[4], view(dout), view(full.states), view(q), view(k),
-                      view(v), view(beta), view(g), d);
+                      view(v), view(beta), view(g), d, true);
       BOOST_TEST((got == *want[only]), (chunk ? "chunk" : "recurrent") << " output " << only);
     }
   }
@@ -330,7 +330,8 @@ BOOST_AUTO_TEST_CASE(gdn_backward_accumulates_and_reproducible) {
     Result<double> acc = r1;
     auto be = backend<double>(chunk);
     be.gdn_backward(view(acc.dq), view(acc.dk), view(acc.dv), view(acc.dbeta), view(acc.dg),
-                    view(dout), view(r1.states), view(q), view(k), view(v), view(beta), view(g), d);
+                    view(dout), view(r1.states), view(q), view(k), view(v), view(beta), view(g), d,
+                    true);
     auto twice = [](std::vector<double> x) {
       for (auto& e : x) e *= 2;
       return x;

@@ -411,7 +411,7 @@ void conv1d_check(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, uint6
   };
   auto bwd = [&] {
     cpu64.conv1d_silu_backward(view(dx), view(dw), view(R), view(x), view(w),
-                               {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = ldx}, true);
   };
   check_grads("conv1d_silu T=" + std::to_string(T), {{"x", &x, &dx}, {"w", &w, &dw}}, loss, bwd);
   // Direct formula at the last token of the last sequence, channel 1.
@@ -446,7 +446,7 @@ BOOST_AUTO_TEST_CASE(l2norm_gradcheck_strided_fp64) {
   auto bwd = [&] {
     loss();
     cpu64.l2norm_backward(view(dx), view(R), view(x), view(rnorm),
-                          {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale});
+                          {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, true);
   };
   check_grads("l2norm", {{"x", &x, &dx}}, loss, bwd);
   loss();
@@ -472,7 +472,7 @@ BOOST_AUTO_TEST_CASE(gdn_gates_gradcheck_strided_fp64) {
   auto bwd = [&] {
     cpu64.gdn_gates_backward(view(db), view(da), view(dA_log), view(ddt_bias), view(R1), view(R2),
                              view(b), view(a), view(A_log), view(dt_bias),
-                             {.BT = BT, .H = H, .ld = ld, .beta_scale = float(beta_scale)});
+                             {.BT = BT, .H = H, .ld = ld, .beta_scale = float(beta_scale)}, true);
   };
   check_grads("gdn_gates",
               {{"b", &b, &db},
@@ -500,10 +500,104 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_gradcheck_strided_fp64) {
   auto bwd = [&] {
     loss();
     cpu64.gated_rmsnorm_backward(view(dx), view(dgate), view(dw), view(R), view(x), view(gate),
-                                 view(w), view(rstd), {.R = R_, .H = H, .C = C, .ldg = ldg});
+                                 view(w), view(rstd), {.R = R_, .H = H, .C = C, .ldg = ldg}, true);
   };
   check_grads("gated_rmsnorm", {{"x", &x, &dx}, {"gate", &gate, &dgate}, {"w", &w, &dw}}, loss,
               bwd);
+}
+
+// ---- the GDN block's ops with accumulate = false ---------------------------------------------
+
+namespace {
+
+// An op's activation gradients written (accumulate false) against accumulated into zeros: the
+// same values where it writes, and outside its [rows, cols] nothing touched (poisoned NaN stays
+// NaN); `written` is how many elements each of `outs` must get. run(acc) runs the op on the
+// current contents of outs (parameter gradients go to buffers of its own).
+void check_write_mode(const std::string& op, const std::vector<Vec*>& outs,
+                      const std::vector<size_t>& written, const std::function<void(bool)>& run) {
+  for (Vec* o : outs) std::fill(o->begin(), o->end(), 0.0);
+  run(true);
+  std::vector<Vec> acc;
+  for (Vec* o : outs) acc.push_back(*o);
+  for (Vec* o : outs) std::fill(o->begin(), o->end(), std::numeric_limits<double>::quiet_NaN());
+  run(false);
+  for (size_t k = 0; k < outs.size(); ++k) {
+    size_t n = 0, differ = 0;
+    for (size_t i = 0; i < outs[k]->size(); ++i) {
+      const double w = (*outs[k])[i];
+      if (std::isnan(w)) {
+        if (acc[k][i] != 0.0) ++differ;  // written by accumulation, not by the write
+      } else {
+        ++n;
+        if (w != acc[k][i]) ++differ;
+      }
+    }
+    BOOST_TEST(n == written[k],
+               op << " output " << k << ": " << n << " elements written, not " << written[k]);
+    BOOST_TEST(differ == 0u, op << " output " << k << ": " << differ << " elements differ");
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gdn_block_ops_write_what_they_would_accumulate_fp64) {
+  {  // conv1d: dx [B, T, C] ld ldx
+    const int64_t B = 2, T = 9, C = 5, K = 4, ldx = 7;
+    Vec x = randv(B * T * ldx, 60), w = randv(C * K, 61), dy = randv(B * T * C, 62);
+    Vec dx(B * T * ldx), dw(C * K);
+    check_write_mode("conv1d_silu_backward", {&dx}, {size_t(B * T * C)}, [&](bool acc) {
+      cpu64.conv1d_silu_backward(view(dx), view(dw), view(dy), view(x), view(w),
+                                 {.B = B, .T = T, .C = C, .K = K, .ldx = ldx}, acc);
+    });
+  }
+  {  // l2norm: dx [BT, H, C] token stride ldx (the model's q inside the conv output)
+    const int64_t BT = 5, H = 3, C = 4, ldx = 2 * H * C + 3;
+    Vec x = randv(BT * ldx, 63), dy = randv(BT * H * C, 64), y(BT * H * C), rn(BT * H);
+    Vec dx(BT * ldx);
+    const sl::L2NormShape sh{.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = 0.5f};
+    cpu64.l2norm_forward(view(y), view(rn), view(x), sh, 1e-6f);
+    check_write_mode("l2norm_backward", {&dx}, {size_t(BT * H * C)}, [&](bool acc) {
+      cpu64.l2norm_backward(view(dx), view(dy), view(x), view(rn), sh, acc);
+    });
+  }
+  {  // gates: db | da, columns [0, H) and [H, 2H) of rows of ld
+    const int64_t BT = 6, H = 3, ld = 2 * H + 1;
+    Vec ba = randv(BT * ld, 65, -3, 3), A_log = randv(H, 66), dt_bias = randv(H, 67);
+    Vec dbeta = randv(BT * H, 68), dg = randv(BT * H, 69), dba(BT * ld), dA(H), ddt(H);
+    check_write_mode("gdn_gates_backward", {&dba}, {size_t(BT * 2 * H)}, [&](bool acc) {
+      cpu64.gdn_gates_backward(view(dba), view(dba).at(H), view(dA), view(ddt), view(dbeta),
+                               view(dg), view(ba), view(ba).at(H), view(A_log), view(dt_bias),
+                               {.BT = BT, .H = H, .ld = ld, .beta_scale = 2.f}, acc);
+    });
+  }
+  {  // gated RMSNorm: dx [R, C], dgate inside [BT, H C] ld ldg
+    const int64_t BT = 4, H = 3, C = 5, R_ = BT * H, ldg = H * C + 2;
+    Vec x = randv(R_ * C, 70), gate = randv(BT * ldg, 71, -3, 3), w = randv(C, 72, 0.5, 1.5);
+    Vec dy = randv(R_ * C, 73), y(R_ * C), rstd(R_), dx(R_ * C), dgate(BT * ldg), dw(C);
+    const sl::GatedNormShape sh{.R = R_, .H = H, .C = C, .ldg = ldg};
+    cpu64.gated_rmsnorm_forward(view(y), view(rstd), view(x), view(gate), view(w), sh, 1e-5f);
+    check_write_mode(
+        "gated_rmsnorm_backward", {&dx, &dgate}, {size_t(R_ * C), size_t(R_ * C)}, [&](bool acc) {
+          cpu64.gated_rmsnorm_backward(view(dx), view(dgate), view(dw), view(dy), view(x),
+                                       view(gate), view(w), view(rstd), sh, acc);
+        });
+  }
+  {  // gated delta rule: dq, dk, dv, dbeta, dg contiguous, two chunks
+    const int64_t B = 1, T = 70, H = 2, dk = 4, dv = 6, n = B * T * H;
+    const sl::GdnShape sh{.B = B, .T = T, .H = H, .key_dim = dk, .value_dim = dv};
+    Vec q = randv(n * dk, 74, -0.5, 0.5), k = randv(n * dk, 75, -0.5, 0.5), v = randv(n * dv, 76);
+    Vec beta = randv(n, 77, 0, 1), g = randv(n, 78, -0.3, 0), out(n * dv), dout = randv(n * dv, 79);
+    Vec states(B * H * sl::gdn_num_chunks(T) * dk * dv);
+    Vec dq(n * dk), dkk(n * dk), dvv(n * dv), dbeta(n), dg(n);
+    cpu64.gdn_forward(view(out), view(states), view(q), view(k), view(v), view(beta), view(g), sh);
+    check_write_mode("gdn_backward", {&dq, &dkk, &dvv, &dbeta, &dg},
+                     {dq.size(), dkk.size(), dvv.size(), dbeta.size(), dg.size()}, [&](bool acc) {
+                       cpu64.gdn_backward(view(dq), view(dkk), view(dvv), view(dbeta), view(dg),
+                                          view(dout), view(states), view(q), view(k), view(v),
+                                          view(beta), view(g), sh, acc);
+                     });
+  }
 }
 
 // ---- cross-entropy ----------------------------------------------------------------------------
@@ -742,9 +836,9 @@ BOOST_AUTO_TEST_CASE(reductions_independent_of_thread_count_fp32) {
                                 {.R = BT * H, .H = H, .C = Cg, .ldg = H * Cg}, 1e-5f);
     cpu32.gated_rmsnorm_backward(sl::Tensor{}, sl::Tensor{}, view(dwg), view(dy), view(x),
                                  view(gate), view(w), view(rstd),
-                                 {.R = BT * H, .H = H, .C = Cg, .ldg = H * Cg});
+                                 {.R = BT * H, .H = H, .C = Cg, .ldg = H * Cg}, true);
     cpu32.conv1d_silu_backward(sl::Tensor{}, view(dwc), view(dy), view(x), view(wc),
-                               {.B = 1, .T = R_, .C = C, .K = K, .ldx = C});
+                               {.B = 1, .T = R_, .C = C, .K = K, .ldx = C}, true);
     cpu32.embedding_backward(view(dwte), view(index), view(dy), {.R = R_, .C = C});
     omp_set_num_threads(saved);
     return std::vector<std::vector<float>>{dw, dwg, dwc, dwte};
@@ -816,13 +910,13 @@ BOOST_AUTO_TEST_CASE(fp32_close_to_fp64) {
     cpu64.conv1d_silu_forward(view(y), view(x), view(w),
                               {.B = B, .T = T, .C = C, .K = K, .ldx = C});
     cpu64.conv1d_silu_backward(view(dx), view(dw), view(dy), view(x), view(w),
-                               {.B = B, .T = T, .C = C, .K = K, .ldx = C});
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = C}, true);
     auto xf = to_float(x), wf = to_float(w), dyf = to_float(dy);
     std::vector<float> yf(B * T * C), dxf(B * T * C), dwf(C * K);
     cpu32.conv1d_silu_forward(view(yf), view(xf), view(wf),
                               {.B = B, .T = T, .C = C, .K = K, .ldx = C});
     cpu32.conv1d_silu_backward(view(dxf), view(dwf), view(dyf), view(xf), view(wf),
-                               {.B = B, .T = T, .C = C, .K = K, .ldx = C});
+                               {.B = B, .T = T, .C = C, .K = K, .ldx = C}, true);
     expect_close("fp32 conv1d_silu y", yf, y, tol);
     expect_close("fp32 conv1d_silu dx", dxf, dx, tol);
     expect_close("fp32 conv1d_silu dw", dwf, dw, tol);

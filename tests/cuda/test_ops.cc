@@ -623,17 +623,18 @@ BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
                                         {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
                  return 0.0;
                });
-    check_both("conv1d_silu_backward" + tag,
-               {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
-                {"w", C * K, Kind::in, Cls::weight},
-                {"dy", B * T * C, Kind::in, Cls::act},
-                {"dx", B * T * ldx, Kind::acc, Cls::act},
-                {"dw", C * K, Kind::acc, Cls::pgrad}},
-               [&](sl::Backend& be, Bufs& b) {
-                 be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"],
-                                         {.B = B, .T = T, .C = C, .K = K, .ldx = ldx});
-                 return 0.0;
-               });
+    for (bool acc : {true, false})  // dx accumulated, or written inside its [BT, C] ld ldx
+      check_both(std::string("conv1d_silu_backward") + (acc ? "" : "(dx=)") + tag,
+                 {{"x", B * T * ldx, Kind::in, Cls::act, -2.f, 2.f},
+                  {"w", C * K, Kind::in, Cls::weight},
+                  {"dy", B * T * C, Kind::in, Cls::act},
+                  {"dx", B * T * ldx, acc ? Kind::acc : Kind::write, Cls::act},
+                  {"dw", C * K, Kind::acc, Cls::pgrad}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   be.conv1d_silu_backward(b["dx"], b["dw"], b["dy"], b["x"], b["w"],
+                                           {.B = B, .T = T, .C = C, .K = K, .ldx = ldx}, acc);
+                   return 0.0;
+                 });
   }
 }
 
@@ -658,16 +659,17 @@ BOOST_AUTO_TEST_CASE(l2norm_matches_cpu_without_drift) {
                                    {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, 1e-6f);
                  return 0.0;
                });
-    check_both("l2norm_backward" + tag,
-               {{"x", nx, Kind::in, Cls::act, -3.f, 3.f},
-                {"dy", BT * H * C, Kind::in, Cls::act},
-                {"rnorm", BT * H, Kind::in, Cls::stat, 0.1f, 0.3f},
-                {"dx", nx, Kind::acc, Cls::act}},
-               [&](sl::Backend& be, Bufs& b) {
-                 be.l2norm_backward(b["dx"].at(off), b["dy"], b["x"].at(off), b["rnorm"],
-                                    {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale});
-                 return 0.0;
-               });
+    for (bool acc : {true, false})  // dx accumulated, or written inside its rows' H C columns
+      check_both(std::string("l2norm_backward") + (acc ? "" : "(dx=)") + tag,
+                 {{"x", nx, Kind::in, Cls::act, -3.f, 3.f},
+                  {"dy", BT * H * C, Kind::in, Cls::act},
+                  {"rnorm", BT * H, Kind::in, Cls::stat, 0.1f, 0.3f},
+                  {"dx", nx, acc ? Kind::acc : Kind::write, Cls::act}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   be.l2norm_backward(b["dx"].at(off), b["dy"], b["x"].at(off), b["rnorm"],
+                                      {.BT = BT, .H = H, .C = C, .ldx = ldx, .scale = scale}, acc);
+                   return 0.0;
+                 });
     if (C != 48 || off != 0) continue;
     // bf16 L2-norm drift: the norm is taken in fp32, so every bf16 output row has norm `scale`
     // up to bf16 rounding of its entries (|rel| < 2^-8 per entry), however large the input.
@@ -714,22 +716,23 @@ BOOST_AUTO_TEST_CASE(gdn_gates_match_cpu_including_strong_decay) {
                            {.BT = BT, .H = H, .ld = ld, .beta_scale = 2.f});
       return 0.0;
     });
-    check_both("gdn_gates_backward" + tag,
-               {{"ba", BT * ld, Kind::in, Cls::act, plo, phi},
-                {"A_log", H, Kind::in, Cls::weight, alo, ahi},
-                {"dt_bias", H, Kind::in, Cls::weight, -4.f, 1.f},
-                {"dbeta", BT * H, Kind::in, Cls::stat},
-                {"dg", BT * H, Kind::in, Cls::stat},
-                {"dba", BT * ld, Kind::acc, Cls::act},
-                {"dA_log", H, Kind::acc, Cls::pgrad},
-                {"ddt_bias", H, Kind::acc, Cls::pgrad}},
-               [&](sl::Backend& be, Bufs& b) {
-                 be.gdn_gates_backward(b["dba"], b["dba"].at(H), b["dA_log"], b["ddt_bias"],
-                                       b["dbeta"], b["dg"], b["ba"], b["ba"].at(H), b["A_log"],
-                                       b["dt_bias"],
-                                       {.BT = BT, .H = H, .ld = ld, .beta_scale = 2.f});
-                 return 0.0;
-               });
+    for (bool acc : {true, false})  // db|da accumulated, or written (columns [0, 2H) of each row)
+      check_both(std::string("gdn_gates_backward") + (acc ? "" : "(db,da=)") + tag,
+                 {{"ba", BT * ld, Kind::in, Cls::act, plo, phi},
+                  {"A_log", H, Kind::in, Cls::weight, alo, ahi},
+                  {"dt_bias", H, Kind::in, Cls::weight, -4.f, 1.f},
+                  {"dbeta", BT * H, Kind::in, Cls::stat},
+                  {"dg", BT * H, Kind::in, Cls::stat},
+                  {"dba", BT * ld, acc ? Kind::acc : Kind::write, Cls::act},
+                  {"dA_log", H, Kind::acc, Cls::pgrad},
+                  {"ddt_bias", H, Kind::acc, Cls::pgrad}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   be.gdn_gates_backward(b["dba"], b["dba"].at(H), b["dA_log"], b["ddt_bias"],
+                                         b["dbeta"], b["dg"], b["ba"], b["ba"].at(H), b["A_log"],
+                                         b["dt_bias"],
+                                         {.BT = BT, .H = H, .ld = ld, .beta_scale = 2.f}, acc);
+                   return 0.0;
+                 });
   }
 }
 
@@ -748,32 +751,37 @@ void check_gdn(const GdnCase& c) {
                           " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
                           " key_dim=" + std::to_string(c.key_dim) +
                           " value_dim=" + std::to_string(c.value_dim) + ")";
-  const std::vector<Spec> specs = {
-      {"q", BT * c.H * c.key_dim, Kind::in, Cls::act, 0, 0,
-       unit_rows(c.key_dim, 1.f / std::sqrt(float(c.key_dim)))},
-      {"k", BT * c.H * c.key_dim, Kind::in, Cls::act, 0, 0, unit_rows(c.key_dim)},
-      {"v", BT * c.H * c.value_dim, Kind::in, Cls::act},
-      {"beta", BT * c.H, Kind::in, Cls::stat, c.blo, c.bhi},
-      {"g", BT * c.H, Kind::in, Cls::stat, c.glo, c.ghi},
-      {"out", BT * c.H * c.value_dim, Kind::out, Cls::act},
-      // With one chunk the only saved state is the zero initial state.
-      {"states", c.B * c.H * NC * c.key_dim * c.value_dim, Kind::out, Cls::stat, -1, 1, nullptr,
-       NC == 1 ? 1.f : 0.f},
-      {"dout", BT * c.H * c.value_dim, Kind::in, Cls::act},
-      {"dq", BT * c.H * c.key_dim, Kind::acc, Cls::act},
-      {"dk", BT * c.H * c.key_dim, Kind::acc, Cls::act},
-      {"dv", BT * c.H * c.value_dim, Kind::acc, Cls::act},
-      {"dbeta", BT * c.H, Kind::acc, Cls::stat},
-      // With T = 1 the output does not depend on g (the decay acts on S_0 = 0): dg = 0.
-      {"dg", BT * c.H, Kind::acc, Cls::stat, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f}};
-  check_both(tag, specs, [&](sl::Backend& be, Bufs& b) {
-    const sl::GdnShape shape{
-        .B = c.B, .T = c.T, .H = c.H, .key_dim = c.key_dim, .value_dim = c.value_dim};
-    be.gdn_forward(b["out"], b["states"], b["q"], b["k"], b["v"], b["beta"], b["g"], shape);
-    be.gdn_backward(b["dq"], b["dk"], b["dv"], b["dbeta"], b["dg"], b["dout"], b["states"], b["q"],
-                    b["k"], b["v"], b["beta"], b["g"], shape);
-    return 0.0;
-  });
+  // The gradients accumulated, or written (accumulate false: poisoned first, every element
+  // written).
+  for (bool acc : {true, false}) {
+    const Kind gk = acc ? Kind::acc : Kind::write;
+    const std::vector<Spec> specs = {
+        {"q", BT * c.H * c.key_dim, Kind::in, Cls::act, 0, 0,
+         unit_rows(c.key_dim, 1.f / std::sqrt(float(c.key_dim)))},
+        {"k", BT * c.H * c.key_dim, Kind::in, Cls::act, 0, 0, unit_rows(c.key_dim)},
+        {"v", BT * c.H * c.value_dim, Kind::in, Cls::act},
+        {"beta", BT * c.H, Kind::in, Cls::stat, c.blo, c.bhi},
+        {"g", BT * c.H, Kind::in, Cls::stat, c.glo, c.ghi},
+        {"out", BT * c.H * c.value_dim, Kind::out, Cls::act},
+        // With one chunk the only saved state is the zero initial state.
+        {"states", c.B * c.H * NC * c.key_dim * c.value_dim, Kind::out, Cls::stat, -1, 1, nullptr,
+         NC == 1 ? 1.f : 0.f},
+        {"dout", BT * c.H * c.value_dim, Kind::in, Cls::act},
+        {"dq", BT * c.H * c.key_dim, gk, Cls::act},
+        {"dk", BT * c.H * c.key_dim, gk, Cls::act},
+        {"dv", BT * c.H * c.value_dim, gk, Cls::act},
+        {"dbeta", BT * c.H, gk, Cls::stat},
+        // With T = 1 the output does not depend on g (the decay acts on S_0 = 0): dg = 0.
+        {"dg", BT * c.H, gk, Cls::stat, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f}};
+    check_both(acc ? tag : tag + " (d=)", specs, [&](sl::Backend& be, Bufs& b) {
+      const sl::GdnShape shape{
+          .B = c.B, .T = c.T, .H = c.H, .key_dim = c.key_dim, .value_dim = c.value_dim};
+      be.gdn_forward(b["out"], b["states"], b["q"], b["k"], b["v"], b["beta"], b["g"], shape);
+      be.gdn_backward(b["dq"], b["dk"], b["dv"], b["dbeta"], b["dg"], b["dout"], b["states"],
+                      b["q"], b["k"], b["v"], b["beta"], b["g"], shape, acc);
+      return 0.0;
+    });
+  }
 }
 
 }  // namespace
@@ -824,21 +832,22 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
                                           {.R = R, .H = H, .C = C, .ldg = ldg}, 1e-5f);
                  return 0.0;
                });
-    check_both("gated_rmsnorm_backward" + tag,
-               {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
-                {"gate", ng, Kind::in, Cls::act, -4.f, 4.f},
-                {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
-                {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
-                {"dy", R * C, Kind::in, Cls::act},
-                {"dx", R * C, Kind::acc, Cls::act},
-                {"dgate", ng, Kind::acc, Cls::act},
-                {"dw", C, Kind::acc, Cls::pgrad}},
-               [&](sl::Backend& be, Bufs& b) {
-                 be.gated_rmsnorm_backward(b["dx"], b["dgate"].at(go), b["dw"], b["dy"], b["x"],
-                                           b["gate"].at(go), b["w"], b["rstd"],
-                                           {.R = R, .H = H, .C = C, .ldg = ldg});
-                 return 0.0;
-               });
+    for (bool acc : {true, false})  // dx, dgate accumulated, or written (dgate inside its block)
+      check_both(std::string("gated_rmsnorm_backward") + (acc ? "" : "(dx,dgate=)") + tag,
+                 {{"x", R * C, Kind::in, Cls::act, -2.f, 2.f},
+                  {"gate", ng, Kind::in, Cls::act, -4.f, 4.f},
+                  {"w", C, Kind::in, Cls::weight, 0.5f, 1.5f},
+                  {"rstd", R, Kind::in, Cls::stat, 0.5f, 2.f},
+                  {"dy", R * C, Kind::in, Cls::act},
+                  {"dx", R * C, acc ? Kind::acc : Kind::write, Cls::act},
+                  {"dgate", ng, acc ? Kind::acc : Kind::write, Cls::act},
+                  {"dw", C, Kind::acc, Cls::pgrad}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   be.gated_rmsnorm_backward(b["dx"], b["dgate"].at(go), b["dw"], b["dy"], b["x"],
+                                             b["gate"].at(go), b["w"], b["rstd"],
+                                             {.R = R, .H = H, .C = C, .ldg = ldg}, acc);
+                   return 0.0;
+                 });
   }
 }
 

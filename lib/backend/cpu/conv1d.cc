@@ -47,11 +47,11 @@ void CpuBackend<T>::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t,
 // With dz = dy * silu'(z) (z recomputed):
 //   dx[b,s,c] += sum_j w[c,j] dz[b, s+K-1-j, c]   (gathered over the outputs s feeds, s+K-1-j < T)
 //   dw[c,j]   += sum_{b,t} dz[b,t,c] x[b, t-K+1+j, c]
-// dx (token stride ldx) is gathered per token so tokens run in parallel without races; dw sums
-// over all tokens with threads split over channels, each summing its channels in token order.
+// dx (token stride ldx, =|+=) is gathered per token so tokens run in parallel without races; dw
+// sums over all tokens with threads split over channels, each summing its channels in token order.
 template <class T>
 void CpuBackend<T>::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
-                                         Tensor w_t, const ConvShape& shape) {
+                                         Tensor w_t, const ConvShape& shape, bool accumulate) {
   shape.check("conv1d_silu_backward");
   const int64_t B = shape.B, T_ = shape.T, C = shape.C, K = shape.K, ldx = shape.ldx;
   T *dx = dx_t.as<T>(), *dw = dw_t.as<T>();
@@ -71,6 +71,7 @@ void CpuBackend<T>::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, 
     for (int64_t bs = 0; bs < B * T_; ++bs) {
       const int64_t b = bs / T_, s = bs % T_;
       T* dxr = dx + bs * ldx;
+      if (!accumulate) std::fill(dxr, dxr + C, T(0));
       for (int64_t j = 0; j < K; ++j) {
         const int64_t t = s + K - 1 - j;
         if (t >= T_) continue;

@@ -495,15 +495,19 @@ void CpuBackend<T>::gdn_forward(Tensor out, Tensor states, Tensor q, Tensor k, T
 template <class T>
 void CpuBackend<T>::gdn_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dbeta, Tensor dg,
                                  Tensor dout, Tensor states, Tensor q, Tensor k, Tensor v,
-                                 Tensor beta, Tensor g, const GdnShape& shape) {
+                                 Tensor beta, Tensor g, const GdnShape& shape, bool accumulate) {
   shape.check("gdn_backward");
   const int64_t B = shape.B, T_ = shape.T, H = shape.H, key_dim = shape.key_dim,
                 value_dim = shape.value_dim;
   // A null gradient output is skipped (core/backend.h): both algorithms compute all five
-  // together, so a skipped one is accumulated into a zeroed scratch array and dropped.
+  // together, so a skipped one is accumulated into a zeroed scratch array and dropped. Written
+  // (accumulate false): zeroed first, then accumulated (0 + x: the same bits).
   std::vector<T> scratch[5];
   auto out = [&](Tensor t, int i, int64_t n) {
-    if (t.data) return t.as<T>();
+    if (t.data) {
+      if (!accumulate) std::fill_n(t.as<T>(), n, T(0));
+      return t.as<T>();
+    }
     scratch[i].assign(static_cast<size_t>(n), T(0));
     return scratch[i].data();
   };

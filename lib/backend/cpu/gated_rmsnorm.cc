@@ -40,7 +40,7 @@ void CpuBackend<T>::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t,
 template <class T>
 void CpuBackend<T>::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_t, Tensor dy_t,
                                            Tensor x_t, Tensor gate_t, Tensor w_t, Tensor rstd_t,
-                                           const GatedNormShape& shape) {
+                                           const GatedNormShape& shape, bool accumulate) {
   shape.check("gated_rmsnorm_backward");
   const int64_t R = shape.R, H = shape.H, C = shape.C, ldg = shape.ldg;
   T *dx = dx_t.as<T>(), *dgate = dgate_t.as<T>(), *dw = dw_t.as<T>();
@@ -55,7 +55,8 @@ void CpuBackend<T>::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor d
       const T rs = rstd[r];
       if (dgate) {
         T* dgr = dgate + (r / H) * ldg + (r % H) * C;
-        for (int64_t c = 0; c < C; ++c) dgr[c] += dyr[c] * w[c] * (xr[c] * rs) * silu_grad(gr[c]);
+        for (int64_t c = 0; c < C; ++c)
+          dgr[c] = (accumulate ? dgr[c] : T(0)) + dyr[c] * w[c] * (xr[c] * rs) * silu_grad(gr[c]);
       }
       if (dx) {
         T dot = 0;  // sum_c dn_c n_c
@@ -63,7 +64,8 @@ void CpuBackend<T>::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor d
         const T mean = dot / T(C);
         T* dxr = dx + r * C;
         for (int64_t c = 0; c < C; ++c) {
-          dxr[c] += rs * (dyr[c] * w[c] * silu(gr[c]) - (xr[c] * rs) * mean);
+          dxr[c] = (accumulate ? dxr[c] : T(0)) +
+                   rs * (dyr[c] * w[c] * silu(gr[c]) - (xr[c] * rs) * mean);
         }
       }
     }

@@ -41,7 +41,8 @@ void CpuBackend<T>::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Ten
 template <class T>
 void CpuBackend<T>::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t, Tensor ddt_bias_t,
                                        Tensor dbeta_t, Tensor dg_t, Tensor b_t, Tensor a_t,
-                                       Tensor A_log_t, Tensor dt_bias_t, const GatesShape& shape) {
+                                       Tensor A_log_t, Tensor dt_bias_t, const GatesShape& shape,
+                                       bool accumulate) {
   shape.check("gdn_gates_backward");
   const int64_t BT = shape.BT, H = shape.H, ld = shape.ld;
   const float beta_scale = shape.beta_scale;
@@ -54,7 +55,8 @@ void CpuBackend<T>::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t
     for (int64_t t = 0; t < BT; ++t) {
       for (int64_t h = 0; h < H; ++h) {
         const T s = sigmoid(b[t * ld + h]);
-        db[t * ld + h] += dbeta[t * H + h] * beta_scale * s * (T(1) - s);
+        T& o = db[t * ld + h];
+        o = (accumulate ? o : T(0)) + dbeta[t * H + h] * beta_scale * s * (T(1) - s);
       }
     }
   }
@@ -64,7 +66,8 @@ void CpuBackend<T>::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t
     for (int64_t t = 0; t < BT; ++t) {
       for (int64_t h = 0; h < H; ++h) {
         const T z = a[t * ld + h] + dt_bias[h];
-        da[t * ld + h] += -dg[t * H + h] * std::exp(A_log[h]) * sigmoid(z);
+        T& o = da[t * ld + h];
+        o = (accumulate ? o : T(0)) - dg[t * H + h] * std::exp(A_log[h]) * sigmoid(z);
       }
     }
   }

@@ -29,10 +29,10 @@ void CpuBackend<T>::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, const
   }
 }
 
-// dx (token stride ldx) += scale * rnorm * (dy - x rnorm^2 sum_c dy_c x_c)
+// dx (token stride ldx) (=|+=) scale * rnorm * (dy - x rnorm^2 sum_c dy_c x_c)
 template <class T>
 void CpuBackend<T>::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, Tensor rnorm_t,
-                                    const L2NormShape& shape) {
+                                    const L2NormShape& shape, bool accumulate) {
   shape.check("l2norm_backward");
   const int64_t BT = shape.BT, H = shape.H, C = shape.C, ldx = shape.ldx;
   const float scale = shape.scale;
@@ -49,7 +49,8 @@ void CpuBackend<T>::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, Tensor
       for (int64_t c = 0; c < C; ++c) dot += dyr[c] * xr[c];
       const T k = dot * rn * rn;
       T* dxr = dx + t * ldx + h * C;
-      for (int64_t c = 0; c < C; ++c) dxr[c] += scale * rn * (dyr[c] - xr[c] * k);
+      for (int64_t c = 0; c < C; ++c)
+        dxr[c] = (accumulate ? dxr[c] : T(0)) + scale * rn * (dyr[c] - xr[c] * k);
     }
   }
 }

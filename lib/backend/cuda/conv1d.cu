@@ -98,10 +98,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dw_part: [B * runs, C * K], this run's share of dw in row blockIdx.x, or null.
+// dw_part: [B * runs, C * K], this run's share of dw in row blockIdx.x, or null. dx (=|+=).
 template <int K, int V>
 __global__ void __launch_bounds__(kThreads)
-    conv1d_backward_kernel(DPtr dx, float* dw_part, DPtr dy, DPtr x, DPtr w, ConvDims D) {
+    conv1d_backward_kernel(DPtr dx, float* dw_part, DPtr dy, DPtr x, DPtr w, ConvDims D, bool acc) {
   int c, t0, t1;
   int64_t b;
   if (!coords<V>(D, c, b, t0, t1)) return;
@@ -137,8 +137,8 @@ __global__ void __launch_bounds__(kThreads)
       const int s = u - (K - 1);
       if (dx && s >= t0) {
         const int64_t at = (b * D.T + s) * D.ldx + c;
-        float o[V];
-        ldv<V>(dx, at, o);
+        float o[V] = {};
+        if (acc) ldv<V>(dx, at, o);
 #pragma unroll
         for (int j = 0; j < K; ++j)
 #pragma unroll
@@ -231,7 +231,7 @@ void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t, const 
 }
 
 void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Tensor x_t,
-                                       Tensor w_t, const ConvShape& shape) {
+                                       Tensor w_t, const ConvShape& shape, bool accumulate) {
   const int64_t B = shape.B, T = shape.T, C = shape.C, K = shape.K, ldx = shape.ldx;
   const char* op = "conv1d_silu_backward";
   const DPtr dx = dptr(dx_t, op, "dx"), dw = dptr(dw_t, op, "dw"), dy = dptr(dy_t, op, "dy"),
@@ -244,7 +244,7 @@ void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Te
   const int V = K <= 4 && vec_ok(C, ldx, {dx, dy, x}) ? 8 : 1;
 #define SL_BWD(KK, VV)           \
   conv1d_backward_kernel<KK, VV> \
-      <<<grid_of(B, D, VV), kThreads, 0, ctx.stream>>>(dx, part, dy, x, w, D)
+      <<<grid_of(B, D, VV), kThreads, 0, ctx.stream>>>(dx, part, dy, x, w, D, accumulate)
   SL_CONV_DISPATCH(K, V, SL_BWD);
 #undef SL_BWD
   SL_CUDA_LAUNCHED();

@@ -53,6 +53,9 @@ struct GdnDims {
   int DKp;  // DK rounded up to 16 (the MMA tile)
   // Inputs stored as bf16, hence exact in TF32 once widened: q, k, v, dout.
   bool xq, xk, xv, xo;
+  // Backward: accumulate (+=) into dq, dk, dv, dbeta, dg, else write (=) them (each element
+  // gets exactly one contribution: dv from the state pass, the rest from the chunk kernel).
+  bool acc = true;
   // Element offsets: token t of sequence b, head h, for q/k rows, v/out rows and beta/g.
   __device__ int64_t qk(int b, int t, int h) const { return ((int64_t{b} * T + t) * H + h) * DK; }
   __device__ int64_t vo(int b, int t, int h) const { return ((int64_t{b} * T + t) * H + h) * DV; }
@@ -803,7 +806,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     for (int u = 0; u < kUnits; ++u) {
       const int i = tid + u * nth, t = i / kUpr, j = (i % kUpr) * 4;
       dvr[u] = make_uint4(0u, 0u, 0u, 0u);
-      if (units && dv && t < Cn && j < nv) {
+      if (units && dv && D.acc && t < Cn && j < nv) {
         const int64_t e = vo0 + t * vstride + j;
         if (dv.bf) {
           const uint2 w =
@@ -824,7 +827,7 @@ __global__ void __launch_bounds__(kThreads, 3)
         const int t = i / nv, j = i % nv;
         const float x = Xs[t * ldv + j];
         dX[vo0 + t * vstride + j] = x;
-        if (dv) dv.add(vo0 + t * vstride + j, bet[t] * x);
+        if (dv) dv.put(vo0 + t * vstride + j, bet[t] * x, D.acc);
       }
       __syncthreads();  // read before the units below overwrite them
     }
@@ -1087,8 +1090,8 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   mm<false, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G K
   mm<true, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));   // + G^T K
   __syncthreads();
-  if (dq) add_tile(dq, D.qk(b, t0, h), stride, Pq, ldp, Cn, D.DK);
-  if (dk) add_tile(dk, D.qk(b, t0, h), stride, Pk, ldp, Cn, D.DK);
+  if (dq) add_tile(dq, D.qk(b, t0, h), stride, Pq, ldp, Cn, D.DK, nullptr, D.acc);
+  if (dk) add_tile(dk, D.qk(b, t0, h), stride, Pk, ldp, Cn, D.DK, nullptr, D.acc);
   // dg_j = sum_{t >= j} dgamma_t within the chunk (the cross-chunk path went through
   // dgamma_last); dbeta.
   for (int t = Cn + tid; t < kC; t += nth) dgam[t] = 0.f;
@@ -1096,8 +1099,8 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   chunk_scan(dgam, true);
   __syncthreads();
   for (int t = tid; t < Cn; t += nth) {
-    if (dg) dg.add(D.gate(b, t0 + t, h), dgam[t]);
-    if (dbeta) dbeta.add(D.gate(b, t0 + t, h), dbet[t]);
+    if (dg) dg.put(D.gate(b, t0 + t, h), dgam[t], D.acc);
+    if (dbeta) dbeta.put(D.gate(b, t0 + t, h), dbet[t], D.acc);
   }
 }
 
@@ -1255,7 +1258,7 @@ void CudaBackend::gdn_forward(Tensor out_t, Tensor states_t, Tensor q_t, Tensor 
 
 void CudaBackend::gdn_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dbeta_t, Tensor dg_t,
                                Tensor dout_t, Tensor states_t, Tensor q_t, Tensor k_t, Tensor v_t,
-                               Tensor beta_t, Tensor g_t, const GdnShape& shape) {
+                               Tensor beta_t, Tensor g_t, const GdnShape& shape, bool accumulate) {
   const int64_t B = shape.B, T = shape.T, H = shape.H, key_dim = shape.key_dim,
                 value_dim = shape.value_dim;
   const char* op = "gdn_backward";
@@ -1266,7 +1269,8 @@ void CudaBackend::gdn_backward(Tensor dq_t, Tensor dk_t, Tensor dv_t, Tensor dbe
              beta = dptr(beta_t, op, "beta"), g = dptr(g_t, op, "g");
   Ctx& ctx = cuda_ctx();
   if (B * T * H <= 0) return;
-  const GdnDims D = dims(B, T, H, key_dim, value_dim, q, k, v, dout, "backward");
+  GdnDims D = dims(B, T, H, key_dim, value_dim, q, k, v, dout, "backward");
+  D.acc = accumulate;
   // The chunk-parallel kernel keeps 32 KH key columns a warp in registers (KH <= 4), and the
   // sequential pass's value tile of 32 fits at every key dim up to 128.
   if (D.DKp > 128)

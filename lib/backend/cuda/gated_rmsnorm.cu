@@ -36,10 +36,10 @@ __global__ void gated_rmsnorm_forward_kernel(DPtr y, DPtr rstd, DPtr x, DPtr gat
 }
 
 // With s = silu(gate), dn = dy * w * s:
-//   dx += rstd * (dn - n * mean_c(dn * n));   dgate += dy * w * n * silu'(gate)
+//   dx (=|+=) rstd * (dn - n * mean_c(dn * n));   dgate (=|+=) dy * w * n * silu'(gate)
 __global__ void gated_rmsnorm_backward_kernel(DPtr dx, DPtr dgate, DPtr dy, DPtr x, DPtr gate,
                                               int64_t ldg, DPtr w, DPtr rstd, int64_t R, int64_t H,
-                                              int64_t C) {
+                                              int64_t C, bool acc) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;
@@ -47,8 +47,9 @@ __global__ void gated_rmsnorm_backward_kernel(DPtr dx, DPtr dgate, DPtr dy, DPtr
   const float rs = rstd.ld(r);
   if (dgate) {
     for (int64_t c = lane; c < C; c += 32)
-      dgate.add(go + c,
-                dy.ld(r * C + c) * w.ld(c) * (x.ld(r * C + c) * rs) * silu_gradf_(gate.ld(go + c)));
+      dgate.put(go + c,
+                dy.ld(r * C + c) * w.ld(c) * (x.ld(r * C + c) * rs) * silu_gradf_(gate.ld(go + c)),
+                acc);
   }
   if (dx) {
     float dot = 0.f;
@@ -57,7 +58,8 @@ __global__ void gated_rmsnorm_backward_kernel(DPtr dx, DPtr dgate, DPtr dy, DPtr
     const float mean = warp_sum(dot) / static_cast<float>(C);
     for (int64_t c = lane; c < C; c += 32) {
       const float n = x.ld(r * C + c) * rs;
-      dx.add(r * C + c, rs * (dy.ld(r * C + c) * w.ld(c) * siluf_(gate.ld(go + c)) - n * mean));
+      dx.put(r * C + c, rs * (dy.ld(r * C + c) * w.ld(c) * siluf_(gate.ld(go + c)) - n * mean),
+             acc);
     }
   }
 }
@@ -93,13 +95,13 @@ __global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr
   st8(y, r * C + c, v);
 }
 
-// One pass, rows strided over the grid: dx += ..., dgate += ... (as the scalar kernel) and, with
-// `partial`, this block's column sums of dy n silu(gate) in partial[blockIdx.x, 0 .. C) (summed
-// over the blocks by colsum in a fixed order: deterministic, no atomics).
+// One pass, rows strided over the grid: dx (=|+=) ..., dgate (=|+=) ... (as the scalar kernel) and,
+// with `partial`, this block's column sums of dy n silu(gate) in partial[blockIdx.x, 0 .. C)
+// (summed over the blocks by colsum in a fixed order: deterministic, no atomics).
 template <int G, bool GA>
 __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* partial, DPtr dy,
                                                   DPtr x, DPtr gate, int64_t ldg, DPtr w, DPtr rstd,
-                                                  int64_t R, int64_t H, int64_t C) {
+                                                  int64_t R, int64_t H, int64_t C, bool acc) {
   constexpr int kRows = 32 / G;
   __shared__ float sh[kWarps][256];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -121,8 +123,8 @@ __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* pa
       ld8(dy, r * C + c, d);
       ld8(x, r * C + c, n);
       ld8a<GA>(gate, go, g);
-      if (dgate) ld8a<GA>(dgate, go, odg);
-      if (dx) ld8(dx, r * C + c, odx);
+      if (dgate && acc) ld8a<GA>(dgate, go, odg);
+      if (dx && acc) ld8(dx, r * C + c, odx);
     }
     float dn[8], dot = 0.f;
 #pragma unroll
@@ -214,7 +216,7 @@ void CudaBackend::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, T
 
 void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_t, Tensor dy_t,
                                          Tensor x_t, Tensor gate_t, Tensor w_t, Tensor rstd_t,
-                                         const GatedNormShape& shape) {
+                                         const GatedNormShape& shape, bool accumulate) {
   const int64_t R = shape.R, H = shape.H, C = shape.C, ldg = shape.ldg;
   const char* op = "gated_rmsnorm_backward";
   const DPtr dx = dptr(dx_t, op, "dx"), dgate = dptr(dgate_t, op, "dgate"),
@@ -236,7 +238,7 @@ void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_
 #define SL_BWD(GG)                                                                         \
   (ga ? gated_rmsnorm_backward_vec_kernel<GG, true>                                        \
       : gated_rmsnorm_backward_vec_kernel<GG, false>)<<<nb, 32 * kWarps, 0, ctx.stream>>>( \
-      dx, dgate, partial, dy, x, gate, ldg, w, rstd, R, H, C)
+      dx, dgate, partial, dy, x, gate, ldg, w, rstd, R, H, C, accumulate)
     SL_FOR_GROUP(G, SL_BWD);
 #undef SL_BWD
     SL_CUDA_LAUNCHED();
@@ -245,7 +247,8 @@ void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_
   }
   if (dx || dgate) {
     gated_rmsnorm_backward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps,
-                                    0, ctx.stream>>>(dx, dgate, dy, x, gate, ldg, w, rstd, R, H, C);
+                                    0, ctx.stream>>>(dx, dgate, dy, x, gate, ldg, w, rstd, R, H, C,
+                                                     accumulate);
     SL_CUDA_LAUNCHED();
   }
   colsum(ctx, GatedRmsnormDw{dy, x, gate, rstd, ldg, H, C}, R, C, dw);

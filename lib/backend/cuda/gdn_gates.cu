@@ -19,19 +19,19 @@ __global__ void gdn_gates_forward_kernel(DPtr beta, DPtr g, DPtr b, DPtr a, int6
   }
 }
 
-// db += dbeta * beta_scale * s (1 - s);  da += dg * (-exp(A_log) sigmoid(a + dt_bias))
+// db (=|+=) dbeta * beta_scale * s (1 - s);  da (=|+=) dg * (-exp(A_log) sigmoid(a + dt_bias))
 __global__ void gdn_gates_backward_kernel(DPtr db, DPtr da, DPtr dbeta, DPtr dg, DPtr b, DPtr a,
                                           int64_t ld, DPtr A_log, DPtr dt_bias, int64_t BT,
-                                          int64_t H, float beta_scale) {
+                                          int64_t H, float beta_scale, bool acc) {
   SL_GRID_STRIDE(i, BT * H) {
     const int64_t t = i / H, h = i % H;
     if (db && dbeta) {
       const float s = sigmoidf_(b.ld(t * ld + h));
-      db.add(t * ld + h, dbeta.ld(i) * beta_scale * s * (1.f - s));
+      db.put(t * ld + h, dbeta.ld(i) * beta_scale * s * (1.f - s), acc);
     }
     if (da && dg) {
       const float z = a.ld(t * ld + h) + dt_bias.ld(h);
-      da.add(t * ld + h, -dg.ld(i) * expf(A_log.ld(h)) * sigmoidf_(z));
+      da.put(t * ld + h, -dg.ld(i) * expf(A_log.ld(h)) * sigmoidf_(z), acc);
     }
   }
 }
@@ -79,7 +79,8 @@ void CudaBackend::gdn_gates_forward(Tensor beta_t, Tensor g_t, Tensor b_t, Tenso
 
 void CudaBackend::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t, Tensor ddt_bias_t,
                                      Tensor dbeta_t, Tensor dg_t, Tensor b_t, Tensor a_t,
-                                     Tensor A_log_t, Tensor dt_bias_t, const GatesShape& shape) {
+                                     Tensor A_log_t, Tensor dt_bias_t, const GatesShape& shape,
+                                     bool accumulate) {
   const int64_t BT = shape.BT, H = shape.H, ld = shape.ld;
   const float beta_scale = shape.beta_scale;
   const char* op = "gdn_gates_backward";
@@ -92,7 +93,7 @@ void CudaBackend::gdn_gates_backward(Tensor db_t, Tensor da_t, Tensor dA_log_t, 
   if (BT * H <= 0) return;
   if ((db && dbeta) || (da && dg)) {
     gdn_gates_backward_kernel<<<grid_for(BT * H, 256), 256, 0, ctx.stream>>>(
-        db, da, dbeta, dg, b, a, ld, A_log, dt_bias, BT, H, beta_scale);
+        db, da, dbeta, dg, b, a, ld, A_log, dt_bias, BT, H, beta_scale, accumulate);
     SL_CUDA_LAUNCHED();
   }
   if (!dg) return;

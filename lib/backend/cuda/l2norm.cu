@@ -29,9 +29,9 @@ __global__ void l2norm_forward_kernel(DPtr y, DPtr rnorm, DPtr x, int64_t ldx, i
   for (int64_t c = lane; c < C; c += 32) y.st(row * C + c, scale * (x.ld(xo + c) * rn));
 }
 
-// dx += scale * rnorm * (dy - x rnorm^2 sum_c dy_c x_c)
+// dx (=|+=) scale * rnorm * (dy - x rnorm^2 sum_c dy_c x_c)
 __global__ void l2norm_backward_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr rnorm,
-                                       int64_t BT, int64_t H, int64_t C, float scale) {
+                                       int64_t BT, int64_t H, int64_t C, float scale, bool acc) {
   const int64_t row = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= BT * H) return;
@@ -41,7 +41,7 @@ __global__ void l2norm_backward_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DP
   for (int64_t c = lane; c < C; c += 32) dot += dy.ld(row * C + c) * x.ld(xo + c);
   const float k = warp_sum(dot) * rn * rn;
   for (int64_t c = lane; c < C; c += 32)
-    dx.add(xo + c, scale * rn * (dy.ld(row * C + c) - x.ld(xo + c) * k));
+    dx.put(xo + c, scale * rn * (dy.ld(row * C + c) - x.ld(xo + c) * k), acc);
 }
 
 // The same over row groups of G lanes (C % 8 == 0, C <= 256, ldx % 8 == 0, aligned tensors).
@@ -68,7 +68,8 @@ __global__ void l2norm_forward_vec_kernel(DPtr y, DPtr rnorm, DPtr x, int64_t ld
 
 template <int G>
 __global__ void l2norm_backward_vec_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr rnorm,
-                                           int64_t BT, int64_t H, int64_t C, float scale) {
+                                           int64_t BT, int64_t H, int64_t C, float scale,
+                                           bool acc) {
   const int lane = threadIdx.x % 32;
   const int64_t row = (blockIdx.x * int64_t{kWarps} + threadIdx.x / 32) * (32 / G) + lane / G;
   const int64_t c = 8 * (lane % G);
@@ -84,8 +85,8 @@ __global__ void l2norm_backward_vec_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx
   dot = group_sum<G>(dot);
   if (!on) return;
   const float rn = rnorm.ld(row), k = dot * rn * rn;
-  float o[8];
-  ld8(dx, xo, o);
+  float o[8] = {};
+  if (acc) ld8(dx, xo, o);
 #pragma unroll
   for (int e = 0; e < 8; ++e) o[e] = o[e] + scale * rn * (d[e] - v[e] * k);
   st8(dx, xo, o);
@@ -123,7 +124,7 @@ void CudaBackend::l2norm_forward(Tensor y_t, Tensor rnorm_t, Tensor x_t, const L
 }
 
 void CudaBackend::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, Tensor rnorm_t,
-                                  const L2NormShape& shape) {
+                                  const L2NormShape& shape, bool accumulate) {
   const int64_t BT = shape.BT, H = shape.H, C = shape.C, ldx = shape.ldx;
   const float scale = shape.scale;
   const char* op = "l2norm_backward";
@@ -135,13 +136,14 @@ void CudaBackend::l2norm_backward(Tensor dx_t, Tensor dy_t, Tensor x_t, Tensor r
   if (const int G = vec_ok(C, ldx, {dx, dy, x}) ? row_group(C) : 0) {
     const int64_t per_block = kWarps * (32 / G);
     const unsigned nb = static_cast<unsigned>((rows + per_block - 1) / per_block);
-#define SL_BWD(GG) \
-  l2norm_backward_vec_kernel<GG><<<nb, 32 * kWarps, 0, st>>>(dx, dy, x, ldx, rnorm, BT, H, C, scale)
+#define SL_BWD(GG)               \
+  l2norm_backward_vec_kernel<GG> \
+      <<<nb, 32 * kWarps, 0, st>>>(dx, dy, x, ldx, rnorm, BT, H, C, scale, accumulate)
     SL_FOR_GROUP(G, SL_BWD);
 #undef SL_BWD
   } else {
     l2norm_backward_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), 32 * kWarps, 0,
-                             st>>>(dx, dy, x, ldx, rnorm, BT, H, C, scale);
+                             st>>>(dx, dy, x, ldx, rnorm, BT, H, C, scale, accumulate);
   }
   SL_CUDA_LAUNCHED();
 }

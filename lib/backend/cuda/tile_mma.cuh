@@ -190,13 +190,14 @@ __device__ inline void load_tile(float* dst, int ldd, DPtr src, int64_t off, int
   }
 }
 
-// out[off + r * stride + c] += scale_r * src[r * lds + c] for r < nr, c < nc (scale null: 1), src
-// in shared memory. Each thread loads its next 8 elements of `out` before it stores any: the
-// compiler cannot move a load above a store that may alias it, so an element-by-element
-// read-modify-write waits one global round trip per element (8 serial round trips a thread
-// for a 64 x 32 tile of 256 threads).
+// out[off + r * stride + c] (+= when accumulating, else =) scale_r * src[r * lds + c] for r < nr,
+// c < nc (scale null: 1), src in shared memory. Each thread loads its next 8 elements of `out`
+// before it stores any: the compiler cannot move a load above a store that may alias it, so an
+// element-by-element read-modify-write waits one global round trip per element (8 serial round
+// trips a thread for a 64 x 32 tile of 256 threads).
 __device__ inline void add_tile(DPtr out, int64_t off, int64_t stride, const float* src, int lds,
-                                int nr, int nc, const float* scale = nullptr) {
+                                int nr, int nc, const float* scale = nullptr,
+                                bool accumulate = true) {
   constexpr int kBatch = 8;
   const int n = nr * nc, nth = blockDim.x;
   for (int i0 = threadIdx.x; i0 < n; i0 += kBatch * nth) {
@@ -207,7 +208,7 @@ __device__ inline void add_tile(DPtr out, int64_t off, int64_t stride, const flo
       const int i = i0 + u * nth, r = i / nc, c = i % nc;
       if (i < n) {
         o[u] = off + r * stride + c;
-        v[u] = out.ld(o[u]) + (scale ? scale[r] : 1.f) * src[r * lds + c];
+        v[u] = (accumulate ? out.ld(o[u]) : 0.f) + (scale ? scale[r] : 1.f) * src[r * lds + c];
       }
     }
 #pragma unroll

@@ -156,8 +156,11 @@ void GdnBlock::forward(Tensor x, Tensor out) {
   be.axpy(out, mlp_.mo, 1.f, BT * d);
 }
 
-// dres: on entry d out, on return d x (in place, as the attention block's). The GDN ops' scratch
-// gradients accumulate, so theirs is zeroed; the GEMM and RMSNorm ones are written.
+// dres: on entry d out, on return d x (in place, as the attention block's). Every scratch
+// gradient is written (accumulate false) by the one op that produces it, so none is zeroed:
+// dproj's column blocks q|k|v, b, a and gate by the conv, the gates and the gated norm (its
+// padding columns [P, ldp) are never read), dconv's q, k and v blocks by the two l2norms and a
+// copy.
 void GdnBlock::backward(Tensor x, Tensor dres) {
   Backend& be = env_.be;
   const Dims& D = env_.D;
@@ -165,20 +168,16 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   const float qscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D.dk)));
   const float beta_scale = env_.spec.allow_neg_eigval ? 2.f : 1.f;
   int64_t off = mlp_.scratch_size();
-  auto take = [&](int64_t n, bool zeroed) {
+  auto take = [&](int64_t n) {
     Tensor t = env_.scratch.at(off, n);
     off += n;
-    if (zeroed) be.zero(t);
     return t;
   };
-  Tensor dn = take(BT * d, false), don = take(BT * H * D.dv, false),
-         dgo = take(BT * H * D.dv, true), dgq = take(BT * H * D.dk, true),
-         dgk = take(BT * H * D.dk, true), dgv = take(BT * H * D.dv, true),
-         dconv = take(BT * D.Cc, true), dproj = take(BT * D.ldp, true), du = take(BT * d, false);
+  Tensor dn = take(BT * d), don = take(BT * H * D.dv), dgo = take(BT * H * D.dv),
+         dgq = take(BT * H * D.dk), dgk = take(BT * H * D.dk), dgv = take(BT * H * D.dv),
+         dconv = take(BT * D.Cc), dproj = take(BT * D.ldp), du = take(BT * d);
   // fp32 like beta and g
   Tensor dbeta = env_.stat_scratch.at(0, BT * H), dg = env_.stat_scratch.at(BT * H, BT * H);
-  be.zero(dbeta);
-  be.zero(dg);
   // out = y + mlp(rms(y)): d y = d out + (MLP path)
   mlp_.backward(n_, env_.as_act(dres, env_.gcopy, BT, d), dn, false);
   be.rmsnorm_backward(dres, dw_.post_attention_layernorm, dn, y_, w_.post_attention_layernorm,
@@ -188,20 +187,20 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
                      {.M = BT, .K = H * D.dv, .N = d, .ldx = H * D.dv}, false);
   be.gated_rmsnorm_backward(dgo, dproj.at(D.Cc + 2 * H), dw_.o_norm, don, go_,
                             proj_.at(D.Cc + 2 * H), w_.o_norm, go_rstd_,
-                            {.R = BT * H, .H = H, .C = D.dv, .ldg = D.ldp});
+                            {.R = BT * H, .H = H, .C = D.dv, .ldg = D.ldp}, false);
   be.gdn_backward(dgq, dgk, dgv, dbeta, dg, dgo, states_, gq_, gk_, gv_, beta_, g_,
-                  {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv});
+                  {.B = B, .T = T, .H = H, .key_dim = D.dk, .value_dim = D.dv}, false);
   be.gdn_gates_backward(dproj.at(D.Cc), dproj.at(D.Cc + H), dw_.A_log, dw_.dt_bias, dbeta, dg,
                         proj_.at(D.Cc), proj_.at(D.Cc + H), w_.A_log, w_.dt_bias,
-                        {.BT = BT, .H = H, .ld = D.ldp, .beta_scale = beta_scale});
+                        {.BT = BT, .H = H, .ld = D.ldp, .beta_scale = beta_scale}, false);
   be.l2norm_backward(dconv, dgq, conv_, q_rn_,
-                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale});
+                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale}, false);
   be.l2norm_backward(dconv.at(H * D.dk), dgk, conv_.at(H * D.dk), k_rn_,
-                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = 1.f});
+                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = 1.f}, false);
   be.copy2d(dconv.at(2 * H * D.dk), dgv,
-            {.R = BT, .C = H * D.dv, .ld_dst = D.Cc, .ld_src = H * D.dv}, true);
+            {.R = BT, .C = H * D.dv, .ld_dst = D.Cc, .ld_src = H * D.dv}, false);
   be.conv1d_silu_backward(dproj, dw_.conv1d, dconv, proj_, w_.conv1d,
-                          {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.ldp});
+                          {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.ldp}, false);
   be.matmul_backward(du, dw_.proj, dproj, u_, w_.proj,
                      {.M = BT, .K = d, .N = D.P, .ldx = d, .ldy = D.ldp}, false);
   be.rmsnorm_backward(dres, dw_.input_layernorm, du, x, w_.input_layernorm, u_rstd_,
