@@ -40,7 +40,7 @@ int64_t num_chunks(int64_t T) { return (T + 63) / 64; }
 
 // The MLP's [0, 3 BT m), then the mixer's gradients (see backward).
 int64_t scratch_elems(const Dims& D, int64_t BT) {
-  return BT * (D.ldp + D.Cc + 2 * D.H * D.dk + 3 * D.H * D.dv + D.d + 3 * D.m + D.d);
+  return BT * (D.ldp + 4 * D.H * D.dk + 3 * D.H * D.dv + D.d + 3 * D.m + D.d);
 }
 
 // Mirrors GdnBlock::allocate, buffer by buffer.
@@ -48,8 +48,8 @@ BlockMemory memory(const ModelSpec& s, int64_t B, int64_t T, bool /*split*/) {
   const Dims D = dims_of(s);
   const int64_t BT = B * T, H = D.H;
   BlockMemory m;
-  // u_, proj_, conv_, gq_, gk_, gv_, go_, on_, n_
-  m.act = BT * (D.d + D.ldp + D.Cc + 2 * H * D.dk + 3 * H * D.dv + D.d);
+  // u_, proj_, conv_ (q|k), gq_, gk_, gv_, go_, on_, n_
+  m.act = BT * (D.d + D.ldp + 4 * H * D.dk + 3 * H * D.dv + D.d);
   // u_rstd_, q_rn_, k_rn_, beta_, g_, go_rstd_, n_rstd_, y_; states_
   m.stat = BT * (1 + 4 * H + H + 1 + D.d) + B * H * num_chunks(T) * D.dk * D.dv;
   mlp_memory(s, BT, m);
@@ -92,7 +92,7 @@ void GdnBlock::allocate(BlockEnv& env, Tensor /*x*/) {
   u_ = env.act(BT * D.d);
   u_rstd_ = env.stat(BT);
   proj_ = env.act(BT * D.ldp);
-  conv_ = env.act(BT * D.Cc);
+  conv_ = env.act(BT * 2 * H * D.dk);
   gq_ = env.act(BT * H * D.dk);
   gk_ = env.act(BT * H * D.dk);
   q_rn_ = env.stat(BT * H);
@@ -114,6 +114,8 @@ int64_t GdnBlock::scratch_size() const { return scratch_elems(env_.D, env_.BT); 
 
 //   u = rms(x; input_layernorm);  proj = u [Wq;Wk;Wv;Wb;Wa;Wg]^T = q0|k0|v0|b|a|gate
 //   [q1|k1|v1] = silu(causal_conv(q0|k0|v0));  q = l2n(q1)/sqrt(k_h), k = l2n(k1), v = v1
+//   (the depthwise conv in two calls, q|k into conv_ and v straight into gv_, which the
+//   recurrence reads contiguous: no copy)
 //   beta = 2 sigmoid(b);  g = -exp(A_log) softplus(a + dt_bias);  o = gated_delta_rule(...)
 //   y = x + (w_o * rms(o) * silu(gate)) Wo^T;  out = y + mlp(rms(y; post_attention_layernorm))
 void GdnBlock::forward(Tensor x, Tensor out) {
@@ -128,14 +130,15 @@ void GdnBlock::forward(Tensor x, Tensor out) {
   be.rmsnorm_forward(u_, u_rstd_, x, w_.input_layernorm, {.R = BT, .C = d, .ldx = d}, eps, none,
                      none);
   be.matmul_forward(proj_, u_, w_.proj, {.M = BT, .K = d, .N = D.P, .ldx = d, .ldy = D.ldp}, false);
-  be.conv1d_silu_forward(conv_, proj_, w_.conv1d,
-                         {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.ldp});
-  be.l2norm_forward(gq_, q_rn_, conv_, {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale},
+  const int64_t qk = 2 * H * D.dk;  // q|k channels; v's follow
+  be.conv1d_silu_forward(conv_, proj_, w_.conv1d.at(0, qk * D.K),
+                         {.B = B, .T = T, .C = qk, .K = D.K, .ldx = D.ldp});
+  be.conv1d_silu_forward(gv_, proj_.at(qk), w_.conv1d.at(qk * D.K),
+                         {.B = B, .T = T, .C = H * D.dv, .K = D.K, .ldx = D.ldp});
+  be.l2norm_forward(gq_, q_rn_, conv_, {.BT = BT, .H = H, .C = D.dk, .ldx = qk, .scale = qscale},
                     l2eps);
   be.l2norm_forward(gk_, k_rn_, conv_.at(H * D.dk),
-                    {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = 1.f}, l2eps);
-  be.copy2d(gv_, conv_.at(2 * H * D.dk),
-            {.R = BT, .C = H * D.dv, .ld_dst = H * D.dv, .ld_src = D.Cc}, false);
+                    {.BT = BT, .H = H, .C = D.dk, .ldx = qk, .scale = 1.f}, l2eps);
   be.gdn_gates_forward(
       beta_, g_, proj_.at(D.Cc), proj_.at(D.Cc + H), w_.A_log, w_.dt_bias,
       {.BT = BT, .H = H, .ld = D.ldp, .beta_scale = spec.allow_neg_eigval ? 2.f : 1.f});
@@ -159,8 +162,8 @@ void GdnBlock::forward(Tensor x, Tensor out) {
 // dres: on entry d out, on return d x (in place, as the attention block's). Every scratch
 // gradient is written (accumulate false) by the one op that produces it, so none is zeroed:
 // dproj's column blocks q|k|v, b, a and gate by the conv, the gates and the gated norm (its
-// padding columns [P, ldp) are never read), dconv's q, k and v blocks by the two l2norms and a
-// copy.
+// padding columns [P, ldp) are never read), dconv's q and k blocks by the two l2norms (v's
+// gradient dgv feeds the v half of the conv directly).
 void GdnBlock::backward(Tensor x, Tensor dres) {
   Backend& be = env_.be;
   const Dims& D = env_.D;
@@ -175,7 +178,8 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
   };
   Tensor dn = take(BT * d), don = take(BT * H * D.dv), dgo = take(BT * H * D.dv),
          dgq = take(BT * H * D.dk), dgk = take(BT * H * D.dk), dgv = take(BT * H * D.dv),
-         dconv = take(BT * D.Cc), dproj = take(BT * D.ldp), du = take(BT * d);
+         dconv = take(BT * 2 * H * D.dk), dproj = take(BT * D.ldp), du = take(BT * d);
+  const int64_t qk = 2 * H * D.dk;
   // fp32 like beta and g
   Tensor dbeta = env_.stat_scratch.at(0, BT * H), dg = env_.stat_scratch.at(BT * H, BT * H);
   // out = y + mlp(rms(y)): d y = d out + (MLP path)
@@ -194,13 +198,15 @@ void GdnBlock::backward(Tensor x, Tensor dres) {
                         proj_.at(D.Cc), proj_.at(D.Cc + H), w_.A_log, w_.dt_bias,
                         {.BT = BT, .H = H, .ld = D.ldp, .beta_scale = beta_scale}, false);
   be.l2norm_backward(dconv, dgq, conv_, q_rn_,
-                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = qscale}, false);
+                     {.BT = BT, .H = H, .C = D.dk, .ldx = qk, .scale = qscale}, false);
   be.l2norm_backward(dconv.at(H * D.dk), dgk, conv_.at(H * D.dk), k_rn_,
-                     {.BT = BT, .H = H, .C = D.dk, .ldx = D.Cc, .scale = 1.f}, false);
-  be.copy2d(dconv.at(2 * H * D.dk), dgv,
-            {.R = BT, .C = H * D.dv, .ld_dst = D.Cc, .ld_src = H * D.dv}, false);
-  be.conv1d_silu_backward(dproj, dw_.conv1d, dconv, proj_, w_.conv1d,
-                          {.B = B, .T = T, .C = D.Cc, .K = D.K, .ldx = D.ldp}, false);
+                     {.BT = BT, .H = H, .C = D.dk, .ldx = qk, .scale = 1.f}, false);
+  be.conv1d_silu_backward(dproj, dw_.conv1d.at(0, qk * D.K), dconv, proj_,
+                          w_.conv1d.at(0, qk * D.K),
+                          {.B = B, .T = T, .C = qk, .K = D.K, .ldx = D.ldp}, false);
+  be.conv1d_silu_backward(dproj.at(qk), dw_.conv1d.at(qk * D.K), dgv, proj_.at(qk),
+                          w_.conv1d.at(qk * D.K),
+                          {.B = B, .T = T, .C = H * D.dv, .K = D.K, .ldx = D.ldp}, false);
   be.matmul_backward(du, dw_.proj, dproj, u_, w_.proj,
                      {.M = BT, .K = d, .N = D.P, .ldx = d, .ldy = D.ldp}, false);
   be.rmsnorm_backward(dres, dw_.input_layernorm, du, x, w_.input_layernorm, u_rstd_,

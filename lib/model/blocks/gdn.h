@@ -30,9 +30,9 @@ class GdnBlock final : public Block {
   // Saved activations (BT = B*T rows).
   Tensor u_, u_rstd_;             // [BT, d] input_layernorm(x); [BT]
   Tensor proj_;                   // [BT, P] = u Wproj^T: q0 | k0 | v0 | b | a | gate
-  Tensor conv_;                   // [BT, Cc] silu(causal conv(q0 | k0 | v0))
+  Tensor conv_;                   // [BT, 2 H k_h] silu(causal conv(q0 | k0))
   Tensor gq_, gk_, q_rn_, k_rn_;  // [BT, H, k_h] L2-normed q (scaled) and k; [BT, H] 1/norms
-  Tensor gv_;                     // [BT, H, v_h] contiguous copy of the conv'd v
+  Tensor gv_;                     // [BT, H, v_h] silu(causal conv(v0)), contiguous for the GDN
   Tensor beta_, g_;               // [BT, H]
   Tensor states_;                 // [B, H, NC, k_h, v_h]
   Tensor go_, go_rstd_, on_;      // [BT, H v_h] recurrence output, [BT H] rstd, gated-normed output
