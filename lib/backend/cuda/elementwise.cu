@@ -5,11 +5,19 @@
 
 namespace sl::cuda {
 
+// Block (32, 8), grid ceil(C / 32): column blockIdx.x * 32 + x, chunks y, y + 8, ... (common.cuh).
 __global__ void colsum_finish_kernel(const float* partial, int64_t nchunks, int64_t C, DPtr out) {
-  SL_GRID_STRIDE(c, C) {
-    float s = 0.f;
-    for (int64_t k = 0; k < nchunks; ++k) s += partial[k * C + c];
-    out.add(c, s);
+  __shared__ float sh[8][33];
+  const int64_t c = int64_t{blockIdx.x} * 32 + threadIdx.x;
+  float s = 0.f;
+  if (c < C)
+    for (int64_t k = threadIdx.y; k < nchunks; k += 8) s += partial[k * C + c];
+  sh[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float t = 0.f;
+    for (int y = 0; y < 8; ++y) t += sh[y][threadIdx.x];
+    out.add(c, t);
   }
 }
 
