@@ -25,9 +25,20 @@ namespace sl::cli {
 namespace {
 
 constexpr int kSets = 3;  // input sets used in turn
-constexpr const char* kOps[] = {"attention", "gdn",           "matmul", "rmsnorm", "swiglu",
-                                "rope",      "rmsnorm_rope",  "conv1d", "l2norm",  "gated_rmsnorm",
-                                "embedding", "cross_entropy", "adamw"};
+constexpr const char* kOps[] = {"attention",
+                                "gdn",
+                                "matmul",
+                                "rmsnorm",
+                                "swiglu",
+                                "rope",
+                                "rmsnorm_rope",
+                                "conv1d",
+                                "l2norm",
+                                "gated_rmsnorm",
+                                "gated_rmsnorm_proj",
+                                "embedding",
+                                "cross_entropy",
+                                "adamw"};
 
 // One op's benchmark: forward and backward closures over input set i, with the work they do.
 struct OpCase {
@@ -221,7 +232,7 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     };
     c.shape += " C=" + std::to_string(C) + " K=4";
     c.fwd_bytes = es * 2.0 * BT * C;
-    c.bwd_bytes = es * 4.0 * BT * C;
+    c.bwd_bytes = es * 3.0 * BT * C;  // read x, dy; write dx (the model's write mode)
   } else if (op == "l2norm") {
     auto x = P.sets(BT * d, act), y = P.sets(BT * d, act), rn = P.sets(BT * H, f32);
     auto dy = P.sets(BT * d, act), dx = P.sets(BT * d, act);
@@ -235,28 +246,34 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.fwd_bytes = es * 2.0 * BT * d;
-    c.bwd_bytes = es * 4.0 * BT * d;
-  } else if (op == "gated_rmsnorm") {
+    c.bwd_bytes = es * 3.0 * BT * d;  // read x, dy; write dx
+  } else if (op == "gated_rmsnorm" || op == "gated_rmsnorm_proj") {
     // The GDN output norm: rows of one head (value_dim = 2 hd), gate from a [BT, H value_dim]
-    // block.
+    // block: contiguous, or (_proj) where the model has it, in the fused projection's rows
+    // (key dim hd: q|k|v|b|a|gate, P = 2 H hd + 2 H value_dim + 2 H wide, row stride P rounded up
+    // to 8), so only 4-byte aligned when H is not a multiple of 4 (the ladder's L0, L1, L3).
     const int64_t value_dim = 2 * hd, R = BT * H;
-    auto x = P.sets(R * value_dim, act), gate = P.sets(R * value_dim, act),
+    const bool proj = op == "gated_rmsnorm_proj";
+    const int64_t goff = proj ? 2 * H * hd + H * value_dim + 2 * H : 0;
+    const int64_t ldg = proj ? (goff + H * value_dim + 7) / 8 * 8 : H * value_dim;
+    auto x = P.sets(R * value_dim, act), gate = P.sets(BT * ldg, act),
          w = P.sets(value_dim, f32, 0.5f, 1.5f);
     auto y = P.sets(R * value_dim, act), rstd = P.sets(R, f32), dy = P.sets(R * value_dim, act);
-    auto dx = P.sets(R * value_dim, act), dgate = P.sets(R * value_dim, act),
+    auto dx = P.sets(R * value_dim, act), dgate = P.sets(BT * ldg, act),
          dw = P.sets(value_dim, f32);
     c.fwd = [=, &be](int i) {
-      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i], w[i],
-                               {.R = R, .H = H, .C = value_dim, .ldg = H * value_dim}, 1e-6f);
+      be.gated_rmsnorm_forward(y[i], rstd[i], x[i], gate[i].at(goff), w[i],
+                               {.R = R, .H = H, .C = value_dim, .ldg = ldg}, 1e-6f);
     };
     c.bwd = [=, &be](int i) {
-      be.gated_rmsnorm_backward(dx[i], dgate[i], dw[i], dy[i], x[i], gate[i], w[i], rstd[i],
-                                {.R = R, .H = H, .C = value_dim, .ldg = H * value_dim}, false);
+      be.gated_rmsnorm_backward(dx[i], dgate[i].at(goff), dw[i], dy[i], x[i], gate[i].at(goff),
+                                w[i], rstd[i], {.R = R, .H = H, .C = value_dim, .ldg = ldg}, false);
     };
     for (int i = 0; i < kSets; ++i) c.fwd(i);
     c.shape += " value_dim=" + std::to_string(value_dim);
+    if (proj) c.shape += " ldg=" + std::to_string(ldg) + " gate+" + std::to_string(goff);
     c.fwd_bytes = es * 3.0 * R * value_dim;
-    c.bwd_bytes = es * 7.0 * R * value_dim;
+    c.bwd_bytes = es * 5.0 * R * value_dim;  // read dy, x, gate; write dx, dgate
   } else if (op == "embedding") {
     // Token embedding of a vocab x d table; the backward scatters into its gradient.
     const int64_t V = a.vocab;

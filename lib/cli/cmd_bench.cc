@@ -72,10 +72,12 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--profile", a->profile,
                 "After the timed steps, time every op (synchronizing around each) and print where "
                 "a step's time goes");
-  cmd->add_option("--op", a->ops,
-                  "Time single ops instead of training steps (comma-separated): attention, gdn, "
-                  "matmul, rmsnorm, swiglu, rope, conv1d, l2norm, gated_rmsnorm, embedding, "
-                  "cross_entropy, adamw; forward and backward separately");
+  cmd->add_option(
+      "--op", a->ops,
+      "Time single ops instead of training steps (comma-separated): attention, gdn, "
+      "matmul, rmsnorm, swiglu, rope, conv1d, l2norm, gated_rmsnorm, gated_rmsnorm_proj (the "
+      "gate in the model's projection rows), embedding, cross_entropy, adamw; forward and "
+      "backward separately");
   cmd->add_option("--heads", a->heads, "--op: heads H (width d = H x head dim)");
   cmd->add_option("--head-dim", a->head_dim, "--op: head dim");
   cmd->add_option("--reps", a->reps, "--op: timed calls per pass");

@@ -39,14 +39,14 @@ BOOST_AUTO_TEST_CASE(every_op_timed_forward_and_backward) {
   const std::string json = (d.path / "ops.json").string();
   const Result r = bench(d,
                          "--op attention,gdn,matmul,rmsnorm,swiglu,rope,rmsnorm_rope,conv1d,l2norm,"
-                         "gated_rmsnorm,embedding,cross_entropy,adamw --batch 2 "
+                         "gated_rmsnorm,gated_rmsnorm_proj,embedding,cross_entropy,adamw --batch 2 "
                          "--seq-len 20 --heads 2 --head-dim 8 --vocab 64 --reps 2 --warmup 1 "
                          "--json " +
                              json);
   BOOST_TEST_MESSAGE(r.out << r.err);
   BOOST_REQUIRE_EQUAL(r.code, 0);
   const nlohmann::json rows = nlohmann::json::parse(slurp(json));
-  BOOST_REQUIRE_EQUAL(rows.size(), 26u);
+  BOOST_REQUIRE_EQUAL(rows.size(), 28u);
   std::set<std::string> seen;
   for (const auto& row : rows) {
     const std::string op = row.at("op"), pass = row.at("pass");
@@ -60,7 +60,7 @@ BOOST_AUTO_TEST_CASE(every_op_timed_forward_and_backward) {
     BOOST_TEST(double(row.at("gbs")) > 0, op);
     BOOST_TEST(r.out.find(op) != std::string::npos);
   }
-  BOOST_TEST(seen.size() == 26u);
+  BOOST_TEST(seen.size() == 28u);
   // Attention: the causal forward counts 2 x 2 B H T^2 hd / 2, the backward 2.5 times that.
   for (const auto& row : rows)
     if (row.at("op") == "attention")
