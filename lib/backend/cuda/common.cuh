@@ -85,6 +85,32 @@ __device__ inline void ld8(DPtr p, int64_t i, float (&v)[8]) {
     v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
   }
 }
+// ld8 through the read-only path (ld.global.nc): for a tensor no thread of the kernel writes,
+// so the compiler may issue the load before earlier stores to other tensors (a plain load must
+// wait behind any store that might alias it: one memory round trip per step of a sliding loop).
+__device__ inline void ld8_ro(DPtr p, int64_t i, float (&v)[8]) {
+  if (p.bf) {
+    const uint4 u =
+        __ldg(reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.p) + i));
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      v[2 * e] = __uint_as_float(w[e] << 16);
+      v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+    }
+  } else {
+    const float4* q = reinterpret_cast<const float4*>(static_cast<const float*>(p.p) + i);
+    const float4 a = __ldg(q), b = __ldg(q + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  }
+}
+__device__ inline float ld1_ro(DPtr p, int64_t i) {
+  if (p.bf) {
+    const unsigned short u = __ldg(reinterpret_cast<const unsigned short*>(p.p) + i);
+    return __uint_as_float(static_cast<unsigned>(u) << 16);
+  }
+  return __ldg(static_cast<const float*>(p.p) + i);
+}
 __device__ inline void st8(DPtr p, int64_t i, const float (&v)[8]) {
   if (p.bf) {
     unsigned w[4];
@@ -156,6 +182,15 @@ __device__ inline void ldv(DPtr p, int64_t i, float (&v)[V]) {
     ld8(p, i, v);
   else
     v[0] = p.ld(i);
+}
+// ldv through the read-only path (ld8_ro), for inputs the kernel does not write.
+template <int V>
+__device__ inline void ldv_ro(DPtr p, int64_t i, float (&v)[V]) {
+  static_assert(V == 1 || V == 8);
+  if constexpr (V == 8)
+    ld8_ro(p, i, v);
+  else
+    v[0] = ld1_ro(p, i);
 }
 template <int V>
 __device__ inline void stv(DPtr p, int64_t i, const float (&v)[V]) {

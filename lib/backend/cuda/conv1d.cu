@@ -17,6 +17,8 @@
 // the K-1 steps after it (dx of the run's last steps needs them), dx for the run, and this run's
 // share of dw, written to a workspace row and summed over runs in a fixed order (colsum):
 // deterministic, no atomics.
+// x and dy are read through the read-only path (ldv_ro): the compiler may then issue a step's
+// loads ahead of the previous steps' stores to y / dx, instead of one round trip per step.
 #include <string>
 
 #include "backend/cuda/common.cuh"
@@ -59,7 +61,7 @@ __device__ inline void start(const ConvDims& D, DPtr x, DPtr w, int c, int64_t b
     }
 #pragma unroll
   for (int m = 1; m < K; ++m)
-    if (t0 - m >= 0) ldv<V>(x, (b * D.T + t0 - m) * D.ldx + c, xr[K - m]);
+    if (t0 - m >= 0) ldv_ro<V>(x, (b * D.T + t0 - m) * D.ldx + c, xr[K - m]);
 }
 
 // z[v] = sum_j w[c+v, j] x[u-K+1+j] with time u in slot i: time u-K+1+j is in slot (i+1+j) mod K.
@@ -88,7 +90,7 @@ __global__ void __launch_bounds__(kThreads)
       const int u = u0 + i;
       if (u >= t1) break;
       const int64_t row = b * D.T + u;
-      ldv<V>(x, row * D.ldx + c, xr[i]);
+      ldv_ro<V>(x, row * D.ldx + c, xr[i]);
       float z[V];
       conv_at<K, V>(i, wt, xr, z);
 #pragma unroll
@@ -117,10 +119,10 @@ __global__ void __launch_bounds__(kThreads)
       // dz[u] into slot i (zero past the end of the sequence)
       if (u < D.T) {
         const int64_t row = b * D.T + u;
-        ldv<V>(x, row * D.ldx + c, xr[i]);
+        ldv_ro<V>(x, row * D.ldx + c, xr[i]);
         float z[V], g[V];
         conv_at<K, V>(i, wt, xr, z);
-        ldv<V>(dy, row * D.C + c, g);
+        ldv_ro<V>(dy, row * D.C + c, g);
 #pragma unroll
         for (int v = 0; v < V; ++v) dzr[i][v] = g[v] * silu_gradf_(z[v]);
         if (u < t1) {
