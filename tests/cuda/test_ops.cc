@@ -810,7 +810,8 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
   // width G = C/8 rounded up to a power of two (C 40 and 96: lanes past C idle; C 8: G 1, 32
   // rows a warp), with R not a multiple of a block's rows. gate_off: the gate block starts that
   // many elements into its buffer, as the model's starts after the projection's 2H b|a columns:
-  // 2 (bf16 4-byte aligned: the 4-byte path) and 12 (bf16 8-byte, f32 16-byte aligned).
+  // 2 (bf16 4-byte aligned, f32 8-byte: the 4- and 8-byte paths) and 12 (bf16 8-byte, f32
+  // 16-byte aligned).
   struct Case {
     int64_t BT, H, C, ldg_extra, gate_off;
   };

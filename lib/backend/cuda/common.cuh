@@ -159,18 +159,64 @@ __device__ inline void st8_4(DPtr p, int64_t i, const float (&v)[8]) {
     for (int e = 0; e < 8; ++e) static_cast<float*>(p.p)[i + e] = v[e];
   }
 }
-// ld8 (A16) or ld8_4, st8 or st8_4: kernels templated on their operand's alignment.
-template <bool A16>
+// ld8 / st8 for an element offset that is a multiple of 4 (bf16: 8-byte aligned, e.g. the GDN
+// gate after the projection's b|a columns with H even): 8-byte accesses, two (bf16) or four (f32).
+__device__ inline void ld8_8(DPtr p, int64_t i, float (&v)[8]) {
+  if (p.bf) {
+    const uint2* q = reinterpret_cast<const uint2*>(static_cast<const __nv_bfloat16*>(p.p) + i);
+    const uint2 a = q[0], b = q[1];
+    const unsigned w[4] = {a.x, a.y, b.x, b.y};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      v[2 * e] = __uint_as_float(w[e] << 16);
+      v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+    }
+  } else {
+    const float2* q = reinterpret_cast<const float2*>(static_cast<const float*>(p.p) + i);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 f = q[e];
+      v[2 * e] = f.x;
+      v[2 * e + 1] = f.y;
+    }
+  }
+}
+__device__ inline void st8_8(DPtr p, int64_t i, const float (&v)[8]) {
+  if (p.bf) {
+    unsigned w[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+      w[e] = *reinterpret_cast<const unsigned*>(&b);
+    }
+    uint2* q = reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(p.p) + i);
+    q[0] = make_uint2(w[0], w[1]);
+    q[1] = make_uint2(w[2], w[3]);
+  } else {
+    float2* q = reinterpret_cast<float2*>(static_cast<float*>(p.p) + i);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) q[e] = make_float2(v[2 * e], v[2 * e + 1]);
+  }
+}
+// ld8 / ld8_8 / ld8_4 and st8 / st8_8 / st8_4 by the operand's alignment in bytes A (16, 8 or 4):
+// kernels templated on it.
+template <int A>
 __device__ inline void ld8a(DPtr p, int64_t i, float (&v)[8]) {
-  if constexpr (A16)
+  static_assert(A == 16 || A == 8 || A == 4);
+  if constexpr (A == 16)
     ld8(p, i, v);
+  else if constexpr (A == 8)
+    ld8_8(p, i, v);
   else
     ld8_4(p, i, v);
 }
-template <bool A16>
+template <int A>
 __device__ inline void st8a(DPtr p, int64_t i, const float (&v)[8]) {
-  if constexpr (A16)
+  static_assert(A == 16 || A == 8 || A == 4);
+  if constexpr (A == 16)
     st8(p, i, v);
+  else if constexpr (A == 8)
+    st8_8(p, i, v);
   else
     st8_4(p, i, v);
 }
@@ -200,11 +246,14 @@ __device__ inline void stv(DPtr p, int64_t i, const float (&v)[V]) {
   else
     p.st(i, v[0]);
 }
-// Host: whether ld8_4 / st8_4 may be used (4-byte aligned bases; null ones skipped).
-inline bool vec4b_ok(std::initializer_list<DPtr> ps) {
+// Host: the largest of 16, 8, 4 bytes that every non-null base is aligned to (0: none); with C
+// and the row stride multiples of 8 elements, every 8-element chunk of every row then is too.
+inline int vec_align(std::initializer_list<DPtr> ps) {
+  int a = 16;
   for (const DPtr& p : ps)
-    if (p && reinterpret_cast<uintptr_t>(p.p) % 4 != 0) return false;
-  return true;
+    if (p)
+      while (a >= 4 && reinterpret_cast<uintptr_t>(p.p) % a != 0) a /= 2;
+  return a >= 4 ? a : 0;
 }
 // Host: whether ld8/st8 may be used on these tensors (16-byte aligned bases; null ones skipped).
 inline bool vec8_ok(std::initializer_list<DPtr> ps) {

@@ -65,11 +65,11 @@ __global__ void gated_rmsnorm_backward_kernel(DPtr dx, DPtr dgate, DPtr dy, DPtr
 }
 
 // ---- vector kernels: C % 8 == 0, C <= 256, ldg % 8 == 0, 16-byte aligned tensors ------------
-// (the gate and dgate possibly only 4-byte aligned, GA false: they start after the projection's
-// b|a columns, 2H elements; ld8_4 / st8_4 then).
+// (the gate and dgate possibly only 8- or 4-byte aligned, GA their alignment in bytes: they start
+// after the projection's b|a columns, 2H elements; ld8a / st8a<GA>).
 // Lane l of a warp works on row `rows_per_warp * (warp index) + l / G` at columns 8 (l % G) ..
 // 8 (l % G) + 8; lanes past C (C/8 not a power of two) load nothing but take part in the shuffles.
-template <int G, bool GA>
+template <int G, int GA>
 __global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr gate, int64_t ldg,
                                                  DPtr w, int64_t R, int64_t H, int64_t C,
                                                  float eps) {
@@ -98,7 +98,7 @@ __global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr
 // One pass, rows strided over the grid: dx (=|+=) ..., dgate (=|+=) ... (as the scalar kernel) and,
 // with `partial`, this block's column sums of dy n silu(gate) in partial[blockIdx.x, 0 .. C)
 // (summed over the blocks by colsum in a fixed order: deterministic, no atomics).
-template <int G, bool GA>
+template <int G, int GA>
 __global__ void gated_rmsnorm_backward_vec_kernel(DPtr dx, DPtr dgate, float* partial, DPtr dy,
                                                   DPtr x, DPtr gate, int64_t ldg, DPtr w, DPtr rstd,
                                                   int64_t R, int64_t H, int64_t C, bool acc) {
@@ -173,13 +173,24 @@ struct GatedRmsnormDw {
 
 // Host: the vector kernels' lanes per row (row_group(C)), or 0 where they do not apply (C or
 // ldg not a multiple of 8, C > 256, a tensor of `ps` not 16-byte aligned or a gate tensor not
-// 4-byte aligned). `ga`: whether the gate tensors are 16-byte aligned too.
+// 4-byte aligned). `ga`: the gate tensors' common alignment, 16, 8 or 4 bytes.
 int vec_group(int64_t C, int64_t ldg, std::initializer_list<DPtr> ps,
-              std::initializer_list<DPtr> gates, bool& ga) {
-  if (!vec_ok(C, ldg, ps) || !vec4b_ok(gates)) return 0;
-  ga = vec8_ok(gates);
+              std::initializer_list<DPtr> gates, int& ga) {
+  ga = vec_align(gates);
+  if (!vec_ok(C, ldg, ps) || ga == 0) return 0;
   return row_group(C);
 }
+// Runs LAUNCH(G, A) with the row group and the gate's alignment as compile-time constants.
+#define SL_FOR_GROUP_ALIGN(G, A, LAUNCH) \
+  do {                                   \
+    if ((A) == 16) {                     \
+      SL_FOR_GROUP(G, LAUNCH##_16);      \
+    } else if ((A) == 8) {               \
+      SL_FOR_GROUP(G, LAUNCH##_8);       \
+    } else {                             \
+      SL_FOR_GROUP(G, LAUNCH##_4);       \
+    }                                    \
+  } while (0)
 
 }  // namespace
 
@@ -197,15 +208,20 @@ void CudaBackend::gated_rmsnorm_forward(Tensor y_t, Tensor rstd_t, Tensor x_t, T
              gate = dptr(gate_t, op, "gate"), w = dptr(w_t, op, "w");
   if (R <= 0) return;
   const cudaStream_t st = cuda_ctx().stream;
-  bool ga = false;
+  int ga = 0;
   if (const int G = vec_group(C, ldg, {y, x, w}, {gate}, ga)) {
     const int64_t rows_per_block = kWarps * (32 / G);
     const unsigned nb = static_cast<unsigned>((R + rows_per_block - 1) / rows_per_block);
-#define SL_FWD(GG)                                                                \
-  (ga ? gated_rmsnorm_forward_vec_kernel<GG, true>                                \
-      : gated_rmsnorm_forward_vec_kernel<GG, false>)<<<nb, 32 * kWarps, 0, st>>>( \
-      y, rstd, x, gate, ldg, w, R, H, C, eps)
-    SL_FOR_GROUP(G, SL_FWD);
+#define SL_FWD(GG, AA)                     \
+  gated_rmsnorm_forward_vec_kernel<GG, AA> \
+      <<<nb, 32 * kWarps, 0, st>>>(y, rstd, x, gate, ldg, w, R, H, C, eps)
+#define SL_FWD_16(GG) SL_FWD(GG, 16)
+#define SL_FWD_8(GG) SL_FWD(GG, 8)
+#define SL_FWD_4(GG) SL_FWD(GG, 4)
+    SL_FOR_GROUP_ALIGN(G, ga, SL_FWD);
+#undef SL_FWD_4
+#undef SL_FWD_8
+#undef SL_FWD_16
 #undef SL_FWD
   } else {
     gated_rmsnorm_forward_kernel<<<static_cast<unsigned>((R + kWarps - 1) / kWarps), 32 * kWarps, 0,
@@ -225,7 +241,7 @@ void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_
              rstd = dptr(rstd_t, op, "rstd");
   Ctx& ctx = cuda_ctx();
   if (R <= 0) return;
-  bool ga = false;
+  int ga = 0;
   if (const int G = vec_group(C, ldg, {dx, dy, x, w}, {gate, dgate}, ga)) {
     // About eight row groups a warp (fewer partial rows to sum than one a warp; as the rmsnorm
     // backward's rows kernel).
@@ -235,11 +251,16 @@ void CudaBackend::gated_rmsnorm_backward(Tensor dx_t, Tensor dgate_t, Tensor dw_
                               static_cast<size_t>(blocks * C + colsum_partial_size(ctx, blocks, C)))
                         : nullptr;
     const unsigned nb = static_cast<unsigned>(blocks);
-#define SL_BWD(GG)                                                                         \
-  (ga ? gated_rmsnorm_backward_vec_kernel<GG, true>                                        \
-      : gated_rmsnorm_backward_vec_kernel<GG, false>)<<<nb, 32 * kWarps, 0, ctx.stream>>>( \
+#define SL_BWD(GG, AA)                                                           \
+  gated_rmsnorm_backward_vec_kernel<GG, AA><<<nb, 32 * kWarps, 0, ctx.stream>>>( \
       dx, dgate, partial, dy, x, gate, ldg, w, rstd, R, H, C, accumulate)
-    SL_FOR_GROUP(G, SL_BWD);
+#define SL_BWD_16(GG) SL_BWD(GG, 16)
+#define SL_BWD_8(GG) SL_BWD(GG, 8)
+#define SL_BWD_4(GG) SL_BWD(GG, 4)
+    SL_FOR_GROUP_ALIGN(G, ga, SL_BWD);
+#undef SL_BWD_4
+#undef SL_BWD_8
+#undef SL_BWD_16
 #undef SL_BWD
     SL_CUDA_LAUNCHED();
     if (dw) colsum(ctx, PartialRows{partial, C}, blocks, C, dw, partial + blocks * C);
