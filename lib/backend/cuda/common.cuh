@@ -66,159 +66,91 @@ struct DPtr {
   }
 };
 
-// Eight consecutive elements p[i .. i+8) as fp32, in one 16-byte load (bf16) or two (f32); i a
-// multiple of 8 and the base 16-byte aligned (vec8_ok). For the memory-bound kernels: scalar
-// 2-byte accesses leave most of the bandwidth unused.
-__device__ inline void ld8(DPtr p, int64_t i, float (&v)[8]) {
-  if (p.bf) {
-    const uint4 u = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.p) + i);
-    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+// Eight consecutive elements p[i .. i+8) as fp32 from and to memory as 32-bit words (bf16: four
+// words of two elements, the lower address in the low half; f32: eight), in accesses of A bytes:
+// 16 where the chunk is 16-byte aligned (i a multiple of 8 and the base aligned, vec8_ok), else
+// 8 or 4 (an offset column block, e.g. the GDN gate after the projection's b|a columns). RO: loads
+// through the read-only path (ld.global.nc), for a tensor no thread of the kernel writes, so the
+// compiler may issue them ahead of earlier stores to other tensors (a plain load waits behind any
+// store that might alias it: one memory round trip per step of a sliding loop). For the
+// memory-bound kernels: scalar 2-byte accesses leave most of the bandwidth unused.
+template <int A, bool RO, int N>
+__device__ inline void ld_words(const void* at, unsigned (&w)[N]) {
+  static_assert((A == 16 || A == 8 || A == 4) && N % (A / 4) == 0);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[e]));
-      v[2 * e] = f.x;
-      v[2 * e + 1] = f.y;
+  for (int j = 0; j < N / (A / 4); ++j) {
+    if constexpr (A == 16) {
+      const uint4* q = static_cast<const uint4*>(at) + j;
+      const uint4 u = RO ? __ldg(q) : *q;
+      w[4 * j] = u.x, w[4 * j + 1] = u.y, w[4 * j + 2] = u.z, w[4 * j + 3] = u.w;
+    } else if constexpr (A == 8) {
+      const uint2* q = static_cast<const uint2*>(at) + j;
+      const uint2 u = RO ? __ldg(q) : *q;
+      w[2 * j] = u.x, w[2 * j + 1] = u.y;
+    } else {
+      const unsigned* q = static_cast<const unsigned*>(at) + j;
+      w[j] = RO ? __ldg(q) : *q;
     }
-  } else {
-    const float4* q = reinterpret_cast<const float4*>(static_cast<const float*>(p.p) + i);
-    const float4 a = q[0], b = q[1];
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
   }
 }
-// ld8 through the read-only path (ld.global.nc): for a tensor no thread of the kernel writes,
-// so the compiler may issue the load before earlier stores to other tensors (a plain load must
-// wait behind any store that might alias it: one memory round trip per step of a sliding loop).
-__device__ inline void ld8_ro(DPtr p, int64_t i, float (&v)[8]) {
+template <int A, int N>
+__device__ inline void st_words(void* at, const unsigned (&w)[N]) {
+  static_assert((A == 16 || A == 8 || A == 4) && N % (A / 4) == 0);
+#pragma unroll
+  for (int j = 0; j < N / (A / 4); ++j) {
+    if constexpr (A == 16)
+      static_cast<uint4*>(at)[j] = make_uint4(w[4 * j], w[4 * j + 1], w[4 * j + 2], w[4 * j + 3]);
+    else if constexpr (A == 8)
+      static_cast<uint2*>(at)[j] = make_uint2(w[2 * j], w[2 * j + 1]);
+    else
+      static_cast<unsigned*>(at)[j] = w[j];
+  }
+}
+template <int A, bool RO = false>
+__device__ inline void ld8a(DPtr p, int64_t i, float (&v)[8]) {
   if (p.bf) {
-    const uint4 u =
-        __ldg(reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.p) + i));
-    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+    unsigned w[4];
+    ld_words<A, RO>(static_cast<const __nv_bfloat16*>(p.p) + i, w);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       v[2 * e] = __uint_as_float(w[e] << 16);
       v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
     }
   } else {
-    const float4* q = reinterpret_cast<const float4*>(static_cast<const float*>(p.p) + i);
-    const float4 a = __ldg(q), b = __ldg(q + 1);
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    unsigned w[8];
+    ld_words<A, RO>(static_cast<const float*>(p.p) + i, w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = __uint_as_float(w[e]);
   }
 }
+template <int A>
+__device__ inline void st8a(DPtr p, int64_t i, const float (&v)[8]) {
+  if (p.bf) {
+    unsigned w[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+      w[e] = *reinterpret_cast<const unsigned*>(&b);
+    }
+    st_words<A>(static_cast<__nv_bfloat16*>(p.p) + i, w);
+  } else {
+    unsigned w[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) w[e] = __float_as_uint(v[e]);
+    st_words<A>(static_cast<float*>(p.p) + i, w);
+  }
+}
+// The 16-byte forms.
+__device__ inline void ld8(DPtr p, int64_t i, float (&v)[8]) { ld8a<16>(p, i, v); }
+__device__ inline void ld8_ro(DPtr p, int64_t i, float (&v)[8]) { ld8a<16, true>(p, i, v); }
+__device__ inline void st8(DPtr p, int64_t i, const float (&v)[8]) { st8a<16>(p, i, v); }
+// One element through the read-only path.
 __device__ inline float ld1_ro(DPtr p, int64_t i) {
   if (p.bf) {
     const unsigned short u = __ldg(reinterpret_cast<const unsigned short*>(p.p) + i);
     return __uint_as_float(static_cast<unsigned>(u) << 16);
   }
   return __ldg(static_cast<const float*>(p.p) + i);
-}
-__device__ inline void st8(DPtr p, int64_t i, const float (&v)[8]) {
-  if (p.bf) {
-    unsigned w[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
-      w[e] = *reinterpret_cast<const unsigned*>(&b);
-    }
-    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(p.p) + i) =
-        make_uint4(w[0], w[1], w[2], w[3]);
-  } else {
-    float4* q = reinterpret_cast<float4*>(static_cast<float*>(p.p) + i);
-    q[0] = make_float4(v[0], v[1], v[2], v[3]);
-    q[1] = make_float4(v[4], v[5], v[6], v[7]);
-  }
-}
-// ld8 / st8 for an element offset that is only even (a bf16 column block 4-byte but not 16-byte
-// aligned, e.g. the GDN gate after the projection's b|a columns): 4-byte accesses, four (bf16) or
-// eight (f32). Same values and rounding as ld8 / st8.
-__device__ inline void ld8_4(DPtr p, int64_t i, float (&v)[8]) {
-  if (p.bf) {
-    const unsigned* q =
-        reinterpret_cast<const unsigned*>(static_cast<const __nv_bfloat16*>(p.p) + i);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const unsigned w = q[e];
-      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
-      v[2 * e] = f.x;
-      v[2 * e + 1] = f.y;
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = static_cast<const float*>(p.p)[i + e];
-  }
-}
-__device__ inline void st8_4(DPtr p, int64_t i, const float (&v)[8]) {
-  if (p.bf) {
-    unsigned* q = reinterpret_cast<unsigned*>(static_cast<__nv_bfloat16*>(p.p) + i);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
-      q[e] = *reinterpret_cast<const unsigned*>(&b);
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) static_cast<float*>(p.p)[i + e] = v[e];
-  }
-}
-// ld8 / st8 for an element offset that is a multiple of 4 (bf16: 8-byte aligned, e.g. the GDN
-// gate after the projection's b|a columns with H even): 8-byte accesses, two (bf16) or four (f32).
-__device__ inline void ld8_8(DPtr p, int64_t i, float (&v)[8]) {
-  if (p.bf) {
-    const uint2* q = reinterpret_cast<const uint2*>(static_cast<const __nv_bfloat16*>(p.p) + i);
-    const uint2 a = q[0], b = q[1];
-    const unsigned w[4] = {a.x, a.y, b.x, b.y};
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      v[2 * e] = __uint_as_float(w[e] << 16);
-      v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-    }
-  } else {
-    const float2* q = reinterpret_cast<const float2*>(static_cast<const float*>(p.p) + i);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 f = q[e];
-      v[2 * e] = f.x;
-      v[2 * e + 1] = f.y;
-    }
-  }
-}
-__device__ inline void st8_8(DPtr p, int64_t i, const float (&v)[8]) {
-  if (p.bf) {
-    unsigned w[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
-      w[e] = *reinterpret_cast<const unsigned*>(&b);
-    }
-    uint2* q = reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(p.p) + i);
-    q[0] = make_uint2(w[0], w[1]);
-    q[1] = make_uint2(w[2], w[3]);
-  } else {
-    float2* q = reinterpret_cast<float2*>(static_cast<float*>(p.p) + i);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) q[e] = make_float2(v[2 * e], v[2 * e + 1]);
-  }
-}
-// ld8 / ld8_8 / ld8_4 and st8 / st8_8 / st8_4 by the operand's alignment in bytes A (16, 8 or 4):
-// kernels templated on it.
-template <int A>
-__device__ inline void ld8a(DPtr p, int64_t i, float (&v)[8]) {
-  static_assert(A == 16 || A == 8 || A == 4);
-  if constexpr (A == 16)
-    ld8(p, i, v);
-  else if constexpr (A == 8)
-    ld8_8(p, i, v);
-  else
-    ld8_4(p, i, v);
-}
-template <int A>
-__device__ inline void st8a(DPtr p, int64_t i, const float (&v)[8]) {
-  static_assert(A == 16 || A == 8 || A == 4);
-  if constexpr (A == 16)
-    st8(p, i, v);
-  else if constexpr (A == 8)
-    st8_8(p, i, v);
-  else
-    st8_4(p, i, v);
 }
 // V consecutive elements, V = 8 (ld8 / st8) or 1: kernels templated on their vector width.
 template <int V>
@@ -256,11 +188,7 @@ inline int vec_align(std::initializer_list<DPtr> ps) {
   return a >= 4 ? a : 0;
 }
 // Host: whether ld8/st8 may be used on these tensors (16-byte aligned bases; null ones skipped).
-inline bool vec8_ok(std::initializer_list<DPtr> ps) {
-  for (const DPtr& p : ps)
-    if (p && reinterpret_cast<uintptr_t>(p.p) % 16 != 0) return false;
-  return true;
-}
+inline bool vec8_ok(std::initializer_list<DPtr> ps) { return vec_align(ps) == 16; }
 
 // Short rows (C <= 256, a multiple of 8: per-head norms) in groups of G lanes, one 8-element
 // chunk a lane, 32 / G rows a warp: lane l takes row 32/G (warp index) + l / G at columns
