@@ -23,6 +23,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 exe="${SCALINGLAB:-$root/build/bin/scalinglab}"
+# A relative path is the caller's: make it absolute, as step 4 runs it from a scratch directory.
+case "$exe" in /*) ;; */*) exe="$PWD/$exe" ;; esac
 out="${OUT:-$root/studies/ladder-l0-l3}"
 study=experiments/ladder_l0_l3.toml
 dest="$root/docs/results/ladder-l0-l3"

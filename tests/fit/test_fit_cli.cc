@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -252,4 +254,65 @@ BOOST_AUTO_TEST_CASE(bad_input_exits_nonzero_with_one_line) {
       r.out);
   BOOST_TEST(load(out)["bound_hit"][0] == "alpha");
   fs::remove_all(tmp_dir());
+}
+
+namespace {
+
+// a and b equal with numbers to a relative 1e-6 (the same fit on another CPU may round its last
+// digits differently); keys `skip` lists (wall times, the data file's path) are not compared.
+bool same_json(const nlohmann::json& a, const nlohmann::json& b, const std::string& at,
+               std::string& where) {
+  static const std::set<std::string> skip = {"seconds", "data", "reproduce"};
+  if (a.is_number() && b.is_number()) {
+    const double x = a.get<double>(), y = b.get<double>();
+    if (x == y || std::abs(x - y) <= 1e-6 * std::max(std::abs(x), std::abs(y))) return true;
+  } else if (a.is_object() && b.is_object()) {
+    for (const auto& [k, v] : a.items())
+      if (!skip.count(k) && (!b.contains(k) || !same_json(v, b[k], at + "." + k, where)))
+        return false;
+    for (const auto& [k, v] : b.items())
+      if (!skip.count(k) && !a.contains(k)) return where = at + "." + k, false;
+    return true;
+  } else if (a.is_array() && b.is_array() && a.size() == b.size()) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (!same_json(a[i], b[i], at + "[" + std::to_string(i) + "]", where)) return false;
+    return true;
+  } else if (a == b) {
+    return true;
+  }
+  if (where.empty()) where = at + ": " + a.dump() + " vs " + b.dump();
+  return false;
+}
+
+}  // namespace
+
+// The committed study results (docs/results/*/savings.json): `fit savings` with the arguments the
+// file records (its "reproduce" field), run in a directory holding only the committed sweep.csv,
+// gives the committed savings.json again.
+BOOST_AUTO_TEST_CASE(committed_results_reproduce_from_their_sweep_csv) {
+  SKIP_WITHOUT_FIT();
+  const fs::path results = fs::path(SL_SOURCE_DIR) / "docs" / "results";
+  int checked = 0;
+  for (const auto& e : fs::directory_iterator(results)) {
+    const fs::path committed = e.path() / "savings.json";
+    if (!fs::exists(committed)) continue;
+    BOOST_TEST_CONTEXT(committed.string()) {
+      const nlohmann::json want = load(committed);
+      const fs::path dir = tmp_dir() / ("repro_" + e.path().filename().string());
+      fs::remove_all(dir);
+      fs::create_directories(dir);
+      fs::copy_file(e.path() / "sweep.csv", dir / "sweep.csv");
+      std::string args;
+      for (const auto& a : want.at("reproduce").at("args"))
+        args += " '" + a.get<std::string>() + "'";
+      const std::string cmd =
+          "cd '" + dir.string() + "' && " + SL_EXE + args + " --quiet > fit.log 2>&1";
+      const int st = std::system(cmd.c_str());
+      BOOST_REQUIRE_MESSAGE(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fit savings failed: " + cmd);
+      std::string where;
+      BOOST_TEST(same_json(want, load(dir / "savings.json"), "savings.json", where), where);
+      ++checked;
+    }
+  }
+  BOOST_TEST_MESSAGE(checked << " committed savings.json reproduced");
 }
