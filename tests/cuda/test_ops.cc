@@ -743,6 +743,12 @@ struct GdnCase {
   float glo, ghi;                       // log decay range per step
   float blo, bhi;                       // beta range
   const char* what;
+  // Floor of dg's error denominator. Under strong decay dg (max ~1e-3) is a sum of O(1) terms
+  // that cancel: CpuBackend<float>'s own dg differs from CpuBackend<double>'s by 1.1e-4 of max|dg|
+  // on this test's inputs (0.4e-4 on the accumulate case's), so the plain relative error measures
+  // the reference's rounding; against a floor of 1e-2 the bound is 1e-6 absolute, still ~1e-6 of
+  // the terms summed.
+  float dg_floor = 0.f;
 };
 
 void check_gdn(const GdnCase& c) {
@@ -772,7 +778,7 @@ void check_gdn(const GdnCase& c) {
         {"dv", BT * c.H * c.value_dim, gk, Cls::act},
         {"dbeta", BT * c.H, gk, Cls::stat},
         // With T = 1 the output does not depend on g (the decay acts on S_0 = 0): dg = 0.
-        {"dg", BT * c.H, gk, Cls::stat, -1, 1, nullptr, c.T == 1 ? 1.f : 0.f}};
+        {"dg", BT * c.H, gk, Cls::stat, -1, 1, nullptr, c.T == 1 ? 1.f : c.dg_floor}};
     check_both(acc ? tag : tag + " (d=)", specs, [&](sl::Backend& be, Bufs& b) {
       const sl::GdnShape shape{
           .B = c.B, .T = c.T, .H = c.H, .key_dim = c.key_dim, .value_dim = c.value_dim};
@@ -801,7 +807,7 @@ BOOST_AUTO_TEST_CASE(gdn_chunk_matches_cpu) {
 BOOST_AUTO_TEST_CASE(gdn_strong_decay_no_nan) {
   // g down to -100 per step (A_log ~ log 16 with large softplus): e^g underflows to 0 inside a
   // chunk; every exponent must stay <= 0 and the solve finite.
-  check_gdn({2, 150, 2, 16, 32, -100.f, -5.f, 0.f, 2.f, "strong decay"});
+  check_gdn({2, 150, 2, 16, 32, -100.f, -5.f, 0.f, 2.f, "strong decay", 1e-2f});
   check_gdn({1, 70, 2, 16, 32, -30.f, 0.f, 0.f, 2.f, "mixed decay"});
 }
 
