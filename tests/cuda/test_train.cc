@@ -1,7 +1,7 @@
 // 200 AdamW steps of a small hybrid model on the GPU (bf16 activations, fp32 master weights) and
 // on the CPU (fp32) from the same initialisation and batches: the loss curves (10-step moving
 // averages: single steps differ by batch noise once bf16 rounding has moved the weights apart)
-// agree within 1% everywhere, single steps within 2%, and both learn. The data is a Markov chain
+// agree within 1% everywhere, single steps within 4%, and both learn. The data is a Markov chain
 // (next = perm[cur] with probability 3/4, else uniform), so the loss falls well below log(V) within
 // the run.
 #define BOOST_TEST_MODULE cuda_train
@@ -109,8 +109,15 @@ BOOST_AUTO_TEST_CASE(hybrid_200_steps_gpu_matches_cpu_within_1_percent) {
                    std::to_string(worst_avg) + " (step " + std::to_string(worst_avg_step) +
                    "), single step " + std::to_string(worst) + " (step " +
                    std::to_string(worst_step) + ")");
+  // The bounds against the spread of builds that differ only in rounding (an fma's operand
+  // order in AdamW, a reduction's order in l2norm, the attention kernel), measured on the H200
+  // (2026-12-02, the builds of eight commits, two also with SL_CUDA_ATTENTION=exact): 10-step
+  // average 0.0020-0.0039, single step 0.0081-0.0225 (the
+  // worst single step falls at the loss spike near step 100, where the runs' weights have drifted
+  // furthest apart). The single-step bound sits above that spread; a precision bug moves the
+  // averages.
   BOOST_TEST(worst_avg < 0.01);
-  BOOST_TEST(worst < 0.02);
+  BOOST_TEST(worst < 0.04);
   BOOST_TEST(lc.back() < lc.front() - 1.0, "the CPU run did not learn");
   BOOST_TEST(lg.back() < lg.front() - 1.0, "the GPU run did not learn");
 }

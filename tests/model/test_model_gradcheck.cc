@@ -141,8 +141,10 @@ BOOST_AUTO_TEST_CASE(model_gradcheck_chunked_lm_head_fp64) {
 BOOST_AUTO_TEST_CASE(logits_chunk_rows_bound_the_logits_buffer) {
   BOOST_TEST(sl::logits_chunk_rows(32 * 1024, 256) == 32 * 1024);  // the ladder: one chunk
   const int64_t s4 = sl::logits_chunk_rows(16 * 1024, 50304);
-  BOOST_TEST(s4 == 1280);
+  BOOST_TEST(s4 == 4096);  // four equal chunks
   BOOST_TEST(s4 * 50304 <= sl::kLogitsChunkElems);
+  // 10,000 rows of vocab 50304 need 2 chunks: 5000 rows, rounded up to 5056 (64 rows).
+  BOOST_TEST(sl::logits_chunk_rows(10000, 50304) == 5056);
   BOOST_TEST(sl::logits_chunk_rows(16, 1 << 30) == 64);  // at least 64 rows
 }
 
