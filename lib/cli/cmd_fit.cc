@@ -235,6 +235,14 @@ void run_savings(const FitArgs& a) {
                     p.extrapolation > a.max_extrapolation ? " (WARNING: beyond the guard)" : "");
       std::printf("\n");
     }
+    if (r.growth.verdict != "undefined") {
+      std::printf("  growth S(%.3g) / S(%.3g) = %.3f", r.growth.n_hi, r.growth.n_lo,
+                  r.growth.value);
+      if (r.growth.verdict != "no CI")
+        std::printf("  95%% CI [%.3f, %.3f] (%d of %d replicates)", r.growth.ci_lo, r.growth.ci_hi,
+                    r.growth.boot_n, r.bootstrap);
+      std::printf(": %s\n", r.growth.verdict.c_str());
+    }
     if (r.compute_multiplier.status == "ok")
       std::printf("  compute multiplier at equal loss %.3f\n", r.compute_multiplier.value);
     if (!r.sensitivity.empty()) {

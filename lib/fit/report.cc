@@ -107,6 +107,14 @@ json savings_json(const SavingsResult& r, double huber_delta) {
   }
   j["points"] = pts;
   j["trained_n"] = json::array({num(r.n_trained_min), num(r.n_trained_max)});
+  // S(n_hi) / S(n_lo) over the trained range (SavingsGrowth).
+  j["growth"] = {{"n_lo", num(r.growth.n_lo)},
+                 {"n_hi", num(r.growth.n_hi)},
+                 {"value", num(r.growth.value)},
+                 {"verdict", r.growth.verdict}};
+  if (boot)
+    j["growth"].update({{"ci95", json::array({num(r.growth.ci_lo), num(r.growth.ci_hi)})},
+                        {"ci95_replicates", r.growth.boot_n}});
   j["compute_multiplier"] =
       ratio_json(r.compute_multiplier, "value", "compute_baseline", "compute_candidate", boot);
   json co = json::object(), fits = json::object(), per = json::object();

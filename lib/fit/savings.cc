@@ -311,6 +311,22 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
     res.warnings.push_back("compute multiplier: L* = " + fmt(L) + " is at or below E for " +
                            res.compute_multiplier.status.substr(12));
 
+  // The trained sizes G compares: the smallest and largest N of the range with S defined.
+  size_t q_lo = res.points.size(), q_hi = res.points.size();
+  for (size_t q = 0; q < res.points.size(); ++q) {
+    const SavingsPoint& sp = res.points[q];
+    if (sp.extrapolation > 1 || sp.savings.status != "ok") continue;
+    if (q_lo == res.points.size() || sp.n < res.points[q_lo].n) q_lo = q;
+    if (q_hi == res.points.size() || sp.n > res.points[q_hi].n) q_hi = q;
+  }
+  const bool has_growth = q_lo < res.points.size() && res.points[q_hi].n > res.points[q_lo].n;
+  if (has_growth) {
+    res.growth.n_lo = res.points[q_lo].n;
+    res.growth.n_hi = res.points[q_hi].n;
+    res.growth.value = res.points[q_hi].savings.value / res.points[q_lo].savings.value;
+    res.growth.verdict = "no CI";
+  }
+
   // Paired bootstrap: replicate k resamples each architecture's points (streams 2k and 2k + 1 of
   // one seed, stratified by architecture) and combines the two refits of the same k.
   if (o.bootstrap > 0) {
@@ -318,15 +334,27 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
     res.candidate.boot = bootstrap_law(dc, res.candidate.fit, o.fit, o.bootstrap, o.seed, 1);
     const auto& sb = res.baseline.boot.samples;
     const auto& sc = res.candidate.boot.samples;
-    for (SavingsPoint& sp : res.points) {
-      std::vector<double> v;
+    // reps[q][j]: S of the j-th replicate with both refits at point q (the same replicates, in
+    // the same order, at every q).
+    std::vector<std::vector<double>> reps(res.points.size());
+    for (size_t q = 0; q < res.points.size(); ++q) {
+      SavingsPoint& sp = res.points[q];
       for (int k = 0; k < o.bootstrap; ++k) {
         if (std::isnan(sb[k][0]) || std::isnan(sc[k][0])) continue;
         Chinchilla b = Chinchilla::from_values(sb[k]), c = Chinchilla::from_values(sc[k]);
-        v.push_back(
+        reps[q].push_back(
             replicate_ratio(b.tokens_for_loss(sp.n, L), c.tokens_for_loss(sp.n, L), &sp.savings));
       }
-      set_ci(&sp.savings, v);
+      set_ci(&sp.savings, reps[q]);
+    }
+    if (has_growth) {
+      std::vector<double> g;
+      for (size_t j = 0; j < reps[q_lo].size(); ++j) g.push_back(reps[q_hi][j] / reps[q_lo][j]);
+      SavingsGrowth& G = res.growth;
+      for (double v : g) G.boot_n += !std::isnan(v);
+      G.ci_lo = percentile(g, 0.025);
+      G.ci_hi = percentile(g, 0.975);
+      G.verdict = G.ci_lo > 1 ? "grows" : G.ci_hi < 1 ? "falls" : "not resolved";
     }
     std::vector<double> v;
     for (int k = 0; k < o.bootstrap; ++k) {

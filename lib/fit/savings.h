@@ -116,11 +116,27 @@ struct SensitivityRow {
   int boot_used = 0, boot_underdetermined = 0, boot_failed = 0;
 };
 
+// Whether S grows with N over the trained sizes: G = S(n_hi) / S(n_lo) between the smallest and
+// the largest reported N inside the trained range (SavingsPoint::extrapolation 1) where S is
+// defined, with a paired-bootstrap 95% CI from the same replicates as the points' CIs (replicate
+// k: S_k(n_hi) / S_k(n_lo); an unreachable side makes it +inf or 0 by IEEE division, inf / inf
+// and 0 / 0 leave the replicate out).
+struct SavingsGrowth {
+  double n_lo = std::nan(""), n_hi = std::nan("");
+  double value = std::nan("");
+  double ci_lo = std::nan(""), ci_hi = std::nan("");
+  int boot_n = 0;  // replicates with a defined G
+  // "grows" (ci_lo > 1), "falls" (ci_hi < 1), "not resolved" (the CI holds 1), "no CI" (no
+  // bootstrap), or "undefined" (fewer than two trained sizes with S defined).
+  std::string verdict = "undefined";
+};
+
 struct SavingsResult {
   ArchFit baseline, candidate;
   double target_loss = 0;
   std::string target_rule;  // "median", "min" or "value"
   std::vector<SavingsPoint> points;
+  SavingsGrowth growth;
   Ratio compute_multiplier;  // C_baseline(L*) / C_candidate(L*) on the compute-optimal frontiers
   std::vector<double> at_c;
   std::vector<PerSizeSavings> per_size;

@@ -690,6 +690,24 @@ void Report::report_md(ReportResult& res) const {
       << (p.extrapolation > 1 ? fmt("%.3gx", p.extrapolation) : std::string("trained range"))
       << " |\n";
   }
+  // Does S grow with N? The ratio of S at the largest and smallest trained sizes, with its CI.
+  const fit::SavingsGrowth& G = sav.growth;
+  m << "\nGrowth over the trained range: ";
+  if (G.verdict == "undefined") {
+    m << "undefined (fewer than two trained sizes with S defined).\n";
+  } else {
+    m << "S(" << g4(G.n_hi) << ") / S(" << g4(G.n_lo) << ") = " << g4(G.value);
+    if (G.verdict != "no CI")
+      m << ", 95% CI [" << g4(G.ci_lo) << ", " << g4(G.ci_hi) << "] (" << G.boot_n << " of "
+        << o.bootstrap << " replicates)";
+    m << ": **" << G.verdict << "** ("
+      << (G.verdict == "grows"   ? "S grows with N: the CI lies above 1"
+          : G.verdict == "falls" ? "S falls with N: the CI lies below 1"
+          : G.verdict == "no CI"
+              ? "no bootstrap, no CI"
+              : "the data do not tell whether S grows or falls with N: the CI holds 1")
+      << ").\n";
+  }
   m << "\nCompute multiplier at equal loss (compute-optimal frontiers): "
     << g4(sav.compute_multiplier.value) << " (" << sav.compute_multiplier.status << ", 95% CI ["
     << g4(sav.compute_multiplier.ci_lo) << ", " << g4(sav.compute_multiplier.ci_hi) << "]).\n\n"
@@ -748,6 +766,32 @@ void Report::report_md(ReportResult& res) const {
     for (const std::string& f : row.baseline.flags) flags.push_back(base + ":" + f);
     for (const std::string& f : row.candidate.flags) flags.push_back(cand + ":" + f);
     m << " " << join(flags, ", ", "none") << " |\n";
+  }
+  // The model-free check: each size's own data law per architecture (no N term, no CIs).
+  if (!sav.per_size.empty()) {
+    m << "\n## Per-size check\n\nEach size's own data law L(D) = E_N + B_N / D^beta_N per "
+      << "architecture, fitted to that size's budgets alone, and the tokens it needs to reach L* = "
+      << g4(sav.target_loss) << " (no CIs; outside the size's trained budgets it extrapolates in "
+      << "D).\n\n| size | N " << base << " / " << cand << " | D_" << base << "(L*) | D_" << cand
+      << "(L*) | S | within trained budgets |\n|---|---|---|---|---|---|\n";
+    // Whether D lies within the budgets trained at this size by this architecture.
+    auto within = [&](const std::string& a, const std::string& size, double d) {
+      double lo = INFINITY, hi = 0;
+      for (const Row& r : rows.at(a))
+        if (r.size == size) lo = std::min(lo, r.d), hi = std::max(hi, r.d);
+      return !std::isfinite(d) ? std::string("-")
+             : d < lo          ? std::string("below")
+             : d > hi          ? std::string("above")
+                               : std::string("yes");
+    };
+    for (const fit::PerSizeSavings& ps : sav.per_size) {
+      const double db = ps.savings.baseline, dc = ps.savings.candidate;
+      m << "| " << ps.key << " | " << g4(ps.n_baseline) << " / " << g4(ps.n_candidate) << " | "
+        << g4(db) << " | " << g4(dc) << " | "
+        << (ps.savings.status == "ok" ? g4(ps.savings.value) : ps.savings.status) << " | " << base
+        << " " << within(base, ps.key, db) << ", " << cand << " " << within(cand, ps.key, dc)
+        << " |\n";
+    }
   }
   if (!res.warnings.empty()) {
     m << "\n## Warnings\n\n";

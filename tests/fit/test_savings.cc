@@ -181,3 +181,57 @@ BOOST_AUTO_TEST_CASE(target_rules) {
   o.target = "abc";
   BOOST_CHECK_THROW(savings_from_points(b, c, o), sl::Error);
 }
+
+BOOST_AUTO_TEST_CASE(growth_of_savings_over_the_trained_range) {
+  // Three candidates against the baseline law, 5 sizes x 5 budgets each, 0.2% noise, L* = 3.2:
+  // S rising 1.39 -> 1.65 over N = 5e7 .. 1e9 (syn::candidate_law), S falling 6.8 -> 1.4 (a
+  // smaller A: the candidate's floor lower, most at small N), S flat at 2.64 (a smaller B alone:
+  // S = (B_b / B_c)^(1/beta) at every N).
+  const std::vector<double> sizes = {5e7, 1e8, 2e8, 5e8, 1e9};
+  const Chinchilla base = syn::baseline_law();
+  struct Case {
+    Chinchilla cand;
+    std::string verdict;
+  };
+  const std::vector<Case> cases = {
+      {syn::candidate_law(), "grows"},
+      {{base.E, 300.0, base.alpha, base.B, base.beta}, "falls"},
+      {{base.E, base.A, base.alpha, 1500.0, base.beta}, "not resolved"}};
+  for (const Case& k : cases) {
+    Points b = syn::ladder(base, 0.002, 11, 0, sizes, syn::kRatios);
+    Points c = syn::ladder(k.cand, 0.002, 11, 1, sizes, syn::kRatios);
+    SavingsOptions o;
+    o.target = "3.2";
+    o.bootstrap = 200;
+    o.per_size = false;
+    const SavingsResult r = savings_from_points(b, c, o);
+    const SavingsGrowth& g = r.growth;
+    const double truth = (base.tokens_for_loss(1e9, 3.2) / k.cand.tokens_for_loss(1e9, 3.2)) /
+                         (base.tokens_for_loss(5e7, 3.2) / k.cand.tokens_for_loss(5e7, 3.2));
+    std::printf("growth %-12s G %.4f truth %.4f CI [%.4f, %.4f] (%d)\n", g.verdict.c_str(), g.value,
+                truth, g.ci_lo, g.ci_hi, g.boot_n);
+    // Between the smallest and largest trained N (the default points add 10x the largest, an
+    // extrapolation, which G leaves out), and G is the ratio of those two points' S.
+    BOOST_TEST(g.n_lo == 5e7);
+    BOOST_TEST(g.n_hi == 1e9);
+    BOOST_REQUIRE(r.points.size() == sizes.size() + 1);
+    BOOST_TEST(g.value == r.points[4].savings.value / r.points[0].savings.value);
+    BOOST_TEST(g.verdict == k.verdict);
+    BOOST_TEST(g.ci_lo <= truth * 1.0001);
+    BOOST_TEST(truth <= g.ci_hi * 1.0001);
+    BOOST_TEST(g.boot_n == 200);
+    const auto j = savings_json(r, 1e-3);
+    BOOST_TEST(j["growth"]["verdict"] == k.verdict);
+    BOOST_TEST(j["growth"]["ci95"].size() == 2u);
+  }
+  // Without the bootstrap: the value, no CI; with one trained size: undefined.
+  Points b = syn::ladder(base, 0.002, 11, 0, sizes, syn::kRatios);
+  Points c = syn::ladder(syn::candidate_law(), 0.002, 11, 1, sizes, syn::kRatios);
+  SavingsOptions o;
+  o.target = "3.2";
+  o.bootstrap = 0;
+  o.per_size = false;
+  BOOST_TEST(savings_from_points(b, c, o).growth.verdict == "no CI");
+  o.at_n = {2e8};
+  BOOST_TEST(savings_from_points(b, c, o).growth.verdict == "undefined");
+}
