@@ -121,7 +121,8 @@ PY
 
 gpu="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1 || true)"
 commit="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)"
-dirty="$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)"
+# Uncommitted changes outside this script's own output (which it has just replaced).
+dirty="$(git -C "$root" status --porcelain --untracked-files=no -- . ":(exclude)docs/results/ladder-l0-l3" 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)"
 {
   echo "command:   ${cmd[*]}   (from the repository root)"
   echo "binary:    $version, commit $commit$dirty"
