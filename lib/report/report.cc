@@ -779,10 +779,10 @@ void Report::report_md(ReportResult& res) const {
       double lo = INFINITY, hi = 0;
       for (const Row& r : rows.at(a))
         if (r.size == size) lo = std::min(lo, r.d), hi = std::max(hi, r.d);
-      return !std::isfinite(d) ? std::string("-")
-             : d < lo          ? std::string("below")
-             : d > hi          ? std::string("above")
-                               : std::string("yes");
+      return !std::isfinite(d) || hi == 0 ? std::string("-")  // unreachable, or no rows
+             : d < lo                     ? std::string("below")
+             : d > hi                     ? std::string("above")
+                                          : std::string("yes");
     };
     for (const fit::PerSizeSavings& ps : sav.per_size) {
       const double db = ps.savings.baseline, dc = ps.savings.candidate;

@@ -136,6 +136,26 @@ BOOST_AUTO_TEST_CASE(synthetic_sweep_report) {
       BOOST_TEST(md.find(cell) != std::string::npos, "report.md lacks: " + cell);
     }
   }
+  // Growth over the trained range: savings.json's G, CI and verdict in one sentence; the known
+  // laws (equal A and alpha) give S flat in N.
+  const json& gr = sav["growth"];
+  BOOST_TEST(gr["n_lo"] == sav["points"][0]["n"]);
+  BOOST_TEST(gr["n_hi"] == sav["points"][2]["n"]);
+  const std::string growth = "S(" + g4(gr["n_hi"]) + ") / S(" + g4(gr["n_lo"]) +
+                             ") = " + g4(gr["value"]) + ", 95% CI [" + g4(gr["ci95"][0]) + ", " +
+                             g4(gr["ci95"][1]) + "] (" +
+                             std::to_string(gr["ci95_replicates"].get<int>()) + " of 30 " +
+                             "replicates): **" + gr["verdict"].get<std::string>() + "**";
+  BOOST_TEST(md.find(growth) != std::string::npos, "report.md lacks: " + growth);
+  // The per-size check: one row per size with both architectures' tokens at L* and their ratio.
+  BOOST_TEST(md.find("## Per-size check") != std::string::npos);
+  BOOST_TEST(sav["per_size"]["savings"].size() == 3u);
+  for (const json& ps : sav["per_size"]["savings"]) {
+    const std::string row = "| " + ps["size"].get<std::string>() + " | " + g4(ps["n_baseline"]) +
+                            " / " + g4(ps["n_candidate"]) + " | " + g4(ps["tokens_baseline"]) +
+                            " | " + g4(ps["tokens_candidate"]) + " | " + g4(ps["savings"]) + " |";
+    BOOST_TEST(md.find(row) != std::string::npos, "report.md lacks: " + row);
+  }
   // The known laws: B_dense / B_hybrid = 1.5 with equal beta gives S = 1.5^(1/0.3) = 3.86.
   BOOST_TEST(sav["points"][0]["savings"].get<double>() > 2.5);
   BOOST_TEST(sav["points"][0]["savings"].get<double>() < 6.0);
