@@ -2,18 +2,23 @@
 //                   [--batch B] [--vocab V] [--steps N] [--warmup W] [--json FILE]`
 // Training throughput of full optimizer steps (forward + backward + AdamW) on random tokens, per
 // ladder size and architecture: tokens/s, achieved FLOP/s by ModelSpec::flops_per_token, and MFU
-// when --peak-tflops is given.
+// when --peak-tflops is given. --concurrent K: K copies of each run at once as threads of this
+// process, each with its own backend (on CUDA its own stream, cuBLAS handle, workspaces and
+// allocations), model, optimizer and captured graph; the row gives their aggregate tokens/s
+// (several runs sharing one GPU without separate processes or MPS).
 // `scalinglab bench --op attention[,gdn,...] [--batch B] [--seq-len T] [--heads H] [--head-dim hd]
 //                   [--reps N] [--warmup W]`: one op at a time instead (bench_ops.cc).
 #include <omp.h>
 
 #include <algorithm>
+#include <barrier>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/bench_ops.h"
@@ -39,13 +44,91 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
+// As the trainer steps: each step enqueued while the previous one runs, its result read one step
+// later (so the host's staging overlaps the device's work). Steps first .. first + count - 1.
+void run_steps(TrainStep& ts, const std::vector<int32_t>& in, const std::vector<int32_t>& tgt,
+               int64_t first, int64_t count) {
+  uint64_t pend = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const uint64_t t = ts.enqueue(in.data(), tgt.data(), 1e-4, first + i);
+    if (i > 0) ts.result(pend);
+    pend = t;
+  }
+  if (count > 0) ts.result(pend);
+}
+
+// Random token ids and targets for n positions from stream `stream`.
+void random_batch(int64_t n, int64_t vocab, uint64_t stream, std::vector<int32_t>& in,
+                  std::vector<int32_t>& tgt) {
+  in.resize(n);
+  tgt.resize(n);
+  Rng rng(1, stream);
+  for (int64_t i = 0; i < n; ++i) {
+    in[i] = static_cast<int32_t>(rng.below(vocab));
+    tgt[i] = static_cast<int32_t>(rng.below(vocab));
+  }
+}
+
+// K copies of a run, one host thread each (the --concurrent mode): each builds its own backend,
+// model (seed = its index), optimizer and graphed step, warms up, waits for the others, then times
+// `steps` steps. Returns each copy's seconds and peak bytes; the first error of any copy is
+// rethrown here after every thread has ended.
+struct CopyTiming {
+  std::vector<double> seconds;
+  std::vector<int64_t> peak_bytes;
+  bool graphed = true;
+};
+CopyTiming time_copies(const ModelSpec& s, const std::string& device, int K, int64_t batch,
+                       int64_t seq_len, int64_t logits_rows, int64_t warm, int64_t steps) {
+  CopyTiming out;
+  out.seconds.assign(K, 0);
+  out.peak_bytes.assign(K, 0);
+  std::vector<std::string> errors(K);
+  std::vector<char> graphed(K, 1);
+  std::barrier sync(K);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < K; ++c)
+    threads.emplace_back([&, c] {
+      bool arrived = false;
+      try {
+        auto be = make_backend(device);
+        Model model(s, *be, batch, seq_len, logits_rows);
+        model.init(static_cast<uint64_t>(c));
+        AdamW opt(model, {});
+        TrainStep ts(model, opt, nullptr, /*graph=*/true);
+        std::vector<int32_t> in, tgt;
+        random_batch(batch * seq_len, s.vocab_size, static_cast<uint64_t>(c), in, tgt);
+        run_steps(ts, in, tgt, 1, warm);
+        be->synchronize();
+        arrived = true;
+        sync.arrive_and_wait();  // every copy warm: the timed steps start together
+        const auto t0 = std::chrono::steady_clock::now();
+        run_steps(ts, in, tgt, warm + 1, steps);
+        be->synchronize();
+        out.seconds[c] =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        out.peak_bytes[c] = be->peak_bytes();
+        graphed[c] = ts.graphed();
+      } catch (const std::exception& e) {
+        errors[c] = e.what();
+        if (!arrived) sync.arrive_and_drop();  // the others must not wait for this copy
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  for (int c = 0; c < K; ++c)
+    if (!errors[c].empty())
+      fail("bench --concurrent: copy " + std::to_string(c) + ": " + errors[c]);
+  out.graphed = std::all_of(graphed.begin(), graphed.end(), [](char g) { return g != 0; });
+  return out;
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app) {
   struct Args {
     std::string archs = "dense,hybrid", sizes = "L0,L1", device = "cpu", json;
     int64_t seq_len = 256, batch = 16, vocab = 256, steps = 5, warmup = 1;
-    int threads = 0;
+    int threads = 0, concurrent = 1;
     double peak_tflops = 0;
     bool profile = false;
     std::string ops;
@@ -68,6 +151,10 @@ void register_bench(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--peak-tflops", a->peak_tflops, "Device peak (for MFU), e.g. 989 for H100 bf16");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--concurrent", a->concurrent,
+                  "Copies of each run at once, as threads of this process with a backend, model "
+                  "and graph each; the row gives their aggregate tokens/s")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--json", a->json, "Also write the results as JSON");
   cmd->add_flag("--profile", a->profile,
                 "After the timed steps, time every op (synchronizing around each) and print where "
@@ -97,6 +184,8 @@ void register_bench(CLI::App& app) {
       run_op_bench(o, split(a->ops));
       return;
     }
+    if (a->concurrent > 1 && a->profile)
+      fail("bench: --profile times the ops of one run; leave it out with --concurrent");
     nlohmann::json rows = nlohmann::json::array();
     std::printf("%-8s %-4s %5s %3s %11s %11s %12s %10s %6s %8s %s\n", "arch", "size", "d", "L",
                 "params", "non-emb", "tokens/s", "GFLOP/s", "MFU", "peakGiB", "step");
@@ -116,6 +205,49 @@ void register_bench(CLI::App& app) {
         else
           s.pattern = arch;
         s.finalize();
+        const int64_t warm = std::max<int64_t>(a->warmup, 2);  // the graph is captured at step 2
+        if (a->concurrent > 1) {
+          const int K = a->concurrent;
+          const CopyTiming ct =
+              time_copies(s, a->device, K, a->batch, a->seq_len, a->logits_rows, warm, a->steps);
+          // The copies' tokens over the slowest copy's time: what K runs sharing the device do.
+          const double slowest = *std::max_element(ct.seconds.begin(), ct.seconds.end());
+          const double tokens = static_cast<double>(a->batch * a->seq_len * a->steps);
+          const double tps = K * tokens / slowest;
+          const double flops = tps * s.flops_per_token(a->seq_len);
+          const double mfu = a->peak_tflops > 0 ? flops / (a->peak_tflops * 1e12) : 0;
+          int64_t peak = 0;
+          std::vector<double> each;
+          for (int c = 0; c < K; ++c) {
+            peak += ct.peak_bytes[c];
+            each.push_back(tokens / ct.seconds[c]);
+          }
+          const double peak_gib = static_cast<double>(peak) / (1024.0 * 1024 * 1024);
+          std::printf("%-8s %-4s %5lld %3lld %11s %11s %12.0f %10.2f %6s %8.2f %s x%d\n",
+                      arch.c_str(), size.c_str(), static_cast<long long>(s.d_model),
+                      static_cast<long long>(s.n_layers()), "-", "-", tps, flops / 1e9,
+                      mfu > 0 ? (std::to_string(mfu * 100).substr(0, 4) + "%").c_str() : "-",
+                      peak_gib, ct.graphed ? "graph" : "eager", K);
+          std::printf("  %d copies, tokens/s each:", K);
+          for (double e : each) std::printf(" %.0f", e);
+          std::printf("\n");
+          std::fflush(stdout);
+          rows.push_back({{"arch", arch},
+                          {"size", size},
+                          {"pattern", s.pattern},
+                          {"concurrent", K},
+                          {"seq_len", a->seq_len},
+                          {"batch", a->batch},
+                          {"vocab", a->vocab},
+                          {"tokens_per_s", tps},
+                          {"tokens_per_s_each", each},
+                          {"flops_per_token", s.flops_per_token(a->seq_len)},
+                          {"flops_per_s", flops},
+                          {"mfu", mfu},
+                          {"peak_gib", peak_gib},
+                          {"graph", ct.graphed}});
+          continue;
+        }
         auto dev = make_backend(a->device);
         ProfiledBackend prof(*dev);
         prof.enable(false);
@@ -125,26 +257,14 @@ void register_bench(CLI::App& app) {
         AdamW opt(model, {});
         TrainStep train_step(model, opt, nullptr, /*graph=*/true);
         const int64_t n = a->batch * a->seq_len;
-        std::vector<int32_t> in(n), tgt(n);
-        Rng rng(1, 0);
-        for (int64_t i = 0; i < n; ++i) {
-          in[i] = static_cast<int32_t>(rng.below(a->vocab));
-          tgt[i] = static_cast<int32_t>(rng.below(a->vocab));
-        }
-        // As the trainer steps: each step enqueued while the previous one runs, its result read
-        // one step later (so the host's staging overlaps the device's work).
+        std::vector<int32_t> in, tgt;
+        random_batch(n, a->vocab, 0, in, tgt);
         auto run = [&](TrainStep& ts, int64_t first, int64_t count) {
-          uint64_t pend = 0;
-          for (int64_t i = 0; i < count; ++i) {
-            const uint64_t t = ts.enqueue(in.data(), tgt.data(), 1e-4, first + i);
-            if (i > 0) ts.result(pend);
-            pend = t;
-          }
-          if (count > 0) ts.result(pend);
+          run_steps(ts, in, tgt, first, count);
         };
-        run(train_step, 1, std::max<int64_t>(a->warmup, 2));  // the graph is captured at step 2
+        run(train_step, 1, warm);
         be->synchronize();
-        const int64_t first = std::max<int64_t>(a->warmup, 2) + 1;
+        const int64_t first = warm + 1;
         const auto t0 = std::chrono::steady_clock::now();
         run(train_step, first, a->steps);
         be->synchronize();

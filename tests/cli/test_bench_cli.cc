@@ -79,3 +79,44 @@ BOOST_AUTO_TEST_CASE(bad_arguments_are_one_line) {
   BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
   BOOST_TEST(r.err.find("--reps") != std::string::npos, r.err);
 }
+
+// --concurrent K: K copies of a run as threads of one process; the row's tokens/s is their
+// aggregate (K x one copy's tokens over the slowest copy's time), each copy's own in the JSON.
+BOOST_AUTO_TEST_CASE(concurrent_copies_report_their_aggregate) {
+  TempDir d("sl_bench_cli_conc_");
+  const std::string json = (d.path / "conc.json").string();
+  Result r = bench(d,
+                   "--arch dense,hybrid --sizes L0 --seq-len 16 --batch 2 --vocab 64 --steps 2 "
+                   "--warmup 1 --concurrent 2 --json " +
+                       json);
+  BOOST_TEST_MESSAGE(r.out << r.err);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  const nlohmann::json rows = nlohmann::json::parse(slurp(json));
+  BOOST_REQUIRE_EQUAL(rows.size(), 2u);
+  for (const auto& row : rows) {
+    BOOST_TEST(row.at("concurrent") == 2);
+    const auto& each = row.at("tokens_per_s_each");
+    BOOST_REQUIRE_EQUAL(each.size(), 2u);
+    double slowest = 1e300;
+    for (const auto& e : each) {
+      BOOST_TEST((std::isfinite(double(e)) && double(e) > 0));
+      slowest = std::min(slowest, double(e));
+    }
+    BOOST_TEST(std::abs(double(row.at("tokens_per_s")) / (2 * slowest) - 1) < 1e-9);
+  }
+  BOOST_TEST(r.out.find("2 copies, tokens/s each:") != std::string::npos, r.out);
+  // --profile times one run; a copy that cannot start is one error line (the other copies do
+  // not wait for it).
+  r = bench(d, "--arch dense --sizes L0 --seq-len 16 --batch 2 --steps 1 --concurrent 2 --profile");
+  BOOST_TEST(r.code != 0);
+  BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  BOOST_TEST(r.err.find("--profile") != std::string::npos, r.err);
+  const std::string bad = std::string(SL_EXE) +
+                          " bench --device cuda:99 --arch dense --sizes L0 --seq-len 16 --batch 2 "
+                          "--steps 1 --concurrent 2 2>" +
+                          (d.path / "bad_err").string() + " >/dev/null";
+  BOOST_TEST(exit_code(std::system(bad.c_str())) != 0);
+  const std::string err = slurp(d.path / "bad_err");
+  BOOST_TEST(std::count(err.begin(), err.end(), '\n') == 1, err);
+  BOOST_TEST(err.find("bench --concurrent: copy") != std::string::npos, err);
+}
