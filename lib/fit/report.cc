@@ -112,9 +112,15 @@ json savings_json(const SavingsResult& r, double huber_delta) {
                  {"n_hi", num(r.growth.n_hi)},
                  {"value", num(r.growth.value)},
                  {"verdict", r.growth.verdict}};
-  if (boot)
+  if (boot) {
     j["growth"].update({{"ci95", json::array({num(r.growth.ci_lo), num(r.growth.ci_hi)})},
                         {"ci95_replicates", r.growth.boot_n}});
+    if (std::isinf(r.growth.ci_hi))
+      j["growth"]["ci95_note"] =
+          "upper bound unbounded: S at the smaller N was zero (L* unreachable for the candidate) "
+          "or "
+          "S at the larger N unbounded in more than 2.5% of the replicates";
+  }
   j["compute_multiplier"] =
       ratio_json(r.compute_multiplier, "value", "compute_baseline", "compute_candidate", boot);
   json co = json::object(), fits = json::object(), per = json::object();

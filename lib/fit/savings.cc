@@ -354,7 +354,11 @@ SavingsResult savings_from_points(const Points& pb, const Points& pc, const Savi
       for (double v : g) G.boot_n += !std::isnan(v);
       G.ci_lo = percentile(g, 0.025);
       G.ci_hi = percentile(g, 0.975);
-      G.verdict = G.ci_lo > 1 ? "grows" : G.ci_hi < 1 ? "falls" : "not resolved";
+      // No replicate defines G (every refit failed or left out, or inf / inf): no CI, no verdict.
+      G.verdict = G.boot_n == 0 ? "no CI"
+                  : G.ci_lo > 1 ? "grows"
+                  : G.ci_hi < 1 ? "falls"
+                                : "not resolved";
     }
     std::vector<double> v;
     for (int k = 0; k < o.bootstrap; ++k) {

@@ -127,7 +127,8 @@ struct SavingsGrowth {
   double ci_lo = std::nan(""), ci_hi = std::nan("");
   int boot_n = 0;  // replicates with a defined G
   // "grows" (ci_lo > 1), "falls" (ci_hi < 1), "not resolved" (the CI holds 1), "no CI" (no
-  // bootstrap), or "undefined" (fewer than two trained sizes with S defined).
+  // bootstrap, or no replicate defines G), or "undefined" (fewer than two trained sizes with S
+  // defined).
   std::string verdict = "undefined";
 };
 

@@ -147,7 +147,8 @@ double ParityReport::max_rel() const { return std::max({logits.rel, loss.rel, wo
 ParityReport check_hf_parity(const HfFixture& f, Backend& be) {
   Model model(f.spec, be, f.B, f.T);
   model.set_params(params_from_hf(model.params(), f.weights, f.path + " /weights"));
-  // Logits first (a training forward overwrites them with their gradient).
+  // Logits first: logits_host() recomputes them from the forward's final hidden states (the LM
+  // head runs in chunks, and a training forward writes each chunk's gradient over its logits).
   ParityReport r;
   const int64_t n_logits = f.B * f.T * f.spec.vocab_size;
   model.forward(f.ids.data(), f.targets.data(), 0.f);

@@ -18,7 +18,8 @@ Tensor Model::stat(int64_t n) { return env_->stat(n); }
 int64_t logits_chunk_rows(int64_t BT, int64_t V) {
   if (BT * V <= kLogitsChunkElems) return BT;
   const int64_t chunks = (BT * V + kLogitsChunkElems - 1) / kLogitsChunkElems;
-  return std::max<int64_t>(64, ((BT + chunks - 1) / chunks + 63) / 64 * 64);
+  // At least 64 rows, at most the batch's (the buffer never exceeds [B*T, V]).
+  return std::min(BT, std::max<int64_t>(64, ((BT + chunks - 1) / chunks + 63) / 64 * 64));
 }
 
 Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T, int64_t chunk_rows)

@@ -34,9 +34,10 @@ ModelMemory model_memory(const ModelSpec& spec, int64_t B, int64_t T, DType act,
 // Rows of the LM head's logits that exist at a time (the logits buffer is [rows, V]): all B*T
 // rows while they take at most kLogitsChunkElems elements (every byte-vocabulary ladder size),
 // else B*T split into the fewest equal chunks within that bound, rounded up to 64 rows (at most
-// 63 rows over it). S4, vocab 50304: 4 chunks of 4096 of 16,384 rows, 412 MB in bf16 instead of
-// 1.65 GB. Measured on the H200 (bench --logits-rows, dense S4, docs/PERFORMANCE.md): 1280 rows
-// 478k tokens/s at 8.45 GiB, 4096 496k at 8.72, 8192 497k at 9.10, unchunked 500k at 9.87.
+// 63 rows over it; at least 64 rows, at most B*T). S4, vocab 50304: 4 chunks of 4096 of 16,384
+// rows, 412 MB in bf16 instead of 1.65 GB. Measured on the H200 (bench --logits-rows, dense S4,
+// docs/PERFORMANCE.md): 1280 rows 478k tokens/s at 8.45 GiB, 4096 496k at 8.72, 8192 497k at 9.10,
+// unchunked 500k at 9.87.
 constexpr int64_t kLogitsChunkElems = int64_t{256} << 20;
 int64_t logits_chunk_rows(int64_t BT, int64_t V);
 

@@ -267,11 +267,13 @@ bool same_json(const nlohmann::json& a, const nlohmann::json& b, const std::stri
     const double x = a.get<double>(), y = b.get<double>();
     if (x == y || std::abs(x - y) <= 1e-6 * std::max(std::abs(x), std::abs(y))) return true;
   } else if (a.is_object() && b.is_object()) {
-    for (const auto& [k, v] : a.items())
-      if (!skip.count(k) && (!b.contains(k) || !same_json(v, b[k], at + "." + k, where)))
-        return false;
+    for (const auto& [k, v] : a.items()) {
+      if (skip.count(k)) continue;
+      if (!b.contains(k)) return where = at + "." + k + " not reproduced", false;
+      if (!same_json(v, b[k], at + "." + k, where)) return false;
+    }
     for (const auto& [k, v] : b.items())
-      if (!skip.count(k) && !a.contains(k)) return where = at + "." + k, false;
+      if (!skip.count(k) && !a.contains(k)) return where = at + "." + k + " not committed", false;
     return true;
   } else if (a.is_array() && b.is_array() && a.size() == b.size()) {
     for (size_t i = 0; i < a.size(); ++i)

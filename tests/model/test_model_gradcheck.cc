@@ -145,7 +145,8 @@ BOOST_AUTO_TEST_CASE(logits_chunk_rows_bound_the_logits_buffer) {
   BOOST_TEST(s4 * 50304 <= sl::kLogitsChunkElems);
   // 10,000 rows of vocab 50304 need 2 chunks: 5000 rows, rounded up to 5056 (64 rows).
   BOOST_TEST(sl::logits_chunk_rows(10000, 50304) == 5056);
-  BOOST_TEST(sl::logits_chunk_rows(16, 1 << 30) == 64);  // at least 64 rows
+  BOOST_TEST(sl::logits_chunk_rows(1000, 1 << 30) == 64);  // at least 64 rows
+  BOOST_TEST(sl::logits_chunk_rows(16, 1 << 30) == 16);    // at most the batch's
 }
 
 BOOST_AUTO_TEST_CASE(model_param_count_matches_table) {
