@@ -77,6 +77,8 @@ struct CopyTiming {
   std::vector<double> seconds;
   std::vector<int64_t> peak_bytes;
   bool graphed = true;
+  int64_t n_params = 0, n_params_nonembedding = 0;  // of one copy
+  std::string device;
 };
 CopyTiming time_copies(const ModelSpec& s, const std::string& device, int K, int64_t batch,
                        int64_t seq_len, int64_t logits_rows, int64_t warm, int64_t steps) {
@@ -109,6 +111,11 @@ CopyTiming time_copies(const ModelSpec& s, const std::string& device, int K, int
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         out.peak_bytes[c] = be->peak_bytes();
         graphed[c] = ts.graphed();
+        if (c == 0) {
+          out.n_params = model.num_params();
+          out.n_params_nonembedding = count_params(model.params(), false);
+          out.device = be->name();
+        }
       } catch (const std::exception& e) {
         errors[c] = e.what();
         if (!arrived) sync.arrive_and_drop();  // the others must not wait for this copy
@@ -189,6 +196,50 @@ void register_bench(CLI::App& app) {
     nlohmann::json rows = nlohmann::json::array();
     std::printf("%-8s %-4s %5s %3s %11s %11s %12s %10s %6s %8s %s\n", "arch", "size", "d", "L",
                 "params", "non-emb", "tokens/s", "GFLOP/s", "MFU", "peakGiB", "step");
+    // One result row, printed and kept for --json; `each` (--concurrent): every copy's tokens/s,
+    // `tps` their aggregate.
+    auto emit = [&](const std::string& arch, const std::string& size, const ModelSpec& s,
+                    double tps, int64_t np, int64_t nne, const std::string& device,
+                    int64_t peak_bytes, bool graphed, const std::vector<double>& each) {
+      const double flops = tps * s.flops_per_token(a->seq_len);
+      const double mfu = a->peak_tflops > 0 ? flops / (a->peak_tflops * 1e12) : 0;
+      // Everything the run(s) allocated through the backend (weights, moments, activations,
+      // workspaces), at the peak: comparable with torch.cuda.max_memory_allocated.
+      const double peak_gib = static_cast<double>(peak_bytes) / (1024.0 * 1024 * 1024);
+      const std::string copies = each.empty() ? "" : " x" + std::to_string(each.size());
+      std::printf("%-8s %-4s %5lld %3lld %11lld %11lld %12.0f %10.2f %6s %8.2f %s%s\n",
+                  arch.c_str(), size.c_str(), static_cast<long long>(s.d_model),
+                  static_cast<long long>(s.n_layers()), static_cast<long long>(np),
+                  static_cast<long long>(nne), tps, flops / 1e9,
+                  mfu > 0 ? (std::to_string(mfu * 100).substr(0, 4) + "%").c_str() : "-", peak_gib,
+                  graphed ? "graph" : "eager", copies.c_str());
+      nlohmann::json row = {{"arch", arch},
+                            {"size", size},
+                            {"pattern", s.pattern},
+                            {"d_model", s.d_model},
+                            {"n_layers", s.n_layers()},
+                            {"n_params", np},
+                            {"n_params_nonembedding", nne},
+                            {"device", device},
+                            {"seq_len", a->seq_len},
+                            {"batch", a->batch},
+                            {"vocab", a->vocab},
+                            {"tokens_per_s", tps},
+                            {"flops_per_token", s.flops_per_token(a->seq_len)},
+                            {"flops_per_s", flops},
+                            {"mfu", mfu},
+                            {"peak_gib", peak_gib},
+                            {"graph", graphed}};
+      if (!each.empty()) {
+        row["concurrent"] = each.size();
+        row["tokens_per_s_each"] = each;
+        std::printf("  %zu copies, tokens/s each:", each.size());
+        for (double e : each) std::printf(" %.0f", e);
+        std::printf("\n");
+      }
+      std::fflush(stdout);
+      rows.push_back(row);
+    };
     for (const std::string& arch : split(a->archs)) {
       for (const std::string& size : split(a->sizes)) {
         const LadderSize* ls = find_ladder(size);
@@ -214,38 +265,14 @@ void register_bench(CLI::App& app) {
           const double slowest = *std::max_element(ct.seconds.begin(), ct.seconds.end());
           const double tokens = static_cast<double>(a->batch * a->seq_len * a->steps);
           const double tps = K * tokens / slowest;
-          const double flops = tps * s.flops_per_token(a->seq_len);
-          const double mfu = a->peak_tflops > 0 ? flops / (a->peak_tflops * 1e12) : 0;
           int64_t peak = 0;
           std::vector<double> each;
           for (int c = 0; c < K; ++c) {
             peak += ct.peak_bytes[c];
             each.push_back(tokens / ct.seconds[c]);
           }
-          const double peak_gib = static_cast<double>(peak) / (1024.0 * 1024 * 1024);
-          std::printf("%-8s %-4s %5lld %3lld %11s %11s %12.0f %10.2f %6s %8.2f %s x%d\n",
-                      arch.c_str(), size.c_str(), static_cast<long long>(s.d_model),
-                      static_cast<long long>(s.n_layers()), "-", "-", tps, flops / 1e9,
-                      mfu > 0 ? (std::to_string(mfu * 100).substr(0, 4) + "%").c_str() : "-",
-                      peak_gib, ct.graphed ? "graph" : "eager", K);
-          std::printf("  %d copies, tokens/s each:", K);
-          for (double e : each) std::printf(" %.0f", e);
-          std::printf("\n");
-          std::fflush(stdout);
-          rows.push_back({{"arch", arch},
-                          {"size", size},
-                          {"pattern", s.pattern},
-                          {"concurrent", K},
-                          {"seq_len", a->seq_len},
-                          {"batch", a->batch},
-                          {"vocab", a->vocab},
-                          {"tokens_per_s", tps},
-                          {"tokens_per_s_each", each},
-                          {"flops_per_token", s.flops_per_token(a->seq_len)},
-                          {"flops_per_s", flops},
-                          {"mfu", mfu},
-                          {"peak_gib", peak_gib},
-                          {"graph", ct.graphed}});
+          emit(arch, size, s, tps, ct.n_params, ct.n_params_nonembedding, ct.device, peak,
+               ct.graphed, each);
           continue;
         }
         auto dev = make_backend(a->device);
@@ -271,36 +298,8 @@ void register_bench(CLI::App& app) {
         const double dt =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double tps = static_cast<double>(n * a->steps) / dt;
-        const double flops = tps * s.flops_per_token(a->seq_len);
-        const double mfu = a->peak_tflops > 0 ? flops / (a->peak_tflops * 1e12) : 0;
-        const int64_t np = model.num_params(), nne = count_params(model.params(), false);
-        // Everything the run allocated through the backend (weights, moments, activations,
-        // workspaces), at its peak: comparable with torch.cuda.max_memory_allocated.
-        const double peak_gib = static_cast<double>(be->peak_bytes()) / (1024.0 * 1024 * 1024);
-        std::printf("%-8s %-4s %5lld %3lld %11lld %11lld %12.0f %10.2f %6s %8.2f %s\n",
-                    arch.c_str(), size.c_str(), static_cast<long long>(s.d_model),
-                    static_cast<long long>(s.n_layers()), static_cast<long long>(np),
-                    static_cast<long long>(nne), tps, flops / 1e9,
-                    mfu > 0 ? (std::to_string(mfu * 100).substr(0, 4) + "%").c_str() : "-",
-                    peak_gib, train_step.graphed() ? "graph" : "eager");
-        std::fflush(stdout);
-        rows.push_back({{"arch", arch},
-                        {"size", size},
-                        {"pattern", s.pattern},
-                        {"d_model", s.d_model},
-                        {"n_layers", s.n_layers()},
-                        {"n_params", np},
-                        {"n_params_nonembedding", nne},
-                        {"device", be->name()},
-                        {"seq_len", a->seq_len},
-                        {"batch", a->batch},
-                        {"vocab", a->vocab},
-                        {"tokens_per_s", tps},
-                        {"flops_per_token", s.flops_per_token(a->seq_len)},
-                        {"flops_per_s", flops},
-                        {"mfu", mfu},
-                        {"peak_gib", peak_gib},
-                        {"graph", train_step.graphed()}});
+        emit(arch, size, s, tps, model.num_params(), count_params(model.params(), false),
+             be->name(), be->peak_bytes(), train_step.graphed(), {});
         if (a->profile) {
           // The same steps again with every op timed; shares of the summed op time.
           // Op by op (eagerly: a graph would hide the ops from the profiler).
