@@ -299,15 +299,16 @@ void Model::run_forward() {
                       {.R = BT, .C = D.d, .ldx = D.d}, static_cast<float>(spec_.norm_eps), Tensor{},
                       Tensor{});
   have_dlogits_ = false;
-  if (staged_targets_) be_.zero(step_.at(kStepLossSum, 1));
-  const bool grad = staged_targets_ && staged_dloss_ != 0.f;
+  // Without targets the head has nothing to do here: logits_host() computes the logits from xf_.
+  if (!staged_targets_) return;
+  be_.zero(step_.at(kStepLossSum, 1));
+  const bool grad = staged_dloss_ != 0.f;
   const Tensor w = params_c_.at(head.offset, head.numel), dw = grads_.at(head.offset, head.numel);
   for (int64_t r0 = 0; r0 < BT; r0 += chunk_rows_) {
     const int64_t n = std::min(chunk_rows_, BT - r0);
     const MatmulShape s = {.M = n, .K = D.d, .N = D.V, .ldx = D.d};
     const Tensor x = xf_.at(r0 * D.d, n * D.d), lg = logits_.at(0, n * D.V);
     be_.matmul_forward(lg, x, w, s, false);
-    if (!staged_targets_) continue;  // (only the last chunk's logits remain: logits_host())
     // The gradient overwrites the logits row by row (the CE op allows dlogits == logits).
     be_.cross_entropy(step_.at(kStepLossSum, 1), losses_.at(r0, n), grad ? lg : Tensor{}, lg,
                       batch_.at(embedding_index_size(BT) + r0, n), {.R = n, .C = D.V},

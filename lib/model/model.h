@@ -89,11 +89,12 @@ class Model {
   void stage_batch(const int32_t* ids, const int32_t* targets, float dloss = 0.f, double lr = 0,
                    int64_t t = 0);
   // Enqueues the forward of the staged batch. The LM head runs in chunks of chunk_rows rows, so
-  // no [B*T, V] logits buffer exists: for each chunk the logits, then with targets the loss sum
+  // no [B*T, V] logits buffer exists: with targets, for each chunk the logits, the loss sum
   // into step_scalars()[kStepLossSum] (written) and, when dloss != 0, the loss gradient in place
   // of the chunk's logits and at once the head's backward for it (d xf rows written, the head's
   // weight gradient accumulated). So the gradient buffer must be zeroed before the forward, and
-  // backward() continues from the final norm.
+  // backward() continues from the final norm. Without targets it stops at the final norm
+  // (logits_host() computes the logits from it).
   void run_forward();
   // The f64 step tensor (core/backend.h StepSlot, then the loss gradient scale).
   Tensor step_scalars() const { return step_; }
