@@ -164,8 +164,8 @@ void register_bench(CLI::App& app) {
       ->check(CLI::Range(1, 64));
   cmd->add_option("--json", a->json, "Also write the results as JSON");
   cmd->add_flag("--profile", a->profile,
-                "After the timed steps, time every op (synchronizing around each) and print where "
-                "a step's time goes");
+                "After the timed steps, run them again op by op with each op timed on the device "
+                "clock, and print where a step's time goes");
   cmd->add_option(
       "--op", a->ops,
       "Time single ops instead of training steps (comma-separated): attention, gdn, "
@@ -301,8 +301,10 @@ void register_bench(CLI::App& app) {
         emit(arch, size, s, tps, model.num_params(), count_params(model.params(), false),
              be->name(), be->peak_bytes(), train_step.graphed(), {});
         if (a->profile) {
-          // The same steps again with every op timed; shares of the summed op time.
-          // Op by op (eagerly: a graph would hide the ops from the profiler).
+          // The same steps again with every op timed on the device clock; shares of the summed
+          // op time. Op by op (eagerly: a graph would hide the ops from the profiler), so the
+          // profiled wall time is also the eager step's: its excess over the op time is the
+          // host's launch gaps that the graph removes.
           TrainStep eager(model, opt, nullptr, /*graph=*/false);
           prof.enable(true);
           prof.reset();

@@ -2,6 +2,7 @@
 // the host side of the embedding index.
 #include "core/backend.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -20,6 +21,17 @@ void Backend::copy_to_device(Tensor dst, const void* host) {
 }
 void Backend::copy_to_host(void* host, Tensor src) {
   if (src.n > 0) std::memcpy(host, src.data, static_cast<size_t>(src.n) * dtype_size(src.dtype));
+}
+
+// A stamp is the host clock in nanoseconds.
+uint64_t Backend::stamp() {
+  synchronize();
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+double Backend::stamp_ms(uint64_t a, uint64_t b) {
+  return (static_cast<double>(b) - static_cast<double>(a)) * 1e-6;
 }
 
 std::unique_ptr<Backend::Graph> Backend::capture(std::function<void()> /*fn*/) { return nullptr; }

@@ -59,6 +59,14 @@ class Backend {
   // A point in the op stream: wait(f) returns once everything enqueued before fence() is done.
   virtual uint64_t fence() { return 0; }
   virtual void wait(uint64_t /*fence*/) {}
+  // The device's clock, for the profiler: stamp() marks the point of the op stream where
+  // everything enqueued before it is done, without waiting for it; once synchronize() has
+  // returned, stamp_ms(a, b) is the device time from stamp a to stamp b. clear_stamps() forgets
+  // every stamp (their slots are reused). Default (ops that run as they are called, the CPU):
+  // the host clock, read after a synchronize().
+  virtual uint64_t stamp();
+  virtual double stamp_ms(uint64_t a, uint64_t b);
+  virtual void clear_stamps() {}
   // Bytes of backend memory allocated now and at most so far (alloc/free; 0 if not tracked).
   virtual int64_t bytes_in_use() const { return 0; }
   virtual int64_t peak_bytes() const { return 0; }

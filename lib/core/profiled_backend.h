@@ -1,12 +1,14 @@
 // ProfiledBackend: a Backend that forwards every call to another one and adds up the time each
-// op takes (wall clock between a synchronize() before and after the call, so asynchronous GPU
-// work is charged to the op that queued it). The synchronizations serialize the device, so the
-// total is a little above an unprofiled step; the shares are what `scalinglab bench --profile`
-// reports to say where a step's time goes before anyone optimises it.
+// op takes on the device: a stamp (Backend::stamp) before and after each forwarded call, read
+// once the run is done, so the ops run back to back as they would unprofiled (no
+// synchronization between them) and each is charged only the device time between its two
+// stamps: the launch latency and the host's gaps fall outside every op. (The CPU backend's
+// stamps are its host clock.) The shares are what `scalinglab bench --profile` reports to say
+// where a step's time goes before anyone optimises it.
 #pragma once
-#include <chrono>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 
@@ -19,8 +21,15 @@ class ProfiledBackend final : public Backend {
     int64_t calls = 0;
   };
   explicit ProfiledBackend(Backend& inner) : in_(inner) {}
-  const std::map<std::string, Stat>& stats() const { return stats_; }
-  void reset() { stats_.clear(); }
+  // The ops timed so far (waits for the device to read their stamps).
+  const std::map<std::string, Stat>& stats() {
+    collect();
+    return stats_;
+  }
+  void reset() {
+    collect();
+    stats_.clear();
+  }
   // Off: calls are forwarded untimed, with no synchronization (the unprofiled speed).
   void enable(bool on) { on_ = on; }
 
@@ -33,7 +42,7 @@ class ProfiledBackend final : public Backend {
   double time_ms(const std::function<void()>& fn, int reps) override {
     return in_.time_ms(fn, reps);
   }
-  // Staging is forwarded untimed (copies are charged to the ops that wait for them). capture()
+  // Staging is forwarded untimed (a copy falls between two ops' stamps). capture()
   // is forwarded only while timing is off (the unprofiled speed, with the inner backend's
   // graphs); while it is on there is no graph (null), so a step runs op by op.
   void* alloc_host(size_t bytes) override { return in_.alloc_host(bytes); }
@@ -42,6 +51,9 @@ class ProfiledBackend final : public Backend {
   void copy_to_host(void* host, Tensor src) override { in_.copy_to_host(host, src); }
   uint64_t fence() override { return in_.fence(); }
   void wait(uint64_t f) override { in_.wait(f); }
+  uint64_t stamp() override { return in_.stamp(); }
+  double stamp_ms(uint64_t a, uint64_t b) override { return in_.stamp_ms(a, b); }
+  void clear_stamps() override { in_.clear_stamps(); }
   int64_t bytes_in_use() const override { return in_.bytes_in_use(); }
   int64_t peak_bytes() const override { return in_.peak_bytes(); }
   std::unique_ptr<Graph> capture(std::function<void()> fn) override {
@@ -49,26 +61,37 @@ class ProfiledBackend final : public Backend {
   }
 
  private:
-  // Times one forwarded call; `op` names the table row.
+  // Stamps one forwarded call; `op` names the table row.
   struct Timed {
     ProfiledBackend& p;
     const char* op;
-    std::chrono::steady_clock::time_point t0;
+    uint64_t a = 0;
     Timed(ProfiledBackend& pb, const char* name) : p(pb), op(name) {
-      if (!p.on_) return;
-      p.in_.synchronize();
-      t0 = std::chrono::steady_clock::now();
+      if (p.on_) a = p.in_.stamp();
     }
     ~Timed() {
-      if (!p.on_) return;
-      p.in_.synchronize();
-      Stat& s = p.stats_[op];
-      s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      ++s.calls;
+      if (p.on_) p.pending_.push_back({op, a, p.in_.stamp()});
     }
   };
+  struct Pending {
+    const char* op;
+    uint64_t a, b;
+  };
+  // Reads the stamps of the calls timed since the last collect() into stats_.
+  void collect() {
+    if (pending_.empty()) return;
+    in_.synchronize();
+    for (const Pending& c : pending_) {
+      Stat& st = stats_[c.op];
+      st.seconds += 1e-3 * in_.stamp_ms(c.a, c.b);
+      ++st.calls;
+    }
+    pending_.clear();
+    in_.clear_stamps();
+  }
   Backend& in_;
   std::map<std::string, Stat> stats_;
+  std::vector<Pending> pending_;
   bool on_ = true;
 
  public:

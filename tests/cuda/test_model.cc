@@ -8,9 +8,10 @@
 //     dense 1.2e-2, hybrid GGGA 4.4e-2 (whole gradient). The f32 run above pins the kernels'
 //     math to the CPU's; what remains here is the rounding of the model's bf16 buffers, which a
 //     chain of Gated DeltaNet blocks amplifies more than attention blocks.
-// Plus the backend factory ("cuda", "cuda:N") and its errors.
+// Plus the backend factory ("cuda", "cuda:N") and its errors, and the profiler on the device.
 #define BOOST_TEST_MODULE cuda_model
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "core/profiled_backend.h"
 #include "core/rng.h"
 #include "cuda/gpu_test.h"
 #include "model/model.h"
@@ -180,4 +182,50 @@ BOOST_AUTO_TEST_CASE(factory_makes_cuda_backends) {
     BOOST_TEST_MESSAGE(e.what());
     BOOST_TEST(std::string(e.what()).find("no such device") != std::string::npos);
   }
+}
+
+// `bench --profile` on the device: the profiler only observes (the same loss and gradients as the
+// plain backend, bit for bit), and its op times are device times between stamps: each op's is
+// positive and below the step's wall time, and together they are too; a cleared stamp slot is
+// taken again.
+BOOST_AUTO_TEST_CASE(profiler_times_ops_on_the_device_clock) {
+  const sl::ModelSpec spec = tiny("GA");
+  const int64_t B = 2, T = 100;
+  std::vector<float> params;
+  {
+    sl::CpuBackend<float> cpu;
+    sl::Model m(spec, cpu, B, T);
+    m.init(5);
+    params = m.get_params();
+  }
+  std::vector<int32_t> ids(B * T), tgt(B * T);
+  sl::Rng rng(4, 0);
+  for (int64_t i = 0; i < B * T; ++i) {
+    ids[i] = static_cast<int32_t>(rng.below(spec.vocab_size));
+    tgt[i] = static_cast<int32_t>(rng.below(spec.vocab_size));
+  }
+  sl::CudaBackend plain(0, sl::DType::bf16), inner(0, sl::DType::bf16);
+  const Step a = run_step(plain, spec, B, T, params, ids, tgt);
+  sl::ProfiledBackend prof(inner);
+  const auto t0 = std::chrono::steady_clock::now();
+  const Step b = run_step(prof, spec, B, T, params, ids, tgt);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  BOOST_TEST(a.loss == b.loss);
+  BOOST_TEST(a.grads == b.grads, boost::test_tools::per_element());
+  double sum = 0;
+  for (const auto& [op, st] : prof.stats()) {
+    BOOST_TEST_CONTEXT(op) {
+      BOOST_TEST(st.calls >= 1);
+      BOOST_TEST(st.seconds > 0.0);
+      BOOST_TEST(st.seconds < wall);
+    }
+    sum += st.seconds;
+  }
+  BOOST_TEST(prof.stats().count("gdn_backward") == 1u);
+  BOOST_TEST(sum < wall);
+  // stats() read and cleared the stamps: the next one takes slot 0 again.
+  BOOST_TEST(inner.stamp() == 0u);
+  inner.synchronize();
+  BOOST_TEST(inner.stamp_ms(0, 0) == 0.0);
+  BOOST_CHECK_THROW(inner.stamp_ms(0, 1), sl::Error);
 }

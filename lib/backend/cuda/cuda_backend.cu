@@ -34,6 +34,10 @@ struct CudaBackend::Impl {
   static constexpr int kFences = 64;
   cudaEvent_t fences[kFences] = {};
   uint64_t next_fence = 0;
+  // Stamps: timing events, stamp k is stamps[k]; the pool grows and is reused after
+  // clear_stamps().
+  std::vector<cudaEvent_t> stamps;
+  size_t next_stamp = 0;
   // Device memory from alloc(): sizes by pointer, so free() can count exactly.
   std::map<void*, size_t> sizes;
   int64_t in_use = 0, peak = 0;
@@ -43,6 +47,7 @@ struct CudaBackend::Impl {
   ~Impl() {
     for (cudaEvent_t e : fences)
       if (e) cudaEventDestroy(e);
+    for (cudaEvent_t e : stamps) cudaEventDestroy(e);
     for (auto& kv : rope) cudaFree(kv.second);
     cuda::gemm_plans_destroy(gemm);
     if (stream) cudaStreamDestroy(stream);
@@ -150,6 +155,25 @@ uint64_t CudaBackend::fence() {
 void CudaBackend::wait(uint64_t f) {
   SL_CUDA_CHECK(cudaEventSynchronize(impl_->fences[f % Impl::kFences]));
 }
+
+uint64_t CudaBackend::stamp() {
+  Impl& m = *impl_;
+  if (m.next_stamp == m.stamps.size()) {
+    cudaEvent_t e;
+    SL_CUDA_CHECK(cudaEventCreate(&e));
+    m.stamps.push_back(e);
+  }
+  SL_CUDA_CHECK(cudaEventRecord(m.stamps[m.next_stamp], m.stream));
+  return m.next_stamp++;
+}
+double CudaBackend::stamp_ms(uint64_t a, uint64_t b) {
+  const Impl& m = *impl_;
+  if (a >= m.next_stamp || b >= m.next_stamp) fail("cuda: stamp_ms of a stamp not taken");
+  float ms = 0;
+  SL_CUDA_CHECK(cudaEventElapsedTime(&ms, m.stamps[a], m.stamps[b]));
+  return static_cast<double>(ms);
+}
+void CudaBackend::clear_stamps() { impl_->next_stamp = 0; }
 
 namespace {
 // A captured stream: instantiated once, replayed on the stream it was captured from.

@@ -52,6 +52,9 @@ class CudaBackend final : public Backend {
   void copy_to_host(void* host, Tensor src) override;
   uint64_t fence() override;
   void wait(uint64_t fence) override;
+  uint64_t stamp() override;  // a timing event recorded on the stream
+  double stamp_ms(uint64_t a, uint64_t b) override;
+  void clear_stamps() override;
   int64_t bytes_in_use() const override;
   int64_t peak_bytes() const override;
   std::unique_ptr<Graph> capture(std::function<void()> fn) override;
