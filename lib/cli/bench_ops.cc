@@ -332,7 +332,7 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     };
     c.shape = "BT=" + std::to_string(BT) + " V=" + std::to_string(V);
     c.fwd_bytes = es * BT * V;
-    c.bwd_bytes = es * 3.0 * BT * V;
+    c.bwd_bytes = es * 2.0 * BT * V;  // read the logits, write dlogits
   } else {
     fail("bench --op: no benchmark for op '" + op + "'");  // names are checked first
   }

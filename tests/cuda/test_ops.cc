@@ -862,30 +862,37 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
 // -----------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(cross_entropy_matches_cpu) {
-  const int64_t BT = 97, V = 50304;
-  const auto tgt = random_ids(BT, V, 21, true);
-  // The loss sum accumulates into a device scalar (prefilled 0.5); dlogits is written (poisoned
-  // with NaN first), also in place over the logits as the LM head uses it.
-  auto run = [&](sl::Backend& be, Tensor dlogits, Tensor logits, Tensor losses) {
-    Raw r(be);
-    const Tensor sum = r.f64({0.5}), dscale = r.f64({0.37});
-    be.cross_entropy(sum, losses, dlogits, logits, r.ints(tgt), {.R = BT, .C = V}, dscale);
-    return r.read(sum);
-  };
-  check_both(
-      "cross_entropy",
-      {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f},
-       {"losses", BT, Kind::out, Cls::stat},
-       {"dlogits", BT * V, Kind::out, Cls::act}},
-      [&](sl::Backend& be, Bufs& b) { return run(be, b["dlogits"], b["logits"], b["losses"]); });
-  check_both(
-      "cross_entropy(no grad)",
-      {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f}, {"losses", BT, Kind::out, Cls::stat}},
-      [&](sl::Backend& be, Bufs& b) { return run(be, Tensor(), b["logits"], b["losses"]); });
-  check_both(
-      "cross_entropy(in place)",
-      {{"logits", BT * V, Kind::inout, Cls::act, -8.f, 8.f}, {"losses", BT, Kind::out, Cls::stat}},
-      [&](sl::Backend& be, Bufs& b) { return run(be, b["logits"], b["logits"], b["losses"]); });
+  // Each kernel: the warp per row (V 256: one 16-byte chunk a lane; V 1000: four, the last lanes
+  // short), the block per row with the row in shared memory (50304), the general one (4100, not
+  // a multiple of 8); 97 rows, not a multiple of the warp kernel's 8 rows a block.
+  for (const int64_t V : {int64_t{50304}, int64_t{256}, int64_t{1000}, int64_t{4100}}) {
+    const int64_t BT = 97;
+    const auto tgt = random_ids(BT, V, 21, true);
+    const std::string tag = " V " + std::to_string(V);
+    // The loss sum accumulates into a device scalar (prefilled 0.5); dlogits is written
+    // (poisoned with NaN first), also in place over the logits as the LM head uses it.
+    auto run = [&](sl::Backend& be, Tensor dlogits, Tensor logits, Tensor losses) {
+      Raw r(be);
+      const Tensor sum = r.f64({0.5}), dscale = r.f64({0.37});
+      be.cross_entropy(sum, losses, dlogits, logits, r.ints(tgt), {.R = BT, .C = V}, dscale);
+      return r.read(sum);
+    };
+    check_both(
+        "cross_entropy" + tag,
+        {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f},
+         {"losses", BT, Kind::out, Cls::stat},
+         {"dlogits", BT * V, Kind::out, Cls::act}},
+        [&](sl::Backend& be, Bufs& b) { return run(be, b["dlogits"], b["logits"], b["losses"]); });
+    check_both(
+        "cross_entropy(no grad)" + tag,
+        {{"logits", BT * V, Kind::in, Cls::act, -8.f, 8.f}, {"losses", BT, Kind::out, Cls::stat}},
+        [&](sl::Backend& be, Bufs& b) { return run(be, Tensor(), b["logits"], b["losses"]); });
+    check_both(
+        "cross_entropy(in place)" + tag,
+        {{"logits", BT * V, Kind::inout, Cls::act, -8.f, 8.f},
+         {"losses", BT, Kind::out, Cls::stat}},
+        [&](sl::Backend& be, Bufs& b) { return run(be, b["logits"], b["logits"], b["losses"]); });
+  }
 }
 
 // Three parameter tensors, the middle one not decayed, with boundaries inside the kernel's
