@@ -66,41 +66,59 @@ struct GdnDims {
 };
 
 // Ts = (I + L)^{-1} with L_ts = bet_t KKE_ts (s < t; KKE strictly lower, [kC][kLdc]), by 16 x 16
-// blocks: the four diagonal blocks by substitution (one thread per column), then the
-// off-diagonal blocks by distance d = I - J from the diagonal,
-//   T_IJ = -T_II sum_{K=J}^{I-1} L_IK T_KJ,
-// whose T_KJ (K - J < d) are already known. P: scratch of 3 * 256 floats. Barrier at both ends.
+// blocks: the four diagonal blocks by substitution, then the off-diagonal blocks by distance
+// d = I - J from the diagonal,
+//   T_IJ = -T_II P_J,   P_J = sum_{K=J}^{I-1} L_IK T_KJ = diag(bet_I) KKE_{I, J..I-1} T_{J..I-1,
+//   J},
+// whose T_KJ (K - J < d) are already known: one warp per block (I, J) of the distance, both
+// products on tensor cores (warp_mma, 3xTF32), the warp's P_J in its own 16 x 16 of the scratch
+// P (3 * 256 floats), so the only barriers are between distances. The substitution: one thread
+// per column j of a diagonal block, the column in registers (x_i = T_ij):
+//   x_i = 0 (i < j), 1 (i = j), -bet_i sum_{s=j}^{i-1} KKE_is x_s (i > j),
+// the sum in the order of s. (Scalar shared-memory loops for all of it were ~40% of the prep
+// kernel's issue slots at the ladder's L3 shape: ncu, 2026-12-02.) Barrier at both ends.
 __device__ void unit_lower_inverse(float* Ts, const float* KKE, const float* bet, float* P) {
-  const int tid = threadIdx.x, nth = blockDim.x;
+  const int tid = threadIdx.x, nth = blockDim.x, warp = tid / 32;
   __syncthreads();
   for (int i = tid; i < kC * kC; i += nth) Ts[(i / kC) * kLdc + i % kC] = 0.f;
   __syncthreads();
   if (tid < kC) {
-    const int o = (tid / 16) * 16, j = o + tid % 16;  // column j of the diagonal block at o
-    Ts[j * kLdc + j] = 1.f;
-    for (int i = j + 1; i < o + 16; ++i) {
+    const int o = (tid / 16) * 16, j = tid % 16;  // column o + j of the diagonal block at o
+    float x[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
       float acc = 0.f;
-      for (int s = j; s < i; ++s) acc += KKE[i * kLdc + s] * Ts[s * kLdc + j];
-      Ts[i * kLdc + j] = -bet[i] * acc;
+#pragma unroll
+      for (int s2 = 0; s2 < i; ++s2)
+        if (s2 >= j) acc += KKE[(o + i) * kLdc + o + s2] * x[s2];
+      x[i] = i < j ? 0.f : i == j ? 1.f : -bet[o + i] * acc;
     }
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+      if (i >= j) Ts[(o + i) * kLdc + o + j] = x[i];
   }
+  const int g = tid % 32 / 4;  // the accumulator rows g, g + 8 of this lane (tile_mma.cuh's Acc)
   for (int d = 1; d < kC / 16; ++d) {
-    const int nb = kC / 16 - d;  // blocks (I, J) = (J + d, J), J < nb
-    __syncthreads();
-    for (int e = tid; e < nb * 256; e += nth) {
-      const int J = e / 256, r = (e % 256) / 16, c = e % 16, row = 16 * (J + d) + r;
-      float acc = 0.f;
-      for (int k = 16 * J; k < 16 * (J + d); ++k)
-        acc += KKE[row * kLdc + k] * Ts[k * kLdc + 16 * J + c];
-      P[e] = bet[row] * acc;
-    }
-    __syncthreads();
-    for (int e = tid; e < nb * 256; e += nth) {
-      const int J = e / 256, r = (e % 256) / 16, c = e % 16, I = J + d, row = 16 * I + r;
-      float acc = 0.f;
-      for (int k = 0; k <= r; ++k) acc += Ts[row * kLdc + 16 * I + k] * P[J * 256 + k * 16 + c];
-      Ts[row * kLdc + 16 * J + c] = -acc;
-    }
+    __syncthreads();  // every block at a distance below d is written
+    const int J = warp, I = J + d;
+    if (I >= kC / 16) continue;
+    float* Pw = P + 256 * J;  // [16][16]
+    Acc c[1];
+    warp_mma<false, false, 1>(c, KKE + 16 * I * kLdc + 16 * J, kLdc, Ts + 16 * J * kLdc + 16 * J,
+                              kLdc, 0, 0, 16 * d, 0);
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) c[0].c[h][e] *= bet[16 * I + g + 8 * (e / 2)];
+    store_acc(Pw, 16, 0, 0, c[0]);
+    __syncwarp();
+    Acc t[1];
+    warp_mma<false, false, 1>(t, Ts + 16 * I * kLdc + 16 * I, kLdc, Pw, 16, 0, 0, 16, 0);
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) t[0].c[h][e] = -t[0].c[h][e];
+    store_acc(Ts, kLdc, 16 * I, 16 * J, t[0]);
   }
   __syncthreads();
 }
@@ -146,11 +164,15 @@ __device__ inline void load_state(float* dst, int ldv, DPtr src, int64_t off, co
                                   int nv) {
   load_tile(dst, ldv, src, off, D.DV, D.DK, D.DKp, nv, VT);
 }
-// The inverse: rows r < DK, columns j < nv of src [DKp][ldv] -> the state block at `off`.
+// The inverse: rows r < DK, columns j < nv <= VT of src [DKp][ldv] -> the state block at `off`
+// (indexed by the tile width VT, a compile-time power of two, not by nv: no integer division).
+template <int VT>
 __device__ inline void store_state(DPtr dst, int64_t off, const float* src, int ldv,
                                    const GdnDims& D, int nv) {
-  for (int i = threadIdx.x; i < D.DK * nv; i += blockDim.x)
-    dst.st(off + int64_t{i / nv} * D.DV + i % nv, src[(i / nv) * ldv + i % nv]);
+  for (int i = threadIdx.x; i < D.DK * VT; i += blockDim.x) {
+    const int r = i / VT, j = i % VT;
+    if (j < nv) dst.st(off + int64_t{r} * D.DV + j, src[r * ldv + j]);
+  }
 }
 
 // bet, gam <- beta, g for t < Cn; zero past the chunk's end (so padded rows have beta 0 and the
@@ -289,7 +311,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     mm<false, false>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
   } else {
     mm<false, false>(KKE, kLdc, As, kLdc, Ts, kLdc, kC, kC, kC, false);  // A Tinv
-    for (int i = tid; i < kC * D.DKp; i += nth) Qs[(i / D.DKp) * ldk + i % D.DKp] *= Gam[i / D.DKp];
+    // (Rows by tid / 16, columns by tid % 16: DKp is a multiple of 16, and no runtime division.)
+    for (int t = tid / 16; t < kC; t += nth / 16)
+      for (int cc = tid % 16; cc < D.DKp; cc += 16) Qs[t * ldk + cc] *= Gam[t];
     __syncthreads();  // A Tinv and diag(Gam) Q made: A is spent
     for (int i = tid; i < kC * kC; i += nth) {
       const int t = i / kC, s2 = i % kC;
@@ -303,9 +327,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   {
     const int64_t wo = wy_offset(D, b, h, c);
     const int vpr = D.DKp / 4;  // 16-byte vectors a row ([kC][DKp] per chunk, padding included)
-    for (int i = tid; i < kC * vpr; i += nth)
-      reinterpret_cast<float4*>(wy_out + wo)[i] =
-          *reinterpret_cast<const float4*>(Y + (i / vpr) * ldk + (i % vpr) * 4);
+    for (int t = tid / 4; t < kC; t += nth / 4)  // vpr is a multiple of 4
+      for (int v = tid % 4; v < vpr; v += 4)
+        reinterpret_cast<float4*>(wy_out + wo)[t * vpr + v] =
+            *reinterpret_cast<const float4*>(Y + t * ldk + 4 * v);
   }
   // The value tiles. Forward: V over Tinv's buffer, U = (Tinv diag(beta)) V over A's. Backward:
   // dO over A's, dX0 = (A Tinv)^T dO over Tinv's (M's, once stored), (diag(Gam) Q)^T dO [DKp][ldv]
@@ -327,11 +352,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       mm<true, false>(Ss, ldv, Qs, ldk, Vs, ldv, D.DKp, VT, kC, false, ex(false, xv));
     }
     __syncthreads();
-    for (int i = tid; i < Cn * nv; i += nth) {
-      const int t = i / nv, j = i % nv;
-      x_out[D.vo(b, t0 + t, h) + j0 + j] = Us[t * ldv + j];
+    for (int i = tid; i < Cn * VT; i += nth) {
+      const int t = i / VT, j = i % VT;
+      if (j < nv) x_out[D.vo(b, t0 + t, h) + j0 + j] = Us[t * ldv + j];
     }
-    if (bwd) store_state(DPtr{dstates, false}, D.state(b, h, c) + j0, Ss, ldv, D, nv);
+    if (bwd) store_state<VT>(DPtr{dstates, false}, D.state(b, h, c) + j0, Ss, ldv, D, nv);
   }
 }
 static_assert(kLocalLd <= kLdc);  // a value tile fits a [kC][kLdc] buffer
@@ -590,7 +615,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
     const bool next = c + 1 < D.NC;
     float* Us = Ub + (c % 2) * kC * ldv;
-    store_state(states, D.state(b, h, c) + j0, Ss, ldv, D, nv);
+    store_state<VT>(states, D.state(b, h, c) + j0, Ss, ldv, D, nv);
     if (next) {
       copy_async(Ub + ((c + 1) % 2) * kC * ldv, ldv, utile(c + 1));
       cp_async_commit();
