@@ -1,14 +1,17 @@
 // `scalinglab bench --op` through the real binary on the CPU backend: every op is timed forward
 // and backward (positive, finite times), matrix-product ops report TFLOP/s and memory-bound ones
 // GB/s, the JSON has one row per (op, pass); an unknown op or a bad count is one error line.
-// (Speeds themselves are never asserted: they belong to `bench`, not to tests.)
+// The --profile table and its summary line. (Speeds themselves are never asserted: they belong to
+// `bench`, not to tests.)
 #define BOOST_TEST_MODULE bench_cli
 #include <algorithm>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "common/files.h"
@@ -119,4 +122,50 @@ BOOST_AUTO_TEST_CASE(concurrent_copies_report_their_aggregate) {
   const std::string err = slurp(d.path / "bad_err");
   BOOST_TEST(std::count(err.begin(), err.end(), '\n') == 1, err);
   BOOST_TEST(err.find("bench --concurrent: copy") != std::string::npos, err);
+}
+
+// `bench --profile`: one table row per op with its calls a step, ms a step and share (the shares
+// summing to 100%), and the step issue's measure, the ops outside the matrix products, attention
+// and the GDN recurrence, equal to the sum of those rows.
+BOOST_AUTO_TEST_CASE(profile_table_sums_to_its_outside_line) {
+  TempDir d("sl_bench_cli_");
+  const Result r = bench(d,
+                         "--arch hybrid --sizes L0 --seq-len 16 --batch 2 --vocab 64 --steps 1 "
+                         "--warmup 1 --profile");
+  BOOST_TEST_MESSAGE(r.out << r.err);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  std::istringstream in(r.out);
+  std::string line;
+  bool table = false;
+  int rows = 0;
+  double share = 0, outside = 0, printed = -1, printed_pct = -1;
+  std::set<std::string> ops;
+  while (std::getline(in, line)) {
+    if (line.find("  op ") == 0) {
+      table = true;
+      continue;
+    }
+    if (!table) continue;
+    if (std::sscanf(line.c_str(), "  outside matmul, attention and gdn: %lf ms/step (%lf%%)",
+                    &printed, &printed_pct) == 2)
+      break;
+    char name[64];
+    double calls, ms, pct;
+    BOOST_REQUIRE_MESSAGE(
+        std::sscanf(line.c_str(), " %63s %lf %lf %lf%%", name, &calls, &ms, &pct) == 4, line);
+    ops.insert(name);
+    ++rows;
+    share += pct;
+    const std::string n = name;
+    if (n != "matmul_forward" && n != "matmul_backward" && n != "attention_forward" &&
+        n != "attention_backward" && n != "gdn_forward" && n != "gdn_backward")
+      outside += ms;
+  }
+  for (const char* op :
+       {"matmul_forward", "attention_backward", "gdn_backward", "cross_entropy", "adamw"})
+    BOOST_TEST(ops.count(op) == 1u, op);
+  BOOST_TEST(std::abs(share - 100.0) < 0.05 * rows);
+  BOOST_REQUIRE(printed >= 0);
+  BOOST_TEST(std::abs(printed - outside) <= 0.0005 * rows + 1e-9, printed << " vs " << outside);
+  BOOST_TEST((printed_pct > 0 && printed_pct < 100));
 }
