@@ -2,9 +2,10 @@
 // op takes on the device: a stamp (Backend::stamp) before and after each forwarded call, read
 // once the run is done, so the ops run back to back as they would unprofiled (no
 // synchronization between them) and each is charged only the device time between its two
-// stamps: the launch latency and the host's gaps fall outside every op. (The CPU backend's
-// stamps are its host clock.) The shares are what `scalinglab bench --profile` reports to say
-// where a step's time goes before anyone optimises it.
+// stamps: while the device has work queued, the launch latency and the host's gaps fall outside
+// every op (when it runs dry, as with small ops whose host side is slower, an op's interval
+// also holds its own launch). (The CPU backend's stamps are its host clock.) The shares are what
+// `scalinglab bench --profile` reports to say where a step's time goes before anyone optimises it.
 #pragma once
 #include <map>
 #include <string>

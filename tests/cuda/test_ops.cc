@@ -862,10 +862,12 @@ BOOST_AUTO_TEST_CASE(gated_rmsnorm_matches_cpu) {
 // -----------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(cross_entropy_matches_cpu) {
-  // Each kernel: the warp per row (V 256: one 16-byte chunk a lane; V 1000: four, the last lanes
-  // short), the block per row with the row in shared memory (50304), the general one (4100, not
-  // a multiple of 8); 97 rows, not a multiple of the warp kernel's 8 rows a block.
-  for (const int64_t V : {int64_t{50304}, int64_t{256}, int64_t{1000}, int64_t{4100}}) {
+  // Each kernel: the warp per row (V 256, 512, 1000, 2048: one, two, four (the last lanes short)
+  // and eight 16-byte chunks a lane), the block per row with the row in shared memory (50304),
+  // the general one (4100, not a multiple of 8); 97 rows, not a multiple of the warp kernel's 8
+  // rows a block.
+  for (const int64_t V :
+       {int64_t{50304}, int64_t{256}, int64_t{512}, int64_t{1000}, int64_t{2048}, int64_t{4100}}) {
     const int64_t BT = 97;
     const auto tgt = random_ids(BT, V, 21, true);
     const std::string tag = " V " + std::to_string(V);

@@ -238,7 +238,7 @@ constexpr int kBwdState[5] = {2, 0, 2, 2, 2};
 // (diag(Gam) Q)^T dO, ...), so the operand widened from bf16 stays exact and skips its lo
 // product. Padding feeds zeros: rows t >= Cn of K, V, dO are zero and beta_t = 0 there, so those
 // rows of Tinv are the identity's and the rows t >= Cn of W, U, M, dX0 are zero; so are W's and
-// M's columns DK .. DKp (K's are). A, KKE, Tinv: the same products in the same order as before.
+// M's columns DK .. DKp (K's are). Tinv by unit_lower_inverse (its off-diagonal blocks in 3xTF32).
 __device__ inline int64_t prep_offset(const GdnDims& D, int b, int h, int c) {
   return ((int64_t{b} * D.H + h) * D.NC + c) * kC * kC;
 }
