@@ -94,7 +94,7 @@ std::vector<float> tiny_grad(const Tiny& t, Backend& be) {
   m.zero_grad();
   m.forward(t.ids.data(), t.targets.data(), 1.f);
   m.backward();
-  std::vector<float> g(static_cast<size_t>(m.num_params()));
+  std::vector<float> g(static_cast<size_t>(m.buffer_size()));
   be.download(g.data(), m.grad_buffer());
   return g;
 }

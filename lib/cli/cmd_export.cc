@@ -25,7 +25,7 @@ namespace {
 // Parameters in table order from RUN/ckpt/state.h5 (arrays "param:<HF name>", flat float32).
 // Flat arrays carry no shape, so a mismatch is reported as the config's shape and both sizes.
 std::vector<float> checkpoint_params(const Checkpoint& c, const std::vector<ParamInfo>& table) {
-  std::vector<float> p(static_cast<size_t>(count_params(table, true)));
+  std::vector<float> p(static_cast<size_t>(buffer_size(table)));
   for (const ParamInfo& info : table) {
     auto it = c.arrays.find("param:" + info.name);
     if (it == c.arrays.end())

@@ -378,7 +378,7 @@ ModelSpec spec_from_hf_config(const std::string& text, const std::string& where)
 
 std::vector<float> params_from_hf(const std::vector<ParamInfo>& table, const HfTensors& tensors,
                                   const std::string& where) {
-  std::vector<float> p(static_cast<size_t>(count_params(table, true)));
+  std::vector<float> p(static_cast<size_t>(buffer_size(table)));
   std::set<std::string> used;
   for (const ParamInfo& info : table) {
     auto it = tensors.find(info.name);
@@ -507,9 +507,9 @@ void save_hf_dir(const std::string& dir, const ModelSpec& spec, const std::vecto
   s.finalize();
   const std::string cfg = hf_config_json(s, max_position_embeddings);  // validates first
   const auto table = build_param_table(s);
-  if (static_cast<int64_t>(params.size()) != count_params(table, true))
-    fail("export: " + std::to_string(params.size()) + " parameters for a model of " +
-         std::to_string(count_params(table, true)));
+  if (static_cast<int64_t>(params.size()) != buffer_size(table))
+    fail("export: " + std::to_string(params.size()) + " parameter buffer elements for a model of " +
+         std::to_string(buffer_size(table)));
   make_dirs(dir);
   HfTensors t = params_to_hf(table, params);
   if (hub_names && s.n_gdn_layers() > 0) t = module_to_hub_names(std::move(t), s);

@@ -162,7 +162,7 @@ ParityReport check_hf_parity(const HfFixture& f, Backend& be) {
   r.loss.abs = std::abs(loss - f.loss);
   r.loss.rel = std::isnan(loss) ? INFINITY : r.loss.abs / std::abs(f.loss);
 
-  std::vector<float> grads(static_cast<size_t>(model.num_params()));
+  std::vector<float> grads(static_cast<size_t>(model.buffer_size()));
   be.download(grads.data(), model.grad_buffer());
   for (const ParamInfo& p : model.params()) {
     const HfTensor& ref = f.grads.at(p.name);

@@ -35,10 +35,11 @@ Model::Model(const ModelSpec& spec, Backend& backend, int64_t B, int64_t T, int6
       layer_params_[std::stoul(n.substr(13))].push_back(static_cast<int>(i));
   }
   n_params_ = count_params(table_, true);
-  params_ = be_.alloc(n_params_, be_.param_dtype());
-  grads_ = be_.alloc(n_params_, be_.param_dtype());
+  buffer_n_ = sl::buffer_size(table_);
+  params_ = be_.alloc(buffer_n_, be_.param_dtype());
+  grads_ = be_.alloc(buffer_n_, be_.param_dtype());
   params_c_ =
-      be_.act_dtype() == be_.param_dtype() ? params_ : be_.alloc(n_params_, be_.act_dtype());
+      be_.act_dtype() == be_.param_dtype() ? params_ : be_.alloc(buffer_n_, be_.act_dtype());
 
   env_ = std::make_unique<BlockEnv>(spec_, be_, B, T, arena_);
   const int64_t BT = B * T, d = spec_.d_model, n_layers = spec_.n_layers();
@@ -106,7 +107,7 @@ ModelMemory model_memory(const ModelSpec& spec_in, int64_t B, int64_t T, DType a
   const DType stat = act == DType::f64 ? DType::f64 : DType::f32;  // BlockEnv's stat dtype
   const bool split = act != stat;
   auto size = [](DType t) { return static_cast<int64_t>(dtype_size(t)); };
-  const int64_t n = count_params(build_param_table(spec), true);
+  const int64_t n = buffer_size(build_param_table(spec));
   ModelMemory m;
   m.params = n * (2 * size(param) + (act == param ? 0 : size(act)));
   int64_t acts = 0, stats = 0, scratch = 0, stat_scratch = 0;
@@ -156,7 +157,7 @@ Model::~Model() {
 }
 
 void Model::init(uint64_t seed) {
-  std::vector<float> host(n_params_);
+  std::vector<float> host(buffer_n_);  // the gaps stay zero
   for (size_t i = 0; i < table_.size(); ++i) {
     const ParamInfo& p = table_[i];
     // One stream per parameter: adding a layer does not change the others' initial values.
@@ -196,12 +197,12 @@ void Model::init(uint64_t seed) {
 }
 
 std::vector<float> Model::get_params() const {
-  std::vector<float> host(n_params_);
+  std::vector<float> host(buffer_n_);
   be_.download(host.data(), params_);
   return host;
 }
 void Model::set_params(const std::vector<float>& host) {
-  SL_ASSERT(static_cast<int64_t>(host.size()) == n_params_);
+  SL_ASSERT(static_cast<int64_t>(host.size()) == buffer_n_);
   be_.upload(params_, host.data());
   sync_compute_params();
 }

@@ -52,7 +52,9 @@ class Model {
 
   const ModelSpec& spec() const { return spec_; }
   const std::vector<ParamInfo>& params() const { return table_; }
+  // The parameter count, and the elements of the flat buffers below (alignment gaps included).
   int64_t num_params() const { return n_params_; }
+  int64_t buffer_size() const { return buffer_n_; }
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
   Backend& backend() const { return be_; }
@@ -65,7 +67,8 @@ class Model {
 
   // docs/MODEL.md "Initialisation" from a seed (the same on every backend: drawn on the host).
   void init(uint64_t seed);
-  // Host copies of the master parameters in table order (checkpoints, export, tests).
+  // Host copies of the master parameters in table order, buffer_size() floats, the gaps zero
+  // (checkpoints, export, tests).
   std::vector<float> get_params() const;
   void set_params(const std::vector<float>& host);
   // After the optimizer changed the master parameters: refresh the compute copy (a no-op when the
@@ -133,7 +136,7 @@ class Model {
   int64_t chunk_rows_;  // LM head rows at a time; logits_ is [chunk_rows_, V]
   std::vector<ParamInfo> table_;
   std::vector<std::vector<int>> layer_params_;  // per layer: indices into table_
-  int64_t n_params_ = 0;
+  int64_t n_params_ = 0, buffer_n_ = 0;
   Tensor params_, grads_, params_c_;  // params_c_ == params_ unless dtypes differ
   std::vector<Tensor> arena_;
   std::unique_ptr<BlockEnv> env_;               // what the blocks share (model/blocks/block.h)

@@ -69,6 +69,11 @@ const LadderSize* find_ladder(const std::string& name) {
 }
 
 void ParamRows::add(const std::string& name, std::vector<int64_t> shape, ParamKind kind) {
+  offset = (offset + kParamAlign - 1) / kParamAlign * kParamAlign;
+  add_fused(name, std::move(shape), kind);
+}
+
+void ParamRows::add_fused(const std::string& name, std::vector<int64_t> shape, ParamKind kind) {
   int64_t n = 1;
   for (int64_t x : shape) n *= x;
   table.push_back({prefix + name, std::move(shape), offset, n, kind});
@@ -87,6 +92,10 @@ std::vector<ParamInfo> build_param_table(const ModelSpec& s) {
   rows.add("model.norm.weight", {d}, ParamKind::norm);
   rows.add("lm_head.weight", {V, d}, ParamKind::embedding);
   return std::move(rows.table);
+}
+
+int64_t buffer_size(const std::vector<ParamInfo>& table) {
+  return table.empty() ? 0 : table.back().offset + table.back().numel;
 }
 
 int64_t count_params(const std::vector<ParamInfo>& table, bool include_embedding) {

@@ -81,11 +81,20 @@ struct ParamInfo {
 
 // The parameter table while it is built: build_param_table adds the embedding, then each block's
 // rows under its layer's prefix (BlockType::param_rows), then the tail.
+//
+// add() starts a row on a multiple of kParamAlign elements (16 bytes in bf16, 32 in fp32): the
+// GEMMs read weights straight from the flat buffer, and cuBLASLt picks its kernels by the
+// operands' alignment, so one short row (GDN's A_log and dt_bias are [H]: 6 elements at L3) would
+// otherwise leave every later weight on a 4- or 8-byte boundary and its GEMMs on slower kernels.
+// The gaps are zeros that no parameter owns (see buffer_size). add_fused() appends a row right
+// after the previous one: the rows of a fused projection must be one contiguous [sum rows, d].
 struct ParamRows {
+  static constexpr int64_t kParamAlign = 8;
   std::vector<ParamInfo> table;
-  int64_t offset = 0;  // elements so far
+  int64_t offset = 0;  // elements so far, gaps included
   std::string prefix;  // "model.layers.{i}." while block i adds its rows
   void add(const std::string& name, std::vector<int64_t> shape, ParamKind kind);
+  void add_fused(const std::string& name, std::vector<int64_t> shape, ParamKind kind);
 };
 
 // The parameter table in buffer order. Within a block, projections that read the same input sit
@@ -94,5 +103,8 @@ struct ParamRows {
 //   d]
 std::vector<ParamInfo> build_param_table(const ModelSpec& spec);
 int64_t count_params(const std::vector<ParamInfo>& table, bool include_embedding);
+// Elements of the flat parameter (and gradient, moment) buffer: the parameters and the alignment
+// gaps between them; >= count_params(table, true).
+int64_t buffer_size(const std::vector<ParamInfo>& table);
 
 }  // namespace sl

@@ -84,7 +84,7 @@ DeviceMemory estimate_device_bytes(const TrainConfig& cfg) {
   // The CUDA backend: bf16 activations, fp32 master parameters, gradients and moments.
   const ModelMemory mm = model_memory(spec, B, T, DType::bf16, DType::f32);
   const auto table = build_param_table(spec);
-  const int64_t n = count_params(table, true);
+  const int64_t n = buffer_size(table);  // the flat buffers' elements
   DeviceMemory m;
   m.model = mm.total();
   // AdamW (train/optimizer.cc): m, v and 3 int32 per parameter tensor.

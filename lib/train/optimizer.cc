@@ -7,10 +7,10 @@ namespace sl {
 
 AdamW::AdamW(Model& model, const AdamWOptions& opts) : model_(model), opts_(opts) {
   Backend& be = model_.backend();
-  m_ = be.alloc(model_.num_params(), be.param_dtype());
-  v_ = be.alloc(model_.num_params(), be.param_dtype());
-  if (model_.num_params() > std::numeric_limits<int32_t>::max())
-    fail("adamw: " + std::to_string(model_.num_params()) +
+  m_ = be.alloc(model_.buffer_size(), be.param_dtype());
+  v_ = be.alloc(model_.buffer_size(), be.param_dtype());
+  if (model_.buffer_size() > std::numeric_limits<int32_t>::max())
+    fail("adamw: " + std::to_string(model_.buffer_size()) +
          " parameters exceed the int32 offsets of the update's item table");
   std::vector<int32_t> items;
   for (const ParamInfo& p : model_.params()) {
@@ -34,7 +34,7 @@ AdamW::~AdamW() {
 void AdamW::step() {
   Backend& be = model_.backend();
   const Tensor st = model_.step_scalars();
-  be.sum_squares(st.at(kStepGradSq, 1), model_.grad_buffer(), model_.num_params());
+  be.sum_squares(st.at(kStepGradSq, 1), model_.grad_buffer(), model_.buffer_size());
   be.adamw(model_.param_buffer(), model_.grad_buffer(), m_, v_, model_.compute_param_buffer(),
            items_, n_items_, st,
            {.b1 = static_cast<float>(opts_.beta1),

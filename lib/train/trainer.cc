@@ -302,7 +302,7 @@ Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConf
 
 // Restores parameters and AdamW moments; returns the step the checkpoint was taken after.
 int64_t restore_checkpoint(const Checkpoint& c, Model& model, AdamW& opt, double& time_s) {
-  const int64_t n = model.num_params();
+  const int64_t n = model.buffer_size();
   std::vector<float> p(n), m(n), v(n);
   for (const ParamInfo& info : model.params()) {
     auto put = [&](const std::string& key, std::vector<float>& dst) {
@@ -334,7 +334,7 @@ class StateSnapshot {
  public:
   StateSnapshot(Model& model, AdamW& opt) : model_(model), opt_(opt) {
     Backend& be = model_.backend();
-    for (Tensor* t : {&p_, &m_, &v_}) *t = be.alloc(model_.num_params(), be.param_dtype());
+    for (Tensor* t : {&p_, &m_, &v_}) *t = be.alloc(model_.buffer_size(), be.param_dtype());
   }
   ~StateSnapshot() {
     for (Tensor t : {p_, m_, v_}) model_.backend().free(t);

@@ -54,7 +54,7 @@ Step run_step(sl::Backend& be, const sl::ModelSpec& spec, int64_t B, int64_t T,
   Step s;
   s.loss = m.forward(ids.data(), tgt.data(), 1.f);
   m.backward();
-  s.grads.resize(static_cast<size_t>(m.num_params()));
+  s.grads.resize(static_cast<size_t>(m.buffer_size()));
   be.download(s.grads.data(), m.grad_buffer());
   return s;
 }
@@ -121,7 +121,19 @@ void compare(const std::string& what, sl::DType act, const sl::ModelSpec& spec, 
   for (const sl::ParamInfo& p : table) {
     const float* a = g.grads.data() + p.offset;
     const float* b = c.grads.data() + p.offset;
-    double e;
+    double e, bmax = 0, amax = 0;
+    for (int64_t i = 0; i < p.numel; ++i) {
+      bmax = std::max(bmax, double(std::abs(b[i])));
+      amax = std::max(amax, double(std::abs(a[i])));
+    }
+    if (!normwise && bmax < 1e-5 * gmax) {
+      // Zero in exact arithmetic (the attention's q and k at T = 1: a softmax over one key has
+      // no gradient), so both backends hold rounding noise whose ratio means nothing (cuBLAS's
+      // choice of kernel moves it): bounded in absolute terms instead.
+      BOOST_TEST(amax < 1e-5 * gmax, tag << " d" << p.name << ": max " << amax << " where the "
+                                         << "gradient is zero (cpu max " << bmax << ")");
+      continue;
+    }
     if (normwise) {
       double num = 0, den = 0;
       for (int64_t i = 0; i < p.numel; ++i) {

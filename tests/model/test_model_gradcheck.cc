@@ -4,7 +4,10 @@
 #define BOOST_TEST_MODULE model_gradcheck
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -50,7 +53,7 @@ Result check_model(const sl::ModelSpec& spec, sl::GdnAlgo algo, int64_t B, int64
   }
   tgt[1] = -1;  // an ignored target
   double* P = model.param_buffer().as<double>();
-  const int64_t n = model.num_params();
+  const int64_t n = model.buffer_size();
   std::vector<double> x(P, P + n);
   model.zero_grad();
   model.forward(ids.data(), tgt.data(), 1.f);
@@ -125,7 +128,7 @@ BOOST_AUTO_TEST_CASE(model_gradcheck_chunked_lm_head_fp64) {
     o.loss = m.forward(ids.data(), tgt.data(), 1.f);
     m.backward();
     const double* G = m.grad_buffer().as<double>();
-    o.grads.assign(G, G + m.num_params());
+    o.grads.assign(G, G + m.buffer_size());
     return o;
   };
   const Out one = run(0), five = run(4);
@@ -167,4 +170,54 @@ BOOST_AUTO_TEST_CASE(model_param_count_matches_table) {
                       2 * H + dv + d * H * dv + d + mlp;
   BOOST_TEST(sl::count_params(t, false) == 3 * gdn + attn + d);
   BOOST_TEST(sl::count_params(t, true) == 3 * gdn + attn + d + 2 * V * d);
+}
+
+// GEMMs read weights in place from the flat buffer: every row but the later members of a fused
+// projection starts on 8 elements, those follow their group's first row with no gap, and the
+// gaps (here after GDN's A_log/dt_bias, [H] = 2 elements each) stay zero through a step.
+BOOST_AUTO_TEST_CASE(param_rows_are_aligned_and_fused_projections_contiguous) {
+  sl::ModelSpec s;
+  s.pattern = "GA";
+  s.d_model = 64;
+  s.n_heads = 2;
+  s.vocab_size = 64;
+  s.finalize();
+  const auto t = sl::build_param_table(s);
+  const std::set<std::string> fused = {"self_attn.k_proj.weight",   "self_attn.v_proj.weight",
+                                       "linear_attn.k_proj.weight", "linear_attn.v_proj.weight",
+                                       "linear_attn.b_proj.weight", "linear_attn.a_proj.weight",
+                                       "linear_attn.g_proj.weight", "mlp.up_proj.weight"};
+  int64_t gaps = 0;
+  for (size_t i = 1; i < t.size(); ++i) {
+    const std::string& name = t[i].name;
+    const std::string suffix = name.substr(name.find('.', 13) + 1);  // after model.layers.{i}.
+    const int64_t end = t[i - 1].offset + t[i - 1].numel;
+    BOOST_TEST_CONTEXT(name) {
+      if (name.rfind("model.layers.", 0) == 0 && fused.count(suffix)) {
+        BOOST_TEST(t[i].offset == end);
+      } else {
+        BOOST_TEST(t[i].offset % sl::ParamRows::kParamAlign == 0);
+        BOOST_TEST(t[i].offset - end < sl::ParamRows::kParamAlign);
+      }
+    }
+    gaps += t[i].offset - end;
+  }
+  BOOST_TEST(gaps > 0);
+  BOOST_TEST(sl::buffer_size(t) == sl::count_params(t, true) + gaps);
+
+  sl::CpuBackend<double> be;
+  sl::Model m(s, be, 1, 8);
+  m.init(1);
+  std::vector<int32_t> ids(8), tgt(8);
+  for (int i = 0; i < 8; ++i) ids[i] = tgt[(i + 7) % 8] = (5 * i + 3) % 64;
+  m.zero_grad();
+  m.forward(ids.data(), tgt.data(), 1.f);
+  m.backward();
+  const std::vector<float> p = m.get_params();
+  const double* g = m.grad_buffer().as<double>();
+  BOOST_TEST(static_cast<int64_t>(p.size()) == m.buffer_size());
+  std::vector<bool> owned(p.size(), false);
+  for (const auto& info : t) std::fill_n(owned.begin() + info.offset, info.numel, true);
+  for (size_t j = 0; j < p.size(); ++j)
+    if (!owned[j]) BOOST_TEST((p[j] == 0.f && g[j] == 0.0), "gap element " << j);
 }

@@ -37,7 +37,7 @@ Result step(sl::Backend& be) {
   m.zero_grad();
   Result r{m.forward(in.data(), tgt.data(), 1.f), {}};
   m.backward();
-  r.grads.resize(static_cast<size_t>(m.num_params()));
+  r.grads.resize(static_cast<size_t>(m.buffer_size()));
   be.download(r.grads.data(), m.grad_buffer());
   return r;
 }

@@ -5,18 +5,21 @@
 //   dw[c,j]   += sum_{b,t} dz[b,t,c] x[b, t-K+1+j, c].
 //
 // A thread owns V consecutive channels (V = 8 with 16-byte accesses where C and the row stride
-// are multiples of 8 and the tensors aligned: every model shape; else V = 1) and a run of kRun
-// consecutive time steps of one sequence, and slides along time with the last K inputs (and,
-// backward, the last K of dz) in registers, so each element of x and dy is loaded once and no
-// index is divided per element; consecutive threads take consecutive channels, so every load of
-// a time step is coalesced. K is a template parameter (1..kMaxK) and the windows are rings of K
-// slots: the time loop is unrolled K steps at a time, so time u sits in slot (u - t0) mod K, a
-// compile-time index, and nothing is shifted. (The first version shifted kMaxK = 8 slots a step
-// and multiplied by zero weights past K: ncu put its forward at 61% issue-slot use and 24% of
-// the DRAM bandwidth, bound by instructions.) The backward is one kernel: dz for the run plus
-// the K-1 steps after it (dx of the run's last steps needs them), dx for the run, and this run's
-// share of dw, written to a workspace row and summed over runs in a fixed order (colsum):
+// are multiples of 8 and the tensors aligned: every model shape; else V = 1) and a run of
+// consecutive time steps of one sequence (kRunForward / kRunBackward), and slides along time with
+// the last K inputs (and, backward, the last K of dz) in registers, so each element of x and dy is
+// loaded once and no index is divided per element; consecutive threads take consecutive channels,
+// so every load of a time step is coalesced. K is a template parameter (1..kMaxK) and the windows
+// are rings of K slots: the time loop is unrolled K steps at a time, so time u sits in slot (u -
+// t0) mod K, a compile-time index, and nothing is shifted. (The first version shifted kMaxK = 8
+// slots a step and multiplied by zero weights past K: ncu put its forward at 61% issue-slot use and
+// 24% of the DRAM bandwidth, bound by instructions.) The backward is one kernel: dz for the run
+// plus the K-1 steps after it (dx of the run's last steps needs them), dx for the run, and this
+// run's share of dw, written to a workspace row and summed over runs in a fixed order (colsum):
 // deterministic, no atomics.
+// Threads are numbered channel chunk fastest, then run, then sequence, over a 1-D grid: with a
+// block per (run, 128 chunks) instead, a width that is not a multiple of 128 chunks idled most
+// of its last block (L3's 1152 channels are 144 chunks: two blocks, 112 of 256 threads busy).
 // x and dy are read through the read-only path (ldv_ro): the compiler may then issue a step's
 // loads ahead of the previous steps' stores to y / dx, instead of one round trip per step.
 #include <string>
@@ -28,23 +31,30 @@ namespace sl::cuda {
 namespace {
 
 constexpr int kMaxK = 8;  // largest kernel supported (the model's is 4)
-constexpr int kRun = 32;  // time steps per thread
+// Time steps per thread. Shorter runs give more threads to hide latency with but reread K-1
+// steps of x each (3/16 more at K 4); the backward's runs are also its dw partial rows (B T / run
+// rows of C K floats through colsum), hence longer.
+constexpr int kRunForward = 16, kRunBackward = 32;
 constexpr int kThreads = 128;
 
 struct ConvDims {
-  int64_t ldx;
-  int T, C, K, runs;  // runs = ceil(T / kRun) per sequence
+  int64_t ldx, B;
+  int T, C, K, run, runs;  // runs = ceil(T / run) per sequence
+  int chunks;              // ceil(C / V)
 };
 
-// Thread coordinates: first channel c, sequence b, run [t0, t1). False if the thread has no
-// channel. Grid (B * runs, ceil(C / (V kThreads))).
-template <int V>
-__device__ inline bool coords(const ConvDims& D, int& c, int64_t& b, int& t0, int& t1) {
-  c = (blockIdx.y * blockDim.x + threadIdx.x) * V;
-  b = blockIdx.x / D.runs;
-  t0 = static_cast<int>(blockIdx.x % D.runs) * kRun;
-  t1 = min(D.T, t0 + kRun);
-  return c < D.C;
+// Thread coordinates: first channel c, sequence b, run [t0, t1) and the run's global index
+// (b runs + its index in the sequence). False if the thread is past the last (b, run, chunk).
+__device__ inline bool coords(const ConvDims& D, int V, int& c, int64_t& b, int& t0, int& t1,
+                              int64_t& run) {
+  const int64_t g = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  run = g / D.chunks;
+  if (run >= D.B * D.runs) return false;
+  c = static_cast<int>(g - run * D.chunks) * V;
+  b = run / D.runs;
+  t0 = static_cast<int>(run - b * D.runs) * D.run;
+  t1 = min(D.T, t0 + D.run);
+  return true;
 }
 
 // wt[j][v] = w[c + v, j]; xr <- the ring holding x[t0-K+1 .. t0-1] (zero before t = 0): time
@@ -80,8 +90,8 @@ template <int K, int V>
 __global__ void __launch_bounds__(kThreads)
     conv1d_forward_kernel(DPtr y, DPtr x, DPtr w, ConvDims D) {
   int c, t0, t1;
-  int64_t b;
-  if (!coords<V>(D, c, b, t0, t1)) return;
+  int64_t b, run;
+  if (!coords(D, V, c, b, t0, t1, run)) return;
   float wt[K][V], xr[K][V];
   start<K, V>(D, x, w, c, b, t0, wt, xr);
   for (int u0 = t0; u0 < t1; u0 += K) {
@@ -100,13 +110,13 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dw_part: [B * runs, C * K], this run's share of dw in row blockIdx.x, or null. dx (=|+=).
+// dw_part: [B * runs, C * K], this run's share of dw in row b runs + run, or null. dx (=|+=).
 template <int K, int V>
 __global__ void __launch_bounds__(kThreads)
     conv1d_backward_kernel(DPtr dx, float* dw_part, DPtr dy, DPtr x, DPtr w, ConvDims D, bool acc) {
   int c, t0, t1;
-  int64_t b;
-  if (!coords<V>(D, c, b, t0, t1)) return;
+  int64_t b, run;
+  if (!coords(D, V, c, b, t0, t1, run)) return;
   float wt[K][V], xr[K][V], dzr[K][V] = {}, dwa[K][V] = {};
   start<K, V>(D, x, w, c, b, t0, wt, xr);
   // u walks the run and the K-1 steps after it: dx[s] for s = u - (K-1) needs dz[s .. u].
@@ -150,7 +160,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if (dw_part) {
-    float* row = dw_part + int64_t{blockIdx.x} * D.C * K + int64_t{c} * K;
+    float* row = dw_part + run * D.C * K + int64_t{c} * K;
 #pragma unroll
     for (int v = 0; v < V; ++v)
 #pragma unroll
@@ -158,22 +168,28 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-ConvDims dims(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, const char* what) {
+ConvDims dims(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, int run, int V,
+              const char* what) {
   if (K < 1 || K > kMaxK)
     fail(std::string("cuda conv1d_silu_") + what + ": kernel size " + std::to_string(K) +
          " not supported (1.." + std::to_string(kMaxK) + ")");
-  if (T > (int64_t{1} << 30) || C > (int64_t{1} << 30) || C > 65535 * int64_t{kThreads})
+  if (T > (int64_t{1} << 30) || C > (int64_t{1} << 30))
     fail(std::string("cuda conv1d_silu_") + what + ": T or C too large");
-  const int64_t runs = (T + kRun - 1) / kRun;
-  if (B * runs > (int64_t{1} << 31) - 1)
-    fail(std::string("cuda conv1d_silu_") + what + ": B * T too large");
-  return {ldx, static_cast<int>(T), static_cast<int>(C), static_cast<int>(K),
-          static_cast<int>(runs)};
+  const int64_t runs = (T + run - 1) / run, chunks = (C + V - 1) / V;
+  if (B * runs * chunks > (int64_t{1} << 31) * kThreads - 1)
+    fail(std::string("cuda conv1d_silu_") + what + ": B * T * C too large");
+  return {ldx,
+          B,
+          static_cast<int>(T),
+          static_cast<int>(C),
+          static_cast<int>(K),
+          run,
+          static_cast<int>(runs),
+          static_cast<int>(chunks)};
 }
 
-dim3 grid_of(int64_t B, const ConvDims& D, int V) {
-  return {static_cast<unsigned>(B * D.runs),
-          static_cast<unsigned>((D.C + V * kThreads - 1) / (V * kThreads))};
+unsigned grid_of(const ConvDims& D) {
+  return static_cast<unsigned>((D.B * D.runs * D.chunks + kThreads - 1) / kThreads);
 }
 
 // Runs LAUNCH(K, V) with the kernel size and the channels per thread as compile-time constants.
@@ -222,11 +238,10 @@ void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t, const 
   const char* op = "conv1d_silu_forward";
   const DPtr y = dptr(y_t, op, "y"), x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   if (B * T * C <= 0) return;
-  const ConvDims D = dims(B, T, C, K, ldx, "forward");
   const int V = K <= 4 && vec_ok(C, ldx, {y, x}) ? 8 : 1;
+  const ConvDims D = dims(B, T, C, K, ldx, kRunForward, V, "forward");
   const cudaStream_t st = cuda_ctx().stream;
-#define SL_FWD(KK, VV) \
-  conv1d_forward_kernel<KK, VV><<<grid_of(B, D, VV), kThreads, 0, st>>>(y, x, w, D)
+#define SL_FWD(KK, VV) conv1d_forward_kernel<KK, VV><<<grid_of(D), kThreads, 0, st>>>(y, x, w, D)
   SL_CONV_DISPATCH(K, V, SL_FWD);
 #undef SL_FWD
   SL_CUDA_LAUNCHED();
@@ -240,13 +255,13 @@ void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Te
              x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   Ctx& ctx = cuda_ctx();
   if (B * T * C <= 0 || (!dx && !dw)) return;
-  const ConvDims D = dims(B, T, C, K, ldx, "backward");
+  const int V = K <= 4 && vec_ok(C, ldx, {dx, dy, x}) ? 8 : 1;
+  const ConvDims D = dims(B, T, C, K, ldx, kRunBackward, V, "backward");
   const int64_t nrows = B * D.runs, ncols = C * K;
   float* part = dw ? ctx.work->get_as<float>(static_cast<size_t>(nrows * ncols)) : nullptr;
-  const int V = K <= 4 && vec_ok(C, ldx, {dx, dy, x}) ? 8 : 1;
 #define SL_BWD(KK, VV)           \
   conv1d_backward_kernel<KK, VV> \
-      <<<grid_of(B, D, VV), kThreads, 0, ctx.stream>>>(dx, part, dy, x, w, D, accumulate)
+      <<<grid_of(D), kThreads, 0, ctx.stream>>>(dx, part, dy, x, w, D, accumulate)
   SL_CONV_DISPATCH(K, V, SL_BWD);
 #undef SL_BWD
   SL_CUDA_LAUNCHED();

@@ -53,36 +53,53 @@ __global__ void rmsnorm_backward_dx_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx
 }
 
 // The same two kernels over 8-element chunks (C and ldx multiples of 8, aligned tensors): 16-byte
-// accesses, and a chunk's old dx loaded with its inputs before its store.
+// accesses, and a chunk's old dx loaded with its inputs before its store. The forward keeps the
+// row's first kRowSlabs slabs of 256 columns (C <= 1024: every model width) in registers between
+// the sum of squares and the output, so x is read from memory once; wider rows reread the rest.
+constexpr int kRowSlabs = 4;
+
 __global__ void rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w,
                                            int64_t R, int64_t C, float eps, DPtr res, DPtr y_copy) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;
-  float ss = 0.f;
-  for (int64_t c = 8 * lane; c < C; c += 8 * 32) {
-    float v[8];
-    ld8(x, r * ldx + c, v);
+  float ss = 0.f, v[kRowSlabs][8] = {};
 #pragma unroll
-    for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+  for (int s = 0; s < kRowSlabs; ++s) {
+    if (256 * s + 8 * lane < C) ld8(x, r * ldx + 256 * s + 8 * lane, v[s]);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += v[s][e] * v[s][e];
+  }
+  for (int64_t c = 256 * kRowSlabs + 8 * lane; c < C; c += 256) {
+    float u[8];
+    ld8(x, r * ldx + c, u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += u[e] * u[e];
   }
   ss = warp_sum(ss);
   const float rs = 1.f / sqrtf(ss / static_cast<float>(C) + eps);
   if (lane == 0) rstd.st(r, rs);
-  for (int64_t c = 8 * lane; c < C; c += 8 * 32) {
-    float v[8], g[8];
-    ld8(x, r * ldx + c, v);
+  auto out = [&](int64_t c, float(&u)[8]) {
+    float g[8];
     ld8(w, c, g);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = g[e] * (v[e] * rs);
+    for (int e = 0; e < 8; ++e) u[e] = g[e] * (u[e] * rs);
     if (res) {
       float a[8];
       ld8(res, r * C + c, a);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] += a[e];
+      for (int e = 0; e < 8; ++e) u[e] += a[e];
     }
-    st8(y, r * C + c, v);
-    if (y_copy) st8(y_copy, r * C + c, v);
+    st8(y, r * C + c, u);
+    if (y_copy) st8(y_copy, r * C + c, u);
+  };
+#pragma unroll
+  for (int s = 0; s < kRowSlabs; ++s)
+    if (256 * s + 8 * lane < C) out(256 * s + 8 * lane, v[s]);
+  for (int64_t c = 256 * kRowSlabs + 8 * lane; c < C; c += 256) {
+    float u[8];
+    ld8(x, r * ldx + c, u);
+    out(c, u);
   }
 }
 
@@ -129,36 +146,56 @@ struct Rot8 {
   }
 };
 
+// The row's first kRowSlabs slabs stay in registers from the sum of squares to the output (as in
+// rmsnorm_forward_vec_kernel); slabs past them are reread.
 __global__ void rmsnorm_rope_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t ldx, DPtr w,
                                             int64_t R, int64_t C, float eps, RopeRows rr) {
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;  // the whole warp: r is per warp
-  float ss = 0.f;
-  for (int64_t c = 8 * lane; c < C; c += 256) {
-    float v[8];
-    ld8(x, r * ldx + c, v);
+  float ss = 0.f, v[kRowSlabs][8] = {};
 #pragma unroll
-    for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+  for (int s = 0; s < kRowSlabs; ++s) {
+    if (256 * s + 8 * lane < C) ld8(x, r * ldx + 256 * s + 8 * lane, v[s]);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += v[s][e] * v[s][e];
+  }
+  for (int64_t c = 256 * kRowSlabs + 8 * lane; c < C; c += 256) {
+    float u[8];
+    ld8(x, r * ldx + c, u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += u[e] * u[e];
   }
   const float rs = 1.f / sqrtf(warp_sum(ss) / static_cast<float>(C) + eps);
   if (lane == 0) rstd.st(r, rs);
   const Rot8 rot(rr, r % rr.T, lane, 1.f);
-  for (int64_t base = 0; base < C; base += 256) {  // uniform bounds: every lane shuffles
+  // Slab `base` from u (the cached or reread x): normalise, scale, rotate, store. Called with
+  // uniform bounds: every lane shuffles.
+  auto out = [&](int64_t base, float(&u)[8]) {
     const int64_t c = base + 8 * lane;
     const bool ok = c < C;
-    float v[8] = {}, p[8], o[8];
+    float p[8], o[8];
     if (ok) {
       float g[8];
-      ld8(x, r * ldx + c, v);
       ld8(w, c, g);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] = g[e] * (v[e] * rs);
+      for (int e = 0; e < 8; ++e) u[e] = g[e] * (u[e] * rs);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) u[e] = 0.f;
     }
-    partner8(p, v, rr.hd / 16);
-    if (!ok) continue;
-    rot.apply(o, v, p);
+    partner8(p, u, rr.hd / 16);
+    if (!ok) return;
+    rot.apply(o, u, p);
     st8(y, r * C + c, o);
+  };
+#pragma unroll
+  for (int s = 0; s < kRowSlabs; ++s)
+    if (256 * s < C) out(256 * s, v[s]);
+  for (int64_t base = 256 * kRowSlabs; base < C; base += 256) {
+    float u[8] = {};
+    if (base + 8 * lane < C) ld8(x, r * ldx + base + 8 * lane, u);
+    out(base, u);
   }
 }
 
@@ -170,21 +207,17 @@ __global__ void rmsnorm_rope_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t l
 // The block then sums its warps' partials in warp order into partial[b][C] and colsum adds the
 // blocks in a fixed order to dw: deterministic, and no second pass over dy and x (the two-pass
 // kernel's colsum re-read both).
+//
+// Registers: g, n and the dw partials are 24 floats per slab; holding w too took 148 registers at
+// NS 3 with ROPE (C 768, the QK-norm), one 256-thread block a SM and two waves at S4. w is read
+// where it is used instead (8 KB at most, from L1) and the kernel held to two blocks a SM.
 template <int NS, bool ROPE>
-__global__ void __launch_bounds__(32 * kWarps)
+__global__ void __launch_bounds__(32 * kWarps, 2)
     rmsnorm_backward_rows_kernel(DPtr dx, DPtr dy, DPtr x, int64_t ldx, DPtr w, DPtr rstd,
                                  int64_t R, int64_t C, bool acc, RopeRows rr, float* partial) {
   __shared__ float sh[kWarps][NS * 256];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  float ww[NS][8], pw[NS][8] = {};
-#pragma unroll
-  for (int s = 0; s < NS; ++s) {
-    const int64_t c = 256 * s + 8 * lane;
-    if (c < C)
-      ld8(w, c, ww[s]);
-    else
-      for (float& e : ww[s]) e = 0.f;
-  }
+  float pw[NS][8] = {};
   for (int64_t r = blockIdx.x * int64_t{kWarps} + warp; r < R; r += gridDim.x * int64_t{kWarps}) {
     const float rs = rstd.ld(r);
     float rc[8] = {}, rsn[8] = {}, rsg = 0.f;  // the row's rotation (Rot8), with ROPE
@@ -199,10 +232,11 @@ __global__ void __launch_bounds__(32 * kWarps)
     for (int s = 0; s < NS; ++s) {
       const int64_t c = 256 * s + 8 * lane;
       const bool ok = c < C;
-      float d[8] = {};
+      float d[8] = {}, ww[8] = {};
       if (ok) {
         ld8(dy, r * C + c, d);
         ld8(x, r * ldx + c, n[s]);
+        ld8(w, c, ww);
       } else {
         for (float& e : n[s]) e = 0.f;
       }
@@ -219,7 +253,7 @@ __global__ void __launch_bounds__(32 * kWarps)
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         n[s][e] *= rs;
-        dot += g[s][e] * ww[s][e] * n[s][e];
+        dot += g[s][e] * ww[e] * n[s][e];
         pw[s][e] += g[s][e] * n[s][e];
       }
     }
@@ -229,10 +263,11 @@ __global__ void __launch_bounds__(32 * kWarps)
     for (int s = 0; s < NS; ++s) {
       const int64_t c = 256 * s + 8 * lane;
       if (c >= C) continue;
-      float o[8] = {};
+      float o[8] = {}, ww[8];
+      ld8(w, c, ww);
       if (acc) ld8(dx, r * ldx + c, o);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) o[e] += rs * (g[s][e] * ww[s][e] - n[s][e] * mean);
+      for (int e = 0; e < 8; ++e) o[e] += rs * (g[s][e] * ww[e] - n[s][e] * mean);
       st8(dx, r * ldx + c, o);
     }
   }

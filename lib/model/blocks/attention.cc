@@ -9,8 +9,8 @@ namespace {
 void param_rows(const ModelSpec& s, ParamRows& rows) {
   const int64_t d = s.d_model;
   rows.add("self_attn.q_proj.weight", {d, d}, ParamKind::linear);
-  rows.add("self_attn.k_proj.weight", {d, d}, ParamKind::linear);
-  rows.add("self_attn.v_proj.weight", {d, d}, ParamKind::linear);
+  rows.add_fused("self_attn.k_proj.weight", {d, d}, ParamKind::linear);
+  rows.add_fused("self_attn.v_proj.weight", {d, d}, ParamKind::linear);
   rows.add("self_attn.q_norm.weight", {d}, ParamKind::norm);
   rows.add("self_attn.k_norm.weight", {d}, ParamKind::norm);
   rows.add("self_attn.o_proj.weight", {d, d}, ParamKind::linear);

@@ -113,8 +113,15 @@ Tensor BlockEnv::as_act(Tensor src, Tensor buf, int64_t rows, int64_t cols) cons
 Tensor ParamViews::operator()(const char* suffix, int64_t n) const {
   // A linear scan, once per view at construction.
   const std::string name = prefix_ + suffix;
-  for (const auto& p : table_)
-    if (p.name == name) return buffer_.at(p.offset, n < 0 ? p.numel : n);
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const ParamInfo& p = table_[i];
+    if (p.name != name) continue;
+    // A view over a fused projection (n > numel) spans rows added with add_fused: no gap inside.
+    for (int64_t end = p.offset + p.numel; end < p.offset + n; end += table_[i].numel)
+      if (++i == table_.size() || table_[i].offset != end)
+        fail("internal error: the rows after " + name + " are not contiguous");
+    return buffer_.at(p.offset, n < 0 ? p.numel : n);
+  }
   fail("internal error: no parameter " + name);
 }
 

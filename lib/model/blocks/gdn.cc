@@ -10,11 +10,11 @@ void param_rows(const ModelSpec& s, ParamRows& rows) {
   const int64_t d = s.d_model, H = s.n_heads, dk = s.gdn_key_dim, dv = s.gdn_value_dim;
   rows.add("input_layernorm.weight", {d}, ParamKind::norm);
   rows.add("linear_attn.q_proj.weight", {H * dk, d}, ParamKind::linear);
-  rows.add("linear_attn.k_proj.weight", {H * dk, d}, ParamKind::linear);
-  rows.add("linear_attn.v_proj.weight", {H * dv, d}, ParamKind::linear);
-  rows.add("linear_attn.b_proj.weight", {H, d}, ParamKind::linear);
-  rows.add("linear_attn.a_proj.weight", {H, d}, ParamKind::linear);
-  rows.add("linear_attn.g_proj.weight", {H * dv, d}, ParamKind::linear);
+  rows.add_fused("linear_attn.k_proj.weight", {H * dk, d}, ParamKind::linear);
+  rows.add_fused("linear_attn.v_proj.weight", {H * dv, d}, ParamKind::linear);
+  rows.add_fused("linear_attn.b_proj.weight", {H, d}, ParamKind::linear);
+  rows.add_fused("linear_attn.a_proj.weight", {H, d}, ParamKind::linear);
+  rows.add_fused("linear_attn.g_proj.weight", {H * dv, d}, ParamKind::linear);
   rows.add("linear_attn.conv1d.weight", {2 * H * dk + H * dv, 1, s.conv_kernel}, ParamKind::conv);
   rows.add("linear_attn.A_log", {H}, ParamKind::a_log);
   rows.add("linear_attn.dt_bias", {H}, ParamKind::dt_bias);

@@ -5,7 +5,7 @@ namespace sl {
 void mlp_param_rows(const ModelSpec& s, ParamRows& rows) {
   const int64_t d = s.d_model, m = s.d_mlp;
   rows.add("mlp.gate_proj.weight", {m, d}, ParamKind::linear);
-  rows.add("mlp.up_proj.weight", {m, d}, ParamKind::linear);
+  rows.add_fused("mlp.up_proj.weight", {m, d}, ParamKind::linear);
   rows.add("mlp.down_proj.weight", {d, m}, ParamKind::linear);
 }
 
