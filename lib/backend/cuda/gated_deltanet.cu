@@ -279,8 +279,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int tid = threadIdx.x, nth = blockDim.x;
   load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
-  mm<false, true>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));   // Q K^T
-  mm<false, true>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xk, D.xk));  // K K^T
+  mm<false, true, 2>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));   // Q K^T
+  mm<false, true, 2>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xk, D.xk));  // K K^T
   __syncthreads();
   mask_decay(As, KKE, gam);
   unit_lower_inverse(Ts, KKE, bet, P);
@@ -308,9 +308,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     __syncthreads();
     Y = Qs;  // Q is spent (A is made)
-    mm<false, false>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
+    mm<false, false, 2>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
   } else {
-    mm<false, false>(KKE, kLdc, As, kLdc, Ts, kLdc, kC, kC, kC, false);  // A Tinv
+    mm<false, false, 2>(KKE, kLdc, As, kLdc, Ts, kLdc, kC, kC, kC, false);  // A Tinv
     // (Rows by tid / 16, columns by tid % 16: DKp is a multiple of 16, and no runtime division.)
     for (int t = tid / 16; t < kC; t += nth / 16)
       for (int cc = tid % 16; cc < D.DKp; cc += 16) Qs[t * ldk + cc] *= Gam[t];
@@ -321,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     __syncthreads();  // diag(e) Tinv made: Tinv is spent
     Y = Ts;
-    mm<true, false>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
+    mm<true, false, 2>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
   }
   __syncthreads();
   {
@@ -346,10 +346,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     load_tile(Vs, ldv, vo, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
     __syncthreads();
     if (!bwd) {
-      mm<false, false>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
+      mm<false, false, 2>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
     } else {
-      mm<true, false>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
-      mm<true, false>(Ss, ldv, Qs, ldk, Vs, ldv, D.DKp, VT, kC, false, ex(false, xv));
+      mm<true, false, 2>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
+      mm<true, false, 2>(Ss, ldv, Qs, ldk, Vs, ldv, D.DKp, VT, kC, false, ex(false, xv));
     }
     __syncthreads();
     for (int i = tid; i < Cn * VT; i += nth) {
@@ -528,10 +528,10 @@ struct GateRegs {
 // mm() with 16 x 16 warp tiles only: the sequential kernels' products are small (mm() would take
 // 16 x 32 tiles only at DK >= 128) and their prefetched registers must fit beside one tile's
 // fragments in the 80 registers that three blocks a SM leave.
-template <bool TA, bool TB>
+template <bool TA, bool TB, int U = 1>
 __device__ inline void mm16(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
                             int M, int N, int K, bool accumulate, int exact = 0) {
-  mm_warp_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+  mm_warp_tiles<TA, TB, 1, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   __syncwarp();
 }
 
@@ -622,7 +622,7 @@ __global__ void __launch_bounds__(kThreads, 3)
       kr.fetch(ktile(c + 1));
       gr.fetch({}, g, D, b, h, t0 + kC, min(kC, D.T - t0 - kC));
     }
-    mm16<false, false>(Us, ldv, Ws, ldk, Ss, ldv, kC, VT, D.DKp, true);  // Delta = U + (-W) S0
+    mm16<false, false, 2>(Us, ldv, Ws, ldk, Ss, ldv, kC, VT, D.DKp, true);  // Delta = U + (-W) S0
     __syncthreads();
     if (next) {
       copy_async(Ws, ldk, wtile(c + 1));
@@ -638,8 +638,8 @@ __global__ void __launch_bounds__(kThreads, 3)
     const float gl = *GamL;
     for (int i = tid; i < D.DKp * VT; i += nth) Ss[(i / VT) * ldv + i % VT] *= gl;
     __syncthreads();
-    mm16<true, false>(Ss, ldv, Ks, ldk, Us, ldv, D.DKp, VT, kC, true,
-                      ex(D.xk, false));  // S += K^T diag(e) Delta
+    mm16<true, false, 2>(Ss, ldv, Ks, ldk, Us, ldv, D.DKp, VT, kC, true,
+                         ex(D.xk, false));  // S += K^T diag(e) Delta
     put_gates(min(kC, D.T - t0 - kC));
     cp_async_wait<0>();
     __syncthreads();
@@ -688,14 +688,14 @@ __global__ void __launch_bounds__(kThreads, 4)
     __syncthreads();
     if (warp >= kTiles) continue;
     Acc o[1];
-    warp_mma<false, false, 1>(o, Qs, ldk, Ss, ldv, i0, jo, D.DKp, ex(D.xq, false));  // Q S0
+    warp_mma<false, false, 1, 2>(o, Qs, ldk, Ss, ldv, i0, jo, D.DKp, ex(D.xq, false));  // Q S0
     const float ga = Gam[i0 + g8], gb = Gam[i0 + g8 + 8];
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       o[0].c[hh][0] *= ga, o[0].c[hh][1] *= ga;
       o[0].c[hh][2] *= gb, o[0].c[hh][3] *= gb;
     }
-    warp_mma<false, false, 1>(o, As, kLdc, Ds, ldv, i0, jo, kC, 0);  // O += A Delta
+    warp_mma<false, false, 1, 2>(o, As, kLdc, Ds, ldv, i0, jo, kC, 0);  // O += A Delta
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh)
 #pragma unroll

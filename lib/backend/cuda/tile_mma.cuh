@@ -80,7 +80,8 @@ __device__ inline void split_tf32(const float (&x)[N], uint32_t (&hi)[N], uint32
 // in registers across calls (no shared-memory round trip of the accumulators). Fragment element
 // addresses (g = lane / 4, t = lane % 4): A (i0 + g (+8), k0 + t (+4)), B (k0 + t (+4), n0 + g);
 // with leading dims = 4 (mod 32) the non-transposed A and the transposed B are conflict-free.
-template <bool TA, bool TB, int NB>
+// U: the k loop's unroll factor (1 or 2; see below).
+template <bool TA, bool TB, int NB, int U = 1>
 __device__ inline void warp_mma(Acc (&c)[NB], const float* A, int lda, const float* B, int ldb,
                                 int i0, int j0, int K, int exact) {
   const bool xa = exact & kExactA, xb = exact & kExactB;
@@ -88,9 +89,10 @@ __device__ inline void warp_mma(Acc (&c)[NB], const float* A, int lda, const flo
   // Element (row r, column k) of op(A) and (k, column n) of op(B).
   const auto a_at = [&](int r, int k) { return TA ? A[k * lda + r] : A[r * lda + k]; };
   const auto b_at = [&](int k, int n) { return TB ? B[n * ldb + k] : B[k * ldb + n]; };
-  // Not unrolled: with WMMA the unrolled k loop spilled (and measured 0.5-1.5% slower); here it
-  // leaves gdn_dstate_kernel 24 bytes of spill at its 80-register cap, none when rolled.
-#pragma unroll 1
+  // Rolled (U = 1) by default: unrolled, gdn_dstate_kernel spills 24 bytes at its 80-register
+  // cap and the GDN backward measured 3-5% slower (2026-12-02); the forward's kernels take U = 2
+  // (the next step's fragment loads issued under this step's MMAs: GDN forward -3%).
+#pragma unroll U
   for (int k0 = 0; k0 < K; k0 += 8) {
     const float af[4] = {a_at(i0 + g, k0 + t), a_at(i0 + g + 8, k0 + t), a_at(i0 + g, k0 + t + 4),
                          a_at(i0 + g + 8, k0 + t + 4)};
@@ -112,7 +114,7 @@ __device__ inline void warp_mma(Acc (&c)[NB], const float* A, int lda, const flo
 }
 
 // One warp's share of mm(): output tiles of 16 x (16 NB), round-robin over the warps.
-template <bool TA, bool TB, int NB>
+template <bool TA, bool TB, int NB, int U = 1>
 __device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
                               int M, int N, int K, bool accumulate, int exact) {
   const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / (16 * NB);
@@ -122,7 +124,7 @@ __device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const 
     if (accumulate)
 #pragma unroll
       for (int n = 0; n < NB; ++n) load_acc(c[n], C, ldc, i0, j0 + 16 * n);
-    warp_mma<TA, TB, NB>(c, A, lda, B, ldb, i0, j0, K, exact);
+    warp_mma<TA, TB, NB, U>(c, A, lda, B, ldb, i0, j0, K, exact);
 #pragma unroll
     for (int n = 0; n < NB; ++n) store_acc(C, ldc, i0, j0 + 16 * n, c[n]);
   }
@@ -135,14 +137,14 @@ __device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const 
 // calls with the same M, N give each warp the same tiles: calls accumulating into one C need no
 // barrier between them. C must not overlap A or B. The caller puts barriers before (inputs
 // written) and after (C read by other warps).
-template <bool TA, bool TB>
+template <bool TA, bool TB, int U = 1>
 __device__ void mm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
                    int N, int K, bool accumulate, int exact = 0) {
   // 16 x 32 warp tiles when there are enough of them to keep every warp busy.
   if (N % 32 == 0 && (M / 16) * (N / 32) >= int(blockDim.x / 32))
-    mm_warp_tiles<TA, TB, 2>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+    mm_warp_tiles<TA, TB, 2, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   else
-    mm_warp_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+    mm_warp_tiles<TA, TB, 1, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   __syncwarp();
 }
 
