@@ -361,12 +361,22 @@ __global__ void __launch_bounds__(kThreads, 2)
 }
 static_assert(kLocalLd <= kLdc);  // a value tile fits a [kC][kLdc] buffer
 
-// dst [kC][kLdc] <- one chunk's [kC][kC] matrix of a prep array (16-byte loads).
+// dst [kC][kLdc] <- one chunk's [kC][kC] matrix of a prep array (16-byte loads, all of a
+// thread's issued before its first store: see TileSrc::load).
 __device__ inline void load_cc(float* dst, const float* src) {
-  for (int i = threadIdx.x; i < kC * kC / 4; i += blockDim.x) {
-    const float4 v = reinterpret_cast<const float4*>(src)[i];
-    const int t = (4 * i) / kC, s = (4 * i) % kC;
-    *reinterpret_cast<float4*>(dst + t * kLdc + s) = v;
+  constexpr int kN = kC * kC / 4, kBatch = kN / kThreads;
+  static_assert(kN % kThreads == 0);
+  const float4* s4 = reinterpret_cast<const float4*>(src);
+  for (int i0 = threadIdx.x; i0 < kN; i0 += kBatch * blockDim.x) {
+    float4 v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+      if (i0 + u * blockDim.x < kN) v[u] = s4[i0 + u * blockDim.x];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = i0 + u * blockDim.x, t = (4 * i) / kC, c = (4 * i) % kC;
+      if (i < kN) *reinterpret_cast<float4*>(dst + t * kLdc + c) = v[u];
+    }
   }
 }
 
@@ -392,36 +402,6 @@ template <int N>
 __device__ inline void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
-
-// One tile of load_tile's arguments: rows < nr, columns < nc of `src` at `off` (row stride
-// `stride`) into a [NR][NC] tile, zero elsewhere.
-struct TileSrc {
-  DPtr src;
-  int64_t off, stride;
-  int nr, NR, nc, NC;
-  // 16-byte vectors of whole rows (load_tile's condition; the destinations here have leading
-  // dims that are multiples of 4 floats).
-  __device__ bool vec_ok() const {
-    const int vec = src.bf ? 8 : 4, esz = src.bf ? 2 : 4;
-    return nc % vec == 0 && NC % vec == 0 &&
-           (reinterpret_cast<uintptr_t>(src.p) + off * esz) % 16 == 0 && (stride * esz) % 16 == 0;
-  }
-  __device__ int vec() const { return src.bf ? 8 : 4; }
-  // The 16 bytes (8 bf16 or 4 f32) at row r, column cc, or zeros in the padding.
-  __device__ uint4 ld16(int r, int cc) const {
-    if (r >= nr || cc >= nc) return make_uint4(0u, 0u, 0u, 0u);
-    const int esz = src.bf ? 2 : 4;
-    return *reinterpret_cast<const uint4*>(static_cast<const char*>(src.p) +
-                                           (off + r * stride + cc) * esz);
-  }
-  // dst [NR][ldd] <- the tile element by element, synchronously (the fallback of both paths).
-  __device__ void load_scalar(float* dst, int ldd) const {
-    for (int i = threadIdx.x; i < NR * NC; i += blockDim.x) {
-      const int r = i / NC, cc = i % NC;
-      dst[r * ldd + cc] = r < nr && cc < nc ? src.ld(off + r * stride + cc) : 0.f;
-    }
-  }
-};
 
 // dst [NR][ldd] <- an fp32 tile by cp.async (part of the caller's current group; zeros in the
 // padding), or synchronously where its rows are not 16-byte vectors (odd widths, unaligned).
@@ -451,11 +431,11 @@ struct TileRegs {
 #pragma unroll
     for (int u = 0; u < N; ++u) r[u] = make_uint4(0u, 0u, 0u, 0u);
     if (!s.vec_ok()) return;
-    const int cpr = s.NC / s.vec(), n = s.NR * cpr;
+    const int n = s.vectors();
 #pragma unroll
     for (int u = 0; u < N; ++u) {
       const int i = threadIdx.x + u * blockDim.x;
-      if (i < n) r[u] = s.ld16(i / cpr, (i % cpr) * s.vec());
+      if (i < n) r[u] = s.ld16(i);
     }
   }
   __device__ void put(float* dst, int ldd, const TileSrc& s) const {
@@ -463,30 +443,14 @@ struct TileRegs {
       s.load_scalar(dst, ldd);
       return;
     }
-    const int vec = s.vec(), cpr = s.NC / vec, n = s.NR * cpr;
-    auto store = [&](int i, uint4 u) {
-      float* d = dst + (i / cpr) * ldd + (i % cpr) * vec;
-      if (s.src.bf) {
-        const unsigned w[4] = {u.x, u.y, u.z, u.w};
-        float v[8];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          v[2 * e] = __uint_as_float(w[e] << 16);
-          v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-        }
-        reinterpret_cast<float4*>(d)[0] = make_float4(v[0], v[1], v[2], v[3]);
-        reinterpret_cast<float4*>(d)[1] = make_float4(v[4], v[5], v[6], v[7]);
-      } else {
-        *reinterpret_cast<uint4*>(d) = u;
-      }
-    };
+    const int n = s.vectors();
 #pragma unroll
     for (int u = 0; u < N; ++u) {
       const int i = threadIdx.x + u * blockDim.x;
-      if (i < n) store(i, r[u]);
+      if (i < n) s.put16(dst, ldd, i, r[u]);
     }
     for (int i = threadIdx.x + N * blockDim.x; i < n; i += blockDim.x)
-      store(i, s.ld16(i / cpr, (i % cpr) * vec));
+      s.put16(dst, ldd, i, s.ld16(i));
   }
 };
 
@@ -927,7 +891,7 @@ constexpr int kChunkWarps = kThreads / 32;
 static_assert(kChunkWarps == 8 && kC == 64, "the warp -> tile map below");
 template <int VT, int KH>
 struct ChunkGradLayout {
-  static constexpr int ldv = VT + 4, DKw = 32 * KH, ldp = DKw + 4, nvec = 7 * kC + 32;
+  static constexpr int ldv = VT + 4, DKw = 32 * KH, ldp = DKw + 4, nvec = 11 * kC + 32;
   // floats: Ks [kC][ldk], the vectors, then a region used twice: in the loop Ts [kC][kLdc], five
   // [kC][ldv] tiles and S0, dS [DKw][ldv]; after it dA, dL [kC][kLdc], Pq, Pk [kC][ldp], Q
   // [kC][ldk].
@@ -959,7 +923,8 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   float* dgam = bet + kC;
   float* dbet = dgam + kC;
   float* z3k = dbet + kC;  // sum over tiles of Gam_t beta_t dX_t . (K S0)_t
-  float* red = z3k + kC;
+  float* colp = z3k + kC;  // [4][kC]: partial column sums (the dgamma terms below)
+  float* red = colp + 4 * kC;
   float* region = red + 32;
   // In the loop:
   float* Ts = region;
@@ -983,8 +948,9 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   const int64_t po = prep_offset(D, b, h, c);
   for (int t = tid; t < kC; t += nth) dgam[t] = dbet[t] = z3k[t] = 0.f;
   const int64_t stride = int64_t{D.H} * D.DK;
+  // Tinv by cp.async, waited for with the first value tile's copies (before its first use).
+  copy_async(Ts, kLdc, {DPtr{const_cast<float*>(T_in) + po, false}, 0, kC, kC, kC, kC, kC});
   load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
-  load_cc(Ts, T_in + po);
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
   const float GamL = Gam[Cn - 1];
   float part = 0.f;  // this thread's share of Gam_last <S0, dS>
@@ -997,11 +963,19 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     const int nv = min(VT, D.DV - j0);
     __syncthreads();  // the previous tile's products are done with the tile buffers
     const int64_t so = D.state(b, h, c) + j0;
-    load_tile(S0, ldv, states, so, D.DV, D.DK, L::DKw, nv, VT);  // zero rows DK .. DKw
-    load_tile(dSs, ldv, DPtr{const_cast<float*>(dstates), false}, so, D.DV, D.DK, L::DKw, nv, VT);
-    load_vtile<VT>(Xs, ldv, v, D, b, h, t0, Cn, j0, nv);
-    load_vtile<VT>(dOs, ldv, dout, D, b, h, t0, Cn, j0, nv);
-    load_vtile<VT>(dXs, ldv, DPtr{const_cast<float*>(dX_in), false}, D, b, h, t0, Cn, j0, nv);
+    // The fp32 tiles by cp.async, in flight while the bf16 ones are loaded (widened) through
+    // registers: ~2 global round trips a tile. (One load_tile after another, each vector's load
+    // behind the previous store, waited ~8: ncu's largest stall here, 2026-12-02. Both bf16
+    // tiles' loads before either store would take 8 more registers: 92 bytes of spills.)
+    const int64_t vo = D.vo(b, t0, h) + j0, vstride = int64_t{D.H} * D.DV;
+    copy_async(S0, ldv, {states, so, D.DV, D.DK, L::DKw, nv, VT});  // zero rows DK .. DKw
+    copy_async(dSs, ldv,
+               {DPtr{const_cast<float*>(dstates), false}, so, D.DV, D.DK, L::DKw, nv, VT});
+    copy_async(dXs, ldv, {DPtr{const_cast<float*>(dX_in), false}, vo, vstride, Cn, kC, nv, VT});
+    cp_async_commit();
+    TileSrc{v, vo, vstride, Cn, kC, nv, VT}.load(Xs, ldv);
+    TileSrc{dout, vo, vstride, Cn, kC, nv, VT}.load(dOs, ldv);
+    cp_async_wait<0>();
     __syncthreads();
     for (int i = tid; i < D.DKp * VT; i += nth) {
       const int o = (i / VT) * ldv + i % VT;
@@ -1072,16 +1046,30 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   // Z_t . k_t = z3k_t; dgamma_last += sum_t e_t r_t + Gam_last <S0, dS>. Then Pq <- diag(Gam) Pq.
   const float* Ag = A_in + po;
   const float* KKg = kke_in + po;
+  // The column sums sum_u (dA_ut A_ut + d_ut beta_u KKE_ut) first, a thread per column and
+  // quarter of the rows, so that the global reads of A and KKE are coalesced (a warp per row
+  // reading column t gathered 32 rows' sectors a load).
+  static_assert(kThreads == 4 * kC);
+  {
+    const int t = tid % kC, u0 = (tid / kC) * (kC / 4);
+    float cs = 0.f;
+#pragma unroll 4
+    for (int u = u0; u < u0 + kC / 4; ++u)
+      cs += dA[u * kLdc + t] * Ag[u * kC + t] + dL[u * kLdc + t] * bet[u] * KKg[u * kC + t];
+    colp[tid] = cs;
+  }
+  __syncthreads();
   float rsum = 0.f;
   for (int t = warp; t < kC; t += nw) {
     float acc = 0.f, db = 0.f, er = 0.f;
+#pragma unroll
     for (int s = lane; s < kC; s += 32) {
-      const float dts = dL[t * kLdc + s], dst = dL[s * kLdc + t];
-      acc += dA[t * kLdc + s] * Ag[t * kC + s] - dA[s * kLdc + t] * Ag[s * kC + t];
-      const float kts = KKg[t * kC + s];
+      const float dts = dL[t * kLdc + s], kts = KKg[t * kC + s];
+      acc += dA[t * kLdc + s] * Ag[t * kC + s];
       db += dts * kts;
-      acc += dts * bet[t] * kts - dst * bet[s] * KKg[s * kC + t];
+      acc += dts * bet[t] * kts;
     }
+    if (lane == 0) acc -= (colp[t] + colp[kC + t]) + (colp[2 * kC + t] + colp[3 * kC + t]);
     float zq = 0.f;
     for (int r = lane; r < D.DKp; r += 32) {
       zq += Pq[t * ldp + r] * Qs[t * ldk + r];

@@ -148,48 +148,84 @@ __device__ void mm(float* C, int ldc, const float* A, int lda, const float* B, i
   __syncwarp();
 }
 
+// One tile to load: rows < nr, columns < nc of `src` at element offset `off` (row stride
+// `stride`) into a [NR][NC] fp32 shared-memory tile, zero in the padding rows nr .. NR and
+// columns nc .. NC.
+struct TileSrc {
+  DPtr src;
+  int64_t off, stride;
+  int nr, NR, nc, NC;
+  // Whole rows of 16-byte vectors (8 bf16 or 4 f32), 16-byte aligned.
+  __device__ bool vec_ok() const {
+    const int vec = src.bf ? 8 : 4, esz = src.bf ? 2 : 4;
+    return nc % vec == 0 && NC % vec == 0 &&
+           (reinterpret_cast<uintptr_t>(src.p) + off * esz) % 16 == 0 && (stride * esz) % 16 == 0;
+  }
+  __device__ int vec() const { return src.bf ? 8 : 4; }
+  __device__ int vectors() const { return NR * (NC / vec()); }
+  // The 16 bytes of vector i (row i / (NC / vec), in row-major order), or zeros in the padding.
+  __device__ uint4 ld16(int i) const {
+    const int cpr = NC / vec(), r = i / cpr, cc = (i % cpr) * vec();
+    if (r >= nr || cc >= nc) return make_uint4(0u, 0u, 0u, 0u);
+    const int esz = src.bf ? 2 : 4;
+    return *reinterpret_cast<const uint4*>(static_cast<const char*>(src.p) +
+                                           (off + r * stride + cc) * esz);
+  }
+  // Vector i into dst [NR][ldd] (bf16 widened by a shift: its bits are the top half of fp32's).
+  __device__ void put16(float* dst, int ldd, int i, uint4 u) const {
+    const int vec = this->vec(), cpr = NC / vec;
+    float* d = dst + (i / cpr) * ldd + (i % cpr) * vec;
+    if (src.bf) {
+      const unsigned w[4] = {u.x, u.y, u.z, u.w};
+      float v[8];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        v[2 * e] = __uint_as_float(w[e] << 16);
+        v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+      }
+      reinterpret_cast<float4*>(d)[0] = make_float4(v[0], v[1], v[2], v[3]);
+      reinterpret_cast<float4*>(d)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+      *reinterpret_cast<uint4*>(d) = u;
+    }
+  }
+  // dst [NR][ldd] <- the tile element by element (the fallback where rows are not vectors).
+  __device__ void load_scalar(float* dst, int ldd) const {
+    for (int i = threadIdx.x; i < NR * NC; i += blockDim.x) {
+      const int r = i / NC, cc = i % NC;
+      dst[r * ldd + cc] = r < nr && cc < nc ? src.ld(off + r * stride + cc) : 0.f;
+    }
+  }
+  // dst [NR][ldd] <- the tile, synchronously: each thread issues kBatch 16-byte loads
+  // before it stores any. (A store to shared memory through a generic pointer may alias the next
+  // global load, so the compiler keeps them in order: load, store, load, ... waited one global
+  // round trip a vector; ncu showed the GDN chunk-gradient kernel's stores waiting on their loads
+  // as its largest stall, 2026-12-02.)
+  // kBatch 2: 8 registers, which the GDN kernels' caps leave (4 spilled in two of them).
+  template <int kBatch = 2>
+  __device__ void load(float* dst, int ldd) const {
+    if (!vec_ok() || ldd % 4 != 0) {
+      load_scalar(dst, ldd);
+      return;
+    }
+    const int n = vectors(), nth = blockDim.x;
+    for (int i0 = threadIdx.x; i0 < n; i0 += kBatch * nth) {
+      uint4 r[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (i0 + u * nth < n) r[u] = ld16(i0 + u * nth);
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (i0 + u * nth < n) put16(dst, ldd, i0 + u * nth, r[u]);
+    }
+  }
+};
+
 // dst [NR][ldd] (fp32, shared) <- the [nr, nc] block of `src` at element offset `off` with row
-// stride `stride`, zero in the padding rows nr .. NR and columns nc .. NC. When every row start is
-// 16-byte aligned and nc is a whole number of 16-byte vectors, each thread moves 16 bytes per
-// load (8 bf16 or 4 f32) instead of one element: these tiles are reloaded for every chunk or key
-// block, and scalar 2-byte loads left the tensor-core kernels waiting on memory.
+// stride `stride`, zero in the padding (TileSrc::load).
 __device__ inline void load_tile(float* dst, int ldd, DPtr src, int64_t off, int64_t stride, int nr,
                                  int NR, int nc, int NC) {
-  const int vec = src.bf ? 8 : 4;  // elements per 16-byte load
-  const int esz = src.bf ? 2 : 4;
-  const bool vok = nc % vec == 0 && NC % vec == 0 && ldd % 4 == 0 &&
-                   (reinterpret_cast<uintptr_t>(src.p) + off * esz) % 16 == 0 &&
-                   (stride * esz) % 16 == 0;
-  if (!vok) {
-    for (int i = threadIdx.x; i < NR * NC; i += blockDim.x) {
-      const int r = i / NC, c = i % NC;
-      dst[r * ldd + c] = r < nr && c < nc ? src.ld(off + r * stride + c) : 0.f;
-    }
-    return;
-  }
-  const int cpr = NC / vec;  // vectors per row
-#pragma unroll 4
-  for (int i = threadIdx.x; i < NR * cpr; i += blockDim.x) {
-    const int r = i / cpr, c = (i % cpr) * vec;
-    float* d = dst + r * ldd + c;
-    if (r < nr && c < nc) {
-      const int64_t e = off + r * stride + c;
-      if (src.bf) {
-        const uint4 u =
-            *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(src.p) + e);
-        const __nv_bfloat162* p2 = reinterpret_cast<const __nv_bfloat162*>(&u);
-        const float2 a = __bfloat1622float2(p2[0]), b = __bfloat1622float2(p2[1]),
-                     cc = __bfloat1622float2(p2[2]), dd = __bfloat1622float2(p2[3]);
-        reinterpret_cast<float4*>(d)[0] = make_float4(a.x, a.y, b.x, b.y);
-        reinterpret_cast<float4*>(d)[1] = make_float4(cc.x, cc.y, dd.x, dd.y);
-      } else {
-        *reinterpret_cast<float4*>(d) =
-            *reinterpret_cast<const float4*>(static_cast<const float*>(src.p) + e);
-      }
-    } else {
-      for (int x = 0; x < vec; ++x) d[x] = 0.f;
-    }
-  }
+  TileSrc{src, off, stride, nr, NR, nc, NC}.load(dst, ldd);
 }
 
 // out[off + r * stride + c] (+= when accumulating, else =) scale_r * src[r * lds + c] for r < nr,
