@@ -166,9 +166,22 @@ __device__ inline void load_state(float* dst, int ldv, DPtr src, int64_t off, co
 }
 // The inverse: rows r < DK, columns j < nv <= VT of src [DKp][ldv] -> the state block at `off`
 // (indexed by the tile width VT, a compile-time power of two, not by nv: no integer division).
+// As 16-byte vectors where the tile is whole and aligned (8 scalar stores a thread, each with
+// its 64-bit address and DPtr's type branch, were ~10% of the state kernel's instructions).
 template <int VT>
 __device__ inline void store_state(DPtr dst, int64_t off, const float* src, int ldv,
                                    const GdnDims& D, int nv) {
+  static_assert(VT % 4 == 0);
+  if (!dst.bf && nv == VT && D.DV % 4 == 0 && ldv % 4 == 0 &&
+      (reinterpret_cast<uintptr_t>(dst.p) + off * 4) % 16 == 0) {
+    float* p = static_cast<float*>(dst.p) + off;
+    for (int i = threadIdx.x; i < D.DK * (VT / 4); i += blockDim.x) {
+      const int r = i / (VT / 4), j = (i % (VT / 4)) * 4;
+      *reinterpret_cast<float4*>(p + int64_t{r} * D.DV + j) =
+          *reinterpret_cast<const float4*>(src + r * ldv + j);
+    }
+    return;
+  }
   for (int i = threadIdx.x; i < D.DK * VT; i += blockDim.x) {
     const int r = i / VT, j = i % VT;
     if (j < nv) dst.st(off + int64_t{r} * D.DV + j, src[r * ldv + j]);
@@ -285,12 +298,15 @@ __global__ void __launch_bounds__(kThreads, 2)
   mask_decay(As, KKE, gam);
   unit_lower_inverse(Ts, KKE, bet, P);
   const int64_t o = prep_offset(D, b, h, c);
-  for (int i = tid; i < kC * kC; i += nth) {
-    const int t = i / kC, s2 = i % kC;
-    A_out[o + i] = As[t * kLdc + s2];
+  // As 16-byte vectors (the arrays' chunks are [kC][kC] and 16-byte aligned).
+  for (int i = tid; i < kC * kC / 4; i += nth) {
+    const int t = i / (kC / 4), s2 = (i % (kC / 4)) * 4;
+    reinterpret_cast<float4*>(A_out + o)[i] = *reinterpret_cast<const float4*>(As + t * kLdc + s2);
     if (bwd) {
-      T_out[o + i] = Ts[t * kLdc + s2];
-      kke_out[o + i] = KKE[t * kLdc + s2];
+      reinterpret_cast<float4*>(T_out + o)[i] =
+          *reinterpret_cast<const float4*>(Ts + t * kLdc + s2);
+      reinterpret_cast<float4*>(kke_out + o)[i] =
+          *reinterpret_cast<const float4*>(KKE + t * kLdc + s2);
     }
   }
   __syncthreads();  // A and KKE stored: their buffers may be overwritten
@@ -352,9 +368,21 @@ __global__ void __launch_bounds__(kThreads, 2)
       mm<true, false, 2>(Ss, ldv, Qs, ldk, Vs, ldv, D.DKp, VT, kC, false, ex(false, xv));
     }
     __syncthreads();
-    for (int i = tid; i < Cn * VT; i += nth) {
-      const int t = i / VT, j = i % VT;
-      if (j < nv) x_out[D.vo(b, t0 + t, h) + j0 + j] = Us[t * ldv + j];
+    {  // U or dX0 -> x_out, by 4-column vectors where the rows are whole and aligned
+      const int64_t xo = D.vo(b, t0, h) + j0, xs = int64_t{D.H} * D.DV;
+      const bool xvec =
+          nv == VT && xs % 4 == 0 && (reinterpret_cast<uintptr_t>(x_out) + xo * 4) % 16 == 0;
+      for (int i = tid; i < Cn * (VT / 4); i += nth) {
+        const int t = i / (VT / 4), j = (i % (VT / 4)) * 4;
+        const float4 u = *reinterpret_cast<const float4*>(Us + t * ldv + j);
+        float* p = x_out + xo + t * xs + j;
+        if (xvec) {
+          *reinterpret_cast<float4*>(p) = u;
+        } else {
+          const float e[4] = {u.x, u.y, u.z, u.w};
+          for (int q = 0; q < 4 && j + q < nv; ++q) p[q] = e[q];
+        }
+      }
     }
     if (bwd) store_state<VT>(DPtr{dstates, false}, D.state(b, h, c) + j0, Ss, ldv, D, nv);
   }
@@ -413,7 +441,8 @@ __device__ inline void copy_async(float* dst, int ldd, const TileSrc& s) {
   const int cpr = s.NC / 4, n = s.NR * cpr;
   const float* p = static_cast<const float*>(s.src.p);
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const int r = i / cpr, cc = (i % cpr) * 4;
+    int r, cc;
+    s.rc(i, r, cc);
     const bool in = r < s.nr && cc < s.nc;
     cp_async16(dst + r * ldd + cc, in ? p + s.off + r * s.stride + cc : p, in ? 16 : 0);
   }
@@ -592,15 +621,35 @@ __global__ void __launch_bounds__(kThreads, 3)
       copy_async(Ws, ldk, wtile(c + 1));
       cp_async_commit();
     }
-    for (int i = tid; i < kC * VT; i += nth) {
-      const int t = i / VT, j = i % VT;
-      const float d = Us[t * ldv + j];
-      Us[t * ldv + j] = ev[t] * d;
-      if (t < Cn && j < nv) delta[D.vo(b, t0 + t, h) + j0 + j] = d;
+    // Delta -> the workspace, U_c <- diag(e) Delta, by 4-column vectors (the workspace rows
+    // start 16-byte aligned when DV and j0 are multiples of 4; else element by element).
+    const int64_t vo0 = D.vo(b, t0, h) + j0, vstride = int64_t{D.H} * D.DV;
+    const bool vec =
+        nv % 4 == 0 && vstride % 4 == 0 && (reinterpret_cast<uintptr_t>(delta) + vo0 * 4) % 16 == 0;
+    for (int i = tid; i < kC * (VT / 4); i += nth) {
+      const int t = i / (VT / 4), j = (i % (VT / 4)) * 4;
+      float4 d = *reinterpret_cast<const float4*>(Us + t * ldv + j);
+      if (t < Cn && j < nv) {
+        float* o = delta + vo0 + t * vstride + j;
+        if (vec) {
+          *reinterpret_cast<float4*>(o) = d;
+        } else {
+          const float x[4] = {d.x, d.y, d.z, d.w};
+          for (int q = 0; q < 4 && j + q < nv; ++q) o[q] = x[q];
+        }
+      }
+      const float e = ev[t];
+      d.x *= e, d.y *= e, d.z *= e, d.w *= e;
+      *reinterpret_cast<float4*>(Us + t * ldv + j) = d;
     }
     if (!next) break;  // the state leaving the last chunk is not saved
     const float gl = *GamL;
-    for (int i = tid; i < D.DKp * VT; i += nth) Ss[(i / VT) * ldv + i % VT] *= gl;
+    for (int i = tid; i < D.DKp * (VT / 4); i += nth) {
+      float4* p = reinterpret_cast<float4*>(Ss + (i / (VT / 4)) * ldv + (i % (VT / 4)) * 4);
+      float4 x = *p;
+      x.x *= gl, x.y *= gl, x.z *= gl, x.w *= gl;
+      *p = x;
+    }
     __syncthreads();
     mm16<true, false, 2>(Ss, ldv, Ks, ldk, Us, ldv, D.DKp, VT, kC, true,
                          ex(D.xk, false));  // S += K^T diag(e) Delta
@@ -859,10 +908,26 @@ __global__ void __launch_bounds__(kThreads, 3)
     // thread, read before it is overwritten.
     const int64_t so = D.state(b, h, c) + j0;
     const float gl = *GamL;
-    for (int i = tid; i < D.DKp * VT; i += nth) {
-      const int r = i / VT, j = i % VT, o = r * ldv + j;
-      if (r < D.DK && j < nv) dstates[so + int64_t{r} * D.DV + j] = dS[o];
-      if (next) dS[o] = gl * dS[o] + dSl[o];
+    // By 4-column vectors (as store_state) where the rows are whole and aligned.
+    const bool svec =
+        nv == VT && D.DV % 4 == 0 && (reinterpret_cast<uintptr_t>(dstates) + so * 4) % 16 == 0;
+    for (int i = tid; i < D.DKp * (VT / 4); i += nth) {
+      const int r = i / (VT / 4), j = (i % (VT / 4)) * 4, o = r * ldv + j;
+      float4 x = *reinterpret_cast<const float4*>(dS + o);
+      if (r < D.DK) {
+        float* p = dstates + so + int64_t{r} * D.DV + j;
+        if (svec) {
+          *reinterpret_cast<float4*>(p) = x;
+        } else {
+          const float e[4] = {x.x, x.y, x.z, x.w};
+          for (int q = 0; q < 4 && j + q < nv; ++q) p[q] = e[q];
+        }
+      }
+      if (next) {
+        const float4 l = *reinterpret_cast<const float4*>(dSl + o);
+        x.x = gl * x.x + l.x, x.y = gl * x.y + l.y, x.z = gl * x.z + l.z, x.w = gl * x.w + l.w;
+        *reinterpret_cast<float4*>(dS + o) = x;
+      }
     }
     if (!next) break;        // the state gradient entering chunk 0 is not needed
     kr.fetch(ktile(c - 1));  // (after the units: their registers are free)

@@ -163,9 +163,24 @@ struct TileSrc {
   }
   __device__ int vec() const { return src.bf ? 8 : 4; }
   __device__ int vectors() const { return NR * (NC / vec()); }
-  // The 16 bytes of vector i (row i / (NC / vec), in row-major order), or zeros in the padding.
+  // Row r and first column cc of vector i (row-major order; cpr = NC / vec vectors a row). By a
+  // shift and mask where cpr is a power of two (every tile of the GDN kernels): a division by a
+  // runtime divisor is ~20 integer instructions, and the sequential GDN kernels, issue-bound,
+  // spend a third of their instructions on integer work (ncu, 2026-12-02).
+  __device__ void rc(int i, int& r, int& cc) const {
+    const int cpr = NC / vec();
+    if ((cpr & (cpr - 1)) == 0) {
+      r = i >> (__ffs(cpr) - 1);
+      cc = (i & (cpr - 1)) * vec();
+    } else {
+      r = i / cpr;
+      cc = (i % cpr) * vec();
+    }
+  }
+  // The 16 bytes of vector i, or zeros in the padding.
   __device__ uint4 ld16(int i) const {
-    const int cpr = NC / vec(), r = i / cpr, cc = (i % cpr) * vec();
+    int r, cc;
+    rc(i, r, cc);
     if (r >= nr || cc >= nc) return make_uint4(0u, 0u, 0u, 0u);
     const int esz = src.bf ? 2 : 4;
     return *reinterpret_cast<const uint4*>(static_cast<const char*>(src.p) +
@@ -173,8 +188,9 @@ struct TileSrc {
   }
   // Vector i into dst [NR][ldd] (bf16 widened by a shift: its bits are the top half of fp32's).
   __device__ void put16(float* dst, int ldd, int i, uint4 u) const {
-    const int vec = this->vec(), cpr = NC / vec;
-    float* d = dst + (i / cpr) * ldd + (i % cpr) * vec;
+    int r, cc;
+    rc(i, r, cc);
+    float* d = dst + r * ldd + cc;
     if (src.bf) {
       const unsigned w[4] = {u.x, u.y, u.z, u.w};
       float v[8];
