@@ -129,14 +129,14 @@ __device__ void unit_lower_inverse(float* Ts, const float* KKE, const float* bet
 __device__ inline void load_qk(float* Qs, float* Ks, int ldk, DPtr q, DPtr k, const GdnDims& D,
                                int b, int h, int t0, int Cn) {
   const int64_t stride = int64_t{D.H} * D.DK;
-  load_tile(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
-  load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
-}
-// Vs [kC][ldv] <- value columns j0 .. j0 + nv of `v` (v or dout) for rows t < Cn, zero elsewhere.
-template <int VT>
-__device__ inline void load_vtile(float* Vs, int ldv, DPtr v, const GdnDims& D, int b, int h,
-                                  int t0, int Cn, int j0, int nv) {
-  load_tile(Vs, ldv, v, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
+  // Both tiles' loads before either's stores (2 vectors a thread each at DK 64 in bf16).
+  const TileSrc qs{q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp},
+      ks{k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp};
+  TileRegs<2> rq, rk;
+  rq.fetch(qs);
+  rk.fetch(ks);
+  rq.put(Qs, ldk, qs);
+  rk.put(Ks, ldk, ks);
 }
 // x[0 .. kC) <- its inclusive prefix sums (reverse: suffix sums), by warp 0 in 6 shuffle steps
 // (a serial loop by one thread waited ~64 shared-memory latencies). The caller puts barriers
@@ -157,14 +157,7 @@ __device__ inline void chunk_scan(float* x, bool reverse) {
   x[i1] = pre + ab;
 }
 
-// dst [DKp][ldv] <- rows r < DK, columns j < nv of the [DK, DV] state block (states or their
-// gradients) whose value tile starts at element offset `off`, zero elsewhere.
-template <int VT>
-__device__ inline void load_state(float* dst, int ldv, DPtr src, int64_t off, const GdnDims& D,
-                                  int nv) {
-  load_tile(dst, ldv, src, off, D.DV, D.DK, D.DKp, nv, VT);
-}
-// The inverse: rows r < DK, columns j < nv <= VT of src [DKp][ldv] -> the state block at `off`
+// Rows r < DK, columns j < nv <= VT of src [DKp][ldv] -> the [DK, DV] state block at `off`
 // (indexed by the tile width VT, a compile-time power of two, not by nv: no integer division).
 // As 16-byte vectors where the tile is whole and aligned (8 scalar stores a thread, each with
 // its 64-bit address and DPtr's type branch, were ~10% of the state kernel's instructions).
@@ -389,25 +382,6 @@ __global__ void __launch_bounds__(kThreads, 2)
 }
 static_assert(kLocalLd <= kLdc);  // a value tile fits a [kC][kLdc] buffer
 
-// dst [kC][kLdc] <- one chunk's [kC][kC] matrix of a prep array (16-byte loads, all of a
-// thread's issued before its first store: see TileSrc::load).
-__device__ inline void load_cc(float* dst, const float* src) {
-  constexpr int kN = kC * kC / 4, kBatch = kN / kThreads;
-  static_assert(kN % kThreads == 0);
-  const float4* s4 = reinterpret_cast<const float4*>(src);
-  for (int i0 = threadIdx.x; i0 < kN; i0 += kBatch * blockDim.x) {
-    float4 v[kBatch];
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-      if (i0 + u * blockDim.x < kN) v[u] = s4[i0 + u * blockDim.x];
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int i = i0 + u * blockDim.x, t = (4 * i) / kC, c = (4 * i) % kC;
-      if (i < kN) *reinterpret_cast<float4*>(dst + t * kLdc + c) = v[u];
-    }
-  }
-}
-
 // ---- prefetch for the sequential kernels -------------------------------------------------------
 // The sequential kernels fetch the next chunk's state-independent inputs while the current chunk
 // computes, so that no phase of a chunk waits on global memory. The fp32 tiles (-W, U, M, dX0,
@@ -447,41 +421,6 @@ __device__ inline void copy_async(float* dst, int ldd, const TileSrc& s) {
     cp_async16(dst + r * ldd + cc, in ? p + s.off + r * s.stride + cc : p, in ? 16 : 0);
   }
 }
-
-// load_tile in two halves through registers: fetch() issues the 16-byte loads of up to N
-// vectors a thread (thread i: vectors i, i + nth, ...), put() writes them to shared memory (bf16
-// widened by a shift: its bits are the top half of the fp32 ones). Vectors past N a thread (a
-// large DK, or an f32 K: N is sized for bf16) and tiles that are not 16-byte vectors put() reads
-// itself, synchronously: correct, only not prefetched.
-template <int N>
-struct TileRegs {
-  uint4 r[N];
-  __device__ void fetch(const TileSrc& s) {
-#pragma unroll
-    for (int u = 0; u < N; ++u) r[u] = make_uint4(0u, 0u, 0u, 0u);
-    if (!s.vec_ok()) return;
-    const int n = s.vectors();
-#pragma unroll
-    for (int u = 0; u < N; ++u) {
-      const int i = threadIdx.x + u * blockDim.x;
-      if (i < n) r[u] = s.ld16(i);
-    }
-  }
-  __device__ void put(float* dst, int ldd, const TileSrc& s) const {
-    if (!s.vec_ok() || ldd % 4 != 0) {
-      s.load_scalar(dst, ldd);
-      return;
-    }
-    const int n = s.vectors();
-#pragma unroll
-    for (int u = 0; u < N; ++u) {
-      const int i = threadIdx.x + u * blockDim.x;
-      if (i < n) s.put16(dst, ldd, i, r[u]);
-    }
-    for (int i = threadIdx.x + N * blockDim.x; i < n; i += blockDim.x)
-      s.put16(dst, ldd, i, s.ld16(i));
-  }
-};
 
 // One chunk's beta and g in registers, lane l of warp 0 holding steps 2l and 2l + 1 (zero past
 // the chunk's end, as load_gates); the other threads hold zeros.
@@ -685,8 +624,12 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int tid = threadIdx.x, nth = blockDim.x, warp = tid / 32;
   const int g8 = tid % 32 / 4, t4 = tid % 4;  // the lane's row and column pair in a tile
   const int i0 = 16 * (warp / (VT / 16)), jo = 16 * (warp % (VT / 16));  // this warp's tile
+  // A by cp.async while Q and the gates are loaded through registers (waited for below).
+  copy_async(
+      As, kLdc,
+      {DPtr{const_cast<float*>(A_in) + prep_offset(D, b, h, c), false}, 0, kC, kC, kC, kC, kC});
+  cp_async_commit();
   load_tile(Qs, ldk, q, D.qk(b, t0, h), int64_t{D.H} * D.DK, Cn, kC, D.DK, D.DKp);
-  load_cc(As, A_in + prep_offset(D, b, h, c));
   for (int t = tid; t < kC; t += nth) Gam[t] = t < Cn ? g.ld(D.gate(b, t0 + t, h)) : 0.f;
   __syncthreads();
   chunk_scan(Gam, false);
@@ -696,8 +639,13 @@ __global__ void __launch_bounds__(kThreads, 4)
     const int nv = min(VT, D.DV - j0);
     __syncthreads();  // Gam written; the previous tile's products are done with Ss and Ds
     const int64_t so = D.state(b, h, c) + j0;
-    load_state<VT>(Ss, ldv, states, so, D, nv);
-    load_vtile<VT>(Ds, ldv, DPtr{const_cast<float*>(delta_in), false}, D, b, h, t0, Cn, j0, nv);
+    // Both fp32 tiles in flight at once (cp.async; a bf16 state by load_scalar).
+    copy_async(Ss, ldv, {states, so, D.DV, D.DK, D.DKp, nv, VT});
+    copy_async(Ds, ldv,
+               {DPtr{const_cast<float*>(delta_in), false}, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV,
+                Cn, kC, nv, VT});
+    cp_async_commit();
+    cp_async_wait<0>();  // (the first tile's wait covers A's copy too)
     __syncthreads();
     if (warp >= kTiles) continue;
     Acc o[1];
@@ -716,8 +664,16 @@ __global__ void __launch_bounds__(kThreads, 4)
         const int t = i0 + g8 + 8 * r, j = jo + 8 * hh + 2 * t4;
         if (t >= Cn) continue;
         const int64_t e = D.vo(b, t0 + t, h) + j0 + j;
-        if (j < nv) out.st(e, o[0].c[hh][2 * r]);
-        if (j + 1 < nv) out.st(e + 1, o[0].c[hh][2 * r + 1]);
+        const float x0 = o[0].c[hh][2 * r], x1 = o[0].c[hh][2 * r + 1];
+        if (j + 1 < nv && e % 2 == 0) {  // the column pair as one 4- or 8-byte store
+          if (out.bf)
+            reinterpret_cast<__nv_bfloat162*>(out.p)[e / 2] = __floats2bfloat162_rn(x0, x1);
+          else
+            reinterpret_cast<float2*>(out.p)[e / 2] = make_float2(x0, x1);
+        } else {
+          if (j < nv) out.st(e, x0);
+          if (j + 1 < nv) out.st(e + 1, x1);
+        }
       }
   }
 }
@@ -778,7 +734,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int tid = threadIdx.x, nth = blockDim.x;
   const int64_t vstride = int64_t{D.H} * D.DV;
   // Chunk c's tiles: M, K [kC][DKp], dX0 [kC][VT], Q^T diag(Gam) dO [DKp][VT] (this value
-  // tile's columns; the last as load_state).
+  // tile's columns; the last as a state block: rows DK .. DKp zero).
   auto mtile = [&](int c) {
     return TileSrc{
         DPtr{const_cast<float*>(M_in), false}, wy_offset(D, b, h, c), D.DKp, kC, kC, D.DKp, D.DKp};

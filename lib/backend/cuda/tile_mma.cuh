@@ -244,6 +244,41 @@ __device__ inline void load_tile(float* dst, int ldd, DPtr src, int64_t off, int
   TileSrc{src, off, stride, nr, NR, nc, NC}.load(dst, ldd);
 }
 
+// load_tile in two halves through registers: fetch() issues the 16-byte loads of up to N
+// vectors a thread (thread i: vectors i, i + nth, ...), put() writes them to shared memory (bf16
+// widened by a shift: its bits are the top half of the fp32 ones). Vectors past N a thread (a
+// large DK, or an f32 K: N is sized for bf16) and tiles that are not 16-byte vectors put() reads
+// itself, synchronously: correct, only not prefetched.
+template <int N>
+struct TileRegs {
+  uint4 r[N];
+  __device__ void fetch(const TileSrc& s) {
+#pragma unroll
+    for (int u = 0; u < N; ++u) r[u] = make_uint4(0u, 0u, 0u, 0u);
+    if (!s.vec_ok()) return;
+    const int n = s.vectors();
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      const int i = threadIdx.x + u * blockDim.x;
+      if (i < n) r[u] = s.ld16(i);
+    }
+  }
+  __device__ void put(float* dst, int ldd, const TileSrc& s) const {
+    if (!s.vec_ok() || ldd % 4 != 0) {
+      s.load_scalar(dst, ldd);
+      return;
+    }
+    const int n = s.vectors();
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      const int i = threadIdx.x + u * blockDim.x;
+      if (i < n) s.put16(dst, ldd, i, r[u]);
+    }
+    for (int i = threadIdx.x + N * blockDim.x; i < n; i += blockDim.x)
+      s.put16(dst, ldd, i, s.ld16(i));
+  }
+};
+
 // out[off + r * stride + c] (+= when accumulating, else =) scale_r * src[r * lds + c] for r < nr,
 // c < nc (scale null: 1), src in shared memory. Each thread loads its next 8 elements of `out`
 // before it stores any: the compiler cannot move a load above a store that may alias it, so an
