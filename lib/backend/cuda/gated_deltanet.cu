@@ -665,11 +665,13 @@ __global__ void __launch_bounds__(kThreads, 4)
         if (t >= Cn) continue;
         const int64_t e = D.vo(b, t0 + t, h) + j0 + j;
         const float x0 = o[0].c[hh][2 * r], x1 = o[0].c[hh][2 * r + 1];
-        if (j + 1 < nv && e % 2 == 0) {  // the column pair as one 4- or 8-byte store
+        const int esz = out.bf ? 2 : 4;  // the column pair as one 4- or 8-byte store:
+        if (j + 1 < nv && (reinterpret_cast<uintptr_t>(out.p) + e * esz) % (2 * esz) == 0) {
           if (out.bf)
-            reinterpret_cast<__nv_bfloat162*>(out.p)[e / 2] = __floats2bfloat162_rn(x0, x1);
+            *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(out.p) + e) =
+                __floats2bfloat162_rn(x0, x1);
           else
-            reinterpret_cast<float2*>(out.p)[e / 2] = make_float2(x0, x1);
+            *reinterpret_cast<float2*>(static_cast<float*>(out.p) + e) = make_float2(x0, x1);
         } else {
           if (j < nv) out.st(e, x0);
           if (j + 1 < nv) out.st(e + 1, x1);
