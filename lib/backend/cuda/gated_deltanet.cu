@@ -248,6 +248,10 @@ constexpr int kBwdState[5] = {2, 0, 2, 2, 2};
 __device__ inline int64_t prep_offset(const GdnDims& D, int b, int h, int c) {
   return ((int64_t{b} * D.H + h) * D.NC + c) * kC * kC;
 }
+// One chunk's [kC][kC] matrix of a prep array (at prep_offset) as a tile to load.
+__device__ inline TileSrc prep_tile(const float* p) {
+  return {DPtr{const_cast<float*>(p), false}, 0, kC, kC, kC, kC, kC};
+}
 __device__ inline int64_t wy_offset(const GdnDims& D, int b, int h, int c) {
   return ((int64_t{b} * D.H + h) * D.NC + c) * kC * D.DKp;
 }
@@ -625,9 +629,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int g8 = tid % 32 / 4, t4 = tid % 4;  // the lane's row and column pair in a tile
   const int i0 = 16 * (warp / (VT / 16)), jo = 16 * (warp % (VT / 16));  // this warp's tile
   // A by cp.async while Q and the gates are loaded through registers (waited for below).
-  copy_async(
-      As, kLdc,
-      {DPtr{const_cast<float*>(A_in) + prep_offset(D, b, h, c), false}, 0, kC, kC, kC, kC, kC});
+  copy_async(As, kLdc, prep_tile(A_in + prep_offset(D, b, h, c)));
   cp_async_commit();
   load_tile(Qs, ldk, q, D.qk(b, t0, h), int64_t{D.H} * D.DK, Cn, kC, D.DK, D.DKp);
   for (int t = tid; t < kC; t += nth) Gam[t] = t < Cn ? g.ld(D.gate(b, t0 + t, h)) : 0.f;
@@ -972,7 +974,7 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   for (int t = tid; t < kC; t += nth) dgam[t] = dbet[t] = z3k[t] = 0.f;
   const int64_t stride = int64_t{D.H} * D.DK;
   // Tinv by cp.async, waited for with the first value tile's copies (before its first use).
-  copy_async(Ts, kLdc, {DPtr{const_cast<float*>(T_in) + po, false}, 0, kC, kC, kC, kC, kC});
+  copy_async(Ts, kLdc, prep_tile(T_in + po));
   load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
   const float GamL = Gam[Cn - 1];

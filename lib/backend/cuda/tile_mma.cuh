@@ -217,7 +217,7 @@ struct TileSrc {
   // global load, so the compiler keeps them in order: load, store, load, ... waited one global
   // round trip a vector; ncu showed the GDN chunk-gradient kernel's stores waiting on their loads
   // as its largest stall, 2026-12-02.)
-  // kBatch 2: 8 registers, which the GDN kernels' caps leave (4 spilled in two of them).
+  // kBatch 2 (8 registers): 4 spilled at the register caps of two GDN kernels.
   template <int kBatch = 2>
   __device__ void load(float* dst, int ldd) const {
     if (!vec_ok() || ldd % 4 != 0) {
