@@ -15,7 +15,10 @@
 //
 // Tensor cores, fp32-faithful: every product is a block-wide 3xTF32 mma.sync product
 // (tile_mma.cuh); q, k, v and dout tiles widened from bf16 are exact in TF32 and skip their lo
-// products.
+// products. Where every input is bf16 (the model's training mode), the output kernel's and the
+// chunk-gradient kernel's products take their operands as split tiles instead (bf16 hi + lo,
+// written once where the tile is made, read by ldmatrix into bf16 MMAs: ~2^-15 relative, far
+// below the inputs' own rounding; tile_mma.cuh "bf16x3"); fp32 inputs keep 3xTF32 everywhere.
 //
 // Parallelism: the value columns of S evolve independently (delta_t[j] only involves S[:, j]), so a
 // block of the forward's sequential pass owns one (b, h) and a tile of VT value columns, and walks
@@ -610,7 +613,7 @@ __global__ void __launch_bounds__(kThreads, 3)
 // g + 8 of the tile, tile_mma.cuh's Acc layout), so a value tile costs 2 barriers and no
 // shared-memory round trip of O (it was 5 and two). 53 KB of shared memory at DK 64, VT 32 and
 // 64 registers: four blocks a SM.
-template <int VT>
+template <int VT, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 4)
     gdn_output_kernel(DPtr out, DPtr states, const float* delta_in, DPtr q, DPtr g,
                       const float* A_in, GdnDims D) {
@@ -649,16 +652,26 @@ __global__ void __launch_bounds__(kThreads, 4)
     cp_async_commit();
     cp_async_wait<0>();  // (the first tile's wait covers A's copy too)
     __syncthreads();
+    if constexpr (kSplit) {  // the operands as split tiles (Q and A once)
+      if (j0 == 0) {
+        split_tile(Qs, ldk, kC, D.DKp);
+        split_tile(As, kLdc, kC, kC);
+      }
+      split_tile(Ss, ldv, D.DKp, VT);
+      split_tile(Ds, ldv, kC, VT);
+      __syncthreads();
+    }
     if (warp >= kTiles) continue;
     Acc o[1];
-    warp_mma<false, false, 1, 2>(o, Qs, ldk, Ss, ldv, i0, jo, D.DKp, ex(D.xq, false));  // Q S0
+    op_mma<kSplit, false, false, 1, 2>(o, Qs, ldk, Ss, ldv, i0, jo, D.DKp,
+                                       ex(D.xq, false));  // Q S0
     const float ga = Gam[i0 + g8], gb = Gam[i0 + g8 + 8];
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       o[0].c[hh][0] *= ga, o[0].c[hh][1] *= ga;
       o[0].c[hh][2] *= gb, o[0].c[hh][3] *= gb;
     }
-    warp_mma<false, false, 1, 2>(o, As, kLdc, Ds, ldv, i0, jo, kC, 0);  // O += A Delta
+    op_mma<kSplit, false, false, 1, 2>(o, As, kLdc, Ds, ldv, i0, jo, kC, 0);  // O += A Delta
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
@@ -930,7 +943,7 @@ struct ChunkGradLayout {
            static_cast<size_t>(kC * ldk + nvec + std::max(loop_floats(), post_floats(ldk)));
   }
 };
-template <int VT, int KH>
+template <int VT, int KH, bool kSplit>
 __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     gdn_chunk_grad_kernel(DPtr dq, DPtr dk, DPtr dbeta, DPtr dg, DPtr dout, DPtr states,
                           const float* dstates, const float* dX_in, DPtr q, DPtr k, DPtr v,
@@ -939,6 +952,9 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   extern __shared__ __align__(128) float sm[];
   using L = ChunkGradLayout<VT, KH>;
   constexpr int ldv = L::ldv, ldp = L::ldp;
+  // 8-column chunks a row of a value tile; a thread a chunk in the per-tile passes.
+  constexpr int kCpr = VT / 8;
+  static_assert(VT % 8 == 0 && kC * kCpr <= kThreads && (kCpr & (kCpr - 1)) == 0);
   const int ldk = D.DKp + 4;
   float* Ks = sm;
   float* gam = Ks + kC * ldk;
@@ -1008,40 +1024,69 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     }
     mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
     __syncthreads();
-    // A warp per row (rows stay with their warp across tiles, so the sums need no barrier
-    // against each other): Ub = V - diag(Gam) K S0;  dbeta_t += dX_t . Ub_t;  z3k_t += Gam_t
-    // beta_t dX_t . (K S0)_t; then X = diag(beta) Ub and KS <- -diag(Gam beta) dX in place.
-    for (int t = warp; t < kC; t += nw) {
+    // A thread per 8-column chunk of a row (kCpr threads a row; the rows stay with their
+    // threads across tiles, so the sums need no barrier against each other): Ub = V - diag(Gam)
+    // K S0;  dbeta_t += dX_t . Ub_t;  z3k_t += Gam_t beta_t dX_t . (K S0)_t; then X = diag(beta)
+    // Ub, KS <- -diag(Gam beta) dX and dX itself as split tiles (the products below read them
+    // so), and S0, dS, dO split too (their fp32 readers are done). Tinv once, at the first tile.
+    if (j0 == 0) to_op<kSplit>(Ts, kLdc, kC, kC);
+    to_op<kSplit>(S0, ldv, L::DKw, VT);
+    to_op<kSplit>(dSs, ldv, L::DKw, VT);
+    to_op<kSplit>(dOs, ldv, kC, VT);
+    {
+      const int t = tid / kCpr, o = t * ldv + (tid % kCpr) * 8;
       float db = 0.f, zk = 0.f;
-      for (int j = lane; j < VT; j += 32) {
-        const float ks = KS[t * ldv + j], u = Xs[t * ldv + j] - Gam[t] * ks, x = dXs[t * ldv + j];
-        db += x * u;
-        zk += x * ks;
-        Xs[t * ldv + j] = bet[t] * u;
-        KS[t * ldv + j] = -Gam[t] * bet[t] * x;
+      if (t < kC) {
+        float ks[8], u[8], x[8];
+        get_chunk(KS + o, ks);
+        get_chunk(dXs + o, x);
+        const float gt = Gam[t], bt = bet[t];
+        get_chunk(Xs + o, u);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          zk += x[e] * ks[e];
+          u[e] -= gt * ks[e];
+          db += x[e] * u[e];
+        }
+        put_op<kSplit>(dXs + o, x);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] *= -gt * bt;
+        put_op<kSplit>(KS + o, x);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) u[e] *= bt;
+        put_op<kSplit>(Xs + o, u);
       }
-      db = warp_sum(db);
-      zk = warp_sum(zk);
-      if (lane == 0) {
+#pragma unroll
+      for (int m = 1; m < kCpr; m <<= 1) {
+        db += __shfl_xor_sync(0xffffffffu, db, m);
+        zk += __shfl_xor_sync(0xffffffffu, zk, m);
+      }
+      if (t < kC && tid % kCpr == 0) {
         dbet[t] += db;
         z3k[t] += Gam[t] * bet[t] * zk;
       }
     }
     __syncthreads();
-    mm<false, false>(Dl, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
+    op_mm<kSplit, false, false>(Dl, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
     __syncthreads();
-    for (int i = tid; i < kC * VT; i += nth) {
-      const int t = i / VT, j = i % VT;
-      Xs[t * ldv + j] = ev[t] * Dl[t * ldv + j];
+    // X <- diag(e) Delta, and Delta, as split tiles.
+    for (int i = tid; i < kC * kCpr; i += nth) {
+      const int t = i / kCpr, o = t * ldv + (i % kCpr) * 8;
+      float d[8];
+      get_chunk(Dl + o, d);
+      put_op<kSplit>(Dl + o, d);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) d[e] *= ev[t];
+      put_op<kSplit>(Xs + o, d);
     }
     __syncthreads();
     // The sums, in this warp's registers (B operands stored transposed: Delta [C][VT] as
     // Delta^T, S0 and dS [DKw][VT] as S0^T, dS^T).
-    warp_mma<false, true, 2>(fA, dOs, ldv, Dl, ldv, i0, jc, VT, ex(D.xo, false));   // dO Delta^T
-    warp_mma<false, true, 2>(fL, dXs, ldv, Dl, ldv, i0, jc, VT, 0);                 // dX Delta^T
-    warp_mma<false, true, KH>(fq, dOs, ldv, S0, ldv, i0, jp, VT, ex(D.xo, false));  // dO S0^T
-    warp_mma<false, true, KH>(fk, Xs, ldv, dSs, ldv, i0, jp, VT, 0);  // diag(e) Delta dS^T
-    warp_mma<false, true, KH>(fk, KS, ldv, S0, ldv, i0, jp, VT, 0);   // -diag(Gam beta) dX S0^T
+    op_mma<kSplit, false, true, 2>(fA, dOs, ldv, Dl, ldv, i0, jc, VT, ex(D.xo, false));  // dO Delta^T
+    op_mma<kSplit, false, true, 2>(fL, dXs, ldv, Dl, ldv, i0, jc, VT, 0);  // dX Delta^T
+    op_mma<kSplit, false, true, KH>(fq, dOs, ldv, S0, ldv, i0, jp, VT, ex(D.xo, false));  // dO S0^T
+    op_mma<kSplit, false, true, KH>(fk, Xs, ldv, dSs, ldv, i0, jp, VT, 0);  // diag(e) Delta dS^T
+    op_mma<kSplit, false, true, KH>(fk, KS, ldv, S0, ldv, i0, jp, VT, 0);   // -diag(Gam beta) dX S0^T
   }
   __syncthreads();  // every warp is done with the tile buffers: the sums go over them
 #pragma unroll
@@ -1212,12 +1257,21 @@ void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr 
     gdn_state_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(states, delta, k, g, Wn, D);
     SL_CUDA_LAUNCHED();
   }
-  const auto& n = kFwdOutput;
-  const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
-  smem_opt_in(gdn_output_kernel<VT>, smem);
-  gdn_output_kernel<VT><<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
-      out, states, delta, q, g, A, D);
-  SL_CUDA_LAUNCHED();
+  // kSplit: bf16x3 products where every input is bf16 (tile_mma.cuh), else 3xTF32.
+  const auto output = [&](auto sp) {
+    constexpr bool kSplit = decltype(sp)::value;
+    const auto& n = kFwdOutput;
+    const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
+    smem_opt_in(gdn_output_kernel<VT, kSplit>, smem);
+    gdn_output_kernel<VT, kSplit>
+        <<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
+            out, states, delta, q, g, A, D);
+    SL_CUDA_LAUNCHED();
+  };
+  if (D.xq && D.xk && D.xv)
+    output(std::true_type{});
+  else
+    output(std::false_type{});
 }
 
 template <int VT>
@@ -1246,23 +1300,30 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbe
     SL_CUDA_LAUNCHED();
   }
   // KH: the key-side tiles per warp of the chunk-parallel kernel (gdn_backward checks DK <= 128).
-  const auto chunk_grad = [&](auto kh) {
+  // kSplit: bf16x3 products where every input is bf16 (tile_mma.cuh), else 3xTF32.
+  const bool split = D.xq && D.xk && D.xv && D.xo;
+  const auto chunk_grad = [&](auto kh, auto sp) {
     constexpr int KH = decltype(kh)::value;
+    constexpr bool kSplit = decltype(sp)::value;
     const size_t smem = ChunkGradLayout<VT, KH>::bytes(D.DKp);
     if (smem > ctx.smem_optin)
       fail("cuda gdn backward: key dim " + std::to_string(D.DK) + " needs " + std::to_string(smem) +
            " bytes of shared memory per block, the device allows " +
            std::to_string(ctx.smem_optin));
-    smem_opt_in(gdn_chunk_grad_kernel<VT, KH>, smem);
-    gdn_chunk_grad_kernel<VT, KH>
+    smem_opt_in(gdn_chunk_grad_kernel<VT, KH, kSplit>, smem);
+    gdn_chunk_grad_kernel<VT, KH, kSplit>
         <<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
             dq, dk, dbeta, dg, dout, states, dstates, dX, q, k, v, beta, g, A, kke, Tinv, D);
     SL_CUDA_LAUNCHED();
   };
+  using Two = std::integral_constant<int, 2>;
+  using Four = std::integral_constant<int, 4>;
+  using Split = std::true_type;
+  using Fp32 = std::false_type;
   if (D.DKp <= 64)
-    chunk_grad(std::integral_constant<int, 2>{});
+    split ? chunk_grad(Two{}, Split{}) : chunk_grad(Two{}, Fp32{});
   else
-    chunk_grad(std::integral_constant<int, 4>{});
+    split ? chunk_grad(Four{}, Split{}) : chunk_grad(Four{}, Fp32{});
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/mma_bf16.cuh"
 
 namespace sl::cuda {
 
@@ -146,6 +147,150 @@ __device__ void mm(float* C, int ldc, const float* A, int lda, const float* B, i
   else
     mm_warp_tiles<TA, TB, 1, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   __syncwarp();
+}
+
+// ---- bf16x3: fp32 operands split once, in shared memory, for m16n8k16 bf16 MMAs ---------------
+// x = hi + lo + r with hi = bf16(x), lo = bf16(x - hi) (x - hi is exact in fp32): |r| <= 2^-16
+// |x|, and ab ~ a_hi b_hi + a_hi b_lo + a_lo b_hi drops a_lo b_lo (<= 2^-16 |ab|): ~2^-15
+// relative at worst, against 3xTF32's ~2^-20 and plain TF32's 2^-11 (which doubled the model's
+// gradient error). What it buys: the split happens once per element, where the tile is written,
+// instead of in every warp that reads a fragment (LOP3 + FADD an element, the LDS scalar), and a
+// fragment is one ldmatrix: a k16 step of a 16 x 32 warp tile is 6 ldmatrix + 12 MMAs where
+// 3xTF32 took two k8 steps of ~48 instructions each (ncu on the GDN chunk-gradient kernel,
+// 2026-12-02: HMMA 6.7% of its instructions, LDS, FADD and LOP3 33%).
+//
+// A split tile keeps the fp32 tile's geometry: row r at float offset r * ld, and the 32 bytes of
+// an 8-column chunk (columns 8c .. 8c + 8, floats 8c .. 8c + 8 of the row) hold the 8 bf16 hi
+// (bytes 0 .. 16) then the 8 bf16 lo (16 .. 32), so a tile is split in place, a thread a chunk,
+// with no barrier between its read and its write. Rows are 16-byte aligned (ld % 4 == 0); with
+// ld = 4 (mod 8) floats (e.g. 36, 68; 20 and 52 too) the 8 row addresses of an ldmatrix fall in
+// distinct bank groups.
+
+// The 8 floats x as a split chunk at p (32 bytes, 16-byte aligned).
+__device__ inline void put_split(float* p, const float (&x)[8]) {
+  unsigned hi[4], lo[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * e], x[2 * e + 1]);
+    const float2 hf = __bfloat1622float2(h);
+    hi[e] = *reinterpret_cast<const unsigned*>(&h);
+    lo[e] = pack_bf16(x[2 * e] - hf.x, x[2 * e + 1] - hf.y);
+  }
+  reinterpret_cast<uint4*>(p)[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+  reinterpret_cast<uint4*>(p)[1] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+}
+// The 8 floats of the (fp32) chunk at p.
+__device__ inline void get_chunk(const float* p, float (&x)[8]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+}
+// Chunk i of an [R][ld] tile of C columns (C % 8 == 0), row-major order: its first float.
+__device__ inline float* chunk_at(float* T, int ld, int C, int i) {
+  return T + (i / (C / 8)) * ld + (i % (C / 8)) * 8;
+}
+// The [R][C] fp32 tile T (leading dim ld) split in place, block-wide, a thread a chunk (no
+// barrier inside: the caller orders it after the tile's writers and before its readers).
+__device__ inline void split_tile(float* T, int ld, int R, int C) {
+  for (int i = threadIdx.x; i < R * (C / 8); i += blockDim.x) {
+    float* p = chunk_at(T, ld, C, i);
+    float x[8];
+    get_chunk(p, x);
+    put_split(p, x);
+  }
+}
+
+// warp_mma on split tiles: c[n] += op(A)[i0 .. i0 + 16, 0 .. K) op(B)[0 .. K, j0 + 16 n ..) for
+// n < NB, in bf16x3 (hi hi + hi lo + lo hi; `exact` as in mm(): an operand from bf16 has lo = 0
+// and its product is skipped). TA: A stored [K][M]; TB: B stored [N][K] (as in mm()). K % 16 == 0.
+// Fragment addresses as in mma_bf16.cuh (the float offset of a column is the same in a split
+// tile as in the fp32 one); a lo plane is 4 floats past its hi.
+template <bool TA, bool TB, int NB>
+__device__ inline void warp_mma_x3(Acc (&c)[NB], const float* A, int lda, const float* B, int ldb,
+                                   int i0, int j0, int K, int exact) {
+  const bool xa = exact & kExactA, xb = exact & kExactB;
+  const int l = threadIdx.x % 32;
+  const float* pa = TA ? A + ((l & 7) + ((l >> 4) << 3)) * lda + i0 + ((l >> 3) & 1) * 8
+                       : A + (i0 + (l & 15)) * lda + (l >> 4) * 8;
+  const float* pb = TB ? B + (j0 + (l & 7) + ((l >> 4) << 3)) * ldb + ((l >> 3) & 1) * 8
+                       : B + ((l & 7) + (((l >> 3) & 1) << 3)) * ldb + j0 + (l >> 4) * 8;
+  const int sa = TA ? 16 * lda : 16, sb = TB ? 16 : 16 * ldb;  // a k16 step
+  const int nb = TB ? 16 * ldb : 16;                           // the next 16 output columns
+  const auto lda_x4 = [](unsigned(&r)[4], const float* p, bool trans) {
+    if (trans)
+      ldsm_x4_t(r, reinterpret_cast<const bf16*>(p));
+    else
+      ldsm_x4(r, reinterpret_cast<const bf16*>(p));
+  };
+  for (int k0 = 0; k0 < K; k0 += 16, pa += sa, pb += sb) {
+    unsigned ah[4], al[4];
+    lda_x4(ah, pa, TA);
+    if (!xa) lda_x4(al, pa + 4, TA);
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      unsigned bh[4], bl[4];
+      lda_x4(bh, pb + n * nb, !TB);
+      if (!xb) lda_x4(bl, pb + n * nb + 4, !TB);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mma_bf16(c[n].c[h], ah, bh[2 * h], bh[2 * h + 1]);
+        if (!xb) mma_bf16(c[n].c[h], ah, bl[2 * h], bl[2 * h + 1]);
+        if (!xa) mma_bf16(c[n].c[h], al, bh[2 * h], bh[2 * h + 1]);
+      }
+    }
+  }
+}
+
+// mm() on split tiles (A, B as warp_mma_x3; C fp32, not split), 16 x 16 warp tiles
+// round-robin over the warps as mm_warp_tiles.
+template <bool TA, bool TB>
+__device__ void mm_x3(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
+                      int N, int K, bool accumulate, int exact = 0) {
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / 16;
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16;
+    Acc c[1];
+    if (accumulate) load_acc(c[0], C, ldc, i0, j0);
+    warp_mma_x3<TA, TB, 1>(c, A, lda, B, ldb, i0, j0, K, exact);
+    store_acc(C, ldc, i0, j0, c[0]);
+  }
+  __syncwarp();
+}
+
+// A kernel's operand format, a template flag: kSplit (bf16x3 on split tiles, where the inputs are
+// bf16 and 2^-15 is far below their own rounding) or fp32 tiles (3xTF32, the fp32 activations of
+// the doctor's and the tests' exact mode, which check to 1e-4). The kernel writes its operand
+// tiles with put_op / to_op and multiplies them with op_mma / op_mm, the same code for both.
+template <bool kSplit>
+__device__ inline void put_op(float* p, const float (&x)[8]) {
+  if constexpr (kSplit) {
+    put_split(p, x);
+  } else {
+    reinterpret_cast<float4*>(p)[0] = make_float4(x[0], x[1], x[2], x[3]);
+    reinterpret_cast<float4*>(p)[1] = make_float4(x[4], x[5], x[6], x[7]);
+  }
+}
+template <bool kSplit>
+__device__ inline void to_op(float* T, int ld, int R, int C) {
+  if constexpr (kSplit) split_tile(T, ld, R, C);
+}
+template <bool kSplit, bool TA, bool TB, int NB, int U = 1>
+__device__ inline void op_mma(Acc (&c)[NB], const float* A, int lda, const float* B, int ldb,
+                              int i0, int j0, int K, int exact) {
+  if constexpr (kSplit)
+    warp_mma_x3<TA, TB, NB>(c, A, lda, B, ldb, i0, j0, K, exact);
+  else
+    warp_mma<TA, TB, NB, U>(c, A, lda, B, ldb, i0, j0, K, exact);
+}
+// C = (accumulate ? C : 0) + op(A) op(B) by 16 x 16 warp tiles (mm_x3, or mm_warp_tiles).
+template <bool kSplit, bool TA, bool TB>
+__device__ void op_mm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
+                      int N, int K, bool accumulate, int exact = 0) {
+  if constexpr (kSplit) {
+    mm_x3<TA, TB>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+  } else {
+    mm_warp_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+    __syncwarp();
+  }
 }
 
 // One tile to load: rows < nr, columns < nc of `src` at element offset `off` (row stride
