@@ -1082,11 +1082,13 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     __syncthreads();
     // The sums, in this warp's registers (B operands stored transposed: Delta [C][VT] as
     // Delta^T, S0 and dS [DKw][VT] as S0^T, dS^T).
-    op_mma<kSplit, false, true, 2>(fA, dOs, ldv, Dl, ldv, i0, jc, VT, ex(D.xo, false));  // dO Delta^T
-    op_mma<kSplit, false, true, 2>(fL, dXs, ldv, Dl, ldv, i0, jc, VT, 0);  // dX Delta^T
-    op_mma<kSplit, false, true, KH>(fq, dOs, ldv, S0, ldv, i0, jp, VT, ex(D.xo, false));  // dO S0^T
-    op_mma<kSplit, false, true, KH>(fk, Xs, ldv, dSs, ldv, i0, jp, VT, 0);  // diag(e) Delta dS^T
-    op_mma<kSplit, false, true, KH>(fk, KS, ldv, S0, ldv, i0, jp, VT, 0);   // -diag(Gam beta) dX S0^T
+    // fA += dO Delta^T, fL += dX Delta^T, fq += dO S0^T, fk += diag(e) Delta dS^T and
+    // fk += -diag(Gam beta) dX S0^T.
+    op_mma<kSplit, false, true, 2>(fA, dOs, ldv, Dl, ldv, i0, jc, VT, ex(D.xo, false));
+    op_mma<kSplit, false, true, 2>(fL, dXs, ldv, Dl, ldv, i0, jc, VT, 0);
+    op_mma<kSplit, false, true, KH>(fq, dOs, ldv, S0, ldv, i0, jp, VT, ex(D.xo, false));
+    op_mma<kSplit, false, true, KH>(fk, Xs, ldv, dSs, ldv, i0, jp, VT, 0);
+    op_mma<kSplit, false, true, KH>(fk, KS, ldv, S0, ldv, i0, jp, VT, 0);
   }
   __syncthreads();  // every warp is done with the tile buffers: the sums go over them
 #pragma unroll
