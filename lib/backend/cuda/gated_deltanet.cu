@@ -128,7 +128,9 @@ __device__ void unit_lower_inverse(float* Ts, const float* KKE, const float* bet
 
 // ---- chunk loads ------------------------------------------------------------------------------
 
-// Qs/Ks [kC][ldk] <- rows t < Cn of q/k (one head), zero elsewhere (rows >= Cn, columns >= DK).
+// Qs/Ks [kC][ldk] <- rows t < Cn of q/k (one head), zero elsewhere (rows >= Cn, columns >= DK);
+// kSplit: as split tiles.
+template <bool kSplit = false>
 __device__ inline void load_qk(float* Qs, float* Ks, int ldk, DPtr q, DPtr k, const GdnDims& D,
                                int b, int h, int t0, int Cn) {
   const int64_t stride = int64_t{D.H} * D.DK;
@@ -138,8 +140,8 @@ __device__ inline void load_qk(float* Qs, float* Ks, int ldk, DPtr q, DPtr k, co
   TileRegs<2> rq, rk;
   rq.fetch(qs);
   rk.fetch(ks);
-  rq.put(Qs, ldk, qs);
-  rk.put(Ks, ldk, ks);
+  rq.put<kSplit>(Qs, ldk, qs);
+  rk.put<kSplit>(Ks, ldk, ks);
 }
 // x[0 .. kC) <- its inclusive prefix sums (reverse: suffix sums), by warp 0 in 6 shuffle steps
 // (a serial loop by one thread waited ~64 shared-memory latencies). The caller puts barriers
@@ -271,6 +273,9 @@ constexpr int kLocalVT = 32, kLocalLd = kLocalVT + 4;
 __host__ __device__ constexpr int prep_x3_floats(int DKp) {
   return kC * (kLdc > DKp + 4 ? kLdc : DKp + 4);
 }
+// kSplit: the products on split tiles (every input bf16; tile_mma.cuh): Q, K and the value tiles
+// loaded split, the fp32 factors split where they are made, the arrays stored from fp32 first.
+template <bool kSplit>
 __global__ void __launch_bounds__(kThreads, 2)
     gdn_prep_kernel(float* A_out, float* kke_out, float* T_out, float* wy_out, float* x_out,
                     float* dstates, DPtr vo, DPtr q, DPtr k, DPtr beta, DPtr g, GdnDims D) {
@@ -290,10 +295,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int c = blockIdx.x % D.NC, bh = blockIdx.x / D.NC, b = bh / D.H, h = bh % D.H;
   const int t0 = c * kC, Cn = min(kC, D.T - t0);
   const int tid = threadIdx.x, nth = blockDim.x;
-  load_qk(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
+  constexpr int kCc = kC / 8;  // 8-column chunks a row of a [kC][kC] matrix
+  load_qk<kSplit>(Qs, Ks, ldk, q, k, D, b, h, t0, Cn);
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);
-  mm<false, true, 2>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xq, D.xk));   // Q K^T
-  mm<false, true, 2>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false, ex(D.xk, D.xk));  // K K^T
+  op_mm<kSplit, false, true, 2>(As, kLdc, Qs, ldk, Ks, ldk, kC, kC, D.DKp, false,
+                                ex(D.xq, D.xk));  // Q K^T
+  op_mm<kSplit, false, true, 2>(KKE, kLdc, Ks, ldk, Ks, ldk, kC, kC, D.DKp, false,
+                                ex(D.xk, D.xk));  // K K^T
   __syncthreads();
   mask_decay(As, KKE, gam);
   unit_lower_inverse(Ts, KKE, bet, P);
@@ -314,30 +322,52 @@ __global__ void __launch_bounds__(kThreads, 2)
   //   forward:  F = -Tinv diag(beta Gam) (columns scaled) over A, -W = F K into Q's buffer;
   //   backward: (A Tinv) over KKE first (the dX0 tiles need it), then F^T = Tinv^T diag(e) stored
   //             as F = diag(e) Tinv (rows scaled) over A, M = F^T K over Tinv's.
+  // A thread an 8-column chunk in the passes (each chunk read and written by one thread).
   float* Y;
   if (!bwd) {
-    for (int i = tid; i < kC * kC; i += nth) {
-      const int t = i / kC, s2 = i % kC;
-      const float tv = Ts[t * kLdc + s2];
-      As[t * kLdc + s2] = -(tv * (bet[s2] * Gam[s2]));
-      KKE[t * kLdc + s2] = tv * bet[s2];  // Tinv diag(beta), the U tiles' factor
+    for (int i = tid; i < kC * kCc; i += nth) {
+      const int t = i / kCc, s0 = (i % kCc) * 8, e0 = t * kLdc + s0;
+      float tv[8], f[8], u[8];
+      get_chunk(Ts + e0, tv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        f[e] = -(tv[e] * (bet[s0 + e] * Gam[s0 + e]));
+        u[e] = tv[e] * bet[s0 + e];  // Tinv diag(beta), the U tiles' factor
+      }
+      put_op<kSplit>(As + e0, f);
+      put_op<kSplit>(KKE + e0, u);
     }
     __syncthreads();
     Y = Qs;  // Q is spent (A is made)
-    mm<false, false, 2>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
+    op_mm<kSplit, false, false, 2>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false,
+                                   ex(false, D.xk));
   } else {
-    mm<false, false, 2>(KKE, kLdc, As, kLdc, Ts, kLdc, kC, kC, kC, false);  // A Tinv
-    // (Rows by tid / 16, columns by tid % 16: DKp is a multiple of 16, and no runtime division.)
-    for (int t = tid / 16; t < kC; t += nth / 16)
-      for (int cc = tid % 16; cc < D.DKp; cc += 16) Qs[t * ldk + cc] *= Gam[t];
-    __syncthreads();  // A Tinv and diag(Gam) Q made: A is spent
-    for (int i = tid; i < kC * kC; i += nth) {
-      const int t = i / kC, s2 = i % kC;
-      As[t * kLdc + s2] = ev[t] * Ts[t * kLdc + s2];
+    to_op<kSplit>(As, kLdc, kC, kC);
+    to_op<kSplit>(Ts, kLdc, kC, kC);
+    if (kSplit) __syncthreads();
+    op_mm<kSplit, false, false, 2>(KKE, kLdc, As, kLdc, Ts, kLdc, kC, kC, kC, false);  // A Tinv
+    // diag(Gam) Q, a thread a chunk of a row.
+    for (int i = tid; i < kC * (D.DKp / 8); i += nth) {
+      const int t = i / (D.DKp / 8), e0 = t * ldk + (i % (D.DKp / 8)) * 8;
+      float x[8];
+      get_op<kSplit>(Qs + e0, x);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x[e] *= Gam[t];
+      put_op<kSplit>(Qs + e0, x);
     }
-    __syncthreads();  // diag(e) Tinv made: Tinv is spent
+    __syncthreads();  // A Tinv and diag(Gam) Q made: A is spent
+    for (int i = tid; i < kC * kCc; i += nth) {
+      const int t = i / kCc, e0 = t * kLdc + (i % kCc) * 8;
+      float x[8];
+      get_op<kSplit>(Ts + e0, x);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x[e] *= ev[t];
+      put_op<kSplit>(As + e0, x);
+    }
+    to_op<kSplit>(KKE, kLdc, kC, kC);  // A Tinv, the dX0 tiles' factor
+    __syncthreads();                   // diag(e) Tinv made: Tinv is spent
     Y = Ts;
-    mm<true, false, 2>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
+    op_mm<kSplit, true, false, 2>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
   }
   __syncthreads();
   {
@@ -359,13 +389,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int j0 = 0; j0 < D.DV; j0 += VT) {
     const int nv = min(VT, D.DV - j0);
     __syncthreads();  // the previous products' (or the previous tile's) reads are done
-    load_tile(Vs, ldv, vo, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
+    load_tile<kSplit>(Vs, ldv, vo, D.vo(b, t0, h) + j0, int64_t{D.H} * D.DV, Cn, kC, nv, VT);
     __syncthreads();
     if (!bwd) {
-      mm<false, false, 2>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
+      op_mm<kSplit, false, false, 2>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
     } else {
-      mm<true, false, 2>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
-      mm<true, false, 2>(Ss, ldv, Qs, ldk, Vs, ldv, D.DKp, VT, kC, false, ex(false, xv));
+      op_mm<kSplit, true, false, 2>(Us, ldv, KKE, kLdc, Vs, ldv, kC, VT, kC, false, ex(false, xv));
+      op_mm<kSplit, true, false, 2>(Ss, ldv, Qs, ldk, Vs, ldv, D.DKp, VT, kC, false, ex(false, xv));
     }
     __syncthreads();
     {  // U or dX0 -> x_out, by 4-column vectors where the rows are whole and aligned
@@ -634,7 +664,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   // A by cp.async while Q and the gates are loaded through registers (waited for below).
   copy_async(As, kLdc, prep_tile(A_in + prep_offset(D, b, h, c)));
   cp_async_commit();
-  load_tile(Qs, ldk, q, D.qk(b, t0, h), int64_t{D.H} * D.DK, Cn, kC, D.DK, D.DKp);
+  load_tile<kSplit>(Qs, ldk, q, D.qk(b, t0, h), int64_t{D.H} * D.DK, Cn, kC, D.DK, D.DKp);
   for (int t = tid; t < kC; t += nth) Gam[t] = t < Cn ? g.ld(D.gate(b, t0 + t, h)) : 0.f;
   __syncthreads();
   chunk_scan(Gam, false);
@@ -652,11 +682,8 @@ __global__ void __launch_bounds__(kThreads, 4)
     cp_async_commit();
     cp_async_wait<0>();  // (the first tile's wait covers A's copy too)
     __syncthreads();
-    if constexpr (kSplit) {  // the operands as split tiles (Q and A once)
-      if (j0 == 0) {
-        split_tile(Qs, ldk, kC, D.DKp);
-        split_tile(As, kLdc, kC, kC);
-      }
+    if constexpr (kSplit) {  // the operands as split tiles (Q is loaded so; A once)
+      if (j0 == 0) split_tile(As, kLdc, kC, kC);
       split_tile(Ss, ldv, D.DKp, VT);
       split_tile(Ds, ldv, kC, VT);
       __syncthreads();
@@ -1015,7 +1042,7 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     copy_async(dXs, ldv, {DPtr{const_cast<float*>(dX_in), false}, vo, vstride, Cn, kC, nv, VT});
     cp_async_commit();
     TileSrc{v, vo, vstride, Cn, kC, nv, VT}.load(Xs, ldv);
-    TileSrc{dout, vo, vstride, Cn, kC, nv, VT}.load(dOs, ldv);
+    TileSrc{dout, vo, vstride, Cn, kC, nv, VT}.load<2, kSplit>(dOs, ldv);
     cp_async_wait<0>();
     __syncthreads();
     for (int i = tid; i < D.DKp * VT; i += nth) {
@@ -1028,11 +1055,11 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     // threads across tiles, so the sums need no barrier against each other): Ub = V - diag(Gam)
     // K S0;  dbeta_t += dX_t . Ub_t;  z3k_t += Gam_t beta_t dX_t . (K S0)_t; then X = diag(beta)
     // Ub, KS <- -diag(Gam beta) dX and dX itself as split tiles (the products below read them
-    // so), and S0, dS, dO split too (their fp32 readers are done). Tinv once, at the first tile.
+    // so), and S0, dS split too (their fp32 readers are done; dO is loaded split). Tinv once, at
+    // the first tile.
     if (j0 == 0) to_op<kSplit>(Ts, kLdc, kC, kC);
     to_op<kSplit>(S0, ldv, L::DKw, VT);
     to_op<kSplit>(dSs, ldv, L::DKw, VT);
-    to_op<kSplit>(dOs, ldv, kC, VT);
     {
       const int t = tid / kCpr, o = t * ldv + (tid % kCpr) * 8;
       float db = 0.f, zk = 0.f;
@@ -1067,7 +1094,7 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
       }
     }
     __syncthreads();
-    op_mm<kSplit, false, false>(Dl, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
+    op_mm16<kSplit, false, false>(Dl, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
     __syncthreads();
     // X <- diag(e) Delta, and Delta, as split tiles.
     for (int i = tid; i < kC * kCpr; i += nth) {
@@ -1234,10 +1261,19 @@ void prep(Ctx& ctx, const GdnDims& D, float* A_out, float* kke_out, float* T_out
   if (smem > ctx.smem_optin)
     fail("cuda gdn: key dim " + std::to_string(D.DK) + " needs " + std::to_string(smem) +
          " bytes of shared memory per block, the device allows " + std::to_string(ctx.smem_optin));
-  smem_opt_in(gdn_prep_kernel, smem);
-  gdn_prep_kernel<<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
-      A_out, kke_out, T_out, wy_out, x_out, dstates, vo, q, k, beta, g, D);
-  SL_CUDA_LAUNCHED();
+  // kSplit: bf16x3 products where every input is bf16 (tile_mma.cuh), else 3xTF32.
+  const auto run = [&](auto sp) {
+    constexpr bool kSplit = decltype(sp)::value;
+    smem_opt_in(gdn_prep_kernel<kSplit>, smem);
+    gdn_prep_kernel<kSplit>
+        <<<static_cast<unsigned>(D.B * D.H * D.NC), kThreads, smem, ctx.stream>>>(
+            A_out, kke_out, T_out, wy_out, x_out, dstates, vo, q, k, beta, g, D);
+    SL_CUDA_LAUNCHED();
+  };
+  if (D.xq && D.xk && vo.bf)
+    run(std::true_type{});
+  else
+    run(std::false_type{});
 }
 
 template <int VT>

@@ -184,6 +184,16 @@ __device__ inline void get_chunk(const float* p, float (&x)[8]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
   x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
 }
+// The 8 values of the split chunk at p (hi + lo: x to ~2^-16).
+__device__ inline void get_split(const float* p, float (&x)[8]) {
+  const uint4 h = reinterpret_cast<const uint4*>(p)[0], l = reinterpret_cast<const uint4*>(p)[1];
+  const unsigned hw[4] = {h.x, h.y, h.z, h.w}, lw[4] = {l.x, l.y, l.z, l.w};
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    x[2 * e] = __uint_as_float(hw[e] << 16) + __uint_as_float(lw[e] << 16);
+    x[2 * e + 1] = __uint_as_float(hw[e] & 0xffff0000u) + __uint_as_float(lw[e] & 0xffff0000u);
+  }
+}
 // Chunk i of an [R][ld] tile of C columns (C % 8 == 0), row-major order: its first float.
 __device__ inline float* chunk_at(float* T, int ld, int C, int i) {
   return T + (i / (C / 8)) * ld + (i % (C / 8)) * 8;
@@ -240,19 +250,30 @@ __device__ inline void warp_mma_x3(Acc (&c)[NB], const float* A, int lda, const 
   }
 }
 
-// mm() on split tiles (A, B as warp_mma_x3; C fp32, not split), 16 x 16 warp tiles
-// round-robin over the warps as mm_warp_tiles.
+// mm() on split tiles (A, B as warp_mma_x3; C fp32, not split): output tiles of 16 x (16 NB)
+// round-robin over the warps, 16 x 32 where there are enough of them (as mm()).
+template <bool TA, bool TB, int NB>
+__device__ void mm_x3_tiles(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
+                            int M, int N, int K, bool accumulate, int exact) {
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / (16 * NB);
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16 * NB;
+    Acc c[NB];
+    if (accumulate)
+#pragma unroll
+      for (int n = 0; n < NB; ++n) load_acc(c[n], C, ldc, i0, j0 + 16 * n);
+    warp_mma_x3<TA, TB, NB>(c, A, lda, B, ldb, i0, j0, K, exact);
+#pragma unroll
+    for (int n = 0; n < NB; ++n) store_acc(C, ldc, i0, j0 + 16 * n, c[n]);
+  }
+}
 template <bool TA, bool TB>
 __device__ void mm_x3(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
                       int N, int K, bool accumulate, int exact = 0) {
-  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / 16;
-  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
-    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16;
-    Acc c[1];
-    if (accumulate) load_acc(c[0], C, ldc, i0, j0);
-    warp_mma_x3<TA, TB, 1>(c, A, lda, B, ldb, i0, j0, K, exact);
-    store_acc(C, ldc, i0, j0, c[0]);
-  }
+  if (N % 32 == 0 && (M / 16) * (N / 32) >= int(blockDim.x / 32))
+    mm_x3_tiles<TA, TB, 2>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+  else
+    mm_x3_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   __syncwarp();
 }
 
@@ -270,6 +291,13 @@ __device__ inline void put_op(float* p, const float (&x)[8]) {
   }
 }
 template <bool kSplit>
+__device__ inline void get_op(const float* p, float (&x)[8]) {
+  if constexpr (kSplit)
+    get_split(p, x);
+  else
+    get_chunk(p, x);
+}
+template <bool kSplit>
 __device__ inline void to_op(float* T, int ld, int R, int C) {
   if constexpr (kSplit) split_tile(T, ld, R, C);
 }
@@ -281,16 +309,24 @@ __device__ inline void op_mma(Acc (&c)[NB], const float* A, int lda, const float
   else
     warp_mma<TA, TB, NB, U>(c, A, lda, B, ldb, i0, j0, K, exact);
 }
-// C = (accumulate ? C : 0) + op(A) op(B) by 16 x 16 warp tiles (mm_x3, or mm_warp_tiles).
-template <bool kSplit, bool TA, bool TB>
+// The same with 16 x 16 warp tiles only (fewer registers: kernels near their register cap).
+template <bool kSplit, bool TA, bool TB, int U = 1>
+__device__ void op_mm16(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
+                        int N, int K, bool accumulate, int exact = 0) {
+  if constexpr (kSplit)
+    mm_x3_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+  else
+    mm_warp_tiles<TA, TB, 1, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+  __syncwarp();
+}
+// mm() (or mm_x3()) in the kernel's operand format.
+template <bool kSplit, bool TA, bool TB, int U = 1>
 __device__ void op_mm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
                       int N, int K, bool accumulate, int exact = 0) {
-  if constexpr (kSplit) {
+  if constexpr (kSplit)
     mm_x3<TA, TB>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
-  } else {
-    mm_warp_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
-    __syncwarp();
-  }
+  else
+    mm<TA, TB, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
 }
 
 // One tile to load: rows < nr, columns < nc of `src` at element offset `off` (row stride
@@ -331,12 +367,19 @@ struct TileSrc {
     return *reinterpret_cast<const uint4*>(static_cast<const char*>(src.p) +
                                            (off + r * stride + cc) * esz);
   }
-  // Vector i into dst [NR][ldd] (bf16 widened by a shift: its bits are the top half of fp32's).
+  // Vector i into dst [NR][ldd] (bf16 widened by a shift: its bits are the top half of fp32's);
+  // kSplit: a bf16 vector is a whole split chunk, hi = its bits and lo = 0 (exact). A kernel
+  // takes kSplit only where its inputs are bf16: an fp32 vector (half a chunk) traps.
+  template <bool kSplit = false>
   __device__ void put16(float* dst, int ldd, int i, uint4 u) const {
     int r, cc;
     rc(i, r, cc);
     float* d = dst + r * ldd + cc;
-    if (src.bf) {
+    if constexpr (kSplit) {
+      if (!src.bf) __trap();
+      reinterpret_cast<uint4*>(d)[0] = u;
+      reinterpret_cast<uint4*>(d)[1] = make_uint4(0u, 0u, 0u, 0u);
+    } else if (src.bf) {
       const unsigned w[4] = {u.x, u.y, u.z, u.w};
       float v[8];
 #pragma unroll
@@ -350,11 +393,24 @@ struct TileSrc {
       *reinterpret_cast<uint4*>(d) = u;
     }
   }
-  // dst [NR][ldd] <- the tile element by element (the fallback where rows are not vectors).
+  // dst [NR][ldd] <- the tile element by element (the fallback where rows are not vectors);
+  // kSplit: a thread a split chunk (NC % 8 == 0).
+  template <bool kSplit = false>
   __device__ void load_scalar(float* dst, int ldd) const {
-    for (int i = threadIdx.x; i < NR * NC; i += blockDim.x) {
-      const int r = i / NC, cc = i % NC;
-      dst[r * ldd + cc] = r < nr && cc < nc ? src.ld(off + r * stride + cc) : 0.f;
+    if constexpr (kSplit) {
+      for (int i = threadIdx.x; i < NR * (NC / 8); i += blockDim.x) {
+        const int r = i / (NC / 8), c0 = (i % (NC / 8)) * 8;
+        float x[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e)
+          x[e] = r < nr && c0 + e < nc ? src.ld(off + r * stride + c0 + e) : 0.f;
+        put_split(dst + r * ldd + c0, x);
+      }
+    } else {
+      for (int i = threadIdx.x; i < NR * NC; i += blockDim.x) {
+        const int r = i / NC, cc = i % NC;
+        dst[r * ldd + cc] = r < nr && cc < nc ? src.ld(off + r * stride + cc) : 0.f;
+      }
     }
   }
   // dst [NR][ldd] <- the tile, synchronously: each thread issues kBatch 16-byte loads
@@ -363,10 +419,10 @@ struct TileSrc {
   // round trip a vector; ncu showed the GDN chunk-gradient kernel's stores waiting on their loads
   // as its largest stall, 2026-12-02.)
   // kBatch 2 (8 registers): 4 spilled at the register caps of two GDN kernels.
-  template <int kBatch = 2>
+  template <int kBatch = 2, bool kSplit = false>
   __device__ void load(float* dst, int ldd) const {
     if (!vec_ok() || ldd % 4 != 0) {
-      load_scalar(dst, ldd);
+      load_scalar<kSplit>(dst, ldd);
       return;
     }
     const int n = vectors(), nth = blockDim.x;
@@ -377,16 +433,17 @@ struct TileSrc {
         if (i0 + u * nth < n) r[u] = ld16(i0 + u * nth);
 #pragma unroll
       for (int u = 0; u < kBatch; ++u)
-        if (i0 + u * nth < n) put16(dst, ldd, i0 + u * nth, r[u]);
+        if (i0 + u * nth < n) put16<kSplit>(dst, ldd, i0 + u * nth, r[u]);
     }
   }
 };
 
-// dst [NR][ldd] (fp32, shared) <- the [nr, nc] block of `src` at element offset `off` with row
-// stride `stride`, zero in the padding (TileSrc::load).
+// dst [NR][ldd] (fp32, shared; kSplit: a split tile) <- the [nr, nc] block of `src` at element
+// offset `off` with row stride `stride`, zero in the padding (TileSrc::load).
+template <bool kSplit = false>
 __device__ inline void load_tile(float* dst, int ldd, DPtr src, int64_t off, int64_t stride, int nr,
                                  int NR, int nc, int NC) {
-  TileSrc{src, off, stride, nr, NR, nc, NC}.load(dst, ldd);
+  TileSrc{src, off, stride, nr, NR, nc, NC}.load<2, kSplit>(dst, ldd);
 }
 
 // load_tile in two halves through registers: fetch() issues the 16-byte loads of up to N
@@ -408,19 +465,20 @@ struct TileRegs {
       if (i < n) r[u] = s.ld16(i);
     }
   }
+  template <bool kSplit = false>
   __device__ void put(float* dst, int ldd, const TileSrc& s) const {
     if (!s.vec_ok() || ldd % 4 != 0) {
-      s.load_scalar(dst, ldd);
+      s.load_scalar<kSplit>(dst, ldd);
       return;
     }
     const int n = s.vectors();
 #pragma unroll
     for (int u = 0; u < N; ++u) {
       const int i = threadIdx.x + u * blockDim.x;
-      if (i < n) s.put16(dst, ldd, i, r[u]);
+      if (i < n) s.put16<kSplit>(dst, ldd, i, r[u]);
     }
     for (int i = threadIdx.x + N * blockDim.x; i < n; i += blockDim.x)
-      s.put16(dst, ldd, i, s.ld16(i));
+      s.put16<kSplit>(dst, ldd, i, s.ld16(i));
   }
 };
 
