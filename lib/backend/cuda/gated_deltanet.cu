@@ -15,8 +15,8 @@
 //
 // Tensor cores, fp32-faithful: every product is a block-wide 3xTF32 mma.sync product
 // (tile_mma.cuh); q, k, v and dout tiles widened from bf16 are exact in TF32 and skip their lo
-// products. Where every input is bf16 (the model's training mode), the output kernel's and the
-// chunk-gradient kernel's products take their operands as split tiles instead (bf16 hi + lo,
+// products. Where every input is bf16 (the model's training mode), the prep, output and
+// chunk-gradient kernels' products take their operands as split tiles instead (bf16 hi + lo,
 // written once where the tile is made, read by ldmatrix into bf16 MMAs: ~2^-15 relative, far
 // below the inputs' own rounding; tile_mma.cuh "bf16x3"); fp32 inputs keep 3xTF32 everywhere.
 //
