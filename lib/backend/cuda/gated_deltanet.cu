@@ -370,13 +370,15 @@ __global__ void __launch_bounds__(kThreads, 2)
     op_mm<kSplit, true, false, 2>(Y, ldk, As, kLdc, Ks, ldk, kC, D.DKp, kC, false, ex(false, D.xk));
   }
   __syncthreads();
-  {
-    const int64_t wo = wy_offset(D, b, h, c);
-    const int vpr = D.DKp / 4;  // 16-byte vectors a row ([kC][DKp] per chunk, padding included)
-    for (int t = tid / 4; t < kC; t += nth / 4)  // vpr is a multiple of 4
-      for (int v = tid % 4; v < vpr; v += 4)
-        reinterpret_cast<float4*>(wy_out + wo)[t * vpr + v] =
-            *reinterpret_cast<const float4*>(Y + t * ldk + 4 * v);
+  {  // -W or M -> wy_out in the sequential kernels' operand format, a thread an 8-column chunk
+    float* wo = wy_out + wy_offset(D, b, h, c);
+    const int cpr = D.DKp / 8;  // chunks a row ([kC][DKp] per chunk, padding included)
+    for (int t = tid / 2; t < kC; t += nth / 2)  // cpr is even
+      for (int v = tid % 2; v < cpr; v += 2) {
+        float x[8];
+        get_chunk(Y + t * ldk + 8 * v, x);
+        put_op<kSplit>(wo + t * D.DKp + 8 * v, x);
+      }
   }
   // The value tiles. Forward: V over Tinv's buffer, U = (Tinv diag(beta)) V over A's. Backward:
   // dO over A's, dX0 = (A Tinv)^T dO over Tinv's (M's, once stored), (diag(Gam) Q)^T dO [DKp][ldv]
@@ -504,6 +506,82 @@ __device__ inline void mm16(float* C, int ldc, const float* A, int lda, const fl
   __syncwarp();
 }
 
+// The sequential kernels' state (S, or dS) [DKp][VT] in registers across the chunks: warp w owns
+// the 16 x 16 tiles w, w + 8, ... (NT a warp; tile i at rows 16 (i / (VT / 16)), columns 16 (i %
+// (VT / 16))) as MMA accumulators, so the recurrence's product S += K^T X accumulates where S
+// lives and the scaling and the stores of S read registers. What the other product (X += Y S)
+// reads is the copy put() writes to shared memory, in the operand format: split once a chunk,
+// where 3xTF32 split every fragment of it in every warp.
+template <int VT, int NT>
+struct StateRegs {
+  Acc s[NT][1];
+  int ntiles;  // (DKp / 16) (VT / 16)
+  __device__ explicit StateRegs(const GdnDims& D) : ntiles((D.DKp / 16) * (VT / 16)) {}
+  __device__ static int tile(int n) { return static_cast<int>(threadIdx.x) / 32 + 8 * n; }
+  __device__ static int row0(int n) { return 16 * (tile(n) / (VT / 16)); }
+  __device__ static int col0(int n) { return 16 * (tile(n) % (VT / 16)); }
+  // f(row, column, x) for every element this thread holds (x by reference).
+  template <class F>
+  __device__ void each(F&& f) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      if (tile(n) >= ntiles) continue;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          f(row0(n) + g + 8 * (e / 2), col0(n) + 8 * h + 2 * t + e % 2, s[n][0].c[h][e]);
+    }
+  }
+  template <bool kSplit>
+  __device__ void put(float* T, int ld) const {
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+      if (tile(n) < ntiles) store_acc_op<kSplit>(T, ld, row0(n), col0(n), s[n][0]);
+  }
+  // S += K^T X (K [kC][DKp], X [kC][VT] in the operand format).
+  template <bool kSplit>
+  __device__ void add_kt(const float* Ks, int ldk, const float* X, int ldx, int exact) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+      if (tile(n) < ntiles)
+        op_mma<kSplit, true, false, 1, 2>(s[n], Ks, ldk, X, ldx, row0(n), col0(n), kC, exact);
+  }
+  // Rows < DK, columns < nv -> the [DK, DV] state block at `off` (pairs as 8-byte stores where
+  // the block is fp32, whole and aligned).
+  __device__ void store(DPtr dst, int64_t off, const GdnDims& D, int nv) {
+    const bool pairs = !dst.bf && nv == VT && D.DV % 2 == 0 &&
+                       (reinterpret_cast<uintptr_t>(dst.p) + off * 4) % 8 == 0;
+    float* p = static_cast<float*>(dst.p) + off;
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      if (tile(n) >= ntiles) continue;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int i = row0(n) + g + 8 * r, j = col0(n) + 8 * h + 2 * t;
+          const float x0 = s[n][0].c[h][2 * r], x1 = s[n][0].c[h][2 * r + 1];
+          if (i >= D.DK) continue;
+          const int64_t o = int64_t{i} * D.DV + j;
+          if (pairs) {
+            *reinterpret_cast<float2*>(p + o) = make_float2(x0, x1);
+          } else {
+            if (j < nv) dst.st(off + o, x0);
+            if (j + 1 < nv) dst.st(off + o + 1, x1);
+          }
+        }
+    }
+  }
+};
+// Tiles a warp of the sequential kernels: 1, 2 or 4 (pick_vt keeps (DKp / 16) (VT / 16) <= 32).
+inline int state_nt(int DKp, int VT) {
+  const int t = (DKp / 16) * (VT / 16);
+  return t <= 8 ? 1 : t <= 16 ? 2 : t <= 32 ? 4 : 0;  // 0: unsupported (with_state_kernel fails)
+}
+
 // ---- forward ---------------------------------------------------------------------------------
 // Two kernels after the prep: gdn_state_kernel walks the chunks of one (b, h) and value tile in
 // order with only what the recurrence needs,
@@ -515,17 +593,20 @@ __device__ inline void mm16(float* C, int ldc, const float* A, int lda, const fl
 // sequential kernel does 2 products a chunk (instead of 5) and loads neither Q nor A.
 
 // Grid (B*H, ceil(DV / VT)), kThreads threads; 62.8 KB of shared memory at DK 64, VT 32, so three
-// blocks a SM fit: registers are capped to match. Per chunk c, three barriers (right: what is
+// blocks a SM fit: registers are capped to match. S lives in registers (StateRegs); Ss holds its
+// copy in the operand format for the first product. Per chunk c, three barriers (right: what is
 // fetched for chunk c + 1 meanwhile):
-//   [store S0]  Delta = U + (-W) S0, in place over U_c       | U_{c+1} -> the other U (async);
-//                                                               K_{c+1}, g_{c+1} -> registers
-//   | Delta -> workspace, U_c <- diag(e) Delta in place,
-//     S0 *= Gam_last                                           | -W_{c+1} -> Ws (async)
-//   | S0 += K^T U_c;  e, Gam_last <- g_{c+1}; wait for copies  | then Ks <- K_{c+1}
+//   Delta = U + (-W) S0, in place over U_c                     | U_{c+1} -> the other U (async);
+//                                                                K_{c+1}, g_{c+1} -> registers
+//   | Delta -> workspace, U_c <- diag(e) Delta in place (as an
+//     operand)                                                 | -W_{c+1} -> Ws (async)
+//   | S = Gam_last S + K^T U_c in registers, S -> Ss and the
+//     states; e, Gam_last <- g_{c+1}; wait for copies          | then Ks <- K_{c+1}
 // The two U buffers alternate: chunk c's is busy until its second product, the other (last read
 // by chunk c - 1's second product) takes U_{c+1} for all of chunk c; -W's buffer is free once
-// the first product is done, so its copy has the pass and the second product to land.
-template <int VT>
+// the first product is done, so its copy has the pass and the second product to land. kSplit:
+// the operands as split tiles (-W is stored so by the prep kernel), else fp32 (3xTF32).
+template <int VT, int NT, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 3)
     gdn_state_kernel(DPtr states, float* delta, DPtr k, DPtr g, const float* Wn_in, GdnDims D) {
   extern __shared__ __align__(128) float sm[];
@@ -534,7 +615,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   float* Ks = sm;
   float* Ws = Ks + kC * ldk;      // -W
   float* Ub = Ws + kC * ldk;      // 2 x [kC][ldv]: U, then Delta, then diag(e) Delta
-  float* Ss = Ub + 2 * kC * ldv;  // the state tile [DKp][ldv]
+  float* Ss = Ub + 2 * kC * ldv;  // S0 [DKp][ldv], the operand copy of the registers' S
   float* ev = Ss + D.DKp * ldv;
   float* GamL = ev + kC;  // Gam_last: one float of the 32-float tail
   const int b = blockIdx.x / D.H, h = blockIdx.x % D.H;
@@ -561,6 +642,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   };
   TileRegs<2> kr;  // K: 2 vectors a thread at DK 64 in bf16 (an f32 K's second half: at put())
   GateRegs gr;
+  StateRegs<VT, NT> S(D);         // S_0 = 0
   auto put_gates = [&](int Cn) {  // e = e^{gamma_last - gamma}, Gam_last = e^{gamma_last}
     if (tid >= 32) return;
     float x0, x1;
@@ -574,8 +656,9 @@ __global__ void __launch_bounds__(kThreads, 3)
   cp_async_commit();
   kr.fetch(ktile(0));
   gr.fetch({}, g, D, b, h, 0, min(kC, D.T));
-  for (int i = tid; i < D.DKp * ldv; i += nth) Ss[i] = 0.f;
-  kr.put(Ks, ldk, ktile(0));
+  S.template put<kSplit>(Ss, ldv);
+  S.store(states, D.state(b, h, 0) + j0, D, nv);
+  kr.put<kSplit>(Ks, ldk, ktile(0));
   put_gates(min(kC, D.T));
   cp_async_wait<0>();
   __syncthreads();
@@ -584,55 +667,55 @@ __global__ void __launch_bounds__(kThreads, 3)
     const int t0 = c * kC, Cn = min(kC, D.T - t0);
     const bool next = c + 1 < D.NC;
     float* Us = Ub + (c % 2) * kC * ldv;
-    store_state<VT>(states, D.state(b, h, c) + j0, Ss, ldv, D, nv);
     if (next) {
       copy_async(Ub + ((c + 1) % 2) * kC * ldv, ldv, utile(c + 1));
       cp_async_commit();
       kr.fetch(ktile(c + 1));
       gr.fetch({}, g, D, b, h, t0 + kC, min(kC, D.T - t0 - kC));
     }
-    mm16<false, false, 2>(Us, ldv, Ws, ldk, Ss, ldv, kC, VT, D.DKp, true);  // Delta = U + (-W) S0
+    op_mm16<kSplit, false, false, 2>(Us, ldv, Ws, ldk, Ss, ldv, kC, VT, D.DKp,
+                                     true);  // Delta = U + (-W) S0
     __syncthreads();
     if (next) {
       copy_async(Ws, ldk, wtile(c + 1));
       cp_async_commit();
     }
-    // Delta -> the workspace, U_c <- diag(e) Delta, by 4-column vectors (the workspace rows
-    // start 16-byte aligned when DV and j0 are multiples of 4; else element by element).
+    // Delta -> the workspace, U_c <- diag(e) Delta, a thread an 8-column chunk (read whole
+    // before it is rewritten as an operand); 16-byte stores where the workspace rows start
+    // aligned (DV and j0 multiples of 4), else element by element.
     const int64_t vo0 = D.vo(b, t0, h) + j0, vstride = int64_t{D.H} * D.DV;
     const bool vec =
         nv % 4 == 0 && vstride % 4 == 0 && (reinterpret_cast<uintptr_t>(delta) + vo0 * 4) % 16 == 0;
-    for (int i = tid; i < kC * (VT / 4); i += nth) {
-      const int t = i / (VT / 4), j = (i % (VT / 4)) * 4;
-      float4 d = *reinterpret_cast<const float4*>(Us + t * ldv + j);
+    for (int i = tid; i < kC * (VT / 8); i += nth) {
+      const int t = i / (VT / 8), j = (i % (VT / 8)) * 8;
+      float d[8];
+      get_chunk(Us + t * ldv + j, d);
       if (t < Cn && j < nv) {
         float* o = delta + vo0 + t * vstride + j;
         if (vec) {
-          *reinterpret_cast<float4*>(o) = d;
+          reinterpret_cast<float4*>(o)[0] = make_float4(d[0], d[1], d[2], d[3]);
+          if (j + 4 < nv) reinterpret_cast<float4*>(o)[1] = make_float4(d[4], d[5], d[6], d[7]);
         } else {
-          const float x[4] = {d.x, d.y, d.z, d.w};
-          for (int q = 0; q < 4 && j + q < nv; ++q) o[q] = x[q];
+          for (int q = 0; q < 8 && j + q < nv; ++q) o[q] = d[q];
         }
       }
       const float e = ev[t];
-      d.x *= e, d.y *= e, d.z *= e, d.w *= e;
-      *reinterpret_cast<float4*>(Us + t * ldv + j) = d;
+#pragma unroll
+      for (int q = 0; q < 8; ++q) d[q] *= e;
+      put_op<kSplit>(Us + t * ldv + j, d);
     }
     if (!next) break;  // the state leaving the last chunk is not saved
     const float gl = *GamL;
-    for (int i = tid; i < D.DKp * (VT / 4); i += nth) {
-      float4* p = reinterpret_cast<float4*>(Ss + (i / (VT / 4)) * ldv + (i % (VT / 4)) * 4);
-      float4 x = *p;
-      x.x *= gl, x.y *= gl, x.z *= gl, x.w *= gl;
-      *p = x;
-    }
+    S.each([&](int, int, float& x) { x *= gl; });
     __syncthreads();
-    mm16<true, false, 2>(Ss, ldv, Ks, ldk, Us, ldv, D.DKp, VT, kC, true,
-                         ex(D.xk, false));  // S += K^T diag(e) Delta
+    S.template add_kt<kSplit>(Ks, ldk, Us, ldv, ex(D.xk, false));  // S += K^T diag(e) Delta
+    // Ss's readers (the first product) are past the barrier above.
+    S.template put<kSplit>(Ss, ldv);
+    S.store(states, D.state(b, h, c + 1) + j0, D, nv);
     put_gates(min(kC, D.T - t0 - kC));
     cp_async_wait<0>();
     __syncthreads();
-    kr.put(Ks, ldk, ktile(c + 1));
+    kr.put<kSplit>(Ks, ldk, ktile(c + 1));
   }
 }
 
@@ -745,20 +828,22 @@ __global__ void __launch_bounds__(kThreads, 4)
 // Phase (a). Grid (B*H, ceil(DV / VT)), kThreads threads. Reads and then overwrites the prep
 // kernel's terms: dstates [B, H, NC, DK, DV] <- the dS entering each chunk (this tile's
 // columns), dX [B, T, H, DV] fp32 <- dX (from dX0); reads M; dv (+=). 2 products a chunk, 72 KB
-// of shared memory at DK 64, VT 32 (three blocks a SM). Per chunk c (in reverse), three
-// barriers, prefetching as the forward's state kernel (right: what is fetched for chunk c - 1):
+// of shared memory at DK 64, VT 32 (three blocks a SM). dS lives in registers (StateRegs); the
+// dS buffer holds its copy in the operand format for the first product. Per chunk c (in
+// reverse), three barriers, prefetching as the forward's state kernel (right: what is fetched for
+// chunk c - 1):
 //   [old dv_c -> registers]  dX = dX0 + M dS, in place over X_c   | dX0_{c-1} -> the other X
 //                                                                   (async)
-//   | dX -> workspace, dv += diag(beta) dX, X_c <- -diag(beta Gam) dX in place;
+//   | dX -> workspace, dv += diag(beta) dX, X_c <- -diag(beta Gam) dX in place (as an operand);
 //     dS -> dstates, dS = Gam_last dS + Q^T diag(Gam) dO           | M_{c-1} -> Ms (async);
 //                                                                   K_{c-1}, gates -> registers
-//   | dS += K^T X_c;  beta, beta Gam, Gam_last <- gates            | Q^T diag(Gam) dO_{c-1} ->
-//                                                                   dSl (async); then Ks <- K
+//   | dS += K^T X_c, dS -> its buffer;  beta, beta Gam, Gam_last  | Q^T diag(Gam) dO_{c-1} ->
+//     <- gates                                                      dSl (async); then Ks <- K
 // The X buffers alternate as the forward's U buffers. dS goes to dstates in the pass (not at the
 // chunk's start) because that slot holds chunk c's Q^T diag(Gam) dO until its copy has landed,
 // which every thread waits for before the pass's barrier; chunk c - 1's copy is waited for
-// before chunk c - 1's pass.
-template <int VT>
+// before chunk c - 1's pass. kSplit: the operands as split tiles (M is stored so by the prep).
+template <int VT, int NT, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 3)
     gdn_dstate_kernel(float* dstates, float* dX, DPtr dv, DPtr k, DPtr beta, DPtr g,
                       const float* M_in, GdnDims D) {
@@ -767,9 +852,9 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int ldk = D.DKp + 4;
   float* Ms = sm;
   float* Ks = Ms + kC * ldk;
-  float* Xb = Ks + kC * ldk;      // 2 x [kC][ldv]: dX0, then dX, then -diag(beta Gam) dX
-  float* dS = Xb + 2 * kC * ldv;  // [DKp][ldv]
-  float* dSl = dS + D.DKp * ldv;  // Q^T diag(Gam) dO
+  float* Xb = Ks + kC * ldk;       // 2 x [kC][ldv]: dX0, then dX, then -diag(beta Gam) dX
+  float* dSb = Xb + 2 * kC * ldv;  // [DKp][ldv]: dS as an operand
+  float* dSl = dSb + D.DKp * ldv;  // Q^T diag(Gam) dO
   float* bet = dSl + D.DKp * ldv;
   float* bg = bet + kC;   // beta Gam
   float* GamL = bg + kC;  // Gam_last: one float of the 32-float tail
@@ -796,6 +881,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   };
   TileRegs<2> kr;  // K: 2 vectors a thread at DK 64 in bf16 (an f32 K's second half: at put())
   GateRegs gr;
+  StateRegs<VT, NT> S(D);         // dS after the last chunk: 0
   auto put_gates = [&](int Cn) {  // beta, beta Gam, Gam_last = e^{gamma_last}
     if (tid >= 32) return;
     float x0, x1;
@@ -806,11 +892,12 @@ __global__ void __launch_bounds__(kThreads, 3)
     bg[2 * tid + 1] = gr.b1 * expf(x1);
     if (tid == 0) *GamL = expf(gl);
   };
-  // The pass works on 4-column units of the [kC][VT] tile, unit i = (row i / (VT / 4), columns
-  // 4 (i % (VT / 4)) ..), kUnits a thread; dv's old values for them are loaded into registers
-  // (4 bf16 or 4 f32 a unit) before the chunk's first product.
+  // The pass works on 4-column units of the [kC][VT] tile, kUnits consecutive units a thread
+  // (unit i = (row i / (VT / 4), columns 4 (i % (VT / 4)) ..)), so that a thread's units pair
+  // up into whole 8-column chunks, which it rewrites as operands; dv's old values for them are
+  // loaded into registers (4 bf16 or 4 f32 a unit) before the chunk's first product.
   constexpr int kUpr = VT / 4, kUnits = kC * kUpr / kThreads;
-  static_assert(kC * kUpr % kThreads == 0);
+  static_assert(kC * kUpr % kThreads == 0 && kUnits % 2 == 0);
   uint4 dvr[kUnits];
   {
     const int c = D.NC - 1, Cn = D.T - c * kC;
@@ -820,8 +907,8 @@ __global__ void __launch_bounds__(kThreads, 3)
     cp_async_commit();
     kr.fetch(ktile(c));
     gr.fetch(beta, g, D, b, h, c * kC, Cn);
-    for (int i = tid; i < D.DKp * ldv; i += nth) dS[i] = 0.f;
-    kr.put(Ks, ldk, ktile(c));
+    S.template put<kSplit>(dSb, ldv);
+    kr.put<kSplit>(Ks, ldk, ktile(c));
     put_gates(Cn);
     cp_async_wait<0>();
   }
@@ -842,7 +929,7 @@ __global__ void __launch_bounds__(kThreads, 3)
                        (!dv || (reinterpret_cast<uintptr_t>(dv.p) + vo0 * desz) % (4 * desz) == 0);
 #pragma unroll
     for (int u = 0; u < kUnits; ++u) {
-      const int i = tid + u * nth, t = i / kUpr, j = (i % kUpr) * 4;
+      const int i = tid * kUnits + u, t = i / kUpr, j = (i % kUpr) * 4;
       dvr[u] = make_uint4(0u, 0u, 0u, 0u);
       if (units && dv && D.acc && t < Cn && j < nv) {
         const int64_t e = vo0 + t * vstride + j;
@@ -855,7 +942,8 @@ __global__ void __launch_bounds__(kThreads, 3)
         }
       }
     }
-    mm16<false, false>(Xs, ldv, Ms, ldk, dS, ldv, kC, VT, D.DKp, true);  // dX = dX0 + M dS
+    op_mm16<kSplit, false, false>(Xs, ldv, Ms, ldk, dSb, ldv, kC, VT, D.DKp,
+                                  true);  // dX = dX0 + M dS
     cp_async_wait<1>();  // the previous chunk's dSl copy (this chunk's pass reads it)
     __syncthreads();
     if (next) copy_async(Ms, ldk, mtile(c - 1));
@@ -870,77 +958,68 @@ __global__ void __launch_bounds__(kThreads, 3)
       __syncthreads();  // read before the units below overwrite them
     }
 #pragma unroll
-    for (int u = 0; u < kUnits; ++u) {
-      const int i = tid + u * nth, t = i / kUpr, j = (i % kUpr) * 4;
-      float* xp = Xs + t * ldv + j;
-      const float4 x4 = *reinterpret_cast<const float4*>(xp);
-      const float x[4] = {x4.x, x4.y, x4.z, x4.w};
-      if (units && t < Cn && j < nv) {
-        const int64_t e = vo0 + t * vstride + j;
-        *reinterpret_cast<float4*>(dX + e) = x4;
-        if (dv) {  // dv += beta dX from the old values in registers (rounded as DPtr::st)
-          float o[4];
-          if (dv.bf) {
-            o[0] = __uint_as_float(dvr[u].x << 16), o[1] = __uint_as_float(dvr[u].x & 0xffff0000u);
-            o[2] = __uint_as_float(dvr[u].y << 16), o[3] = __uint_as_float(dvr[u].y & 0xffff0000u);
-          } else {
-            o[0] = __uint_as_float(dvr[u].x), o[1] = __uint_as_float(dvr[u].y);
-            o[2] = __uint_as_float(dvr[u].z), o[3] = __uint_as_float(dvr[u].w);
-          }
+    for (int m = 0; m < kUnits / 2; ++m) {
+      float xn[8];  // the chunk's -diag(beta Gam) dX
 #pragma unroll
-          for (int q = 0; q < 4; ++q) o[q] = o[q] + bet[t] * x[q];
-          if (dv.bf) {
-            const __nv_bfloat162 lo = __floats2bfloat162_rn(o[0], o[1]),
-                                 hi = __floats2bfloat162_rn(o[2], o[3]);
-            *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(dv.p) + e) = make_uint2(
-                *reinterpret_cast<const unsigned*>(&lo), *reinterpret_cast<const unsigned*>(&hi));
-          } else {
-            *reinterpret_cast<float4*>(static_cast<float*>(dv.p) + e) =
-                make_float4(o[0], o[1], o[2], o[3]);
+      for (int w = 0; w < 2; ++w) {
+        const int u = 2 * m + w, i = tid * kUnits + u, t = i / kUpr, j = (i % kUpr) * 4;
+        const float4 x4 = *reinterpret_cast<const float4*>(Xs + t * ldv + j);
+        const float x[4] = {x4.x, x4.y, x4.z, x4.w};
+        if (units && t < Cn && j < nv) {
+          const int64_t e = vo0 + t * vstride + j;
+          *reinterpret_cast<float4*>(dX + e) = x4;
+          if (dv) {  // dv += beta dX from the old values in registers (rounded as DPtr::st)
+            float o[4];
+            if (dv.bf) {
+              o[0] = __uint_as_float(dvr[u].x << 16);
+              o[1] = __uint_as_float(dvr[u].x & 0xffff0000u);
+              o[2] = __uint_as_float(dvr[u].y << 16);
+              o[3] = __uint_as_float(dvr[u].y & 0xffff0000u);
+            } else {
+              o[0] = __uint_as_float(dvr[u].x), o[1] = __uint_as_float(dvr[u].y);
+              o[2] = __uint_as_float(dvr[u].z), o[3] = __uint_as_float(dvr[u].w);
+            }
+#pragma unroll
+            for (int q = 0; q < 4; ++q) o[q] = o[q] + bet[t] * x[q];
+            if (dv.bf) {
+              const __nv_bfloat162 lo = __floats2bfloat162_rn(o[0], o[1]),
+                                   hi = __floats2bfloat162_rn(o[2], o[3]);
+              *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(dv.p) + e) = make_uint2(
+                  *reinterpret_cast<const unsigned*>(&lo), *reinterpret_cast<const unsigned*>(&hi));
+            } else {
+              *reinterpret_cast<float4*>(static_cast<float*>(dv.p) + e) =
+                  make_float4(o[0], o[1], o[2], o[3]);
+            }
           }
         }
+        const float s = -bg[t];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) xn[4 * w + q] = s * x[q];
       }
-      const float s = -bg[t];
-      *reinterpret_cast<float4*>(xp) = make_float4(s * x[0], s * x[1], s * x[2], s * x[3]);
+      const int i = tid * kUnits + 2 * m;
+      put_op<kSplit>(Xs + (i / kUpr) * ldv + (i % kUpr) * 4, xn);
     }
     // dstates <- dS over chunk c's prep term (its copy into dSl was waited for by every thread
-    // before the barrier above), then dS <- Gam_last dS + Q^T diag(Gam) dO: each element by one
-    // thread, read before it is overwritten.
-    const int64_t so = D.state(b, h, c) + j0;
-    const float gl = *GamL;
-    // By 4-column vectors (as store_state) where the rows are whole and aligned.
-    const bool svec =
-        nv == VT && D.DV % 4 == 0 && (reinterpret_cast<uintptr_t>(dstates) + so * 4) % 16 == 0;
-    for (int i = tid; i < D.DKp * (VT / 4); i += nth) {
-      const int r = i / (VT / 4), j = (i % (VT / 4)) * 4, o = r * ldv + j;
-      float4 x = *reinterpret_cast<const float4*>(dS + o);
-      if (r < D.DK) {
-        float* p = dstates + so + int64_t{r} * D.DV + j;
-        if (svec) {
-          *reinterpret_cast<float4*>(p) = x;
-        } else {
-          const float e[4] = {x.x, x.y, x.z, x.w};
-          for (int q = 0; q < 4 && j + q < nv; ++q) p[q] = e[q];
-        }
-      }
-      if (next) {
-        const float4 l = *reinterpret_cast<const float4*>(dSl + o);
-        x.x = gl * x.x + l.x, x.y = gl * x.y + l.y, x.z = gl * x.z + l.z, x.w = gl * x.w + l.w;
-        *reinterpret_cast<float4*>(dS + o) = x;
-      }
+    // before the barrier above), then dS <- Gam_last dS + Q^T diag(Gam) dO, in registers.
+    S.store(DPtr{dstates, false}, D.state(b, h, c) + j0, D, nv);
+    if (!next) break;  // the state gradient entering chunk 0 is not needed
+    {
+      const float gl = *GamL;
+      S.each([&](int r, int j, float& x) { x = gl * x + dSl[r * ldv + j]; });
     }
-    if (!next) break;        // the state gradient entering chunk 0 is not needed
     kr.fetch(ktile(c - 1));  // (after the units: their registers are free)
     gr.fetch(beta, g, D, b, h, t0 - kC, kC);
     __syncthreads();
     copy_async(dSl, ldv, ltile(c - 1));
     cp_async_commit();
-    // dS0 = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX
-    mm16<true, false>(dS, ldv, Ks, ldk, Xs, ldv, D.DKp, VT, kC, true, ex(D.xk, false));
+    // dS0 = Gam_last dS + Q^T diag(Gam) dO - K^T diag(beta Gam) dX; its operand copy (the first
+    // product's reads of it are past the barrier above)
+    S.template add_kt<kSplit>(Ks, ldk, Xs, ldv, ex(D.xk, false));
+    S.template put<kSplit>(dSb, ldv);
     put_gates(kC);
     cp_async_wait<1>();  // dX0 and M of chunk c - 1 (dSl's may still be in flight)
     __syncthreads();
-    kr.put(Ks, ldk, ktile(c - 1));
+    kr.put<kSplit>(Ks, ldk, ktile(c - 1));
   }
 }
 
@@ -1237,7 +1316,9 @@ GdnDims dims(int64_t B, int64_t T, int64_t H, int64_t key_dim, int64_t value_dim
 
 // The value tile: 32 columns where the shared memory allows, else 16. 0 if neither fits.
 int pick_vt(const Ctx& ctx, const GdnDims& D, const int (&n)[5]) {
-  if (Layout<32>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]) <= ctx.smem_optin) return 32;
+  // (32 only up to DKp 256: the sequential kernels' state stays within 4 tiles a warp.)
+  if (D.DKp <= 256 && Layout<32>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]) <= ctx.smem_optin)
+    return 32;
   if (Layout<16>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]) <= ctx.smem_optin) return 16;
   return 0;
 }
@@ -1247,6 +1328,10 @@ int pick_vt(const Ctx& ctx, const GdnDims& D, const int (&n)[5]) {
        std::to_string(Layout<16>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4])) +
        " bytes of shared memory per block, the device allows " + std::to_string(ctx.smem_optin));
 }
+
+// The prep kernel's operand format (and so that of the -W or M array it stores for the sequential
+// kernels): split tiles where q, k and vo (v, or dout) are all bf16.
+bool prep_split(const GdnDims& D, DPtr vo) { return D.xq && D.xk && vo.bf; }
 
 // Floats of one prep array: [B, H, NC][kC][kC]; of the -W or M array: [B, H, NC][kC][DKp].
 size_t prep_floats(const GdnDims& D) { return size_t{1} * D.B * D.H * D.NC * kC * kC; }
@@ -1270,10 +1355,28 @@ void prep(Ctx& ctx, const GdnDims& D, float* A_out, float* kke_out, float* T_out
             A_out, kke_out, T_out, wy_out, x_out, dstates, vo, q, k, beta, g, D);
     SL_CUDA_LAUNCHED();
   };
-  if (D.xq && D.xk && vo.bf)
+  if (prep_split(D, vo))
     run(std::true_type{});
   else
     run(std::false_type{});
+}
+
+// f(NT, kSplit) as compile-time constants (std::integral_constant, std::bool_constant) for the
+// sequential kernels: NT = state_nt(DKp, VT) (1, 2 or up to maxNT), kSplit as given.
+template <int maxNT, class F>
+void with_state_kernel(const GdnDims& D, int VT, bool split, F&& f) {
+  const auto s = [&](auto nt) {
+    if (split)
+      f(nt, std::true_type{});
+    else
+      f(nt, std::false_type{});
+  };
+  const int nt = state_nt(D.DKp, VT);
+  if (nt == 1) return s(std::integral_constant<int, 1>{});
+  if (nt == 2) return s(std::integral_constant<int, 2>{});
+  if constexpr (maxNT >= 4)
+    if (nt == 4) return s(std::integral_constant<int, 4>{});
+  fail("cuda gdn: key dim " + std::to_string(D.DK) + " exceeds the state kernels' tiling");
 }
 
 template <int VT>
@@ -1287,14 +1390,17 @@ void forward_vt(Ctx& ctx, const GdnDims& D, DPtr out, DPtr states, DPtr q, DPtr 
   float* delta = Wn + nw;
   prep(ctx, D, A, nullptr, nullptr, Wn, delta, v, q, k, beta, g);
   const unsigned ntiles = static_cast<unsigned>((D.DV + VT - 1) / VT);
-  {
+  with_state_kernel<4>(D, VT, prep_split(D, v), [&](auto nt, auto sp) {
+    constexpr int NT = decltype(nt)::value;
+    constexpr bool kSplit = decltype(sp)::value;
     const auto& n = kFwdState;
     const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
-    smem_opt_in(gdn_state_kernel<VT>, smem);
+    smem_opt_in(gdn_state_kernel<VT, NT, kSplit>, smem);
     const dim3 grid(static_cast<unsigned>(D.B * D.H), ntiles);
-    gdn_state_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(states, delta, k, g, Wn, D);
+    gdn_state_kernel<VT, NT, kSplit>
+        <<<grid, kThreads, smem, ctx.stream>>>(states, delta, k, g, Wn, D);
     SL_CUDA_LAUNCHED();
-  }
+  });
   // kSplit: bf16x3 products where every input is bf16 (tile_mma.cuh), else 3xTF32.
   const auto output = [&](auto sp) {
     constexpr bool kSplit = decltype(sp)::value;
@@ -1329,14 +1435,18 @@ void backward_vt(Ctx& ctx, const GdnDims& D, DPtr dq, DPtr dk, DPtr dv, DPtr dbe
   float* dX = dstates + nds;
   float* M = A + nm_at;
   prep(ctx, D, A, kke, Tinv, M, dX, dout, q, k, beta, g, dstates);
-  {
+  // (gdn_backward checks DK <= 128: two tiles a warp at most.)
+  with_state_kernel<2>(D, VT, prep_split(D, dout), [&](auto nt, auto sp) {
+    constexpr int NT = decltype(nt)::value;
+    constexpr bool kSplit = decltype(sp)::value;
     const auto& n = kBwdState;
     const size_t smem = Layout<VT>::bytes(D.DKp, n[0], n[1], n[2], n[3], n[4]);
-    smem_opt_in(gdn_dstate_kernel<VT>, smem);
+    smem_opt_in(gdn_dstate_kernel<VT, NT, kSplit>, smem);
     const dim3 grid(static_cast<unsigned>(D.B * D.H), static_cast<unsigned>((D.DV + VT - 1) / VT));
-    gdn_dstate_kernel<VT><<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, k, beta, g, M, D);
+    gdn_dstate_kernel<VT, NT, kSplit>
+        <<<grid, kThreads, smem, ctx.stream>>>(dstates, dX, dv, k, beta, g, M, D);
     SL_CUDA_LAUNCHED();
-  }
+  });
   // KH: the key-side tiles per warp of the chunk-parallel kernel (gdn_backward checks DK <= 128).
   // kSplit: bf16x3 products where every input is bf16 (tile_mma.cuh), else 3xTF32.
   const bool split = D.xq && D.xk && D.xv && D.xo;

@@ -297,6 +297,32 @@ __device__ inline void get_op(const float* p, float (&x)[8]) {
   else
     get_chunk(p, x);
 }
+// x0, x1 at columns j, j + 1 (j even) of the row at p, in the operand format: in a split tile,
+// the pair's hi and lo words of their chunk (one 32-bit store each; the chunk's other columns
+// untouched, so threads may write one chunk's pairs at once).
+template <bool kSplit>
+__device__ inline void put_op2(float* p, int j, float x0, float x1) {
+  if constexpr (kSplit) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+    const float2 hf = __bfloat1622float2(h);
+    unsigned* w = reinterpret_cast<unsigned*>(p + (j & ~7)) + (j & 7) / 2;
+    w[0] = *reinterpret_cast<const unsigned*>(&h);
+    w[4] = pack_bf16(x0 - hf.x, x1 - hf.y);
+  } else {
+    *reinterpret_cast<float2*>(p + j) = make_float2(x0, x1);
+  }
+}
+// store_acc in the operand format: C[i0 .. + 16][j0 .. + 16] (leading dim ldc) <- a.
+template <bool kSplit>
+__device__ inline void store_acc_op(float* C, int ldc, int i0, int j0, const Acc& a) {
+  const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+      put_op2<kSplit>(C + (i0 + g + 8 * r) * ldc, j0 + 8 * h + 2 * t, a.c[h][2 * r],
+                      a.c[h][2 * r + 1]);
+}
 template <bool kSplit>
 __device__ inline void to_op(float* T, int ld, int R, int C) {
   if constexpr (kSplit) split_tile(T, ld, R, C);
