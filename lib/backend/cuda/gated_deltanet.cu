@@ -1097,6 +1097,8 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   const int64_t stride = int64_t{D.H} * D.DK;
   // Tinv by cp.async, waited for with the first value tile's copies (before its first use).
   copy_async(Ts, kLdc, prep_tile(T_in + po));
+  // (K fp32 until the products after the loop: the loop's K S0 product in 3xTF32 takes fewer
+  // registers beside the sums' accumulators than the split one, which spilled.)
   load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
   const float GamL = Gam[Cn - 1];
@@ -1275,11 +1277,18 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
       dL[t * kLdc + s] *= bet[t] * E;
     }
   }
+  // The post-loop products' operands (K, Q read as fp32 above, past block_sum's barriers).
+  to_op<kSplit>(Ks, ldk, kC, D.DKp);
+  to_op<kSplit>(Qs, ldk, kC, D.DKp);
   __syncthreads();
-  mm<false, false>(Pq, ldp, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + dQK K
-  mm<true, false>(Pk, ldp, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, ex(false, D.xq));   // + dQK^T Q
-  mm<false, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));  // + G K
-  mm<true, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));   // + G^T K
+  to_op<kSplit>(dA, kLdc, kC, kC);
+  to_op<kSplit>(dL, kLdc, kC, kC);
+  __syncthreads();
+  // Pq += dQK K;  Pk += dQK^T Q + G K + G^T K.
+  op_mm16<kSplit, false, false>(Pq, ldp, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
+  op_mm16<kSplit, true, false>(Pk, ldp, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, ex(false, D.xq));
+  op_mm16<kSplit, false, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
+  op_mm16<kSplit, true, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
   __syncthreads();
   if (dq) add_tile(dq, D.qk(b, t0, h), stride, Pq, ldp, Cn, D.DK, nullptr, D.acc);
   if (dk) add_tile(dk, D.qk(b, t0, h), stride, Pk, ldp, Cn, D.DK, nullptr, D.acc);
