@@ -520,9 +520,9 @@ struct StateRegs {
   __device__ static int tile(int n) { return static_cast<int>(threadIdx.x) / 32 + 8 * n; }
   __device__ static int row0(int n) { return 16 * (tile(n) / (VT / 16)); }
   __device__ static int col0(int n) { return 16 * (tile(n) % (VT / 16)); }
-  // f(row, column, x) for every element this thread holds (x by reference).
+  // f(row, column j, x_j, x_{j+1}) for every pair of elements this thread holds (by reference).
   template <class F>
-  __device__ void each(F&& f) {
+  __device__ void each_pair(F&& f) {
     const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
@@ -530,9 +530,18 @@ struct StateRegs {
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          f(row0(n) + g + 8 * (e / 2), col0(n) + 8 * h + 2 * t + e % 2, s[n][0].c[h][e]);
+        for (int r = 0; r < 2; ++r)
+          f(row0(n) + g + 8 * r, col0(n) + 8 * h + 2 * t, s[n][0].c[h][2 * r],
+            s[n][0].c[h][2 * r + 1]);
     }
+  }
+  // f(row, column, x) for every element this thread holds.
+  template <class F>
+  __device__ void each(F&& f) {
+    each_pair([&](int i, int j, float& x0, float& x1) {
+      f(i, j, x0);
+      f(i, j + 1, x1);
+    });
   }
   template <bool kSplit>
   __device__ void put(float* T, int ld) const {
@@ -554,26 +563,16 @@ struct StateRegs {
     const bool pairs = !dst.bf && nv == VT && D.DV % 2 == 0 &&
                        (reinterpret_cast<uintptr_t>(dst.p) + off * 4) % 8 == 0;
     float* p = static_cast<float*>(dst.p) + off;
-    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      if (tile(n) >= ntiles) continue;
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int i = row0(n) + g + 8 * r, j = col0(n) + 8 * h + 2 * t;
-          const float x0 = s[n][0].c[h][2 * r], x1 = s[n][0].c[h][2 * r + 1];
-          if (i >= D.DK) continue;
-          const int64_t o = int64_t{i} * D.DV + j;
-          if (pairs) {
-            *reinterpret_cast<float2*>(p + o) = make_float2(x0, x1);
-          } else {
-            if (j < nv) dst.st(off + o, x0);
-            if (j + 1 < nv) dst.st(off + o + 1, x1);
-          }
-        }
-    }
+    each_pair([&](int i, int j, float& x0, float& x1) {
+      if (i >= D.DK) return;
+      const int64_t o = int64_t{i} * D.DV + j;
+      if (pairs) {
+        *reinterpret_cast<float2*>(p + o) = make_float2(x0, x1);
+      } else {
+        if (j < nv) dst.st(off + o, x0);
+        if (j + 1 < nv) dst.st(off + o + 1, x1);
+      }
+    });
   }
 };
 // Tiles a warp of the sequential kernels: 1, 2 or 4 (pick_vt keeps (DKp / 16) (VT / 16) <= 32).

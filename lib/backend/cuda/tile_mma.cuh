@@ -114,8 +114,14 @@ __device__ inline void warp_mma(Acc (&c)[NB], const float* A, int lda, const flo
   }
 }
 
-// One warp's share of mm(): output tiles of 16 x (16 NB), round-robin over the warps.
-template <bool TA, bool TB, int NB, int U = 1>
+// warp_mma on split tiles (bf16x3), below.
+template <bool TA, bool TB, int NB>
+__device__ inline void warp_mma_x3(Acc (&c)[NB], const float* A, int lda, const float* B, int ldb,
+                                   int i0, int j0, int K, int exact);
+
+// One warp's share of mm() (kSplit: of mm_x3(), on split tiles): output tiles of 16 x (16 NB),
+// round-robin over the warps.
+template <bool TA, bool TB, int NB, int U = 1, bool kSplit = false>
 __device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
                               int M, int N, int K, bool accumulate, int exact) {
   const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / (16 * NB);
@@ -125,7 +131,10 @@ __device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const 
     if (accumulate)
 #pragma unroll
       for (int n = 0; n < NB; ++n) load_acc(c[n], C, ldc, i0, j0 + 16 * n);
-    warp_mma<TA, TB, NB, U>(c, A, lda, B, ldb, i0, j0, K, exact);
+    if constexpr (kSplit)
+      warp_mma_x3<TA, TB, NB>(c, A, lda, B, ldb, i0, j0, K, exact);
+    else
+      warp_mma<TA, TB, NB, U>(c, A, lda, B, ldb, i0, j0, K, exact);
 #pragma unroll
     for (int n = 0; n < NB; ++n) store_acc(C, ldc, i0, j0 + 16 * n, c[n]);
   }
@@ -250,30 +259,15 @@ __device__ inline void warp_mma_x3(Acc (&c)[NB], const float* A, int lda, const 
   }
 }
 
-// mm() on split tiles (A, B as warp_mma_x3; C fp32, not split): output tiles of 16 x (16 NB)
-// round-robin over the warps, 16 x 32 where there are enough of them (as mm()).
-template <bool TA, bool TB, int NB>
-__device__ void mm_x3_tiles(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
-                            int M, int N, int K, bool accumulate, int exact) {
-  const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / (16 * NB);
-  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
-    const int i0 = (tile / tn) * 16, j0 = (tile % tn) * 16 * NB;
-    Acc c[NB];
-    if (accumulate)
-#pragma unroll
-      for (int n = 0; n < NB; ++n) load_acc(c[n], C, ldc, i0, j0 + 16 * n);
-    warp_mma_x3<TA, TB, NB>(c, A, lda, B, ldb, i0, j0, K, exact);
-#pragma unroll
-    for (int n = 0; n < NB; ++n) store_acc(C, ldc, i0, j0 + 16 * n, c[n]);
-  }
-}
+// mm() on split tiles (A, B as warp_mma_x3; C fp32, not split): 16 x 32 output tiles where there
+// are enough of them (as mm()).
 template <bool TA, bool TB>
 __device__ void mm_x3(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
                       int N, int K, bool accumulate, int exact = 0) {
   if (N % 32 == 0 && (M / 16) * (N / 32) >= int(blockDim.x / 32))
-    mm_x3_tiles<TA, TB, 2>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+    mm_warp_tiles<TA, TB, 2, 1, true>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   else
-    mm_x3_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+    mm_warp_tiles<TA, TB, 1, 1, true>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   __syncwarp();
 }
 
@@ -350,7 +344,7 @@ template <bool kSplit, bool TA, bool TB, int U = 1>
 __device__ void op_mm16(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
                         int N, int K, bool accumulate, int exact = 0) {
   if constexpr (kSplit)
-    mm_x3_tiles<TA, TB, 1>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+    mm_warp_tiles<TA, TB, 1, 1, true>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   else
     mm_warp_tiles<TA, TB, 1, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   __syncwarp();
