@@ -496,16 +496,6 @@ struct GateRegs {
   }
 };
 
-// mm() with 16 x 16 warp tiles only: the sequential kernels' products are small (mm() would take
-// 16 x 32 tiles only at DK >= 128) and their prefetched registers must fit beside one tile's
-// fragments in the 80 registers that three blocks a SM leave.
-template <bool TA, bool TB, int U = 1>
-__device__ inline void mm16(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
-                            int M, int N, int K, bool accumulate, int exact = 0) {
-  mm_warp_tiles<TA, TB, 1, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
-  __syncwarp();
-}
-
 // The sequential kernels' state (S, or dS) [DKp][VT] in registers across the chunks: warp w owns
 // the 16 x 16 tiles w, w + 8, ... (NT a warp; tile i at rows 16 (i / (VT / 16)), columns 16 (i %
 // (VT / 16))) as MMA accumulators, so the recurrence's product S += K^T X accumulates where S

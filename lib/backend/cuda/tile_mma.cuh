@@ -317,16 +317,6 @@ __device__ inline void store_acc_op(float* C, int ldc, int i0, int j0, const Acc
       put_op2<kSplit>(C + (i0 + g + 8 * r) * ldc, j0 + 8 * h + 2 * t, a.c[h][2 * r],
                       a.c[h][2 * r + 1]);
 }
-// Element (r, c) of a tile in the operand format (a split tile's hi + lo).
-template <bool kSplit>
-__device__ inline float get_op1(const float* T, int ld, int r, int c) {
-  if constexpr (kSplit) {
-    const bf16* p = reinterpret_cast<const bf16*>(T + r * ld + (c & ~7)) + (c & 7);
-    return __bfloat162float(p[0]) + __bfloat162float(p[8]);
-  } else {
-    return T[r * ld + c];
-  }
-}
 template <bool kSplit>
 __device__ inline void to_op(float* T, int ld, int R, int C) {
   if constexpr (kSplit) split_tile(T, ld, R, C);
