@@ -219,8 +219,9 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     c.bwd_bytes = es * 3.0 * BT * d;
   } else if (op == "conv1d") {
     // The GDN block's causal depthwise conv + SiLU over q|k|v (C = H (2 hd + 2 hd)), K = 4, read
-    // from the fused projection (row stride C + gates).
-    const int64_t C = H * 4 * hd, ld = C + 3 * H, K = 4;
+    // from the fused projection, whose row stride the model rounds up to 8 (Dims::ldp: C + the
+    // gates' 3 H columns), so that the GPU kernels take its 16-byte path as in a training step.
+    const int64_t C = H * 4 * hd, ld = (C + 3 * H + 7) / 8 * 8, K = 4;
     auto x = P.sets(BT * ld, act), w = P.sets(C * K, act, -0.5f, 0.5f), y = P.sets(BT * C, act);
     auto dy = P.sets(BT * C, act), dx = P.sets(BT * ld, act), dw = P.sets(C * K, f32);
     c.fwd = [=, &be](int i) {
