@@ -4,225 +4,295 @@
 //   dx[b,s,c] += sum_j w[c,j] dz[b, s+K-1-j, c]   (s+K-1-j < T),
 //   dw[c,j]   += sum_{b,t} dz[b,t,c] x[b, t-K+1+j, c].
 //
-// A thread owns V consecutive channels (V = 8 with 16-byte accesses where C and the row stride
-// are multiples of 8 and the tensors aligned: every model shape; else V = 1) and a run of
-// consecutive time steps of one sequence (kRunForward / kRunBackward), and slides along time with
-// the last K inputs (and, backward, the last K of dz) in registers, so each element of x and dy is
-// loaded once and no index is divided per element; consecutive threads take consecutive channels,
-// so every load of a time step is coalesced. K is a template parameter (1..kMaxK) and the windows
-// are rings of K slots: the time loop is unrolled K steps at a time, so time u sits in slot (u -
-// t0) mod K, a compile-time index, and nothing is shifted. (The first version shifted kMaxK = 8
-// slots a step and multiplied by zero weights past K: ncu put its forward at 61% issue-slot use and
-// 24% of the DRAM bandwidth, bound by instructions.) The backward is one kernel: dz for the run
-// plus the K-1 steps after it (dx of the run's last steps needs them), dx for the run, and this
-// run's share of dw, written to a workspace row and summed over runs in a fixed order (colsum):
-// deterministic, no atomics.
-// Threads are numbered channel chunk fastest, then run, then sequence, over a 1-D grid: with a
-// block per (run, 128 chunks) instead, a width that is not a multiple of 128 chunks idled most
-// of its last block (L3's 1152 channels are 144 chunks: two blocks, 112 of 256 threads busy).
-// x and dy are read through the read-only path (ldv_ro): the compiler may then issue a step's
-// loads ahead of the previous steps' stores to y / dx, instead of one round trip per step.
+// A block takes a tile of 128 time steps of one sequence x 64 channels and first stages what the
+// tile reads into shared memory with cp.async (x with its K - 1 steps of history, and in the
+// backward dy and x K - 1 steps further), all of it in flight at once: the previous version, a
+// thread sliding along 32 time steps with one memory round trip a step, ran at ~8x its byte
+// floor (latency-bound, 165 registers, three blocks a SM; docs/PERFORMANCE.md). A thread then
+// owns 8 channels x 8 time steps of the tile and reads its windows from shared memory; the
+// backward's dz for the 8 steps and the K - 1 after them (dx of the last steps needs them) sit
+// in a ring of K slots indexed at compile time (the loop is unrolled). dw: each thread's share
+// over its 8 steps, summed over the block's 16 row groups in order, one row a tile, and the rows
+// summed by colsum: deterministic, no atomics. Staging is by 16-byte pieces where the tensor's
+// base and row stride allow it and the piece lies inside C, else element by element; zeros
+// outside [0, T) x [0, C) (the causal history, and dz = 0 past T).
 #include <string>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/mma_bf16.cuh"
 
 namespace sl::cuda {
 namespace {
 
 constexpr int kMaxK = 8;  // largest kernel supported (the model's is 4)
-// Time steps per thread. Shorter runs give more threads to hide latency with but reread K-1
-// steps of x each (3/16 more at K 4); the backward's runs are also its dw partial rows (B T / run
-// rows of C K floats through colsum), hence longer.
-constexpr int kRunForward = 16, kRunBackward = 32;
 constexpr int kThreads = 128;
+// A block's tile: kTileT time steps of one sequence x kTileC channels. Thread (q, g) = (tid % 8,
+// tid / 8) owns channels 8 q .. 8 q + 8 of the tile and its time steps kSteps g .. + kSteps.
+constexpr int kTileC = 64, kGroups = kThreads / (kTileC / 8), kSteps = 8, kTileT = kGroups * kSteps;
+static_assert(kTileT == 128);
 
 struct ConvDims {
   int64_t ldx, B;
-  int T, C, K, run, runs;  // runs = ceil(T / run) per sequence
-  int chunks;              // ceil(C / V)
+  int T, C, K;
+  int ctiles, ttiles;  // ceil(C / kTileC), ceil(T / kTileT)
+  bool vx, vy, vdy;    // 16-byte paths of x, the output (y or dx) and dy: base aligned, row
+                       // stride a multiple of 8
 };
 
-// Thread coordinates: first channel c, sequence b, run [t0, t1) and the run's global index
-// (b runs + its index in the sequence). False if the thread is past the last (b, run, chunk).
-__device__ inline bool coords(const ConvDims& D, int V, int& c, int64_t& b, int& t0, int& t1,
-                              int64_t& run) {
-  const int64_t g = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  run = g / D.chunks;
-  if (run >= D.B * D.runs) return false;
-  c = static_cast<int>(g - run * D.chunks) * V;
-  b = run / D.runs;
-  t0 = static_cast<int>(run - b * D.runs) * D.run;
-  t1 = min(D.T, t0 + D.run);
-  return true;
-}
+// The block's tile: sequence b, time steps from t0, channels from c0; 1-D grid, channel tile
+// fastest.
+struct TileAt {
+  int64_t b;
+  int t0, c0;
+  __device__ explicit TileAt(const ConvDims& D) {
+    const int64_t blk = blockIdx.x;
+    c0 = static_cast<int>(blk % D.ctiles) * kTileC;
+    const int64_t r = blk / D.ctiles;
+    t0 = static_cast<int>(r % D.ttiles) * kTileT;
+    b = r / D.ttiles;
+  }
+};
 
-// wt[j][v] = w[c + v, j]; xr <- the ring holding x[t0-K+1 .. t0-1] (zero before t = 0): time
-// t0 - m in slot K - m.
-template <int K, int V>
-__device__ inline void start(const ConvDims& D, DPtr x, DPtr w, int c, int64_t b, int t0,
-                             float (&wt)[K][V], float (&xr)[K][V]) {
-#pragma unroll
-  for (int j = 0; j < K; ++j)
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-      wt[j][v] = w.ld(int64_t{c + v} * K + j);
-      xr[j][v] = 0.f;
+// Rows t0 + r0 .. + nrows of sequence b, channels c0 .. c0 + kTileC of p (row stride ld) into s
+// as raw elements (bf16 or f32, kTileC a row), zero outside [0, T) x [0, C): 16-byte cp.async
+// pieces where a piece lies inside the channels and `vec`, else element by element.
+__device__ inline void stage(char* s, DPtr p, int64_t ld, const ConvDims& D, const TileAt& at,
+                             int r0, int nrows, bool vec) {
+  const int es = p.bf ? 2 : 4, per = 16 / es, pieces = kTileC / per;
+  for (int i = threadIdx.x; i < nrows * pieces; i += kThreads) {
+    const int r = i / pieces, e0 = (i % pieces) * per, t = at.t0 + r0 + r, c = at.c0 + e0;
+    char* dst = s + (int64_t{r} * kTileC + e0) * es;
+    const bool row = t >= 0 && t < D.T;
+    const int64_t src = ((at.b * D.T + t) * ld + c) * es;  // used only where row
+    if (vec && (!row || c + per <= D.C)) {
+      cp_async16(dst, static_cast<const char*>(p.p) + (row ? src : 0), row);
+    } else {
+      for (int e = 0; e < per; ++e) {
+        const bool ok = row && c + e < D.C;
+        if (es == 2)
+          reinterpret_cast<unsigned short*>(dst)[e] =
+              ok ? reinterpret_cast<const unsigned short*>(static_cast<const char*>(p.p) + src)[e]
+                 : 0;
+        else
+          reinterpret_cast<float*>(dst)[e] =
+              ok ? reinterpret_cast<const float*>(static_cast<const char*>(p.p) + src)[e] : 0.f;
+      }
     }
-#pragma unroll
-  for (int m = 1; m < K; ++m)
-    if (t0 - m >= 0) ldv_ro<V>(x, (b * D.T + t0 - m) * D.ldx + c, xr[K - m]);
+  }
 }
 
-// z[v] = sum_j w[c+v, j] x[u-K+1+j] with time u in slot i: time u-K+1+j is in slot (i+1+j) mod K.
-template <int K, int V>
-__device__ inline void conv_at(int i, const float (&wt)[K][V], const float (&xr)[K][V],
-                               float (&z)[V]) {
+// Eight channels 8 q .. of staged row r as fp32.
+__device__ inline void row8(const char* s, bool bf, int r, int q, float (&v)[8]) {
+  if (bf) {
+    const uint4 u = *reinterpret_cast<const uint4*>(s + (r * kTileC + 8 * q) * 2);
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-  for (int v = 0; v < V; ++v) z[v] = 0.f;
+    for (int e = 0; e < 4; ++e) {
+      v[2 * e] = __uint_as_float(w[e] << 16);
+      v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+    }
+  } else {
+    const float4* f = reinterpret_cast<const float4*>(s + (r * kTileC + 8 * q) * 4);
+    const float4 a = f[0], c = f[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = c.x, v[5] = c.y, v[6] = c.z, v[7] = c.w;
+  }
+}
+
+// wt[j][v] = w[c + v, j] (0 past C).
+template <int K>
+__device__ inline void weights(const ConvDims& D, DPtr w, int c, float (&wt)[K][8]) {
 #pragma unroll
   for (int j = 0; j < K; ++j)
 #pragma unroll
-    for (int v = 0; v < V; ++v) z[v] += wt[j][v] * xr[(i + 1 + j) % K][v];
+    for (int v = 0; v < 8; ++v) wt[j][v] = c + v < D.C ? w.ld(int64_t{c + v} * K + j) : 0.f;
 }
 
-template <int K, int V>
+// z at staged x row u (time t0 + u; x row u + j holds time t0 + u - K + 1 + j).
+template <int K>
+__device__ inline void conv_at(const char* xs, bool bf, int u, int q, const float (&wt)[K][8],
+                               float (&z)[8]) {
+#pragma unroll
+  for (int v = 0; v < 8; ++v) z[v] = 0.f;
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    float x[8];
+    row8(xs, bf, u + j, q, x);
+#pragma unroll
+    for (int v = 0; v < 8; ++v) z[v] += wt[j][v] * x[v];
+  }
+}
+
+// Eight channels c .. c + 8 of row `at` of p, where inside C: one 16-byte access when vec and
+// the chunk is whole.
+__device__ inline void put8(DPtr p, int64_t at, int c, int C, bool vec, const float (&o)[8]) {
+  if (vec && c + 8 <= C) {
+    st8(p, at, o);
+  } else {
+#pragma unroll
+    for (int v = 0; v < 8; ++v)
+      if (c + v < C) p.st(at + v, o[v]);
+  }
+}
+__device__ inline void get8(DPtr p, int64_t at, int c, int C, bool vec, float (&o)[8]) {
+  if (vec && c + 8 <= C) {
+    ld8(p, at, o);
+  } else {
+#pragma unroll
+    for (int v = 0; v < 8; ++v) o[v] = c + v < C ? p.ld(at + v) : 0.f;
+  }
+}
+
+// Staged x: rows t0 - K + 1 .. t0 + kTileT (+ K - 1 more in the backward).
+__host__ __device__ inline int x_rows(int K, bool bwd) { return kTileT + (bwd ? 2 : 1) * (K - 1); }
+
+template <int K>
 __global__ void __launch_bounds__(kThreads)
     conv1d_forward_kernel(DPtr y, DPtr x, DPtr w, ConvDims D) {
-  int c, t0, t1;
-  int64_t b, run;
-  if (!coords(D, V, c, b, t0, t1, run)) return;
-  float wt[K][V], xr[K][V];
-  start<K, V>(D, x, w, c, b, t0, wt, xr);
-  for (int u0 = t0; u0 < t1; u0 += K) {
+  extern __shared__ __align__(16) char smc[];
+  const TileAt at(D);
+  stage(smc, x, D.ldx, D, at, -(K - 1), x_rows(K, false), D.vx);
+  cp_async_commit();
+  const int q = threadIdx.x % 8, g = threadIdx.x / 8, c = at.c0 + 8 * q;
+  float wt[K][8];
+  weights<K>(D, w, c, wt);
+  cp_async_wait<0>();
+  __syncthreads();
+  if (c >= D.C) return;
 #pragma unroll
-    for (int i = 0; i < K; ++i) {
-      const int u = u0 + i;
-      if (u >= t1) break;
-      const int64_t row = b * D.T + u;
-      ldv_ro<V>(x, row * D.ldx + c, xr[i]);
-      float z[V];
-      conv_at<K, V>(i, wt, xr, z);
+  for (int i = 0; i < kSteps; ++i) {
+    const int u = g * kSteps + i, t = at.t0 + u;
+    if (t >= D.T) break;
+    float z[8];
+    conv_at<K>(smc, x.bf, u, q, wt, z);
 #pragma unroll
-      for (int v = 0; v < V; ++v) z[v] = siluf_(z[v]);
-      stv<V>(y, row * D.C + c, z);
-    }
+    for (int v = 0; v < 8; ++v) z[v] = siluf_(z[v]);
+    put8(y, (at.b * D.T + t) * D.C + c, c, D.C, D.vy, z);
   }
 }
 
-// dw_part: [B * runs, C * K], this run's share of dw in row b runs + run, or null. dx (=|+=).
-template <int K, int V>
+// dw_part: [B ttiles, C K], the tile's share of dw in row b ttiles + its time tile, or null.
+// dx (=|+=). Each thread computes dz for its kSteps rows and the K - 1 after them (dx of its
+// last rows needs them; dz = 0 past T, as dy is staged as 0 there), keeping the last K in a ring
+// whose slot (u - first) mod K is a compile-time index (the loop is unrolled).
+template <int K>
 __global__ void __launch_bounds__(kThreads)
     conv1d_backward_kernel(DPtr dx, float* dw_part, DPtr dy, DPtr x, DPtr w, ConvDims D, bool acc) {
-  int c, t0, t1;
-  int64_t b, run;
-  if (!coords(D, V, c, b, t0, t1, run)) return;
-  float wt[K][V], xr[K][V], dzr[K][V] = {}, dwa[K][V] = {};
-  start<K, V>(D, x, w, c, b, t0, wt, xr);
-  // u walks the run and the K-1 steps after it: dx[s] for s = u - (K-1) needs dz[s .. u].
-  const int u_end = t1 + K - 1;
-  for (int u0 = t0; u0 < u_end; u0 += K) {
+  extern __shared__ __align__(16) char smc[];
+  const TileAt at(D);
+  const int nx = x_rows(K, true);
+  char* xs = smc;
+  char* dys = smc + nx * kTileC * (x.bf ? 2 : 4);
+  stage(xs, x, D.ldx, D, at, -(K - 1), nx, D.vx);
+  stage(dys, dy, D.C, D, at, 0, kTileT + K - 1, D.vdy);
+  cp_async_commit();
+  const int q = threadIdx.x % 8, g = threadIdx.x / 8, c = at.c0 + 8 * q;
+  float wt[K][8], dzr[K][8], dwa[K][8] = {};
+  weights<K>(D, w, c, wt);
+  cp_async_wait<0>();
+  __syncthreads();
 #pragma unroll
-    for (int i = 0; i < K; ++i) {
-      const int u = u0 + i;
-      if (u >= u_end) break;
-      // dz[u] into slot i (zero past the end of the sequence)
-      if (u < D.T) {
-        const int64_t row = b * D.T + u;
-        ldv_ro<V>(x, row * D.ldx + c, xr[i]);
-        float z[V], g[V];
-        conv_at<K, V>(i, wt, xr, z);
-        ldv_ro<V>(dy, row * D.C + c, g);
+  for (int i = 0; i < kSteps + K - 1; ++i) {
+    const int u = g * kSteps + i;  // staged dy row, time t0 + u
+    float z[8], d[8];
+    conv_at<K>(xs, x.bf, u, q, wt, z);
+    row8(dys, dy.bf, u, q, d);
 #pragma unroll
-        for (int v = 0; v < V; ++v) dzr[i][v] = g[v] * silu_gradf_(z[v]);
-        if (u < t1) {
+    for (int v = 0; v < 8; ++v) dzr[i % K][v] = d[v] * silu_gradf_(z[v]);
+    if (i < kSteps) {
 #pragma unroll
-          for (int j = 0; j < K; ++j)  // dw[c, j] += dz[u] x[u-K+1+j]
+      for (int j = 0; j < K; ++j) {  // dw[c, j] += dz[u] x[u - K + 1 + j] (x row u + j)
+        float xv[8];
+        row8(xs, x.bf, u + j, q, xv);
 #pragma unroll
-            for (int v = 0; v < V; ++v) dwa[j][v] += dzr[i][v] * xr[(i + 1 + j) % K][v];
-        }
-      } else {
-#pragma unroll
-        for (int v = 0; v < V; ++v) dzr[i][v] = 0.f;
-      }
-      // dx[s] += sum_j w[c, j] dz[s+K-1-j], s = u-K+1: dz[u-j] sits in slot (i - j) mod K.
-      const int s = u - (K - 1);
-      if (dx && s >= t0) {
-        const int64_t at = (b * D.T + s) * D.ldx + c;
-        float o[V] = {};
-        if (acc) ldv<V>(dx, at, o);
-#pragma unroll
-        for (int j = 0; j < K; ++j)
-#pragma unroll
-          for (int v = 0; v < V; ++v) o[v] += wt[j][v] * dzr[(i - j + K) % K][v];
-        stv<V>(dx, at, o);
+        for (int v = 0; v < 8; ++v) dwa[j][v] += dzr[i % K][v] * xv[v];
       }
     }
+    // dx[s] = sum_j w[c, j] dz[s + K - 1 - j] for s = u - K + 1: dz[u - j] in slot (i - j) mod K.
+    const int s = u - (K - 1), ts = at.t0 + s;
+    if (dx && i >= K - 1 && ts < D.T && c < D.C) {
+      const int64_t o_at = (at.b * D.T + ts) * D.ldx + c;
+      float o[8] = {};
+      if (acc) get8(dx, o_at, c, D.C, D.vy, o);
+#pragma unroll
+      for (int j = 0; j < K; ++j)
+#pragma unroll
+        for (int v = 0; v < 8; ++v) o[v] += wt[j][v] * dzr[(i - j + K) % K][v];
+      put8(dx, o_at, c, D.C, D.vy, o);
+    }
   }
-  if (dw_part) {
-    float* row = dw_part + run * D.C * K + int64_t{c} * K;
+  if (!dw_part) return;
+  // The block's dw: the 16 row groups' sums, in group order, over the spent tiles.
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(smc);  // [kGroups][kTileC K]
 #pragma unroll
-    for (int v = 0; v < V; ++v)
+  for (int j = 0; j < K; ++j)
 #pragma unroll
-      for (int j = 0; j < K; ++j) row[v * K + j] = dwa[j][v];
+    for (int v = 0; v < 8; ++v) red[g * kTileC * K + (8 * q + v) * K + j] = dwa[j][v];
+  __syncthreads();
+  float* row = dw_part + (at.b * D.ttiles + at.t0 / kTileT) * D.C * K + int64_t{at.c0} * K;
+  const int ncol = min(kTileC, D.C - at.c0) * K;
+  for (int e = threadIdx.x; e < ncol; e += kThreads) {
+    float t = 0.f;
+    for (int r = 0; r < kGroups; ++r) t += red[r * kTileC * K + e];
+    row[e] = t;
   }
 }
 
-ConvDims dims(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, int run, int V,
-              const char* what) {
+// out: y (row stride C) in the forward, dx (row stride ldx) in the backward.
+ConvDims dims(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, DPtr x, DPtr out,
+              int64_t ldo, DPtr dy, const char* what) {
   if (K < 1 || K > kMaxK)
     fail(std::string("cuda conv1d_silu_") + what + ": kernel size " + std::to_string(K) +
          " not supported (1.." + std::to_string(kMaxK) + ")");
   if (T > (int64_t{1} << 30) || C > (int64_t{1} << 30))
     fail(std::string("cuda conv1d_silu_") + what + ": T or C too large");
-  const int64_t runs = (T + run - 1) / run, chunks = (C + V - 1) / V;
-  if (B * runs * chunks > (int64_t{1} << 31) * kThreads - 1)
+  const int64_t ctiles = (C + kTileC - 1) / kTileC, ttiles = (T + kTileT - 1) / kTileT;
+  if (B * ctiles * ttiles > (int64_t{1} << 31) - 1)
     fail(std::string("cuda conv1d_silu_") + what + ": B * T * C too large");
   return {ldx,
           B,
           static_cast<int>(T),
           static_cast<int>(C),
           static_cast<int>(K),
-          run,
-          static_cast<int>(runs),
-          static_cast<int>(chunks)};
+          static_cast<int>(ctiles),
+          static_cast<int>(ttiles),
+          ldx % 8 == 0 && vec8_ok({x}),
+          ldo % 8 == 0 && vec8_ok({out}),
+          C % 8 == 0 && vec8_ok({dy})};
 }
 
-unsigned grid_of(const ConvDims& D) {
-  return static_cast<unsigned>((D.B * D.runs * D.chunks + kThreads - 1) / kThreads);
-}
+unsigned grid_of(const ConvDims& D) { return static_cast<unsigned>(D.B * D.ctiles * D.ttiles); }
 
-// Runs LAUNCH(K, V) with the kernel size and the channels per thread as compile-time constants.
-// V = 8 only up to K = 4 (the model's): its windows take 4 K V registers (157 in all at K 4;
-// K 8 spilled).
-#define SL_CONV_DISPATCH(K, V, LAUNCH)        \
-  do {                                        \
-    switch (K) {                              \
-      case 1:                                 \
-        V == 8 ? LAUNCH(1, 8) : LAUNCH(1, 1); \
-        break;                                \
-      case 2:                                 \
-        V == 8 ? LAUNCH(2, 8) : LAUNCH(2, 1); \
-        break;                                \
-      case 3:                                 \
-        V == 8 ? LAUNCH(3, 8) : LAUNCH(3, 1); \
-        break;                                \
-      case 4:                                 \
-        V == 8 ? LAUNCH(4, 8) : LAUNCH(4, 1); \
-        break;                                \
-      case 5:                                 \
-        LAUNCH(5, 1);                         \
-        break;                                \
-      case 6:                                 \
-        LAUNCH(6, 1);                         \
-        break;                                \
-      case 7:                                 \
-        LAUNCH(7, 1);                         \
-        break;                                \
-      default:                                \
-        LAUNCH(8, 1);                         \
-        break;                                \
-    }                                         \
+// Runs LAUNCH(K) with the kernel size as a compile-time constant.
+#define SL_CONV_DISPATCH(K, LAUNCH) \
+  do {                              \
+    switch (K) {                    \
+      case 1:                       \
+        LAUNCH(1);                  \
+        break;                      \
+      case 2:                       \
+        LAUNCH(2);                  \
+        break;                      \
+      case 3:                       \
+        LAUNCH(3);                  \
+        break;                      \
+      case 4:                       \
+        LAUNCH(4);                  \
+        break;                      \
+      case 5:                       \
+        LAUNCH(5);                  \
+        break;                      \
+      case 6:                       \
+        LAUNCH(6);                  \
+        break;                      \
+      case 7:                       \
+        LAUNCH(7);                  \
+        break;                      \
+      default:                      \
+        LAUNCH(8);                  \
+        break;                      \
+    }                               \
   } while (0)
 
 }  // namespace
@@ -238,11 +308,15 @@ void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t, const 
   const char* op = "conv1d_silu_forward";
   const DPtr y = dptr(y_t, op, "y"), x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   if (B * T * C <= 0) return;
-  const int V = K <= 4 && vec_ok(C, ldx, {y, x}) ? 8 : 1;
-  const ConvDims D = dims(B, T, C, K, ldx, kRunForward, V, "forward");
+  const ConvDims D = dims(B, T, C, K, ldx, x, y, C, DPtr{}, "forward");
   const cudaStream_t st = cuda_ctx().stream;
-#define SL_FWD(KK, VV) conv1d_forward_kernel<KK, VV><<<grid_of(D), kThreads, 0, st>>>(y, x, w, D)
-  SL_CONV_DISPATCH(K, V, SL_FWD);
+  const size_t smem = static_cast<size_t>(x_rows(D.K, false)) * kTileC * (x.bf ? 2 : 4);
+#define SL_FWD(KK)                                                             \
+  do {                                                                         \
+    smem_opt_in(conv1d_forward_kernel<KK>, smem);                              \
+    conv1d_forward_kernel<KK><<<grid_of(D), kThreads, smem, st>>>(y, x, w, D); \
+  } while (0)
+  SL_CONV_DISPATCH(K, SL_FWD);
 #undef SL_FWD
   SL_CUDA_LAUNCHED();
 }
@@ -255,20 +329,24 @@ void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Te
              x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   Ctx& ctx = cuda_ctx();
   if (B * T * C <= 0 || (!dx && !dw)) return;
-  const int V = K <= 4 && vec_ok(C, ldx, {dx, dy, x}) ? 8 : 1;
-  const ConvDims D = dims(B, T, C, K, ldx, kRunBackward, V, "backward");
-  const int64_t nrows = B * D.runs, ncols = C * K;
+  const ConvDims D = dims(B, T, C, K, ldx, x, dx, ldx, dy, "backward");
+  const int64_t nrows = B * D.ttiles, ncols = C * K;
   float* part = dw ? ctx.work->get_as<float>(static_cast<size_t>(nrows * ncols)) : nullptr;
-#define SL_BWD(KK, VV)           \
-  conv1d_backward_kernel<KK, VV> \
-      <<<grid_of(D), kThreads, 0, ctx.stream>>>(dx, part, dy, x, w, D, accumulate)
-  SL_CONV_DISPATCH(K, V, SL_BWD);
+  // The staged x and dy tiles; the dw reduction reuses them ([kGroups][kTileC K] floats).
+  const size_t tiles = static_cast<size_t>(x_rows(D.K, true)) * kTileC * (x.bf ? 2 : 4) +
+                       static_cast<size_t>(kTileT + D.K - 1) * kTileC * (dy.bf ? 2 : 4);
+  const size_t smem = std::max(tiles, sizeof(float) * kGroups * kTileC * D.K);
+#define SL_BWD(KK)                                                                       \
+  do {                                                                                   \
+    smem_opt_in(conv1d_backward_kernel<KK>, smem);                                       \
+    conv1d_backward_kernel<KK>                                                           \
+        <<<grid_of(D), kThreads, smem, ctx.stream>>>(dx, part, dy, x, w, D, accumulate); \
+  } while (0)
+  SL_CONV_DISPATCH(K, SL_BWD);
 #undef SL_BWD
   SL_CUDA_LAUNCHED();
-  // The runs' partial rows [B * runs, C K] summed by colsum's two stages (8 row lanes a column,
-  // chunks of >= 64 rows, then the chunks in order). Summed by one thread a column instead (the
-  // first version), L3's 1024 rows were 1024 dependent steps for 4,608 threads: latency, not
-  // bandwidth, about as long as the conv itself.
+  // The tiles' partial rows [B ttiles, C K] summed by colsum's two stages (8 row lanes a column,
+  // chunks of >= 64 rows, then the chunks in order): deterministic, no atomics.
   if (dw) colsum(ctx, PartialRows{part, ncols}, nrows, ncols, dw);
 }
 
