@@ -17,6 +17,8 @@
 // base and row stride allow it and the piece lies inside C, else element by element; zeros
 // outside [0, T) x [0, C) (the causal history, and dz = 0 past T).
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_backend.h"
@@ -264,36 +266,16 @@ ConvDims dims(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, DPtr x, D
 
 unsigned grid_of(const ConvDims& D) { return static_cast<unsigned>(D.B * D.ctiles * D.ttiles); }
 
-// Runs LAUNCH(K) with the kernel size as a compile-time constant.
-#define SL_CONV_DISPATCH(K, LAUNCH) \
-  do {                              \
-    switch (K) {                    \
-      case 1:                       \
-        LAUNCH(1);                  \
-        break;                      \
-      case 2:                       \
-        LAUNCH(2);                  \
-        break;                      \
-      case 3:                       \
-        LAUNCH(3);                  \
-        break;                      \
-      case 4:                       \
-        LAUNCH(4);                  \
-        break;                      \
-      case 5:                       \
-        LAUNCH(5);                  \
-        break;                      \
-      case 6:                       \
-        LAUNCH(6);                  \
-        break;                      \
-      case 7:                       \
-        LAUNCH(7);                  \
-        break;                      \
-      default:                      \
-        LAUNCH(8);                  \
-        break;                      \
-    }                               \
-  } while (0)
+// Calls f(std::integral_constant<int, K>{}) for the runtime kernel size K (1..kMaxK, checked by
+// dims()), so each K gets its own unrolled kernel.
+template <class F, int... Ks>
+void with_k(int K, const F& f, std::integer_sequence<int, Ks...>) {
+  ((K == Ks + 1 ? f(std::integral_constant<int, Ks + 1>{}) : void()), ...);
+}
+template <class F>
+void with_k(int K, const F& f) {
+  with_k(K, f, std::make_integer_sequence<int, kMaxK>{});
+}
 
 }  // namespace
 
@@ -311,13 +293,10 @@ void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t, const 
   const ConvDims D = dims(B, T, C, K, ldx, x, y, C, DPtr{}, "forward");
   const cudaStream_t st = cuda_ctx().stream;
   const size_t smem = static_cast<size_t>(x_rows(D.K, false)) * kTileC * (x.bf ? 2 : 4);
-#define SL_FWD(KK)                                                             \
-  do {                                                                         \
-    smem_opt_in(conv1d_forward_kernel<KK>, smem);                              \
-    conv1d_forward_kernel<KK><<<grid_of(D), kThreads, smem, st>>>(y, x, w, D); \
-  } while (0)
-  SL_CONV_DISPATCH(K, SL_FWD);
-#undef SL_FWD
+  with_k(D.K, [&](auto kk) {
+    smem_opt_in(conv1d_forward_kernel<kk>, smem);
+    conv1d_forward_kernel<kk><<<grid_of(D), kThreads, smem, st>>>(y, x, w, D);
+  });
   SL_CUDA_LAUNCHED();
 }
 
@@ -336,14 +315,11 @@ void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Te
   const size_t tiles = static_cast<size_t>(x_rows(D.K, true)) * kTileC * (x.bf ? 2 : 4) +
                        static_cast<size_t>(kTileT + D.K - 1) * kTileC * (dy.bf ? 2 : 4);
   const size_t smem = std::max(tiles, sizeof(float) * kGroups * kTileC * D.K);
-#define SL_BWD(KK)                                                                       \
-  do {                                                                                   \
-    smem_opt_in(conv1d_backward_kernel<KK>, smem);                                       \
-    conv1d_backward_kernel<KK>                                                           \
-        <<<grid_of(D), kThreads, smem, ctx.stream>>>(dx, part, dy, x, w, D, accumulate); \
-  } while (0)
-  SL_CONV_DISPATCH(K, SL_BWD);
-#undef SL_BWD
+  with_k(D.K, [&](auto kk) {
+    smem_opt_in(conv1d_backward_kernel<kk>, smem);
+    conv1d_backward_kernel<kk>
+        <<<grid_of(D), kThreads, smem, ctx.stream>>>(dx, part, dy, x, w, D, accumulate);
+  });
   SL_CUDA_LAUNCHED();
   // The tiles' partial rows [B ttiles, C K] summed by colsum's two stages (8 row lanes a column,
   // chunks of >= 64 rows, then the chunks in order): deterministic, no atomics.
