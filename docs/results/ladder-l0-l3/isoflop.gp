@@ -13,8 +13,8 @@ set format y '%g'
 set title 'isoFLOP curves (C = 6ND) and compute-optimal frontier'
 set xrange [569429:2.39839e+07]
 set xtics ('1M' 1e+06, '2M' 2e+06, '3M' 3e+06, '5M' 5e+06, '10M' 1e+07, '20M' 2e+07)
-set yrange [0.459902:3.0047]
-set ytics ('0.5' 0.5, '1' 1, '2' 2, '3' 3)
+set yrange [0.460618:2.99795]
+set ytics ('0.5' 0.5, '0.6' 0.6, '0.8' 0.8, '1' 1, '1.2' 1.2, '1.5' 1.5, '2' 2, '2.5' 2.5)
 plot 'isoflop.dat' index 0 with lines lc 1 dt 1 lw 1.5 title 'dense, C = 2.2e+13 FLOPs', \
      'isoflop.dat' index 1 with lines lc 2 dt 1 lw 1.5 title 'dense, C = 3.1e+14 FLOPs', \
      'isoflop.dat' index 2 with lines lc 3 dt 1 lw 1.5 title 'dense, C = 4.3e+15 FLOPs', \

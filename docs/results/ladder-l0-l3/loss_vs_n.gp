@@ -13,7 +13,7 @@ set format y '%g'
 set title 'Final loss vs N (points: runs; lines: fitted laws, dense solid, hybrid dashed)'
 set xrange [569429:2.39839e+07]
 set xtics ('1M' 1e+06, '2M' 2e+06, '3M' 3e+06, '5M' 5e+06, '10M' 1e+07, '20M' 2e+07)
-set yrange [0.503187:2.4731]
+set yrange [0.50397:2.46754]
 set ytics ('0.6' 0.6, '0.8' 0.8, '1' 1, '1.2' 1.2, '1.5' 1.5, '2' 2)
 plot 'loss_vs_n.dat' index 0 with points pt 7 ps 1.2 lc 1 title 'dense, D/N = 5', \
      'loss_vs_n.dat' index 1 with lines lc 1 dt 1 notitle, \

@@ -6,7 +6,7 @@ set encoding utf8
 set grid xtics ytics mxtics mytics lc rgb '#dddddd'
 set key outside right top spacing 1.1 box lc rgb '#bbbbbb'
 set format x '10^{%L}'
-set yrange [0.514009:2.42688]
+set yrange [0.514808:2.42142]
 set ytics ('0.6' 0.6, '0.8' 0.8, '1' 1, '1.2' 1.2, '1.5' 1.5, '2' 2)
 set xrange [3.54987e+06:7.67479e+08]
 set xtics ('10M' 1e+07, '30M' 3e+07, '100M' 1e+08, '300M' 3e+08)

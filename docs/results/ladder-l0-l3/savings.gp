@@ -8,7 +8,7 @@ set key outside right top spacing 1.1 box lc rgb '#bbbbbb'
 set format x '10^{%L}'
 set logscale x
 set xrange [569429:1.05e+11]
-set yrange [0:14.2343]
+set yrange [0:12.8359]
 set xlabel 'non-embedding parameters N'
 set ylabel 'token savings S(N) = D_{dense} / D_{hybrid}'
 set title 'Token savings at L* = 0.7409 nats/token'
