@@ -197,9 +197,13 @@ void Model::init(uint64_t seed) {
 }
 
 std::vector<float> Model::get_params() const {
-  std::vector<float> host(buffer_n_);
-  be_.download(host.data(), params_);
+  std::vector<float> host;
+  get_params(host);
   return host;
+}
+void Model::get_params(std::vector<float>& host) const {
+  host.resize(static_cast<size_t>(buffer_n_));
+  be_.download(host.data(), params_);
 }
 void Model::set_params(const std::vector<float>& host) {
   SL_ASSERT(static_cast<int64_t>(host.size()) == buffer_n_);

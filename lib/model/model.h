@@ -70,6 +70,7 @@ class Model {
   // Host copies of the master parameters in table order, buffer_size() floats, the gaps zero
   // (checkpoints, export, tests).
   std::vector<float> get_params() const;
+  void get_params(std::vector<float>& host) const;  // into `host` (resized; its pages reused)
   void set_params(const std::vector<float>& host);
   // After the optimizer changed the master parameters: refresh the compute copy (a no-op when the
   // compute and master dtypes agree, as on the CPU).

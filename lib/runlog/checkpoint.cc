@@ -152,6 +152,11 @@ void write_checkpoint(const std::string& dir, const Checkpoint& c) {
   rename_durable(tmp, final_path);  // also fsyncs `dir`
 }
 
+bool checkpoint_write_may_overlap() {
+  hbool_t ts = 0;
+  return H5is_library_threadsafe(&ts) >= 0 && ts;
+}
+
 Checkpoint read_checkpoint(const std::string& dir) {
   const std::string path = checkpoint_path(dir);
   const std::string where = "checkpoint " + path;

@@ -44,5 +44,8 @@ std::string checkpoint_path(const std::string& dir);
 void write_checkpoint(const std::string& dir, const Checkpoint& c);
 Checkpoint read_checkpoint(const std::string& dir);
 bool checkpoint_exists(const std::string& dir);  // DIR/state.h5 exists (tmp files don't count)
+// Whether write_checkpoint may run on one thread while another uses HDF5 (a run log): true when
+// the HDF5 library was built thread-safe (one lock around every call), as Debian's is.
+bool checkpoint_write_may_overlap();
 
 }  // namespace sl

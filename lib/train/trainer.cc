@@ -10,12 +10,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/backend.h"
@@ -266,21 +269,31 @@ struct LeadLog {
   }
 };
 
-Checkpoint make_checkpoint(const Model& model, const AdamW& opt, const TrainConfig& cfg,
-                           int64_t step, const std::vector<int64_t>& reported,
-                           const std::string& init, double time_s, int64_t train_tokens,
-                           int64_t val_tokens) {
+// The host copy of the training state a checkpoint is made from: the master parameters and both
+// AdamW moments, each a flat buffer in the parameter table's layout (Model::buffer_size floats).
+struct HostState {
+  std::vector<float> p, m, v;
+  void fill(const Model& model, const AdamW& opt) {
+    model.get_params(p);
+    m.resize(p.size());
+    v.resize(p.size());
+    model.backend().download(m.data(), opt.m());
+    model.backend().download(v.data(), opt.v());
+  }
+};
+
+Checkpoint make_checkpoint(const std::vector<ParamInfo>& table, const HostState& h,
+                           const TrainConfig& cfg, int64_t step,
+                           const std::vector<int64_t>& reported, const std::string& init,
+                           double time_s, int64_t train_tokens, int64_t val_tokens) {
   Checkpoint c;
-  std::vector<float> p = model.get_params(), m(p.size()), v(p.size());
-  model.backend().download(m.data(), opt.m());
-  model.backend().download(v.data(), opt.v());
-  for (const ParamInfo& info : model.params()) {
+  for (const ParamInfo& info : table) {
     auto slice = [&](const std::vector<float>& all) {
       return std::vector<float>(all.begin() + info.offset, all.begin() + info.offset + info.numel);
     };
-    c.arrays["param:" + info.name] = slice(p);
-    c.arrays["adam_m:" + info.name] = slice(m);
-    c.arrays["adam_v:" + info.name] = slice(v);
+    c.arrays["param:" + info.name] = slice(h.p);
+    c.arrays["adam_m:" + info.name] = slice(h.m);
+    c.arrays["adam_v:" + info.name] = slice(h.v);
   }
   c.ints["step"] = step;
   c.ints["tokens"] = step * cfg.tokens_per_step();
@@ -599,25 +612,63 @@ class Evaluator final : public Hook {
 // of `step` exists: a kill at any instant then leaves a log that reaches at least the checkpoint,
 // and a resume keeps the rows <= the checkpoint's step and retrains the rest (no gap, no step
 // logged twice).
+//
+// The file is made and written on a thread of its own while the trainer goes on: on one H200 the
+// hybrid L3 run (16.2M parameters, a 194 MB state.h5) lost ~0.8 s to each checkpoint, 500 steps
+// of 28 ms apart (~6% of the run), most of it copies into fresh pages, the CRCs and the fsync.
+// The trainer only copies the state to host buffers (kept across checkpoints, so their pages stay
+// mapped) after the log's flush. One write is in flight at most: the next checkpoint, and
+// whatever ends the run (finish()), waits for it first and rethrows its error, so a full disk
+// still ends the run with its one line, and the orders above hold (the rows of `step` durable
+// before its checkpoint exists; the previous checkpoint intact until the rename). Where HDF5 is
+// not thread-safe the write stays on the trainer's thread.
 class Checkpointer final : public Hook {
  public:
   Checkpointer(Loop& loop, std::string init, int64_t train_tokens, int64_t val_tokens)
-      : loop_(loop), init_(std::move(init)), train_tokens_(train_tokens), val_tokens_(val_tokens) {}
+      : loop_(loop),
+        init_(std::move(init)),
+        train_tokens_(train_tokens),
+        val_tokens_(val_tokens),
+        overlap_(checkpoint_write_may_overlap()) {}
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+  // Unwinding from another error: the write in flight completes (or fails) unreported.
+  ~Checkpointer() {
+    if (worker_.joinable()) worker_.join();
+  }
 
   // The state after loop.step steps (drained) into `dir`.
   void write(const std::string& dir) {
+    finish();
     const double time_s = loop_.elapsed();
     if (!loop_.lead) return;
     loop_.log.flush();
     // The test hook's points are those of the rolling checkpoint (tests/cli/test_reliability.cc).
     const bool rolling = dir == loop_.ckpt_dir;
-    if (rolling) crash_point("before_checkpoint", loop_.step);
-    write_checkpoint(
-        dir, make_checkpoint(loop_.model, loop_.opt, loop_.cfg, loop_.step, loop_.reported, init_,
-                             time_s, train_tokens_, val_tokens_));
-    if (rolling) crash_point("after_checkpoint", loop_.step);
+    const int64_t step = loop_.step;
+    if (rolling) crash_point("before_checkpoint", step);
+    host_.fill(loop_.model, loop_.opt);
+    auto job = [this, dir, rolling, step, time_s, reported = loop_.reported] {
+      write_checkpoint(dir, make_checkpoint(loop_.model.params(), host_, loop_.cfg, step, reported,
+                                            init_, time_s, train_tokens_, val_tokens_));
+      if (rolling) crash_point("after_checkpoint", step);
+    };
+    if (!overlap_) return job();
+    worker_ = std::thread([this, job] {
+      try {
+        job();
+      } catch (...) {
+        error_ = std::current_exception();
+      }
+    });
   }
   void write_rolling() { write(loop_.ckpt_dir); }
+
+  // Waits for the write in flight; rethrows its error.
+  void finish() {
+    if (worker_.joinable()) worker_.join();
+    if (std::exception_ptr e = std::exchange(error_, nullptr)) std::rethrow_exception(e);
+  }
 
   Verdict after_step(Loop& l) override {
     if (l.step % l.cfg.checkpoint_every != 0 && l.step != l.total) return {};
@@ -631,6 +682,10 @@ class Checkpointer final : public Hook {
   Loop& loop_;
   const std::string init_;  // "seed" or "hf <dir>" (make_checkpoint)
   const int64_t train_tokens_, val_tokens_;
+  const bool overlap_;        // write on worker_ (HDF5 is thread-safe)
+  HostState host_;            // the state being written; refilled only after finish()
+  std::thread worker_;        // the write in flight, if any
+  std::exception_ptr error_;  // its failure, set before worker_ ends
 };
 
 // The stop signals (install_stop_handlers): at the top of a step the run checkpoints, ends with
@@ -650,6 +705,7 @@ class StopWatcher final : public Hook {
     if (!requested()) return {};
     if (const int rc = l.drain()) return Verdict::end(rc);
     ckpt_.write_rolling();
+    ckpt_.finish();  // durable before the log says preempted and the process exits
     l.log.set_status("preempted");
     l.log.close();
     if (l.lead)
@@ -1081,9 +1137,10 @@ int run(const TrainConfig& cfg, const TrainOptions& opts, RunLock& lock, LeadLog
                     checkpointer, stop);
   EpochNotice epochs(train);
   NanInjector nan;
-  if (const std::optional<int> rc =
-          loop.run({&stop, &brancher, &epochs, &nan}, {&evaluator, &brancher, &checkpointer}))
-    return *rc;
+  const std::optional<int> rc =
+      loop.run({&stop, &brancher, &epochs, &nan}, {&evaluator, &brancher, &checkpointer});
+  checkpointer.finish();  // the last checkpoint durable (or its error thrown) before the status
+  if (rc) return *rc;
   log.set_status("completed");
   log.close();
   if (say)
