@@ -37,7 +37,7 @@ std::vector<int64_t> attention_requests(const ModelSpec& s, int64_t B, int64_t T
 // Delta, [B, T, H, v_h] fp32 (the forward's only request); A, KKE and Tinv in gdn_backward
 // followed by its phase (a) arrays, the state gradients [B, H, ceil(T / 64), k_h, v_h] and dX
 // [B, T, H, v_h] (together rounded up to a multiple of 4 floats), then M, fp32. Then
-// conv1d_silu_backward's dw partials [B ceil(T / 128), C K] fp32 (conv1d.cu), for the q|k
+// conv1d_silu_backward's dw partials [B ceil(T / 64), C K] fp32 (conv1d.cu), for the q|k
 // channels (C = 2 H k_h) and then the v channels (C = H v_h): the block convolves them apart.
 int64_t gdn_prep_bytes(const ModelSpec& s, int64_t B, int64_t T) {
   return B * s.n_heads * ((T + 63) / 64) * 64 * 64 * kF32;
@@ -52,7 +52,7 @@ int64_t gdn_forward_request(const ModelSpec& s, int64_t B, int64_t T) {
 std::vector<int64_t> gdn_requests(const ModelSpec& s, int64_t B, int64_t T) {
   const int64_t H = s.n_heads, dk = s.gdn_key_dim, dv = s.gdn_value_dim;
   const int64_t dstates = B * H * ((T + 63) / 64) * dk * dv, dx = B * T * H * dv;
-  const int64_t per_channel = B * ((T + 127) / 128) * s.conv_kernel * kF32;
+  const int64_t per_channel = B * ((T + 63) / 64) * s.conv_kernel * kF32;
   return {3 * gdn_prep_bytes(s, B, T) + (dstates + dx + 3) / 4 * 4 * kF32 + gdn_wy_bytes(s, B, T),
           per_channel * 2 * H * dk, per_channel * H * dv};
 }

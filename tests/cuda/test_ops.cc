@@ -604,14 +604,16 @@ BOOST_AUTO_TEST_CASE(conv1d_matches_cpu) {
   // The model's K = 4; T = 1 (only the zero history); K = 3 and K = 8 (the largest the GPU
   // kernel takes), T shorter than a 128-step tile; ldx = C + 13: staged element by element; C and
   // ldx multiples of 8: by 16-byte pieces, with C not a multiple of the 64-channel tile (1048),
-  // and T over three tiles with a tail, C two tiles and a part chunk (300, 140).
+  // and T over several tiles with a tail, C two tiles and a part chunk (300, 140); T at a
+  // backward tile's edges (64, 65) and a forward tile's (128).
   struct Cfg {
     int64_t B, T, C, K, ldx_extra = 13;
   };
-  for (Cfg cfg : {Cfg{2, 77, 40, 4}, Cfg{2, 1, 40, 4}, Cfg{1, 20, 33, 3}, Cfg{1, 45, 16, 8},
-                  Cfg{2, 77, 40, 4, 8}, Cfg{2, 1, 16, 4, 0}, Cfg{1, 70, 1048, 4, 24},
-                  Cfg{1, 20, 32, 3, 0}, Cfg{1, 45, 16, 2, 8}, Cfg{1, 33, 8, 1, 0},
-                  Cfg{2, 300, 136, 4, 8}, Cfg{1, 300, 140, 4, 4}}) {
+  for (Cfg cfg :
+       {Cfg{2, 77, 40, 4}, Cfg{2, 1, 40, 4}, Cfg{1, 20, 33, 3}, Cfg{1, 45, 16, 8},
+        Cfg{2, 77, 40, 4, 8}, Cfg{2, 1, 16, 4, 0}, Cfg{1, 70, 1048, 4, 24}, Cfg{1, 20, 32, 3, 0},
+        Cfg{1, 45, 16, 2, 8}, Cfg{1, 33, 8, 1, 0}, Cfg{2, 300, 136, 4, 8}, Cfg{1, 300, 140, 4, 4},
+        Cfg{2, 64, 72, 4, 0}, Cfg{1, 65, 200, 4, 8}, Cfg{1, 128, 64, 3, 0}}) {
     const int64_t B = cfg.B, T = cfg.T, C = cfg.C, K = cfg.K, ldx = C + cfg.ldx_extra;
     const std::string tag = " (T=" + std::to_string(T) + " K=" + std::to_string(K) +
                             " C=" + std::to_string(C) + " ldx=" + std::to_string(ldx) + ")";

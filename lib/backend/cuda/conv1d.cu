@@ -4,18 +4,20 @@
 //   dx[b,s,c] += sum_j w[c,j] dz[b, s+K-1-j, c]   (s+K-1-j < T),
 //   dw[c,j]   += sum_{b,t} dz[b,t,c] x[b, t-K+1+j, c].
 //
-// A block takes a tile of 128 time steps of one sequence x 64 channels and first stages what the
-// tile reads into shared memory with cp.async (x with its K - 1 steps of history, and in the
-// backward dy and x K - 1 steps further), all of it in flight at once: the previous version, a
-// thread sliding along 32 time steps with one memory round trip a step, ran at ~8x its byte
-// floor (latency-bound, 165 registers, three blocks a SM; docs/PERFORMANCE.md). A thread then
-// owns 8 channels x 8 time steps of the tile and reads its windows from shared memory; the
-// backward's dz for the 8 steps and the K - 1 after them (dx of the last steps needs them) sit
-// in a ring of K slots indexed at compile time (the loop is unrolled). dw: each thread's share
-// over its 8 steps, summed over the block's 16 row groups in order, one row a tile, and the rows
-// summed by colsum: deterministic, no atomics. Staging is by 16-byte pieces where the tensor's
-// base and row stride allow it and the piece lies inside C, else element by element; zeros
-// outside [0, T) x [0, C) (the causal history, and dz = 0 past T).
+// Both directions stage a tile of one sequence x 64 channels into shared memory with cp.async
+// (x with its K - 1 steps of history, and in the backward dy and x K - 1 steps further), all of it
+// in flight at once (a thread sliding along time steps with one memory round trip a step ran at
+// ~8x its byte floor; docs/PERFORMANCE.md). Forward: 128 steps a tile, a thread 8 channels x 8
+// steps, its windows read from shared memory. Backward, in two passes over a 64-step tile (4
+// channels x 8 steps a thread: ~80 registers and 35 KB a block, six blocks a SM, where the
+// one-pass version's 159 registers left three): (1) dz = dy silu'(z) once a row into a shared
+// fp32 tile, the x window sliding in registers (each staged x row read once a thread) and the
+// thread's dw share summed from the same window; the last row group also takes the K - 1 rows
+// after the tile, which the dx of its last steps needs; (2) dx from the dz tile, again a sliding
+// window. dw: the block's 8 row groups summed in order into one row a tile, the rows summed by
+// colsum: deterministic, no atomics. Staging is by 16-byte pieces where the tensor's base and
+// row stride allow it and the piece lies inside C, else element by element; zeros outside [0, T)
+// x [0, C) (the causal history, and dz = 0 past T).
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -29,15 +31,24 @@ namespace {
 
 constexpr int kMaxK = 8;  // largest kernel supported (the model's is 4)
 constexpr int kThreads = 128;
-// A block's tile: kTileT time steps of one sequence x kTileC channels. Thread (q, g) = (tid % 8,
-// tid / 8) owns channels 8 q .. 8 q + 8 of the tile and its time steps kSteps g .. + kSteps.
-constexpr int kTileC = 64, kGroups = kThreads / (kTileC / 8), kSteps = 8, kTileT = kGroups * kSteps;
-static_assert(kTileT == 128);
+constexpr int kTileC = 64;  // channels a tile, both directions
+// Forward tile: kTileT steps; thread (q, g) = (tid % 8, tid / 8) owns channels 8 q .. 8 q + 8 and
+// steps kSteps g .. + kSteps. Backward tile: kBTileT steps; thread (q, g) = (tid % 16, tid / 16)
+// owns channels 4 q .. 4 q + 4 and steps kSteps g .. + kSteps.
+constexpr int kSteps = 8;
+constexpr int kV = 8, kGroups = kThreads / (kTileC / kV), kTileT = kGroups * kSteps;
+constexpr int kBV = 4, kBGroups = kThreads / (kTileC / kBV), kBTileT = kBGroups * kSteps;
+static_assert(kTileT == 128 && kBTileT == 64);
+// The backward's blocks a SM: at K <= 4 its 35 KB of shared memory (bf16) allow six, and 80
+// registers a thread (six blocks of 128 in 64K) keep them resident; the longer windows of larger
+// K (not the model's) would spill at 80: four blocks, up to 128 registers.
+constexpr int bwd_blocks_per_sm(int K) { return K <= 4 ? 6 : 4; }
 
 struct ConvDims {
   int64_t ldx, B;
   int T, C, K;
-  int ctiles, ttiles;  // ceil(C / kTileC), ceil(T / kTileT)
+  int tile_t;          // time steps a tile (kTileT forward, kBTileT backward)
+  int ctiles, ttiles;  // ceil(C / kTileC), ceil(T / tile_t)
   bool vx, vy, vdy;    // 16-byte paths of x, the output (y or dx) and dy: base aligned, row
                        // stride a multiple of 8
 };
@@ -51,7 +62,7 @@ struct TileAt {
     const int64_t blk = blockIdx.x;
     c0 = static_cast<int>(blk % D.ctiles) * kTileC;
     const int64_t r = blk / D.ctiles;
-    t0 = static_cast<int>(r % D.ttiles) * kTileT;
+    t0 = static_cast<int>(r % D.ttiles) * D.tile_t;
     b = r / D.ttiles;
   }
 };
@@ -84,69 +95,113 @@ __device__ inline void stage(char* s, DPtr p, int64_t ld, const ConvDims& D, con
   }
 }
 
-// Eight channels 8 q .. of staged row r as fp32.
-__device__ inline void row8(const char* s, bool bf, int r, int q, float (&v)[8]) {
+// V channels V q .. V q + V of staged row r as fp32 (V = 8 or 4: one 16- or 8-byte access of bf16,
+// two or one of fp32).
+template <int V>
+__device__ inline void rowv(const char* s, bool bf, int r, int q, float (&v)[V]) {
+  const int e0 = r * kTileC + V * q;
   if (bf) {
-    const uint4 u = *reinterpret_cast<const uint4*>(s + (r * kTileC + 8 * q) * 2);
-    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+    unsigned w[V / 2];
+    ld_words<2 * V, false>(s + 2 * e0, w);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
+    for (int e = 0; e < V / 2; ++e) {
       v[2 * e] = __uint_as_float(w[e] << 16);
       v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
     }
   } else {
-    const float4* f = reinterpret_cast<const float4*>(s + (r * kTileC + 8 * q) * 4);
-    const float4 a = f[0], c = f[1];
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = c.x, v[5] = c.y, v[6] = c.z, v[7] = c.w;
+    unsigned w[V];
+    ld_words<16, false>(s + 4 * e0, w);
+#pragma unroll
+    for (int e = 0; e < V; ++e) v[e] = __uint_as_float(w[e]);
   }
 }
 
 // wt[j][v] = w[c + v, j] (0 past C).
-template <int K>
-__device__ inline void weights(const ConvDims& D, DPtr w, int c, float (&wt)[K][8]) {
+template <int K, int V>
+__device__ inline void weights(const ConvDims& D, DPtr w, int c, float (&wt)[K][V]) {
 #pragma unroll
   for (int j = 0; j < K; ++j)
 #pragma unroll
-    for (int v = 0; v < 8; ++v) wt[j][v] = c + v < D.C ? w.ld(int64_t{c + v} * K + j) : 0.f;
+    for (int v = 0; v < V; ++v) wt[j][v] = c + v < D.C ? w.ld(int64_t{c + v} * K + j) : 0.f;
 }
 
 // z at staged x row u (time t0 + u; x row u + j holds time t0 + u - K + 1 + j).
 template <int K>
-__device__ inline void conv_at(const char* xs, bool bf, int u, int q, const float (&wt)[K][8],
-                               float (&z)[8]) {
+__device__ inline void conv_at(const char* xs, bool bf, int u, int q, const float (&wt)[K][kV],
+                               float (&z)[kV]) {
 #pragma unroll
-  for (int v = 0; v < 8; ++v) z[v] = 0.f;
+  for (int v = 0; v < kV; ++v) z[v] = 0.f;
 #pragma unroll
   for (int j = 0; j < K; ++j) {
-    float x[8];
-    row8(xs, bf, u + j, q, x);
+    float x[kV];
+    rowv(xs, bf, u + j, q, x);
 #pragma unroll
-    for (int v = 0; v < 8; ++v) z[v] += wt[j][v] * x[v];
+    for (int v = 0; v < kV; ++v) z[v] += wt[j][v] * x[v];
   }
 }
 
-// Eight channels c .. c + 8 of row `at` of p, where inside C: one 16-byte access when vec and
-// the chunk is whole.
-__device__ inline void put8(DPtr p, int64_t at, int c, int C, bool vec, const float (&o)[8]) {
-  if (vec && c + 8 <= C) {
-    st8(p, at, o);
+// V channels c .. c + V of row `at` of p, where inside C: one access of V elements when vec and
+// the chunk is whole (16 bytes, or 8 for four bf16), else element by element.
+template <int V>
+__device__ inline void putv(DPtr p, int64_t at, int c, int C, bool vec, const float (&o)[V]) {
+  if (vec && c + V <= C) {
+    if (p.bf) {
+      unsigned w[V / 2];
+#pragma unroll
+      for (int e = 0; e < V / 2; ++e) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(o[2 * e], o[2 * e + 1]);
+        w[e] = *reinterpret_cast<const unsigned*>(&h);
+      }
+      st_words<2 * V>(static_cast<__nv_bfloat16*>(p.p) + at, w);
+    } else {
+      unsigned w[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) w[e] = __float_as_uint(o[e]);
+      st_words<16>(static_cast<float*>(p.p) + at, w);
+    }
   } else {
 #pragma unroll
-    for (int v = 0; v < 8; ++v)
+    for (int v = 0; v < V; ++v)
       if (c + v < C) p.st(at + v, o[v]);
   }
 }
-__device__ inline void get8(DPtr p, int64_t at, int c, int C, bool vec, float (&o)[8]) {
-  if (vec && c + 8 <= C) {
-    ld8(p, at, o);
+template <int V>
+__device__ inline void getv(DPtr p, int64_t at, int c, int C, bool vec, float (&o)[V]) {
+  if (vec && c + V <= C) {
+    if (p.bf) {
+      unsigned w[V / 2];
+      ld_words<2 * V, false>(static_cast<const __nv_bfloat16*>(p.p) + at, w);
+#pragma unroll
+      for (int e = 0; e < V / 2; ++e) {
+        o[2 * e] = __uint_as_float(w[e] << 16);
+        o[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+      }
+    } else {
+      unsigned w[V];
+      ld_words<16, false>(static_cast<const float*>(p.p) + at, w);
+#pragma unroll
+      for (int e = 0; e < V; ++e) o[e] = __uint_as_float(w[e]);
+    }
   } else {
 #pragma unroll
-    for (int v = 0; v < 8; ++v) o[v] = c + v < C ? p.ld(at + v) : 0.f;
+    for (int v = 0; v < V; ++v) o[v] = c + v < C ? p.ld(at + v) : 0.f;
   }
 }
 
-// Staged x: rows t0 - K + 1 .. t0 + kTileT (+ K - 1 more in the backward).
-__host__ __device__ inline int x_rows(int K, bool bwd) { return kTileT + (bwd ? 2 : 1) * (K - 1); }
+// Staged x: rows t0 - K + 1 .. t0 + tile_t (+ K - 1 more in the backward).
+__host__ __device__ constexpr int x_rows(int K, bool bwd) {
+  return (bwd ? kBTileT : kTileT) + (bwd ? 2 : 1) * (K - 1);
+}
+// The backward's shared memory: the staged x and dy tiles (whose space the dw reduction reuses,
+// [kBGroups][K][kTileC] floats), then the dz tile [kBTileT + K - 1][kTileC] fp32.
+__host__ __device__ constexpr int bwd_staged_bytes(int K, int xb, int yb) {
+  const int tiles = (x_rows(K, true) * xb + (kBTileT + K - 1) * yb) * kTileC,
+            red = kBGroups * K * kTileC * 4;
+  return ((tiles > red ? tiles : red) + 15) / 16 * 16;
+}
+__host__ __device__ constexpr int bwd_smem_bytes(int K, int xb, int yb) {
+  return bwd_staged_bytes(K, xb, yb) + (kBTileT + K - 1) * kTileC * 4;
+}
 
 template <int K>
 __global__ void __launch_bounds__(kThreads)
@@ -155,9 +210,9 @@ __global__ void __launch_bounds__(kThreads)
   const TileAt at(D);
   stage(smc, x, D.ldx, D, at, -(K - 1), x_rows(K, false), D.vx);
   cp_async_commit();
-  const int q = threadIdx.x % 8, g = threadIdx.x / 8, c = at.c0 + 8 * q;
-  float wt[K][8];
-  weights<K>(D, w, c, wt);
+  const int q = threadIdx.x % (kTileC / kV), g = threadIdx.x / (kTileC / kV), c = at.c0 + kV * q;
+  float wt[K][kV];
+  weights(D, w, c, wt);
   cp_async_wait<0>();
   __syncthreads();
   if (c >= D.C) return;
@@ -165,91 +220,122 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < kSteps; ++i) {
     const int u = g * kSteps + i, t = at.t0 + u;
     if (t >= D.T) break;
-    float z[8];
+    float z[kV];
     conv_at<K>(smc, x.bf, u, q, wt, z);
 #pragma unroll
-    for (int v = 0; v < 8; ++v) z[v] = siluf_(z[v]);
-    put8(y, (at.b * D.T + t) * D.C + c, c, D.C, D.vy, z);
+    for (int v = 0; v < kV; ++v) z[v] = siluf_(z[v]);
+    putv(y, (at.b * D.T + t) * D.C + c, c, D.C, D.vy, z);
   }
 }
 
 // dw_part: [B ttiles, C K], the tile's share of dw in row b ttiles + its time tile, or null.
-// dx (=|+=). Each thread computes dz for its kSteps rows and the K - 1 after them (dx of its
-// last rows needs them; dz = 0 past T, as dy is staged as 0 there), keeping the last K in a ring
-// whose slot (u - first) mod K is a compile-time index (the loop is unrolled).
+// dx (=|+=). The two passes of the header, with the windows as rings of K slots whose index is
+// known at compile time (the loops are unrolled): slot (i + m) mod K holds row u0 + i + m.
 template <int K>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, bwd_blocks_per_sm(K))
     conv1d_backward_kernel(DPtr dx, float* dw_part, DPtr dy, DPtr x, DPtr w, ConvDims D, bool acc) {
   extern __shared__ __align__(16) char smc[];
   const TileAt at(D);
-  const int nx = x_rows(K, true);
+  constexpr int nd = kBTileT + K - 1;  // dz rows: times t0 .. t0 + nd
   char* xs = smc;
-  char* dys = smc + nx * kTileC * (x.bf ? 2 : 4);
-  stage(xs, x, D.ldx, D, at, -(K - 1), nx, D.vx);
-  stage(dys, dy, D.C, D, at, 0, kTileT + K - 1, D.vdy);
+  char* dys = smc + x_rows(K, true) * kTileC * (x.bf ? 2 : 4);
+  float* dzs = reinterpret_cast<float*>(smc + bwd_staged_bytes(K, x.bf ? 2 : 4, dy.bf ? 2 : 4));
+  stage(xs, x, D.ldx, D, at, -(K - 1), x_rows(K, true), D.vx);
+  stage(dys, dy, D.C, D, at, 0, nd, D.vdy);
   cp_async_commit();
-  const int q = threadIdx.x % 8, g = threadIdx.x / 8, c = at.c0 + 8 * q;
-  float wt[K][8], dzr[K][8], dwa[K][8] = {};
-  weights<K>(D, w, c, wt);
+  const int q = threadIdx.x % (kTileC / kBV), g = threadIdx.x / (kTileC / kBV), c = at.c0 + kBV * q,
+            u0 = g * kSteps;
+  float wt[K][kBV], dwa[K][kBV] = {};
+  weights(D, w, c, wt);
   cp_async_wait<0>();
   __syncthreads();
+
+  // (1) dz[u] = dy[u] silu'(z[u]), z[u] = sum_j w[j] x row u + j; dw[j] += dz[u] x row u + j for
+  // the tile's own rows. Channels past C have x, w and dy staged as 0: dz 0 there.
+  {
+    float xw[K][kBV];
 #pragma unroll
-  for (int i = 0; i < kSteps + K - 1; ++i) {
-    const int u = g * kSteps + i;  // staged dy row, time t0 + u
-    float z[8], d[8];
-    conv_at<K>(xs, x.bf, u, q, wt, z);
-    row8(dys, dy.bf, u, q, d);
+    for (int m = 0; m < K - 1; ++m) rowv(xs, x.bf, u0 + m, q, xw[m]);
 #pragma unroll
-    for (int v = 0; v < 8; ++v) dzr[i % K][v] = d[v] * silu_gradf_(z[v]);
-    if (i < kSteps) {
-#pragma unroll
-      for (int j = 0; j < K; ++j) {  // dw[c, j] += dz[u] x[u - K + 1 + j] (x row u + j)
-        float xv[8];
-        row8(xs, x.bf, u + j, q, xv);
-#pragma unroll
-        for (int v = 0; v < 8; ++v) dwa[j][v] += dzr[i % K][v] * xv[v];
-      }
-    }
-    // dx[s] = sum_j w[c, j] dz[s + K - 1 - j] for s = u - K + 1: dz[u - j] in slot (i - j) mod K.
-    const int s = u - (K - 1), ts = at.t0 + s;
-    if (dx && i >= K - 1 && ts < D.T && c < D.C) {
-      const int64_t o_at = (at.b * D.T + ts) * D.ldx + c;
-      float o[8] = {};
-      if (acc) get8(dx, o_at, c, D.C, D.vy, o);
+    for (int i = 0; i < kSteps + K - 1; ++i) {
+      if (i >= kSteps && g != kBGroups - 1) break;
+      const int u = u0 + i;
+      rowv(xs, x.bf, u + K - 1, q, xw[(i + K - 1) % K]);
+      float z[kBV] = {}, d[kBV], dz[kBV];
 #pragma unroll
       for (int j = 0; j < K; ++j)
 #pragma unroll
-        for (int v = 0; v < 8; ++v) o[v] += wt[j][v] * dzr[(i - j + K) % K][v];
-      put8(dx, o_at, c, D.C, D.vy, o);
+        for (int v = 0; v < kBV; ++v) z[v] += wt[j][v] * xw[(i + j) % K][v];
+      rowv(dys, dy.bf, u, q, d);
+#pragma unroll
+      for (int v = 0; v < kBV; ++v) dz[v] = d[v] * silu_gradf_(z[v]);
+      if (i < kSteps) {
+#pragma unroll
+        for (int j = 0; j < K; ++j)
+#pragma unroll
+          for (int v = 0; v < kBV; ++v) dwa[j][v] += dz[v] * xw[(i + j) % K][v];
+      }
+      *reinterpret_cast<float4*>(dzs + u * kTileC + kBV * q) =
+          make_float4(dz[0], dz[1], dz[2], dz[3]);
+    }
+  }
+  __syncthreads();
+
+  // (2) dx[s] = sum_j w[j] dz[s + K - 1 - j], dz rows s .. s + K - 1 in the ring.
+  if (dx && c < D.C) {
+    float zw[K][kBV];
+    auto dz_row = [&](int r, float(&v)[kBV]) {
+      const float4 f = *reinterpret_cast<const float4*>(dzs + r * kTileC + kBV * q);
+      v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    };
+#pragma unroll
+    for (int m = 0; m < K - 1; ++m) dz_row(u0 + m, zw[m]);
+#pragma unroll
+    for (int i = 0; i < kSteps; ++i) {
+      const int s = u0 + i, ts = at.t0 + s;
+      if (ts >= D.T) break;
+      dz_row(s + K - 1, zw[(i + K - 1) % K]);
+      const int64_t o_at = (at.b * D.T + ts) * D.ldx + c;
+      float o[kBV] = {};
+      if (acc) getv(dx, o_at, c, D.C, D.vy, o);
+#pragma unroll
+      for (int j = 0; j < K; ++j)
+#pragma unroll
+        for (int v = 0; v < kBV; ++v) o[v] += wt[j][v] * zw[(i + K - 1 - j) % K][v];
+      putv(dx, o_at, c, D.C, D.vy, o);
     }
   }
   if (!dw_part) return;
-  // The block's dw: the 16 row groups' sums, in group order, over the spent tiles.
-  __syncthreads();
-  float* red = reinterpret_cast<float*>(smc);  // [kGroups][kTileC K]
+
+  // The block's dw: the row groups' sums, in group order. red [kBGroups][K][kTileC] over the
+  // staged x and dy, which pass (1) was the last to read (the barrier above).
+  float* red = reinterpret_cast<float*>(smc);
 #pragma unroll
   for (int j = 0; j < K; ++j)
-#pragma unroll
-    for (int v = 0; v < 8; ++v) red[g * kTileC * K + (8 * q + v) * K + j] = dwa[j][v];
+    *reinterpret_cast<float4*>(red + (g * K + j) * kTileC + kBV * q) =
+        make_float4(dwa[j][0], dwa[j][1], dwa[j][2], dwa[j][3]);
   __syncthreads();
-  float* row = dw_part + (at.b * D.ttiles + at.t0 / kTileT) * D.C * K + int64_t{at.c0} * K;
-  const int ncol = min(kTileC, D.C - at.c0) * K;
-  for (int e = threadIdx.x; e < ncol; e += kThreads) {
+  float* row = dw_part + (at.b * D.ttiles + at.t0 / kBTileT) * D.C * K + int64_t{at.c0} * K;
+  const int ncl = min(kTileC, D.C - at.c0);
+  for (int e = threadIdx.x; e < ncl * K; e += kThreads) {
+    const int j = e / ncl, cl = e % ncl;  // dw_part column (c0 + cl) K + j
     float t = 0.f;
-    for (int r = 0; r < kGroups; ++r) t += red[r * kTileC * K + e];
-    row[e] = t;
+    for (int r = 0; r < kBGroups; ++r) t += red[(r * K + j) * kTileC + cl];
+    row[cl * K + j] = t;
   }
 }
 
 // out: y (row stride C) in the forward, dx (row stride ldx) in the backward.
 ConvDims dims(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, DPtr x, DPtr out,
-              int64_t ldo, DPtr dy, const char* what) {
+              int64_t ldo, DPtr dy, bool bwd) {
+  const char* what = bwd ? "backward" : "forward";
+  const int tile_t = bwd ? kBTileT : kTileT;
   if (K < 1 || K > kMaxK)
     fail(std::string("cuda conv1d_silu_") + what + ": kernel size " + std::to_string(K) +
          " not supported (1.." + std::to_string(kMaxK) + ")");
   if (T > (int64_t{1} << 30) || C > (int64_t{1} << 30))
     fail(std::string("cuda conv1d_silu_") + what + ": T or C too large");
-  const int64_t ctiles = (C + kTileC - 1) / kTileC, ttiles = (T + kTileT - 1) / kTileT;
+  const int64_t ctiles = (C + kTileC - 1) / kTileC, ttiles = (T + tile_t - 1) / tile_t;
   if (B * ctiles * ttiles > (int64_t{1} << 31) - 1)
     fail(std::string("cuda conv1d_silu_") + what + ": B * T * C too large");
   return {ldx,
@@ -257,6 +343,7 @@ ConvDims dims(int64_t B, int64_t T, int64_t C, int64_t K, int64_t ldx, DPtr x, D
           static_cast<int>(T),
           static_cast<int>(C),
           static_cast<int>(K),
+          tile_t,
           static_cast<int>(ctiles),
           static_cast<int>(ttiles),
           ldx % 8 == 0 && vec8_ok({x}),
@@ -290,7 +377,7 @@ void CudaBackend::conv1d_silu_forward(Tensor y_t, Tensor x_t, Tensor w_t, const 
   const char* op = "conv1d_silu_forward";
   const DPtr y = dptr(y_t, op, "y"), x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   if (B * T * C <= 0) return;
-  const ConvDims D = dims(B, T, C, K, ldx, x, y, C, DPtr{}, "forward");
+  const ConvDims D = dims(B, T, C, K, ldx, x, y, C, DPtr{}, false);
   const cudaStream_t st = cuda_ctx().stream;
   const size_t smem = static_cast<size_t>(x_rows(D.K, false)) * kTileC * (x.bf ? 2 : 4);
   with_k(D.K, [&](auto kk) {
@@ -308,13 +395,10 @@ void CudaBackend::conv1d_silu_backward(Tensor dx_t, Tensor dw_t, Tensor dy_t, Te
              x = dptr(x_t, op, "x"), w = dptr(w_t, op, "w");
   Ctx& ctx = cuda_ctx();
   if (B * T * C <= 0 || (!dx && !dw)) return;
-  const ConvDims D = dims(B, T, C, K, ldx, x, dx, ldx, dy, "backward");
+  const ConvDims D = dims(B, T, C, K, ldx, x, dx, ldx, dy, true);
   const int64_t nrows = B * D.ttiles, ncols = C * K;
   float* part = dw ? ctx.work->get_as<float>(static_cast<size_t>(nrows * ncols)) : nullptr;
-  // The staged x and dy tiles; the dw reduction reuses them ([kGroups][kTileC K] floats).
-  const size_t tiles = static_cast<size_t>(x_rows(D.K, true)) * kTileC * (x.bf ? 2 : 4) +
-                       static_cast<size_t>(kTileT + D.K - 1) * kTileC * (dy.bf ? 2 : 4);
-  const size_t smem = std::max(tiles, sizeof(float) * kGroups * kTileC * D.K);
+  const size_t smem = static_cast<size_t>(bwd_smem_bytes(D.K, x.bf ? 2 : 4, dy.bf ? 2 : 4));
   with_k(D.K, [&](auto kk) {
     smem_opt_in(conv1d_backward_kernel<kk>, smem);
     conv1d_backward_kernel<kk>
