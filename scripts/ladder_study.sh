@@ -133,7 +133,10 @@ dirty="$(git -C "$root" status --porcelain --untracked-files=no -- . ":(exclude)
   echo "figures:   $rendered rendered (.png); without gnuplot only the .gp and .dat files"
   echo "savings:   (in a directory holding only sweep.csv) scalinglab ${fit_args[*]} -> $repro savings.json"
 } >"$dest/provenance.txt"
-sed -i "s|$root/||g" "$dest/provenance.txt" "$dest/study.log"
+# Paths relative to the repository root in everything committed (the report, the fits and the
+# logs name the sweep and the runs by where this checkout happens to be).
+sed -i "s|$root/||g" "$dest/provenance.txt" "$dest/study.log" "$dest/report.md" "$dest/params.tex" \
+  "$dest/savings.json" "$dest"/fit_*.json
 cat "$dest/provenance.txt"
 [ "$repro" = reproduced ] || echo "ladder_study.sh: warning: fit savings on sweep.csv differs from savings.json" >&2
 echo "copied to $dest; review it, then commit it"
