@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,6 +34,9 @@ struct StudyArgs {
   int jobs = 1, threads = 0, gpus = 0, per_gpu = 1;
   double gpu_mem = 0;  // GiB per GPU for the packing (0: nvidia-smi's)
   std::string bench;   // bench --json rates for the run order ("": by FLOPs)
+  // Seconds between progress lines while no run ends (0: a line only as runs end): a study's
+  // last, largest run may train alone for many minutes, its ETA going stale meanwhile.
+  double progress_every = 60;
   report::ReportOptions report;
 };
 
@@ -85,22 +89,29 @@ int launch(const StudyArgs& a, const std::string& dir, const std::vector<sweep::
   so.new_process_group = true;
   const pid_t pid = spawn(args, so).pid;
   stops.add(-pid);
-  // One plain line each time runs end (no redraw, so a terminal's scrollback and a log read the
-  // same): runs done of all, the aggregate tokens/s and the ETA of the tokens left at that rate.
+  // One plain line each time runs end, and every progress_every seconds meanwhile (no redraw,
+  // so a terminal's scrollback and a log read the same): runs done of all, the aggregate
+  // tokens/s and the ETA of the tokens left at that rate.
+  using Clock = std::chrono::steady_clock;
   const sweep::ProgressMeter meter(dir, runs);
   int64_t ended = meter.line().ended;
+  auto last = Clock::now();
+  const double poll = a.progress_every > 0 ? std::min(2.0, a.progress_every) : 2.0;
   ExitStatus e;
   while (true) {
     e = wait_child(pid, false);
     const bool over = e.pid == pid;
     const sweep::ProgressMeter::Line l = meter.line();
-    if (l.ended != ended) {
+    const bool due = a.progress_every > 0 && !over &&
+                     std::chrono::duration<double>(Clock::now() - last).count() >= a.progress_every;
+    if (l.ended != ended || due) {
       ended = l.ended;
+      last = Clock::now();
       std::printf("  %s\n", l.text.c_str());
       std::fflush(stdout);
     }
     if (over) break;
-    std::this_thread::sleep_for(std::chrono::seconds(2));
+    std::this_thread::sleep_for(std::chrono::duration<double>(poll));
   }
   stops.remove(-pid);
   if (stops.received())
@@ -132,6 +143,11 @@ void register_study(CLI::App& app) {
                   "cuda: share each GPU through CUDA MPS (auto: when --per-gpu > 1 and "
                   "nvidia-cuda-mps-control is in PATH; on: or fail; off: plain processes)")
       ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+  cmd->add_option("--progress-every", a->progress_every,
+                  "Seconds between progress lines while runs go on (besides one each time runs "
+                  "end; 0: only then)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--bench", a->bench,
                   "Order the runs by their estimated time at the measured rates of a "

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -57,22 +58,31 @@ BOOST_AUTO_TEST_CASE(micro_study_and_resume) {
       << kCorpus << "/train.txt\"\nval = \"" << kCorpus << "/val.txt\"\n";
   const std::string out = dir + "/study", args = "study " + dir + "/study.toml --out " + out +
                                                  " --jobs 2 --threads 1 --bootstrap 20";
-  BOOST_TEST(run(args, dir + "/out1.txt") == 0, slurp(dir + "/out1.txt"));
+  // Progress lines every 0.2 s besides those as runs end (the resume below keeps the default).
+  const auto t0 = std::chrono::steady_clock::now();
+  BOOST_TEST(run(args + " --progress-every 0.2", dir + "/out1.txt") == 0, slurp(dir + "/out1.txt"));
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string out1 = slurp(dir + "/out1.txt");
   BOOST_TEST(out1.find("6 of 6 runs completed") != std::string::npos, out1);
   BOOST_TEST(out1.find('\r') == std::string::npos);  // plain lines, no redraw
-  // A progress line each time runs ended: done counts rising to 6 of 6.
+  // A progress line each time runs ended (done counts rising to 6 of 6), and between them the
+  // periodic ones (the same count again).
   std::istringstream in1(out1);
-  int last_done = 0, progress_lines = 0;
+  int last_done = 0, progress_lines = 0, rises = 0, repeats = 0;
   for (std::string l; std::getline(in1, l);) {
     const size_t at = l.find("progress: ");
     if (at == std::string::npos) continue;
     ++progress_lines;
     const int done = std::atoi(l.c_str() + at + 10);
-    BOOST_TEST(done > last_done, l);
+    BOOST_TEST(done >= last_done, l);
+    (done > last_done ? rises : repeats) += 1;
     BOOST_TEST(l.find("/6 runs done, ") != std::string::npos, l);
+    BOOST_TEST(l.find(" tokens/s, ") != std::string::npos, l);
     last_done = done;
   }
+  BOOST_TEST(rises >= 1);
+  // The launch polls the runs every 0.2 s here: a study of a second or more prints periodic lines.
+  if (wall >= 1.5) BOOST_TEST(repeats >= 1, out1);
   BOOST_TEST(progress_lines >= 1);
   BOOST_TEST(last_done == 6, out1);
   for (const char* f :
