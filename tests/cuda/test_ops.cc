@@ -453,8 +453,9 @@ BOOST_AUTO_TEST_CASE(rmsnorm_rope_matches_cpu) {
   // hd 64 over 4 heads (256 columns: one slab), hd 128 over 3 (a partial last slab), hd 16
   // (partner lane ^ 1), and hd 20 / 8: the unfused fallback (not a power of two / under 16).
   // hd 128 over 9 heads (C = 1152): the fused forward, and the unfused backward (C > 1024).
+  // hd 64 over 12 heads (C = 768, S4's: three slabs) and hd 128 over 8 (C = 1024: four).
   for (Cfg c : {Cfg{2, 100, 4, 64}, Cfg{1, 77, 3, 128}, Cfg{2, 33, 5, 16}, Cfg{1, 50, 3, 20},
-                Cfg{1, 40, 4, 8}, Cfg{1, 30, 9, 128}}) {
+                Cfg{1, 40, 4, 8}, Cfg{1, 30, 9, 128}, Cfg{1, 37, 12, 64}, Cfg{1, 21, 8, 128}}) {
     const int64_t R = c.B * c.T, C = c.H * c.hd, ldx = 3 * C;  // q slice of a fused qkv row
     const std::string tag =
         " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) + " hd=" + std::to_string(c.hd);
