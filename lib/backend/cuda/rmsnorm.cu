@@ -153,6 +153,9 @@ __global__ void rmsnorm_rope_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t l
   const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;  // the whole warp: r is per warp
+  // The rotation table's loads first, in flight with x's (after the rstd store below they would
+  // wait for it: a second memory round trip a row).
+  const Rot8 rot(rr, r % rr.T, lane, 1.f);
   float ss = 0.f, v[kRowSlabs][8] = {};
 #pragma unroll
   for (int s = 0; s < kRowSlabs; ++s) {
@@ -168,7 +171,6 @@ __global__ void rmsnorm_rope_forward_kernel(DPtr y, DPtr rstd, DPtr x, int64_t l
   }
   const float rs = 1.f / sqrtf(warp_sum(ss) / static_cast<float>(C) + eps);
   if (lane == 0) rstd.st(r, rs);
-  const Rot8 rot(rr, r % rr.T, lane, 1.f);
   // Slab `base` from u (the cached or reread x): normalise, scale, rotate, store. Called with
   // uniform bounds: every lane shuffles.
   auto out = [&](int64_t base, float(&u)[8]) {
