@@ -78,8 +78,14 @@ __global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr
   const int64_t r = (blockIdx.x * int64_t{kWarps} + threadIdx.x / 32) * kRows + lane / G;
   const int64_t c = 8 * (lane % G);
   const bool on = r < R && c < C;
-  float v[8] = {}, ss = 0.f;
-  if (on) ld8(x, r * C + c, v);
+  // x, the gate and w together: after the rstd store the gate's load would wait for it (a
+  // second memory round trip a row).
+  float v[8] = {}, g[8] = {}, ww[8] = {}, ss = 0.f;
+  if (on) {
+    ld8(x, r * C + c, v);
+    ld8a<GA>(gate, gate_off(r, H, C, ldg) + c, g);
+    ld8(w, c, ww);
+  }
 #pragma unroll
   for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
   ss = group_sum<G>(ss);
@@ -87,9 +93,6 @@ __global__ void gated_rmsnorm_forward_vec_kernel(DPtr y, DPtr rstd, DPtr x, DPtr
   const float rs = 1.f / sqrtf(ss / static_cast<float>(C) + eps);
   if (lane % G == 0) rstd.st(r, rs);
   if (!on) return;
-  float g[8], ww[8];
-  ld8a<GA>(gate, gate_off(r, H, C, ldg) + c, g);
-  ld8(w, c, ww);
 #pragma unroll
   for (int e = 0; e < 8; ++e) v[e] = ww[e] * (v[e] * rs) * siluf_(g[e]);
   st8(y, r * C + c, v);
