@@ -95,14 +95,13 @@ __device__ inline void stage(char* s, DPtr p, int64_t ld, const ConvDims& D, con
   }
 }
 
-// V channels V q .. V q + V of staged row r as fp32 (V = 8 or 4: one 16- or 8-byte access of bf16,
-// two or one of fp32).
+// V consecutive elements at `at` (bf16 if bf, else fp32) as fp32, in one access of 2V bytes
+// (bf16) or 4V bytes in 16-byte pieces (fp32): V = 8 or 4, `at` aligned to that.
 template <int V>
-__device__ inline void rowv(const char* s, bool bf, int r, int q, float (&v)[V]) {
-  const int e0 = r * kTileC + V * q;
+__device__ inline void load_v(const void* at, bool bf, float (&v)[V]) {
   if (bf) {
     unsigned w[V / 2];
-    ld_words<2 * V, false>(s + 2 * e0, w);
+    ld_words<2 * V, false>(at, w);
 #pragma unroll
     for (int e = 0; e < V / 2; ++e) {
       v[2 * e] = __uint_as_float(w[e] << 16);
@@ -110,10 +109,20 @@ __device__ inline void rowv(const char* s, bool bf, int r, int q, float (&v)[V])
     }
   } else {
     unsigned w[V];
-    ld_words<16, false>(s + 4 * e0, w);
+    ld_words<16, false>(at, w);
 #pragma unroll
     for (int e = 0; e < V; ++e) v[e] = __uint_as_float(w[e]);
   }
+}
+
+// V channels V q .. V q + V of staged row r as fp32.
+template <int V>
+__device__ inline void rowv(const char* s, bool bf, int r, int q, float (&v)[V]) {
+  const int e0 = r * kTileC + V * q;
+  if (bf)
+    load_v(s + 2 * e0, true, v);
+  else
+    load_v(s + 4 * e0, false, v);
 }
 
 // wt[j][v] = w[c + v, j] (0 past C).
@@ -181,20 +190,10 @@ __device__ inline void putv(DPtr p, int64_t at, int c, int C, bool vec, const fl
 template <int V>
 __device__ inline void getv(DPtr p, int64_t at, int c, int C, bool vec, float (&o)[V]) {
   if (vec && c + V <= C) {
-    if (p.bf) {
-      unsigned w[V / 2];
-      ld_words<2 * V, false>(static_cast<const __nv_bfloat16*>(p.p) + at, w);
-#pragma unroll
-      for (int e = 0; e < V / 2; ++e) {
-        o[2 * e] = __uint_as_float(w[e] << 16);
-        o[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-      }
-    } else {
-      unsigned w[V];
-      ld_words<16, false>(static_cast<const float*>(p.p) + at, w);
-#pragma unroll
-      for (int e = 0; e < V; ++e) o[e] = __uint_as_float(w[e]);
-    }
+    if (p.bf)
+      load_v(static_cast<const __nv_bfloat16*>(p.p) + at, true, o);
+    else
+      load_v(static_cast<const float*>(p.p) + at, false, o);
   } else {
 #pragma unroll
     for (int v = 0; v < V; ++v) o[v] = c + v < C ? p.ld(at + v) : 0.f;
