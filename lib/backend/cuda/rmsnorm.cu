@@ -229,33 +229,28 @@ __global__ void __launch_bounds__(32 * kWarps, 2)
       for (int e = 0; e < 8; ++e) rc[e] = rot.c[e], rsn[e] = rot.s[e];
       rsg = rot.sg;
     }
-    // Every slab's dy and x first, then the rotation's shuffles: loads issued after a slab's
-    // shuffles waited for that slab's loads, one memory round trip a slab (with ROPE the kernel
-    // ran at ~3x its byte floor at S4, without it ~1.7x; docs/PERFORMANCE.md).
     float g[NS][8], n[NS][8], dot = 0.f;
 #pragma unroll
     for (int s = 0; s < NS; ++s) {
       const int64_t c = 256 * s + 8 * lane;
-      if (c < C) {
-        ld8(dy, r * C + c, g[s]);
-        ld8(x, r * ldx + c, n[s]);
-      } else {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) g[s][e] = n[s][e] = 0.f;
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < NS; ++s) {
-      const int64_t c = 256 * s + 8 * lane;
       const bool ok = c < C;
-      float ww[8] = {};
-      if (ok) ld8(w, c, ww);
+      float d[8] = {}, ww[8] = {};
+      if (ok) {
+        ld8(dy, r * C + c, d);
+        ld8(x, r * ldx + c, n[s]);
+        ld8(w, c, ww);
+      } else {
+        for (float& e : n[s]) e = 0.f;
+      }
       if constexpr (ROPE) {  // every lane shuffles (the slab loop is uniform); only `ok` lanes
                              // rotate
         float p[8];
-        partner8(p, g[s], rr.hd / 16);
+        partner8(p, d, rr.hd / 16);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) g[s][e] = ok ? g[s][e] * rc[e] + rsg * p[e] * rsn[e] : 0.f;
+        for (int e = 0; e < 8; ++e) g[s][e] = ok ? d[e] * rc[e] + rsg * p[e] * rsn[e] : 0.f;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) g[s][e] = d[e];
       }
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
