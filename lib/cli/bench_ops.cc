@@ -20,6 +20,7 @@
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/tokens.h"
 
 namespace sl::cli {
 namespace {
@@ -280,9 +281,14 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const int64_t V = a.vocab;
     auto wte = P.sets(V * d, act), out = P.sets(BT * d, act), dout = P.sets(BT * d, act);
     auto dwte = P.sets(V * d, f32);
-    std::vector<int32_t> ids(static_cast<size_t>(BT));
-    Rng r(5, 0);
-    for (auto& t : ids) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
+    std::vector<int32_t> ids(static_cast<size_t>(BT)), tgt(ids.size());
+    if (!a.data.empty()) {  // the first training windows (seed 0): ids repeat as in training
+      sample_batch(TokenSource::open(a.data, V), 0, 0, a.batch, a.seq_len, ids.data(), tgt.data());
+      c.shape += " data";
+    } else {
+      Rng r(5, 0);
+      for (auto& t : ids) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
+    }
     std::vector<int32_t> host(static_cast<size_t>(embedding_index_size(BT)));
     embedding_index(ids.data(), BT, V, host.data());
     const Tensor index = P.raw(embedding_index_size(BT), DType::i32, host.data());

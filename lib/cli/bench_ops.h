@@ -8,6 +8,7 @@ namespace sl::cli {
 
 struct OpBenchArgs {
   std::string device = "cuda", json;
+  std::string data;  // ids of the embedding op from this dataset (its first windows), not random
   int64_t batch = 16, seq_len = 1024, heads = 12, head_dim = 64, vocab = 50304;
   int64_t reps = 20, warmup = 3;
 };

@@ -27,6 +27,7 @@
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/tokens.h"
 #include "model/block_kind.h"
 #include "model/model.h"
 #include "train/optimizer.h"
@@ -57,11 +58,20 @@ void run_steps(TrainStep& ts, const std::vector<int32_t>& in, const std::vector<
   if (count > 0) ts.result(pend);
 }
 
-// Random token ids and targets for n positions from stream `stream`.
-void random_batch(int64_t n, int64_t vocab, uint64_t stream, std::vector<int32_t>& in,
-                  std::vector<int32_t>& tgt) {
+// The ids and targets of a batch of `batch` x `seq_len` positions, copy `stream`'s: random, or
+// with `data` (a text file or token shards, as train.train_data) step `stream`'s training windows
+// at seed 0, so that ops whose cost depends on the ids (the embedding gradient groups positions by
+// id; a space is ~10% of byte-level text) take the time they take in training.
+void bench_batch(const std::string& data, int64_t batch, int64_t seq_len, int64_t vocab,
+                 uint64_t stream, std::vector<int32_t>& in, std::vector<int32_t>& tgt) {
+  const int64_t n = batch * seq_len;
   in.resize(n);
   tgt.resize(n);
+  if (!data.empty()) {
+    sample_batch(TokenSource::open(data, vocab), 0, static_cast<int64_t>(stream), batch, seq_len,
+                 in.data(), tgt.data());
+    return;
+  }
   Rng rng(1, stream);
   for (int64_t i = 0; i < n; ++i) {
     in[i] = static_cast<int32_t>(rng.below(vocab));
@@ -80,8 +90,9 @@ struct CopyTiming {
   int64_t n_params = 0, n_params_nonembedding = 0;  // of one copy
   std::string device;
 };
-CopyTiming time_copies(const ModelSpec& s, const std::string& device, int K, int64_t batch,
-                       int64_t seq_len, int64_t logits_rows, int64_t warm, int64_t steps) {
+CopyTiming time_copies(const ModelSpec& s, const std::string& device, const std::string& data,
+                       int K, int64_t batch, int64_t seq_len, int64_t logits_rows, int64_t warm,
+                       int64_t steps) {
   CopyTiming out;
   out.seconds.assign(K, 0);
   out.peak_bytes.assign(K, 0);
@@ -99,7 +110,7 @@ CopyTiming time_copies(const ModelSpec& s, const std::string& device, int K, int
         AdamW opt(model, {});
         TrainStep ts(model, opt, nullptr, /*graph=*/true);
         std::vector<int32_t> in, tgt;
-        random_batch(batch * seq_len, s.vocab_size, static_cast<uint64_t>(c), in, tgt);
+        bench_batch(data, batch, seq_len, s.vocab_size, static_cast<uint64_t>(c), in, tgt);
         run_steps(ts, in, tgt, 1, warm);
         be->synchronize();
         arrived = true;
@@ -133,7 +144,7 @@ CopyTiming time_copies(const ModelSpec& s, const std::string& device, int K, int
 
 void register_bench(CLI::App& app) {
   struct Args {
-    std::string archs = "dense,hybrid", sizes = "L0,L1", device = "cpu", json;
+    std::string archs = "dense,hybrid", sizes = "L0,L1", device = "cpu", json, data;
     int64_t seq_len = 256, batch = 16, vocab = 256, steps = 5, warmup = 1;
     int threads = 0, concurrent = 1;
     double peak_tflops = 0;
@@ -150,6 +161,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--seq-len", a->seq_len, "Tokens per sequence");
   cmd->add_option("--batch", a->batch, "Sequences per step");
   cmd->add_option("--vocab", a->vocab, "Vocabulary size");
+  cmd->add_option("--data", a->data,
+                  "Token ids from this dataset (a text file or token shards, as train_data), not "
+                  "random: the embedding gradient's cost depends on how often ids repeat");
   cmd->add_option("--steps", a->steps, "Timed steps");
   cmd->add_option("--warmup", a->warmup, "Untimed steps first");
   cmd->add_option("--logits-rows", a->logits_rows,
@@ -186,6 +200,7 @@ void register_bench(CLI::App& app) {
       o.heads = a->heads;
       o.head_dim = a->head_dim;
       o.vocab = a->vocab;
+      o.data = a->data;
       o.reps = a->reps;
       o.warmup = a->warmup;
       run_op_bench(o, split(a->ops));
@@ -259,8 +274,8 @@ void register_bench(CLI::App& app) {
         const int64_t warm = std::max<int64_t>(a->warmup, 2);  // the graph is captured at step 2
         if (a->concurrent > 1) {
           const int K = a->concurrent;
-          const CopyTiming ct =
-              time_copies(s, a->device, K, a->batch, a->seq_len, a->logits_rows, warm, a->steps);
+          const CopyTiming ct = time_copies(s, a->device, a->data, K, a->batch, a->seq_len,
+                                            a->logits_rows, warm, a->steps);
           // The copies' tokens over the slowest copy's time: what K runs sharing the device do.
           const double slowest = *std::max_element(ct.seconds.begin(), ct.seconds.end());
           const double tokens = static_cast<double>(a->batch * a->seq_len * a->steps);
@@ -285,7 +300,7 @@ void register_bench(CLI::App& app) {
         TrainStep train_step(model, opt, nullptr, /*graph=*/true);
         const int64_t n = a->batch * a->seq_len;
         std::vector<int32_t> in, tgt;
-        random_batch(n, a->vocab, 0, in, tgt);
+        bench_batch(a->data, a->batch, a->seq_len, a->vocab, 0, in, tgt);
         auto run = [&](TrainStep& ts, int64_t first, int64_t count) {
           run_steps(ts, in, tgt, first, count);
         };

@@ -83,6 +83,41 @@ BOOST_AUTO_TEST_CASE(bad_arguments_are_one_line) {
   BOOST_TEST(r.err.find("--reps") != std::string::npos, r.err);
 }
 
+// --data: the ids come from a dataset (a byte-level text file here) instead of random, for the op
+// bench's embedding and the whole-model bench; a missing file is one error line naming it.
+BOOST_AUTO_TEST_CASE(ids_from_a_dataset) {
+  TempDir d("sl_bench_cli_data_");
+  const std::string text = (d.path / "train.txt").string();
+  {
+    std::string body;
+    for (int i = 0; i < 200; ++i) body += "the cat sat on the mat; ";
+    std::FILE* f = std::fopen(text.c_str(), "wb");
+    BOOST_REQUIRE(f);
+    std::fwrite(body.data(), 1, body.size(), f);
+    std::fclose(f);
+  }
+  Result r = bench(d,
+                   "--op embedding --batch 2 --seq-len 64 --heads 2 --head-dim 8 --vocab 256 "
+                   "--reps 2 --warmup 1 --data " +
+                       text);
+  BOOST_TEST_MESSAGE(r.out << r.err);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  BOOST_TEST(r.out.find("data V=256") != std::string::npos, r.out);
+  r = bench(d, "--arch dense,hybrid --sizes L0 --seq-len 16 --batch 2 --steps 1 --data " + text);
+  BOOST_TEST_MESSAGE(r.out << r.err);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  BOOST_TEST(r.out.find("hybrid") != std::string::npos, r.out);
+  const std::string missing = (d.path / "nope.txt").string();
+  for (const std::string args :
+       {"--op embedding --batch 1 --seq-len 8 --heads 1 --head-dim 8 --vocab 256",
+        "--arch dense --sizes L0 --seq-len 16 --batch 2 --steps 1"}) {
+    r = bench(d, args + " --data " + missing);
+    BOOST_TEST(r.code != 0);
+    BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+    BOOST_TEST(r.err.find("nope.txt") != std::string::npos, r.err);
+  }
+}
+
 // --concurrent K: K copies of a run as threads of one process; the row's tokens/s is their
 // aggregate (K x one copy's tokens over the slowest copy's time), each copy's own in the JSON.
 BOOST_AUTO_TEST_CASE(concurrent_copies_report_their_aggregate) {
