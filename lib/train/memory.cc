@@ -72,6 +72,10 @@ int64_t workspace_bytes(const ModelSpec& s, int64_t B, int64_t T) {
     for (int64_t r : attention ? attention_requests(s, B, T) : gdn_requests(s, B, T))
       if (r > cap) cap = std::max(r, cap + cap / 2);
   }
+  // Last, the embedding backward's partial rows [ceil(B T / 64)][2][d] fp32
+  // (backend/cuda/embedding.cu).
+  const int64_t emb = (B * T + 63) / 64 * 2 * s.d_model * kF32;
+  if (emb > cap) cap = std::max(emb, cap + cap / 2);
   return cap;
 }
 

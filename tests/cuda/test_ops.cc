@@ -297,27 +297,43 @@ BOOST_AUTO_TEST_CASE(convert_roundtrip_and_zero) {
 
 // ---- embedding, matmul, norms, rope, swiglu -----------------------------------------------------
 
+// The backward sums sorted positions in chunks of 64 (backend/cuda/embedding.cu): segments of one
+// id inside a chunk, across two, across many (a skewed id, as a space in byte-level text), from
+// position 0, ending at the last position, and a single token; d a multiple of 8 (vector loads) or
+// not.
 BOOST_AUTO_TEST_CASE(embedding_matches_cpu) {
-  const int64_t BT = 300, d = 48, V = 17;  // repeated ids: the scatter-add must sum them
-  const auto ids = random_ids(BT, V, 11);
-  std::vector<int32_t> index(static_cast<size_t>(sl::embedding_index_size(BT)));
-  sl::embedding_index(ids.data(), BT, V, index.data());
-  check_both("embedding_forward",
-             {{"wte", V * d, Kind::in, Cls::weight}, {"out", BT * d, Kind::out, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               Raw r(be);
-               be.embedding_forward(b["out"], r.ints(index), b["wte"], {.R = BT, .C = d});
-               be.synchronize();
-               return 0.0;
-             });
-  check_both("embedding_backward",
-             {{"dwte", V * d, Kind::acc, Cls::pgrad}, {"dout", BT * d, Kind::in, Cls::act}},
-             [&](sl::Backend& be, Bufs& b) {
-               Raw r(be);
-               be.embedding_backward(b["dwte"], r.ints(index), b["dout"], {.R = BT, .C = d});
-               be.synchronize();
-               return 0.0;
-             });
+  struct Case {
+    int64_t BT, d, V;
+    int hot;  // percent of positions given id V / 2 (0: uniform ids)
+  };
+  for (const Case& k : {Case{300, 48, 17, 0}, Case{1000, 40, 50, 60}, Case{130, 20, 5, 0},
+                        Case{64, 16, 1, 0}, Case{1, 24, 3, 0}, Case{777, 72, 300, 35}}) {
+    const int64_t BT = k.BT, d = k.d, V = k.V;
+    BOOST_TEST_CONTEXT("BT " << BT << " d " << d << " V " << V << " hot " << k.hot) {
+      auto ids = random_ids(BT, V, 11 + static_cast<uint64_t>(BT));
+      std::mt19937_64 rng(7);
+      for (auto& v : ids)
+        if (static_cast<int>(rng() % 100) < k.hot) v = static_cast<int32_t>(V / 2);
+      std::vector<int32_t> index(static_cast<size_t>(sl::embedding_index_size(BT)));
+      sl::embedding_index(ids.data(), BT, V, index.data());
+      check_both("embedding_forward",
+                 {{"wte", V * d, Kind::in, Cls::weight}, {"out", BT * d, Kind::out, Cls::act}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   Raw r(be);
+                   be.embedding_forward(b["out"], r.ints(index), b["wte"], {.R = BT, .C = d});
+                   be.synchronize();
+                   return 0.0;
+                 });
+      check_both("embedding_backward",
+                 {{"dwte", V * d, Kind::acc, Cls::pgrad}, {"dout", BT * d, Kind::in, Cls::act}},
+                 [&](sl::Backend& be, Bufs& b) {
+                   Raw r(be);
+                   be.embedding_backward(b["dwte"], r.ints(index), b["dout"], {.R = BT, .C = d});
+                   be.synchronize();
+                   return 0.0;
+                 });
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(matmul_matches_cpu) {
