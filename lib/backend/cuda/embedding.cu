@@ -26,8 +26,9 @@ __global__ void embedding_forward_kernel(DPtr out, const int32_t* ids, DPtr wte,
 
 // index = [ids (BT) | order (BT) | seg_start (BT + 1) | nseg]; the kernels need ids and order
 // only: sorted position p holds id key(p) = ids[order[p]], nondecreasing in p.
-constexpr int kChunk = 64;    // sorted positions a block sums
-constexpr int kThreads = 64;  // a block's threads, over the columns (V at a time)
+constexpr int kChunk = 64;          // sorted positions a block sums
+constexpr int kThreads = 64;        // a pass-1 block's threads, over the columns (V at a time)
+constexpr int kMergeThreads = 256;  // a merge block's, one column each: its loads in flight
 
 __device__ inline int32_t key_at(const int32_t* index, int64_t BT, int64_t p) {
   return index[index[BT + p]];
@@ -76,8 +77,11 @@ __global__ void __launch_bounds__(kThreads)
         for (int e = 0; e < V; ++e) to[e] = acc[e];
       } else {
         const int64_t at = int64_t{key[cut[q]]} * d + c;
+        float w[V];
+        ldv<V>(dwte, at, w);
 #pragma unroll
-        for (int e = 0; e < V; ++e) dwte.add(at + e, acc[e]);
+        for (int e = 0; e < V; ++e) w[e] += acc[e];
+        stv<V>(dwte, at, w);
       }
     }
   }
@@ -85,7 +89,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Pass 2, grid ceil(BT / kChunk): block c takes the segment that begins in chunk c and goes on
 // past it (if any): part[c][1] + part[c + 1][0] + ... over the chunks it reaches, in that order.
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kMergeThreads)
     embedding_backward_merge_kernel(DPtr dwte, const int32_t* index, const float* part, int64_t BT,
                                     int64_t d) {
   const int64_t nchunks = (BT + kChunk - 1) / kChunk, c0 = blockIdx.x;
@@ -97,8 +101,9 @@ __global__ void __launch_bounds__(kThreads)
     return;             // began before
   int64_t c1 = c0 + 1;  // the last chunk the segment reaches
   while (c1 + 1 < nchunks && key_at(index, BT, (c1 + 1) * kChunk) == id) ++c1;
-  for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+  for (int64_t c = threadIdx.x; c < d; c += kMergeThreads) {
     float acc = part[(c0 * 2 + 1) * d + c];
+#pragma unroll 8
     for (int64_t k = c0 + 1; k <= c1; ++k) acc += part[k * 2 * d + c];
     dwte.add(int64_t{id} * d + c, acc);
   }
@@ -136,14 +141,14 @@ void CudaBackend::embedding_backward(Tensor dwte_t, Tensor index_t, Tensor dout_
   const int64_t nchunks = (BT + kChunk - 1) / kChunk;
   float* part = ctx.work->get_as<float>(static_cast<size_t>(nchunks * 2 * d));
   const auto grid = static_cast<unsigned>(nchunks);
-  if (d % 8 == 0 && vec8_ok({dout}))
+  if (d % 8 == 0 && vec8_ok({dout, dwte}))
     embedding_backward_chunks_kernel<8>
         <<<grid, kThreads, 0, ctx.stream>>>(dwte, index, dout, part, BT, d);
   else
     embedding_backward_chunks_kernel<1>
         <<<grid, kThreads, 0, ctx.stream>>>(dwte, index, dout, part, BT, d);
   SL_CUDA_LAUNCHED();
-  embedding_backward_merge_kernel<<<grid, kThreads, 0, ctx.stream>>>(dwte, index, part, BT, d);
+  embedding_backward_merge_kernel<<<grid, kMergeThreads, 0, ctx.stream>>>(dwte, index, part, BT, d);
   SL_CUDA_LAUNCHED();
 }
 
