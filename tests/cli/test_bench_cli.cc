@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -33,6 +34,14 @@ Result bench(const TempDir& d, const std::string& args) {
       (std::string(SL_EXE) + " bench --device cpu --threads 1 " + args + " >" + out + " 2>" + err)
           .c_str());
   return {exit_code(st), slurp(out), slurp(err)};
+}
+
+// bench that must succeed: its output logged, its exit code required to be 0.
+Result bench_ok(const TempDir& d, const std::string& args) {
+  Result r = bench(d, args);
+  BOOST_TEST_MESSAGE(r.out << r.err);
+  BOOST_REQUIRE_EQUAL(r.code, 0);
+  return r;
 }
 
 }  // namespace
@@ -89,23 +98,15 @@ BOOST_AUTO_TEST_CASE(ids_from_a_dataset) {
   TempDir d("sl_bench_cli_data_");
   const std::string text = (d.path / "train.txt").string();
   {
-    std::string body;
-    for (int i = 0; i < 200; ++i) body += "the cat sat on the mat; ";
-    std::FILE* f = std::fopen(text.c_str(), "wb");
-    BOOST_REQUIRE(f);
-    std::fwrite(body.data(), 1, body.size(), f);
-    std::fclose(f);
+    std::ofstream f(text, std::ios::binary);
+    for (int i = 0; i < 200; ++i) f << "the cat sat on the mat; ";
   }
-  Result r = bench(d,
-                   "--op embedding --batch 2 --seq-len 64 --heads 2 --head-dim 8 --vocab 256 "
-                   "--reps 2 --warmup 1 --data " +
-                       text);
-  BOOST_TEST_MESSAGE(r.out << r.err);
-  BOOST_REQUIRE_EQUAL(r.code, 0);
+  Result r = bench_ok(d,
+                      "--op embedding --batch 2 --seq-len 64 --heads 2 --head-dim 8 --vocab 256 "
+                      "--reps 2 --warmup 1 --data " +
+                          text);
   BOOST_TEST(r.out.find("data V=256") != std::string::npos, r.out);
-  r = bench(d, "--arch dense,hybrid --sizes L0 --seq-len 16 --batch 2 --steps 1 --data " + text);
-  BOOST_TEST_MESSAGE(r.out << r.err);
-  BOOST_REQUIRE_EQUAL(r.code, 0);
+  r = bench_ok(d, "--arch dense,hybrid --sizes L0 --seq-len 16 --batch 2 --steps 1 --data " + text);
   BOOST_TEST(r.out.find("hybrid") != std::string::npos, r.out);
   const std::string missing = (d.path / "nope.txt").string();
   for (const std::string args :
