@@ -281,14 +281,9 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
     const int64_t V = a.vocab;
     auto wte = P.sets(V * d, act), out = P.sets(BT * d, act), dout = P.sets(BT * d, act);
     auto dwte = P.sets(V * d, f32);
-    std::vector<int32_t> ids(static_cast<size_t>(BT)), tgt(ids.size());
-    if (!a.data.empty()) {  // the first training windows (seed 0): ids repeat as in training
-      sample_batch(TokenSource::open(a.data, V), 0, 0, a.batch, a.seq_len, ids.data(), tgt.data());
-      c.shape += " data";
-    } else {
-      Rng r(5, 0);
-      for (auto& t : ids) t = static_cast<int32_t>(r.below(static_cast<uint64_t>(V)));
-    }
+    std::vector<int32_t> ids, tgt;  // with --data, ids repeat as in training
+    bench_batch(a.data, a.batch, a.seq_len, V, 0, ids, tgt);
+    if (!a.data.empty()) c.shape += " data";
     std::vector<int32_t> host(static_cast<size_t>(embedding_index_size(BT)));
     embedding_index(ids.data(), BT, V, host.data());
     const Tensor index = P.raw(embedding_index_size(BT), DType::i32, host.data());
@@ -347,6 +342,24 @@ OpCase make_case(const std::string& op, const OpBenchArgs& a, Backend& be, Pool&
 }
 
 }  // namespace
+
+// The batch `bench` trains on (bench_ops.h).
+void bench_batch(const std::string& data, int64_t batch, int64_t seq_len, int64_t vocab,
+                 uint64_t stream, std::vector<int32_t>& in, std::vector<int32_t>& tgt) {
+  const int64_t n = batch * seq_len;
+  in.resize(n);
+  tgt.resize(n);
+  if (!data.empty()) {
+    sample_batch(TokenSource::open(data, vocab), 0, static_cast<int64_t>(stream), batch, seq_len,
+                 in.data(), tgt.data());
+    return;
+  }
+  Rng rng(1, stream);
+  for (int64_t i = 0; i < n; ++i) {
+    in[i] = static_cast<int32_t>(rng.below(vocab));
+    tgt[i] = static_cast<int32_t>(rng.below(vocab));
+  }
+}
 
 void run_op_bench(const OpBenchArgs& a, const std::vector<std::string>& ops) {
   if (a.batch < 1 || a.seq_len < 1 || a.heads < 1 || a.head_dim < 1 || a.reps < 1)

@@ -26,8 +26,6 @@
 #include "core/profiled_backend.h"
 #include "core/backend.h"
 #include "core/error.h"
-#include "core/rng.h"
-#include "data/tokens.h"
 #include "model/block_kind.h"
 #include "model/model.h"
 #include "train/optimizer.h"
@@ -56,27 +54,6 @@ void run_steps(TrainStep& ts, const std::vector<int32_t>& in, const std::vector<
     pend = t;
   }
   if (count > 0) ts.result(pend);
-}
-
-// The ids and targets of a batch of `batch` x `seq_len` positions, copy `stream`'s: random, or
-// with `data` (a text file or token shards, as train.train_data) step `stream`'s training windows
-// at seed 0, so that ops whose cost depends on the ids (the embedding gradient groups positions by
-// id; a space is ~10% of byte-level text) take the time they take in training.
-void bench_batch(const std::string& data, int64_t batch, int64_t seq_len, int64_t vocab,
-                 uint64_t stream, std::vector<int32_t>& in, std::vector<int32_t>& tgt) {
-  const int64_t n = batch * seq_len;
-  in.resize(n);
-  tgt.resize(n);
-  if (!data.empty()) {
-    sample_batch(TokenSource::open(data, vocab), 0, static_cast<int64_t>(stream), batch, seq_len,
-                 in.data(), tgt.data());
-    return;
-  }
-  Rng rng(1, stream);
-  for (int64_t i = 0; i < n; ++i) {
-    in[i] = static_cast<int32_t>(rng.below(vocab));
-    tgt[i] = static_cast<int32_t>(rng.below(vocab));
-  }
 }
 
 // K copies of a run, one host thread each (the --concurrent mode): each builds its own backend,

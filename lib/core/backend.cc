@@ -40,7 +40,6 @@ std::unique_ptr<Backend::Graph> Backend::capture(std::function<void()> /*fn*/) {
 // done while the device runs the previous step.
 void embedding_index(const int32_t* ids, int64_t BT, int64_t V, int32_t* out) {
   int32_t* order = out + BT;
-  int32_t* seg = out + 2 * BT;  // seg[0..nseg] then nseg at out[3 BT + 1]
   std::vector<int32_t> count(static_cast<size_t>(V) + 1, 0);
   for (int64_t t = 0; t < BT; ++t) {
     if (ids[t] < 0 || ids[t] >= V)
@@ -49,14 +48,8 @@ void embedding_index(const int32_t* ids, int64_t BT, int64_t V, int32_t* out) {
     out[t] = ids[t];
     ++count[static_cast<size_t>(ids[t]) + 1];
   }
-  int64_t nseg = 0;
-  for (int64_t v = 0; v < V; ++v) {
-    if (count[static_cast<size_t>(v) + 1] > 0) seg[nseg++] = count[static_cast<size_t>(v)];
+  for (int64_t v = 0; v < V; ++v)
     count[static_cast<size_t>(v) + 1] += count[static_cast<size_t>(v)];
-  }
-  seg[nseg] = static_cast<int32_t>(BT);
-  for (int64_t i = nseg + 1; i <= BT; ++i) seg[i] = static_cast<int32_t>(BT);
-  out[3 * BT + 1] = static_cast<int32_t>(nseg);
   for (int64_t t = 0; t < BT; ++t)
     order[count[static_cast<size_t>(ids[t])]++] = static_cast<int32_t>(t);
 }

@@ -107,8 +107,9 @@ class Backend {
 // gradient sum of squares, the host lr and t before each step).
 enum StepSlot : int64_t { kStepLossSum, kStepGradSq, kStepLr, kStepT, kStepSlots };
 
-// embedding_index's layout for BT tokens: 3 BT + 2 int32.
-inline int64_t embedding_index_size(int64_t BT) { return 3 * BT + 2; }
+// embedding_index's layout for BT tokens: [ids (BT) | order (BT)] int32, order the positions
+// sorted by id (stable), so the positions of one id are consecutive in it.
+inline int64_t embedding_index_size(int64_t BT) { return 2 * BT; }
 // Fills out [embedding_index_size(BT)] from host ids [BT] (a stable counting sort by id, V the
 // vocabulary; ids must be in [0, V)).
 void embedding_index(const int32_t* ids, int64_t BT, int64_t V, int32_t* out);

@@ -148,7 +148,7 @@ class Model {
   Tensor xf_, xf_rstd_, logits_, losses_;
   Tensor dres_;  // backward residual gradient (fp32), updated in place by every block
   Tensor dxf_;   // fp32 gradient of the final norm's input
-  // Device batch: index_ = embedding_index layout of the ids, then the targets (i32 [4 BT + 2]);
+  // Device batch: index_ = embedding_index layout of the ids, then the targets (i32 [3 BT]);
   // step_ = f64 [kStepSlots + 1] (the last slot: dscale = dloss / n_valid).
   Tensor batch_, step_;
   static constexpr int64_t kDScale = kStepSlots;

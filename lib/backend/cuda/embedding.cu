@@ -24,8 +24,8 @@ __global__ void embedding_forward_kernel(DPtr out, const int32_t* ids, DPtr wte,
   }
 }
 
-// index = [ids (BT) | order (BT) | seg_start (BT + 1) | nseg]; the kernels need ids and order
-// only: sorted position p holds id key(p) = ids[order[p]], nondecreasing in p.
+// index = [ids (BT) | order (BT)]: sorted position p holds id key(p) = ids[order[p]],
+// nondecreasing in p.
 constexpr int kChunk = 64;          // sorted positions a block sums
 constexpr int kThreads = 64;        // a pass-1 block's threads, over the columns (V at a time)
 constexpr int kMergeThreads = 256;  // a merge block's, one column each: its loads in flight
