@@ -1082,13 +1082,20 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   const int tid = threadIdx.x, nth = blockDim.x, warp = tid / 32, lane = tid % 32;
   const int nw = nth / 32;
   const int64_t po = prep_offset(D, b, h, c);
+  // The products' `exact` flags (tile_mma.cuh): compile-time constants where kSplit (which needs
+  // every input bf16), so that no lo fragment of q, k or dout is loaded or kept in registers.
+  // Every product here keeps its k loop rolled (kRoll): unrolled, the fragments hoisted ahead
+  // spilled at the 128-register cap beside the sums' 64 accumulator registers.
+  const int xAK = kSplit ? kExactA : ex(D.xk, false), xO = kSplit ? kExactA : ex(D.xo, false),
+            xBK = kSplit ? kExactB : ex(false, D.xk), xBQ = kSplit ? kExactB : ex(false, D.xq);
   for (int t = tid; t < kC; t += nth) dgam[t] = dbet[t] = z3k[t] = 0.f;
   const int64_t stride = int64_t{D.H} * D.DK;
   // Tinv by cp.async, waited for with the first value tile's copies (before its first use).
   copy_async(Ts, kLdc, prep_tile(T_in + po));
-  // (K fp32 until the products after the loop: the loop's K S0 product in 3xTF32 takes fewer
-  // registers beside the sums' accumulators than the split one, which spilled.)
-  load_tile(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
+  // K in the operand format for the whole kernel (the row sums after the loop read it through
+  // op_at). In 3xTF32 the loop's K S0 product was 13% of this kernel's instructions (ncu,
+  // 2026-12-04: two k8 steps of ~52 a k16, scalar LDS and a split a fragment element).
+  load_tile<kSplit>(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
   const float GamL = Gam[Cn - 1];
   float part = 0.f;  // this thread's share of Gam_last <S0, dS>
@@ -1115,21 +1122,29 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     TileSrc{dout, vo, vstride, Cn, kC, nv, VT}.load<2, kSplit>(dOs, ldv);
     cp_async_wait<0>();
     __syncthreads();
-    for (int i = tid; i < D.DKp * VT; i += nth) {
-      const int o = (i / VT) * ldv + i % VT;
-      part += GamL * S0[o] * dSs[o];
+    // A thread per 8-column chunk of S0 and dS (rows DK .. DKw are zero): its share of Gam_last
+    // <S0, dS>, then both in the operand format for the products below (no other thread reads
+    // the chunk before the barrier). Tinv once, at the first tile.
+    for (int i = tid; i < L::DKw * kCpr; i += nth) {
+      const int o = (i / kCpr) * ldv + (i % kCpr) * 8;
+      float a[8], d[8];
+      get_chunk(S0 + o, a);
+      get_chunk(dSs + o, d);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) part += GamL * a[e] * d[e];
+      put_op<kSplit>(S0 + o, a);
+      put_op<kSplit>(dSs + o, d);
     }
-    mm<false, false>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false, ex(D.xk, false));  // K S0
+    if (j0 == 0) to_op<kSplit>(Ts, kLdc, kC, kC);
+    __syncthreads();
+    // K S0 (K is exact: bf16 in the split format, which needs every input bf16).
+    op_mm16<kSplit, false, false, 1, true>(KS, ldv, Ks, ldk, S0, ldv, kC, VT, D.DKp, false, xAK);
     __syncthreads();
     // A thread per 8-column chunk of a row (kCpr threads a row; the rows stay with their
     // threads across tiles, so the sums need no barrier against each other): Ub = V - diag(Gam)
     // K S0;  dbeta_t += dX_t . Ub_t;  z3k_t += Gam_t beta_t dX_t . (K S0)_t; then X = diag(beta)
     // Ub, KS <- -diag(Gam beta) dX and dX itself as split tiles (the products below read them
-    // so), and S0, dS split too (their fp32 readers are done; dO is loaded split). Tinv once, at
-    // the first tile.
-    if (j0 == 0) to_op<kSplit>(Ts, kLdc, kC, kC);
-    to_op<kSplit>(S0, ldv, L::DKw, VT);
-    to_op<kSplit>(dSs, ldv, L::DKw, VT);
+    // so; dO is loaded split).
     {
       const int t = tid / kCpr, o = t * ldv + (tid % kCpr) * 8;
       float db = 0.f, zk = 0.f;
@@ -1164,7 +1179,8 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
       }
     }
     __syncthreads();
-    op_mm16<kSplit, false, false>(Dl, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC, false);  // Delta = Tinv X
+    op_mm16<kSplit, false, false, 1, true>(Dl, ldv, Ts, kLdc, Xs, ldv, kC, VT, kC,
+                                           false);  // Delta = Tinv X
     __syncthreads();
     // X <- diag(e) Delta, and Delta, as split tiles.
     for (int i = tid; i < kC * kCpr; i += nth) {
@@ -1181,11 +1197,11 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     // Delta^T, S0 and dS [DKw][VT] as S0^T, dS^T).
     // fA += dO Delta^T, fL += dX Delta^T, fq += dO S0^T, fk += diag(e) Delta dS^T and
     // fk += -diag(Gam beta) dX S0^T.
-    op_mma<kSplit, false, true, 2>(fA, dOs, ldv, Dl, ldv, i0, jc, VT, ex(D.xo, false));
-    op_mma<kSplit, false, true, 2>(fL, dXs, ldv, Dl, ldv, i0, jc, VT, 0);
-    op_mma<kSplit, false, true, KH>(fq, dOs, ldv, S0, ldv, i0, jp, VT, ex(D.xo, false));
-    op_mma<kSplit, false, true, KH>(fk, Xs, ldv, dSs, ldv, i0, jp, VT, 0);
-    op_mma<kSplit, false, true, KH>(fk, KS, ldv, S0, ldv, i0, jp, VT, 0);
+    op_mma<kSplit, false, true, 2, 1, true>(fA, dOs, ldv, Dl, ldv, i0, jc, VT, xO);
+    op_mma<kSplit, false, true, 2, 1, true>(fL, dXs, ldv, Dl, ldv, i0, jc, VT, 0);
+    op_mma<kSplit, false, true, KH, 1, true>(fq, dOs, ldv, S0, ldv, i0, jp, VT, xO);
+    op_mma<kSplit, false, true, KH, 1, true>(fk, Xs, ldv, dSs, ldv, i0, jp, VT, 0);
+    op_mma<kSplit, false, true, KH, 1, true>(fk, KS, ldv, S0, ldv, i0, jp, VT, 0);
   }
   __syncthreads();  // every warp is done with the tile buffers: the sums go over them
 #pragma unroll
@@ -1199,7 +1215,7 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     store_acc(Pk, ldp, i0, jp + 16 * n, fk[n]);
   }
   __syncthreads();
-  load_tile(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
+  load_tile<kSplit>(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
   // dA: the masked part of A only; d_ts = -dL_ts for s < t (the strictly lower L).
   for (int i = tid; i < kC * kC; i += nth) {
     const int t = i / kC, s = i % kC;
@@ -1241,8 +1257,8 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     if (lane == 0) acc -= (colp[t] + colp[kC + t]) + (colp[2 * kC + t] + colp[3 * kC + t]);
     float zq = 0.f;
     for (int r = lane; r < D.DKp; r += 32) {
-      zq += Pq[t * ldp + r] * Qs[t * ldk + r];
-      er += Pk[t * ldp + r] * Ks[t * ldk + r];
+      zq += Pq[t * ldp + r] * op_at<kSplit>(Qs + t * ldk, r);
+      er += Pk[t * ldp + r] * op_at<kSplit>(Ks + t * ldk, r);
     }
     acc = warp_sum(acc);
     db = warp_sum(db);
@@ -1266,18 +1282,16 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
       dL[t * kLdc + s] *= bet[t] * E;
     }
   }
-  // The post-loop products' operands (K, Q read as fp32 above, past block_sum's barriers).
-  to_op<kSplit>(Ks, ldk, kC, D.DKp);
-  to_op<kSplit>(Qs, ldk, kC, D.DKp);
+  // The post-loop products' operands (K and Q are already: loaded so).
   __syncthreads();
   to_op<kSplit>(dA, kLdc, kC, kC);
   to_op<kSplit>(dL, kLdc, kC, kC);
   __syncthreads();
   // Pq += dQK K;  Pk += dQK^T Q + G K + G^T K.
-  op_mm16<kSplit, false, false>(Pq, ldp, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
-  op_mm16<kSplit, true, false>(Pk, ldp, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, ex(false, D.xq));
-  op_mm16<kSplit, false, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
-  op_mm16<kSplit, true, false>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, ex(false, D.xk));
+  op_mm16<kSplit, false, false, 1, true>(Pq, ldp, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, xBK);
+  op_mm16<kSplit, true, false, 1, true>(Pk, ldp, dA, kLdc, Qs, ldk, kC, D.DKp, kC, true, xBQ);
+  op_mm16<kSplit, false, false, 1, true>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, xBK);
+  op_mm16<kSplit, true, false, 1, true>(Pk, ldp, dL, kLdc, Ks, ldk, kC, D.DKp, kC, true, xBK);
   __syncthreads();
   if (dq) add_tile(dq, D.qk(b, t0, h), stride, Pq, ldp, Cn, D.DK, nullptr, D.acc);
   if (dk) add_tile(dk, D.qk(b, t0, h), stride, Pk, ldp, Cn, D.DK, nullptr, D.acc);

@@ -115,13 +115,13 @@ __device__ inline void warp_mma(Acc (&c)[NB], const float* A, int lda, const flo
 }
 
 // warp_mma on split tiles (bf16x3), below.
-template <bool TA, bool TB, int NB>
+template <bool TA, bool TB, int NB, bool kRoll = false>
 __device__ inline void warp_mma_x3(Acc (&c)[NB], const float* A, int lda, const float* B, int ldb,
                                    int i0, int j0, int K, int exact);
 
 // One warp's share of mm() (kSplit: of mm_x3(), on split tiles): output tiles of 16 x (16 NB),
-// round-robin over the warps.
-template <bool TA, bool TB, int NB, int U = 1, bool kSplit = false>
+// round-robin over the warps. kRoll: warp_mma_x3's k loop kept rolled.
+template <bool TA, bool TB, int NB, int U = 1, bool kSplit = false, bool kRoll = false>
 __device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const float* B, int ldb,
                               int M, int N, int K, bool accumulate, int exact) {
   const int warp = threadIdx.x / 32, nw = blockDim.x / 32, tn = N / (16 * NB);
@@ -132,7 +132,7 @@ __device__ void mm_warp_tiles(float* C, int ldc, const float* A, int lda, const 
 #pragma unroll
       for (int n = 0; n < NB; ++n) load_acc(c[n], C, ldc, i0, j0 + 16 * n);
     if constexpr (kSplit)
-      warp_mma_x3<TA, TB, NB>(c, A, lda, B, ldb, i0, j0, K, exact);
+      warp_mma_x3<TA, TB, NB, kRoll>(c, A, lda, B, ldb, i0, j0, K, exact);
     else
       warp_mma<TA, TB, NB, U>(c, A, lda, B, ldb, i0, j0, K, exact);
 #pragma unroll
@@ -222,8 +222,10 @@ __device__ inline void split_tile(float* T, int ld, int R, int C) {
 // n < NB, in bf16x3 (hi hi + hi lo + lo hi; `exact` as in mm(): an operand from bf16 has lo = 0
 // and its product is skipped). TA: A stored [K][M]; TB: B stored [N][K] (as in mm()). K % 16 == 0.
 // Fragment addresses as in mma_bf16.cuh (the float offset of a column is the same in a split
-// tile as in the fp32 one); a lo plane is 4 floats past its hi.
-template <bool TA, bool TB, int NB>
+// tile as in the fp32 one); a lo plane is 4 floats past its hi. kRoll: the k loop stays rolled
+// (the compiler's unrolling hoists the next steps' fragments: in the GDN chunk-gradient kernel,
+// at its 128-register cap beside the sums' accumulators, 200 bytes of spills against 24).
+template <bool TA, bool TB, int NB, bool kRoll>
 __device__ inline void warp_mma_x3(Acc (&c)[NB], const float* A, int lda, const float* B, int ldb,
                                    int i0, int j0, int K, int exact) {
   const bool xa = exact & kExactA, xb = exact & kExactB;
@@ -240,7 +242,7 @@ __device__ inline void warp_mma_x3(Acc (&c)[NB], const float* A, int lda, const 
     else
       ldsm_x4(r, reinterpret_cast<const bf16*>(p));
   };
-  for (int k0 = 0; k0 < K; k0 += 16, pa += sa, pb += sb) {
+  const auto step = [&] {
     unsigned ah[4], al[4];
     lda_x4(ah, pa, TA);
     if (!xa) lda_x4(al, pa + 4, TA);
@@ -256,6 +258,13 @@ __device__ inline void warp_mma_x3(Acc (&c)[NB], const float* A, int lda, const 
         if (!xa) mma_bf16(c[n].c[h], al, bh[2 * h], bh[2 * h + 1]);
       }
     }
+    pa += sa, pb += sb;
+  };
+  if constexpr (kRoll) {
+#pragma unroll 1
+    for (int k0 = 0; k0 < K; k0 += 16) step();
+  } else {
+    for (int k0 = 0; k0 < K; k0 += 16) step();
   }
 }
 
@@ -317,24 +326,36 @@ __device__ inline void store_acc_op(float* C, int ldc, int i0, int j0, const Acc
       put_op2<kSplit>(C + (i0 + g + 8 * r) * ldc, j0 + 8 * h + 2 * t, a.c[h][2 * r],
                       a.c[h][2 * r + 1]);
 }
+// Element c of the row at p in the operand format (a split chunk: its hi and lo bf16 words,
+// 8 apart).
+template <bool kSplit>
+__device__ inline float op_at(const float* p, int c) {
+  if constexpr (kSplit) {
+    const unsigned short* w = reinterpret_cast<const unsigned short*>(p + (c & ~7)) + (c & 7);
+    return __uint_as_float(unsigned{w[0]} << 16) + __uint_as_float(unsigned{w[8]} << 16);
+  } else {
+    return p[c];
+  }
+}
 template <bool kSplit>
 __device__ inline void to_op(float* T, int ld, int R, int C) {
   if constexpr (kSplit) split_tile(T, ld, R, C);
 }
-template <bool kSplit, bool TA, bool TB, int NB, int U = 1>
+// kRoll: as warp_mma_x3's (split tiles only).
+template <bool kSplit, bool TA, bool TB, int NB, int U = 1, bool kRoll = false>
 __device__ inline void op_mma(Acc (&c)[NB], const float* A, int lda, const float* B, int ldb,
                               int i0, int j0, int K, int exact) {
   if constexpr (kSplit)
-    warp_mma_x3<TA, TB, NB>(c, A, lda, B, ldb, i0, j0, K, exact);
+    warp_mma_x3<TA, TB, NB, kRoll>(c, A, lda, B, ldb, i0, j0, K, exact);
   else
     warp_mma<TA, TB, NB, U>(c, A, lda, B, ldb, i0, j0, K, exact);
 }
 // The same with 16 x 16 warp tiles only (fewer registers: kernels near their register cap).
-template <bool kSplit, bool TA, bool TB, int U = 1>
+template <bool kSplit, bool TA, bool TB, int U = 1, bool kRoll = false>
 __device__ void op_mm16(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M,
                         int N, int K, bool accumulate, int exact = 0) {
   if constexpr (kSplit)
-    mm_warp_tiles<TA, TB, 1, 1, true>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
+    mm_warp_tiles<TA, TB, 1, 1, true, kRoll>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   else
     mm_warp_tiles<TA, TB, 1, U>(C, ldc, A, lda, B, ldb, M, N, K, accumulate, exact);
   __syncwarp();
@@ -503,15 +524,51 @@ struct TileRegs {
 };
 
 // out[off + r * stride + c] (+= when accumulating, else =) scale_r * src[r * lds + c] for r < nr,
-// c < nc (scale null: 1), src in shared memory. Each thread loads its next 8 elements of `out`
-// before it stores any: the compiler cannot move a load above a store that may alias it, so an
-// element-by-element read-modify-write waits one global round trip per element (8 serial round
-// trips a thread for a 64 x 32 tile of 256 threads).
+// c < nc (scale null: 1), src in shared memory. Where the rows are whole 16-byte-aligned 8-element
+// chunks (nc % 8 == 0: every GDN head dim of the models), a thread a chunk: 16-byte accesses and
+// one row/column split a chunk (the element-by-element form spent ~40 integer instructions an
+// element on its runtime division by nc and 64-bit offsets: ~10% of the GDN chunk-gradient
+// kernel's instructions, ncu 2026-12-04). Each thread loads its next chunks (elements) of `out`
+// before it stores any: the compiler cannot move a load above a store that may alias it, so a
+// read-modify-write one after another waits one global round trip each.
 __device__ inline void add_tile(DPtr out, int64_t off, int64_t stride, const float* src, int lds,
                                 int nr, int nc, const float* scale = nullptr,
                                 bool accumulate = true) {
+  const int nth = blockDim.x;
+  const int64_t esz = out.bf ? 2 : 4;
+  if (nc % 8 == 0 && lds % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+      (reinterpret_cast<uintptr_t>(out.p) + off * esz) % 16 == 0 && (stride * esz) % 16 == 0) {
+    constexpr int kBatch = 2;
+    const int cpr = nc / 8, n = nr * cpr;
+    const int sh = (cpr & (cpr - 1)) == 0 ? __ffs(cpr) - 1 : -1;  // cpr a power of two: a shift
+    for (int i0 = threadIdx.x; i0 < n; i0 += kBatch * nth) {
+      int64_t o[kBatch];
+      float v[kBatch][8];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = i0 + u * nth;
+        if (i >= n) continue;
+        const int r = sh >= 0 ? i >> sh : i / cpr, c = (i - r * cpr) * 8;
+        o[u] = off + r * stride + c;
+        if (accumulate)
+          ld8(out, o[u], v[u]);
+        else
+#pragma unroll
+          for (int e = 0; e < 8; ++e) v[u][e] = 0.f;
+        float x[8];
+        get_chunk(src + r * lds + c, x);
+        const float sc = scale ? scale[r] : 1.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[u][e] += sc * x[e];
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (i0 + u * nth < n) st8(out, o[u], v[u]);
+    }
+    return;
+  }
   constexpr int kBatch = 8;
-  const int n = nr * nc, nth = blockDim.x;
+  const int n = nr * nc;
   for (int i0 = threadIdx.x; i0 < n; i0 += kBatch * nth) {
     int64_t o[kBatch];
     float v[kBatch];
