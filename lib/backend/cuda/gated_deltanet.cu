@@ -1080,7 +1080,6 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   const int c = blockIdx.x % D.NC, bh = blockIdx.x / D.NC, b = bh / D.H, h = bh % D.H;
   const int t0 = c * kC, Cn = min(kC, D.T - t0);
   const int tid = threadIdx.x, nth = blockDim.x, warp = tid / 32, lane = tid % 32;
-  const int nw = nth / 32;
   const int64_t po = prep_offset(D, b, h, c);
   // The products' `exact` flags (tile_mma.cuh): compile-time constants where kSplit (which needs
   // every input bf16), so that no lo fragment of q, k or dout is loaded or kept in registers.
@@ -1093,7 +1092,7 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   // Tinv by cp.async, waited for with the first value tile's copies (before its first use).
   copy_async(Ts, kLdc, prep_tile(T_in + po));
   // K in the operand format for the whole kernel (the row sums after the loop read it through
-  // op_at). In 3xTF32 the loop's K S0 product was 13% of this kernel's instructions (ncu,
+  // get_op4). In 3xTF32 the loop's K S0 product was 13% of this kernel's instructions (ncu,
   // 2026-12-04: two k8 steps of ~52 a k16, scalar LDS and a split a fragment element).
   load_tile<kSplit>(Ks, ldk, k, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
   load_gates(bet, gam, Gam, ev, beta, g, D, b, h, t0, Cn);  // ends with a barrier
@@ -1244,35 +1243,58 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
     colp[tid] = cs;
   }
   __syncthreads();
+  // The row sums, 8 lanes a row and 4 rows a warp at a time (rows 8 warp .. + 8): lane j of a
+  // row takes the float4s at columns 4 j + 32 m, so the 8 lanes of a row read 128 contiguous
+  // bytes of each array and reduce in 3 shuffle steps. (A warp a row with scalar loads and four
+  // 5-step warp sums was ~10% of this kernel's instructions: ncu, 2026-12-04.) Pq <- diag(Gam) Pq
+  // on the way, each lane on the elements it read.
+  static_assert(kC == 64 && kChunkWarps * 8 == kC);
   float rsum = 0.f;
-  for (int t = warp; t < kC; t += nw) {
-    float acc = 0.f, db = 0.f, er = 0.f;
+  {
+    const int j = lane % 8;
 #pragma unroll
-    for (int s = lane; s < kC; s += 32) {
-      const float dts = dL[t * kLdc + s], kts = KKg[t * kC + s];
-      acc += dA[t * kLdc + s] * Ag[t * kC + s];
-      db += dts * kts;
-      acc += dts * bet[t] * kts;
+    for (int it = 0; it < 2; ++it) {
+      const int t = 8 * warp + 4 * it + lane / 8;
+      float acc = 0.f, db = 0.f, zq = 0.f, er = 0.f;
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        const int sc = 4 * j + 32 * m;
+        const float4 da = *reinterpret_cast<const float4*>(dA + t * kLdc + sc),
+                     dl = *reinterpret_cast<const float4*>(dL + t * kLdc + sc),
+                     aa = *reinterpret_cast<const float4*>(Ag + t * kC + sc),
+                     kk = *reinterpret_cast<const float4*>(KKg + t * kC + sc);
+        acc += da.x * aa.x + da.y * aa.y + da.z * aa.z + da.w * aa.w;
+        db += dl.x * kk.x + dl.y * kk.y + dl.z * kk.z + dl.w * kk.w;
+      }
+      acc += bet[t] * db;  // sum_s d_ts L_ts
+      const float gt = Gam[t];
+      for (int c = 4 * j; c < D.DKp; c += 32) {
+        float4* pq = reinterpret_cast<float4*>(Pq + t * ldp + c);
+        const float4 pk = *reinterpret_cast<const float4*>(Pk + t * ldp + c), x = *pq;
+        float qv[4], kv[4];
+        get_op4<kSplit>(Qs + t * ldk, c, qv);
+        get_op4<kSplit>(Ks + t * ldk, c, kv);
+        zq += x.x * qv[0] + x.y * qv[1] + x.z * qv[2] + x.w * qv[3];
+        er += pk.x * kv[0] + pk.y * kv[1] + pk.z * kv[2] + pk.w * kv[3];
+        *pq = make_float4(gt * x.x, gt * x.y, gt * x.z, gt * x.w);
+      }
+#pragma unroll
+      for (int o = 1; o < 8; o <<= 1) {
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        db += __shfl_xor_sync(0xffffffffu, db, o);
+        zq += __shfl_xor_sync(0xffffffffu, zq, o);
+        er += __shfl_xor_sync(0xffffffffu, er, o);
+      }
+      if (j == 0) {
+        er += z3k[t];
+        acc -= (colp[t] + colp[kC + t]) + (colp[2 * kC + t] + colp[3 * kC + t]);
+        dgam[t] += acc + gt * zq - er - z3k[t];
+        dbet[t] += db;
+        rsum += er;
+      }
     }
-    if (lane == 0) acc -= (colp[t] + colp[kC + t]) + (colp[2 * kC + t] + colp[3 * kC + t]);
-    float zq = 0.f;
-    for (int r = lane; r < D.DKp; r += 32) {
-      zq += Pq[t * ldp + r] * op_at<kSplit>(Qs + t * ldk, r);
-      er += Pk[t * ldp + r] * op_at<kSplit>(Ks + t * ldk, r);
-    }
-    acc = warp_sum(acc);
-    db = warp_sum(db);
-    zq = warp_sum(zq);
-    er = warp_sum(er) + z3k[t];
-    rsum += er;
-    if (lane == 0) {
-      dgam[t] += acc + Gam[t] * zq - er - z3k[t];
-      dbet[t] += db;
-    }
-    __syncwarp();
-    for (int r = lane; r < D.DKp; r += 32) Pq[t * ldp + r] *= Gam[t];
   }
-  const float last = block_sum(part + (lane == 0 ? rsum : 0.f), red);  // barriers
+  const float last = block_sum(part + rsum, red);  // barriers
   if (tid == 0) dgam[Cn - 1] += last;
   for (int i = tid; i < kC * kC; i += nth) {  // dQK = dA . E;  G_ts = d_ts beta_t E_ts
     const int t = i / kC, s = i % kC;

@@ -326,15 +326,20 @@ __device__ inline void store_acc_op(float* C, int ldc, int i0, int j0, const Acc
       put_op2<kSplit>(C + (i0 + g + 8 * r) * ldc, j0 + 8 * h + 2 * t, a.c[h][2 * r],
                       a.c[h][2 * r + 1]);
 }
-// Element c of the row at p in the operand format (a split chunk: its hi and lo bf16 words,
-// 8 apart).
+// Elements c .. c + 4 of the row at p (c % 4 == 0) in the operand format (in a split chunk:
+// their hi and lo bf16 words, 16 bytes apart).
 template <bool kSplit>
-__device__ inline float op_at(const float* p, int c) {
+__device__ inline void get_op4(const float* p, int c, float (&x)[4]) {
   if constexpr (kSplit) {
-    const unsigned short* w = reinterpret_cast<const unsigned short*>(p + (c & ~7)) + (c & 7);
-    return __uint_as_float(unsigned{w[0]} << 16) + __uint_as_float(unsigned{w[8]} << 16);
+    const char* w = reinterpret_cast<const char*>(p + (c & ~7)) + (c & 7) * 2;
+    const uint2 h = *reinterpret_cast<const uint2*>(w), l = *reinterpret_cast<const uint2*>(w + 16);
+    x[0] = __uint_as_float(h.x << 16) + __uint_as_float(l.x << 16);
+    x[1] = __uint_as_float(h.x & 0xffff0000u) + __uint_as_float(l.x & 0xffff0000u);
+    x[2] = __uint_as_float(h.y << 16) + __uint_as_float(l.y << 16);
+    x[3] = __uint_as_float(h.y & 0xffff0000u) + __uint_as_float(l.y & 0xffff0000u);
   } else {
-    return p[c];
+    const float4 v = *reinterpret_cast<const float4*>(p + c);
+    x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
   }
 }
 template <bool kSplit>
