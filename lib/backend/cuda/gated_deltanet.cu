@@ -205,13 +205,30 @@ __device__ inline void load_gates(float* bet, float* gam, float* Gam, float* ev,
   __syncthreads();
 }
 
-// After As = Q K^T and KKE = K K^T: A . E (s <= t) and KKE . E (s < t), zero elsewhere.
+// E_ts = e^{gamma_t - gamma_s} (s <= t: the exponent is <= 0) from the SFU (`__expf`, 2^(x log2
+// e): ~2^-21 relative for the exponents of a chunk, far below bf16's rounding; the accurate
+// expf's range reduction, with the element loops' index divisions, was ~17% of the prep kernel's
+// instructions: ncu source counters, 2026-12-04).
+__device__ inline float decay(float gt, float gs) { return __expf(gt - gs); }
+
+// After As = Q K^T and KKE = K K^T: A . E (s <= t) and KKE . E (s < t), zero elsewhere; a thread
+// an 8-column chunk (row t = i / 8), 16-byte accesses.
 __device__ inline void mask_decay(float* As, float* KKE, const float* gam) {
-  for (int i = threadIdx.x; i < kC * kC; i += blockDim.x) {
-    const int t = i / kC, s = i % kC;
-    const float E = s <= t ? expf(gam[t] - gam[s]) : 0.f;
-    As[t * kLdc + s] *= E;
-    KKE[t * kLdc + s] = s < t ? KKE[t * kLdc + s] * E : 0.f;
+  for (int i = threadIdx.x; i < kC * (kC / 8); i += blockDim.x) {
+    const int t = i >> 3, s0 = (i & 7) * 8, o = t * kLdc + s0;
+    float a[8], k[8];
+    get_chunk(As + o, a);
+    get_chunk(KKE + o, k);
+    const float gt = gam[t];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const int s = s0 + e;
+      const float E = s <= t ? decay(gt, gam[s]) : 0.f;
+      a[e] *= E;
+      k[e] = s < t ? k[e] * E : 0.f;
+    }
+    put_op<false>(As + o, a);
+    put_op<false>(KKE + o, k);
   }
 }
 
@@ -1215,11 +1232,20 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   }
   __syncthreads();
   load_tile<kSplit>(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
-  // dA: the masked part of A only; d_ts = -dL_ts for s < t (the strictly lower L).
-  for (int i = tid; i < kC * kC; i += nth) {
-    const int t = i / kC, s = i % kC;
-    if (s > t) dA[t * kLdc + s] = 0.f;
-    dL[t * kLdc + s] = s < t ? -dL[t * kLdc + s] : 0.f;
+  // dA: the masked part of A only; d_ts = -dL_ts for s < t (the strictly lower L). A thread an
+  // 8-column chunk (row t = i / 8).
+  for (int i = tid; i < kC * (kC / 8); i += nth) {
+    const int t = i >> 3, s0 = (i & 7) * 8, o = t * kLdc + s0;
+    float a[8], l[8];
+    get_chunk(dA + o, a);
+    get_chunk(dL + o, l);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      a[e] = s0 + e <= t ? a[e] : 0.f;
+      l[e] = s0 + e < t ? -l[e] : 0.f;
+    }
+    put_op<false>(dA + o, a);
+    put_op<false>(dL + o, l);
   }
   __syncthreads();
   // Per row t (a warp each; A, KKE read from the prep arrays):
@@ -1296,18 +1322,25 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   }
   const float last = block_sum(part + rsum, red);  // barriers
   if (tid == 0) dgam[Cn - 1] += last;
-  for (int i = tid; i < kC * kC; i += nth) {  // dQK = dA . E;  G_ts = d_ts beta_t E_ts
-    const int t = i / kC, s = i % kC;
-    if (s <= t) {
-      const float E = expf(gam[t] - gam[s]);
-      dA[t * kLdc + s] *= E;
-      dL[t * kLdc + s] *= bet[t] * E;
+  // dQK = dA . E;  G_ts = d_ts beta_t E_ts, then both in the operand format for the products
+  // below (K and Q are already: loaded so), a thread an 8-column chunk: each chunk read and
+  // written by one thread, so no barrier between the decay and the split. (Entries s > t are
+  // zero from the mask above.)
+  for (int i = tid; i < kC * (kC / 8); i += nth) {
+    const int t = i >> 3, s0 = (i & 7) * 8, o = t * kLdc + s0;
+    float a[8], l[8];
+    get_chunk(dA + o, a);
+    get_chunk(dL + o, l);
+    const float gt = gam[t], bt = bet[t];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float E = s0 + e <= t ? decay(gt, gam[s0 + e]) : 0.f;
+      a[e] *= E;
+      l[e] *= bt * E;
     }
+    put_op<kSplit>(dA + o, a);
+    put_op<kSplit>(dL + o, l);
   }
-  // The post-loop products' operands (K and Q are already: loaded so).
-  __syncthreads();
-  to_op<kSplit>(dA, kLdc, kC, kC);
-  to_op<kSplit>(dL, kLdc, kC, kC);
   __syncthreads();
   // Pq += dQK K;  Pk += dQK^T Q + G K + G^T K.
   op_mm16<kSplit, false, false, 1, true>(Pq, ldp, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, xBK);
