@@ -382,20 +382,24 @@ struct TileSrc {
   DPtr src;
   int64_t off, stride;
   int nr, NR, nc, NC;
-  // Whole rows of 16-byte vectors (8 bf16 or 4 f32), 16-byte aligned.
+  // Elements a 16-byte vector: 8 bf16 or 4 f32, as a shift (the type is a runtime flag, so `x /
+  // vec` and `x % vec` compiled to full integer divisions, ~30 instructions each, in every tile
+  // load: ncu source counters of the GDN dstate kernel, 2026-12-04).
+  __device__ int vec_shift() const { return src.bf ? 3 : 2; }
+  __device__ int vec() const { return 1 << vec_shift(); }
+  // Whole rows of 16-byte vectors, 16-byte aligned (nc, NC >= 0).
   __device__ bool vec_ok() const {
-    const int vec = src.bf ? 8 : 4, esz = src.bf ? 2 : 4;
-    return nc % vec == 0 && NC % vec == 0 &&
+    const int m = vec() - 1, esz = src.bf ? 2 : 4;
+    return (nc & m) == 0 && (NC & m) == 0 &&
            (reinterpret_cast<uintptr_t>(src.p) + off * esz) % 16 == 0 && (stride * esz) % 16 == 0;
   }
-  __device__ int vec() const { return src.bf ? 8 : 4; }
-  __device__ int vectors() const { return NR * (NC / vec()); }
+  __device__ int vectors() const { return NR * (NC >> vec_shift()); }
   // Row r and first column cc of vector i (row-major order; cpr = NC / vec vectors a row). By a
   // shift and mask where cpr is a power of two (every tile of the GDN kernels): a division by a
   // runtime divisor is ~20 integer instructions, and the sequential GDN kernels, issue-bound,
   // spend a third of their instructions on integer work (ncu, 2026-12-02).
   __device__ void rc(int i, int& r, int& cc) const {
-    const int cpr = NC / vec();
+    const int cpr = NC >> vec_shift();
     if ((cpr & (cpr - 1)) == 0) {
       r = i >> (__ffs(cpr) - 1);
       cc = (i & (cpr - 1)) * vec();
