@@ -59,6 +59,7 @@ if [ "$gate" = 1 ]; then
   grep -E "worst|median" /tmp/bench_ab_doctor.log || true
 fi
 
+declare -A bin=([old]=$old [new]=$new)
 rows=()
 mean_ratio() {  # mean_ratio O1 O2 N1 N2: (N1 + N2) / (O1 + O2)
   awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { printf "%.4f", (c + d) / (a + b) }'
@@ -72,10 +73,8 @@ for op in "${oplist[@]}"; do
     declare -A ms=()
     for run in 1 2; do
       for v in old new; do
-        bin=$old
-        [ $v = new ] && bin=$new
         # `bench --op` prints a line a pass: op, pass, the shape's fields, ms, TFLOP/s, GB/s.
-        while read -r pass t; do ms[$v,$pass,$run]=$t; done < <("$bin" "${args[@]}" 2>&1 |
+        while read -r pass t; do ms[$v,$pass,$run]=$t; done < <("${bin[$v]}" "${args[@]}" 2>&1 |
           awk -v op="$op" '$1 == op { print $2, $(NF - 2) }')
       done
     done
@@ -96,10 +95,9 @@ for m in $models; do
   declare -A tps=()
   for run in 1 2; do
     for v in old new; do
-      bin=$old
-      [ $v = new ] && bin=$new
       # The model bench's table: arch, size, d, L, params, non-emb, tokens/s, ...
-      tps[$v,$run]=$("$bin" "${args[@]}" 2>&1 | awk -v a="$arch" '$1 == a { print $7 }' | tail -1)
+      tps[$v,$run]=$("${bin[$v]}" "${args[@]}" 2>&1 | awk -v a="$arch" '$1 == a { print $7 }' |
+        tail -1)
     done
   done
   rows+=("$(printf '%-10s %-4s V%s b%s  old %s %s  new %s %s  new/old %s tokens/s' "$arch" \

@@ -205,20 +205,32 @@ __device__ inline void load_gates(float* bet, float* gam, float* Gam, float* ev,
   __syncthreads();
 }
 
-// E_ts = e^{gamma_t - gamma_s} (s <= t: the exponent is <= 0) from the SFU (`__expf`, 2^(x log2
-// e): ~2^-21 relative for the exponents of a chunk, far below bf16's rounding; the accurate
-// expf's range reduction, with the element loops' index divisions, was ~17% of the prep kernel's
-// instructions: ncu source counters, 2026-12-04).
+// E_ts = e^{gamma_t - gamma_s} (s <= t: the exponent x is <= 0) from the SFU (`__expf`, 2^(x
+// log2 e): within 2 + 1.16 |x| ulp, e.g. ~1e-6 relative at x = -10, far below bf16's rounding;
+// the accurate expf's range reduction, with the element loops' index divisions, was ~17% of the
+// prep kernel's instructions: ncu source counters, 2026-12-04).
 __device__ inline float decay(float gt, float gs) { return __expf(gt - gs); }
 
-// After As = Q K^T and KKE = K K^T: A . E (s <= t) and KKE . E (s < t), zero elsewhere; a thread
-// an 8-column chunk (row t = i / 8), 16-byte accesses.
-__device__ inline void mask_decay(float* As, float* KKE, const float* gam) {
+// f(t, s0, x, y) on each 8-column chunk (row t, columns s0 .. s0 + 8) of two [kC][kLdc] fp32
+// matrices X, Y, a thread a chunk (row t = i / 8) with 16-byte accesses; f writes x and y, which
+// are stored back in the operand format `kSplit`. Each chunk is read and written by one thread,
+// so no barrier is needed inside; the caller orders the writers before and the readers after.
+template <bool kSplit = false, class F>
+__device__ inline void each_chunk2(float* X, float* Y, F&& f) {
   for (int i = threadIdx.x; i < kC * (kC / 8); i += blockDim.x) {
     const int t = i >> 3, s0 = (i & 7) * 8, o = t * kLdc + s0;
-    float a[8], k[8];
-    get_chunk(As + o, a);
-    get_chunk(KKE + o, k);
+    float x[8], y[8];
+    get_chunk(X + o, x);
+    get_chunk(Y + o, y);
+    f(t, s0, x, y);
+    put_op<kSplit>(X + o, x);
+    put_op<kSplit>(Y + o, y);
+  }
+}
+
+// After As = Q K^T and KKE = K K^T: A . E (s <= t) and KKE . E (s < t), zero elsewhere.
+__device__ inline void mask_decay(float* As, float* KKE, const float* gam) {
+  each_chunk2(As, KKE, [&](int t, int s0, float(&a)[8], float(&k)[8]) {
     const float gt = gam[t];
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
@@ -227,9 +239,7 @@ __device__ inline void mask_decay(float* As, float* KKE, const float* gam) {
       a[e] *= E;
       k[e] = s < t ? k[e] * E : 0.f;
     }
-    put_op<false>(As + o, a);
-    put_op<false>(KKE + o, k);
-  }
+  });
 }
 
 template <int VT>
@@ -1232,21 +1242,14 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   }
   __syncthreads();
   load_tile<kSplit>(Qs, ldk, q, D.qk(b, t0, h), stride, Cn, kC, D.DK, D.DKp);
-  // dA: the masked part of A only; d_ts = -dL_ts for s < t (the strictly lower L). A thread an
-  // 8-column chunk (row t = i / 8).
-  for (int i = tid; i < kC * (kC / 8); i += nth) {
-    const int t = i >> 3, s0 = (i & 7) * 8, o = t * kLdc + s0;
-    float a[8], l[8];
-    get_chunk(dA + o, a);
-    get_chunk(dL + o, l);
+  // dA: the masked part of A only; d_ts = -dL_ts for s < t (the strictly lower L).
+  each_chunk2(dA, dL, [](int t, int s0, float(&a)[8], float(&l)[8]) {
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
       a[e] = s0 + e <= t ? a[e] : 0.f;
       l[e] = s0 + e < t ? -l[e] : 0.f;
     }
-    put_op<false>(dA + o, a);
-    put_op<false>(dL + o, l);
-  }
+  });
   __syncthreads();
   // Per row t (a warp each; A, KKE read from the prep arrays):
   //   dgamma_t += sum_s dA_ts A_ts - sum_u dA_ut A_ut + sum_s d_ts L_ts - sum_u d_ut L_ut
@@ -1322,15 +1325,9 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
   }
   const float last = block_sum(part + rsum, red);  // barriers
   if (tid == 0) dgam[Cn - 1] += last;
-  // dQK = dA . E;  G_ts = d_ts beta_t E_ts, then both in the operand format for the products
-  // below (K and Q are already: loaded so), a thread an 8-column chunk: each chunk read and
-  // written by one thread, so no barrier between the decay and the split. (Entries s > t are
-  // zero from the mask above.)
-  for (int i = tid; i < kC * (kC / 8); i += nth) {
-    const int t = i >> 3, s0 = (i & 7) * 8, o = t * kLdc + s0;
-    float a[8], l[8];
-    get_chunk(dA + o, a);
-    get_chunk(dL + o, l);
+  // dQK = dA . E;  G_ts = d_ts beta_t E_ts, stored in the operand format for the products below
+  // (K and Q are already: loaded so) in the same pass. (Entries s > t are zero from the mask.)
+  each_chunk2<kSplit>(dA, dL, [&](int t, int s0, float(&a)[8], float(&l)[8]) {
     const float gt = gam[t], bt = bet[t];
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
@@ -1338,9 +1335,7 @@ __global__ void __launch_bounds__(kThreads, KH == 2 ? 2 : 1)
       a[e] *= E;
       l[e] *= bt * E;
     }
-    put_op<kSplit>(dA + o, a);
-    put_op<kSplit>(dL + o, l);
-  }
+  });
   __syncthreads();
   // Pq += dQK K;  Pk += dQK^T Q + G K + G^T K.
   op_mm16<kSplit, false, false, 1, true>(Pq, ldp, dA, kLdc, Ks, ldk, kC, D.DKp, kC, true, xBK);

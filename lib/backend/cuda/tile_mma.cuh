@@ -193,15 +193,19 @@ __device__ inline void get_chunk(const float* p, float (&x)[8]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
   x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
 }
+// The two values of a split pair: hi word h, lo word l (two bf16 each, the lower column in the
+// low half): x = hi + lo.
+__device__ inline void split_pair(unsigned h, unsigned l, float& x0, float& x1) {
+  x0 = __uint_as_float(h << 16) + __uint_as_float(l << 16);
+  x1 = __uint_as_float(h & 0xffff0000u) + __uint_as_float(l & 0xffff0000u);
+}
 // The 8 values of the split chunk at p (hi + lo: x to ~2^-16).
 __device__ inline void get_split(const float* p, float (&x)[8]) {
   const uint4 h = reinterpret_cast<const uint4*>(p)[0], l = reinterpret_cast<const uint4*>(p)[1];
-  const unsigned hw[4] = {h.x, h.y, h.z, h.w}, lw[4] = {l.x, l.y, l.z, l.w};
-#pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    x[2 * e] = __uint_as_float(hw[e] << 16) + __uint_as_float(lw[e] << 16);
-    x[2 * e + 1] = __uint_as_float(hw[e] & 0xffff0000u) + __uint_as_float(lw[e] & 0xffff0000u);
-  }
+  split_pair(h.x, l.x, x[0], x[1]);
+  split_pair(h.y, l.y, x[2], x[3]);
+  split_pair(h.z, l.z, x[4], x[5]);
+  split_pair(h.w, l.w, x[6], x[7]);
 }
 // Chunk i of an [R][ld] tile of C columns (C % 8 == 0), row-major order: its first float.
 __device__ inline float* chunk_at(float* T, int ld, int C, int i) {
@@ -333,10 +337,8 @@ __device__ inline void get_op4(const float* p, int c, float (&x)[4]) {
   if constexpr (kSplit) {
     const char* w = reinterpret_cast<const char*>(p + (c & ~7)) + (c & 7) * 2;
     const uint2 h = *reinterpret_cast<const uint2*>(w), l = *reinterpret_cast<const uint2*>(w + 16);
-    x[0] = __uint_as_float(h.x << 16) + __uint_as_float(l.x << 16);
-    x[1] = __uint_as_float(h.x & 0xffff0000u) + __uint_as_float(l.x & 0xffff0000u);
-    x[2] = __uint_as_float(h.y << 16) + __uint_as_float(l.y << 16);
-    x[3] = __uint_as_float(h.y & 0xffff0000u) + __uint_as_float(l.y & 0xffff0000u);
+    split_pair(h.x, l.x, x[0], x[1]);
+    split_pair(h.y, l.y, x[2], x[3]);
   } else {
     const float4 v = *reinterpret_cast<const float4*>(p + c);
     x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
